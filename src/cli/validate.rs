@@ -1,0 +1,65 @@
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Args;
+
+use super::OutputFormat;
+use crate::settings::Settings;
+use crate::validate::validate_paths;
+
+#[derive(Debug, Args)]
+pub struct ValidateArgs {
+    /// Spec files or folders to check; defaults to the specs folder (--specs).
+    #[arg(value_name = "PATH")]
+    paths: Vec<PathBuf>,
+
+    /// `text`: one error per line as file:line:column: Kind/name: field: message.
+    /// `json`: a single object with every error, for CI bots.
+    #[arg(long, short, value_enum, default_value_t)]
+    output: OutputFormat,
+}
+
+pub fn run(settings: &Settings, args: ValidateArgs) -> anyhow::Result<ExitCode> {
+    let paths = if args.paths.is_empty() {
+        vec![settings.specs.clone()]
+    } else {
+        args.paths
+    };
+    let report = validate_paths(&paths);
+    let mut out = std::io::stdout().lock();
+    match args.output {
+        OutputFormat::Json => {
+            serde_json::to_writer_pretty(&mut out, &report.to_json())?;
+            writeln!(out)?;
+        }
+        OutputFormat::Text => {
+            for diagnostic in report.diagnostics() {
+                writeln!(out, "{diagnostic}")?;
+            }
+            let errors = report.diagnostics().len();
+            let summary = format!(
+                "{} file{}, {} object{}: {}",
+                report.files.len(),
+                plural(report.files.len()),
+                report.object_count(),
+                plural(report.object_count()),
+                if errors == 0 {
+                    "valid".to_string()
+                } else {
+                    format!("{errors} error{}", plural(errors))
+                }
+            );
+            eprintln!("{summary}");
+        }
+    }
+    Ok(if report.is_valid() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 { "" } else { "s" }
+}

@@ -1,0 +1,26 @@
+//! holdfast: declarative backups for Docker hosts.
+//!
+//! People describe what they want backed up in `BackupPolicy`, `Archive` and `Restore`
+//! specs kept in git; holdfast validates them, backs up through the Docker API, and writes
+//! what it observed beside each spec.
+//!
+//! Module map, foundation first (imports point from later to earlier):
+//!
+//! - [`diagnostic`], [`fsutil`], [`settings`], [`logging`]: errors with positions, atomic
+//!   writes, daemon flags, log setup.
+//! - [`spec`]: the resource model, and [`schema`]: the JSON Schemas generated from it.
+//! - [`load`]: finding spec files and reading their YAML documents with positions.
+//! - [`validate`]: every check, collecting all errors at once.
+//! - [`docker`]: what Docker reports (stacks, containers, volumes), through bollard.
+//! - [`cli`]: one thin file per subcommand.
+
+pub mod cli;
+pub mod diagnostic;
+pub mod docker;
+pub mod fsutil;
+pub mod load;
+pub mod logging;
+pub mod schema;
+pub mod settings;
+pub mod spec;
+pub mod validate;

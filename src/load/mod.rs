@@ -1,0 +1,425 @@
+//! Finding spec files and reading them into documents.
+//!
+//! Reading never fails as a whole: every problem with a file becomes a [`Diagnostic`] for
+//! that file, and the other files are still read.
+
+pub mod positions;
+
+use std::collections::HashSet;
+use std::fs;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use crate::diagnostic::{Diagnostic, FieldPath, Position};
+use positions::DocumentPositions;
+
+/// Spec files larger than this are refused: a spec is a few kilobytes, and a huge file in
+/// the specs folder is a mistake that should not cost the daemon its memory.
+pub const MAX_SPEC_FILE_BYTES: u64 = 4 * 1024 * 1024;
+
+/// Whether a file found while walking a folder is a spec file.
+pub fn is_spec_file_name(name: &str) -> bool {
+    let lower = name.to_ascii_lowercase();
+    let yaml = lower.ends_with(".yaml") || lower.ends_with(".yml");
+    let status = lower.ends_with(".status.yaml") || lower.ends_with(".status.yml");
+    let hidden_or_temp = name.starts_with('.') || name.starts_with('#') || name.ends_with('~');
+    yaml && !status && !hidden_or_temp
+}
+
+/// Finds the spec files under each path: files named directly are taken as they are,
+/// folders are walked recursively in name order, skipping hidden entries, status files and
+/// editor temp files. Paths that cannot be read become diagnostics.
+pub fn discover(paths: &[PathBuf]) -> (Vec<PathBuf>, Vec<Diagnostic>) {
+    let mut files = Vec::new();
+    let mut errors = Vec::new();
+    let mut seen_dirs = HashSet::new();
+    for path in paths {
+        match fs::metadata(path) {
+            Ok(meta) if meta.is_dir() => walk(path, &mut files, &mut errors, &mut seen_dirs),
+            Ok(_) => files.push(path.clone()),
+            Err(e) => errors.push(Diagnostic::new(
+                path,
+                Position::START,
+                format!("cannot read: {e}"),
+            )),
+        }
+    }
+    (files, errors)
+}
+
+fn walk(
+    dir: &Path,
+    files: &mut Vec<PathBuf>,
+    errors: &mut Vec<Diagnostic>,
+    seen: &mut HashSet<PathBuf>,
+) {
+    // A symlinked folder may point back up the tree; visit each real folder once.
+    if let Ok(real) = fs::canonicalize(dir) {
+        if !seen.insert(real) {
+            return;
+        }
+    }
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) => {
+            errors.push(Diagnostic::new(
+                dir,
+                Position::START,
+                format!("cannot read folder: {e}"),
+            ));
+            return;
+        }
+    };
+    let mut children: Vec<(String, PathBuf)> = Vec::new();
+    for entry in entries {
+        match entry {
+            Ok(entry) => children.push((
+                entry.file_name().to_string_lossy().into_owned(),
+                entry.path(),
+            )),
+            Err(e) => errors.push(Diagnostic::new(
+                dir,
+                Position::START,
+                format!("cannot read folder: {e}"),
+            )),
+        }
+    }
+    children.sort();
+    for (name, path) in children {
+        if name.starts_with('.') {
+            continue;
+        }
+        match fs::metadata(&path) {
+            Ok(meta) if meta.is_dir() => walk(&path, files, errors, seen),
+            Ok(_) if is_spec_file_name(&name) => files.push(path),
+            Ok(_) => {}
+            // A dangling symlink named like a spec is worth a word; anything else is not ours.
+            Err(e) if is_spec_file_name(&name) => errors.push(Diagnostic::new(
+                &path,
+                Position::START,
+                format!("cannot read: {e}"),
+            )),
+            Err(_) => {}
+        }
+    }
+}
+
+/// One YAML document of a spec file, converted to JSON for schema validation.
+#[derive(Debug)]
+pub struct Document {
+    /// 0-based index of the document in its file.
+    pub index: usize,
+    pub value: serde_json::Value,
+    pub positions: DocumentPositions,
+}
+
+/// What reading one file produced.
+#[derive(Debug)]
+pub struct SourceFile {
+    pub path: PathBuf,
+    pub documents: Vec<Document>,
+    /// Problems with the file as a whole: unreadable, too large, not text, bad YAML.
+    pub errors: Vec<Diagnostic>,
+}
+
+/// Reads a spec file into its non-empty documents.
+pub fn read_file(path: &Path) -> SourceFile {
+    let mut source = SourceFile {
+        path: path.to_path_buf(),
+        documents: Vec::new(),
+        errors: Vec::new(),
+    };
+    match read_text(path) {
+        Ok(text) => parse_documents(&text, &mut source),
+        Err(message) => source
+            .errors
+            .push(Diagnostic::new(path, message.0, message.1)),
+    }
+    source
+}
+
+fn read_text(path: &Path) -> Result<String, (Position, String)> {
+    let file = fs::File::open(path).map_err(|e| (Position::START, format!("cannot read: {e}")))?;
+    let mut bytes = Vec::new();
+    // Read one byte past the limit to learn that the file is too large without reading it all.
+    file.take(MAX_SPEC_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| (Position::START, format!("cannot read: {e}")))?;
+    if bytes.len() as u64 > MAX_SPEC_FILE_BYTES {
+        let size = fs::metadata(path)
+            .map(|m| m.len())
+            .unwrap_or(bytes.len() as u64);
+        return Err((
+            Position::START,
+            format!(
+                "file is {:.1} MiB; spec files are limited to {} MiB",
+                size as f64 / (1024.0 * 1024.0),
+                MAX_SPEC_FILE_BYTES / (1024 * 1024)
+            ),
+        ));
+    }
+    let text = String::from_utf8(bytes).map_err(|e| {
+        let valid = &e.as_bytes()[..e.utf8_error().valid_up_to()];
+        let at = position_after(valid);
+        (
+            at,
+            "not a text file: invalid UTF-8; spec files must be UTF-8 YAML".to_string(),
+        )
+    })?;
+    if let Some(offset) = text.find('\0') {
+        let at = position_after(&text.as_bytes()[..offset]);
+        return Err((
+            at,
+            "not a text file: it contains a NUL byte; spec files must be UTF-8 YAML".to_string(),
+        ));
+    }
+    Ok(text)
+}
+
+/// The line and column just after `prefix`, which must be valid UTF-8.
+fn position_after(prefix: &[u8]) -> Position {
+    let prefix = String::from_utf8_lossy(prefix);
+    let line = prefix.matches('\n').count() + 1;
+    let column = prefix.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    Position { line, column }
+}
+
+fn parse_documents(text: &str, source: &mut SourceFile) {
+    use serde::Deserialize;
+
+    let mut positions = positions::index(text).into_iter();
+    for (index, document) in serde_yaml_ng::Deserializer::from_str(text).enumerate() {
+        let doc_positions = positions.next().unwrap_or_default();
+        let mut value = match serde_yaml_ng::Value::deserialize(document) {
+            Ok(value) => value,
+            Err(e) => {
+                let mut diagnostic = yaml_error(&source.path, &e, doc_positions.start());
+                // The YAML library points at the mapping; point at the repeated key instead.
+                if let Some((field, at)) = doc_positions.duplicate_keys().first() {
+                    if diagnostic.message.contains("duplicate") {
+                        diagnostic = Diagnostic::new(
+                            &source.path,
+                            *at,
+                            format!("the key `{field}` appears twice in the same mapping"),
+                        )
+                        .with_field(field);
+                    }
+                }
+                source.errors.push(diagnostic);
+                // The stream cannot be trusted past a syntax error.
+                return;
+            }
+        };
+        if value.is_null() {
+            continue;
+        }
+        if let Err(e) = value.apply_merge() {
+            source
+                .errors
+                .push(yaml_error(&source.path, &e, doc_positions.start()));
+            continue;
+        }
+        match to_json(value, &FieldPath::root()) {
+            Ok(value) => source.documents.push(Document {
+                index,
+                value,
+                positions: doc_positions,
+            }),
+            Err((field, message)) => {
+                let at = doc_positions.key_or_value(&field);
+                source
+                    .errors
+                    .push(Diagnostic::new(&source.path, at, message).with_field(&field));
+            }
+        }
+    }
+}
+
+fn yaml_error(path: &Path, error: &serde_yaml_ng::Error, fallback: Position) -> Diagnostic {
+    let at = error.location().map_or(fallback, |l| Position {
+        line: l.line(),
+        column: l.column(),
+    });
+    // The library appends " at line L column C"; the position is already in front.
+    let text = error.to_string();
+    let message = match text.find(" at line ") {
+        Some(cut) => text[..cut].to_string(),
+        None => text,
+    };
+    Diagnostic::new(path, at, format!("invalid YAML: {message}"))
+}
+
+/// Converts a YAML value to JSON. YAML allows what JSON does not (non-string keys, tags,
+/// NaN); those are errors here rather than silently changed values.
+fn to_json(
+    value: serde_yaml_ng::Value,
+    at: &FieldPath,
+) -> Result<serde_json::Value, (FieldPath, String)> {
+    use serde_json::Value as J;
+    use serde_yaml_ng::Value as Y;
+    Ok(match value {
+        Y::Null => J::Null,
+        Y::Bool(b) => J::Bool(b),
+        Y::Number(n) => {
+            if let Some(i) = n.as_i64() {
+                J::from(i)
+            } else if let Some(u) = n.as_u64() {
+                J::from(u)
+            } else {
+                let f = n.as_f64().unwrap_or(f64::NAN);
+                serde_json::Number::from_f64(f)
+                    .map(J::Number)
+                    .ok_or_else(|| {
+                        (
+                            at.clone(),
+                            format!("`{f}` is not a number holdfast can use"),
+                        )
+                    })?
+            }
+        }
+        Y::String(s) => J::String(s),
+        Y::Sequence(items) => J::Array(
+            items
+                .into_iter()
+                .enumerate()
+                .map(|(i, v)| to_json(v, &at.index(i)))
+                .collect::<Result<_, _>>()?,
+        ),
+        Y::Mapping(map) => {
+            let mut out = serde_json::Map::new();
+            for (k, v) in map {
+                let key = match k {
+                    Y::String(s) => s,
+                    Y::Bool(b) => b.to_string(),
+                    Y::Number(n) => n.to_string(),
+                    other => {
+                        return Err((
+                            at.clone(),
+                            format!(
+                                "mapping keys must be plain text, found {}",
+                                describe(&other)
+                            ),
+                        ));
+                    }
+                };
+                let child = at.key(key.clone());
+                out.insert(key, to_json(v, &child)?);
+            }
+            J::Object(out)
+        }
+        Y::Tagged(tagged) => {
+            return Err((
+                at.clone(),
+                format!(
+                    "YAML tags such as `{}` are not supported in specs",
+                    tagged.tag
+                ),
+            ));
+        }
+    })
+}
+
+fn describe(value: &serde_yaml_ng::Value) -> &'static str {
+    use serde_yaml_ng::Value as Y;
+    match value {
+        Y::Null => "null",
+        Y::Bool(_) => "a boolean",
+        Y::Number(_) => "a number",
+        Y::String(_) => "a string",
+        Y::Sequence(_) => "a list",
+        Y::Mapping(_) => "a mapping",
+        Y::Tagged(_) => "a tagged value",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spec_file_names() {
+        for ok in ["a.yaml", "b.yml", "nested.policy.yaml", "UPPER.YAML"] {
+            assert!(is_spec_file_name(ok), "{ok}");
+        }
+        for skip in [
+            "a.status.yaml",
+            "a.status.yml",
+            ".hidden.yaml",
+            "a.yaml~",
+            "#a.yaml#",
+            "a.json",
+            "a.yaml.swp",
+        ] {
+            assert!(!is_spec_file_name(skip), "{skip}");
+        }
+    }
+
+    #[test]
+    fn positions_after_prefix() {
+        assert_eq!(position_after(b""), Position { line: 1, column: 1 });
+        assert_eq!(position_after(b"ab\ncd"), Position { line: 2, column: 3 });
+    }
+
+    fn read_str(text: &str) -> SourceFile {
+        let mut source = SourceFile {
+            path: "t.yaml".into(),
+            documents: Vec::new(),
+            errors: Vec::new(),
+        };
+        parse_documents(text, &mut source);
+        source
+    }
+
+    #[test]
+    fn empty_files_and_documents_are_fine() {
+        for text in ["", "\n", "# only a comment\n", "---\n---\n", "---\n...\n"] {
+            let s = read_str(text);
+            assert!(
+                s.errors.is_empty() && s.documents.is_empty(),
+                "{text:?}: {:?}",
+                s.errors
+            );
+        }
+    }
+
+    #[test]
+    fn documents_keep_their_index_and_positions() {
+        let s = read_str("a: 1\n---\n---\nb: 2\n");
+        assert!(s.errors.is_empty(), "{:?}", s.errors);
+        let indexes: Vec<_> = s.documents.iter().map(|d| d.index).collect();
+        assert_eq!(indexes, [0, 2]);
+        assert_eq!(
+            s.documents[1].positions.start(),
+            Position { line: 4, column: 1 }
+        );
+    }
+
+    #[test]
+    fn syntax_errors_carry_line_and_column() {
+        let s = read_str("a: 1\nb: [1, 2\nc: 3\n");
+        assert_eq!(s.errors.len(), 1);
+        let e = &s.errors[0];
+        assert!(e.message.starts_with("invalid YAML: "), "{}", e.message);
+        assert!(e.line >= 2, "{e}");
+    }
+
+    #[test]
+    fn duplicate_keys_are_errors() {
+        let s = read_str("a: 1\na: 2\n");
+        assert_eq!(s.errors.len(), 1, "{:?}", s.errors);
+        assert_eq!(s.errors[0].line, 2);
+    }
+
+    #[test]
+    fn tags_and_complex_keys_are_refused() {
+        assert_eq!(read_str("a: !secret x\n").errors.len(), 1);
+        assert_eq!(read_str("? [a]\n: 1\n").errors.len(), 1);
+    }
+
+    #[test]
+    fn merge_keys_apply() {
+        let s = read_str("base: &b {x: 1}\nthing:\n  <<: *b\n  y: 2\n");
+        assert!(s.errors.is_empty(), "{:?}", s.errors);
+        assert_eq!(s.documents[0].value["thing"]["x"], 1);
+    }
+}

@@ -1,0 +1,440 @@
+//! Spec parts shared by more than one kind: what to back up, how to keep it consistent,
+//! which databases to dump, where the archive goes and how long it is kept.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::duration::HumanDuration;
+
+/// What a backup covers. At least one of `stacks`, `containers`, `selector` or `volumes`
+/// must select something.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Targets {
+    /// Compose projects to back up, by their project name (the `com.docker.compose.project` label).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stacks: Vec<String>,
+    /// Individual containers, by name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub containers: Vec<String>,
+    /// Containers selected by their labels.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<LabelSelector>,
+    /// Named volumes to back up whether or not a container uses them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<String>,
+    /// What to leave out of the selected targets.
+    #[serde(default, skip_serializing_if = "Exclude::is_empty")]
+    pub exclude: Exclude,
+}
+
+impl Targets {
+    pub fn is_empty(&self) -> bool {
+        self.stacks.is_empty()
+            && self.containers.is_empty()
+            && self.volumes.is_empty()
+            && self
+                .selector
+                .as_ref()
+                .is_none_or(|s| s.match_labels.is_empty())
+    }
+}
+
+/// Selects containers whose labels include every pair given.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LabelSelector {
+    /// Label names and the values they must have, e.g. `holdfast.dev/backup: "true"`.
+    #[serde(default)]
+    pub match_labels: BTreeMap<String, String>,
+}
+
+/// Volumes and paths left out of a backup.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Exclude {
+    /// Named volumes never archived, even when a selected container mounts them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<String>,
+    /// Glob patterns, relative to each volume or bind mount root, of files and folders to skip
+    /// (`**/*.log`, `cache/**`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub paths: Vec<String>,
+}
+
+impl Exclude {
+    pub fn is_empty(&self) -> bool {
+        self.volumes.is_empty() && self.paths.is_empty()
+    }
+}
+
+/// Which kinds of data a backup includes.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Include {
+    /// Archive the named volumes of the selected containers.
+    #[serde(default = "yes")]
+    pub volumes: bool,
+    /// Archive the bind-mounted host folders of the selected containers.
+    #[serde(default = "yes")]
+    pub bind_mounts: bool,
+    /// Save the recipe: compose files, `docker inspect` output (secrets redacted), networks.
+    #[serde(default = "yes")]
+    pub recipe: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Default for Include {
+    fn default() -> Self {
+        Include {
+            volumes: true,
+            bind_mounts: true,
+            recipe: true,
+        }
+    }
+}
+
+/// What is stopped while data is archived.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum StopMode {
+    /// Nothing is stopped; rely on hooks and dumps for consistency.
+    #[default]
+    None,
+    /// Stop each container while its own data is archived.
+    Container,
+    /// Stop the whole stack while any of its data is archived.
+    Stack,
+}
+
+/// How a backup is kept consistent.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Consistency {
+    /// What to stop while archiving; what was running is always started again.
+    #[serde(default)]
+    pub stop: StopMode,
+    /// How long a container gets to stop before it is killed.
+    #[serde(default = "default_stop_timeout")]
+    pub stop_timeout: HumanDuration,
+    /// After restarting, how long to wait for containers with a healthcheck to become healthy.
+    #[serde(default = "default_wait_healthy")]
+    pub wait_healthy: HumanDuration,
+    /// Commands run before and after the data is archived.
+    #[serde(default, skip_serializing_if = "Hooks::is_empty")]
+    pub hooks: Hooks,
+}
+
+fn default_stop_timeout() -> HumanDuration {
+    HumanDuration::from_secs(30)
+}
+
+fn default_wait_healthy() -> HumanDuration {
+    HumanDuration::from_secs(120)
+}
+
+impl Default for Consistency {
+    fn default() -> Self {
+        Consistency {
+            stop: StopMode::None,
+            stop_timeout: default_stop_timeout(),
+            wait_healthy: default_wait_healthy(),
+            hooks: Hooks::default(),
+        }
+    }
+}
+
+/// Commands around the archiving step. A post hook always runs when the pre hooks ran.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Hooks {
+    /// Run before dumps and stops, in order; one failing aborts the backup.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pre: Vec<Hook>,
+    /// Run after archiving, in order, even when archiving failed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub post: Vec<Hook>,
+}
+
+impl Hooks {
+    pub fn is_empty(&self) -> bool {
+        self.pre.is_empty() && self.post.is_empty()
+    }
+}
+
+/// One hook step.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Hook {
+    /// Run a command inside a running container.
+    pub exec: ExecHook,
+}
+
+/// A command run with `docker exec`. Name exactly one of `service` or `container`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ExecHook {
+    /// A compose service of the target stack(s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
+    /// A container, by name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<String>,
+    /// The command and its arguments, not run through a shell.
+    #[schemars(length(min = 1))]
+    pub command: Vec<String>,
+    /// How long the command may run before it is treated as failed.
+    #[serde(default = "default_hook_timeout")]
+    pub timeout: HumanDuration,
+}
+
+fn default_hook_timeout() -> HumanDuration {
+    HumanDuration::from_secs(300)
+}
+
+/// Database engines holdfast can dump.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Engine {
+    Postgres,
+    Mysql,
+    Mariadb,
+    Mongo,
+    Redis,
+    Sqlite,
+}
+
+impl fmt::Display for Engine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let name = match self {
+            Engine::Postgres => "postgres",
+            Engine::Mysql => "mysql",
+            Engine::Mariadb => "mariadb",
+            Engine::Mongo => "mongo",
+            Engine::Redis => "redis",
+            Engine::Sqlite => "sqlite",
+        };
+        f.write_str(name)
+    }
+}
+
+/// Which databases a dump covers: `all`, or a list of names (for sqlite: database file paths
+/// inside the container).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum Databases {
+    /// The word `all`.
+    All(AllDatabases),
+    /// Database names, or for sqlite the paths of the database files in the container.
+    Named(#[schemars(length(min = 1))] Vec<String>),
+}
+
+impl Default for Databases {
+    fn default() -> Self {
+        Databases::All(AllDatabases::All)
+    }
+}
+
+/// The literal `all`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum AllDatabases {
+    All,
+}
+
+/// A database dump taken with the engine's own tool inside the database container, so the
+/// dump is consistent while the database keeps running. Name exactly one of `service` or
+/// `container`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Dump {
+    /// The compose service running the database.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
+    /// The container running the database, by name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<String>,
+    /// The database engine.
+    pub engine: Engine,
+    /// `all`, or a list of database names; for sqlite, the database file paths.
+    #[serde(default)]
+    pub databases: Databases,
+    /// The user to connect as; defaults to the engine's administrative user.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// Where the password comes from, if the engine needs one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<SecretSource>,
+}
+
+/// Where a secret comes from. Set exactly one field. The value itself never appears in
+/// status files, logs or the API.
+#[derive(Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SecretSource {
+    /// An environment variable of the database container itself, e.g. `POSTGRES_PASSWORD`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_env: Option<String>,
+    /// A file readable by holdfast holding the secret (trailing newline ignored).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_file: Option<String>,
+    /// The secret itself. Prefer `fromEnv` or `fromFile`: specs live in git.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+}
+
+impl fmt::Debug for SecretSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SecretSource")
+            .field("from_env", &self.from_env)
+            .field("from_file", &self.from_file)
+            .field("value", &self.value.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+/// Archive formats.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum Format {
+    /// Uncompressed tar.
+    #[serde(rename = "tar")]
+    Tar,
+    /// gzip-compressed tar; level 1-9.
+    #[serde(rename = "tar.gz")]
+    TarGz,
+    /// zstd-compressed tar; level 1-19.
+    #[default]
+    #[serde(rename = "tar.zst")]
+    TarZst,
+    /// Plain files in a folder, for tools that deduplicate on their own.
+    #[serde(rename = "folder")]
+    Folder,
+}
+
+impl Format {
+    /// The compression levels the format accepts, if it compresses.
+    pub fn level_range(self) -> Option<std::ops::RangeInclusive<i32>> {
+        match self {
+            Format::TarGz => Some(1..=9),
+            Format::TarZst => Some(1..=19),
+            Format::Tar | Format::Folder => None,
+        }
+    }
+}
+
+impl fmt::Display for Format {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Format::Tar => "tar",
+            Format::TarGz => "tar.gz",
+            Format::TarZst => "tar.zst",
+            Format::Folder => "folder",
+        })
+    }
+}
+
+/// Where and how archives are written.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Output {
+    /// The repository to write to; `default` is the one given by `--repository`.
+    #[serde(default = "default_repository")]
+    pub repository: String,
+    /// The archive format.
+    #[serde(default)]
+    pub format: Format,
+    /// Compression level: 1-9 for tar.gz, 1-19 for tar.zst. Defaults to 3 for tar.zst and 6
+    /// for tar.gz.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub level: Option<i32>,
+}
+
+fn default_repository() -> String {
+    "default".to_string()
+}
+
+impl Default for Output {
+    fn default() -> Self {
+        Output {
+            repository: default_repository(),
+            format: Format::default(),
+            level: None,
+        }
+    }
+}
+
+/// How many archives to keep, grandfather-father-son style. An archive is kept when any rule
+/// keeps it; the newest successful archive is always kept.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Retention {
+    /// Keep the newest N archives.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_last: Option<u32>,
+    /// Keep the newest archive of each of the last N hours.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_hourly: Option<u32>,
+    /// Keep the newest archive of each of the last N days (in the policy's time zone).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_daily: Option<u32>,
+    /// Keep the newest archive of each of the last N ISO weeks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_weekly: Option<u32>,
+    /// Keep the newest archive of each of the last N months.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_monthly: Option<u32>,
+    /// Keep the newest archive of each of the last N years.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_yearly: Option<u32>,
+    /// Keep every archive younger than this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_within: Option<HumanDuration>,
+}
+
+impl Retention {
+    /// Whether some rule keeps at least one archive.
+    pub fn keeps_something(&self) -> bool {
+        let counts = [
+            self.keep_last,
+            self.keep_hourly,
+            self.keep_daily,
+            self.keep_weekly,
+            self.keep_monthly,
+            self.keep_yearly,
+        ];
+        counts.iter().any(|c| c.unwrap_or(0) > 0)
+            || self.keep_within.is_some_and(|d| !d.as_duration().is_zero())
+    }
+}
+
+/// The phases a run goes through.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+pub enum Phase {
+    Pending,
+    Running,
+    Succeeded,
+    PartiallyFailed,
+    Failed,
+}
+
+/// A notification sent when a run ends in one of the listed phases.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Notify {
+    /// Where to send it, e.g. `ntfy://ntfy.example/backups` or `https://hooks.example/holdfast`.
+    #[schemars(length(min = 1))]
+    pub url: String,
+    /// The run phases that trigger it.
+    #[serde(default = "default_notify_on")]
+    pub on: Vec<Phase>,
+}
+
+fn default_notify_on() -> Vec<Phase> {
+    vec![Phase::Failed, Phase::PartiallyFailed]
+}

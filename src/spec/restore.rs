@@ -1,0 +1,79 @@
+//! `Restore`: put archived data back, once per generation.
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::common::StopMode;
+
+/// Restores data from an archive into new volumes or in place. It never overwrites a volume
+/// in use unless `mode: InPlace` and the writers are stopped for it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RestoreSpec {
+    /// The archive to restore from.
+    pub from: RestoreSource,
+    /// A subset of what the archive holds; by default everything.
+    #[serde(default, skip_serializing_if = "RestoreTargets::is_empty")]
+    pub targets: RestoreTargets,
+    /// `NewVolumes` writes into fresh volumes; `InPlace` replaces the content of the originals.
+    #[serde(default)]
+    pub mode: RestoreMode,
+    /// New names for restored volumes (`archived: new`); with `NewVolumes`, unmapped volumes
+    /// are restored into `<volume>-restored-<id>`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub volume_mapping: BTreeMap<String, String>,
+    /// What to stop while restoring; `InPlace` needs `container` or `stack`.
+    #[serde(default)]
+    pub stop: StopMode,
+    /// Feed the archived database dumps back into the database services.
+    #[serde(default)]
+    pub replay_dumps: bool,
+    /// Write the archived compose files and inspect output into this host folder.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recipe_to: Option<String>,
+}
+
+/// Which archive to restore: name exactly one of `archive` or `policy`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RestoreSource {
+    /// An archive id, e.g. `nextcloud-nightly-20261125T030000Z`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archive: Option<String>,
+    /// A BackupPolicy whose archive to use, chosen by `at`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<String>,
+    /// With `policy`: `latest`, or an RFC 3339 time to take the newest archive at or before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at: Option<String>,
+}
+
+/// What part of the archive to restore.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RestoreTargets {
+    /// Compose projects, by name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stacks: Vec<String>,
+    /// Named volumes, by their archived name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<String>,
+}
+
+impl RestoreTargets {
+    pub fn is_empty(&self) -> bool {
+        self.stacks.is_empty() && self.volumes.is_empty()
+    }
+}
+
+/// Where restored data goes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum RestoreMode {
+    /// Into new volumes, leaving the originals untouched.
+    #[default]
+    NewVolumes,
+    /// Replace the content of the original volumes; their writers must be stopped.
+    InPlace,
+}

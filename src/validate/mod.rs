@@ -1,0 +1,312 @@
+//! Loading and validating a whole specs tree: every error at once, never the first only.
+//!
+//! Validation runs in stages: the file (readable, text, YAML), the envelope (`apiVersion`,
+//! `kind`), the kind's JSON Schema, the semantic checks of each object, and last the checks
+//! across objects (unique `kind/name`, references that resolve). An object with any error
+//! is reported with it and is not handed on to run.
+
+pub mod semantic;
+pub mod structural;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::diagnostic::{Diagnostic, FieldPath, Position, did_you_mean};
+use crate::load::positions::DocumentPositions;
+use crate::load::{self, Document, SourceFile};
+use crate::spec::{Kind, Object, ObjectKey, Resource};
+use structural::Problem;
+
+/// One document of a spec file and what validation made of it.
+#[derive(Debug)]
+pub struct ObjectReport {
+    pub file: PathBuf,
+    /// 0-based index of the document in its file.
+    pub document: usize,
+    pub kind: Option<Kind>,
+    pub name: Option<String>,
+    /// The object, when it has no error at all.
+    pub resource: Option<Resource>,
+    pub errors: Vec<Diagnostic>,
+    positions: DocumentPositions,
+}
+
+impl ObjectReport {
+    pub fn key(&self) -> Option<ObjectKey> {
+        Some(ObjectKey {
+            kind: self.kind?,
+            name: self.name.clone()?,
+        })
+    }
+
+    fn label(&self) -> Option<String> {
+        match (&self.kind, &self.name) {
+            (Some(kind), Some(name)) => Some(format!("{kind}/{name}")),
+            (Some(kind), None) => Some(kind.to_string()),
+            _ => None,
+        }
+    }
+
+    fn push(&mut self, at: Position, field: &FieldPath, message: String, hint: Option<String>) {
+        let diagnostic = Diagnostic::new(&self.file, at, message)
+            .with_object(self.label())
+            .with_field(field)
+            .with_hint(hint);
+        self.errors.push(diagnostic);
+        self.resource = None;
+    }
+
+    /// Where `metadata.name` is written, to point at for errors about the object as a whole.
+    fn name_position(&self) -> Position {
+        self.positions
+            .value_or_ancestor(&FieldPath::root().key("metadata").key("name"))
+    }
+}
+
+/// One spec file and its objects.
+#[derive(Debug)]
+pub struct FileReport {
+    pub path: PathBuf,
+    /// Errors that belong to no single object: unreadable file, invalid YAML.
+    pub errors: Vec<Diagnostic>,
+    pub objects: Vec<ObjectReport>,
+}
+
+/// The outcome of validating a set of spec files.
+#[derive(Debug, Default)]
+pub struct Report {
+    pub files: Vec<FileReport>,
+    /// Errors about the paths themselves (missing, unreadable folders).
+    pub errors: Vec<Diagnostic>,
+}
+
+impl Report {
+    /// Every error, in file order and then by position.
+    pub fn diagnostics(&self) -> Vec<&Diagnostic> {
+        let mut all: Vec<&Diagnostic> = self.errors.iter().collect();
+        for file in &self.files {
+            let mut of_file: Vec<&Diagnostic> = file
+                .errors
+                .iter()
+                .chain(file.objects.iter().flat_map(|o| o.errors.iter()))
+                .collect();
+            of_file.sort_by_key(|d| (d.line, d.column));
+            all.extend(of_file);
+        }
+        all
+    }
+
+    pub fn is_valid(&self) -> bool {
+        self.diagnostics().is_empty()
+    }
+
+    pub fn object_count(&self) -> usize {
+        self.files.iter().map(|f| f.objects.len()).sum()
+    }
+
+    /// The objects that passed every check.
+    pub fn valid_objects(&self) -> impl Iterator<Item = &Resource> {
+        self.files
+            .iter()
+            .flat_map(|f| f.objects.iter())
+            .filter_map(|o| o.resource.as_ref())
+    }
+
+    /// The summary `holdfast validate --output json` prints.
+    pub fn to_json(&self) -> JsonReport<'_> {
+        JsonReport {
+            valid: self.is_valid(),
+            files: self.files.len(),
+            objects: self.object_count(),
+            errors: self.diagnostics(),
+        }
+    }
+}
+
+#[derive(Serialize)]
+pub struct JsonReport<'a> {
+    pub valid: bool,
+    pub files: usize,
+    pub objects: usize,
+    pub errors: Vec<&'a Diagnostic>,
+}
+
+/// Validates every spec file found under `paths` (files or folders).
+pub fn validate_paths(paths: &[PathBuf]) -> Report {
+    let (files, errors) = load::discover(paths);
+    let sources = files.iter().map(|p| load::read_file(p)).collect();
+    let mut report = validate_sources(sources);
+    report.errors.extend(errors);
+    report
+}
+
+/// Validates files already read, including the checks across them.
+pub fn validate_sources(sources: Vec<SourceFile>) -> Report {
+    let mut files: Vec<FileReport> = sources
+        .into_iter()
+        .map(|source| FileReport {
+            objects: source
+                .documents
+                .into_iter()
+                .map(|doc| check_document(&source.path, doc))
+                .collect(),
+            path: source.path,
+            errors: source.errors,
+        })
+        .collect();
+    check_unique_names(&mut files);
+    check_references(&mut files);
+    Report {
+        files,
+        errors: Vec::new(),
+    }
+}
+
+fn check_document(file: &Path, doc: Document) -> ObjectReport {
+    let mut report = ObjectReport {
+        file: file.to_path_buf(),
+        document: doc.index,
+        kind: None,
+        name: doc
+            .value
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .map(str::to_string),
+        resource: None,
+        errors: Vec::new(),
+        positions: doc.positions,
+    };
+    let mut problems = Vec::new();
+    report.kind = structural::envelope(&doc.value, &report.positions, &mut problems);
+    if let Some(kind) = report.kind {
+        structural::against_schema(kind, &doc.value, &report.positions, &mut problems);
+    }
+    let structurally_sound = problems.is_empty();
+    for Problem {
+        at,
+        field,
+        message,
+        hint,
+    } in problems
+    {
+        report.push(at, &field, message, hint);
+    }
+    let (Some(kind), true) = (report.kind, structurally_sound) else {
+        return report;
+    };
+    match deserialize(kind, doc.value) {
+        Ok(resource) => {
+            let found = semantic::check(&resource);
+            if found.is_empty() {
+                report.resource = Some(resource);
+            }
+            for problem in found {
+                let at = report.positions.value_or_ancestor(&problem.field);
+                report.push(at, &problem.field, problem.message, problem.hint);
+            }
+        }
+        // The schema is generated from the same types, so this means they disagree: still an
+        // error for the user, never a panic.
+        Err(e) => {
+            let at = report.positions.start();
+            report.push(
+                at,
+                &FieldPath::root(),
+                format!("cannot read this {kind}: {e}"),
+                None,
+            );
+        }
+    }
+    report
+}
+
+fn deserialize(kind: Kind, value: Value) -> Result<Resource, serde_json::Error> {
+    Ok(match kind {
+        Kind::BackupPolicy => Resource::BackupPolicy(serde_json::from_value::<Object<_>>(value)?),
+        Kind::Archive => Resource::Archive(serde_json::from_value::<Object<_>>(value)?),
+        Kind::Restore => Resource::Restore(serde_json::from_value::<Object<_>>(value)?),
+    })
+}
+
+/// A `kind/name` defined twice is an error on both objects, and neither runs.
+fn check_unique_names(files: &mut [FileReport]) {
+    let mut places: BTreeMap<ObjectKey, Vec<(usize, usize)>> = BTreeMap::new();
+    for (f, file) in files.iter().enumerate() {
+        for (o, object) in file.objects.iter().enumerate() {
+            if let Some(key) = object.key() {
+                places.entry(key).or_default().push((f, o));
+            }
+        }
+    }
+    for (key, at) in places.into_iter().filter(|(_, at)| at.len() > 1) {
+        let locations: Vec<String> = at
+            .iter()
+            .map(|&(f, o)| {
+                let pos = files[f].objects[o].name_position();
+                format!("{}:{}:{}", files[f].path.display(), pos.line, pos.column)
+            })
+            .collect();
+        for (i, &(f, o)) in at.iter().enumerate() {
+            let others: Vec<&str> = locations
+                .iter()
+                .enumerate()
+                .filter(|(j, _)| *j != i)
+                .map(|(_, l)| l.as_str())
+                .collect();
+            let object = &mut files[f].objects[o];
+            let pos = object.name_position();
+            object.push(
+                pos,
+                &FieldPath::root().key("metadata").key("name"),
+                format!(
+                    "{key} is defined more than once (also at {}); neither copy runs",
+                    others.join(", ")
+                ),
+                Some("rename one of them or delete the copy".into()),
+            );
+        }
+    }
+}
+
+/// `Archive.spec.policyRef` and `Restore.spec.from.policy` must name a BackupPolicy that
+/// exists somewhere in the specs (valid or not: an invalid one is reported on its own).
+fn check_references(files: &mut [FileReport]) {
+    let policies: Vec<String> = files
+        .iter()
+        .flat_map(|f| f.objects.iter())
+        .filter(|o| o.kind == Some(Kind::BackupPolicy))
+        .filter_map(|o| o.name.clone())
+        .collect();
+    for object in files.iter_mut().flat_map(|f| f.objects.iter_mut()) {
+        let reference = match &object.resource {
+            Some(Resource::Archive(a)) => a
+                .spec
+                .policy_ref
+                .clone()
+                .map(|r| (r, FieldPath::root().key("spec").key("policyRef"))),
+            Some(Resource::Restore(r)) => r
+                .spec
+                .from
+                .policy
+                .clone()
+                .map(|p| (p, FieldPath::root().key("spec").key("from").key("policy"))),
+            _ => None,
+        };
+        let Some((name, field)) = reference else {
+            continue;
+        };
+        if !policies.contains(&name) {
+            let at = object.positions.value_or_ancestor(&field);
+            let hint = did_you_mean(&name, policies.iter().map(String::as_str));
+            object.push(
+                at,
+                &field,
+                format!("BackupPolicy `{name}` does not exist in the specs"),
+                hint,
+            );
+        }
+    }
+}

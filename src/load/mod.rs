@@ -138,6 +138,17 @@ pub fn read_file(path: &Path) -> SourceFile {
     source
 }
 
+/// Reads spec text that is already in memory, as if it came from `path`.
+pub fn read_str(path: &Path, text: &str) -> SourceFile {
+    let mut source = SourceFile {
+        path: path.to_path_buf(),
+        documents: Vec::new(),
+        errors: Vec::new(),
+    };
+    parse_documents(text, &mut source);
+    source
+}
+
 fn read_text(path: &Path) -> Result<String, (Position, String)> {
     let file = fs::File::open(path).map_err(|e| (Position::START, format!("cannot read: {e}")))?;
     let mut bytes = Vec::new();
@@ -197,10 +208,14 @@ fn parse_documents(text: &str, source: &mut SourceFile) {
                 // The YAML library points at the mapping; point at the repeated key instead.
                 if let Some((field, at)) = doc_positions.duplicate_keys().first() {
                     if diagnostic.message.contains("duplicate") {
+                        let key = match field.0.last() {
+                            Some(crate::diagnostic::Segment::Key(k)) => k.clone(),
+                            _ => field.to_string(),
+                        };
                         diagnostic = Diagnostic::new(
                             &source.path,
                             *at,
-                            format!("the key `{field}` appears twice in the same mapping"),
+                            format!("the key `{key}` appears twice in the same mapping"),
                         )
                         .with_field(field);
                     }
@@ -243,7 +258,12 @@ fn yaml_error(path: &Path, error: &serde_yaml_ng::Error, fallback: Position) -> 
     // The library appends " at line L column C"; the position is already in front.
     let text = error.to_string();
     let message = match text.find(" at line ") {
-        Some(cut) => text[..cut].to_string(),
+        Some(cut) => {
+            // Keep what follows the position, e.g. ", while parsing a flow sequence at line 8".
+            let after = &text[cut + " at line ".len()..];
+            let rest = after.find(',').map_or("", |i| &after[i..]);
+            format!("{}{rest}", &text[..cut])
+        }
         None => text,
     };
     Diagnostic::new(path, at, format!("invalid YAML: {message}"))
@@ -361,13 +381,7 @@ mod tests {
     }
 
     fn read_str(text: &str) -> SourceFile {
-        let mut source = SourceFile {
-            path: "t.yaml".into(),
-            documents: Vec::new(),
-            errors: Vec::new(),
-        };
-        parse_documents(text, &mut source);
-        source
+        super::read_str(Path::new("t.yaml"), text)
     }
 
     #[test]

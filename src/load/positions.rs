@@ -16,6 +16,8 @@ use crate::diagnostic::{FieldPath, Position};
 pub struct NodePosition {
     pub key: Option<Position>,
     pub value: Position,
+    /// Whether the value is a mapping or a list.
+    pub collection: bool,
 }
 
 /// Positions of the nodes of one document, keyed by JSON pointer.
@@ -59,6 +61,20 @@ impl DocumentPositions {
         match self.get(path) {
             Some(NodePosition { key: Some(key), .. }) => key,
             _ => self.value_or_ancestor(path),
+        }
+    }
+
+    /// For an error about a whole value: a scalar's own position, or the key that opens a
+    /// mapping or list (its first entry may be lines away from what the error is about).
+    pub fn best(&self, path: &FieldPath) -> Position {
+        match self.get(path) {
+            Some(NodePosition {
+                key: Some(key),
+                collection: true,
+                ..
+            }) => key,
+            Some(node) => node.value,
+            None => self.value_or_ancestor(path),
         }
     }
 
@@ -135,12 +151,23 @@ impl Indexer {
         }
     }
 
-    fn record(&mut self, path: &FieldPath, key: Option<Position>, value: Position) {
+    fn record(
+        &mut self,
+        path: &FieldPath,
+        key: Option<Position>,
+        value: Position,
+        collection: bool,
+    ) {
         let doc = self.current.get_or_insert_with(DocumentPositions::default);
         doc.start.get_or_insert(value);
-        let previous = doc
-            .nodes
-            .insert(path.pointer(), NodePosition { key, value });
+        let previous = doc.nodes.insert(
+            path.pointer(),
+            NodePosition {
+                key,
+                value,
+                collection,
+            },
+        );
         if let (Some(_), Some(key)) = (previous, key) {
             doc.duplicates.push((path.clone(), key));
         }
@@ -185,16 +212,16 @@ impl<'input> SpannedEventReceiver<'input> for Indexer {
             }
             Event::Scalar(value, ..) => match self.role() {
                 Role::Key => self.set_key(value.into_owned(), at),
-                Role::Value(path, key) => self.record(&path, key, at),
+                Role::Value(path, key) => self.record(&path, key, at, false),
             },
             Event::Alias(_) => match self.role() {
                 Role::Key => self.set_key("<alias>".into(), at),
-                Role::Value(path, key) => self.record(&path, key, at),
+                Role::Value(path, key) => self.record(&path, key, at, false),
             },
             Event::MappingStart(..) | Event::SequenceStart(..) => match self.role() {
                 Role::Key => self.skipping = 1,
                 Role::Value(path, key) => {
-                    self.record(&path, key, at);
+                    self.record(&path, key, at, true);
                     let frame = if matches!(ev, Event::MappingStart(..)) {
                         Frame::Mapping {
                             path,

@@ -29,8 +29,9 @@ impl CronSchedule {
         let fields = text.split_whitespace().count();
         if !text.starts_with('@') && fields != 5 {
             return Err(format!(
-                "`{}` has {fields} fields; a schedule has exactly 5 (minute hour day-of-month month day-of-week)",
-                self.0
+                "`{}` has {fields} field{}; a schedule has exactly 5 (minute hour day-of-month month day-of-week)",
+                self.0,
+                if fields == 1 { "" } else { "s" }
             ));
         }
         if let Some(nick) = text.strip_prefix('@') {

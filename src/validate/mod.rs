@@ -204,7 +204,7 @@ fn check_document(file: &Path, doc: Document) -> ObjectReport {
                 report.resource = Some(resource);
             }
             for problem in found {
-                let at = report.positions.value_or_ancestor(&problem.field);
+                let at = report.positions.best(&problem.field);
                 report.push(at, &problem.field, problem.message, problem.hint);
             }
         }
@@ -308,5 +308,116 @@ fn check_references(files: &mut [FileReport]) {
                 hint,
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HEAD: &str = "apiVersion: holdfast.dev/v1alpha1\n";
+
+    fn check(files: &[(&str, &str)]) -> Report {
+        validate_sources(
+            files
+                .iter()
+                .map(|(name, text)| load::read_str(Path::new(name), &format!("{HEAD}{text}")))
+                .collect(),
+        )
+    }
+
+    fn messages(report: &Report) -> Vec<String> {
+        report.diagnostics().iter().map(|d| d.to_string()).collect()
+    }
+
+    #[test]
+    fn accepts_what_users_write() {
+        let cases = [
+            "kind: BackupPolicy\nmetadata: {name: a}\nspec: {schedule: '@daily', targets: {volumes: [v]}}\n",
+            "kind: BackupPolicy\nmetadata: {name: a}\nspec:\n  schedule: '0 3 * * 1-5'\n  timezone: America/New_York\n  targets: {selector: {matchLabels: {holdfast.dev/backup: 'true'}}}\n  retention: {keepWithin: 48h}\n",
+            "kind: BackupPolicy\nmetadata: {name: a}\nspec:\n  schedule: '0 3 * * *'\n  targets: {containers: [c]}\n  dumps: [{container: c, engine: sqlite, databases: [/data/a.db]}]\n  output: {format: tar, repository: default}\n",
+            "kind: Archive\nmetadata: {name: a}\nspec: {targets: {stacks: [s]}, ttl: 24h, deletionPolicy: Delete}\n",
+            "kind: Restore\nmetadata: {name: a}\nspec: {from: {archive: x-20261125T030000Z}, mode: InPlace, stop: stack}\n",
+            "kind: Restore\nmetadata: {name: a}\nspec: {from: {archive: x}, volumeMapping: {a: b_check}, recipeTo: /srv/r}\n",
+        ];
+        for text in cases {
+            let report = check(&[("a.yaml", text)]);
+            assert!(report.is_valid(), "{text}\n{:#?}", messages(&report));
+            assert_eq!(report.valid_objects().count(), 1);
+        }
+    }
+
+    #[test]
+    fn references_resolve_across_files_even_to_invalid_policies() {
+        let policy = "kind: BackupPolicy\nmetadata: {name: p}\nspec: {schedule: 'bad', targets: {stacks: [s]}}\n";
+        let archive = "kind: Archive\nmetadata: {name: a}\nspec: {policyRef: p}\n";
+        let restore = "kind: Restore\nmetadata: {name: r}\nspec: {from: {policy: p, at: '2026-11-25T03:00:00Z'}}\n";
+        let report = check(&[("p.yaml", policy), ("a.yaml", archive), ("r.yaml", restore)]);
+        let errors = messages(&report);
+        assert_eq!(errors.len(), 1, "{errors:#?}");
+        assert!(
+            errors[0].starts_with("p.yaml:4:18: BackupPolicy/p: spec.schedule: `bad` has 1 field;"),
+            "{}",
+            errors[0]
+        );
+        let valid: Vec<&str> = report.valid_objects().map(|r| r.name()).collect();
+        assert_eq!(valid, ["a", "r"]);
+    }
+
+    #[test]
+    fn same_name_in_different_kinds_is_fine() {
+        let policy = "kind: BackupPolicy\nmetadata: {name: x}\nspec: {schedule: '@daily', targets: {stacks: [s]}}\n";
+        let archive = "kind: Archive\nmetadata: {name: x}\nspec: {policyRef: x}\n";
+        assert!(check(&[("a.yaml", policy), ("b.yaml", archive)]).is_valid());
+    }
+
+    #[test]
+    fn duplicates_within_one_file_stall_both() {
+        let doc = "kind: Archive\nmetadata: {name: x}\nspec: {targets: {volumes: [v]}}\n";
+        let report = check(&[("a.yaml", &format!("{doc}---\n{HEAD}{doc}"))]);
+        assert_eq!(report.diagnostics().len(), 2);
+        assert_eq!(report.valid_objects().count(), 0);
+    }
+
+    #[test]
+    fn archive_shape_rules() {
+        let both =
+            "kind: Archive\nmetadata: {name: a}\nspec: {policyRef: p, targets: {stacks: [s]}}\n";
+        let policy = "kind: BackupPolicy\nmetadata: {name: p}\nspec: {schedule: '@daily', targets: {stacks: [s]}}\n";
+        let errors = messages(&check(&[("a.yaml", both), ("p.yaml", policy)]));
+        assert_eq!(errors.len(), 1, "{errors:#?}");
+        assert!(
+            errors[0].contains("spec.targets: `targets` cannot be set together with policyRef")
+        );
+        let neither = "kind: Archive\nmetadata: {name: a}\nspec: {ttl: 1h}\n";
+        let errors = messages(&check(&[("a.yaml", neither)]));
+        assert!(
+            errors[0].contains("an Archive needs either policyRef or targets"),
+            "{errors:#?}"
+        );
+    }
+
+    #[test]
+    fn restore_rules() {
+        let at_without_policy =
+            "kind: Restore\nmetadata: {name: r}\nspec: {from: {archive: x, at: latest}}\n";
+        assert!(messages(&check(&[("r.yaml", at_without_policy)]))[0].contains("spec.from.at"));
+        let bad_time = "kind: BackupPolicy\nmetadata: {name: p}\nspec: {schedule: '@daily', targets: {stacks: [s]}}\n---\n";
+        let bad_time = format!(
+            "{bad_time}{HEAD}kind: Restore\nmetadata: {{name: r}}\nspec: {{from: {{policy: p, at: yesterday}}}}\n"
+        );
+        let errors = messages(&check(&[("r.yaml", &bad_time)]));
+        assert_eq!(errors.len(), 1, "{errors:#?}");
+        assert!(errors[0].contains("`yesterday` is neither `latest` nor an RFC 3339 time"));
+        let relative = "kind: Restore\nmetadata: {name: r}\nspec: {from: {archive: x}, recipeTo: out/dir, volumeMapping: {a: -bad}}\n";
+        assert_eq!(messages(&check(&[("r.yaml", relative)])).len(), 2);
+    }
+
+    #[test]
+    fn secrets_never_appear_in_errors() {
+        let text = "kind: BackupPolicy\nmetadata: {name: p}\nspec:\n  schedule: '@daily'\n  targets: {stacks: [s]}\n  dumps: [{service: db, engine: postgres, password: {value: hunter2, fromEnv: PW}}]\n";
+        let errors = messages(&check(&[("p.yaml", text)]));
+        assert_eq!(errors.len(), 1);
+        assert!(!errors[0].contains("hunter2"), "{}", errors[0]);
     }
 }

@@ -139,8 +139,14 @@ pub fn against_schema(
     let root_schema = schema::for_kind(kind);
     for error in schema::validator(kind).iter_errors(value) {
         let path = field_path(&error);
-        if matches!(path.0.first(), Some(Segment::Key(k)) if k == "apiVersion" || k == "kind") {
+        let envelope_field = |name: &str| name == "apiVersion" || name == "kind";
+        if matches!(path.0.first(), Some(Segment::Key(k)) if envelope_field(k)) {
             continue;
+        }
+        if let ValidationErrorKind::Required { property } = error.kind() {
+            if path.is_root() && property.as_str().is_some_and(envelope_field) {
+                continue;
+            }
         }
         render(&error, root_schema, pos, problems);
     }

@@ -1,0 +1,37 @@
+# The two commands a newcomer needs:
+#   make run    validate the bundled example specs (the daemon comes in a later release)
+#   make test   install and start what the tests need (Docker engine, compose, database
+#               packages, test images), then run the linters and every test
+SHELL := bash
+CARGO ?= cargo
+
+.PHONY: run test env lint unit schemas demo-up demo-down clean
+
+run:
+	$(CARGO) run --quiet -- validate examples/specs specs
+
+test: env lint
+	$(CARGO) test --all-targets --locked
+
+env:
+	scripts/test-env.sh
+
+lint:
+	$(CARGO) fmt --check
+	$(CARGO) clippy --all-targets --locked -- -D warnings
+
+# Pure-logic tests only; no Docker needed.
+unit:
+	$(CARGO) test --lib --locked
+
+schemas:
+	$(CARGO) run --quiet -- schema --out schemas
+
+demo-up: env
+	scripts/demo-stack.sh up
+
+demo-down:
+	scripts/demo-stack.sh down
+
+clean:
+	$(CARGO) clean

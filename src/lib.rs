@@ -6,8 +6,8 @@
 //!
 //! Module map, foundation first (imports point from later to earlier):
 //!
-//! - [`diagnostic`], [`fsutil`], [`settings`], [`logging`]: errors with positions, atomic
-//!   writes, daemon flags, log setup.
+//! - [`diagnostic`], [`fsutil`], [`settings`], [`logging`], [`progress`]: errors with
+//!   positions, atomic writes, daemon flags, log setup, progress reporting.
 //! - [`spec`]: the resource model, and [`schema`]: the JSON Schemas generated from it.
 //! - [`load`]: finding spec files and reading their YAML documents with positions.
 //! - [`validate`]: every check, collecting all errors at once.
@@ -20,6 +20,7 @@ pub mod docker;
 pub mod fsutil;
 pub mod load;
 pub mod logging;
+pub mod progress;
 pub mod schema;
 pub mod settings;
 pub mod spec;

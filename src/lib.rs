@@ -11,17 +11,25 @@
 //! - [`spec`]: the resource model, and [`schema`]: the JSON Schemas generated from it.
 //! - [`load`]: finding spec files and reading their YAML documents with positions.
 //! - [`validate`]: every check, collecting all errors at once.
+//! - [`archive`]: folder trees, tar streams and dumps into checksummed artifacts.
 //! - [`docker`]: what Docker reports (stacks, containers, volumes), through bollard.
+//! - [`state`]: the state database (stop journal, runs) and its lock; [`repository`]:
+//!   archive folders that exist whole or not at all.
+//! - [`executor`]: one backup run, its phases, and the plan it follows.
 //! - [`cli`]: one thin file per subcommand.
 
+pub mod archive;
 pub mod cli;
 pub mod diagnostic;
 pub mod docker;
+pub mod executor;
 pub mod fsutil;
 pub mod load;
 pub mod logging;
 pub mod progress;
+pub mod repository;
 pub mod schema;
 pub mod settings;
 pub mod spec;
+pub mod state;
 pub mod validate;

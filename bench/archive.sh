@@ -1,0 +1,107 @@
+#!/usr/bin/env bash
+# Compares holdfast's tar.zst archiving with `tar | zstd -3 -T0` and restic on a fixed,
+# seeded ~1.2 GiB dataset. Run as root from the repository root:
+#
+#   bench/archive.sh [--data DIR] [--runs N]
+#
+# The dataset is generated once (bench/gen_data.py) into DIR/tree, by default
+# ./target/bench-data. Each tool runs N times (default 3), interleaved; the best wall time
+# of each is compared. Page caches are dropped before every run when the kernel allows
+# it; otherwise every run starts with the data read once, so all runs see a warm cache.
+set -euo pipefail
+
+data_dir=target/bench-data
+runs=3
+while [[ $# -gt 0 ]]; do
+    case "$1" in
+        --data) data_dir="$2"; shift 2 ;;
+        --runs) runs="$2"; shift 2 ;;
+        *) echo "usage: $0 [--data DIR] [--runs N]" >&2; exit 2 ;;
+    esac
+done
+
+need_pkg() { # command package
+    if ! command -v "$1" >/dev/null 2>&1; then
+        echo "installing $2 ..." >&2
+        apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2" >/dev/null
+    fi
+}
+need_pkg zstd zstd
+need_pkg restic restic
+[[ -x /usr/bin/time ]] || need_pkg /usr/bin/time time
+
+echo "== building" >&2
+cargo build --release --quiet --example archive_bench
+target_dir="${CARGO_TARGET_DIR:-target}"
+bench_bin="$target_dir/release/examples/archive_bench"
+
+src="$data_dir/tree"
+if [[ ! -d "$src" ]]; then
+    echo "== generating the dataset into $src (once)" >&2
+    rm -rf "$data_dir/tree.tmp"
+    mkdir -p "$data_dir"
+    python3 bench/gen_data.py "$data_dir/tree.tmp"
+    mv "$data_dir/tree.tmp" "$src"
+fi
+
+work=$(mktemp -d "$data_dir/run.XXXXXX")
+trap 'rm -rf "$work"' EXIT
+
+if sync && echo 3 >/proc/sys/vm/drop_caches 2>/dev/null; then
+    cache_mode="cold: page caches dropped before every run"
+    prepare() { sync; echo 3 >/proc/sys/vm/drop_caches; }
+else
+    cache_mode="warm: drop_caches not permitted, so the data is read once before every run"
+    prepare() { tar -cf - -C "$src" . >/dev/null; }
+fi
+
+now() { date +%s.%N; }
+mib() { awk -v b="$1" 'BEGIN { printf "%.1f", b / 1048576 }'; }
+src_bytes=$(du -sb --apparent-size "$src" | cut -f1)
+src_files=$(find "$src" -type f | wc -l)
+
+best_h=""; best_p=""; best_r=""; rss_kb=""; size_h=0; size_p=0
+for ((i = 1; i <= runs; i++)); do
+    rm -rf "$work/h" "$work/p.tar.zst" "$work/restic"
+    prepare
+    t0=$(now)
+    /usr/bin/time -v -o "$work/time.txt" "$bench_bin" "$src" "$work/h" tar.zst 3 >"$work/info.json"
+    t1=$(now)
+    th=$(echo "$t1 - $t0" | bc)
+    rss=$(awk -F': ' '/Maximum resident set size/ { print $2 }' "$work/time.txt")
+    size_h=$(stat -c %s "$work/h/bench.tar.zst")
+    [[ -z "$rss_kb" || "$rss" -gt "$rss_kb" ]] && rss_kb=$rss
+    [[ -z "$best_h" || $(echo "$th < $best_h" | bc) == 1 ]] && best_h=$th
+
+    prepare
+    t0=$(now)
+    tar -cf - -C "$src" . | zstd -3 -T0 -q -o "$work/p.tar.zst"
+    t1=$(now)
+    tp=$(echo "$t1 - $t0" | bc)
+    size_p=$(stat -c %s "$work/p.tar.zst")
+    [[ -z "$best_p" || $(echo "$tp < $best_p" | bc) == 1 ]] && best_p=$tp
+
+    export RESTIC_PASSWORD=holdfast-bench
+    restic init --quiet --repo "$work/restic" >/dev/null
+    prepare
+    t0=$(now)
+    restic backup --quiet --repo "$work/restic" "$src" >/dev/null
+    t1=$(now)
+    tr=$(echo "$t1 - $t0" | bc)
+    [[ -z "$best_r" || $(echo "$tr < $best_r" | bc) == 1 ]] && best_r=$tr
+    printf 'run %d: holdfast %.2fs (max RSS %d KiB), tar|zstd %.2fs, restic %.2fs\n' "$i" "$th" "$rss" "$tp" "$tr"
+done
+
+# The artifact must read back with the stock tools.
+entries=$(zstd -dc "$work/h/bench.tar.zst" | tar -tf - | wc -l)
+
+thr() { awk -v b="$src_bytes" -v t="$1" 'BEGIN { printf "%.1f", b / 1048576 / t }'; }
+echo
+echo "dataset:   $src: $src_files files, $(mib "$src_bytes") MiB; $(nproc) cores; cache $cache_mode"
+echo "holdfast:  tar.zst -3: best ${best_h}s, $(thr "$best_h") MiB/s, output $(mib "$size_h") MiB, $entries entries (zstd -dc | tar -t)"
+echo "           $(cat "$work/info.json")"
+echo "pipeline:  tar -cf - | zstd -3 -T0: best ${best_p}s, $(thr "$best_p") MiB/s, output $(mib "$size_p") MiB"
+echo "restic:    backup (new repo): best ${best_r}s, $(thr "$best_r") MiB/s"
+awk -v h="$best_h" -v p="$best_p" -v sh="$size_h" -v sp="$size_p" 'BEGIN {
+    printf "ratio:     throughput holdfast/pipeline %.3f, output size holdfast/pipeline %.4f\n", p / h, sh / sp }'
+echo "peak RSS:  holdfast $((rss_kb / 1024)) MiB (Maximum resident set size, /usr/bin/time -v, worst run)"

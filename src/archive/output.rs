@@ -1,0 +1,231 @@
+//! Where artifacts are written: a `.partial` file renamed into place only once complete
+//! and fsynced, behind a writer that hashes and counts every byte on its way to disk.
+
+use std::fs::{self, File};
+use std::io::{self, BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+use super::ArchiveError;
+
+/// Counts and hashes what goes to `inner`, so the digest is of exactly the bytes on disk
+/// without reading the file back.
+pub(crate) struct HashingWriter<W> {
+    inner: W,
+    hasher: Sha256,
+    count: u64,
+}
+
+impl<W: Write> HashingWriter<W> {
+    pub(crate) fn new(inner: W) -> Self {
+        HashingWriter {
+            inner,
+            hasher: Sha256::new(),
+            count: 0,
+        }
+    }
+
+    pub(crate) fn into_parts(self) -> (W, u64, String) {
+        (self.inner, self.count, hex::encode(self.hasher.finalize()))
+    }
+}
+
+impl<W: Write> Write for HashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.count += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+pub(crate) type Hashed = HashingWriter<BufWriter<File>>;
+
+/// The compression in front of the hashing writer.
+pub(crate) enum Compressor {
+    Plain(Hashed),
+    Gzip(flate2::write::GzEncoder<Hashed>),
+    Zstd(zstd::stream::write::Encoder<'static, Hashed>),
+}
+
+/// Levels up to here use a window of at most 2 MiB.
+const SMALL_WINDOW_LEVEL: i32 = 5;
+const ZSTD_JOB_SIZE: u32 = 3 << 20;
+
+/// What a compressed artifact is compressed with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Codec {
+    Plain,
+    Gzip(u32),
+    Zstd(i32),
+}
+
+impl Compressor {
+    pub(crate) fn new(out: Hashed, codec: Codec) -> io::Result<Compressor> {
+        Ok(match codec {
+            Codec::Plain => Compressor::Plain(out),
+            Codec::Gzip(level) => Compressor::Gzip(flate2::write::GzEncoder::new(
+                out,
+                flate2::Compression::new(level),
+            )),
+            Codec::Zstd(level) => {
+                let mut enc = zstd::stream::write::Encoder::new(out, level)?;
+                // Same as the zstd CLI: decoders then catch corruption on their own.
+                enc.include_checksum(true)?;
+                let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+                enc.multithread(workers as u32)?;
+                if level <= SMALL_WINDOW_LEVEL {
+                    // zstd's default job is 4x the window (8 MiB at level 3), and it keeps
+                    // about four jobs of input and output in flight: 110 MiB of RSS.
+                    // 3 MiB jobs keep it under 50 MiB at the same speed and output size
+                    // (measured with bench/archive.sh). At higher levels the match tables
+                    // dominate memory anyway, so zstd's choice stands.
+                    enc.set_parameter(zstd::stream::raw::CParameter::JobSize(ZSTD_JOB_SIZE))?;
+                }
+                Compressor::Zstd(enc)
+            }
+        })
+    }
+
+    pub(crate) fn finish(self) -> io::Result<Hashed> {
+        match self {
+            Compressor::Plain(w) => Ok(w),
+            Compressor::Gzip(w) => w.finish(),
+            Compressor::Zstd(w) => w.finish(),
+        }
+    }
+}
+
+impl Write for Compressor {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Compressor::Plain(w) => w.write(buf),
+            Compressor::Gzip(w) => w.write(buf),
+            Compressor::Zstd(w) => w.write(buf),
+        }
+    }
+
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        match self {
+            Compressor::Plain(w) => w.write_all(buf),
+            Compressor::Gzip(w) => w.write_all(buf),
+            Compressor::Zstd(w) => w.write_all(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Compressor::Plain(w) => w.flush(),
+            Compressor::Gzip(w) => w.flush(),
+            Compressor::Zstd(w) => w.flush(),
+        }
+    }
+}
+
+/// An artifact being written under a temporary name. Dropping it without `commit` removes
+/// the partial file, so a failed run never leaves something that looks like an artifact.
+pub(crate) struct PartialFile {
+    pub(crate) path: PathBuf,
+    partial: PathBuf,
+    committed: bool,
+}
+
+/// A large buffer keeps write syscalls rare; the compressors already batch their output.
+const WRITE_BUFFER: usize = 1 << 20;
+
+impl PartialFile {
+    pub(crate) fn create(path: PathBuf) -> Result<(PartialFile, Hashed), ArchiveError> {
+        let partial = partial_name(&path);
+        if let Some(parent) = path.parent() {
+            fs::create_dir_all(parent).map_err(|e| ArchiveError::io("creating", parent, e))?;
+        }
+        let file = File::create(&partial).map_err(|e| ArchiveError::io("creating", &partial, e))?;
+        let out = HashingWriter::new(BufWriter::with_capacity(WRITE_BUFFER, file));
+        Ok((
+            PartialFile {
+                path,
+                partial,
+                committed: false,
+            },
+            out,
+        ))
+    }
+
+    /// Flushes, fsyncs and renames into place; returns (size, sha256).
+    pub(crate) fn commit(mut self, out: Hashed) -> Result<(u64, String), ArchiveError> {
+        let (buffered, size, sha256) = out.into_parts();
+        let file = buffered
+            .into_inner()
+            .map_err(|e| ArchiveError::io("writing", &self.partial, e.into_error()))?;
+        file.sync_all()
+            .map_err(|e| ArchiveError::io("syncing", &self.partial, e))?;
+        drop(file);
+        fs::rename(&self.partial, &self.path)
+            .map_err(|e| ArchiveError::io("renaming into place", &self.path, e))?;
+        self.committed = true;
+        sync_parent(&self.path)?;
+        Ok((size, sha256))
+    }
+}
+
+impl Drop for PartialFile {
+    fn drop(&mut self) {
+        if !self.committed {
+            // Best effort after the real error, which the caller is already returning.
+            let _ = fs::remove_file(&self.partial);
+        }
+    }
+}
+
+pub(crate) fn partial_name(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".partial");
+    PathBuf::from(name)
+}
+
+/// Makes a rename durable: the directory entry lives in the parent.
+pub(crate) fn sync_parent(path: &Path) -> Result<(), ArchiveError> {
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    File::open(parent)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| ArchiveError::io("syncing", parent, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hashing_writer_counts_and_hashes_what_passes() {
+        let mut w = HashingWriter::new(Vec::new());
+        w.write_all(b"hello ").unwrap();
+        w.write_all(b"world").unwrap();
+        let (inner, n, sha) = w.into_parts();
+        assert_eq!(inner, b"hello world");
+        assert_eq!(n, 11);
+        assert_eq!(
+            sha,
+            "b94d27b9934d3e08a52e52d7da7dabfac484efe37a5380ee9088f7ace2efcde9"
+        );
+    }
+
+    #[test]
+    fn an_uncommitted_partial_file_is_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("sub/x.tar");
+        let (partial, mut out) = PartialFile::create(target.clone()).unwrap();
+        out.write_all(b"half").unwrap();
+        drop(out);
+        drop(partial);
+        assert!(!target.exists());
+        assert_eq!(fs::read_dir(dir.path().join("sub")).unwrap().count(), 0);
+    }
+}

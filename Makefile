@@ -1,5 +1,6 @@
 # The two commands a newcomer needs:
-#   make run    validate the bundled example specs (the daemon comes in a later release)
+#   make run    validate the bundled example specs, start the demo Compose stack, show
+#               the plan of its policy and take one backup of it into ./.holdfast/
 #   make test   install and start what the tests need (Docker engine, compose, database
 #               packages, test images), then run the linters and every test
 SHELL := bash
@@ -7,8 +8,11 @@ CARGO ?= cargo
 
 .PHONY: run test env lint unit schemas demo-up demo-down clean
 
-run:
+run: env
 	$(CARGO) run --quiet -- validate examples/specs specs
+	scripts/demo-stack.sh up
+	$(CARGO) run --quiet -- --specs examples/specs plan demo-hourly
+	$(CARGO) run --quiet -- --specs examples/specs backup demo-hourly
 
 test: env lint
 	$(CARGO) test --all-targets --locked

@@ -261,7 +261,7 @@ build_dbbase() {
 }
 
 ensure_docker
-apt_install busybox-static postgresql mariadb-server redis-server sqlite3
+apt_install busybox-static postgresql mariadb-server redis-server sqlite3 zstd
 build_busybox
 build_dbbase
 say "ready: $(docker info -f '{{.ServerVersion}} {{.Driver}}'), images $busybox_image $dbbase_image"

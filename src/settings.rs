@@ -52,6 +52,11 @@ pub struct Settings {
     #[arg(long, global = true, env = "DOCKER_HOST", value_name = "URL")]
     pub docker_host: Option<String>,
 
+    /// How volume and bind-mount data is read: from the host folder when readable (auto),
+    /// always from the host (direct), or always through Docker's archive API (api).
+    #[arg(long, global = true, env = "HOLDFAST_ARCHIVE_VIA", value_enum, default_value_t = crate::executor::ArchiveVia::Auto)]
+    pub archive_via: crate::executor::ArchiveVia,
+
     /// Log format: human-readable text, or one JSON object per line.
     #[arg(long, global = true, env = "HOLDFAST_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,

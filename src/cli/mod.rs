@@ -1,6 +1,10 @@
 //! The command line: one thin file per subcommand over the library.
 
+mod backup;
+mod plan;
+mod progress_line;
 mod schema;
+mod specs;
 mod validate;
 
 use std::process::ExitCode;
@@ -32,6 +36,10 @@ pub enum Command {
     Validate(validate::ValidateArgs),
     /// Write the JSON Schema of each kind, for editors and CI.
     Schema(schema::SchemaArgs),
+    /// Show what a backup would cover, stop and write, without doing anything.
+    Plan(plan::PlanArgs),
+    /// Run one BackupPolicy or Archive now, without a daemon.
+    Backup(backup::BackupArgs),
 }
 
 /// How a command prints its result.
@@ -49,12 +57,50 @@ pub fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {
         Command::Validate(args) => validate::run(&cli.settings, args),
         Command::Schema(args) => schema::run(args),
+        Command::Plan(args) => plan::run(&cli.settings, args),
+        Command::Backup(args) => backup::run(&cli.settings, args),
     };
     match result {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}
+
+fn executor(
+    settings: &Settings,
+    engine: crate::docker::engine::Engine,
+) -> anyhow::Result<crate::executor::Executor> {
+    let state = crate::state::StateDb::open(&settings.state)?;
+    Ok(crate::executor::Executor::new(
+        engine,
+        std::sync::Arc::new(state),
+        crate::repository::Repository::new(&settings.repository),
+        settings.archive_via,
+    ))
+}
+
+/// Replays a leftover stop journal unless another holdfast process holds the run lock
+/// (then the journal is that process's own business).
+async fn replay_if_free(settings: &Settings, executor: &crate::executor::Executor) {
+    if let Ok(_lock) = crate::state::lock::try_lock(&settings.state) {
+        match executor.replay_journal().await {
+            Ok(started) if !started.is_empty() => {
+                eprintln!(
+                    "started again what an interrupted run had stopped: {}",
+                    started.join(", ")
+                )
+            }
+            Ok(_) => {}
+            Err(e) => eprintln!("warning: replaying the stop journal: {e}"),
         }
     }
 }

@@ -1,9 +1,19 @@
 //! The bollard-backed view of a Docker engine.
 
 use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
 
 use bollard::Docker;
-use bollard::query_parameters::{ListContainersOptionsBuilder, ListVolumesOptions};
+use bollard::exec::{CreateExecOptions, StartExecOptions, StartExecResults};
+use bollard::models::{ContainerCreateBody, HostConfig};
+use bollard::query_parameters::{
+    CreateContainerOptions, DownloadFromContainerOptions, ListContainersOptionsBuilder,
+    ListImagesOptions, ListVolumesOptions, RemoveContainerOptions, StartContainerOptions,
+    StopContainerOptions,
+};
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
+use tokio::sync::mpsc;
 
 use super::{ContainerInfo, MountInfo, Stack, group_stacks};
 
@@ -21,7 +31,78 @@ pub enum DockerError {
         #[source]
         source: bollard::errors::Error,
     },
+    #[error("{operation} {target}: {source}")]
+    On {
+        operation: &'static str,
+        target: String,
+        #[source]
+        source: bollard::errors::Error,
+    },
+    #[error("running {command:?} in {container} took longer than {timeout:?}")]
+    ExecTimeout {
+        container: String,
+        command: Vec<String>,
+        timeout: Duration,
+    },
 }
+
+impl DockerError {
+    /// A fixed word for metrics and logs about what failed.
+    pub fn operation(&self) -> &'static str {
+        match self {
+            DockerError::Connect { .. } => "connect",
+            DockerError::Api { operation, .. } | DockerError::On { operation, .. } => operation,
+            DockerError::ExecTimeout { .. } => "exec",
+        }
+    }
+}
+
+fn on(operation: &'static str, target: &str) -> impl FnOnce(bollard::errors::Error) -> DockerError {
+    let target = target.to_string();
+    move |source| DockerError::On {
+        operation,
+        target,
+        source,
+    }
+}
+
+/// A container as `docker inspect` shows it, with what holdfast needs picked out.
+#[derive(Clone, Debug)]
+pub struct ContainerDetails {
+    pub id: String,
+    pub name: String,
+    pub running: bool,
+    /// `healthy`, `unhealthy` or `starting` when the container has a healthcheck.
+    pub health: Option<String>,
+    /// `KEY=value` pairs of the container's environment. Holds secrets: never log it.
+    pub env: Vec<String>,
+    pub image: String,
+    pub image_id: String,
+    pub networks: Vec<String>,
+    /// The whole inspect document, for the recipe (to be redacted before it is written).
+    pub raw: serde_json::Value,
+}
+
+impl ContainerDetails {
+    pub fn env_var(&self, name: &str) -> Option<&str> {
+        self.env.iter().find_map(|kv| {
+            kv.strip_prefix(name)
+                .and_then(|rest| rest.strip_prefix('='))
+        })
+    }
+}
+
+/// What a command run with `docker exec` printed and how it ended.
+#[derive(Clone, Debug)]
+pub struct ExecOutput {
+    pub exit_code: i64,
+    pub stdout: Vec<u8>,
+    pub stderr: String,
+}
+
+/// Keep at most this much of a command's output in memory; a hook that prints gigabytes
+/// must not take the daemon with it.
+const MAX_CAPTURE: usize = 1 << 20;
 
 /// A connected Docker engine, with the API version negotiated down to what it speaks
 /// (Docker 20.10 speaks 1.41).
@@ -98,6 +179,237 @@ impl Engine {
             .into_iter()
             .map(|v| (v.name, v.mountpoint))
             .collect())
+    }
+}
+
+impl Engine {
+    pub async fn inspect(&self, id: &str) -> Result<ContainerDetails, DockerError> {
+        let info = self
+            .client
+            .inspect_container(id, None)
+            .await
+            .map_err(on("inspecting container", id))?;
+        let raw = serde_json::to_value(&info).unwrap_or(serde_json::Value::Null);
+        let state = info.state.as_ref();
+        Ok(ContainerDetails {
+            id: info.id.clone().unwrap_or_default(),
+            name: info
+                .name
+                .clone()
+                .unwrap_or_default()
+                .trim_start_matches('/')
+                .to_string(),
+            running: state.and_then(|s| s.running).unwrap_or(false),
+            health: state
+                .and_then(|s| s.health.as_ref())
+                .and_then(|h| h.status.as_ref())
+                .map(|s| s.to_string())
+                .filter(|s| !s.is_empty() && s != "none"),
+            env: info
+                .config
+                .as_ref()
+                .and_then(|c| c.env.clone())
+                .unwrap_or_default(),
+            image: info
+                .config
+                .as_ref()
+                .and_then(|c| c.image.clone())
+                .unwrap_or_default(),
+            image_id: info.image.clone().unwrap_or_default(),
+            networks: info
+                .network_settings
+                .as_ref()
+                .and_then(|n| n.networks.as_ref())
+                .map(|n| n.keys().cloned().collect())
+                .unwrap_or_default(),
+            raw,
+        })
+    }
+
+    /// Stops a container, giving it `timeout` before Docker kills it.
+    pub async fn stop(&self, id: &str, timeout: Duration) -> Result<(), DockerError> {
+        let options = StopContainerOptions {
+            t: Some(timeout.as_secs().min(i32::MAX as u64) as i32),
+            signal: None,
+        };
+        self.client
+            .stop_container(id, Some(options))
+            .await
+            .map_err(on("stopping container", id))
+    }
+
+    pub async fn start(&self, id: &str) -> Result<(), DockerError> {
+        self.client
+            .start_container(id, None::<StartContainerOptions>)
+            .await
+            .map_err(on("starting container", id))
+    }
+
+    /// Runs a command in a running container and collects its output (each stream capped).
+    pub async fn exec(
+        &self,
+        container: &str,
+        command: &[String],
+        env: &[String],
+        timeout: Duration,
+    ) -> Result<ExecOutput, DockerError> {
+        let (tx, mut rx) = mpsc::channel::<Bytes>(16);
+        let collect = async {
+            let mut out = Vec::new();
+            while let Some(chunk) = rx.recv().await {
+                let room = MAX_CAPTURE.saturating_sub(out.len());
+                out.extend_from_slice(&chunk[..chunk.len().min(room)]);
+            }
+            out
+        };
+        let run = self.exec_streaming(container, command, env, tx);
+        let work = async { tokio::join!(run, collect) };
+        match tokio::time::timeout(timeout, work).await {
+            Ok((result, stdout)) => {
+                let (exit_code, stderr) = result?;
+                Ok(ExecOutput {
+                    exit_code,
+                    stdout,
+                    stderr,
+                })
+            }
+            Err(_) => Err(DockerError::ExecTimeout {
+                container: container.to_string(),
+                command: command.to_vec(),
+                timeout,
+            }),
+        }
+    }
+
+    /// Runs a command in a running container, sending its stdout to `sink` as it comes.
+    /// Returns the exit code and the (capped) stderr. The sink is dropped at the end, which
+    /// tells its reader that the stream is complete.
+    pub async fn exec_streaming(
+        &self,
+        container: &str,
+        command: &[String],
+        env: &[String],
+        sink: mpsc::Sender<Bytes>,
+    ) -> Result<(i64, String), DockerError> {
+        let config = CreateExecOptions {
+            cmd: Some(command.to_vec()),
+            env: Some(env.to_vec()),
+            attach_stdout: Some(true),
+            attach_stderr: Some(true),
+            ..Default::default()
+        };
+        let created = self
+            .client
+            .create_exec(container, config)
+            .await
+            .map_err(on("creating exec in", container))?;
+        let started = self
+            .client
+            .start_exec(&created.id, None::<StartExecOptions>)
+            .await
+            .map_err(on("starting exec in", container))?;
+        let mut stderr = Vec::new();
+        if let StartExecResults::Attached { mut output, .. } = started {
+            while let Some(item) = output.next().await {
+                match item.map_err(on("reading exec output of", container))? {
+                    bollard::container::LogOutput::StdOut { message } => {
+                        // The reader went away (it failed); keep draining so the exec ends.
+                        let _ = sink.send(message).await;
+                    }
+                    bollard::container::LogOutput::StdErr { message } => {
+                        let room = MAX_CAPTURE.saturating_sub(stderr.len());
+                        stderr.extend_from_slice(&message[..message.len().min(room)]);
+                    }
+                    _ => {}
+                }
+            }
+        }
+        drop(sink);
+        let inspected = self
+            .client
+            .inspect_exec(&created.id)
+            .await
+            .map_err(on("inspecting exec in", container))?;
+        Ok((
+            inspected.exit_code.unwrap_or(-1),
+            String::from_utf8_lossy(&stderr).into_owned(),
+        ))
+    }
+
+    /// A tar stream of `path` inside a container (running or not), as Docker produces it:
+    /// entries are named after the last component of `path`.
+    pub fn download(
+        &self,
+        container: &str,
+        path: &str,
+    ) -> impl Stream<Item = Result<Bytes, DockerError>> + use<> {
+        let options = DownloadFromContainerOptions {
+            path: path.to_string(),
+        };
+        let target = format!("{container}:{path}");
+        self.client
+            .download_from_container(container, Some(options))
+            .map(move |item| item.map_err(on("downloading", &target)))
+    }
+
+    /// Creates (without starting) a container that mounts `volume` at `/volume`, so that the
+    /// volume can be read through the archive API even when nothing else mounts it or when
+    /// the Docker host is remote.
+    pub async fn create_reader(&self, image: &str, volume: &str) -> Result<String, DockerError> {
+        let body = ContainerCreateBody {
+            image: Some(image.to_string()),
+            cmd: Some(vec!["true".to_string()]),
+            labels: Some(HashMap::from([(
+                "holdfast.dev/reader".to_string(),
+                volume.to_string(),
+            )])),
+            host_config: Some(HostConfig {
+                binds: Some(vec![format!("{volume}:/volume:ro")]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let created = self
+            .client
+            .create_container(None::<CreateContainerOptions>, body)
+            .await
+            .map_err(on("creating a reader container for volume", volume))?;
+        Ok(created.id)
+    }
+
+    pub async fn remove(&self, id: &str) -> Result<(), DockerError> {
+        let options = RemoveContainerOptions {
+            force: true,
+            v: false,
+            link: false,
+        };
+        self.client
+            .remove_container(id, Some(options))
+            .await
+            .map_err(on("removing container", id))
+    }
+
+    /// Any image present on the engine, for reader containers.
+    pub async fn any_image(&self) -> Result<Option<String>, DockerError> {
+        let images = self
+            .client
+            .list_images(None::<ListImagesOptions>)
+            .await
+            .map_err(|source| DockerError::Api {
+                operation: "listing images",
+                source,
+            })?;
+        Ok(images.into_iter().map(|i| i.id).next())
+    }
+
+    /// The inspect document of a network, for the recipe.
+    pub async fn network(&self, name: &str) -> Result<serde_json::Value, DockerError> {
+        let network = self
+            .client
+            .inspect_network(name, None)
+            .await
+            .map_err(on("inspecting network", name))?;
+        Ok(serde_json::to_value(&network).unwrap_or(serde_json::Value::Null))
     }
 }
 

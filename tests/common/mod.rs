@@ -109,3 +109,162 @@ impl Drop for ComposeStack {
         self.down();
     }
 }
+
+/// Serializes the tests of one test binary that start Compose stacks: two cores do not
+/// bring six databases up twice at once within healthcheck deadlines.
+pub static DOCKER_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+pub fn docker_lock() -> std::sync::MutexGuard<'static, ()> {
+    DOCKER_LOCK.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// `docker <args>`, asserting success; returns stdout.
+pub fn docker(args: &[&str]) -> String {
+    let out = run(Command::new("docker").args(args));
+    assert!(
+        out.status.success(),
+        "docker {args:?} failed: {}",
+        stderr(&out)
+    );
+    stdout(&out)
+}
+
+/// `docker exec <container> sh -c <script>`, asserting success; returns stdout.
+pub fn sh_in(container: &str, script: &str) -> String {
+    docker(&["exec", container, "sh", "-c", script])
+}
+
+impl ComposeStack {
+    /// The container of a service (Compose v1 names it `<project>_<service>_1`).
+    pub fn container(&self, service: &str) -> String {
+        format!("{}_{service}_1", self.project)
+    }
+
+    /// Waits until every container of the stack runs and those with a healthcheck are
+    /// healthy.
+    pub fn wait_healthy(&self) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        loop {
+            let ids = stdout(&self.compose(&["ps", "-q"]));
+            let ids: Vec<&str> = ids.split_whitespace().collect();
+            let mut args = vec![
+                "inspect",
+                "-f",
+                "{{.State.Status}} {{if .State.Health}}{{.State.Health.Status}}{{else}}none{{end}}",
+            ];
+            args.extend(ids.iter().copied());
+            let states = if ids.is_empty() {
+                String::new()
+            } else {
+                docker(&args)
+            };
+            if !ids.is_empty()
+                && states
+                    .lines()
+                    .all(|l| l == "running healthy" || l == "running none")
+            {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "stack {} not healthy: {states}",
+                self.project
+            );
+            std::thread::sleep(std::time::Duration::from_millis(500));
+        }
+    }
+
+    /// `running`, `exited`, ... of a service's container.
+    pub fn state(&self, service: &str) -> String {
+        docker(&[
+            "inspect",
+            "-f",
+            "{{.State.Status}}",
+            &self.container(service),
+        ])
+        .trim()
+        .to_string()
+    }
+
+    pub fn volume(&self, name: &str) -> String {
+        format!("{}_{name}", self.project)
+    }
+
+    pub fn volume_dir(&self, name: &str) -> PathBuf {
+        PathBuf::from(
+            docker(&[
+                "volume",
+                "inspect",
+                "-f",
+                "{{.Mountpoint}}",
+                &self.volume(name),
+            ])
+            .trim(),
+        )
+    }
+}
+
+pub fn sha256_file(path: &Path) -> String {
+    use sha2::Digest;
+    let mut hasher = sha2::Sha256::new();
+    let mut file = std::fs::File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    std::io::copy(&mut file, &mut hasher).unwrap();
+    hex::encode(hasher.finalize())
+}
+
+/// Every entry of a tree with what must survive an archive round trip: type, mode, owner,
+/// mtime, content hash or link target, and which entries are hard links of each other.
+pub fn tree_listing(root: &Path) -> Vec<String> {
+    use std::os::unix::fs::MetadataExt;
+    let mut out = Vec::new();
+    let mut inodes: std::collections::BTreeMap<(u64, u64), String> = Default::default();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let mut entries: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        entries.sort();
+        for path in entries {
+            let meta = std::fs::symlink_metadata(&path).unwrap();
+            let rel = path
+                .strip_prefix(root)
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
+            let kind = if meta.file_type().is_symlink() {
+                format!(
+                    "link->{}",
+                    std::fs::read_link(&path).unwrap().to_string_lossy()
+                )
+            } else if meta.is_dir() {
+                stack.push(path.clone());
+                "dir".to_string()
+            } else if meta.is_file() {
+                let first = inodes
+                    .entry((meta.dev(), meta.ino()))
+                    .or_insert_with(|| rel.clone())
+                    .clone();
+                let link = if meta.nlink() > 1 {
+                    format!(" hardlink-group={first}")
+                } else {
+                    String::new()
+                };
+                format!("file sha256={}{link}", sha256_file(&path))
+            } else {
+                "special".to_string()
+            };
+            // Directory mtimes change when entries are added; compare them too, the
+            // archive must restore them after its contents.
+            out.push(format!(
+                "{rel} {kind} mode={:o} owner={}:{} mtime={}",
+                meta.mode(),
+                meta.uid(),
+                meta.gid(),
+                meta.mtime()
+            ));
+        }
+    }
+    out.sort();
+    out
+}

@@ -1,0 +1,100 @@
+use std::io::Write;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::Args;
+
+use super::{OutputFormat, specs};
+use crate::docker::engine::Engine;
+use crate::settings::Settings;
+use crate::spec::common::Phase;
+
+#[derive(Debug, Args)]
+pub struct BackupArgs {
+    /// The BackupPolicy or Archive to run now.
+    name: String,
+
+    /// Resolve targets and check what the run needs, without stopping or writing anything.
+    #[arg(long)]
+    dry_run: bool,
+
+    /// `text` for people, `json` for scripts.
+    #[arg(long, short, value_enum, default_value_t)]
+    output: OutputFormat,
+}
+
+/// Exit code 0 when the run succeeded, 1 when it failed or partially failed.
+pub fn run(settings: &Settings, args: BackupArgs) -> anyhow::Result<ExitCode> {
+    let report = specs::load(settings);
+    let mut request = specs::backup_request(&report, settings, &args.name)?;
+    request.dry_run = args.dry_run;
+    let runtime = super::runtime()?;
+    let outcome = runtime.block_on(async {
+        let _lock = crate::state::lock::try_lock(&settings.state)?;
+        let engine = Engine::connect(settings.docker_host.as_deref()).await?;
+        let executor = super::executor(settings, engine)?;
+        let restarted = executor.replay_journal().await?;
+        if !restarted.is_empty() {
+            eprintln!(
+                "started again what an interrupted run had stopped: {}",
+                restarted.join(", ")
+            );
+        }
+        // A progress line on a terminal; plain log lines otherwise.
+        let interactive = std::io::IsTerminal::is_terminal(&std::io::stderr()) && !args.dry_run;
+        if interactive {
+            let line = super::progress_line::ProgressLine::start();
+            let outcome = executor.run(&request, line.clone()).await;
+            line.finish();
+            anyhow::Ok(outcome)
+        } else {
+            anyhow::Ok(
+                executor
+                    .run(&request, Arc::new(crate::progress::Silent))
+                    .await,
+            )
+        }
+    })?;
+    let mut out = std::io::stdout().lock();
+    match args.output {
+        OutputFormat::Json => {
+            serde_json::to_writer_pretty(&mut out, &outcome)?;
+            writeln!(out)?;
+        }
+        OutputFormat::Text => {
+            let what = outcome
+                .archive_id
+                .clone()
+                .unwrap_or_else(|| outcome.run_id.clone());
+            let downtime: Vec<String> = outcome
+                .downtime
+                .iter()
+                .map(|(s, d)| format!("{s} {d:.1}s"))
+                .collect();
+            writeln!(
+                out,
+                "{:?}{} {what}: {} artifacts, {}{}",
+                outcome.phase,
+                if outcome.dry_run { " (dry run)" } else { "" },
+                outcome.artifacts,
+                super::plan::human_bytes(outcome.bytes),
+                if downtime.is_empty() {
+                    String::new()
+                } else {
+                    format!(", downtime {}", downtime.join(", "))
+                }
+            )?;
+            for e in &outcome.errors {
+                writeln!(out, "error: {e}")?;
+            }
+            for w in &outcome.warnings {
+                writeln!(out, "warning: {w}")?;
+            }
+        }
+    }
+    Ok(if outcome.phase == Phase::Succeeded {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}

@@ -1,0 +1,81 @@
+//! What the commands that act on specs share: loading them and finding one by name.
+
+use anyhow::{Context, bail};
+
+use crate::diagnostic::did_you_mean;
+use crate::executor::BackupRequest;
+use crate::settings::Settings;
+use crate::spec::Resource;
+use crate::validate::{Report, validate_paths};
+
+pub fn load(settings: &Settings) -> Report {
+    validate_paths(std::slice::from_ref(&settings.specs))
+}
+
+/// The backup a BackupPolicy or Archive named `name` asks for. An invalid spec is refused
+/// with its errors: a typo must never turn into a backup of the wrong thing.
+pub fn backup_request(
+    report: &Report,
+    settings: &Settings,
+    name: &str,
+) -> anyhow::Result<BackupRequest> {
+    let objects: Vec<_> = report
+        .files
+        .iter()
+        .flat_map(|f| f.objects.iter())
+        .filter(|o| o.name.as_deref() == Some(name))
+        .filter(|o| {
+            matches!(
+                o.kind,
+                Some(crate::spec::Kind::BackupPolicy | crate::spec::Kind::Archive)
+            )
+        })
+        .collect();
+    let object = match objects.as_slice() {
+        [one] => one,
+        [] => {
+            let names: Vec<&str> = report
+                .files
+                .iter()
+                .flat_map(|f| f.objects.iter())
+                .filter(|o| {
+                    matches!(
+                        o.kind,
+                        Some(crate::spec::Kind::BackupPolicy | crate::spec::Kind::Archive)
+                    )
+                })
+                .filter_map(|o| o.name.as_deref())
+                .collect();
+            let hint = did_you_mean(name, names.iter().copied())
+                .map(|h| format!(" ({h})"))
+                .unwrap_or_default();
+            bail!(
+                "no BackupPolicy or Archive named `{name}` in {}{hint}",
+                settings.specs.display()
+            );
+        }
+        _ => bail!("both a BackupPolicy and an Archive are named `{name}`; rename one of them"),
+    };
+    let Some(resource) = &object.resource else {
+        let errors: Vec<String> = object.errors.iter().map(|e| e.to_string()).collect();
+        bail!(
+            "{} `{name}` is invalid, so it does not run:\n{}",
+            object.kind.map(|k| k.to_string()).unwrap_or_default(),
+            errors.join("\n")
+        );
+    };
+    let policies: Vec<&Resource> = report.valid_objects().collect();
+    BackupRequest::from_resource(resource, &policies)
+        .map_err(anyhow::Error::msg)
+        .with_context(|| format!("preparing `{name}`"))
+}
+
+/// Every valid BackupPolicy and Archive, for `plan` without a name.
+pub fn all_backups(report: &Report) -> Vec<BackupRequest> {
+    let policies: Vec<&Resource> = report.valid_objects().collect();
+    report
+        .valid_objects()
+        .filter(|r| !matches!(r, Resource::Restore(_)))
+        .filter_map(|r| BackupRequest::from_resource(r, &policies).ok())
+        .collect()
+}

@@ -1,0 +1,80 @@
+//! `manifest.json`: the truth about an archive. Written last; its presence is what makes
+//! the archive exist. The catalog can always be rebuilt from manifests alone.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::spec::common::Phase;
+
+pub const FORMAT_VERSION: u32 = 1;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Manifest {
+    pub format_version: u32,
+    pub id: String,
+    /// `BackupPolicy` or `Archive`.
+    pub kind: String,
+    pub name: String,
+    /// The policy whose settings were used (an Archive's policyRef, or the policy itself).
+    pub policy: Option<String>,
+    pub phase: Phase,
+    pub host: String,
+    pub holdfast_version: String,
+    pub docker_api_version: String,
+    pub start_time: DateTime<Utc>,
+    pub completion_time: DateTime<Utc>,
+    pub format: String,
+    pub level: Option<i32>,
+    pub targets: ManifestTargets,
+    pub artifacts: Vec<Artifact>,
+    /// Seconds each phase took.
+    pub timings: BTreeMap<String, f64>,
+    /// Seconds each stack (or lone container) was stopped.
+    pub downtime: BTreeMap<String, f64>,
+    pub warnings: Vec<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ManifestTargets {
+    pub stacks: Vec<String>,
+    pub containers: Vec<String>,
+    pub volumes: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Artifact {
+    /// `volume`, `bind`, `dump` or `recipe`.
+    pub kind: String,
+    /// Path under the archive folder.
+    pub path: String,
+    pub size: u64,
+    pub sha256: String,
+    #[serde(default)]
+    pub source_bytes: u64,
+    #[serde(default)]
+    pub entries: u64,
+    /// For volumes and bind mounts: `direct` (read from the host) or `api` (Docker's
+    /// archive endpoint).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub via: Option<String>,
+    /// The volume, `container:destination` of a bind mount, or dumped container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stack: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database: Option<String>,
+}
+
+impl Manifest {
+    pub fn bytes(&self) -> u64 {
+        self.artifacts.iter().map(|a| a.size).sum()
+    }
+}

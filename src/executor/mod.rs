@@ -1,0 +1,415 @@
+//! One run of one policy or archive: the phases of a backup, and the promise that what
+//! holdfast stopped is started again whatever fails in between.
+//!
+//! The CLI's `backup` and (later) the reconciler call [`Executor::run`]; both get the same
+//! [`RunOutcome`].
+
+pub mod dumps;
+pub mod manifest;
+pub mod pipe;
+pub mod plan;
+pub mod recipe;
+mod steps;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use tracing::{Instrument, error, info, info_span, warn};
+
+use crate::docker::engine::{DockerError, Engine};
+use crate::progress::Progress;
+use crate::repository::Repository;
+use crate::spec::common::{Format, Output, Phase};
+use crate::spec::{Kind, Resource};
+use crate::state::{RunRecord, StateDb};
+use manifest::{Artifact, Manifest, ManifestTargets};
+use plan::{BackupPlan, BackupSpec, Observed};
+
+/// How volume and bind-mount data is read.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum ArchiveVia {
+    /// From the host when holdfast can read the folder, through Docker's archive API otherwise.
+    #[default]
+    Auto,
+    /// Always from the host folder; fails when it is not readable.
+    Direct,
+    /// Always through Docker's archive API (works with a remote Docker host).
+    Api,
+}
+
+/// One run to do.
+#[derive(Clone, Debug)]
+pub struct BackupRequest {
+    pub kind: Kind,
+    /// The policy or archive name; archives are grouped under it in the repository.
+    pub name: String,
+    /// The policy whose settings are used.
+    pub policy: Option<String>,
+    pub spec: BackupSpec,
+    pub output: Output,
+    pub dry_run: bool,
+}
+
+impl BackupRequest {
+    /// The request for a valid BackupPolicy or Archive. An Archive with `policyRef` takes
+    /// the policy's settings (its own `output` wins), so `policies` must hold the policy.
+    pub fn from_resource(
+        resource: &Resource,
+        policies: &[&Resource],
+    ) -> Result<BackupRequest, String> {
+        match resource {
+            Resource::BackupPolicy(p) => Ok(BackupRequest {
+                kind: Kind::BackupPolicy,
+                name: p.metadata.name.clone(),
+                policy: Some(p.metadata.name.clone()),
+                spec: BackupSpec {
+                    targets: p.spec.targets.clone(),
+                    include: p.spec.include.clone(),
+                    consistency: p.spec.consistency.clone(),
+                    dumps: p.spec.dumps.clone(),
+                },
+                output: p.spec.output.clone(),
+                dry_run: false,
+            }),
+            Resource::Archive(a) => {
+                let spec = &a.spec;
+                if let Some(policy_name) = &spec.policy_ref {
+                    let policy = policies.iter().find_map(|r| match r {
+                        Resource::BackupPolicy(p) if &p.metadata.name == policy_name => Some(p),
+                        _ => None,
+                    });
+                    let Some(policy) = policy else {
+                        return Err(format!(
+                            "BackupPolicy `{policy_name}` is missing or invalid"
+                        ));
+                    };
+                    Ok(BackupRequest {
+                        kind: Kind::Archive,
+                        name: a.metadata.name.clone(),
+                        policy: Some(policy_name.clone()),
+                        spec: BackupSpec {
+                            targets: policy.spec.targets.clone(),
+                            include: policy.spec.include.clone(),
+                            consistency: policy.spec.consistency.clone(),
+                            dumps: policy.spec.dumps.clone(),
+                        },
+                        output: spec
+                            .output
+                            .clone()
+                            .unwrap_or_else(|| policy.spec.output.clone()),
+                        dry_run: false,
+                    })
+                } else {
+                    Ok(BackupRequest {
+                        kind: Kind::Archive,
+                        name: a.metadata.name.clone(),
+                        policy: None,
+                        spec: BackupSpec {
+                            targets: spec.targets.clone().unwrap_or_default(),
+                            include: spec.include.clone().unwrap_or_default(),
+                            consistency: spec.consistency.clone().unwrap_or_default(),
+                            dumps: spec.dumps.clone().unwrap_or_default(),
+                        },
+                        output: spec.output.clone().unwrap_or_default(),
+                        dry_run: false,
+                    })
+                }
+            }
+            Resource::Restore(r) => Err(format!("Restore/{} is not a backup", r.metadata.name)),
+        }
+    }
+}
+
+/// How a run went.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RunOutcome {
+    pub run_id: String,
+    pub archive_id: Option<String>,
+    pub phase: Phase,
+    pub dry_run: bool,
+    pub start_time: DateTime<Utc>,
+    pub completion_time: DateTime<Utc>,
+    pub bytes: u64,
+    pub artifacts: usize,
+    pub downtime: BTreeMap<String, f64>,
+    pub errors: Vec<String>,
+    pub warnings: Vec<String>,
+    pub archive_dir: Option<PathBuf>,
+    pub plan: Option<BackupPlan>,
+}
+
+/// Runs backups against one Docker engine, one state database and one repository.
+pub struct Executor {
+    pub(crate) engine: Engine,
+    pub(crate) state: Arc<StateDb>,
+    pub(crate) repository: Repository,
+    pub(crate) via: ArchiveVia,
+}
+
+/// What a run collects as it goes; turned into the outcome and the manifest at the end.
+#[derive(Default)]
+pub(crate) struct Progressing {
+    pub artifacts: Vec<Artifact>,
+    /// Errors that make the archive incomplete: the run fails.
+    pub fatal: Vec<String>,
+    /// Problems after a complete archive (a restart, a post hook): partially failed.
+    pub partial: Vec<String>,
+    pub warnings: Vec<String>,
+    pub timings: BTreeMap<String, f64>,
+    pub downtime: BTreeMap<String, f64>,
+}
+
+impl Progressing {
+    fn time(&mut self, phase: &str, started: Instant) {
+        let secs = started.elapsed().as_secs_f64();
+        info!(phase, seconds = format!("{secs:.2}"), "phase done");
+        *self.timings.entry(phase.to_string()).or_default() += secs;
+    }
+}
+
+impl Executor {
+    pub fn new(
+        engine: Engine,
+        state: Arc<StateDb>,
+        repository: Repository,
+        via: ArchiveVia,
+    ) -> Self {
+        Executor {
+            engine,
+            state,
+            repository,
+            via,
+        }
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Starts every container a crashed run left stopped, then forgets it. Returns the
+    /// names of the containers started.
+    pub async fn replay_journal(&self) -> Result<Vec<String>, ExecutorError> {
+        let mut started = Vec::new();
+        for entry in self.state.journal()? {
+            match self.engine.inspect(&entry.container_id).await {
+                Ok(details) if details.running => {}
+                Ok(_) => {
+                    warn!(container = %entry.container_name, run = %entry.run_id, "starting a container an interrupted run left stopped");
+                    self.engine.start(&entry.container_id).await?;
+                    started.push(entry.container_name.clone());
+                }
+                // Removed since (e.g. `docker-compose down`): nothing left to start.
+                Err(e) => {
+                    warn!(container = %entry.container_name, "journalled container is gone: {e}")
+                }
+            }
+            self.state.journal_remove(&entry.container_id)?;
+        }
+        Ok(started)
+    }
+
+    /// What Docker reports now.
+    pub async fn observe(&self) -> Result<Observed, DockerError> {
+        let containers = self.engine.containers(None).await?;
+        Ok(Observed {
+            stacks: crate::docker::group_stacks(containers.clone()),
+            containers,
+            volumes: self.engine.volumes().await?,
+        })
+    }
+
+    pub async fn plan(&self, spec: &BackupSpec) -> Result<BackupPlan, DockerError> {
+        Ok(plan::resolve(spec, &self.observe().await?))
+    }
+
+    /// Runs one backup. Never returns early with containers stopped: every path out of the
+    /// archiving phase goes through the restart phase.
+    pub async fn run(&self, request: &BackupRequest, progress: Arc<dyn Progress>) -> RunOutcome {
+        let start_time = Utc::now();
+        let run_id = format!(
+            "{}-{}",
+            request.name,
+            start_time.format("%Y%m%dT%H%M%S%.3fZ")
+        );
+        let span = info_span!("run", run = %run_id, kind = %request.kind, name = %request.name);
+        self.run_inner(request, progress, run_id, start_time)
+            .instrument(span)
+            .await
+    }
+
+    async fn run_inner(
+        &self,
+        request: &BackupRequest,
+        progress: Arc<dyn Progress>,
+        run_id: String,
+        start_time: DateTime<Utc>,
+    ) -> RunOutcome {
+        let mut record = RunRecord {
+            id: run_id.clone(),
+            kind: request.kind.to_string(),
+            name: request.name.clone(),
+            archive_id: None,
+            phase: Phase::Running,
+            start_time,
+            completion_time: None,
+            bytes: 0,
+            downtime_seconds: 0.0,
+            error: None,
+            dry_run: request.dry_run,
+        };
+        let mut run = Progressing::default();
+        if let Err(e) = self.state.insert_run(&record) {
+            run.fatal.push(e.to_string());
+        }
+        info!(dry_run = request.dry_run, "run started");
+
+        let started = Instant::now();
+        let plan = match self.plan(&request.spec).await {
+            Ok(plan) => plan,
+            Err(e) => {
+                run.fatal.push(format!("resolving targets: {e}"));
+                BackupPlan::default()
+            }
+        };
+        run.fatal.extend(plan.errors.iter().cloned());
+        run.time("resolve", started);
+
+        let mut archive_id = None;
+        let mut archive_dir = None;
+        if run.fatal.is_empty() && request.dry_run {
+            self.dry_run(&plan, &mut run).await;
+        } else if run.fatal.is_empty() {
+            match self.repository.begin(&request.name, start_time) {
+                Err(e) => run.fatal.push(e.to_string()),
+                Ok(partial) => {
+                    archive_id = Some(partial.id.clone());
+                    self.take_archive(request, &plan, &partial.dir, &run_id, progress, &mut run)
+                        .await;
+                    if run.fatal.is_empty() {
+                        let manifest = self.manifest(request, &plan, &partial.id, start_time, &run);
+                        let text = serde_json::to_vec_pretty(&manifest).unwrap_or_default();
+                        match partial.commit(&text) {
+                            Ok(dir) => archive_dir = Some(dir),
+                            Err(e) => run.fatal.push(e.to_string()),
+                        }
+                    } else {
+                        archive_id = None;
+                        if let Err(e) = partial.abandon() {
+                            run.warnings.push(e.to_string());
+                        }
+                    }
+                }
+            }
+        }
+
+        let phase = if !run.fatal.is_empty() {
+            Phase::Failed
+        } else if !run.partial.is_empty() {
+            Phase::PartiallyFailed
+        } else {
+            Phase::Succeeded
+        };
+        let completion_time = Utc::now();
+        let bytes = if archive_dir.is_some() {
+            run.artifacts.iter().map(|a| a.size).sum()
+        } else {
+            0
+        };
+        let errors: Vec<String> = run.fatal.iter().chain(&run.partial).cloned().collect();
+        record.archive_id = archive_id.clone();
+        record.phase = phase;
+        record.completion_time = Some(completion_time);
+        record.bytes = bytes;
+        record.downtime_seconds = run.downtime.values().sum();
+        record.error = (!errors.is_empty()).then(|| errors.join("; "));
+        if let Err(e) = self.state.finish_run(&record) {
+            error!("recording the end of the run: {e}");
+        }
+        match phase {
+            Phase::Succeeded => info!(?archive_id, bytes, "run succeeded"),
+            _ => error!(?phase, errors = %errors.join("; "), "run did not succeed"),
+        }
+        RunOutcome {
+            run_id,
+            archive_id,
+            phase,
+            dry_run: request.dry_run,
+            start_time,
+            completion_time,
+            bytes,
+            artifacts: run.artifacts.len(),
+            downtime: run.downtime,
+            errors,
+            warnings: run.warnings,
+            archive_dir,
+            plan: Some(plan),
+        }
+    }
+
+    fn manifest(
+        &self,
+        request: &BackupRequest,
+        plan: &BackupPlan,
+        id: &str,
+        start_time: DateTime<Utc>,
+        run: &Progressing,
+    ) -> Manifest {
+        Manifest {
+            format_version: manifest::FORMAT_VERSION,
+            id: id.to_string(),
+            kind: request.kind.to_string(),
+            name: request.name.clone(),
+            policy: request.policy.clone(),
+            phase: if run.partial.is_empty() {
+                Phase::Succeeded
+            } else {
+                Phase::PartiallyFailed
+            },
+            host: hostname(),
+            holdfast_version: env!("CARGO_PKG_VERSION").to_string(),
+            docker_api_version: self.engine.api_version(),
+            start_time,
+            completion_time: Utc::now(),
+            format: request.output.format.to_string(),
+            level: effective_level(&request.output),
+            targets: ManifestTargets {
+                stacks: plan.stacks.clone(),
+                containers: plan.containers.iter().map(|c| c.name.clone()).collect(),
+                volumes: plan.volumes.iter().map(|v| v.name.clone()).collect(),
+            },
+            artifacts: run.artifacts.clone(),
+            timings: run.timings.clone(),
+            downtime: run.downtime.clone(),
+            warnings: run.warnings.iter().chain(&run.partial).cloned().collect(),
+        }
+    }
+}
+
+/// The compression level a run uses: the spec's, or the format's default.
+pub fn effective_level(output: &Output) -> Option<i32> {
+    match output.format {
+        Format::TarZst => Some(output.level.unwrap_or(3)),
+        Format::TarGz => Some(output.level.unwrap_or(6)),
+        Format::Tar | Format::Folder => None,
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExecutorError {
+    #[error(transparent)]
+    Docker(#[from] DockerError),
+    #[error(transparent)]
+    State(#[from] crate::state::StateError),
+}

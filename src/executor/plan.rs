@@ -1,0 +1,662 @@
+//! Resolving a backup's targets against what Docker reports: which containers, volumes,
+//! bind mounts, dumps and hooks a run covers, and in which order things stop and start.
+//!
+//! Pure: it takes the discovered state and returns the plan, so `holdfast plan` and a real
+//! run always agree, and it is tested without Docker.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::Serialize;
+
+use crate::docker::{ContainerInfo, DEPENDS_ON_LABEL, MountInfo, Stack};
+use crate::spec::common::{
+    Consistency, Databases, Dump, Engine, Include, SecretSource, StopMode, Targets,
+};
+
+/// What a backup is asked to cover: a policy's settings, or an Archive's.
+#[derive(Clone, Debug)]
+pub struct BackupSpec {
+    pub targets: Targets,
+    pub include: Include,
+    pub consistency: Consistency,
+    pub dumps: Vec<Dump>,
+}
+
+/// What Docker reported, as the plan needs it.
+#[derive(Clone, Debug, Default)]
+pub struct Observed {
+    pub stacks: Vec<Stack>,
+    /// Every container, in a stack or not.
+    pub containers: Vec<ContainerInfo>,
+    /// Named volumes and their mountpoints on the Docker host.
+    pub volumes: BTreeMap<String, String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PlannedContainer {
+    pub id: String,
+    pub name: String,
+    pub stack: Option<String>,
+    pub service: Option<String>,
+    pub running: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PlannedVolume {
+    pub name: String,
+    pub mountpoint: Option<String>,
+    /// Containers that mount it (names).
+    pub used_by: Vec<String>,
+    /// The stack it belongs to, if a container of a target stack mounts it.
+    pub stack: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PlannedBind {
+    pub container: String,
+    pub container_id: String,
+    pub stack: Option<String>,
+    pub source: String,
+    pub destination: String,
+    /// `<container>-<n>`, the artifact's name.
+    pub artifact: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PlannedDump {
+    pub container: String,
+    pub container_id: String,
+    pub service: Option<String>,
+    pub engine: Engine,
+    pub databases: Databases,
+    pub user: Option<String>,
+    #[serde(skip)]
+    pub password: Option<SecretSource>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PlannedHook {
+    pub container: String,
+    pub container_id: String,
+    pub command: Vec<String>,
+    pub timeout_seconds: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Skipped {
+    pub what: String,
+    pub reason: String,
+}
+
+/// Everything one run will do, resolved.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupPlan {
+    pub stacks: Vec<String>,
+    pub containers: Vec<PlannedContainer>,
+    pub volumes: Vec<PlannedVolume>,
+    pub binds: Vec<PlannedBind>,
+    pub dumps: Vec<PlannedDump>,
+    pub pre_hooks: Vec<PlannedHook>,
+    pub post_hooks: Vec<PlannedHook>,
+    pub stop: StopMode,
+    /// Running containers to stop, in this order (dependents first).
+    pub stop_order: Vec<PlannedContainer>,
+    /// Excluded volumes and skipped bind mounts, with the reason.
+    pub skipped: Vec<Skipped>,
+    /// Targets that could not be resolved. A plan with errors must not run.
+    pub errors: Vec<String>,
+}
+
+impl BackupPlan {
+    pub fn is_empty(&self) -> bool {
+        self.volumes.is_empty() && self.binds.is_empty() && self.dumps.is_empty()
+    }
+}
+
+/// Host paths never archived from a bind mount: the system itself, and Docker's own data.
+/// Database images that borrow the host's `/usr` would otherwise back up the whole system.
+const SYSTEM_PATHS: &[&str] = &[
+    "/usr",
+    "/proc",
+    "/sys",
+    "/dev",
+    "/run",
+    "/var/run",
+    "/var/lib/docker",
+    "/boot",
+];
+const SYSTEM_EXACT: &[&str] = &[
+    "/", "/etc", "/bin", "/sbin", "/lib", "/lib64", "/var", "/tmp",
+];
+
+fn system_path(source: &str) -> bool {
+    let source = source.trim_end_matches('/');
+    let source = if source.is_empty() { "/" } else { source };
+    SYSTEM_EXACT.contains(&source)
+        || SYSTEM_PATHS
+            .iter()
+            .any(|p| source == *p || source.starts_with(&format!("{p}/")))
+        || source.ends_with("/docker.sock")
+}
+
+pub fn resolve(spec: &BackupSpec, observed: &Observed) -> BackupPlan {
+    let mut plan = BackupPlan {
+        stop: spec.consistency.stop,
+        ..BackupPlan::default()
+    };
+    let targets = &spec.targets;
+
+    // Containers, in a stable order, each once.
+    let mut chosen: BTreeMap<String, &ContainerInfo> = BTreeMap::new();
+    for name in &targets.stacks {
+        match observed.stacks.iter().find(|s| &s.name == name) {
+            Some(stack) => {
+                plan.stacks.push(stack.name.clone());
+                for c in stack.containers() {
+                    chosen.insert(c.name.clone(), c);
+                }
+            }
+            None => {
+                let known: Vec<&str> = observed.stacks.iter().map(|s| s.name.as_str()).collect();
+                plan.errors.push(format!(
+                    "stack `{name}` not found; Docker has {}",
+                    if known.is_empty() {
+                        "no compose stacks".to_string()
+                    } else {
+                        format!("stacks {}", known.join(", "))
+                    }
+                ));
+            }
+        }
+    }
+    for name in &targets.containers {
+        match observed
+            .containers
+            .iter()
+            .find(|c| &c.name == name || c.id.starts_with(name.as_str()))
+        {
+            Some(c) => {
+                chosen.insert(c.name.clone(), c);
+            }
+            None => plan.errors.push(format!("container `{name}` not found")),
+        }
+    }
+    if let Some(selector) = targets
+        .selector
+        .as_ref()
+        .filter(|s| !s.match_labels.is_empty())
+    {
+        for c in &observed.containers {
+            if selector
+                .match_labels
+                .iter()
+                .all(|(k, v)| c.labels.get(k) == Some(v))
+            {
+                chosen.insert(c.name.clone(), c);
+            }
+        }
+    }
+    let mut stack_names: BTreeSet<String> = plan.stacks.iter().cloned().collect();
+    for c in chosen.values() {
+        if let Some(p) = c.project() {
+            stack_names.insert(p.to_string());
+        }
+        plan.containers.push(planned(c));
+    }
+    plan.stacks = stack_names.into_iter().collect();
+
+    // Volumes: mounted by chosen containers, plus those listed by name.
+    let excluded: BTreeSet<&str> = targets.exclude.volumes.iter().map(String::as_str).collect();
+    let mut volumes: BTreeMap<String, PlannedVolume> = BTreeMap::new();
+    if spec.include.volumes {
+        for c in chosen.values() {
+            for m in &c.mounts {
+                if let MountInfo::Volume { name, .. } = m {
+                    let v = volumes
+                        .entry(name.clone())
+                        .or_insert_with(|| PlannedVolume {
+                            name: name.clone(),
+                            mountpoint: observed.volumes.get(name).cloned(),
+                            used_by: Vec::new(),
+                            stack: c.project().map(str::to_string),
+                        });
+                    v.used_by.push(c.name.clone());
+                }
+            }
+        }
+    }
+    for name in &targets.volumes {
+        if !observed.volumes.contains_key(name) {
+            plan.errors.push(format!("volume `{name}` not found"));
+            continue;
+        }
+        volumes
+            .entry(name.clone())
+            .or_insert_with(|| PlannedVolume {
+                name: name.clone(),
+                mountpoint: observed.volumes.get(name).cloned(),
+                used_by: observed
+                    .containers
+                    .iter()
+                    .filter(|c| {
+                        c.mounts
+                            .iter()
+                            .any(|m| matches!(m, MountInfo::Volume { name: n, .. } if n == name))
+                    })
+                    .map(|c| c.name.clone())
+                    .collect(),
+                stack: None,
+            });
+    }
+    for (name, volume) in volumes {
+        if excluded.contains(name.as_str()) {
+            plan.skipped.push(Skipped {
+                what: format!("volume {name}"),
+                reason: "excluded by spec.targets.exclude.volumes".into(),
+            });
+        } else {
+            plan.volumes.push(volume);
+        }
+    }
+
+    // Bind mounts of chosen containers.
+    if spec.include.bind_mounts {
+        for c in chosen.values() {
+            let mut n = 0;
+            for m in &c.mounts {
+                if let MountInfo::Bind {
+                    source,
+                    destination,
+                    ..
+                } = m
+                {
+                    if system_path(source) {
+                        plan.skipped.push(Skipped {
+                            what: format!("bind mount {source} of {}", c.name),
+                            reason: "a system path, never archived".into(),
+                        });
+                        continue;
+                    }
+                    n += 1;
+                    plan.binds.push(PlannedBind {
+                        container: c.name.clone(),
+                        container_id: c.id.clone(),
+                        stack: c.project().map(str::to_string),
+                        source: source.clone(),
+                        destination: destination.clone(),
+                        artifact: format!("{}-{n}", c.name),
+                    });
+                }
+            }
+        }
+    }
+
+    // Dumps and hooks name a service of the target stacks, or a container.
+    let find =
+        |service: &Option<String>, container: &Option<String>| -> Result<&ContainerInfo, String> {
+            if let Some(name) = container {
+                return observed
+                    .containers
+                    .iter()
+                    .find(|c| &c.name == name)
+                    .ok_or_else(|| format!("container `{name}` not found"));
+            }
+            let service = service.as_deref().unwrap_or_default();
+            let matches: Vec<&ContainerInfo> = observed
+                .stacks
+                .iter()
+                .filter(|s| plan.stacks.contains(&s.name))
+                .flat_map(|s| s.services.get(service).into_iter().flatten())
+                .collect();
+            match matches.as_slice() {
+                [one] => Ok(one),
+                [] => Err(format!(
+                    "service `{service}` not found in stacks {}",
+                    plan.stacks.join(", ")
+                )),
+                more => Err(format!(
+                    "service `{service}` is ambiguous: {}; name a container instead",
+                    more.iter()
+                        .map(|c| c.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )),
+            }
+        };
+    for dump in &spec.dumps {
+        match find(&dump.service, &dump.container) {
+            Ok(c) => plan.dumps.push(PlannedDump {
+                container: c.name.clone(),
+                container_id: c.id.clone(),
+                service: c.service().map(str::to_string),
+                engine: dump.engine,
+                databases: dump.databases.clone(),
+                user: dump.user.clone(),
+                password: dump.password.clone(),
+            }),
+            Err(e) => plan.errors.push(format!("dump: {e}")),
+        }
+    }
+    for (hooks, out) in [
+        (&spec.consistency.hooks.pre, &mut plan.pre_hooks),
+        (&spec.consistency.hooks.post, &mut plan.post_hooks),
+    ] {
+        for hook in hooks {
+            match find(&hook.exec.service, &hook.exec.container) {
+                Ok(c) => out.push(PlannedHook {
+                    container: c.name.clone(),
+                    container_id: c.id.clone(),
+                    command: hook.exec.command.clone(),
+                    timeout_seconds: hook.exec.timeout.as_duration().as_secs().max(1),
+                }),
+                Err(e) => plan.errors.push(format!("hook: {e}")),
+            }
+        }
+    }
+
+    // What to stop: the chosen running containers, or their whole stacks.
+    let to_stop: Vec<&ContainerInfo> = match spec.consistency.stop {
+        StopMode::None => Vec::new(),
+        StopMode::Container => chosen
+            .values()
+            .copied()
+            .filter(|c| c.is_running())
+            .collect(),
+        StopMode::Stack => {
+            let mut all: BTreeMap<String, &ContainerInfo> = chosen
+                .values()
+                .copied()
+                .filter(|c| c.project().is_none())
+                .map(|c| (c.name.clone(), c))
+                .collect();
+            for s in observed
+                .stacks
+                .iter()
+                .filter(|s| plan.stacks.contains(&s.name))
+            {
+                for c in s.containers() {
+                    all.insert(c.name.clone(), c);
+                }
+            }
+            all.into_values().filter(|c| c.is_running()).collect()
+        }
+    };
+    let mut order = start_order(&to_stop);
+    order.reverse();
+    plan.stop_order = order.into_iter().map(planned).collect();
+
+    if plan.errors.is_empty() && plan.is_empty() {
+        plan.errors
+            .push("the targets match no volume, bind mount or dump: nothing to back up".into());
+    }
+    plan
+}
+
+fn planned(c: &ContainerInfo) -> PlannedContainer {
+    PlannedContainer {
+        id: c.id.clone(),
+        name: c.name.clone(),
+        stack: c.project().map(str::to_string),
+        service: c.service().map(str::to_string),
+        running: c.is_running(),
+    }
+}
+
+/// Containers in the order they should start: a service after the services it depends on
+/// (Compose's `depends_on` label, when the Compose version sets it), otherwise by name.
+pub fn start_order<'a>(containers: &[&'a ContainerInfo]) -> Vec<&'a ContainerInfo> {
+    let deps = |c: &ContainerInfo| -> Vec<String> {
+        c.labels
+            .get(DEPENDS_ON_LABEL)
+            .map(|v| {
+                v.split(',')
+                    .filter_map(|d| d.split(':').next())
+                    .filter(|d| !d.is_empty())
+                    .map(str::to_string)
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let mut remaining: Vec<&ContainerInfo> = containers.to_vec();
+    remaining.sort_by(|a, b| a.name.cmp(&b.name));
+    let mut started: BTreeSet<(Option<String>, String)> = BTreeSet::new();
+    let mut order = Vec::new();
+    while !remaining.is_empty() {
+        let ready = remaining.iter().position(|c| {
+            deps(c).iter().all(|d| {
+                let in_set = remaining
+                    .iter()
+                    .any(|o| o.project() == c.project() && o.service() == Some(d.as_str()));
+                !in_set || started.contains(&(c.project().map(str::to_string), d.clone()))
+            })
+        });
+        // A dependency cycle cannot be ordered; take the rest by name.
+        let next = remaining.remove(ready.unwrap_or(0));
+        if let Some(service) = next.service() {
+            started.insert((next.project().map(str::to_string), service.to_string()));
+        }
+        order.push(next);
+    }
+    order
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::docker::{CONFIG_FILES_LABEL, PROJECT_LABEL, SERVICE_LABEL, group_stacks};
+    use crate::spec::common::{Exclude, LabelSelector};
+
+    fn container(
+        name: &str,
+        project: &str,
+        service: &str,
+        running: bool,
+        mounts: Vec<MountInfo>,
+    ) -> ContainerInfo {
+        let mut labels = BTreeMap::new();
+        labels.insert(PROJECT_LABEL.to_string(), project.to_string());
+        labels.insert(SERVICE_LABEL.to_string(), service.to_string());
+        labels.insert(
+            CONFIG_FILES_LABEL.to_string(),
+            "/srv/docker-compose.yml".to_string(),
+        );
+        ContainerInfo {
+            id: format!("id-{name}"),
+            name: name.into(),
+            image: "img".into(),
+            state: if running { "running" } else { "exited" }.into(),
+            labels,
+            mounts,
+        }
+    }
+
+    fn vol(name: &str) -> MountInfo {
+        MountInfo::Volume {
+            name: name.into(),
+            destination: "/data".into(),
+            read_write: true,
+        }
+    }
+
+    fn bind(source: &str) -> MountInfo {
+        MountInfo::Bind {
+            source: source.into(),
+            destination: "/x".into(),
+            read_write: false,
+        }
+    }
+
+    fn observed() -> Observed {
+        let mut web = container(
+            "demo_web_1",
+            "demo",
+            "web",
+            true,
+            vec![vol("demo_web-data"), bind("/srv/demo/config")],
+        );
+        web.labels
+            .insert("holdfast.dev/backup".into(), "true".into());
+        let mut worker = container(
+            "demo_worker_1",
+            "demo",
+            "worker",
+            true,
+            vec![vol("demo_web-data")],
+        );
+        worker
+            .labels
+            .insert(DEPENDS_ON_LABEL.into(), "web:service_started:false".into());
+        let db = container(
+            "demo_db_1",
+            "demo",
+            "db",
+            true,
+            vec![vol("demo_db-data"), bind("/usr")],
+        );
+        let stopped = container("demo_old_1", "demo", "old", false, vec![]);
+        let other = container("other_app_1", "other", "app", true, vec![vol("other_data")]);
+        let containers = vec![web, worker, db, stopped, other];
+        Observed {
+            stacks: group_stacks(containers.clone()),
+            containers,
+            volumes: ["demo_web-data", "demo_db-data", "other_data", "loose"]
+                .into_iter()
+                .map(|v| (v.to_string(), format!("/var/lib/docker/volumes/{v}/_data")))
+                .collect(),
+        }
+    }
+
+    fn spec(targets: Targets, stop: StopMode) -> BackupSpec {
+        BackupSpec {
+            targets,
+            include: Include::default(),
+            consistency: Consistency {
+                stop,
+                ..Consistency::default()
+            },
+            dumps: vec![],
+        }
+    }
+
+    #[test]
+    fn a_stack_brings_its_volumes_binds_and_stop_order() {
+        let targets = Targets {
+            stacks: vec!["demo".into()],
+            ..Targets::default()
+        };
+        let plan = resolve(&spec(targets, StopMode::Stack), &observed());
+        assert!(plan.errors.is_empty(), "{:?}", plan.errors);
+        let volumes: Vec<&str> = plan.volumes.iter().map(|v| v.name.as_str()).collect();
+        assert_eq!(volumes, ["demo_db-data", "demo_web-data"]);
+        assert_eq!(plan.volumes[1].used_by, ["demo_web_1", "demo_worker_1"]);
+        assert_eq!(plan.binds.len(), 1);
+        assert_eq!(plan.binds[0].artifact, "demo_web_1-1");
+        assert!(plan.skipped.iter().any(|s| s.what.contains("/usr")));
+        let stop: Vec<&str> = plan.stop_order.iter().map(|c| c.name.as_str()).collect();
+        // The worker depends on web, so it stops first; the stopped container stays stopped.
+        assert_eq!(stop, ["demo_worker_1", "demo_web_1", "demo_db_1"]);
+    }
+
+    #[test]
+    fn missing_targets_are_errors_and_nothing_is_an_error() {
+        let targets = Targets {
+            stacks: vec!["nope".into()],
+            volumes: vec!["gone".into()],
+            ..Targets::default()
+        };
+        let plan = resolve(&spec(targets, StopMode::None), &observed());
+        assert_eq!(plan.errors.len(), 2, "{:?}", plan.errors);
+        assert!(plan.errors[0].contains("stack `nope` not found; Docker has stacks demo, other"));
+        let empty = resolve(
+            &spec(Targets::default(), StopMode::None),
+            &Observed::default(),
+        );
+        assert!(empty.errors[0].contains("nothing to back up"));
+    }
+
+    #[test]
+    fn selectors_exclusions_and_container_mode() {
+        let targets = Targets {
+            selector: Some(LabelSelector {
+                match_labels: [("holdfast.dev/backup".to_string(), "true".to_string())].into(),
+            }),
+            volumes: vec!["loose".into()],
+            exclude: Exclude {
+                volumes: vec!["demo_web-data".into()],
+                paths: vec![],
+            },
+            ..Targets::default()
+        };
+        let plan = resolve(&spec(targets, StopMode::Container), &observed());
+        assert!(plan.errors.is_empty(), "{:?}", plan.errors);
+        let volumes: Vec<&str> = plan.volumes.iter().map(|v| v.name.as_str()).collect();
+        assert_eq!(volumes, ["loose"]);
+        assert!(
+            plan.skipped
+                .iter()
+                .any(|s| s.what == "volume demo_web-data")
+        );
+        let stop: Vec<&str> = plan.stop_order.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(stop, ["demo_web_1"]);
+    }
+
+    #[test]
+    fn dumps_find_services_of_the_target_stacks() {
+        let mut s = spec(
+            Targets {
+                stacks: vec!["demo".into()],
+                ..Targets::default()
+            },
+            StopMode::None,
+        );
+        s.dumps = vec![
+            Dump {
+                service: Some("db".into()),
+                container: None,
+                engine: Engine::Postgres,
+                databases: Databases::default(),
+                user: None,
+                password: None,
+            },
+            Dump {
+                service: Some("app".into()),
+                container: None,
+                engine: Engine::Redis,
+                databases: Databases::default(),
+                user: None,
+                password: None,
+            },
+        ];
+        let plan = resolve(&s, &observed());
+        assert_eq!(plan.dumps.len(), 1);
+        assert_eq!(plan.dumps[0].container, "demo_db_1");
+        assert_eq!(
+            plan.errors,
+            ["dump: service `app` not found in stacks demo"]
+        );
+    }
+
+    #[test]
+    fn system_paths_are_recognised() {
+        for p in [
+            "/",
+            "/usr",
+            "/usr/lib",
+            "/etc",
+            "/var/run/docker.sock",
+            "/var/lib/docker/volumes/x",
+        ] {
+            assert!(system_path(p), "{p}");
+        }
+        for p in ["/srv/app", "/etc/nginx", "/home/me/data", "/usrdata"] {
+            assert!(!system_path(p), "{p}");
+        }
+    }
+}

@@ -1,0 +1,717 @@
+//! The phases of a run, in the order they happen.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use tokio::sync::mpsc;
+use tracing::{info, warn};
+
+use super::dumps::{self, DumpCommand};
+use super::manifest::Artifact;
+use super::pipe::{ChannelReader, DEPTH};
+use super::plan::{BackupPlan, PlannedContainer, PlannedDump, PlannedHook};
+use super::{ArchiveVia, BackupRequest, Executor, Progressing, effective_level, recipe};
+use crate::archive::{self, ArtifactInfo, Excludes};
+use crate::progress::Progress;
+use crate::spec::common::{Output, SecretSource};
+use crate::state::StopEntry;
+
+impl Executor {
+    /// Everything between "the archive folder exists" and "write the manifest".
+    pub(super) async fn take_archive(
+        &self,
+        request: &BackupRequest,
+        plan: &BackupPlan,
+        root: &Path,
+        run_id: &str,
+        progress: Arc<dyn Progress>,
+        run: &mut Progressing,
+    ) {
+        let excludes = match Excludes::new(&request.spec.targets.exclude.paths) {
+            Ok(e) => e,
+            Err(e) => {
+                run.fatal.push(e.to_string());
+                return;
+            }
+        };
+
+        // Hooks and dumps run while everything is up.
+        let started = Instant::now();
+        let hooks_ran = !plan.pre_hooks.is_empty();
+        for hook in &plan.pre_hooks {
+            if let Err(e) = self.hook("pre", hook).await {
+                run.fatal.push(e);
+                break;
+            }
+        }
+        run.time("preHooks", started);
+
+        if run.fatal.is_empty() {
+            let started = Instant::now();
+            for dump in &plan.dumps {
+                if let Err(e) = self
+                    .dump(dump, root, &request.output, progress.clone(), run)
+                    .await
+                {
+                    run.fatal.push(e);
+                    break;
+                }
+            }
+            run.time("dumps", started);
+        }
+
+        if run.fatal.is_empty() {
+            let stopped = self.stop(plan, run_id, request, run).await;
+            if run.fatal.is_empty() {
+                let started = Instant::now();
+                self.archive_data(
+                    plan,
+                    root,
+                    &request.output,
+                    &excludes,
+                    progress.clone(),
+                    run,
+                )
+                .await;
+                run.time("archive", started);
+            }
+            // Whatever happened above, what was stopped is started again.
+            self.restart(&stopped, request, run).await;
+        }
+
+        if hooks_ran {
+            let started = Instant::now();
+            for hook in &plan.post_hooks {
+                if let Err(e) = self.hook("post", hook).await {
+                    run.partial.push(e);
+                }
+            }
+            run.time("postHooks", started);
+        }
+
+        if run.fatal.is_empty() && request.spec.include.recipe {
+            let started = Instant::now();
+            if let Err(e) = self.recipe(plan, root, run).await {
+                run.fatal.push(format!("writing the recipe: {e}"));
+            }
+            run.time("recipe", started);
+        }
+    }
+
+    /// Checks what a run would need, without stopping or writing anything.
+    pub(super) async fn dry_run(&self, plan: &BackupPlan, run: &mut Progressing) {
+        for dump in &plan.dumps {
+            if let Err(e) = self.password(dump).await {
+                run.fatal.push(e);
+            }
+        }
+        for volume in &plan.volumes {
+            let readable = volume
+                .mountpoint
+                .as_deref()
+                .is_some_and(|m| std::fs::read_dir(m).is_ok());
+            if self.via == ArchiveVia::Direct && !readable {
+                run.fatal.push(format!(
+                    "volume {}: its folder is not readable from here",
+                    volume.name
+                ));
+            }
+            info!(volume = %volume.name, via = if readable && self.via != ArchiveVia::Api { "direct" } else { "api" }, "would archive");
+        }
+        for bind in &plan.binds {
+            info!(source = %bind.source, container = %bind.container, "would archive bind mount");
+        }
+        for c in &plan.stop_order {
+            info!(container = %c.name, "would stop");
+        }
+    }
+
+    async fn hook(&self, which: &str, hook: &PlannedHook) -> Result<(), String> {
+        info!(container = %hook.container, command = ?hook.command, "{which} hook");
+        let timeout = Duration::from_secs(hook.timeout_seconds);
+        let out = self
+            .engine
+            .exec(&hook.container_id, &hook.command, &[], timeout)
+            .await
+            .map_err(|e| format!("{which} hook {:?} in {}: {e}", hook.command, hook.container))?;
+        if out.exit_code != 0 {
+            return Err(format!(
+                "{which} hook {:?} in {} failed with exit code {}: {}",
+                hook.command,
+                hook.container,
+                out.exit_code,
+                tail(&out.stderr)
+            ));
+        }
+        Ok(())
+    }
+
+    async fn password(&self, dump: &PlannedDump) -> Result<Option<String>, String> {
+        let Some(source) = &dump.password else {
+            return Ok(None);
+        };
+        let SecretSource {
+            from_env,
+            from_file,
+            value,
+        } = source;
+        if let Some(v) = value {
+            return Ok(Some(v.clone()));
+        }
+        if let Some(path) = from_file {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                format!(
+                    "dump of {}: reading the password file {path}: {e}",
+                    dump.container
+                )
+            })?;
+            return Ok(Some(text.trim_end_matches(['\n', '\r']).to_string()));
+        }
+        if let Some(var) = from_env {
+            let details = self
+                .engine
+                .inspect(&dump.container_id)
+                .await
+                .map_err(|e| format!("dump of {}: {e}", dump.container))?;
+            return details
+                .env_var(var)
+                .map(|v| Some(v.to_string()))
+                .ok_or_else(|| {
+                    format!(
+                        "dump of {}: the container has no environment variable {var}",
+                        dump.container
+                    )
+                });
+        }
+        Ok(None)
+    }
+
+    async fn dump(
+        &self,
+        dump: &PlannedDump,
+        root: &Path,
+        output: &Output,
+        progress: Arc<dyn Progress>,
+        run: &mut Progressing,
+    ) -> Result<(), String> {
+        let password = self.password(dump).await?;
+        let label = dump
+            .service
+            .clone()
+            .unwrap_or_else(|| dump.container.clone());
+        for DumpCommand {
+            artifact,
+            database,
+            command,
+            env,
+        } in dumps::commands(
+            &label,
+            dump.engine,
+            &dump.databases,
+            dump.user.as_deref(),
+            password.as_deref(),
+        ) {
+            info!(container = %dump.container, engine = %dump.engine, artifact = %artifact, "dumping");
+            progress.item(&artifact);
+            let (tx, rx) = mpsc::channel(DEPTH);
+            let writer = {
+                let (root, artifact, format, level, progress) = (
+                    root.to_path_buf(),
+                    artifact.clone(),
+                    output.format,
+                    effective_level(output),
+                    progress.clone(),
+                );
+                tokio::task::spawn_blocking(move || {
+                    archive::compress_stream(
+                        ChannelReader::new(rx),
+                        &root,
+                        &artifact,
+                        format,
+                        level,
+                        progress.as_ref(),
+                    )
+                })
+            };
+            let exec = self
+                .engine
+                .exec_streaming(&dump.container_id, &command, &env, tx)
+                .await;
+            let written = writer
+                .await
+                .map_err(|e| format!("dump {artifact}: the writer stopped: {e}"))?;
+            let what = format!(
+                "dump of {} ({}) into {artifact}",
+                dump.container, dump.engine
+            );
+            let (code, stderr) = exec.map_err(|e| format!("{what}: {e}"))?;
+            let info = written.map_err(|e| format!("{what}: {e}"))?;
+            if code != 0 {
+                return Err(format!(
+                    "{what}: the dump command failed with exit code {code}: {}",
+                    tail(&stderr)
+                ));
+            }
+            if info.source_bytes == 0 {
+                return Err(format!("{what}: the dump is empty: {}", tail(&stderr)));
+            }
+            run.artifacts.push(Artifact {
+                kind: "dump".into(),
+                source: Some(dump.container.clone()),
+                engine: Some(dump.engine.to_string()),
+                database,
+                ..artifact_from(info)
+            });
+        }
+        Ok(())
+    }
+
+    /// Stops, in order, what the plan says; each stop is journalled before it happens.
+    /// Returns what was stopped, so it can be started again.
+    async fn stop(
+        &self,
+        plan: &BackupPlan,
+        run_id: &str,
+        request: &BackupRequest,
+        run: &mut Progressing,
+    ) -> Vec<(PlannedContainer, Instant)> {
+        let started = Instant::now();
+        let timeout = request.spec.consistency.stop_timeout.as_duration();
+        let mut stopped = Vec::new();
+        for c in &plan.stop_order {
+            let entry = StopEntry {
+                container_id: c.id.clone(),
+                container_name: c.name.clone(),
+                run_id: run_id.to_string(),
+                stopped_at: Utc::now(),
+            };
+            if let Err(e) = self.state.journal_stop(&entry) {
+                run.fatal
+                    .push(format!("journalling the stop of {}: {e}", c.name));
+                break;
+            }
+            info!(container = %c.name, "stopping");
+            let at = Instant::now();
+            // Journalled first: even if the stop call fails halfway, a restart is attempted.
+            stopped.push((c.clone(), at));
+            if let Err(e) = self.engine.stop(&c.id, timeout).await {
+                run.fatal.push(format!("stopping {}: {e}", c.name));
+                break;
+            }
+        }
+        run.time("stop", started);
+        stopped
+    }
+
+    async fn restart(
+        &self,
+        stopped: &[(PlannedContainer, Instant)],
+        request: &BackupRequest,
+        run: &mut Progressing,
+    ) {
+        if stopped.is_empty() {
+            return;
+        }
+        let started = Instant::now();
+        let mut stack_down_since: BTreeMap<String, Instant> = BTreeMap::new();
+        for (c, at) in stopped {
+            let key = c.stack.clone().unwrap_or_else(|| c.name.clone());
+            let since = stack_down_since.entry(key).or_insert(*at);
+            *since = (*since).min(*at);
+        }
+        let mut up = Vec::new();
+        for (c, _) in stopped.iter().rev() {
+            info!(container = %c.name, "starting");
+            match self.engine.start(&c.id).await {
+                Ok(()) => up.push(c),
+                Err(e) => run.partial.push(format!("starting {} again: {e}", c.name)),
+            }
+        }
+        let deadline = Instant::now() + request.spec.consistency.wait_healthy.as_duration();
+        for c in &up {
+            match self.wait_healthy(&c.id, deadline).await {
+                Ok(()) => {
+                    if let Err(e) = self.state.journal_remove(&c.id) {
+                        run.warnings
+                            .push(format!("clearing the journalled stop of {}: {e}", c.name));
+                    }
+                }
+                Err(e) => run.partial.push(format!("{} after restart: {e}", c.name)),
+            }
+        }
+        for (stack, since) in stack_down_since {
+            let secs = since.elapsed().as_secs_f64();
+            info!(stack = %stack, downtime = format!("{secs:.2}"), "back up");
+            run.downtime.insert(stack, secs);
+        }
+        run.time("restart", started);
+    }
+
+    /// Waits until a started container runs and, if it has a healthcheck, is healthy.
+    async fn wait_healthy(&self, id: &str, deadline: Instant) -> Result<(), String> {
+        loop {
+            let details = self.engine.inspect(id).await.map_err(|e| e.to_string())?;
+            match (details.running, details.health.as_deref()) {
+                (true, None | Some("healthy")) => return Ok(()),
+                (false, _) => return Err("it is not running".into()),
+                (true, Some(status)) if Instant::now() >= deadline => {
+                    return Err(format!("still {status} when waitHealthy ran out"));
+                }
+                _ => tokio::time::sleep(Duration::from_millis(250)).await,
+            }
+        }
+    }
+
+    async fn archive_data(
+        &self,
+        plan: &BackupPlan,
+        root: &Path,
+        output: &Output,
+        excludes: &Excludes,
+        progress: Arc<dyn Progress>,
+        run: &mut Progressing,
+    ) {
+        for volume in &plan.volumes {
+            let rel = format!("volumes/{}", volume.name);
+            progress.item(&rel);
+            let readable = volume
+                .mountpoint
+                .as_deref()
+                .filter(|m| std::fs::read_dir(m).is_ok());
+            let result = match (self.via, readable) {
+                (ArchiveVia::Direct, None) => Err(format!(
+                    "volume {}: its folder is not readable from here",
+                    volume.name
+                )),
+                (ArchiveVia::Auto | ArchiveVia::Direct, Some(dir)) => self
+                    .archive_dir(dir, root, &rel, output, excludes, progress.clone())
+                    .await
+                    .map(|i| (i, "direct")),
+                (_, _) => self
+                    .archive_volume_api(
+                        &volume.name,
+                        root,
+                        &rel,
+                        output,
+                        excludes,
+                        progress.clone(),
+                    )
+                    .await
+                    .map(|i| (i, "api")),
+            };
+            match result {
+                Ok((info, via)) => run.artifacts.push(Artifact {
+                    kind: "volume".into(),
+                    via: Some(via.into()),
+                    source: Some(volume.name.clone()),
+                    stack: volume.stack.clone(),
+                    ..artifact_from(info)
+                }),
+                Err(e) => {
+                    run.fatal.push(e);
+                    return;
+                }
+            }
+        }
+        for bind in &plan.binds {
+            let rel = format!("binds/{}", bind.artifact);
+            progress.item(&rel);
+            let readable = std::fs::read_dir(&bind.source).is_ok();
+            let result = if readable && self.via != ArchiveVia::Api {
+                self.archive_dir(&bind.source, root, &rel, output, excludes, progress.clone())
+                    .await
+                    .map(|i| (i, "direct"))
+            } else if self.via == ArchiveVia::Direct {
+                Err(format!(
+                    "bind mount {}: not readable from here",
+                    bind.source
+                ))
+            } else {
+                self.archive_api(
+                    &bind.container_id,
+                    &bind.destination,
+                    root,
+                    &rel,
+                    output,
+                    excludes,
+                    progress.clone(),
+                )
+                .await
+                .map(|i| (i, "api"))
+            };
+            match result {
+                Ok((info, via)) => run.artifacts.push(Artifact {
+                    kind: "bind".into(),
+                    via: Some(via.into()),
+                    source: Some(format!("{}:{}", bind.container, bind.destination)),
+                    stack: bind.stack.clone(),
+                    ..artifact_from(info)
+                }),
+                Err(e) => {
+                    run.fatal.push(e);
+                    return;
+                }
+            }
+        }
+    }
+
+    async fn archive_dir(
+        &self,
+        dir: &str,
+        root: &Path,
+        rel: &str,
+        output: &Output,
+        excludes: &Excludes,
+        progress: Arc<dyn Progress>,
+    ) -> Result<ArtifactInfo, String> {
+        info!(source = %dir, artifact = %rel, "archiving from the host");
+        let (source, root, rel, format, level, excludes) = (
+            dir.to_string(),
+            root.to_path_buf(),
+            rel.to_string(),
+            output.format,
+            effective_level(output),
+            excludes.clone(),
+        );
+        tokio::task::spawn_blocking(move || {
+            archive::archive_directory(
+                Path::new(&source),
+                &root,
+                &rel,
+                format,
+                level,
+                &excludes,
+                progress.as_ref(),
+            )
+        })
+        .await
+        .map_err(|e| format!("archiving {dir}: the writer stopped: {e}"))?
+        .map_err(|e| e.to_string())
+    }
+
+    async fn archive_volume_api(
+        &self,
+        volume: &str,
+        root: &Path,
+        rel: &str,
+        output: &Output,
+        excludes: &Excludes,
+        progress: Arc<dyn Progress>,
+    ) -> Result<ArtifactInfo, String> {
+        let image = self
+            .engine
+            .any_image()
+            .await
+            .map_err(|e| format!("volume {volume}: {e}"))?
+            .ok_or_else(|| {
+                format!("volume {volume}: no image on the Docker host to read it with")
+            })?;
+        let reader = self
+            .engine
+            .create_reader(&image, volume)
+            .await
+            .map_err(|e| format!("volume {volume}: {e}"))?;
+        let result = self
+            .archive_api(&reader, "/volume", root, rel, output, excludes, progress)
+            .await;
+        if let Err(e) = self.engine.remove(&reader).await {
+            warn!(volume, "removing the reader container: {e}");
+        }
+        result
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn archive_api(
+        &self,
+        container: &str,
+        path: &str,
+        root: &Path,
+        rel: &str,
+        output: &Output,
+        excludes: &Excludes,
+        progress: Arc<dyn Progress>,
+    ) -> Result<ArtifactInfo, String> {
+        use futures_util::StreamExt;
+        info!(container, path, artifact = %rel, "archiving through the Docker API");
+        let prefix = format!(
+            "{}/",
+            path.trim_end_matches('/')
+                .rsplit('/')
+                .next()
+                .unwrap_or_default()
+        );
+        let (tx, rx) = mpsc::channel(DEPTH);
+        let writer = {
+            let (root, rel, format, level, excludes) = (
+                root.to_path_buf(),
+                rel.to_string(),
+                output.format,
+                effective_level(output),
+                excludes.clone(),
+            );
+            tokio::task::spawn_blocking(move || {
+                archive::archive_tar_stream(
+                    ChannelReader::new(rx),
+                    &prefix,
+                    &root,
+                    &rel,
+                    format,
+                    level,
+                    &excludes,
+                    progress.as_ref(),
+                )
+            })
+        };
+        let mut stream = Box::pin(self.engine.download(container, path));
+        let mut failure = None;
+        while let Some(chunk) = stream.next().await {
+            match chunk {
+                Ok(bytes) => {
+                    if tx.send(bytes).await.is_err() {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    failure = Some(e.to_string());
+                    break;
+                }
+            }
+        }
+        drop(tx);
+        let written = writer
+            .await
+            .map_err(|e| format!("archiving {container}:{path}: the writer stopped: {e}"))?;
+        if let Some(e) = failure {
+            return Err(e);
+        }
+        written.map_err(|e| e.to_string())
+    }
+
+    async fn recipe(
+        &self,
+        plan: &BackupPlan,
+        root: &Path,
+        run: &mut Progressing,
+    ) -> Result<(), String> {
+        let observed = self.observe().await.map_err(|e| e.to_string())?;
+        let mut networks = std::collections::BTreeSet::new();
+        for c in &plan.containers {
+            let folder = format!(
+                "recipe/{}",
+                c.stack.clone().unwrap_or_else(|| "_containers".into())
+            );
+            let details = self
+                .engine
+                .inspect(&c.id)
+                .await
+                .map_err(|e| e.to_string())?;
+            let mut raw = details.raw.clone();
+            recipe::redact_inspect(&mut raw);
+            let text = serde_json::to_vec_pretty(&raw).unwrap_or_default();
+            run.artifacts.push(
+                recipe::write_file(root, &format!("{folder}/inspect/{}.json", c.name), &text)
+                    .map_err(|e| e.to_string())?,
+            );
+            for n in details.networks {
+                if !["bridge", "host", "none"].contains(&n.as_str()) {
+                    networks.insert((folder.clone(), n));
+                }
+            }
+        }
+        for (folder, name) in networks {
+            let mut value = self
+                .engine
+                .network(&name)
+                .await
+                .map_err(|e| e.to_string())?;
+            recipe::redact_inspect(&mut value);
+            let text = serde_json::to_vec_pretty(&value).unwrap_or_default();
+            run.artifacts.push(
+                recipe::write_file(root, &format!("{folder}/networks/{name}.json"), &text)
+                    .map_err(|e| e.to_string())?,
+            );
+        }
+        for stack in observed
+            .stacks
+            .iter()
+            .filter(|s| plan.stacks.contains(&s.name))
+        {
+            let mut files: Vec<String> = stack.config_files.clone();
+            if let Some(dir) = &stack.working_dir {
+                files.push(format!("{dir}/.env"));
+            }
+            for file in files {
+                let Ok(text) = std::fs::read_to_string(&file) else {
+                    if !file.ends_with("/.env") {
+                        run.warnings.push(format!(
+                            "recipe of {}: {file} is not readable from here",
+                            stack.name
+                        ));
+                    }
+                    continue;
+                };
+                let name = Path::new(&file)
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                let redacted = recipe::redact_text(&text);
+                run.artifacts.push(
+                    recipe::write_file(
+                        root,
+                        &format!("recipe/{}/{name}", stack.name),
+                        redacted.as_bytes(),
+                    )
+                    .map_err(|e| e.to_string())?,
+                );
+            }
+            let images: BTreeMap<&str, &str> = stack
+                .containers()
+                .map(|c| (c.name.as_str(), c.image.as_str()))
+                .collect();
+            let text = serde_json::to_vec_pretty(&images).unwrap_or_default();
+            run.artifacts.push(
+                recipe::write_file(root, &format!("recipe/{}/images.json", stack.name), &text)
+                    .map_err(|e| e.to_string())?,
+            );
+        }
+        Ok(())
+    }
+}
+
+fn artifact_from(info: ArtifactInfo) -> Artifact {
+    Artifact {
+        kind: String::new(),
+        path: info.path,
+        size: info.size,
+        sha256: info.sha256,
+        source_bytes: info.source_bytes,
+        entries: info.entries,
+        via: None,
+        source: None,
+        stack: None,
+        engine: None,
+        database: None,
+    }
+}
+
+/// The end of a command's error output, for messages.
+fn tail(text: &str) -> String {
+    let text = text.trim();
+    let lines: Vec<&str> = text
+        .lines()
+        .rev()
+        .take(5)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect();
+    let joined = lines.join(" | ");
+    if joined.is_empty() {
+        "(no error output)".into()
+    } else {
+        joined
+    }
+}

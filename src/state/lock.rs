@@ -1,0 +1,65 @@
+//! An exclusive lock on the state folder for whoever may stop containers, so two holdfast
+//! processes never both act on the stop journal.
+
+use std::fs::{File, OpenOptions};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+
+/// Held for as long as the value lives; the kernel releases it if the process dies.
+#[derive(Debug)]
+pub struct RunLock {
+    _file: File,
+    pub path: PathBuf,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    #[error("another holdfast process is running backups with this state folder (it holds {path})")]
+    Busy { path: PathBuf },
+    #[error("locking {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Takes the lock without waiting.
+pub fn try_lock(state_dir: &Path) -> Result<RunLock, LockError> {
+    let path = state_dir.join("run.lock");
+    let io = |source| LockError::Io {
+        path: path.clone(),
+        source,
+    };
+    std::fs::create_dir_all(state_dir).map_err(io)?;
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(io)?;
+    // SAFETY: flock on a valid, open descriptor that `file` owns for the lock's lifetime.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc != 0 {
+        let err = std::io::Error::last_os_error();
+        if err.kind() == std::io::ErrorKind::WouldBlock {
+            return Err(LockError::Busy { path });
+        }
+        return Err(io(err));
+    }
+    Ok(RunLock { _file: file, path })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn second_lock_is_refused_until_the_first_is_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = try_lock(dir.path()).unwrap();
+        assert!(matches!(try_lock(dir.path()), Err(LockError::Busy { .. })));
+        drop(first);
+        assert!(try_lock(dir.path()).is_ok());
+    }
+}

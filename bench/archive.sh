@@ -31,7 +31,7 @@ need_pkg restic restic
 [[ -x /usr/bin/time ]] || need_pkg /usr/bin/time time
 
 echo "== building" >&2
-cargo build --release --quiet --example archive_bench
+cargo build --release --quiet --example archive_bench --bin holdfast
 target_dir="${CARGO_TARGET_DIR:-target}"
 bench_bin="$target_dir/release/examples/archive_bench"
 
@@ -45,7 +45,12 @@ if [[ ! -d "$src" ]]; then
 fi
 
 work=$(mktemp -d "$data_dir/run.XXXXXX")
-trap 'rm -rf "$work"' EXIT
+cleanup() {
+    docker rm -f hfbench_app_1 >/dev/null 2>&1 || true
+    docker volume rm hfbench_data >/dev/null 2>&1 || true
+    rm -rf "$work"
+}
+trap cleanup EXIT
 
 if sync && echo 3 >/proc/sys/vm/drop_caches 2>/dev/null; then
     cache_mode="cold: page caches dropped before every run"
@@ -105,3 +110,52 @@ echo "restic:    backup (new repo): best ${best_r}s, $(thr "$best_r") MiB/s"
 awk -v h="$best_h" -v p="$best_p" -v sh="$size_h" -v sp="$size_p" 'BEGIN {
     printf "ratio:     throughput holdfast/pipeline %.3f, output size holdfast/pipeline %.4f\n", p / h, sh / sp }'
 echo "peak RSS:  holdfast $((rss_kb / 1024)) MiB (Maximum resident set size, /usr/bin/time -v, worst run)"
+
+# End to end: the same data in a Docker volume of a (one-container) stack, archived by
+# `holdfast backup` with the stack stopped, as a user would run it.
+echo >&2
+echo "== end to end: holdfast backup of a stack whose volume holds the dataset" >&2
+scripts/test-env.sh >/dev/null
+docker rm -f hfbench_app_1 >/dev/null 2>&1 || true
+docker volume rm hfbench_data >/dev/null 2>&1 || true
+docker volume create hfbench_data >/dev/null
+cp -a "$src/." "$(docker volume inspect -f '{{.Mountpoint}}' hfbench_data)/"
+docker run -d --init --name hfbench_app_1 --label com.docker.compose.project=hfbench \
+    --label com.docker.compose.service=app -v hfbench_data:/data holdfast-test/busybox:1 \
+    sleep 1000000 >/dev/null
+mkdir -p "$work/specs"
+cat >"$work/specs/bench.yaml" <<'YAML'
+apiVersion: holdfast.dev/v1alpha1
+kind: BackupPolicy
+metadata: {name: bench}
+spec:
+  schedule: '@daily'
+  targets: {stacks: [hfbench]}
+  consistency: {stop: stack, stopTimeout: 5s}
+  output: {format: tar.zst, level: 3}
+YAML
+holdfast_bin="$target_dir/release/holdfast"
+best_e=""; rss_e=0
+for ((i = 1; i <= runs; i++)); do
+    rm -rf "$work/state" "$work/repo"
+    prepare
+    t0=$(now)
+    /usr/bin/time -v -o "$work/time-e.txt" "$holdfast_bin" --specs "$work/specs" --state "$work/state" \
+        --repository "$work/repo" backup bench -o json >"$work/outcome.json" 2>"$work/backup.log"
+    t1=$(now)
+    te=$(echo "$t1 - $t0" | bc)
+    rss=$(awk -F': ' '/Maximum resident set size/ { print $2 }' "$work/time-e.txt")
+    ((rss > rss_e)) && rss_e=$rss
+    manifest=$(find "$work/repo" -name manifest.json)
+    archive_s=$(python3 -c 'import json,sys; print("%.2f" % json.load(open(sys.argv[1]))["timings"]["archive"])' "$manifest")
+    down_s=$(python3 -c 'import json,sys; print("%.2f" % json.load(open(sys.argv[1]))["downtime"]["hfbench"])' "$manifest")
+    printf 'run %d: holdfast backup %.2fs wall, archive phase %ss, downtime %ss, max RSS %d KiB\n' "$i" "$te" "$archive_s" "$down_s" "$rss"
+    if [[ -z "$best_e" || $(echo "$te < $best_e" | bc) == 1 ]]; then
+        best_e=$te; best_archive=$archive_s; best_down=$down_s
+    fi
+done
+[[ $(docker inspect -f '{{.State.Status}}' hfbench_app_1) == running ]] || { echo "the stack was left stopped" >&2; exit 1; }
+echo "backup:    holdfast backup (stack stopped, volume read from the host): best ${best_e}s wall, $(thr "$best_e") MiB/s end to end"
+echo "           archive phase ${best_archive}s ($(thr "$best_archive") MiB/s); ratio against the pipeline $(awk -v a="$best_archive" -v p="$best_p" 'BEGIN { printf "%.3f", p / a }')"
+echo "downtime:  ${best_down}s (target: at most the archive phase + 2 s = $(awk -v a="$best_archive" 'BEGIN { printf "%.2f", a + 2 }')s)"
+echo "peak RSS:  holdfast backup $((rss_e / 1024)) MiB"

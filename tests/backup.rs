@@ -572,3 +572,56 @@ fn volumes_read_through_the_docker_api_match_the_direct_path() {
         assert_eq!(stack.state(service), "running", "{service}");
     }
 }
+
+#[test]
+fn a_volume_that_vanishes_mid_run_fails_the_run_cleanly() {
+    if !docker_available() {
+        return;
+    }
+    let _guard = docker_lock();
+    let project = format!("hfvan{}", std::process::id());
+    let stack = ComposeStack::up("demo", &project);
+    stack.wait_healthy();
+    sh_in(
+        &stack.container("web"),
+        "head -c 100000000 /dev/urandom > /www/big.bin",
+    );
+    // Not mounted by any container, so it can be removed while the run is busy; its name
+    // sorts after the stack's volumes, so it is archived last.
+    let vanishing = format!("zz{project}-vanishing");
+    docker(&["volume", "create", &vanishing]);
+    let env = Env::new();
+    let body = format!(
+        "  targets: {{stacks: [{project}], volumes: [{vanishing}]}}\n  consistency: {{stop: stack}}\n  output: {{format: tar.zst, level: 19}}\n"
+    );
+    env.spec("vanish", &policy("vanish", &body));
+    let child = env
+        .holdfast()
+        .args(["backup", "vanish", "-o", "json"])
+        .stderr(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while stack.state("web") == "running" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the stack was never stopped"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    docker(&["volume", "rm", &vanishing]);
+    let out = child.wait_with_output().unwrap();
+    let outcome: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_untouched(&env, &stack, &outcome);
+    let errors = outcome["errors"].to_string();
+    assert!(
+        errors.contains("vanished") || errors.contains("not readable"),
+        "{errors}"
+    );
+    let leftover = run(Command::new("docker").args(["volume", "inspect", &vanishing]));
+    assert!(
+        !leftover.status.success(),
+        "the run re-created the vanished volume"
+    );
+}

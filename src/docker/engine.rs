@@ -389,6 +389,18 @@ impl Engine {
             .map_err(on("removing container", id))
     }
 
+    /// Whether a named volume exists. Creating a container that mounts a missing volume
+    /// would silently create an empty one, so the API path asks first.
+    pub async fn volume_exists(&self, name: &str) -> Result<bool, DockerError> {
+        match self.client.inspect_volume(name).await {
+            Ok(_) => Ok(true),
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Ok(false),
+            Err(e) => Err(on("inspecting volume", name)(e)),
+        }
+    }
+
     /// Any image present on the engine, for reader containers.
     pub async fn any_image(&self) -> Result<Option<String>, DockerError> {
         let images = self

@@ -501,6 +501,11 @@ impl Executor {
         excludes: &Excludes,
         progress: Arc<dyn Progress>,
     ) -> Result<ArtifactInfo, String> {
+        match self.engine.volume_exists(volume).await {
+            Ok(true) => {}
+            Ok(false) => return Err(format!("volume {volume} vanished during the run")),
+            Err(e) => return Err(format!("volume {volume}: {e}")),
+        }
         let image = self
             .engine
             .any_image()

@@ -6,7 +6,7 @@
 //!
 //! Module map, foundation first (imports point from later to earlier):
 //!
-//! - [`diagnostic`], [`fsutil`], [`settings`], [`logging`], [`progress`]: errors with
+//! - [`diagnostic`], [`fsutil`], [`settings`], [`logging`], [`progress`], [`secrets`]: errors with
 //!   positions, atomic writes, daemon flags, log setup, progress reporting.
 //! - [`spec`]: the resource model, and [`schema`]: the JSON Schemas generated from it.
 //! - [`load`]: finding spec files and reading their YAML documents with positions.
@@ -15,11 +15,16 @@
 //! - [`docker`]: what Docker reports (stacks, containers, volumes), through bollard.
 //! - [`state`]: the state database (stop journal, runs) and its lock; [`repository`]:
 //!   archive folders that exist whole or not at all.
+//! - [`schedule`]: when a policy runs: cron in its time zone, DST, jitter, catch-up.
 //! - [`executor`]: one backup run, its phases, and the plan it follows.
+//! - [`status`]: status files: conditions, generations, rendering, atomic writes.
+//! - [`controller`]: the reconciler daemon (`holdfast run`): watch, plan, start runs,
+//!   write status files.
 //! - [`cli`]: one thin file per subcommand.
 
 pub mod archive;
 pub mod cli;
+pub mod controller;
 pub mod diagnostic;
 pub mod docker;
 pub mod executor;
@@ -28,8 +33,11 @@ pub mod load;
 pub mod logging;
 pub mod progress;
 pub mod repository;
+pub mod schedule;
 pub mod schema;
+pub mod secrets;
 pub mod settings;
 pub mod spec;
 pub mod state;
+pub mod status;
 pub mod validate;

@@ -3,6 +3,7 @@
 mod backup;
 mod plan;
 mod progress_line;
+mod run;
 mod schema;
 mod specs;
 mod validate;
@@ -40,6 +41,8 @@ pub enum Command {
     Plan(plan::PlanArgs),
     /// Run one BackupPolicy or Archive now, without a daemon.
     Backup(backup::BackupArgs),
+    /// The daemon: watch the specs, run backups on schedule, write status files.
+    Run(run::RunArgs),
 }
 
 /// How a command prints its result.
@@ -53,12 +56,15 @@ pub enum OutputFormat {
 /// Runs the parsed command. Exit codes: 0 success, 1 the work failed or input was invalid,
 /// 2 usage error (clap exits with 2 before this is reached).
 pub fn run(cli: Cli) -> ExitCode {
-    crate::logging::init(cli.settings.log_format);
+    let run_logs = matches!(cli.command, Command::Backup(_) | Command::Run(_))
+        .then(|| cli.settings.state.join("logs"));
+    crate::logging::init(cli.settings.log_format, run_logs);
     let result = match cli.command {
         Command::Validate(args) => validate::run(&cli.settings, args),
         Command::Schema(args) => schema::run(args),
         Command::Plan(args) => plan::run(&cli.settings, args),
         Command::Backup(args) => backup::run(&cli.settings, args),
+        Command::Run(args) => run::run(&cli.settings, args),
     };
     match result {
         Ok(code) => code,

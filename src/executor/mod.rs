@@ -191,6 +191,10 @@ impl Executor {
         &self.engine
     }
 
+    pub fn state(&self) -> Arc<StateDb> {
+        self.state.clone()
+    }
+
     /// Starts every container a crashed run left stopped, then forgets it. Returns the
     /// names of the containers started.
     pub async fn replay_journal(&self) -> Result<Vec<String>, ExecutorError> {

@@ -1,13 +1,7 @@
 //! What it takes to bring a stack back besides its data: compose files, `docker inspect`
 //! of each container and the stack's networks, with secrets redacted (never written).
 
-/// Whether an environment variable or setting name looks like it holds a secret.
-pub fn is_secret_name(name: &str) -> bool {
-    let upper = name.to_ascii_uppercase();
-    ["PASS", "SECRET", "TOKEN", "KEY", "CREDENTIAL", "AUTH"]
-        .iter()
-        .any(|word| upper.contains(word))
-}
+pub use crate::secrets::is_secret_name;
 
 pub const REDACTED: &str = "<redacted by holdfast>";
 

@@ -39,6 +39,18 @@ const MIGRATIONS: &[&str] = &[
         run_id TEXT NOT NULL,
         stopped_at TEXT NOT NULL
     );",
+    // 2: what the daemon remembers per object across restarts.
+    "CREATE TABLE objects (
+        kind TEXT NOT NULL,
+        name TEXT NOT NULL,
+        first_seen TEXT NOT NULL,
+        last_scheduled TEXT,
+        last_handled_requested_at TEXT,
+        last_handled_generation TEXT,
+        PRIMARY KEY (kind, name)
+    );
+    ALTER TABLE runs ADD COLUMN generation TEXT;
+    ALTER TABLE runs ADD COLUMN trigger TEXT;",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -82,6 +94,19 @@ pub struct StopEntry {
     pub container_name: String,
     pub run_id: String,
     pub stopped_at: DateTime<Utc>,
+}
+
+/// What the daemon remembers about one object between restarts.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ObjectMemory {
+    pub first_seen: Option<DateTime<Utc>>,
+    /// The nominal time of the last scheduled run that was started.
+    pub last_scheduled: Option<DateTime<Utc>>,
+    /// The `holdfast.dev/requested-at` value last acted upon.
+    pub last_handled_requested_at: Option<String>,
+    /// For Archive: the generation that was last taken.
+    pub last_handled_generation: Option<String>,
 }
 
 /// One run of a policy or archive.
@@ -201,6 +226,111 @@ impl StateDb {
             .map_err(query("reading the stop journal"))?;
         rows.collect::<Result<_, _>>()
             .map_err(query("reading the stop journal"))
+    }
+
+    /// What is remembered about `kind/name`; records `now` as its first sighting if new.
+    pub fn object(
+        &self,
+        kind: &str,
+        name: &str,
+        now: DateTime<Utc>,
+    ) -> Result<ObjectMemory, StateError> {
+        let conn = self.conn();
+        conn.execute(
+            "INSERT OR IGNORE INTO objects (kind, name, first_seen) VALUES (?1, ?2, ?3)",
+            params![kind, name, now.to_rfc3339()],
+        )
+        .map_err(query("recording an object"))?;
+        conn.query_row(
+            "SELECT first_seen, last_scheduled, last_handled_requested_at, last_handled_generation FROM objects WHERE kind = ?1 AND name = ?2",
+            params![kind, name],
+            |row| {
+                Ok(ObjectMemory {
+                    first_seen: Some(parse_time(row.get::<_, String>(0)?)),
+                    last_scheduled: row.get::<_, Option<String>>(1)?.map(parse_time),
+                    last_handled_requested_at: row.get(2)?,
+                    last_handled_generation: row.get(3)?,
+                })
+            },
+        )
+        .map_err(query("reading an object"))
+    }
+
+    /// Remembers that a run was started for an object: its nominal schedule time, the
+    /// request it answered, the generation it took. `None` leaves a field as it was.
+    pub fn remember_start(
+        &self,
+        kind: &str,
+        name: &str,
+        last_scheduled: Option<DateTime<Utc>>,
+        requested_at: Option<&str>,
+        generation: Option<&str>,
+    ) -> Result<(), StateError> {
+        self.conn()
+            .execute(
+                "UPDATE objects SET
+                    last_scheduled = COALESCE(?3, last_scheduled),
+                    last_handled_requested_at = COALESCE(?4, last_handled_requested_at),
+                    last_handled_generation = COALESCE(?5, last_handled_generation)
+                 WHERE kind = ?1 AND name = ?2",
+                params![
+                    kind,
+                    name,
+                    last_scheduled.map(|t| t.to_rfc3339()),
+                    requested_at,
+                    generation
+                ],
+            )
+            .map_err(query("remembering a run start"))?;
+        Ok(())
+    }
+
+    /// Runs left `Running` by a process that is gone become `Failed`, reason Interrupted.
+    /// Returns their ids.
+    pub fn fail_interrupted_runs(&self, now: DateTime<Utc>) -> Result<Vec<String>, StateError> {
+        let conn = self.conn();
+        let ids: Vec<String> = {
+            let mut stmt = conn
+                .prepare("SELECT id FROM runs WHERE phase = 'Running'")
+                .map_err(query("finding interrupted runs"))?;
+            let rows = stmt
+                .query_map([], |row| row.get(0))
+                .map_err(query("finding interrupted runs"))?;
+            rows.collect::<Result<_, _>>()
+                .map_err(query("finding interrupted runs"))?
+        };
+        conn.execute(
+            "UPDATE runs SET phase = 'Failed', completion_time = ?1, error = 'Interrupted: holdfast stopped during the run' WHERE phase = 'Running'",
+            params![now.to_rfc3339()],
+        )
+        .map_err(query("marking interrupted runs"))?;
+        Ok(ids)
+    }
+
+    /// The newest run of `kind/name`, and its newest successful one.
+    pub fn last_runs(
+        &self,
+        kind: &str,
+        name: &str,
+    ) -> Result<(Option<RunRecord>, Option<RunRecord>), StateError> {
+        let conn = self.conn();
+        let last = conn
+            .query_row(
+                &format!("{RUN_COLUMNS} WHERE kind = ?1 AND name = ?2 AND dry_run = 0 ORDER BY start_time DESC, id DESC LIMIT 1"),
+                params![kind, name],
+                row_to_run,
+            )
+            .optional()
+            .map_err(query("reading the last run"))?;
+        let success = conn
+            .query_row(
+                &format!("{RUN_COLUMNS} WHERE kind = ?1 AND name = ?2 AND dry_run = 0 AND phase = 'Succeeded' ORDER BY start_time DESC, id DESC LIMIT 1"),
+                params![kind, name],
+                row_to_run,
+            )
+            .optional()
+            .map_err(query("reading the last successful run"))?;
+        Ok((last, success))
     }
 
     pub fn insert_run(&self, run: &RunRecord) -> Result<(), StateError> {
@@ -372,6 +502,55 @@ mod tests {
         assert_eq!(back.phase, Phase::Succeeded);
         assert_eq!(back.bytes, 42);
         assert_eq!(db.runs(10).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn objects_are_remembered_and_interrupted_runs_fail() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = StateDb::open(dir.path()).unwrap();
+        let now = Utc::now();
+        let first = db.object("BackupPolicy", "p", now).unwrap();
+        assert_eq!(
+            first.first_seen.map(|t| t.timestamp()),
+            Some(now.timestamp())
+        );
+        assert_eq!(first.last_scheduled, None);
+        db.remember_start("BackupPolicy", "p", Some(now), Some("req-1"), None)
+            .unwrap();
+        db.remember_start("BackupPolicy", "p", None, None, Some("abc"))
+            .unwrap();
+        let later = db
+            .object("BackupPolicy", "p", now + chrono::Duration::hours(1))
+            .unwrap();
+        assert_eq!(later.first_seen, first.first_seen);
+        assert_eq!(later.last_handled_requested_at.as_deref(), Some("req-1"));
+        assert_eq!(later.last_handled_generation.as_deref(), Some("abc"));
+        assert!(later.last_scheduled.is_some());
+        db.insert_run(&run("r1")).unwrap();
+        assert_eq!(db.fail_interrupted_runs(now).unwrap(), ["r1"]);
+        let r = db.run("r1").unwrap().unwrap();
+        assert_eq!(r.phase, Phase::Failed);
+        assert!(r.error.unwrap().starts_with("Interrupted"));
+        let (last, success) = db.last_runs("BackupPolicy", "demo").unwrap();
+        assert_eq!(last.map(|r| r.id).as_deref(), Some("r1"));
+        assert!(success.is_none());
+    }
+
+    #[test]
+    fn a_version_one_database_is_migrated() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = Connection::open(dir.path().join("holdfast.db")).unwrap();
+        conn.execute_batch(MIGRATIONS[0]).unwrap();
+        conn.pragma_update(None, "user_version", 1).unwrap();
+        conn.execute(
+            "INSERT INTO runs (id, kind, name, phase, start_time) VALUES ('old', 'BackupPolicy', 'p', 'Succeeded', '2026-01-01T00:00:00Z')",
+            [],
+        )
+        .unwrap();
+        drop(conn);
+        let db = StateDb::open(dir.path()).unwrap();
+        assert_eq!(db.run("old").unwrap().unwrap().phase, Phase::Succeeded);
+        db.object("BackupPolicy", "p", Utc::now()).unwrap();
     }
 
     #[test]

@@ -419,5 +419,17 @@ mod tests {
         let errors = messages(&check(&[("p.yaml", text)]));
         assert_eq!(errors.len(), 1);
         assert!(!errors[0].contains("hunter2"), "{}", errors[0]);
+        for (yaml, secret) in [
+            ("password: hunter2", "hunter2"),
+            ("password: {value: 8675309}", "8675309"),
+            ("password: {value: [s3cr3t]}", "s3cr3t"),
+        ] {
+            let text = format!(
+                "kind: BackupPolicy\nmetadata: {{name: p}}\nspec:\n  schedule: '@daily'\n  targets: {{stacks: [s]}}\n  dumps: [{{service: db, engine: postgres, {yaml}}}]\n"
+            );
+            let errors = messages(&check(&[("p.yaml", &text)]));
+            assert!(!errors.is_empty(), "{yaml}");
+            assert!(errors.iter().all(|e| !e.contains(secret)), "{errors:#?}");
+        }
     }
 }

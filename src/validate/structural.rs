@@ -172,7 +172,14 @@ fn render(
     out: &mut Vec<Problem>,
 ) {
     let path = field_path(error);
-    let instance: &Value = error.instance();
+    let raw: &Value = error.instance();
+    // Under a secret-looking field, messages name the value's type, never the value.
+    let hidden = match raw {
+        Value::String(_) => Value::String("<redacted>".into()),
+        Value::Number(_) => Value::String("<a redacted number>".into()),
+        other => other.clone(),
+    };
+    let instance: &Value = if holds_secret(&path) { &hidden } else { raw };
     let at_value = pos.value_or_ancestor(&path);
     let problem = match error.kind() {
         ValidationErrorKind::AdditionalProperties { unexpected } => {
@@ -329,6 +336,14 @@ fn enum_names(root_schema: &Value, path: &FieldPath) -> Option<Vec<String>> {
         }
     }
     (!names.is_empty()).then_some(names)
+}
+
+/// Whether a field path goes through a secret-looking key (`password`, `value` of a
+/// secret source, `apiToken`, ...).
+fn holds_secret(path: &FieldPath) -> bool {
+    path.0
+        .iter()
+        .any(|s| matches!(s, Segment::Key(k) if crate::secrets::is_secret_name(k)))
 }
 
 fn path_is_name(path: &FieldPath) -> bool {

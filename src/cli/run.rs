@@ -1,0 +1,99 @@
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Args;
+use tokio::sync::mpsc;
+use tracing::info;
+
+use crate::controller::{Controller, Options};
+use crate::docker::engine::Engine;
+use crate::settings::Settings;
+use crate::spec::HumanDuration;
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Write status files into this folder (same relative paths) instead of beside the
+    /// specs, for read-only spec checkouts.
+    #[arg(long, env = "HOLDFAST_STATUS_DIR", value_name = "DIR")]
+    status_dir: Option<PathBuf>,
+
+    /// How many runs may go at once, across all policies.
+    #[arg(
+        long,
+        env = "HOLDFAST_MAX_CONCURRENT_RUNS",
+        default_value_t = 1,
+        value_name = "N"
+    )]
+    max_concurrent_runs: usize,
+
+    /// After SIGTERM, how long a running backup gets to finish before it is cancelled (and
+    /// what it stopped is started again).
+    #[arg(
+        long,
+        env = "HOLDFAST_SHUTDOWN_TIMEOUT",
+        default_value = "60s",
+        value_name = "DURATION"
+    )]
+    shutdown_timeout: HumanDuration,
+
+    /// The safety-net full reload of the specs, in case a file event was missed.
+    #[arg(
+        long,
+        env = "HOLDFAST_RESYNC",
+        default_value = "60s",
+        value_name = "DURATION"
+    )]
+    resync: HumanDuration,
+}
+
+pub fn run(settings: &Settings, args: RunArgs) -> anyhow::Result<ExitCode> {
+    let runtime = super::runtime()?;
+    let result = runtime.block_on(async {
+        // One daemon per state folder, and no `holdfast backup` beside it.
+        let _lock = crate::state::lock::try_lock(&settings.state)?;
+        let engine = Engine::connect(settings.docker_host.as_deref()).await?;
+        let executor = Arc::new(super::executor(settings, engine)?);
+        let state = executor.state();
+        let options = Options {
+            specs: settings.specs.clone(),
+            status_dir: args.status_dir,
+            max_concurrent: args.max_concurrent_runs.max(1),
+            shutdown_timeout: args.shutdown_timeout.as_duration(),
+            resync: args.resync.as_duration().max(Duration::from_secs(1)),
+        };
+        let controller = Controller::new(options, executor.clone(), state);
+        controller.recover(&crate::repository::Repository::new(&settings.repository)).await?;
+        let signals = signals()?;
+        info!(specs = %settings.specs.display(), state = %settings.state.display(), "holdfast is running");
+        controller.run(signals).await?;
+        anyhow::Ok(())
+    });
+    // A cancelled run's archive writer may still be busy on a blocking thread; its output
+    // is a `.partial` that the next start removes, so do not wait for it.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    result?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Every SIGTERM or SIGINT sends one `()`: the first asks for a graceful stop, the second
+/// forces it.
+fn signals() -> anyhow::Result<mpsc::Receiver<()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let (tx, rx) = mpsc::channel(4);
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+            if tx.send(()).await.is_err() {
+                return;
+            }
+        }
+    });
+    Ok(rx)
+}

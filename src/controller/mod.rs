@@ -1,0 +1,346 @@
+//! `holdfast run`: the reconciler. It loads the specs, decides what runs when, starts runs
+//! through the executor, and writes a status file beside every spec file.
+//!
+//! One loop owns all mutable state. It wakes on a spec change (debounced), on the next
+//! due time, on a run's completion and on a periodic resync, and each time it runs the
+//! same pure [`plan::plan`]. It never busy-polls.
+
+pub mod desired;
+pub mod plan;
+mod status_view;
+mod watch;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tracing::{Instrument, error, info, info_span, warn};
+
+use crate::executor::{BackupRequest, Executor, RunOutcome};
+use crate::progress::Silent;
+use crate::spec::{Kind, ObjectKey};
+use crate::state::StateDb;
+use desired::Desired;
+use plan::{Observed, Want};
+
+/// How the daemon behaves; everything else comes from the specs.
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub specs: PathBuf,
+    pub status_dir: Option<PathBuf>,
+    pub max_concurrent: usize,
+    /// How long a running run gets to finish after SIGTERM before it is cancelled.
+    pub shutdown_timeout: Duration,
+    /// The safety-net full reload, in case a file event was missed.
+    pub resync: Duration,
+}
+
+struct Running {
+    /// Shown in the status while the run lasts.
+    run_id_hint: String,
+    stacks: Vec<String>,
+    handle: JoinHandle<()>,
+}
+
+/// The reconciler and everything it owns.
+pub struct Controller {
+    options: Options,
+    executor: Arc<Executor>,
+    state: Arc<StateDb>,
+    desired: Desired,
+    pending: Vec<Want>,
+    running: BTreeMap<ObjectKey, Running>,
+    /// Objects of each file as last loaded, so a file that stops parsing still names them.
+    last_known: BTreeMap<PathBuf, Vec<(Kind, String)>>,
+    status_files: BTreeMap<PathBuf, PathBuf>,
+    /// The next schedule times from the last reconcile, for the final statuses.
+    next_schedule: BTreeMap<ObjectKey, chrono::DateTime<Utc>>,
+}
+
+/// Why the loop woke up.
+enum Wake {
+    SpecsChanged,
+    Timer,
+    Finished(ObjectKey, Box<RunOutcome>),
+    Shutdown,
+}
+
+impl Controller {
+    pub fn new(options: Options, executor: Arc<Executor>, state: Arc<StateDb>) -> Controller {
+        Controller {
+            options,
+            executor,
+            state,
+            desired: Desired::default(),
+            pending: Vec::new(),
+            running: BTreeMap::new(),
+            last_known: BTreeMap::new(),
+            status_files: BTreeMap::new(),
+            next_schedule: BTreeMap::new(),
+        }
+    }
+
+    /// Repairs what a crash left behind: runs left Running become Failed (Interrupted),
+    /// stopped containers in the journal are started, `.partial` archives are removed.
+    pub async fn recover(&self, repository: &crate::repository::Repository) -> anyhow::Result<()> {
+        for id in self.state.fail_interrupted_runs(Utc::now())? {
+            warn!(run = %id, "run was interrupted by a stop of holdfast; marked Failed");
+        }
+        let started = self.executor.replay_journal().await?;
+        if !started.is_empty() {
+            warn!(containers = ?started, "started again what an interrupted run had stopped");
+        }
+        for path in repository.clean_partials()? {
+            info!(path = %path.display(), "removed a partial archive left by a crash");
+        }
+        Ok(())
+    }
+
+    /// Runs until `shutdown` fires (first signal), then drains; a second signal forces.
+    pub async fn run(mut self, mut signals: mpsc::Receiver<()>) -> anyhow::Result<()> {
+        let (spec_tx, mut spec_rx) = mpsc::unbounded_channel::<()>();
+        let _watcher = watch::watch(&self.options.specs, spec_tx)?;
+        let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(ObjectKey, Box<RunOutcome>)>();
+        self.reload();
+        let mut wake_at = self.reconcile(&done_tx);
+        loop {
+            let sleep_for = wake_at
+                .map(|at| (at - Utc::now()).to_std().unwrap_or(Duration::ZERO))
+                .unwrap_or(self.options.resync)
+                .min(self.options.resync);
+            let wake = tokio::select! {
+                Some(()) = spec_rx.recv() => {
+                    watch::debounce(&mut spec_rx).await;
+                    Wake::SpecsChanged
+                }
+                Some((key, outcome)) = done_rx.recv() => Wake::Finished(key, outcome),
+                _ = signals.recv() => Wake::Shutdown,
+                _ = tokio::time::sleep(sleep_for) => Wake::Timer,
+            };
+            match wake {
+                Wake::SpecsChanged => self.reload(),
+                Wake::Timer => {
+                    if wake_at.is_none_or(|at| at > Utc::now()) {
+                        // The periodic resync: reload even without an event.
+                        self.reload();
+                    }
+                }
+                Wake::Finished(key, outcome) => self.finished(&key, &outcome),
+                Wake::Shutdown => {
+                    self.shutdown(&mut signals, &mut done_rx).await;
+                    return Ok(());
+                }
+            }
+            wake_at = self.reconcile(&done_tx);
+        }
+    }
+
+    fn reload(&mut self) {
+        let report = crate::validate::validate_paths(std::slice::from_ref(&self.options.specs));
+        for d in report.diagnostics() {
+            warn!("{d}");
+        }
+        self.desired = Desired::from_report(&report);
+        for (file, objects) in &self.desired.files {
+            if !objects.is_empty() {
+                self.last_known.insert(
+                    file.clone(),
+                    objects.iter().map(|o| (o.kind, o.name.clone())).collect(),
+                );
+            }
+        }
+        self.last_known
+            .retain(|file, _| self.desired.files.contains_key(file));
+        info!(
+            files = self.desired.files.len(),
+            objects = self.desired.objects().count(),
+            "specs loaded"
+        );
+    }
+
+    /// One pass of the plan: start what is due, remember what waits, write statuses.
+    /// Returns when to wake up next.
+    fn reconcile(
+        &mut self,
+        done_tx: &mpsc::UnboundedSender<(ObjectKey, Box<RunOutcome>)>,
+    ) -> Option<chrono::DateTime<Utc>> {
+        let span = info_span!("reconcile");
+        let _enter = span.enter();
+        let now = Utc::now();
+        let mut memory = BTreeMap::new();
+        for object in self.desired.objects().filter(|o| o.resource.is_some()) {
+            match self.state.object(object.kind.as_str(), &object.name, now) {
+                Ok(m) => {
+                    memory.insert(object.key(), m);
+                }
+                Err(e) => error!("{e}"),
+            }
+        }
+        let observed = Observed {
+            memory,
+            running: self
+                .running
+                .iter()
+                .map(|(k, r)| (k.clone(), r.stacks.clone()))
+                .collect(),
+            pending: std::mem::take(&mut self.pending),
+            max_concurrent: self.options.max_concurrent,
+        };
+        let decided = plan::plan(&self.desired, &observed, now);
+        for want in decided.start {
+            self.start(want, done_tx);
+        }
+        let waiting: BTreeMap<ObjectKey, String> = decided
+            .wait
+            .iter()
+            .map(|(w, reason)| (w.key.clone(), reason.clone()))
+            .collect();
+        self.pending = decided.wait.into_iter().map(|(w, _)| w).collect();
+        self.next_schedule = decided.next_schedule;
+        let view = status_view::View {
+            desired: &self.desired,
+            state: &self.state,
+            running: self
+                .running
+                .iter()
+                .map(|(k, r)| (k.clone(), r.run_id_hint.clone()))
+                .collect(),
+            waiting,
+            next_schedule: self.next_schedule.clone(),
+            last_known: &self.last_known,
+        };
+        self.status_files = view.write_all(
+            &self.options.specs,
+            self.options.status_dir.as_deref(),
+            &self.status_files,
+            now,
+        );
+        decided.wake
+    }
+
+    fn start(&mut self, want: Want, done_tx: &mpsc::UnboundedSender<(ObjectKey, Box<RunOutcome>)>) {
+        let Some(object) = self.desired.get(&want.key) else {
+            return;
+        };
+        let Some(resource) = &object.resource else {
+            return;
+        };
+        let request = match BackupRequest::from_resource(resource, &self.desired.valid_resources())
+        {
+            Ok(r) => r,
+            Err(e) => {
+                error!(object = %want.key, "cannot run: {e}");
+                return;
+            }
+        };
+        // Remembered before the run starts: a crash mid-run marks it Interrupted, and the
+        // same schedule time is never run twice.
+        if let Err(e) = self.state.remember_start(
+            want.key.kind.as_str(),
+            &want.key.name,
+            want.nominal,
+            want.requested_at.as_deref(),
+            match want.key.kind {
+                Kind::Archive => want.generation.as_deref(),
+                _ => None,
+            },
+        ) {
+            error!(object = %want.key, "not starting: {e}");
+            return;
+        }
+        info!(object = %want.key, trigger = want.trigger.as_str(), nominal = ?want.nominal, "starting a run");
+        let executor = self.executor.clone();
+        let key = want.key.clone();
+        let tx = done_tx.clone();
+        let span = info_span!("object", object = %key);
+        let handle = tokio::spawn(
+            async move {
+                let outcome = executor.run(&request, Arc::new(Silent)).await;
+                // The loop may be gone during a forced shutdown; nothing left to tell.
+                let _ = tx.send((key, Box::new(outcome)));
+            }
+            .instrument(span),
+        );
+        self.running.insert(
+            want.key.clone(),
+            Running {
+                run_id_hint: format!(
+                    "{} run started {}",
+                    want.trigger.as_str(),
+                    Utc::now().to_rfc3339()
+                ),
+                stacks: want.stacks,
+                handle,
+            },
+        );
+    }
+
+    fn finished(&mut self, key: &ObjectKey, outcome: &RunOutcome) {
+        self.running.remove(key);
+        info!(object = %key, run = %outcome.run_id, phase = ?outcome.phase, "run finished");
+    }
+
+    /// Starts nothing new, gives running runs `shutdown_timeout` to end, then cancels them
+    /// and starts again whatever they had stopped (from the journal). A second signal
+    /// skips the wait.
+    async fn shutdown(
+        &mut self,
+        signals: &mut mpsc::Receiver<()>,
+        done_rx: &mut mpsc::UnboundedReceiver<(ObjectKey, Box<RunOutcome>)>,
+    ) {
+        info!(
+            running = self.running.len(),
+            "shutting down: starting nothing new"
+        );
+        self.pending.clear();
+        let deadline = tokio::time::sleep(self.options.shutdown_timeout);
+        tokio::pin!(deadline);
+        while !self.running.is_empty() {
+            tokio::select! {
+                Some((key, outcome)) = done_rx.recv() => self.finished(&key, &outcome),
+                _ = &mut deadline => {
+                    warn!("runs did not finish within the shutdown timeout; cancelling them");
+                    break;
+                }
+                _ = signals.recv() => {
+                    warn!("second signal: cancelling running runs now");
+                    break;
+                }
+            }
+        }
+        for (key, running) in std::mem::take(&mut self.running) {
+            running.handle.abort();
+            warn!(object = %key, "run cancelled by shutdown");
+        }
+        match self.executor.replay_journal().await {
+            Ok(started) if !started.is_empty() => {
+                info!(containers = ?started, "started again what the cancelled runs had stopped")
+            }
+            Ok(_) => {}
+            Err(e) => error!("starting what cancelled runs had stopped: {e}"),
+        }
+        if let Err(e) = self.state.fail_interrupted_runs(Utc::now()) {
+            error!("{e}");
+        }
+        // Final statuses, with nothing running.
+        let view = status_view::View {
+            desired: &self.desired,
+            state: &self.state,
+            running: BTreeMap::new(),
+            waiting: BTreeMap::new(),
+            next_schedule: self.next_schedule.clone(),
+            last_known: &self.last_known,
+        };
+        self.status_files = view.write_all(
+            &self.options.specs,
+            self.options.status_dir.as_deref(),
+            &self.status_files,
+            Utc::now(),
+        );
+        info!("stopped");
+    }
+}

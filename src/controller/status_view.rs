@@ -1,0 +1,195 @@
+//! What the reconciler writes into each status file.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, Utc};
+use tracing::error;
+
+use super::desired::Desired;
+use crate::spec::common::Phase;
+use crate::spec::{Kind, ObjectKey, Resource};
+use crate::state::StateDb;
+use crate::status::{self, LastRun, ObjectState, ObjectStatus, Status};
+
+pub struct View<'a> {
+    pub desired: &'a Desired,
+    pub state: &'a StateDb,
+    /// Running objects, with a word about the run.
+    pub running: BTreeMap<ObjectKey, String>,
+    /// Objects whose due run waits, with the reason.
+    pub waiting: BTreeMap<ObjectKey, String>,
+    pub next_schedule: BTreeMap<ObjectKey, DateTime<Utc>>,
+    pub last_known: &'a BTreeMap<PathBuf, Vec<(Kind, String)>>,
+}
+
+impl View<'_> {
+    /// Writes the status file of every spec file (only where the content changed), and
+    /// removes those of spec files that are gone. Returns spec file -> status file.
+    pub fn write_all(
+        &self,
+        specs_root: &Path,
+        status_dir: Option<&Path>,
+        previous: &BTreeMap<PathBuf, PathBuf>,
+        now: DateTime<Utc>,
+    ) -> BTreeMap<PathBuf, PathBuf> {
+        let mut written = BTreeMap::new();
+        for (file, objects) in &self.desired.files {
+            let path = status::status_path(file, specs_root, status_dir);
+            let existing = read_existing(&path);
+            let mut statuses = Vec::new();
+            let file_errors = self
+                .desired
+                .file_errors
+                .get(file)
+                .cloned()
+                .unwrap_or_default();
+            if objects.is_empty() && !file_errors.is_empty() {
+                // The file does not parse: the objects it held last are stalled, not running.
+                for (kind, name) in self.last_known.get(file).into_iter().flatten() {
+                    let mut s = existing
+                        .get(&(*kind, name.clone()))
+                        .cloned()
+                        .unwrap_or_default();
+                    s.errors = file_errors.clone();
+                    status::apply_state(
+                        &mut s,
+                        ObjectState::Invalid {
+                            errors: &file_errors,
+                        },
+                        now,
+                    );
+                    statuses.push(ObjectStatus {
+                        kind: *kind,
+                        name: name.clone(),
+                        status: s,
+                    });
+                }
+            }
+            for object in objects {
+                let mut s = existing
+                    .get(&(object.kind, object.name.clone()))
+                    .cloned()
+                    .unwrap_or_default();
+                self.fill(&mut s, object, &file_errors, now);
+                statuses.push(ObjectStatus {
+                    kind: object.kind,
+                    name: object.name.clone(),
+                    status: s,
+                });
+            }
+            if statuses.is_empty() {
+                continue;
+            }
+            if let Err(e) = status::write_if_changed(&path, &status::render(&statuses)) {
+                error!(path = %path.display(), "writing status file: {e}");
+            }
+            written.insert(file.clone(), path);
+        }
+        for (file, path) in previous {
+            if !written.contains_key(file) {
+                if let Err(e) = status::remove(path) {
+                    error!(path = %path.display(), "removing status file: {e}");
+                }
+            }
+        }
+        written
+    }
+
+    fn fill(
+        &self,
+        s: &mut Status,
+        object: &super::desired::DesiredObject,
+        file_errors: &[String],
+        now: DateTime<Utc>,
+    ) {
+        let key = object.key();
+        s.errors = object.errors.iter().chain(file_errors).cloned().collect();
+        s.observed_generation = object.generation.clone().or(s.observed_generation.take());
+        s.queued = self.waiting.get(&key).cloned();
+        s.next_schedule_time = self.next_schedule.get(&key).copied();
+        let Some(resource) = &object.resource else {
+            let errors = s.errors.clone();
+            status::apply_state(s, ObjectState::Invalid { errors: &errors }, now);
+            return;
+        };
+        if let Resource::Restore(_) = resource {
+            status::apply_state(s, ObjectState::NotImplemented { what: "Restore" }, now);
+            return;
+        }
+        let kind = object.kind.as_str();
+        match self.state.object(kind, &object.name, now) {
+            Ok(memory) => {
+                s.last_schedule_time = memory.last_scheduled;
+                s.last_handled_requested_at = memory.last_handled_requested_at;
+            }
+            Err(e) => error!("{e}"),
+        }
+        let (last, success) = self
+            .state
+            .last_runs(kind, &object.name)
+            .unwrap_or_else(|e| {
+                error!("{e}");
+                (None, None)
+            });
+        s.last_successful_time = success.and_then(|r| r.completion_time);
+        s.last_run = last.as_ref().map(|r| LastRun {
+            id: r.id.clone(),
+            phase: r.phase,
+            start_time: Some(r.start_time),
+            completion_time: r.completion_time,
+            bytes: Some(r.bytes),
+            downtime_seconds: Some(r.downtime_seconds),
+            archive_id: r.archive_id.clone(),
+            message: r.error.clone(),
+        });
+        let suspended = matches!(resource, Resource::BackupPolicy(p) if p.spec.suspend);
+        if let Some(run) = self.running.get(&key) {
+            status::apply_state(s, ObjectState::Running { run_id: run }, now);
+        } else if suspended {
+            status::apply_state(s, ObjectState::Suspended, now);
+        } else {
+            let phase: Option<Phase> = last.as_ref().map(|r| r.phase);
+            let message = last.as_ref().and_then(|r| r.error.clone());
+            status::apply_state(
+                s,
+                ObjectState::Idle {
+                    last_phase: phase,
+                    message: message.as_deref(),
+                },
+                now,
+            );
+        }
+    }
+}
+
+/// The statuses already on disk, so conditions keep their transition times across writes
+/// and restarts.
+fn read_existing(path: &Path) -> BTreeMap<(Kind, String), Status> {
+    use serde::Deserialize;
+    let mut out = BTreeMap::new();
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return out;
+    };
+    for doc in serde_yaml_ng::Deserializer::from_str(&text) {
+        let Ok(value) = serde_yaml_ng::Value::deserialize(doc) else {
+            break;
+        };
+        let kind = value
+            .get("kind")
+            .and_then(|k| k.as_str())
+            .and_then(Kind::parse);
+        let name = value
+            .get("metadata")
+            .and_then(|m| m.get("name"))
+            .and_then(|n| n.as_str());
+        let status = value
+            .get("status")
+            .cloned()
+            .and_then(|s| serde_yaml_ng::from_value::<Status>(s).ok());
+        if let (Some(kind), Some(name), Some(status)) = (kind, name, status) {
+            out.insert((kind, name.to_string()), status);
+        }
+    }
+    out
+}

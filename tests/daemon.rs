@@ -1,0 +1,434 @@
+//! `holdfast run` as users run it: the real binary, real files, the real engine.
+
+mod common;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::Value;
+
+struct Daemon {
+    child: Child,
+}
+
+impl Daemon {
+    fn start(dir: &Path, extra: &[&str]) -> Daemon {
+        let log = fs::File::create(dir.join("daemon.log")).unwrap();
+        let child = holdfast()
+            .arg("--specs")
+            .arg(dir.join("specs"))
+            .arg("--state")
+            .arg(dir.join("state"))
+            .arg("--repository")
+            .arg(dir.join("repository"))
+            .arg("run")
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        Daemon { child }
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([&format!("-{sig}"), &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    }
+
+    /// Waits for the daemon to exit; returns its exit code.
+    fn wait(&mut self, limit: Duration) -> Option<i32> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the daemon did not exit within {limit:?}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Reads a status file as JSON values, one per document.
+fn statuses(path: &Path) -> Vec<Value> {
+    use serde::Deserialize;
+    let Ok(text) = fs::read_to_string(path) else {
+        return Vec::new();
+    };
+    serde_yaml_ng::Deserializer::from_str(&text)
+        .filter_map(|d| serde_yaml_ng::Value::deserialize(d).ok())
+        .filter_map(|v| serde_json::to_value(v).ok())
+        .collect()
+}
+
+/// Polls until `check` holds for the status file, or panics with the last content.
+fn wait_for(
+    path: &Path,
+    limit: Duration,
+    what: &str,
+    check: impl Fn(&[Value]) -> bool,
+) -> Vec<Value> {
+    let deadline = Instant::now() + limit;
+    loop {
+        let s = statuses(path);
+        if check(&s) {
+            return s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: status never matched; last:\n{}",
+            fs::read_to_string(path).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn condition<'a>(status: &'a Value, type_: &str) -> Option<&'a Value> {
+    status["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == type_)
+}
+
+fn policy(name: &str, schedule: &str, project: &str, annotations: &str, extra: &str) -> String {
+    format!(
+        "apiVersion: holdfast.dev/v1alpha1\nkind: BackupPolicy\nmetadata:\n  name: {name}\n{annotations}spec:\n  schedule: '{schedule}'\n  targets: {{stacks: [{project}]}}\n{extra}"
+    )
+}
+
+fn layout() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let specs = dir.path().join("specs");
+    fs::create_dir_all(specs.join("apps")).unwrap();
+    (dir, specs)
+}
+
+#[test]
+fn specs_become_statuses_and_runs_without_a_restart() {
+    if !docker_available() {
+        return;
+    }
+    let _guard = docker_lock();
+    let project = format!("hfrun{}", std::process::id());
+    let stack = ComposeStack::up("demo", &project);
+    stack.wait_healthy();
+    let (dir, specs) = layout();
+    let spec = specs.join("apps/web.yaml");
+    let status = specs.join("apps/web.status.yaml");
+    fs::write(&spec, policy("web", "0 3 1 1 *", &project, "", "")).unwrap();
+    let started = Instant::now();
+    let mut daemon = Daemon::start(dir.path(), &[]);
+
+    // Within a second or so, a status says when the next run is.
+    let s = wait_for(&status, Duration::from_secs(10), "first status", |s| {
+        s.first()
+            .is_some_and(|d| d["status"]["nextScheduleTime"].is_string())
+    });
+    eprintln!("first status after {:?}", started.elapsed());
+    assert_eq!(s[0]["kind"], "BackupPolicy");
+    assert_eq!(s[0]["metadata"]["name"], "web");
+    assert_eq!(condition(&s[0], "Ready").unwrap()["status"], "True");
+    assert!(
+        s[0]["status"]["nextScheduleTime"]
+            .as_str()
+            .unwrap()
+            .contains("-01-01T03:00:00")
+    );
+    let generation = s[0]["status"]["observedGeneration"].clone();
+
+    // A new requested-at value runs it now, once.
+    fs::write(
+        &spec,
+        policy(
+            "web",
+            "0 3 1 1 *",
+            &project,
+            "  annotations: {holdfast.dev/requested-at: 'first'}\n",
+            "",
+        ),
+    )
+    .unwrap();
+    let s = wait_for(&status, Duration::from_secs(120), "requested run", |s| {
+        s.first()
+            .is_some_and(|d| d["status"]["lastRun"]["phase"] == "Succeeded")
+    });
+    assert_eq!(s[0]["status"]["lastHandledRequestedAt"], "first");
+    assert_ne!(s[0]["status"]["observedGeneration"], generation);
+    let archive = s[0]["status"]["lastRun"]["archiveId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        dir.path()
+            .join("repository/web")
+            .join(&archive)
+            .join("manifest.json")
+            .exists()
+    );
+    assert!(s[0]["status"]["lastSuccessfulTime"].is_string());
+
+    // Editing the schedule moves the next run; nothing else runs.
+    fs::write(
+        &spec,
+        policy(
+            "web",
+            "0 4 1 1 *",
+            &project,
+            "  annotations: {holdfast.dev/requested-at: 'first'}\n",
+            "",
+        ),
+    )
+    .unwrap();
+    wait_for(&status, Duration::from_secs(10), "new schedule", |s| {
+        s.first().is_some_and(|d| {
+            d["status"]["nextScheduleTime"]
+                .as_str()
+                .is_some_and(|t| t.contains("T04:00:00"))
+        })
+    });
+
+    // A duplicate in a second file stalls both, and neither runs.
+    let other = specs.join("other.yaml");
+    fs::write(
+        &other,
+        policy(
+            "web",
+            "0 5 1 1 *",
+            &project,
+            "  annotations: {holdfast.dev/requested-at: 'dup'}\n",
+            "",
+        ),
+    )
+    .unwrap();
+    let s = wait_for(&status, Duration::from_secs(10), "duplicate stalls", |s| {
+        s.first()
+            .and_then(|d| condition(d, "Stalled"))
+            .is_some_and(|c| c["status"] == "True")
+    });
+    assert!(
+        s[0]["status"]["errors"][0]
+            .as_str()
+            .unwrap()
+            .contains("defined more than once")
+    );
+    let o = wait_for(
+        &specs.join("other.status.yaml"),
+        Duration::from_secs(10),
+        "other stalls",
+        |s| !s.is_empty(),
+    );
+    assert_eq!(condition(&o[0], "Stalled").unwrap()["status"], "True");
+    fs::remove_file(&other).unwrap();
+
+    // A typo stalls it with the error's position, and it does not keep running silently.
+    fs::write(
+        &spec,
+        policy(
+            "web",
+            "0 4 1 1 *",
+            &project,
+            "",
+            "  consistency: {stop: stak}\n",
+        ),
+    )
+    .unwrap();
+    let s = wait_for(&status, Duration::from_secs(10), "typo stalls", |s| {
+        s.first()
+            .and_then(|d| condition(d, "Stalled"))
+            .is_some_and(|c| c["status"] == "True")
+            && s[0]["status"]["errors"]
+                .to_string()
+                .contains("spec.consistency.stop")
+    });
+    let error = s[0]["status"]["errors"][0].as_str().unwrap();
+    assert!(
+        error.contains("web.yaml:8:") && error.contains("spec.consistency.stop"),
+        "{error}"
+    );
+    assert_eq!(condition(&s[0], "Ready").unwrap()["status"], "False");
+
+    // Deleting the spec removes its status file.
+    fs::remove_file(&spec).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while status.exists() {
+        assert!(Instant::now() < deadline, "status file not removed");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    daemon.signal("TERM");
+    assert_eq!(daemon.wait(Duration::from_secs(20)), Some(0));
+    let runs = fs::read_dir(dir.path().join("repository/web"))
+        .unwrap()
+        .count();
+    assert_eq!(runs, 1, "exactly one run happened");
+}
+
+#[test]
+fn a_schedule_one_minute_ahead_runs_on_time() {
+    if !docker_available() {
+        return;
+    }
+    let _guard = docker_lock();
+    let project = format!("hfsched{}", std::process::id());
+    let stack = ComposeStack::up("demo", &project);
+    stack.wait_healthy();
+    let (dir, specs) = layout();
+    // The next whole minute, unless it is too close to call.
+    let now = chrono::Utc::now()
+        + chrono::Duration::seconds(if chrono::Utc::now().timestamp() % 60 > 50 {
+            70
+        } else {
+            60
+        });
+    let schedule = format!(
+        "{} {} * * *",
+        now.format("%M")
+            .to_string()
+            .trim_start_matches('0')
+            .parse::<u32>()
+            .unwrap_or(0),
+        now.format("%H").to_string().parse::<u32>().unwrap()
+    );
+    fs::write(
+        specs.join("apps/soon.yaml"),
+        policy(
+            "soon",
+            &schedule,
+            &project,
+            "",
+            "  include: {recipe: false}\n",
+        ),
+    )
+    .unwrap();
+    let _daemon = Daemon::start(dir.path(), &[]);
+    let s = wait_for(
+        &specs.join("apps/soon.status.yaml"),
+        Duration::from_secs(150),
+        "scheduled run",
+        |s| {
+            s.first()
+                .is_some_and(|d| d["status"]["lastRun"]["phase"] == "Succeeded")
+        },
+    );
+    let scheduled = s[0]["status"]["lastScheduleTime"].as_str().unwrap();
+    assert!(scheduled.ends_with(":00Z"), "{scheduled}");
+}
+
+#[test]
+fn one_daemon_per_state_folder() {
+    let (dir, specs) = layout();
+    fs::write(specs.join("empty.yaml"), "").unwrap();
+    if !docker_available() {
+        return;
+    }
+    let _first = Daemon::start(dir.path(), &[]);
+    // The first one takes the lock at start-up.
+    let lock = dir.path().join("state/run.lock");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !lock.exists() {
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let out = run(holdfast()
+        .arg("--specs")
+        .arg(&specs)
+        .arg("--state")
+        .arg(dir.path().join("state"))
+        .arg("run"));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("another holdfast process"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn killed_or_stopped_mid_run_the_stack_comes_back_and_the_run_is_interrupted() {
+    if !docker_available() {
+        return;
+    }
+    let _guard = docker_lock();
+    let project = format!("hfcrash{}", std::process::id());
+    let stack = ComposeStack::up("demo", &project);
+    stack.wait_healthy();
+    sh_in(
+        &stack.container("web"),
+        "head -c 100000000 /dev/urandom > /www/big.bin",
+    );
+    let (dir, specs) = layout();
+    let status = specs.join("apps/slow.status.yaml");
+    let slow = |request: &str| {
+        policy(
+            "slow",
+            "0 3 1 1 *",
+            &project,
+            &format!("  annotations: {{holdfast.dev/requested-at: '{request}'}}\n"),
+            "  consistency: {stop: stack}\n  output: {format: tar.zst, level: 19}\n",
+        )
+    };
+    fs::write(specs.join("apps/slow.yaml"), slow("one")).unwrap();
+
+    let wait_stopped = || {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while stack.state("web") == "running" {
+            assert!(Instant::now() < deadline, "the stack was never stopped");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+
+    // SIGKILL while the stack is stopped.
+    let mut daemon = Daemon::start(dir.path(), &[]);
+    wait_stopped();
+    daemon.signal("KILL");
+    daemon.wait(Duration::from_secs(10));
+    assert_eq!(stack.state("web"), "exited");
+    // The restarted daemon repairs it and marks the run Interrupted; it does not rerun it.
+    let mut daemon = Daemon::start(dir.path(), &["--shutdown-timeout", "1s"]);
+    let s = wait_for(&status, Duration::from_secs(30), "interrupted", |s| {
+        s.first()
+            .is_some_and(|d| d["status"]["lastRun"]["phase"] == "Failed")
+    });
+    assert!(
+        s[0]["status"]["lastRun"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("Interrupted")
+    );
+    for service in ["web", "worker", "db", "mariadb", "redis", "sqlite"] {
+        assert_eq!(stack.state(service), "running", "{service}");
+    }
+
+    // SIGTERM during a run: the run gets its deadline, then is cancelled, the stack
+    // restarted, and the daemon exits 0.
+    fs::write(specs.join("apps/slow.yaml"), slow("two")).unwrap();
+    wait_stopped();
+    daemon.signal("TERM");
+    assert_eq!(daemon.wait(Duration::from_secs(60)), Some(0));
+    for service in ["web", "worker", "db", "mariadb", "redis", "sqlite"] {
+        assert_eq!(stack.state(service), "running", "{service}");
+    }
+    let s = statuses(&status);
+    assert_eq!(s[0]["status"]["lastRun"]["phase"], "Failed");
+    let partials: Vec<_> = fs::read_dir(dir.path().join("repository/slow"))
+        .map(|d| d.count())
+        .into_iter()
+        .collect();
+    assert!(partials.iter().all(|n| *n <= 1));
+}

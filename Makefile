@@ -1,6 +1,7 @@
 # The two commands a newcomer needs:
-#   make run    validate the bundled example specs, start the demo Compose stack, show
-#               the plan of its policy and take one backup of it into ./.holdfast/
+#   make run    validate the bundled example specs, start the demo Compose stack, and run
+#               the holdfast daemon on examples/specs (state and archives in ./.holdfast/;
+#               Ctrl-C stops it)
 #   make test   install and start what the tests need (Docker engine, compose, database
 #               packages, test images), then run the linters and every test
 SHELL := bash
@@ -9,10 +10,10 @@ CARGO ?= cargo
 .PHONY: run test env lint unit schemas demo-up demo-down clean
 
 run: env
-	$(CARGO) run --quiet -- validate examples/specs specs
+	$(CARGO) run --quiet -- validate examples/specs examples/gallery specs
 	scripts/demo-stack.sh up
-	$(CARGO) run --quiet -- --specs examples/specs plan demo-hourly
-	$(CARGO) run --quiet -- --specs examples/specs backup demo-hourly
+	$(CARGO) run --quiet -- --specs examples/specs plan
+	$(CARGO) run --quiet -- --specs examples/specs run
 
 test: env lint
 	$(CARGO) test --all-targets --locked

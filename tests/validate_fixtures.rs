@@ -199,7 +199,7 @@ fn a_50_mb_file_is_refused_without_reading_it_all_and_others_are_still_checked()
 #[test]
 fn the_bundled_examples_and_sample_specs_are_valid() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    for dir in ["examples/specs", "specs"] {
+    for dir in ["examples/specs", "examples/gallery", "specs"] {
         let report = validate_paths(&[root.join(dir)]);
         let errors: Vec<String> = report.diagnostics().iter().map(|d| d.to_string()).collect();
         assert!(errors.is_empty(), "{dir}: {errors:#?}");

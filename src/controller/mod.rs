@@ -59,6 +59,9 @@ pub struct Controller {
     status_files: BTreeMap<PathBuf, PathBuf>,
     /// The next schedule times from the last reconcile, for the final statuses.
     next_schedule: BTreeMap<ObjectKey, chrono::DateTime<Utc>>,
+    /// The spec files as they were at the last load.
+    loaded: Vec<(PathBuf, u64, Option<std::time::SystemTime>)>,
+    status_cache: status_view::StatusCache,
 }
 
 /// Why the loop woke up.
@@ -81,6 +84,8 @@ impl Controller {
             last_known: BTreeMap::new(),
             status_files: BTreeMap::new(),
             next_schedule: BTreeMap::new(),
+            loaded: Vec::new(),
+            status_cache: BTreeMap::new(),
         }
     }
 
@@ -124,8 +129,14 @@ impl Controller {
             match wake {
                 Wake::SpecsChanged => self.reload(),
                 Wake::Timer => {
-                    if wake_at.is_none_or(|at| at > Utc::now()) {
-                        // The periodic resync: reload even without an event.
+                    let due = wake_at.is_some_and(|at| at <= Utc::now());
+                    if !due {
+                        // The periodic resync: reload if any spec file changed without an
+                        // event reaching us (a missed inotify event, a folder swapped under
+                        // us); otherwise nothing can have changed, and there is no work.
+                        if self.fingerprint() == self.loaded {
+                            continue;
+                        }
                         self.reload();
                     }
                 }
@@ -139,7 +150,23 @@ impl Controller {
         }
     }
 
+    /// Path, size and modification time of every spec file: cheap to take, and different
+    /// whenever a reload could give something different.
+    fn fingerprint(&self) -> Vec<(PathBuf, u64, Option<std::time::SystemTime>)> {
+        let (files, _) = crate::load::discover(std::slice::from_ref(&self.options.specs));
+        files
+            .into_iter()
+            .map(|f| {
+                let meta = std::fs::metadata(&f).ok();
+                let size = meta.as_ref().map_or(0, |m| m.len());
+                let modified = meta.and_then(|m| m.modified().ok());
+                (f, size, modified)
+            })
+            .collect()
+    }
+
     fn reload(&mut self) {
+        self.loaded = self.fingerprint();
         let report = crate::validate::validate_paths(std::slice::from_ref(&self.options.specs));
         for d in report.diagnostics() {
             warn!("{d}");
@@ -171,17 +198,26 @@ impl Controller {
         let span = info_span!("reconcile");
         let _enter = span.enter();
         let now = Utc::now();
-        let mut memory = BTreeMap::new();
-        for object in self.desired.objects().filter(|o| o.resource.is_some()) {
-            match self.state.object(object.kind.as_str(), &object.name, now) {
-                Ok(m) => {
-                    memory.insert(object.key(), m);
+        let keys: Vec<ObjectKey> = self
+            .desired
+            .objects()
+            .filter(|o| o.resource.is_some())
+            .map(|o| o.key())
+            .collect();
+        let names: Vec<(&str, &str)> = keys
+            .iter()
+            .map(|k| (k.kind.as_str(), k.name.as_str()))
+            .collect();
+        let memory: BTreeMap<ObjectKey, crate::state::ObjectMemory> =
+            match self.state.objects(&names, now) {
+                Ok(found) => keys.iter().cloned().zip(found).collect(),
+                Err(e) => {
+                    error!("{e}");
+                    BTreeMap::new()
                 }
-                Err(e) => error!("{e}"),
-            }
-        }
+            };
         let observed = Observed {
-            memory,
+            memory: memory.clone(),
             running: self
                 .running
                 .iter()
@@ -191,8 +227,17 @@ impl Controller {
             max_concurrent: self.options.max_concurrent,
         };
         let decided = plan::plan(&self.desired, &observed, now);
+        let mut memory = memory;
         for want in decided.start {
+            let key = want.key.clone();
             self.start(want, done_tx);
+            // Starting a run changed what is remembered about it.
+            match self.state.object(key.kind.as_str(), &key.name, now) {
+                Ok(m) => {
+                    memory.insert(key, m);
+                }
+                Err(e) => error!("{e}"),
+            }
         }
         let waiting: BTreeMap<ObjectKey, String> = decided
             .wait
@@ -212,11 +257,13 @@ impl Controller {
             waiting,
             next_schedule: self.next_schedule.clone(),
             last_known: &self.last_known,
+            memory,
         };
         self.status_files = view.write_all(
             &self.options.specs,
             self.options.status_dir.as_deref(),
             &self.status_files,
+            &mut self.status_cache,
             now,
         );
         decided.wake
@@ -334,11 +381,13 @@ impl Controller {
             waiting: BTreeMap::new(),
             next_schedule: self.next_schedule.clone(),
             last_known: &self.last_known,
+            memory: BTreeMap::new(),
         };
         self.status_files = view.write_all(
             &self.options.specs,
             self.options.status_dir.as_deref(),
             &self.status_files,
+            &mut self.status_cache,
             Utc::now(),
         );
         info!("stopped");

@@ -12,6 +12,9 @@ use crate::spec::{Kind, ObjectKey, Resource};
 use crate::state::StateDb;
 use crate::status::{self, LastRun, ObjectState, ObjectStatus, Status};
 
+/// Per status file: the text last written and the statuses in it.
+pub type StatusCache = BTreeMap<PathBuf, (String, BTreeMap<(Kind, String), Status>)>;
+
 pub struct View<'a> {
     pub desired: &'a Desired,
     pub state: &'a StateDb,
@@ -21,6 +24,8 @@ pub struct View<'a> {
     pub waiting: BTreeMap<ObjectKey, String>,
     pub next_schedule: BTreeMap<ObjectKey, DateTime<Utc>>,
     pub last_known: &'a BTreeMap<PathBuf, Vec<(Kind, String)>>,
+    /// What is remembered about each valid object, read once per reconcile.
+    pub memory: BTreeMap<ObjectKey, crate::state::ObjectMemory>,
 }
 
 impl View<'_> {
@@ -31,12 +36,18 @@ impl View<'_> {
         specs_root: &Path,
         status_dir: Option<&Path>,
         previous: &BTreeMap<PathBuf, PathBuf>,
+        cache: &mut StatusCache,
         now: DateTime<Utc>,
     ) -> BTreeMap<PathBuf, PathBuf> {
         let mut written = BTreeMap::new();
         for (file, objects) in &self.desired.files {
             let path = status::status_path(file, specs_root, status_dir);
-            let existing = read_existing(&path);
+            // What was written last, from memory; from disk only the first time, so
+            // conditions keep their transition times across restarts too.
+            let existing = match cache.get(&path) {
+                Some((_, statuses)) => statuses.clone(),
+                None => read_existing(&path),
+            };
             let mut statuses = Vec::new();
             let file_errors = self
                 .desired
@@ -81,13 +92,28 @@ impl View<'_> {
             if statuses.is_empty() {
                 continue;
             }
-            if let Err(e) = status::write_if_changed(&path, &status::render(&statuses)) {
-                error!(path = %path.display(), "writing status file: {e}");
+            let text = status::render(&statuses);
+            let unchanged = cache.get(&path).is_some_and(|(t, _)| *t == text);
+            if !unchanged {
+                match status::write_if_changed(&path, &text) {
+                    Ok(_) => {
+                        let by_key = statuses
+                            .into_iter()
+                            .map(|o| ((o.kind, o.name), o.status))
+                            .collect();
+                        cache.insert(path.clone(), (text, by_key));
+                    }
+                    Err(e) => {
+                        cache.remove(&path);
+                        error!(path = %path.display(), "writing status file: {e}");
+                    }
+                }
             }
             written.insert(file.clone(), path);
         }
         for (file, path) in previous {
             if !written.contains_key(file) {
+                cache.remove(path);
                 if let Err(e) = status::remove(path) {
                     error!(path = %path.display(), "removing status file: {e}");
                 }
@@ -118,7 +144,11 @@ impl View<'_> {
             return;
         }
         let kind = object.kind.as_str();
-        match self.state.object(kind, &object.name, now) {
+        let memory = match self.memory.get(&key) {
+            Some(m) => Ok(m.clone()),
+            None => self.state.object(kind, &object.name, now),
+        };
+        match memory {
             Ok(memory) => {
                 s.last_schedule_time = memory.last_scheduled;
                 s.last_handled_requested_at = memory.last_handled_requested_at;

@@ -256,6 +256,49 @@ impl StateDb {
         .map_err(query("reading an object"))
     }
 
+    /// What is remembered about many objects at once, in one transaction (one fsync, not
+    /// one per object); records `now` as the first sighting of new ones.
+    pub fn objects(
+        &self,
+        keys: &[(&str, &str)],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<ObjectMemory>, StateError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(query("reading objects"))?;
+        let mut out = Vec::with_capacity(keys.len());
+        {
+            let mut insert = tx
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO objects (kind, name, first_seen) VALUES (?1, ?2, ?3)",
+                )
+                .map_err(query("recording objects"))?;
+            let mut select = tx
+                .prepare_cached(
+                    "SELECT first_seen, last_scheduled, last_handled_requested_at, last_handled_generation FROM objects WHERE kind = ?1 AND name = ?2",
+                )
+                .map_err(query("reading objects"))?;
+            let now_text = now.to_rfc3339();
+            for (kind, name) in keys {
+                insert
+                    .execute(params![kind, name, now_text])
+                    .map_err(query("recording objects"))?;
+                let memory = select
+                    .query_row(params![kind, name], |row| {
+                        Ok(ObjectMemory {
+                            first_seen: Some(parse_time(row.get::<_, String>(0)?)),
+                            last_scheduled: row.get::<_, Option<String>>(1)?.map(parse_time),
+                            last_handled_requested_at: row.get(2)?,
+                            last_handled_generation: row.get(3)?,
+                        })
+                    })
+                    .map_err(query("reading objects"))?;
+                out.push(memory);
+            }
+        }
+        tx.commit().map_err(query("recording objects"))?;
+        Ok(out)
+    }
+
     /// Remembers that a run was started for an object: its nominal schedule time, the
     /// request it answered, the generation it took. `None` leaves a field as it was.
     pub fn remember_start(

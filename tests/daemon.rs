@@ -173,6 +173,14 @@ fn specs_become_statuses_and_runs_without_a_restart() {
         .as_str()
         .unwrap()
         .to_string();
+    // The run's own log file tells its story.
+    let run_id = s[0]["status"]["lastRun"]["id"].as_str().unwrap();
+    let log =
+        fs::read_to_string(dir.path().join("state/logs").join(format!("{run_id}.log"))).unwrap();
+    assert!(
+        log.contains("run started") && log.contains("run succeeded"),
+        "{log}"
+    );
     assert!(
         dir.path()
             .join("repository/web")

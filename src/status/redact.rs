@@ -22,15 +22,10 @@
 /// What a secret value is replaced with.
 pub const REDACTED: &str = "<redacted>";
 
-/// Words that make a name look secret, matched anywhere in it, case-insensitively. The
-/// design names the first four; `CREDENTIAL` and `AUTH` match what recipe redaction hides.
-const SECRET_WORDS: [&str; 6] = ["PASS", "SECRET", "TOKEN", "KEY", "CREDENTIAL", "AUTH"];
-
 /// Whether a setting or variable name looks like it holds a secret (`POSTGRES_PASSWORD`,
-/// `apiKey`, `GITEA__security__SECRET_KEY`).
+/// `apiKey`, `GITEA__security__SECRET_KEY`): the one rule of [`crate::secrets`].
 pub fn is_secret_key(name: &str) -> bool {
-    let upper = name.to_ascii_uppercase();
-    SECRET_WORDS.iter().any(|word| upper.contains(word))
+    crate::secrets::is_secret_name(name)
 }
 
 /// Replaces secret-looking values in `text` by [`REDACTED`]; see the module docs for what

@@ -15,14 +15,18 @@
 //! - [`docker`]: what Docker reports (stacks, containers, volumes), through bollard.
 //! - [`state`]: the state database (stop journal, runs) and its lock; [`repository`]:
 //!   archive folders that exist whole or not at all.
+//! - [`prune`]: retention carried out through the deletion journal.
+//! - [`retention`]: grandfather-father-son pruning as a pure decision with reasons.
 //! - [`schedule`]: when a policy runs: cron in its time zone, DST, jitter, catch-up.
 //! - [`executor`]: one backup run, its phases, and the plan it follows.
+//! - [`catalog`]: the archives in the repository, read from their manifests.
 //! - [`status`]: status files: conditions, generations, rendering, atomic writes.
 //! - [`controller`]: the reconciler daemon (`holdfast run`): watch, plan, start runs,
 //!   write status files.
 //! - [`cli`]: one thin file per subcommand.
 
 pub mod archive;
+pub mod catalog;
 pub mod cli;
 pub mod controller;
 pub mod diagnostic;
@@ -32,7 +36,9 @@ pub mod fsutil;
 pub mod load;
 pub mod logging;
 pub mod progress;
+pub mod prune;
 pub mod repository;
+pub mod retention;
 pub mod schedule;
 pub mod schema;
 pub mod secrets;

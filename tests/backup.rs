@@ -562,6 +562,50 @@ fn volumes_read_through_the_docker_api_match_the_direct_path() {
             listing
         })
         .collect();
+    // A fresh state folder and only the repository: every archive is listed again, and
+    // a truncated artifact makes its archive Corrupt.
+    fs::remove_dir_all(&env.state).unwrap();
+    let out = run(env.holdfast().args(["get", "archives", "-o", "json"]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let listed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), 2, "{listed:#}");
+    assert!(
+        listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|a| a["health"] == "Good" && a["policy"] == "api")
+    );
+    let manifest: Value = serde_json::from_slice(&fs::read(&manifests[1]).unwrap()).unwrap();
+    let artifact = manifests[1].parent().unwrap().join(
+        find(&manifest, "volume", "web-data")["path"]
+            .as_str()
+            .unwrap(),
+    );
+    let len = fs::metadata(&artifact).unwrap().len();
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&artifact)
+        .unwrap()
+        .set_len(len / 2)
+        .unwrap();
+    let out = run(env
+        .holdfast()
+        .args(["get", "archives", "--policy", "api", "-o", "json"]));
+    let listed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let health: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["health"].as_str().unwrap())
+        .collect();
+    assert_eq!(health, ["Good", "Corrupt"]);
+    let table = stdout(&run(env.holdfast().args(["get", "archives"])));
+    assert!(
+        table.contains("Corrupt") && table.contains("bytes, the manifest says"),
+        "{table}"
+    );
+
     assert_eq!(listings[0].last().unwrap(), "via=\"api\"");
     assert_eq!(listings[1].last().unwrap(), "via=\"direct\"");
     assert_eq!(

@@ -440,3 +440,64 @@ fn killed_or_stopped_mid_run_the_stack_comes_back_and_the_run_is_interrupted() {
         .collect();
     assert!(partials.iter().all(|n| *n <= 1));
 }
+
+#[test]
+fn retention_keeps_exactly_what_it_says_after_real_runs() {
+    if !docker_available() {
+        return;
+    }
+    let _guard = docker_lock();
+    let project = format!("hfret{}", std::process::id());
+    let stack = ComposeStack::up("demo", &project);
+    stack.wait_healthy();
+    let (dir, specs) = layout();
+    let spec = specs.join("apps/keep.yaml");
+    let status = specs.join("apps/keep.status.yaml");
+    let write = |request: u32| {
+        fs::write(
+            &spec,
+            policy(
+                "keep",
+                "0 3 1 1 *",
+                &project,
+                &format!("  annotations: {{holdfast.dev/requested-at: '{request}'}}\n"),
+                "  include: {recipe: false}\n  retention: {keepLast: 2}\n",
+            ),
+        )
+        .unwrap();
+    };
+    let _daemon = Daemon::start(dir.path(), &[]);
+    let mut ids = Vec::new();
+    for request in 1..=4 {
+        write(request);
+        let s = wait_for(&status, Duration::from_secs(60), "run", |s| {
+            s.first().is_some_and(|d| {
+                d["status"]["lastHandledRequestedAt"].as_str() == Some(request.to_string().as_str())
+                    && d["status"]["lastRun"]["phase"] == "Succeeded"
+                    && d["status"]["lastRun"]["archiveId"]
+                        .as_str()
+                        .is_some_and(|id| !ids.iter().any(|known: &String| known == id))
+            })
+        });
+        ids.push(
+            s[0]["status"]["lastRun"]["archiveId"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        );
+        // Archive ids have a one-second resolution.
+        std::thread::sleep(Duration::from_millis(1100));
+    }
+    let s = wait_for(&status, Duration::from_secs(10), "retention", |s| {
+        s.first()
+            .is_some_and(|d| d["status"]["archives"]["count"] == 2)
+    });
+    assert_eq!(s[0]["status"]["archives"]["newest"], ids[3].as_str());
+    assert_eq!(s[0]["status"]["archives"]["oldest"], ids[2].as_str());
+    let mut on_disk: Vec<String> = fs::read_dir(dir.path().join("repository/keep"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    on_disk.sort();
+    assert_eq!(on_disk, ids[2..]);
+}

@@ -1,6 +1,7 @@
 //! The command line: one thin file per subcommand over the library.
 
 mod backup;
+mod get;
 mod plan;
 mod progress_line;
 mod run;
@@ -43,6 +44,8 @@ pub enum Command {
     Backup(backup::BackupArgs),
     /// The daemon: watch the specs, run backups on schedule, write status files.
     Run(run::RunArgs),
+    /// List what holdfast knows: `get archives`.
+    Get(get::GetArgs),
 }
 
 /// How a command prints its result.
@@ -65,6 +68,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Plan(args) => plan::run(&cli.settings, args),
         Command::Backup(args) => backup::run(&cli.settings, args),
         Command::Run(args) => run::run(&cli.settings, args),
+        Command::Get(args) => get::run(&cli.settings, args),
     };
     match result {
         Ok(code) => code,

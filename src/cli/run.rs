@@ -58,6 +58,7 @@ pub fn run(settings: &Settings, args: RunArgs) -> anyhow::Result<ExitCode> {
         let state = executor.state();
         let options = Options {
             specs: settings.specs.clone(),
+            repository: settings.repository.clone(),
             status_dir: args.status_dir,
             max_concurrent: args.max_concurrent_runs.max(1),
             shutdown_timeout: args.shutdown_timeout.as_duration(),

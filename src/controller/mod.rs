@@ -31,6 +31,8 @@ use plan::{Observed, Want};
 #[derive(Clone, Debug)]
 pub struct Options {
     pub specs: PathBuf,
+    /// The repository, for retention and the archive counts in statuses.
+    pub repository: PathBuf,
     pub status_dir: Option<PathBuf>,
     pub max_concurrent: usize,
     /// How long a running run gets to finish after SIGTERM before it is cancelled.
@@ -62,6 +64,10 @@ pub struct Controller {
     /// The spec files as they were at the last load.
     loaded: Vec<(PathBuf, u64, Option<std::time::SystemTime>)>,
     status_cache: status_view::StatusCache,
+    /// Archive counts per repository group, for statuses; refreshed after runs and pruning.
+    archives: BTreeMap<String, crate::status::ArchivesSummary>,
+    /// The retention settings each policy was last pruned with: a change prunes again.
+    pruned_with: BTreeMap<String, String>,
 }
 
 /// Why the loop woke up.
@@ -86,6 +92,8 @@ impl Controller {
             next_schedule: BTreeMap::new(),
             loaded: Vec::new(),
             status_cache: BTreeMap::new(),
+            archives: BTreeMap::new(),
+            pruned_with: BTreeMap::new(),
         }
     }
 
@@ -102,6 +110,14 @@ impl Controller {
         for path in repository.clean_partials()? {
             info!(path = %path.display(), "removed a partial archive left by a crash");
         }
+        for id in crate::prune::resume(&self.state)? {
+            info!(archive = %id, "finished a deletion a crash had interrupted");
+        }
+        let entries = crate::catalog::scan(repository.root())?;
+        for missing in crate::catalog::reconcile_history(&self.state, &entries)? {
+            warn!(archive = %missing.id, "the run history records this archive, but it is not in the repository");
+        }
+        info!(archives = entries.len(), "repository catalog read");
         Ok(())
     }
 
@@ -111,6 +127,8 @@ impl Controller {
         let _watcher = watch::watch(&self.options.specs, spec_tx)?;
         let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(ObjectKey, Box<RunOutcome>)>();
         self.reload();
+        self.refresh_all_archives();
+        self.prune_changed();
         let mut wake_at = self.reconcile(&done_tx);
         loop {
             let sleep_for = wake_at
@@ -127,7 +145,10 @@ impl Controller {
                 _ = tokio::time::sleep(sleep_for) => Wake::Timer,
             };
             match wake {
-                Wake::SpecsChanged => self.reload(),
+                Wake::SpecsChanged => {
+                    self.reload();
+                    self.prune_changed();
+                }
                 Wake::Timer => {
                     let due = wake_at.is_some_and(|at| at <= Utc::now());
                     if !due {
@@ -258,6 +279,7 @@ impl Controller {
             next_schedule: self.next_schedule.clone(),
             last_known: &self.last_known,
             memory,
+            archives: &self.archives,
         };
         self.status_files = view.write_all(
             &self.options.specs,
@@ -329,6 +351,110 @@ impl Controller {
     fn finished(&mut self, key: &ObjectKey, outcome: &RunOutcome) {
         self.running.remove(key);
         info!(object = %key, run = %outcome.run_id, phase = ?outcome.phase, "run finished");
+        if outcome.phase == crate::spec::common::Phase::Succeeded && key.kind == Kind::BackupPolicy
+        {
+            self.prune(&key.name);
+        }
+        self.refresh_archives(&key.name);
+    }
+
+    /// Applies a policy's retention, if it has one and its spec is valid and not
+    /// suspended. Never for a policy with a run in progress.
+    fn prune(&mut self, name: &str) {
+        let key = ObjectKey {
+            kind: Kind::BackupPolicy,
+            name: name.to_string(),
+        };
+        if self.running.contains_key(&key) {
+            return;
+        }
+        let Some(crate::spec::Resource::BackupPolicy(policy)) =
+            self.desired.get(&key).and_then(|o| o.resource.as_ref())
+        else {
+            return;
+        };
+        let Some(rules) = &policy.spec.retention else {
+            return;
+        };
+        if policy.spec.suspend {
+            return;
+        }
+        let tz = policy
+            .spec
+            .timezone
+            .as_ref()
+            .and_then(|t| t.parse().ok())
+            .unwrap_or(chrono_tz::UTC);
+        let settings = serde_json::to_string(&(rules, &policy.spec.timezone)).unwrap_or_default();
+        match crate::prune::prune(
+            &self.state,
+            &self.options.repository,
+            name,
+            rules,
+            tz,
+            Utc::now(),
+        ) {
+            Ok(pruned) => {
+                for e in &pruned.errors {
+                    error!(policy = name, "{e}");
+                }
+                if !pruned.forgotten.is_empty() {
+                    info!(policy = name, forgotten = ?pruned.forgotten, dry_run = pruned.dry_run, "retention applied");
+                }
+                self.pruned_with.insert(name.to_string(), settings);
+            }
+            Err(e) => error!(policy = name, "applying retention: {e}"),
+        }
+        self.refresh_archives(name);
+    }
+
+    /// Prunes every policy whose retention settings changed since it was last pruned
+    /// (at start-up: every policy with retention).
+    fn prune_changed(&mut self) {
+        let changed: Vec<String> = self
+            .desired
+            .objects()
+            .filter_map(|o| match &o.resource {
+                Some(crate::spec::Resource::BackupPolicy(p))
+                    if p.spec.retention.is_some() && !p.spec.suspend =>
+                {
+                    let settings = serde_json::to_string(&(&p.spec.retention, &p.spec.timezone))
+                        .unwrap_or_default();
+                    (self.pruned_with.get(&o.name) != Some(&settings)).then(|| o.name.clone())
+                }
+                _ => None,
+            })
+            .collect();
+        for name in changed {
+            self.prune(&name);
+        }
+    }
+
+    fn refresh_archives(&mut self, group: &str) {
+        match crate::catalog::scan(&self.options.repository) {
+            Ok(entries) => {
+                let mine: Vec<&crate::catalog::Entry> =
+                    entries.iter().filter(|e| e.group == group).collect();
+                self.archives.insert(group.to_string(), summary(&mine));
+            }
+            Err(e) => error!("{e}"),
+        }
+    }
+
+    fn refresh_all_archives(&mut self) {
+        match crate::catalog::scan(&self.options.repository) {
+            Ok(entries) => {
+                let mut groups: BTreeMap<String, Vec<&crate::catalog::Entry>> = BTreeMap::new();
+                for e in &entries {
+                    groups.entry(e.group.clone()).or_default().push(e);
+                }
+                self.archives = groups
+                    .into_iter()
+                    .map(|(g, list)| (g, summary(&list)))
+                    .collect();
+            }
+            Err(e) => error!("{e}"),
+        }
     }
 
     /// Starts nothing new, gives running runs `shutdown_timeout` to end, then cancels them
@@ -382,6 +508,7 @@ impl Controller {
             next_schedule: self.next_schedule.clone(),
             last_known: &self.last_known,
             memory: BTreeMap::new(),
+            archives: &self.archives,
         };
         self.status_files = view.write_all(
             &self.options.specs,
@@ -391,5 +518,30 @@ impl Controller {
             Utc::now(),
         );
         info!("stopped");
+    }
+}
+
+/// Count, newest, oldest and bytes of good archives (Corrupt ones are not counted).
+fn summary(entries: &[&crate::catalog::Entry]) -> crate::status::ArchivesSummary {
+    let good: Vec<&&crate::catalog::Entry> = entries
+        .iter()
+        .filter(|e| {
+            matches!(
+                e.health,
+                crate::catalog::Health::Good | crate::catalog::Health::Partial
+            )
+        })
+        .collect();
+    crate::status::ArchivesSummary {
+        count: good.len() as u64,
+        newest: good
+            .iter()
+            .max_by_key(|e| (e.time, &e.id))
+            .map(|e| e.id.clone()),
+        oldest: good
+            .iter()
+            .min_by_key(|e| (e.time, &e.id))
+            .map(|e| e.id.clone()),
+        bytes: good.iter().map(|e| e.bytes).sum(),
     }
 }

@@ -26,6 +26,8 @@ pub struct View<'a> {
     pub last_known: &'a BTreeMap<PathBuf, Vec<(Kind, String)>>,
     /// What is remembered about each valid object, read once per reconcile.
     pub memory: BTreeMap<ObjectKey, crate::state::ObjectMemory>,
+    /// Archives per repository group.
+    pub archives: &'a BTreeMap<String, status::ArchivesSummary>,
 }
 
 impl View<'_> {
@@ -163,6 +165,11 @@ impl View<'_> {
                 (None, None)
             });
         s.last_successful_time = success.and_then(|r| r.completion_time);
+        s.archives = self
+            .archives
+            .get(&object.name)
+            .cloned()
+            .filter(|a| a.count > 0);
         s.last_run = last.as_ref().map(|r| LastRun {
             id: r.id.clone(),
             phase: r.phase,

@@ -395,6 +395,9 @@ pub struct Retention {
     /// Keep every archive younger than this.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keep_within: Option<HumanDuration>,
+    /// Log and report what retention would delete, without deleting anything.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub dry_run: bool,
 }
 
 impl Retention {

@@ -51,6 +51,13 @@ const MIGRATIONS: &[&str] = &[
     );
     ALTER TABLE runs ADD COLUMN generation TEXT;
     ALTER TABLE runs ADD COLUMN trigger TEXT;",
+    // 3: the retention deletion journal: marked, deleted, forgotten.
+    "CREATE TABLE deletions (
+        path TEXT PRIMARY KEY,
+        archive_id TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        marked_at TEXT NOT NULL
+    );",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -374,6 +381,78 @@ impl StateDb {
             .optional()
             .map_err(query("reading the last successful run"))?;
         Ok((last, success))
+    }
+
+    /// Every archive the run history says exists: (archive id, kind, name).
+    pub fn recorded_archives(&self) -> Result<Vec<(String, String, String)>, StateError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare("SELECT archive_id, kind, name FROM runs WHERE archive_id IS NOT NULL AND phase IN ('Succeeded', 'PartiallyFailed') ORDER BY start_time")
+            .map_err(query("listing recorded archives"))?;
+        let rows = stmt
+            .query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
+            .map_err(query("listing recorded archives"))?;
+        rows.collect::<Result<_, _>>()
+            .map_err(query("listing recorded archives"))
+    }
+
+    /// Forgets the runs that produced an archive (after it was deleted on purpose).
+    pub fn forget_archive(&self, archive_id: &str) -> Result<(), StateError> {
+        self.conn()
+            .execute(
+                "UPDATE runs SET archive_id = NULL WHERE archive_id = ?1",
+                params![archive_id],
+            )
+            .map_err(query("forgetting an archive"))?;
+        Ok(())
+    }
+
+    /// Marks, durably, an archive folder for deletion before anything is removed.
+    pub fn mark_deletion(
+        &self,
+        path: &Path,
+        archive_id: &str,
+        reason: &str,
+    ) -> Result<(), StateError> {
+        self.conn()
+            .execute(
+                "INSERT OR REPLACE INTO deletions (path, archive_id, reason, marked_at) VALUES (?1, ?2, ?3, ?4)",
+                params![path.to_string_lossy(), archive_id, reason, Utc::now().to_rfc3339()],
+            )
+            .map_err(query("marking an archive for deletion"))?;
+        Ok(())
+    }
+
+    /// Deletions marked but not finished (a crash in between): (path, archive id).
+    pub fn pending_deletions(&self) -> Result<Vec<(PathBuf, String)>, StateError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare("SELECT path, archive_id FROM deletions ORDER BY marked_at")
+            .map_err(query("reading the deletion journal"))?;
+        let rows = stmt
+            .query_map([], |row| {
+                Ok((PathBuf::from(row.get::<_, String>(0)?), row.get(1)?))
+            })
+            .map_err(query("reading the deletion journal"))?;
+        rows.collect::<Result<_, _>>()
+            .map_err(query("reading the deletion journal"))
+    }
+
+    /// The archive is gone from disk: forget it in the history and in the journal.
+    pub fn finish_deletion(&self, path: &Path, archive_id: &str) -> Result<(), StateError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(query("finishing a deletion"))?;
+        tx.execute(
+            "UPDATE runs SET archive_id = NULL WHERE archive_id = ?1",
+            params![archive_id],
+        )
+        .map_err(query("finishing a deletion"))?;
+        tx.execute(
+            "DELETE FROM deletions WHERE path = ?1",
+            params![path.to_string_lossy()],
+        )
+        .map_err(query("finishing a deletion"))?;
+        tx.commit().map_err(query("finishing a deletion"))
     }
 
     pub fn insert_run(&self, run: &RunRecord) -> Result<(), StateError> {

@@ -1,0 +1,281 @@
+//! Applying retention to the repository: the pure decision from [`crate::retention`],
+//! carried out through the deletion journal (marked, deleted, forgotten), so a crash in
+//! the middle of a deletion is finished at the next start and never half-done.
+
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, Utc};
+use chrono_tz::Tz;
+use serde::Serialize;
+use tracing::{info, warn};
+
+use crate::catalog::{self, Health as CatalogHealth};
+use crate::retention::{self, Candidate, Decision, Health};
+use crate::spec::common::Retention;
+use crate::state::StateDb;
+
+/// What one pruning pass decided and did.
+#[derive(Clone, Debug, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Pruned {
+    pub decisions: Vec<Decision>,
+    /// Archive ids deleted (or, in a dry run, that would have been).
+    pub forgotten: Vec<String>,
+    pub dry_run: bool,
+    pub errors: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PruneError {
+    #[error(transparent)]
+    Catalog(#[from] catalog::CatalogError),
+    #[error(transparent)]
+    State(#[from] crate::state::StateError),
+}
+
+/// Decides retention for the archives grouped under `group` in `repository`. Corrupt
+/// archives are not candidates: never counted as kept, and not deleted by retention
+/// either (they may hold the only copy of something); `holdfast get archives` shows them.
+pub fn decide(
+    repository: &Path,
+    group: &str,
+    rules: &Retention,
+    tz: Tz,
+    now: DateTime<Utc>,
+) -> Result<(Vec<Decision>, Vec<PathBuf>), PruneError> {
+    let entries: Vec<catalog::Entry> = catalog::scan(repository)?
+        .into_iter()
+        .filter(|e| e.group == group)
+        .filter(|e| matches!(e.health, CatalogHealth::Good | CatalogHealth::Partial))
+        .collect();
+    let candidates: Vec<Candidate> = entries
+        .iter()
+        .map(|e| Candidate {
+            id: e.id.clone(),
+            time: e.time,
+            health: if e.health == CatalogHealth::Good {
+                Health::Good
+            } else {
+                Health::Partial
+            },
+        })
+        .collect();
+    let decisions = retention::apply(&candidates, rules, tz, now);
+    let paths = entries.into_iter().map(|e| e.path).collect();
+    Ok((decisions, paths))
+}
+
+/// Decides and deletes. Never call it for a policy whose spec is invalid or suspended.
+pub fn prune(
+    state: &StateDb,
+    repository: &Path,
+    group: &str,
+    rules: &Retention,
+    tz: Tz,
+    now: DateTime<Utc>,
+) -> Result<Pruned, PruneError> {
+    let (decisions, paths) = decide(repository, group, rules, tz, now)?;
+    let mut pruned = Pruned {
+        dry_run: rules.dry_run,
+        ..Pruned::default()
+    };
+    for (decision, path) in decisions.iter().zip(&paths) {
+        if decision.keep {
+            continue;
+        }
+        let reason = decision.reasons.join(", ");
+        if rules.dry_run {
+            info!(archive = %decision.id, reason, "retention would delete (dryRun)");
+            pruned.forgotten.push(decision.id.clone());
+            continue;
+        }
+        info!(archive = %decision.id, reason, "retention deletes");
+        state.mark_deletion(path, &decision.id, &reason)?;
+        match delete(path) {
+            Ok(()) => {
+                state.finish_deletion(path, &decision.id)?;
+                pruned.forgotten.push(decision.id.clone());
+            }
+            Err(e) => {
+                warn!(archive = %decision.id, "deleting: {e}");
+                pruned
+                    .errors
+                    .push(format!("deleting {}: {e}", path.display()));
+            }
+        }
+    }
+    pruned.decisions = decisions;
+    Ok(pruned)
+}
+
+/// Finishes deletions a crash interrupted. Returns the archive ids finished.
+pub fn resume(state: &StateDb) -> Result<Vec<String>, PruneError> {
+    let mut done = Vec::new();
+    for (path, id) in state.pending_deletions()? {
+        match delete(&path) {
+            Ok(()) => {
+                state.finish_deletion(&path, &id)?;
+                done.push(id);
+            }
+            Err(e) => warn!(archive = %id, "finishing an interrupted deletion: {e}"),
+        }
+    }
+    Ok(done)
+}
+
+/// Removes an archive folder: first renamed out of the catalog's sight (`.deleting`), so a
+/// half-removed archive is never listed as one, then removed.
+fn delete(path: &Path) -> std::io::Result<()> {
+    let doomed = path.with_file_name(format!(
+        "{}.deleting",
+        path.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    ));
+    match std::fs::rename(path, &doomed) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    match std::fs::remove_dir_all(&doomed) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::executor::manifest::{Manifest, ManifestTargets};
+    use crate::spec::common::Phase;
+
+    fn archive(repo: &Path, group: &str, id: &str, time: DateTime<Utc>) -> PathBuf {
+        let dir = repo.join(group).join(id);
+        std::fs::create_dir_all(dir.join("volumes")).unwrap();
+        std::fs::write(dir.join("volumes/v.tar"), b"data").unwrap();
+        let manifest = Manifest {
+            format_version: 1,
+            id: id.into(),
+            kind: "BackupPolicy".into(),
+            name: group.into(),
+            policy: Some(group.into()),
+            phase: Phase::Succeeded,
+            host: "h".into(),
+            holdfast_version: "0".into(),
+            docker_api_version: "1.41".into(),
+            start_time: time,
+            completion_time: time,
+            format: "tar".into(),
+            level: None,
+            targets: ManifestTargets::default(),
+            artifacts: vec![crate::executor::manifest::Artifact {
+                kind: "volume".into(),
+                path: "volumes/v.tar".into(),
+                size: 4,
+                sha256: String::new(),
+                source_bytes: 4,
+                entries: 1,
+                via: None,
+                source: None,
+                stack: None,
+                engine: None,
+                database: None,
+            }],
+            timings: Default::default(),
+            downtime: Default::default(),
+            warnings: vec![],
+        };
+        std::fs::write(
+            dir.join("manifest.json"),
+            serde_json::to_vec(&manifest).unwrap(),
+        )
+        .unwrap();
+        dir
+    }
+
+    fn at(h: i64) -> DateTime<Utc> {
+        DateTime::<Utc>::UNIX_EPOCH + chrono::Duration::hours(400_000 + h)
+    }
+
+    #[test]
+    fn keep_last_two_of_four_and_corrupt_ones_are_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let state_dir = tempfile::tempdir().unwrap();
+        let state = StateDb::open(state_dir.path()).unwrap();
+        let repo = dir.path().join("repo");
+        for h in 0..4 {
+            archive(&repo, "p", &format!("p-{h}"), at(h));
+        }
+        let corrupt = archive(&repo, "p", "p-c", at(-10));
+        std::fs::write(corrupt.join("volumes/v.tar"), b"truncated-and-longer").unwrap();
+        let rules = Retention {
+            keep_last: Some(2),
+            ..Retention::default()
+        };
+        let pruned = prune(&state, &repo, "p", &rules, chrono_tz::UTC, at(10)).unwrap();
+        assert_eq!(pruned.forgotten, ["p-0", "p-1"]);
+        let left: Vec<String> = catalog::scan(&repo)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.id)
+            .collect();
+        assert_eq!(left, ["p-c", "p-2", "p-3"]);
+        assert!(state.pending_deletions().unwrap().is_empty());
+        // Applying it again forgets nothing more.
+        assert!(
+            prune(&state, &repo, "p", &rules, chrono_tz::UTC, at(10))
+                .unwrap()
+                .forgotten
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn dry_run_deletes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDb::open(&dir.path().join("state")).unwrap();
+        let repo = dir.path().join("repo");
+        for h in 0..3 {
+            archive(&repo, "p", &format!("p-{h}"), at(h));
+        }
+        let rules = Retention {
+            keep_last: Some(1),
+            dry_run: true,
+            ..Retention::default()
+        };
+        let pruned = prune(&state, &repo, "p", &rules, chrono_tz::UTC, at(10)).unwrap();
+        assert_eq!(pruned.forgotten.len(), 2);
+        assert_eq!(catalog::scan(&repo).unwrap().len(), 3);
+    }
+
+    #[test]
+    fn a_deletion_interrupted_after_marking_is_finished_by_resume() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDb::open(&dir.path().join("state")).unwrap();
+        let repo = dir.path().join("repo");
+        let doomed = archive(&repo, "p", "p-0", at(0));
+        archive(&repo, "p", "p-1", at(1));
+        // The crash happened right after the mark: nothing deleted yet.
+        state.mark_deletion(&doomed, "p-0", "last 1").unwrap();
+        assert_eq!(resume(&state).unwrap(), ["p-0"]);
+        assert!(!doomed.exists());
+        let left: Vec<String> = catalog::scan(&repo)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.id)
+            .collect();
+        assert_eq!(left, ["p-1"]);
+        // And a crash after the rename, before the removal.
+        let half = archive(&repo, "p", "p-2", at(2));
+        state.mark_deletion(&half, "p-2", "x").unwrap();
+        std::fs::rename(&half, half.with_file_name("p-2.deleting")).unwrap();
+        assert_eq!(
+            catalog::scan(&repo).unwrap().len(),
+            1,
+            "a .deleting folder is not listed"
+        );
+        assert_eq!(resume(&state).unwrap(), ["p-2"]);
+        assert!(!half.with_file_name("p-2.deleting").exists());
+    }
+}

@@ -90,22 +90,35 @@ pub fn prune(
             continue;
         }
         info!(archive = %decision.id, reason, "retention deletes");
-        state.mark_deletion(path, &decision.id, &reason)?;
-        match delete(path) {
-            Ok(()) => {
-                state.finish_deletion(path, &decision.id)?;
-                pruned.forgotten.push(decision.id.clone());
-            }
-            Err(e) => {
-                warn!(archive = %decision.id, "deleting: {e}");
-                pruned
-                    .errors
-                    .push(format!("deleting {}: {e}", path.display()));
-            }
+        match delete_archive(state, path, &decision.id, &reason)? {
+            Ok(()) => pruned.forgotten.push(decision.id.clone()),
+            Err(e) => pruned.errors.push(e),
         }
     }
     pruned.decisions = decisions;
     Ok(pruned)
+}
+
+/// Deletes one archive through the journal: marked (durably), renamed out of sight,
+/// removed, forgotten. The outer error is the state database's; the inner one is about
+/// the files, and leaves the mark for the next start to finish.
+pub fn delete_archive(
+    state: &StateDb,
+    path: &Path,
+    id: &str,
+    reason: &str,
+) -> Result<Result<(), String>, PruneError> {
+    state.mark_deletion(path, id, reason)?;
+    match delete(path) {
+        Ok(()) => {
+            state.finish_deletion(path, id)?;
+            Ok(Ok(()))
+        }
+        Err(e) => {
+            warn!(archive = %id, "deleting: {e}");
+            Ok(Err(format!("deleting {}: {e}", path.display())))
+        }
+    }
 }
 
 /// Finishes deletions a crash interrupted. Returns the archive ids finished.

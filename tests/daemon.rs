@@ -501,3 +501,113 @@ fn retention_keeps_exactly_what_it_says_after_real_runs() {
     on_disk.sort();
     assert_eq!(on_disk, ids[2..]);
 }
+
+fn archive_spec(name: &str, volume: &str, extra: &str) -> String {
+    format!(
+        "apiVersion: holdfast.dev/v1alpha1\nkind: Archive\nmetadata:\n  name: {name}\nspec:\n  targets: {{volumes: [{volume}]}}\n  include: {{recipe: false}}\n{extra}"
+    )
+}
+
+fn archives_of(dir: &Path, group: &str) -> usize {
+    fs::read_dir(dir.join("repository").join(group)).map_or(0, |d| {
+        d.filter(|e| {
+            e.as_ref()
+                .is_ok_and(|e| !e.file_name().to_string_lossy().contains('.'))
+        })
+        .count()
+    })
+}
+
+#[test]
+fn archives_run_once_expire_and_follow_their_deletion_policy() {
+    if !docker_available() {
+        return;
+    }
+    let _guard = docker_lock();
+    let project = format!("hflife{}", std::process::id());
+    let stack = ComposeStack::up("demo", &project);
+    stack.wait_healthy();
+    let volume = stack.volume("web-data");
+    let (dir, specs) = layout();
+    fs::write(specs.join("keep.yaml"), archive_spec("keep", &volume, "")).unwrap();
+    fs::write(
+        specs.join("drop.yaml"),
+        archive_spec("drop", &volume, "  deletionPolicy: Delete\n"),
+    )
+    .unwrap();
+    fs::write(
+        specs.join("short.yaml"),
+        archive_spec("short", &volume, "  ttl: 4s\n"),
+    )
+    .unwrap();
+    let _daemon = Daemon::start(dir.path(), &[]);
+    for name in ["keep", "drop"] {
+        wait_for(
+            &specs.join(format!("{name}.status.yaml")),
+            Duration::from_secs(60),
+            name,
+            |s| {
+                s.first()
+                    .is_some_and(|d| d["status"]["lastRun"]["phase"] == "Succeeded")
+            },
+        );
+        assert_eq!(archives_of(dir.path(), name), 1, "{name}");
+    }
+    // The ttl passes and the daemon wakes up for it.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while archives_of(dir.path(), "short") != 0 || !specs.join("short.status.yaml").exists() {
+        assert!(
+            Instant::now() < deadline,
+            "the expired archive was not deleted"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // Each Archive ran once per generation: nothing re-ran meanwhile.
+    assert_eq!(archives_of(dir.path(), "keep"), 1);
+
+    // Removing a Delete spec deletes its archive; removing a Retain spec keeps it.
+    fs::remove_file(specs.join("drop.yaml")).unwrap();
+    fs::remove_file(specs.join("keep.yaml")).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while archives_of(dir.path(), "drop") != 0 {
+        assert!(
+            Instant::now() < deadline,
+            "deletionPolicy Delete did not delete"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        archives_of(dir.path(), "keep"),
+        1,
+        "Retain must keep the archive"
+    );
+
+    // It is listed as orphaned, and deleted only on purpose.
+    let get = |args: &[&str]| {
+        run(holdfast()
+            .arg("--specs")
+            .arg(&specs)
+            .arg("--state")
+            .arg(dir.path().join("state"))
+            .arg("--repository")
+            .arg(dir.path().join("repository"))
+            .args(args))
+    };
+    let out = get(&["get", "archives", "--orphaned", "-o", "json"]);
+    let orphaned: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let ids: Vec<&str> = orphaned
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 1, "{orphaned:#}");
+    assert!(ids[0].starts_with("keep-"));
+    let dry = get(&["delete", ids[0]]);
+    assert!(dry.status.success() && stdout(&dry).contains("would delete"));
+    assert_eq!(archives_of(dir.path(), "keep"), 1);
+    let out = get(&["delete", ids[0], "--yes"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(archives_of(dir.path(), "keep"), 0);
+}

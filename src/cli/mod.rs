@@ -1,6 +1,7 @@
 //! The command line: one thin file per subcommand over the library.
 
 mod backup;
+mod delete;
 mod get;
 mod plan;
 mod progress_line;
@@ -46,6 +47,8 @@ pub enum Command {
     Run(run::RunArgs),
     /// List what holdfast knows: `get archives`.
     Get(get::GetArgs),
+    /// Delete archives on purpose (holdfast never deletes orphaned ones by itself).
+    Delete(delete::DeleteArgs),
 }
 
 /// How a command prints its result.
@@ -69,6 +72,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Backup(args) => backup::run(&cli.settings, args),
         Command::Run(args) => run::run(&cli.settings, args),
         Command::Get(args) => get::run(&cli.settings, args),
+        Command::Delete(args) => delete::run(&cli.settings, args),
     };
     match result {
         Ok(code) => code,

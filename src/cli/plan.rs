@@ -47,6 +47,37 @@ pub fn run(settings: &Settings, args: PlanArgs) -> anyhow::Result<ExitCode> {
         )
     })?;
     let failed = plans.iter().any(|(_, p)| !p.errors.is_empty());
+    // What retention would forget if it ran now, per policy with retention.
+    let mut forget: std::collections::BTreeMap<String, Vec<(String, String)>> = Default::default();
+    for resource in report.valid_objects() {
+        let crate::spec::Resource::BackupPolicy(policy) = resource else {
+            continue;
+        };
+        let Some(rules) = &policy.spec.retention else {
+            continue;
+        };
+        let tz = policy
+            .spec
+            .timezone
+            .as_ref()
+            .and_then(|t| t.parse().ok())
+            .unwrap_or(chrono_tz::UTC);
+        let (decisions, _) = crate::prune::decide(
+            &settings.repository,
+            &policy.metadata.name,
+            rules,
+            tz,
+            chrono::Utc::now(),
+        )?;
+        forget.insert(
+            policy.metadata.name.clone(),
+            decisions
+                .into_iter()
+                .filter(|d| !d.keep)
+                .map(|d| (d.id, d.reasons.join(", ")))
+                .collect(),
+        );
+    }
     let mut out = std::io::stdout().lock();
     match args.output {
         OutputFormat::Json => {
@@ -59,6 +90,7 @@ pub fn run(settings: &Settings, args: PlanArgs) -> anyhow::Result<ExitCode> {
                         "format": r.output.format.to_string(),
                         "level": effective_level(&r.output),
                         "estimatedBytes": estimate(p),
+                        "retentionWouldForget": forget.get(&r.name).map(|f| f.iter().map(|(id, why)| serde_json::json!({"id": id, "reason": why})).collect::<Vec<_>>()),
                         "plan": p,
                     })
                 })
@@ -69,6 +101,17 @@ pub fn run(settings: &Settings, args: PlanArgs) -> anyhow::Result<ExitCode> {
         OutputFormat::Text => {
             for (r, p) in &plans {
                 print_plan(&mut out, r, p)?;
+                match forget.get(&r.name) {
+                    Some(list) if list.is_empty() => {
+                        writeln!(out, "  retention: forgets nothing now")?
+                    }
+                    Some(list) => {
+                        for (id, why) in list {
+                            writeln!(out, "  retention would forget {id}: {why}")?;
+                        }
+                    }
+                    None => {}
+                }
             }
         }
     }

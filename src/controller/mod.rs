@@ -68,6 +68,9 @@ pub struct Controller {
     archives: BTreeMap<String, crate::status::ArchivesSummary>,
     /// The retention settings each policy was last pruned with: a change prunes again.
     pruned_with: BTreeMap<String, String>,
+    /// Archive specs with `deletionPolicy: Delete`, as last loaded: removing such a spec
+    /// deletes its archives.
+    delete_with_spec: Vec<String>,
 }
 
 /// Why the loop woke up.
@@ -94,6 +97,7 @@ impl Controller {
             status_cache: BTreeMap::new(),
             archives: BTreeMap::new(),
             pruned_with: BTreeMap::new(),
+            delete_with_spec: Vec::new(),
         }
     }
 
@@ -192,7 +196,45 @@ impl Controller {
         for d in report.diagnostics() {
             warn!("{d}");
         }
-        self.desired = Desired::from_report(&report);
+        let desired = Desired::from_report(&report);
+        // An Archive spec with deletionPolicy Delete that is gone (not merely unreadable:
+        // a file that fails to parse still names its objects) takes its archives along.
+        let still_named = |name: &str| {
+            desired
+                .objects()
+                .any(|o| o.kind == Kind::Archive && o.name == name)
+                || desired.file_errors.keys().any(|f| {
+                    self.last_known.get(f).is_some_and(|objects| {
+                        objects
+                            .iter()
+                            .any(|(k, n)| *k == Kind::Archive && n == name)
+                    })
+                })
+        };
+        let removed: Vec<String> = self
+            .delete_with_spec
+            .iter()
+            .filter(|n| !still_named(n))
+            .cloned()
+            .collect();
+        self.delete_with_spec = desired
+            .objects()
+            .filter_map(|o| match &o.resource {
+                Some(crate::spec::Resource::Archive(a))
+                    if a.spec.deletion_policy == crate::spec::DeletionPolicy::Delete =>
+                {
+                    Some(o.name.clone())
+                }
+                _ => None,
+            })
+            .collect();
+        self.desired = desired;
+        for name in removed {
+            self.delete_group(
+                &name,
+                "its Archive spec (deletionPolicy: Delete) was removed",
+            );
+        }
         for (file, objects) in &self.desired.files {
             if !objects.is_empty() {
                 self.last_known.insert(
@@ -216,6 +258,7 @@ impl Controller {
         &mut self,
         done_tx: &mpsc::UnboundedSender<(ObjectKey, Box<RunOutcome>)>,
     ) -> Option<chrono::DateTime<Utc>> {
+        let expiry = self.expire(Utc::now());
         let span = info_span!("reconcile");
         let _enter = span.enter();
         let now = Utc::now();
@@ -288,7 +331,10 @@ impl Controller {
             &mut self.status_cache,
             now,
         );
-        decided.wake
+        match (decided.wake, expiry) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     fn start(&mut self, want: Want, done_tx: &mpsc::UnboundedSender<(ObjectKey, Box<RunOutcome>)>) {
@@ -428,6 +474,80 @@ impl Controller {
         for name in changed {
             self.prune(&name);
         }
+    }
+
+    /// Deletes every archive of a repository group, through the deletion journal.
+    fn delete_group(&mut self, group: &str, reason: &str) {
+        let entries = match crate::catalog::scan(&self.options.repository) {
+            Ok(e) => e,
+            Err(e) => {
+                error!("{e}");
+                return;
+            }
+        };
+        for entry in entries.into_iter().filter(|e| e.group == group) {
+            info!(archive = %entry.id, reason, "deleting");
+            match crate::prune::delete_archive(&self.state, &entry.path, &entry.id, reason) {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => error!("{e}"),
+                Err(e) => error!("{e}"),
+            }
+        }
+        self.refresh_archives(group);
+    }
+
+    /// Deletes the archives of Archive specs whose `ttl` has passed. Returns when the next
+    /// one expires.
+    fn expire(&mut self, now: chrono::DateTime<Utc>) -> Option<chrono::DateTime<Utc>> {
+        let with_ttl: Vec<(String, std::time::Duration)> = self
+            .desired
+            .objects()
+            .filter_map(|o| match &o.resource {
+                Some(crate::spec::Resource::Archive(a)) => {
+                    a.spec.ttl.map(|t| (o.name.clone(), t.as_duration()))
+                }
+                _ => None,
+            })
+            .collect();
+        if with_ttl.is_empty() {
+            return None;
+        }
+        let entries = match crate::catalog::scan(&self.options.repository) {
+            Ok(e) => e,
+            Err(e) => {
+                error!("{e}");
+                return None;
+            }
+        };
+        let mut next: Option<chrono::DateTime<Utc>> = None;
+        let mut touched = Vec::new();
+        for (name, ttl) in with_ttl {
+            let ttl = chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::MAX);
+            for entry in entries.iter().filter(|e| e.group == name) {
+                let expires = entry
+                    .time
+                    .checked_add_signed(ttl)
+                    .unwrap_or(chrono::DateTime::<Utc>::MAX_UTC);
+                if expires <= now {
+                    info!(archive = %entry.id, "ttl passed: deleting");
+                    if let Err(e) = crate::prune::delete_archive(
+                        &self.state,
+                        &entry.path,
+                        &entry.id,
+                        "ttl passed",
+                    ) {
+                        error!("{e}");
+                    }
+                    touched.push(name.clone());
+                } else {
+                    next = Some(next.map_or(expires, |n| n.min(expires)));
+                }
+            }
+        }
+        for name in touched {
+            self.refresh_archives(&name);
+        }
+        next
     }
 
     fn refresh_archives(&mut self, group: &str) {

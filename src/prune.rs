@@ -65,6 +65,44 @@ pub fn decide(
     Ok((decisions, paths))
 }
 
+/// The decisions retention will take once a new good archive exists at `next` (the next
+/// scheduled run): what that run's pruning will forget.
+pub fn decide_with_next(
+    repository: &Path,
+    group: &str,
+    rules: &Retention,
+    tz: Tz,
+    next: DateTime<Utc>,
+) -> Result<Vec<Decision>, PruneError> {
+    let entries: Vec<catalog::Entry> = catalog::scan(repository)?
+        .into_iter()
+        .filter(|e| e.group == group)
+        .filter(|e| matches!(e.health, CatalogHealth::Good | CatalogHealth::Partial))
+        .collect();
+    let mut candidates: Vec<Candidate> = entries
+        .iter()
+        .map(|e| Candidate {
+            id: e.id.clone(),
+            time: e.time,
+            health: if e.health == CatalogHealth::Good {
+                Health::Good
+            } else {
+                Health::Partial
+            },
+        })
+        .collect();
+    let upcoming = format!("{group}-next");
+    candidates.push(Candidate {
+        id: upcoming.clone(),
+        time: next,
+        health: Health::Good,
+    });
+    Ok(retention::apply(&candidates, rules, tz, next)
+        .into_iter()
+        .filter(|d| d.id != upcoming)
+        .collect())
+}
+
 /// Decides and deletes. Never call it for a policy whose spec is invalid or suspended.
 pub fn prune(
     state: &StateDb,

@@ -500,6 +500,36 @@ fn retention_keeps_exactly_what_it_says_after_real_runs() {
         .collect();
     on_disk.sort();
     assert_eq!(on_disk, ids[2..]);
+    // The status says what the next run's retention will forget, and why.
+    let next = &s[0]["status"]["retention"]["forgetNext"];
+    assert_eq!(next[0]["id"], ids[2].as_str(), "{:#}", s[0]["status"]);
+    assert_eq!(next[0]["reason"], "not kept by any rule");
+
+    // A crash between marking a deletion and doing it: the next start finishes it.
+    drop(_daemon);
+    let state = holdfast::state::StateDb::open(&dir.path().join("state")).unwrap();
+    let doomed = dir.path().join("repository/keep").join(&ids[2]);
+    state.mark_deletion(&doomed, &ids[2], "keepLast 2").unwrap();
+    drop(state);
+    assert!(doomed.exists());
+    let _daemon = Daemon::start(dir.path(), &[]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while doomed.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "the interrupted deletion was not finished"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    wait_for(
+        &status,
+        Duration::from_secs(10),
+        "count after resume",
+        |s| {
+            s.first()
+                .is_some_and(|d| d["status"]["archives"]["count"] == 1)
+        },
+    );
 }
 
 fn archive_spec(name: &str, volume: &str, extra: &str) -> String {

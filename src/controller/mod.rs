@@ -71,6 +71,8 @@ pub struct Controller {
     /// Archive specs with `deletionPolicy: Delete`, as last loaded: removing such a spec
     /// deletes its archives.
     delete_with_spec: Vec<String>,
+    /// Retention's outlook per policy, from the last pruning.
+    retention: BTreeMap<String, crate::status::RetentionStatus>,
 }
 
 /// Why the loop woke up.
@@ -98,6 +100,7 @@ impl Controller {
             archives: BTreeMap::new(),
             pruned_with: BTreeMap::new(),
             delete_with_spec: Vec::new(),
+            retention: BTreeMap::new(),
         }
     }
 
@@ -323,6 +326,7 @@ impl Controller {
             last_known: &self.last_known,
             memory,
             archives: &self.archives,
+            retention: &self.retention,
         };
         self.status_files = view.write_all(
             &self.options.specs,
@@ -432,15 +436,53 @@ impl Controller {
             .and_then(|t| t.parse().ok())
             .unwrap_or(chrono_tz::UTC);
         let settings = serde_json::to_string(&(rules, &policy.spec.timezone)).unwrap_or_default();
-        match crate::prune::prune(
-            &self.state,
-            &self.options.repository,
-            name,
-            rules,
-            tz,
-            Utc::now(),
-        ) {
+        let now = Utc::now();
+        match crate::prune::prune(&self.state, &self.options.repository, name, rules, tz, now) {
             Ok(pruned) => {
+                let mut outlook = crate::status::RetentionStatus {
+                    dry_run: pruned.dry_run,
+                    ..Default::default()
+                };
+                if pruned.dry_run {
+                    outlook.would_delete = pruned
+                        .decisions
+                        .iter()
+                        .filter(|d| !d.keep)
+                        .map(|d| crate::status::ForgetEntry {
+                            id: d.id.clone(),
+                            reason: d.reasons.join(", "),
+                        })
+                        .collect();
+                }
+                // What the pruning after the next scheduled run will forget: the same rules
+                // with one more good archive at that time.
+                let next = crate::schedule::Schedule::new(name, &policy.spec)
+                    .ok()
+                    .and_then(|s| s.next_nominal_after(now).map(|n| s.start_time(n)));
+                if let Some(next) = next {
+                    match crate::prune::decide_with_next(
+                        &self.options.repository,
+                        name,
+                        rules,
+                        tz,
+                        next,
+                    ) {
+                        Ok(decisions) => {
+                            outlook.forget_next = decisions
+                                .into_iter()
+                                .filter(|d| {
+                                    !d.keep && !outlook.would_delete.iter().any(|w| w.id == d.id)
+                                })
+                                .map(|d| crate::status::ForgetEntry {
+                                    id: d.id,
+                                    reason: d.reasons.join(", "),
+                                })
+                                .collect();
+                        }
+                        Err(e) => error!(policy = name, "{e}"),
+                    }
+                }
+                self.retention.insert(name.to_string(), outlook);
                 for e in &pruned.errors {
                     error!(policy = name, "{e}");
                 }
@@ -629,6 +671,7 @@ impl Controller {
             last_known: &self.last_known,
             memory: BTreeMap::new(),
             archives: &self.archives,
+            retention: &self.retention,
         };
         self.status_files = view.write_all(
             &self.options.specs,

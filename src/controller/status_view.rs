@@ -28,6 +28,8 @@ pub struct View<'a> {
     pub memory: BTreeMap<ObjectKey, crate::state::ObjectMemory>,
     /// Archives per repository group.
     pub archives: &'a BTreeMap<String, status::ArchivesSummary>,
+    /// Retention's outlook per policy.
+    pub retention: &'a BTreeMap<String, status::RetentionStatus>,
 }
 
 impl View<'_> {
@@ -170,6 +172,14 @@ impl View<'_> {
             .get(&object.name)
             .cloned()
             .filter(|a| a.count > 0);
+        s.retention = match resource {
+            Resource::BackupPolicy(p) if p.spec.retention.is_some() => self
+                .retention
+                .get(&object.name)
+                .cloned()
+                .filter(|r| r.dry_run || !r.forget_next.is_empty()),
+            _ => None,
+        };
         s.last_run = last.as_ref().map(|r| LastRun {
             id: r.id.clone(),
             phase: r.phase,

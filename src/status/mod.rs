@@ -91,6 +91,10 @@ pub struct Status {
     pub last_run: Option<LastRun>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub archives: Option<ArchivesSummary>,
+    /// What retention will forget: after the next run, or (with `dryRun`) what it would
+    /// have deleted already.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention: Option<RetentionStatus>,
     /// Why a due run waits, e.g. "waiting for policy x to release stack nextcloud".
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub queued: Option<String>,
@@ -121,6 +125,27 @@ impl Status {
     pub fn condition(&self, type_: &str) -> Option<&Condition> {
         self.conditions.iter().find(|c| c.type_ == type_)
     }
+}
+
+/// Retention's outlook for a policy.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RetentionStatus {
+    /// `retention.dryRun` is set: nothing is deleted.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub dry_run: bool,
+    /// With `dryRun`: what retention would have deleted by now, with the reason.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub would_delete: Vec<ForgetEntry>,
+    /// What the retention after the next scheduled run will forget, with the reason.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub forget_next: Vec<ForgetEntry>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ForgetEntry {
+    pub id: String,
+    pub reason: String,
 }
 
 /// The most recent run of the object, finished or not.

@@ -174,7 +174,8 @@ pub fn reconcile_history(
 ) -> Result<Vec<Entry>, crate::state::StateError> {
     let recorded = state.recorded_archives()?;
     for entry in entries {
-        if recorded.iter().any(|(id, _, _)| id == &entry.id) {
+        // A corrupt archive is listed from disk; it is no run result worth recording.
+        if entry.health == Health::Corrupt || recorded.iter().any(|(id, _, _)| id == &entry.id) {
             continue;
         }
         let phase = match entry.health {
@@ -182,7 +183,7 @@ pub fn reconcile_history(
             Health::Partial => Phase::PartiallyFailed,
             Health::Corrupt | Health::Missing => Phase::Failed,
         };
-        state.insert_run(&crate::state::RunRecord {
+        state.insert_run_if_absent(&crate::state::RunRecord {
             id: format!("adopted-{}", entry.id),
             kind: entry.kind.clone().unwrap_or_else(|| "BackupPolicy".into()),
             name: entry.group.clone(),
@@ -237,6 +238,54 @@ mod tests {
         )
         .unwrap();
         assert!(scan(dir.path()).unwrap().is_empty());
+    }
+
+    #[test]
+    fn history_and_repository_are_reconciled() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = crate::state::StateDb::open(&dir.path().join("state")).unwrap();
+        let repo = dir.path().join("repo");
+        // On disk, unknown to the history: adopted.
+        let on_disk = repo.join("p/p-20261125T030000Z");
+        fs::create_dir_all(&on_disk).unwrap();
+        fs::write(on_disk.join("manifest.json"), "not json").unwrap();
+        // In the history, gone from disk: Missing.
+        state
+            .insert_run(&crate::state::RunRecord {
+                id: "r".into(),
+                kind: "BackupPolicy".into(),
+                name: "p".into(),
+                archive_id: Some("p-20261124T030000Z".into()),
+                phase: Phase::Succeeded,
+                start_time: Utc::now(),
+                completion_time: None,
+                bytes: 1,
+                downtime_seconds: 0.0,
+                error: None,
+                dry_run: false,
+            })
+            .unwrap();
+        let entries = scan(&repo).unwrap();
+        let missing = reconcile_history(&state, &entries).unwrap();
+        assert_eq!(missing.len(), 1);
+        assert_eq!(missing[0].id, "p-20261124T030000Z");
+        assert_eq!(missing[0].health, Health::Missing);
+        // The corrupt one is listed from disk, not adopted; a good one is, once.
+        assert_eq!(state.runs(10).unwrap().len(), 1);
+        let good = Entry {
+            health: Health::Good,
+            ..entries[0].clone()
+        };
+        reconcile_history(&state, std::slice::from_ref(&good)).unwrap();
+        reconcile_history(&state, std::slice::from_ref(&good)).unwrap();
+        assert_eq!(state.runs(10).unwrap().len(), 2);
+        let recorded: Vec<String> = state
+            .recorded_archives()
+            .unwrap()
+            .into_iter()
+            .map(|r| r.0)
+            .collect();
+        assert!(recorded.contains(&"p-20261125T030000Z".to_string()));
     }
 
     #[test]

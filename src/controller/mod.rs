@@ -592,8 +592,18 @@ impl Controller {
         next
     }
 
+    /// The catalog joined with the run history: adopted archives, and Missing ones.
+    fn catalog(&self) -> Result<Vec<crate::catalog::Entry>, String> {
+        let mut entries =
+            crate::catalog::scan(&self.options.repository).map_err(|e| e.to_string())?;
+        let missing =
+            crate::catalog::reconcile_history(&self.state, &entries).map_err(|e| e.to_string())?;
+        entries.extend(missing);
+        Ok(entries)
+    }
+
     fn refresh_archives(&mut self, group: &str) {
-        match crate::catalog::scan(&self.options.repository) {
+        match self.catalog() {
             Ok(entries) => {
                 let mine: Vec<&crate::catalog::Entry> =
                     entries.iter().filter(|e| e.group == group).collect();
@@ -604,7 +614,7 @@ impl Controller {
     }
 
     fn refresh_all_archives(&mut self) {
-        match crate::catalog::scan(&self.options.repository) {
+        match self.catalog() {
             Ok(entries) => {
                 let mut groups: BTreeMap<String, Vec<&crate::catalog::Entry>> = BTreeMap::new();
                 for e in &entries {
@@ -696,6 +706,16 @@ fn summary(entries: &[&crate::catalog::Entry]) -> crate::status::ArchivesSummary
         })
         .collect();
     crate::status::ArchivesSummary {
+        corrupt: entries
+            .iter()
+            .filter(|e| e.health == crate::catalog::Health::Corrupt)
+            .map(|e| e.id.clone())
+            .collect(),
+        missing: entries
+            .iter()
+            .filter(|e| e.health == crate::catalog::Health::Missing)
+            .map(|e| e.id.clone())
+            .collect(),
         count: good.len() as u64,
         newest: good
             .iter()

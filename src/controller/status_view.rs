@@ -171,7 +171,7 @@ impl View<'_> {
             .archives
             .get(&object.name)
             .cloned()
-            .filter(|a| a.count > 0);
+            .filter(|a| a.count > 0 || !a.corrupt.is_empty() || !a.missing.is_empty());
         s.retention = match resource {
             Resource::BackupPolicy(p) if p.spec.retention.is_some() => self
                 .retention

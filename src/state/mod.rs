@@ -456,10 +456,19 @@ impl StateDb {
     }
 
     pub fn insert_run(&self, run: &RunRecord) -> Result<(), StateError> {
+        self.insert_run_with(run, "INSERT")
+    }
+
+    /// Records a run unless one with its id exists (adopting archives is idempotent).
+    pub fn insert_run_if_absent(&self, run: &RunRecord) -> Result<(), StateError> {
+        self.insert_run_with(run, "INSERT OR IGNORE")
+    }
+
+    fn insert_run_with(&self, run: &RunRecord, verb: &str) -> Result<(), StateError> {
         self.conn()
             .execute(
-                "INSERT INTO runs (id, kind, name, archive_id, phase, start_time, completion_time, bytes, downtime_seconds, error, dry_run)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                &format!("{verb} INTO runs (id, kind, name, archive_id, phase, start_time, completion_time, bytes, downtime_seconds, error, dry_run)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"),
                 params![
                     run.id,
                     run.kind,

@@ -244,6 +244,7 @@ mod tests {
                         newest: Some("nextcloud-nightly-20261125T030000Z".into()),
                         oldest: Some("nextcloud-nightly-20261114T030000Z".into()),
                         bytes: 14_814_804,
+                        ..ArchivesSummary::default()
                     }),
                     ..Status::default()
                 },

@@ -194,6 +194,12 @@ pub struct ArchivesSummary {
     pub oldest: Option<String>,
     /// Total size of their artifacts.
     pub bytes: u64,
+    /// Archives whose files no longer match their manifest: never counted above.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub corrupt: Vec<String>,
+    /// Archives the run history records but the repository no longer has.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub missing: Vec<String>,
 }
 
 /// One object's status, as it goes into its file.

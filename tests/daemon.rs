@@ -4,7 +4,7 @@ mod common;
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -34,11 +34,15 @@ impl Daemon {
     }
 
     fn signal(&self, sig: &str) {
-        let ok = Command::new("kill")
-            .args([&format!("-{sig}"), &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(ok.success());
+        let signal = match sig {
+            "TERM" => libc::SIGTERM,
+            "KILL" => libc::SIGKILL,
+            "INT" => libc::SIGINT,
+            other => panic!("unknown signal {other}"),
+        };
+        // SAFETY: sending a signal to our own child process.
+        let rc = unsafe { libc::kill(self.child.id() as libc::pid_t, signal) };
+        assert_eq!(rc, 0, "kill -{sig} failed");
     }
 
     /// Waits for the daemon to exit; returns its exit code.

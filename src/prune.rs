@@ -65,6 +65,33 @@ pub fn decide(
     Ok((decisions, paths))
 }
 
+/// What retention decides now for each valid BackupPolicy that has retention rules, by
+/// policy name: for `holdfast plan` and `holdfast get archives`.
+pub fn decide_all<'a>(
+    repository: &Path,
+    resources: impl IntoIterator<Item = &'a crate::spec::Resource>,
+    now: DateTime<Utc>,
+) -> Result<Vec<(String, Vec<Decision>)>, PruneError> {
+    let mut out = Vec::new();
+    for resource in resources {
+        let crate::spec::Resource::BackupPolicy(policy) = resource else {
+            continue;
+        };
+        let Some(rules) = &policy.spec.retention else {
+            continue;
+        };
+        let tz = policy
+            .spec
+            .timezone
+            .as_ref()
+            .and_then(|t| t.parse().ok())
+            .unwrap_or(chrono_tz::UTC);
+        let (decisions, _) = decide(repository, &policy.metadata.name, rules, tz, now)?;
+        out.push((policy.metadata.name.clone(), decisions));
+    }
+    Ok(out)
+}
+
 /// The decisions retention will take once a new good archive exists at `next` (the next
 /// scheduled run): what that run's pruning will forget.
 pub fn decide_with_next(

@@ -62,26 +62,11 @@ pub fn run(settings: &Settings, args: GetArgs) -> anyhow::Result<ExitCode> {
         .collect();
     // Why each archive is kept (or would go), for groups whose policy has retention.
     let mut kept_by: std::collections::BTreeMap<String, String> = Default::default();
-    for resource in report.valid_objects() {
-        let Resource::BackupPolicy(policy) = resource else {
-            continue;
-        };
-        let Some(rules) = &policy.spec.retention else {
-            continue;
-        };
-        let tz = policy
-            .spec
-            .timezone
-            .as_ref()
-            .and_then(|t| t.parse().ok())
-            .unwrap_or(chrono_tz::UTC);
-        let (decisions, _) = crate::prune::decide(
-            &settings.repository,
-            &policy.metadata.name,
-            rules,
-            tz,
-            chrono::Utc::now(),
-        )?;
+    for (_, decisions) in crate::prune::decide_all(
+        &settings.repository,
+        report.valid_objects(),
+        chrono::Utc::now(),
+    )? {
         for d in decisions {
             let text = if d.keep {
                 d.reasons.join(", ")

@@ -49,28 +49,13 @@ pub fn run(settings: &Settings, args: PlanArgs) -> anyhow::Result<ExitCode> {
     let failed = plans.iter().any(|(_, p)| !p.errors.is_empty());
     // What retention would forget if it ran now, per policy with retention.
     let mut forget: std::collections::BTreeMap<String, Vec<(String, String)>> = Default::default();
-    for resource in report.valid_objects() {
-        let crate::spec::Resource::BackupPolicy(policy) = resource else {
-            continue;
-        };
-        let Some(rules) = &policy.spec.retention else {
-            continue;
-        };
-        let tz = policy
-            .spec
-            .timezone
-            .as_ref()
-            .and_then(|t| t.parse().ok())
-            .unwrap_or(chrono_tz::UTC);
-        let (decisions, _) = crate::prune::decide(
-            &settings.repository,
-            &policy.metadata.name,
-            rules,
-            tz,
-            chrono::Utc::now(),
-        )?;
+    for (name, decisions) in crate::prune::decide_all(
+        &settings.repository,
+        report.valid_objects(),
+        chrono::Utc::now(),
+    )? {
         forget.insert(
-            policy.metadata.name.clone(),
+            name,
             decisions
                 .into_iter()
                 .filter(|d| !d.keep)

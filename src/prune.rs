@@ -43,12 +43,24 @@ pub fn decide(
     tz: Tz,
     now: DateTime<Utc>,
 ) -> Result<(Vec<Decision>, Vec<PathBuf>), PruneError> {
+    let (candidates, paths) = candidates(repository, group)?;
+    let decisions = retention::apply(&candidates, rules, tz, now);
+    Ok((decisions, paths))
+}
+
+/// A policy's archives that retention may decide about: those its own runs took (an
+/// `Archive` spec of the same name shares the repository folder, but its archive follows
+/// its own `ttl` and `deletionPolicy`, never the policy's retention), good or partial.
+fn candidates(
+    repository: &Path,
+    group: &str,
+) -> Result<(Vec<Candidate>, Vec<PathBuf>), PruneError> {
     let entries: Vec<catalog::Entry> = catalog::scan(repository)?
         .into_iter()
-        .filter(|e| e.group == group)
+        .filter(|e| e.group == group && e.kind.as_deref() == Some("BackupPolicy"))
         .filter(|e| matches!(e.health, CatalogHealth::Good | CatalogHealth::Partial))
         .collect();
-    let candidates: Vec<Candidate> = entries
+    let candidates = entries
         .iter()
         .map(|e| Candidate {
             id: e.id.clone(),
@@ -60,9 +72,7 @@ pub fn decide(
             },
         })
         .collect();
-    let decisions = retention::apply(&candidates, rules, tz, now);
-    let paths = entries.into_iter().map(|e| e.path).collect();
-    Ok((decisions, paths))
+    Ok((candidates, entries.into_iter().map(|e| e.path).collect()))
 }
 
 /// What retention decides now for each valid BackupPolicy that has retention rules, by
@@ -101,23 +111,7 @@ pub fn decide_with_next(
     tz: Tz,
     next: DateTime<Utc>,
 ) -> Result<Vec<Decision>, PruneError> {
-    let entries: Vec<catalog::Entry> = catalog::scan(repository)?
-        .into_iter()
-        .filter(|e| e.group == group)
-        .filter(|e| matches!(e.health, CatalogHealth::Good | CatalogHealth::Partial))
-        .collect();
-    let mut candidates: Vec<Candidate> = entries
-        .iter()
-        .map(|e| Candidate {
-            id: e.id.clone(),
-            time: e.time,
-            health: if e.health == CatalogHealth::Good {
-                Health::Good
-            } else {
-                Health::Partial
-            },
-        })
-        .collect();
+    let (mut candidates, _) = candidates(repository, group)?;
     let upcoming = format!("{group}-next");
     candidates.push(Candidate {
         id: upcoming.clone(),
@@ -229,13 +223,23 @@ mod tests {
     use crate::spec::common::Phase;
 
     fn archive(repo: &Path, group: &str, id: &str, time: DateTime<Utc>) -> PathBuf {
+        archive_of_kind(repo, group, id, time, "BackupPolicy")
+    }
+
+    fn archive_of_kind(
+        repo: &Path,
+        group: &str,
+        id: &str,
+        time: DateTime<Utc>,
+        kind: &str,
+    ) -> PathBuf {
         let dir = repo.join(group).join(id);
         std::fs::create_dir_all(dir.join("volumes")).unwrap();
         std::fs::write(dir.join("volumes/v.tar"), b"data").unwrap();
         let manifest = Manifest {
             format_version: 1,
             id: id.into(),
-            kind: "BackupPolicy".into(),
+            kind: kind.into(),
             name: group.into(),
             policy: Some(group.into()),
             phase: Phase::Succeeded,
@@ -307,6 +311,29 @@ mod tests {
                 .forgotten
                 .is_empty()
         );
+    }
+
+    #[test]
+    fn a_same_named_archive_specs_archive_is_not_the_policys_to_prune() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDb::open(&dir.path().join("state")).unwrap();
+        let repo = dir.path().join("repo");
+        archive_of_kind(&repo, "p", "p-old", at(-5), "Archive");
+        for h in 0..3 {
+            archive(&repo, "p", &format!("p-{h}"), at(h));
+        }
+        let rules = Retention {
+            keep_last: Some(1),
+            ..Retention::default()
+        };
+        let pruned = prune(&state, &repo, "p", &rules, chrono_tz::UTC, at(10)).unwrap();
+        assert_eq!(pruned.forgotten, ["p-0", "p-1"]);
+        let left: Vec<String> = catalog::scan(&repo)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.id)
+            .collect();
+        assert_eq!(left, ["p-old", "p-2"]);
     }
 
     #[test]

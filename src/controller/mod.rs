@@ -518,7 +518,8 @@ impl Controller {
         }
     }
 
-    /// Deletes every archive of a repository group, through the deletion journal.
+    /// Deletes the archives an `Archive` spec took (not those of a same-named policy),
+    /// through the deletion journal.
     fn delete_group(&mut self, group: &str, reason: &str) {
         let entries = match crate::catalog::scan(&self.options.repository) {
             Ok(e) => e,
@@ -527,7 +528,10 @@ impl Controller {
                 return;
             }
         };
-        for entry in entries.into_iter().filter(|e| e.group == group) {
+        for entry in entries
+            .into_iter()
+            .filter(|e| e.group == group && e.kind.as_deref() == Some("Archive"))
+        {
             info!(archive = %entry.id, reason, "deleting");
             match crate::prune::delete_archive(&self.state, &entry.path, &entry.id, reason) {
                 Ok(Ok(())) => {}
@@ -565,7 +569,10 @@ impl Controller {
         let mut touched = Vec::new();
         for (name, ttl) in with_ttl {
             let ttl = chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::MAX);
-            for entry in entries.iter().filter(|e| e.group == name) {
+            for entry in entries
+                .iter()
+                .filter(|e| e.group == name && e.kind.as_deref() == Some("Archive"))
+            {
                 let expires = entry
                     .time
                     .checked_add_signed(ttl)

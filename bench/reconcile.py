@@ -59,7 +59,7 @@ def main():
     t0 = time.monotonic()
     daemon = subprocess.Popen(
         [binary, "--specs", specs, "--state", os.path.join(work, "state"),
-         "--repository", os.path.join(work, "repo"), "run"],
+         "--repository", os.path.join(work, "repo"), "--listen", "127.0.0.1:0", "run"],
         stdout=subprocess.DEVNULL, stderr=log)
     try:
         while not all(os.path.exists(status_of(p)) for p in paths):

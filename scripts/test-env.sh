@@ -260,8 +260,42 @@ build_dbbase() {
 		die "$dbbase_image does not run with the host's /usr"
 }
 
+# The server processes of Debian's prometheus package (the init script runs
+# /usr/bin/prometheus as the prometheus user).
+prometheus_servers() { pgrep -x -u prometheus prometheus 2>/dev/null || true; }
+
+ensure_prometheus_tools() {
+	# promtool checks the example alert rules and scrape config
+	# (tests/observability_files.rs), and Debian ships it only inside the
+	# prometheus package, which brings the server too. The server must not
+	# stay up on the host: apt_install's guard keeps its service from
+	# starting, but a policy-rc.d that was already there may allow it, so
+	# any server that appeared during the install is stopped again. Servers
+	# that ran before are someone else's and are left alone.
+	local before pid new=() alive=() i
+	before=" $(prometheus_servers | tr '\n' ' ') "
+	apt_install prometheus wrk
+	for pid in $(prometheus_servers); do
+		[[ $before == *" $pid "* ]] || new+=("$pid")
+	done
+	((${#new[@]})) || return 0
+	say "stopping the prometheus server the package started (pid ${new[*]})"
+	kill "${new[@]}" 2>/dev/null || true
+	for ((i = 0; i < 20; i++)); do
+		alive=()
+		for pid in "${new[@]}"; do
+			! kill -0 "$pid" 2>/dev/null || alive+=("$pid")
+		done
+		((${#alive[@]})) || return 0
+		sleep 0.5
+	done
+	die "the prometheus server the package started (pid ${new[*]}) did not stop"
+}
+
 ensure_docker
 apt_install busybox-static postgresql mariadb-server redis-server sqlite3 zstd
+# promtool for the example Prometheus rules; wrk for the API load benchmark.
+ensure_prometheus_tools
 build_busybox
 build_dbbase
 say "ready: $(docker info -f '{{.ServerVersion}} {{.Driver}}'), images $busybox_image $dbbase_image"

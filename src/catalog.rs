@@ -15,7 +15,7 @@ use crate::repository::MANIFEST;
 use crate::spec::common::Phase;
 
 /// How an archive stands.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub enum Health {
     /// Succeeded, and every artifact has its recorded size.
     Good,
@@ -29,7 +29,7 @@ pub enum Health {
 }
 
 /// One archive in the repository.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Entry {
     pub id: String,
@@ -197,7 +197,20 @@ pub fn reconcile_history(
             dry_run: false,
         })?;
     }
-    Ok(recorded
+    Ok(missing_from(recorded, entries))
+}
+
+/// The archives the run history records but `entries` (the repository) lacks, as Missing
+/// entries. Reads only: what the read-only API uses.
+pub fn missing(
+    state: &crate::state::StateDb,
+    entries: &[Entry],
+) -> Result<Vec<Entry>, crate::state::StateError> {
+    Ok(missing_from(state.recorded_archives()?, entries))
+}
+
+fn missing_from(recorded: Vec<(String, String, String)>, entries: &[Entry]) -> Vec<Entry> {
+    recorded
         .into_iter()
         .filter(|(id, _, _)| !entries.iter().any(|e| &e.id == id))
         .map(|(id, kind, name)| Entry {
@@ -212,7 +225,7 @@ pub fn reconcile_history(
             health: Health::Missing,
             path: PathBuf::new(),
         })
-        .collect())
+        .collect()
 }
 
 #[cfg(test)]

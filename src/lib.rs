@@ -25,6 +25,7 @@
 //!   write status files.
 //! - [`cli`]: one thin file per subcommand.
 
+pub mod api;
 pub mod archive;
 pub mod catalog;
 pub mod cli;
@@ -35,6 +36,7 @@ pub mod executor;
 pub mod fsutil;
 pub mod load;
 pub mod logging;
+pub mod metrics;
 pub mod progress;
 pub mod prune;
 pub mod repository;

@@ -4,103 +4,12 @@ mod common;
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
+
 use std::time::{Duration, Instant};
 
+use common::daemon::*;
 use common::*;
 use serde_json::Value;
-
-struct Daemon {
-    child: Child,
-}
-
-impl Daemon {
-    fn start(dir: &Path, extra: &[&str]) -> Daemon {
-        let log = fs::File::create(dir.join("daemon.log")).unwrap();
-        let child = holdfast()
-            .arg("--specs")
-            .arg(dir.join("specs"))
-            .arg("--state")
-            .arg(dir.join("state"))
-            .arg("--repository")
-            .arg(dir.join("repository"))
-            .arg("run")
-            .args(extra)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        Daemon { child }
-    }
-
-    fn signal(&self, sig: &str) {
-        let signal = match sig {
-            "TERM" => libc::SIGTERM,
-            "KILL" => libc::SIGKILL,
-            "INT" => libc::SIGINT,
-            other => panic!("unknown signal {other}"),
-        };
-        // SAFETY: sending a signal to our own child process.
-        let rc = unsafe { libc::kill(self.child.id() as libc::pid_t, signal) };
-        assert_eq!(rc, 0, "kill -{sig} failed");
-    }
-
-    /// Waits for the daemon to exit; returns its exit code.
-    fn wait(&mut self, limit: Duration) -> Option<i32> {
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status.code();
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the daemon did not exit within {limit:?}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Reads a status file as JSON values, one per document.
-fn statuses(path: &Path) -> Vec<Value> {
-    use serde::Deserialize;
-    let Ok(text) = fs::read_to_string(path) else {
-        return Vec::new();
-    };
-    serde_yaml_ng::Deserializer::from_str(&text)
-        .filter_map(|d| serde_yaml_ng::Value::deserialize(d).ok())
-        .filter_map(|v| serde_json::to_value(v).ok())
-        .collect()
-}
-
-/// Polls until `check` holds for the status file, or panics with the last content.
-fn wait_for(
-    path: &Path,
-    limit: Duration,
-    what: &str,
-    check: impl Fn(&[Value]) -> bool,
-) -> Vec<Value> {
-    let deadline = Instant::now() + limit;
-    loop {
-        let s = statuses(path);
-        if check(&s) {
-            return s;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{what}: status never matched; last:\n{}",
-            fs::read_to_string(path).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
 
 fn condition<'a>(status: &'a Value, type_: &str) -> Option<&'a Value> {
     status["status"]["conditions"]

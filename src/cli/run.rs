@@ -46,9 +46,16 @@ pub struct RunArgs {
         value_name = "DURATION"
     )]
     resync: HumanDuration,
+
+    /// A file holding the bearer token the HTTP API requires (trailing whitespace
+    /// ignored). Required when --listen is not a loopback address.
+    #[arg(long, env = "HOLDFAST_API_TOKEN_FILE", value_name = "FILE")]
+    api_token_file: Option<PathBuf>,
 }
 
 pub fn run(settings: &Settings, args: RunArgs) -> anyhow::Result<ExitCode> {
+    // Checked before anything starts: a daemon that cannot serve its API safely does not run.
+    let token = crate::api::load_token(settings.listen, args.api_token_file.as_deref())?;
     let runtime = super::runtime()?;
     let result = runtime.block_on(async {
         // One daemon per state folder, and no `holdfast backup` beside it.
@@ -64,11 +71,30 @@ pub fn run(settings: &Settings, args: RunArgs) -> anyhow::Result<ExitCode> {
             shutdown_timeout: args.shutdown_timeout.as_duration(),
             resync: args.resync.as_duration().max(Duration::from_secs(1)),
         };
-        let controller = Controller::new(options, executor.clone(), state);
+        let hub = Arc::new(crate::api::Hub::new());
+        let listener = crate::api::bind(settings.listen).await?;
+        let address = listener.local_addr()?;
+        let app = crate::api::AppState::new(
+            hub.clone(),
+            state.clone(),
+            Some(executor.engine().clone()),
+            settings.repository.clone(),
+            settings.state.join("logs"),
+            token,
+        );
+        let server = tokio::spawn(async move {
+            if let Err(e) = crate::api::serve(listener, app).await {
+                tracing::error!("the HTTP API stopped: {e}");
+            }
+        });
+        info!(address = %address, "HTTP API and metrics listening on http://{address}/");
+        let controller = Controller::new(options, executor.clone(), state, hub);
         controller.recover(&crate::repository::Repository::new(&settings.repository)).await?;
         let signals = signals()?;
         info!(specs = %settings.specs.display(), state = %settings.state.display(), "holdfast is running");
-        controller.run(signals).await?;
+        let result = controller.run(signals).await;
+        server.abort();
+        result?;
         anyhow::Ok(())
     });
     // A cancelled run's archive writer may still be busy on a blocking thread; its output

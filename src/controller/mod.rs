@@ -7,6 +7,7 @@
 
 pub mod desired;
 pub mod plan;
+mod publish;
 mod status_view;
 mod watch;
 
@@ -20,8 +21,9 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tracing::{Instrument, error, info, info_span, warn};
 
+use crate::api::Hub;
+use crate::api::hub::{Event, RunEvents};
 use crate::executor::{BackupRequest, Executor, RunOutcome};
-use crate::progress::Silent;
 use crate::spec::{Kind, ObjectKey};
 use crate::state::StateDb;
 use desired::Desired;
@@ -73,6 +75,13 @@ pub struct Controller {
     delete_with_spec: Vec<String>,
     /// Retention's outlook per policy, from the last pruning.
     retention: BTreeMap<String, crate::status::RetentionStatus>,
+    /// Where the API and the metrics read what the loop knows.
+    hub: Arc<Hub>,
+    /// Seconds between scheduled runs per policy, with the generation it was computed for.
+    intervals: BTreeMap<ObjectKey, (String, f64)>,
+    /// Whether the newest finished run failed, per object (a run in progress keeps the
+    /// previous answer, so an alert does not flap while a retry runs).
+    last_failed: BTreeMap<ObjectKey, bool>,
 }
 
 /// Why the loop woke up.
@@ -84,7 +93,12 @@ enum Wake {
 }
 
 impl Controller {
-    pub fn new(options: Options, executor: Arc<Executor>, state: Arc<StateDb>) -> Controller {
+    pub fn new(
+        options: Options,
+        executor: Arc<Executor>,
+        state: Arc<StateDb>,
+        hub: Arc<Hub>,
+    ) -> Controller {
         Controller {
             options,
             executor,
@@ -101,6 +115,9 @@ impl Controller {
             pruned_with: BTreeMap::new(),
             delete_with_spec: Vec::new(),
             retention: BTreeMap::new(),
+            hub,
+            intervals: BTreeMap::new(),
+            last_failed: BTreeMap::new(),
         }
     }
 
@@ -261,6 +278,7 @@ impl Controller {
         &mut self,
         done_tx: &mpsc::UnboundedSender<(ObjectKey, Box<RunOutcome>)>,
     ) -> Option<chrono::DateTime<Utc>> {
+        let began = std::time::Instant::now();
         let expiry = self.expire(Utc::now());
         let span = info_span!("reconcile");
         let _enter = span.enter();
@@ -324,16 +342,24 @@ impl Controller {
             waiting,
             next_schedule: self.next_schedule.clone(),
             last_known: &self.last_known,
-            memory,
+            memory: memory.clone(),
             archives: &self.archives,
             retention: &self.retention,
         };
+        let mut statuses = Vec::new();
         self.status_files = view.write_all(
             &self.options.specs,
             self.options.status_dir.as_deref(),
             &self.status_files,
             &mut self.status_cache,
             now,
+            &mut statuses,
+        );
+        self.publish(&statuses, &memory, now);
+        self.hub.metrics.reconciled(
+            began.elapsed().as_secs_f64(),
+            self.pending.len(),
+            self.running.len(),
         );
         match (decided.wake, expiry) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -376,9 +402,10 @@ impl Controller {
         let key = want.key.clone();
         let tx = done_tx.clone();
         let span = info_span!("object", object = %key);
+        let progress = Arc::new(RunEvents::new(self.hub.clone(), key.kind, &key.name));
         let handle = tokio::spawn(
             async move {
-                let outcome = executor.run(&request, Arc::new(Silent)).await;
+                let outcome = executor.run(&request, progress).await;
                 // The loop may be gone during a forced shutdown; nothing left to tell.
                 let _ = tx.send((key, Box::new(outcome)));
             }
@@ -401,6 +428,34 @@ impl Controller {
     fn finished(&mut self, key: &ObjectKey, outcome: &RunOutcome) {
         self.running.remove(key);
         info!(object = %key, run = %outcome.run_id, phase = ?outcome.phase, "run finished");
+        if !outcome.dry_run {
+            let seconds = (outcome.completion_time - outcome.start_time)
+                .to_std()
+                .unwrap_or_default()
+                .as_secs_f64();
+            let downtime =
+                (!outcome.downtime.is_empty()).then(|| outcome.downtime.values().sum::<f64>());
+            self.hub.metrics.run_finished(
+                key.kind.as_str(),
+                &key.name,
+                outcome.phase,
+                seconds,
+                outcome.bytes,
+                downtime,
+            );
+            if let Some(failed) = publish::failed(outcome.phase) {
+                self.last_failed.insert(key.clone(), failed);
+            }
+        }
+        self.hub.emit(Event::RunFinished {
+            kind: key.kind.as_str().to_string(),
+            name: key.name.clone(),
+            run_id: outcome.run_id.clone(),
+            phase: outcome.phase,
+            bytes: outcome.bytes,
+            archive_id: outcome.archive_id.clone(),
+            time: outcome.completion_time,
+        });
         if outcome.phase == crate::spec::common::Phase::Succeeded && key.kind == Kind::BackupPolicy
         {
             self.prune(&key.name);
@@ -488,6 +543,11 @@ impl Controller {
                 }
                 if !pruned.forgotten.is_empty() {
                     info!(policy = name, forgotten = ?pruned.forgotten, dry_run = pruned.dry_run, "retention applied");
+                    if !pruned.dry_run {
+                        for _ in &pruned.forgotten {
+                            self.hub.metrics.deleted(name, "retention");
+                        }
+                    }
                 }
                 self.pruned_with.insert(name.to_string(), settings);
             }
@@ -534,7 +594,7 @@ impl Controller {
         {
             info!(archive = %entry.id, reason, "deleting");
             match crate::prune::delete_archive(&self.state, &entry.path, &entry.id, reason) {
-                Ok(Ok(())) => {}
+                Ok(Ok(())) => self.hub.metrics.deleted(group, "spec-removed"),
                 Ok(Err(e)) => error!("{e}"),
                 Err(e) => error!("{e}"),
             }
@@ -579,13 +639,15 @@ impl Controller {
                     .unwrap_or(chrono::DateTime::<Utc>::MAX_UTC);
                 if expires <= now {
                     info!(archive = %entry.id, "ttl passed: deleting");
-                    if let Err(e) = crate::prune::delete_archive(
+                    match crate::prune::delete_archive(
                         &self.state,
                         &entry.path,
                         &entry.id,
                         "ttl passed",
                     ) {
-                        error!("{e}");
+                        Ok(Ok(())) => self.hub.metrics.deleted(&name, "ttl"),
+                        Ok(Err(e)) => error!("{e}"),
+                        Err(e) => error!("{e}"),
                     }
                     touched.push(name.clone());
                 } else {
@@ -690,15 +752,98 @@ impl Controller {
             archives: &self.archives,
             retention: &self.retention,
         };
+        let mut statuses = Vec::new();
         self.status_files = view.write_all(
             &self.options.specs,
             self.options.status_dir.as_deref(),
             &self.status_files,
             &mut self.status_cache,
             Utc::now(),
+            &mut statuses,
         );
+        self.publish(&statuses, &BTreeMap::new(), Utc::now());
         info!("stopped");
     }
+}
+
+impl Controller {
+    /// Hands the pass's result to the API and the metrics.
+    fn publish(
+        &mut self,
+        statuses: &[(PathBuf, crate::status::ObjectStatus)],
+        memory: &BTreeMap<ObjectKey, crate::state::ObjectMemory>,
+        now: chrono::DateTime<Utc>,
+    ) {
+        let root = &self.options.specs;
+        for (_, object) in statuses {
+            let key = ObjectKey {
+                kind: object.kind,
+                name: object.name.clone(),
+            };
+            if let Some(failed) = object
+                .status
+                .last_run
+                .as_ref()
+                .and_then(|r| publish::failed(r.phase))
+            {
+                self.last_failed.insert(key, failed);
+            }
+        }
+        let mut intervals = BTreeMap::new();
+        for object in self.desired.objects() {
+            let (Some(crate::spec::Resource::BackupPolicy(policy)), Some(generation)) =
+                (&object.resource, &object.generation)
+            else {
+                continue;
+            };
+            let key = object.key();
+            let seconds = match self.intervals.get(&key) {
+                Some((g, seconds)) if g == generation => Some(*seconds),
+                _ => crate::schedule::Schedule::new(&object.name, &policy.spec)
+                    .ok()
+                    .and_then(|s| longest_gap(&s, now)),
+            };
+            if let Some(seconds) = seconds {
+                intervals.insert(key, (generation.clone(), seconds));
+            }
+        }
+        self.intervals = intervals;
+        let intervals: BTreeMap<ObjectKey, f64> = self
+            .intervals
+            .iter()
+            .map(|(k, (_, s))| (k.clone(), *s))
+            .collect();
+        let gauges = publish::object_gauges(&publish::GaugeInput {
+            desired: &self.desired,
+            statuses,
+            memory,
+            next_schedule: &self.next_schedule,
+            intervals: &intervals,
+            last_failed: &self.last_failed,
+        });
+        let metrics = &self.hub.metrics;
+        metrics.set_objects(&gauges);
+        metrics.set_archives(&publish::archive_gauges(&self.archives));
+        metrics.set_spec_errors(&publish::spec_errors(root, &self.desired));
+        self.hub
+            .publish(publish::snapshot(root, &self.desired, statuses));
+    }
+}
+
+/// The longest time between two of the next few scheduled runs: with an irregular
+/// schedule (weekdays only, say) the long gap is the one that must not raise an alarm.
+fn longest_gap(schedule: &crate::schedule::Schedule, now: chrono::DateTime<Utc>) -> Option<f64> {
+    let mut at = schedule.next_nominal_after(now)?;
+    let mut longest: Option<f64> = None;
+    for _ in 0..8 {
+        let Some(next) = schedule.next_nominal_after(at) else {
+            break;
+        };
+        let gap = (next - at).num_milliseconds() as f64 / 1000.0;
+        longest = Some(longest.map_or(gap, |l: f64| l.max(gap)));
+        at = next;
+    }
+    longest
 }
 
 /// Count, newest, oldest and bytes of good archives (Corrupt ones are not counted).

@@ -34,7 +34,8 @@ pub struct View<'a> {
 
 impl View<'_> {
     /// Writes the status file of every spec file (only where the content changed), and
-    /// removes those of spec files that are gone. Returns spec file -> status file.
+    /// removes those of spec files that are gone. Returns spec file -> status file; every
+    /// object's status goes into `out`, with its spec file, for the API.
     pub fn write_all(
         &self,
         specs_root: &Path,
@@ -42,6 +43,7 @@ impl View<'_> {
         previous: &BTreeMap<PathBuf, PathBuf>,
         cache: &mut StatusCache,
         now: DateTime<Utc>,
+        out: &mut Vec<(PathBuf, ObjectStatus)>,
     ) -> BTreeMap<PathBuf, PathBuf> {
         let mut written = BTreeMap::new();
         for (file, objects) in &self.desired.files {
@@ -96,6 +98,7 @@ impl View<'_> {
             if statuses.is_empty() {
                 continue;
             }
+            out.extend(statuses.iter().map(|s| (file.clone(), s.clone())));
             let text = status::render(&statuses);
             let unchanged = cache.get(&path).is_some_and(|(t, _)| *t == text);
             if !unchanged {

@@ -57,12 +57,38 @@ impl DockerError {
     }
 }
 
+/// Failed Docker calls by operation, for the metrics. Process-wide because every engine
+/// handle talks to the same daemon, and the count is what an operator alerts on.
+static ERRORS: std::sync::Mutex<BTreeMap<&'static str, u64>> =
+    std::sync::Mutex::new(BTreeMap::new());
+
+fn count(operation: &'static str) {
+    let mut errors = ERRORS.lock().unwrap_or_else(|e| e.into_inner());
+    *errors.entry(operation).or_default() += 1;
+}
+
+/// How many Docker calls failed so far, by operation.
+pub fn error_counts() -> Vec<(&'static str, u64)> {
+    let errors = ERRORS.lock().unwrap_or_else(|e| e.into_inner());
+    errors.iter().map(|(op, n)| (*op, *n)).collect()
+}
+
 fn on(operation: &'static str, target: &str) -> impl FnOnce(bollard::errors::Error) -> DockerError {
     let target = target.to_string();
-    move |source| DockerError::On {
-        operation,
-        target,
-        source,
+    move |source| {
+        count(operation);
+        DockerError::On {
+            operation,
+            target,
+            source,
+        }
+    }
+}
+
+fn api(operation: &'static str) -> impl FnOnce(bollard::errors::Error) -> DockerError {
+    move |source| {
+        count(operation);
+        DockerError::Api { operation, source }
     }
 }
 
@@ -132,6 +158,11 @@ impl Engine {
         Ok(Engine { client })
     }
 
+    /// Whether the engine answers, for readiness checks.
+    pub async fn ping(&self) -> Result<(), DockerError> {
+        self.client.ping().await.map(|_| ()).map_err(api("ping"))
+    }
+
     /// The API version in use after negotiation.
     pub fn api_version(&self) -> String {
         self.client.client_version().to_string()
@@ -149,10 +180,7 @@ impl Engine {
             .client
             .list_containers(Some(options.build()))
             .await
-            .map_err(|source| DockerError::Api {
-                operation: "listing containers",
-                source,
-            })?;
+            .map_err(api("listing containers"))?;
         Ok(summaries.into_iter().map(to_container).collect())
     }
 
@@ -169,10 +197,7 @@ impl Engine {
             .client
             .list_volumes(None::<ListVolumesOptions>)
             .await
-            .map_err(|source| DockerError::Api {
-                operation: "listing volumes",
-                source,
-            })?;
+            .map_err(api("listing volumes"))?;
         Ok(response
             .volumes
             .unwrap_or_default()
@@ -273,10 +298,13 @@ impl Engine {
                     stderr,
                 })
             }
-            Err(_) => Err(DockerError::ExecTimeout {
-                container: container.to_string(),
-                command: command.to_vec(),
-                timeout,
+            Err(_) => Err({
+                count("exec");
+                DockerError::ExecTimeout {
+                    container: container.to_string(),
+                    command: command.to_vec(),
+                    timeout,
+                }
             }),
         }
     }
@@ -407,10 +435,7 @@ impl Engine {
             .client
             .list_images(None::<ListImagesOptions>)
             .await
-            .map_err(|source| DockerError::Api {
-                operation: "listing images",
-                source,
-            })?;
+            .map_err(api("listing images"))?;
         Ok(images.into_iter().map(|i| i.id).next())
     }
 

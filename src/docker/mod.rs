@@ -17,7 +17,7 @@ pub const CONFIG_FILES_LABEL: &str = "com.docker.compose.project.config_files";
 pub const DEPENDS_ON_LABEL: &str = "com.docker.compose.depends_on";
 
 /// A container as Docker lists it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct ContainerInfo {
     pub id: String,
     /// The name without Docker's leading '/'.
@@ -44,7 +44,7 @@ impl ContainerInfo {
 }
 
 /// What a container mounts.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(tag = "type", rename_all = "camelCase")]
 pub enum MountInfo {
     /// A named (or anonymous) Docker volume.
@@ -64,7 +64,7 @@ pub enum MountInfo {
 }
 
 /// A Compose project, as found from its containers' labels.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Stack {
     pub name: String,

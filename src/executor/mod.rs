@@ -240,6 +240,7 @@ impl Executor {
             request.name,
             start_time.format("%Y%m%dT%H%M%S%.3fZ")
         );
+        progress.run(&run_id);
         let span = info_span!("run", run = %run_id, kind = %request.kind, name = %request.name);
         self.run_inner(request, progress, run_id, start_time)
             .instrument(span)

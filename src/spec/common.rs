@@ -426,6 +426,30 @@ pub enum Phase {
     Failed,
 }
 
+impl Phase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Pending => "Pending",
+            Phase::Running => "Running",
+            Phase::Succeeded => "Succeeded",
+            Phase::PartiallyFailed => "PartiallyFailed",
+            Phase::Failed => "Failed",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Phase> {
+        [
+            Phase::Pending,
+            Phase::Running,
+            Phase::Succeeded,
+            Phase::PartiallyFailed,
+            Phase::Failed,
+        ]
+        .into_iter()
+        .find(|p| p.as_str() == text)
+    }
+}
+
 /// A notification sent when a run ends in one of the listed phases.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]

@@ -117,7 +117,7 @@ pub struct ObjectMemory {
 }
 
 /// One run of a policy or archive.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RunRecord {
     pub id: String,
@@ -529,6 +529,74 @@ impl StateDb {
             .query_map(params![limit as i64], row_to_run)
             .map_err(query("listing runs"))?;
         rows.collect::<Result<_, _>>()
+            .map_err(query("listing runs"))
+    }
+}
+
+/// Which runs to list, newest first.
+#[derive(Clone, Debug, Default)]
+pub struct RunFilter {
+    pub kind: Option<String>,
+    pub name: Option<String>,
+    pub phase: Option<Phase>,
+    /// Only runs that started before this run (a page cursor).
+    pub before_run: Option<String>,
+    /// Only runs that started before this time.
+    pub before_time: Option<DateTime<Utc>>,
+    pub limit: usize,
+}
+
+impl StateDb {
+    /// Whether the database answers, for readiness checks.
+    pub fn ping(&self) -> Result<(), StateError> {
+        self.conn()
+            .query_row("SELECT 1", [], |_| Ok(()))
+            .map_err(query("checking the database"))
+    }
+
+    /// A page of runs, newest first. `Ok(None)` when `before_run` names no run.
+    pub fn runs_filtered(&self, filter: &RunFilter) -> Result<Option<Vec<RunRecord>>, StateError> {
+        let conn = self.conn();
+        let cursor: Option<(String, String)> = match &filter.before_run {
+            Some(id) => match conn
+                .query_row(
+                    "SELECT start_time, id FROM runs WHERE id = ?1",
+                    params![id],
+                    |row| Ok((row.get(0)?, row.get(1)?)),
+                )
+                .optional()
+                .map_err(query("reading a run"))?
+            {
+                Some(c) => Some(c),
+                None => return Ok(None),
+            },
+            None => None,
+        };
+        let mut stmt = conn
+            .prepare(&format!(
+                "{RUN_COLUMNS} WHERE (?1 IS NULL OR kind = ?1) AND (?2 IS NULL OR name = ?2)
+                 AND (?3 IS NULL OR phase = ?3)
+                 AND (?4 IS NULL OR (start_time, id) < (?4, ?5))
+                 AND (?6 IS NULL OR start_time < ?6)
+                 ORDER BY start_time DESC, id DESC LIMIT ?7"
+            ))
+            .map_err(query("listing runs"))?;
+        let rows = stmt
+            .query_map(
+                params![
+                    filter.kind,
+                    filter.name,
+                    filter.phase.map(phase_name),
+                    cursor.as_ref().map(|c| &c.0),
+                    cursor.as_ref().map(|c| &c.1),
+                    filter.before_time.map(|t| t.to_rfc3339()),
+                    filter.limit as i64,
+                ],
+                row_to_run,
+            )
+            .map_err(query("listing runs"))?;
+        rows.collect::<Result<_, _>>()
+            .map(Some)
             .map_err(query("listing runs"))
     }
 }

@@ -37,7 +37,7 @@ pub const RECONCILING: &str = "Reconciling";
 pub const STALLED: &str = "Stalled";
 
 /// kstatus-style condition.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Condition {
     #[serde(rename = "type")]
@@ -47,6 +47,7 @@ pub struct Condition {
     pub reason: String,
     pub message: String,
     #[serde(with = "rfc3339")]
+    #[schemars(with = "DateTime<Utc>")]
     pub last_transition_time: DateTime<Utc>,
 }
 
@@ -58,7 +59,7 @@ impl Condition {
 
 /// What the controller observed about one object. Every field is optional so that files
 /// stay short: a field is written only when it says something.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Status {
     /// The [`generation`] of the spec this status was computed from.
@@ -71,18 +72,21 @@ pub struct Status {
         skip_serializing_if = "Option::is_none",
         with = "rfc3339::option"
     )]
+    #[schemars(with = "Option<DateTime<Utc>>")]
     pub last_schedule_time: Option<DateTime<Utc>>,
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",
         with = "rfc3339::option"
     )]
+    #[schemars(with = "Option<DateTime<Utc>>")]
     pub next_schedule_time: Option<DateTime<Utc>>,
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",
         with = "rfc3339::option"
     )]
+    #[schemars(with = "Option<DateTime<Utc>>")]
     pub last_successful_time: Option<DateTime<Utc>>,
     /// The `holdfast.dev/requested-at` value already acted on, so it runs once, not per tick.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -128,7 +132,7 @@ impl Status {
 }
 
 /// Retention's outlook for a policy.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RetentionStatus {
     /// `retention.dryRun` is set: nothing is deleted.
@@ -142,14 +146,14 @@ pub struct RetentionStatus {
     pub forget_next: Vec<ForgetEntry>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ForgetEntry {
     pub id: String,
     pub reason: String,
 }
 
 /// The most recent run of the object, finished or not.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct LastRun {
     pub id: String,
@@ -159,12 +163,14 @@ pub struct LastRun {
         skip_serializing_if = "Option::is_none",
         with = "rfc3339::option"
     )]
+    #[schemars(with = "Option<DateTime<Utc>>")]
     pub start_time: Option<DateTime<Utc>>,
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",
         with = "rfc3339::option"
     )]
+    #[schemars(with = "Option<DateTime<Utc>>")]
     pub completion_time: Option<DateTime<Utc>>,
     /// Bytes written to the repository.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -181,7 +187,7 @@ pub struct LastRun {
 }
 
 /// The complete archives of the object in the repository (partial ones never count).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ArchivesSummary {
     pub count: u64,

@@ -2,6 +2,9 @@
 
 #![allow(dead_code)]
 
+pub mod daemon;
+pub mod metrics;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 

@@ -1,0 +1,200 @@
+//! After each pass, the reconciler publishes what it knows for the API and the metrics:
+//! every object with its spec and status, rendered to JSON once here, and the state
+//! gauges.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use serde_json::{Value, json};
+
+use super::desired::Desired;
+use crate::api::hub::{Collection, Digest, Snapshot};
+use crate::metrics::{ArchiveGauges, ObjectGauges};
+use crate::spec::common::Phase;
+use crate::spec::{Kind, ObjectKey, Resource};
+use crate::status::{ArchivesSummary, ObjectStatus, READY};
+
+/// The spec file's path relative to the specs folder, with `/` separators.
+pub fn relative(file: &Path, specs_root: &Path) -> String {
+    let rel = file.strip_prefix(specs_root).unwrap_or(file);
+    let text = rel.to_string_lossy().replace('\\', "/");
+    if text.is_empty() {
+        // The specs "folder" is a single file.
+        file.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    } else {
+        text
+    }
+}
+
+fn resource_json(resource: &Resource) -> Value {
+    let value = match resource {
+        Resource::BackupPolicy(o) => serde_json::to_value(o),
+        Resource::Archive(o) => serde_json::to_value(o),
+        Resource::Restore(o) => serde_json::to_value(o),
+    };
+    value.unwrap_or(Value::Null)
+}
+
+/// One object as the API shows it: the object as in its file, its status, its file.
+fn item(object: &ObjectStatus, resource: Option<&Resource>, file: &str) -> Bytes {
+    let mut value = match resource {
+        Some(r) => resource_json(r),
+        None => json!({
+            "apiVersion": crate::spec::API_VERSION,
+            "kind": object.kind.as_str(),
+            "metadata": {"name": object.name},
+            "spec": null,
+        }),
+    };
+    if let Value::Object(map) = &mut value {
+        map.insert(
+            "status".into(),
+            serde_json::to_value(object.status.redacted()).unwrap_or(Value::Null),
+        );
+        map.insert("file".into(), Value::String(file.to_string()));
+    }
+    crate::api::redact::redact_value(&mut value);
+    Bytes::from(serde_json::to_vec(&value).unwrap_or_default())
+}
+
+fn digest(object: &ObjectStatus) -> Digest {
+    let ready = object.status.condition(READY);
+    Digest {
+        ready: ready.map_or("Unknown", |c| c.status.as_str()).to_string(),
+        reason: ready.map(|c| c.reason.clone()).unwrap_or_default(),
+        message: ready
+            .map(|c| crate::status::redact(&c.message))
+            .unwrap_or_default(),
+        last_run: object
+            .status
+            .last_run
+            .as_ref()
+            .map(|r| (r.id.clone(), r.phase)),
+    }
+}
+
+/// The snapshot of one pass.
+pub fn snapshot(
+    specs_root: &Path,
+    desired: &Desired,
+    statuses: &[(PathBuf, ObjectStatus)],
+) -> Snapshot {
+    let mut items: BTreeMap<Kind, Vec<(String, Bytes)>> = BTreeMap::new();
+    let mut seen: BTreeSet<(Kind, String)> = BTreeSet::new();
+    let mut digests = BTreeMap::new();
+    for (file, object) in statuses {
+        // A name defined twice is invalid in both files; the API shows the first.
+        if !seen.insert((object.kind, object.name.clone())) {
+            continue;
+        }
+        let resource = desired
+            .files
+            .get(file)
+            .and_then(|objects| {
+                objects
+                    .iter()
+                    .find(|o| o.kind == object.kind && o.name == object.name)
+            })
+            .and_then(|o| o.resource.as_ref());
+        let body = item(object, resource, &relative(file, specs_root));
+        items
+            .entry(object.kind)
+            .or_default()
+            .push((object.name.clone(), body));
+        digests.insert((object.kind, object.name.clone()), digest(object));
+    }
+    let mut take = |kind| Collection::new(items.remove(&kind).unwrap_or_default());
+    Snapshot {
+        loaded: true,
+        policies: take(Kind::BackupPolicy),
+        archives: take(Kind::Archive),
+        restores: take(Kind::Restore),
+        digests,
+    }
+}
+
+fn unix(t: DateTime<Utc>) -> f64 {
+    t.timestamp_millis() as f64 / 1000.0
+}
+
+/// What the state gauges need beyond the statuses.
+pub struct GaugeInput<'a> {
+    pub desired: &'a Desired,
+    pub statuses: &'a [(PathBuf, ObjectStatus)],
+    pub memory: &'a BTreeMap<ObjectKey, crate::state::ObjectMemory>,
+    pub next_schedule: &'a BTreeMap<ObjectKey, DateTime<Utc>>,
+    /// Seconds between two scheduled runs, per policy.
+    pub intervals: &'a BTreeMap<ObjectKey, f64>,
+    /// Whether the newest *finished* run failed, per object.
+    pub last_failed: &'a BTreeMap<ObjectKey, bool>,
+}
+
+/// The per-object gauges of every valid policy and Archive.
+pub fn object_gauges(input: &GaugeInput<'_>) -> Vec<ObjectGauges> {
+    let mut out = Vec::new();
+    for (_, object) in input.statuses {
+        let key = ObjectKey {
+            kind: object.kind,
+            name: object.name.clone(),
+        };
+        let Some(resource) = input.desired.get(&key).and_then(|o| o.resource.as_ref()) else {
+            continue;
+        };
+        let suspended = match resource {
+            Resource::BackupPolicy(p) => p.spec.suspend,
+            Resource::Archive(_) => false,
+            Resource::Restore(_) => continue,
+        };
+        let s = &object.status;
+        out.push(ObjectGauges {
+            kind: object.kind.as_str(),
+            name: object.name.clone(),
+            first_seen: input.memory.get(&key).and_then(|m| m.first_seen).map(unix),
+            last_success: s.last_successful_time.map(unix),
+            last_run: s.last_run.as_ref().and_then(|r| r.start_time).map(unix),
+            last_run_failed: input.last_failed.get(&key).copied(),
+            next_run: input.next_schedule.get(&key).copied().map(unix),
+            schedule_interval: input.intervals.get(&key).copied(),
+            suspended,
+        });
+    }
+    out
+}
+
+/// Whether a finished phase counts as failed for alerting.
+pub fn failed(phase: Phase) -> Option<bool> {
+    match phase {
+        Phase::Failed | Phase::PartiallyFailed => Some(true),
+        Phase::Succeeded => Some(false),
+        Phase::Pending | Phase::Running => None,
+    }
+}
+
+pub fn archive_gauges(archives: &BTreeMap<String, ArchivesSummary>) -> Vec<ArchiveGauges> {
+    archives
+        .iter()
+        .map(|(name, a)| ArchiveGauges {
+            name: name.clone(),
+            count: a.count,
+            bytes: a.bytes,
+            corrupt: a.corrupt.len() as u64,
+        })
+        .collect()
+}
+
+/// Validation errors per spec file, by relative path.
+pub fn spec_errors(specs_root: &Path, desired: &Desired) -> Vec<(String, usize)> {
+    desired
+        .files
+        .iter()
+        .map(|(file, objects)| {
+            let errors = desired.file_errors.get(file).map_or(0, Vec::len)
+                + objects.iter().map(|o| o.errors.len()).sum::<usize>();
+            (relative(file, specs_root), errors)
+        })
+        .collect()
+}

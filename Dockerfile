@@ -15,6 +15,10 @@ COPY schemas /usr/share/holdfast/schemas
 ENV HOLDFAST_SPECS=/specs \
     HOLDFAST_STATE=/var/lib/holdfast/state \
     HOLDFAST_REPOSITORY=/var/lib/holdfast/repository
+# The API listens on loopback unless told otherwise; to reach it from outside the
+# container, set HOLDFAST_LISTEN=0.0.0.0:9750 and HOLDFAST_API_TOKEN_FILE (a mounted
+# file with the bearer token): off loopback, holdfast refuses to start without one.
+EXPOSE 9750
 # Non-root: give the container the Docker socket's group with --group-add.
 USER holdfast
 VOLUME ["/var/lib/holdfast"]

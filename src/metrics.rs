@@ -62,6 +62,9 @@ pub struct ObjectGauges {
     pub next_run: Option<f64>,
     pub schedule_interval: Option<f64>,
     pub suspended: bool,
+    /// The policy has retention rules: its deletion counter starts at 0, so `rate()` and
+    /// `increase()` work from the first deletion on.
+    pub retention: bool,
 }
 
 /// Archives of one repository group.
@@ -317,6 +320,13 @@ impl Metrics {
             self.suspended
                 .get_or_create(&labels)
                 .set(i64::from(o.suspended));
+            if o.retention {
+                // Created at 0; the guard is only a read lock on the family.
+                drop(self.deletions.get_or_create(&vec![
+                    ("name", o.name.clone()),
+                    ("reason", "retention".to_string()),
+                ]));
+            }
             now_set.insert(labels);
         }
         let gone = replace_set(&self.objects_set, now_set);

@@ -144,9 +144,9 @@ pub fn object_gauges(input: &GaugeInput<'_>) -> Vec<ObjectGauges> {
         let Some(resource) = input.desired.get(&key).and_then(|o| o.resource.as_ref()) else {
             continue;
         };
-        let suspended = match resource {
-            Resource::BackupPolicy(p) => p.spec.suspend,
-            Resource::Archive(_) => false,
+        let (suspended, retention) = match resource {
+            Resource::BackupPolicy(p) => (p.spec.suspend, p.spec.retention.is_some()),
+            Resource::Archive(_) => (false, false),
             Resource::Restore(_) => continue,
         };
         let s = &object.status;
@@ -160,6 +160,7 @@ pub fn object_gauges(input: &GaugeInput<'_>) -> Vec<ObjectGauges> {
             next_run: input.next_schedule.get(&key).copied().map(unix),
             schedule_interval: input.intervals.get(&key).copied(),
             suspended,
+            retention,
         });
     }
     out

@@ -23,8 +23,12 @@ impl Daemon {
             .arg(dir.join("state"))
             .arg("--repository")
             .arg(dir.join("repository"))
-            // A free port each: tests run side by side.
-            .args(["--listen", "127.0.0.1:0"])
+            // A free port each, as tests run side by side, unless the test picks.
+            .args(if extra.contains(&"--listen") {
+                &[][..]
+            } else {
+                &["--listen", "127.0.0.1:0"][..]
+            })
             .arg("run")
             .args(extra)
             .stdout(Stdio::null())

@@ -40,6 +40,7 @@ pub mod metrics;
 pub mod progress;
 pub mod prune;
 pub mod repository;
+pub mod restore;
 pub mod retention;
 pub mod schedule;
 pub mod schema;

@@ -134,7 +134,8 @@ const MAX_CAPTURE: usize = 1 << 20;
 /// (Docker 20.10 speaks 1.41).
 #[derive(Clone, Debug)]
 pub struct Engine {
-    client: Docker,
+    /// Other files of this module add operations of their own.
+    pub(super) client: Docker,
 }
 
 impl Engine {

@@ -43,6 +43,8 @@ pub struct Entry {
     pub health: Health,
     /// What is wrong with it, for Corrupt and Missing.
     pub problems: Vec<String>,
+    /// When it was last verified (every byte read back), if ever.
+    pub verified: Option<DateTime<Utc>>,
     #[serde(skip)]
     pub path: PathBuf,
 }
@@ -121,6 +123,7 @@ fn read_entry(group: &str, dir: &Path) -> Entry {
         phase: None,
         health: Health::Corrupt,
         problems: Vec::new(),
+        verified: None,
         path: dir.to_path_buf(),
     };
     let manifest: Manifest = match fs::read(dir.join(MANIFEST))
@@ -154,6 +157,13 @@ fn read_entry(group: &str, dir: &Path) -> Entry {
                 artifact.size
             )),
             Err(e) => entry.problems.push(format!("{}: {e}", artifact.path)),
+        }
+    }
+    // A failed verification read every byte: it outweighs sizes that still match.
+    if let Some(v) = crate::verify::last(dir) {
+        entry.verified = Some(v.time);
+        if !v.ok {
+            entry.problems.extend(v.problems);
         }
     }
     entry.health = match (entry.problems.is_empty(), manifest.phase) {
@@ -223,6 +233,7 @@ fn missing_from(recorded: Vec<(String, String, String)>, entries: &[Entry]) -> V
             bytes: 0,
             phase: None,
             health: Health::Missing,
+            verified: None,
             path: PathBuf::new(),
         })
         .collect()

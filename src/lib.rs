@@ -50,3 +50,4 @@ pub mod spec;
 pub mod state;
 pub mod status;
 pub mod validate;
+pub mod verify;

@@ -99,6 +99,7 @@ pub struct Metrics {
     queue: Gauge,
     in_progress: Gauge,
     docker_errors: Family<Labels, Counter>,
+    verifications: Family<Labels, Counter>,
     /// The label sets of the state gauges now set, to remove those of objects that left.
     objects_set: Mutex<BTreeSet<Labels>>,
     groups_set: Mutex<BTreeSet<Labels>>,
@@ -136,6 +137,7 @@ impl Metrics {
             queue: Gauge::default(),
             in_progress: Gauge::default(),
             docker_errors: Family::default(),
+            verifications: Family::default(),
             objects_set: Mutex::default(),
             groups_set: Mutex::default(),
             files_set: Mutex::default(),
@@ -245,6 +247,11 @@ impl Metrics {
             "Failed Docker API calls, by operation",
             m.docker_errors.clone(),
         );
+        registry.register(
+            "holdfast_verifications",
+            "Archives verified (read back in full), by name and result (ok, corrupt)",
+            m.verifications.clone(),
+        );
         Metrics { registry, ..m }
     }
 
@@ -287,6 +294,16 @@ impl Metrics {
             .get_or_create(&vec![
                 ("name", name.to_string()),
                 ("reason", reason.to_string()),
+            ])
+            .inc();
+    }
+
+    /// An archive was read back in full.
+    pub fn verified(&self, name: &str, ok: bool) {
+        self.verifications
+            .get_or_create(&vec![
+                ("name", name.to_string()),
+                ("result", if ok { "ok" } else { "corrupt" }.to_string()),
             ])
             .inc();
     }

@@ -123,6 +123,7 @@ metadata:
   schedule: '0 3 1 1 *'
   targets: {{stacks: [{project}]}}
   retention: {{keepLast: 5}}
+  verify: {{afterRun: true}}
   consistency:
     stop: stack
     hooks:
@@ -341,6 +342,12 @@ fn the_api_and_metrics_follow_a_real_backup() {
         Some(0.0)
     );
     assert_eq!(sample(m, "holdfast_runs_in_progress"), Some(0.0));
+    // Verified right after the run.
+    assert_eq!(
+        sample(m, r#"holdfast_verifications_total{name="web",result="ok"}"#),
+        Some(1.0),
+        "{m}"
+    );
     assert_eq!(
         sample(m, &format!("holdfast_stack_downtime_seconds_count{web}")),
         Some(1.0)
@@ -384,6 +391,48 @@ fn the_api_and_metrics_follow_a_real_backup() {
             .any(|s| s["name"] == project.as_str()),
         "{stacks}"
     );
+
+    assert!(catalog["items"][0]["verified"].is_string(), "{catalog}");
+
+    // `holdfast verify` reads it back; a flipped byte of the same size makes it Corrupt.
+    let repo = |cmd: &mut std::process::Command| {
+        cmd.arg("--repository").arg(dir.path().join("repository"));
+    };
+    let mut verify = holdfast();
+    repo(&mut verify);
+    let out = common::run(verify.args(["verify", &archive]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).starts_with(&format!("{archive}: ok")),
+        "{}",
+        stdout(&out)
+    );
+    let volume = manifest["artifacts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["kind"] == "volume")
+        .unwrap()["path"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let artifact = dir
+        .path()
+        .join("repository/web")
+        .join(&archive)
+        .join(&volume);
+    let mut data = fs::read(&artifact).unwrap();
+    let middle = data.len() / 2;
+    data[middle] ^= 0x55;
+    fs::write(&artifact, data).unwrap();
+    let mut verify = holdfast();
+    repo(&mut verify);
+    let out = common::run(verify.args(["verify", &archive]));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stdout(&out).contains("CORRUPT"), "{}", stdout(&out));
+    assert!(stderr(&out).contains(&volume), "{}", stderr(&out));
+    let catalog = get(&addr, "/api/v1/catalog?name=web").json();
+    assert_eq!(catalog["items"][0]["health"], "Corrupt", "{catalog}");
 
     // Errors are JSON; writes are refused.
     let missing = get(&addr, "/api/v1/runs/web-20000101T000000.000Z");

@@ -9,6 +9,7 @@ mod run;
 mod schema;
 mod specs;
 mod validate;
+mod verify;
 
 use std::process::ExitCode;
 
@@ -49,6 +50,8 @@ pub enum Command {
     Get(get::GetArgs),
     /// Delete archives on purpose (holdfast never deletes orphaned ones by itself).
     Delete(delete::DeleteArgs),
+    /// Read archives back in full: checksums, and every tar walked to its end.
+    Verify(verify::VerifyArgs),
 }
 
 /// How a command prints its result.
@@ -73,6 +76,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Run(args) => run::run(&cli.settings, args),
         Command::Get(args) => get::run(&cli.settings, args),
         Command::Delete(args) => delete::run(&cli.settings, args),
+        Command::Verify(args) => verify::run(&cli.settings, args),
     };
     match result {
         Ok(code) => code,

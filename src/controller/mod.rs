@@ -82,6 +82,11 @@ pub struct Controller {
     /// Whether the newest finished run failed, per object (a run in progress keeps the
     /// previous answer, so an alert does not flap while a retry runs).
     last_failed: BTreeMap<ObjectKey, bool>,
+    /// When each policy with `verify.schedule` next verifies its archives.
+    verify_next: BTreeMap<String, chrono::DateTime<Utc>>,
+    /// Policies whose scheduled verification is going on.
+    verifying: std::collections::BTreeSet<String>,
+    verify_tx: Option<mpsc::UnboundedSender<(String, Vec<bool>)>>,
 }
 
 /// Why the loop woke up.
@@ -89,6 +94,8 @@ enum Wake {
     SpecsChanged,
     Timer,
     Finished(ObjectKey, Box<RunOutcome>),
+    /// A scheduled verification of a policy's archives ended: one result per archive.
+    Verified(String, Vec<bool>),
     Shutdown,
 }
 
@@ -118,6 +125,9 @@ impl Controller {
             hub,
             intervals: BTreeMap::new(),
             last_failed: BTreeMap::new(),
+            verify_next: BTreeMap::new(),
+            verifying: Default::default(),
+            verify_tx: None,
         }
     }
 
@@ -150,6 +160,8 @@ impl Controller {
         let (spec_tx, mut spec_rx) = mpsc::unbounded_channel::<()>();
         let _watcher = watch::watch(&self.options.specs, spec_tx)?;
         let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(ObjectKey, Box<RunOutcome>)>();
+        let (verify_tx, mut verify_rx) = mpsc::unbounded_channel::<(String, Vec<bool>)>();
+        self.verify_tx = Some(verify_tx);
         self.reload();
         self.refresh_all_archives();
         self.prune_changed();
@@ -165,6 +177,7 @@ impl Controller {
                     Wake::SpecsChanged
                 }
                 Some((key, outcome)) = done_rx.recv() => Wake::Finished(key, outcome),
+                Some((name, results)) = verify_rx.recv() => Wake::Verified(name, results),
                 _ = signals.recv() => Wake::Shutdown,
                 _ = tokio::time::sleep(sleep_for) => Wake::Timer,
             };
@@ -186,6 +199,13 @@ impl Controller {
                     }
                 }
                 Wake::Finished(key, outcome) => self.finished(&key, &outcome),
+                Wake::Verified(name, results) => {
+                    self.verifying.remove(&name);
+                    for ok in results {
+                        self.hub.metrics.verified(&name, ok);
+                    }
+                    self.refresh_archives(&name);
+                }
                 Wake::Shutdown => {
                     self.shutdown(&mut signals, &mut done_rx).await;
                     return Ok(());
@@ -361,10 +381,119 @@ impl Controller {
             self.pending.len(),
             self.running.len(),
         );
-        match (decided.wake, expiry) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
+        let verify = self.verify_due(now);
+        [decided.wake, expiry, verify].into_iter().flatten().min()
+    }
+
+    /// Starts the scheduled verifications that are due; returns when the next one is.
+    fn verify_due(&mut self, now: chrono::DateTime<Utc>) -> Option<chrono::DateTime<Utc>> {
+        let mut wanted = BTreeMap::new();
+        for object in self.desired.objects() {
+            let Some(crate::spec::Resource::BackupPolicy(policy)) = &object.resource else {
+                continue;
+            };
+            let Some(cron) = policy
+                .spec
+                .verify
+                .as_ref()
+                .and_then(|v| v.schedule.as_ref())
+            else {
+                continue;
+            };
+            let sample = policy.spec.verify.as_ref().and_then(|v| v.sample);
+            match crate::schedule::Schedule::from_cron(
+                &object.name,
+                cron,
+                policy.spec.timezone.as_ref(),
+                Duration::ZERO,
+            ) {
+                Ok(schedule) => {
+                    wanted.insert(object.name.clone(), (schedule, sample));
+                }
+                Err(e) => error!(policy = %object.name, "verify.schedule: {e}"),
+            }
         }
+        self.verify_next.retain(|name, _| wanted.contains_key(name));
+        for (name, (schedule, sample)) in &wanted {
+            let due = match self.verify_next.get(name) {
+                Some(at) => *at <= now,
+                // First seen: the first verification is at the next scheduled time.
+                None => {
+                    if let Some(next) = schedule.next_nominal_after(now) {
+                        self.verify_next.insert(name.clone(), next);
+                    }
+                    false
+                }
+            };
+            let busy = self.verifying.contains(name)
+                || self.running.contains_key(&ObjectKey {
+                    kind: Kind::BackupPolicy,
+                    name: name.clone(),
+                });
+            if !due || busy {
+                continue;
+            }
+            match schedule.next_nominal_after(now) {
+                Some(next) => self.verify_next.insert(name.clone(), next),
+                None => self.verify_next.remove(name),
+            };
+            self.start_verification(name, *sample);
+        }
+        // A due verification held back by a run is retried when the run ends (that wakes
+        // the loop), so only future times count here: a past one would spin the loop.
+        self.verify_next
+            .values()
+            .copied()
+            .filter(|at| *at > now)
+            .min()
+    }
+
+    fn start_verification(&mut self, name: &str, sample: Option<u32>) {
+        let Some(tx) = self.verify_tx.clone() else {
+            return;
+        };
+        let entries = match crate::catalog::scan(&self.options.repository) {
+            Ok(e) => e,
+            Err(e) => {
+                error!("{e}");
+                return;
+            }
+        };
+        let mine: Vec<&crate::catalog::Entry> = entries
+            .iter()
+            .filter(|e| e.group == name && e.kind.as_deref() != Some("Archive"))
+            .collect();
+        let chosen = crate::verify::pick(&mine, sample);
+        if chosen.is_empty() {
+            return;
+        }
+        info!(policy = name, archives = chosen.len(), "verifying archives");
+        self.verifying.insert(name.to_string());
+        let name = name.to_string();
+        tokio::task::spawn_blocking(move || {
+            let mut results = Vec::new();
+            for dir in chosen {
+                let result = crate::verify::verify_archive(&dir, |_, _| {});
+                // Deleted by retention meanwhile: nothing was wrong with it.
+                if !dir.join(crate::repository::MANIFEST).exists() {
+                    continue;
+                }
+                match result {
+                    Ok(v) if v.ok => results.push(true),
+                    Ok(v) => {
+                        for problem in &v.problems {
+                            error!(policy = %name, archive = %dir.display(), "verification failed: {problem}");
+                        }
+                        results.push(false);
+                    }
+                    Err(e) => {
+                        error!(policy = %name, "verification failed: {e}");
+                        results.push(false);
+                    }
+                }
+            }
+            let _ = tx.send((name, results));
+        });
     }
 
     fn start(&mut self, want: Want, done_tx: &mpsc::UnboundedSender<(ObjectKey, Box<RunOutcome>)>) {
@@ -403,9 +532,14 @@ impl Controller {
         let tx = done_tx.clone();
         let span = info_span!("object", object = %key);
         let progress = Arc::new(RunEvents::new(self.hub.clone(), key.kind, &key.name));
+        let verify_after = matches!(resource, crate::spec::Resource::BackupPolicy(p)
+            if p.spec.verify.as_ref().is_some_and(|v| v.after_run));
         let handle = tokio::spawn(
             async move {
-                let outcome = executor.run(&request, progress).await;
+                let mut outcome = executor.run(&request, progress).await;
+                if verify_after {
+                    verify_after_run(&executor.state(), &mut outcome).await;
+                }
                 // The loop may be gone during a forced shutdown; nothing left to tell.
                 let _ = tx.send((key, Box::new(outcome)));
             }
@@ -428,6 +562,9 @@ impl Controller {
     fn finished(&mut self, key: &ObjectKey, outcome: &RunOutcome) {
         self.running.remove(key);
         info!(object = %key, run = %outcome.run_id, phase = ?outcome.phase, "run finished");
+        if let Some(ok) = outcome.verified {
+            self.hub.metrics.verified(&key.name, ok);
+        }
         if !outcome.dry_run {
             let seconds = (outcome.completion_time - outcome.start_time)
                 .to_std()
@@ -827,6 +964,45 @@ impl Controller {
         metrics.set_spec_errors(&publish::spec_errors(root, &self.desired));
         self.hub
             .publish(publish::snapshot(root, &self.desired, statuses));
+    }
+}
+
+/// Reads a new archive back in full. One that does not verify fails its run: the archive
+/// is there, but it is not one to count on.
+async fn verify_after_run(state: &StateDb, outcome: &mut RunOutcome) {
+    let Some(dir) = outcome.archive_dir.clone() else {
+        return;
+    };
+    let result =
+        tokio::task::spawn_blocking(move || crate::verify::verify_archive(&dir, |_, _| {})).await;
+    let problems = match result {
+        Ok(Ok(v)) if v.ok => {
+            info!(run = %outcome.run_id, "the new archive verified");
+            outcome.verified = Some(true);
+            return;
+        }
+        Ok(Ok(v)) => v.problems,
+        Ok(Err(e)) => vec![e.to_string()],
+        Err(e) => vec![e.to_string()],
+    };
+    let message = format!("the archive failed verification: {}", problems.join("; "));
+    error!(run = %outcome.run_id, "{message}");
+    outcome.verified = Some(false);
+    outcome.phase = crate::spec::common::Phase::Failed;
+    outcome.errors.push(message.clone());
+    match state.run(&outcome.run_id) {
+        Ok(Some(mut record)) => {
+            record.phase = outcome.phase;
+            record.error = Some(match record.error {
+                Some(e) => format!("{e}; {message}"),
+                None => message,
+            });
+            if let Err(e) = state.finish_run(&record) {
+                error!("{e}");
+            }
+        }
+        Ok(None) => {}
+        Err(e) => error!("{e}"),
     }
 }
 

@@ -141,6 +141,8 @@ pub struct RunOutcome {
     pub warnings: Vec<String>,
     pub archive_dir: Option<PathBuf>,
     pub plan: Option<BackupPlan>,
+    /// Whether the archive verified, when it was verified right after the run.
+    pub verified: Option<bool>,
 }
 
 /// Runs backups against one Docker engine, one state database and one repository.
@@ -352,6 +354,7 @@ impl Executor {
             errors,
             warnings: run.warnings,
             archive_dir,
+            verified: None,
             plan: Some(plan),
         }
     }

@@ -77,8 +77,19 @@ impl Schedule {
     /// `name` seeds the jitter offset. The errors are the ones validation already reports,
     /// so a validated spec always compiles.
     pub fn new(name: &str, spec: &BackupPolicySpec) -> Result<Schedule, String> {
-        let cron = spec.schedule.parse()?;
-        let tz = match &spec.timezone {
+        let jitter = spec.jitter.map_or(Duration::ZERO, |j| j.as_duration());
+        Schedule::from_cron(name, &spec.schedule, spec.timezone.as_ref(), jitter)
+    }
+
+    /// A schedule from its parts, e.g. a policy's `verify.schedule` in the policy's zone.
+    pub fn from_cron(
+        name: &str,
+        schedule: &crate::spec::schedule::CronSchedule,
+        timezone: Option<&crate::spec::schedule::TimeZoneName>,
+        jitter: Duration,
+    ) -> Result<Schedule, String> {
+        let cron = schedule.parse()?;
+        let tz = match timezone {
             Some(zone) => zone.parse()?,
             None => Tz::UTC,
         };
@@ -89,7 +100,6 @@ impl Schedule {
         } else {
             JobKind::FixedTime
         };
-        let jitter = spec.jitter.map_or(Duration::ZERO, |j| j.as_duration());
         Ok(Schedule {
             cron,
             tz,

@@ -47,4 +47,25 @@ pub struct BackupPolicySpec {
     /// Notifications on run results.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notify: Vec<Notify>,
+    /// Reading archives back in full (checksums, every tar walked to its end) to prove
+    /// they can be restored. A failure marks the archive Corrupt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verify: Option<Verify>,
+}
+
+/// When to verify a policy's archives.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Verify {
+    /// Verify each new archive right after its run; a failure fails the run.
+    #[serde(default)]
+    pub after_run: bool,
+    /// Also verify existing archives on this schedule, in the policy's time zone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<CronSchedule>,
+    /// With `schedule`: how many archives each time, those never or least recently verified
+    /// first (e.g. 3 on `@weekly` for a sample of three a week). All of them by default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub sample: Option<u32>,
 }

@@ -69,6 +69,25 @@ fn check_policy(policy: &BackupPolicy, problems: &mut Problems) {
             );
         }
     }
+    if let Some(verify) = &spec.verify {
+        let at = self::spec().key("verify");
+        if let Some(schedule) = &verify.schedule {
+            if let Err(message) = schedule.parse() {
+                problems.add(at.clone().key("schedule"), message);
+            }
+        } else if verify.sample.is_some() {
+            problems.add(
+                at.clone().key("sample"),
+                "sample needs a schedule: it says how many archives each scheduled verification takes",
+            );
+        }
+        if !verify.after_run && verify.schedule.is_none() {
+            problems.add(
+                at,
+                "verify does nothing without afterRun: true or a schedule",
+            );
+        }
+    }
     check_targets(&spec.targets, &self::spec().key("targets"), problems);
     check_consistency(
         &spec.consistency,

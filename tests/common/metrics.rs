@@ -35,4 +35,5 @@ pub const KNOWN_METRICS: &[(&str, MetricType)] = &[
     ("holdfast_queue_depth", Gauge),
     ("holdfast_runs_in_progress", Gauge),
     ("holdfast_docker_api_errors_total", Counter),
+    ("holdfast_verifications_total", Counter),
 ];

@@ -1,0 +1,248 @@
+//! Verifying archives: every artifact's sha256 recomputed and every tar decompressed and
+//! walked to its end. The result is written beside the manifest as `verification.json`,
+//! so the catalog (and with it statuses, metrics, retention and restore) knows an archive
+//! that failed is Corrupt, from the repository alone.
+
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::archive::ArtifactInfo;
+use crate::executor::manifest::Manifest;
+
+/// The file a verification leaves in the archive folder.
+pub const RECORD: &str = "verification.json";
+
+/// The outcome of one verification.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Verification {
+    pub time: DateTime<Utc>,
+    pub ok: bool,
+    /// Artifacts checked.
+    pub artifacts: usize,
+    /// What failed, one line per artifact.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub problems: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    #[error("reading {}: {source}", path.display())]
+    Manifest {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}: not a manifest: {source}", path.display())]
+    Parse {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("writing {}: {source}", path.display())]
+    Record {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The manifest entry of an artifact as the verifier reads it.
+pub fn artifact_info(a: &crate::executor::manifest::Artifact) -> ArtifactInfo {
+    ArtifactInfo {
+        path: a.path.clone(),
+        size: a.size,
+        sha256: a.sha256.clone(),
+        source_bytes: a.source_bytes,
+        entries: a.entries,
+        excluded: 0,
+        skipped: 0,
+    }
+}
+
+/// Reads an archive's manifest.
+pub fn manifest(dir: &Path) -> Result<Manifest, VerifyError> {
+    let path = dir.join(crate::repository::MANIFEST);
+    let bytes = std::fs::read(&path).map_err(|source| VerifyError::Manifest {
+        path: path.clone(),
+        source,
+    })?;
+    serde_json::from_slice(&bytes).map_err(|source| VerifyError::Parse { path, source })
+}
+
+/// Verifies every artifact of the archive in `dir` and records the result there.
+/// `on_artifact` hears of each artifact as it is checked, with its problem if any.
+pub fn verify_archive(
+    dir: &Path,
+    mut on_artifact: impl FnMut(&str, Option<&str>),
+) -> Result<Verification, VerifyError> {
+    let manifest = manifest(dir)?;
+    let mut problems = Vec::new();
+    for artifact in &manifest.artifacts {
+        match crate::archive::verify_artifact(dir, &artifact_info(artifact)) {
+            Ok(()) => on_artifact(&artifact.path, None),
+            Err(e) => {
+                let problem = format!("{}: {e}", artifact.path);
+                on_artifact(&artifact.path, Some(&problem));
+                problems.push(problem);
+            }
+        }
+    }
+    let verification = Verification {
+        time: Utc::now(),
+        ok: problems.is_empty(),
+        artifacts: manifest.artifacts.len(),
+        problems,
+    };
+    let path = dir.join(RECORD);
+    let text = serde_json::to_vec_pretty(&verification).unwrap_or_default();
+    crate::fsutil::write_atomic(&path, &text)
+        .map_err(|source| VerifyError::Record { path, source })?;
+    Ok(verification)
+}
+
+/// The last verification recorded for the archive in `dir`, if any.
+pub fn last(dir: &Path) -> Option<Verification> {
+    let bytes = std::fs::read(dir.join(RECORD)).ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+/// Which archives a scheduled verification checks: those never verified first, then the
+/// longest ago, at most `sample` of them (all when `None`). Corrupt ones are left out:
+/// nothing will make them good again.
+pub fn pick(entries: &[&crate::catalog::Entry], sample: Option<u32>) -> Vec<PathBuf> {
+    let mut candidates: Vec<(Option<DateTime<Utc>>, DateTime<Utc>, PathBuf)> = entries
+        .iter()
+        .filter(|e| {
+            matches!(
+                e.health,
+                crate::catalog::Health::Good | crate::catalog::Health::Partial
+            )
+        })
+        .map(|e| (e.verified, e.time, e.path.clone()))
+        .collect();
+    // `None` sorts before any time: never verified first; then oldest verification, then
+    // oldest archive.
+    candidates.sort();
+    let n = sample.map_or(candidates.len(), |s| s as usize);
+    candidates.into_iter().take(n).map(|(_, _, p)| p).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::archive::{Excludes, archive_directory};
+    use crate::spec::common::Format;
+
+    /// A one-artifact archive folder with a real manifest.
+    fn archive(dir: &Path) -> PathBuf {
+        let data = dir.join("data");
+        std::fs::create_dir_all(&data).unwrap();
+        std::fs::write(data.join("a.txt"), "hello".repeat(1000)).unwrap();
+        let root = dir.join("repo/web/web-20261125T030000Z");
+        std::fs::create_dir_all(root.join("volumes")).unwrap();
+        let info = archive_directory(
+            &data,
+            &root,
+            "volumes/web",
+            Format::TarZst,
+            Some(3),
+            &Excludes::none(),
+            &crate::progress::Silent,
+        )
+        .unwrap();
+        let manifest = serde_json::json!({
+            "formatVersion": 1, "id": "web-20261125T030000Z", "kind": "BackupPolicy",
+            "name": "web", "policy": "web", "phase": "Succeeded", "host": "h",
+            "holdfastVersion": "0", "dockerApiVersion": "1.41",
+            "startTime": "2026-11-25T03:00:00Z", "completionTime": "2026-11-25T03:00:01Z",
+            "format": "tar.zst", "level": 3,
+            "targets": {"stacks": [], "containers": [], "volumes": ["web"]},
+            "artifacts": [{"kind": "volume", "path": info.path, "size": info.size,
+                           "sha256": info.sha256, "sourceBytes": info.source_bytes,
+                           "entries": info.entries, "source": "web"}],
+            "timings": {}, "downtime": {}, "warnings": [],
+        });
+        std::fs::write(root.join("manifest.json"), manifest.to_string()).unwrap();
+        root
+    }
+
+    #[test]
+    fn a_good_archive_verifies_and_a_flipped_byte_makes_it_corrupt() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = archive(dir.path());
+        let v = verify_archive(&root, |_, _| {}).unwrap();
+        assert!(v.ok, "{v:?}");
+        assert_eq!(last(&root).unwrap(), v);
+        let entries = crate::catalog::scan(&dir.path().join("repo")).unwrap();
+        assert_eq!(entries[0].health, crate::catalog::Health::Good);
+        assert_eq!(entries[0].verified, Some(v.time));
+
+        // Same size, one byte different: only reading it all finds that.
+        let artifact = std::fs::read_dir(root.join("volumes"))
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .path();
+        let mut bytes = std::fs::read(&artifact).unwrap();
+        let middle = bytes.len() / 2;
+        bytes[middle] ^= 0xff;
+        std::fs::write(&artifact, bytes).unwrap();
+        let v = verify_archive(&root, |_, _| {}).unwrap();
+        assert!(!v.ok);
+        assert!(
+            v.problems[0].starts_with("volumes/web.tar.zst: "),
+            "{:?}",
+            v.problems
+        );
+        let entries = crate::catalog::scan(&dir.path().join("repo")).unwrap();
+        assert_eq!(entries[0].health, crate::catalog::Health::Corrupt);
+        assert!(
+            entries[0]
+                .problems
+                .iter()
+                .any(|p| p.starts_with("volumes/web.tar.zst")),
+            "{:?}",
+            entries[0].problems
+        );
+    }
+
+    #[test]
+    fn scheduled_verification_takes_the_least_recently_verified_first() {
+        let t = |h: u32| {
+            use chrono::TimeZone;
+            Utc.with_ymd_and_hms(2026, 11, 25, h, 0, 0).unwrap()
+        };
+        let entry = |id: &str, time, verified, health| crate::catalog::Entry {
+            id: id.into(),
+            group: "web".into(),
+            kind: None,
+            policy: None,
+            time,
+            bytes: 0,
+            phase: None,
+            health,
+            problems: vec![],
+            verified,
+            path: PathBuf::from(id),
+        };
+        use crate::catalog::Health::*;
+        let entries = [
+            entry("a", t(1), Some(t(10)), Good),
+            entry("b", t(2), None, Good),
+            entry("c", t(3), Some(t(5)), Good),
+            entry("d", t(4), None, Corrupt),
+            entry("e", t(5), None, Partial),
+        ];
+        let refs: Vec<&crate::catalog::Entry> = entries.iter().collect();
+        let picked = pick(&refs, Some(3));
+        assert_eq!(
+            picked,
+            [PathBuf::from("b"), PathBuf::from("e"), PathBuf::from("c")]
+        );
+        assert_eq!(pick(&refs, None).len(), 4);
+    }
+}

@@ -10,9 +10,13 @@
 //! contents, names sorted by bytes), so the same data gives the same archive. Owners
 //! (numeric and by name), modes, mtimes (seconds), symlinks, hard links, empty folders,
 //! long and non-UTF-8 names, fifos and device nodes are kept; sockets are skipped.
+//!
+//! [`extract_artifact`] is the inverse: it puts any of these artifacts back into a folder
+//! with the same metadata, refusing every entry that would land outside that folder.
 
 mod entry;
 mod excludes;
+mod extract;
 mod folder;
 mod listing;
 mod output;
@@ -29,6 +33,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 pub use excludes::Excludes;
+pub use extract::{ExtractLimits, ExtractStats, extract_artifact, extract_tar, sync_tree};
 
 use crate::progress::Progress;
 use crate::spec::common::Format;
@@ -75,6 +80,15 @@ pub enum ArchiveError {
     Prefix { entry: String, prefix: String },
     #[error("refusing tar entry {entry:?}: {reason}")]
     Unsafe { entry: String, reason: &'static str },
+    /// An entry that extraction will not write; `origin` is `tar` or `folder`.
+    #[error("refusing {origin} entry {entry:?}: {reason}")]
+    Refused {
+        origin: &'static str,
+        entry: String,
+        reason: String,
+    },
+    #[error("malformed tar stream at byte {offset}: {problem}")]
+    Malformed { offset: u64, problem: String },
     #[error("exclude pattern {pattern:?}: {reason}")]
     Pattern { pattern: String, reason: String },
     #[error("compression level {level} is out of range {range} for format {format}")]
@@ -229,7 +243,7 @@ fn write_folder(
         })?;
         let listing =
             listing::listing(&partial).map_err(|e| ArchiveError::io("listing", &partial, e))?;
-        sync_tree(&partial)?;
+        sync_each(&partial)?;
         fs::rename(&partial, &path)
             .map_err(|e| ArchiveError::io("renaming into place", &path, e))?;
         output::sync_parent(&path)?;
@@ -242,8 +256,9 @@ fn write_folder(
     result
 }
 
-/// A folder artifact is durable once every file and folder in it is.
-fn sync_tree(root: &Path) -> Result<(), ArchiveError> {
+/// A folder artifact is durable once every file and folder in it is. One fsync each, not
+/// a `syncfs`: the repository may share its filesystem with busy volumes.
+fn sync_each(root: &Path) -> Result<(), ArchiveError> {
     let mut stack = vec![root.to_path_buf()];
     while let Some(dir) = stack.pop() {
         let entries = fs::read_dir(&dir).map_err(|e| ArchiveError::io("syncing", &dir, e))?;

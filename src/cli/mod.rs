@@ -5,6 +5,7 @@ mod delete;
 mod get;
 mod plan;
 mod progress_line;
+mod restore;
 mod run;
 mod schema;
 mod specs;
@@ -52,6 +53,8 @@ pub enum Command {
     Delete(delete::DeleteArgs),
     /// Read archives back in full: checksums, and every tar walked to its end.
     Verify(verify::VerifyArgs),
+    /// Put archived volumes, dumps and the recipe back, from the repository alone.
+    Restore(restore::RestoreArgs),
 }
 
 /// How a command prints its result.
@@ -65,8 +68,11 @@ pub enum OutputFormat {
 /// Runs the parsed command. Exit codes: 0 success, 1 the work failed or input was invalid,
 /// 2 usage error (clap exits with 2 before this is reached).
 pub fn run(cli: Cli) -> ExitCode {
-    let run_logs = matches!(cli.command, Command::Backup(_) | Command::Run(_))
-        .then(|| cli.settings.state.join("logs"));
+    let run_logs = matches!(
+        cli.command,
+        Command::Backup(_) | Command::Run(_) | Command::Restore(_)
+    )
+    .then(|| cli.settings.state.join("logs"));
     crate::logging::init(cli.settings.log_format, run_logs);
     let result = match cli.command {
         Command::Validate(args) => validate::run(&cli.settings, args),
@@ -77,6 +83,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Get(args) => get::run(&cli.settings, args),
         Command::Delete(args) => delete::run(&cli.settings, args),
         Command::Verify(args) => verify::run(&cli.settings, args),
+        Command::Restore(args) => restore::run(&cli.settings, args),
     };
     match result {
         Ok(code) => code,

@@ -503,6 +503,18 @@ impl Controller {
         let Some(resource) = &object.resource else {
             return;
         };
+        if let crate::spec::Resource::Restore(restore) = resource {
+            let request =
+                match crate::restore::RestoreRequest::from_spec(&want.key.name, &restore.spec) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        error!(object = %want.key, "cannot run: {e}");
+                        return;
+                    }
+                };
+            self.start_restore(want, request, done_tx);
+            return;
+        }
         let request = match BackupRequest::from_resource(resource, &self.desired.valid_resources())
         {
             Ok(r) => r,
@@ -519,8 +531,8 @@ impl Controller {
             want.nominal,
             want.requested_at.as_deref(),
             match want.key.kind {
-                Kind::Archive => want.generation.as_deref(),
-                _ => None,
+                Kind::Archive | Kind::Restore => want.generation.as_deref(),
+                Kind::BackupPolicy => None,
             },
         ) {
             error!(object = %want.key, "not starting: {e}");
@@ -553,6 +565,66 @@ impl Controller {
                     want.trigger.as_str(),
                     Utc::now().to_rfc3339()
                 ),
+                stacks: want.stacks,
+                handle,
+            },
+        );
+    }
+
+    /// Starts a Restore's run; it reports back like a backup run.
+    fn start_restore(
+        &mut self,
+        want: Want,
+        request: crate::restore::RestoreRequest,
+        done_tx: &mpsc::UnboundedSender<(ObjectKey, Box<RunOutcome>)>,
+    ) {
+        if let Err(e) = self.state.remember_start(
+            want.key.kind.as_str(),
+            &want.key.name,
+            want.nominal,
+            want.requested_at.as_deref(),
+            want.generation.as_deref(),
+        ) {
+            error!(object = %want.key, "not starting: {e}");
+            return;
+        }
+        info!(object = %want.key, "starting a restore");
+        let restorer = crate::restore::Restorer {
+            engine: self.executor.engine().clone(),
+            state: self.state.clone(),
+            repository: self.options.repository.clone(),
+        };
+        let key = want.key.clone();
+        let tx = done_tx.clone();
+        let progress = Arc::new(RunEvents::new(self.hub.clone(), key.kind, &key.name));
+        let span = info_span!("object", object = %key);
+        let handle = tokio::spawn(
+            async move {
+                let o = restorer.run(&request, progress).await;
+                let outcome = RunOutcome {
+                    run_id: o.run_id,
+                    archive_id: (!o.report.archive.is_empty()).then_some(o.report.archive),
+                    phase: o.phase,
+                    dry_run: false,
+                    start_time: o.start_time,
+                    completion_time: o.completion_time,
+                    bytes: o.bytes,
+                    artifacts: o.report.volumes.len(),
+                    downtime: BTreeMap::new(),
+                    errors: o.errors,
+                    warnings: o.warnings,
+                    archive_dir: None,
+                    plan: None,
+                    verified: None,
+                };
+                let _ = tx.send((key, Box::new(outcome)));
+            }
+            .instrument(span),
+        );
+        self.running.insert(
+            want.key.clone(),
+            Running {
+                run_id_hint: format!("restore started {}", Utc::now().to_rfc3339()),
                 stacks: want.stacks,
                 handle,
             },

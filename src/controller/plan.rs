@@ -151,7 +151,8 @@ pub fn plan(desired: &Desired, observed: &Observed, now: DateTime<Utc>) -> Plan 
                     (None, false) => {}
                 }
             }
-            Resource::Archive(_) => {
+            // Both run once per generation of their spec.
+            Resource::Archive(_) | Resource::Restore(_) => {
                 if pending_keys.contains(&key) {
                     continue;
                 }
@@ -161,7 +162,6 @@ pub fn plan(desired: &Desired, observed: &Observed, now: DateTime<Utc>) -> Plan 
                     wants.push(want(Trigger::Generation, None));
                 }
             }
-            Resource::Restore(_) => {}
         }
     }
 
@@ -222,7 +222,7 @@ fn stacks_of(resource: &Resource, desired: &Desired) -> Vec<String> {
                 .unwrap_or_default(),
             (None, None) => Vec::new(),
         },
-        Resource::Restore(_) => Vec::new(),
+        Resource::Restore(r) => r.spec.targets.stacks.clone(),
     }
 }
 

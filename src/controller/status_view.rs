@@ -146,10 +146,6 @@ impl View<'_> {
             status::apply_state(s, ObjectState::Invalid { errors: &errors }, now);
             return;
         };
-        if let Resource::Restore(_) = resource {
-            status::apply_state(s, ObjectState::NotImplemented { what: "Restore" }, now);
-            return;
-        }
         let kind = object.kind.as_str();
         let memory = match self.memory.get(&key) {
             Some(m) => Ok(m.clone()),
@@ -181,6 +177,15 @@ impl View<'_> {
                 .get(&object.name)
                 .cloned()
                 .filter(|r| r.dry_run || !r.forget_next.is_empty()),
+            _ => None,
+        };
+        s.restored = match (resource, &last) {
+            (Resource::Restore(_), Some(run)) => self
+                .state
+                .restore_details(&run.id)
+                .ok()
+                .flatten()
+                .and_then(|text| serde_json::from_str(&text).ok()),
             _ => None,
         };
         s.last_run = last.as_ref().map(|r| LastRun {

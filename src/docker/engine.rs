@@ -44,6 +44,15 @@ pub enum DockerError {
         command: Vec<String>,
         timeout: Duration,
     },
+    /// The data meant for a command's standard input could not be read, so the command
+    /// saw it cut short. Not counted as a failed Docker call: the data was at fault.
+    #[error("reading the input of {command:?} in {container}: {source}")]
+    ExecInput {
+        container: String,
+        command: Vec<String>,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 impl DockerError {
@@ -52,7 +61,7 @@ impl DockerError {
         match self {
             DockerError::Connect { .. } => "connect",
             DockerError::Api { operation, .. } | DockerError::On { operation, .. } => operation,
-            DockerError::ExecTimeout { .. } => "exec",
+            DockerError::ExecTimeout { .. } | DockerError::ExecInput { .. } => "exec",
         }
     }
 }
@@ -62,7 +71,7 @@ impl DockerError {
 static ERRORS: std::sync::Mutex<BTreeMap<&'static str, u64>> =
     std::sync::Mutex::new(BTreeMap::new());
 
-fn count(operation: &'static str) {
+pub(super) fn count(operation: &'static str) {
     let mut errors = ERRORS.lock().unwrap_or_else(|e| e.into_inner());
     *errors.entry(operation).or_default() += 1;
 }
@@ -73,7 +82,10 @@ pub fn error_counts() -> Vec<(&'static str, u64)> {
     errors.iter().map(|(op, n)| (*op, *n)).collect()
 }
 
-fn on(operation: &'static str, target: &str) -> impl FnOnce(bollard::errors::Error) -> DockerError {
+pub(super) fn on(
+    operation: &'static str,
+    target: &str,
+) -> impl FnOnce(bollard::errors::Error) -> DockerError {
     let target = target.to_string();
     move |source| {
         count(operation);
@@ -85,7 +97,7 @@ fn on(operation: &'static str, target: &str) -> impl FnOnce(bollard::errors::Err
     }
 }
 
-fn api(operation: &'static str) -> impl FnOnce(bollard::errors::Error) -> DockerError {
+pub(super) fn api(operation: &'static str) -> impl FnOnce(bollard::errors::Error) -> DockerError {
     move |source| {
         count(operation);
         DockerError::Api { operation, source }
@@ -128,7 +140,7 @@ pub struct ExecOutput {
 
 /// Keep at most this much of a command's output in memory; a hook that prints gigabytes
 /// must not take the daemon with it.
-const MAX_CAPTURE: usize = 1 << 20;
+pub(super) const MAX_CAPTURE: usize = 1 << 20;
 
 /// A connected Docker engine, with the API version negotiated down to what it speaks
 /// (Docker 20.10 speaks 1.41).

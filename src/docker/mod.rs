@@ -4,6 +4,8 @@
 //! functions; [`engine`] fills them from a real Docker engine through bollard.
 
 pub mod engine;
+mod exec_io;
+pub mod volumes;
 
 use std::collections::BTreeMap;
 

@@ -3,6 +3,10 @@
 //!
 //! Passwords travel as environment variables of the exec (`PGPASSWORD`, `MYSQL_PWD`,
 //! `REDISCLI_AUTH`), never on a command line that `ps` would show or a log would print.
+//!
+//! SQL dumps are written so that replaying them into the running server they came from
+//! puts the archived rows back exactly: every object is dropped and recreated, and
+//! nothing fails because a database or role already exists.
 
 use crate::spec::common::{Databases, Engine};
 
@@ -25,6 +29,61 @@ const MYSQL_DUMP: &str = "if command -v mariadb-dump >/dev/null 2>&1; then exec 
 /// of a file that may be mid-write.
 const SQLITE_BACKUP: &str =
     "set -e; t=$(mktemp); trap 'rm -f \"$t\"' EXIT; sqlite3 \"$1\" \".backup '$t'\"; cat \"$t\"";
+
+/// PostgreSQL, as a script that can be replayed into a live server with `psql -v
+/// ON_ERROR_STOP=1`, connected to any database. `one <db> <connection options>` dumps one
+/// database, `all <connection options>` the roles, tablespaces and every database.
+///
+/// `pg_dumpall --clean` cannot do this: it drops the role it is connected as (which fails),
+/// and it drops and recreates whole databases, which fails while anything else is
+/// connected to them. So each database is written as: create it if it is missing (the
+/// `CREATE DATABASE` statement `pg_dump --create` would use, run through `\gexec` only when
+/// the database does not exist), connect to it and restore its properties (the rest of
+/// `pg_dump --create`'s header), then `pg_dump --clean --if-exists`, which drops and
+/// recreates each object inside it. Roles come from `pg_dumpall --roles-only` with each
+/// `CREATE ROLE` made to tolerate an existing role (its `ALTER ROLE` then sets every
+/// property); role names with `$` are left as they are, so they can never end the dollar
+/// quote. Tablespaces, rare in containers, are created when missing (name, owner and
+/// location only).
+///
+/// Our own meta-commands (`\gexec`) only ever go between the outputs of pg_dump, never
+/// inside them: recent versions fence their output with `\restrict`, which refuses
+/// meta-commands, and editing inside it is limited to SQL.
+///
+/// Every output is captured before it is piped on, so that a failing tool fails the dump
+/// (a POSIX shell has no `pipefail`). The database name travels in `PGDATABASE`, which
+/// libpq never parses as a connection string, unlike `-d`.
+const PG_DUMP: &str = r#"set -e
+lit() { printf "'%s'" "$(printf '%s' "$1" | sed "s/'/''/g")"; }
+one() {
+	db=$1
+	shift
+	header=$(PGDATABASE=$db pg_dump "$@" --create --schema-only --exclude-schema='*')
+	create=$(printf '%s\n' "$header" | grep '^CREATE DATABASE ')
+	printf '%s\n' 'SET standard_conforming_strings = on;'
+	printf 'SELECT %s WHERE NOT EXISTS (SELECT FROM pg_catalog.pg_database WHERE datname = %s)\n\\gexec\n' "$(lit "$create")" "$(lit "$db")"
+	printf '%s\n' "$header" | grep -v '^CREATE DATABASE '
+	PGDATABASE=$db pg_dump "$@" --clean --if-exists
+}
+all() {
+	roles=$(pg_dumpall "$@" --roles-only)
+	printf '%s\n' "$roles" | sed -e 's/^CREATE ROLE \([^$]*\);$/DO $hf$BEGIN CREATE ROLE \1; EXCEPTION WHEN duplicate_object THEN NULL; END$hf$;/'
+	PGDATABASE=template1 psql "$@" -X -At -c "SELECT format('SELECT %L WHERE NOT EXISTS (SELECT FROM pg_catalog.pg_tablespace WHERE spcname = %L)', format('CREATE TABLESPACE %I OWNER %I LOCATION %L', spcname, pg_catalog.pg_get_userbyid(spcowner), pg_catalog.pg_tablespace_location(oid)), spcname) || chr(10) || chr(92) || 'gexec' FROM pg_catalog.pg_tablespace WHERE spcname !~ '^pg_' ORDER BY spcname"
+	dbs=$(PGDATABASE=template1 psql "$@" -X -At -c "SELECT datname FROM pg_catalog.pg_database WHERE datallowconn ORDER BY datname <> 'template1', datname")
+	printf '%s\n' "$dbs" | while IFS= read -r db; do one "$db" "$@"; done
+}
+mode=$1
+shift
+case $mode in
+all) all "$@" ;;
+one)
+	db=$1
+	shift
+	one "$db" "$@"
+	;;
+*) exit 2 ;;
+esac
+"#;
 
 const MONGO_DUMP: &str = "exec mongodump --archive --quiet ${HF_USER:+--username \"$HF_USER\" --authenticationDatabase admin} ${HOLDFAST_MONGO_PASSWORD:+--password \"$HOLDFAST_MONGO_PASSWORD\"} \"$@\"";
 
@@ -86,16 +145,15 @@ pub fn commands(
                 conn.extend(strings(&["-h", "127.0.0.1"]));
             }
             if named.is_empty() {
-                let mut cmd = strings(&["pg_dumpall"]);
+                let mut cmd = strings(&["sh", "-c", PG_DUMP, "sh", "all"]);
                 cmd.extend(conn);
                 vec![one(None, "sql", cmd, env)]
             } else {
                 named
                     .iter()
                     .map(|db| {
-                        let mut cmd = strings(&["pg_dump"]);
+                        let mut cmd = strings(&["sh", "-c", PG_DUMP, "sh", "one", db]);
                         cmd.extend(conn.clone());
-                        cmd.extend(strings(&["-d", db]));
                         one(Some(db), "sql", cmd, env.clone())
                     })
                     .collect()
@@ -194,7 +252,10 @@ mod tests {
         );
         assert_eq!(all.len(), 1);
         assert_eq!(all[0].artifact, "dumps/db-postgres.sql");
-        assert_eq!(all[0].command, ["pg_dumpall", "-U", "postgres"]);
+        assert_eq!(
+            all[0].command,
+            ["sh", "-c", PG_DUMP, "sh", "all", "-U", "postgres"]
+        );
         assert!(all[0].env.is_empty());
         let named = commands(
             "db",
@@ -207,14 +268,121 @@ mod tests {
         assert_eq!(named[1].artifact, "dumps/db-postgres-my_db.sql");
         assert_eq!(
             named[0].command,
-            ["pg_dump", "-U", "app", "-h", "127.0.0.1", "-d", "app"]
+            [
+                "sh",
+                "-c",
+                PG_DUMP,
+                "sh",
+                "one",
+                "app",
+                "-U",
+                "app",
+                "-h",
+                "127.0.0.1"
+            ]
         );
+        assert_eq!(named[1].command[5], "my db");
         assert_eq!(named[0].env, ["PGPASSWORD=s3cret"]);
         assert!(
             named
                 .iter()
                 .all(|c| !c.command.iter().any(|a| a.contains("s3cret")))
         );
+    }
+
+    /// Runs the PostgreSQL script against stand-ins for the PostgreSQL tools, which print
+    /// what the real ones would in the places the script edits.
+    fn run_pg_dump(mode: &[&str], fail_roles: bool) -> std::process::Output {
+        use std::os::unix::fs::PermissionsExt;
+        let bin = tempfile::tempdir().unwrap();
+        let tools = [
+            (
+                "pg_dump",
+                r#"case "$*" in
+*--create*) printf '%s\n' '\restrict k' "CREATE DATABASE \"$PGDATABASE\" WITH TEMPLATE = template0 ENCODING = 'UTF8';" "ALTER DATABASE \"$PGDATABASE\" OWNER TO postgres;" '\unrestrict k' "\connect $PGDATABASE" ;;
+*) printf '%s\n' "DROP TABLE IF EXISTS t; -- $PGDATABASE $*" ;;
+esac"#,
+            ),
+            (
+                "pg_dumpall",
+                r#"[ -z "$FAIL" ] || { echo 'auth failed' >&2; exit 1; }
+printf '%s\n' '\restrict r' 'CREATE ROLE app;' 'ALTER ROLE app WITH LOGIN;' 'CREATE ROLE "we$ird";' '\unrestrict r'"#,
+            ),
+            (
+                "psql",
+                r#"case "$*" in
+*pg_tablespace*) ;;
+*) printf '%s\n' template1 postgres "it's" ;;
+esac"#,
+            ),
+        ];
+        for (name, body) in tools {
+            let path = bin.path().join(name);
+            std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        let path = format!(
+            "{}:{}",
+            bin.path().display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        let mut cmd = std::process::Command::new("sh");
+        cmd.args(["-c", PG_DUMP, "sh"])
+            .args(mode)
+            .args(["-U", "postgres"])
+            .env("PATH", path);
+        if fail_roles {
+            cmd.env("FAIL", "1");
+        }
+        cmd.output().unwrap()
+    }
+
+    #[test]
+    fn postgres_script_replays_over_existing_objects() {
+        let out = run_pg_dump(&["all"], false);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8(out.stdout).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        // Existing roles are tolerated; a name that could end the dollar quote is not edited.
+        assert!(lines.contains(
+            &"DO $hf$BEGIN CREATE ROLE app; EXCEPTION WHEN duplicate_object THEN NULL; END$hf$;"
+        ));
+        assert!(lines.contains(&"CREATE ROLE \"we$ird\";"));
+        // Each database: created only when missing, outside pg_dump's restricted sections,
+        // then connected to, then its objects dropped and recreated.
+        let guard = "SELECT 'CREATE DATABASE \"it''s\" WITH TEMPLATE = template0 ENCODING = ''UTF8'';' \
+                     WHERE NOT EXISTS (SELECT FROM pg_catalog.pg_database WHERE datname = 'it''s')";
+        let at = lines.iter().position(|l| *l == guard).expect(&text);
+        assert_eq!(lines[at + 1], "\\gexec");
+        assert_eq!(lines[at + 2], "\\restrict k");
+        assert_eq!(lines[at + 3], "ALTER DATABASE \"it's\" OWNER TO postgres;");
+        assert_eq!(lines[at + 5], "\\connect it's");
+        assert_eq!(
+            lines[at + 6],
+            "DROP TABLE IF EXISTS t; -- it's -U postgres --clean --if-exists"
+        );
+        assert!(!lines.iter().any(|l| l.starts_with("CREATE DATABASE")));
+        let order: Vec<&str> = lines
+            .iter()
+            .filter_map(|l| l.strip_prefix("DROP TABLE IF EXISTS t; -- "))
+            .collect();
+        assert_eq!(order.len(), 3);
+        assert!(order[0].starts_with("template1 ") && order[1].starts_with("postgres "));
+
+        let one = run_pg_dump(&["one", "app"], false);
+        let text = String::from_utf8(one.stdout).unwrap();
+        assert!(one.status.success());
+        assert!(!text.contains("ROLE"));
+        assert!(text.contains("WHERE datname = 'app')\n\\gexec\n"));
+
+        // A tool that fails fails the dump, even where its output is piped on.
+        let failed = run_pg_dump(&["all"], true);
+        assert!(!failed.status.success());
+        assert!(String::from_utf8_lossy(&failed.stderr).contains("auth failed"));
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! The CLI's `backup` and (later) the reconciler call [`Executor::run`]; both get the same
 //! [`RunOutcome`].
 
+mod background;
 pub mod dumps;
 pub mod manifest;
 pub mod pipe;

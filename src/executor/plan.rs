@@ -71,6 +71,8 @@ pub struct PlannedDump {
     pub container: String,
     pub container_id: String,
     pub service: Option<String>,
+    /// The Compose project of the container, if any.
+    pub stack: Option<String>,
     pub engine: Engine,
     pub databases: Databases,
     pub user: Option<String>,
@@ -336,6 +338,7 @@ pub fn resolve(spec: &BackupSpec, observed: &Observed) -> BackupPlan {
                 container: c.name.clone(),
                 container_id: c.id.clone(),
                 service: c.service().map(str::to_string),
+                stack: c.project().map(str::to_string),
                 engine: dump.engine,
                 databases: dump.databases.clone(),
                 user: dump.user.clone(),

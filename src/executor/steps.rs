@@ -225,7 +225,7 @@ impl Executor {
                     effective_level(output),
                     progress.clone(),
                 );
-                tokio::task::spawn_blocking(move || {
+                super::background::spawn("holdfast-archive", move || {
                     archive::compress_stream(
                         ChannelReader::new(rx),
                         &root,
@@ -261,6 +261,7 @@ impl Executor {
             run.artifacts.push(Artifact {
                 kind: "dump".into(),
                 source: Some(dump.container.clone()),
+                stack: dump.stack.clone(),
                 engine: Some(dump.engine.to_string()),
                 database,
                 ..artifact_from(info)
@@ -476,7 +477,7 @@ impl Executor {
             effective_level(output),
             excludes.clone(),
         );
-        tokio::task::spawn_blocking(move || {
+        super::background::spawn("holdfast-archive", move || {
             archive::archive_directory(
                 Path::new(&source),
                 &root,
@@ -557,7 +558,7 @@ impl Executor {
                 effective_level(output),
                 excludes.clone(),
             );
-            tokio::task::spawn_blocking(move || {
+            super::background::spawn("holdfast-archive", move || {
                 archive::archive_tar_stream(
                     ChannelReader::new(rx),
                     &prefix,

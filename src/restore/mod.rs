@@ -1,2 +1,930 @@
 //! Putting archived data back: volumes into new volumes or in place, database dumps into
-//! their running services, the recipe into a folder.
+//! their running services, the recipe (and bind-mounted folders) into a folder from which
+//! `docker-compose up -d` brings the stack back.
+//!
+//! The order of a restore, so that a failure at any step leaves things as they were:
+//!
+//! 1. Everything is decided before anything is touched: the archive (Good or Partial, never
+//!    Corrupt), what of it to restore, the target volume of each archived one, that no
+//!    target exists where a new one is wanted, that the recipe folder is empty. Then every
+//!    artifact's checksum is checked against the manifest.
+//! 2. In place, the containers using the target volumes are stopped, journalled first as
+//!    backups do, so a crash leaves nothing down for long: the next start of holdfast
+//!    starts them again. A volume still used by a running container is never written.
+//! 3. Each volume is extracted into a staging folder beside its data folder, then the two
+//!    are swapped in one `renameat2(RENAME_EXCHANGE)`: the volume holds either the old
+//!    content or the new, never half of each. A new volume is filled directly and removed
+//!    again if extraction fails.
+//! 4. The stopped containers start again; dumps are replayed into the running services.
+
+pub mod replay;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use tracing::{Instrument, error, info, info_span, warn};
+
+use crate::catalog::{Entry, Health};
+use crate::docker::ContainerInfo;
+use crate::docker::engine::Engine;
+use crate::executor::manifest::{Artifact, Manifest};
+use crate::progress::Progress;
+use crate::spec::common::{Phase, StopMode};
+use crate::spec::restore::RestoreMode;
+use crate::state::{RunRecord, StateDb, StopEntry};
+
+/// Which archive to restore from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Source {
+    Archive(String),
+    /// The newest good archive of a policy (or Archive spec) at or before a time.
+    Policy {
+        name: String,
+        at: Option<DateTime<Utc>>,
+    },
+}
+
+/// One restore, from a `Restore` spec or the command line.
+#[derive(Clone, Debug)]
+pub struct RestoreRequest {
+    /// The Restore object's name (`restore` from the command line): names the run.
+    pub name: String,
+    pub source: Source,
+    /// Only these stacks; only these volumes (archived names). Both empty: everything.
+    pub stacks: Vec<String>,
+    pub volumes: Vec<String>,
+    pub mode: RestoreMode,
+    /// archived volume name -> target volume name.
+    pub mapping: BTreeMap<String, String>,
+    /// In place: stop the whole stacks of the containers using the volumes, not only them.
+    pub stop: StopMode,
+    pub replay_dumps: bool,
+    pub recipe_to: Option<PathBuf>,
+}
+
+impl RestoreRequest {
+    pub fn from_spec(name: &str, spec: &crate::spec::restore::RestoreSpec) -> Result<Self, String> {
+        let source = match (&spec.from.archive, &spec.from.policy) {
+            (Some(id), _) => Source::Archive(id.clone()),
+            (None, Some(policy)) => Source::Policy {
+                name: policy.clone(),
+                at: parse_at(spec.from.at.as_deref().unwrap_or("latest"))?,
+            },
+            (None, None) => return Err("from: name an archive or a policy".into()),
+        };
+        Ok(RestoreRequest {
+            name: name.to_string(),
+            source,
+            stacks: spec.targets.stacks.clone(),
+            volumes: spec.targets.volumes.clone(),
+            mode: spec.mode,
+            mapping: spec.volume_mapping.clone(),
+            stop: spec.stop,
+            replay_dumps: spec.replay_dumps,
+            recipe_to: spec.recipe_to.as_ref().map(PathBuf::from),
+        })
+    }
+}
+
+/// `latest` or an RFC 3339 time.
+pub fn parse_at(text: &str) -> Result<Option<DateTime<Utc>>, String> {
+    if text == "latest" {
+        return Ok(None);
+    }
+    DateTime::parse_from_rfc3339(text)
+        .map(|t| Some(t.with_timezone(&Utc)))
+        .map_err(|e| format!("at: {text:?} is neither `latest` nor an RFC 3339 time: {e}"))
+}
+
+/// One volume put back.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RestoredVolume {
+    /// The volume's name in the archive.
+    pub volume: String,
+    /// Where it went.
+    pub into: String,
+    /// The volume was created by the restore.
+    pub created: bool,
+    pub entries: u64,
+    pub bytes: u64,
+}
+
+/// One dump replayed.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RestoredDump {
+    pub artifact: String,
+    pub container: String,
+    pub engine: String,
+    pub database: Option<String>,
+    /// Rows per table (keys per database for Redis) after the replay.
+    pub counts: BTreeMap<String, u64>,
+}
+
+/// What a restore did: its record and its status.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RestoreReport {
+    pub archive: String,
+    pub volumes: Vec<RestoredVolume>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dumps: Vec<RestoredDump>,
+    /// Files written into the recipe folder (compose files, inspect output, bind mounts).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub recipe: Vec<String>,
+}
+
+#[derive(Clone, Debug)]
+pub struct RestoreOutcome {
+    pub run_id: String,
+    pub phase: Phase,
+    pub start_time: DateTime<Utc>,
+    pub completion_time: DateTime<Utc>,
+    pub report: RestoreReport,
+    pub bytes: u64,
+    pub errors: Vec<String>,
+    pub warnings: Vec<String>,
+}
+
+/// Restores against one Docker engine, one state database and one repository.
+pub struct Restorer {
+    pub engine: Engine,
+    pub state: Arc<StateDb>,
+    pub repository: PathBuf,
+}
+
+/// A volume to restore and where.
+struct Planned<'a> {
+    artifact: &'a Artifact,
+    volume: String,
+    target: String,
+    /// The target exists (only in place).
+    exists: bool,
+}
+
+/// Marks the labels of volumes a restore creates.
+pub const RESTORED_FROM_LABEL: &str = "holdfast.dev/restored-from";
+
+impl Restorer {
+    pub async fn run(
+        &self,
+        request: &RestoreRequest,
+        progress: Arc<dyn Progress>,
+    ) -> RestoreOutcome {
+        let start_time = Utc::now();
+        let run_id = format!(
+            "{}-{}",
+            request.name,
+            start_time.format("%Y%m%dT%H%M%S%.3fZ")
+        );
+        progress.run(&run_id);
+        let span = info_span!("run", run = %run_id, kind = "Restore", name = %request.name);
+        self.run_inner(request, progress, run_id, start_time)
+            .instrument(span)
+            .await
+    }
+
+    async fn run_inner(
+        &self,
+        request: &RestoreRequest,
+        progress: Arc<dyn Progress>,
+        run_id: String,
+        start_time: DateTime<Utc>,
+    ) -> RestoreOutcome {
+        let mut record = RunRecord {
+            id: run_id.clone(),
+            kind: "Restore".into(),
+            name: request.name.clone(),
+            archive_id: None,
+            phase: Phase::Running,
+            start_time,
+            completion_time: None,
+            bytes: 0,
+            downtime_seconds: 0.0,
+            error: None,
+            dry_run: false,
+        };
+        let mut errors = Vec::new();
+        let mut warnings = Vec::new();
+        if let Err(e) = self.state.insert_run(&record) {
+            errors.push(e.to_string());
+        }
+        info!("restore started");
+        let mut report = RestoreReport::default();
+        let mut downtime = 0.0;
+        if errors.is_empty() {
+            match self
+                .restore(request, &run_id, progress, &mut report, &mut warnings)
+                .await
+            {
+                Ok(down) => downtime = down,
+                Err(e) => errors.push(e),
+            }
+        }
+        let phase = if errors.is_empty() {
+            Phase::Succeeded
+        } else {
+            Phase::Failed
+        };
+        for e in &errors {
+            error!("{e}");
+        }
+        for w in &warnings {
+            warn!("{w}");
+        }
+        let bytes = report.volumes.iter().map(|v| v.bytes).sum();
+        let completion_time = Utc::now();
+        record.archive_id = (!report.archive.is_empty()).then(|| report.archive.clone());
+        record.phase = phase;
+        record.completion_time = Some(completion_time);
+        record.bytes = bytes;
+        record.downtime_seconds = downtime;
+        record.error = (!errors.is_empty()).then(|| errors.join("; "));
+        if let Err(e) = self.state.finish_run(&record) {
+            error!("{e}");
+        }
+        if let Ok(text) = serde_json::to_string(&report)
+            && let Err(e) = self.state.record_restore(&run_id, &text)
+        {
+            error!("{e}");
+        }
+        match phase {
+            Phase::Succeeded => info!(
+                volumes = report.volumes.len(),
+                dumps = report.dumps.len(),
+                "restore succeeded"
+            ),
+            _ => error!("restore failed"),
+        }
+        RestoreOutcome {
+            run_id,
+            phase,
+            start_time,
+            completion_time,
+            report,
+            bytes,
+            errors,
+            warnings,
+        }
+    }
+
+    /// The archive a source names: Good or Partial, never Corrupt or Missing.
+    pub fn resolve(&self, source: &Source) -> Result<Entry, String> {
+        let entries = crate::catalog::scan(&self.repository).map_err(|e| e.to_string())?;
+        let usable = |e: &Entry| matches!(e.health, Health::Good | Health::Partial);
+        match source {
+            Source::Archive(id) => {
+                let Some(entry) = entries.into_iter().find(|e| &e.id == id) else {
+                    return Err(format!(
+                        "no archive `{id}` in {}",
+                        self.repository.display()
+                    ));
+                };
+                if !usable(&entry) {
+                    return Err(format!(
+                        "archive `{id}` is {:?}: {}",
+                        entry.health,
+                        entry.problems.join("; ")
+                    ));
+                }
+                Ok(entry)
+            }
+            Source::Policy { name, at } => entries
+                .into_iter()
+                .filter(|e| &e.group == name && usable(e))
+                .filter(|e| at.is_none_or(|at| e.time <= at))
+                .max_by_key(|e| (e.time, e.id.clone()))
+                .ok_or_else(|| match at {
+                    Some(at) => format!("`{name}` has no good archive at or before {at}"),
+                    None => format!("`{name}` has no good archive"),
+                }),
+        }
+    }
+
+    /// Restores; returns the seconds containers were stopped.
+    async fn restore(
+        &self,
+        request: &RestoreRequest,
+        run_id: &str,
+        progress: Arc<dyn Progress>,
+        report: &mut RestoreReport,
+        warnings: &mut Vec<String>,
+    ) -> Result<f64, String> {
+        let entry = self.resolve(&request.source)?;
+        report.archive = entry.id.clone();
+        info!(archive = %entry.id, "restoring from");
+        let manifest = crate::verify::manifest(&entry.path).map_err(|e| e.to_string())?;
+        let selection = select(&manifest, request)?;
+
+        // 1. Decide every target before touching anything.
+        let mut planned = Vec::new();
+        for artifact in &selection.volumes {
+            let volume = artifact.source.clone().unwrap_or_default();
+            let target = self.target_for(request, &entry, &volume).await?;
+            let exists = self
+                .engine
+                .volume(&target)
+                .await
+                .map_err(|e| e.to_string())?
+                .is_some();
+            if exists && request.mode == RestoreMode::NewVolumes {
+                return Err(format!(
+                    "volume `{target}` exists: NewVolumes never writes into an existing volume (map `{volume}` to another name, or restore InPlace)"
+                ));
+            }
+            planned.push(Planned {
+                artifact,
+                volume,
+                target,
+                exists,
+            });
+        }
+        if let Some(dir) = &request.recipe_to {
+            check_empty_folder(dir)?;
+        }
+        for artifact in selection.volumes.iter().chain(&selection.binds) {
+            check_checksum(&entry.path, artifact)?;
+        }
+
+        // 2. In place: stop who uses the targets, journalled.
+        let mut stopped = Vec::new();
+        let mut down_since = None;
+        let in_place: Vec<&str> = planned
+            .iter()
+            .filter(|p| p.exists)
+            .map(|p| p.target.as_str())
+            .collect();
+        if !in_place.is_empty() {
+            let users = self.users(&in_place, request.stop).await?;
+            down_since = Some(Instant::now());
+            for c in users.iter().filter(|c| c.is_running()) {
+                let entry = StopEntry {
+                    container_id: c.id.clone(),
+                    container_name: c.name.clone(),
+                    run_id: run_id.to_string(),
+                    stopped_at: Utc::now(),
+                };
+                self.state
+                    .journal_stop(&entry)
+                    .map_err(|e| format!("journalling the stop of {}: {e}", c.name))?;
+                stopped.push(c.clone());
+                info!(container = %c.name, "stopping");
+                if let Err(e) = self
+                    .engine
+                    .stop(&c.id, std::time::Duration::from_secs(30))
+                    .await
+                {
+                    let message = format!("stopping {}: {e}", c.name);
+                    self.start_again(&stopped, warnings).await;
+                    return Err(message);
+                }
+            }
+        }
+        let result = self
+            .write_volumes(&planned, &entry, run_id, progress.as_ref(), report)
+            .await;
+        let downtime = down_since.map_or(0.0, |t| t.elapsed().as_secs_f64());
+        self.start_again(&stopped, warnings).await;
+        result?;
+
+        // 4. Dumps into the running services; the recipe into its folder.
+        if request.replay_dumps {
+            for artifact in &selection.dumps {
+                let container = artifact.source.clone().unwrap_or_default();
+                let file = entry.path.join(&artifact.path);
+                info!(container = %container, artifact = %artifact.path, "replaying dump");
+                let replayed = replay::replay(&self.engine, &container, artifact, &file)
+                    .await
+                    .map_err(|e| format!("replaying {}: {e}", artifact.path))?;
+                report.dumps.push(RestoredDump {
+                    artifact: artifact.path.clone(),
+                    container,
+                    engine: artifact.engine.clone().unwrap_or_default(),
+                    database: artifact.database.clone(),
+                    counts: replayed.counts.into_iter().collect(),
+                });
+            }
+        } else if !selection.dumps.is_empty() {
+            info!(
+                dumps = selection.dumps.len(),
+                "the archive has database dumps; they are not replayed without replayDumps"
+            );
+        }
+        if let Some(dir) = &request.recipe_to {
+            report.recipe = write_recipe(&entry.path, &selection, dir)?;
+        }
+        Ok(downtime)
+    }
+
+    /// The volume an archived volume goes to.
+    async fn target_for(
+        &self,
+        request: &RestoreRequest,
+        entry: &Entry,
+        volume: &str,
+    ) -> Result<String, String> {
+        if let Some(to) = request.mapping.get(volume) {
+            return Ok(to.clone());
+        }
+        if request.mode == RestoreMode::InPlace {
+            return Ok(volume.to_string());
+        }
+        // NewVolumes: the original name while no such volume exists (a new host, or after
+        // `docker-compose down -v`), so the recipe finds its data; a fresh name otherwise.
+        let exists = self
+            .engine
+            .volume(volume)
+            .await
+            .map_err(|e| e.to_string())?
+            .is_some();
+        if !exists {
+            return Ok(volume.to_string());
+        }
+        let stamp = entry.id.rsplit('-').next().unwrap_or("restored");
+        Ok(format!("{volume}-restored-{}", stamp.to_ascii_lowercase()))
+    }
+
+    /// The containers using any of the volumes, with their whole stacks when asked.
+    async fn users(&self, volumes: &[&str], stop: StopMode) -> Result<Vec<ContainerInfo>, String> {
+        let mut users: BTreeMap<String, ContainerInfo> = BTreeMap::new();
+        for v in volumes {
+            for c in self
+                .engine
+                .users_of_volume(v)
+                .await
+                .map_err(|e| e.to_string())?
+            {
+                users.insert(c.id.clone(), c);
+            }
+        }
+        if stop == StopMode::Stack {
+            let stacks: Vec<String> = users
+                .values()
+                .filter_map(|c| c.project().map(str::to_string))
+                .collect();
+            for stack in self.engine.stacks().await.map_err(|e| e.to_string())? {
+                if stacks.contains(&stack.name) {
+                    for c in stack.containers() {
+                        users.insert(c.id.clone(), c.clone());
+                    }
+                }
+            }
+        }
+        Ok(users.into_values().collect())
+    }
+
+    async fn start_again(&self, stopped: &[ContainerInfo], warnings: &mut Vec<String>) {
+        for c in stopped.iter().rev() {
+            info!(container = %c.name, "starting");
+            match self.engine.start(&c.id).await {
+                Ok(()) => {
+                    if let Err(e) = self.state.journal_remove(&c.id) {
+                        warnings.push(e.to_string());
+                    }
+                }
+                Err(e) => warnings.push(format!("starting {} again: {e}", c.name)),
+            }
+        }
+    }
+
+    async fn write_volumes(
+        &self,
+        planned: &[Planned<'_>],
+        entry: &Entry,
+        run_id: &str,
+        progress: &dyn Progress,
+        report: &mut RestoreReport,
+    ) -> Result<(), String> {
+        for p in planned {
+            // Checked again with the containers stopped: nothing else may write it now.
+            if p.exists {
+                let running: Vec<String> = self
+                    .engine
+                    .users_of_volume(&p.target)
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .into_iter()
+                    .filter(|c| c.is_running())
+                    .map(|c| c.name)
+                    .collect();
+                if !running.is_empty() {
+                    return Err(format!(
+                        "volume `{}` is in use by running container(s) {}: a restore never writes a volume in use",
+                        p.target,
+                        running.join(", ")
+                    ));
+                }
+            }
+            let info = match self
+                .engine
+                .volume(&p.target)
+                .await
+                .map_err(|e| e.to_string())?
+            {
+                Some(v) => v,
+                None => {
+                    let labels = volume_labels(p.artifact, &p.volume, &entry.id);
+                    self.engine
+                        .create_volume(&p.target, &labels)
+                        .await
+                        .map_err(|e| e.to_string())?
+                }
+            };
+            let data = PathBuf::from(&info.mountpoint);
+            if !data.is_dir() {
+                if !p.exists {
+                    let _ = self.engine.remove_volume(&p.target).await;
+                }
+                return Err(format!(
+                    "volume `{}` keeps its data in {}, which is not a folder on this host: restoring needs the Docker host's volume folders",
+                    p.target, info.mountpoint
+                ));
+            }
+            progress.item(&p.volume);
+            let artifact = entry.path.join(&p.artifact.path);
+            let limits = limits_for(p.artifact);
+            info!(volume = %p.volume, into = %p.target, in_place = p.exists, "restoring volume");
+            let stats = if p.exists {
+                swap_in(&artifact, &data, run_id, limits).await
+            } else {
+                let target = data.clone();
+                let result = tokio::task::spawn_blocking(move || {
+                    let stats = crate::archive::extract_artifact(
+                        &artifact,
+                        &target,
+                        limits,
+                        &crate::progress::Silent,
+                    )?;
+                    crate::archive::sync_tree(&target)?;
+                    Ok::<_, crate::archive::ArchiveError>(stats)
+                })
+                .await;
+                let result = match result {
+                    Ok(r) => r.map_err(|e| e.to_string()),
+                    Err(e) => Err(e.to_string()),
+                };
+                if result.is_err() {
+                    // Ours, and incomplete: it goes.
+                    let _ = self.engine.remove_volume(&p.target).await;
+                }
+                result
+            };
+            let stats = stats.map_err(|e| format!("restoring volume `{}`: {e}", p.volume))?;
+            report.volumes.push(RestoredVolume {
+                volume: p.volume.clone(),
+                into: p.target.clone(),
+                created: !p.exists,
+                entries: stats.entries,
+                bytes: stats.bytes,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// What the manifest says an artifact holds, as limits: more entries or content is not
+/// the archive holdfast wrote. The byte limit has slack for files that shrank while they
+/// were archived (tar pads them to the size they had when opened).
+fn limits_for(artifact: &Artifact) -> crate::archive::ExtractLimits {
+    crate::archive::ExtractLimits {
+        max_entries: artifact.entries,
+        max_bytes: artifact.source_bytes + artifact.source_bytes / 10 + (1 << 20),
+    }
+}
+
+/// Extracts into a staging folder beside `data`, then swaps the two atomically and
+/// removes the old content. A failure before the swap leaves `data` as it was.
+async fn swap_in(
+    artifact: &Path,
+    data: &Path,
+    run_id: &str,
+    limits: crate::archive::ExtractLimits,
+) -> Result<crate::archive::ExtractStats, String> {
+    let name = data
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "_data".into());
+    let staging = data.with_file_name(format!("{name}.holdfast-restore-{run_id}"));
+    let artifact = artifact.to_path_buf();
+    let data = data.to_path_buf();
+    let result = tokio::task::spawn_blocking(move || {
+        let stats =
+            crate::archive::extract_artifact(&artifact, &staging, limits, &crate::progress::Silent)
+                .and_then(|stats| {
+                    crate::archive::sync_tree(&staging)?;
+                    Ok(stats)
+                });
+        let stats = match stats {
+            Ok(s) => s,
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&staging);
+                return Err(e.to_string());
+            }
+        };
+        exchange(&staging, &data).map_err(|e| {
+            let _ = std::fs::remove_dir_all(&staging);
+            format!("swapping {} into place: {e}", staging.display())
+        })?;
+        // `staging` now holds the old content.
+        if let Err(e) = std::fs::remove_dir_all(&staging) {
+            warn!(path = %staging.display(), "removing the replaced content: {e}");
+        }
+        Ok(stats)
+    })
+    .await;
+    match result {
+        Ok(r) => r,
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Swaps two paths in one step (Linux `renameat2` with `RENAME_EXCHANGE`).
+fn exchange(a: &Path, b: &Path) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let a = std::ffi::CString::new(a.as_os_str().as_bytes())?;
+    let b = std::ffi::CString::new(b.as_os_str().as_bytes())?;
+    // SAFETY: both are valid NUL-terminated paths; AT_FDCWD resolves them as given.
+    let rc = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            a.as_ptr(),
+            libc::AT_FDCWD,
+            b.as_ptr(),
+            libc::RENAME_EXCHANGE,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// Labels for a volume a restore creates: Compose's own for a stack's volume, so that
+/// `docker-compose up` adopts it as its own, and where it came from.
+fn volume_labels(artifact: &Artifact, volume: &str, archive: &str) -> BTreeMap<String, String> {
+    let mut labels = BTreeMap::new();
+    labels.insert(RESTORED_FROM_LABEL.to_string(), archive.to_string());
+    if let Some(stack) = &artifact.stack
+        && let Some(short) = volume.strip_prefix(&format!("{stack}_"))
+    {
+        labels.insert(crate::docker::PROJECT_LABEL.to_string(), stack.clone());
+        labels.insert("com.docker.compose.volume".to_string(), short.to_string());
+    }
+    labels
+}
+
+/// What of the archive a request restores.
+struct Selection<'a> {
+    volumes: Vec<&'a Artifact>,
+    binds: Vec<&'a Artifact>,
+    dumps: Vec<&'a Artifact>,
+    recipe: Vec<&'a Artifact>,
+    stacks: Vec<String>,
+}
+
+fn select<'a>(manifest: &'a Manifest, request: &RestoreRequest) -> Result<Selection<'a>, String> {
+    let everything = request.stacks.is_empty() && request.volumes.is_empty();
+    let in_stacks = |a: &Artifact| {
+        everything
+            || match &a.stack {
+                Some(s) => request.stacks.contains(s),
+                // Dumps of older archives name only their container: Compose names it
+                // `<stack>_<service>_1` (v1) or `<stack>-<service>-1` (v2).
+                None => a.source.as_ref().is_some_and(|c| {
+                    request
+                        .stacks
+                        .iter()
+                        .any(|s| c.starts_with(&format!("{s}_")) || c.starts_with(&format!("{s}-")))
+                }),
+            }
+    };
+    for stack in &request.stacks {
+        if !manifest.targets.stacks.contains(stack)
+            && !manifest
+                .artifacts
+                .iter()
+                .any(|a| a.stack.as_ref() == Some(stack))
+        {
+            return Err(format!(
+                "archive {} has no stack `{stack}`; it has: {}",
+                manifest.id,
+                list(&manifest.targets.stacks)
+            ));
+        }
+    }
+    let archived: Vec<String> = manifest
+        .artifacts
+        .iter()
+        .filter(|a| a.kind == "volume")
+        .filter_map(|a| a.source.clone())
+        .collect();
+    for v in request.volumes.iter().chain(request.mapping.keys()) {
+        if !archived.contains(v) {
+            return Err(format!(
+                "archive {} has no volume `{v}`; it has: {}",
+                manifest.id,
+                list(&archived)
+            ));
+        }
+    }
+    let of = |kind: &str| -> Vec<&'a Artifact> {
+        manifest
+            .artifacts
+            .iter()
+            .filter(|a| a.kind == kind)
+            .collect()
+    };
+    let volumes: Vec<&Artifact> = of("volume")
+        .into_iter()
+        .filter(|a| {
+            in_stacks(a)
+                || a.source
+                    .as_ref()
+                    .is_some_and(|s| request.volumes.contains(s))
+        })
+        .collect();
+    let stacks: Vec<String> = if everything {
+        manifest.targets.stacks.clone()
+    } else {
+        request.stacks.clone()
+    };
+    Ok(Selection {
+        volumes,
+        binds: of("bind").into_iter().filter(|a| in_stacks(a)).collect(),
+        dumps: of("dump").into_iter().filter(|a| in_stacks(a)).collect(),
+        recipe: of("recipe")
+            .into_iter()
+            .filter(|a| in_stacks(a) || recipe_stack(a).is_some_and(|s| stacks.contains(&s)))
+            .collect(),
+        stacks,
+    })
+}
+
+fn list(items: &[String]) -> String {
+    if items.is_empty() {
+        "nothing".into()
+    } else {
+        items.join(", ")
+    }
+}
+
+/// The stack a recipe file belongs to: `recipe/<stack>/...`.
+fn recipe_stack(a: &Artifact) -> Option<String> {
+    let rest = a.path.strip_prefix("recipe/")?;
+    rest.split('/').next().map(str::to_string)
+}
+
+fn check_empty_folder(dir: &Path) -> Result<(), String> {
+    match std::fs::read_dir(dir) {
+        Ok(mut entries) => {
+            if entries.next().is_some() {
+                Err(format!(
+                    "recipe folder {} is not empty: the recipe is only written into an empty or new folder",
+                    dir.display()
+                ))
+            } else {
+                Ok(())
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(format!("recipe folder {}: {e}", dir.display())),
+    }
+}
+
+/// The artifact is byte for byte what the manifest recorded (a folder: its listing).
+fn check_checksum(root: &Path, artifact: &Artifact) -> Result<(), String> {
+    use sha2::{Digest, Sha256};
+    let path = root.join(&artifact.path);
+    let actual = if path.is_dir() {
+        crate::archive::folder_listing_sha256(&path)
+            .map_err(|e| e.to_string())?
+            .0
+    } else {
+        let mut file =
+            std::fs::File::open(&path).map_err(|e| format!("reading {}: {e}", path.display()))?;
+        let mut hasher = Sha256::new();
+        std::io::copy(&mut file, &mut hasher)
+            .map_err(|e| format!("reading {}: {e}", path.display()))?;
+        hex::encode(hasher.finalize())
+    };
+    if actual != artifact.sha256 {
+        return Err(format!(
+            "{}: sha256 is {actual}, the manifest says {}: the archive is corrupt; nothing was restored",
+            artifact.path, artifact.sha256
+        ));
+    }
+    Ok(())
+}
+
+/// Writes the recipe of the selected stacks into `dir` (one stack) or `dir/<stack>`,
+/// with `COMPOSE_PROJECT_NAME` in `.env` so Compose names everything as before, and the
+/// bind-mounted folders that lived beside the compose file. Returns the files written.
+fn write_recipe(root: &Path, selection: &Selection<'_>, dir: &Path) -> Result<Vec<String>, String> {
+    let mut written = Vec::new();
+    let single = selection.stacks.len() <= 1;
+    for stack in &selection.stacks {
+        let dest = if single {
+            dir.to_path_buf()
+        } else {
+            dir.join(stack)
+        };
+        std::fs::create_dir_all(&dest).map_err(|e| format!("creating {}: {e}", dest.display()))?;
+        let prefix = format!("recipe/{stack}/");
+        let mut env_text = None;
+        for a in selection
+            .recipe
+            .iter()
+            .filter(|a| a.path.starts_with(&prefix))
+        {
+            let rel = &a.path[prefix.len()..];
+            let from = root.join(&a.path);
+            if rel == ".env" {
+                env_text = Some(
+                    std::fs::read_to_string(&from)
+                        .map_err(|e| format!("reading {}: {e}", from.display()))?,
+                );
+                continue;
+            }
+            let to = dest.join(rel);
+            if let Some(parent) = to.parent() {
+                std::fs::create_dir_all(parent)
+                    .map_err(|e| format!("creating {}: {e}", parent.display()))?;
+            }
+            std::fs::copy(&from, &to).map_err(|e| format!("writing {}: {e}", to.display()))?;
+            written.push(to.display().to_string());
+        }
+        let mut env = env_text.unwrap_or_default();
+        if !env
+            .lines()
+            .any(|l| l.trim_start().starts_with("COMPOSE_PROJECT_NAME="))
+        {
+            if !env.is_empty() && !env.ends_with('\n') {
+                env.push('\n');
+            }
+            env.push_str(&format!("COMPOSE_PROJECT_NAME={stack}\n"));
+        }
+        let env_path = dest.join(".env");
+        crate::fsutil::write_atomic(&env_path, env.as_bytes())
+            .map_err(|e| format!("writing {}: {e}", env_path.display()))?;
+        written.push(env_path.display().to_string());
+        for bind in selection
+            .binds
+            .iter()
+            .filter(|b| b.stack.as_deref() == Some(stack))
+        {
+            match bind_folder(root, stack, bind) {
+                Some(rel) => {
+                    let to = dest.join(&rel);
+                    let artifact = root.join(&bind.path);
+                    let limits = limits_for(bind);
+                    crate::archive::extract_artifact(
+                        &artifact,
+                        &to,
+                        limits,
+                        &crate::progress::Silent,
+                    )
+                    .map_err(|e| format!("restoring bind mount {}: {e}", bind.path))?;
+                    written.push(to.display().to_string());
+                }
+                None => info!(
+                    bind = bind.source.as_deref().unwrap_or(""),
+                    "bind mount outside the compose folder: not written into the recipe folder"
+                ),
+            }
+        }
+    }
+    Ok(written)
+}
+
+/// For a bind mount of a stack's container, its host folder relative to the compose
+/// folder, from the archived inspect output; `None` when it lives elsewhere.
+fn bind_folder(root: &Path, stack: &str, bind: &Artifact) -> Option<PathBuf> {
+    let (container, destination) = bind.source.as_deref()?.split_once(':')?;
+    let inspect: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(root.join(format!("recipe/{stack}/inspect/{container}.json"))).ok()?,
+    )
+    .ok()?;
+    let working_dir =
+        inspect["Config"]["Labels"]["com.docker.compose.project.working_dir"].as_str()?;
+    let source = inspect["Mounts"]
+        .as_array()?
+        .iter()
+        .find(|m| m["Destination"] == destination && m["Type"] == "bind")?["Source"]
+        .as_str()?;
+    let rel = Path::new(source).strip_prefix(working_dir).ok()?;
+    // Only plain relative paths below the compose folder.
+    if rel.as_os_str().is_empty()
+        || rel
+            .components()
+            .any(|c| !matches!(c, std::path::Component::Normal(_)))
+    {
+        return None;
+    }
+    Some(rel.to_path_buf())
+}

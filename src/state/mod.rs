@@ -58,6 +58,11 @@ const MIGRATIONS: &[&str] = &[
         reason TEXT NOT NULL,
         marked_at TEXT NOT NULL
     );",
+    // 4: what a restore run put back (JSON), for its status.
+    "CREATE TABLE restores (
+        run_id TEXT PRIMARY KEY,
+        details TEXT NOT NULL
+    );",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -547,6 +552,29 @@ pub struct RunFilter {
 }
 
 impl StateDb {
+    /// Records what a restore run put back.
+    pub fn record_restore(&self, run_id: &str, details: &str) -> Result<(), StateError> {
+        self.conn()
+            .execute(
+                "INSERT OR REPLACE INTO restores (run_id, details) VALUES (?1, ?2)",
+                params![run_id, details],
+            )
+            .map_err(query("recording a restore"))?;
+        Ok(())
+    }
+
+    /// What a restore run put back, as recorded.
+    pub fn restore_details(&self, run_id: &str) -> Result<Option<String>, StateError> {
+        self.conn()
+            .query_row(
+                "SELECT details FROM restores WHERE run_id = ?1",
+                params![run_id],
+                |row| row.get(0),
+            )
+            .optional()
+            .map_err(query("reading a restore"))
+    }
+
     /// Whether the database answers, for readiness checks.
     pub fn ping(&self) -> Result<(), StateError> {
         self.conn()

@@ -105,6 +105,10 @@ pub struct Status {
     /// Validation errors, already formatted as `file:line:col: Kind/name: field: message`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<String>,
+    /// For a Restore: what its last run put back (volumes and where, dumps and their row
+    /// counts, recipe files).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restored: Option<crate::restore::RestoreReport>,
 }
 
 impl Status {

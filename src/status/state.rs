@@ -19,8 +19,6 @@ pub enum ObjectState<'a> {
         last_phase: Option<Phase>,
         message: Option<&'a str>,
     },
-    /// A kind this release cannot act on yet (Restore): say so rather than look healthy.
-    NotImplemented { what: &'a str },
 }
 
 /// Reasons of a `Ready` condition that describe the outcome of runs, and so stay true
@@ -46,17 +44,12 @@ const RUN_OUTCOMES: [&str; 5] = [
 /// - `Idle`: `Ready` from the last run: True `Succeeded`, or True `Scheduled` when no run
 ///   has finished; False `Failed` / `PartiallyFailed` with the run's message; False
 ///   `Interrupted` when the last run never finished (holdfast stopped during it).
-/// - `NotImplemented`: `Ready` False and `Stalled` True, reason `NotImplemented`: nothing
-///   will happen until a release implements it.
 pub fn apply_state(status: &mut Status, state: ObjectState<'_>, now: DateTime<Utc>) {
     let conditions = &mut status.conditions;
     if !matches!(state, ObjectState::Running { .. }) {
         remove_condition(conditions, RECONCILING);
     }
-    if !matches!(
-        state,
-        ObjectState::Invalid { .. } | ObjectState::NotImplemented { .. }
-    ) {
+    if !matches!(state, ObjectState::Invalid { .. }) {
         remove_condition(conditions, STALLED);
     }
     match state {
@@ -111,12 +104,6 @@ pub fn apply_state(status: &mut Status, state: ObjectState<'_>, now: DateTime<Ut
             };
             let message = message.unwrap_or(default_message);
             set_condition(conditions, READY, ready, reason, message, now);
-        }
-        ObjectState::NotImplemented { what } => {
-            let message =
-                format!("{what} is not implemented in this release of holdfast; nothing was done");
-            set_condition(conditions, STALLED, true, "NotImplemented", &message, now);
-            set_condition(conditions, READY, false, "NotImplemented", &message, now);
         }
     }
     status.errors.clear();
@@ -259,15 +246,6 @@ mod tests {
                 vec![c(READY, "False", "Interrupted")],
             ),
             (
-                "restore",
-                fresh(),
-                ObjectState::NotImplemented { what: "Restore" },
-                vec![
-                    c(READY, "False", "NotImplemented"),
-                    c(STALLED, "True", "NotImplemented"),
-                ],
-            ),
-            (
                 "fixed spec",
                 after(ObjectState::Invalid { errors: &one_error }),
                 ObjectState::Idle {
@@ -321,17 +299,5 @@ mod tests {
             "run r9 is in progress"
         );
         assert_eq!(s.condition(READY).unwrap().message, "pg_dump exited 1");
-
-        apply_state(
-            &mut s,
-            ObjectState::NotImplemented { what: "Restore" },
-            t(3),
-        );
-        assert!(
-            s.condition(READY)
-                .unwrap()
-                .message
-                .starts_with("Restore is not implemented")
-        );
     }
 }

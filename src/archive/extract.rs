@@ -1,0 +1,1533 @@
+//! Extraction: puts an artifact (a tar, tar.gz or tar.zst file, or a folder-format folder)
+//! back into a folder, with owners, modes, mtimes, symlinks, hard links, fifos, xattrs and
+//! holes in sparse files, and without ever writing outside that folder.
+//!
+//! An archive is data from a repository that someone else may have written to, and
+//! extraction usually runs as root, so every entry is treated as hostile:
+//!
+//! - names with `..`, absolute names and names with NUL bytes are refused, never
+//!   rewritten into something else;
+//! - every folder on the way to an entry is opened with `O_NOFOLLOW` relative to the one
+//!   above it, starting from a descriptor of the target, so no symlink, whether it was
+//!   there before or came earlier in the same archive, is ever followed;
+//! - files are created with `O_CREAT | O_EXCL | O_NOFOLLOW`; an existing name (an entry
+//!   that appears twice) is unlinked first, so a write never goes through a symlink or
+//!   into another name of a hard-linked inode; a folder is never replaced;
+//! - hard links may only point at an entry already extracted below the target;
+//! - device nodes are refused: volumes do not need them and they are a way to the host;
+//! - the entry count and the bytes of content are checked against the manifest before
+//!   each entry is created, so a tar bomb stops at the first entry over the limit;
+//! - a stream that ends early, even exactly between two entries, is an error.
+//!
+//! Speed: the artifact is read and decompressed on a second thread that hands over 1 MiB
+//! buffers through a bounded channel, and file content is written straight from those
+//! buffers, one write per buffer. Nothing is fsynced per file: [`sync_tree`] syncs the
+//! whole filesystem once, which is what makes the extracted data durable.
+
+use std::collections::HashMap;
+use std::ffi::{CStr, CString};
+use std::fs::{self, File};
+use std::io::{self, BufReader, Read};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
+
+use super::ArchiveError;
+use super::entry::{Copied, Entry, Kind, Sink, SinkError, read_some};
+use super::excludes::{Excludes, bytes_path};
+use super::{sys, walk};
+use crate::progress::Progress;
+
+/// Upper bounds from the manifest: an archive holding more than its manifest records is
+/// refused.
+///
+/// `max_entries` is the manifest's `entries` (the root folder entry of a tar, `./`, is not
+/// counted), `max_bytes` its `source_bytes`: the bytes of regular file content. A file
+/// that shrank while it was archived into a tar was padded with zeros to its size at
+/// open, so its entry is larger than what was read; a caller that wants such archives
+/// back gives `max_bytes` some slack.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ExtractLimits {
+    pub max_entries: u64,
+    pub max_bytes: u64,
+}
+
+/// What an extraction wrote.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ExtractStats {
+    /// Entries extracted, the tar's root entry (`./`) not included.
+    pub entries: u64,
+    /// Bytes of regular file content.
+    pub bytes: u64,
+}
+
+/// Data is handed from the reading thread to the extracting one in buffers of this size.
+const CHUNK: usize = 1 << 20;
+/// Buffers in flight between the two threads: enough to ride out a burst of small files
+/// on one side or a slow block on the other, and only a few MiB of memory.
+const IN_FLIGHT: usize = 4;
+const BLOCK: usize = 512;
+/// Aligned runs of zeros this long become holes. Large enough that a file of ordinary
+/// data is never fragmented, small enough that a database's preallocated zeros are found.
+const HOLE: u64 = 64 * 1024;
+/// Pax and GNU long-name records are held in memory whole; real ones are tiny.
+const MAX_PAX: u64 = 1 << 20;
+const MAX_LONG_NAME: u64 = 64 * 1024;
+
+/// Files at least this large are handed to the disk as soon as they are written, and
+/// larger ones every `WRITEBACK_STEP` bytes, rather than all at the final sync: the disk
+/// works while the next files are decompressed, and dirty memory stays low. Small files
+/// are left to the final sync, where the filesystem batches them far better.
+const WRITEBACK_MIN: u64 = 1 << 20;
+const WRITEBACK_STEP: u64 = 8 << 20;
+
+static ZEROS: [u8; HOLE as usize] = [0; HOLE as usize];
+
+/// Extracts one artifact: a `.tar`, `.tar.gz` or `.tar.zst` file, or a folder-format
+/// folder, into `target`, which must be an empty folder or not exist yet (then it is
+/// created). The target's own owner, mode and mtime are set from the archive's root entry
+/// (`./`) if it has one.
+///
+/// Owners are restored by number (the ids inside a container mean nothing on the host)
+/// and only when running as root. Nothing is fsynced: call [`sync_tree`] once at the end.
+/// On error the target keeps what was extracted before it; nothing is ever written
+/// outside it.
+pub fn extract_artifact(
+    artifact: &Path,
+    target: &Path,
+    limits: ExtractLimits,
+    progress: &dyn Progress,
+) -> Result<ExtractStats, ArchiveError> {
+    let meta =
+        fs::symlink_metadata(artifact).map_err(|e| ArchiveError::io("opening", artifact, e))?;
+    if meta.is_dir() {
+        return extract_folder(artifact, target, limits, progress);
+    }
+    let name = artifact
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let file = File::open(artifact).map_err(|e| ArchiveError::io("opening", artifact, e))?;
+    // Twice the default readahead, and pages are dropped sooner; advice only.
+    // SAFETY: a valid descriptor; the call only sets advice on it.
+    unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_SEQUENTIAL) };
+    let input = BufReader::with_capacity(CHUNK, file);
+    let reader: Box<dyn Read + Send> = if name.ends_with(".zst") {
+        Box::new(
+            zstd::stream::read::Decoder::with_buffer(input)
+                .map_err(|e| ArchiveError::io("decompressing", artifact, e))?,
+        )
+    } else if name.ends_with(".gz") || name.ends_with(".tgz") {
+        Box::new(flate2::read::MultiGzDecoder::new(input))
+    } else if name.ends_with(".tar") {
+        Box::new(input)
+    } else {
+        return Err(ArchiveError::io(
+            "extracting",
+            artifact,
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "not an artifact: expected a folder or a .tar, .tar.gz or .tar.zst file",
+            ),
+        ));
+    };
+    extract_tar(reader, target, limits, progress)
+}
+
+/// Like [`extract_artifact`], for a tar stream that is already decompressed. The stream is
+/// read on a second thread (hence `Send`) while this one writes; it is read to its end,
+/// past the end-of-archive marker, so that a decompressor under it checks its checksum.
+pub fn extract_tar<R: Read + Send>(
+    reader: R,
+    target: &Path,
+    limits: ExtractLimits,
+    progress: &dyn Progress,
+) -> Result<ExtractStats, ArchiveError> {
+    let root = open_target(target)?;
+    std::thread::scope(|scope| {
+        let (tx, rx) = mpsc::sync_channel(IN_FLIGHT);
+        let (pool_tx, pool_rx) = mpsc::channel();
+        scope.spawn(move || pump(reader, tx, pool_rx));
+        let mut stream = Stream {
+            rx,
+            pool: pool_tx,
+            buf: Vec::new(),
+            len: 0,
+            pos: 0,
+            offset: 0,
+            done: false,
+        };
+        let mut ex = Extractor::new(root, target, Origin::Tar, limits, progress);
+        let result = read_tar(&mut stream, &mut ex).and_then(|()| ex.finish());
+        // Dropping the receiver stops the reading thread at its next buffer, also when
+        // the extraction failed half-way.
+        drop(stream);
+        result
+    })
+}
+
+/// Makes everything written below `target` durable with one `syncfs` of its filesystem,
+/// far cheaper than an fsync per file (and what `sync` does, for one filesystem only).
+pub fn sync_tree(target: &Path) -> Result<(), ArchiveError> {
+    let dir = File::open(target).map_err(|e| ArchiveError::io("syncing", target, e))?;
+    // SAFETY: a valid descriptor.
+    if unsafe { libc::syncfs(dir.as_raw_fd()) } < 0 {
+        return Err(ArchiveError::io(
+            "syncing",
+            target,
+            io::Error::last_os_error(),
+        ));
+    }
+    Ok(())
+}
+
+/// A folder artifact is walked like a source folder (by descriptors, never following a
+/// symlink) and every entry goes through the same checks as a tar entry.
+fn extract_folder(
+    artifact: &Path,
+    target: &Path,
+    limits: ExtractLimits,
+    progress: &dyn Progress,
+) -> Result<ExtractStats, ArchiveError> {
+    let root = open_target(target)?;
+    let ex = Extractor::new(
+        root,
+        target,
+        Origin::Folder(artifact.to_path_buf()),
+        limits,
+        progress,
+    );
+    let mut sink = FolderSource {
+        ex,
+        buf: vec![0; CHUNK],
+        failed: None,
+    };
+    let walked = walk::walk(artifact, target, &Excludes::none(), &mut sink);
+    if let Some(e) = sink.failed.take() {
+        return Err(e);
+    }
+    walked?;
+    sink.ex.finish()
+}
+
+/// Checks that `target` is an empty folder, or creates it, and opens it.
+fn open_target(target: &Path) -> Result<OwnedFd, ArchiveError> {
+    let fail = |e: io::Error| ArchiveError::io("extracting into", target, e);
+    match fs::symlink_metadata(target) {
+        Ok(m) if m.file_type().is_symlink() => {
+            return Err(fail(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "the target is a symlink; give the folder it points to",
+            )));
+        }
+        Ok(m) if !m.is_dir() => {
+            return Err(fail(io::Error::new(
+                io::ErrorKind::NotADirectory,
+                "the target is not a folder",
+            )));
+        }
+        Ok(_) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            if let Some(parent) = target.parent().filter(|p| !p.as_os_str().is_empty()) {
+                fs::create_dir_all(parent).map_err(fail)?;
+            }
+            fs::create_dir(target).map_err(fail)?;
+        }
+        Err(e) => return Err(fail(e)),
+    }
+    let path = CString::new(target.as_os_str().as_bytes()).map_err(|_| {
+        fail(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "the path holds a NUL byte",
+        ))
+    })?;
+    let root = open_at(
+        libc::AT_FDCWD,
+        &path,
+        libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW,
+        0,
+    )
+    .map_err(fail)?;
+    if !sys::list_dir(&root).map_err(fail)?.is_empty() {
+        return Err(fail(io::Error::new(
+            io::ErrorKind::DirectoryNotEmpty,
+            "the target folder is not empty",
+        )));
+    }
+    Ok(root)
+}
+
+// ---------------------------------------------------------------------------------------
+// Reading: a thread fills buffers, the extracting thread takes slices out of them.
+
+struct Chunk {
+    buf: Vec<u8>,
+    len: usize,
+}
+
+/// Reads `reader` into full buffers and sends them until the end or an error, or until
+/// the receiving side hangs up. Buffers come back through `pool` to be reused.
+fn pump(mut reader: impl Read, tx: SyncSender<io::Result<Chunk>>, pool: Receiver<Vec<u8>>) {
+    loop {
+        let mut buf = pool.try_recv().unwrap_or_else(|_| vec![0; CHUNK]);
+        let mut len = 0;
+        while len < buf.len() {
+            match read_some(&mut reader, &mut buf[len..]) {
+                Ok(0) => break,
+                Ok(n) => len += n,
+                Err(e) => {
+                    let _ = tx.send(Err(e));
+                    return;
+                }
+            }
+        }
+        if len == 0 {
+            return;
+        }
+        let last = len < buf.len();
+        if tx.send(Ok(Chunk { buf, len })).is_err() || last {
+            return;
+        }
+    }
+}
+
+struct Stream {
+    rx: Receiver<io::Result<Chunk>>,
+    pool: Sender<Vec<u8>>,
+    buf: Vec<u8>,
+    len: usize,
+    pos: usize,
+    /// Bytes handed out so far: where the next header starts, for error messages.
+    offset: u64,
+    done: bool,
+}
+
+impl Stream {
+    fn refill(&mut self) -> io::Result<bool> {
+        if self.done {
+            return Ok(false);
+        }
+        match self.rx.recv() {
+            Ok(Ok(chunk)) => {
+                let old = std::mem::replace(&mut self.buf, chunk.buf);
+                if !old.is_empty() {
+                    let _ = self.pool.send(old);
+                }
+                self.len = chunk.len;
+                self.pos = 0;
+                Ok(true)
+            }
+            Ok(Err(e)) => {
+                self.done = true;
+                Err(e)
+            }
+            Err(_) => {
+                self.done = true;
+                Ok(false)
+            }
+        }
+    }
+
+    /// Up to `max` bytes, straight out of the current buffer; empty only at the end.
+    fn next(&mut self, max: usize) -> io::Result<&[u8]> {
+        if self.pos == self.len && !self.refill()? {
+            return Ok(&[]);
+        }
+        let start = self.pos;
+        let n = max.min(self.len - start);
+        self.pos += n;
+        self.offset += n as u64;
+        Ok(&self.buf[start..start + n])
+    }
+
+    /// Fills `out` as far as the stream goes; returns how much was filled.
+    fn fill(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        let mut filled = 0;
+        while filled < out.len() {
+            let part = self.next(out.len() - filled)?;
+            if part.is_empty() {
+                break;
+            }
+            out[filled..filled + part.len()].copy_from_slice(part);
+            filled += part.len();
+        }
+        Ok(filled)
+    }
+
+    /// Skips `n` bytes; false when the stream ends first.
+    fn skip(&mut self, mut n: u64) -> io::Result<bool> {
+        while n > 0 {
+            let part = self.next(usize::try_from(n).unwrap_or(usize::MAX))?.len();
+            if part == 0 {
+                return Ok(false);
+            }
+            n -= part as u64;
+        }
+        Ok(true)
+    }
+}
+
+/// Where the bytes of a regular file come from: slices of the stream's buffers, or reads
+/// from a file of a folder artifact.
+trait Content {
+    /// Up to `max` (> 0) bytes; never empty: the source ending early is an error.
+    fn chunk(&mut self, max: usize) -> io::Result<&[u8]>;
+}
+
+fn truncated() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::UnexpectedEof,
+        "the stream ends inside this entry: it is truncated",
+    )
+}
+
+struct TarContent<'s> {
+    stream: &'s mut Stream,
+}
+
+impl Content for TarContent<'_> {
+    fn chunk(&mut self, max: usize) -> io::Result<&[u8]> {
+        let part = self.stream.next(max)?;
+        if part.is_empty() {
+            return Err(truncated());
+        }
+        Ok(part)
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The tar format: headers, GNU long names and pax records, parsed here rather than by the
+// tar crate's reader so that every byte's fate is decided in one place and file data
+// never takes a detour through another buffer.
+
+/// What pax and GNU long-name records say about the next entry.
+#[derive(Default)]
+struct Extensions {
+    pax_path: Option<Vec<u8>>,
+    pax_link: Option<Vec<u8>>,
+    gnu_path: Option<Vec<u8>>,
+    gnu_link: Option<Vec<u8>>,
+    size: Option<u64>,
+    uid: Option<u64>,
+    gid: Option<u64>,
+    mtime: Option<(i64, i64)>,
+    xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+    sparse: bool,
+}
+
+fn malformed(offset: u64, problem: impl Into<String>) -> ArchiveError {
+    ArchiveError::Malformed {
+        offset,
+        problem: problem.into(),
+    }
+}
+
+fn read_error(entry: &str, e: io::Error) -> ArchiveError {
+    ArchiveError::Stream {
+        entry: entry.to_string(),
+        source: e,
+    }
+}
+
+fn padding(size: u64) -> u64 {
+    (BLOCK as u64 - size % BLOCK as u64) % BLOCK as u64
+}
+
+/// The checksum is the sum of the header's bytes with its own field taken as spaces;
+/// some old writers summed signed bytes.
+fn checksum_ok(block: &[u8; BLOCK], header: &tar::Header) -> bool {
+    let Ok(stored) = header.cksum() else {
+        return false;
+    };
+    let (mut unsigned, mut signed) = (0u32, 0i32);
+    for (i, b) in block.iter().enumerate() {
+        let b = if (148..156).contains(&i) { b' ' } else { *b };
+        unsigned += u32::from(b);
+        signed += i32::from(b as i8);
+    }
+    stored == unsigned || i64::from(stored) == i64::from(signed)
+}
+
+/// A record's data (pax or long name), held whole.
+fn read_record(
+    stream: &mut Stream,
+    size: u64,
+    max: u64,
+    at: u64,
+    what: &str,
+) -> Result<Vec<u8>, ArchiveError> {
+    if size > max {
+        return Err(malformed(
+            at,
+            format!("a {what} record of {size} bytes is larger than the {max} allowed"),
+        ));
+    }
+    let mut data = vec![0; size as usize];
+    let n = stream
+        .fill(&mut data)
+        .map_err(|e| read_error("the tar stream", e))?;
+    let padded = stream
+        .skip(padding(size))
+        .map_err(|e| read_error("the tar stream", e))?;
+    if n < data.len() || !padded {
+        return Err(malformed(
+            at,
+            format!("it ends inside a {what} record: it is truncated"),
+        ));
+    }
+    Ok(data)
+}
+
+fn until_nul(data: &[u8]) -> Vec<u8> {
+    data.iter()
+        .position(|b| *b == 0)
+        .map_or(data, |i| &data[..i])
+        .to_vec()
+}
+
+/// `seconds[.fraction]`, possibly negative, as (seconds, nanoseconds).
+fn parse_pax_time(value: &[u8]) -> Option<(i64, i64)> {
+    let text = std::str::from_utf8(value).ok()?;
+    let (negative, text) = match text.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, text),
+    };
+    let (secs, frac) = text.split_once('.').unwrap_or((text, ""));
+    let secs: i64 = secs.parse().ok()?;
+    if !frac.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let mut nanos: i64 = 0;
+    for (i, digit) in frac.bytes().take(9).enumerate() {
+        nanos += i64::from(digit - b'0') * 10i64.pow(8 - i as u32);
+    }
+    Some(if !negative {
+        (secs, nanos)
+    } else if nanos == 0 {
+        (-secs, 0)
+    } else {
+        (-secs - 1, 1_000_000_000 - nanos)
+    })
+}
+
+fn parse_number(value: &[u8]) -> Option<u64> {
+    std::str::from_utf8(value).ok()?.parse().ok()
+}
+
+impl Extensions {
+    /// Pax records are `<length> <key>=<value>\n`, the length counting the whole record.
+    fn pax(&mut self, mut data: &[u8]) -> Result<(), String> {
+        let bad = || "a pax record is malformed".to_string();
+        while !data.is_empty() {
+            let space = data.iter().position(|b| *b == b' ').ok_or_else(bad)?;
+            let len = parse_number(&data[..space]).ok_or_else(bad)? as usize;
+            if len <= space + 1 || len > data.len() || data[len - 1] != b'\n' {
+                return Err(bad());
+            }
+            let record = &data[space + 1..len - 1];
+            data = &data[len..];
+            let eq = record.iter().position(|b| *b == b'=').ok_or_else(bad)?;
+            let (key, value) = (&record[..eq], &record[eq + 1..]);
+            let number = |what: &str| {
+                parse_number(value).ok_or_else(|| format!("the pax record {what} is not a number"))
+            };
+            // An empty value takes back what an earlier record said.
+            let some = |v: &[u8]| (!v.is_empty()).then(|| v.to_vec());
+            match key {
+                b"path" => self.pax_path = some(value),
+                b"linkpath" => self.pax_link = some(value),
+                b"size" => self.size = Some(number("size")?),
+                b"uid" => self.uid = Some(number("uid")?),
+                b"gid" => self.gid = Some(number("gid")?),
+                b"mtime" => {
+                    self.mtime =
+                        Some(parse_pax_time(value).ok_or("the pax record mtime is not a time")?);
+                }
+                _ => {
+                    if let Some(name) = key.strip_prefix(b"SCHILY.xattr.") {
+                        self.xattrs.push((name.to_vec(), value.to_vec()));
+                    } else if key.starts_with(b"GNU.sparse.") {
+                        self.sparse = true;
+                    }
+                    // Others (atime, ctime, uname, comments...) change nothing we restore.
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Reads entries up to the end-of-archive marker, extracting each, then drains the stream.
+fn read_tar(stream: &mut Stream, ex: &mut Extractor<'_>) -> Result<(), ArchiveError> {
+    let mut block = [0u8; BLOCK];
+    let mut ext = Extensions::default();
+    loop {
+        let at = stream.offset;
+        let n = stream
+            .fill(&mut block)
+            .map_err(|e| read_error("the tar stream", e))?;
+        if n == 0 {
+            return Err(malformed(
+                at,
+                "it ends without an end-of-archive marker: it is truncated",
+            ));
+        }
+        if n < BLOCK {
+            return Err(malformed(at, "it ends inside a header: it is truncated"));
+        }
+        if block.iter().all(|b| *b == 0) {
+            break;
+        }
+        let header = tar::Header::from_byte_slice(&block);
+        if !checksum_ok(&block, header) {
+            return Err(malformed(
+                at,
+                "a header's checksum does not match: the stream is corrupt or not a tar",
+            ));
+        }
+        let raw_size = header
+            .entry_size()
+            .map_err(|e| malformed(at, format!("a header's size is unreadable: {e}")))?;
+        let typeflag = block[156];
+        match typeflag {
+            b'x' => {
+                let data = read_record(stream, raw_size, MAX_PAX, at, "pax")?;
+                ext.pax(&data).map_err(|p| malformed(at, p))?;
+                continue;
+            }
+            b'g' => {
+                // Global records: nothing in them is restored, and they must not leak
+                // into the next entry.
+                read_record(stream, raw_size, MAX_PAX, at, "pax")?;
+                continue;
+            }
+            b'L' => {
+                let data = read_record(stream, raw_size, MAX_LONG_NAME, at, "long name")?;
+                ext.gnu_path = Some(until_nul(&data));
+                continue;
+            }
+            b'K' => {
+                let data = read_record(stream, raw_size, MAX_LONG_NAME, at, "long link")?;
+                ext.gnu_link = Some(until_nul(&data));
+                continue;
+            }
+            _ => {}
+        }
+        let e = std::mem::take(&mut ext);
+        let path = e
+            .pax_path
+            .or(e.gnu_path)
+            .unwrap_or_else(|| header.path_bytes().into_owned());
+        let link = e
+            .pax_link
+            .or(e.gnu_link)
+            .or_else(|| header.link_name_bytes().map(|l| l.into_owned()))
+            .unwrap_or_default();
+        let shown = String::from_utf8_lossy(&path).into_owned();
+        let field = |what: &str, r: io::Result<u64>| {
+            r.map_err(|err| {
+                malformed(
+                    at,
+                    format!("entry {shown:?} has an unreadable {what}: {err}"),
+                )
+            })
+        };
+        let size = e.size.unwrap_or(raw_size);
+        let what = match typeflag {
+            b'0' | b'7' => What::File { size },
+            // Before ustar, a folder was a plain entry whose name ends in `/`.
+            0 if path.ends_with(b"/") => What::Dir,
+            0 => What::File { size },
+            b'5' => What::Dir,
+            b'2' => What::Symlink(&link),
+            b'1' => What::Hardlink(&link),
+            b'6' => What::Fifo,
+            b'3' | b'4' => What::Device,
+            b'S' => return Err(ex.refuse(&shown, "GNU sparse entries are not supported")),
+            other => {
+                return Err(ex.refuse(
+                    &shown,
+                    format!("its entry type {:?} is unknown", char::from(other)),
+                ));
+            }
+        };
+        if e.sparse {
+            return Err(ex.refuse(&shown, "GNU sparse entries are not supported"));
+        }
+        let attrs = Attrs {
+            mode: field("mode", header.mode().map(u64::from))? as u32 & 0o7777,
+            uid: match e.uid {
+                Some(uid) => uid,
+                None => field("uid", header.uid())?,
+            },
+            gid: match e.gid {
+                Some(gid) => gid,
+                None => field("gid", header.gid())?,
+            },
+            mtime: match e.mtime {
+                Some(t) => t,
+                None => (field("mtime", header.mtime())? as i64, 0),
+            },
+            xattrs: e.xattrs,
+        };
+        ex.add(&path, &shown, what, &attrs, &mut TarContent { stream })?;
+        // A file's content was consumed by `add`; other entries may carry data that means
+        // nothing to us. Then the padding to the next header.
+        let rest = if matches!(what, What::File { .. }) {
+            0
+        } else {
+            size
+        };
+        let complete = stream
+            .skip(rest + padding(size))
+            .map_err(|e| read_error(&format!("entry {shown:?}"), e))?;
+        if !complete {
+            return Err(read_error(&format!("entry {shown:?}"), truncated()));
+        }
+    }
+    // Past the marker: writers pad to a record size, and a compressed stream checks its
+    // checksum only at its very end.
+    while !stream
+        .next(usize::MAX)
+        .map_err(|e| read_error("the end of the tar stream", e))?
+        .is_empty()
+    {}
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
+// Writing entries below the target.
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum What<'a> {
+    Dir,
+    File {
+        size: u64,
+    },
+    Symlink(&'a [u8]),
+    /// A further name of an entry extracted before, by its path in the archive.
+    Hardlink(&'a [u8]),
+    Fifo,
+    Device,
+}
+
+#[derive(Clone, Debug, Default)]
+struct Attrs {
+    mode: u32,
+    uid: u64,
+    gid: u64,
+    /// Seconds and nanoseconds since the epoch.
+    mtime: (i64, i64),
+    /// Extended attributes by full name (`user.x`, `security.capability`).
+    xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+enum Origin {
+    Tar,
+    Folder(PathBuf),
+}
+
+/// Why an entry could not be placed: refused, or the filesystem said no.
+enum Fail {
+    Refuse(String),
+    Io(&'static str, io::Error),
+}
+
+impl From<io::Error> for Fail {
+    fn from(e: io::Error) -> Fail {
+        Fail::Io("creating", e)
+    }
+}
+
+struct Extractor<'p> {
+    root: OwnedFd,
+    target: PathBuf,
+    origin: Origin,
+    /// The folders of the last parent path, each opened below the one before it: entries
+    /// come in tree order, so the next entry's parent is nearly always a prefix of it.
+    stack: Vec<(Vec<u8>, OwnedFd)>,
+    /// Folder metadata, applied at the end: writing into a folder changes its mtime, and
+    /// a read-only mode would forbid writing into it (for a user other than root).
+    dirs: Vec<(Vec<u8>, Attrs)>,
+    dir_index: HashMap<Vec<u8>, usize>,
+    root_attrs: Option<Attrs>,
+    limits: ExtractLimits,
+    stats: ExtractStats,
+    chown: bool,
+    warned_xattrs: bool,
+    progress: &'p dyn Progress,
+}
+
+const OUTSIDE: &str = "it leads outside the target";
+const DEVICE: &str = "it is a device node; volumes are restored without them";
+
+/// `a/./b//c/` -> `a/b/c`; `..`, absolute paths and NUL bytes are refused.
+fn clean(path: &[u8]) -> Result<Vec<u8>, &'static str> {
+    if path.first() == Some(&b'/') {
+        return Err("it is an absolute path; only paths relative to the target are extracted");
+    }
+    if path.contains(&0) {
+        return Err("its name holds a NUL byte");
+    }
+    let mut out = Vec::with_capacity(path.len());
+    for part in path.split(|b| *b == b'/') {
+        match part {
+            b"" | b"." => {}
+            b".." => return Err(OUTSIDE),
+            _ => {
+                if !out.is_empty() {
+                    out.push(b'/');
+                }
+                out.extend_from_slice(part);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// (parent, name) of a clean, non-empty path.
+fn split(path: &[u8]) -> (&[u8], &[u8]) {
+    match path.iter().rposition(|b| *b == b'/') {
+        Some(i) => (&path[..i], &path[i + 1..]),
+        None => (&path[..0], path),
+    }
+}
+
+fn cstring(name: &[u8]) -> CString {
+    // Clean paths hold no NUL byte, so this cannot fail.
+    CString::new(name).unwrap_or_default()
+}
+
+fn lossy(path: &[u8]) -> String {
+    String::from_utf8_lossy(path).into_owned()
+}
+
+impl<'p> Extractor<'p> {
+    fn new(
+        root: OwnedFd,
+        target: &Path,
+        origin: Origin,
+        limits: ExtractLimits,
+        progress: &'p dyn Progress,
+    ) -> Self {
+        Extractor {
+            root,
+            target: target.to_path_buf(),
+            origin,
+            stack: Vec::new(),
+            dirs: Vec::new(),
+            dir_index: HashMap::new(),
+            root_attrs: None,
+            limits,
+            stats: ExtractStats::default(),
+            chown: sys::is_root(),
+            warned_xattrs: false,
+            progress,
+        }
+    }
+
+    fn refuse(&self, shown: &str, reason: impl Into<String>) -> ArchiveError {
+        ArchiveError::Refused {
+            origin: match self.origin {
+                Origin::Tar => "tar",
+                Origin::Folder(_) => "folder",
+            },
+            entry: shown.to_string(),
+            reason: reason.into(),
+        }
+    }
+
+    fn fail(&self, shown: &str, path: &[u8], f: Fail) -> ArchiveError {
+        match (f, &self.origin) {
+            (Fail::Refuse(reason), _) => self.refuse(shown, reason),
+            // Reading the entry's content failed: name what was read.
+            (Fail::Io("reading", e), Origin::Tar) => read_error(&format!("entry {shown:?}"), e),
+            (Fail::Io("reading", e), Origin::Folder(src)) => {
+                ArchiveError::io("reading", &src.join(bytes_path(path)), e)
+            }
+            (Fail::Io(action, e), _) => {
+                ArchiveError::io(action, &self.target.join(bytes_path(path)), e)
+            }
+        }
+    }
+
+    /// Extracts one entry. For a file, reads exactly its size from `content`.
+    fn add(
+        &mut self,
+        raw: &[u8],
+        shown: &str,
+        what: What<'_>,
+        attrs: &Attrs,
+        content: &mut dyn Content,
+    ) -> Result<(), ArchiveError> {
+        let path = clean(raw).map_err(|r| self.refuse(shown, r))?;
+        if path.is_empty() {
+            if what != What::Dir {
+                return Err(self.refuse(shown, "it names the target itself but is not a folder"));
+            }
+            self.root_attrs = Some(attrs.clone());
+            return Ok(());
+        }
+        if self.stats.entries >= self.limits.max_entries {
+            return Err(self.refuse(
+                shown,
+                format!(
+                    "the archive holds more than the {} entries its manifest records",
+                    self.limits.max_entries
+                ),
+            ));
+        }
+        let size = match what {
+            What::File { size } => size,
+            _ => 0,
+        };
+        if size > self.limits.max_bytes - self.stats.bytes.min(self.limits.max_bytes) {
+            return Err(self.refuse(
+                shown,
+                format!(
+                    "the archive holds more than the {} bytes of file content its manifest records",
+                    self.limits.max_bytes
+                ),
+            ));
+        }
+        if what == What::Device {
+            return Err(self.refuse(shown, DEVICE));
+        }
+        self.place(&path, shown, what, attrs, content)
+            .map_err(|f| self.fail(shown, &path, f))?;
+        self.stats.entries += 1;
+        self.stats.bytes += size;
+        Ok(())
+    }
+
+    fn place(
+        &mut self,
+        path: &[u8],
+        shown: &str,
+        what: What<'_>,
+        attrs: &Attrs,
+        content: &mut dyn Content,
+    ) -> Result<(), Fail> {
+        let (parent, name) = split(path);
+        let name = cstring(name);
+        if let What::Hardlink(to) = what {
+            // The source is found first and held by its own descriptor: finding it moves
+            // the cached folder stack.
+            let (source_dir, source_name) = self.link_source(path, to)?;
+            let dir = self.open_parent(parent, true)?.as_raw_fd();
+            retry_exists(dir, &name, || {
+                link_at(source_dir.as_raw_fd(), &source_name, dir, &name)
+            })?;
+            return Ok(());
+        }
+        let dir = self.open_parent(parent, true)?.as_raw_fd();
+        match what {
+            What::Dir => {
+                match mkdir_at(dir, &name, 0o700) {
+                    Ok(()) => {}
+                    Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
+                        if !is_dir(&stat_at(dir, &name)?) {
+                            // A symlink or file by that name goes; it is never followed.
+                            unlink_at(dir, &name)?;
+                            mkdir_at(dir, &name, 0o700)?;
+                        }
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+                match self.dir_index.get(path) {
+                    Some(&i) => self.dirs[i].1 = attrs.clone(),
+                    None => {
+                        self.dir_index.insert(path.to_vec(), self.dirs.len());
+                        self.dirs.push((path.to_vec(), attrs.clone()));
+                    }
+                }
+            }
+            What::File { size } => {
+                let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW;
+                let fd = retry_exists(dir, &name, || open_at(dir, &name, flags, 0o600))?;
+                let mut out = SparseFile::new(fd.as_fd());
+                let mut left = size;
+                while left > 0 {
+                    let want = usize::try_from(left).unwrap_or(usize::MAX);
+                    let data = content.chunk(want).map_err(|e| Fail::Io("reading", e))?;
+                    out.write(data).map_err(|e| Fail::Io("writing", e))?;
+                    left -= data.len() as u64;
+                    self.progress.bytes(data.len() as u64);
+                    if out.off - out.flushed >= WRITEBACK_STEP {
+                        out.start_writeback();
+                    }
+                }
+                if size >= WRITEBACK_MIN {
+                    out.start_writeback();
+                }
+                out.finish(size).map_err(|e| Fail::Io("writing", e))?;
+                self.apply(fd.as_fd(), attrs, shown)?;
+            }
+            What::Symlink(to) => {
+                if to.is_empty() || to.contains(&0) {
+                    return Err(Fail::Refuse(
+                        "its symlink target is empty or holds a NUL byte".into(),
+                    ));
+                }
+                let to = cstring(to);
+                retry_exists(dir, &name, || symlink_at(&to, dir, &name))?;
+                // No chmod: it would follow the link, and a symlink's mode means nothing.
+                if self.chown {
+                    chown_at(dir, &name, attrs.uid, attrs.gid)?;
+                }
+                if !attrs.xattrs.is_empty() {
+                    self.warn_xattrs(shown, "symlinks keep no extended attributes here");
+                }
+                set_times_at(dir, &name, attrs.mtime)
+                    .map_err(|e| Fail::Io("setting the mtime of", e))?;
+            }
+            What::Fifo => {
+                retry_exists(dir, &name, || mkfifo_at(dir, &name))?;
+                // Opened to set its metadata by descriptor; non-blocking, so no writer is
+                // needed.
+                let fd = open_at(
+                    dir,
+                    &name,
+                    libc::O_RDONLY | libc::O_NONBLOCK | libc::O_NOFOLLOW,
+                    0,
+                )?;
+                self.apply(fd.as_fd(), attrs, shown)?;
+            }
+            What::Hardlink(_) => unreachable!("linked above"),
+            What::Device => return Err(Fail::Refuse(DEVICE.into())),
+        }
+        Ok(())
+    }
+
+    /// The folder and name of an existing, non-folder entry a hard link may point at.
+    fn link_source(&mut self, path: &[u8], to: &[u8]) -> Result<(OwnedFd, CString), Fail> {
+        let to = clean(to).map_err(|r| {
+            Fail::Refuse(if r == OUTSIDE {
+                format!("its link target {:?} leads outside the target", lossy(to))
+            } else {
+                format!("its link target {:?} is refused: {r}", lossy(to))
+            })
+        })?;
+        if to.is_empty() {
+            return Err(Fail::Refuse("it links to the target folder itself".into()));
+        }
+        if to == path {
+            return Err(Fail::Refuse("it links to itself".into()));
+        }
+        let (parent, name) = split(&to);
+        let name = cstring(name);
+        let missing = || {
+            Fail::Refuse(format!(
+                "its link target {:?} has not been extracted before it",
+                lossy(&to)
+            ))
+        };
+        let dir = match self.open_parent(parent, false) {
+            Ok(dir) => dir.try_clone_to_owned()?,
+            Err(Fail::Refuse(reason)) => {
+                return Err(Fail::Refuse(format!(
+                    "its link target {:?} is refused: {reason}",
+                    lossy(&to)
+                )));
+            }
+            Err(Fail::Io(_, e)) if e.raw_os_error() == Some(libc::ENOENT) => return Err(missing()),
+            Err(e) => return Err(e),
+        };
+        match stat_at(dir.as_raw_fd(), &name) {
+            Ok(st) if is_dir(&st) => Err(Fail::Refuse(format!(
+                "its link target {:?} is a folder",
+                lossy(&to)
+            ))),
+            Ok(_) => Ok((dir, name)),
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Err(missing()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The folder `parent` (clean, relative), each component opened with `O_NOFOLLOW`
+    /// below the one before; missing ones are created when `create`.
+    fn open_parent(&mut self, parent: &[u8], create: bool) -> Result<BorrowedFd<'_>, Fail> {
+        let mut depth = 0;
+        let mut rest = parent;
+        // Keep the cached folders that are a prefix of `parent`.
+        while !rest.is_empty() && depth < self.stack.len() {
+            let (comp, tail) = match rest.iter().position(|b| *b == b'/') {
+                Some(i) => (&rest[..i], &rest[i + 1..]),
+                None => (rest, &rest[..0]),
+            };
+            if self.stack[depth].0 != comp {
+                break;
+            }
+            depth += 1;
+            rest = tail;
+        }
+        self.stack.truncate(depth);
+        while !rest.is_empty() {
+            let (comp, tail) = match rest.iter().position(|b| *b == b'/') {
+                Some(i) => (&rest[..i], &rest[i + 1..]),
+                None => (rest, &rest[..0]),
+            };
+            let dir = self
+                .stack
+                .last()
+                .map_or(&self.root, |(_, fd)| fd)
+                .as_raw_fd();
+            let name = cstring(comp);
+            let so_far = &parent[..parent.len() - tail.len()];
+            let so_far = so_far.strip_suffix(b"/").unwrap_or(so_far);
+            let flags = libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW;
+            let fd = match open_at(dir, &name, flags, 0) {
+                Ok(fd) => fd,
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) && create => {
+                    match mkdir_at(dir, &name, 0o755) {
+                        Ok(()) => {}
+                        Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                    open_at(dir, &name, flags, 0)
+                        .map_err(|e| self.not_a_dir(dir, &name, so_far, e))?
+                }
+                Err(e) => return Err(self.not_a_dir(dir, &name, so_far, e)),
+            };
+            self.stack.push((comp.to_vec(), fd));
+            rest = tail;
+        }
+        Ok(self.stack.last().map_or(&self.root, |(_, fd)| fd).as_fd())
+    }
+
+    /// Why a folder on the way could not be opened: a symlink or something else there is
+    /// a refusal, anything else an I/O error.
+    fn not_a_dir(&self, dir: i32, name: &CStr, so_far: &[u8], e: io::Error) -> Fail {
+        if !matches!(e.raw_os_error(), Some(libc::ELOOP) | Some(libc::ENOTDIR)) {
+            return Fail::Io("opening", e);
+        }
+        match stat_at(dir, name) {
+            Ok(st) if st.st_mode & libc::S_IFMT == libc::S_IFLNK => {
+                Fail::Refuse(format!("it passes through the symlink {:?}", lossy(so_far)))
+            }
+            Ok(_) => Fail::Refuse(format!(
+                "it passes through {:?}, which is not a folder",
+                lossy(so_far)
+            )),
+            Err(e) => Fail::Io("opening", e),
+        }
+    }
+
+    /// Owner, mode, xattrs and mtime, in that order: chown clears setuid and setgid bits
+    /// and file capabilities, and each of the others could change the mtime.
+    fn apply(&mut self, fd: BorrowedFd<'_>, attrs: &Attrs, shown: &str) -> Result<(), Fail> {
+        let fd = fd.as_raw_fd();
+        let meta_err = |e| Fail::Io("setting owner, mode and mtime of", e);
+        if self.chown {
+            let (uid, gid) = ids(attrs.uid, attrs.gid)?;
+            // SAFETY: a valid descriptor.
+            check(unsafe { libc::fchown(fd, uid, gid) }).map_err(meta_err)?;
+        }
+        // SAFETY: a valid descriptor.
+        check(unsafe { libc::fchmod(fd, attrs.mode & 0o7777) }).map_err(meta_err)?;
+        for (key, value) in &attrs.xattrs {
+            let key = match CString::new(key.as_slice()) {
+                Ok(k) => k,
+                Err(_) => {
+                    self.warn_xattrs(shown, "an extended attribute's name holds a NUL byte");
+                    continue;
+                }
+            };
+            // SAFETY: a valid descriptor, a NUL-terminated name and a live value buffer
+            // whose length is passed.
+            let rc =
+                unsafe { libc::fsetxattr(fd, key.as_ptr(), value.as_ptr().cast(), value.len(), 0) };
+            if rc < 0 {
+                let e = io::Error::last_os_error();
+                self.warn_xattrs(
+                    shown,
+                    &format!("{}: {e}", String::from_utf8_lossy(key.to_bytes())),
+                );
+            }
+        }
+        let times = [timespec(attrs.mtime), timespec(attrs.mtime)];
+        // SAFETY: a valid descriptor and a two-element array.
+        check(unsafe { libc::futimens(fd, times.as_ptr()) }).map_err(meta_err)?;
+        Ok(())
+    }
+
+    /// Extended attributes are best effort (the filesystem may not support them, or a
+    /// non-root user may not set `trusted.*`): one warning per extraction, not one per file.
+    fn warn_xattrs(&mut self, shown: &str, why: &str) {
+        if !self.warned_xattrs {
+            self.warned_xattrs = true;
+            tracing::warn!(
+                entry = shown,
+                "extended attributes not restored: {why} (further such warnings are left out)"
+            );
+        }
+    }
+
+    /// Applies the folders' metadata, deepest first, then the target's own.
+    fn finish(mut self) -> Result<ExtractStats, ArchiveError> {
+        let mut dirs = std::mem::take(&mut self.dirs);
+        dirs.sort_by_key(|(path, _)| {
+            std::cmp::Reverse(path.iter().filter(|b| **b == b'/').count())
+        });
+        for (path, attrs) in dirs {
+            let shown = lossy(&path);
+            let (parent, name) = split(&path);
+            let name = cstring(name);
+            let result = (|| {
+                let dir = self.open_parent(parent, false)?.as_raw_fd();
+                let flags = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW;
+                let fd = open_at(dir, &name, flags, 0).map_err(|e| Fail::Io("opening", e))?;
+                self.apply(fd.as_fd(), &attrs, &shown)
+            })();
+            result.map_err(|f| self.fail(&shown, &path, f))?;
+        }
+        self.stack.clear();
+        if let Some(attrs) = self.root_attrs.take() {
+            let root = self
+                .root
+                .try_clone()
+                .map_err(|e| ArchiveError::io("setting metadata of", &self.target, e))?;
+            self.apply(root.as_fd(), &attrs, ".")
+                .map_err(|f| self.fail(".", b"", f))?;
+        }
+        Ok(self.stats)
+    }
+}
+
+/// Creates a name with `create`; if the name exists and is not a folder, removes it and
+/// tries once more. A folder in the way is refused: it may hold entries already written.
+fn retry_exists<T>(
+    dir: i32,
+    name: &CStr,
+    mut create: impl FnMut() -> io::Result<T>,
+) -> Result<T, Fail> {
+    match create() {
+        Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
+            if is_dir(&stat_at(dir, name)?) {
+                return Err(Fail::Refuse(
+                    "a folder of the same name is already there".into(),
+                ));
+            }
+            unlink_at(dir, name)?;
+            Ok(create()?)
+        }
+        other => Ok(other?),
+    }
+}
+
+fn ids(uid: u64, gid: u64) -> Result<(u32, u32), Fail> {
+    match (u32::try_from(uid), u32::try_from(gid)) {
+        (Ok(u), Ok(g)) => Ok((u, g)),
+        _ => Err(Fail::Refuse(format!(
+            "its owner {uid}:{gid} is out of range"
+        ))),
+    }
+}
+
+fn timespec((secs, nanos): (i64, i64)) -> libc::timespec {
+    libc::timespec {
+        tv_sec: secs as libc::time_t,
+        tv_nsec: nanos as libc::c_long,
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// File content, with holes where the data has long runs of zeros.
+
+/// Writes a new file's content at increasing offsets. Every aligned `HOLE`-sized block
+/// that is all zeros is skipped instead of written, and `finish` sets the length, so the
+/// zeros read back as before but take no space. Blocks may span several slices: zeros at
+/// the start of a block are held back until the block either ends as all zeros (a hole)
+/// or turns out to hold data (then they are written).
+struct SparseFile<'f> {
+    fd: BorrowedFd<'f>,
+    off: u64,
+    /// Zeros before `off`, all in the current block and not written yet.
+    pending: u64,
+    /// The current block holds only zeros so far, none of them written.
+    clean: bool,
+    /// The end of the data written so far.
+    end: u64,
+    /// Where writeback was last started up to.
+    flushed: u64,
+}
+
+fn is_zero(data: &[u8]) -> bool {
+    // The head first: data that is not zeros nearly always says so at once.
+    let (head, rest) = data.split_at(data.len().min(16));
+    head.iter().all(|b| *b == 0)
+        && rest
+            .chunks(4096)
+            .all(|c| c.iter().fold(0u8, |acc, b| acc | b) == 0)
+}
+
+fn pwrite_all(fd: BorrowedFd<'_>, mut data: &[u8], mut off: u64) -> io::Result<()> {
+    while !data.is_empty() {
+        // SAFETY: a valid descriptor and a live buffer whose length is passed.
+        let n = unsafe {
+            libc::pwrite(
+                fd.as_raw_fd(),
+                data.as_ptr().cast(),
+                data.len(),
+                off as libc::off_t,
+            )
+        };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        if n == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        data = &data[n as usize..];
+        off += n as u64;
+    }
+    Ok(())
+}
+
+impl<'f> SparseFile<'f> {
+    fn new(fd: BorrowedFd<'f>) -> Self {
+        SparseFile {
+            fd,
+            off: 0,
+            pending: 0,
+            clean: true,
+            end: 0,
+            flushed: 0,
+        }
+    }
+
+    /// Starts writing what was written since the last call to disk, without waiting.
+    /// Only a head start for the final sync, so a failure here changes nothing.
+    fn start_writeback(&mut self) {
+        if self.off > self.flushed {
+            // SAFETY: a valid descriptor; the call only starts writeback of the range.
+            unsafe {
+                libc::sync_file_range(
+                    self.fd.as_raw_fd(),
+                    self.flushed as libc::off64_t,
+                    (self.off - self.flushed) as libc::off64_t,
+                    libc::SYNC_FILE_RANGE_WRITE,
+                )
+            };
+            self.flushed = self.off;
+        }
+    }
+
+    fn put(&mut self, data: &[u8], off: u64) -> io::Result<()> {
+        if !data.is_empty() {
+            pwrite_all(self.fd, data, off)?;
+            self.end = self.end.max(off + data.len() as u64);
+        }
+        Ok(())
+    }
+
+    fn write(&mut self, data: &[u8]) -> io::Result<()> {
+        // `run` is the part of `data` to be written in one call, from `run_start`.
+        let mut run_start = 0;
+        let mut run_off = self.off;
+        let mut i = 0;
+        while i < data.len() {
+            if self.off % HOLE == 0 {
+                self.clean = true;
+                self.pending = 0;
+            }
+            let block_end = (self.off / HOLE + 1) * HOLE;
+            let n = (block_end - self.off).min((data.len() - i) as u64) as usize;
+            let segment = &data[i..i + n];
+            if self.clean && is_zero(segment) {
+                self.put(&data[run_start..i], run_off)?;
+                self.pending += n as u64;
+                run_start = i + n;
+                run_off = self.off + n as u64;
+            } else {
+                if self.clean && self.pending > 0 {
+                    // The block started as zeros in an earlier slice; it has data after all.
+                    let zeros = &ZEROS[..self.pending as usize];
+                    self.put(zeros, self.off - self.pending)?;
+                }
+                self.clean = false;
+                self.pending = 0;
+            }
+            self.off += n as u64;
+            i += n;
+        }
+        self.put(&data[run_start..], run_off)
+    }
+
+    /// Sets the length when the file ends in a hole or in held-back zeros.
+    fn finish(self, size: u64) -> io::Result<()> {
+        if self.end < size {
+            // SAFETY: a valid descriptor.
+            if unsafe { libc::ftruncate(self.fd.as_raw_fd(), size as libc::off_t) } < 0 {
+                return Err(io::Error::last_os_error());
+            }
+        }
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// A folder artifact, walked as a source.
+
+struct FolderSource<'p> {
+    ex: Extractor<'p>,
+    buf: Vec<u8>,
+    /// The real error behind the last `SinkError` returned: the walker would lose the
+    /// entry's name and the reason.
+    failed: Option<ArchiveError>,
+}
+
+struct ReadContent<'a> {
+    data: &'a mut dyn Read,
+    buf: &'a mut [u8],
+}
+
+impl Content for ReadContent<'_> {
+    fn chunk(&mut self, max: usize) -> io::Result<&[u8]> {
+        let want = max.min(self.buf.len());
+        let n = read_some(self.data, &mut self.buf[..want])?;
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the file shrank while it was being copied",
+            ));
+        }
+        Ok(&self.buf[..n])
+    }
+}
+
+impl Sink for FolderSource<'_> {
+    fn add(&mut self, entry: &Entry<'_>, data: &mut dyn Read) -> Result<Copied, SinkError> {
+        let m = &entry.meta;
+        let what = match entry.kind {
+            Kind::Dir => What::Dir,
+            Kind::File => What::File { size: m.size },
+            Kind::Symlink(to) => What::Symlink(to),
+            Kind::Hardlink(to) => What::Hardlink(to),
+            Kind::Fifo => What::Fifo,
+            Kind::Char | Kind::Block => What::Device,
+        };
+        let attrs = Attrs {
+            mode: m.mode,
+            uid: m.uid,
+            gid: m.gid,
+            mtime: (m.mtime as i64, 0),
+            xattrs: Vec::new(),
+        };
+        let shown = lossy(entry.path);
+        let mut content = ReadContent {
+            data,
+            buf: &mut self.buf,
+        };
+        match self.ex.add(entry.path, &shown, what, &attrs, &mut content) {
+            Ok(()) => Ok(Copied {
+                read: m.size,
+                shrunk: false,
+            }),
+            Err(e) => {
+                self.failed = Some(e);
+                Err(SinkError::Unsafe("see the stored error"))
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// System calls relative to a folder descriptor.
+
+fn check(rc: libc::c_int) -> io::Result<()> {
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+fn open_at(dir: i32, name: &CStr, flags: libc::c_int, mode: libc::mode_t) -> io::Result<OwnedFd> {
+    loop {
+        // SAFETY: a valid descriptor (or AT_FDCWD) and a NUL-terminated name.
+        let fd = unsafe {
+            libc::openat(
+                dir,
+                name.as_ptr(),
+                flags | libc::O_CLOEXEC | libc::O_NOCTTY,
+                mode as libc::c_uint,
+            )
+        };
+        if fd >= 0 {
+            // SAFETY: openat just returned this descriptor, which nobody else owns.
+            return Ok(unsafe { OwnedFd::from_raw_fd(fd) });
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
+fn stat_at(dir: i32, name: &CStr) -> io::Result<libc::stat> {
+    // SAFETY: an all-zero `stat` is a valid value; fstatat fills it.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid descriptor, a NUL-terminated name and a live `stat`.
+    check(unsafe { libc::fstatat(dir, name.as_ptr(), &mut st, libc::AT_SYMLINK_NOFOLLOW) })?;
+    Ok(st)
+}
+
+fn is_dir(st: &libc::stat) -> bool {
+    st.st_mode & libc::S_IFMT == libc::S_IFDIR
+}
+
+fn mkdir_at(dir: i32, name: &CStr, mode: libc::mode_t) -> io::Result<()> {
+    // SAFETY: a valid descriptor and a NUL-terminated name.
+    check(unsafe { libc::mkdirat(dir, name.as_ptr(), mode) })
+}
+
+fn unlink_at(dir: i32, name: &CStr) -> io::Result<()> {
+    // SAFETY: a valid descriptor and a NUL-terminated name.
+    check(unsafe { libc::unlinkat(dir, name.as_ptr(), 0) })
+}
+
+fn symlink_at(to: &CStr, dir: i32, name: &CStr) -> io::Result<()> {
+    // SAFETY: NUL-terminated strings and a valid descriptor.
+    check(unsafe { libc::symlinkat(to.as_ptr(), dir, name.as_ptr()) })
+}
+
+/// Without AT_SYMLINK_FOLLOW: a link to a symlink is a link to the symlink itself.
+fn link_at(from_dir: i32, from: &CStr, dir: i32, name: &CStr) -> io::Result<()> {
+    // SAFETY: valid descriptors and NUL-terminated names.
+    check(unsafe { libc::linkat(from_dir, from.as_ptr(), dir, name.as_ptr(), 0) })
+}
+
+fn mkfifo_at(dir: i32, name: &CStr) -> io::Result<()> {
+    // SAFETY: a valid descriptor and a NUL-terminated name.
+    check(unsafe { libc::mknodat(dir, name.as_ptr(), libc::S_IFIFO | 0o600, 0) })
+}
+
+fn chown_at(dir: i32, name: &CStr, uid: u64, gid: u64) -> Result<(), Fail> {
+    let (uid, gid) = ids(uid, gid)?;
+    // SAFETY: a valid descriptor and a NUL-terminated name.
+    check(unsafe { libc::fchownat(dir, name.as_ptr(), uid, gid, libc::AT_SYMLINK_NOFOLLOW) })?;
+    Ok(())
+}
+
+fn set_times_at(dir: i32, name: &CStr, mtime: (i64, i64)) -> io::Result<()> {
+    let times = [timespec(mtime), timespec(mtime)];
+    // SAFETY: a valid descriptor, a NUL-terminated name and a two-element array.
+    check(unsafe {
+        libc::utimensat(
+            dir,
+            name.as_ptr(),
+            times.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    })
+}
+
+#[cfg(test)]
+#[path = "extract_tests.rs"]
+mod tests;

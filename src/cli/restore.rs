@@ -1,0 +1,227 @@
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::bail;
+use clap::Args;
+
+use super::OutputFormat;
+use crate::docker::engine::Engine;
+use crate::restore::{RestoreRequest, Restorer, Source};
+use crate::settings::Settings;
+use crate::spec::common::{Phase, StopMode};
+use crate::spec::restore::RestoreMode;
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("source").required(true).args(["from", "policy"])))]
+pub struct RestoreArgs {
+    /// The archive to restore, by id.
+    #[arg(long, value_name = "ARCHIVE_ID")]
+    from: Option<String>,
+
+    /// Restore an archive of this policy (or Archive spec), chosen by --at. Needs only the
+    /// repository: no spec file, no state.
+    #[arg(long, value_name = "NAME")]
+    policy: Option<String>,
+
+    /// With --policy: `latest`, or an RFC 3339 time to take the newest archive at or before.
+    #[arg(
+        long,
+        value_name = "latest|TIME",
+        default_value = "latest",
+        requires = "policy"
+    )]
+    at: String,
+
+    /// Only this stack (repeatable).
+    #[arg(long = "stack", value_name = "STACK")]
+    stacks: Vec<String>,
+
+    /// Only this volume, by its archived name (repeatable).
+    #[arg(long = "volume", value_name = "VOLUME")]
+    volumes: Vec<String>,
+
+    /// `NewVolumes` never writes into an existing volume: a volume that is gone comes back
+    /// under its own name, one that exists goes to `<volume>-restored-<time>`. `InPlace`
+    /// replaces the content of the original volumes, stopping their containers meanwhile.
+    #[arg(long, value_name = "NewVolumes|InPlace", default_value = "NewVolumes", value_parser = parse_mode)]
+    mode: RestoreMode,
+
+    /// Restore the archived volume `a` into volume `b` (repeatable).
+    #[arg(long = "map", value_name = "a=b", value_parser = parse_map)]
+    map: Vec<(String, String)>,
+
+    /// In place: stop the containers using the volumes (`container`, the default) or
+    /// their whole stacks (`stack`).
+    #[arg(long, value_name = "container|stack", default_value = "container", value_parser = parse_stop)]
+    stop: StopMode,
+
+    /// Feed the archived database dumps into the running database services.
+    #[arg(long)]
+    replay_dumps: bool,
+
+    /// Write the compose files, inspect output and bind-mounted folders into this (new or
+    /// empty) folder, so `docker-compose up -d` there brings the stack back.
+    #[arg(long, value_name = "DIR")]
+    recipe_to: Option<PathBuf>,
+
+    /// `text` for people, `json` for scripts.
+    #[arg(long, short, value_enum, default_value_t)]
+    output: OutputFormat,
+}
+
+fn parse_mode(text: &str) -> Result<RestoreMode, String> {
+    match text {
+        "NewVolumes" | "new-volumes" => Ok(RestoreMode::NewVolumes),
+        "InPlace" | "in-place" => Ok(RestoreMode::InPlace),
+        _ => Err(format!("`{text}` is not NewVolumes or InPlace")),
+    }
+}
+
+fn parse_stop(text: &str) -> Result<StopMode, String> {
+    match text {
+        "container" => Ok(StopMode::Container),
+        "stack" => Ok(StopMode::Stack),
+        _ => Err(format!("`{text}` is not container or stack")),
+    }
+}
+
+fn parse_map(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((a, b)) if !a.is_empty() && !b.is_empty() => Ok((a.to_string(), b.to_string())),
+        _ => Err(format!("`{text}` is not `archived=target`")),
+    }
+}
+
+/// Exit code 0 when everything asked for was restored, 1 otherwise.
+pub fn run(settings: &Settings, args: RestoreArgs) -> anyhow::Result<ExitCode> {
+    let source = match (&args.from, &args.policy) {
+        (Some(id), _) => Source::Archive(id.clone()),
+        (None, Some(name)) => Source::Policy {
+            name: name.clone(),
+            at: crate::restore::parse_at(&args.at).map_err(anyhow::Error::msg)?,
+        },
+        (None, None) => bail!("name the archive with --from, or a policy with --policy"),
+    };
+    let mut mapping = BTreeMap::new();
+    for (a, b) in &args.map {
+        if mapping.insert(a.clone(), b.clone()).is_some() {
+            bail!("--map {a}=...: given twice");
+        }
+    }
+    let request = RestoreRequest {
+        name: "restore".into(),
+        source,
+        stacks: args.stacks.clone(),
+        volumes: args.volumes.clone(),
+        mode: args.mode,
+        mapping,
+        stop: args.stop,
+        replay_dumps: args.replay_dumps,
+        recipe_to: args.recipe_to.clone(),
+    };
+    let runtime = super::runtime()?;
+    let outcome = runtime.block_on(async {
+        // Never beside a daemon or a backup of the same state folder.
+        let _lock = crate::state::lock::try_lock(&settings.state)?;
+        let engine = Engine::connect(settings.docker_host.as_deref()).await?;
+        let executor = super::executor(settings, engine.clone())?;
+        let restarted = executor.replay_journal().await?;
+        if !restarted.is_empty() {
+            eprintln!(
+                "started again what an interrupted run had stopped: {}",
+                restarted.join(", ")
+            );
+        }
+        let restorer = Restorer {
+            engine,
+            state: executor.state(),
+            repository: settings.repository.clone(),
+        };
+        anyhow::Ok(
+            restorer
+                .run(&request, Arc::new(crate::progress::Silent))
+                .await,
+        )
+    })?;
+    let mut out = std::io::stdout().lock();
+    match args.output {
+        OutputFormat::Json => {
+            let value = serde_json::json!({
+                "runId": outcome.run_id,
+                "phase": outcome.phase,
+                "report": outcome.report,
+                "bytes": outcome.bytes,
+                "errors": outcome.errors,
+                "warnings": outcome.warnings,
+            });
+            serde_json::to_writer_pretty(&mut out, &value)?;
+            writeln!(out)?;
+        }
+        OutputFormat::Text => {
+            writeln!(
+                out,
+                "{:?} {} from {}: {} volume(s), {}",
+                outcome.phase,
+                outcome.run_id,
+                if outcome.report.archive.is_empty() {
+                    "-"
+                } else {
+                    &outcome.report.archive
+                },
+                outcome.report.volumes.len(),
+                super::plan::human_bytes(outcome.bytes)
+            )?;
+            for v in &outcome.report.volumes {
+                writeln!(
+                    out,
+                    "  volume {} -> {}{}: {} entries, {}",
+                    v.volume,
+                    v.into,
+                    if v.created {
+                        " (created)"
+                    } else {
+                        " (in place)"
+                    },
+                    v.entries,
+                    super::plan::human_bytes(v.bytes)
+                )?;
+            }
+            for d in &outcome.report.dumps {
+                let counts: Vec<String> =
+                    d.counts.iter().map(|(t, n)| format!("{t} {n}")).collect();
+                writeln!(
+                    out,
+                    "  dump {} -> {}: {}",
+                    d.artifact,
+                    d.container,
+                    if counts.is_empty() {
+                        "replayed".into()
+                    } else {
+                        counts.join(", ")
+                    }
+                )?;
+            }
+            if !outcome.report.recipe.is_empty() {
+                writeln!(
+                    out,
+                    "  recipe: {} file(s) written",
+                    outcome.report.recipe.len()
+                )?;
+            }
+            for e in &outcome.errors {
+                writeln!(out, "error: {e}")?;
+            }
+            for w in &outcome.warnings {
+                writeln!(out, "warning: {w}")?;
+            }
+        }
+    }
+    Ok(if outcome.phase == Phase::Succeeded {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}

@@ -1,0 +1,500 @@
+//! `holdfast restore` against the real engine: round trips of a real stack's volumes in
+//! place and into new volumes, a disaster drill from the repository alone, and hostile
+//! archives that must not write a byte outside their target.
+
+mod common;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::*;
+use serde_json::Value;
+
+struct Env {
+    dir: tempfile::TempDir,
+    specs: PathBuf,
+    state: PathBuf,
+    repository: PathBuf,
+}
+
+impl Env {
+    fn new() -> Env {
+        let dir = tempfile::tempdir().unwrap();
+        let specs = dir.path().join("specs");
+        fs::create_dir(&specs).unwrap();
+        Env {
+            specs,
+            state: dir.path().join("state"),
+            repository: dir.path().join("repository"),
+            dir,
+        }
+    }
+
+    fn holdfast(&self) -> Command {
+        let mut cmd = holdfast();
+        cmd.arg("--specs")
+            .arg(&self.specs)
+            .arg("--state")
+            .arg(&self.state)
+            .arg("--repository")
+            .arg(&self.repository);
+        cmd
+    }
+
+    /// Backs up the stack with a policy named `name`; returns the archive id.
+    fn backup(&self, name: &str, project: &str, extra: &str) -> String {
+        fs::write(
+            self.specs.join(format!("{name}.yaml")),
+            format!(
+                "apiVersion: holdfast.dev/v1alpha1\nkind: BackupPolicy\nmetadata: {{name: {name}}}\nspec:\n  schedule: '0 3 1 1 *'\n  targets: {{stacks: [{project}]}}\n{extra}"
+            ),
+        )
+        .unwrap();
+        let out = run(self.holdfast().args(["backup", name, "-o", "json"]));
+        let outcome: Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}\n{}", stdout(&out), stderr(&out)));
+        assert_eq!(
+            outcome["phase"],
+            "Succeeded",
+            "{outcome:#}\n{}",
+            stderr(&out)
+        );
+        outcome["archive_id"]
+            .as_str()
+            .or(outcome["archiveId"].as_str())
+            .unwrap()
+            .to_string()
+    }
+
+    fn restore(&self, args: &[&str]) -> (std::process::Output, Value) {
+        let out = run(self.holdfast().args(["restore", "-o", "json"]).args(args));
+        let value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "restore printed no JSON ({e}):\n{}\n{}",
+                stdout(&out),
+                stderr(&out)
+            )
+        });
+        (out, value)
+    }
+}
+
+/// Data with every kind of metadata a restore must bring back, written by the container
+/// itself into the web volume (mounted at /www).
+const SEED: &str = "set -e
+cd /www
+mkdir -p site/empty deep/a/b
+echo hello > site/index.html
+echo secret > site/private.txt
+chmod 640 site/private.txt
+chown 1234:5678 site/private.txt
+ln -s index.html site/home.html
+ln -s /etc/hostname site/outside-link
+ln site/index.html deep/a/b/hard.html
+dd if=/dev/zero of=deep/sparse.bin bs=1 count=1 seek=8388607 2>/dev/null
+echo tail >> deep/sparse.bin
+mkfifo deep/pipe
+touch -d '2001-02-03 04:05:06' site/index.html site deep/a/b
+chmod 2775 deep
+";
+
+fn web_listing(stack: &ComposeStack) -> Vec<String> {
+    tree_listing(&stack.volume_dir("web-data"))
+}
+
+#[test]
+fn volumes_come_back_in_place_and_into_new_volumes_exactly_as_archived() {
+    if !docker_available() {
+        return;
+    }
+    let _guard = docker_lock();
+    let project = format!("hfrt{}", std::process::id());
+    let stack = ComposeStack::up("demo", &project);
+    stack.wait_healthy();
+    // The worker appends to the shared volume every few seconds: stopped, so the
+    // comparison is of data nobody changes.
+    docker(&["stop", "-t", "1", &stack.container("worker")]);
+    sh_in(&stack.container("web"), SEED);
+    let before = web_listing(&stack);
+    let env = Env::new();
+    let archive = env.backup("web", &project, "");
+
+    // Change everything: edit, delete, add, chmod.
+    sh_in(
+        &stack.container("web"),
+        "set -e; cd /www; echo changed > site/index.html; rm -r deep; echo new > added.txt; chmod 600 site",
+    );
+    assert_ne!(web_listing(&stack), before);
+
+    let volume = stack.volume("web-data");
+    let (out, report) =
+        env.restore(&["--from", &archive, "--volume", &volume, "--mode", "InPlace"]);
+    assert!(out.status.success(), "{report:#}\n{}", stderr(&out));
+    assert_eq!(report["phase"], "Succeeded");
+    assert_eq!(report["report"]["volumes"][0]["into"], volume.as_str());
+    assert_eq!(report["report"]["volumes"][0]["created"], false);
+    assert_eq!(web_listing(&stack), before);
+    // The web container was stopped for it and runs again; the stopped worker stays so.
+    assert_eq!(stack.state("web"), "running");
+    assert_eq!(stack.state("worker"), "exited");
+    // Sparse came back sparse.
+    let sparse = stack.volume_dir("web-data").join("deep/sparse.bin");
+    let meta = fs::metadata(&sparse).unwrap();
+    use std::os::unix::fs::MetadataExt;
+    assert!(
+        meta.blocks() * 512 < meta.len() / 4,
+        "{} blocks",
+        meta.blocks()
+    );
+    // Nothing left beside the volume's data folder.
+    let volume_dir = stack.volume_dir("web-data");
+    let siblings: Vec<String> = fs::read_dir(volume_dir.parent().unwrap())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(siblings, ["_data"], "{siblings:?}");
+
+    // NewVolumes: the original exists, so a new one is made beside it.
+    let (out, report) = env.restore(&["--from", &archive, "--volume", &volume]);
+    assert!(out.status.success(), "{report:#}\n{}", stderr(&out));
+    let into = report["report"]["volumes"][0]["into"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(into.starts_with(&format!("{volume}-restored-")), "{into}");
+    assert_eq!(report["report"]["volumes"][0]["created"], true);
+    let new_dir =
+        PathBuf::from(docker(&["volume", "inspect", "-f", "{{.Mountpoint}}", &into]).trim());
+    assert_eq!(tree_listing(&new_dir), before);
+    let labels = docker(&["volume", "inspect", "-f", "{{json .Labels}}", &into]);
+    assert!(labels.contains(&archive), "{labels}");
+    // Asked again, it refuses: that volume exists now, and NewVolumes never writes into one.
+    let (out, report) = env.restore(&[
+        "--from",
+        &archive,
+        "--volume",
+        &volume,
+        "--map",
+        &format!("{volume}={into}"),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        report["errors"][0]
+            .as_str()
+            .unwrap()
+            .contains("NewVolumes never writes into an existing volume"),
+        "{report:#}"
+    );
+    docker(&["volume", "rm", &into]);
+
+    // A volume in use by a running container that is not ours to stop is never written:
+    // a restore with stop `container` stops only the volume's users, and they are all
+    // stopped here; so check the refusal through a name that is not in the archive.
+    let (out, report) = env.restore(&["--from", &archive, "--volume", "nope"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        report["errors"][0]
+            .as_str()
+            .unwrap()
+            .contains("has no volume `nope`"),
+        "{report:#}"
+    );
+}
+
+#[test]
+fn disaster_drill_brings_a_stack_back_from_the_repository_alone() {
+    if !docker_available() {
+        return;
+    }
+    let _guard = docker_lock();
+    let project = format!("hfdrill{}", std::process::id());
+    let stack = ComposeStack::up("demo", &project);
+    stack.wait_healthy();
+    sh_in(
+        &stack.container("web"),
+        "echo 'the data that matters' > /www/precious.txt",
+    );
+    let env = Env::new();
+    env.backup("drill", &project, "");
+    // The host is lost: the stack and its volumes are gone, and so are the specs and the
+    // state. Only the repository is left.
+    stack.down();
+    fs::remove_dir_all(&env.specs).unwrap();
+    fs::remove_dir_all(&env.state).unwrap();
+    let recipe = env.dir.path().join("recipe");
+    let (out, report) = env.restore(&[
+        "--policy",
+        "drill",
+        "--at",
+        "latest",
+        "--recipe-to",
+        recipe.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{report:#}\n{}", stderr(&out));
+    let volumes: Vec<&str> = report["report"]["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["into"].as_str().unwrap())
+        .collect();
+    assert!(
+        volumes.contains(&stack.volume("web-data").as_str()),
+        "{volumes:?}"
+    );
+    let env_file = fs::read_to_string(recipe.join(".env")).unwrap();
+    assert!(env_file.contains(&format!("COMPOSE_PROJECT_NAME={project}")));
+    assert!(recipe.join("docker-compose.yml").exists());
+    // The bind-mounted config folder beside the compose file came back too.
+    assert!(recipe.join("config").is_dir());
+
+    let up = run(Command::new("docker-compose")
+        .current_dir(&recipe)
+        .args(["up", "-d"]));
+    assert!(up.status.success(), "{}", stderr(&up));
+    let web = format!("{project}_web_1");
+    let served = docker(&["exec", &web, "cat", "/www/precious.txt"]);
+    assert_eq!(served.trim(), "the data that matters");
+    let down = run(Command::new("docker-compose").current_dir(&recipe).args([
+        "down",
+        "-v",
+        "--timeout",
+        "5",
+    ]));
+    assert!(down.status.success(), "{}", stderr(&down));
+}
+
+/// A repository holding one archive whose only artifact is `tar` (plain tar bytes),
+/// with a manifest that agrees with it byte for byte: what a hostile repository would
+/// look like. Returns the archive id.
+fn hostile_archive(
+    repository: &Path,
+    name: &str,
+    volume: &str,
+    tar: &[u8],
+    entries: u64,
+) -> String {
+    use sha2::Digest;
+    let id = format!("{name}-20261125T030000Z");
+    let dir = repository.join(name).join(&id);
+    fs::create_dir_all(dir.join("volumes")).unwrap();
+    fs::write(dir.join("volumes/v.tar"), tar).unwrap();
+    let manifest = serde_json::json!({
+        "formatVersion": 1, "id": id, "kind": "BackupPolicy", "name": name, "policy": name,
+        "phase": "Succeeded", "host": "h", "holdfastVersion": "0", "dockerApiVersion": "1.41",
+        "startTime": "2026-11-25T03:00:00Z", "completionTime": "2026-11-25T03:00:01Z",
+        "format": "tar", "level": null,
+        "targets": {"stacks": [], "containers": [], "volumes": [volume]},
+        "artifacts": [{"kind": "volume", "path": "volumes/v.tar", "size": tar.len(),
+                       "sha256": hex::encode(sha2::Sha256::digest(tar)),
+                       "sourceBytes": 1 << 20, "entries": entries, "source": volume}],
+        "timings": {}, "downtime": {}, "warnings": [],
+    });
+    fs::write(dir.join("manifest.json"), manifest.to_string()).unwrap();
+    id
+}
+
+/// A tar entry header with any name, which tar builders refuse to write.
+fn header(name: &str, kind: u8, size: u64, link: &str) -> [u8; 512] {
+    let mut h = [0u8; 512];
+    h[..name.len()].copy_from_slice(name.as_bytes());
+    h[100..108].copy_from_slice(b"0000644\0");
+    h[108..116].copy_from_slice(b"0000000\0");
+    h[116..124].copy_from_slice(b"0000000\0");
+    h[124..136].copy_from_slice(format!("{size:011o}\0").as_bytes());
+    h[136..148].copy_from_slice(b"00000000000\0");
+    h[156] = kind;
+    h[157..157 + link.len()].copy_from_slice(link.as_bytes());
+    h[257..263].copy_from_slice(b"ustar\0");
+    h[263..265].copy_from_slice(b"00");
+    h[148..156].copy_from_slice(b"        ");
+    let sum: u32 = h.iter().map(|&b| u32::from(b)).sum();
+    h[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+    h
+}
+
+fn tar_of(entries: &[(&str, u8, &[u8], &str)]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (name, kind, data, link) in entries {
+        out.extend_from_slice(&header(name, *kind, data.len() as u64, link));
+        out.extend_from_slice(data);
+        out.resize(out.len().div_ceil(512) * 512, 0);
+    }
+    out.extend_from_slice(&[0u8; 1024]);
+    out
+}
+
+#[test]
+fn hostile_archives_are_refused_and_write_nothing_outside_their_volume() {
+    if !docker_available() {
+        return;
+    }
+    let _guard = docker_lock();
+    let env = Env::new();
+    let tag = std::process::id();
+    let cases: Vec<(&str, Vec<u8>, u64, &str)> = vec![
+        (
+            "traversal",
+            tar_of(&[
+                ("./", b'5', b"", ""),
+                ("../escaped.txt", b'0', b"pwned", ""),
+            ]),
+            2,
+            "outside",
+        ),
+        (
+            "absolute",
+            tar_of(&[("/tmp/holdfast-absolute-escape", b'0', b"pwned", "")]),
+            1,
+            "absolute",
+        ),
+        (
+            "symlink",
+            tar_of(&[
+                ("etc", b'2', b"", "/etc"),
+                ("etc/holdfast-escape", b'0', b"pwned", ""),
+            ]),
+            2,
+            "symlink",
+        ),
+        (
+            "truncated",
+            {
+                let mut t = tar_of(&[("big.bin", b'0', &[7u8; 100_000], "")]);
+                t.truncate(20_000);
+                t
+            },
+            1,
+            "",
+        ),
+        ("device", tar_of(&[("null", b'3', b"", "")]), 1, "device"),
+    ];
+    for (name, tar, entries, expect) in cases {
+        let volume = format!("hfhostile{tag}-{name}");
+        let id = hostile_archive(&env.repository, name, &volume, &tar, entries);
+        let (out, report) = env.restore(&["--from", &id]);
+        assert_eq!(out.status.code(), Some(1), "{name}: {report:#}");
+        let error = report["errors"][0].as_str().unwrap_or_default().to_string();
+        assert!(error.contains(expect), "{name}: {error}");
+        // The volume it created for the restore is gone again, and nothing escaped.
+        let exists = run(Command::new("docker").args(["volume", "inspect", &volume]));
+        assert!(
+            !exists.status.success(),
+            "{name}: volume {volume} was left behind"
+        );
+        assert!(!Path::new("/etc/holdfast-escape").exists());
+        assert!(!Path::new("/tmp/holdfast-absolute-escape").exists());
+    }
+    // The traversal target would have been the volume folder's parent.
+    let root = docker(&["info", "-f", "{{.DockerRootDir}}"]);
+    let leftovers = run(Command::new("sh").arg("-c").arg(format!(
+        "ls {}/volumes/*/escaped.txt 2>/dev/null | wc -l",
+        root.trim()
+    )));
+    assert_eq!(stdout(&leftovers).trim(), "0");
+}
+
+#[test]
+fn a_restore_spec_runs_once_through_the_daemon_and_replays_its_dumps() {
+    if !docker_available() {
+        return;
+    }
+    let _guard = docker_lock();
+    let project = format!("hfrspec{}", std::process::id());
+    let stack = ComposeStack::up("demo", &project);
+    stack.wait_healthy();
+    // The worker appends to the web volume; stopped, the copy can be compared with it.
+    docker(&["stop", "-t", "1", &stack.container("worker")]);
+    let env = Env::new();
+    let sqlite = stack.container("sqlite");
+    let rows = || {
+        docker(&[
+            "exec",
+            &sqlite,
+            "sqlite3",
+            "/data/app.db",
+            "SELECT name, qty FROM items ORDER BY id",
+        ])
+    };
+    let before = rows();
+    env.backup(
+        "nightly",
+        &project,
+        "  dumps:\n    - {service: sqlite, engine: sqlite, databases: [/data/app.db]}\n",
+    );
+    docker(&[
+        "exec",
+        &sqlite,
+        "sqlite3",
+        "/data/app.db",
+        "UPDATE items SET qty = 0; DELETE FROM items WHERE id = 1;",
+    ]);
+    assert_ne!(rows(), before);
+
+    // A Restore spec in git: the web volume into a volume of its own, and the dumps.
+    let copy = format!("{project}-web-copy");
+    fs::write(
+        env.specs.join("restore.yaml"),
+        format!(
+            "apiVersion: holdfast.dev/v1alpha1\nkind: Restore\nmetadata: {{name: bring-back}}\nspec:\n  from: {{policy: nightly, at: latest}}\n  targets: {{stacks: [{project}]}}\n  volumeMapping: {{{web}: {copy}, {db}: {project}-db-copy, {maria}: {project}-maria-copy, {redis}: {project}-redis-copy, {sq}: {project}-sqlite-copy}}\n  replayDumps: true\n",
+            web = stack.volume("web-data"),
+            db = stack.volume("db-data"),
+            maria = stack.volume("mariadb-data"),
+            redis = stack.volume("redis-data"),
+            sq = stack.volume("sqlite-data"),
+        ),
+    )
+    .unwrap();
+    let dir = env.dir.path();
+    // The daemon's layout: specs, state and repository under one folder.
+    let _daemon = common::daemon::Daemon::start(dir, &[]);
+    let status = env.specs.join("restore.status.yaml");
+    let s = common::daemon::wait_for(
+        &status,
+        std::time::Duration::from_secs(120),
+        "restore",
+        |s| {
+            s.first().is_some_and(|d| {
+                d["status"]["lastRun"]["phase"] == "Succeeded"
+                    || d["status"]["lastRun"]["phase"] == "Failed"
+            })
+        },
+    );
+    let restored = &s[0]["status"]["restored"];
+    assert_eq!(
+        s[0]["status"]["lastRun"]["phase"], "Succeeded",
+        "{:#}",
+        s[0]
+    );
+    assert!(
+        restored["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|v| v["into"] == copy.as_str()),
+        "{restored:#}"
+    );
+    assert_eq!(rows(), before, "the dump was not replayed");
+    let dump = &restored["dumps"][0];
+    assert_eq!(dump["engine"], "sqlite");
+    assert!(dump["counts"]["items"].as_u64().unwrap() > 0, "{dump:#}");
+    let ready = s[0]["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "Ready")
+        .unwrap();
+    assert_eq!(ready["status"], "True", "{ready:#}");
+    let copied =
+        PathBuf::from(docker(&["volume", "inspect", "-f", "{{.Mountpoint}}", &copy]).trim());
+    assert_eq!(tree_listing(&copied), web_listing(&stack));
+    for v in [
+        "web-copy",
+        "db-copy",
+        "maria-copy",
+        "redis-copy",
+        "sqlite-copy",
+    ] {
+        let _ = run(Command::new("docker").args(["volume", "rm", &format!("{project}-{v}")]));
+    }
+}

@@ -385,6 +385,44 @@ fn hostile_archives_are_refused_and_write_nothing_outside_their_volume() {
         assert!(!Path::new("/etc/holdfast-escape").exists());
         assert!(!Path::new("/tmp/holdfast-absolute-escape").exists());
     }
+    // A tar bomb: a million empty files behind a manifest that records three. Refused
+    // at the fourth, long before a million files exist.
+    let volume = format!("hfhostile{tag}-bomb");
+    let bomb = {
+        let mut encoder = zstd::stream::write::Encoder::new(Vec::new(), 1).unwrap();
+        use std::io::Write;
+        for i in 0..1_000_000u32 {
+            encoder
+                .write_all(&header(&format!("f{i}"), b'0', 0, ""))
+                .unwrap();
+        }
+        encoder.write_all(&[0u8; 1024]).unwrap();
+        encoder.finish().unwrap()
+    };
+    let id = hostile_archive(&env.repository, "bomb", &volume, &bomb, 3);
+    // The artifact is zstd: rename it so its name says so, and fix the manifest.
+    let dir = env.repository.join("bomb").join(&id);
+    fs::rename(dir.join("volumes/v.tar"), dir.join("volumes/v.tar.zst")).unwrap();
+    let manifest = fs::read_to_string(dir.join("manifest.json"))
+        .unwrap()
+        .replace("volumes/v.tar", "volumes/v.tar.zst");
+    fs::write(dir.join("manifest.json"), manifest).unwrap();
+    let started = std::time::Instant::now();
+    let (out, report) = env.restore(&["--from", &id]);
+    assert_eq!(out.status.code(), Some(1), "bomb: {report:#}");
+    let error = report["errors"][0].as_str().unwrap_or_default();
+    assert!(error.contains("entries"), "bomb: {error}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(20),
+        "the bomb took {:?}",
+        started.elapsed()
+    );
+    let exists = run(Command::new("docker").args(["volume", "inspect", &volume]));
+    assert!(
+        !exists.status.success(),
+        "bomb: volume {volume} was left behind"
+    );
+
     // The traversal target would have been the volume folder's parent.
     let root = docker(&["info", "-f", "{{.DockerRootDir}}"]);
     let leftovers = run(Command::new("sh").arg("-c").arg(format!(

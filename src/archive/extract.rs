@@ -22,7 +22,8 @@
 //! Speed: the artifact is read and decompressed on a second thread that hands over 1 MiB
 //! buffers through a bounded channel, and file content is written straight from those
 //! buffers, one write per buffer. Nothing is fsynced per file: [`sync_tree`] syncs the
-//! whole filesystem once, which is what makes the extracted data durable.
+//! whole filesystem once, which is what makes the extracted data durable; large files are
+//! handed to the disk as they are written, so that little is left for that sync.
 
 use std::collections::HashMap;
 use std::ffi::{CStr, CString};
@@ -109,7 +110,7 @@ pub fn extract_artifact(
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let file = File::open(artifact).map_err(|e| ArchiveError::io("opening", artifact, e))?;
-    // Twice the default readahead, and pages are dropped sooner; advice only.
+    // Doubles the readahead window for this file; advice only.
     // SAFETY: a valid descriptor; the call only sets advice on it.
     unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_SEQUENTIAL) };
     let input = BufReader::with_capacity(CHUNK, file);
@@ -529,17 +530,21 @@ impl Extensions {
             data = &data[len..];
             let eq = record.iter().position(|b| *b == b'=').ok_or_else(bad)?;
             let (key, value) = (&record[..eq], &record[eq + 1..]);
-            let number = |what: &str| {
-                parse_number(value).ok_or_else(|| format!("the pax record {what} is not a number"))
+            let number = |what: &str| match value {
+                b"" => Ok(None),
+                _ => parse_number(value)
+                    .map(Some)
+                    .ok_or_else(|| format!("the pax record {what} is not a number")),
             };
             // An empty value takes back what an earlier record said.
             let some = |v: &[u8]| (!v.is_empty()).then(|| v.to_vec());
             match key {
                 b"path" => self.pax_path = some(value),
                 b"linkpath" => self.pax_link = some(value),
-                b"size" => self.size = Some(number("size")?),
-                b"uid" => self.uid = Some(number("uid")?),
-                b"gid" => self.gid = Some(number("gid")?),
+                b"size" => self.size = number("size")?,
+                b"uid" => self.uid = number("uid")?,
+                b"gid" => self.gid = number("gid")?,
+                b"mtime" if value.is_empty() => self.mtime = None,
                 b"mtime" => {
                     self.mtime =
                         Some(parse_pax_time(value).ok_or("the pax record mtime is not a time")?);

@@ -120,3 +120,42 @@ echo "baseline:  zstd -dc | tar -xf - -C dir; sync: best ${best_t}s, $(thr "$bes
 awk -v h="$best_h" -v t="$best_t" 'BEGIN { printf "ratio:     baseline time / holdfast time %.3f (target >= 1.0)\n", t / h }'
 echo "peak RSS:  holdfast $((rss_h / 1024)) MiB; baseline tar $((rss_tar / 1024)) MiB + zstd $((rss_zstd / 1024)) MiB (Maximum resident set size, /usr/bin/time -v, worst run)"
 echo "trees:     $identical"
+
+# End to end, when a Docker engine answers: `holdfast restore` of a real backup of a volume
+# holding the dataset, into a new volume, with everything the command does (checksum of
+# the artifact against the manifest, volume creation, extraction, sync), against the same
+# baseline.
+if ! docker info >/dev/null 2>&1; then
+    echo "end to end: skipped (no Docker engine; scripts/test-env.sh starts one)"
+    exit 0
+fi
+cargo build --release --quiet --bin holdfast
+bin="$target_dir/release/holdfast"
+vol="holdfast-restorebench-$$"
+volumes=("$vol")
+trap 'for v in "${volumes[@]}"; do docker volume rm -f "$v" >/dev/null 2>&1 || true; done; rm -rf "$work"' EXIT
+docker volume create "$vol" >/dev/null
+cp -a "$src/." "$(docker volume inspect -f '{{.Mountpoint}}' "$vol")/"
+mkdir -p "$work/e2e/specs"
+printf 'apiVersion: holdfast.dev/v1alpha1\nkind: BackupPolicy\nmetadata: {name: restorebench}\nspec:\n  schedule: "0 3 1 1 *"\n  targets: {volumes: [%s]}\n  output: {format: tar.zst, level: 3}\n' "$vol" >"$work/e2e/specs/p.yaml"
+hf() { "$bin" --specs "$work/e2e/specs" --state "$work/e2e/state" --repository "$work/e2e/repo" "$@"; }
+echo "== backing up the volume once with holdfast backup" >&2
+id=$(hf backup restorebench -o json 2>"$work/e2e/backup.log" | python3 -c 'import json,sys; o=json.load(sys.stdin); print(o.get("archive_id") or o["archiveId"])')
+best_e=""
+for ((i = 1; i <= runs; i++)); do
+    volumes+=("$vol-r$i")
+    prepare
+    t0=$(now)
+    hf restore --from "$id" --map "$vol=$vol-r$i" -o json >"$work/e2e/out.json" 2>"$work/e2e/err.txt" || {
+        cat "$work/e2e/err.txt" "$work/e2e/out.json" >&2
+        exit 1
+    }
+    t1=$(now)
+    te=$(echo "$t1 - $t0" | bc)
+    [[ -z "$best_e" || $(echo "$te < $best_e" | bc) == 1 ]] && best_e=$te
+    printf 'end-to-end run %d: holdfast restore %.2fs\n' "$i" "$te"
+done
+l_e=$("$restore_bin" listing "$(docker volume inspect -f '{{.Mountpoint}}' "$vol-r$runs")")
+[[ "$l_e" == "$l_src" ]] || { echo "MISMATCH: restored volume $l_e, source $l_src" >&2; exit 1; }
+echo "end to end: holdfast restore --from $id --map (new volume): best ${best_e}s, $(thr "$best_e") MiB/s; restored volume identical to the source"
+awk -v h="$best_e" -v t="$best_t" 'BEGIN { printf "ratio:     baseline time / holdfast restore time %.3f (target >= 1.0)\n", t / h }'

@@ -5,47 +5,14 @@
 mod common;
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
+use common::env::Env;
 use common::*;
 use serde_json::Value;
 
-struct Env {
-    _dir: tempfile::TempDir,
-    specs: PathBuf,
-    state: PathBuf,
-    repository: PathBuf,
-}
-
 impl Env {
-    fn new() -> Env {
-        let dir = tempfile::tempdir().unwrap();
-        let specs = dir.path().join("specs");
-        fs::create_dir(&specs).unwrap();
-        Env {
-            specs,
-            state: dir.path().join("state"),
-            repository: dir.path().join("repository"),
-            _dir: dir,
-        }
-    }
-
-    fn spec(&self, name: &str, text: &str) {
-        fs::write(self.specs.join(format!("{name}.yaml")), text).unwrap();
-    }
-
-    fn holdfast(&self) -> Command {
-        let mut cmd = holdfast();
-        cmd.arg("--specs")
-            .arg(&self.specs)
-            .arg("--state")
-            .arg(&self.state)
-            .arg("--repository")
-            .arg(&self.repository);
-        cmd
-    }
-
     fn backup(&self, name: &str, extra: &[&str]) -> (std::process::Output, Value) {
         let out = run(self
             .holdfast()
@@ -59,26 +26,6 @@ impl Env {
             )
         });
         (out, outcome)
-    }
-
-    /// Every manifest.json under the repository.
-    fn manifests(&self) -> Vec<PathBuf> {
-        let mut found = Vec::new();
-        let mut stack = vec![self.repository.clone()];
-        while let Some(dir) = stack.pop() {
-            let Ok(entries) = fs::read_dir(&dir) else {
-                continue;
-            };
-            for e in entries {
-                let p = e.unwrap().path();
-                if p.is_dir() {
-                    stack.push(p);
-                } else if p.file_name().is_some_and(|n| n == "manifest.json") {
-                    found.push(p);
-                }
-            }
-        }
-        found
     }
 }
 

@@ -5,8 +5,8 @@
 mod common;
 
 use std::fs;
-use std::path::{Path, PathBuf};
 
+use common::env::manifests;
 use common::*;
 use holdfast::docker::engine::Engine;
 use holdfast::executor::manifest::Artifact;
@@ -15,25 +15,6 @@ use holdfast::restore::replay::{ReplayReport, replay};
 const PG: &str = "psql -X -q -v ON_ERROR_STOP=1 -U postgres";
 const MY: &str = "MYSQL_PWD=demo-root-password mariadb -u root";
 
-/// Every manifest.json under `dir`.
-fn manifests(dir: &Path) -> Vec<PathBuf> {
-    let mut found = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        let Ok(entries) = fs::read_dir(&dir) else {
-            continue;
-        };
-        for e in entries {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if p.file_name().is_some_and(|n| n == "manifest.json") {
-                found.push(p);
-            }
-        }
-    }
-    found
-}
 
 fn seed(stack: &ComposeStack) {
     sh_in(

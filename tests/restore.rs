@@ -8,40 +8,11 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use common::env::Env;
 use common::*;
 use serde_json::Value;
 
-struct Env {
-    dir: tempfile::TempDir,
-    specs: PathBuf,
-    state: PathBuf,
-    repository: PathBuf,
-}
-
 impl Env {
-    fn new() -> Env {
-        let dir = tempfile::tempdir().unwrap();
-        let specs = dir.path().join("specs");
-        fs::create_dir(&specs).unwrap();
-        Env {
-            specs,
-            state: dir.path().join("state"),
-            repository: dir.path().join("repository"),
-            dir,
-        }
-    }
-
-    fn holdfast(&self) -> Command {
-        let mut cmd = holdfast();
-        cmd.arg("--specs")
-            .arg(&self.specs)
-            .arg("--state")
-            .arg(&self.state)
-            .arg("--repository")
-            .arg(&self.repository);
-        cmd
-    }
-
     /// Backs up the stack with a policy named `name`; returns the archive id.
     fn backup(&self, name: &str, project: &str, extra: &str) -> String {
         fs::write(

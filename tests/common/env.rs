@@ -1,0 +1,71 @@
+//! A specs folder, a state folder and a repository in one temporary folder, and the
+//! binary pointed at them: the setting of the command-line tests.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use super::holdfast;
+
+pub struct Env {
+    pub dir: tempfile::TempDir,
+    pub specs: PathBuf,
+    pub state: PathBuf,
+    pub repository: PathBuf,
+}
+
+impl Env {
+    pub fn new() -> Env {
+        let dir = tempfile::tempdir().unwrap();
+        let specs = dir.path().join("specs");
+        fs::create_dir(&specs).unwrap();
+        Env {
+            specs,
+            state: dir.path().join("state"),
+            repository: dir.path().join("repository"),
+            dir,
+        }
+    }
+
+    /// Writes `specs/<name>.yaml`.
+    pub fn spec(&self, name: &str, text: &str) {
+        fs::write(self.specs.join(format!("{name}.yaml")), text).unwrap();
+    }
+
+    /// The binary with `--specs`, `--state` and `--repository` set.
+    pub fn holdfast(&self) -> Command {
+        let mut cmd = holdfast();
+        cmd.arg("--specs")
+            .arg(&self.specs)
+            .arg("--state")
+            .arg(&self.state)
+            .arg("--repository")
+            .arg(&self.repository);
+        cmd
+    }
+
+    /// Every manifest.json in the repository.
+    pub fn manifests(&self) -> Vec<PathBuf> {
+        manifests(&self.repository)
+    }
+}
+
+/// Every manifest.json below `dir`.
+pub fn manifests(dir: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in entries {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.file_name().is_some_and(|n| n == "manifest.json") {
+                found.push(p);
+            }
+        }
+    }
+    found
+}

@@ -20,8 +20,9 @@ pub struct RestoreSpec {
     /// `NewVolumes` writes into fresh volumes; `InPlace` replaces the content of the originals.
     #[serde(default)]
     pub mode: RestoreMode,
-    /// New names for restored volumes (`archived: new`); with `NewVolumes`, unmapped volumes
-    /// are restored into `<volume>-restored-<id>`.
+    /// New names for restored volumes (`archived: new`). With `NewVolumes`, an unmapped
+    /// volume that no longer exists comes back under its own name, and one that exists
+    /// goes to `<volume>-restored-<archive time>`: an existing volume is never written.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub volume_mapping: BTreeMap<String, String>,
     /// What to stop while restoring; `InPlace` needs `container` or `stack`.

@@ -174,7 +174,8 @@ fn the_api_and_metrics_follow_a_real_backup() {
         secretive_policy(&project),
     )
     .unwrap();
-    let _daemon = Daemon::start(dir.path(), &[]);
+    // A short resync: the daemon must notice what `holdfast verify` finds.
+    let _daemon = Daemon::start(dir.path(), &["--resync", "1s"]);
     let addr = Daemon::api_address(dir.path());
 
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -433,6 +434,25 @@ fn the_api_and_metrics_follow_a_real_backup() {
     assert!(stderr(&out).contains(&volume), "{}", stderr(&out));
     let catalog = get(&addr, "/api/v1/catalog?name=web").json();
     assert_eq!(catalog["items"][0]["health"], "Corrupt", "{catalog}");
+    // The daemon sees it at its next resync: in the metrics and in the status.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while sample(
+        &get(&addr, "/metrics").body,
+        r#"holdfast_archives_corrupt{name="web"}"#,
+    ) != Some(1.0)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the corrupt archive never showed in the metrics"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let policy = get(&addr, "/api/v1/policies/web").json();
+    assert_eq!(
+        policy["status"]["archives"]["corrupt"][0],
+        archive.as_str(),
+        "{policy:#}"
+    );
 
     // Errors are JSON; writes are refused.
     let missing = get(&addr, "/api/v1/runs/web-20000101T000000.000Z");

@@ -15,7 +15,6 @@ use holdfast::restore::replay::{ReplayReport, replay};
 const PG: &str = "psql -X -q -v ON_ERROR_STOP=1 -U postgres";
 const MY: &str = "MYSQL_PWD=demo-root-password mariadb -u root";
 
-
 fn seed(stack: &ComposeStack) {
     sh_in(
         &stack.container("db"),

@@ -191,11 +191,15 @@ impl Controller {
                     if !due {
                         // The periodic resync: reload if any spec file changed without an
                         // event reaching us (a missed inotify event, a folder swapped under
-                        // us); otherwise nothing can have changed, and there is no work.
-                        if self.fingerprint() == self.loaded {
+                        // us), and read the repository again, where `holdfast verify` or
+                        // `holdfast delete` may have changed what the statuses say.
+                        let archives = self.archives.clone();
+                        self.refresh_all_archives();
+                        if self.fingerprint() != self.loaded {
+                            self.reload();
+                        } else if self.archives == archives {
                             continue;
                         }
-                        self.reload();
                     }
                 }
                 Wake::Finished(key, outcome) => self.finished(&key, &outcome),

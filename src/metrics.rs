@@ -10,13 +10,15 @@
 //! set from what the reconciler publishes after each pass, and series of objects that are
 //! gone are removed, so a deleted policy does not keep alerting.
 
-use std::collections::BTreeSet;
-use std::sync::Mutex;
+use std::sync::{Arc, RwLock};
 
+use prometheus_client::collector::Collector;
 use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeGaugeValue, EncodeMetric};
+use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
@@ -24,7 +26,6 @@ use prometheus_client::registry::Registry;
 use crate::spec::common::Phase;
 
 type Labels = Vec<(&'static str, String)>;
-type FloatGauge = Gauge<f64, std::sync::atomic::AtomicU64>;
 type Histograms = Family<Labels, Histogram, fn() -> Histogram>;
 
 /// The content type of [`Metrics::encode`]'s output.
@@ -83,27 +84,14 @@ pub struct Metrics {
     run_duration: Histograms,
     run_bytes: Histograms,
     downtime: Histograms,
-    first_seen: Family<Labels, FloatGauge>,
-    last_success: Family<Labels, FloatGauge>,
-    last_run: Family<Labels, FloatGauge>,
-    last_run_failed: Family<Labels, Gauge>,
-    next_run: Family<Labels, FloatGauge>,
-    interval: Family<Labels, FloatGauge>,
-    suspended: Family<Labels, Gauge>,
-    archives: Family<Labels, Gauge>,
-    archive_bytes: Family<Labels, Gauge>,
-    archives_corrupt: Family<Labels, Gauge>,
     deletions: Family<Labels, Counter>,
-    spec_errors: Family<Labels, Gauge>,
     reconcile: Histogram,
     queue: Gauge,
     in_progress: Gauge,
     docker_errors: Family<Labels, Counter>,
     verifications: Family<Labels, Counter>,
-    /// The label sets of the state gauges now set, to remove those of objects that left.
-    objects_set: Mutex<BTreeSet<Labels>>,
-    groups_set: Mutex<BTreeSet<Labels>>,
-    files_set: Mutex<BTreeSet<Labels>>,
+    /// The state gauges, encoded from the last published values at each scrape.
+    state: Arc<StateCollector>,
 }
 
 impl Default for Metrics {
@@ -121,26 +109,13 @@ impl Metrics {
             run_duration: Family::new_with_constructor(seconds_buckets),
             run_bytes: Family::new_with_constructor(bytes_buckets),
             downtime: Family::new_with_constructor(seconds_buckets),
-            first_seen: Family::default(),
-            last_success: Family::default(),
-            last_run: Family::default(),
-            last_run_failed: Family::default(),
-            next_run: Family::default(),
-            interval: Family::default(),
-            suspended: Family::default(),
-            archives: Family::default(),
-            archive_bytes: Family::default(),
-            archives_corrupt: Family::default(),
             deletions: Family::default(),
-            spec_errors: Family::default(),
             reconcile: short_seconds_buckets(),
             queue: Gauge::default(),
             in_progress: Gauge::default(),
             docker_errors: Family::default(),
             verifications: Family::default(),
-            objects_set: Mutex::default(),
-            groups_set: Mutex::default(),
-            files_set: Mutex::default(),
+            state: Arc::default(),
         };
         registry.register(
             "holdfast_build",
@@ -168,64 +143,9 @@ impl Metrics {
             m.downtime.clone(),
         );
         registry.register(
-            "holdfast_first_seen_timestamp_seconds",
-            "When holdfast first saw the object in the specs (Unix time)",
-            m.first_seen.clone(),
-        );
-        registry.register(
-            "holdfast_last_success_timestamp_seconds",
-            "Completion time of the newest successful run (Unix time); absent if none",
-            m.last_success.clone(),
-        );
-        registry.register(
-            "holdfast_last_run_timestamp_seconds",
-            "Start time of the newest run (Unix time)",
-            m.last_run.clone(),
-        );
-        registry.register(
-            "holdfast_last_run_failed",
-            "1 when the newest finished run failed or partially failed, else 0",
-            m.last_run_failed.clone(),
-        );
-        registry.register(
-            "holdfast_next_run_timestamp_seconds",
-            "When the next scheduled run is due (Unix time)",
-            m.next_run.clone(),
-        );
-        registry.register(
-            "holdfast_schedule_interval_seconds",
-            "Time between two consecutive scheduled runs of a policy",
-            m.interval.clone(),
-        );
-        registry.register(
-            "holdfast_suspended",
-            "1 when the policy is suspended (spec.suspend), else 0",
-            m.suspended.clone(),
-        );
-        registry.register(
-            "holdfast_archives",
-            "Good archives kept in the repository, per policy or Archive name",
-            m.archives.clone(),
-        );
-        registry.register(
-            "holdfast_archives_bytes",
-            "Bytes of the good archives kept, per policy or Archive name",
-            m.archive_bytes.clone(),
-        );
-        registry.register(
-            "holdfast_archives_corrupt",
-            "Archives that fail verification, per policy or Archive name",
-            m.archives_corrupt.clone(),
-        );
-        registry.register(
             "holdfast_retention_deletions",
             "Archives deleted, by name and reason (retention, ttl, spec-removed)",
             m.deletions.clone(),
-        );
-        registry.register(
-            "holdfast_spec_errors",
-            "Validation errors per spec file (path relative to the specs folder)",
-            m.spec_errors.clone(),
         );
         registry.register(
             "holdfast_reconcile_duration_seconds",
@@ -252,6 +172,7 @@ impl Metrics {
             "Archives verified (read back in full), by name and result (ok, corrupt)",
             m.verifications.clone(),
         );
+        registry.register_collector(Box::new(m.state.clone()));
         Metrics { registry, ..m }
     }
 
@@ -314,82 +235,26 @@ impl Metrics {
         self.in_progress.set(running as i64);
     }
 
-    /// Sets the per-object gauges and removes those of objects no longer listed.
+    /// The per-object gauges from now on; objects not listed have none.
     pub fn set_objects(&self, objects: &[ObjectGauges]) {
-        let mut now_set = BTreeSet::new();
-        for o in objects {
-            let labels = object(o.kind, &o.name);
-            set_opt(&self.first_seen, &labels, o.first_seen);
-            set_opt(&self.last_success, &labels, o.last_success);
-            set_opt(&self.last_run, &labels, o.last_run);
-            match o.last_run_failed {
-                Some(failed) => {
-                    self.last_run_failed
-                        .get_or_create(&labels)
-                        .set(i64::from(failed));
-                }
-                None => {
-                    self.last_run_failed.remove(&labels);
-                }
-            }
-            set_opt(&self.next_run, &labels, o.next_run);
-            set_opt(&self.interval, &labels, o.schedule_interval);
-            self.suspended
-                .get_or_create(&labels)
-                .set(i64::from(o.suspended));
-            if o.retention {
-                // Created at 0; the guard is only a read lock on the family.
-                drop(self.deletions.get_or_create(&vec![
-                    ("name", o.name.clone()),
-                    ("reason", "retention".to_string()),
-                ]));
-            }
-            now_set.insert(labels);
+        for o in objects.iter().filter(|o| o.retention) {
+            // Created at 0; the guard is only a read lock on the family.
+            drop(self.deletions.get_or_create(&vec![
+                ("name", o.name.clone()),
+                ("reason", "retention".to_string()),
+            ]));
         }
-        let gone = replace_set(&self.objects_set, now_set);
-        for labels in gone {
-            self.first_seen.remove(&labels);
-            self.last_success.remove(&labels);
-            self.last_run.remove(&labels);
-            self.last_run_failed.remove(&labels);
-            self.next_run.remove(&labels);
-            self.interval.remove(&labels);
-            self.suspended.remove(&labels);
-        }
+        self.state.update(|s| s.objects = objects.to_vec());
     }
 
-    /// Sets the archive gauges of every repository group.
+    /// The archive gauges of every repository group from now on.
     pub fn set_archives(&self, groups: &[ArchiveGauges]) {
-        let mut now_set = BTreeSet::new();
-        for g in groups {
-            let labels = vec![("name", g.name.clone())];
-            self.archives.get_or_create(&labels).set(clamp(g.count));
-            self.archive_bytes
-                .get_or_create(&labels)
-                .set(clamp(g.bytes));
-            self.archives_corrupt
-                .get_or_create(&labels)
-                .set(clamp(g.corrupt));
-            now_set.insert(labels);
-        }
-        for labels in replace_set(&self.groups_set, now_set) {
-            self.archives.remove(&labels);
-            self.archive_bytes.remove(&labels);
-            self.archives_corrupt.remove(&labels);
-        }
+        self.state.update(|s| s.archives = groups.to_vec());
     }
 
-    /// Sets the validation error count of every spec file (relative paths).
+    /// The validation error count of every spec file (relative paths) from now on.
     pub fn set_spec_errors(&self, files: &[(String, usize)]) {
-        let mut now_set = BTreeSet::new();
-        for (file, errors) in files {
-            let labels = vec![("file", file.clone())];
-            self.spec_errors.get_or_create(&labels).set(*errors as i64);
-            now_set.insert(labels);
-        }
-        for labels in replace_set(&self.files_set, now_set) {
-            self.spec_errors.remove(&labels);
-        }
+        self.state.update(|s| s.files = files.to_vec());
     }
 
     /// Copies the process-wide Docker error counts into the counter family.
@@ -406,27 +271,161 @@ impl Metrics {
     }
 }
 
-fn set_opt(family: &Family<Labels, FloatGauge>, labels: &Labels, value: Option<f64>) {
-    match value {
-        Some(v) => {
-            family.get_or_create(labels).set(v);
-        }
-        None => {
-            family.remove(labels);
-        }
-    }
-}
-
 fn clamp(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
-/// Stores `now` and returns what was in the old set but not in `now`.
-fn replace_set(slot: &Mutex<BTreeSet<Labels>>, now: BTreeSet<Labels>) -> Vec<Labels> {
-    let mut slot = slot.lock().unwrap_or_else(|e| e.into_inner());
-    let gone = slot.difference(&now).cloned().collect();
-    *slot = now;
-    gone
+/// What the reconciler last published, for the state gauges.
+#[derive(Clone, Debug, Default)]
+struct StateGauges {
+    objects: Vec<ObjectGauges>,
+    archives: Vec<ArchiveGauges>,
+    files: Vec<(String, usize)>,
+}
+
+/// Encodes the state gauges from plain vectors at scrape time. With a thousand policies,
+/// a family of live gauges per metric would hold tens of thousands of label sets and
+/// atomics for values that only change once per reconcile pass.
+#[derive(Debug, Default)]
+struct StateCollector {
+    state: RwLock<Arc<StateGauges>>,
+}
+
+impl StateCollector {
+    fn update(&self, change: impl FnOnce(&mut StateGauges)) {
+        let mut slot = self.state.write().unwrap_or_else(|e| e.into_inner());
+        change(Arc::make_mut(&mut slot));
+    }
+}
+
+/// One gauge family; nothing at all when it has no series, as for the live families.
+fn gauge_family<'a, N: EncodeGaugeValue>(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    series: impl Iterator<Item = ([(&'static str, &'a str); 2], N)>,
+) -> std::fmt::Result {
+    let mut series = series.peekable();
+    if series.peek().is_none() {
+        return Ok(());
+    }
+    let mut metric =
+        encoder.encode_descriptor(name, &format!("{help}."), None, MetricType::Gauge)?;
+    for (labels, value) in series {
+        ConstGauge::new(value).encode(metric.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
+fn one_label_family<'a>(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    key: &'static str,
+    series: impl Iterator<Item = (&'a str, i64)>,
+) -> std::fmt::Result {
+    let mut series = series.peekable();
+    if series.peek().is_none() {
+        return Ok(());
+    }
+    let mut metric =
+        encoder.encode_descriptor(name, &format!("{help}."), None, MetricType::Gauge)?;
+    for (value_label, value) in series {
+        ConstGauge::new(value).encode(metric.encode_family(&[(key, value_label)])?)?;
+    }
+    Ok(())
+}
+
+impl Collector for StateCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
+        let s = self.state.read().unwrap_or_else(|e| e.into_inner()).clone();
+        fn labels(o: &ObjectGauges) -> [(&'static str, &str); 2] {
+            [("kind", o.kind), ("name", o.name.as_str())]
+        }
+        let float = |pick: fn(&ObjectGauges) -> Option<f64>| {
+            s.objects
+                .iter()
+                .filter_map(move |o| pick(o).map(|v| (labels(o), v)))
+        };
+        let e = &mut encoder;
+        gauge_family(
+            e,
+            "holdfast_first_seen_timestamp_seconds",
+            "When holdfast first saw the object in the specs (Unix time)",
+            float(|o| o.first_seen),
+        )?;
+        gauge_family(
+            e,
+            "holdfast_last_success_timestamp_seconds",
+            "Completion time of the newest successful run (Unix time); absent if none",
+            float(|o| o.last_success),
+        )?;
+        gauge_family(
+            e,
+            "holdfast_last_run_timestamp_seconds",
+            "Start time of the newest run (Unix time)",
+            float(|o| o.last_run),
+        )?;
+        gauge_family(
+            e,
+            "holdfast_last_run_failed",
+            "1 when the newest finished run failed or partially failed, else 0",
+            s.objects
+                .iter()
+                .filter_map(|o| o.last_run_failed.map(|f| (labels(o), i64::from(f)))),
+        )?;
+        gauge_family(
+            e,
+            "holdfast_next_run_timestamp_seconds",
+            "When the next scheduled run is due (Unix time)",
+            float(|o| o.next_run),
+        )?;
+        gauge_family(
+            e,
+            "holdfast_schedule_interval_seconds",
+            "Time between two consecutive scheduled runs of a policy",
+            float(|o| o.schedule_interval),
+        )?;
+        gauge_family(
+            e,
+            "holdfast_suspended",
+            "1 when the policy is suspended (spec.suspend), else 0",
+            s.objects
+                .iter()
+                .map(|o| (labels(o), i64::from(o.suspended))),
+        )?;
+        one_label_family(
+            e,
+            "holdfast_archives",
+            "Good archives kept in the repository, per policy or Archive name",
+            "name",
+            s.archives.iter().map(|g| (g.name.as_str(), clamp(g.count))),
+        )?;
+        one_label_family(
+            e,
+            "holdfast_archives_bytes",
+            "Bytes of the good archives kept, per policy or Archive name",
+            "name",
+            s.archives.iter().map(|g| (g.name.as_str(), clamp(g.bytes))),
+        )?;
+        one_label_family(
+            e,
+            "holdfast_archives_corrupt",
+            "Archives that fail verification, per policy or Archive name",
+            "name",
+            s.archives
+                .iter()
+                .map(|g| (g.name.as_str(), clamp(g.corrupt))),
+        )?;
+        one_label_family(
+            e,
+            "holdfast_spec_errors",
+            "Validation errors per spec file (path relative to the specs folder)",
+            "file",
+            s.files.iter().map(|(f, n)| (f.as_str(), *n as i64)),
+        )?;
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -87,6 +87,8 @@ pub struct Controller {
     /// Policies whose scheduled verification is going on.
     verifying: std::collections::BTreeSet<String>,
     verify_tx: Option<mpsc::UnboundedSender<(String, Vec<bool>)>>,
+    /// The repository as the last resync saw it (see [`repository_fingerprint`]).
+    repository_seen: Vec<(PathBuf, Option<std::time::SystemTime>)>,
 }
 
 /// Why the loop woke up.
@@ -128,6 +130,7 @@ impl Controller {
             verify_next: BTreeMap::new(),
             verifying: Default::default(),
             verify_tx: None,
+            repository_seen: Vec::new(),
         }
     }
 
@@ -163,6 +166,7 @@ impl Controller {
         let (verify_tx, mut verify_rx) = mpsc::unbounded_channel::<(String, Vec<bool>)>();
         self.verify_tx = Some(verify_tx);
         self.reload();
+        self.repository_seen = repository_fingerprint(&self.options.repository);
         self.refresh_all_archives();
         self.prune_changed();
         let mut wake_at = self.reconcile(&done_tx);
@@ -193,11 +197,15 @@ impl Controller {
                         // event reaching us (a missed inotify event, a folder swapped under
                         // us), and read the repository again, where `holdfast verify` or
                         // `holdfast delete` may have changed what the statuses say.
-                        let archives = self.archives.clone();
-                        self.refresh_all_archives();
+                        let repository = repository_fingerprint(&self.options.repository);
+                        let archives_changed = repository != self.repository_seen;
+                        if archives_changed {
+                            self.repository_seen = repository;
+                            self.refresh_all_archives();
+                        }
                         if self.fingerprint() != self.loaded {
                             self.reload();
-                        } else if self.archives == archives {
+                        } else if !archives_changed {
                             continue;
                         }
                     }
@@ -1040,7 +1048,37 @@ impl Controller {
         metrics.set_spec_errors(&publish::spec_errors(root, &self.desired));
         self.hub
             .publish(publish::snapshot(root, &self.desired, statuses));
+        // A pass allocates and frees a few MiB (statuses, the snapshot's JSON); hand the
+        // freed pages back, so an idle daemon stays small.
+        #[cfg(target_env = "gnu")]
+        // SAFETY: malloc_trim only releases free memory of the allocator.
+        unsafe {
+            libc::malloc_trim(0);
+        }
     }
+}
+
+/// What changes when archives come, go or get verified, without reading any manifest:
+/// the modification times of the group folders (an archive added or removed) and of each
+/// archive's verification record.
+fn repository_fingerprint(root: &std::path::Path) -> Vec<(PathBuf, Option<std::time::SystemTime>)> {
+    let modified = |p: &std::path::Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    let mut out = Vec::new();
+    let Ok(groups) = std::fs::read_dir(root) else {
+        return out;
+    };
+    for group in groups.flatten() {
+        let path = group.path();
+        out.push((path.clone(), modified(&path)));
+        for archive in std::fs::read_dir(&path).into_iter().flatten().flatten() {
+            let record = archive.path().join(crate::verify::RECORD);
+            if let Some(t) = modified(&record) {
+                out.push((record, Some(t)));
+            }
+        }
+    }
+    out.sort();
+    out
 }
 
 /// Reads a new archive back in full. One that does not verify fails its run: the archive

@@ -99,6 +99,11 @@ fn volumes_come_back_in_place_and_into_new_volumes_exactly_as_archived() {
     assert_ne!(web_listing(&stack), before);
 
     let volume = stack.volume("web-data");
+    // What a restore killed mid-way would have left beside the data: cleaned up.
+    let leftover = stack
+        .volume_dir("web-data")
+        .with_file_name("_data.holdfast-restore-interrupted");
+    fs::create_dir_all(leftover.join("junk")).unwrap();
     let (out, report) =
         env.restore(&["--from", &archive, "--volume", &volume, "--mode", "InPlace"]);
     assert!(out.status.success(), "{report:#}\n{}", stderr(&out));

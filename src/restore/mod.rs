@@ -613,6 +613,19 @@ async fn swap_in(
     let artifact = artifact.to_path_buf();
     let data = data.to_path_buf();
     let result = tokio::task::spawn_blocking(move || {
+        // A restore that crashed before or after its swap left its staging folder (new
+        // content, or the old content it replaced); neither is of use now.
+        let prefix = format!("{name}.holdfast-restore-");
+        if let Some(parent) = data.parent()
+            && let Ok(entries) = std::fs::read_dir(parent)
+        {
+            for entry in entries.flatten() {
+                if entry.file_name().to_string_lossy().starts_with(&prefix) {
+                    info!(path = %entry.path().display(), "removing what an interrupted restore left");
+                    let _ = std::fs::remove_dir_all(entry.path());
+                }
+            }
+        }
         let stats =
             crate::archive::extract_artifact(&artifact, &staging, limits, &crate::progress::Silent)
                 .and_then(|stats| {

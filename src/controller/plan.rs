@@ -222,7 +222,30 @@ fn stacks_of(resource: &Resource, desired: &Desired) -> Vec<String> {
                 .unwrap_or_default(),
             (None, None) => Vec::new(),
         },
-        Resource::Restore(r) => r.spec.targets.stacks.clone(),
+        // Its own targets, or else the stacks of the policy whose archive it restores, so
+        // that a restore and a backup of the same stack never run at once.
+        Resource::Restore(r) if !r.spec.targets.stacks.is_empty() => r.spec.targets.stacks.clone(),
+        Resource::Restore(r) => {
+            let policy = r.spec.from.policy.clone().or_else(|| {
+                r.spec
+                    .from
+                    .archive
+                    .as_deref()
+                    .and_then(|id| id.rsplit_once('-').map(|(name, _)| name.to_string()))
+            });
+            policy
+                .and_then(|name| {
+                    desired.get(&ObjectKey {
+                        kind: Kind::BackupPolicy,
+                        name,
+                    })
+                })
+                .and_then(|o| match &o.resource {
+                    Some(Resource::BackupPolicy(p)) => Some(p.spec.targets.stacks.clone()),
+                    _ => None,
+                })
+                .unwrap_or_default()
+        }
     }
 }
 
@@ -380,6 +403,29 @@ mod tests {
             },
         );
         assert!(plan(&d, &observed, t(4, 0)).start.is_empty());
+    }
+
+    #[test]
+    fn a_restore_runs_once_and_waits_for_a_backup_of_its_policys_stack() {
+        let text = policy("nightly", "0 3 * * *", "app", "")
+            + "apiVersion: holdfast.dev/v1alpha1\nkind: Restore\nmetadata: {name: back}\nspec: {from: {policy: nightly, at: latest}}\n";
+        let d = desired(&text);
+        let mut observed = Observed {
+            max_concurrent: 5,
+            ..Observed::default()
+        };
+        observed
+            .running
+            .insert(key(Kind::BackupPolicy, "nightly"), vec!["app".into()]);
+        let p = plan(&d, &observed, t(4, 0));
+        assert!(p.start.is_empty(), "{:?}", p.start);
+        assert_eq!(p.wait.len(), 1);
+        assert!(p.wait[0].1.contains("release stack app"), "{}", p.wait[0].1);
+        observed.running.clear();
+        let p = plan(&d, &observed, t(4, 0));
+        assert_eq!(p.start.len(), 1);
+        assert_eq!(p.start[0].key, key(Kind::Restore, "back"));
+        assert_eq!(p.start[0].trigger, Trigger::Generation);
     }
 
     #[test]

@@ -214,7 +214,7 @@ impl Default for Hub {
 impl Hub {
     pub fn new() -> Hub {
         // Slow SSE clients that fall this far behind are told so and skip ahead.
-        let (events, _) = broadcast::channel(1024);
+        let (events, _) = broadcast::channel(256);
         Hub {
             metrics: Metrics::new(),
             snapshot: RwLock::new(Arc::new(Snapshot::default())),

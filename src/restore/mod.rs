@@ -13,8 +13,9 @@
 //!    starts them again. A volume still used by a running container is never written.
 //! 3. Each volume is extracted into a staging folder beside its data folder, then the two
 //!    are swapped in one `renameat2(RENAME_EXCHANGE)`: the volume holds either the old
-//!    content or the new, never half of each. A new volume is filled directly and removed
-//!    again if extraction fails.
+//!    content or the new, never half of each. A new volume goes the same way (a restore
+//!    killed mid-way leaves it empty, not half filled) and is removed again if extraction
+//!    fails.
 //! 4. The stopped containers start again; dumps are replayed into the running services.
 
 pub mod replay;
@@ -549,31 +550,13 @@ impl Restorer {
             let artifact = entry.path.join(&p.artifact.path);
             let limits = limits_for(p.artifact);
             info!(volume = %p.volume, into = %p.target, in_place = p.exists, "restoring volume");
-            let stats = if p.exists {
-                swap_in(&artifact, &data, run_id, limits).await
-            } else {
-                let target = data.clone();
-                let result = tokio::task::spawn_blocking(move || {
-                    let stats = crate::archive::extract_artifact(
-                        &artifact,
-                        &target,
-                        limits,
-                        &crate::progress::Silent,
-                    )?;
-                    crate::archive::sync_tree(&target)?;
-                    Ok::<_, crate::archive::ArchiveError>(stats)
-                })
-                .await;
-                let result = match result {
-                    Ok(r) => r.map_err(|e| e.to_string()),
-                    Err(e) => Err(e.to_string()),
-                };
-                if result.is_err() {
-                    // Ours, and incomplete: it goes.
-                    let _ = self.engine.remove_volume(&p.target).await;
-                }
-                result
-            };
+            // A new volume goes through the same staging folder and swap as an existing
+            // one: a restore killed mid-way leaves it empty, never half filled.
+            let stats = swap_in(&artifact, &data, run_id, limits).await;
+            if stats.is_err() && !p.exists {
+                // Ours, and incomplete: it goes.
+                let _ = self.engine.remove_volume(&p.target).await;
+            }
             let stats = stats.map_err(|e| format!("restoring volume `{}`: {e}", p.volume))?;
             report.volumes.push(RestoredVolume {
                 volume: p.volume.clone(),

@@ -512,3 +512,60 @@ fn a_restore_spec_runs_once_through_the_daemon_and_replays_its_dumps() {
         let _ = run(Command::new("docker").args(["volume", "rm", &format!("{project}-{v}")]));
     }
 }
+
+#[test]
+fn a_failed_in_place_restore_leaves_the_volume_as_it_was_and_its_container_running() {
+    if !docker_available() {
+        return;
+    }
+    let _guard = docker_lock();
+    let env = Env::new();
+    let tag = std::process::id();
+    let volume = format!("hfinplace{tag}");
+    let container = format!("hfinplace{tag}-app");
+    docker(&["volume", "create", &volume]);
+    docker(&[
+        "run",
+        "-d",
+        "--init",
+        "--name",
+        &container,
+        "-v",
+        &format!("{volume}:/data"),
+        "holdfast-test/busybox:1",
+        "sh",
+        "-c",
+        "[ -e /data/keep.txt ] || echo precious > /data/keep.txt; sleep 3600",
+    ]);
+    // A stream cut off in the middle of a file, with a manifest that agrees with it.
+    let mut tar = tar_of(&[("big.bin", b'0', &[7u8; 100_000], "")]);
+    tar.truncate(20_000);
+    let id = hostile_archive(&env.repository, "inplace", &volume, &tar, 1);
+    let started = docker(&["inspect", "-f", "{{.State.StartedAt}}", &container]);
+    let (out, report) = env.restore(&["--from", &id, "--mode", "InPlace"]);
+    assert_eq!(out.status.code(), Some(1), "{report:#}");
+    // The container was stopped for the restore and runs again; the data is untouched.
+    let state = docker(&["inspect", "-f", "{{.State.Status}}", &container]);
+    assert_eq!(state.trim(), "running");
+    let restarted = docker(&["inspect", "-f", "{{.State.StartedAt}}", &container]);
+    assert_ne!(
+        restarted, started,
+        "the container was never stopped for the restore"
+    );
+    assert_eq!(
+        docker(&["exec", &container, "cat", "/data/keep.txt"]).trim(),
+        "precious"
+    );
+    assert_eq!(
+        docker(&["exec", &container, "ls", "/data"]).trim(),
+        "keep.txt"
+    );
+    let mountpoint = docker(&["volume", "inspect", "-f", "{{.Mountpoint}}", &volume]);
+    let siblings: Vec<String> = fs::read_dir(Path::new(mountpoint.trim()).parent().unwrap())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(siblings, ["_data"], "{siblings:?}");
+    let _ = run(Command::new("docker").args(["rm", "-f", &container]));
+    let _ = run(Command::new("docker").args(["volume", "rm", &volume]));
+}

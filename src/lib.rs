@@ -4,50 +4,63 @@
 //! specs kept in git; holdfast validates them, backs up through the Docker API, and writes
 //! what it observed beside each spec.
 //!
-//! Module map, foundation first (imports point from later to earlier):
+//! Module map, in the order data flows. A module imports only modules listed before it
+//! (`tests/module_graph.rs` checks this), so the map reads from the bottom up too.
 //!
-//! - [`diagnostic`], [`fsutil`], [`settings`], [`logging`], [`progress`], [`secrets`]: errors with
-//!   positions, atomic writes, daemon flags, log setup, progress reporting.
+//! Foundation:
+//! - [`diagnostic`], [`fsutil`], [`secrets`], [`progress`]: errors with positions, atomic
+//!   writes, what counts as a secret, progress reporting.
+//! - [`settings`], [`logging`]: daemon flags and log setup.
 //! - [`spec`]: the resource model, and [`schema`]: the JSON Schemas generated from it.
 //! - [`load`]: finding spec files and reading their YAML documents with positions.
 //! - [`validate`]: every check, collecting all errors at once.
-//! - [`archive`]: folder trees, tar streams and dumps into checksummed artifacts.
-//! - [`docker`]: what Docker reports (stacks, containers, volumes), through bollard.
-//! - [`state`]: the state database (stop journal, runs) and its lock; [`repository`]:
-//!   archive folders that exist whole or not at all.
-//! - [`prune`]: retention carried out through the deletion journal.
-//! - [`retention`]: grandfather-father-son pruning as a pure decision with reasons.
+//!
+//! Pure decisions (no IO, no clock of their own):
+//! - [`retention`]: grandfather-father-son pruning with reasons.
 //! - [`schedule`]: when a policy runs: cron in its time zone, DST, jitter, catch-up.
-//! - [`executor`]: one backup run, its phases, and the plan it follows.
-//! - [`catalog`]: the archives in the repository, read from their manifests.
+//!
+//! Adapters:
+//! - [`docker`]: what Docker reports (stacks, containers, volumes), through bollard.
+//! - [`state`]: the state database (stop journal, runs, deletion journal) and its lock.
+//! - [`archive`]: folder trees, tar streams and dumps into checksummed artifacts, and
+//!   the hardened reader that verifies and extracts them.
+//! - [`repo`]: the repository: layout, manifest, the storage boundary, the catalog,
+//!   verify and retention carried out.
 //! - [`status`]: status files: conditions, generations, rendering, atomic writes.
+//!
+//! Orchestration:
+//! - [`executor`]: one backup run, its phases, and the targets it resolves.
+//! - [`restore`]: one restore: resolving the archive, extraction, dump replay.
+//! - [`metrics`]: the Prometheus registry.
+//! - [`hub`]: what the controller publishes and the API reads: snapshot, events, metrics.
 //! - [`controller`]: the reconciler daemon (`holdfast run`): watch, plan, start runs,
 //!   write status files.
-//! - [`cli`]: one thin file per subcommand.
+//!
+//! Edges:
+//! - [`api`]: the read-only HTTP API.
+//! - [`cli`]: one thin file per subcommand, and the wiring.
 
-pub mod api;
-pub mod archive;
-pub mod catalog;
-pub mod cli;
-pub mod controller;
 pub mod diagnostic;
-pub mod docker;
-pub mod executor;
 pub mod fsutil;
-pub mod load;
-pub mod logging;
-pub mod metrics;
+pub mod secrets;
 pub mod progress;
-pub mod prune;
-pub mod repository;
-pub mod restore;
+pub mod settings;
+pub mod logging;
+pub mod spec;
+pub mod schema;
+pub mod load;
+pub mod validate;
 pub mod retention;
 pub mod schedule;
-pub mod schema;
-pub mod secrets;
-pub mod settings;
-pub mod spec;
+pub mod docker;
 pub mod state;
+pub mod archive;
+pub mod repo;
 pub mod status;
-pub mod validate;
-pub mod verify;
+pub mod executor;
+pub mod restore;
+pub mod metrics;
+pub mod hub;
+pub mod controller;
+pub mod api;
+pub mod cli;

@@ -54,8 +54,8 @@ pub struct Settings {
 
     /// How volume and bind-mount data is read: from the host folder when readable (auto),
     /// always from the host (direct), or always through Docker's archive API (api).
-    #[arg(long, global = true, env = "HOLDFAST_ARCHIVE_VIA", value_enum, default_value_t = crate::executor::ArchiveVia::Auto)]
-    pub archive_via: crate::executor::ArchiveVia,
+    #[arg(long, global = true, env = "HOLDFAST_ARCHIVE_VIA", value_enum, default_value_t = ArchiveVia::Auto)]
+    pub archive_via: ArchiveVia,
 
     /// Log format: human-readable text, or one JSON object per line.
     #[arg(long, global = true, env = "HOLDFAST_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
@@ -66,4 +66,16 @@ pub struct Settings {
 pub enum LogFormat {
     Text,
     Json,
+}
+
+/// How volume and bind-mount data is read.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum ArchiveVia {
+    /// From the host when holdfast can read the folder, through Docker's archive API otherwise.
+    #[default]
+    Auto,
+    /// Always from the host folder; fails when it is not readable.
+    Direct,
+    /// Always through Docker's archive API (works with a remote Docker host).
+    Api,
 }

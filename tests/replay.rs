@@ -9,7 +9,7 @@ use std::fs;
 use common::env::manifests;
 use common::*;
 use holdfast::docker::engine::Engine;
-use holdfast::executor::manifest::Artifact;
+use holdfast::repo::manifest::Artifact;
 use holdfast::restore::replay::{ReplayReport, replay};
 
 const PG: &str = "psql -X -q -v ON_ERROR_STOP=1 -U postgres";

@@ -6,9 +6,8 @@
 //! every body is redacted. On a non-loopback address a bearer token is required
 //! (`--api-token-file`); without it the server refuses to start.
 
-pub mod hub;
 pub mod openapi;
-pub mod redact;
+
 pub mod routes;
 
 use std::net::SocketAddr;
@@ -23,8 +22,8 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 
 use crate::docker::engine::Engine;
+pub use crate::hub::Hub;
 use crate::state::StateDb;
-pub use hub::Hub;
 
 /// What every handler can read.
 #[derive(Clone)]

@@ -15,8 +15,8 @@ use schemars::{JsonSchema, Schema, SchemaGenerator};
 use serde::{Deserialize, Serialize};
 
 use super::AppState;
-use super::hub::{DEFAULT_PAGE, Event, MAX_PAGE};
-use super::redact::to_body;
+use crate::hub::redact::to_body;
+use crate::hub::{DEFAULT_PAGE, Event, MAX_PAGE};
 use crate::spec::Kind;
 use crate::spec::common::Phase;
 use crate::state::{RunFilter, RunRecord};
@@ -297,7 +297,7 @@ pub fn routes() -> Vec<Route> {
                 "Only archives of this policy or Archive.",
                 serde_json::json!({"type": "string"}),
             )],
-            body: Body::Json(schema::<ItemList<crate::catalog::Entry>>),
+            body: Body::Json(schema::<ItemList<crate::repo::catalog::Entry>>),
             errors: &[500],
             unavailable_same_body: false,
             handler: get(catalog),
@@ -788,8 +788,11 @@ struct CatalogQuery {
 
 async fn catalog(State(app): State<AppState>, Query(q): Query<CatalogQuery>) -> Response {
     let read = tokio::task::spawn_blocking(move || {
-        let mut entries = crate::catalog::scan(&app.repository).map_err(|e| e.to_string())?;
-        let missing = crate::catalog::missing(&app.state, &entries).map_err(|e| e.to_string())?;
+        let mut entries =
+            crate::repo::catalog::scan(&crate::repo::Repository::local(&app.repository))
+                .map_err(|e| e.to_string())?;
+        let missing =
+            crate::repo::catalog::missing(&app.state, &entries).map_err(|e| e.to_string())?;
         entries.extend(missing);
         if let Some(name) = &q.name {
             entries.retain(|e| &e.group == name);

@@ -11,8 +11,8 @@ use futures_util::StreamExt;
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
-use super::hub::{Collection, Snapshot};
 use super::*;
+use crate::hub::{Collection, Snapshot};
 use crate::spec::common::Phase;
 use crate::state::RunRecord;
 
@@ -346,7 +346,7 @@ async fn events_reach_subscribers() {
     let hub = f.app.hub.clone();
     tokio::spawn(async move {
         for _ in 0..50 {
-            hub.emit(hub::Event::RunStarted {
+            hub.emit(crate::hub::Event::RunStarted {
                 kind: "BackupPolicy".into(),
                 name: "web".into(),
                 run_id: "web-1".into(),

@@ -20,7 +20,8 @@ pub struct DeleteArgs {
 /// holdfast never deletes by itself. Each goes through the deletion journal, so a crash
 /// midway is finished at the next start.
 pub fn run(settings: &Settings, args: DeleteArgs) -> anyhow::Result<ExitCode> {
-    let entries = crate::catalog::scan(&settings.repository)?;
+    let repo = super::repository(settings);
+    let entries = crate::repo::catalog::scan(&repo)?;
     let mut chosen = Vec::new();
     for id in &args.ids {
         match entries.iter().find(|e| &e.id == id) {
@@ -42,8 +43,13 @@ pub fn run(settings: &Settings, args: DeleteArgs) -> anyhow::Result<ExitCode> {
     let state = crate::state::StateDb::open(&settings.state)?;
     let mut failed = false;
     for e in chosen {
-        match crate::prune::delete_archive(&state, &e.path, &e.id, "deleted with holdfast delete")?
-        {
+        match crate::repo::prune::delete_archive(
+            &state,
+            &repo,
+            &e.group,
+            &e.id,
+            "deleted with holdfast delete",
+        )? {
             Ok(()) => println!("deleted {}", e.id),
             Err(message) => {
                 eprintln!("error: {message}");

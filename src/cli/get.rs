@@ -3,7 +3,7 @@ use std::process::ExitCode;
 
 use clap::{Args, ValueEnum};
 
-use crate::catalog::{self, Entry};
+use crate::repo::catalog::{self, Entry};
 use crate::settings::Settings;
 use crate::spec::Resource;
 
@@ -49,7 +49,8 @@ pub fn run(settings: &Settings, args: GetArgs) -> anyhow::Result<ExitCode> {
         .filter(|o| !matches!(o.resource, Some(Resource::Restore(_))))
         .filter_map(|o| o.name.clone())
         .collect();
-    let mut all = catalog::scan(&settings.repository)?;
+    let mut all = catalog::scan(&super::repository(settings))?;
+    let catalog = catalog::Catalog::from_entries(all.clone());
     // With a state folder, the run history joins in: adopted archives, and Missing ones.
     if settings.state.join("holdfast.db").exists() {
         let state = crate::state::StateDb::open(&settings.state)?;
@@ -62,11 +63,9 @@ pub fn run(settings: &Settings, args: GetArgs) -> anyhow::Result<ExitCode> {
         .collect();
     // Why each archive is kept (or would go), for groups whose policy has retention.
     let mut kept_by: std::collections::BTreeMap<String, String> = Default::default();
-    for (_, decisions) in crate::prune::decide_all(
-        &settings.repository,
-        report.valid_objects(),
-        chrono::Utc::now(),
-    )? {
+    for (_, decisions) in
+        crate::repo::prune::decide_all(&catalog, report.valid_objects(), chrono::Utc::now())
+    {
         for d in decisions {
             let text = if d.keep {
                 d.reasons.join(", ")

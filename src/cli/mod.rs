@@ -108,9 +108,14 @@ fn executor(
     Ok(crate::executor::Executor::new(
         engine,
         std::sync::Arc::new(state),
-        crate::repository::Repository::new(&settings.repository),
+        repository(settings),
         settings.archive_via,
     ))
+}
+
+/// The repository `--repository` names.
+fn repository(settings: &Settings) -> crate::repo::Repository {
+    crate::repo::Repository::local(&settings.repository)
 }
 
 /// Replays a leftover stop journal unless another holdfast process holds the run lock

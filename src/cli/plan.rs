@@ -5,7 +5,7 @@ use clap::Args;
 
 use super::{OutputFormat, specs};
 use crate::docker::engine::Engine;
-use crate::executor::plan::{BackupPlan, resolve};
+use crate::executor::resolve::{BackupPlan, resolve};
 use crate::executor::{BackupRequest, effective_level};
 use crate::settings::Settings;
 
@@ -49,11 +49,10 @@ pub fn run(settings: &Settings, args: PlanArgs) -> anyhow::Result<ExitCode> {
     let failed = plans.iter().any(|(_, p)| !p.errors.is_empty());
     // What retention would forget if it ran now, per policy with retention.
     let mut forget: std::collections::BTreeMap<String, Vec<(String, String)>> = Default::default();
-    for (name, decisions) in crate::prune::decide_all(
-        &settings.repository,
-        report.valid_objects(),
-        chrono::Utc::now(),
-    )? {
+    let catalog = crate::repo::Catalog::load(&super::repository(settings))?;
+    for (name, decisions) in
+        crate::repo::prune::decide_all(&catalog, report.valid_objects(), chrono::Utc::now())
+    {
         forget.insert(
             name,
             decisions

@@ -138,7 +138,7 @@ pub fn run(settings: &Settings, args: RestoreArgs) -> anyhow::Result<ExitCode> {
         let restorer = Restorer {
             engine,
             state: executor.state(),
-            repository: settings.repository.clone(),
+            repository: super::repository(settings),
         };
         anyhow::Ok(
             restorer

@@ -71,7 +71,7 @@ pub fn run(settings: &Settings, args: RunArgs) -> anyhow::Result<ExitCode> {
             shutdown_timeout: args.shutdown_timeout.as_duration(),
             resync: args.resync.as_duration().max(Duration::from_secs(1)),
         };
-        let hub = Arc::new(crate::api::Hub::new());
+        let hub = Arc::new(crate::hub::Hub::new());
         let listener = crate::api::bind(settings.listen).await?;
         let address = listener.local_addr()?;
         let app = crate::api::AppState::new(
@@ -88,8 +88,8 @@ pub fn run(settings: &Settings, args: RunArgs) -> anyhow::Result<ExitCode> {
             }
         });
         info!(address = %address, "HTTP API and metrics listening on http://{address}/");
-        let controller = Controller::new(options, executor.clone(), state, hub);
-        controller.recover(&crate::repository::Repository::new(&settings.repository)).await?;
+        let mut controller = Controller::new(options, executor.clone(), state, hub);
+        controller.recover().await?;
         let signals = signals()?;
         info!(specs = %settings.specs.display(), state = %settings.state.display(), "holdfast is running");
         let result = controller.run(signals).await;

@@ -20,8 +20,9 @@ pub struct VerifyArgs {
 /// decompressed and walked to its end. The result is recorded in the archive folder, so a
 /// failure makes the archive Corrupt everywhere holdfast shows it. Exit 1 if any failed.
 pub fn run(settings: &Settings, args: VerifyArgs) -> anyhow::Result<ExitCode> {
-    let entries = crate::catalog::scan(&settings.repository)?;
-    let chosen: Vec<&crate::catalog::Entry> = match &args.policy {
+    let repo = super::repository(settings);
+    let entries = crate::repo::catalog::scan(&repo)?;
+    let chosen: Vec<&crate::repo::catalog::Entry> = match &args.policy {
         Some(name) => {
             let mine: Vec<_> = entries.iter().filter(|e| &e.group == name).collect();
             if mine.is_empty() {
@@ -46,13 +47,14 @@ pub fn run(settings: &Settings, args: VerifyArgs) -> anyhow::Result<ExitCode> {
     let mut failed = false;
     for entry in chosen {
         let started = std::time::Instant::now();
-        let result = crate::verify::verify_archive(&entry.path, |path, problem| {
-            if let Some(problem) = problem {
-                eprintln!("  {problem}");
-            } else {
-                eprintln!("  {path}: ok");
-            }
-        });
+        let result =
+            crate::repo::verify::verify_archive(&repo, &entry.group, &entry.id, |path, problem| {
+                if let Some(problem) = problem {
+                    eprintln!("  {problem}");
+                } else {
+                    eprintln!("  {path}: ok");
+                }
+            });
         match result {
             Ok(v) if v.ok => println!(
                 "{}: ok ({} artifacts, {}, {:.1} s)",

@@ -21,9 +21,11 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tracing::{Instrument, error, info, info_span, warn};
 
-use crate::api::Hub;
-use crate::api::hub::{Event, RunEvents};
 use crate::executor::{BackupRequest, Executor, RunOutcome};
+use crate::hub::Hub;
+use crate::hub::{Event, RunEvents};
+use crate::repo::manifest::Verification;
+use crate::repo::{Catalog, Entry, Health, Repository};
 use crate::spec::{Kind, ObjectKey};
 use crate::state::StateDb;
 use desired::Desired;
@@ -86,10 +88,17 @@ pub struct Controller {
     verify_next: BTreeMap<String, chrono::DateTime<Utc>>,
     /// Policies whose scheduled verification is going on.
     verifying: std::collections::BTreeSet<String>,
-    verify_tx: Option<mpsc::UnboundedSender<(String, Vec<bool>)>>,
+    verify_tx: Option<mpsc::UnboundedSender<(String, Vec<Verified>)>>,
     /// The repository as the last resync saw it (see [`repository_fingerprint`]).
     repository_seen: Vec<(PathBuf, Option<std::time::SystemTime>)>,
+    repo: Repository,
+    /// What the repository holds: read whole at start-up and when the resync sees the
+    /// listing change, otherwise kept current by what this daemon does to it.
+    catalog: Catalog,
 }
+
+/// One archive's verification: `None` when it could not be read at all.
+type Verified = (String, Option<Verification>);
 
 /// Why the loop woke up.
 enum Wake {
@@ -97,7 +106,7 @@ enum Wake {
     Timer,
     Finished(ObjectKey, Box<RunOutcome>),
     /// A scheduled verification of a policy's archives ended: one result per archive.
-    Verified(String, Vec<bool>),
+    Verified(String, Vec<Verified>),
     Shutdown,
 }
 
@@ -108,7 +117,10 @@ impl Controller {
         state: Arc<StateDb>,
         hub: Arc<Hub>,
     ) -> Controller {
+        let repo = Repository::local(&options.repository);
         Controller {
+            repo,
+            catalog: Catalog::default(),
             options,
             executor,
             state,
@@ -136,7 +148,7 @@ impl Controller {
 
     /// Repairs what a crash left behind: runs left Running become Failed (Interrupted),
     /// stopped containers in the journal are started, `.partial` archives are removed.
-    pub async fn recover(&self, repository: &crate::repository::Repository) -> anyhow::Result<()> {
+    pub async fn recover(&mut self) -> anyhow::Result<()> {
         for id in self.state.fail_interrupted_runs(Utc::now())? {
             warn!(run = %id, "run was interrupted by a stop of holdfast; marked Failed");
         }
@@ -144,17 +156,14 @@ impl Controller {
         if !started.is_empty() {
             warn!(containers = ?started, "started again what an interrupted run had stopped");
         }
-        for path in repository.clean_partials()? {
-            info!(path = %path.display(), "removed a partial archive left by a crash");
+        for path in self.repo.clean()? {
+            info!(path = %path, "removed a partial archive left by a crash");
         }
-        for id in crate::prune::resume(&self.state)? {
+        for id in crate::repo::prune::resume(&self.state, &self.repo)? {
             info!(archive = %id, "finished a deletion a crash had interrupted");
         }
-        let entries = crate::catalog::scan(repository.root())?;
-        for missing in crate::catalog::reconcile_history(&self.state, &entries)? {
-            warn!(archive = %missing.id, "the run history records this archive, but it is not in the repository");
-        }
-        info!(archives = entries.len(), "repository catalog read");
+        self.load_catalog()?;
+        info!(archives = self.catalog.len(), "repository catalog read");
         Ok(())
     }
 
@@ -163,7 +172,7 @@ impl Controller {
         let (spec_tx, mut spec_rx) = mpsc::unbounded_channel::<()>();
         let _watcher = watch::watch(&self.options.specs, spec_tx)?;
         let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(ObjectKey, Box<RunOutcome>)>();
-        let (verify_tx, mut verify_rx) = mpsc::unbounded_channel::<(String, Vec<bool>)>();
+        let (verify_tx, mut verify_rx) = mpsc::unbounded_channel::<(String, Vec<Verified>)>();
         self.verify_tx = Some(verify_tx);
         self.reload();
         self.repository_seen = repository_fingerprint(&self.options.repository);
@@ -201,6 +210,9 @@ impl Controller {
                         let archives_changed = repository != self.repository_seen;
                         if archives_changed {
                             self.repository_seen = repository;
+                            if let Err(e) = self.load_catalog() {
+                                error!("{e}");
+                            }
                             self.refresh_all_archives();
                         }
                         if self.fingerprint() != self.loaded {
@@ -213,8 +225,12 @@ impl Controller {
                 Wake::Finished(key, outcome) => self.finished(&key, &outcome),
                 Wake::Verified(name, results) => {
                     self.verifying.remove(&name);
-                    for ok in results {
+                    for (id, verification) in results {
+                        let ok = verification.as_ref().is_some_and(|v| v.ok);
                         self.hub.metrics.verified(&name, ok);
+                        if let Some(v) = verification {
+                            self.catalog.verified(&name, &id, &v);
+                        }
                     }
                     self.refresh_archives(&name);
                 }
@@ -464,46 +480,42 @@ impl Controller {
         let Some(tx) = self.verify_tx.clone() else {
             return;
         };
-        let entries = match crate::catalog::scan(&self.options.repository) {
-            Ok(e) => e,
-            Err(e) => {
-                error!("{e}");
-                return;
-            }
-        };
-        let mine: Vec<&crate::catalog::Entry> = entries
-            .iter()
-            .filter(|e| e.group == name && e.kind.as_deref() != Some("Archive"))
+        let mine: Vec<&Entry> = self
+            .catalog
+            .group(name)
+            .into_iter()
+            .filter(|e| e.kind.as_deref() != Some("Archive"))
             .collect();
-        let chosen = crate::verify::pick(&mine, sample);
+        let chosen: Vec<String> = crate::repo::verify::pick(&mine, sample)
+            .into_iter()
+            .map(|e| e.id.clone())
+            .collect();
         if chosen.is_empty() {
             return;
         }
         info!(policy = name, archives = chosen.len(), "verifying archives");
         self.verifying.insert(name.to_string());
         let name = name.to_string();
+        let repo = self.repo.clone();
         tokio::task::spawn_blocking(move || {
             let mut results = Vec::new();
-            for dir in chosen {
-                let result = crate::verify::verify_archive(&dir, |_, _| {});
-                // Deleted by retention meanwhile: nothing was wrong with it.
-                if !dir.join(crate::repository::MANIFEST).exists() {
-                    continue;
-                }
-                match result {
-                    Ok(v) if v.ok => results.push(true),
+            for id in chosen {
+                match crate::repo::verify::verify_archive(&repo, &name, &id, |_, _| {}) {
                     Ok(v) => {
                         for problem in &v.problems {
-                            error!(policy = %name, archive = %dir.display(), "verification failed: {problem}");
+                            error!(policy = %name, archive = %id, "verification failed: {problem}");
                         }
-                        results.push(false);
+                        results.push((id, Some(v)));
                     }
+                    // Deleted by retention meanwhile: nothing was wrong with it.
+                    Err(crate::repo::verify::VerifyError::NoManifest { .. }) => {}
                     Err(e) => {
-                        error!(policy = %name, "verification failed: {e}");
-                        results.push(false);
+                        error!(policy = %name, archive = %id, "verification failed: {e}");
+                        results.push((id, None));
                     }
                 }
             }
+            // The loop may be gone during shutdown; nothing left to tell.
             let _ = tx.send((name, results));
         });
     }
@@ -558,11 +570,12 @@ impl Controller {
         let progress = Arc::new(RunEvents::new(self.hub.clone(), key.kind, &key.name));
         let verify_after = matches!(resource, crate::spec::Resource::BackupPolicy(p)
             if p.spec.verify.as_ref().is_some_and(|v| v.after_run));
+        let repo = self.repo.clone();
         let handle = tokio::spawn(
             async move {
                 let mut outcome = executor.run(&request, progress).await;
                 if verify_after {
-                    verify_after_run(&executor.state(), &mut outcome).await;
+                    verify_after_run(&executor.state(), &repo, &key.name, &mut outcome).await;
                 }
                 // The loop may be gone during a forced shutdown; nothing left to tell.
                 let _ = tx.send((key, Box::new(outcome)));
@@ -604,7 +617,7 @@ impl Controller {
         let restorer = crate::restore::Restorer {
             engine: self.executor.engine().clone(),
             state: self.state.clone(),
-            repository: self.options.repository.clone(),
+            repository: self.repo.clone(),
         };
         let key = want.key.clone();
         let tx = done_tx.clone();
@@ -625,7 +638,7 @@ impl Controller {
                     downtime: BTreeMap::new(),
                     errors: o.errors,
                     warnings: o.warnings,
-                    archive_dir: None,
+                    committed: false,
                     plan: None,
                     verified: None,
                 };
@@ -677,6 +690,16 @@ impl Controller {
             archive_id: outcome.archive_id.clone(),
             time: outcome.completion_time,
         });
+        if outcome.committed
+            && let Some(id) = &outcome.archive_id
+        {
+            // The one manifest this run wrote: the rest of the catalog is already known.
+            match crate::repo::catalog::read_entry(&self.repo, &key.name, id) {
+                Ok(Some(entry)) => self.catalog.insert(entry),
+                Ok(None) => warn!(archive = %id, "the run's archive is not in the repository"),
+                Err(e) => error!(archive = %id, "reading the new archive: {e}"),
+            }
+        }
         if outcome.phase == crate::spec::common::Phase::Succeeded && key.kind == Kind::BackupPolicy
         {
             self.prune(&key.name);
@@ -705,16 +728,19 @@ impl Controller {
         if policy.spec.suspend {
             return;
         }
-        let tz = policy
-            .spec
-            .timezone
-            .as_ref()
-            .and_then(|t| t.parse().ok())
-            .unwrap_or(chrono_tz::UTC);
+        let tz = crate::repo::prune::zone(&policy.spec);
         let settings = serde_json::to_string(&(rules, &policy.spec.timezone)).unwrap_or_default();
         let now = Utc::now();
-        match crate::prune::prune(&self.state, &self.options.repository, name, rules, tz, now) {
+        let entries = self.catalog.group(name);
+        let result =
+            crate::repo::prune::prune(&self.state, &self.repo, &entries, name, rules, tz, now);
+        match result {
             Ok(pruned) => {
+                if !pruned.dry_run {
+                    for id in &pruned.forgotten {
+                        self.catalog.remove(name, id);
+                    }
+                }
                 let mut outlook = crate::status::RetentionStatus {
                     dry_run: pruned.dry_run,
                     ..Default::default()
@@ -736,27 +762,17 @@ impl Controller {
                     .ok()
                     .and_then(|s| s.next_nominal_after(now).map(|n| s.start_time(n)));
                 if let Some(next) = next {
-                    match crate::prune::decide_with_next(
-                        &self.options.repository,
-                        name,
-                        rules,
-                        tz,
-                        next,
-                    ) {
-                        Ok(decisions) => {
-                            outlook.forget_next = decisions
-                                .into_iter()
-                                .filter(|d| {
-                                    !d.keep && !outlook.would_delete.iter().any(|w| w.id == d.id)
-                                })
-                                .map(|d| crate::status::ForgetEntry {
-                                    id: d.id,
-                                    reason: d.reasons.join(", "),
-                                })
-                                .collect();
-                        }
-                        Err(e) => error!(policy = name, "{e}"),
-                    }
+                    let entries = self.catalog.group(name);
+                    let decisions =
+                        crate::repo::prune::decide_with_next(&entries, name, rules, tz, next);
+                    outlook.forget_next = decisions
+                        .into_iter()
+                        .filter(|d| !d.keep && !outlook.would_delete.iter().any(|w| w.id == d.id))
+                        .map(|d| crate::status::ForgetEntry {
+                            id: d.id,
+                            reason: d.reasons.join(", "),
+                        })
+                        .collect();
                 }
                 self.retention.insert(name.to_string(), outlook);
                 for e in &pruned.errors {
@@ -802,25 +818,30 @@ impl Controller {
     /// Deletes the archives an `Archive` spec took (not those of a same-named policy),
     /// through the deletion journal.
     fn delete_group(&mut self, group: &str, reason: &str) {
-        let entries = match crate::catalog::scan(&self.options.repository) {
-            Ok(e) => e,
-            Err(e) => {
-                error!("{e}");
-                return;
-            }
-        };
-        for entry in entries
+        let doomed: Vec<String> = self
+            .catalog
+            .group(group)
             .into_iter()
-            .filter(|e| e.group == group && e.kind.as_deref() == Some("Archive"))
-        {
-            info!(archive = %entry.id, reason, "deleting");
-            match crate::prune::delete_archive(&self.state, &entry.path, &entry.id, reason) {
-                Ok(Ok(())) => self.hub.metrics.deleted(group, "spec-removed"),
-                Ok(Err(e)) => error!("{e}"),
-                Err(e) => error!("{e}"),
-            }
+            .filter(|e| e.kind.as_deref() == Some("Archive"))
+            .map(|e| e.id.clone())
+            .collect();
+        for id in doomed {
+            info!(archive = %id, reason, "deleting");
+            self.delete_archive(group, &id, reason, "spec-removed");
         }
         self.refresh_archives(group);
+    }
+
+    /// Deletes one archive through the journal and forgets it.
+    fn delete_archive(&mut self, group: &str, id: &str, reason: &str, metric: &'static str) {
+        match crate::repo::prune::delete_archive(&self.state, &self.repo, group, id, reason) {
+            Ok(Ok(())) => {
+                self.catalog.remove(group, id);
+                self.hub.metrics.deleted(group, metric);
+            }
+            Ok(Err(e)) => error!("{e}"),
+            Err(e) => error!("{e}"),
+        }
     }
 
     /// Deletes the archives of Archive specs whose `ttl` has passed. Returns when the next
@@ -839,37 +860,24 @@ impl Controller {
         if with_ttl.is_empty() {
             return None;
         }
-        let entries = match crate::catalog::scan(&self.options.repository) {
-            Ok(e) => e,
-            Err(e) => {
-                error!("{e}");
-                return None;
-            }
-        };
         let mut next: Option<chrono::DateTime<Utc>> = None;
         let mut touched = Vec::new();
         for (name, ttl) in with_ttl {
             let ttl = chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::MAX);
-            for entry in entries
-                .iter()
-                .filter(|e| e.group == name && e.kind.as_deref() == Some("Archive"))
-            {
-                let expires = entry
-                    .time
+            let archives: Vec<(String, chrono::DateTime<Utc>)> = self
+                .catalog
+                .group(&name)
+                .into_iter()
+                .filter(|e| e.kind.as_deref() == Some("Archive"))
+                .map(|e| (e.id.clone(), e.time))
+                .collect();
+            for (id, time) in archives {
+                let expires = time
                     .checked_add_signed(ttl)
                     .unwrap_or(chrono::DateTime::<Utc>::MAX_UTC);
                 if expires <= now {
-                    info!(archive = %entry.id, "ttl passed: deleting");
-                    match crate::prune::delete_archive(
-                        &self.state,
-                        &entry.path,
-                        &entry.id,
-                        "ttl passed",
-                    ) {
-                        Ok(Ok(())) => self.hub.metrics.deleted(&name, "ttl"),
-                        Ok(Err(e)) => error!("{e}"),
-                        Err(e) => error!("{e}"),
-                    }
+                    info!(archive = %id, "ttl passed: deleting");
+                    self.delete_archive(&name, &id, "ttl passed", "ttl");
                     touched.push(name.clone());
                 } else {
                     next = Some(next.map_or(expires, |n| n.min(expires)));
@@ -882,37 +890,47 @@ impl Controller {
         next
     }
 
-    /// The catalog joined with the run history: adopted archives, and Missing ones.
-    fn catalog(&self) -> Result<Vec<crate::catalog::Entry>, String> {
-        let mut entries =
-            crate::catalog::scan(&self.options.repository).map_err(|e| e.to_string())?;
-        let missing =
-            crate::catalog::reconcile_history(&self.state, &entries).map_err(|e| e.to_string())?;
-        entries.extend(missing);
-        Ok(entries)
+    /// Reads the whole repository into the catalog, and reconciles the run history with
+    /// it: archives on disk the history does not know are adopted.
+    fn load_catalog(&mut self) -> anyhow::Result<()> {
+        let catalog = Catalog::load(&self.repo)?;
+        let entries: Vec<Entry> = catalog.entries().cloned().collect();
+        for missing in crate::repo::catalog::reconcile_history(&self.state, &entries)? {
+            warn!(archive = %missing.id, "the run history records this archive, but it is not in the repository");
+        }
+        self.catalog = catalog;
+        Ok(())
+    }
+
+    /// The archives of the catalog joined with those the run history misses, by group.
+    fn with_missing(&self) -> Result<BTreeMap<String, Vec<Entry>>, crate::state::StateError> {
+        let mut groups: BTreeMap<String, Vec<Entry>> = BTreeMap::new();
+        for e in self.catalog.entries() {
+            groups.entry(e.group.clone()).or_default().push(e.clone());
+        }
+        for e in crate::repo::catalog::missing(&self.state, self.catalog.entries())? {
+            groups.entry(e.group.clone()).or_default().push(e);
+        }
+        Ok(groups)
     }
 
     fn refresh_archives(&mut self, group: &str) {
-        match self.catalog() {
-            Ok(entries) => {
-                let mine: Vec<&crate::catalog::Entry> =
-                    entries.iter().filter(|e| e.group == group).collect();
-                self.archives.insert(group.to_string(), summary(&mine));
+        match self.with_missing() {
+            Ok(mut groups) => {
+                let mine = groups.remove(group).unwrap_or_default();
+                let refs: Vec<&Entry> = mine.iter().collect();
+                self.archives.insert(group.to_string(), summary(&refs));
             }
             Err(e) => error!("{e}"),
         }
     }
 
     fn refresh_all_archives(&mut self) {
-        match self.catalog() {
-            Ok(entries) => {
-                let mut groups: BTreeMap<String, Vec<&crate::catalog::Entry>> = BTreeMap::new();
-                for e in &entries {
-                    groups.entry(e.group.clone()).or_default().push(e);
-                }
+        match self.with_missing() {
+            Ok(groups) => {
                 self.archives = groups
-                    .into_iter()
-                    .map(|(g, list)| (g, summary(&list)))
+                    .iter()
+                    .map(|(g, list)| (g.clone(), summary(&list.iter().collect::<Vec<_>>())))
                     .collect();
             }
             Err(e) => error!("{e}"),
@@ -1062,6 +1080,7 @@ impl Controller {
 /// the modification times of the group folders (an archive added or removed) and of each
 /// archive's verification record.
 fn repository_fingerprint(root: &std::path::Path) -> Vec<(PathBuf, Option<std::time::SystemTime>)> {
+    use crate::repo::layout::RECORD;
     let modified = |p: &std::path::Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
     let mut out = Vec::new();
     let Ok(groups) = std::fs::read_dir(root) else {
@@ -1071,7 +1090,7 @@ fn repository_fingerprint(root: &std::path::Path) -> Vec<(PathBuf, Option<std::t
         let path = group.path();
         out.push((path.clone(), modified(&path)));
         for archive in std::fs::read_dir(&path).into_iter().flatten().flatten() {
-            let record = archive.path().join(crate::verify::RECORD);
+            let record = archive.path().join(RECORD);
             if let Some(t) = modified(&record) {
                 out.push((record, Some(t)));
             }
@@ -1083,12 +1102,20 @@ fn repository_fingerprint(root: &std::path::Path) -> Vec<(PathBuf, Option<std::t
 
 /// Reads a new archive back in full. One that does not verify fails its run: the archive
 /// is there, but it is not one to count on.
-async fn verify_after_run(state: &StateDb, outcome: &mut RunOutcome) {
-    let Some(dir) = outcome.archive_dir.clone() else {
+async fn verify_after_run(
+    state: &StateDb,
+    repo: &Repository,
+    group: &str,
+    outcome: &mut RunOutcome,
+) {
+    let (true, Some(id)) = (outcome.committed, outcome.archive_id.clone()) else {
         return;
     };
-    let result =
-        tokio::task::spawn_blocking(move || crate::verify::verify_archive(&dir, |_, _| {})).await;
+    let (repo, group) = (repo.clone(), group.to_string());
+    let result = tokio::task::spawn_blocking(move || {
+        crate::repo::verify::verify_archive(&repo, &group, &id, |_, _| {})
+    })
+    .await;
     let problems = match result {
         Ok(Ok(v)) if v.ok => {
             info!(run = %outcome.run_id, "the new archive verified");
@@ -1137,25 +1164,20 @@ fn longest_gap(schedule: &crate::schedule::Schedule, now: chrono::DateTime<Utc>)
 }
 
 /// Count, newest, oldest and bytes of good archives (Corrupt ones are not counted).
-fn summary(entries: &[&crate::catalog::Entry]) -> crate::status::ArchivesSummary {
-    let good: Vec<&&crate::catalog::Entry> = entries
+fn summary(entries: &[&Entry]) -> crate::status::ArchivesSummary {
+    let good: Vec<&&Entry> = entries
         .iter()
-        .filter(|e| {
-            matches!(
-                e.health,
-                crate::catalog::Health::Good | crate::catalog::Health::Partial
-            )
-        })
+        .filter(|e| matches!(e.health, Health::Good | Health::Partial))
         .collect();
     crate::status::ArchivesSummary {
         corrupt: entries
             .iter()
-            .filter(|e| e.health == crate::catalog::Health::Corrupt)
+            .filter(|e| e.health == Health::Corrupt)
             .map(|e| e.id.clone())
             .collect(),
         missing: entries
             .iter()
-            .filter(|e| e.health == crate::catalog::Health::Missing)
+            .filter(|e| e.health == Health::Missing)
             .map(|e| e.id.clone())
             .collect(),
         count: good.len() as u64,

@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
 use super::desired::Desired;
-use crate::api::hub::{Collection, Digest, Snapshot};
+use crate::hub::{Collection, Digest, Snapshot};
 use crate::metrics::{ArchiveGauges, ObjectGauges};
 use crate::spec::common::Phase;
 use crate::spec::{Kind, ObjectKey, Resource};
@@ -57,7 +57,7 @@ fn item(object: &ObjectStatus, resource: Option<&Resource>, file: &str) -> Bytes
         );
         map.insert("file".into(), Value::String(file.to_string()));
     }
-    crate::api::redact::redact_value(&mut value);
+    crate::hub::redact::redact_value(&mut value);
     Bytes::from(serde_json::to_vec(&value).unwrap_or_default())
 }
 

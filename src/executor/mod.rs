@@ -6,14 +6,12 @@
 
 mod background;
 pub mod dumps;
-pub mod manifest;
 pub mod pipe;
-pub mod plan;
+pub mod resolve;
 pub mod recipe;
 mod steps;
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -23,24 +21,13 @@ use tracing::{Instrument, error, info, info_span, warn};
 
 use crate::docker::engine::{DockerError, Engine};
 use crate::progress::Progress;
-use crate::repository::Repository;
+use crate::repo::Repository;
+use crate::repo::manifest::{self, Artifact, Manifest, ManifestTargets};
+pub use crate::settings::ArchiveVia;
 use crate::spec::common::{Format, Output, Phase};
 use crate::spec::{Kind, Resource};
 use crate::state::{RunRecord, StateDb};
-use manifest::{Artifact, Manifest, ManifestTargets};
-use plan::{BackupPlan, BackupSpec, Observed};
-
-/// How volume and bind-mount data is read.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
-pub enum ArchiveVia {
-    /// From the host when holdfast can read the folder, through Docker's archive API otherwise.
-    #[default]
-    Auto,
-    /// Always from the host folder; fails when it is not readable.
-    Direct,
-    /// Always through Docker's archive API (works with a remote Docker host).
-    Api,
-}
+use resolve::{BackupPlan, BackupSpec, Observed};
 
 /// One run to do.
 #[derive(Clone, Debug)]
@@ -140,7 +127,8 @@ pub struct RunOutcome {
     pub downtime: BTreeMap<String, f64>,
     pub errors: Vec<String>,
     pub warnings: Vec<String>,
-    pub archive_dir: Option<PathBuf>,
+    /// The archive (`archive_id`) exists in the repository.
+    pub committed: bool,
     pub plan: Option<BackupPlan>,
     /// Whether the archive verified, when it was verified right after the run.
     pub verified: Option<bool>,
@@ -231,7 +219,7 @@ impl Executor {
     }
 
     pub async fn plan(&self, spec: &BackupSpec) -> Result<BackupPlan, DockerError> {
-        Ok(plan::resolve(spec, &self.observe().await?))
+        Ok(resolve::resolve(spec, &self.observe().await?))
     }
 
     /// Runs one backup. Never returns early with containers stopped: every path out of the
@@ -288,7 +276,7 @@ impl Executor {
         run.time("resolve", started);
 
         let mut archive_id = None;
-        let mut archive_dir = None;
+        let mut committed = false;
         if run.fatal.is_empty() && request.dry_run {
             self.dry_run(&plan, &mut run).await;
         } else if run.fatal.is_empty() {
@@ -301,13 +289,19 @@ impl Executor {
                     if run.fatal.is_empty() {
                         let manifest = self.manifest(request, &plan, &partial.id, start_time, &run);
                         let text = serde_json::to_vec_pretty(&manifest).unwrap_or_default();
-                        match partial.commit(&text) {
-                            Ok(dir) => archive_dir = Some(dir),
-                            Err(e) => run.fatal.push(e.to_string()),
+                        let repository = self.repository.clone();
+                        let commit = tokio::task::spawn_blocking(move || {
+                            repository.commit(partial, &text).map_err(|e| e.to_string())
+                        })
+                        .await
+                        .unwrap_or_else(|e| Err(format!("committing the archive: {e}")));
+                        match commit {
+                            Ok(()) => committed = true,
+                            Err(e) => run.fatal.push(e),
                         }
                     } else {
                         archive_id = None;
-                        if let Err(e) = partial.abandon() {
+                        if let Err(e) = self.repository.abandon(partial) {
                             run.warnings.push(e.to_string());
                         }
                     }
@@ -323,7 +317,7 @@ impl Executor {
             Phase::Succeeded
         };
         let completion_time = Utc::now();
-        let bytes = if archive_dir.is_some() {
+        let bytes = if committed {
             run.artifacts.iter().map(|a| a.size).sum()
         } else {
             0
@@ -354,7 +348,7 @@ impl Executor {
             downtime: run.downtime,
             errors,
             warnings: run.warnings,
-            archive_dir,
+            committed,
             verified: None,
             plan: Some(plan),
         }

@@ -91,14 +91,14 @@ pub fn write_file(
     root: &std::path::Path,
     rel: &str,
     contents: &[u8],
-) -> std::io::Result<super::manifest::Artifact> {
+) -> std::io::Result<crate::repo::manifest::Artifact> {
     use sha2::Digest;
     let path = root.join(rel);
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent)?;
     }
     crate::fsutil::write_atomic(&path, contents)?;
-    Ok(super::manifest::Artifact {
+    Ok(crate::repo::manifest::Artifact {
         kind: "recipe".into(),
         path: rel.to_string(),
         size: contents.len() as u64,

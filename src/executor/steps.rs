@@ -10,12 +10,12 @@ use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 use super::dumps::{self, DumpCommand};
-use super::manifest::Artifact;
 use super::pipe::{ChannelReader, DEPTH};
-use super::plan::{BackupPlan, PlannedContainer, PlannedDump, PlannedHook};
+use super::resolve::{BackupPlan, PlannedContainer, PlannedDump, PlannedHook};
 use super::{ArchiveVia, BackupRequest, Executor, Progressing, effective_level, recipe};
 use crate::archive::{self, ArtifactInfo, Excludes};
 use crate::progress::Progress;
+use crate::repo::manifest::Artifact;
 use crate::spec::common::{Output, SecretSource};
 use crate::state::StopEntry;
 

@@ -26,14 +26,13 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
 use tracing::{Instrument, error, info, info_span, warn};
 
-use crate::catalog::{Entry, Health};
 use crate::docker::ContainerInfo;
 use crate::docker::engine::Engine;
-use crate::executor::manifest::{Artifact, Manifest};
 use crate::progress::Progress;
+use crate::repo::catalog::{Entry, Health};
+use crate::repo::manifest::{Artifact, Manifest};
 use crate::spec::common::{Phase, StopMode};
 use crate::spec::restore::RestoreMode;
 use crate::state::{RunRecord, StateDb, StopEntry};
@@ -101,44 +100,7 @@ pub fn parse_at(text: &str) -> Result<Option<DateTime<Utc>>, String> {
         .map_err(|e| format!("at: {text:?} is neither `latest` nor an RFC 3339 time: {e}"))
 }
 
-/// One volume put back.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct RestoredVolume {
-    /// The volume's name in the archive.
-    pub volume: String,
-    /// Where it went.
-    pub into: String,
-    /// The volume was created by the restore.
-    pub created: bool,
-    pub entries: u64,
-    pub bytes: u64,
-}
-
-/// One dump replayed.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct RestoredDump {
-    pub artifact: String,
-    pub container: String,
-    pub engine: String,
-    pub database: Option<String>,
-    /// Rows per table (keys per database for Redis) after the replay.
-    pub counts: BTreeMap<String, u64>,
-}
-
-/// What a restore did: its record and its status.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct RestoreReport {
-    pub archive: String,
-    pub volumes: Vec<RestoredVolume>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub dumps: Vec<RestoredDump>,
-    /// Files written into the recipe folder (compose files, inspect output, bind mounts).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub recipe: Vec<String>,
-}
+pub use crate::status::restored::{RestoreReport, RestoredDump, RestoredVolume};
 
 #[derive(Clone, Debug)]
 pub struct RestoreOutcome {
@@ -156,7 +118,7 @@ pub struct RestoreOutcome {
 pub struct Restorer {
     pub engine: Engine,
     pub state: Arc<StateDb>,
-    pub repository: PathBuf,
+    pub repository: crate::repo::Repository,
 }
 
 /// A volume to restore and where.
@@ -276,15 +238,29 @@ impl Restorer {
 
     /// The archive a source names: Good or Partial, never Corrupt or Missing.
     pub fn resolve(&self, source: &Source) -> Result<Entry, String> {
-        let entries = crate::catalog::scan(&self.repository).map_err(|e| e.to_string())?;
+        let repo = &self.repository;
         let usable = |e: &Entry| matches!(e.health, Health::Good | Health::Partial);
+        // Only the group the source names is read, not the whole repository.
+        let group_entries = |group: &str| -> Result<Vec<Entry>, String> {
+            let mut entries = Vec::new();
+            for id in repo.archives(group).map_err(|e| e.to_string())? {
+                if let Some(entry) =
+                    crate::repo::catalog::read_entry(repo, group, &id).map_err(|e| e.to_string())?
+                {
+                    entries.push(entry);
+                }
+            }
+            Ok(entries)
+        };
         match source {
             Source::Archive(id) => {
-                let Some(entry) = entries.into_iter().find(|e| &e.id == id) else {
-                    return Err(format!(
-                        "no archive `{id}` in {}",
-                        self.repository.display()
-                    ));
+                let found = match crate::repo::layout::group_of(id) {
+                    Some(group) => crate::repo::catalog::read_entry(repo, group, id)
+                        .map_err(|e| e.to_string())?,
+                    None => None,
+                };
+                let Some(entry) = found else {
+                    return Err(format!("no archive `{id}` in {}", repo.describe()));
                 };
                 if !usable(&entry) {
                     return Err(format!(
@@ -295,9 +271,9 @@ impl Restorer {
                 }
                 Ok(entry)
             }
-            Source::Policy { name, at } => entries
+            Source::Policy { name, at } => group_entries(name)?
                 .into_iter()
-                .filter(|e| &e.group == name && usable(e))
+                .filter(|e| usable(e))
                 .filter(|e| at.is_none_or(|at| e.time <= at))
                 .max_by_key(|e| (e.time, e.id.clone()))
                 .ok_or_else(|| match at {
@@ -319,7 +295,8 @@ impl Restorer {
         let entry = self.resolve(&request.source)?;
         report.archive = entry.id.clone();
         info!(archive = %entry.id, "restoring from");
-        let manifest = crate::verify::manifest(&entry.path).map_err(|e| e.to_string())?;
+        let manifest = crate::repo::verify::manifest(&self.repository, &entry.group, &entry.id)
+            .map_err(|e| e.to_string())?;
         let selection = select(&manifest, request)?;
 
         // 1. Decide every target before touching anything.

@@ -29,7 +29,7 @@ use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 use crate::docker::engine::{DockerError, Engine, ExecOutput};
-use crate::executor::manifest::Artifact;
+use crate::repo::manifest::Artifact;
 use crate::spec::common::Engine as DbEngine;
 
 /// What one replay put back.

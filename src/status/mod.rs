@@ -16,6 +16,7 @@
 mod file;
 mod generation;
 mod redact;
+pub mod restored;
 mod state;
 
 use chrono::{DateTime, SubsecRound, Utc};
@@ -108,7 +109,7 @@ pub struct Status {
     /// For a Restore: what its last run put back (volumes and where, dumps and their row
     /// counts, recipe files).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub restored: Option<crate::restore::RestoreReport>,
+    pub restored: Option<restored::RestoreReport>,
 }
 
 impl Status {

@@ -5,6 +5,8 @@
 //! reconcile pass, so a request never waits for the loop and never sees half a pass. The
 //! JSON of every object is rendered (and redacted) once per pass, not once per request.
 
+pub mod redact;
+
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};

@@ -9,7 +9,8 @@ use chrono_tz::Tz;
 use serde::Serialize;
 use tracing::{info, warn};
 
-use crate::catalog::{self, Health as CatalogHealth};
+use super::catalog::{Catalog, Entry, Health as CatalogHealth};
+use super::storage::Repository;
 use crate::retention::{self, Candidate, Decision, Health};
 use crate::spec::common::Retention;
 use crate::state::StateDb;
@@ -28,40 +29,30 @@ pub struct Pruned {
 #[derive(Debug, thiserror::Error)]
 pub enum PruneError {
     #[error(transparent)]
-    Catalog(#[from] catalog::CatalogError),
-    #[error(transparent)]
     State(#[from] crate::state::StateError),
 }
 
-/// Decides retention for the archives grouped under `group` in `repository`. Corrupt
-/// archives are not candidates: never counted as kept, and not deleted by retention
-/// either (they may hold the only copy of something); `holdfast get archives` shows them.
+/// Decides retention for the archives of `group` among `entries`. Corrupt archives are
+/// not candidates: never counted as kept, and not deleted by retention either (they may
+/// hold the only copy of something); `holdfast get archives` shows them.
 pub fn decide(
-    repository: &Path,
+    entries: &[&Entry],
     group: &str,
     rules: &Retention,
     tz: Tz,
     now: DateTime<Utc>,
-) -> Result<(Vec<Decision>, Vec<PathBuf>), PruneError> {
-    let (candidates, paths) = candidates(repository, group)?;
-    let decisions = retention::apply(&candidates, rules, tz, now);
-    Ok((decisions, paths))
+) -> Vec<Decision> {
+    retention::apply(&candidates(entries, group), rules, tz, now)
 }
 
 /// A policy's archives that retention may decide about: those its own runs took (an
 /// `Archive` spec of the same name shares the repository folder, but its archive follows
 /// its own `ttl` and `deletionPolicy`, never the policy's retention), good or partial.
-fn candidates(
-    repository: &Path,
-    group: &str,
-) -> Result<(Vec<Candidate>, Vec<PathBuf>), PruneError> {
-    let entries: Vec<catalog::Entry> = catalog::scan(repository)?
-        .into_iter()
+fn candidates(entries: &[&Entry], group: &str) -> Vec<Candidate> {
+    entries
+        .iter()
         .filter(|e| e.group == group && e.kind.as_deref() == Some("BackupPolicy"))
         .filter(|e| matches!(e.health, CatalogHealth::Good | CatalogHealth::Partial))
-        .collect();
-    let candidates = entries
-        .iter()
         .map(|e| Candidate {
             id: e.id.clone(),
             time: e.time,
@@ -71,17 +62,25 @@ fn candidates(
                 Health::Partial
             },
         })
-        .collect();
-    Ok((candidates, entries.into_iter().map(|e| e.path).collect()))
+        .collect()
+}
+
+/// The time zone retention counts days in: the policy's.
+pub fn zone(policy: &crate::spec::policy::BackupPolicySpec) -> Tz {
+    policy
+        .timezone
+        .as_ref()
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(chrono_tz::UTC)
 }
 
 /// What retention decides now for each valid BackupPolicy that has retention rules, by
 /// policy name: for `holdfast plan` and `holdfast get archives`.
 pub fn decide_all<'a>(
-    repository: &Path,
+    catalog: &Catalog,
     resources: impl IntoIterator<Item = &'a crate::spec::Resource>,
     now: DateTime<Utc>,
-) -> Result<Vec<(String, Vec<Decision>)>, PruneError> {
+) -> Vec<(String, Vec<Decision>)> {
     let mut out = Vec::new();
     for resource in resources {
         let crate::spec::Resource::BackupPolicy(policy) = resource else {
@@ -90,55 +89,53 @@ pub fn decide_all<'a>(
         let Some(rules) = &policy.spec.retention else {
             continue;
         };
-        let tz = policy
-            .spec
-            .timezone
-            .as_ref()
-            .and_then(|t| t.parse().ok())
-            .unwrap_or(chrono_tz::UTC);
-        let (decisions, _) = decide(repository, &policy.metadata.name, rules, tz, now)?;
-        out.push((policy.metadata.name.clone(), decisions));
+        let name = &policy.metadata.name;
+        let decisions = decide(&catalog.group(name), name, rules, zone(&policy.spec), now);
+        out.push((name.clone(), decisions));
     }
-    Ok(out)
+    out
 }
 
 /// The decisions retention will take once a new good archive exists at `next` (the next
 /// scheduled run): what that run's pruning will forget.
 pub fn decide_with_next(
-    repository: &Path,
+    entries: &[&Entry],
     group: &str,
     rules: &Retention,
     tz: Tz,
     next: DateTime<Utc>,
-) -> Result<Vec<Decision>, PruneError> {
-    let (mut candidates, _) = candidates(repository, group)?;
+) -> Vec<Decision> {
+    let mut candidates = candidates(entries, group);
     let upcoming = format!("{group}-next");
     candidates.push(Candidate {
         id: upcoming.clone(),
         time: next,
         health: Health::Good,
     });
-    Ok(retention::apply(&candidates, rules, tz, next)
+    retention::apply(&candidates, rules, tz, next)
         .into_iter()
         .filter(|d| d.id != upcoming)
-        .collect())
+        .collect()
 }
 
-/// Decides and deletes. Never call it for a policy whose spec is invalid or suspended.
+/// Decides and deletes among `entries` (the group's archives as the catalog knows them).
+/// Never call it for a policy whose spec is invalid or suspended. The caller takes the
+/// forgotten ids out of its catalog.
 pub fn prune(
     state: &StateDb,
-    repository: &Path,
+    repo: &Repository,
+    entries: &[&Entry],
     group: &str,
     rules: &Retention,
     tz: Tz,
     now: DateTime<Utc>,
 ) -> Result<Pruned, PruneError> {
-    let (decisions, paths) = decide(repository, group, rules, tz, now)?;
+    let decisions = decide(entries, group, rules, tz, now);
     let mut pruned = Pruned {
         dry_run: rules.dry_run,
         ..Pruned::default()
     };
-    for (decision, path) in decisions.iter().zip(&paths) {
+    for decision in &decisions {
         if decision.keep {
             continue;
         }
@@ -149,7 +146,7 @@ pub fn prune(
             continue;
         }
         info!(archive = %decision.id, reason, "retention deletes");
-        match delete_archive(state, path, &decision.id, &reason)? {
+        match delete_archive(state, repo, group, &decision.id, &reason)? {
             Ok(()) => pruned.forgotten.push(decision.id.clone()),
             Err(e) => pruned.errors.push(e),
         }
@@ -158,35 +155,48 @@ pub fn prune(
     Ok(pruned)
 }
 
-/// Deletes one archive through the journal: marked (durably), renamed out of sight,
+/// The key an archive has in the deletion journal.
+fn journal_key(group: &str, id: &str) -> PathBuf {
+    Path::new(group).join(id)
+}
+
+/// Deletes one archive through the journal: marked (durably), taken out of sight,
 /// removed, forgotten. The outer error is the state database's; the inner one is about
-/// the files, and leaves the mark for the next start to finish.
+/// the storage, and leaves the mark for the next start to finish.
 pub fn delete_archive(
     state: &StateDb,
-    path: &Path,
+    repo: &Repository,
+    group: &str,
     id: &str,
     reason: &str,
 ) -> Result<Result<(), String>, PruneError> {
-    state.mark_deletion(path, id, reason)?;
-    match delete(path) {
+    let key = journal_key(group, id);
+    state.mark_deletion(&key, id, reason)?;
+    match repo.delete(group, id) {
         Ok(()) => {
-            state.finish_deletion(path, id)?;
+            state.finish_deletion(&key, id)?;
             Ok(Ok(()))
         }
         Err(e) => {
             warn!(archive = %id, "deleting: {e}");
-            Ok(Err(format!("deleting {}: {e}", path.display())))
+            Ok(Err(e.to_string()))
         }
     }
 }
 
 /// Finishes deletions a crash interrupted. Returns the archive ids finished.
-pub fn resume(state: &StateDb) -> Result<Vec<String>, PruneError> {
+pub fn resume(state: &StateDb, repo: &Repository) -> Result<Vec<String>, PruneError> {
     let mut done = Vec::new();
-    for (path, id) in state.pending_deletions()? {
-        match delete(&path) {
+    for (key, id) in state.pending_deletions()? {
+        // The journal holds `<group>/<id>` (older versions: the archive's full path).
+        let group = key
+            .parent()
+            .and_then(|p| p.file_name())
+            .map(|g| g.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        match repo.delete(&group, &id) {
             Ok(()) => {
-                state.finish_deletion(&path, &id)?;
+                state.finish_deletion(&key, &id)?;
                 done.push(id);
             }
             Err(e) => warn!(archive = %id, "finishing an interrupted deletion: {e}"),
@@ -195,31 +205,11 @@ pub fn resume(state: &StateDb) -> Result<Vec<String>, PruneError> {
     Ok(done)
 }
 
-/// Removes an archive folder: first renamed out of the catalog's sight (`.deleting`), so a
-/// half-removed archive is never listed as one, then removed.
-fn delete(path: &Path) -> std::io::Result<()> {
-    let doomed = path.with_file_name(format!(
-        "{}.deleting",
-        path.file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default()
-    ));
-    match std::fs::rename(path, &doomed) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e),
-    }
-    match std::fs::remove_dir_all(&doomed) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(e),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::executor::manifest::{Manifest, ManifestTargets};
+    use crate::repo::catalog;
+    use crate::repo::manifest::{Manifest, ManifestTargets};
     use crate::spec::common::Phase;
 
     fn archive(repo: &Path, group: &str, id: &str, time: DateTime<Utc>) -> PathBuf {
@@ -251,7 +241,7 @@ mod tests {
             format: "tar".into(),
             level: None,
             targets: ManifestTargets::default(),
-            artifacts: vec![crate::executor::manifest::Artifact {
+            artifacts: vec![crate::repo::manifest::Artifact {
                 kind: "volume".into(),
                 path: "volumes/v.tar".into(),
                 size: 4,
@@ -276,6 +266,26 @@ mod tests {
         dir
     }
 
+    /// Prunes group `p` as the daemon does: from the catalog, read once.
+    fn prune_on_disk(
+        state: &StateDb,
+        repo: &Path,
+        rules: &Retention,
+        now: DateTime<Utc>,
+    ) -> Result<Pruned, PruneError> {
+        let repo = Repository::local(repo);
+        let catalog = Catalog::load(&repo).unwrap();
+        prune(
+            state,
+            &repo,
+            &catalog.group("p"),
+            "p",
+            rules,
+            chrono_tz::UTC,
+            now,
+        )
+    }
+
     fn at(h: i64) -> DateTime<Utc> {
         DateTime::<Utc>::UNIX_EPOCH + chrono::Duration::hours(400_000 + h)
     }
@@ -295,9 +305,9 @@ mod tests {
             keep_last: Some(2),
             ..Retention::default()
         };
-        let pruned = prune(&state, &repo, "p", &rules, chrono_tz::UTC, at(10)).unwrap();
+        let pruned = prune_on_disk(&state, &repo, &rules, at(10)).unwrap();
         assert_eq!(pruned.forgotten, ["p-0", "p-1"]);
-        let left: Vec<String> = catalog::scan(&repo)
+        let left: Vec<String> = catalog::scan(&Repository::local(&repo))
             .unwrap()
             .into_iter()
             .map(|e| e.id)
@@ -306,7 +316,7 @@ mod tests {
         assert!(state.pending_deletions().unwrap().is_empty());
         // Applying it again forgets nothing more.
         assert!(
-            prune(&state, &repo, "p", &rules, chrono_tz::UTC, at(10))
+            prune_on_disk(&state, &repo, &rules, at(10))
                 .unwrap()
                 .forgotten
                 .is_empty()
@@ -326,9 +336,9 @@ mod tests {
             keep_last: Some(1),
             ..Retention::default()
         };
-        let pruned = prune(&state, &repo, "p", &rules, chrono_tz::UTC, at(10)).unwrap();
+        let pruned = prune_on_disk(&state, &repo, &rules, at(10)).unwrap();
         assert_eq!(pruned.forgotten, ["p-0", "p-1"]);
-        let left: Vec<String> = catalog::scan(&repo)
+        let left: Vec<String> = catalog::scan(&Repository::local(&repo))
             .unwrap()
             .into_iter()
             .map(|e| e.id)
@@ -349,9 +359,9 @@ mod tests {
             dry_run: true,
             ..Retention::default()
         };
-        let pruned = prune(&state, &repo, "p", &rules, chrono_tz::UTC, at(10)).unwrap();
+        let pruned = prune_on_disk(&state, &repo, &rules, at(10)).unwrap();
         assert_eq!(pruned.forgotten.len(), 2);
-        assert_eq!(catalog::scan(&repo).unwrap().len(), 3);
+        assert_eq!(catalog::scan(&Repository::local(&repo)).unwrap().len(), 3);
     }
 
     #[test]
@@ -363,9 +373,9 @@ mod tests {
         archive(&repo, "p", "p-1", at(1));
         // The crash happened right after the mark: nothing deleted yet.
         state.mark_deletion(&doomed, "p-0", "last 1").unwrap();
-        assert_eq!(resume(&state).unwrap(), ["p-0"]);
+        assert_eq!(resume(&state, &Repository::local(&repo)).unwrap(), ["p-0"]);
         assert!(!doomed.exists());
-        let left: Vec<String> = catalog::scan(&repo)
+        let left: Vec<String> = catalog::scan(&Repository::local(&repo))
             .unwrap()
             .into_iter()
             .map(|e| e.id)
@@ -376,11 +386,11 @@ mod tests {
         state.mark_deletion(&half, "p-2", "x").unwrap();
         std::fs::rename(&half, half.with_file_name("p-2.deleting")).unwrap();
         assert_eq!(
-            catalog::scan(&repo).unwrap().len(),
+            catalog::scan(&Repository::local(&repo)).unwrap().len(),
             1,
             "a .deleting folder is not listed"
         );
-        assert_eq!(resume(&state).unwrap(), ["p-2"]);
+        assert_eq!(resume(&state, &Repository::local(&repo)).unwrap(), ["p-2"]);
         assert!(!half.with_file_name("p-2.deleting").exists());
     }
 }

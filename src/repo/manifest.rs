@@ -1,5 +1,6 @@
-//! `manifest.json`: the truth about an archive. Written last; its presence is what makes
-//! the archive exist. The catalog can always be rebuilt from manifests alone.
+//! The repository format. `manifest.json` is the truth about an archive: written last,
+//! its presence is what makes the archive exist, and the catalog can always be rebuilt
+//! from manifests alone. `verification.json` beside it is the last verify's result.
 
 use std::collections::BTreeMap;
 
@@ -77,4 +78,17 @@ impl Manifest {
     pub fn bytes(&self) -> u64 {
         self.artifacts.iter().map(|a| a.size).sum()
     }
+}
+
+/// The outcome of one verification, kept beside the manifest as `verification.json`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Verification {
+    pub time: DateTime<Utc>,
+    pub ok: bool,
+    /// Artifacts checked.
+    pub artifacts: usize,
+    /// What failed, one line per artifact.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub problems: Vec<String>,
 }

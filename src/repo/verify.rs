@@ -3,54 +3,32 @@
 //! so the catalog (and with it statuses, metrics, retention and restore) knows an archive
 //! that failed is Corrupt, from the repository alone.
 
-use std::path::{Path, PathBuf};
+use chrono::Utc;
 
-use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
-
+use super::catalog::{Entry, Health};
+use super::layout::{MANIFEST, RECORD};
+use super::manifest::{Artifact, Manifest, Verification};
+use super::storage::{Repository, StorageError};
 use crate::archive::ArtifactInfo;
-use crate::executor::manifest::Manifest;
-
-/// The file a verification leaves in the archive folder.
-pub const RECORD: &str = "verification.json";
-
-/// The outcome of one verification.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct Verification {
-    pub time: DateTime<Utc>,
-    pub ok: bool,
-    /// Artifacts checked.
-    pub artifacts: usize,
-    /// What failed, one line per artifact.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub problems: Vec<String>,
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum VerifyError {
-    #[error("reading {}: {source}", path.display())]
-    Manifest {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("{}: not a manifest: {source}", path.display())]
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error("{archive}: no manifest.json: it is not an archive, or it was deleted")]
+    NoManifest { archive: String },
+    #[error("{archive}: not a manifest: {source}")]
     Parse {
-        path: PathBuf,
+        archive: String,
         #[source]
         source: serde_json::Error,
     },
-    #[error("writing {}: {source}", path.display())]
-    Record {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error("{archive}: verifying needs the archive on this machine; {storage} is not")]
+    NotLocal { archive: String, storage: String },
 }
 
 /// The manifest entry of an artifact as the verifier reads it.
-pub fn artifact_info(a: &crate::executor::manifest::Artifact) -> ArtifactInfo {
+pub fn artifact_info(a: &Artifact) -> ArtifactInfo {
     ArtifactInfo {
         path: a.path.clone(),
         size: a.size,
@@ -63,25 +41,36 @@ pub fn artifact_info(a: &crate::executor::manifest::Artifact) -> ArtifactInfo {
 }
 
 /// Reads an archive's manifest.
-pub fn manifest(dir: &Path) -> Result<Manifest, VerifyError> {
-    let path = dir.join(crate::repository::MANIFEST);
-    let bytes = std::fs::read(&path).map_err(|source| VerifyError::Manifest {
-        path: path.clone(),
+pub fn manifest(repo: &Repository, group: &str, id: &str) -> Result<Manifest, VerifyError> {
+    let bytes = repo
+        .read(group, id, MANIFEST)?
+        .ok_or_else(|| VerifyError::NoManifest {
+            archive: id.to_string(),
+        })?;
+    serde_json::from_slice(&bytes).map_err(|source| VerifyError::Parse {
+        archive: id.to_string(),
         source,
-    })?;
-    serde_json::from_slice(&bytes).map_err(|source| VerifyError::Parse { path, source })
+    })
 }
 
-/// Verifies every artifact of the archive in `dir` and records the result there.
+/// Verifies every artifact of an archive and records the result beside its manifest.
 /// `on_artifact` hears of each artifact as it is checked, with its problem if any.
 pub fn verify_archive(
-    dir: &Path,
+    repo: &Repository,
+    group: &str,
+    id: &str,
     mut on_artifact: impl FnMut(&str, Option<&str>),
 ) -> Result<Verification, VerifyError> {
-    let manifest = manifest(dir)?;
+    let manifest = manifest(repo, group, id)?;
+    let dir = repo
+        .local_dir(group, id)
+        .ok_or_else(|| VerifyError::NotLocal {
+            archive: id.to_string(),
+            storage: repo.describe(),
+        })?;
     let mut problems = Vec::new();
     for artifact in &manifest.artifacts {
-        match crate::archive::verify_artifact(dir, &artifact_info(artifact)) {
+        match crate::archive::verify_artifact(&dir, &artifact_info(artifact)) {
             Ok(()) => on_artifact(&artifact.path, None),
             Err(e) => {
                 let problem = format!("{}: {e}", artifact.path);
@@ -96,45 +85,36 @@ pub fn verify_archive(
         artifacts: manifest.artifacts.len(),
         problems,
     };
-    let path = dir.join(RECORD);
     let text = serde_json::to_vec_pretty(&verification).unwrap_or_default();
-    crate::fsutil::write_atomic(&path, &text)
-        .map_err(|source| VerifyError::Record { path, source })?;
+    repo.put(group, id, RECORD, &text)?;
     Ok(verification)
-}
-
-/// The last verification recorded for the archive in `dir`, if any.
-pub fn last(dir: &Path) -> Option<Verification> {
-    let bytes = std::fs::read(dir.join(RECORD)).ok()?;
-    serde_json::from_slice(&bytes).ok()
 }
 
 /// Which archives a scheduled verification checks: those never verified first, then the
 /// longest ago, at most `sample` of them (all when `None`). Corrupt ones are left out:
 /// nothing will make them good again.
-pub fn pick(entries: &[&crate::catalog::Entry], sample: Option<u32>) -> Vec<PathBuf> {
-    let mut candidates: Vec<(Option<DateTime<Utc>>, DateTime<Utc>, PathBuf)> = entries
+pub fn pick<'a>(entries: &[&'a Entry], sample: Option<u32>) -> Vec<&'a Entry> {
+    let mut candidates: Vec<&'a Entry> = entries
         .iter()
-        .filter(|e| {
-            matches!(
-                e.health,
-                crate::catalog::Health::Good | crate::catalog::Health::Partial
-            )
-        })
-        .map(|e| (e.verified, e.time, e.path.clone()))
+        .copied()
+        .filter(|e| matches!(e.health, Health::Good | Health::Partial))
         .collect();
     // `None` sorts before any time: never verified first; then oldest verification, then
     // oldest archive.
-    candidates.sort();
+    candidates.sort_by_key(|e| (e.verified, e.time, e.id.clone()));
     let n = sample.map_or(candidates.len(), |s| s as usize);
-    candidates.into_iter().take(n).map(|(_, _, p)| p).collect()
+    candidates.truncate(n);
+    candidates
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::archive::{Excludes, archive_directory};
+    use crate::repo::catalog;
     use crate::spec::common::Format;
+    use chrono::DateTime;
+    use std::path::{Path, PathBuf};
 
     /// A one-artifact archive folder with a real manifest.
     fn archive(dir: &Path) -> PathBuf {
@@ -173,11 +153,12 @@ mod tests {
     fn a_good_archive_verifies_and_a_flipped_byte_makes_it_corrupt() {
         let dir = tempfile::tempdir().unwrap();
         let root = archive(dir.path());
-        let v = verify_archive(&root, |_, _| {}).unwrap();
+        let repo = Repository::local(dir.path().join("repo"));
+        let id = "web-20261125T030000Z";
+        let v = verify_archive(&repo, "web", id, |_, _| {}).unwrap();
         assert!(v.ok, "{v:?}");
-        assert_eq!(last(&root).unwrap(), v);
-        let entries = crate::catalog::scan(&dir.path().join("repo")).unwrap();
-        assert_eq!(entries[0].health, crate::catalog::Health::Good);
+        let entries = catalog::scan(&repo).unwrap();
+        assert_eq!(entries[0].health, Health::Good);
         assert_eq!(entries[0].verified, Some(v.time));
 
         // Same size, one byte different: only reading it all finds that.
@@ -191,15 +172,15 @@ mod tests {
         let middle = bytes.len() / 2;
         bytes[middle] ^= 0xff;
         std::fs::write(&artifact, bytes).unwrap();
-        let v = verify_archive(&root, |_, _| {}).unwrap();
+        let v = verify_archive(&repo, "web", id, |_, _| {}).unwrap();
         assert!(!v.ok);
         assert!(
             v.problems[0].starts_with("volumes/web.tar.zst: "),
             "{:?}",
             v.problems
         );
-        let entries = crate::catalog::scan(&dir.path().join("repo")).unwrap();
-        assert_eq!(entries[0].health, crate::catalog::Health::Corrupt);
+        let entries = catalog::scan(&repo).unwrap();
+        assert_eq!(entries[0].health, Health::Corrupt);
         assert!(
             entries[0]
                 .problems
@@ -216,7 +197,7 @@ mod tests {
             use chrono::TimeZone;
             Utc.with_ymd_and_hms(2026, 11, 25, h, 0, 0).unwrap()
         };
-        let entry = |id: &str, time, verified, health| crate::catalog::Entry {
+        let entry = |id: &str, time: DateTime<Utc>, verified, health| Entry {
             id: id.into(),
             group: "web".into(),
             kind: None,
@@ -229,7 +210,7 @@ mod tests {
             verified,
             path: PathBuf::from(id),
         };
-        use crate::catalog::Health::*;
+        use Health::*;
         let entries = [
             entry("a", t(1), Some(t(10)), Good),
             entry("b", t(2), None, Good),
@@ -237,12 +218,9 @@ mod tests {
             entry("d", t(4), None, Corrupt),
             entry("e", t(5), None, Partial),
         ];
-        let refs: Vec<&crate::catalog::Entry> = entries.iter().collect();
-        let picked = pick(&refs, Some(3));
-        assert_eq!(
-            picked,
-            [PathBuf::from("b"), PathBuf::from("e"), PathBuf::from("c")]
-        );
+        let refs: Vec<&Entry> = entries.iter().collect();
+        let picked: Vec<&str> = pick(&refs, Some(3)).iter().map(|e| e.id.as_str()).collect();
+        assert_eq!(picked, ["b", "e", "c"]);
         assert_eq!(pick(&refs, None).len(), 4);
     }
 }

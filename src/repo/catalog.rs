@@ -4,14 +4,15 @@
 //! repository (a new host with only the repository knows every archive), and an archive
 //! whose files no longer match their manifest is reported as Corrupt, never as good.
 
-use std::fs;
-use std::path::{Path, PathBuf};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::executor::manifest::Manifest;
-use crate::repository::MANIFEST;
+use super::layout::{MANIFEST, RECORD, time_from_id};
+use super::manifest::{Manifest, Verification};
+use super::storage::{Meta, Repository, StorageError};
 use crate::spec::common::Phase;
 
 /// How an archive stands.
@@ -45,51 +46,37 @@ pub struct Entry {
     pub problems: Vec<String>,
     /// When it was last verified (every byte read back), if ever.
     pub verified: Option<DateTime<Utc>>,
+    /// The archive's folder, where the storage is local.
     #[serde(skip)]
     pub path: PathBuf,
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("reading the repository {path}: {source}")]
+#[error("reading the repository {repository}: {source}")]
 pub struct CatalogError {
-    path: PathBuf,
+    repository: String,
     #[source]
-    source: std::io::Error,
+    source: StorageError,
 }
 
-/// Every archive under `repository`, oldest first within each group. A missing repository
-/// is an empty one.
-pub fn scan(repository: &Path) -> Result<Vec<Entry>, CatalogError> {
+impl CatalogError {
+    pub fn is_transient(&self) -> bool {
+        self.source.is_transient()
+    }
+}
+
+/// Every archive in `repo`, oldest first within each group. A missing repository is an
+/// empty one. Reads every manifest: for start-up and resync, not for each run.
+pub fn scan(repo: &Repository) -> Result<Vec<Entry>, CatalogError> {
+    let err = |source| CatalogError {
+        repository: repo.describe(),
+        source,
+    };
     let mut entries = Vec::new();
-    let err = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source| CatalogError { path, source }
-    };
-    let groups = match fs::read_dir(repository) {
-        Ok(g) => g,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(entries),
-        Err(e) => return Err(err(repository)(e)),
-    };
-    let mut group_dirs: Vec<PathBuf> = groups
-        .filter_map(|g| g.ok().map(|g| g.path()))
-        .filter(|p| p.is_dir())
-        .collect();
-    group_dirs.sort();
-    for group_dir in group_dirs {
-        let group = name_of(&group_dir);
-        let mut archives: Vec<PathBuf> = fs::read_dir(&group_dir)
-            .map_err(err(&group_dir))?
-            .filter_map(|a| a.ok().map(|a| a.path()))
-            .filter(|p| {
-                p.is_dir()
-                    && !name_of(p).ends_with(".partial")
-                    && !name_of(p).ends_with(".deleting")
-            })
-            .collect();
-        archives.sort();
-        for dir in archives {
-            if dir.join(MANIFEST).exists() {
-                entries.push(read_entry(&group, &dir));
+    for group in repo.groups().map_err(err)? {
+        for id in repo.archives(&group).map_err(err)? {
+            if let Some(entry) = read_entry(repo, &group, &id).map_err(err)? {
+                entries.push(entry);
             }
         }
     }
@@ -97,25 +84,16 @@ pub fn scan(repository: &Path) -> Result<Vec<Entry>, CatalogError> {
     Ok(entries)
 }
 
-fn name_of(path: &Path) -> String {
-    path.file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default()
-}
-
-/// The time encoded in an archive id (`<name>-<yyyymmddThhmmssZ>`).
-pub fn time_from_id(id: &str) -> Option<DateTime<Utc>> {
-    let stamp = id.rsplit('-').next()?;
-    chrono::NaiveDateTime::parse_from_str(stamp, "%Y%m%dT%H%M%SZ")
-        .ok()
-        .map(|t| t.and_utc())
-}
-
-fn read_entry(group: &str, dir: &Path) -> Entry {
-    let id = name_of(dir);
+/// One archive as its manifest, its artifacts' sizes and its verification record tell;
+/// `None` when the folder holds no manifest (not an archive). A manifest that cannot be
+/// parsed makes the entry Corrupt; a storage that cannot be read is an error.
+pub fn read_entry(repo: &Repository, group: &str, id: &str) -> Result<Option<Entry>, StorageError> {
+    let Some(bytes) = repo.read(group, id, MANIFEST)? else {
+        return Ok(None);
+    };
     let mut entry = Entry {
-        time: time_from_id(&id).unwrap_or(DateTime::<Utc>::UNIX_EPOCH),
-        id,
+        time: time_from_id(id).unwrap_or(DateTime::<Utc>::UNIX_EPOCH),
+        id: id.to_string(),
         group: group.to_string(),
         kind: None,
         policy: None,
@@ -124,18 +102,15 @@ fn read_entry(group: &str, dir: &Path) -> Entry {
         health: Health::Corrupt,
         problems: Vec::new(),
         verified: None,
-        path: dir.to_path_buf(),
+        path: repo.local_dir(group, id).unwrap_or_default(),
     };
-    let manifest: Manifest = match fs::read(dir.join(MANIFEST))
-        .map_err(|e| e.to_string())
-        .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
-    {
+    let manifest: Manifest = match serde_json::from_slice(&bytes) {
         Ok(m) => m,
         Err(e) => {
             entry
                 .problems
                 .push(format!("manifest.json cannot be read: {e}"));
-            return entry;
+            return Ok(Some(entry));
         }
     };
     entry.time = manifest.start_time;
@@ -144,34 +119,138 @@ fn read_entry(group: &str, dir: &Path) -> Entry {
     entry.phase = Some(manifest.phase);
     entry.bytes = manifest.bytes();
     for artifact in &manifest.artifacts {
-        let path = dir.join(&artifact.path);
-        match fs::symlink_metadata(&path) {
-            // A folder-format artifact's size is the sum of its files; its listing hash is
-            // checked by verify, not here.
-            Ok(meta) if meta.is_dir() => {}
-            Ok(meta) if meta.len() == artifact.size => {}
-            Ok(meta) => entry.problems.push(format!(
-                "{} is {} bytes, the manifest says {}",
-                artifact.path,
-                meta.len(),
-                artifact.size
+        // A folder-format artifact's size is the sum of its files; its listing hash is
+        // checked by verify, not here.
+        match repo.stat(group, id, &artifact.path)? {
+            Some(Meta::Folder) => {}
+            Some(Meta::File { size }) if size == artifact.size => {}
+            Some(Meta::File { size }) => entry.problems.push(format!(
+                "{} is {size} bytes, the manifest says {}",
+                artifact.path, artifact.size
             )),
-            Err(e) => entry.problems.push(format!("{}: {e}", artifact.path)),
+            None => entry
+                .problems
+                .push(format!("{}: No such file or directory", artifact.path)),
         }
     }
     // A failed verification read every byte: it outweighs sizes that still match.
-    if let Some(v) = crate::verify::last(dir) {
-        entry.verified = Some(v.time);
+    let record = repo
+        .read(group, id, RECORD)?
+        .and_then(|b| serde_json::from_slice::<Verification>(&b).ok());
+    if let Some(v) = record {
+        entry.apply_verification(&v);
+    } else {
+        entry.set_health(manifest.phase);
+    }
+    Ok(Some(entry))
+}
+
+impl Entry {
+    fn set_health(&mut self, phase: Phase) {
+        self.health = match (self.problems.is_empty(), phase) {
+            (false, _) => Health::Corrupt,
+            (true, Phase::Succeeded) => Health::Good,
+            (true, _) => Health::Partial,
+        };
+    }
+
+    /// Takes a verification's result in: its time, and its problems when it failed.
+    pub fn apply_verification(&mut self, v: &Verification) {
+        self.verified = Some(v.time);
         if !v.ok {
-            entry.problems.extend(v.problems);
+            for p in &v.problems {
+                if !self.problems.contains(p) {
+                    self.problems.push(p.clone());
+                }
+            }
+        }
+        if let Some(phase) = self.phase {
+            self.set_health(phase);
+        } else if !self.problems.is_empty() {
+            self.health = Health::Corrupt;
         }
     }
-    entry.health = match (entry.problems.is_empty(), manifest.phase) {
-        (false, _) => Health::Corrupt,
-        (true, Phase::Succeeded) => Health::Good,
-        (true, _) => Health::Partial,
-    };
-    entry
+}
+
+/// The archives of a repository, held in memory by the one who writes to it (the daemon's
+/// controller): filled by one [`scan`], then kept current by what happens (a run wrote
+/// an archive, retention deleted one, a verification ended) instead of re-reading the
+/// repository. Only the periodic resync scans again, and only when the listing changed.
+#[derive(Clone, Debug, Default)]
+pub struct Catalog {
+    groups: BTreeMap<String, BTreeMap<String, Entry>>,
+}
+
+impl Catalog {
+    pub fn from_entries(entries: Vec<Entry>) -> Self {
+        let mut catalog = Catalog::default();
+        for entry in entries {
+            catalog.insert(entry);
+        }
+        catalog
+    }
+
+    /// Reads the whole repository.
+    pub fn load(repo: &Repository) -> Result<Self, CatalogError> {
+        Ok(Catalog::from_entries(scan(repo)?))
+    }
+
+    /// Every archive, by group, oldest first within each group.
+    pub fn entries(&self) -> impl Iterator<Item = &Entry> {
+        self.groups.values().flat_map(sorted)
+    }
+
+    /// The archives of one group, oldest first.
+    pub fn group(&self, group: &str) -> Vec<&Entry> {
+        self.groups.get(group).map(sorted).unwrap_or_default()
+    }
+
+    pub fn groups(&self) -> impl Iterator<Item = &str> {
+        self.groups.keys().map(String::as_str)
+    }
+
+    pub fn get(&self, group: &str, id: &str) -> Option<&Entry> {
+        self.groups.get(group)?.get(id)
+    }
+
+    pub fn len(&self) -> usize {
+        self.groups.values().map(BTreeMap::len).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// A new (or re-read) archive.
+    pub fn insert(&mut self, entry: Entry) {
+        self.groups
+            .entry(entry.group.clone())
+            .or_default()
+            .insert(entry.id.clone(), entry);
+    }
+
+    /// An archive that was deleted.
+    pub fn remove(&mut self, group: &str, id: &str) -> Option<Entry> {
+        let archives = self.groups.get_mut(group)?;
+        let removed = archives.remove(id);
+        if archives.is_empty() {
+            self.groups.remove(group);
+        }
+        removed
+    }
+
+    /// A verification of an archive ended.
+    pub fn verified(&mut self, group: &str, id: &str, v: &Verification) {
+        if let Some(entry) = self.groups.get_mut(group).and_then(|g| g.get_mut(id)) {
+            entry.apply_verification(v);
+        }
+    }
+}
+
+fn sorted(archives: &BTreeMap<String, Entry>) -> Vec<&Entry> {
+    let mut list: Vec<&Entry> = archives.values().collect();
+    list.sort_by(|a, b| (a.time, &a.id).cmp(&(b.time, &b.id)));
+    list
 }
 
 /// Reconciles the run history with the repository: an archive on disk that the history
@@ -212,17 +291,22 @@ pub fn reconcile_history(
 
 /// The archives the run history records but `entries` (the repository) lacks, as Missing
 /// entries. Reads only: what the read-only API uses.
-pub fn missing(
+pub fn missing<'a>(
     state: &crate::state::StateDb,
-    entries: &[Entry],
+    entries: impl IntoIterator<Item = &'a Entry>,
 ) -> Result<Vec<Entry>, crate::state::StateError> {
     Ok(missing_from(state.recorded_archives()?, entries))
 }
 
-fn missing_from(recorded: Vec<(String, String, String)>, entries: &[Entry]) -> Vec<Entry> {
+fn missing_from<'a>(
+    recorded: Vec<(String, String, String)>,
+    entries: impl IntoIterator<Item = &'a Entry>,
+) -> Vec<Entry> {
+    let present: std::collections::HashSet<&str> =
+        entries.into_iter().map(|e| e.id.as_str()).collect();
     recorded
         .into_iter()
-        .filter(|(id, _, _)| !entries.iter().any(|e| &e.id == id))
+        .filter(|(id, _, _)| !present.contains(id.as_str()))
         .map(|(id, kind, name)| Entry {
             time: time_from_id(&id).unwrap_or(DateTime::<Utc>::UNIX_EPOCH),
             problems: vec!["the run history records it, but it is not in the repository".into()],
@@ -242,18 +326,16 @@ fn missing_from(recorded: Vec<(String, String, String)>, entries: &[Entry]) -> V
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
 
-    #[test]
-    fn ids_carry_their_time() {
-        let t = time_from_id("nextcloud-nightly-20261125T030000Z").unwrap();
-        assert_eq!(t.to_rfc3339(), "2026-11-25T03:00:00+00:00");
-        assert!(time_from_id("nope").is_none());
+    fn local(p: &std::path::Path) -> Repository {
+        Repository::local(p)
     }
 
     #[test]
     fn a_missing_repository_is_empty_and_partials_are_not_listed() {
         let dir = tempfile::tempdir().unwrap();
-        assert!(scan(&dir.path().join("absent")).unwrap().is_empty());
+        assert!(scan(&local(&dir.path().join("absent"))).unwrap().is_empty());
         fs::create_dir_all(dir.path().join("p/p-20261125T030000Z.partial")).unwrap();
         fs::write(
             dir.path()
@@ -261,7 +343,7 @@ mod tests {
             "{}",
         )
         .unwrap();
-        assert!(scan(dir.path()).unwrap().is_empty());
+        assert!(scan(&local(dir.path())).unwrap().is_empty());
     }
 
     #[test]
@@ -289,7 +371,7 @@ mod tests {
                 dry_run: false,
             })
             .unwrap();
-        let entries = scan(&repo).unwrap();
+        let entries = scan(&local(&repo)).unwrap();
         let missing = reconcile_history(&state, &entries).unwrap();
         assert_eq!(missing.len(), 1);
         assert_eq!(missing[0].id, "p-20261124T030000Z");
@@ -321,7 +403,7 @@ mod tests {
             "not json",
         )
         .unwrap();
-        let entries = scan(dir.path()).unwrap();
+        let entries = scan(&local(dir.path())).unwrap();
         assert_eq!(entries.len(), 1);
         assert_eq!(entries[0].health, Health::Corrupt);
         assert_eq!(entries[0].time, time_from_id("p-20261125T030000Z").unwrap());

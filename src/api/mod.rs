@@ -173,8 +173,15 @@ pub async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, ServeErro
 }
 
 /// Serves until the task is dropped or aborted.
-pub async fn serve(listener: tokio::net::TcpListener, app: AppState) -> std::io::Result<()> {
-    axum::serve(listener, router(app)).await
+/// Serves until `stop` resolves, then stops accepting and lets requests in flight end.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    app: AppState,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(app))
+        .with_graceful_shutdown(stop)
+        .await
 }
 
 /// A response's body as bytes, for tests and tools.

@@ -7,7 +7,8 @@ use clap::Args;
 use tokio::sync::mpsc;
 use tracing::info;
 
-use crate::controller::{Controller, Options};
+use crate::controller::clock::SystemClock;
+use crate::controller::{Controller, LiveRunner, Options, Runner};
 use crate::docker::engine::Engine;
 use crate::settings::Settings;
 use crate::spec::HumanDuration;
@@ -58,11 +59,15 @@ pub fn run(settings: &Settings, args: RunArgs) -> anyhow::Result<ExitCode> {
     let token = crate::api::load_token(settings.listen, args.api_token_file.as_deref())?;
     let runtime = super::runtime()?;
     let result = runtime.block_on(async {
+        // First: a signal from here on is a request to stop, handled once the loop runs,
+        // never a kill in the middle of start-up recovery.
+        let signals = signals()?;
         // One daemon per state folder, and no `holdfast backup` beside it.
         let _lock = crate::state::lock::try_lock(&settings.state)?;
         let engine = Engine::connect(settings.docker_host.as_deref()).await?;
         let executor = Arc::new(super::executor(settings, engine)?);
         let state = executor.state();
+        let repo = super::repository(settings);
         let options = Options {
             specs: settings.specs.clone(),
             repository: settings.repository.clone(),
@@ -82,18 +87,39 @@ pub fn run(settings: &Settings, args: RunArgs) -> anyhow::Result<ExitCode> {
             settings.state.join("logs"),
             token,
         );
+        let (stop_api, api_stopped) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(async move {
-            if let Err(e) = crate::api::serve(listener, app).await {
+            let stop = async {
+                let _ = api_stopped.await;
+            };
+            if let Err(e) = crate::api::serve(listener, app, stop).await {
                 tracing::error!("the HTTP API stopped: {e}");
             }
         });
         info!(address = %address, "HTTP API and metrics listening on http://{address}/");
-        let mut controller = Controller::new(options, executor.clone(), state, hub);
-        controller.recover().await?;
-        let signals = signals()?;
+        let runner: Arc<dyn Runner> = Arc::new(LiveRunner {
+            executor: executor.clone(),
+            repo: repo.clone(),
+        });
+        let mut controller = Controller::new(
+            options,
+            runner.clone(),
+            repo,
+            state,
+            hub,
+            Arc::new(SystemClock),
+        );
+        controller.recover(&*runner).await?;
+        let (spec_tx, spec_rx) = mpsc::unbounded_channel();
+        let _watcher = crate::controller::watch::watch(&settings.specs, spec_tx)?;
         info!(specs = %settings.specs.display(), state = %settings.state.display(), "holdfast is running");
-        let result = controller.run(signals).await;
-        server.abort();
+        let result = controller.run(spec_rx, signals).await;
+        // Requests in flight get a moment to end; event streams never end by themselves.
+        let _ = stop_api.send(());
+        let mut server = server;
+        if tokio::time::timeout(API_DRAIN, &mut server).await.is_err() {
+            server.abort();
+        }
         result?;
         anyhow::Ok(())
     });
@@ -103,6 +129,9 @@ pub fn run(settings: &Settings, args: RunArgs) -> anyhow::Result<ExitCode> {
     result?;
     Ok(ExitCode::SUCCESS)
 }
+
+/// How long the HTTP server gets to finish requests in flight at shutdown.
+const API_DRAIN: Duration = Duration::from_secs(2);
 
 /// Every SIGTERM or SIGINT sends one `()`: the first asks for a graceful stop, the second
 /// forces it.

@@ -1,35 +1,50 @@
 //! `holdfast run`: the reconciler. It loads the specs, decides what runs when, starts runs
-//! through the executor, and writes a status file beside every spec file.
+//! through a [`Runner`], and writes a status file beside every spec file.
 //!
-//! One loop owns all mutable state. It wakes on a spec change (debounced), on the next
-//! due time, on a run's completion and on a periodic resync, and each time it runs the
-//! same pure [`plan::plan`]. It never busy-polls.
+//! One loop owns all mutable state, in parts with one job each: the desired state and
+//! its statuses (here), run supervision ([`supervisor`]), and what the repository holds
+//! and what is done to it besides runs ([`housekeeping`]). The loop wakes on a spec
+//! change (debounced, at most [`watch::MAX_DEBOUNCE`]), on the next due time, on a run's
+//! or a verification's end, and on a periodic resync, and each time runs the same pure
+//! [`plan::plan`]. It never busy-polls.
+//!
+//! Error policy: a pass that cannot read what the controller remembers (the state
+//! database) starts nothing and writes nothing; it is retried with a growing delay. A
+//! run started on missing memory could repeat a handled Restore.
 
+pub mod clock;
 pub mod desired;
+pub mod housekeeping;
 pub mod plan;
 mod publish;
+pub mod runner;
 mod status_view;
-mod watch;
+pub mod supervisor;
+pub mod watch;
+
+#[cfg(test)]
+mod tests;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
-use tracing::{Instrument, error, info, info_span, warn};
+use tracing::{error, info, info_span, warn};
 
-use crate::executor::{BackupRequest, Executor, RunOutcome};
-use crate::hub::Hub;
-use crate::hub::{Event, RunEvents};
-use crate::repo::manifest::Verification;
-use crate::repo::{Catalog, Entry, Health, Repository};
+use crate::executor::RunOutcome;
+use crate::hub::{Event, Hub};
+use crate::repo::Repository;
 use crate::spec::{Kind, ObjectKey};
 use crate::state::StateDb;
+use clock::Clock;
 use desired::Desired;
+use housekeeping::{Housekeeping, Verified};
 use plan::{Observed, Want};
+pub use runner::{LiveRunner, Runner};
+use supervisor::{Done, Supervisor};
 
 /// How the daemon behaves; everything else comes from the specs.
 #[derive(Clone, Debug)]
@@ -45,60 +60,42 @@ pub struct Options {
     pub resync: Duration,
 }
 
-struct Running {
-    /// Shown in the status while the run lasts.
-    run_id_hint: String,
-    stacks: Vec<String>,
-    handle: JoinHandle<()>,
-}
+/// The first and the longest delay before a pass that could not read the state database
+/// is tried again.
+const RETRY_FIRST: Duration = Duration::from_secs(1);
+const RETRY_MAX: Duration = Duration::from_secs(60);
 
 /// The reconciler and everything it owns.
 pub struct Controller {
     options: Options,
-    executor: Arc<Executor>,
+    clock: Arc<dyn Clock>,
     state: Arc<StateDb>,
+    hub: Arc<Hub>,
     desired: Desired,
     pending: Vec<Want>,
-    running: BTreeMap<ObjectKey, Running>,
+    supervisor: Supervisor,
+    done_rx: Option<mpsc::UnboundedReceiver<Done>>,
+    housekeeping: Housekeeping,
+    verify_rx: Option<mpsc::UnboundedReceiver<(String, Vec<Verified>)>>,
     /// Objects of each file as last loaded, so a file that stops parsing still names them.
     last_known: BTreeMap<PathBuf, Vec<(Kind, String)>>,
     status_files: BTreeMap<PathBuf, PathBuf>,
     /// The next schedule times from the last reconcile, for the final statuses.
-    next_schedule: BTreeMap<ObjectKey, chrono::DateTime<Utc>>,
+    next_schedule: BTreeMap<ObjectKey, DateTime<Utc>>,
     /// The spec files as they were at the last load.
     loaded: Vec<(PathBuf, u64, Option<std::time::SystemTime>)>,
     status_cache: status_view::StatusCache,
-    /// Archive counts per repository group, for statuses; refreshed after runs and pruning.
-    archives: BTreeMap<String, crate::status::ArchivesSummary>,
-    /// The retention settings each policy was last pruned with: a change prunes again.
-    pruned_with: BTreeMap<String, String>,
     /// Archive specs with `deletionPolicy: Delete`, as last loaded: removing such a spec
     /// deletes its archives.
     delete_with_spec: Vec<String>,
-    /// Retention's outlook per policy, from the last pruning.
-    retention: BTreeMap<String, crate::status::RetentionStatus>,
-    /// Where the API and the metrics read what the loop knows.
-    hub: Arc<Hub>,
     /// Seconds between scheduled runs per policy, with the generation it was computed for.
     intervals: BTreeMap<ObjectKey, (String, f64)>,
     /// Whether the newest finished run failed, per object (a run in progress keeps the
     /// previous answer, so an alert does not flap while a retry runs).
     last_failed: BTreeMap<ObjectKey, bool>,
-    /// When each policy with `verify.schedule` next verifies its archives.
-    verify_next: BTreeMap<String, chrono::DateTime<Utc>>,
-    /// Policies whose scheduled verification is going on.
-    verifying: std::collections::BTreeSet<String>,
-    verify_tx: Option<mpsc::UnboundedSender<(String, Vec<Verified>)>>,
-    /// The repository as the last resync saw it (see [`repository_fingerprint`]).
-    repository_seen: Vec<(PathBuf, Option<std::time::SystemTime>)>,
-    repo: Repository,
-    /// What the repository holds: read whole at start-up and when the resync sees the
-    /// listing change, otherwise kept current by what this daemon does to it.
-    catalog: Catalog,
+    /// The delay before the next try after a pass that could not read the state.
+    retry: Option<Duration>,
 }
-
-/// One archive's verification: `None` when it could not be read at all.
-type Verified = (String, Option<Verification>);
 
 /// Why the loop woke up.
 enum Wake {
@@ -113,80 +110,90 @@ enum Wake {
 impl Controller {
     pub fn new(
         options: Options,
-        executor: Arc<Executor>,
+        runner: Arc<dyn Runner>,
+        repo: Repository,
         state: Arc<StateDb>,
         hub: Arc<Hub>,
+        clock: Arc<dyn Clock>,
     ) -> Controller {
-        let repo = Repository::local(&options.repository);
+        let (supervisor, done_rx) = Supervisor::new(runner, state.clone(), hub.clone());
+        let (housekeeping, verify_rx) =
+            Housekeeping::new(repo, options.repository.clone(), state.clone(), hub.clone());
         Controller {
-            repo,
-            catalog: Catalog::default(),
             options,
-            executor,
+            clock,
             state,
+            hub,
             desired: Desired::default(),
             pending: Vec::new(),
-            running: BTreeMap::new(),
+            supervisor,
+            done_rx: Some(done_rx),
+            housekeeping,
+            verify_rx: Some(verify_rx),
             last_known: BTreeMap::new(),
             status_files: BTreeMap::new(),
             next_schedule: BTreeMap::new(),
             loaded: Vec::new(),
             status_cache: BTreeMap::new(),
-            archives: BTreeMap::new(),
-            pruned_with: BTreeMap::new(),
             delete_with_spec: Vec::new(),
-            retention: BTreeMap::new(),
-            hub,
             intervals: BTreeMap::new(),
             last_failed: BTreeMap::new(),
-            verify_next: BTreeMap::new(),
-            verifying: Default::default(),
-            verify_tx: None,
-            repository_seen: Vec::new(),
+            retry: None,
         }
     }
 
     /// Repairs what a crash left behind: runs left Running become Failed (Interrupted),
-    /// stopped containers in the journal are started, `.partial` archives are removed.
-    pub async fn recover(&mut self) -> anyhow::Result<()> {
-        for id in self.state.fail_interrupted_runs(Utc::now())? {
+    /// stopped containers in the journal are started, `.partial` archives are removed,
+    /// interrupted deletions are finished; then reads the repository into the catalog.
+    pub async fn recover(&mut self, runner: &dyn Runner) -> anyhow::Result<()> {
+        for id in self.state.fail_interrupted_runs(self.clock.now())? {
             warn!(run = %id, "run was interrupted by a stop of holdfast; marked Failed");
         }
-        let started = self.executor.replay_journal().await?;
+        let started = runner.replay_journal().await.map_err(anyhow::Error::msg)?;
         if !started.is_empty() {
             warn!(containers = ?started, "started again what an interrupted run had stopped");
         }
-        for path in self.repo.clean()? {
+        let repo = self.housekeeping.repo().clone();
+        for path in repo.clean()? {
             info!(path = %path, "removed a partial archive left by a crash");
         }
-        for id in crate::repo::prune::resume(&self.state, &self.repo)? {
+        for id in crate::repo::prune::resume(&self.state, &repo)? {
             info!(archive = %id, "finished a deletion a crash had interrupted");
         }
-        self.load_catalog()?;
-        info!(archives = self.catalog.len(), "repository catalog read");
+        self.housekeeping.load_catalog()?;
+        info!(
+            archives = self.housekeeping.catalog.len(),
+            "repository catalog read"
+        );
         Ok(())
     }
 
-    /// Runs until `shutdown` fires (first signal), then drains; a second signal forces.
-    pub async fn run(mut self, mut signals: mpsc::Receiver<()>) -> anyhow::Result<()> {
-        let (spec_tx, mut spec_rx) = mpsc::unbounded_channel::<()>();
-        let _watcher = watch::watch(&self.options.specs, spec_tx)?;
-        let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(ObjectKey, Box<RunOutcome>)>();
-        let (verify_tx, mut verify_rx) = mpsc::unbounded_channel::<(String, Vec<Verified>)>();
-        self.verify_tx = Some(verify_tx);
+    /// Runs until the first signal on `signals`, then drains; a second signal forces.
+    /// `spec_events` carries one `()` per change under the specs folder (see
+    /// [`watch::watch`]).
+    pub async fn run(
+        mut self,
+        mut spec_events: mpsc::UnboundedReceiver<()>,
+        mut signals: mpsc::Receiver<()>,
+    ) -> anyhow::Result<()> {
+        let mut done_rx = self.done_rx.take().expect("run is called once");
+        let mut verify_rx = self.verify_rx.take().expect("run is called once");
         self.reload();
-        self.repository_seen = repository_fingerprint(&self.options.repository);
-        self.refresh_all_archives();
+        // A signal that came during start-up recovery: stop before starting anything.
+        if signals.try_recv().is_ok() {
+            self.shutdown(&mut signals, &mut done_rx).await;
+            return Ok(());
+        }
         self.prune_changed();
-        let mut wake_at = self.reconcile(&done_tx);
+        let mut wake_at = self.reconcile();
         loop {
             let sleep_for = wake_at
-                .map(|at| (at - Utc::now()).to_std().unwrap_or(Duration::ZERO))
+                .map(|at| (at - self.clock.now()).to_std().unwrap_or(Duration::ZERO))
                 .unwrap_or(self.options.resync)
                 .min(self.options.resync);
             let wake = tokio::select! {
-                Some(()) = spec_rx.recv() => {
-                    watch::debounce(&mut spec_rx).await;
+                Some(()) = spec_events.recv() => {
+                    watch::debounce(&mut spec_events).await;
                     Wake::SpecsChanged
                 }
                 Some((key, outcome)) = done_rx.recv() => Wake::Finished(key, outcome),
@@ -200,46 +207,29 @@ impl Controller {
                     self.prune_changed();
                 }
                 Wake::Timer => {
-                    let due = wake_at.is_some_and(|at| at <= Utc::now());
+                    let due = wake_at.is_some_and(|at| at <= self.clock.now());
                     if !due {
                         // The periodic resync: reload if any spec file changed without an
                         // event reaching us (a missed inotify event, a folder swapped under
-                        // us), and read the repository again, where `holdfast verify` or
-                        // `holdfast delete` may have changed what the statuses say.
-                        let repository = repository_fingerprint(&self.options.repository);
-                        let archives_changed = repository != self.repository_seen;
-                        if archives_changed {
-                            self.repository_seen = repository;
-                            if let Err(e) = self.load_catalog() {
-                                error!("{e}");
-                            }
-                            self.refresh_all_archives();
-                        }
+                        // us), and read the repository again if its listing changed.
+                        let archives_changed = self.housekeeping.resync();
                         if self.fingerprint() != self.loaded {
                             self.reload();
-                        } else if !archives_changed {
+                        } else if !archives_changed && self.retry.is_none() {
                             continue;
                         }
                     }
                 }
                 Wake::Finished(key, outcome) => self.finished(&key, &outcome),
                 Wake::Verified(name, results) => {
-                    self.verifying.remove(&name);
-                    for (id, verification) in results {
-                        let ok = verification.as_ref().is_some_and(|v| v.ok);
-                        self.hub.metrics.verified(&name, ok);
-                        if let Some(v) = verification {
-                            self.catalog.verified(&name, &id, &v);
-                        }
-                    }
-                    self.refresh_archives(&name);
+                    self.housekeeping.verifications_done(&name, results);
                 }
                 Wake::Shutdown => {
                     self.shutdown(&mut signals, &mut done_rx).await;
                     return Ok(());
                 }
             }
-            wake_at = self.reconcile(&done_tx);
+            wake_at = self.reconcile();
         }
     }
 
@@ -298,7 +288,7 @@ impl Controller {
             .collect();
         self.desired = desired;
         for name in removed {
-            self.delete_group(
+            self.housekeeping.delete_group(
                 &name,
                 "its Archive spec (deletionPolicy: Delete) was removed",
             );
@@ -320,17 +310,21 @@ impl Controller {
         );
     }
 
+    fn prune_changed(&mut self) {
+        let now = self.clock.now();
+        let supervisor = &self.supervisor;
+        self.housekeeping
+            .prune_changed(&self.desired, &|k| supervisor.is_running(k), now);
+    }
+
     /// One pass of the plan: start what is due, remember what waits, write statuses.
-    /// Returns when to wake up next.
-    fn reconcile(
-        &mut self,
-        done_tx: &mpsc::UnboundedSender<(ObjectKey, Box<RunOutcome>)>,
-    ) -> Option<chrono::DateTime<Utc>> {
+    /// Returns when to wake up next. A pass that cannot read what is remembered about the
+    /// objects does nothing and asks to be woken again after a growing delay.
+    fn reconcile(&mut self) -> Option<DateTime<Utc>> {
         let began = std::time::Instant::now();
-        let expiry = self.expire(Utc::now());
         let span = info_span!("reconcile");
         let _enter = span.enter();
-        let now = Utc::now();
+        let now = self.clock.now();
         let keys: Vec<ObjectKey> = self
             .desired
             .objects()
@@ -341,17 +335,27 @@ impl Controller {
             .iter()
             .map(|k| (k.kind.as_str(), k.name.as_str()))
             .collect();
-        let memory: BTreeMap<ObjectKey, crate::state::ObjectMemory> =
-            match self.state.objects(&names, now) {
-                Ok(found) => keys.iter().cloned().zip(found).collect(),
-                Err(e) => {
-                    error!("{e}");
-                    BTreeMap::new()
-                }
-            };
+        let memory: BTreeMap<ObjectKey, crate::state::ObjectMemory> = match self
+            .state
+            .objects(&names, now)
+        {
+            Ok(found) => keys.iter().cloned().zip(found).collect(),
+            Err(e) => {
+                let delay = self.retry.map_or(RETRY_FIRST, |d| (d * 2).min(RETRY_MAX));
+                self.retry = Some(delay);
+                error!(
+                    retry_in = ?delay,
+                    "not reconciling: what holdfast remembers cannot be read, so nothing starts until it can: {e}"
+                );
+                return Some(now + chrono::Duration::from_std(delay).unwrap_or_default());
+            }
+        };
+        self.retry = None;
+        let expiry = self.housekeeping.expire(&self.desired, now);
         let observed = Observed {
             memory: memory.clone(),
             running: self
+                .supervisor
                 .running
                 .iter()
                 .map(|(k, r)| (k.clone(), r.stacks.clone()))
@@ -363,7 +367,7 @@ impl Controller {
         let mut memory = memory;
         for want in decided.start {
             let key = want.key.clone();
-            self.start(want, done_tx);
+            self.supervisor.start(want, &self.desired, now);
             // Starting a run changed what is remembered about it.
             match self.state.object(key.kind.as_str(), &key.name, now) {
                 Ok(m) => {
@@ -379,20 +383,47 @@ impl Controller {
             .collect();
         self.pending = decided.wait.into_iter().map(|(w, _)| w).collect();
         self.next_schedule = decided.next_schedule;
+        let running = self.running_hints();
+        let statuses = self.write_statuses(running, waiting, memory.clone(), now);
+        self.publish(&statuses, &memory, now);
+        self.hub.metrics.reconciled(
+            began.elapsed().as_secs_f64(),
+            self.pending.len(),
+            self.supervisor.running.len(),
+        );
+        let supervisor = &self.supervisor;
+        let verify =
+            self.housekeeping
+                .verify_due(&self.desired, &|k| supervisor.is_running(k), now);
+        [decided.wake, expiry, verify].into_iter().flatten().min()
+    }
+
+    fn running_hints(&self) -> BTreeMap<ObjectKey, String> {
+        self.supervisor
+            .running
+            .iter()
+            .map(|(k, r)| (k.clone(), r.run_id_hint.clone()))
+            .collect()
+    }
+
+    /// Writes every status file whose content changed, and publishes the statuses.
+    fn write_statuses(
+        &mut self,
+        running: BTreeMap<ObjectKey, String>,
+        waiting: BTreeMap<ObjectKey, String>,
+        memory: BTreeMap<ObjectKey, crate::state::ObjectMemory>,
+        now: DateTime<Utc>,
+    ) -> Vec<(PathBuf, crate::status::ObjectStatus)> {
         let view = status_view::View {
             desired: &self.desired,
             state: &self.state,
-            running: self
-                .running
-                .iter()
-                .map(|(k, r)| (k.clone(), r.run_id_hint.clone()))
-                .collect(),
+            running,
             waiting,
             next_schedule: self.next_schedule.clone(),
             last_known: &self.last_known,
-            memory: memory.clone(),
-            archives: &self.archives,
-            retention: &self.retention,
+            memory,
+            archives: &self.housekeeping.archives,
+            retention: &self.housekeeping.retention,
         };
         let mut statuses = Vec::new();
         self.status_files = view.write_all(
@@ -403,261 +434,11 @@ impl Controller {
             now,
             &mut statuses,
         );
-        self.publish(&statuses, &memory, now);
-        self.hub.metrics.reconciled(
-            began.elapsed().as_secs_f64(),
-            self.pending.len(),
-            self.running.len(),
-        );
-        let verify = self.verify_due(now);
-        [decided.wake, expiry, verify].into_iter().flatten().min()
-    }
-
-    /// Starts the scheduled verifications that are due; returns when the next one is.
-    fn verify_due(&mut self, now: chrono::DateTime<Utc>) -> Option<chrono::DateTime<Utc>> {
-        let mut wanted = BTreeMap::new();
-        for object in self.desired.objects() {
-            let Some(crate::spec::Resource::BackupPolicy(policy)) = &object.resource else {
-                continue;
-            };
-            let Some(cron) = policy
-                .spec
-                .verify
-                .as_ref()
-                .and_then(|v| v.schedule.as_ref())
-            else {
-                continue;
-            };
-            let sample = policy.spec.verify.as_ref().and_then(|v| v.sample);
-            match crate::schedule::Schedule::from_cron(
-                &object.name,
-                cron,
-                policy.spec.timezone.as_ref(),
-                Duration::ZERO,
-            ) {
-                Ok(schedule) => {
-                    wanted.insert(object.name.clone(), (schedule, sample));
-                }
-                Err(e) => error!(policy = %object.name, "verify.schedule: {e}"),
-            }
-        }
-        self.verify_next.retain(|name, _| wanted.contains_key(name));
-        for (name, (schedule, sample)) in &wanted {
-            let due = match self.verify_next.get(name) {
-                Some(at) => *at <= now,
-                // First seen: the first verification is at the next scheduled time.
-                None => {
-                    if let Some(next) = schedule.next_nominal_after(now) {
-                        self.verify_next.insert(name.clone(), next);
-                    }
-                    false
-                }
-            };
-            let busy = self.verifying.contains(name)
-                || self.running.contains_key(&ObjectKey {
-                    kind: Kind::BackupPolicy,
-                    name: name.clone(),
-                });
-            if !due || busy {
-                continue;
-            }
-            match schedule.next_nominal_after(now) {
-                Some(next) => self.verify_next.insert(name.clone(), next),
-                None => self.verify_next.remove(name),
-            };
-            self.start_verification(name, *sample);
-        }
-        // A due verification held back by a run is retried when the run ends (that wakes
-        // the loop), so only future times count here: a past one would spin the loop.
-        self.verify_next
-            .values()
-            .copied()
-            .filter(|at| *at > now)
-            .min()
-    }
-
-    fn start_verification(&mut self, name: &str, sample: Option<u32>) {
-        let Some(tx) = self.verify_tx.clone() else {
-            return;
-        };
-        let mine: Vec<&Entry> = self
-            .catalog
-            .group(name)
-            .into_iter()
-            .filter(|e| e.kind.as_deref() != Some("Archive"))
-            .collect();
-        let chosen: Vec<String> = crate::repo::verify::pick(&mine, sample)
-            .into_iter()
-            .map(|e| e.id.clone())
-            .collect();
-        if chosen.is_empty() {
-            return;
-        }
-        info!(policy = name, archives = chosen.len(), "verifying archives");
-        self.verifying.insert(name.to_string());
-        let name = name.to_string();
-        let repo = self.repo.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut results = Vec::new();
-            for id in chosen {
-                match crate::repo::verify::verify_archive(&repo, &name, &id, |_, _| {}) {
-                    Ok(v) => {
-                        for problem in &v.problems {
-                            error!(policy = %name, archive = %id, "verification failed: {problem}");
-                        }
-                        results.push((id, Some(v)));
-                    }
-                    // Deleted by retention meanwhile: nothing was wrong with it.
-                    Err(crate::repo::verify::VerifyError::NoManifest { .. }) => {}
-                    Err(e) => {
-                        error!(policy = %name, archive = %id, "verification failed: {e}");
-                        results.push((id, None));
-                    }
-                }
-            }
-            // The loop may be gone during shutdown; nothing left to tell.
-            let _ = tx.send((name, results));
-        });
-    }
-
-    fn start(&mut self, want: Want, done_tx: &mpsc::UnboundedSender<(ObjectKey, Box<RunOutcome>)>) {
-        let Some(object) = self.desired.get(&want.key) else {
-            return;
-        };
-        let Some(resource) = &object.resource else {
-            return;
-        };
-        if let crate::spec::Resource::Restore(restore) = resource {
-            let request =
-                match crate::restore::RestoreRequest::from_spec(&want.key.name, &restore.spec) {
-                    Ok(r) => r,
-                    Err(e) => {
-                        error!(object = %want.key, "cannot run: {e}");
-                        return;
-                    }
-                };
-            self.start_restore(want, request, done_tx);
-            return;
-        }
-        let request = match BackupRequest::from_resource(resource, &self.desired.valid_resources())
-        {
-            Ok(r) => r,
-            Err(e) => {
-                error!(object = %want.key, "cannot run: {e}");
-                return;
-            }
-        };
-        // Remembered before the run starts: a crash mid-run marks it Interrupted, and the
-        // same schedule time is never run twice.
-        if let Err(e) = self.state.remember_start(
-            want.key.kind.as_str(),
-            &want.key.name,
-            want.nominal,
-            want.requested_at.as_deref(),
-            match want.key.kind {
-                Kind::Archive | Kind::Restore => want.generation.as_deref(),
-                Kind::BackupPolicy => None,
-            },
-        ) {
-            error!(object = %want.key, "not starting: {e}");
-            return;
-        }
-        info!(object = %want.key, trigger = want.trigger.as_str(), nominal = ?want.nominal, "starting a run");
-        let executor = self.executor.clone();
-        let key = want.key.clone();
-        let tx = done_tx.clone();
-        let span = info_span!("object", object = %key);
-        let progress = Arc::new(RunEvents::new(self.hub.clone(), key.kind, &key.name));
-        let verify_after = matches!(resource, crate::spec::Resource::BackupPolicy(p)
-            if p.spec.verify.as_ref().is_some_and(|v| v.after_run));
-        let repo = self.repo.clone();
-        let handle = tokio::spawn(
-            async move {
-                let mut outcome = executor.run(&request, progress).await;
-                if verify_after {
-                    verify_after_run(&executor.state(), &repo, &key.name, &mut outcome).await;
-                }
-                // The loop may be gone during a forced shutdown; nothing left to tell.
-                let _ = tx.send((key, Box::new(outcome)));
-            }
-            .instrument(span),
-        );
-        self.running.insert(
-            want.key.clone(),
-            Running {
-                run_id_hint: format!(
-                    "{} run started {}",
-                    want.trigger.as_str(),
-                    Utc::now().to_rfc3339()
-                ),
-                stacks: want.stacks,
-                handle,
-            },
-        );
-    }
-
-    /// Starts a Restore's run; it reports back like a backup run.
-    fn start_restore(
-        &mut self,
-        want: Want,
-        request: crate::restore::RestoreRequest,
-        done_tx: &mpsc::UnboundedSender<(ObjectKey, Box<RunOutcome>)>,
-    ) {
-        if let Err(e) = self.state.remember_start(
-            want.key.kind.as_str(),
-            &want.key.name,
-            want.nominal,
-            want.requested_at.as_deref(),
-            want.generation.as_deref(),
-        ) {
-            error!(object = %want.key, "not starting: {e}");
-            return;
-        }
-        info!(object = %want.key, "starting a restore");
-        let restorer = crate::restore::Restorer {
-            engine: self.executor.engine().clone(),
-            state: self.state.clone(),
-            repository: self.repo.clone(),
-        };
-        let key = want.key.clone();
-        let tx = done_tx.clone();
-        let progress = Arc::new(RunEvents::new(self.hub.clone(), key.kind, &key.name));
-        let span = info_span!("object", object = %key);
-        let handle = tokio::spawn(
-            async move {
-                let o = restorer.run(&request, progress).await;
-                let outcome = RunOutcome {
-                    run_id: o.run_id,
-                    archive_id: (!o.report.archive.is_empty()).then_some(o.report.archive),
-                    phase: o.phase,
-                    dry_run: false,
-                    start_time: o.start_time,
-                    completion_time: o.completion_time,
-                    bytes: o.bytes,
-                    artifacts: o.report.volumes.len(),
-                    downtime: BTreeMap::new(),
-                    errors: o.errors,
-                    warnings: o.warnings,
-                    committed: false,
-                    plan: None,
-                    verified: None,
-                };
-                let _ = tx.send((key, Box::new(outcome)));
-            }
-            .instrument(span),
-        );
-        self.running.insert(
-            want.key.clone(),
-            Running {
-                run_id_hint: format!("restore started {}", Utc::now().to_rfc3339()),
-                stacks: want.stacks,
-                handle,
-            },
-        );
+        statuses
     }
 
     fn finished(&mut self, key: &ObjectKey, outcome: &RunOutcome) {
-        self.running.remove(key);
+        self.supervisor.finished(key);
         info!(object = %key, run = %outcome.run_id, phase = ?outcome.phase, "run finished");
         if let Some(ok) = outcome.verified {
             self.hub.metrics.verified(&key.name, ok);
@@ -694,247 +475,16 @@ impl Controller {
             && let Some(id) = &outcome.archive_id
         {
             // The one manifest this run wrote: the rest of the catalog is already known.
-            match crate::repo::catalog::read_entry(&self.repo, &key.name, id) {
-                Ok(Some(entry)) => self.catalog.insert(entry),
-                Ok(None) => warn!(archive = %id, "the run's archive is not in the repository"),
-                Err(e) => error!(archive = %id, "reading the new archive: {e}"),
-            }
+            self.housekeeping.archived(&key.name, id);
         }
         if outcome.phase == crate::spec::common::Phase::Succeeded && key.kind == Kind::BackupPolicy
         {
-            self.prune(&key.name);
+            let now = self.clock.now();
+            let supervisor = &self.supervisor;
+            self.housekeeping
+                .prune(&self.desired, &|k| supervisor.is_running(k), &key.name, now);
         }
-        self.refresh_archives(&key.name);
-    }
-
-    /// Applies a policy's retention, if it has one and its spec is valid and not
-    /// suspended. Never for a policy with a run in progress.
-    fn prune(&mut self, name: &str) {
-        let key = ObjectKey {
-            kind: Kind::BackupPolicy,
-            name: name.to_string(),
-        };
-        if self.running.contains_key(&key) {
-            return;
-        }
-        let Some(crate::spec::Resource::BackupPolicy(policy)) =
-            self.desired.get(&key).and_then(|o| o.resource.as_ref())
-        else {
-            return;
-        };
-        let Some(rules) = &policy.spec.retention else {
-            return;
-        };
-        if policy.spec.suspend {
-            return;
-        }
-        let tz = crate::repo::prune::zone(&policy.spec);
-        let settings = serde_json::to_string(&(rules, &policy.spec.timezone)).unwrap_or_default();
-        let now = Utc::now();
-        let entries = self.catalog.group(name);
-        let result =
-            crate::repo::prune::prune(&self.state, &self.repo, &entries, name, rules, tz, now);
-        match result {
-            Ok(pruned) => {
-                if !pruned.dry_run {
-                    for id in &pruned.forgotten {
-                        self.catalog.remove(name, id);
-                    }
-                }
-                let mut outlook = crate::status::RetentionStatus {
-                    dry_run: pruned.dry_run,
-                    ..Default::default()
-                };
-                if pruned.dry_run {
-                    outlook.would_delete = pruned
-                        .decisions
-                        .iter()
-                        .filter(|d| !d.keep)
-                        .map(|d| crate::status::ForgetEntry {
-                            id: d.id.clone(),
-                            reason: d.reasons.join(", "),
-                        })
-                        .collect();
-                }
-                // What the pruning after the next scheduled run will forget: the same rules
-                // with one more good archive at that time.
-                let next = crate::schedule::Schedule::new(name, &policy.spec)
-                    .ok()
-                    .and_then(|s| s.next_nominal_after(now).map(|n| s.start_time(n)));
-                if let Some(next) = next {
-                    let entries = self.catalog.group(name);
-                    let decisions =
-                        crate::repo::prune::decide_with_next(&entries, name, rules, tz, next);
-                    outlook.forget_next = decisions
-                        .into_iter()
-                        .filter(|d| !d.keep && !outlook.would_delete.iter().any(|w| w.id == d.id))
-                        .map(|d| crate::status::ForgetEntry {
-                            id: d.id,
-                            reason: d.reasons.join(", "),
-                        })
-                        .collect();
-                }
-                self.retention.insert(name.to_string(), outlook);
-                for e in &pruned.errors {
-                    error!(policy = name, "{e}");
-                }
-                if !pruned.forgotten.is_empty() {
-                    info!(policy = name, forgotten = ?pruned.forgotten, dry_run = pruned.dry_run, "retention applied");
-                    if !pruned.dry_run {
-                        for _ in &pruned.forgotten {
-                            self.hub.metrics.deleted(name, "retention");
-                        }
-                    }
-                }
-                self.pruned_with.insert(name.to_string(), settings);
-            }
-            Err(e) => error!(policy = name, "applying retention: {e}"),
-        }
-        self.refresh_archives(name);
-    }
-
-    /// Prunes every policy whose retention settings changed since it was last pruned
-    /// (at start-up: every policy with retention).
-    fn prune_changed(&mut self) {
-        let changed: Vec<String> = self
-            .desired
-            .objects()
-            .filter_map(|o| match &o.resource {
-                Some(crate::spec::Resource::BackupPolicy(p))
-                    if p.spec.retention.is_some() && !p.spec.suspend =>
-                {
-                    let settings = serde_json::to_string(&(&p.spec.retention, &p.spec.timezone))
-                        .unwrap_or_default();
-                    (self.pruned_with.get(&o.name) != Some(&settings)).then(|| o.name.clone())
-                }
-                _ => None,
-            })
-            .collect();
-        for name in changed {
-            self.prune(&name);
-        }
-    }
-
-    /// Deletes the archives an `Archive` spec took (not those of a same-named policy),
-    /// through the deletion journal.
-    fn delete_group(&mut self, group: &str, reason: &str) {
-        let doomed: Vec<String> = self
-            .catalog
-            .group(group)
-            .into_iter()
-            .filter(|e| e.kind.as_deref() == Some("Archive"))
-            .map(|e| e.id.clone())
-            .collect();
-        for id in doomed {
-            info!(archive = %id, reason, "deleting");
-            self.delete_archive(group, &id, reason, "spec-removed");
-        }
-        self.refresh_archives(group);
-    }
-
-    /// Deletes one archive through the journal and forgets it.
-    fn delete_archive(&mut self, group: &str, id: &str, reason: &str, metric: &'static str) {
-        match crate::repo::prune::delete_archive(&self.state, &self.repo, group, id, reason) {
-            Ok(Ok(())) => {
-                self.catalog.remove(group, id);
-                self.hub.metrics.deleted(group, metric);
-            }
-            Ok(Err(e)) => error!("{e}"),
-            Err(e) => error!("{e}"),
-        }
-    }
-
-    /// Deletes the archives of Archive specs whose `ttl` has passed. Returns when the next
-    /// one expires.
-    fn expire(&mut self, now: chrono::DateTime<Utc>) -> Option<chrono::DateTime<Utc>> {
-        let with_ttl: Vec<(String, std::time::Duration)> = self
-            .desired
-            .objects()
-            .filter_map(|o| match &o.resource {
-                Some(crate::spec::Resource::Archive(a)) => {
-                    a.spec.ttl.map(|t| (o.name.clone(), t.as_duration()))
-                }
-                _ => None,
-            })
-            .collect();
-        if with_ttl.is_empty() {
-            return None;
-        }
-        let mut next: Option<chrono::DateTime<Utc>> = None;
-        let mut touched = Vec::new();
-        for (name, ttl) in with_ttl {
-            let ttl = chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::MAX);
-            let archives: Vec<(String, chrono::DateTime<Utc>)> = self
-                .catalog
-                .group(&name)
-                .into_iter()
-                .filter(|e| e.kind.as_deref() == Some("Archive"))
-                .map(|e| (e.id.clone(), e.time))
-                .collect();
-            for (id, time) in archives {
-                let expires = time
-                    .checked_add_signed(ttl)
-                    .unwrap_or(chrono::DateTime::<Utc>::MAX_UTC);
-                if expires <= now {
-                    info!(archive = %id, "ttl passed: deleting");
-                    self.delete_archive(&name, &id, "ttl passed", "ttl");
-                    touched.push(name.clone());
-                } else {
-                    next = Some(next.map_or(expires, |n| n.min(expires)));
-                }
-            }
-        }
-        for name in touched {
-            self.refresh_archives(&name);
-        }
-        next
-    }
-
-    /// Reads the whole repository into the catalog, and reconciles the run history with
-    /// it: archives on disk the history does not know are adopted.
-    fn load_catalog(&mut self) -> anyhow::Result<()> {
-        let catalog = Catalog::load(&self.repo)?;
-        let entries: Vec<Entry> = catalog.entries().cloned().collect();
-        for missing in crate::repo::catalog::reconcile_history(&self.state, &entries)? {
-            warn!(archive = %missing.id, "the run history records this archive, but it is not in the repository");
-        }
-        self.catalog = catalog;
-        Ok(())
-    }
-
-    /// The archives of the catalog joined with those the run history misses, by group.
-    fn with_missing(&self) -> Result<BTreeMap<String, Vec<Entry>>, crate::state::StateError> {
-        let mut groups: BTreeMap<String, Vec<Entry>> = BTreeMap::new();
-        for e in self.catalog.entries() {
-            groups.entry(e.group.clone()).or_default().push(e.clone());
-        }
-        for e in crate::repo::catalog::missing(&self.state, self.catalog.entries())? {
-            groups.entry(e.group.clone()).or_default().push(e);
-        }
-        Ok(groups)
-    }
-
-    fn refresh_archives(&mut self, group: &str) {
-        match self.with_missing() {
-            Ok(mut groups) => {
-                let mine = groups.remove(group).unwrap_or_default();
-                let refs: Vec<&Entry> = mine.iter().collect();
-                self.archives.insert(group.to_string(), summary(&refs));
-            }
-            Err(e) => error!("{e}"),
-        }
-    }
-
-    fn refresh_all_archives(&mut self) {
-        match self.with_missing() {
-            Ok(groups) => {
-                self.archives = groups
-                    .iter()
-                    .map(|(g, list)| (g.clone(), summary(&list.iter().collect::<Vec<_>>())))
-                    .collect();
-            }
-            Err(e) => error!("{e}"),
-        }
+        self.housekeeping.refresh_archives(&key.name);
     }
 
     /// Starts nothing new, gives running runs `shutdown_timeout` to end, then cancels them
@@ -943,64 +493,32 @@ impl Controller {
     async fn shutdown(
         &mut self,
         signals: &mut mpsc::Receiver<()>,
-        done_rx: &mut mpsc::UnboundedReceiver<(ObjectKey, Box<RunOutcome>)>,
+        done_rx: &mut mpsc::UnboundedReceiver<Done>,
     ) {
         info!(
-            running = self.running.len(),
+            running = self.supervisor.running.len(),
             "shutting down: starting nothing new"
         );
         self.pending.clear();
-        let deadline = tokio::time::sleep(self.options.shutdown_timeout);
-        tokio::pin!(deadline);
-        while !self.running.is_empty() {
-            tokio::select! {
-                Some((key, outcome)) = done_rx.recv() => self.finished(&key, &outcome),
-                _ = &mut deadline => {
-                    warn!("runs did not finish within the shutdown timeout; cancelling them");
-                    break;
-                }
-                _ = signals.recv() => {
-                    warn!("second signal: cancelling running runs now");
-                    break;
-                }
-            }
-        }
-        for (key, running) in std::mem::take(&mut self.running) {
-            running.handle.abort();
-            warn!(object = %key, "run cancelled by shutdown");
-        }
-        match self.executor.replay_journal().await {
-            Ok(started) if !started.is_empty() => {
-                info!(containers = ?started, "started again what the cancelled runs had stopped")
-            }
-            Ok(_) => {}
-            Err(e) => error!("starting what cancelled runs had stopped: {e}"),
-        }
-        if let Err(e) = self.state.fail_interrupted_runs(Utc::now()) {
-            error!("{e}");
+        let mut ended = Vec::new();
+        self.supervisor
+            .drain(
+                self.options.shutdown_timeout,
+                signals,
+                done_rx,
+                |s, (key, outcome)| {
+                    s.finished(&key);
+                    ended.push((key, outcome));
+                },
+            )
+            .await;
+        for (key, outcome) in ended {
+            self.finished(&key, &outcome);
         }
         // Final statuses, with nothing running.
-        let view = status_view::View {
-            desired: &self.desired,
-            state: &self.state,
-            running: BTreeMap::new(),
-            waiting: BTreeMap::new(),
-            next_schedule: self.next_schedule.clone(),
-            last_known: &self.last_known,
-            memory: BTreeMap::new(),
-            archives: &self.archives,
-            retention: &self.retention,
-        };
-        let mut statuses = Vec::new();
-        self.status_files = view.write_all(
-            &self.options.specs,
-            self.options.status_dir.as_deref(),
-            &self.status_files,
-            &mut self.status_cache,
-            Utc::now(),
-            &mut statuses,
-        );
-        self.publish(&statuses, &BTreeMap::new(), Utc::now());
+        let now = self.clock.now();
+        let statuses = self.write_statuses(BTreeMap::new(), BTreeMap::new(), BTreeMap::new(), now);
+        self.publish(&statuses, &BTreeMap::new(), now);
         info!("stopped");
     }
 }
@@ -1062,7 +580,7 @@ impl Controller {
         });
         let metrics = &self.hub.metrics;
         metrics.set_objects(&gauges);
-        metrics.set_archives(&publish::archive_gauges(&self.archives));
+        metrics.set_archives(&publish::archive_gauges(&self.housekeeping.archives));
         metrics.set_spec_errors(&publish::spec_errors(root, &self.desired));
         self.hub
             .publish(publish::snapshot(root, &self.desired, statuses));
@@ -1073,77 +591,6 @@ impl Controller {
         unsafe {
             libc::malloc_trim(0);
         }
-    }
-}
-
-/// What changes when archives come, go or get verified, without reading any manifest:
-/// the modification times of the group folders (an archive added or removed) and of each
-/// archive's verification record.
-fn repository_fingerprint(root: &std::path::Path) -> Vec<(PathBuf, Option<std::time::SystemTime>)> {
-    use crate::repo::layout::RECORD;
-    let modified = |p: &std::path::Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
-    let mut out = Vec::new();
-    let Ok(groups) = std::fs::read_dir(root) else {
-        return out;
-    };
-    for group in groups.flatten() {
-        let path = group.path();
-        out.push((path.clone(), modified(&path)));
-        for archive in std::fs::read_dir(&path).into_iter().flatten().flatten() {
-            let record = archive.path().join(RECORD);
-            if let Some(t) = modified(&record) {
-                out.push((record, Some(t)));
-            }
-        }
-    }
-    out.sort();
-    out
-}
-
-/// Reads a new archive back in full. One that does not verify fails its run: the archive
-/// is there, but it is not one to count on.
-async fn verify_after_run(
-    state: &StateDb,
-    repo: &Repository,
-    group: &str,
-    outcome: &mut RunOutcome,
-) {
-    let (true, Some(id)) = (outcome.committed, outcome.archive_id.clone()) else {
-        return;
-    };
-    let (repo, group) = (repo.clone(), group.to_string());
-    let result = tokio::task::spawn_blocking(move || {
-        crate::repo::verify::verify_archive(&repo, &group, &id, |_, _| {})
-    })
-    .await;
-    let problems = match result {
-        Ok(Ok(v)) if v.ok => {
-            info!(run = %outcome.run_id, "the new archive verified");
-            outcome.verified = Some(true);
-            return;
-        }
-        Ok(Ok(v)) => v.problems,
-        Ok(Err(e)) => vec![e.to_string()],
-        Err(e) => vec![e.to_string()],
-    };
-    let message = format!("the archive failed verification: {}", problems.join("; "));
-    error!(run = %outcome.run_id, "{message}");
-    outcome.verified = Some(false);
-    outcome.phase = crate::spec::common::Phase::Failed;
-    outcome.errors.push(message.clone());
-    match state.run(&outcome.run_id) {
-        Ok(Some(mut record)) => {
-            record.phase = outcome.phase;
-            record.error = Some(match record.error {
-                Some(e) => format!("{e}; {message}"),
-                None => message,
-            });
-            if let Err(e) = state.finish_run(&record) {
-                error!("{e}");
-            }
-        }
-        Ok(None) => {}
-        Err(e) => error!("{e}"),
     }
 }
 
@@ -1161,34 +608,4 @@ fn longest_gap(schedule: &crate::schedule::Schedule, now: chrono::DateTime<Utc>)
         at = next;
     }
     longest
-}
-
-/// Count, newest, oldest and bytes of good archives (Corrupt ones are not counted).
-fn summary(entries: &[&Entry]) -> crate::status::ArchivesSummary {
-    let good: Vec<&&Entry> = entries
-        .iter()
-        .filter(|e| matches!(e.health, Health::Good | Health::Partial))
-        .collect();
-    crate::status::ArchivesSummary {
-        corrupt: entries
-            .iter()
-            .filter(|e| e.health == Health::Corrupt)
-            .map(|e| e.id.clone())
-            .collect(),
-        missing: entries
-            .iter()
-            .filter(|e| e.health == Health::Missing)
-            .map(|e| e.id.clone())
-            .collect(),
-        count: good.len() as u64,
-        newest: good
-            .iter()
-            .max_by_key(|e| (e.time, &e.id))
-            .map(|e| e.id.clone()),
-        oldest: good
-            .iter()
-            .min_by_key(|e| (e.time, &e.id))
-            .map(|e| e.id.clone()),
-        bytes: good.iter().map(|e| e.bytes).sum(),
-    }
 }

@@ -12,17 +12,22 @@ use tokio::sync::mpsc;
 /// several files within milliseconds, and they should make one reload.
 const DEBOUNCE: Duration = Duration::from_millis(100);
 
+/// The longest a burst can hold the loop: a steady stream of events (a tool writing
+/// under the specs folder all the time) must not keep runs' ends and signals waiting.
+pub const MAX_DEBOUNCE: Duration = Duration::from_secs(1);
+
 /// Starts watching `root` recursively; every relevant change sends `()` on `tx`. The
 /// watcher stops when the returned value is dropped.
 pub fn watch(
     root: &Path,
     tx: mpsc::UnboundedSender<()>,
 ) -> notify::Result<notify::RecommendedWatcher> {
+    let base = root.to_path_buf();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<Event>| {
         let relevant = match &event {
             // Reading the specs (ours included) is not a change.
             Ok(e) if matches!(e.kind, notify::EventKind::Access(_)) => false,
-            Ok(e) => e.paths.is_empty() || e.paths.iter().any(|p| relevant(p)),
+            Ok(e) => e.paths.is_empty() || e.paths.iter().any(|p| relevant(&base, p)),
             // A watcher error (queue overflow) may hide changes: reload to be safe.
             Err(_) => true,
         };
@@ -36,8 +41,14 @@ pub fn watch(
 }
 
 /// Whether a changed path can change the desired state: a spec file, or a folder (a
-/// renamed or deleted folder takes its spec files with it).
-fn relevant(path: &Path) -> bool {
+/// renamed or deleted folder takes its spec files with it). Nothing inside a hidden
+/// folder (`.git`) counts: the loader does not read there either.
+fn relevant(root: &Path, path: &Path) -> bool {
+    let inside = path.strip_prefix(root).unwrap_or(path);
+    let mut parents = inside.components().rev().skip(1);
+    if parents.any(|c| c.as_os_str().to_string_lossy().starts_with('.')) {
+        return false;
+    }
     let Some(name) = path.file_name().map(|n| n.to_string_lossy()) else {
         return true;
     };
@@ -50,9 +61,17 @@ fn relevant(path: &Path) -> bool {
     !is_file_like
 }
 
-/// Waits until no event came for [`DEBOUNCE`], swallowing the burst.
+/// Waits until no event came for [`DEBOUNCE`], swallowing the burst, but never longer
+/// than [`MAX_DEBOUNCE`].
 pub async fn debounce(rx: &mut mpsc::UnboundedReceiver<()>) {
-    while let Ok(Some(())) = tokio::time::timeout(DEBOUNCE, rx.recv()).await {}
+    let deadline = tokio::time::Instant::now() + MAX_DEBOUNCE;
+    loop {
+        let quiet_until = (tokio::time::Instant::now() + DEBOUNCE).min(deadline);
+        match tokio::time::timeout_at(quiet_until, rx.recv()).await {
+            Ok(Some(())) if tokio::time::Instant::now() < deadline => {}
+            _ => return,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -61,8 +80,14 @@ mod tests {
 
     #[test]
     fn status_and_temp_files_are_ignored() {
+        let root = Path::new("/srv/.config/specs");
         for p in ["a.yaml", "dir/b.yml", "apps"] {
-            assert!(relevant(Path::new(p)), "{p}");
+            assert!(relevant(root, &root.join(p)), "{p}");
+        }
+        // Inside a hidden folder of the tree nothing counts, whatever its name; a hidden
+        // folder above the root does not matter.
+        for p in [".git/objects/ab", ".git/HEAD", "apps/.cache/x.yaml", ".git"] {
+            assert!(!relevant(root, &root.join(p)), "{p}");
         }
         for p in [
             "a.status.yaml",
@@ -72,7 +97,8 @@ mod tests {
             "4913",
             "notes.txt",
         ] {
-            let r = relevant(Path::new(p));
+            let root = Path::new("/specs");
+            let r = relevant(root, &root.join(p));
             // "4913" is vim's write test file: a bare name, taken as a folder; harmless.
             if p != "4913" {
                 assert!(!r, "{p}");

@@ -1,0 +1,180 @@
+//! Run supervision: starting runs through the [`Runner`], knowing which are running, and
+//! at shutdown giving them time to end before cancelling them and starting again what
+//! they had stopped.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tracing::{Instrument, error, info, info_span, warn};
+
+use super::desired::Desired;
+use super::plan::Want;
+use super::runner::Runner;
+use crate::executor::{BackupRequest, RunOutcome};
+use crate::hub::Hub;
+use crate::hub::RunEvents;
+use crate::spec::{Kind, ObjectKey, Resource};
+use crate::state::StateDb;
+
+/// A run's end, as the loop hears of it.
+pub type Done = (ObjectKey, Box<RunOutcome>);
+
+pub struct Running {
+    /// Shown in the status while the run lasts.
+    pub run_id_hint: String,
+    pub stacks: Vec<String>,
+    handle: JoinHandle<()>,
+}
+
+pub struct Supervisor {
+    runner: Arc<dyn Runner>,
+    state: Arc<StateDb>,
+    hub: Arc<Hub>,
+    pub running: BTreeMap<ObjectKey, Running>,
+    done_tx: mpsc::UnboundedSender<Done>,
+}
+
+impl Supervisor {
+    /// Returns the supervisor and the receiver of run ends.
+    pub fn new(
+        runner: Arc<dyn Runner>,
+        state: Arc<StateDb>,
+        hub: Arc<Hub>,
+    ) -> (Self, mpsc::UnboundedReceiver<Done>) {
+        let (done_tx, done_rx) = mpsc::unbounded_channel();
+        let supervisor = Supervisor {
+            runner,
+            state,
+            hub,
+            running: BTreeMap::new(),
+            done_tx,
+        };
+        (supervisor, done_rx)
+    }
+
+    pub fn is_running(&self, key: &ObjectKey) -> bool {
+        self.running.contains_key(key)
+    }
+
+    /// Starts the run `want` asks for. What is remembered about the start (the schedule
+    /// time, the requested-at value, the generation) is written before the run starts: a
+    /// crash mid-run marks it Interrupted, and the same trigger never runs twice.
+    pub fn start(&mut self, want: Want, desired: &Desired, now: DateTime<Utc>) {
+        let Some(resource) = desired.get(&want.key).and_then(|o| o.resource.as_ref()) else {
+            return;
+        };
+        let progress = Arc::new(RunEvents::new(
+            self.hub.clone(),
+            want.key.kind,
+            &want.key.name,
+        ));
+        let work = match resource {
+            Resource::Restore(restore) => {
+                match crate::restore::RestoreRequest::from_spec(&want.key.name, &restore.spec) {
+                    Ok(request) => self.runner.restore(request, progress),
+                    Err(e) => {
+                        error!(object = %want.key, "cannot run: {e}");
+                        return;
+                    }
+                }
+            }
+            _ => match BackupRequest::from_resource(resource, &desired.valid_resources()) {
+                Ok(request) => {
+                    let verify_after = matches!(resource, Resource::BackupPolicy(p)
+                        if p.spec.verify.as_ref().is_some_and(|v| v.after_run));
+                    self.runner.backup(request, verify_after, progress)
+                }
+                Err(e) => {
+                    error!(object = %want.key, "cannot run: {e}");
+                    return;
+                }
+            },
+        };
+        if let Err(e) = self.state.remember_start(
+            want.key.kind.as_str(),
+            &want.key.name,
+            want.nominal,
+            want.requested_at.as_deref(),
+            match want.key.kind {
+                Kind::Archive | Kind::Restore => want.generation.as_deref(),
+                Kind::BackupPolicy => None,
+            },
+        ) {
+            error!(object = %want.key, "not starting: {e}");
+            return;
+        }
+        info!(object = %want.key, trigger = want.trigger.as_str(), nominal = ?want.nominal, "starting a run");
+        let key = want.key.clone();
+        let tx = self.done_tx.clone();
+        let span = info_span!("object", object = %key);
+        let handle = tokio::spawn(
+            async move {
+                let outcome = work.await;
+                // The loop may be gone during a forced shutdown; nothing left to tell.
+                let _ = tx.send((key, Box::new(outcome)));
+            }
+            .instrument(span),
+        );
+        self.running.insert(
+            want.key,
+            Running {
+                run_id_hint: format!("{} run started {}", want.trigger.as_str(), now.to_rfc3339()),
+                stacks: want.stacks,
+                handle,
+            },
+        );
+    }
+
+    /// A run ended.
+    pub fn finished(&mut self, key: &ObjectKey) {
+        self.running.remove(key);
+    }
+
+    /// Waits up to `timeout` for running runs to end, handing each end to `on_done`; a
+    /// signal on `force` cuts the wait short. Then cancels what still runs and starts
+    /// again what the cancelled runs had stopped (from the journal).
+    pub async fn drain(
+        &mut self,
+        timeout: Duration,
+        force: &mut mpsc::Receiver<()>,
+        done_rx: &mut mpsc::UnboundedReceiver<Done>,
+        mut on_done: impl FnMut(&mut Self, Done),
+    ) {
+        let deadline = tokio::time::sleep(timeout);
+        tokio::pin!(deadline);
+        while !self.running.is_empty() {
+            tokio::select! {
+                Some(done) = done_rx.recv() => on_done(self, done),
+                _ = &mut deadline => {
+                    warn!("runs did not finish within the shutdown timeout; cancelling them");
+                    break;
+                }
+                _ = force.recv() => {
+                    warn!("second signal: cancelling running runs now");
+                    break;
+                }
+            }
+        }
+        for (key, running) in std::mem::take(&mut self.running) {
+            running.handle.abort();
+            // Wait for the abort to take effect, so nothing of the run acts after the
+            // journal is replayed below.
+            let _ = running.handle.await;
+            warn!(object = %key, "run cancelled by shutdown");
+        }
+        match self.runner.replay_journal().await {
+            Ok(started) if !started.is_empty() => {
+                info!(containers = ?started, "started again what the cancelled runs had stopped")
+            }
+            Ok(_) => {}
+            Err(e) => error!("starting what cancelled runs had stopped: {e}"),
+        }
+        if let Err(e) = self.state.fail_interrupted_runs(Utc::now()) {
+            error!("{e}");
+        }
+    }
+}

@@ -626,23 +626,35 @@ fn parse_from(text: Option<&str>) -> Result<usize, Failure> {
 /// The complete lines of a run's log from line `from` on; a missing file has none. A last
 /// line without its newline is still being written and is left for later.
 fn read_lines(app: &AppState, run: &RunRecord, from: usize) -> Vec<String> {
+    let (mut lines, _) = read_complete_lines(app, run, 0);
+    lines.drain(..(from - 1).min(lines.len()));
+    lines
+}
+
+/// The complete lines of a run's log after byte `offset`, and the offset after the last
+/// of them: a follower reads only what was appended since its last read.
+fn read_complete_lines(app: &AppState, run: &RunRecord, offset: u64) -> (Vec<String>, u64) {
+    use std::io::{Read, Seek, SeekFrom};
     // The id came from the database, and ids are `<name>-<time>`: no path separators.
     if run.id.contains('/') || run.id.contains("..") {
-        return Vec::new();
+        return (Vec::new(), offset);
     }
-    let Ok(text) = std::fs::read(app.logs.join(format!("{}.log", run.id))) else {
-        return Vec::new();
+    let Ok(mut file) = std::fs::File::open(app.logs.join(format!("{}.log", run.id))) else {
+        return (Vec::new(), offset);
     };
-    let text = String::from_utf8_lossy(&text);
-    let complete = match text.rfind('\n') {
-        Some(end) => &text[..=end],
-        None => "",
+    let mut bytes = Vec::new();
+    if file.seek(SeekFrom::Start(offset)).is_err() || file.read_to_end(&mut bytes).is_err() {
+        return (Vec::new(), offset);
+    }
+    let complete = match bytes.iter().rposition(|b| *b == b'\n') {
+        Some(end) => &bytes[..=end],
+        None => &[],
     };
-    complete
+    let lines = String::from_utf8_lossy(complete)
         .lines()
-        .skip(from - 1)
         .map(str::to_string)
-        .collect()
+        .collect();
+    (lines, offset + complete.len() as u64)
 }
 
 async fn run_log(
@@ -698,7 +710,12 @@ async fn follow_log(
     struct Follow {
         app: AppState,
         run: RunRecord,
+        /// The number of the next line to send.
         next: usize,
+        /// The number of the next line in the file after `offset`.
+        at: usize,
+        /// Bytes of the log already read.
+        offset: u64,
         buffered: std::collections::VecDeque<SseEvent>,
         ended: bool,
     }
@@ -706,6 +723,8 @@ async fn follow_log(
         app,
         run,
         next: from,
+        at: 1,
+        offset: 0,
         buffered: Default::default(),
         ended: false,
     };
@@ -724,15 +743,15 @@ async fn follow_log(
                 // Gone from the history or unreadable: nothing more will come.
                 _ => Some(f.run.phase),
             };
-            for text in read_lines(&f.app, &f.run, f.next) {
-                f.buffered.push_back(sse_data(
-                    "line",
-                    &LogEvent::Line {
-                        n: f.next,
-                        text: text.clone(),
-                    },
-                ));
-                f.next += 1;
+            let (lines, offset) = read_complete_lines(&f.app, &f.run, f.offset);
+            f.offset = offset;
+            for text in lines {
+                if f.at >= f.next {
+                    f.buffered
+                        .push_back(sse_data("line", &LogEvent::Line { n: f.at, text }));
+                    f.next = f.at + 1;
+                }
+                f.at += 1;
             }
             if let Some(phase) = finished {
                 f.buffered

@@ -317,8 +317,13 @@ async fn logs_whole_from_a_line_and_followed_until_the_run_ends() {
         text.push_str(&next_chunk().await);
     }
     assert!(!text.contains("\"two"), "{text}");
-    // The run writes on, then ends.
-    std::fs::write(&log, "one\ntwo\nthree\npartial line done\nlast\n").unwrap();
+    // The run writes on (a log only grows: the follower reads what was appended), then
+    // ends.
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&log)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, b" line done\nlast\n"))
+        .unwrap();
     while !text.contains("last") {
         text.push_str(&next_chunk().await);
     }

@@ -79,9 +79,12 @@ pub fn run(settings: &Settings, args: RunArgs) -> anyhow::Result<ExitCode> {
         let hub = Arc::new(crate::hub::Hub::new());
         let listener = crate::api::bind(settings.listen).await?;
         let address = listener.local_addr()?;
+        // The API reads through a connection of its own: a request never waits for the
+        // loop's database work, and cannot write.
+        let reader = Arc::new(crate::state::StateDb::open_reader(&settings.state)?);
         let app = crate::api::AppState::new(
             hub.clone(),
-            state.clone(),
+            reader,
             Some(executor.engine().clone()),
             settings.repository.clone(),
             settings.state.join("logs"),

@@ -78,42 +78,52 @@ impl Housekeeping {
 
     /// Reads the whole repository into the catalog, and reconciles the run history with
     /// it: archives on disk the history does not know are adopted.
-    pub fn load_catalog(&mut self) -> anyhow::Result<()> {
-        self.repository_seen = repository_fingerprint(&self.root);
-        let catalog = Catalog::load(&self.repo)?;
-        let entries: Vec<Entry> = catalog.entries().cloned().collect();
-        for missing in crate::repo::catalog::reconcile_history(&self.state, &entries)? {
-            warn!(archive = %missing.id, "the run history records this archive, but it is not in the repository");
-        }
+    pub async fn load_catalog(&mut self) -> anyhow::Result<()> {
+        let (repo, state, root) = (self.repo.clone(), self.state.clone(), self.root.clone());
+        let (seen, catalog) = blocking(move || {
+            let seen = repository_fingerprint(&root);
+            let catalog = Catalog::load(&repo)?;
+            let entries: Vec<Entry> = catalog.entries().cloned().collect();
+            for missing in crate::repo::catalog::reconcile_history(&state, &entries)? {
+                warn!(archive = %missing.id, "the run history records this archive, but it is not in the repository");
+            }
+            anyhow::Ok((seen, catalog))
+        })
+        .await??;
+        self.repository_seen = seen;
         self.catalog = catalog;
-        self.refresh_all_archives();
+        self.refresh_all_archives().await;
         Ok(())
     }
 
     /// The periodic resync: reads the repository again if its listing changed (where
     /// `holdfast verify` or `holdfast delete` may have changed what the statuses say).
     /// Returns whether it did.
-    pub fn resync(&mut self) -> bool {
-        if repository_fingerprint(&self.root) == self.repository_seen {
+    pub async fn resync(&mut self) -> bool {
+        let root = self.root.clone();
+        let seen = blocking(move || repository_fingerprint(&root)).await;
+        if seen.is_ok_and(|seen| seen == self.repository_seen) {
             return false;
         }
-        if let Err(e) = self.load_catalog() {
+        if let Err(e) = self.load_catalog().await {
             error!("{e}");
         }
         true
     }
 
     /// A run wrote archive `id` of `group`: the one manifest to read.
-    pub fn archived(&mut self, group: &str, id: &str) {
-        match crate::repo::catalog::read_entry(&self.repo, group, id) {
-            Ok(Some(entry)) => self.catalog.insert(entry),
-            Ok(None) => warn!(archive = %id, "the run's archive is not in the repository"),
+    pub async fn archived(&mut self, group: &str, id: &str) {
+        let (repo, g, i) = (self.repo.clone(), group.to_string(), id.to_string());
+        match blocking(move || crate::repo::catalog::read_entry(&repo, &g, &i)).await {
+            Ok(Ok(Some(entry))) => self.catalog.insert(entry),
+            Ok(Ok(None)) => warn!(archive = %id, "the run's archive is not in the repository"),
+            Ok(Err(e)) => error!(archive = %id, "reading the new archive: {e}"),
             Err(e) => error!(archive = %id, "reading the new archive: {e}"),
         }
     }
 
     /// A scheduled verification of `name`'s archives ended.
-    pub fn verifications_done(&mut self, name: &str, results: Vec<Verified>) {
+    pub async fn verifications_done(&mut self, name: &str, results: Vec<Verified>) {
         self.verifying.remove(name);
         for (id, verification) in results {
             let ok = verification.as_ref().is_some_and(|v| v.ok);
@@ -122,14 +132,14 @@ impl Housekeeping {
                 self.catalog.verified(name, &id, &v);
             }
         }
-        self.refresh_archives(name);
+        self.refresh_archives(name).await;
     }
 
     /// Starts the scheduled verifications that are due; returns when the next one is.
     pub fn verify_due(
         &mut self,
         desired: &Desired,
-        running: &dyn Fn(&ObjectKey) -> bool,
+        running: &Running<'_>,
         now: DateTime<Utc>,
     ) -> Option<DateTime<Utc>> {
         let mut wanted = BTreeMap::new();
@@ -237,10 +247,10 @@ impl Housekeeping {
 
     /// Applies a policy's retention, if it has one and its spec is valid and not
     /// suspended. Never for a policy with a run in progress.
-    pub fn prune(
+    pub async fn prune(
         &mut self,
         desired: &Desired,
-        running: &dyn Fn(&ObjectKey) -> bool,
+        running: &Running<'_>,
         name: &str,
         now: DateTime<Utc>,
     ) {
@@ -264,9 +274,21 @@ impl Housekeeping {
         }
         let tz = crate::repo::prune::zone(&policy.spec);
         let settings = serde_json::to_string(&(rules, &policy.spec.timezone)).unwrap_or_default();
-        let entries = self.catalog.group(name);
-        let result =
-            crate::repo::prune::prune(&self.state, &self.repo, &entries, name, rules, tz, now);
+        let entries: Vec<Entry> = self.catalog.group(name).into_iter().cloned().collect();
+        let (state, repo, group, kept_rules) = (
+            self.state.clone(),
+            self.repo.clone(),
+            name.to_string(),
+            rules.clone(),
+        );
+        // Deletions are slow IO: on a blocking worker.
+        let result = blocking(move || {
+            let refs: Vec<&Entry> = entries.iter().collect();
+            crate::repo::prune::prune(&state, &repo, &refs, &group, &kept_rules, tz, now)
+        })
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|r| r.map_err(|e| e.to_string()));
         match result {
             Ok(pruned) => {
                 if !pruned.dry_run {
@@ -323,15 +345,15 @@ impl Housekeeping {
             }
             Err(e) => error!(policy = name, "applying retention: {e}"),
         }
-        self.refresh_archives(name);
+        self.refresh_archives(name).await;
     }
 
     /// Prunes every policy whose retention settings changed since it was last pruned
     /// (at start-up: every policy with retention).
-    pub fn prune_changed(
+    pub async fn prune_changed(
         &mut self,
         desired: &Desired,
-        running: &dyn Fn(&ObjectKey) -> bool,
+        running: &Running<'_>,
         now: DateTime<Utc>,
     ) {
         let changed: Vec<String> = desired
@@ -348,13 +370,13 @@ impl Housekeeping {
             })
             .collect();
         for name in changed {
-            self.prune(desired, running, &name, now);
+            self.prune(desired, running, &name, now).await;
         }
     }
 
     /// Deletes the archives an `Archive` spec took (not those of a same-named policy),
     /// through the deletion journal.
-    pub fn delete_group(&mut self, group: &str, reason: &str) {
+    pub async fn delete_group(&mut self, group: &str, reason: &str) {
         let doomed: Vec<String> = self
             .catalog
             .group(group)
@@ -364,26 +386,32 @@ impl Housekeeping {
             .collect();
         for id in doomed {
             info!(archive = %id, reason, "deleting");
-            self.delete_archive(group, &id, reason, "spec-removed");
+            self.delete_archive(group, &id, reason, "spec-removed")
+                .await;
         }
-        self.refresh_archives(group);
+        self.refresh_archives(group).await;
     }
 
     /// Deletes one archive through the journal and forgets it.
-    fn delete_archive(&mut self, group: &str, id: &str, reason: &str, metric: &'static str) {
-        match crate::repo::prune::delete_archive(&self.state, &self.repo, group, id, reason) {
-            Ok(Ok(())) => {
+    async fn delete_archive(&mut self, group: &str, id: &str, reason: &str, metric: &'static str) {
+        let (state, repo) = (self.state.clone(), self.repo.clone());
+        let (g, i, r) = (group.to_string(), id.to_string(), reason.to_string());
+        let result =
+            blocking(move || crate::repo::prune::delete_archive(&state, &repo, &g, &i, &r)).await;
+        match result {
+            Ok(Ok(Ok(()))) => {
                 self.catalog.remove(group, id);
                 self.hub.metrics.deleted(group, metric);
             }
+            Ok(Ok(Err(e))) => error!("{e}"),
             Ok(Err(e)) => error!("{e}"),
-            Err(e) => error!("{e}"),
+            Err(e) => error!("deleting {id}: {e}"),
         }
     }
 
     /// Deletes the archives of Archive specs whose `ttl` has passed. Returns when the next
     /// one expires.
-    pub fn expire(&mut self, desired: &Desired, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    pub async fn expire(&mut self, desired: &Desired, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
         let with_ttl: Vec<(String, std::time::Duration)> = desired
             .objects()
             .filter_map(|o| match &o.resource {
@@ -413,7 +441,7 @@ impl Housekeeping {
                     .unwrap_or(chrono::DateTime::<Utc>::MAX_UTC);
                 if expires <= now {
                     info!(archive = %id, "ttl passed: deleting");
-                    self.delete_archive(&name, &id, "ttl passed", "ttl");
+                    self.delete_archive(&name, &id, "ttl passed", "ttl").await;
                     touched.push(name.clone());
                 } else {
                     next = Some(next.map_or(expires, |n| n.min(expires)));
@@ -421,45 +449,67 @@ impl Housekeeping {
             }
         }
         for name in touched {
-            self.refresh_archives(&name);
+            self.refresh_archives(&name).await;
         }
         next
     }
 
-    /// The archives of the catalog joined with those the run history misses, by group.
-    fn with_missing(&self) -> Result<BTreeMap<String, Vec<Entry>>, crate::state::StateError> {
+    /// The archives the run history records but the catalog lacks (Missing), by group.
+    async fn missing(&self) -> Result<BTreeMap<String, Vec<Entry>>, String> {
+        let state = self.state.clone();
+        let recorded = blocking(move || state.recorded_archives())
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
         let mut groups: BTreeMap<String, Vec<Entry>> = BTreeMap::new();
-        for e in self.catalog.entries() {
-            groups.entry(e.group.clone()).or_default().push(e.clone());
-        }
-        for e in crate::repo::catalog::missing(&self.state, self.catalog.entries())? {
+        for e in crate::repo::catalog::missing_from(recorded, self.catalog.entries()) {
             groups.entry(e.group.clone()).or_default().push(e);
         }
         Ok(groups)
     }
 
-    pub fn refresh_archives(&mut self, group: &str) {
-        match self.with_missing() {
-            Ok(mut groups) => {
-                let mine = groups.remove(group).unwrap_or_default();
-                let refs: Vec<&Entry> = mine.iter().collect();
-                self.archives.insert(group.to_string(), summary(&refs));
+    pub async fn refresh_archives(&mut self, group: &str) {
+        match self.missing().await {
+            Ok(mut missing) => {
+                let gone = missing.remove(group).unwrap_or_default();
+                let mut mine = self.catalog.group(group);
+                mine.extend(gone.iter());
+                self.archives.insert(group.to_string(), summary(&mine));
             }
             Err(e) => error!("{e}"),
         }
     }
 
-    fn refresh_all_archives(&mut self) {
-        match self.with_missing() {
-            Ok(groups) => {
+    async fn refresh_all_archives(&mut self) {
+        match self.missing().await {
+            Ok(mut missing) => {
+                let mut groups: BTreeSet<String> =
+                    self.catalog.groups().map(String::from).collect();
+                groups.extend(missing.keys().cloned());
                 self.archives = groups
-                    .iter()
-                    .map(|(g, list)| (g.clone(), summary(&list.iter().collect::<Vec<_>>())))
+                    .into_iter()
+                    .map(|g| {
+                        let gone = missing.remove(&g).unwrap_or_default();
+                        let mut mine = self.catalog.group(&g);
+                        mine.extend(gone.iter());
+                        let summary = summary(&mine);
+                        (g, summary)
+                    })
                     .collect();
             }
             Err(e) => error!("{e}"),
         }
     }
+}
+
+/// Which objects have a run going: retention and verification leave them alone.
+pub type Running<'a> = dyn Fn(&ObjectKey) -> bool + Sync + 'a;
+
+/// Runs blocking IO (disk, network, SQLite) on a blocking worker, off the loop's thread.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, tokio::task::JoinError> {
+    tokio::task::spawn_blocking(work).await
 }
 
 /// What changes when archives come, go or get verified, without reading any manifest:

@@ -32,7 +32,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use tokio::sync::mpsc;
-use tracing::{error, info, info_span, warn};
+use tracing::{Instrument, error, info, info_span, warn};
 
 use crate::executor::RunOutcome;
 use crate::hub::{Event, Hub};
@@ -160,7 +160,7 @@ impl Controller {
         for id in crate::repo::prune::resume(&self.state, &repo)? {
             info!(archive = %id, "finished a deletion a crash had interrupted");
         }
-        self.housekeeping.load_catalog()?;
+        self.housekeeping.load_catalog().await?;
         info!(
             archives = self.housekeeping.catalog.len(),
             "repository catalog read"
@@ -178,14 +178,14 @@ impl Controller {
     ) -> anyhow::Result<()> {
         let mut done_rx = self.done_rx.take().expect("run is called once");
         let mut verify_rx = self.verify_rx.take().expect("run is called once");
-        self.reload();
+        self.reload().await;
         // A signal that came during start-up recovery: stop before starting anything.
         if signals.try_recv().is_ok() {
             self.shutdown(&mut signals, &mut done_rx).await;
             return Ok(());
         }
-        self.prune_changed();
-        let mut wake_at = self.reconcile();
+        self.prune_changed().await;
+        let mut wake_at = self.reconcile().await;
         loop {
             let sleep_for = wake_at
                 .map(|at| (at - self.clock.now()).to_std().unwrap_or(Duration::ZERO))
@@ -203,8 +203,8 @@ impl Controller {
             };
             match wake {
                 Wake::SpecsChanged => {
-                    self.reload();
-                    self.prune_changed();
+                    self.reload().await;
+                    self.prune_changed().await;
                 }
                 Wake::Timer => {
                     let due = wake_at.is_some_and(|at| at <= self.clock.now());
@@ -212,24 +212,24 @@ impl Controller {
                         // The periodic resync: reload if any spec file changed without an
                         // event reaching us (a missed inotify event, a folder swapped under
                         // us), and read the repository again if its listing changed.
-                        let archives_changed = self.housekeeping.resync();
+                        let archives_changed = self.housekeeping.resync().await;
                         if self.fingerprint() != self.loaded {
-                            self.reload();
+                            self.reload().await;
                         } else if !archives_changed && self.retry.is_none() {
                             continue;
                         }
                     }
                 }
-                Wake::Finished(key, outcome) => self.finished(&key, &outcome),
+                Wake::Finished(key, outcome) => self.finished(&key, &outcome).await,
                 Wake::Verified(name, results) => {
-                    self.housekeeping.verifications_done(&name, results);
+                    self.housekeeping.verifications_done(&name, results).await;
                 }
                 Wake::Shutdown => {
                     self.shutdown(&mut signals, &mut done_rx).await;
                     return Ok(());
                 }
             }
-            wake_at = self.reconcile();
+            wake_at = self.reconcile().await;
         }
     }
 
@@ -248,7 +248,7 @@ impl Controller {
             .collect()
     }
 
-    fn reload(&mut self) {
+    async fn reload(&mut self) {
         self.loaded = self.fingerprint();
         let report = crate::validate::validate_paths(std::slice::from_ref(&self.options.specs));
         for d in report.diagnostics() {
@@ -288,10 +288,12 @@ impl Controller {
             .collect();
         self.desired = desired;
         for name in removed {
-            self.housekeeping.delete_group(
-                &name,
-                "its Archive spec (deletionPolicy: Delete) was removed",
-            );
+            self.housekeeping
+                .delete_group(
+                    &name,
+                    "its Archive spec (deletionPolicy: Delete) was removed",
+                )
+                .await;
         }
         for (file, objects) in &self.desired.files {
             if !objects.is_empty() {
@@ -310,20 +312,25 @@ impl Controller {
         );
     }
 
-    fn prune_changed(&mut self) {
+    async fn prune_changed(&mut self) {
         let now = self.clock.now();
         let supervisor = &self.supervisor;
         self.housekeeping
-            .prune_changed(&self.desired, &|k| supervisor.is_running(k), now);
+            .prune_changed(&self.desired, &|k| supervisor.is_running(k), now)
+            .await;
     }
 
     /// One pass of the plan: start what is due, remember what waits, write statuses.
     /// Returns when to wake up next. A pass that cannot read what is remembered about the
     /// objects does nothing and asks to be woken again after a growing delay.
-    fn reconcile(&mut self) -> Option<DateTime<Utc>> {
+    async fn reconcile(&mut self) -> Option<DateTime<Utc>> {
+        self.reconcile_pass()
+            .instrument(info_span!("reconcile"))
+            .await
+    }
+
+    async fn reconcile_pass(&mut self) -> Option<DateTime<Utc>> {
         let began = std::time::Instant::now();
-        let span = info_span!("reconcile");
-        let _enter = span.enter();
         let now = self.clock.now();
         let keys: Vec<ObjectKey> = self
             .desired
@@ -331,14 +338,18 @@ impl Controller {
             .filter(|o| o.resource.is_some())
             .map(|o| o.key())
             .collect();
-        let names: Vec<(&str, &str)> = keys
-            .iter()
-            .map(|k| (k.kind.as_str(), k.name.as_str()))
-            .collect();
-        let memory: BTreeMap<ObjectKey, crate::state::ObjectMemory> = match self
-            .state
-            .objects(&names, now)
-        {
+        let state = self.state.clone();
+        let asked = keys.clone();
+        let read = tokio::task::spawn_blocking(move || {
+            let names: Vec<(&str, &str)> = asked
+                .iter()
+                .map(|k| (k.kind.as_str(), k.name.as_str()))
+                .collect();
+            state.objects(&names, now).map_err(|e| e.to_string())
+        })
+        .await
+        .unwrap_or_else(|e| Err(e.to_string()));
+        let memory: BTreeMap<ObjectKey, crate::state::ObjectMemory> = match read {
             Ok(found) => keys.iter().cloned().zip(found).collect(),
             Err(e) => {
                 let delay = self.retry.map_or(RETRY_FIRST, |d| (d * 2).min(RETRY_MAX));
@@ -351,7 +362,7 @@ impl Controller {
             }
         };
         self.retry = None;
-        let expiry = self.housekeeping.expire(&self.desired, now);
+        let expiry = self.housekeeping.expire(&self.desired, now).await;
         let observed = Observed {
             memory: memory.clone(),
             running: self
@@ -367,12 +378,21 @@ impl Controller {
         let mut memory = memory;
         for want in decided.start {
             let key = want.key.clone();
-            self.supervisor.start(want, &self.desired, now);
+            if !self.supervisor.start(want, &self.desired, now).await {
+                continue;
+            }
             // Starting a run changed what is remembered about it.
-            match self.state.object(key.kind.as_str(), &key.name, now) {
-                Ok(m) => {
+            let state = self.state.clone();
+            let asked = key.clone();
+            let read = tokio::task::spawn_blocking(move || {
+                state.object(asked.kind.as_str(), &asked.name, now)
+            })
+            .await;
+            match read {
+                Ok(Ok(m)) => {
                     memory.insert(key, m);
                 }
+                Ok(Err(e)) => error!("{e}"),
                 Err(e) => error!("{e}"),
             }
         }
@@ -384,7 +404,9 @@ impl Controller {
         self.pending = decided.wait.into_iter().map(|(w, _)| w).collect();
         self.next_schedule = decided.next_schedule;
         let running = self.running_hints();
-        let statuses = self.write_statuses(running, waiting, memory.clone(), now);
+        let statuses = self
+            .write_statuses(running, waiting, memory.clone(), now)
+            .await;
         self.publish(&statuses, &memory, now);
         self.hub.metrics.reconciled(
             began.elapsed().as_secs_f64(),
@@ -406,8 +428,9 @@ impl Controller {
             .collect()
     }
 
-    /// Writes every status file whose content changed, and publishes the statuses.
-    fn write_statuses(
+    /// Writes every status file whose content changed (on a blocking worker), and returns
+    /// the statuses.
+    async fn write_statuses(
         &mut self,
         running: BTreeMap<ObjectKey, String>,
         waiting: BTreeMap<ObjectKey, String>,
@@ -426,18 +449,20 @@ impl Controller {
             retention: &self.housekeeping.retention,
         };
         let mut statuses = Vec::new();
-        self.status_files = view.write_all(
+        let (files, changes) = view.render_all(
             &self.options.specs,
             self.options.status_dir.as_deref(),
             &self.status_files,
-            &mut self.status_cache,
+            &self.status_cache,
             now,
             &mut statuses,
         );
+        self.status_files = files;
+        status_view::write(changes, &mut self.status_cache).await;
         statuses
     }
 
-    fn finished(&mut self, key: &ObjectKey, outcome: &RunOutcome) {
+    async fn finished(&mut self, key: &ObjectKey, outcome: &RunOutcome) {
         self.supervisor.finished(key);
         info!(object = %key, run = %outcome.run_id, phase = ?outcome.phase, "run finished");
         if let Some(ok) = outcome.verified {
@@ -475,16 +500,17 @@ impl Controller {
             && let Some(id) = &outcome.archive_id
         {
             // The one manifest this run wrote: the rest of the catalog is already known.
-            self.housekeeping.archived(&key.name, id);
+            self.housekeeping.archived(&key.name, id).await;
         }
         if outcome.phase == crate::spec::common::Phase::Succeeded && key.kind == Kind::BackupPolicy
         {
             let now = self.clock.now();
             let supervisor = &self.supervisor;
             self.housekeeping
-                .prune(&self.desired, &|k| supervisor.is_running(k), &key.name, now);
+                .prune(&self.desired, &|k| supervisor.is_running(k), &key.name, now)
+                .await;
         }
-        self.housekeeping.refresh_archives(&key.name);
+        self.housekeeping.refresh_archives(&key.name).await;
     }
 
     /// Starts nothing new, gives running runs `shutdown_timeout` to end, then cancels them
@@ -513,11 +539,13 @@ impl Controller {
             )
             .await;
         for (key, outcome) in ended {
-            self.finished(&key, &outcome);
+            self.finished(&key, &outcome).await;
         }
         // Final statuses, with nothing running.
         let now = self.clock.now();
-        let statuses = self.write_statuses(BTreeMap::new(), BTreeMap::new(), BTreeMap::new(), now);
+        let statuses = self
+            .write_statuses(BTreeMap::new(), BTreeMap::new(), BTreeMap::new(), now)
+            .await;
         self.publish(&statuses, &BTreeMap::new(), now);
         info!("stopped");
     }

@@ -32,19 +32,81 @@ pub struct View<'a> {
     pub retention: &'a BTreeMap<String, status::RetentionStatus>,
 }
 
+/// A status file to write or remove.
+pub enum Change {
+    Write {
+        path: PathBuf,
+        text: String,
+        by_key: BTreeMap<(Kind, String), Status>,
+    },
+    Remove {
+        path: PathBuf,
+    },
+}
+
+/// Carries out `changes` (atomic, fsynced writes: blocking work) and updates `cache` with
+/// what is now on disk. A failed write is forgotten, so the next pass tries again.
+pub async fn write(changes: Vec<Change>, cache: &mut StatusCache) {
+    if changes.is_empty() {
+        return;
+    }
+    let done = tokio::task::spawn_blocking(move || {
+        changes
+            .into_iter()
+            .map(|change| {
+                let result = match &change {
+                    Change::Write { path, text, .. } => {
+                        status::write_if_changed(path, text).map(|_| ())
+                    }
+                    Change::Remove { path } => status::remove(path),
+                };
+                (change, result)
+            })
+            .collect::<Vec<_>>()
+    })
+    .await;
+    let done = match done {
+        Ok(done) => done,
+        Err(e) => {
+            error!("writing status files: {e}");
+            cache.clear();
+            return;
+        }
+    };
+    for (change, result) in done {
+        match (change, result) {
+            (Change::Write { path, text, by_key }, Ok(())) => {
+                cache.insert(path, (text, by_key));
+            }
+            (Change::Write { path, .. }, Err(e)) => {
+                cache.remove(&path);
+                error!(path = %path.display(), "writing status file: {e}");
+            }
+            (Change::Remove { path }, result) => {
+                cache.remove(&path);
+                if let Err(e) = result {
+                    error!(path = %path.display(), "removing status file: {e}");
+                }
+            }
+        }
+    }
+}
+
 impl View<'_> {
-    /// Writes the status file of every spec file (only where the content changed), and
-    /// removes those of spec files that are gone. Returns spec file -> status file; every
-    /// object's status goes into `out`, with its spec file, for the API.
-    pub fn write_all(
+    /// Renders the status file of every spec file, and says which to write (those whose
+    /// content changed) and which to remove (those of spec files that are gone). Writes
+    /// nothing: [`write`] does, on a blocking worker. Returns spec file -> status file;
+    /// every object's status goes into `out`, with its spec file, for the API.
+    pub fn render_all(
         &self,
         specs_root: &Path,
         status_dir: Option<&Path>,
         previous: &BTreeMap<PathBuf, PathBuf>,
-        cache: &mut StatusCache,
+        cache: &StatusCache,
         now: DateTime<Utc>,
         out: &mut Vec<(PathBuf, ObjectStatus)>,
-    ) -> BTreeMap<PathBuf, PathBuf> {
+    ) -> (BTreeMap<PathBuf, PathBuf>, Vec<Change>) {
+        let mut changes = Vec::new();
         let mut written = BTreeMap::new();
         for (file, objects) in &self.desired.files {
             let path = status::status_path(file, specs_root, status_dir);
@@ -102,31 +164,24 @@ impl View<'_> {
             let text = status::render(&statuses);
             let unchanged = cache.get(&path).is_some_and(|(t, _)| *t == text);
             if !unchanged {
-                match status::write_if_changed(&path, &text) {
-                    Ok(_) => {
-                        let by_key = statuses
-                            .into_iter()
-                            .map(|o| ((o.kind, o.name), o.status))
-                            .collect();
-                        cache.insert(path.clone(), (text, by_key));
-                    }
-                    Err(e) => {
-                        cache.remove(&path);
-                        error!(path = %path.display(), "writing status file: {e}");
-                    }
-                }
+                let by_key = statuses
+                    .into_iter()
+                    .map(|o| ((o.kind, o.name), o.status))
+                    .collect();
+                changes.push(Change::Write {
+                    path: path.clone(),
+                    text,
+                    by_key,
+                });
             }
             written.insert(file.clone(), path);
         }
         for (file, path) in previous {
             if !written.contains_key(file) {
-                cache.remove(path);
-                if let Err(e) = status::remove(path) {
-                    error!(path = %path.display(), "removing status file: {e}");
-                }
+                changes.push(Change::Remove { path: path.clone() });
             }
         }
-        written
+        (written, changes)
     }
 
     fn fill(

@@ -63,9 +63,10 @@ impl Supervisor {
     /// Starts the run `want` asks for. What is remembered about the start (the schedule
     /// time, the requested-at value, the generation) is written before the run starts: a
     /// crash mid-run marks it Interrupted, and the same trigger never runs twice.
-    pub fn start(&mut self, want: Want, desired: &Desired, now: DateTime<Utc>) {
+    /// Returns whether it started.
+    pub async fn start(&mut self, want: Want, desired: &Desired, now: DateTime<Utc>) -> bool {
         let Some(resource) = desired.get(&want.key).and_then(|o| o.resource.as_ref()) else {
-            return;
+            return false;
         };
         let progress = Arc::new(RunEvents::new(
             self.hub.clone(),
@@ -78,7 +79,7 @@ impl Supervisor {
                     Ok(request) => self.runner.restore(request, progress),
                     Err(e) => {
                         error!(object = %want.key, "cannot run: {e}");
-                        return;
+                        return false;
                     }
                 }
             }
@@ -90,22 +91,34 @@ impl Supervisor {
                 }
                 Err(e) => {
                     error!(object = %want.key, "cannot run: {e}");
-                    return;
+                    return false;
                 }
             },
         };
-        if let Err(e) = self.state.remember_start(
-            want.key.kind.as_str(),
-            &want.key.name,
-            want.nominal,
-            want.requested_at.as_deref(),
-            match want.key.kind {
-                Kind::Archive | Kind::Restore => want.generation.as_deref(),
-                Kind::BackupPolicy => None,
-            },
-        ) {
+        let state = self.state.clone();
+        let (key, nominal, requested_at) =
+            (want.key.clone(), want.nominal, want.requested_at.clone());
+        let generation = match want.key.kind {
+            Kind::Archive | Kind::Restore => want.generation.clone(),
+            Kind::BackupPolicy => None,
+        };
+        // A durable write (fsynced): on a blocking worker.
+        let remembered = tokio::task::spawn_blocking(move || {
+            state
+                .remember_start(
+                    key.kind.as_str(),
+                    &key.name,
+                    nominal,
+                    requested_at.as_deref(),
+                    generation.as_deref(),
+                )
+                .map_err(|e| e.to_string())
+        })
+        .await
+        .unwrap_or_else(|e| Err(e.to_string()));
+        if let Err(e) = remembered {
             error!(object = %want.key, "not starting: {e}");
-            return;
+            return false;
         }
         info!(object = %want.key, trigger = want.trigger.as_str(), nominal = ?want.nominal, "starting a run");
         let key = want.key.clone();
@@ -127,6 +140,7 @@ impl Supervisor {
                 handle,
             },
         );
+        true
     }
 
     /// A run ended.

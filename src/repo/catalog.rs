@@ -298,7 +298,8 @@ pub fn missing<'a>(
     Ok(missing_from(state.recorded_archives()?, entries))
 }
 
-fn missing_from<'a>(
+/// The archives of `recorded` (the run history's) that `entries` lack, as Missing entries.
+pub fn missing_from<'a>(
     recorded: Vec<(String, String, String)>,
     entries: impl IntoIterator<Item = &'a Entry>,
 ) -> Vec<Entry> {

@@ -187,6 +187,27 @@ impl StateDb {
         })
     }
 
+    /// A second, read-only connection to a database [`StateDb::open`] made: for readers
+    /// (the HTTP API) that must neither wait for the loop's connection nor write.
+    pub fn open_reader(dir: &Path) -> Result<StateDb, StateError> {
+        let path = dir.join("holdfast.db");
+        let open_err = |source| StateError::Open {
+            path: path.clone(),
+            source,
+        };
+        let conn = Connection::open_with_flags(
+            &path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(open_err)?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))
+            .map_err(open_err)?;
+        Ok(StateDb {
+            conn: Mutex::new(conn),
+            path,
+        })
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }

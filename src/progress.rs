@@ -9,6 +9,12 @@ pub trait Progress: Send + Sync {
     fn item(&self, _name: &str) {}
     /// `n` more bytes of source data were read.
     fn bytes(&self, _n: u64) {}
+    /// Whether the work should stop: it was cancelled (holdfast is stopping and the run
+    /// had no time left). Asked as often as `bytes`; work that sees `true` stops at once
+    /// with an error, leaving only what a crash would leave.
+    fn cancelled(&self) -> bool {
+        false
+    }
 }
 
 /// Reports nothing.

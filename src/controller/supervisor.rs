@@ -28,6 +28,8 @@ pub struct Running {
     pub run_id_hint: String,
     pub stacks: Vec<String>,
     handle: JoinHandle<()>,
+    /// The run's progress, through which its archive threads hear of a cancellation.
+    events: Arc<RunEvents>,
 }
 
 pub struct Supervisor {
@@ -76,7 +78,7 @@ impl Supervisor {
         let work = match resource {
             Resource::Restore(restore) => {
                 match crate::restore::RestoreRequest::from_spec(&want.key.name, &restore.spec) {
-                    Ok(request) => self.runner.restore(request, progress),
+                    Ok(request) => self.runner.restore(request, progress.clone()),
                     Err(e) => {
                         error!(object = %want.key, "cannot run: {e}");
                         return false;
@@ -87,7 +89,7 @@ impl Supervisor {
                 Ok(request) => {
                     let verify_after = matches!(resource, Resource::BackupPolicy(p)
                         if p.spec.verify.as_ref().is_some_and(|v| v.after_run));
-                    self.runner.backup(request, verify_after, progress)
+                    self.runner.backup(request, verify_after, progress.clone())
                 }
                 Err(e) => {
                     error!(object = %want.key, "cannot run: {e}");
@@ -138,6 +140,7 @@ impl Supervisor {
                 run_id_hint: format!("{} run started {}", want.trigger.as_str(), now.to_rfc3339()),
                 stacks: want.stacks,
                 handle,
+                events: progress,
             },
         );
         true
@@ -174,6 +177,9 @@ impl Supervisor {
             }
         }
         for (key, running) in std::mem::take(&mut self.running) {
+            // Threads of the run (archiving, extracting) stop at their next buffer; the
+            // task itself stops at its next await.
+            running.events.cancel();
             running.handle.abort();
             // Wait for the abort to take effect, so nothing of the run acts after the
             // journal is replayed below.

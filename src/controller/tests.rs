@@ -39,6 +39,8 @@ struct FakeRunner {
     /// Runs whose future was dropped before it ended.
     cancelled: Arc<AtomicUsize>,
     replays: AtomicUsize,
+    /// The progress each run was handed: what its threads would ask whether to stop.
+    progress: Mutex<Vec<Arc<dyn Progress>>>,
 }
 
 /// Counts a cancellation when a run's future is dropped unfinished.
@@ -66,6 +68,7 @@ impl FakeRunner {
             calls: Mutex::new(Vec::new()),
             cancelled: Arc::new(AtomicUsize::new(0)),
             replays: AtomicUsize::new(0),
+            progress: Mutex::new(Vec::new()),
         })
     }
 
@@ -118,8 +121,9 @@ impl Runner for FakeRunner {
         &self,
         request: BackupRequest,
         _verify_after: bool,
-        _progress: Arc<dyn Progress>,
+        progress: Arc<dyn Progress>,
     ) -> BoxFuture<RunOutcome> {
+        self.progress.lock().unwrap().push(progress);
         self.work(&request.name)
     }
 
@@ -351,6 +355,10 @@ async fn shutdown_cancels_a_run_after_the_timeout_and_replays_the_journal() {
         runner.cancelled.load(Ordering::SeqCst),
         1,
         "the run was dropped"
+    );
+    assert!(
+        runner.progress.lock().unwrap()[0].cancelled(),
+        "the run's threads are told to stop"
     );
     assert_eq!(
         runner.replays.load(Ordering::SeqCst),

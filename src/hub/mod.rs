@@ -267,6 +267,7 @@ pub struct RunEvents {
     kind: String,
     name: String,
     state: std::sync::Mutex<RunEventState>,
+    cancelled: std::sync::atomic::AtomicBool,
 }
 
 struct RunEventState {
@@ -291,7 +292,14 @@ impl RunEvents {
                 bytes: 0,
                 last_sent: None,
             }),
+            cancelled: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// Tells the run's work to stop (see [`crate::progress::Progress::cancelled`]).
+    pub fn cancel(&self) {
+        self.cancelled
+            .store(true, std::sync::atomic::Ordering::Relaxed);
     }
 
     fn send_progress(&self, state: &mut RunEventState) {
@@ -307,6 +315,10 @@ impl RunEvents {
 }
 
 impl crate::progress::Progress for RunEvents {
+    fn cancelled(&self) -> bool {
+        self.cancelled.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     fn run(&self, id: &str) {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         state.run_id = id.to_string();

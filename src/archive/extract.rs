@@ -159,7 +159,7 @@ pub fn extract_tar<R: Read + Send>(
             offset: 0,
             done: false,
         };
-        let mut ex = Extractor::new(root, target, Origin::Tar, limits, progress);
+        let mut ex = Extractor::new(Writer::new(root, progress), target, Origin::Tar, limits);
         let result = read_tar(&mut stream, &mut ex).and_then(|()| ex.finish());
         // Dropping the receiver stops the reading thread at its next buffer, also when
         // the extraction failed half-way.
@@ -193,11 +193,10 @@ fn extract_folder(
 ) -> Result<ExtractStats, ArchiveError> {
     let root = open_target(target)?;
     let ex = Extractor::new(
-        root,
+        Writer::new(root, progress),
         target,
         Origin::Folder(artifact.to_path_buf()),
         limits,
-        progress,
     );
     let mut sink = FolderSource {
         ex,
@@ -564,7 +563,7 @@ impl Extensions {
 }
 
 /// Reads entries up to the end-of-archive marker, extracting each, then drains the stream.
-fn read_tar(stream: &mut Stream, ex: &mut Extractor<'_>) -> Result<(), ArchiveError> {
+fn read_tar<P: Place>(stream: &mut Stream, ex: &mut Extractor<P>) -> Result<(), ArchiveError> {
     let mut block = [0u8; BLOCK];
     let mut ext = Extensions::default();
     loop {
@@ -702,7 +701,7 @@ fn read_tar(stream: &mut Stream, ex: &mut Extractor<'_>) -> Result<(), ArchiveEr
 }
 
 // ---------------------------------------------------------------------------------------
-// Writing entries below the target.
+// What happens to each entry: checked by `Extractor`, then placed by a `Place`.
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum What<'a> {
@@ -745,23 +744,33 @@ impl From<io::Error> for Fail {
     }
 }
 
-struct Extractor<'p> {
-    root: OwnedFd,
+/// Where entries go once [`Extractor`] has let them through: [`Writer`] creates them
+/// below the target.
+trait Place {
+    /// The archive's root entry (`./`): the target folder itself.
+    fn root(&mut self, attrs: &Attrs) -> Result<(), Fail>;
+
+    /// Places one entry; `path` is clean and not empty. For a file, reads exactly its size
+    /// from `content`.
+    fn place(
+        &mut self,
+        path: &[u8],
+        shown: &str,
+        what: What<'_>,
+        attrs: &Attrs,
+        content: &mut dyn Content,
+    ) -> Result<(), Fail>;
+}
+
+/// Checks every entry the same way, whatever it was read from and wherever it goes: its
+/// name, the manifest's limits, its type. Then hands it to `place`.
+struct Extractor<P> {
+    place: P,
+    /// Names the place in I/O errors.
     target: PathBuf,
     origin: Origin,
-    /// The folders of the last parent path, each opened below the one before it: entries
-    /// come in tree order, so the next entry's parent is nearly always a prefix of it.
-    stack: Vec<(Vec<u8>, OwnedFd)>,
-    /// Folder metadata, applied at the end: writing into a folder changes its mtime, and
-    /// a read-only mode would forbid writing into it (for a user other than root).
-    dirs: Vec<(Vec<u8>, Attrs)>,
-    dir_index: HashMap<Vec<u8>, usize>,
-    root_attrs: Option<Attrs>,
     limits: ExtractLimits,
     stats: ExtractStats,
-    chown: bool,
-    warned_xattrs: bool,
-    progress: &'p dyn Progress,
 }
 
 const OUTSIDE: &str = "it leads outside the target";
@@ -808,27 +817,14 @@ fn lossy(path: &[u8]) -> String {
     String::from_utf8_lossy(path).into_owned()
 }
 
-impl<'p> Extractor<'p> {
-    fn new(
-        root: OwnedFd,
-        target: &Path,
-        origin: Origin,
-        limits: ExtractLimits,
-        progress: &'p dyn Progress,
-    ) -> Self {
+impl<P: Place> Extractor<P> {
+    fn new(place: P, target: &Path, origin: Origin, limits: ExtractLimits) -> Self {
         Extractor {
-            root,
+            place,
             target: target.to_path_buf(),
             origin,
-            stack: Vec::new(),
-            dirs: Vec::new(),
-            dir_index: HashMap::new(),
-            root_attrs: None,
             limits,
             stats: ExtractStats::default(),
-            chown: sys::is_root(),
-            warned_xattrs: false,
-            progress,
         }
     }
 
@@ -871,8 +867,7 @@ impl<'p> Extractor<'p> {
             if what != What::Dir {
                 return Err(self.refuse(shown, "it names the target itself but is not a folder"));
             }
-            self.root_attrs = Some(attrs.clone());
-            return Ok(());
+            return self.place.root(attrs).map_err(|f| self.fail(shown, b"", f));
         }
         if self.stats.entries >= self.limits.max_entries {
             return Err(self.refuse(
@@ -899,10 +894,53 @@ impl<'p> Extractor<'p> {
         if what == What::Device {
             return Err(self.refuse(shown, DEVICE));
         }
-        self.place(&path, shown, what, attrs, content)
+        self.place
+            .place(&path, shown, what, attrs, content)
             .map_err(|f| self.fail(shown, &path, f))?;
         self.stats.entries += 1;
         self.stats.bytes += size;
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Writing entries below the target.
+
+/// Creates entries below the target, each folder on the way opened by descriptor below
+/// the one above it, never following a symlink.
+struct Writer<'p> {
+    root: OwnedFd,
+    /// The folders of the last parent path, each opened below the one before it: entries
+    /// come in tree order, so the next entry's parent is nearly always a prefix of it.
+    stack: Vec<(Vec<u8>, OwnedFd)>,
+    /// Folder metadata, applied at the end: writing into a folder changes its mtime, and
+    /// a read-only mode would forbid writing into it (for a user other than root).
+    dirs: Vec<(Vec<u8>, Attrs)>,
+    dir_index: HashMap<Vec<u8>, usize>,
+    root_attrs: Option<Attrs>,
+    chown: bool,
+    warned_xattrs: bool,
+    progress: &'p dyn Progress,
+}
+
+impl<'p> Writer<'p> {
+    fn new(root: OwnedFd, progress: &'p dyn Progress) -> Self {
+        Writer {
+            root,
+            stack: Vec::new(),
+            dirs: Vec::new(),
+            dir_index: HashMap::new(),
+            root_attrs: None,
+            chown: sys::is_root(),
+            warned_xattrs: false,
+            progress,
+        }
+    }
+}
+
+impl Place for Writer<'_> {
+    fn root(&mut self, attrs: &Attrs) -> Result<(), Fail> {
+        self.root_attrs = Some(attrs.clone());
         Ok(())
     }
 
@@ -1004,7 +1042,9 @@ impl<'p> Extractor<'p> {
         }
         Ok(())
     }
+}
 
+impl Writer<'_> {
     /// The folder and name of an existing, non-folder entry a hard link may point at.
     fn link_source(&mut self, path: &[u8], to: &[u8]) -> Result<(OwnedFd, CString), Fail> {
         let to = clean(to).map_err(|r| {
@@ -1168,10 +1208,12 @@ impl<'p> Extractor<'p> {
             );
         }
     }
+}
 
+impl Extractor<Writer<'_>> {
     /// Applies the folders' metadata, deepest first, then the target's own.
     fn finish(mut self) -> Result<ExtractStats, ArchiveError> {
-        let mut dirs = std::mem::take(&mut self.dirs);
+        let mut dirs = std::mem::take(&mut self.place.dirs);
         dirs.sort_by_key(|(path, _)| {
             std::cmp::Reverse(path.iter().filter(|b| **b == b'/').count())
         });
@@ -1179,21 +1221,24 @@ impl<'p> Extractor<'p> {
             let shown = lossy(&path);
             let (parent, name) = split(&path);
             let name = cstring(name);
+            let w = &mut self.place;
             let result = (|| {
-                let dir = self.open_parent(parent, false)?.as_raw_fd();
+                let dir = w.open_parent(parent, false)?.as_raw_fd();
                 let flags = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW;
                 let fd = open_at(dir, &name, flags, 0).map_err(|e| Fail::Io("opening", e))?;
-                self.apply(fd.as_fd(), &attrs, &shown)
+                w.apply(fd.as_fd(), &attrs, &shown)
             })();
             result.map_err(|f| self.fail(&shown, &path, f))?;
         }
-        self.stack.clear();
-        if let Some(attrs) = self.root_attrs.take() {
+        self.place.stack.clear();
+        if let Some(attrs) = self.place.root_attrs.take() {
             let root = self
+                .place
                 .root
                 .try_clone()
                 .map_err(|e| ArchiveError::io("setting metadata of", &self.target, e))?;
-            self.apply(root.as_fd(), &attrs, ".")
+            self.place
+                .apply(root.as_fd(), &attrs, ".")
                 .map_err(|f| self.fail(".", b"", f))?;
         }
         Ok(self.stats)
@@ -1380,7 +1425,7 @@ impl<'f> SparseFile<'f> {
 // A folder artifact, walked as a source.
 
 struct FolderSource<'p> {
-    ex: Extractor<'p>,
+    ex: Extractor<Writer<'p>>,
     buf: Vec<u8>,
     /// The real error behind the last `SinkError` returned: the walker would lose the
     /// entry's name and the reason.

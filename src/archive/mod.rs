@@ -22,6 +22,7 @@ mod listing;
 mod output;
 mod stream;
 mod sys;
+mod tar_in;
 mod tar_out;
 mod verify;
 mod walk;

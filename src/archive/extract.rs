@@ -54,6 +54,20 @@ pub struct ExtractLimits {
     pub max_bytes: u64,
 }
 
+impl ExtractLimits {
+    /// The limits for an artifact from its manifest entry: its `entries`, and its
+    /// `source_bytes` with a tenth and 1 MiB of slack for files that shrank while they
+    /// were archived, as restores set them.
+    pub fn from_manifest(entries: u64, source_bytes: u64) -> ExtractLimits {
+        ExtractLimits {
+            max_entries: entries,
+            max_bytes: source_bytes
+                .saturating_add(source_bytes / 10)
+                .saturating_add(1 << 20),
+        }
+    }
+}
+
 /// What an extraction wrote.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ExtractStats {
@@ -350,6 +364,74 @@ pub(super) fn lossy(path: &[u8]) -> String {
     String::from_utf8_lossy(path).into_owned()
 }
 
+// The refusals that depend on what is already below the target, worded once for every
+// place.
+
+/// A folder on the way to an entry is a symlink or something else that is not a folder.
+pub(super) fn passes_through(so_far: &[u8], symlink: bool) -> Fail {
+    Fail::Refuse(if symlink {
+        format!("it passes through the symlink {:?}", lossy(so_far))
+    } else {
+        format!(
+            "it passes through {:?}, which is not a folder",
+            lossy(so_far)
+        )
+    })
+}
+
+/// A non-folder entry where a folder already is: it may hold entries already written.
+pub(super) fn folder_in_the_way() -> Fail {
+    Fail::Refuse("a folder of the same name is already there".into())
+}
+
+pub(super) fn check_symlink_target(to: &[u8]) -> Result<(), Fail> {
+    if to.is_empty() || to.contains(&0) {
+        return Err(Fail::Refuse(
+            "its symlink target is empty or holds a NUL byte".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// The clean path a hard link at `path` points at, refused when it leads outside the
+/// target or names the target or the link itself.
+pub(super) fn link_target(path: &[u8], to: &[u8]) -> Result<Vec<u8>, Fail> {
+    let to = clean(to).map_err(|r| {
+        Fail::Refuse(if r == OUTSIDE {
+            format!("its link target {:?} leads outside the target", lossy(to))
+        } else {
+            format!("its link target {:?} is refused: {r}", lossy(to))
+        })
+    })?;
+    if to.is_empty() {
+        return Err(Fail::Refuse("it links to the target folder itself".into()));
+    }
+    if to == path {
+        return Err(Fail::Refuse("it links to itself".into()));
+    }
+    Ok(to)
+}
+
+/// A hard link's target is not there (yet).
+pub(super) fn link_missing(to: &[u8]) -> Fail {
+    Fail::Refuse(format!(
+        "its link target {:?} has not been extracted before it",
+        lossy(to)
+    ))
+}
+
+/// The way to a hard link's target was refused.
+pub(super) fn link_refused(to: &[u8], reason: String) -> Fail {
+    Fail::Refuse(format!(
+        "its link target {:?} is refused: {reason}",
+        lossy(to)
+    ))
+}
+
+pub(super) fn link_to_folder(to: &[u8]) -> Fail {
+    Fail::Refuse(format!("its link target {:?} is a folder", lossy(to)))
+}
+
 impl<P: Place> Extractor<P> {
     pub(super) fn new(place: P, target: &Path, origin: Origin, limits: ExtractLimits) -> Self {
         Extractor {
@@ -541,11 +623,7 @@ impl Place for Writer<'_> {
                 self.apply(fd.as_fd(), attrs, shown)?;
             }
             What::Symlink(to) => {
-                if to.is_empty() || to.contains(&0) {
-                    return Err(Fail::Refuse(
-                        "its symlink target is empty or holds a NUL byte".into(),
-                    ));
-                }
+                check_symlink_target(to)?;
                 let to = cstring(to);
                 retry_exists(dir, &name, || symlink_at(&to, dir, &name))?;
                 // No chmod: it would follow the link, and a symlink's mode means nothing.
@@ -580,45 +658,21 @@ impl Place for Writer<'_> {
 impl Writer<'_> {
     /// The folder and name of an existing, non-folder entry a hard link may point at.
     fn link_source(&mut self, path: &[u8], to: &[u8]) -> Result<(OwnedFd, CString), Fail> {
-        let to = clean(to).map_err(|r| {
-            Fail::Refuse(if r == OUTSIDE {
-                format!("its link target {:?} leads outside the target", lossy(to))
-            } else {
-                format!("its link target {:?} is refused: {r}", lossy(to))
-            })
-        })?;
-        if to.is_empty() {
-            return Err(Fail::Refuse("it links to the target folder itself".into()));
-        }
-        if to == path {
-            return Err(Fail::Refuse("it links to itself".into()));
-        }
+        let to = link_target(path, to)?;
         let (parent, name) = split(&to);
         let name = cstring(name);
-        let missing = || {
-            Fail::Refuse(format!(
-                "its link target {:?} has not been extracted before it",
-                lossy(&to)
-            ))
-        };
         let dir = match self.open_parent(parent, false) {
             Ok(dir) => dir.try_clone_to_owned()?,
-            Err(Fail::Refuse(reason)) => {
-                return Err(Fail::Refuse(format!(
-                    "its link target {:?} is refused: {reason}",
-                    lossy(&to)
-                )));
+            Err(Fail::Refuse(reason)) => return Err(link_refused(&to, reason)),
+            Err(Fail::Io(_, e)) if e.raw_os_error() == Some(libc::ENOENT) => {
+                return Err(link_missing(&to));
             }
-            Err(Fail::Io(_, e)) if e.raw_os_error() == Some(libc::ENOENT) => return Err(missing()),
             Err(e) => return Err(e),
         };
         match stat_at(dir.as_raw_fd(), &name) {
-            Ok(st) if is_dir(&st) => Err(Fail::Refuse(format!(
-                "its link target {:?} is a folder",
-                lossy(&to)
-            ))),
+            Ok(st) if is_dir(&st) => Err(link_to_folder(&to)),
             Ok(_) => Ok((dir, name)),
-            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Err(missing()),
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Err(link_missing(&to)),
             Err(e) => Err(e.into()),
         }
     }
@@ -681,13 +735,7 @@ impl Writer<'_> {
             return Fail::Io("opening", e);
         }
         match stat_at(dir, name) {
-            Ok(st) if st.st_mode & libc::S_IFMT == libc::S_IFLNK => {
-                Fail::Refuse(format!("it passes through the symlink {:?}", lossy(so_far)))
-            }
-            Ok(_) => Fail::Refuse(format!(
-                "it passes through {:?}, which is not a folder",
-                lossy(so_far)
-            )),
+            Ok(st) => passes_through(so_far, st.st_mode & libc::S_IFMT == libc::S_IFLNK),
             Err(e) => Fail::Io("opening", e),
         }
     }
@@ -788,9 +836,7 @@ fn retry_exists<T>(
     match create() {
         Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
             if is_dir(&stat_at(dir, name)?) {
-                return Err(Fail::Refuse(
-                    "a folder of the same name is already there".into(),
-                ));
+                return Err(folder_in_the_way());
             }
             unlink_at(dir, name)?;
             Ok(create()?)
@@ -799,7 +845,8 @@ fn retry_exists<T>(
     }
 }
 
-fn ids(uid: u64, gid: u64) -> Result<(u32, u32), Fail> {
+/// The owner to set, refused when it is out of range for the system.
+pub(super) fn ids(uid: u64, gid: u64) -> Result<(u32, u32), Fail> {
     match (u32::try_from(uid), u32::try_from(gid)) {
         (Ok(u), Ok(g)) => Ok((u, g)),
         _ => Err(Fail::Refuse(format!(
@@ -1113,4 +1160,4 @@ fn set_times_at(dir: i32, name: &CStr, mtime: (i64, i64)) -> io::Result<()> {
 
 #[cfg(test)]
 #[path = "extract_tests.rs"]
-mod tests;
+pub(super) mod tests;

@@ -37,6 +37,7 @@ pub(super) fn with_stream<R: Read + Send, T>(reader: R, f: impl FnOnce(&mut Stre
             pos: 0,
             offset: 0,
             done: false,
+            source_failed: false,
         };
         let result = f(&mut stream);
         drop(stream);
@@ -87,9 +88,17 @@ pub(super) struct Stream {
     /// Bytes handed out so far: where the next header starts, for error messages.
     offset: u64,
     done: bool,
+    /// The reader under the stream failed (a read or decompression error), as opposed to
+    /// what it holds being malformed or refused.
+    source_failed: bool,
 }
 
 impl Stream {
+    /// Whether an error came from the reader under the stream.
+    pub(super) fn source_failed(&self) -> bool {
+        self.source_failed
+    }
+
     fn refill(&mut self) -> io::Result<bool> {
         if self.done {
             return Ok(false);
@@ -106,6 +115,7 @@ impl Stream {
             }
             Ok(Err(e)) => {
                 self.done = true;
+                self.source_failed = true;
                 Err(e)
             }
             Err(_) => {

@@ -29,15 +29,16 @@ use std::collections::HashMap;
 use std::ffi::{CStr, CString};
 use std::fs::{self, File};
 use std::io::{self, BufReader, Read};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use super::ArchiveError;
 use super::entry::{Copied, Entry, Kind, Sink, SinkError, read_some};
 use super::excludes::{Excludes, bytes_path};
+use super::sys::{self, FileType, OFlags};
 use super::tar_in::{self, CHUNK, Content, read_error};
-use super::{sys, walk};
+use super::walk;
 use crate::progress::Progress;
 
 /// Upper bounds from the manifest: an archive holding more than its manifest records is
@@ -115,9 +116,8 @@ pub fn extract_artifact(
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let file = File::open(artifact).map_err(|e| ArchiveError::io("opening", artifact, e))?;
-    // Doubles the readahead window for this file; advice only.
-    // SAFETY: a valid descriptor; the call only sets advice on it.
-    unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_SEQUENTIAL) };
+    // Doubles the readahead window for this file.
+    sys::advise_sequential(&file);
     let input = BufReader::with_capacity(CHUNK, file);
     let reader: Box<dyn Read + Send> = if name.ends_with(".zst") {
         Box::new(
@@ -161,15 +161,7 @@ pub fn extract_tar<R: Read + Send>(
 /// far cheaper than an fsync per file (and what `sync` does, for one filesystem only).
 pub fn sync_tree(target: &Path) -> Result<(), ArchiveError> {
     let dir = File::open(target).map_err(|e| ArchiveError::io("syncing", target, e))?;
-    // SAFETY: a valid descriptor.
-    if unsafe { libc::syncfs(dir.as_raw_fd()) } < 0 {
-        return Err(ArchiveError::io(
-            "syncing",
-            target,
-            io::Error::last_os_error(),
-        ));
-    }
-    Ok(())
+    sys::sync_fs(&dir).map_err(|e| ArchiveError::io("syncing", target, e))
 }
 
 /// A folder artifact is walked like a source folder (by descriptors, never following a
@@ -231,10 +223,10 @@ fn open_target(target: &Path) -> Result<OwnedFd, ArchiveError> {
             "the path holds a NUL byte",
         ))
     })?;
-    let root = open_at(
-        libc::AT_FDCWD,
+    let root = sys::open_at(
+        sys::CWD,
         &path,
-        libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW,
         0,
     )
     .map_err(fail)?;
@@ -573,22 +565,23 @@ impl Place for Writer<'_> {
             // The source is found first and held by its own descriptor: finding it moves
             // the cached folder stack.
             let (source_dir, source_name) = self.link_source(path, to)?;
-            let dir = self.open_parent(parent, true)?.as_raw_fd();
+            let dir = self.open_parent(parent, true)?;
             retry_exists(dir, &name, || {
-                link_at(source_dir.as_raw_fd(), &source_name, dir, &name)
+                sys::link_at(&source_dir, &source_name, dir, &name)
             })?;
             return Ok(());
         }
-        let dir = self.open_parent(parent, true)?.as_raw_fd();
+        let chown = self.chown;
+        let dir = self.open_parent(parent, true)?;
         match what {
             What::Dir => {
-                match mkdir_at(dir, &name, 0o700) {
+                match sys::mkdir_at(dir, &name, 0o700) {
                     Ok(()) => {}
                     Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
-                        if !is_dir(&stat_at(dir, &name)?) {
+                        if !is_dir(&sys::stat_at(dir, &name)?) {
                             // A symlink or file by that name goes; it is never followed.
-                            unlink_at(dir, &name)?;
-                            mkdir_at(dir, &name, 0o700)?;
+                            sys::unlink_at(dir, &name)?;
+                            sys::mkdir_at(dir, &name, 0o700)?;
                         }
                     }
                     Err(e) => return Err(e.into()),
@@ -602,8 +595,8 @@ impl Place for Writer<'_> {
                 }
             }
             What::File { size } => {
-                let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW;
-                let fd = retry_exists(dir, &name, || open_at(dir, &name, flags, 0o600))?;
+                let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW;
+                let fd = retry_exists(dir, &name, || sys::open_at(dir, &name, flags, 0o600))?;
                 let mut out = SparseFile::new(fd.as_fd());
                 let mut left = size;
                 while left > 0 {
@@ -625,27 +618,26 @@ impl Place for Writer<'_> {
             What::Symlink(to) => {
                 check_symlink_target(to)?;
                 let to = cstring(to);
-                retry_exists(dir, &name, || symlink_at(&to, dir, &name))?;
+                retry_exists(dir, &name, || sys::symlink_at(&to, dir, &name))?;
                 // No chmod: it would follow the link, and a symlink's mode means nothing.
-                if self.chown {
-                    chown_at(dir, &name, attrs.uid, attrs.gid)?;
+                if chown {
+                    let (uid, gid) = ids(attrs.uid, attrs.gid)?;
+                    sys::chown_at(dir, &name, uid, gid)?;
                 }
+                let times = sys::set_times_at(dir, &name, attrs.mtime);
                 if !attrs.xattrs.is_empty() {
                     self.warn_xattrs(shown, "symlinks keep no extended attributes here");
                 }
-                set_times_at(dir, &name, attrs.mtime)
-                    .map_err(|e| Fail::Io("setting the mtime of", e))?;
+                times.map_err(|e| Fail::Io("setting the mtime of", e))?;
             }
             What::Fifo => {
-                retry_exists(dir, &name, || mkfifo_at(dir, &name))?;
+                retry_exists(dir, &name, || {
+                    sys::mknod_at(dir, &name, FileType::Fifo, 0o600, 0)
+                })?;
                 // Opened to set its metadata by descriptor; non-blocking, so no writer is
                 // needed.
-                let fd = open_at(
-                    dir,
-                    &name,
-                    libc::O_RDONLY | libc::O_NONBLOCK | libc::O_NOFOLLOW,
-                    0,
-                )?;
+                let flags = OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOFOLLOW;
+                let fd = sys::open_at(dir, &name, flags, 0)?;
                 self.apply(fd.as_fd(), attrs, shown)?;
             }
             What::Hardlink(_) => unreachable!("linked above"),
@@ -669,7 +661,7 @@ impl Writer<'_> {
             }
             Err(e) => return Err(e),
         };
-        match stat_at(dir.as_raw_fd(), &name) {
+        match sys::stat_at(&dir, &name) {
             Ok(st) if is_dir(&st) => Err(link_to_folder(&to)),
             Ok(_) => Ok((dir, name)),
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Err(link_missing(&to)),
@@ -700,24 +692,20 @@ impl Writer<'_> {
                 Some(i) => (&rest[..i], &rest[i + 1..]),
                 None => (rest, &rest[..0]),
             };
-            let dir = self
-                .stack
-                .last()
-                .map_or(&self.root, |(_, fd)| fd)
-                .as_raw_fd();
+            let dir = self.stack.last().map_or(&self.root, |(_, fd)| fd).as_fd();
             let name = cstring(comp);
             let so_far = &parent[..parent.len() - tail.len()];
             let so_far = so_far.strip_suffix(b"/").unwrap_or(so_far);
-            let flags = libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW;
-            let fd = match open_at(dir, &name, flags, 0) {
+            let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW;
+            let fd = match sys::open_at(dir, &name, flags, 0) {
                 Ok(fd) => fd,
                 Err(e) if e.raw_os_error() == Some(libc::ENOENT) && create => {
-                    match mkdir_at(dir, &name, 0o755) {
+                    match sys::mkdir_at(dir, &name, 0o755) {
                         Ok(()) => {}
                         Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
                         Err(e) => return Err(e.into()),
                     }
-                    open_at(dir, &name, flags, 0)
+                    sys::open_at(dir, &name, flags, 0)
                         .map_err(|e| self.not_a_dir(dir, &name, so_far, e))?
                 }
                 Err(e) => return Err(self.not_a_dir(dir, &name, so_far, e)),
@@ -730,12 +718,12 @@ impl Writer<'_> {
 
     /// Why a folder on the way could not be opened: a symlink or something else there is
     /// a refusal, anything else an I/O error.
-    fn not_a_dir(&self, dir: i32, name: &CStr, so_far: &[u8], e: io::Error) -> Fail {
+    fn not_a_dir(&self, dir: BorrowedFd<'_>, name: &CStr, so_far: &[u8], e: io::Error) -> Fail {
         if !matches!(e.raw_os_error(), Some(libc::ELOOP) | Some(libc::ENOTDIR)) {
             return Fail::Io("opening", e);
         }
-        match stat_at(dir, name) {
-            Ok(st) => passes_through(so_far, st.st_mode & libc::S_IFMT == libc::S_IFLNK),
+        match sys::stat_at(dir, name) {
+            Ok(st) => passes_through(so_far, sys::file_type(&st) == FileType::Symlink),
             Err(e) => Fail::Io("opening", e),
         }
     }
@@ -743,38 +731,22 @@ impl Writer<'_> {
     /// Owner, mode, xattrs and mtime, in that order: chown clears setuid and setgid bits
     /// and file capabilities, and each of the others could change the mtime.
     fn apply(&mut self, fd: BorrowedFd<'_>, attrs: &Attrs, shown: &str) -> Result<(), Fail> {
-        let fd = fd.as_raw_fd();
         let meta_err = |e| Fail::Io("setting owner, mode and mtime of", e);
         if self.chown {
             let (uid, gid) = ids(attrs.uid, attrs.gid)?;
-            // SAFETY: a valid descriptor.
-            check(unsafe { libc::fchown(fd, uid, gid) }).map_err(meta_err)?;
+            sys::chown_fd(fd, uid, gid).map_err(meta_err)?;
         }
-        // SAFETY: a valid descriptor.
-        check(unsafe { libc::fchmod(fd, attrs.mode & 0o7777) }).map_err(meta_err)?;
+        sys::chmod_fd(fd, attrs.mode & 0o7777).map_err(meta_err)?;
         for (key, value) in &attrs.xattrs {
-            let key = match CString::new(key.as_slice()) {
-                Ok(k) => k,
-                Err(_) => {
-                    self.warn_xattrs(shown, "an extended attribute's name holds a NUL byte");
-                    continue;
-                }
-            };
-            // SAFETY: a valid descriptor, a NUL-terminated name and a live value buffer
-            // whose length is passed.
-            let rc =
-                unsafe { libc::fsetxattr(fd, key.as_ptr(), value.as_ptr().cast(), value.len(), 0) };
-            if rc < 0 {
-                let e = io::Error::last_os_error();
-                self.warn_xattrs(
-                    shown,
-                    &format!("{}: {e}", String::from_utf8_lossy(key.to_bytes())),
-                );
+            if key.contains(&0) {
+                self.warn_xattrs(shown, "an extended attribute's name holds a NUL byte");
+                continue;
+            }
+            if let Err(e) = sys::set_xattr_fd(fd, key, value) {
+                self.warn_xattrs(shown, &format!("{}: {e}", String::from_utf8_lossy(key)));
             }
         }
-        let times = [timespec(attrs.mtime), timespec(attrs.mtime)];
-        // SAFETY: a valid descriptor and a two-element array.
-        check(unsafe { libc::futimens(fd, times.as_ptr()) }).map_err(meta_err)?;
+        sys::set_times_fd(fd, attrs.mtime).map_err(meta_err)?;
         Ok(())
     }
 
@@ -804,9 +776,9 @@ impl Extractor<Writer<'_>> {
             let name = cstring(name);
             let w = &mut self.place;
             let result = (|| {
-                let dir = w.open_parent(parent, false)?.as_raw_fd();
-                let flags = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW;
-                let fd = open_at(dir, &name, flags, 0).map_err(|e| Fail::Io("opening", e))?;
+                let dir = w.open_parent(parent, false)?;
+                let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW;
+                let fd = sys::open_at(dir, &name, flags, 0).map_err(|e| Fail::Io("opening", e))?;
                 w.apply(fd.as_fd(), &attrs, &shown)
             })();
             result.map_err(|f| self.fail(&shown, &path, f))?;
@@ -829,16 +801,16 @@ impl Extractor<Writer<'_>> {
 /// Creates a name with `create`; if the name exists and is not a folder, removes it and
 /// tries once more. A folder in the way is refused: it may hold entries already written.
 fn retry_exists<T>(
-    dir: i32,
+    dir: BorrowedFd<'_>,
     name: &CStr,
     mut create: impl FnMut() -> io::Result<T>,
 ) -> Result<T, Fail> {
     match create() {
         Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
-            if is_dir(&stat_at(dir, name)?) {
+            if is_dir(&sys::stat_at(dir, name)?) {
                 return Err(folder_in_the_way());
             }
-            unlink_at(dir, name)?;
+            sys::unlink_at(dir, name)?;
             Ok(create()?)
         }
         other => Ok(other?),
@@ -855,11 +827,8 @@ pub(super) fn ids(uid: u64, gid: u64) -> Result<(u32, u32), Fail> {
     }
 }
 
-fn timespec((secs, nanos): (i64, i64)) -> libc::timespec {
-    libc::timespec {
-        tv_sec: secs as libc::time_t,
-        tv_nsec: nanos as libc::c_long,
-    }
+fn is_dir(st: &sys::Stat) -> bool {
+    sys::file_type(st) == FileType::Directory
 }
 
 // ---------------------------------------------------------------------------------------
@@ -892,33 +861,6 @@ fn is_zero(data: &[u8]) -> bool {
             .all(|c| c.iter().fold(0u8, |acc, b| acc | b) == 0)
 }
 
-fn pwrite_all(fd: BorrowedFd<'_>, mut data: &[u8], mut off: u64) -> io::Result<()> {
-    while !data.is_empty() {
-        // SAFETY: a valid descriptor and a live buffer whose length is passed.
-        let n = unsafe {
-            libc::pwrite(
-                fd.as_raw_fd(),
-                data.as_ptr().cast(),
-                data.len(),
-                off as libc::off_t,
-            )
-        };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(e);
-        }
-        if n == 0 {
-            return Err(io::ErrorKind::WriteZero.into());
-        }
-        data = &data[n as usize..];
-        off += n as u64;
-    }
-    Ok(())
-}
-
 impl<'f> SparseFile<'f> {
     fn new(fd: BorrowedFd<'f>) -> Self {
         SparseFile {
@@ -935,22 +877,14 @@ impl<'f> SparseFile<'f> {
     /// Only a head start for the final sync, so a failure here changes nothing.
     fn start_writeback(&mut self) {
         if self.off > self.flushed {
-            // SAFETY: a valid descriptor; the call only starts writeback of the range.
-            unsafe {
-                libc::sync_file_range(
-                    self.fd.as_raw_fd(),
-                    self.flushed as libc::off64_t,
-                    (self.off - self.flushed) as libc::off64_t,
-                    libc::SYNC_FILE_RANGE_WRITE,
-                )
-            };
+            sys::start_writeback(self.fd, self.flushed, self.off - self.flushed);
             self.flushed = self.off;
         }
     }
 
     fn put(&mut self, data: &[u8], off: u64) -> io::Result<()> {
         if !data.is_empty() {
-            pwrite_all(self.fd, data, off)?;
+            sys::pwrite_all(self.fd, data, off)?;
             self.end = self.end.max(off + data.len() as u64);
         }
         Ok(())
@@ -992,10 +926,7 @@ impl<'f> SparseFile<'f> {
     /// Sets the length when the file ends in a hole or in held-back zeros.
     fn finish(self, size: u64) -> io::Result<()> {
         if self.end < size {
-            // SAFETY: a valid descriptor.
-            if unsafe { libc::ftruncate(self.fd.as_raw_fd(), size as libc::off_t) } < 0 {
-                return Err(io::Error::last_os_error());
-            }
+            sys::truncate_fd(self.fd, size)?;
         }
         Ok(())
     }
@@ -1065,97 +996,6 @@ impl Sink for FolderSource<'_> {
             }
         }
     }
-}
-
-// ---------------------------------------------------------------------------------------
-// System calls relative to a folder descriptor.
-
-fn check(rc: libc::c_int) -> io::Result<()> {
-    if rc < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
-}
-
-fn open_at(dir: i32, name: &CStr, flags: libc::c_int, mode: libc::mode_t) -> io::Result<OwnedFd> {
-    loop {
-        // SAFETY: a valid descriptor (or AT_FDCWD) and a NUL-terminated name.
-        let fd = unsafe {
-            libc::openat(
-                dir,
-                name.as_ptr(),
-                flags | libc::O_CLOEXEC | libc::O_NOCTTY,
-                mode as libc::c_uint,
-            )
-        };
-        if fd >= 0 {
-            // SAFETY: openat just returned this descriptor, which nobody else owns.
-            return Ok(unsafe { OwnedFd::from_raw_fd(fd) });
-        }
-        let e = io::Error::last_os_error();
-        if e.kind() != io::ErrorKind::Interrupted {
-            return Err(e);
-        }
-    }
-}
-
-fn stat_at(dir: i32, name: &CStr) -> io::Result<libc::stat> {
-    // SAFETY: an all-zero `stat` is a valid value; fstatat fills it.
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    // SAFETY: a valid descriptor, a NUL-terminated name and a live `stat`.
-    check(unsafe { libc::fstatat(dir, name.as_ptr(), &mut st, libc::AT_SYMLINK_NOFOLLOW) })?;
-    Ok(st)
-}
-
-fn is_dir(st: &libc::stat) -> bool {
-    st.st_mode & libc::S_IFMT == libc::S_IFDIR
-}
-
-fn mkdir_at(dir: i32, name: &CStr, mode: libc::mode_t) -> io::Result<()> {
-    // SAFETY: a valid descriptor and a NUL-terminated name.
-    check(unsafe { libc::mkdirat(dir, name.as_ptr(), mode) })
-}
-
-fn unlink_at(dir: i32, name: &CStr) -> io::Result<()> {
-    // SAFETY: a valid descriptor and a NUL-terminated name.
-    check(unsafe { libc::unlinkat(dir, name.as_ptr(), 0) })
-}
-
-fn symlink_at(to: &CStr, dir: i32, name: &CStr) -> io::Result<()> {
-    // SAFETY: NUL-terminated strings and a valid descriptor.
-    check(unsafe { libc::symlinkat(to.as_ptr(), dir, name.as_ptr()) })
-}
-
-/// Without AT_SYMLINK_FOLLOW: a link to a symlink is a link to the symlink itself.
-fn link_at(from_dir: i32, from: &CStr, dir: i32, name: &CStr) -> io::Result<()> {
-    // SAFETY: valid descriptors and NUL-terminated names.
-    check(unsafe { libc::linkat(from_dir, from.as_ptr(), dir, name.as_ptr(), 0) })
-}
-
-fn mkfifo_at(dir: i32, name: &CStr) -> io::Result<()> {
-    // SAFETY: a valid descriptor and a NUL-terminated name.
-    check(unsafe { libc::mknodat(dir, name.as_ptr(), libc::S_IFIFO | 0o600, 0) })
-}
-
-fn chown_at(dir: i32, name: &CStr, uid: u64, gid: u64) -> Result<(), Fail> {
-    let (uid, gid) = ids(uid, gid)?;
-    // SAFETY: a valid descriptor and a NUL-terminated name.
-    check(unsafe { libc::fchownat(dir, name.as_ptr(), uid, gid, libc::AT_SYMLINK_NOFOLLOW) })?;
-    Ok(())
-}
-
-fn set_times_at(dir: i32, name: &CStr, mtime: (i64, i64)) -> io::Result<()> {
-    let times = [timespec(mtime), timespec(mtime)];
-    // SAFETY: a valid descriptor, a NUL-terminated name and a two-element array.
-    check(unsafe {
-        libc::utimensat(
-            dir,
-            name.as_ptr(),
-            times.as_ptr(),
-            libc::AT_SYMLINK_NOFOLLOW,
-        )
-    })
 }
 
 #[cfg(test)]

@@ -38,26 +38,12 @@ fn check_refuses(tar: &[u8], limits: ExtractLimits) -> String {
 
 fn set_mtime(path: &Path, secs: i64) {
     let c = CString::new(path.as_os_str().as_bytes()).unwrap();
-    let t = libc::timespec {
-        tv_sec: secs,
-        tv_nsec: 0,
-    };
-    // SAFETY: a NUL-terminated path and a two-element array.
-    let rc = unsafe {
-        libc::utimensat(
-            libc::AT_FDCWD,
-            c.as_ptr(),
-            [t, t].as_ptr(),
-            libc::AT_SYMLINK_NOFOLLOW,
-        )
-    };
-    assert_eq!(rc, 0, "{}", io::Error::last_os_error());
+    sys::set_times_at(sys::CWD, &c, (secs, 0)).unwrap();
 }
 
 fn mkfifo(path: &Path) {
     let c = CString::new(path.as_os_str().as_bytes()).unwrap();
-    // SAFETY: a NUL-terminated path.
-    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+    sys::mknod_at(sys::CWD, &c, FileType::Fifo, 0o644, 0).unwrap();
 }
 
 fn allocated(path: &Path) -> u64 {
@@ -924,14 +910,8 @@ fn pax_data(records: &[(&[u8], &[u8])]) -> Vec<u8> {
 }
 
 fn xattr(path: &Path, name: &str) -> io::Result<Vec<u8>> {
-    let p = CString::new(path.as_os_str().as_bytes()).unwrap();
-    let n = CString::new(name).unwrap();
     let mut buf = vec![0u8; 256];
-    // SAFETY: NUL-terminated strings and a live buffer whose length is passed.
-    let len = unsafe { libc::getxattr(p.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
-    if len < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    buf.truncate(len as usize);
+    let len = rustix::fs::getxattr(path, name, &mut buf[..])?;
+    buf.truncate(len);
     Ok(buf)
 }

@@ -29,15 +29,16 @@ use std::collections::HashMap;
 use std::ffi::{CStr, CString};
 use std::fs::{self, File};
 use std::io::{self, BufReader, Read};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
 
 use super::ArchiveError;
 use super::entry::{Copied, Entry, Kind, Sink, SinkError, read_some};
 use super::excludes::{Excludes, bytes_path};
-use super::{sys, walk};
+use super::sys::{self, FileType, OFlags};
+use super::tar_in::{self, CHUNK, Content, read_error};
+use super::walk;
 use crate::progress::Progress;
 
 /// Upper bounds from the manifest: an archive holding more than its manifest records is
@@ -54,6 +55,20 @@ pub struct ExtractLimits {
     pub max_bytes: u64,
 }
 
+impl ExtractLimits {
+    /// The limits for an artifact from its manifest entry: its `entries`, and its
+    /// `source_bytes` with a tenth and 1 MiB of slack for files that shrank while they
+    /// were archived, as restores set them.
+    pub fn from_manifest(entries: u64, source_bytes: u64) -> ExtractLimits {
+        ExtractLimits {
+            max_entries: entries,
+            max_bytes: source_bytes
+                .saturating_add(source_bytes / 10)
+                .saturating_add(1 << 20),
+        }
+    }
+}
+
 /// What an extraction wrote.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ExtractStats {
@@ -63,18 +78,9 @@ pub struct ExtractStats {
     pub bytes: u64,
 }
 
-/// Data is handed from the reading thread to the extracting one in buffers of this size.
-const CHUNK: usize = 1 << 20;
-/// Buffers in flight between the two threads: enough to ride out a burst of small files
-/// on one side or a slow block on the other, and only a few MiB of memory.
-const IN_FLIGHT: usize = 4;
-const BLOCK: usize = 512;
 /// Aligned runs of zeros this long become holes. Large enough that a file of ordinary
 /// data is never fragmented, small enough that a database's preallocated zeros are found.
 const HOLE: u64 = 64 * 1024;
-/// Pax and GNU long-name records are held in memory whole; real ones are tiny.
-const MAX_PAX: u64 = 1 << 20;
-const MAX_LONG_NAME: u64 = 64 * 1024;
 
 /// Files at least this large are handed to the disk as soon as they are written, and
 /// larger ones every `WRITEBACK_STEP` bytes, rather than all at the final sync: the disk
@@ -110,9 +116,8 @@ pub fn extract_artifact(
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let file = File::open(artifact).map_err(|e| ArchiveError::io("opening", artifact, e))?;
-    // Doubles the readahead window for this file; advice only.
-    // SAFETY: a valid descriptor; the call only sets advice on it.
-    unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_SEQUENTIAL) };
+    // Doubles the readahead window for this file.
+    sys::advise_sequential(&file);
     let input = BufReader::with_capacity(CHUNK, file);
     let reader: Box<dyn Read + Send> = if name.ends_with(".zst") {
         Box::new(
@@ -146,25 +151,9 @@ pub fn extract_tar<R: Read + Send>(
     progress: &dyn Progress,
 ) -> Result<ExtractStats, ArchiveError> {
     let root = open_target(target)?;
-    std::thread::scope(|scope| {
-        let (tx, rx) = mpsc::sync_channel(IN_FLIGHT);
-        let (pool_tx, pool_rx) = mpsc::channel();
-        scope.spawn(move || pump(reader, tx, pool_rx));
-        let mut stream = Stream {
-            rx,
-            pool: pool_tx,
-            buf: Vec::new(),
-            len: 0,
-            pos: 0,
-            offset: 0,
-            done: false,
-        };
-        let mut ex = Extractor::new(root, target, Origin::Tar, limits, progress);
-        let result = read_tar(&mut stream, &mut ex).and_then(|()| ex.finish());
-        // Dropping the receiver stops the reading thread at its next buffer, also when
-        // the extraction failed half-way.
-        drop(stream);
-        result
+    let mut ex = Extractor::new(Writer::new(root, progress), target, Origin::Tar, limits);
+    tar_in::with_stream(reader, |stream| {
+        tar_in::read_tar(stream, &mut ex).and_then(|()| ex.finish())
     })
 }
 
@@ -172,15 +161,7 @@ pub fn extract_tar<R: Read + Send>(
 /// far cheaper than an fsync per file (and what `sync` does, for one filesystem only).
 pub fn sync_tree(target: &Path) -> Result<(), ArchiveError> {
     let dir = File::open(target).map_err(|e| ArchiveError::io("syncing", target, e))?;
-    // SAFETY: a valid descriptor.
-    if unsafe { libc::syncfs(dir.as_raw_fd()) } < 0 {
-        return Err(ArchiveError::io(
-            "syncing",
-            target,
-            io::Error::last_os_error(),
-        ));
-    }
-    Ok(())
+    sys::sync_fs(&dir).map_err(|e| ArchiveError::io("syncing", target, e))
 }
 
 /// A folder artifact is walked like a source folder (by descriptors, never following a
@@ -193,11 +174,10 @@ fn extract_folder(
 ) -> Result<ExtractStats, ArchiveError> {
     let root = open_target(target)?;
     let ex = Extractor::new(
-        root,
+        Writer::new(root, progress),
         target,
         Origin::Folder(artifact.to_path_buf()),
         limits,
-        progress,
     );
     let mut sink = FolderSource {
         ex,
@@ -243,10 +223,10 @@ fn open_target(target: &Path) -> Result<OwnedFd, ArchiveError> {
             "the path holds a NUL byte",
         ))
     })?;
-    let root = open_at(
-        libc::AT_FDCWD,
+    let root = sys::open_at(
+        sys::CWD,
         &path,
-        libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW,
         0,
     )
     .map_err(fail)?;
@@ -260,452 +240,10 @@ fn open_target(target: &Path) -> Result<OwnedFd, ArchiveError> {
 }
 
 // ---------------------------------------------------------------------------------------
-// Reading: a thread fills buffers, the extracting thread takes slices out of them.
-
-struct Chunk {
-    buf: Vec<u8>,
-    len: usize,
-}
-
-/// Reads `reader` into full buffers and sends them until the end or an error, or until
-/// the receiving side hangs up. Buffers come back through `pool` to be reused.
-fn pump(mut reader: impl Read, tx: SyncSender<io::Result<Chunk>>, pool: Receiver<Vec<u8>>) {
-    loop {
-        let mut buf = pool.try_recv().unwrap_or_else(|_| vec![0; CHUNK]);
-        let mut len = 0;
-        while len < buf.len() {
-            match read_some(&mut reader, &mut buf[len..]) {
-                Ok(0) => break,
-                Ok(n) => len += n,
-                Err(e) => {
-                    let _ = tx.send(Err(e));
-                    return;
-                }
-            }
-        }
-        if len == 0 {
-            return;
-        }
-        let last = len < buf.len();
-        if tx.send(Ok(Chunk { buf, len })).is_err() || last {
-            return;
-        }
-    }
-}
-
-struct Stream {
-    rx: Receiver<io::Result<Chunk>>,
-    pool: Sender<Vec<u8>>,
-    buf: Vec<u8>,
-    len: usize,
-    pos: usize,
-    /// Bytes handed out so far: where the next header starts, for error messages.
-    offset: u64,
-    done: bool,
-}
-
-impl Stream {
-    fn refill(&mut self) -> io::Result<bool> {
-        if self.done {
-            return Ok(false);
-        }
-        match self.rx.recv() {
-            Ok(Ok(chunk)) => {
-                let old = std::mem::replace(&mut self.buf, chunk.buf);
-                if !old.is_empty() {
-                    let _ = self.pool.send(old);
-                }
-                self.len = chunk.len;
-                self.pos = 0;
-                Ok(true)
-            }
-            Ok(Err(e)) => {
-                self.done = true;
-                Err(e)
-            }
-            Err(_) => {
-                self.done = true;
-                Ok(false)
-            }
-        }
-    }
-
-    /// Up to `max` bytes, straight out of the current buffer; empty only at the end.
-    fn next(&mut self, max: usize) -> io::Result<&[u8]> {
-        if self.pos == self.len && !self.refill()? {
-            return Ok(&[]);
-        }
-        let start = self.pos;
-        let n = max.min(self.len - start);
-        self.pos += n;
-        self.offset += n as u64;
-        Ok(&self.buf[start..start + n])
-    }
-
-    /// Fills `out` as far as the stream goes; returns how much was filled.
-    fn fill(&mut self, out: &mut [u8]) -> io::Result<usize> {
-        let mut filled = 0;
-        while filled < out.len() {
-            let part = self.next(out.len() - filled)?;
-            if part.is_empty() {
-                break;
-            }
-            out[filled..filled + part.len()].copy_from_slice(part);
-            filled += part.len();
-        }
-        Ok(filled)
-    }
-
-    /// Skips `n` bytes; false when the stream ends first.
-    fn skip(&mut self, mut n: u64) -> io::Result<bool> {
-        while n > 0 {
-            let part = self.next(usize::try_from(n).unwrap_or(usize::MAX))?.len();
-            if part == 0 {
-                return Ok(false);
-            }
-            n -= part as u64;
-        }
-        Ok(true)
-    }
-}
-
-/// Where the bytes of a regular file come from: slices of the stream's buffers, or reads
-/// from a file of a folder artifact.
-trait Content {
-    /// Up to `max` (> 0) bytes; never empty: the source ending early is an error.
-    fn chunk(&mut self, max: usize) -> io::Result<&[u8]>;
-}
-
-fn truncated() -> io::Error {
-    io::Error::new(
-        io::ErrorKind::UnexpectedEof,
-        "the stream ends inside this entry: it is truncated",
-    )
-}
-
-struct TarContent<'s> {
-    stream: &'s mut Stream,
-}
-
-impl Content for TarContent<'_> {
-    fn chunk(&mut self, max: usize) -> io::Result<&[u8]> {
-        let part = self.stream.next(max)?;
-        if part.is_empty() {
-            return Err(truncated());
-        }
-        Ok(part)
-    }
-}
-
-// ---------------------------------------------------------------------------------------
-// The tar format: headers, GNU long names and pax records, parsed here rather than by the
-// tar crate's reader so that every byte's fate is decided in one place and file data
-// never takes a detour through another buffer.
-
-/// What pax and GNU long-name records say about the next entry.
-#[derive(Default)]
-struct Extensions {
-    pax_path: Option<Vec<u8>>,
-    pax_link: Option<Vec<u8>>,
-    gnu_path: Option<Vec<u8>>,
-    gnu_link: Option<Vec<u8>>,
-    size: Option<u64>,
-    uid: Option<u64>,
-    gid: Option<u64>,
-    mtime: Option<(i64, i64)>,
-    xattrs: Vec<(Vec<u8>, Vec<u8>)>,
-    sparse: bool,
-}
-
-fn malformed(offset: u64, problem: impl Into<String>) -> ArchiveError {
-    ArchiveError::Malformed {
-        offset,
-        problem: problem.into(),
-    }
-}
-
-fn read_error(entry: &str, e: io::Error) -> ArchiveError {
-    ArchiveError::Stream {
-        entry: entry.to_string(),
-        source: e,
-    }
-}
-
-fn padding(size: u64) -> u64 {
-    (BLOCK as u64 - size % BLOCK as u64) % BLOCK as u64
-}
-
-/// The checksum is the sum of the header's bytes with its own field taken as spaces;
-/// some old writers summed signed bytes.
-fn checksum_ok(block: &[u8; BLOCK], header: &tar::Header) -> bool {
-    let Ok(stored) = header.cksum() else {
-        return false;
-    };
-    let (mut unsigned, mut signed) = (0u32, 0i32);
-    for (i, b) in block.iter().enumerate() {
-        let b = if (148..156).contains(&i) { b' ' } else { *b };
-        unsigned += u32::from(b);
-        signed += i32::from(b as i8);
-    }
-    stored == unsigned || i64::from(stored) == i64::from(signed)
-}
-
-/// A record's data (pax or long name), held whole.
-fn read_record(
-    stream: &mut Stream,
-    size: u64,
-    max: u64,
-    at: u64,
-    what: &str,
-) -> Result<Vec<u8>, ArchiveError> {
-    if size > max {
-        return Err(malformed(
-            at,
-            format!("a {what} record of {size} bytes is larger than the {max} allowed"),
-        ));
-    }
-    let mut data = vec![0; size as usize];
-    let n = stream
-        .fill(&mut data)
-        .map_err(|e| read_error("the tar stream", e))?;
-    let padded = stream
-        .skip(padding(size))
-        .map_err(|e| read_error("the tar stream", e))?;
-    if n < data.len() || !padded {
-        return Err(malformed(
-            at,
-            format!("it ends inside a {what} record: it is truncated"),
-        ));
-    }
-    Ok(data)
-}
-
-fn until_nul(data: &[u8]) -> Vec<u8> {
-    data.iter()
-        .position(|b| *b == 0)
-        .map_or(data, |i| &data[..i])
-        .to_vec()
-}
-
-/// `seconds[.fraction]`, possibly negative, as (seconds, nanoseconds).
-fn parse_pax_time(value: &[u8]) -> Option<(i64, i64)> {
-    let text = std::str::from_utf8(value).ok()?;
-    let (negative, text) = match text.strip_prefix('-') {
-        Some(rest) => (true, rest),
-        None => (false, text),
-    };
-    let (secs, frac) = text.split_once('.').unwrap_or((text, ""));
-    let secs: i64 = secs.parse().ok()?;
-    if !frac.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    let mut nanos: i64 = 0;
-    for (i, digit) in frac.bytes().take(9).enumerate() {
-        nanos += i64::from(digit - b'0') * 10i64.pow(8 - i as u32);
-    }
-    Some(if !negative {
-        (secs, nanos)
-    } else if nanos == 0 {
-        (-secs, 0)
-    } else {
-        (-secs - 1, 1_000_000_000 - nanos)
-    })
-}
-
-fn parse_number(value: &[u8]) -> Option<u64> {
-    std::str::from_utf8(value).ok()?.parse().ok()
-}
-
-impl Extensions {
-    /// Pax records are `<length> <key>=<value>\n`, the length counting the whole record.
-    fn pax(&mut self, mut data: &[u8]) -> Result<(), String> {
-        let bad = || "a pax record is malformed".to_string();
-        while !data.is_empty() {
-            let space = data.iter().position(|b| *b == b' ').ok_or_else(bad)?;
-            let len = parse_number(&data[..space]).ok_or_else(bad)? as usize;
-            if len <= space + 1 || len > data.len() || data[len - 1] != b'\n' {
-                return Err(bad());
-            }
-            let record = &data[space + 1..len - 1];
-            data = &data[len..];
-            let eq = record.iter().position(|b| *b == b'=').ok_or_else(bad)?;
-            let (key, value) = (&record[..eq], &record[eq + 1..]);
-            let number = |what: &str| match value {
-                b"" => Ok(None),
-                _ => parse_number(value)
-                    .map(Some)
-                    .ok_or_else(|| format!("the pax record {what} is not a number")),
-            };
-            // An empty value takes back what an earlier record said.
-            let some = |v: &[u8]| (!v.is_empty()).then(|| v.to_vec());
-            match key {
-                b"path" => self.pax_path = some(value),
-                b"linkpath" => self.pax_link = some(value),
-                b"size" => self.size = number("size")?,
-                b"uid" => self.uid = number("uid")?,
-                b"gid" => self.gid = number("gid")?,
-                b"mtime" if value.is_empty() => self.mtime = None,
-                b"mtime" => {
-                    self.mtime =
-                        Some(parse_pax_time(value).ok_or("the pax record mtime is not a time")?);
-                }
-                _ => {
-                    if let Some(name) = key.strip_prefix(b"SCHILY.xattr.") {
-                        self.xattrs.push((name.to_vec(), value.to_vec()));
-                    } else if key.starts_with(b"GNU.sparse.") {
-                        self.sparse = true;
-                    }
-                    // Others (atime, ctime, uname, comments...) change nothing we restore.
-                }
-            }
-        }
-        Ok(())
-    }
-}
-
-/// Reads entries up to the end-of-archive marker, extracting each, then drains the stream.
-fn read_tar(stream: &mut Stream, ex: &mut Extractor<'_>) -> Result<(), ArchiveError> {
-    let mut block = [0u8; BLOCK];
-    let mut ext = Extensions::default();
-    loop {
-        let at = stream.offset;
-        let n = stream
-            .fill(&mut block)
-            .map_err(|e| read_error("the tar stream", e))?;
-        if n == 0 {
-            return Err(malformed(
-                at,
-                "it ends without an end-of-archive marker: it is truncated",
-            ));
-        }
-        if n < BLOCK {
-            return Err(malformed(at, "it ends inside a header: it is truncated"));
-        }
-        if block.iter().all(|b| *b == 0) {
-            break;
-        }
-        let header = tar::Header::from_byte_slice(&block);
-        if !checksum_ok(&block, header) {
-            return Err(malformed(
-                at,
-                "a header's checksum does not match: the stream is corrupt or not a tar",
-            ));
-        }
-        let raw_size = header
-            .entry_size()
-            .map_err(|e| malformed(at, format!("a header's size is unreadable: {e}")))?;
-        let typeflag = block[156];
-        match typeflag {
-            b'x' => {
-                let data = read_record(stream, raw_size, MAX_PAX, at, "pax")?;
-                ext.pax(&data).map_err(|p| malformed(at, p))?;
-                continue;
-            }
-            b'g' => {
-                // Global records: nothing in them is restored, and they must not leak
-                // into the next entry.
-                read_record(stream, raw_size, MAX_PAX, at, "pax")?;
-                continue;
-            }
-            b'L' => {
-                let data = read_record(stream, raw_size, MAX_LONG_NAME, at, "long name")?;
-                ext.gnu_path = Some(until_nul(&data));
-                continue;
-            }
-            b'K' => {
-                let data = read_record(stream, raw_size, MAX_LONG_NAME, at, "long link")?;
-                ext.gnu_link = Some(until_nul(&data));
-                continue;
-            }
-            _ => {}
-        }
-        let e = std::mem::take(&mut ext);
-        let path = e
-            .pax_path
-            .or(e.gnu_path)
-            .unwrap_or_else(|| header.path_bytes().into_owned());
-        let link = e
-            .pax_link
-            .or(e.gnu_link)
-            .or_else(|| header.link_name_bytes().map(|l| l.into_owned()))
-            .unwrap_or_default();
-        let shown = String::from_utf8_lossy(&path).into_owned();
-        let field = |what: &str, r: io::Result<u64>| {
-            r.map_err(|err| {
-                malformed(
-                    at,
-                    format!("entry {shown:?} has an unreadable {what}: {err}"),
-                )
-            })
-        };
-        let size = e.size.unwrap_or(raw_size);
-        let what = match typeflag {
-            b'0' | b'7' => What::File { size },
-            // Before ustar, a folder was a plain entry whose name ends in `/`.
-            0 if path.ends_with(b"/") => What::Dir,
-            0 => What::File { size },
-            b'5' => What::Dir,
-            b'2' => What::Symlink(&link),
-            b'1' => What::Hardlink(&link),
-            b'6' => What::Fifo,
-            b'3' | b'4' => What::Device,
-            b'S' => return Err(ex.refuse(&shown, "GNU sparse entries are not supported")),
-            other => {
-                return Err(ex.refuse(
-                    &shown,
-                    format!("its entry type {:?} is unknown", char::from(other)),
-                ));
-            }
-        };
-        if e.sparse {
-            return Err(ex.refuse(&shown, "GNU sparse entries are not supported"));
-        }
-        let attrs = Attrs {
-            mode: field("mode", header.mode().map(u64::from))? as u32 & 0o7777,
-            uid: match e.uid {
-                Some(uid) => uid,
-                None => field("uid", header.uid())?,
-            },
-            gid: match e.gid {
-                Some(gid) => gid,
-                None => field("gid", header.gid())?,
-            },
-            mtime: match e.mtime {
-                Some(t) => t,
-                None => (field("mtime", header.mtime())? as i64, 0),
-            },
-            xattrs: e.xattrs,
-        };
-        ex.add(&path, &shown, what, &attrs, &mut TarContent { stream })?;
-        // A file's content was consumed by `add`; other entries may carry data that means
-        // nothing to us. Then the padding to the next header.
-        let rest = if matches!(what, What::File { .. }) {
-            0
-        } else {
-            size
-        };
-        let complete = stream
-            .skip(rest + padding(size))
-            .map_err(|e| read_error(&format!("entry {shown:?}"), e))?;
-        if !complete {
-            return Err(read_error(&format!("entry {shown:?}"), truncated()));
-        }
-    }
-    // Past the marker: writers pad to a record size, and a compressed stream checks its
-    // checksum only at its very end.
-    while !stream
-        .next(usize::MAX)
-        .map_err(|e| read_error("the end of the tar stream", e))?
-        .is_empty()
-    {}
-    Ok(())
-}
-
-// ---------------------------------------------------------------------------------------
-// Writing entries below the target.
+// What happens to each entry: checked by `Extractor`, then placed by a `Place`.
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum What<'a> {
+pub(super) enum What<'a> {
     Dir,
     File {
         size: u64,
@@ -718,23 +256,23 @@ enum What<'a> {
 }
 
 #[derive(Clone, Debug, Default)]
-struct Attrs {
-    mode: u32,
-    uid: u64,
-    gid: u64,
+pub(super) struct Attrs {
+    pub mode: u32,
+    pub uid: u64,
+    pub gid: u64,
     /// Seconds and nanoseconds since the epoch.
-    mtime: (i64, i64),
+    pub mtime: (i64, i64),
     /// Extended attributes by full name (`user.x`, `security.capability`).
-    xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+    pub xattrs: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
-enum Origin {
+pub(super) enum Origin {
     Tar,
     Folder(PathBuf),
 }
 
 /// Why an entry could not be placed: refused, or the filesystem said no.
-enum Fail {
+pub(super) enum Fail {
     Refuse(String),
     Io(&'static str, io::Error),
 }
@@ -745,30 +283,40 @@ impl From<io::Error> for Fail {
     }
 }
 
-struct Extractor<'p> {
-    root: OwnedFd,
-    target: PathBuf,
-    origin: Origin,
-    /// The folders of the last parent path, each opened below the one before it: entries
-    /// come in tree order, so the next entry's parent is nearly always a prefix of it.
-    stack: Vec<(Vec<u8>, OwnedFd)>,
-    /// Folder metadata, applied at the end: writing into a folder changes its mtime, and
-    /// a read-only mode would forbid writing into it (for a user other than root).
-    dirs: Vec<(Vec<u8>, Attrs)>,
-    dir_index: HashMap<Vec<u8>, usize>,
-    root_attrs: Option<Attrs>,
-    limits: ExtractLimits,
-    stats: ExtractStats,
-    chown: bool,
-    warned_xattrs: bool,
-    progress: &'p dyn Progress,
+/// Where entries go once [`Extractor`] has let them through: [`Writer`] creates them
+/// below the target.
+pub(super) trait Place {
+    /// The archive's root entry (`./`): the target folder itself.
+    fn root(&mut self, attrs: &Attrs) -> Result<(), Fail>;
+
+    /// Places one entry; `path` is clean and not empty. For a file, reads exactly its size
+    /// from `content`.
+    fn place(
+        &mut self,
+        path: &[u8],
+        shown: &str,
+        what: What<'_>,
+        attrs: &Attrs,
+        content: &mut dyn Content,
+    ) -> Result<(), Fail>;
 }
 
-const OUTSIDE: &str = "it leads outside the target";
-const DEVICE: &str = "it is a device node; volumes are restored without them";
+/// Checks every entry the same way, whatever it was read from and wherever it goes: its
+/// name, the manifest's limits, its type. Then hands it to `place`.
+pub(super) struct Extractor<P> {
+    place: P,
+    /// Names the place in I/O errors.
+    target: PathBuf,
+    origin: Origin,
+    limits: ExtractLimits,
+    pub(super) stats: ExtractStats,
+}
+
+pub(super) const OUTSIDE: &str = "it leads outside the target";
+pub(super) const DEVICE: &str = "it is a device node; volumes are restored without them";
 
 /// `a/./b//c/` -> `a/b/c`; `..`, absolute paths and NUL bytes are refused.
-fn clean(path: &[u8]) -> Result<Vec<u8>, &'static str> {
+pub(super) fn clean(path: &[u8]) -> Result<Vec<u8>, &'static str> {
     if path.first() == Some(&b'/') {
         return Err("it is an absolute path; only paths relative to the target are extracted");
     }
@@ -792,47 +340,102 @@ fn clean(path: &[u8]) -> Result<Vec<u8>, &'static str> {
 }
 
 /// (parent, name) of a clean, non-empty path.
-fn split(path: &[u8]) -> (&[u8], &[u8]) {
+pub(super) fn split(path: &[u8]) -> (&[u8], &[u8]) {
     match path.iter().rposition(|b| *b == b'/') {
         Some(i) => (&path[..i], &path[i + 1..]),
         None => (&path[..0], path),
     }
 }
 
-fn cstring(name: &[u8]) -> CString {
+pub(super) fn cstring(name: &[u8]) -> CString {
     // Clean paths hold no NUL byte, so this cannot fail.
     CString::new(name).unwrap_or_default()
 }
 
-fn lossy(path: &[u8]) -> String {
+pub(super) fn lossy(path: &[u8]) -> String {
     String::from_utf8_lossy(path).into_owned()
 }
 
-impl<'p> Extractor<'p> {
-    fn new(
-        root: OwnedFd,
-        target: &Path,
-        origin: Origin,
-        limits: ExtractLimits,
-        progress: &'p dyn Progress,
-    ) -> Self {
+// The refusals that depend on what is already below the target, worded once for every
+// place.
+
+/// A folder on the way to an entry is a symlink or something else that is not a folder.
+pub(super) fn passes_through(so_far: &[u8], symlink: bool) -> Fail {
+    Fail::Refuse(if symlink {
+        format!("it passes through the symlink {:?}", lossy(so_far))
+    } else {
+        format!(
+            "it passes through {:?}, which is not a folder",
+            lossy(so_far)
+        )
+    })
+}
+
+/// A non-folder entry where a folder already is: it may hold entries already written.
+pub(super) fn folder_in_the_way() -> Fail {
+    Fail::Refuse("a folder of the same name is already there".into())
+}
+
+pub(super) fn check_symlink_target(to: &[u8]) -> Result<(), Fail> {
+    if to.is_empty() || to.contains(&0) {
+        return Err(Fail::Refuse(
+            "its symlink target is empty or holds a NUL byte".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// The clean path a hard link at `path` points at, refused when it leads outside the
+/// target or names the target or the link itself.
+pub(super) fn link_target(path: &[u8], to: &[u8]) -> Result<Vec<u8>, Fail> {
+    let to = clean(to).map_err(|r| {
+        Fail::Refuse(if r == OUTSIDE {
+            format!("its link target {:?} leads outside the target", lossy(to))
+        } else {
+            format!("its link target {:?} is refused: {r}", lossy(to))
+        })
+    })?;
+    if to.is_empty() {
+        return Err(Fail::Refuse("it links to the target folder itself".into()));
+    }
+    if to == path {
+        return Err(Fail::Refuse("it links to itself".into()));
+    }
+    Ok(to)
+}
+
+/// A hard link's target is not there (yet).
+pub(super) fn link_missing(to: &[u8]) -> Fail {
+    Fail::Refuse(format!(
+        "its link target {:?} has not been extracted before it",
+        lossy(to)
+    ))
+}
+
+/// The way to a hard link's target was refused.
+pub(super) fn link_refused(to: &[u8], reason: String) -> Fail {
+    Fail::Refuse(format!(
+        "its link target {:?} is refused: {reason}",
+        lossy(to)
+    ))
+}
+
+pub(super) fn link_to_folder(to: &[u8]) -> Fail {
+    Fail::Refuse(format!("its link target {:?} is a folder", lossy(to)))
+}
+
+impl<P: Place> Extractor<P> {
+    pub(super) fn new(place: P, target: &Path, origin: Origin, limits: ExtractLimits) -> Self {
         Extractor {
-            root,
+            place,
             target: target.to_path_buf(),
             origin,
-            stack: Vec::new(),
-            dirs: Vec::new(),
-            dir_index: HashMap::new(),
-            root_attrs: None,
             limits,
             stats: ExtractStats::default(),
-            chown: sys::is_root(),
-            warned_xattrs: false,
-            progress,
         }
     }
 
-    fn refuse(&self, shown: &str, reason: impl Into<String>) -> ArchiveError {
+    pub(super) fn refuse(&self, shown: &str, reason: impl Into<String>) -> ArchiveError {
         ArchiveError::Refused {
             origin: match self.origin {
                 Origin::Tar => "tar",
@@ -858,7 +461,7 @@ impl<'p> Extractor<'p> {
     }
 
     /// Extracts one entry. For a file, reads exactly its size from `content`.
-    fn add(
+    pub(super) fn add(
         &mut self,
         raw: &[u8],
         shown: &str,
@@ -871,8 +474,7 @@ impl<'p> Extractor<'p> {
             if what != What::Dir {
                 return Err(self.refuse(shown, "it names the target itself but is not a folder"));
             }
-            self.root_attrs = Some(attrs.clone());
-            return Ok(());
+            return self.place.root(attrs).map_err(|f| self.fail(shown, b"", f));
         }
         if self.stats.entries >= self.limits.max_entries {
             return Err(self.refuse(
@@ -899,10 +501,53 @@ impl<'p> Extractor<'p> {
         if what == What::Device {
             return Err(self.refuse(shown, DEVICE));
         }
-        self.place(&path, shown, what, attrs, content)
+        self.place
+            .place(&path, shown, what, attrs, content)
             .map_err(|f| self.fail(shown, &path, f))?;
         self.stats.entries += 1;
         self.stats.bytes += size;
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Writing entries below the target.
+
+/// Creates entries below the target, each folder on the way opened by descriptor below
+/// the one above it, never following a symlink.
+struct Writer<'p> {
+    root: OwnedFd,
+    /// The folders of the last parent path, each opened below the one before it: entries
+    /// come in tree order, so the next entry's parent is nearly always a prefix of it.
+    stack: Vec<(Vec<u8>, OwnedFd)>,
+    /// Folder metadata, applied at the end: writing into a folder changes its mtime, and
+    /// a read-only mode would forbid writing into it (for a user other than root).
+    dirs: Vec<(Vec<u8>, Attrs)>,
+    dir_index: HashMap<Vec<u8>, usize>,
+    root_attrs: Option<Attrs>,
+    chown: bool,
+    warned_xattrs: bool,
+    progress: &'p dyn Progress,
+}
+
+impl<'p> Writer<'p> {
+    fn new(root: OwnedFd, progress: &'p dyn Progress) -> Self {
+        Writer {
+            root,
+            stack: Vec::new(),
+            dirs: Vec::new(),
+            dir_index: HashMap::new(),
+            root_attrs: None,
+            chown: sys::is_root(),
+            warned_xattrs: false,
+            progress,
+        }
+    }
+}
+
+impl Place for Writer<'_> {
+    fn root(&mut self, attrs: &Attrs) -> Result<(), Fail> {
+        self.root_attrs = Some(attrs.clone());
         Ok(())
     }
 
@@ -920,22 +565,23 @@ impl<'p> Extractor<'p> {
             // The source is found first and held by its own descriptor: finding it moves
             // the cached folder stack.
             let (source_dir, source_name) = self.link_source(path, to)?;
-            let dir = self.open_parent(parent, true)?.as_raw_fd();
+            let dir = self.open_parent(parent, true)?;
             retry_exists(dir, &name, || {
-                link_at(source_dir.as_raw_fd(), &source_name, dir, &name)
+                sys::link_at(&source_dir, &source_name, dir, &name)
             })?;
             return Ok(());
         }
-        let dir = self.open_parent(parent, true)?.as_raw_fd();
+        let chown = self.chown;
+        let dir = self.open_parent(parent, true)?;
         match what {
             What::Dir => {
-                match mkdir_at(dir, &name, 0o700) {
+                match sys::mkdir_at(dir, &name, 0o700) {
                     Ok(()) => {}
                     Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
-                        if !is_dir(&stat_at(dir, &name)?) {
+                        if !is_dir(&sys::stat_at(dir, &name)?) {
                             // A symlink or file by that name goes; it is never followed.
-                            unlink_at(dir, &name)?;
-                            mkdir_at(dir, &name, 0o700)?;
+                            sys::unlink_at(dir, &name)?;
+                            sys::mkdir_at(dir, &name, 0o700)?;
                         }
                     }
                     Err(e) => return Err(e.into()),
@@ -949,8 +595,8 @@ impl<'p> Extractor<'p> {
                 }
             }
             What::File { size } => {
-                let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW;
-                let fd = retry_exists(dir, &name, || open_at(dir, &name, flags, 0o600))?;
+                let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW;
+                let fd = retry_exists(dir, &name, || sys::open_at(dir, &name, flags, 0o600))?;
                 let mut out = SparseFile::new(fd.as_fd());
                 let mut left = size;
                 while left > 0 {
@@ -970,33 +616,28 @@ impl<'p> Extractor<'p> {
                 self.apply(fd.as_fd(), attrs, shown)?;
             }
             What::Symlink(to) => {
-                if to.is_empty() || to.contains(&0) {
-                    return Err(Fail::Refuse(
-                        "its symlink target is empty or holds a NUL byte".into(),
-                    ));
-                }
+                check_symlink_target(to)?;
                 let to = cstring(to);
-                retry_exists(dir, &name, || symlink_at(&to, dir, &name))?;
+                retry_exists(dir, &name, || sys::symlink_at(&to, dir, &name))?;
                 // No chmod: it would follow the link, and a symlink's mode means nothing.
-                if self.chown {
-                    chown_at(dir, &name, attrs.uid, attrs.gid)?;
+                if chown {
+                    let (uid, gid) = ids(attrs.uid, attrs.gid)?;
+                    sys::chown_at(dir, &name, uid, gid)?;
                 }
+                let times = sys::set_times_at(dir, &name, attrs.mtime);
                 if !attrs.xattrs.is_empty() {
                     self.warn_xattrs(shown, "symlinks keep no extended attributes here");
                 }
-                set_times_at(dir, &name, attrs.mtime)
-                    .map_err(|e| Fail::Io("setting the mtime of", e))?;
+                times.map_err(|e| Fail::Io("setting the mtime of", e))?;
             }
             What::Fifo => {
-                retry_exists(dir, &name, || mkfifo_at(dir, &name))?;
+                retry_exists(dir, &name, || {
+                    sys::mknod_at(dir, &name, FileType::Fifo, 0o600, 0)
+                })?;
                 // Opened to set its metadata by descriptor; non-blocking, so no writer is
                 // needed.
-                let fd = open_at(
-                    dir,
-                    &name,
-                    libc::O_RDONLY | libc::O_NONBLOCK | libc::O_NOFOLLOW,
-                    0,
-                )?;
+                let flags = OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOFOLLOW;
+                let fd = sys::open_at(dir, &name, flags, 0)?;
                 self.apply(fd.as_fd(), attrs, shown)?;
             }
             What::Hardlink(_) => unreachable!("linked above"),
@@ -1004,48 +645,26 @@ impl<'p> Extractor<'p> {
         }
         Ok(())
     }
+}
 
+impl Writer<'_> {
     /// The folder and name of an existing, non-folder entry a hard link may point at.
     fn link_source(&mut self, path: &[u8], to: &[u8]) -> Result<(OwnedFd, CString), Fail> {
-        let to = clean(to).map_err(|r| {
-            Fail::Refuse(if r == OUTSIDE {
-                format!("its link target {:?} leads outside the target", lossy(to))
-            } else {
-                format!("its link target {:?} is refused: {r}", lossy(to))
-            })
-        })?;
-        if to.is_empty() {
-            return Err(Fail::Refuse("it links to the target folder itself".into()));
-        }
-        if to == path {
-            return Err(Fail::Refuse("it links to itself".into()));
-        }
+        let to = link_target(path, to)?;
         let (parent, name) = split(&to);
         let name = cstring(name);
-        let missing = || {
-            Fail::Refuse(format!(
-                "its link target {:?} has not been extracted before it",
-                lossy(&to)
-            ))
-        };
         let dir = match self.open_parent(parent, false) {
             Ok(dir) => dir.try_clone_to_owned()?,
-            Err(Fail::Refuse(reason)) => {
-                return Err(Fail::Refuse(format!(
-                    "its link target {:?} is refused: {reason}",
-                    lossy(&to)
-                )));
+            Err(Fail::Refuse(reason)) => return Err(link_refused(&to, reason)),
+            Err(Fail::Io(_, e)) if e.raw_os_error() == Some(libc::ENOENT) => {
+                return Err(link_missing(&to));
             }
-            Err(Fail::Io(_, e)) if e.raw_os_error() == Some(libc::ENOENT) => return Err(missing()),
             Err(e) => return Err(e),
         };
-        match stat_at(dir.as_raw_fd(), &name) {
-            Ok(st) if is_dir(&st) => Err(Fail::Refuse(format!(
-                "its link target {:?} is a folder",
-                lossy(&to)
-            ))),
+        match sys::stat_at(&dir, &name) {
+            Ok(st) if is_dir(&st) => Err(link_to_folder(&to)),
             Ok(_) => Ok((dir, name)),
-            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Err(missing()),
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Err(link_missing(&to)),
             Err(e) => Err(e.into()),
         }
     }
@@ -1073,24 +692,20 @@ impl<'p> Extractor<'p> {
                 Some(i) => (&rest[..i], &rest[i + 1..]),
                 None => (rest, &rest[..0]),
             };
-            let dir = self
-                .stack
-                .last()
-                .map_or(&self.root, |(_, fd)| fd)
-                .as_raw_fd();
+            let dir = self.stack.last().map_or(&self.root, |(_, fd)| fd).as_fd();
             let name = cstring(comp);
             let so_far = &parent[..parent.len() - tail.len()];
             let so_far = so_far.strip_suffix(b"/").unwrap_or(so_far);
-            let flags = libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW;
-            let fd = match open_at(dir, &name, flags, 0) {
+            let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW;
+            let fd = match sys::open_at(dir, &name, flags, 0) {
                 Ok(fd) => fd,
                 Err(e) if e.raw_os_error() == Some(libc::ENOENT) && create => {
-                    match mkdir_at(dir, &name, 0o755) {
+                    match sys::mkdir_at(dir, &name, 0o755) {
                         Ok(()) => {}
                         Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
                         Err(e) => return Err(e.into()),
                     }
-                    open_at(dir, &name, flags, 0)
+                    sys::open_at(dir, &name, flags, 0)
                         .map_err(|e| self.not_a_dir(dir, &name, so_far, e))?
                 }
                 Err(e) => return Err(self.not_a_dir(dir, &name, so_far, e)),
@@ -1103,18 +718,12 @@ impl<'p> Extractor<'p> {
 
     /// Why a folder on the way could not be opened: a symlink or something else there is
     /// a refusal, anything else an I/O error.
-    fn not_a_dir(&self, dir: i32, name: &CStr, so_far: &[u8], e: io::Error) -> Fail {
+    fn not_a_dir(&self, dir: BorrowedFd<'_>, name: &CStr, so_far: &[u8], e: io::Error) -> Fail {
         if !matches!(e.raw_os_error(), Some(libc::ELOOP) | Some(libc::ENOTDIR)) {
             return Fail::Io("opening", e);
         }
-        match stat_at(dir, name) {
-            Ok(st) if st.st_mode & libc::S_IFMT == libc::S_IFLNK => {
-                Fail::Refuse(format!("it passes through the symlink {:?}", lossy(so_far)))
-            }
-            Ok(_) => Fail::Refuse(format!(
-                "it passes through {:?}, which is not a folder",
-                lossy(so_far)
-            )),
+        match sys::stat_at(dir, name) {
+            Ok(st) => passes_through(so_far, sys::file_type(&st) == FileType::Symlink),
             Err(e) => Fail::Io("opening", e),
         }
     }
@@ -1122,38 +731,22 @@ impl<'p> Extractor<'p> {
     /// Owner, mode, xattrs and mtime, in that order: chown clears setuid and setgid bits
     /// and file capabilities, and each of the others could change the mtime.
     fn apply(&mut self, fd: BorrowedFd<'_>, attrs: &Attrs, shown: &str) -> Result<(), Fail> {
-        let fd = fd.as_raw_fd();
         let meta_err = |e| Fail::Io("setting owner, mode and mtime of", e);
         if self.chown {
             let (uid, gid) = ids(attrs.uid, attrs.gid)?;
-            // SAFETY: a valid descriptor.
-            check(unsafe { libc::fchown(fd, uid, gid) }).map_err(meta_err)?;
+            sys::chown_fd(fd, uid, gid).map_err(meta_err)?;
         }
-        // SAFETY: a valid descriptor.
-        check(unsafe { libc::fchmod(fd, attrs.mode & 0o7777) }).map_err(meta_err)?;
+        sys::chmod_fd(fd, attrs.mode & 0o7777).map_err(meta_err)?;
         for (key, value) in &attrs.xattrs {
-            let key = match CString::new(key.as_slice()) {
-                Ok(k) => k,
-                Err(_) => {
-                    self.warn_xattrs(shown, "an extended attribute's name holds a NUL byte");
-                    continue;
-                }
-            };
-            // SAFETY: a valid descriptor, a NUL-terminated name and a live value buffer
-            // whose length is passed.
-            let rc =
-                unsafe { libc::fsetxattr(fd, key.as_ptr(), value.as_ptr().cast(), value.len(), 0) };
-            if rc < 0 {
-                let e = io::Error::last_os_error();
-                self.warn_xattrs(
-                    shown,
-                    &format!("{}: {e}", String::from_utf8_lossy(key.to_bytes())),
-                );
+            if key.contains(&0) {
+                self.warn_xattrs(shown, "an extended attribute's name holds a NUL byte");
+                continue;
+            }
+            if let Err(e) = sys::set_xattr_fd(fd, key, value) {
+                self.warn_xattrs(shown, &format!("{}: {e}", String::from_utf8_lossy(key)));
             }
         }
-        let times = [timespec(attrs.mtime), timespec(attrs.mtime)];
-        // SAFETY: a valid descriptor and a two-element array.
-        check(unsafe { libc::futimens(fd, times.as_ptr()) }).map_err(meta_err)?;
+        sys::set_times_fd(fd, attrs.mtime).map_err(meta_err)?;
         Ok(())
     }
 
@@ -1168,10 +761,12 @@ impl<'p> Extractor<'p> {
             );
         }
     }
+}
 
+impl Extractor<Writer<'_>> {
     /// Applies the folders' metadata, deepest first, then the target's own.
     fn finish(mut self) -> Result<ExtractStats, ArchiveError> {
-        let mut dirs = std::mem::take(&mut self.dirs);
+        let mut dirs = std::mem::take(&mut self.place.dirs);
         dirs.sort_by_key(|(path, _)| {
             std::cmp::Reverse(path.iter().filter(|b| **b == b'/').count())
         });
@@ -1179,21 +774,24 @@ impl<'p> Extractor<'p> {
             let shown = lossy(&path);
             let (parent, name) = split(&path);
             let name = cstring(name);
+            let w = &mut self.place;
             let result = (|| {
-                let dir = self.open_parent(parent, false)?.as_raw_fd();
-                let flags = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW;
-                let fd = open_at(dir, &name, flags, 0).map_err(|e| Fail::Io("opening", e))?;
-                self.apply(fd.as_fd(), &attrs, &shown)
+                let dir = w.open_parent(parent, false)?;
+                let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW;
+                let fd = sys::open_at(dir, &name, flags, 0).map_err(|e| Fail::Io("opening", e))?;
+                w.apply(fd.as_fd(), &attrs, &shown)
             })();
             result.map_err(|f| self.fail(&shown, &path, f))?;
         }
-        self.stack.clear();
-        if let Some(attrs) = self.root_attrs.take() {
+        self.place.stack.clear();
+        if let Some(attrs) = self.place.root_attrs.take() {
             let root = self
+                .place
                 .root
                 .try_clone()
                 .map_err(|e| ArchiveError::io("setting metadata of", &self.target, e))?;
-            self.apply(root.as_fd(), &attrs, ".")
+            self.place
+                .apply(root.as_fd(), &attrs, ".")
                 .map_err(|f| self.fail(".", b"", f))?;
         }
         Ok(self.stats)
@@ -1203,25 +801,24 @@ impl<'p> Extractor<'p> {
 /// Creates a name with `create`; if the name exists and is not a folder, removes it and
 /// tries once more. A folder in the way is refused: it may hold entries already written.
 fn retry_exists<T>(
-    dir: i32,
+    dir: BorrowedFd<'_>,
     name: &CStr,
     mut create: impl FnMut() -> io::Result<T>,
 ) -> Result<T, Fail> {
     match create() {
         Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
-            if is_dir(&stat_at(dir, name)?) {
-                return Err(Fail::Refuse(
-                    "a folder of the same name is already there".into(),
-                ));
+            if is_dir(&sys::stat_at(dir, name)?) {
+                return Err(folder_in_the_way());
             }
-            unlink_at(dir, name)?;
+            sys::unlink_at(dir, name)?;
             Ok(create()?)
         }
         other => Ok(other?),
     }
 }
 
-fn ids(uid: u64, gid: u64) -> Result<(u32, u32), Fail> {
+/// The owner to set, refused when it is out of range for the system.
+pub(super) fn ids(uid: u64, gid: u64) -> Result<(u32, u32), Fail> {
     match (u32::try_from(uid), u32::try_from(gid)) {
         (Ok(u), Ok(g)) => Ok((u, g)),
         _ => Err(Fail::Refuse(format!(
@@ -1230,11 +827,8 @@ fn ids(uid: u64, gid: u64) -> Result<(u32, u32), Fail> {
     }
 }
 
-fn timespec((secs, nanos): (i64, i64)) -> libc::timespec {
-    libc::timespec {
-        tv_sec: secs as libc::time_t,
-        tv_nsec: nanos as libc::c_long,
-    }
+fn is_dir(st: &sys::Stat) -> bool {
+    sys::file_type(st) == FileType::Directory
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1267,33 +861,6 @@ fn is_zero(data: &[u8]) -> bool {
             .all(|c| c.iter().fold(0u8, |acc, b| acc | b) == 0)
 }
 
-fn pwrite_all(fd: BorrowedFd<'_>, mut data: &[u8], mut off: u64) -> io::Result<()> {
-    while !data.is_empty() {
-        // SAFETY: a valid descriptor and a live buffer whose length is passed.
-        let n = unsafe {
-            libc::pwrite(
-                fd.as_raw_fd(),
-                data.as_ptr().cast(),
-                data.len(),
-                off as libc::off_t,
-            )
-        };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(e);
-        }
-        if n == 0 {
-            return Err(io::ErrorKind::WriteZero.into());
-        }
-        data = &data[n as usize..];
-        off += n as u64;
-    }
-    Ok(())
-}
-
 impl<'f> SparseFile<'f> {
     fn new(fd: BorrowedFd<'f>) -> Self {
         SparseFile {
@@ -1310,22 +877,14 @@ impl<'f> SparseFile<'f> {
     /// Only a head start for the final sync, so a failure here changes nothing.
     fn start_writeback(&mut self) {
         if self.off > self.flushed {
-            // SAFETY: a valid descriptor; the call only starts writeback of the range.
-            unsafe {
-                libc::sync_file_range(
-                    self.fd.as_raw_fd(),
-                    self.flushed as libc::off64_t,
-                    (self.off - self.flushed) as libc::off64_t,
-                    libc::SYNC_FILE_RANGE_WRITE,
-                )
-            };
+            sys::start_writeback(self.fd, self.flushed, self.off - self.flushed);
             self.flushed = self.off;
         }
     }
 
     fn put(&mut self, data: &[u8], off: u64) -> io::Result<()> {
         if !data.is_empty() {
-            pwrite_all(self.fd, data, off)?;
+            sys::pwrite_all(self.fd, data, off)?;
             self.end = self.end.max(off + data.len() as u64);
         }
         Ok(())
@@ -1367,10 +926,7 @@ impl<'f> SparseFile<'f> {
     /// Sets the length when the file ends in a hole or in held-back zeros.
     fn finish(self, size: u64) -> io::Result<()> {
         if self.end < size {
-            // SAFETY: a valid descriptor.
-            if unsafe { libc::ftruncate(self.fd.as_raw_fd(), size as libc::off_t) } < 0 {
-                return Err(io::Error::last_os_error());
-            }
+            sys::truncate_fd(self.fd, size)?;
         }
         Ok(())
     }
@@ -1380,7 +936,7 @@ impl<'f> SparseFile<'f> {
 // A folder artifact, walked as a source.
 
 struct FolderSource<'p> {
-    ex: Extractor<'p>,
+    ex: Extractor<Writer<'p>>,
     buf: Vec<u8>,
     /// The real error behind the last `SinkError` returned: the walker would lose the
     /// entry's name and the reason.
@@ -1442,97 +998,6 @@ impl Sink for FolderSource<'_> {
     }
 }
 
-// ---------------------------------------------------------------------------------------
-// System calls relative to a folder descriptor.
-
-fn check(rc: libc::c_int) -> io::Result<()> {
-    if rc < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
-}
-
-fn open_at(dir: i32, name: &CStr, flags: libc::c_int, mode: libc::mode_t) -> io::Result<OwnedFd> {
-    loop {
-        // SAFETY: a valid descriptor (or AT_FDCWD) and a NUL-terminated name.
-        let fd = unsafe {
-            libc::openat(
-                dir,
-                name.as_ptr(),
-                flags | libc::O_CLOEXEC | libc::O_NOCTTY,
-                mode as libc::c_uint,
-            )
-        };
-        if fd >= 0 {
-            // SAFETY: openat just returned this descriptor, which nobody else owns.
-            return Ok(unsafe { OwnedFd::from_raw_fd(fd) });
-        }
-        let e = io::Error::last_os_error();
-        if e.kind() != io::ErrorKind::Interrupted {
-            return Err(e);
-        }
-    }
-}
-
-fn stat_at(dir: i32, name: &CStr) -> io::Result<libc::stat> {
-    // SAFETY: an all-zero `stat` is a valid value; fstatat fills it.
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    // SAFETY: a valid descriptor, a NUL-terminated name and a live `stat`.
-    check(unsafe { libc::fstatat(dir, name.as_ptr(), &mut st, libc::AT_SYMLINK_NOFOLLOW) })?;
-    Ok(st)
-}
-
-fn is_dir(st: &libc::stat) -> bool {
-    st.st_mode & libc::S_IFMT == libc::S_IFDIR
-}
-
-fn mkdir_at(dir: i32, name: &CStr, mode: libc::mode_t) -> io::Result<()> {
-    // SAFETY: a valid descriptor and a NUL-terminated name.
-    check(unsafe { libc::mkdirat(dir, name.as_ptr(), mode) })
-}
-
-fn unlink_at(dir: i32, name: &CStr) -> io::Result<()> {
-    // SAFETY: a valid descriptor and a NUL-terminated name.
-    check(unsafe { libc::unlinkat(dir, name.as_ptr(), 0) })
-}
-
-fn symlink_at(to: &CStr, dir: i32, name: &CStr) -> io::Result<()> {
-    // SAFETY: NUL-terminated strings and a valid descriptor.
-    check(unsafe { libc::symlinkat(to.as_ptr(), dir, name.as_ptr()) })
-}
-
-/// Without AT_SYMLINK_FOLLOW: a link to a symlink is a link to the symlink itself.
-fn link_at(from_dir: i32, from: &CStr, dir: i32, name: &CStr) -> io::Result<()> {
-    // SAFETY: valid descriptors and NUL-terminated names.
-    check(unsafe { libc::linkat(from_dir, from.as_ptr(), dir, name.as_ptr(), 0) })
-}
-
-fn mkfifo_at(dir: i32, name: &CStr) -> io::Result<()> {
-    // SAFETY: a valid descriptor and a NUL-terminated name.
-    check(unsafe { libc::mknodat(dir, name.as_ptr(), libc::S_IFIFO | 0o600, 0) })
-}
-
-fn chown_at(dir: i32, name: &CStr, uid: u64, gid: u64) -> Result<(), Fail> {
-    let (uid, gid) = ids(uid, gid)?;
-    // SAFETY: a valid descriptor and a NUL-terminated name.
-    check(unsafe { libc::fchownat(dir, name.as_ptr(), uid, gid, libc::AT_SYMLINK_NOFOLLOW) })?;
-    Ok(())
-}
-
-fn set_times_at(dir: i32, name: &CStr, mtime: (i64, i64)) -> io::Result<()> {
-    let times = [timespec(mtime), timespec(mtime)];
-    // SAFETY: a valid descriptor, a NUL-terminated name and a two-element array.
-    check(unsafe {
-        libc::utimensat(
-            dir,
-            name.as_ptr(),
-            times.as_ptr(),
-            libc::AT_SYMLINK_NOFOLLOW,
-        )
-    })
-}
-
 #[cfg(test)]
 #[path = "extract_tests.rs"]
-mod tests;
+pub(super) mod tests;

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use super::*;
+use crate::archive::check::{CheckError, check_tar};
 use crate::archive::{Excludes, archive_directory, archive_tar_stream, folder_listing_sha256};
 use crate::progress::Silent;
 use crate::spec::common::Format;
@@ -17,28 +18,32 @@ const LOTS: ExtractLimits = ExtractLimits {
     max_bytes: 1 << 40,
 };
 
+/// Extracts a tar, and checks that the checker verification uses lets the same tar through
+/// and counts the same.
+fn extract_and_check(tar: &[u8], target: &Path, limits: ExtractLimits) -> ExtractStats {
+    let stats = extract_tar(tar, target, limits, &Silent).unwrap();
+    let checked = check_tar(tar, limits, &Silent).unwrap();
+    assert_eq!(checked, stats);
+    stats
+}
+
+/// What the checker says of a tar extraction refuses.
+fn check_refuses(tar: &[u8], limits: ExtractLimits) -> String {
+    match check_tar(tar, limits, &Silent) {
+        Ok(stats) => panic!("the checker let through what extraction refuses: {stats:?}"),
+        Err(CheckError::Content(e)) => e.to_string(),
+        Err(CheckError::Source(e)) => panic!("not a read error: {e}"),
+    }
+}
+
 fn set_mtime(path: &Path, secs: i64) {
     let c = CString::new(path.as_os_str().as_bytes()).unwrap();
-    let t = libc::timespec {
-        tv_sec: secs,
-        tv_nsec: 0,
-    };
-    // SAFETY: a NUL-terminated path and a two-element array.
-    let rc = unsafe {
-        libc::utimensat(
-            libc::AT_FDCWD,
-            c.as_ptr(),
-            [t, t].as_ptr(),
-            libc::AT_SYMLINK_NOFOLLOW,
-        )
-    };
-    assert_eq!(rc, 0, "{}", io::Error::last_os_error());
+    sys::set_times_at(sys::CWD, &c, (secs, 0)).unwrap();
 }
 
 fn mkfifo(path: &Path) {
     let c = CString::new(path.as_os_str().as_bytes()).unwrap();
-    // SAFETY: a NUL-terminated path.
-    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+    sys::mknod_at(sys::CWD, &c, FileType::Fifo, 0o644, 0).unwrap();
 }
 
 fn allocated(path: &Path) -> u64 {
@@ -184,7 +189,7 @@ fn a_missing_target_is_created_and_a_full_or_symlinked_one_refused() {
     let tmp = tempfile::tempdir().unwrap();
     let tar = tar_of(&[(header(b"f", b'0', 1, b""), b"x")]);
     let target = tmp.path().join("new/deeper");
-    extract_tar(&tar[..], &target, LOTS, &Silent).unwrap();
+    extract_and_check(&tar, &target, LOTS);
     assert_eq!(fs::read(target.join("f")).unwrap(), b"x");
 
     let err = extract_tar(&tar[..], &target, LOTS, &Silent).unwrap_err();
@@ -206,7 +211,7 @@ fn the_root_entry_sets_the_targets_own_metadata() {
     set_field(&mut root, 100, 8, 0o750);
     let tar = tar_of(&[(root, b""), (header(b"./f", b'0', 2, b""), b"hi")]);
     let target = tmp.path().join("t");
-    let stats = extract_tar(&tar[..], &target, LOTS, &Silent).unwrap();
+    let stats = extract_and_check(&tar, &target, LOTS);
     assert_eq!(stats.entries, 1);
     let m = fs::metadata(&target).unwrap();
     assert_eq!(m.mode() & 0o7777, 0o750);
@@ -231,7 +236,7 @@ fn pax_records_set_names_times_owners_and_xattrs() {
         (header(b"short-name", b'0', 3, b""), b"abc"),
     ]);
     let target = tmp.path().join("t");
-    extract_tar(&tar[..], &target, LOTS, &Silent).unwrap();
+    extract_and_check(&tar, &target, LOTS);
     let file = target.join(OsStr::from_bytes(&long));
     assert_eq!(fs::read(&file).unwrap(), b"abc");
     let m = fs::metadata(&file).unwrap();
@@ -331,7 +336,7 @@ fn the_same_path_twice_keeps_the_later_file_and_never_follows_a_symlink() {
         (header(b"x/", b'5', 0, b""), b""),
         (header(b"x/f", b'0', 1, b""), b"f"),
     ]);
-    extract_tar(&tar[..], &target, LOTS, &Silent).unwrap();
+    extract_and_check(&tar, &target, LOTS);
     assert_eq!(fs::read(target.join("a")).unwrap(), b"two");
     assert_eq!(fs::read(target.join("s")).unwrap(), b"new");
     assert_eq!(fs::read(target.join("h")).unwrap(), b"other");
@@ -374,6 +379,8 @@ fn refused(entries: &[([u8; 512], &[u8])], expect: &str) {
     refused_with(tar_of(entries), LOTS, expect);
 }
 
+/// Extraction refuses the tar with `expect` in its error, and the checker verification
+/// uses refuses it in the same words.
 fn refused_with(tar: Vec<u8>, limits: ExtractLimits, expect: &str) {
     let (_tmp, target, outside) = places();
     let err = extract_tar(&tar[..], &target, limits, &Silent).unwrap_err();
@@ -382,6 +389,7 @@ fn refused_with(tar: Vec<u8>, limits: ExtractLimits, expect: &str) {
         "expected {expect:?} in: {err}"
     );
     assert_outside_untouched(&outside);
+    assert_eq!(check_refuses(&tar, limits), err.to_string());
 }
 
 #[test]
@@ -514,7 +522,7 @@ fn hard_links_must_point_at_something_already_extracted_inside() {
         (header(b"s", b'2', 0, b"../outside/sentinel"), b""),
         (header(b"h", b'1', 0, b"s"), b""),
     ]);
-    extract_tar(&tar[..], &target, LOTS, &Silent).unwrap();
+    extract_and_check(&tar, &target, LOTS);
     assert!(fs::symlink_metadata(target.join("h")).unwrap().is_symlink());
     assert_outside_untouched(&outside);
 }
@@ -531,7 +539,7 @@ fn device_nodes_are_refused_and_fifos_kept() {
     );
     let (_tmp, target, _) = places();
     let tar = tar_of(&[(header(b"p", b'6', 0, b""), b"")]);
-    extract_tar(&tar[..], &target, LOTS, &Silent).unwrap();
+    extract_and_check(&tar, &target, LOTS);
     use std::os::unix::fs::FileTypeExt;
     assert!(
         fs::symlink_metadata(target.join("p"))
@@ -558,6 +566,7 @@ fn more_entries_or_bytes_than_the_manifest_records_are_refused() {
         r#"refusing tar entry "f3": the archive holds more than the 3 entries its manifest records"#
     );
     assert_eq!(fs::read_dir(&target).unwrap().count(), 3);
+    assert_eq!(check_refuses(&tar_of(&entries), limits), err.to_string());
 
     let (_tmp, target, _) = places();
     let limits = ExtractLimits {
@@ -573,6 +582,7 @@ fn more_entries_or_bytes_than_the_manifest_records_are_refused() {
     );
     // Refused before it was created.
     assert!(!target.join("f2").exists());
+    assert_eq!(check_refuses(&tar_of(&entries), limits), err.to_string());
 }
 
 /// A million empty files, generated as they are read.
@@ -628,6 +638,18 @@ fn a_tar_bomb_stops_at_the_first_entry_over_the_limit() {
         "{err}"
     );
     assert_eq!(fs::read_dir(&target).unwrap().count(), 10);
+
+    let started = Instant::now();
+    let bomb = Bomb {
+        next: 0,
+        count: 1_000_000,
+        pending: Vec::new(),
+    };
+    let CheckError::Content(checked) = check_tar(bomb, limits, &Silent).unwrap_err() else {
+        panic!("not a refusal");
+    };
+    assert!(started.elapsed() < Duration::from_secs(2));
+    assert_eq!(checked.to_string(), err.to_string());
 }
 
 #[test]
@@ -746,6 +768,66 @@ fn garbage_and_unknown_entry_types_are_refused() {
 }
 
 #[test]
+fn what_the_filesystem_refuses_the_checker_refuses_too() {
+    // A name longer than any Linux filesystem takes, from a pax record.
+    let long: Vec<u8> = [&b"d/"[..], &[b'n'; 300]].concat();
+    let records = pax_data(&[(&b"path"[..], &long[..])]);
+    let tar = tar_of(&[
+        (
+            header(b"PaxHeaders/x", b'x', records.len() as u64, b""),
+            &records,
+        ),
+        (header(b"x", b'0', 1, b""), b"x"),
+    ]);
+    let (_tmp, target, outside) = places();
+    let err = extract_tar(&tar[..], &target, LOTS, &Silent).unwrap_err();
+    assert!(err.to_string().contains("File name too long"), "{err}");
+    assert_outside_untouched(&outside);
+    let checked = check_refuses(&tar, LOTS);
+    assert!(checked.contains("File name too long"), "{checked}");
+
+    // Root sets owners, and an owner no system has is refused.
+    if sys::is_root() {
+        let records = pax_data(&[(&b"uid"[..], &b"4294967301"[..])]);
+        refused(
+            &[
+                (
+                    header(b"PaxHeaders/x", b'x', records.len() as u64, b""),
+                    &records,
+                ),
+                (header(b"f", b'0', 1, b""), b"x"),
+            ],
+            r#"refusing tar entry "f": its owner 4294967301:0 is out of range"#,
+        );
+    }
+}
+
+#[test]
+fn a_failing_source_is_told_apart_from_a_refused_entry() {
+    struct Failing(Vec<u8>);
+    impl Read for Failing {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            if self.0.is_empty() {
+                return Err(io::Error::other("the disk is on fire"));
+            }
+            let n = buf.len().min(self.0.len());
+            buf[..n].copy_from_slice(&self.0[..n]);
+            self.0.drain(..n);
+            Ok(n)
+        }
+    }
+    let big = vec![b'z'; 5000];
+    let tar = tar_of(&[(header(b"big", b'0', big.len() as u64, b""), &big)]);
+    match check_tar(Failing(tar[..2048].to_vec()), LOTS, &Silent) {
+        Err(CheckError::Source(e)) => assert_eq!(e.to_string(), "the disk is on fire"),
+        other => panic!("{other:?}"),
+    }
+    // The same bytes just ending there: the tar is truncated.
+    let err = check_refuses(&tar[..2048], LOTS);
+    assert!(err.contains("the stream ends inside this entry"), "{err}");
+}
+
+#[test]
 fn a_folder_artifact_with_a_symlink_is_copied_without_following_it() {
     let (tmp, target, outside) = places();
     let artifact = tmp.path().join("artifact");
@@ -784,7 +866,7 @@ fn set_field(h: &mut [u8; 512], at: usize, len: usize, value: u64) {
 }
 
 /// A ustar header with any name and link name (each under 100 bytes).
-fn header(name: &[u8], typeflag: u8, size: u64, link: &[u8]) -> [u8; 512] {
+pub(crate) fn header(name: &[u8], typeflag: u8, size: u64, link: &[u8]) -> [u8; 512] {
     let mut h = [0u8; 512];
     h[..name.len()].copy_from_slice(name);
     h[156] = typeflag;
@@ -799,7 +881,7 @@ fn header(name: &[u8], typeflag: u8, size: u64, link: &[u8]) -> [u8; 512] {
     h
 }
 
-fn tar_of(entries: &[([u8; 512], &[u8])]) -> Vec<u8> {
+pub(crate) fn tar_of(entries: &[([u8; 512], &[u8])]) -> Vec<u8> {
     let mut out = Vec::new();
     for (h, data) in entries {
         out.extend_from_slice(h);
@@ -828,14 +910,8 @@ fn pax_data(records: &[(&[u8], &[u8])]) -> Vec<u8> {
 }
 
 fn xattr(path: &Path, name: &str) -> io::Result<Vec<u8>> {
-    let p = CString::new(path.as_os_str().as_bytes()).unwrap();
-    let n = CString::new(name).unwrap();
     let mut buf = vec![0u8; 256];
-    // SAFETY: NUL-terminated strings and a live buffer whose length is passed.
-    let len = unsafe { libc::getxattr(p.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
-    if len < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    buf.truncate(len as usize);
+    let len = rustix::fs::getxattr(path, name, &mut buf[..])?;
+    buf.truncate(len);
     Ok(buf)
 }

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 
 use super::entry::{Copied, Entry, Kind, Meta, Sink, SinkError, read_some};
 use super::excludes::bytes_path;
+use super::sys::{self, FileType};
 use crate::progress::Progress;
 
 const BUFFER: usize = 256 * 1024;
@@ -62,24 +63,7 @@ fn parent_of(path: &[u8]) -> &[u8] {
 fn set_mtime(path: &Path, mtime: u64) -> io::Result<()> {
     let c = CString::new(path.as_os_str().as_bytes())
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "name holds a NUL"))?;
-    let t = libc::timespec {
-        tv_sec: mtime as libc::time_t,
-        tv_nsec: 0,
-    };
-    let times = [t, t];
-    // SAFETY: valid NUL-terminated path and a two-element timespec array.
-    let rc = unsafe {
-        libc::utimensat(
-            libc::AT_FDCWD,
-            c.as_ptr(),
-            times.as_ptr(),
-            libc::AT_SYMLINK_NOFOLLOW,
-        )
-    };
-    if rc < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    sys::set_times_at(sys::CWD, &c, (mtime as i64, 0))
 }
 
 impl<'p> FolderSink<'p> {
@@ -88,7 +72,7 @@ impl<'p> FolderSink<'p> {
         FolderSink {
             root,
             buf: vec![0; BUFFER],
-            chown: super::sys::is_root(),
+            chown: sys::is_root(),
             pending: Vec::new(),
             checked_parent: Vec::new(),
             progress,
@@ -189,14 +173,6 @@ impl<'p> FolderSink<'p> {
     }
 }
 
-fn makedev(major: u32, minor: u32) -> libc::dev_t {
-    let (major, minor) = (u64::from(major), u64::from(minor));
-    (((major & 0xffff_f000) << 32)
-        | ((major & 0x0000_0fff) << 8)
-        | ((minor & 0xffff_ff00) << 12)
-        | (minor & 0x0000_00ff)) as libc::dev_t
-}
-
 impl Sink for FolderSink<'_> {
     fn add(&mut self, entry: &Entry<'_>, data: &mut dyn Read) -> Result<Copied, SinkError> {
         let path = clean_path(entry.path)?;
@@ -253,23 +229,14 @@ impl Sink for FolderSink<'_> {
             Kind::Fifo | Kind::Char | Kind::Block => {
                 Self::clear(&target)?;
                 let kind = match entry.kind {
-                    Kind::Fifo => libc::S_IFIFO,
-                    Kind::Char => libc::S_IFCHR,
-                    _ => libc::S_IFBLK,
+                    Kind::Fifo => FileType::Fifo,
+                    Kind::Char => FileType::CharacterDevice,
+                    _ => FileType::BlockDevice,
                 };
                 let c = CString::new(target.as_os_str().as_bytes())
                     .map_err(|_| unsafe_path("name holds a NUL"))?;
-                // SAFETY: valid NUL-terminated path.
-                let rc = unsafe {
-                    libc::mknod(
-                        c.as_ptr(),
-                        kind | 0o600,
-                        makedev(meta.dev_major, meta.dev_minor),
-                    )
-                };
-                if rc < 0 {
-                    return Err(SinkError::Write(io::Error::last_os_error()));
-                }
+                let dev = rustix::fs::makedev(meta.dev_major, meta.dev_minor);
+                sys::mknod_at(sys::CWD, &c, kind, 0o600, dev).map_err(SinkError::Write)?;
                 self.apply(&target, meta, false)?;
             }
         }

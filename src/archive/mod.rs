@@ -14,6 +14,7 @@
 //! [`extract_artifact`] is the inverse: it puts any of these artifacts back into a folder
 //! with the same metadata, refusing every entry that would land outside that folder.
 
+mod check;
 mod entry;
 mod excludes;
 mod extract;
@@ -22,6 +23,7 @@ mod listing;
 mod output;
 mod stream;
 mod sys;
+mod tar_in;
 mod tar_out;
 mod verify;
 mod walk;
@@ -108,6 +110,13 @@ pub enum ArchiveError {
     },
     #[error("verifying {}: the content does not decode: {source}", path.display())]
     Corrupt { path: PathBuf, source: io::Error },
+    /// A tar artifact that decodes, but that extraction would refuse or could not read to
+    /// its end: verification reads tars with the reader restores use.
+    #[error("verifying {}: it would not restore: {source}", path.display())]
+    Unrestorable {
+        path: PathBuf,
+        source: Box<ArchiveError>,
+    },
 }
 
 impl ArchiveError {
@@ -400,8 +409,11 @@ pub fn compress_stream(
 }
 
 /// Recomputes an artifact's size and sha256 from disk (the file, or a folder's canonical
-/// listing) and, for compressed and tar artifacts, decompresses and walks every entry to
-/// the end. Any difference is an error naming the artifact and what differs.
+/// listing) and decompresses compressed artifacts to their end. A tar is read entry by
+/// entry by the reader [`extract_artifact`] uses, with the same checks and the limits of
+/// its manifest entry, without writing anything: a tar that verifies is one a restore
+/// reads through and refuses nothing of. Any difference is an error naming the artifact
+/// and what differs.
 pub fn verify_artifact(archive_root: &Path, info: &ArtifactInfo) -> Result<(), ArchiveError> {
     verify::verify(archive_root, info)
 }

@@ -6,8 +6,10 @@ use std::path::Path;
 
 use sha2::{Digest, Sha256};
 
+use super::check::{CheckError, check_tar};
 use super::listing;
-use super::{ArchiveError, ArtifactInfo};
+use super::{ArchiveError, ArtifactInfo, ExtractLimits};
+use crate::progress::Silent;
 
 /// Hashes and counts what is read through it.
 struct HashingReader<R> {
@@ -54,17 +56,17 @@ pub(crate) fn verify(archive_root: &Path, info: &ArtifactInfo) -> Result<(), Arc
             source: e,
         };
         let is_tar = name.ends_with(".tar") || name.contains(".tar.");
+        let content = |r| read_content(r, is_tar, info, &path);
         if name.ends_with(".zst") {
             // Reads every concatenated frame up to the end of the file.
-            let mut dec = zstd::stream::read::Decoder::new(&mut raw).map_err(corrupt)?;
-            drain_content(&mut dec, is_tar).map_err(corrupt)?;
+            content(Box::new(
+                zstd::stream::read::Decoder::new(&mut raw).map_err(corrupt)?,
+            ))?;
         } else if name.ends_with(".gz") {
             let buffered = BufReader::with_capacity(1 << 20, &mut raw);
-            let mut dec = flate2::read::MultiGzDecoder::new(buffered);
-            drain_content(&mut dec, is_tar).map_err(corrupt)?;
+            content(Box::new(flate2::read::MultiGzDecoder::new(buffered)))?;
         } else {
-            let mut buffered = BufReader::with_capacity(1 << 20, &mut raw);
-            drain_content(&mut buffered, is_tar).map_err(corrupt)?;
+            content(Box::new(BufReader::with_capacity(1 << 20, &mut raw)))?;
         }
         io::copy(&mut raw, &mut io::sink()).map_err(corrupt)?;
         (raw.count, hex::encode(raw.hasher.finalize()))
@@ -83,15 +85,34 @@ pub(crate) fn verify(archive_root: &Path, info: &ArtifactInfo) -> Result<(), Arc
     Ok(())
 }
 
-/// Reads a decompressed artifact to its end, walking every entry when it is a tar.
-fn drain_content(r: &mut dyn Read, is_tar: bool) -> io::Result<()> {
-    if is_tar {
-        let mut archive = tar::Archive::new(&mut *r);
-        for entry in archive.entries()? {
-            io::copy(&mut entry?, &mut io::sink())?;
-        }
+/// Reads a decompressed artifact to its end; a tar entry by entry, as extraction would.
+fn read_content(
+    mut r: Box<dyn Read + Send + '_>,
+    is_tar: bool,
+    info: &ArtifactInfo,
+    path: &Path,
+) -> Result<(), ArchiveError> {
+    if !is_tar {
+        io::copy(&mut r, &mut io::sink()).map_err(|e| ArchiveError::Corrupt {
+            path: path.to_path_buf(),
+            source: e,
+        })?;
+        return Ok(());
     }
-    // Past the end-of-archive blocks, or the whole of a plain stream.
-    io::copy(r, &mut io::sink())?;
-    Ok(())
+    let limits = ExtractLimits::from_manifest(info.entries, info.source_bytes);
+    match check_tar(r, limits, &Silent) {
+        Ok(_) => Ok(()),
+        Err(CheckError::Source(e)) => Err(ArchiveError::Corrupt {
+            path: path.to_path_buf(),
+            source: e,
+        }),
+        Err(CheckError::Content(e)) => Err(ArchiveError::Unrestorable {
+            path: path.to_path_buf(),
+            source: Box::new(e),
+        }),
+    }
 }
+
+#[cfg(test)]
+#[path = "verify_tests.rs"]
+mod tests;

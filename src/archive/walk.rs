@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use super::ArchiveError;
 use super::entry::{Entry, Kind, Meta, Sink, SinkError};
 use super::excludes::{Excludes, bytes_path};
-use super::sys::{self, Owners};
+use super::sys::{self, FileType, Owners, Stat};
 
 /// Counts for the manifest.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -26,7 +26,7 @@ pub(crate) struct Walked {
 
 struct Frame {
     dir: OwnedFd,
-    names: Vec<(std::ffi::CString, u8)>,
+    names: Vec<(std::ffi::CString, FileType)>,
     next: usize,
     /// Length of the folder's own path in the path buffer (0 for the root).
     own_len: usize,
@@ -80,7 +80,8 @@ pub(crate) fn walk(
             }
             continue;
         }
-        let (name, d_type) = std::mem::take(&mut top.names[top.next]);
+        let name = std::mem::take(&mut top.names[top.next].0);
+        let d_type = top.names[top.next].1;
         top.next += 1;
         path.truncate(top.own_len);
         if top.own_len > 0 {
@@ -98,14 +99,14 @@ fn vanished(e: &io::Error) -> bool {
     matches!(e.raw_os_error(), Some(libc::ENOENT) | Some(libc::ENOTDIR))
 }
 
-fn meta(st: &libc::stat) -> Meta {
+fn meta(st: &Stat) -> Meta {
     let dev = st.st_rdev;
     Meta {
         mode: st.st_mode & 0o7777,
         uid: u64::from(st.st_uid),
         gid: u64::from(st.st_gid),
         mtime: u64::try_from(st.st_mtime).unwrap_or(0),
-        size: if st.st_mode & libc::S_IFMT == libc::S_IFREG {
+        size: if sys::file_type(st) == FileType::RegularFile {
             st.st_size as u64
         } else {
             0
@@ -141,16 +142,16 @@ impl Walker<'_> {
         &mut self,
         dir: &OwnedFd,
         name: &CStr,
-        d_type: u8,
+        d_type: FileType,
         path: &[u8],
     ) -> Result<Option<Frame>, ArchiveError> {
         let mut st = None;
         let is_dir = match d_type {
-            libc::DT_DIR => true,
-            libc::DT_UNKNOWN => match sys::stat_at(dir, name) {
+            FileType::Directory => true,
+            FileType::Unknown => match sys::stat_at(dir, name) {
                 Ok(s) => {
                     st = Some(s);
-                    s.st_mode & libc::S_IFMT == libc::S_IFDIR
+                    sys::file_type(&s) == FileType::Directory
                 }
                 Err(e) if vanished(&e) => {
                     self.skip(path, "vanished before it was read");
@@ -166,14 +167,14 @@ impl Walker<'_> {
         }
         // Regular files, the bulk of the work, are opened right away and described by
         // fstat, so the header always matches the file actually read.
-        let maybe_file =
-            d_type == libc::DT_REG || st.is_some_and(|s| s.st_mode & libc::S_IFMT == libc::S_IFREG);
+        let maybe_file = d_type == FileType::RegularFile
+            || st.is_some_and(|s| sys::file_type(&s) == FileType::RegularFile);
         if maybe_file {
-            match sys::open_at(dir, name, false) {
+            match sys::open_read_at(dir, name, false) {
                 Ok(fd) => {
                     let fst = sys::stat_fd(&fd)
                         .map_err(|e| ArchiveError::io("inspecting", &self.source(path), e))?;
-                    if fst.st_mode & libc::S_IFMT == libc::S_IFREG {
+                    if sys::file_type(&fst) == FileType::RegularFile {
                         self.file(fd, &fst, path)?;
                         return Ok(None);
                     }
@@ -199,14 +200,14 @@ impl Walker<'_> {
                 Err(e) => return Err(ArchiveError::io("inspecting", &self.source(path), e)),
             },
         };
-        match st.st_mode & libc::S_IFMT {
-            libc::S_IFDIR => self.dir(dir, name, path),
-            libc::S_IFREG => {
+        match sys::file_type(&st) {
+            FileType::Directory => self.dir(dir, name, path),
+            FileType::RegularFile => {
                 // Seen as something else first and as a file now: let the next run take it.
                 self.skip(path, "changed type while being read");
                 Ok(None)
             }
-            libc::S_IFLNK => {
+            FileType::Symlink => {
                 let target = match sys::read_link_at(dir, name) {
                     Ok(t) => t,
                     Err(e) if vanished(&e) || e.raw_os_error() == Some(libc::EINVAL) => {
@@ -218,9 +219,9 @@ impl Walker<'_> {
                 self.special(&st, path, Kind::Symlink(&target))?;
                 Ok(None)
             }
-            libc::S_IFIFO => self.special(&st, path, Kind::Fifo).map(|_| None),
-            libc::S_IFCHR => self.special(&st, path, Kind::Char).map(|_| None),
-            libc::S_IFBLK => self.special(&st, path, Kind::Block).map(|_| None),
+            FileType::Fifo => self.special(&st, path, Kind::Fifo).map(|_| None),
+            FileType::CharacterDevice => self.special(&st, path, Kind::Char).map(|_| None),
+            FileType::BlockDevice => self.special(&st, path, Kind::Block).map(|_| None),
             _ => {
                 self.skip(path, "sockets cannot be archived");
                 Ok(None)
@@ -230,7 +231,7 @@ impl Walker<'_> {
 
     fn add(
         &mut self,
-        st: &libc::stat,
+        st: &Stat,
         path: &[u8],
         kind: Kind<'_>,
         data: &mut dyn io::Read,
@@ -262,7 +263,7 @@ impl Walker<'_> {
     }
 
     /// A second name of an inode already archived becomes a hard-link entry.
-    fn earlier_link(&mut self, st: &libc::stat, path: &[u8]) -> Option<Vec<u8>> {
+    fn earlier_link(&mut self, st: &Stat, path: &[u8]) -> Option<Vec<u8>> {
         if st.st_nlink < 2 {
             return None;
         }
@@ -274,7 +275,7 @@ impl Walker<'_> {
         None
     }
 
-    fn file(&mut self, fd: OwnedFd, st: &libc::stat, path: &[u8]) -> Result<(), ArchiveError> {
+    fn file(&mut self, fd: OwnedFd, st: &Stat, path: &[u8]) -> Result<(), ArchiveError> {
         if let Some(first) = self.earlier_link(st, path) {
             return self.add(st, path, Kind::Hardlink(&first), &mut io::empty());
         }
@@ -282,12 +283,7 @@ impl Walker<'_> {
         self.add(st, path, Kind::File, &mut file)
     }
 
-    fn special(
-        &mut self,
-        st: &libc::stat,
-        path: &[u8],
-        kind: Kind<'_>,
-    ) -> Result<(), ArchiveError> {
+    fn special(&mut self, st: &Stat, path: &[u8], kind: Kind<'_>) -> Result<(), ArchiveError> {
         if let Some(first) = self.earlier_link(st, path) {
             return self.add(st, path, Kind::Hardlink(&first), &mut io::empty());
         }
@@ -300,7 +296,7 @@ impl Walker<'_> {
         name: &CStr,
         path: &[u8],
     ) -> Result<Option<Frame>, ArchiveError> {
-        let fd = match sys::open_at(parent, name, true) {
+        let fd = match sys::open_read_at(parent, name, true) {
             Ok(fd) => fd,
             Err(e) if vanished(&e) || e.raw_os_error() == Some(libc::ELOOP) => {
                 self.skip(path, "folder vanished before it was read");

@@ -605,6 +605,9 @@ impl Place for Writer<'_> {
                     out.write(data).map_err(|e| Fail::Io("writing", e))?;
                     left -= data.len() as u64;
                     self.progress.bytes(data.len() as u64);
+                    if self.progress.cancelled() {
+                        return Err(Fail::Io("writing", super::cancelled()));
+                    }
                     if out.off - out.flushed >= WRITEBACK_STEP {
                         out.start_writeback();
                     }

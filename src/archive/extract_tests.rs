@@ -915,3 +915,49 @@ fn xattr(path: &Path, name: &str) -> io::Result<Vec<u8>> {
     buf.truncate(len);
     Ok(buf)
 }
+
+/// A run cancelled at shutdown: every copy loop asks its progress after each buffer.
+struct Cancelled;
+
+impl crate::progress::Progress for Cancelled {
+    fn cancelled(&self) -> bool {
+        true
+    }
+}
+
+#[test]
+fn cancelled_work_stops_at_its_next_buffer() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("data"), vec![7u8; 3 << 20]).unwrap();
+    let repo = dir.path().join("repo");
+    fs::create_dir_all(&repo).unwrap();
+    for format in [Format::TarZst, Format::Folder] {
+        let err = archive_directory(
+            &src,
+            &repo,
+            "v",
+            format,
+            None,
+            &Excludes::none(),
+            &Cancelled,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("cancelled"), "{format:?}: {err}");
+    }
+    // Extraction of a good archive stops the same way.
+    let info = archive_directory(
+        &src,
+        &repo,
+        "w",
+        Format::Tar,
+        None,
+        &Excludes::none(),
+        &Silent,
+    )
+    .unwrap();
+    let tar = fs::read(repo.join(&info.path)).unwrap();
+    let err = extract_tar(&tar[..], &dir.path().join("out"), LOTS, &Cancelled).unwrap_err();
+    assert!(err.to_string().contains("cancelled"), "{err}");
+}

@@ -168,6 +168,9 @@ impl<'p> FolderSink<'p> {
             remaining -= n as u64;
             copied.read += n as u64;
             self.progress.bytes(n as u64);
+            if self.progress.cancelled() {
+                return Err(SinkError::Write(super::cancelled()));
+            }
         }
         Ok(copied)
     }

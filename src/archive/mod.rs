@@ -176,6 +176,11 @@ fn artifact_name(rel: &str, ext: &str) -> Result<String, ArchiveError> {
     })
 }
 
+/// The error work stops with when its progress says the run was cancelled.
+pub(crate) fn cancelled() -> io::Error {
+    io::Error::other("the run was cancelled")
+}
+
 fn info(path: String, size: u64, sha256: String, w: Walked) -> ArtifactInfo {
     ArtifactInfo {
         path,
@@ -392,6 +397,9 @@ pub fn compress_stream(
             .map_err(|e| ArchiveError::io("writing", &partial.path, e))?;
         read += n as u64;
         progress.bytes(n as u64);
+        if progress.cancelled() {
+            return Err(ArchiveError::io("writing", &partial.path, cancelled()));
+        }
     }
     let out = out
         .finish()

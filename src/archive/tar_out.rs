@@ -214,6 +214,9 @@ impl<W: Write> Sink for TarSink<'_, W> {
             remaining -= n as u64;
             copied.read += n as u64;
             self.progress.bytes(n as u64);
+            if self.progress.cancelled() {
+                return Err(SinkError::Write(super::cancelled()));
+            }
         }
         if remaining > 0 {
             // The header already promised `size` bytes: anything else would shift every

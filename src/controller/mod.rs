@@ -618,6 +618,7 @@ impl Controller {
             engine: self.executor.engine().clone(),
             state: self.state.clone(),
             repository: self.repo.clone(),
+            locks: self.executor.locks(),
         };
         let key = want.key.clone();
         let tx = done_tx.clone();

@@ -29,6 +29,8 @@
 //! - [`status`]: status files: conditions, generations, rendering, atomic writes.
 //!
 //! Orchestration:
+//! - [`locks`]: runs of one process exclude each other by the containers, stacks,
+//!   volumes and folders they touch.
 //! - [`executor`]: one backup run, its phases, and the targets it resolves.
 //! - [`restore`]: one restore: resolving the archive, extraction, dump replay.
 //! - [`metrics`]: the Prometheus registry.
@@ -57,6 +59,7 @@ pub mod state;
 pub mod archive;
 pub mod repo;
 pub mod status;
+pub mod locks;
 pub mod executor;
 pub mod restore;
 pub mod metrics;

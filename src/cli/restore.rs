@@ -139,6 +139,7 @@ pub fn run(settings: &Settings, args: RestoreArgs) -> anyhow::Result<ExitCode> {
             engine,
             state: executor.state(),
             repository: super::repository(settings),
+            locks: executor.locks(),
         };
         anyhow::Ok(
             restorer

@@ -73,6 +73,7 @@ impl Runner for LiveRunner {
             engine: self.executor.engine().clone(),
             state: self.executor.state(),
             repository: self.repo.clone(),
+            locks: self.executor.locks(),
         };
         Box::pin(async move {
             let o = restorer.run(&request, progress).await;

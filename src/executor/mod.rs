@@ -5,6 +5,7 @@
 //! [`RunOutcome`].
 
 mod background;
+pub mod claims;
 pub mod dumps;
 pub mod pipe;
 pub mod resolve;
@@ -20,6 +21,7 @@ use serde::Serialize;
 use tracing::{Instrument, error, info, info_span, warn};
 
 use crate::docker::engine::{DockerError, Engine};
+use crate::locks::ResourceLocks;
 use crate::progress::Progress;
 use crate::repo::Repository;
 use crate::repo::manifest::{self, Artifact, Manifest, ManifestTargets};
@@ -140,6 +142,8 @@ pub struct Executor {
     pub(crate) state: Arc<StateDb>,
     pub(crate) repository: Repository,
     pub(crate) via: ArchiveVia,
+    /// Shared with every other run of this process, restores included.
+    pub(crate) locks: Arc<ResourceLocks>,
 }
 
 /// What a run collects as it goes; turned into the outcome and the manifest at the end.
@@ -175,7 +179,13 @@ impl Executor {
             state,
             repository,
             via,
+            locks: ResourceLocks::new(),
         }
+    }
+
+    /// The resource locks its runs take; a restorer in the same process takes the same.
+    pub fn locks(&self) -> Arc<ResourceLocks> {
+        self.locks.clone()
     }
 
     pub fn engine(&self) -> &Engine {
@@ -265,7 +275,7 @@ impl Executor {
         info!(dry_run = request.dry_run, "run started");
 
         let started = Instant::now();
-        let plan = match self.plan(&request.spec).await {
+        let mut plan = match self.plan(&request.spec).await {
             Ok(plan) => plan,
             Err(e) => {
                 run.fatal.push(format!("resolving targets: {e}"));
@@ -274,6 +284,15 @@ impl Executor {
         };
         run.fatal.extend(plan.errors.iter().cloned());
         run.time("resolve", started);
+
+        // Before anything is stopped: no other run of this process may stop, or write,
+        // what this one touches. A dry run touches nothing.
+        let _held = if run.fatal.is_empty() && !request.dry_run {
+            self.hold_targets(request, &run_id, &mut plan, &progress, &mut run)
+                .await
+        } else {
+            None
+        };
 
         let mut archive_id = None;
         let mut committed = false;

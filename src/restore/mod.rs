@@ -119,6 +119,9 @@ pub struct Restorer {
     pub engine: Engine,
     pub state: Arc<StateDb>,
     pub repository: crate::repo::Repository,
+    /// Shared with the executor's runs: a restore never stops or writes what another run
+    /// of this process touches.
+    pub locks: Arc<crate::locks::ResourceLocks>,
 }
 
 /// A volume to restore and where.
@@ -328,6 +331,9 @@ impl Restorer {
         for artifact in selection.volumes.iter().chain(&selection.binds) {
             check_checksum(&entry.path, artifact)?;
         }
+        let _held = self
+            .hold_targets(request, run_id, &planned, &selection, &progress)
+            .await?;
 
         // 2. In place: stop who uses the targets, journalled.
         let mut stopped = Vec::new();
@@ -397,6 +403,99 @@ impl Restorer {
             report.recipe = write_recipe(&entry.path, &selection, dir)?;
         }
         Ok(downtime)
+    }
+
+    /// What a restore touches: the volumes it writes, the containers using them that it
+    /// stops (running or not: one another run stopped is still this restore's to stop),
+    /// their stacks, the recipe folder, the containers dumps are replayed into.
+    async fn claims(
+        &self,
+        request: &RestoreRequest,
+        planned: &[Planned<'_>],
+        selection: &Selection<'_>,
+    ) -> Result<crate::locks::Claims, String> {
+        use crate::locks::{Access, Claims, Resource};
+        let mut claims = Claims::new();
+        for p in planned {
+            claims.exclusive(Resource::Volume(p.target.clone()), &p.target);
+        }
+        let in_place: Vec<&str> = planned
+            .iter()
+            .filter(|p| p.exists)
+            .map(|p| p.target.as_str())
+            .collect();
+        if !in_place.is_empty() {
+            for c in self.users(&in_place, request.stop).await? {
+                claims.exclusive(Resource::Container(c.id.clone()), &c.name);
+                if let Some(stack) = c.project() {
+                    let access = match request.stop {
+                        StopMode::Stack => Access::Exclusive,
+                        _ => Access::Shared,
+                    };
+                    claims.add(Resource::Stack(stack.to_string()), access, stack);
+                }
+            }
+        }
+        if let Some(dir) = &request.recipe_to {
+            claims.folder(dir, Access::Exclusive);
+        }
+        if request.replay_dumps {
+            for artifact in &selection.dumps {
+                let name = artifact.source.clone().unwrap_or_default();
+                // A container that is gone fails the replay later, with its own message.
+                if let Ok(details) = self.engine.inspect(&name).await {
+                    claims.shared(Resource::Container(details.id), &name);
+                }
+            }
+        }
+        Ok(claims)
+    }
+
+    /// Waits until no other run of this process holds what the restore touches, then holds
+    /// it. After a wait, what was decided is checked again: the users of the volumes may
+    /// have changed (then it waits anew), and a new volume must still not exist.
+    async fn hold_targets(
+        &self,
+        request: &RestoreRequest,
+        run_id: &str,
+        planned: &[Planned<'_>],
+        selection: &Selection<'_>,
+        progress: &Arc<dyn Progress>,
+    ) -> Result<crate::locks::LockGuard, String> {
+        let mut waited = false;
+        loop {
+            let claims = self.claims(request, planned, selection).await?;
+            let guard = self
+                .locks
+                .acquire(run_id, claims.clone(), |wait| {
+                    info!(resource = %wait.resource, holder = %wait.holder, "{wait}");
+                    progress.item(&wait.to_string());
+                })
+                .await;
+            if guard.waited().is_zero() && !waited {
+                return Ok(guard);
+            }
+            waited = true;
+            for p in planned.iter().filter(|p| !p.exists) {
+                if self
+                    .engine
+                    .volume(&p.target)
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .is_some()
+                {
+                    return Err(format!(
+                        "volume `{}` was created while this restore waited for other runs: NewVolumes never writes into an existing volume",
+                        p.target
+                    ));
+                }
+            }
+            if claims.covers(&self.claims(request, planned, selection).await?) {
+                info!("waited for other runs; going on");
+                return Ok(guard);
+            }
+            info!("the containers to stop changed while waiting; waiting for them anew");
+        }
     }
 
     /// The volume an archived volume goes to.

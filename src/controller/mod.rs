@@ -35,7 +35,7 @@ use tokio::sync::mpsc;
 use tracing::{Instrument, error, info, info_span, warn};
 
 use crate::executor::RunOutcome;
-use crate::hub::{Event, Hub};
+use crate::hub::Hub;
 use crate::repo::Repository;
 use crate::spec::{Kind, ObjectKey};
 use crate::state::StateDb;
@@ -88,11 +88,7 @@ pub struct Controller {
     /// Archive specs with `deletionPolicy: Delete`, as last loaded: removing such a spec
     /// deletes its archives.
     delete_with_spec: Vec<String>,
-    /// Seconds between scheduled runs per policy, with the generation it was computed for.
-    intervals: BTreeMap<ObjectKey, (String, f64)>,
-    /// Whether the newest finished run failed, per object (a run in progress keeps the
-    /// previous answer, so an alert does not flap while a retry runs).
-    last_failed: BTreeMap<ObjectKey, bool>,
+    publisher: publish::Publisher,
     /// The delay before the next try after a pass that could not read the state.
     retry: Option<Duration>,
 }
@@ -123,7 +119,7 @@ impl Controller {
             options,
             clock,
             state,
-            hub,
+            hub: hub.clone(),
             desired: Desired::default(),
             pending: Vec::new(),
             supervisor,
@@ -136,8 +132,7 @@ impl Controller {
             loaded: Vec::new(),
             status_cache: BTreeMap::new(),
             delete_with_spec: Vec::new(),
-            intervals: BTreeMap::new(),
-            last_failed: BTreeMap::new(),
+            publisher: publish::Publisher::new(hub.clone()),
             retry: None,
         }
     }
@@ -465,37 +460,7 @@ impl Controller {
     async fn finished(&mut self, key: &ObjectKey, outcome: &RunOutcome) {
         self.supervisor.finished(key);
         info!(object = %key, run = %outcome.run_id, phase = ?outcome.phase, "run finished");
-        if let Some(ok) = outcome.verified {
-            self.hub.metrics.verified(&key.name, ok);
-        }
-        if !outcome.dry_run {
-            let seconds = (outcome.completion_time - outcome.start_time)
-                .to_std()
-                .unwrap_or_default()
-                .as_secs_f64();
-            let downtime =
-                (!outcome.downtime.is_empty()).then(|| outcome.downtime.values().sum::<f64>());
-            self.hub.metrics.run_finished(
-                key.kind.as_str(),
-                &key.name,
-                outcome.phase,
-                seconds,
-                outcome.bytes,
-                downtime,
-            );
-            if let Some(failed) = publish::failed(outcome.phase) {
-                self.last_failed.insert(key.clone(), failed);
-            }
-        }
-        self.hub.emit(Event::RunFinished {
-            kind: key.kind.as_str().to_string(),
-            name: key.name.clone(),
-            run_id: outcome.run_id.clone(),
-            phase: outcome.phase,
-            bytes: outcome.bytes,
-            archive_id: outcome.archive_id.clone(),
-            time: outcome.completion_time,
-        });
+        self.publisher.run_finished(key, outcome);
         if outcome.committed
             && let Some(id) = &outcome.archive_id
         {
@@ -549,91 +514,22 @@ impl Controller {
         self.publish(&statuses, &BTreeMap::new(), now);
         info!("stopped");
     }
-}
 
-impl Controller {
     /// Hands the pass's result to the API and the metrics.
     fn publish(
         &mut self,
         statuses: &[(PathBuf, crate::status::ObjectStatus)],
         memory: &BTreeMap<ObjectKey, crate::state::ObjectMemory>,
-        now: chrono::DateTime<Utc>,
+        now: DateTime<Utc>,
     ) {
-        let root = &self.options.specs;
-        for (_, object) in statuses {
-            let key = ObjectKey {
-                kind: object.kind,
-                name: object.name.clone(),
-            };
-            if let Some(failed) = object
-                .status
-                .last_run
-                .as_ref()
-                .and_then(|r| publish::failed(r.phase))
-            {
-                self.last_failed.insert(key, failed);
-            }
-        }
-        let mut intervals = BTreeMap::new();
-        for object in self.desired.objects() {
-            let (Some(crate::spec::Resource::BackupPolicy(policy)), Some(generation)) =
-                (&object.resource, &object.generation)
-            else {
-                continue;
-            };
-            let key = object.key();
-            let seconds = match self.intervals.get(&key) {
-                Some((g, seconds)) if g == generation => Some(*seconds),
-                _ => crate::schedule::Schedule::new(&object.name, &policy.spec)
-                    .ok()
-                    .and_then(|s| longest_gap(&s, now)),
-            };
-            if let Some(seconds) = seconds {
-                intervals.insert(key, (generation.clone(), seconds));
-            }
-        }
-        self.intervals = intervals;
-        let intervals: BTreeMap<ObjectKey, f64> = self
-            .intervals
-            .iter()
-            .map(|(k, (_, s))| (k.clone(), *s))
-            .collect();
-        let gauges = publish::object_gauges(&publish::GaugeInput {
+        self.publisher.publish(&publish::Pass {
+            root: &self.options.specs,
             desired: &self.desired,
             statuses,
             memory,
             next_schedule: &self.next_schedule,
-            intervals: &intervals,
-            last_failed: &self.last_failed,
+            archives: &self.housekeeping.archives,
+            now,
         });
-        let metrics = &self.hub.metrics;
-        metrics.set_objects(&gauges);
-        metrics.set_archives(&publish::archive_gauges(&self.housekeeping.archives));
-        metrics.set_spec_errors(&publish::spec_errors(root, &self.desired));
-        self.hub
-            .publish(publish::snapshot(root, &self.desired, statuses));
-        // A pass allocates and frees a few MiB (statuses, the snapshot's JSON); hand the
-        // freed pages back, so an idle daemon stays small.
-        #[cfg(target_env = "gnu")]
-        // SAFETY: malloc_trim only releases free memory of the allocator.
-        unsafe {
-            libc::malloc_trim(0);
-        }
     }
-}
-
-/// The longest time between two of the next few scheduled runs: with an irregular
-/// schedule (weekdays only, say) the long gap is the one that must not raise an alarm.
-fn longest_gap(schedule: &crate::schedule::Schedule, now: chrono::DateTime<Utc>) -> Option<f64> {
-    let mut at = schedule.next_nominal_after(now)?;
-    let mut longest: Option<f64> = None;
-    for _ in 0..8 {
-        let Some(next) = schedule.next_nominal_after(at) else {
-            break;
-        };
-        let gap = (next - at).num_milliseconds() as f64 / 1000.0;
-        longest = Some(longest.map_or(gap, |l: f64| l.max(gap)));
-        at = next;
-    }
-    longest
 }

@@ -4,17 +4,166 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
 use super::desired::Desired;
-use crate::hub::{Collection, Digest, Snapshot};
+use crate::executor::RunOutcome;
+use crate::hub::{Collection, Digest, Event, Hub, Snapshot};
 use crate::metrics::{ArchiveGauges, ObjectGauges};
 use crate::spec::common::Phase;
 use crate::spec::{Kind, ObjectKey, Resource};
 use crate::status::{ArchivesSummary, ObjectStatus, READY};
+
+/// What one pass hands to the API and the metrics.
+pub struct Pass<'a> {
+    pub root: &'a Path,
+    pub desired: &'a Desired,
+    pub statuses: &'a [(PathBuf, ObjectStatus)],
+    pub memory: &'a BTreeMap<ObjectKey, crate::state::ObjectMemory>,
+    pub next_schedule: &'a BTreeMap<ObjectKey, DateTime<Utc>>,
+    pub archives: &'a BTreeMap<String, ArchivesSummary>,
+    pub now: DateTime<Utc>,
+}
+
+/// Publishes passes and run ends, and keeps what the gauges need between passes.
+pub struct Publisher {
+    hub: Arc<Hub>,
+    /// Seconds between scheduled runs per policy, with the generation it was computed for.
+    intervals: BTreeMap<ObjectKey, (String, f64)>,
+    /// Whether the newest finished run failed, per object (a run in progress keeps the
+    /// previous answer, so an alert does not flap while a retry runs).
+    last_failed: BTreeMap<ObjectKey, bool>,
+}
+
+impl Publisher {
+    pub fn new(hub: Arc<Hub>) -> Self {
+        Publisher {
+            hub,
+            intervals: BTreeMap::new(),
+            last_failed: BTreeMap::new(),
+        }
+    }
+
+    /// A run ended: its metrics and its event.
+    pub fn run_finished(&mut self, key: &ObjectKey, outcome: &RunOutcome) {
+        if let Some(ok) = outcome.verified {
+            self.hub.metrics.verified(&key.name, ok);
+        }
+        if !outcome.dry_run {
+            let seconds = (outcome.completion_time - outcome.start_time)
+                .to_std()
+                .unwrap_or_default()
+                .as_secs_f64();
+            let downtime =
+                (!outcome.downtime.is_empty()).then(|| outcome.downtime.values().sum::<f64>());
+            self.hub.metrics.run_finished(
+                key.kind.as_str(),
+                &key.name,
+                outcome.phase,
+                seconds,
+                outcome.bytes,
+                downtime,
+            );
+            if let Some(failed) = failed(outcome.phase) {
+                self.last_failed.insert(key.clone(), failed);
+            }
+        }
+        self.hub.emit(Event::RunFinished {
+            kind: key.kind.as_str().to_string(),
+            name: key.name.clone(),
+            run_id: outcome.run_id.clone(),
+            phase: outcome.phase,
+            bytes: outcome.bytes,
+            archive_id: outcome.archive_id.clone(),
+            time: outcome.completion_time,
+        });
+    }
+
+    /// Hands a pass's result to the API and the metrics.
+    pub fn publish(&mut self, pass: &Pass<'_>) {
+        let root = pass.root;
+        let now = pass.now;
+        for (_, object) in pass.statuses {
+            let key = ObjectKey {
+                kind: object.kind,
+                name: object.name.clone(),
+            };
+            if let Some(failed) = object
+                .status
+                .last_run
+                .as_ref()
+                .and_then(|r| failed(r.phase))
+            {
+                self.last_failed.insert(key, failed);
+            }
+        }
+        let mut intervals = BTreeMap::new();
+        for object in pass.desired.objects() {
+            let (Some(crate::spec::Resource::BackupPolicy(policy)), Some(generation)) =
+                (&object.resource, &object.generation)
+            else {
+                continue;
+            };
+            let key = object.key();
+            let seconds = match self.intervals.get(&key) {
+                Some((g, seconds)) if g == generation => Some(*seconds),
+                _ => crate::schedule::Schedule::new(&object.name, &policy.spec)
+                    .ok()
+                    .and_then(|s| longest_gap(&s, now)),
+            };
+            if let Some(seconds) = seconds {
+                intervals.insert(key, (generation.clone(), seconds));
+            }
+        }
+        self.intervals = intervals;
+        let intervals: BTreeMap<ObjectKey, f64> = self
+            .intervals
+            .iter()
+            .map(|(k, (_, s))| (k.clone(), *s))
+            .collect();
+        let gauges = object_gauges(&GaugeInput {
+            desired: pass.desired,
+            statuses: pass.statuses,
+            memory: pass.memory,
+            next_schedule: pass.next_schedule,
+            intervals: &intervals,
+            last_failed: &self.last_failed,
+        });
+        let metrics = &self.hub.metrics;
+        metrics.set_objects(&gauges);
+        metrics.set_archives(&archive_gauges(pass.archives));
+        metrics.set_spec_errors(&spec_errors(root, pass.desired));
+        self.hub
+            .publish(snapshot(root, pass.desired, pass.statuses));
+        // A pass allocates and frees a few MiB (statuses, the snapshot's JSON); hand the
+        // freed pages back, so an idle daemon stays small.
+        #[cfg(target_env = "gnu")]
+        // SAFETY: malloc_trim only releases free memory of the allocator.
+        unsafe {
+            libc::malloc_trim(0);
+        }
+    }
+}
+
+/// The longest time between two of the next few scheduled runs: with an irregular
+/// schedule (weekdays only, say) the long gap is the one that must not raise an alarm.
+fn longest_gap(schedule: &crate::schedule::Schedule, now: chrono::DateTime<Utc>) -> Option<f64> {
+    let mut at = schedule.next_nominal_after(now)?;
+    let mut longest: Option<f64> = None;
+    for _ in 0..8 {
+        let Some(next) = schedule.next_nominal_after(at) else {
+            break;
+        };
+        let gap = (next - at).num_milliseconds() as f64 / 1000.0;
+        longest = Some(longest.map_or(gap, |l: f64| l.max(gap)));
+        at = next;
+    }
+    longest
+}
 
 /// The spec file's path relative to the specs folder, with `/` separators.
 pub fn relative(file: &Path, specs_root: &Path) -> String {

@@ -807,9 +807,12 @@ struct CatalogQuery {
 
 async fn catalog(State(app): State<AppState>, Query(q): Query<CatalogQuery>) -> Response {
     let read = tokio::task::spawn_blocking(move || {
-        let mut entries =
-            crate::repo::catalog::scan(&crate::repo::Repository::local(&app.repository))
-                .map_err(|e| e.to_string())?;
+        // The daemon's catalog when there is one: a request reads no manifest.
+        let mut entries = match app.hub.catalog() {
+            Some(entries) => entries.as_ref().clone(),
+            None => crate::repo::catalog::scan(&crate::repo::Repository::local(&app.repository))
+                .map_err(|e| e.to_string())?,
+        };
         let missing =
             crate::repo::catalog::missing(&app.state, &entries).map_err(|e| e.to_string())?;
         entries.extend(missing);

@@ -44,6 +44,9 @@ pub struct Housekeeping {
     verify_tx: mpsc::UnboundedSender<(String, Vec<Verified>)>,
     /// The repository as the last resync saw it (see [`repository_fingerprint`]).
     repository_seen: Vec<(PathBuf, Option<std::time::SystemTime>)>,
+    /// The catalog version last handed to the API, and the load it came from.
+    published: Option<(u64, u64)>,
+    loads: u64,
 }
 
 impl Housekeeping {
@@ -68,12 +71,24 @@ impl Housekeeping {
             verifying: BTreeSet::new(),
             verify_tx,
             repository_seen: Vec::new(),
+            published: None,
+            loads: 0,
         };
         (housekeeping, verify_rx)
     }
 
     pub fn repo(&self) -> &Repository {
         &self.repo
+    }
+
+    /// Hands the catalog to the API when it changed since it last did.
+    pub fn publish_catalog(&mut self) {
+        let now = (self.loads, self.catalog.version());
+        if self.published != Some(now) {
+            self.hub
+                .publish_catalog(self.catalog.entries().cloned().collect());
+            self.published = Some(now);
+        }
     }
 
     /// Reads the whole repository into the catalog, and reconciles the run history with
@@ -92,6 +107,7 @@ impl Housekeeping {
         .await??;
         self.repository_seen = seen;
         self.catalog = catalog;
+        self.loads += 1;
         self.refresh_all_archives().await;
         Ok(())
     }

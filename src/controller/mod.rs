@@ -522,6 +522,7 @@ impl Controller {
         memory: &BTreeMap<ObjectKey, crate::state::ObjectMemory>,
         now: DateTime<Utc>,
     ) {
+        self.housekeeping.publish_catalog();
         self.publisher.publish(&publish::Pass {
             root: &self.options.specs,
             desired: &self.desired,

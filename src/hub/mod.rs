@@ -205,6 +205,9 @@ pub struct Hub {
     pub metrics: Metrics,
     snapshot: RwLock<Arc<Snapshot>>,
     events: broadcast::Sender<Event>,
+    /// The controller's catalog, as last changed; `None` until one is published (outside
+    /// the daemon).
+    catalog: RwLock<Option<Arc<Vec<crate::repo::Entry>>>>,
 }
 
 impl Default for Hub {
@@ -221,7 +224,20 @@ impl Hub {
             metrics: Metrics::new(),
             snapshot: RwLock::new(Arc::new(Snapshot::default())),
             events,
+            catalog: RwLock::new(None),
         }
+    }
+
+    /// The archives the controller knows, without reading the repository.
+    pub fn catalog(&self) -> Option<Arc<Vec<crate::repo::Entry>>> {
+        self.catalog
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub fn publish_catalog(&self, entries: Vec<crate::repo::Entry>) {
+        *self.catalog.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(entries));
     }
 
     pub fn snapshot(&self) -> Arc<Snapshot> {

@@ -179,6 +179,8 @@ impl Entry {
 #[derive(Clone, Debug, Default)]
 pub struct Catalog {
     groups: BTreeMap<String, BTreeMap<String, Entry>>,
+    /// Counts changes, so readers of a published copy know when it is stale.
+    version: u64,
 }
 
 impl Catalog {
@@ -221,8 +223,14 @@ impl Catalog {
         self.len() == 0
     }
 
+    /// Changes with every insertion, removal and verification.
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
     /// A new (or re-read) archive.
     pub fn insert(&mut self, entry: Entry) {
+        self.version += 1;
         self.groups
             .entry(entry.group.clone())
             .or_default()
@@ -231,6 +239,7 @@ impl Catalog {
 
     /// An archive that was deleted.
     pub fn remove(&mut self, group: &str, id: &str) -> Option<Entry> {
+        self.version += 1;
         let archives = self.groups.get_mut(group)?;
         let removed = archives.remove(id);
         if archives.is_empty() {
@@ -241,6 +250,7 @@ impl Catalog {
 
     /// A verification of an archive ended.
     pub fn verified(&mut self, group: &str, id: &str, v: &Verification) {
+        self.version += 1;
         if let Some(entry) = self.groups.get_mut(group).and_then(|g| g.get_mut(id)) {
             entry.apply_verification(v);
         }

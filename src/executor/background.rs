@@ -5,6 +5,8 @@
 
 use std::future::Future;
 
+use super::error::WorkerError;
+
 /// The nice value of archive threads: well below everything at the default 0, yet far
 /// from idle-only, so a backup still finishes on a busy host.
 const NICE: libc::c_int = 10;
@@ -14,7 +16,7 @@ const NICE: libc::c_int = 10;
 pub fn spawn<T: Send + 'static>(
     name: &str,
     work: impl FnOnce() -> T + Send + 'static,
-) -> impl Future<Output = Result<T, String>> {
+) -> impl Future<Output = Result<T, WorkerError>> {
     let (tx, rx) = tokio::sync::oneshot::channel();
     let started = std::thread::Builder::new()
         .name(name.to_string())
@@ -24,9 +26,8 @@ pub fn spawn<T: Send + 'static>(
             let _ = tx.send(work());
         });
     async move {
-        started.map_err(|e| format!("starting a thread: {e}"))?;
-        rx.await
-            .map_err(|_| "the thread ended without a result (it panicked)".to_string())
+        started.map_err(WorkerError::Start)?;
+        rx.await.map_err(|_| WorkerError::Panicked)
     }
 }
 
@@ -54,7 +55,8 @@ mod tests {
         .await
         .unwrap();
         assert_eq!(nice, NICE);
-        let failed = spawn("test", || panic!("boom")).await;
-        assert!(failed.unwrap_err().contains("panicked"));
+        let failed = spawn("test", || panic!("boom")).await.unwrap_err();
+        assert!(failed.to_string().contains("panicked"), "{failed}");
+        assert!(!failed.is_transient());
     }
 }

@@ -7,6 +7,7 @@
 mod background;
 pub mod claims;
 pub mod dumps;
+pub mod error;
 pub mod pipe;
 pub mod resolve;
 pub mod recipe;
@@ -29,6 +30,7 @@ pub use crate::settings::ArchiveVia;
 use crate::spec::common::{Format, Output, Phase};
 use crate::spec::{Kind, Resource};
 use crate::state::{RunRecord, StateDb};
+pub use error::{BackupRequestError, ExecutorError, RecipeError, RunError, WorkerError};
 use resolve::{BackupPlan, BackupSpec, Observed};
 
 /// One run to do.
@@ -50,7 +52,7 @@ impl BackupRequest {
     pub fn from_resource(
         resource: &Resource,
         policies: &[&Resource],
-    ) -> Result<BackupRequest, String> {
+    ) -> Result<BackupRequest, BackupRequestError> {
         match resource {
             Resource::BackupPolicy(p) => Ok(BackupRequest {
                 kind: Kind::BackupPolicy,
@@ -73,9 +75,9 @@ impl BackupRequest {
                         _ => None,
                     });
                     let Some(policy) = policy else {
-                        return Err(format!(
-                            "BackupPolicy `{policy_name}` is missing or invalid"
-                        ));
+                        return Err(BackupRequestError::MissingPolicy {
+                            policy: policy_name.clone(),
+                        });
                     };
                     Ok(BackupRequest {
                         kind: Kind::Archive,
@@ -109,7 +111,9 @@ impl BackupRequest {
                     })
                 }
             }
-            Resource::Restore(r) => Err(format!("Restore/{} is not a backup", r.metadata.name)),
+            Resource::Restore(r) => Err(BackupRequestError::NotABackup {
+                name: r.metadata.name.clone(),
+            }),
         }
     }
 }
@@ -151,9 +155,9 @@ pub struct Executor {
 pub(crate) struct Progressing {
     pub artifacts: Vec<Artifact>,
     /// Errors that make the archive incomplete: the run fails.
-    pub fatal: Vec<String>,
+    pub fatal: Vec<RunError>,
     /// Problems after a complete archive (a restart, a post hook): partially failed.
-    pub partial: Vec<String>,
+    pub partial: Vec<RunError>,
     pub warnings: Vec<String>,
     pub timings: BTreeMap<String, f64>,
     pub downtime: BTreeMap<String, f64>,
@@ -270,7 +274,7 @@ impl Executor {
         };
         let mut run = Progressing::default();
         if let Err(e) = self.state.insert_run(&record) {
-            run.fatal.push(e.to_string());
+            run.fatal.push(RunError::State(e));
         }
         info!(dry_run = request.dry_run, "run started");
 
@@ -278,11 +282,12 @@ impl Executor {
         let mut plan = match self.plan(&request.spec).await {
             Ok(plan) => plan,
             Err(e) => {
-                run.fatal.push(format!("resolving targets: {e}"));
+                run.fatal.push(RunError::Resolve(e));
                 BackupPlan::default()
             }
         };
-        run.fatal.extend(plan.errors.iter().cloned());
+        run.fatal
+            .extend(plan.errors.iter().cloned().map(RunError::Unresolved));
         run.time("resolve", started);
 
         // Before anything is stopped: no other run of this process may stop, or write,
@@ -300,7 +305,7 @@ impl Executor {
             self.dry_run(&plan, &mut run).await;
         } else if run.fatal.is_empty() {
             match self.repository.begin(&request.name, start_time) {
-                Err(e) => run.fatal.push(e.to_string()),
+                Err(e) => run.fatal.push(RunError::Storage(e)),
                 Ok(partial) => {
                     archive_id = Some(partial.id.clone());
                     self.take_archive(request, &plan, &partial.dir, &run_id, progress, &mut run)
@@ -309,14 +314,13 @@ impl Executor {
                         let manifest = self.manifest(request, &plan, &partial.id, start_time, &run);
                         let text = serde_json::to_vec_pretty(&manifest).unwrap_or_default();
                         let repository = self.repository.clone();
-                        let commit = tokio::task::spawn_blocking(move || {
-                            repository.commit(partial, &text).map_err(|e| e.to_string())
-                        })
-                        .await
-                        .unwrap_or_else(|e| Err(format!("committing the archive: {e}")));
+                        let commit =
+                            tokio::task::spawn_blocking(move || repository.commit(partial, &text))
+                                .await;
                         match commit {
-                            Ok(()) => committed = true,
-                            Err(e) => run.fatal.push(e),
+                            Ok(Ok(())) => committed = true,
+                            Ok(Err(e)) => run.fatal.push(RunError::Storage(e)),
+                            Err(e) => run.fatal.push(RunError::Commit(e)),
                         }
                     } else {
                         archive_id = None;
@@ -341,7 +345,12 @@ impl Executor {
         } else {
             0
         };
-        let errors: Vec<String> = run.fatal.iter().chain(&run.partial).cloned().collect();
+        let errors: Vec<String> = run
+            .fatal
+            .iter()
+            .chain(&run.partial)
+            .map(ToString::to_string)
+            .collect();
         record.archive_id = archive_id.clone();
         record.phase = phase;
         record.completion_time = Some(completion_time);
@@ -353,7 +362,17 @@ impl Executor {
         }
         match phase {
             Phase::Succeeded => info!(?archive_id, bytes, "run succeeded"),
-            _ => error!(?phase, errors = %errors.join("; "), "run did not succeed"),
+            _ => {
+                // What decided the phase: whether another run may do better, and why not.
+                let failures = if run.fatal.is_empty() {
+                    &run.partial
+                } else {
+                    &run.fatal
+                };
+                let reasons: Vec<&str> = failures.iter().map(RunError::reason).collect();
+                let transient = failures.iter().all(RunError::is_transient);
+                error!(?phase, errors = %errors.join("; "), ?reasons, transient, "run did not succeed")
+            }
         }
         RunOutcome {
             run_id,
@@ -407,7 +426,12 @@ impl Executor {
             artifacts: run.artifacts.clone(),
             timings: run.timings.clone(),
             downtime: run.downtime.clone(),
-            warnings: run.warnings.iter().chain(&run.partial).cloned().collect(),
+            warnings: run
+                .warnings
+                .iter()
+                .cloned()
+                .chain(run.partial.iter().map(ToString::to_string))
+                .collect(),
         }
     }
 }
@@ -426,12 +450,4 @@ fn hostname() -> String {
         .or_else(|_| std::fs::read_to_string("/etc/hostname"))
         .map(|h| h.trim().to_string())
         .unwrap_or_else(|_| "unknown".into())
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum ExecutorError {
-    #[error(transparent)]
-    Docker(#[from] DockerError),
-    #[error(transparent)]
-    State(#[from] crate::state::StateError),
 }

@@ -302,13 +302,13 @@ pub fn resolve(spec: &BackupSpec, observed: &Observed) -> BackupPlan {
 
     // Dumps and hooks name a service of the target stacks, or a container.
     let find =
-        |service: &Option<String>, container: &Option<String>| -> Result<&ContainerInfo, String> {
+        |service: &Option<String>, container: &Option<String>| -> Result<&ContainerInfo, NoMatch> {
             if let Some(name) = container {
                 return observed
                     .containers
                     .iter()
                     .find(|c| &c.name == name)
-                    .ok_or_else(|| format!("container `{name}` not found"));
+                    .ok_or_else(|| NoMatch::Container { name: name.clone() });
             }
             let service = service.as_deref().unwrap_or_default();
             let matches: Vec<&ContainerInfo> = observed
@@ -319,17 +319,18 @@ pub fn resolve(spec: &BackupSpec, observed: &Observed) -> BackupPlan {
                 .collect();
             match matches.as_slice() {
                 [one] => Ok(one),
-                [] => Err(format!(
-                    "service `{service}` not found in stacks {}",
-                    plan.stacks.join(", ")
-                )),
-                more => Err(format!(
-                    "service `{service}` is ambiguous: {}; name a container instead",
-                    more.iter()
+                [] => Err(NoMatch::Service {
+                    service: service.to_string(),
+                    stacks: plan.stacks.join(", "),
+                }),
+                more => Err(NoMatch::Ambiguous {
+                    service: service.to_string(),
+                    containers: more
+                        .iter()
                         .map(|c| c.name.as_str())
                         .collect::<Vec<_>>()
-                        .join(", ")
-                )),
+                        .join(", "),
+                }),
             }
         };
     for dump in &spec.dumps {
@@ -400,6 +401,17 @@ pub fn resolve(spec: &BackupSpec, observed: &Observed) -> BackupPlan {
             .push("the targets match no volume, bind mount or dump: nothing to back up".into());
     }
     plan
+}
+
+/// Why no single container matches what a dump or hook names.
+#[derive(Debug, thiserror::Error)]
+enum NoMatch {
+    #[error("container `{name}` not found")]
+    Container { name: String },
+    #[error("service `{service}` not found in stacks {stacks}")]
+    Service { service: String, stacks: String },
+    #[error("service `{service}` is ambiguous: {containers}; name a container instead")]
+    Ambiguous { service: String, containers: String },
 }
 
 fn planned(c: &ContainerInfo) -> PlannedContainer {

@@ -12,7 +12,10 @@ use tracing::{info, warn};
 use super::dumps::{self, DumpCommand};
 use super::pipe::{ChannelReader, DEPTH};
 use super::resolve::{BackupPlan, PlannedContainer, PlannedDump, PlannedHook};
-use super::{ArchiveVia, BackupRequest, Executor, Progressing, effective_level, recipe};
+use super::{
+    ArchiveVia, BackupRequest, Executor, Progressing, RecipeError, RunError, effective_level,
+    recipe,
+};
 use crate::archive::{self, ArtifactInfo, Excludes};
 use crate::progress::Progress;
 use crate::repo::manifest::Artifact;
@@ -33,7 +36,7 @@ impl Executor {
         let excludes = match Excludes::new(&request.spec.targets.exclude.paths) {
             Ok(e) => e,
             Err(e) => {
-                run.fatal.push(e.to_string());
+                run.fatal.push(RunError::Archive(e));
                 return;
             }
         };
@@ -95,7 +98,7 @@ impl Executor {
         if run.fatal.is_empty() && request.spec.include.recipe {
             let started = Instant::now();
             if let Err(e) = self.recipe(plan, root, run).await {
-                run.fatal.push(format!("writing the recipe: {e}"));
+                run.fatal.push(RunError::Recipe(e));
             }
             run.time("recipe", started);
         }
@@ -114,10 +117,9 @@ impl Executor {
                 .as_deref()
                 .is_some_and(|m| std::fs::read_dir(m).is_ok());
             if self.via == ArchiveVia::Direct && !readable {
-                run.fatal.push(format!(
-                    "volume {}: its folder is not readable from here",
-                    volume.name
-                ));
+                run.fatal.push(RunError::VolumeNotReadable {
+                    volume: volume.name.clone(),
+                });
             }
             info!(volume = %volume.name, via = if readable && self.via != ArchiveVia::Api { "direct" } else { "api" }, "would archive");
         }
@@ -129,27 +131,32 @@ impl Executor {
         }
     }
 
-    async fn hook(&self, which: &str, hook: &PlannedHook) -> Result<(), String> {
+    async fn hook(&self, which: &'static str, hook: &PlannedHook) -> Result<(), RunError> {
         info!(container = %hook.container, command = ?hook.command, "{which} hook");
         let timeout = Duration::from_secs(hook.timeout_seconds);
         let out = self
             .engine
             .exec(&hook.container_id, &hook.command, &[], timeout)
             .await
-            .map_err(|e| format!("{which} hook {:?} in {}: {e}", hook.command, hook.container))?;
+            .map_err(|source| RunError::Hook {
+                which,
+                command: hook.command.clone(),
+                container: hook.container.clone(),
+                source,
+            })?;
         if out.exit_code != 0 {
-            return Err(format!(
-                "{which} hook {:?} in {} failed with exit code {}: {}",
-                hook.command,
-                hook.container,
-                out.exit_code,
-                tail(&out.stderr)
-            ));
+            return Err(RunError::HookFailed {
+                which,
+                command: hook.command.clone(),
+                container: hook.container.clone(),
+                code: out.exit_code,
+                stderr: tail(&out.stderr),
+            });
         }
         Ok(())
     }
 
-    async fn password(&self, dump: &PlannedDump) -> Result<Option<String>, String> {
+    async fn password(&self, dump: &PlannedDump) -> Result<Option<String>, RunError> {
         let Some(source) = &dump.password else {
             return Ok(None);
         };
@@ -162,11 +169,10 @@ impl Executor {
             return Ok(Some(v.clone()));
         }
         if let Some(path) = from_file {
-            let text = std::fs::read_to_string(path).map_err(|e| {
-                format!(
-                    "dump of {}: reading the password file {path}: {e}",
-                    dump.container
-                )
+            let text = std::fs::read_to_string(path).map_err(|source| RunError::PasswordFile {
+                container: dump.container.clone(),
+                path: path.clone(),
+                source,
             })?;
             return Ok(Some(text.trim_end_matches(['\n', '\r']).to_string()));
         }
@@ -175,15 +181,16 @@ impl Executor {
                 .engine
                 .inspect(&dump.container_id)
                 .await
-                .map_err(|e| format!("dump of {}: {e}", dump.container))?;
+                .map_err(|source| RunError::PasswordInspect {
+                    container: dump.container.clone(),
+                    source,
+                })?;
             return details
                 .env_var(var)
                 .map(|v| Some(v.to_string()))
-                .ok_or_else(|| {
-                    format!(
-                        "dump of {}: the container has no environment variable {var}",
-                        dump.container
-                    )
+                .ok_or_else(|| RunError::PasswordVariable {
+                    container: dump.container.clone(),
+                    variable: var.clone(),
                 });
         }
         Ok(None)
@@ -196,7 +203,7 @@ impl Executor {
         output: &Output,
         progress: Arc<dyn Progress>,
         run: &mut Progressing,
-    ) -> Result<(), String> {
+    ) -> Result<(), RunError> {
         let password = self.password(dump).await?;
         let label = dump
             .service
@@ -240,23 +247,39 @@ impl Executor {
                 .engine
                 .exec_streaming(&dump.container_id, &command, &env, tx)
                 .await;
-            let written = writer
-                .await
-                .map_err(|e| format!("dump {artifact}: the writer stopped: {e}"))?;
-            let what = format!(
-                "dump of {} ({}) into {artifact}",
-                dump.container, dump.engine
-            );
-            let (code, stderr) = exec.map_err(|e| format!("{what}: {e}"))?;
-            let info = written.map_err(|e| format!("{what}: {e}"))?;
+            let written = writer.await.map_err(|source| RunError::DumpWorker {
+                artifact: artifact.clone(),
+                source,
+            })?;
+            let (container, engine) = (dump.container.clone(), dump.engine);
+            let (code, stderr) = exec.map_err(|source| RunError::DumpExec {
+                container: container.clone(),
+                engine,
+                artifact: artifact.clone(),
+                source,
+            })?;
+            let info = written.map_err(|source| RunError::DumpWrite {
+                container: container.clone(),
+                engine,
+                artifact: artifact.clone(),
+                source,
+            })?;
             if code != 0 {
-                return Err(format!(
-                    "{what}: the dump command failed with exit code {code}: {}",
-                    tail(&stderr)
-                ));
+                return Err(RunError::DumpFailed {
+                    container,
+                    engine,
+                    artifact,
+                    code,
+                    stderr: tail(&stderr),
+                });
             }
             if info.source_bytes == 0 {
-                return Err(format!("{what}: the dump is empty: {}", tail(&stderr)));
+                return Err(RunError::DumpEmpty {
+                    container,
+                    engine,
+                    artifact,
+                    stderr: tail(&stderr),
+                });
             }
             run.artifacts.push(Artifact {
                 kind: "dump".into(),
@@ -289,17 +312,22 @@ impl Executor {
                 run_id: run_id.to_string(),
                 stopped_at: Utc::now(),
             };
-            if let Err(e) = self.state.journal_stop(&entry) {
-                run.fatal
-                    .push(format!("journalling the stop of {}: {e}", c.name));
+            if let Err(source) = self.state.journal_stop(&entry) {
+                run.fatal.push(RunError::JournalStop {
+                    container: c.name.clone(),
+                    source,
+                });
                 break;
             }
             info!(container = %c.name, "stopping");
             let at = Instant::now();
             // Journalled first: even if the stop call fails halfway, a restart is attempted.
             stopped.push((c.clone(), at));
-            if let Err(e) = self.engine.stop(&c.id, timeout).await {
-                run.fatal.push(format!("stopping {}: {e}", c.name));
+            if let Err(source) = self.engine.stop(&c.id, timeout).await {
+                run.fatal.push(RunError::Stop {
+                    container: c.name.clone(),
+                    source,
+                });
                 break;
             }
         }
@@ -328,19 +356,22 @@ impl Executor {
             info!(container = %c.name, "starting");
             match self.engine.start(&c.id).await {
                 Ok(()) => up.push(c),
-                Err(e) => run.partial.push(format!("starting {} again: {e}", c.name)),
+                Err(source) => run.partial.push(RunError::Start {
+                    container: c.name.clone(),
+                    source,
+                }),
             }
         }
         let deadline = Instant::now() + request.spec.consistency.wait_healthy.as_duration();
         for c in &up {
-            match self.wait_healthy(&c.id, deadline).await {
+            match self.wait_healthy(c, deadline).await {
                 Ok(()) => {
                     if let Err(e) = self.state.journal_remove(&c.id) {
                         run.warnings
                             .push(format!("clearing the journalled stop of {}: {e}", c.name));
                     }
                 }
-                Err(e) => run.partial.push(format!("{} after restart: {e}", c.name)),
+                Err(e) => run.partial.push(e),
             }
         }
         for (stack, since) in stack_down_since {
@@ -352,14 +383,29 @@ impl Executor {
     }
 
     /// Waits until a started container runs and, if it has a healthcheck, is healthy.
-    async fn wait_healthy(&self, id: &str, deadline: Instant) -> Result<(), String> {
+    async fn wait_healthy(&self, c: &PlannedContainer, deadline: Instant) -> Result<(), RunError> {
+        let container = || c.name.clone();
         loop {
-            let details = self.engine.inspect(id).await.map_err(|e| e.to_string())?;
+            let details = self
+                .engine
+                .inspect(&c.id)
+                .await
+                .map_err(|source| RunError::Health {
+                    container: container(),
+                    source,
+                })?;
             match (details.running, details.health.as_deref()) {
                 (true, None | Some("healthy")) => return Ok(()),
-                (false, _) => return Err("it is not running".into()),
+                (false, _) => {
+                    return Err(RunError::NotRunning {
+                        container: container(),
+                    });
+                }
                 (true, Some(status)) if Instant::now() >= deadline => {
-                    return Err(format!("still {status} when waitHealthy ran out"));
+                    return Err(RunError::NotHealthy {
+                        container: container(),
+                        status: status.to_string(),
+                    });
                 }
                 _ => tokio::time::sleep(Duration::from_millis(250)).await,
             }
@@ -383,10 +429,9 @@ impl Executor {
                 .as_deref()
                 .filter(|m| std::fs::read_dir(m).is_ok());
             let result = match (self.via, readable) {
-                (ArchiveVia::Direct, None) => Err(format!(
-                    "volume {}: its folder is not readable from here",
-                    volume.name
-                )),
+                (ArchiveVia::Direct, None) => Err(RunError::VolumeNotReadable {
+                    volume: volume.name.clone(),
+                }),
                 (ArchiveVia::Auto | ArchiveVia::Direct, Some(dir)) => self
                     .archive_dir(dir, root, &rel, output, excludes, progress.clone())
                     .await
@@ -426,10 +471,9 @@ impl Executor {
                     .await
                     .map(|i| (i, "direct"))
             } else if self.via == ArchiveVia::Direct {
-                Err(format!(
-                    "bind mount {}: not readable from here",
-                    bind.source
-                ))
+                Err(RunError::BindNotReadable {
+                    path: bind.source.clone(),
+                })
             } else {
                 self.archive_api(
                     &bind.container_id,
@@ -467,7 +511,7 @@ impl Executor {
         output: &Output,
         excludes: &Excludes,
         progress: Arc<dyn Progress>,
-    ) -> Result<ArtifactInfo, String> {
+    ) -> Result<ArtifactInfo, RunError> {
         info!(source = %dir, artifact = %rel, "archiving from the host");
         let (source, root, rel, format, level, excludes) = (
             dir.to_string(),
@@ -489,8 +533,11 @@ impl Executor {
             )
         })
         .await
-        .map_err(|e| format!("archiving {dir}: the writer stopped: {e}"))?
-        .map_err(|e| e.to_string())
+        .map_err(|source| RunError::ArchiveWorker {
+            what: dir.to_string(),
+            source,
+        })?
+        .map_err(RunError::Archive)
     }
 
     async fn archive_volume_api(
@@ -501,25 +548,33 @@ impl Executor {
         output: &Output,
         excludes: &Excludes,
         progress: Arc<dyn Progress>,
-    ) -> Result<ArtifactInfo, String> {
+    ) -> Result<ArtifactInfo, RunError> {
+        let failed = |source| RunError::Volume {
+            volume: volume.to_string(),
+            source,
+        };
         match self.engine.volume_exists(volume).await {
             Ok(true) => {}
-            Ok(false) => return Err(format!("volume {volume} vanished during the run")),
-            Err(e) => return Err(format!("volume {volume}: {e}")),
+            Ok(false) => {
+                return Err(RunError::VolumeVanished {
+                    volume: volume.to_string(),
+                });
+            }
+            Err(e) => return Err(failed(e)),
         }
         let image = self
             .engine
             .any_image()
             .await
-            .map_err(|e| format!("volume {volume}: {e}"))?
-            .ok_or_else(|| {
-                format!("volume {volume}: no image on the Docker host to read it with")
+            .map_err(failed)?
+            .ok_or_else(|| RunError::NoImage {
+                volume: volume.to_string(),
             })?;
         let reader = self
             .engine
             .create_reader(&image, volume)
             .await
-            .map_err(|e| format!("volume {volume}: {e}"))?;
+            .map_err(failed)?;
         let result = self
             .archive_api(&reader, "/volume", root, rel, output, excludes, progress)
             .await;
@@ -539,7 +594,7 @@ impl Executor {
         output: &Output,
         excludes: &Excludes,
         progress: Arc<dyn Progress>,
-    ) -> Result<ArtifactInfo, String> {
+    ) -> Result<ArtifactInfo, RunError> {
         use futures_util::StreamExt;
         info!(container, path, artifact = %rel, "archiving through the Docker API");
         let prefix = format!(
@@ -581,19 +636,20 @@ impl Executor {
                     }
                 }
                 Err(e) => {
-                    failure = Some(e.to_string());
+                    failure = Some(e);
                     break;
                 }
             }
         }
         drop(tx);
-        let written = writer
-            .await
-            .map_err(|e| format!("archiving {container}:{path}: the writer stopped: {e}"))?;
+        let written = writer.await.map_err(|source| RunError::ArchiveWorker {
+            what: format!("{container}:{path}"),
+            source,
+        })?;
         if let Some(e) = failure {
-            return Err(e);
+            return Err(RunError::Docker(e));
         }
-        written.map_err(|e| e.to_string())
+        written.map_err(RunError::Archive)
     }
 
     async fn recipe(
@@ -601,26 +657,23 @@ impl Executor {
         plan: &BackupPlan,
         root: &Path,
         run: &mut Progressing,
-    ) -> Result<(), String> {
-        let observed = self.observe().await.map_err(|e| e.to_string())?;
+    ) -> Result<(), RecipeError> {
+        let observed = self.observe().await?;
         let mut networks = std::collections::BTreeSet::new();
         for c in &plan.containers {
             let folder = format!(
                 "recipe/{}",
                 c.stack.clone().unwrap_or_else(|| "_containers".into())
             );
-            let details = self
-                .engine
-                .inspect(&c.id)
-                .await
-                .map_err(|e| e.to_string())?;
+            let details = self.engine.inspect(&c.id).await?;
             let mut raw = details.raw.clone();
             recipe::redact_inspect(&mut raw);
             let text = serde_json::to_vec_pretty(&raw).unwrap_or_default();
-            run.artifacts.push(
-                recipe::write_file(root, &format!("{folder}/inspect/{}.json", c.name), &text)
-                    .map_err(|e| e.to_string())?,
-            );
+            run.artifacts.push(recipe::write_file(
+                root,
+                &format!("{folder}/inspect/{}.json", c.name),
+                &text,
+            )?);
             for n in details.networks {
                 if !["bridge", "host", "none"].contains(&n.as_str()) {
                     networks.insert((folder.clone(), n));
@@ -628,17 +681,14 @@ impl Executor {
             }
         }
         for (folder, name) in networks {
-            let mut value = self
-                .engine
-                .network(&name)
-                .await
-                .map_err(|e| e.to_string())?;
+            let mut value = self.engine.network(&name).await?;
             recipe::redact_inspect(&mut value);
             let text = serde_json::to_vec_pretty(&value).unwrap_or_default();
-            run.artifacts.push(
-                recipe::write_file(root, &format!("{folder}/networks/{name}.json"), &text)
-                    .map_err(|e| e.to_string())?,
-            );
+            run.artifacts.push(recipe::write_file(
+                root,
+                &format!("{folder}/networks/{name}.json"),
+                &text,
+            )?);
         }
         for stack in observed
             .stacks
@@ -664,24 +714,22 @@ impl Executor {
                     .map(|n| n.to_string_lossy().into_owned())
                     .unwrap_or_default();
                 let redacted = recipe::redact_text(&text);
-                run.artifacts.push(
-                    recipe::write_file(
-                        root,
-                        &format!("recipe/{}/{name}", stack.name),
-                        redacted.as_bytes(),
-                    )
-                    .map_err(|e| e.to_string())?,
-                );
+                run.artifacts.push(recipe::write_file(
+                    root,
+                    &format!("recipe/{}/{name}", stack.name),
+                    redacted.as_bytes(),
+                )?);
             }
             let images: BTreeMap<&str, &str> = stack
                 .containers()
                 .map(|c| (c.name.as_str(), c.image.as_str()))
                 .collect();
             let text = serde_json::to_vec_pretty(&images).unwrap_or_default();
-            run.artifacts.push(
-                recipe::write_file(root, &format!("recipe/{}/images.json", stack.name), &text)
-                    .map_err(|e| e.to_string())?,
-            );
+            run.artifacts.push(recipe::write_file(
+                root,
+                &format!("recipe/{}/images.json", stack.name),
+                &text,
+            )?);
         }
         Ok(())
     }

@@ -18,6 +18,7 @@
 //!    fails.
 //! 4. The stopped containers start again; dumps are replayed into the running services.
 
+mod error;
 pub mod replay;
 
 use std::collections::BTreeMap;
@@ -36,6 +37,7 @@ use crate::repo::manifest::{Artifact, Manifest};
 use crate::spec::common::{Phase, StopMode};
 use crate::spec::restore::RestoreMode;
 use crate::state::{RunRecord, StateDb, StopEntry};
+pub use error::{RestoreError, RestoreRequestError, SwapError};
 
 /// Which archive to restore from.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -67,14 +69,17 @@ pub struct RestoreRequest {
 }
 
 impl RestoreRequest {
-    pub fn from_spec(name: &str, spec: &crate::spec::restore::RestoreSpec) -> Result<Self, String> {
+    pub fn from_spec(
+        name: &str,
+        spec: &crate::spec::restore::RestoreSpec,
+    ) -> Result<Self, RestoreRequestError> {
         let source = match (&spec.from.archive, &spec.from.policy) {
             (Some(id), _) => Source::Archive(id.clone()),
             (None, Some(policy)) => Source::Policy {
                 name: policy.clone(),
                 at: parse_at(spec.from.at.as_deref().unwrap_or("latest"))?,
             },
-            (None, None) => return Err("from: name an archive or a policy".into()),
+            (None, None) => return Err(RestoreRequestError::NoSource),
         };
         Ok(RestoreRequest {
             name: name.to_string(),
@@ -91,13 +96,16 @@ impl RestoreRequest {
 }
 
 /// `latest` or an RFC 3339 time.
-pub fn parse_at(text: &str) -> Result<Option<DateTime<Utc>>, String> {
+pub fn parse_at(text: &str) -> Result<Option<DateTime<Utc>>, RestoreRequestError> {
     if text == "latest" {
         return Ok(None);
     }
     DateTime::parse_from_rfc3339(text)
         .map(|t| Some(t.with_timezone(&Utc)))
-        .map_err(|e| format!("at: {text:?} is neither `latest` nor an RFC 3339 time: {e}"))
+        .map_err(|source| RestoreRequestError::At {
+            text: text.to_string(),
+            source,
+        })
 }
 
 pub use crate::status::restored::{RestoreReport, RestoredDump, RestoredVolume};
@@ -189,7 +197,7 @@ impl Restorer {
                 .await
             {
                 Ok(down) => downtime = down,
-                Err(e) => errors.push(e),
+                Err(e) => errors.push(e.to_string()),
             }
         }
         let phase = if errors.is_empty() {
@@ -240,15 +248,15 @@ impl Restorer {
     }
 
     /// The archive a source names: Good or Partial, never Corrupt or Missing.
-    pub fn resolve(&self, source: &Source) -> Result<Entry, String> {
+    pub fn resolve(&self, source: &Source) -> Result<Entry, RestoreError> {
         let repo = &self.repository;
         let usable = |e: &Entry| matches!(e.health, Health::Good | Health::Partial);
         // Only the group the source names is read, not the whole repository.
-        let group_entries = |group: &str| -> Result<Vec<Entry>, String> {
+        let group_entries = |group: &str| -> Result<Vec<Entry>, RestoreError> {
             let mut entries = Vec::new();
-            for id in repo.archives(group).map_err(|e| e.to_string())? {
-                if let Some(entry) =
-                    crate::repo::catalog::read_entry(repo, group, &id).map_err(|e| e.to_string())?
+            for id in repo.archives(group).map_err(RestoreError::Storage)? {
+                if let Some(entry) = crate::repo::catalog::read_entry(repo, group, &id)
+                    .map_err(RestoreError::Storage)?
                 {
                     entries.push(entry);
                 }
@@ -259,18 +267,21 @@ impl Restorer {
             Source::Archive(id) => {
                 let found = match crate::repo::layout::group_of(id) {
                     Some(group) => crate::repo::catalog::read_entry(repo, group, id)
-                        .map_err(|e| e.to_string())?,
+                        .map_err(RestoreError::Storage)?,
                     None => None,
                 };
                 let Some(entry) = found else {
-                    return Err(format!("no archive `{id}` in {}", repo.describe()));
+                    return Err(RestoreError::NoArchive {
+                        id: id.clone(),
+                        repository: repo.describe(),
+                    });
                 };
                 if !usable(&entry) {
-                    return Err(format!(
-                        "archive `{id}` is {:?}: {}",
-                        entry.health,
-                        entry.problems.join("; ")
-                    ));
+                    return Err(RestoreError::Unusable {
+                        id: id.clone(),
+                        health: entry.health,
+                        problems: entry.problems.join("; "),
+                    });
                 }
                 Ok(entry)
             }
@@ -279,9 +290,9 @@ impl Restorer {
                 .filter(|e| usable(e))
                 .filter(|e| at.is_none_or(|at| e.time <= at))
                 .max_by_key(|e| (e.time, e.id.clone()))
-                .ok_or_else(|| match at {
-                    Some(at) => format!("`{name}` has no good archive at or before {at}"),
-                    None => format!("`{name}` has no good archive"),
+                .ok_or_else(|| RestoreError::NoGoodArchive {
+                    name: name.clone(),
+                    at: *at,
                 }),
         }
     }
@@ -294,12 +305,12 @@ impl Restorer {
         progress: Arc<dyn Progress>,
         report: &mut RestoreReport,
         warnings: &mut Vec<String>,
-    ) -> Result<f64, String> {
+    ) -> Result<f64, RestoreError> {
         let entry = self.resolve(&request.source)?;
         report.archive = entry.id.clone();
         info!(archive = %entry.id, "restoring from");
         let manifest = crate::repo::verify::manifest(&self.repository, &entry.group, &entry.id)
-            .map_err(|e| e.to_string())?;
+            .map_err(RestoreError::Manifest)?;
         let selection = select(&manifest, request)?;
 
         // 1. Decide every target before touching anything.
@@ -311,12 +322,10 @@ impl Restorer {
                 .engine
                 .volume(&target)
                 .await
-                .map_err(|e| e.to_string())?
+                .map_err(RestoreError::Docker)?
                 .is_some();
             if exists && request.mode == RestoreMode::NewVolumes {
-                return Err(format!(
-                    "volume `{target}` exists: NewVolumes never writes into an existing volume (map `{volume}` to another name, or restore InPlace)"
-                ));
+                return Err(RestoreError::TargetExists { target, volume });
             }
             planned.push(Planned {
                 artifact,
@@ -355,17 +364,22 @@ impl Restorer {
                 };
                 self.state
                     .journal_stop(&entry)
-                    .map_err(|e| format!("journalling the stop of {}: {e}", c.name))?;
+                    .map_err(|source| RestoreError::JournalStop {
+                        container: c.name.clone(),
+                        source,
+                    })?;
                 stopped.push(c.clone());
                 info!(container = %c.name, "stopping");
-                if let Err(e) = self
+                if let Err(source) = self
                     .engine
                     .stop(&c.id, std::time::Duration::from_secs(30))
                     .await
                 {
-                    let message = format!("stopping {}: {e}", c.name);
                     self.start_again(&stopped, warnings).await;
-                    return Err(message);
+                    return Err(RestoreError::Stop {
+                        container: c.name.clone(),
+                        source,
+                    });
                 }
             }
         }
@@ -384,7 +398,10 @@ impl Restorer {
                 info!(container = %container, artifact = %artifact.path, "replaying dump");
                 let replayed = replay::replay(&self.engine, &container, artifact, &file)
                     .await
-                    .map_err(|e| format!("replaying {}: {e}", artifact.path))?;
+                    .map_err(|source| RestoreError::Replay {
+                        artifact: artifact.path.clone(),
+                        source,
+                    })?;
                 report.dumps.push(RestoredDump {
                     artifact: artifact.path.clone(),
                     container,
@@ -504,7 +521,7 @@ impl Restorer {
         request: &RestoreRequest,
         entry: &Entry,
         volume: &str,
-    ) -> Result<String, String> {
+    ) -> Result<String, RestoreError> {
         if let Some(to) = request.mapping.get(volume) {
             return Ok(to.clone());
         }
@@ -517,7 +534,7 @@ impl Restorer {
             .engine
             .volume(volume)
             .await
-            .map_err(|e| e.to_string())?
+            .map_err(RestoreError::Docker)?
             .is_some();
         if !exists {
             return Ok(volume.to_string());
@@ -527,14 +544,18 @@ impl Restorer {
     }
 
     /// The containers using any of the volumes, with their whole stacks when asked.
-    async fn users(&self, volumes: &[&str], stop: StopMode) -> Result<Vec<ContainerInfo>, String> {
+    async fn users(
+        &self,
+        volumes: &[&str],
+        stop: StopMode,
+    ) -> Result<Vec<ContainerInfo>, RestoreError> {
         let mut users: BTreeMap<String, ContainerInfo> = BTreeMap::new();
         for v in volumes {
             for c in self
                 .engine
                 .users_of_volume(v)
                 .await
-                .map_err(|e| e.to_string())?
+                .map_err(RestoreError::Docker)?
             {
                 users.insert(c.id.clone(), c);
             }
@@ -544,7 +565,7 @@ impl Restorer {
                 .values()
                 .filter_map(|c| c.project().map(str::to_string))
                 .collect();
-            for stack in self.engine.stacks().await.map_err(|e| e.to_string())? {
+            for stack in self.engine.stacks().await.map_err(RestoreError::Docker)? {
                 if stacks.contains(&stack.name) {
                     for c in stack.containers() {
                         users.insert(c.id.clone(), c.clone());
@@ -576,7 +597,7 @@ impl Restorer {
         run_id: &str,
         progress: &dyn Progress,
         report: &mut RestoreReport,
-    ) -> Result<(), String> {
+    ) -> Result<(), RestoreError> {
         for p in planned {
             // Checked again with the containers stopped: nothing else may write it now.
             if p.exists {
@@ -584,24 +605,23 @@ impl Restorer {
                     .engine
                     .users_of_volume(&p.target)
                     .await
-                    .map_err(|e| e.to_string())?
+                    .map_err(RestoreError::Docker)?
                     .into_iter()
                     .filter(|c| c.is_running())
                     .map(|c| c.name)
                     .collect();
                 if !running.is_empty() {
-                    return Err(format!(
-                        "volume `{}` is in use by running container(s) {}: a restore never writes a volume in use",
-                        p.target,
-                        running.join(", ")
-                    ));
+                    return Err(RestoreError::InUse {
+                        volume: p.target.clone(),
+                        containers: running.join(", "),
+                    });
                 }
             }
             let info = match self
                 .engine
                 .volume(&p.target)
                 .await
-                .map_err(|e| e.to_string())?
+                .map_err(RestoreError::Docker)?
             {
                 Some(v) => v,
                 None => {
@@ -609,7 +629,7 @@ impl Restorer {
                     self.engine
                         .create_volume(&p.target, &labels)
                         .await
-                        .map_err(|e| e.to_string())?
+                        .map_err(RestoreError::Docker)?
                 }
             };
             let data = PathBuf::from(&info.mountpoint);
@@ -617,10 +637,10 @@ impl Restorer {
                 if !p.exists {
                     let _ = self.engine.remove_volume(&p.target).await;
                 }
-                return Err(format!(
-                    "volume `{}` keeps its data in {}, which is not a folder on this host: restoring needs the Docker host's volume folders",
-                    p.target, info.mountpoint
-                ));
+                return Err(RestoreError::NotLocal {
+                    volume: p.target.clone(),
+                    mountpoint: info.mountpoint.clone(),
+                });
             }
             progress.item(&p.volume);
             let artifact = entry.path.join(&p.artifact.path);
@@ -633,7 +653,10 @@ impl Restorer {
                 // Ours, and incomplete: it goes.
                 let _ = self.engine.remove_volume(&p.target).await;
             }
-            let stats = stats.map_err(|e| format!("restoring volume `{}`: {e}", p.volume))?;
+            let stats = stats.map_err(|source| RestoreError::Volume {
+                volume: p.volume.clone(),
+                source,
+            })?;
             report.volumes.push(RestoredVolume {
                 volume: p.volume.clone(),
                 into: p.target.clone(),
@@ -663,7 +686,7 @@ async fn swap_in(
     data: &Path,
     run_id: &str,
     limits: crate::archive::ExtractLimits,
-) -> Result<crate::archive::ExtractStats, String> {
+) -> Result<crate::archive::ExtractStats, SwapError> {
     let name = data
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -695,12 +718,15 @@ async fn swap_in(
             Ok(s) => s,
             Err(e) => {
                 let _ = std::fs::remove_dir_all(&staging);
-                return Err(e.to_string());
+                return Err(SwapError::Extract(e));
             }
         };
-        exchange(&staging, &data).map_err(|e| {
+        exchange(&staging, &data).map_err(|source| {
             let _ = std::fs::remove_dir_all(&staging);
-            format!("swapping {} into place: {e}", staging.display())
+            SwapError::Exchange {
+                staging: staging.clone(),
+                source,
+            }
         })?;
         // `staging` now holds the old content.
         if let Err(e) = std::fs::remove_dir_all(&staging) {
@@ -711,7 +737,7 @@ async fn swap_in(
     .await;
     match result {
         Ok(r) => r,
-        Err(e) => Err(e.to_string()),
+        Err(e) => Err(SwapError::Worker(e)),
     }
 }
 
@@ -760,7 +786,10 @@ struct Selection<'a> {
     stacks: Vec<String>,
 }
 
-fn select<'a>(manifest: &'a Manifest, request: &RestoreRequest) -> Result<Selection<'a>, String> {
+fn select<'a>(
+    manifest: &'a Manifest,
+    request: &RestoreRequest,
+) -> Result<Selection<'a>, RestoreError> {
     let everything = request.stacks.is_empty() && request.volumes.is_empty();
     let in_stacks = |a: &Artifact| {
         everything
@@ -783,11 +812,11 @@ fn select<'a>(manifest: &'a Manifest, request: &RestoreRequest) -> Result<Select
                 .iter()
                 .any(|a| a.stack.as_ref() == Some(stack))
         {
-            return Err(format!(
-                "archive {} has no stack `{stack}`; it has: {}",
-                manifest.id,
-                list(&manifest.targets.stacks)
-            ));
+            return Err(RestoreError::NoStack {
+                archive: manifest.id.clone(),
+                stack: stack.clone(),
+                has: list(&manifest.targets.stacks),
+            });
         }
     }
     let archived: Vec<String> = manifest
@@ -798,11 +827,11 @@ fn select<'a>(manifest: &'a Manifest, request: &RestoreRequest) -> Result<Select
         .collect();
     for v in request.volumes.iter().chain(request.mapping.keys()) {
         if !archived.contains(v) {
-            return Err(format!(
-                "archive {} has no volume `{v}`; it has: {}",
-                manifest.id,
-                list(&archived)
-            ));
+            return Err(RestoreError::NoVolume {
+                archive: manifest.id.clone(),
+                volume: v.clone(),
+                has: list(&archived),
+            });
         }
     }
     let of = |kind: &str| -> Vec<&'a Artifact> {
@@ -852,52 +881,66 @@ fn recipe_stack(a: &Artifact) -> Option<String> {
     rest.split('/').next().map(str::to_string)
 }
 
-fn check_empty_folder(dir: &Path) -> Result<(), String> {
+fn check_empty_folder(dir: &Path) -> Result<(), RestoreError> {
     match std::fs::read_dir(dir) {
         Ok(mut entries) => {
             if entries.next().is_some() {
-                Err(format!(
-                    "recipe folder {} is not empty: the recipe is only written into an empty or new folder",
-                    dir.display()
-                ))
+                Err(RestoreError::RecipeFolderNotEmpty {
+                    dir: dir.to_path_buf(),
+                })
             } else {
                 Ok(())
             }
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(format!("recipe folder {}: {e}", dir.display())),
+        Err(source) => Err(RestoreError::RecipeFolder {
+            dir: dir.to_path_buf(),
+            source,
+        }),
     }
 }
 
 /// The artifact is byte for byte what the manifest recorded (a folder: its listing).
-fn check_checksum(root: &Path, artifact: &Artifact) -> Result<(), String> {
+fn check_checksum(root: &Path, artifact: &Artifact) -> Result<(), RestoreError> {
     use sha2::{Digest, Sha256};
     let path = root.join(&artifact.path);
     let actual = if path.is_dir() {
         crate::archive::folder_listing_sha256(&path)
-            .map_err(|e| e.to_string())?
+            .map_err(RestoreError::Archive)?
             .0
     } else {
-        let mut file =
-            std::fs::File::open(&path).map_err(|e| format!("reading {}: {e}", path.display()))?;
+        let mut file = std::fs::File::open(&path).map_err(io_error("reading", &path))?;
         let mut hasher = Sha256::new();
-        std::io::copy(&mut file, &mut hasher)
-            .map_err(|e| format!("reading {}: {e}", path.display()))?;
+        std::io::copy(&mut file, &mut hasher).map_err(io_error("reading", &path))?;
         hex::encode(hasher.finalize())
     };
     if actual != artifact.sha256 {
-        return Err(format!(
-            "{}: sha256 is {actual}, the manifest says {}: the archive is corrupt; nothing was restored",
-            artifact.path, artifact.sha256
-        ));
+        return Err(RestoreError::Checksum {
+            artifact: artifact.path.clone(),
+            actual,
+            expected: artifact.sha256.clone(),
+        });
     }
     Ok(())
+}
+
+fn io_error(doing: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> RestoreError {
+    let path = path.to_path_buf();
+    move |source| RestoreError::Io {
+        doing,
+        path,
+        source,
+    }
 }
 
 /// Writes the recipe of the selected stacks into `dir` (one stack) or `dir/<stack>`,
 /// with `COMPOSE_PROJECT_NAME` in `.env` so Compose names everything as before, and the
 /// bind-mounted folders that lived beside the compose file. Returns the files written.
-fn write_recipe(root: &Path, selection: &Selection<'_>, dir: &Path) -> Result<Vec<String>, String> {
+fn write_recipe(
+    root: &Path,
+    selection: &Selection<'_>,
+    dir: &Path,
+) -> Result<Vec<String>, RestoreError> {
     let mut written = Vec::new();
     let single = selection.stacks.len() <= 1;
     for stack in &selection.stacks {
@@ -906,7 +949,7 @@ fn write_recipe(root: &Path, selection: &Selection<'_>, dir: &Path) -> Result<Ve
         } else {
             dir.join(stack)
         };
-        std::fs::create_dir_all(&dest).map_err(|e| format!("creating {}: {e}", dest.display()))?;
+        std::fs::create_dir_all(&dest).map_err(io_error("creating", &dest))?;
         let prefix = format!("recipe/{stack}/");
         let mut env_text = None;
         for a in selection
@@ -917,18 +960,15 @@ fn write_recipe(root: &Path, selection: &Selection<'_>, dir: &Path) -> Result<Ve
             let rel = &a.path[prefix.len()..];
             let from = root.join(&a.path);
             if rel == ".env" {
-                env_text = Some(
-                    std::fs::read_to_string(&from)
-                        .map_err(|e| format!("reading {}: {e}", from.display()))?,
-                );
+                env_text =
+                    Some(std::fs::read_to_string(&from).map_err(io_error("reading", &from))?);
                 continue;
             }
             let to = dest.join(rel);
             if let Some(parent) = to.parent() {
-                std::fs::create_dir_all(parent)
-                    .map_err(|e| format!("creating {}: {e}", parent.display()))?;
+                std::fs::create_dir_all(parent).map_err(io_error("creating", parent))?;
             }
-            std::fs::copy(&from, &to).map_err(|e| format!("writing {}: {e}", to.display()))?;
+            std::fs::copy(&from, &to).map_err(io_error("writing", &to))?;
             written.push(to.display().to_string());
         }
         let mut env = env_text.unwrap_or_default();
@@ -943,7 +983,7 @@ fn write_recipe(root: &Path, selection: &Selection<'_>, dir: &Path) -> Result<Ve
         }
         let env_path = dest.join(".env");
         crate::fsutil::write_atomic(&env_path, env.as_bytes())
-            .map_err(|e| format!("writing {}: {e}", env_path.display()))?;
+            .map_err(io_error("writing", &env_path))?;
         written.push(env_path.display().to_string());
         for bind in selection
             .binds
@@ -961,7 +1001,10 @@ fn write_recipe(root: &Path, selection: &Selection<'_>, dir: &Path) -> Result<Ve
                         limits,
                         &crate::progress::Silent,
                     )
-                    .map_err(|e| format!("restoring bind mount {}: {e}", bind.path))?;
+                    .map_err(|source| RestoreError::Bind {
+                        artifact: bind.path.clone(),
+                        source,
+                    })?;
                     written.push(to.display().to_string());
                 }
                 None => info!(

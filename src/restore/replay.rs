@@ -99,6 +99,41 @@ pub enum ReplayError {
     },
 }
 
+impl ReplayError {
+    /// Whether replaying again later may succeed: Docker unreachable or failing on its
+    /// side, a command out of time, a dump file that could not be read for a passing
+    /// reason. A dump that does not match its manifest, a client that fails, a server that
+    /// refuses stand.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            ReplayError::Docker { source, .. } => source.is_transient(),
+            ReplayError::Read { source, .. } => crate::executor::error::io_is_transient(source),
+            ReplayError::NotADump { .. }
+            | ReplayError::Engine { .. }
+            | ReplayError::Invalid { .. }
+            | ReplayError::Mismatch { .. }
+            | ReplayError::Failed { .. }
+            | ReplayError::Refused { .. } => false,
+        }
+    }
+
+    /// Why, as a fixed word for metrics labels and logs: Docker's reason for a Docker
+    /// failure, otherwise `bad_artifact`, `io`, `checksum_mismatch`, `command_failed` or
+    /// `refused`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            ReplayError::NotADump { .. }
+            | ReplayError::Engine { .. }
+            | ReplayError::Invalid { .. } => "bad_artifact",
+            ReplayError::Read { .. } => "io",
+            ReplayError::Mismatch { .. } => "checksum_mismatch",
+            ReplayError::Docker { source, .. } => source.reason(),
+            ReplayError::Failed { .. } => "command_failed",
+            ReplayError::Refused { .. } => "refused",
+        }
+    }
+}
+
 /// At most this many tables are counted after a replay, so that a database with tens of
 /// thousands of tables does not turn a restore report into a full scan of all of them.
 pub const MAX_TABLES: usize = 1000;

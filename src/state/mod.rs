@@ -95,6 +95,20 @@ pub enum StateError {
     },
 }
 
+impl StateError {
+    /// Whether trying again later may succeed: the database was busy or locked by another
+    /// connection. A missing folder, a broken or newer database stay as they are.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            StateError::Open { source, .. } | StateError::Query { source, .. } => matches!(
+                source.sqlite_error_code(),
+                Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+            ),
+            StateError::CreateDir { .. } | StateError::TooNew { .. } => false,
+        }
+    }
+}
+
 fn query(doing: &'static str) -> impl FnOnce(rusqlite::Error) -> StateError {
     move |source| StateError::Query { doing, source }
 }

@@ -8,7 +8,7 @@ use std::time::Instant;
 use tracing::info;
 
 use super::resolve::BackupPlan;
-use super::{BackupRequest, Executor, Progressing};
+use super::{BackupRequest, Executor, Progressing, RunError};
 use crate::locks::{Access, Claims, LockGuard, Resource};
 use crate::progress::Progress;
 use crate::spec::common::StopMode;
@@ -92,12 +92,13 @@ impl Executor {
             let fresh = match self.plan(&request.spec).await {
                 Ok(fresh) => fresh,
                 Err(e) => {
-                    run.fatal.push(format!("resolving targets again: {e}"));
+                    run.fatal.push(RunError::Resolve(e));
                     return None;
                 }
             };
             let covered = claims.covers(&backup_claims(&fresh));
-            run.fatal.extend(fresh.errors.iter().cloned());
+            run.fatal
+                .extend(fresh.errors.iter().cloned().map(RunError::Unresolved));
             *plan = fresh;
             if !run.fatal.is_empty() {
                 return None;

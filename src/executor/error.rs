@@ -310,12 +310,13 @@ pub(crate) fn archive_is_transient(error: &ArchiveError) -> bool {
         | ArchiveError::Level { .. }
         | ArchiveError::Name { .. }
         | ArchiveError::Mismatch { .. }
-        | ArchiveError::Corrupt { .. } => false,
+        | ArchiveError::Corrupt { .. }
+        | ArchiveError::Unrestorable { .. } => false,
     }
 }
 
 /// An archive error as a fixed word: `io`, `stream`, `refused_entry`, `malformed`,
-/// `bad_spec`, `checksum_mismatch` or `corrupt`.
+/// `bad_spec`, `checksum_mismatch`, `corrupt` or `unrestorable`.
 pub(crate) fn archive_reason(error: &ArchiveError) -> &'static str {
     match error {
         ArchiveError::Io { .. } => "io",
@@ -329,6 +330,7 @@ pub(crate) fn archive_reason(error: &ArchiveError) -> &'static str {
         }
         ArchiveError::Mismatch { .. } => "checksum_mismatch",
         ArchiveError::Corrupt { .. } => "corrupt",
+        ArchiveError::Unrestorable { .. } => "unrestorable",
     }
 }
 

@@ -83,6 +83,13 @@ pub enum RestoreError {
     )]
     TargetExists { target: String, volume: String },
     #[error(
+        "volume `{target}` was created while this restore waited for other runs: NewVolumes never writes into an existing volume"
+    )]
+    CreatedWhileWaiting { target: String },
+    /// The worker that checked the artifacts' checksums ended without a result.
+    #[error("checking the artifacts' checksums: {0}")]
+    ChecksumWorker(tokio::task::JoinError),
+    #[error(
         "recipe folder {} is not empty: the recipe is only written into an empty or new folder",
         dir.display()
     )]
@@ -207,6 +214,8 @@ impl RestoreError {
             | RestoreError::NoStack { .. }
             | RestoreError::NoVolume { .. }
             | RestoreError::TargetExists { .. }
+            | RestoreError::CreatedWhileWaiting { .. }
+            | RestoreError::ChecksumWorker(_)
             | RestoreError::RecipeFolderNotEmpty { .. }
             | RestoreError::Checksum { .. }
             | RestoreError::InUse { .. }
@@ -235,9 +244,9 @@ impl RestoreError {
             RestoreError::Manifest(VerifyError::NotLocal { .. })
             | RestoreError::NotLocal { .. } => "not_local",
             RestoreError::Docker(e) | RestoreError::Stop { source: e, .. } => e.reason(),
-            RestoreError::TargetExists { .. } | RestoreError::RecipeFolderNotEmpty { .. } => {
-                "conflict"
-            }
+            RestoreError::TargetExists { .. }
+            | RestoreError::CreatedWhileWaiting { .. }
+            | RestoreError::RecipeFolderNotEmpty { .. } => "conflict",
             RestoreError::RecipeFolder { .. }
             | RestoreError::Io { .. }
             | RestoreError::Volume {
@@ -256,7 +265,8 @@ impl RestoreError {
             RestoreError::Volume {
                 source: SwapError::Worker(_),
                 ..
-            } => "worker",
+            }
+            | RestoreError::ChecksumWorker(_) => "worker",
             RestoreError::Replay { source, .. } => source.reason(),
         }
     }

@@ -337,9 +337,21 @@ impl Restorer {
         if let Some(dir) = &request.recipe_to {
             check_empty_folder(dir)?;
         }
-        for artifact in selection.volumes.iter().chain(&selection.binds) {
-            check_checksum(&entry.path, artifact)?;
-        }
+        // Reading every byte of the artifacts: on a blocking worker, off the runtime.
+        let root = entry.path.clone();
+        let artifacts: Vec<Artifact> = selection
+            .volumes
+            .iter()
+            .chain(&selection.binds)
+            .map(|a| (*a).clone())
+            .collect();
+        tokio::task::spawn_blocking(move || {
+            artifacts
+                .iter()
+                .try_for_each(|artifact| check_checksum(&root, artifact))
+        })
+        .await
+        .map_err(RestoreError::ChecksumWorker)??;
         let _held = self
             .hold_targets(request, run_id, &planned, &selection, &progress)
             .await?;
@@ -430,7 +442,7 @@ impl Restorer {
         request: &RestoreRequest,
         planned: &[Planned<'_>],
         selection: &Selection<'_>,
-    ) -> Result<crate::locks::Claims, String> {
+    ) -> Result<crate::locks::Claims, RestoreError> {
         use crate::locks::{Access, Claims, Resource};
         let mut claims = Claims::new();
         for p in planned {
@@ -478,7 +490,7 @@ impl Restorer {
         planned: &[Planned<'_>],
         selection: &Selection<'_>,
         progress: &Arc<dyn Progress>,
-    ) -> Result<crate::locks::LockGuard, String> {
+    ) -> Result<crate::locks::LockGuard, RestoreError> {
         let mut waited = false;
         loop {
             let claims = self.claims(request, planned, selection).await?;
@@ -498,13 +510,12 @@ impl Restorer {
                     .engine
                     .volume(&p.target)
                     .await
-                    .map_err(|e| e.to_string())?
+                    .map_err(RestoreError::Docker)?
                     .is_some()
                 {
-                    return Err(format!(
-                        "volume `{}` was created while this restore waited for other runs: NewVolumes never writes into an existing volume",
-                        p.target
-                    ));
+                    return Err(RestoreError::CreatedWhileWaiting {
+                        target: p.target.clone(),
+                    });
                 }
             }
             if claims.covers(&self.claims(request, planned, selection).await?) {

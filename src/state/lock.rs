@@ -2,7 +2,6 @@
 //! processes never both act on the stop journal.
 
 use std::fs::{File, OpenOptions};
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
 /// Held for as long as the value lives; the kernel releases it if the process dies.
@@ -38,14 +37,10 @@ pub fn try_lock(state_dir: &Path) -> Result<RunLock, LockError> {
         .write(true)
         .open(&path)
         .map_err(io)?;
-    // SAFETY: flock on a valid, open descriptor that `file` owns for the lock's lifetime.
-    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-    if rc != 0 {
-        let err = std::io::Error::last_os_error();
-        if err.kind() == std::io::ErrorKind::WouldBlock {
-            return Err(LockError::Busy { path });
-        }
-        return Err(io(err));
+    match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => {}
+        Err(rustix::io::Errno::WOULDBLOCK) => return Err(LockError::Busy { path }),
+        Err(e) => return Err(io(e.into())),
     }
     Ok(RunLock { _file: file, path })
 }

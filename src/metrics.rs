@@ -178,7 +178,6 @@ impl Metrics {
 
     /// The OpenMetrics text of every metric.
     pub fn encode(&self) -> String {
-        self.sync_docker_errors();
         let mut out = String::with_capacity(16 * 1024);
         // Writing into a String cannot fail.
         let _ = encode(&mut out, &self.registry);
@@ -257,9 +256,10 @@ impl Metrics {
         self.state.update(|s| s.files = files.to_vec());
     }
 
-    /// Copies the process-wide Docker error counts into the counter family.
-    fn sync_docker_errors(&self) {
-        for (operation, count) in crate::docker::engine::error_counts() {
+    /// Takes in the failed Docker calls so far, by operation (the Docker adapter counts
+    /// them; whoever serves the metrics hands them over before encoding).
+    pub fn docker_errors_seen(&self, counts: &[(&'static str, u64)]) {
+        for &(operation, count) in counts {
             let counter = self
                 .docker_errors
                 .get_or_create(&vec![("operation", operation.to_string())]);

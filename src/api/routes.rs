@@ -463,10 +463,12 @@ async fn readyz(State(app): State<AppState>) -> Response {
 }
 
 async fn metrics(State(app): State<AppState>) -> Response {
-    (
-        [(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
-        app.hub.metrics.encode(),
-    )
+    ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], {
+        app.hub
+            .metrics
+            .docker_errors_seen(&crate::docker::engine::error_counts());
+        app.hub.metrics.encode()
+    })
         .into_response()
 }
 

@@ -34,6 +34,21 @@ pub fn write_atomic(path: &Path, contents: &[u8]) -> io::Result<()> {
     result
 }
 
+/// Whether a failed file or network operation may succeed when tried again: it was
+/// interrupted, timed out, or lost its connection. Anything else (no permission, no
+/// space, not found) stands until someone changes something.
+pub fn io_is_transient(error: &io::Error) -> bool {
+    matches!(
+        error.kind(),
+        io::ErrorKind::Interrupted
+            | io::ErrorKind::TimedOut
+            | io::ErrorKind::WouldBlock
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::NotConnected
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -257,6 +257,21 @@ impl ResourceLocks {
     /// conflicts with what other runs hold or asked for earlier. `on_wait` hears each new
     /// reason to wait. Dropping the returned guard, or this future before it is ready,
     /// lets the others go.
+    /// [`ResourceLocks::acquire`] for a run: each reason to wait goes to the log (with
+    /// the run's span) and to the run's progress.
+    pub async fn acquire_for_run(
+        self: &Arc<Self>,
+        run: &str,
+        claims: Claims,
+        progress: &dyn crate::progress::Progress,
+    ) -> LockGuard {
+        self.acquire(run, claims, |wait| {
+            tracing::info!(resource = %wait.resource, holder = %wait.holder, "{wait}");
+            progress.item(&wait.to_string());
+        })
+        .await
+    }
+
     pub async fn acquire(
         self: &Arc<Self>,
         run: &str,

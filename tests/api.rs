@@ -432,10 +432,17 @@ fn the_api_and_metrics_follow_a_real_backup() {
     assert_eq!(out.status.code(), Some(1));
     assert!(stdout(&out).contains("CORRUPT"), "{}", stdout(&out));
     assert!(stderr(&out).contains(&volume), "{}", stderr(&out));
-    let catalog = get(&addr, "/api/v1/catalog?name=web").json();
-    assert_eq!(catalog["items"][0]["health"], "Corrupt", "{catalog}");
-    // The daemon sees it at its next resync: in the metrics and in the status.
+    // The daemon sees it at its next resync: in its catalog (which the API serves), in
+    // the metrics and in the status.
     let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let catalog = get(&addr, "/api/v1/catalog?name=web").json();
+        if catalog["items"][0]["health"] == "Corrupt" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{catalog}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
     while sample(
         &get(&addr, "/metrics").body,
         r#"holdfast_archives_corrupt{name="web"}"#,

@@ -80,10 +80,7 @@ impl Executor {
             let claims = backup_claims(plan);
             let guard = self
                 .locks
-                .acquire(run_id, claims.clone(), |wait| {
-                    info!(resource = %wait.resource, holder = %wait.holder, "{wait}");
-                    progress.item(&wait.to_string());
-                })
+                .acquire_for_run(run_id, claims.clone(), progress.as_ref())
                 .await;
             if guard.waited().is_zero() && !waited {
                 return Some(guard);

@@ -281,18 +281,7 @@ impl RunError {
     }
 }
 
-/// Local file errors that may pass: the same kinds as for a storage.
-pub(crate) fn io_is_transient(error: &io::Error) -> bool {
-    matches!(
-        error.kind(),
-        io::ErrorKind::Interrupted
-            | io::ErrorKind::TimedOut
-            | io::ErrorKind::WouldBlock
-            | io::ErrorKind::ConnectionReset
-            | io::ErrorKind::ConnectionAborted
-            | io::ErrorKind::NotConnected
-    )
-}
+pub(crate) use crate::fsutil::io_is_transient;
 
 /// Whether an archive error may pass: only reading or writing files, for the reasons of
 /// [`io_is_transient`]. A refused or malformed entry, a checksum that does not match, a

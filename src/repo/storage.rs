@@ -34,15 +34,7 @@ impl StorageError {
     /// to a refusal that will stand (no permission, no space).
     pub fn is_transient(&self) -> bool {
         match self {
-            StorageError::Io { source, .. } => matches!(
-                source.kind(),
-                io::ErrorKind::Interrupted
-                    | io::ErrorKind::TimedOut
-                    | io::ErrorKind::WouldBlock
-                    | io::ErrorKind::ConnectionReset
-                    | io::ErrorKind::ConnectionAborted
-                    | io::ErrorKind::NotConnected
-            ),
+            StorageError::Io { source, .. } => crate::fsutil::io_is_transient(source),
         }
     }
 }

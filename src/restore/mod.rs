@@ -496,10 +496,7 @@ impl Restorer {
             let claims = self.claims(request, planned, selection).await?;
             let guard = self
                 .locks
-                .acquire(run_id, claims.clone(), |wait| {
-                    info!(resource = %wait.resource, holder = %wait.holder, "{wait}");
-                    progress.item(&wait.to_string());
-                })
+                .acquire_for_run(run_id, claims.clone(), progress.as_ref())
                 .await;
             if guard.waited().is_zero() && !waited {
                 return Ok(guard);

@@ -4,6 +4,7 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -55,6 +56,14 @@ def fill_repository(repo):
             json.dump(manifest, f)
 
 
+def children(pid):
+    found = []
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{task}/children") as f:
+            found += [int(c) for c in f.read().split()]
+    return found
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -88,11 +97,14 @@ def measure(binary):
          "--listen", f"127.0.0.1:{port}", "run"],
         stdout=subprocess.DEVNULL, stderr=log)
     try:
-        def runs():
+        def succeeded():
+            """Runs this daemon made that succeeded (not the archives it adopted)."""
             try:
-                return get(port, f"/api/v1/runs?policy={POLICY}")["items"]
+                items = get(port, f"/api/v1/runs?policy={POLICY}")["items"]
             except OSError:
-                return None
+                return 0
+            return sum(1 for x in items
+                       if x["phase"] == "Succeeded" and not x["id"].startswith("adopted-"))
 
         def wait_for(done, what, limit=120):
             t = time.monotonic()
@@ -105,21 +117,36 @@ def measure(binary):
 
         # The first request (requested-at "1") runs at start-up; wait for it to end, then
         # measure a second one, so the start-up scan is not counted.
-        wait_for(lambda: (r := runs()) and any(x["phase"] == "Succeeded" for x in r), "the first run")
+        wait_for(lambda: succeeded() >= 1, "the first run")
         time.sleep(3)
         before = manifest_opens(trace)
         with open(spec_file + ".tmp~", "w") as f:
             f.write(spec("2"))
         os.rename(spec_file + ".tmp~", spec_file)
-        wait_for(lambda: sum(x["phase"] == "Succeeded" for x in (runs() or [])) >= 2, "the second run")
-        # Retention and the status pass follow the run's end.
-        time.sleep(3)
+        wait_for(lambda: succeeded() >= 2, "the second run")
+
+        def counted():
+            try:
+                policy = get(port, f"/api/v1/policies/{POLICY}")
+            except OSError:
+                return None
+            return policy.get("status", {}).get("archives", {}).get("count")
+
+        # Retention and the status pass follow the run's end: counted once the status
+        # shows both new archives, and the reads have stopped.
+        wait_for(lambda: counted() == ARCHIVES + 2, "the status to count both new archives")
         after = manifest_opens(trace)
-        status = open(os.path.join(specs, "bench.status.yaml")).read()
-        count = next((l.split(":")[1].strip() for l in status.splitlines()
-                      if l.strip().startswith("count:")), "?")
+        while True:
+            time.sleep(2)
+            settled = manifest_opens(trace)
+            if settled == after:
+                break
+            after = settled
+        count = counted()
     finally:
-        daemon.terminate()
+        # SIGTERM goes to holdfast itself (strace's child), which stops; strace follows.
+        for child in children(daemon.pid):
+            os.kill(child, signal.SIGTERM)
         daemon.wait(timeout=60)
         shutil.rmtree(work, ignore_errors=True)
     return after - before, count

@@ -57,6 +57,7 @@ pub struct RunArgs {
 pub fn run(settings: &Settings, args: RunArgs) -> anyhow::Result<ExitCode> {
     // Checked before anything starts: a daemon that cannot serve its API safely does not run.
     let token = crate::api::load_token(settings.listen, args.api_token_file.as_deref())?;
+    limit_malloc_arenas();
     let runtime = super::runtime()?;
     let result = runtime.block_on(async {
         // First: a signal from here on is a request to stop, handled once the loop runs,
@@ -131,6 +132,22 @@ pub fn run(settings: &Settings, args: RunArgs) -> anyhow::Result<ExitCode> {
     runtime.shutdown_timeout(Duration::from_secs(1));
     result?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// glibc gives every thread that allocates an arena of its own, up to eight per core, and
+/// never returns them; a long-running daemon whose blocking workers come and go keeps
+/// paying for them. One per core is plenty: the hot paths allocate their buffers once.
+fn limit_malloc_arenas() {
+    #[cfg(target_env = "gnu")]
+    {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get().max(2));
+        let arenas = libc::c_int::try_from(cores).unwrap_or(libc::c_int::MAX);
+        // SAFETY: mallopt only sets an allocator parameter; it is called before the
+        // runtime starts any thread.
+        unsafe {
+            libc::mallopt(libc::M_ARENA_MAX, arenas);
+        }
+    }
 }
 
 /// How long the HTTP server gets to finish requests in flight at shutdown.

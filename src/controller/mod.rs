@@ -444,16 +444,18 @@ impl Controller {
             retention: &self.housekeeping.retention,
         };
         let mut statuses = Vec::new();
-        let (files, changes) = view.render_all(
+        let writer = status_view::Writer::start();
+        let files = view.render_all(
             &self.options.specs,
             self.options.status_dir.as_deref(),
             &self.status_files,
             &self.status_cache,
             now,
             &mut statuses,
+            &writer,
         );
         self.status_files = files;
-        status_view::write(changes, &mut self.status_cache).await;
+        writer.finish(&mut self.status_cache).await;
         statuses
     }
 

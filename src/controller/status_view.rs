@@ -44,27 +44,49 @@ pub enum Change {
     },
 }
 
-/// Carries out `changes` (atomic, fsynced writes: blocking work) and updates `cache` with
-/// what is now on disk. A failed write is forgotten, so the next pass tries again.
-pub async fn write(changes: Vec<Change>, cache: &mut StatusCache) {
-    if changes.is_empty() {
-        return;
+/// Carries out status file changes on a blocking worker (atomic, fsynced writes) while
+/// the pass goes on rendering: a changed file is written as soon as it is rendered.
+pub struct Writer {
+    tx: std::sync::mpsc::Sender<Change>,
+    done: tokio::task::JoinHandle<Vec<(Change, std::io::Result<()>)>>,
+}
+
+impl Writer {
+    pub fn start() -> Writer {
+        let (tx, rx) = std::sync::mpsc::channel::<Change>();
+        let done = tokio::task::spawn_blocking(move || {
+            rx.into_iter()
+                .map(|change| {
+                    let result = match &change {
+                        Change::Write { path, text, .. } => {
+                            status::write_if_changed(path, text).map(|_| ())
+                        }
+                        Change::Remove { path } => status::remove(path),
+                    };
+                    (change, result)
+                })
+                .collect()
+        });
+        Writer { tx, done }
     }
-    let done = tokio::task::spawn_blocking(move || {
-        changes
-            .into_iter()
-            .map(|change| {
-                let result = match &change {
-                    Change::Write { path, text, .. } => {
-                        status::write_if_changed(path, text).map(|_| ())
-                    }
-                    Change::Remove { path } => status::remove(path),
-                };
-                (change, result)
-            })
-            .collect::<Vec<_>>()
-    })
-    .await;
+
+    fn send(&self, change: Change) {
+        // The worker only ends when this sender is dropped.
+        let _ = self.tx.send(change);
+    }
+
+    /// Waits for every change to be carried out, and updates `cache` with what is now on
+    /// disk. A failed write is forgotten, so the next pass tries again.
+    pub async fn finish(self, cache: &mut StatusCache) {
+        drop(self.tx);
+        write(self.done.await, cache);
+    }
+}
+
+fn write(
+    done: Result<Vec<(Change, std::io::Result<()>)>, tokio::task::JoinError>,
+    cache: &mut StatusCache,
+) {
     let done = match done {
         Ok(done) => done,
         Err(e) => {
@@ -105,8 +127,8 @@ impl View<'_> {
         cache: &StatusCache,
         now: DateTime<Utc>,
         out: &mut Vec<(PathBuf, ObjectStatus)>,
-    ) -> (BTreeMap<PathBuf, PathBuf>, Vec<Change>) {
-        let mut changes = Vec::new();
+        changes: &Writer,
+    ) -> BTreeMap<PathBuf, PathBuf> {
         let mut written = BTreeMap::new();
         for (file, objects) in &self.desired.files {
             let path = status::status_path(file, specs_root, status_dir);
@@ -168,7 +190,7 @@ impl View<'_> {
                     .into_iter()
                     .map(|o| ((o.kind, o.name), o.status))
                     .collect();
-                changes.push(Change::Write {
+                changes.send(Change::Write {
                     path: path.clone(),
                     text,
                     by_key,
@@ -178,10 +200,10 @@ impl View<'_> {
         }
         for (file, path) in previous {
             if !written.contains_key(file) {
-                changes.push(Change::Remove { path: path.clone() });
+                changes.send(Change::Remove { path: path.clone() });
             }
         }
-        (written, changes)
+        written
     }
 
     fn fill(

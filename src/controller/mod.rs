@@ -443,15 +443,13 @@ impl Controller {
             archives: &self.housekeeping.archives,
             retention: &self.housekeeping.retention,
         };
-        let mut statuses = Vec::new();
         let writer = status_view::Writer::start();
-        let files = view.render_all(
+        let (files, statuses) = view.render_all(
             &self.options.specs,
             self.options.status_dir.as_deref(),
             &self.status_files,
             &self.status_cache,
             now,
-            &mut statuses,
             &writer,
         );
         self.status_files = files;

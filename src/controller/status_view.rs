@@ -115,10 +115,10 @@ fn write(
 }
 
 impl View<'_> {
-    /// Renders the status file of every spec file, and says which to write (those whose
-    /// content changed) and which to remove (those of spec files that are gone). Writes
-    /// nothing: [`write`] does, on a blocking worker. Returns spec file -> status file;
-    /// every object's status goes into `out`, with its spec file, for the API.
+    /// Renders the status file of every spec file, and hands `changes` those to write
+    /// (whose content changed) and those to remove (of spec files that are gone), which it
+    /// writes on a blocking worker meanwhile. Returns spec file -> status file, and every
+    /// object's status with its spec file, for the API.
     pub fn render_all(
         &self,
         specs_root: &Path,
@@ -126,9 +126,9 @@ impl View<'_> {
         previous: &BTreeMap<PathBuf, PathBuf>,
         cache: &StatusCache,
         now: DateTime<Utc>,
-        out: &mut Vec<(PathBuf, ObjectStatus)>,
         changes: &Writer,
-    ) -> BTreeMap<PathBuf, PathBuf> {
+    ) -> (BTreeMap<PathBuf, PathBuf>, Vec<(PathBuf, ObjectStatus)>) {
+        let mut out = Vec::new();
         let mut written = BTreeMap::new();
         for (file, objects) in &self.desired.files {
             let path = status::status_path(file, specs_root, status_dir);
@@ -203,7 +203,7 @@ impl View<'_> {
                 changes.send(Change::Remove { path: path.clone() });
             }
         }
-        written
+        (written, out)
     }
 
     fn fill(

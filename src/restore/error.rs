@@ -177,6 +177,9 @@ pub enum SwapError {
     },
     #[error(transparent)]
     Worker(tokio::task::JoinError),
+    /// The run was cancelled (holdfast is stopping) before the swap: nothing changed.
+    #[error("the restore was cancelled before the volume was swapped; it holds what it held")]
+    Cancelled,
 }
 
 impl RestoreError {
@@ -221,7 +224,7 @@ impl RestoreError {
             | RestoreError::InUse { .. }
             | RestoreError::NotLocal { .. }
             | RestoreError::Volume {
-                source: SwapError::Worker(_),
+                source: SwapError::Worker(_) | SwapError::Cancelled,
                 ..
             } => false,
         }
@@ -267,6 +270,10 @@ impl RestoreError {
                 ..
             }
             | RestoreError::ChecksumWorker(_) => "worker",
+            RestoreError::Volume {
+                source: SwapError::Cancelled,
+                ..
+            } => "cancelled",
             RestoreError::Replay { source, .. } => source.reason(),
         }
     }

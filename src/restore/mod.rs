@@ -359,11 +359,7 @@ impl Restorer {
         // 2. In place: stop who uses the targets, journalled.
         let mut stopped = Vec::new();
         let mut down_since = None;
-        let in_place: Vec<&str> = planned
-            .iter()
-            .filter(|p| p.exists)
-            .map(|p| p.target.as_str())
-            .collect();
+        let in_place = in_place_targets(&planned);
         if !in_place.is_empty() {
             let users = self.users(&in_place, request.stop).await?;
             down_since = Some(Instant::now());
@@ -396,7 +392,7 @@ impl Restorer {
             }
         }
         let result = self
-            .write_volumes(&planned, &entry, run_id, progress.as_ref(), report)
+            .write_volumes(&planned, &entry, run_id, &progress, report)
             .await;
         let downtime = down_since.map_or(0.0, |t| t.elapsed().as_secs_f64());
         self.start_again(&stopped, warnings).await;
@@ -448,11 +444,7 @@ impl Restorer {
         for p in planned {
             claims.exclusive(Resource::Volume(p.target.clone()), &p.target);
         }
-        let in_place: Vec<&str> = planned
-            .iter()
-            .filter(|p| p.exists)
-            .map(|p| p.target.as_str())
-            .collect();
+        let in_place = in_place_targets(planned);
         if !in_place.is_empty() {
             for c in self.users(&in_place, request.stop).await? {
                 claims.exclusive(Resource::Container(c.id.clone()), &c.name);
@@ -603,7 +595,7 @@ impl Restorer {
         planned: &[Planned<'_>],
         entry: &Entry,
         run_id: &str,
-        progress: &dyn Progress,
+        progress: &Arc<dyn Progress>,
         report: &mut RestoreReport,
     ) -> Result<(), RestoreError> {
         for p in planned {
@@ -656,7 +648,7 @@ impl Restorer {
             info!(volume = %p.volume, into = %p.target, in_place = p.exists, "restoring volume");
             // A new volume goes through the same staging folder and swap as an existing
             // one: a restore killed mid-way leaves it empty, never half filled.
-            let stats = swap_in(&artifact, &data, run_id, limits).await;
+            let stats = swap_in(&artifact, &data, run_id, limits, progress.clone()).await;
             if stats.is_err() && !p.exists {
                 // Ours, and incomplete: it goes.
                 let _ = self.engine.remove_volume(&p.target).await;
@@ -687,6 +679,15 @@ fn limits_for(artifact: &Artifact) -> crate::archive::ExtractLimits {
     }
 }
 
+/// The volumes a restore replaces in place (those that exist already).
+fn in_place_targets<'a>(planned: &'a [Planned<'_>]) -> Vec<&'a str> {
+    planned
+        .iter()
+        .filter(|p| p.exists)
+        .map(|p| p.target.as_str())
+        .collect()
+}
+
 /// Extracts into a staging folder beside `data`, then swaps the two atomically and
 /// removes the old content. A failure before the swap leaves `data` as it was.
 async fn swap_in(
@@ -694,6 +695,7 @@ async fn swap_in(
     data: &Path,
     run_id: &str,
     limits: crate::archive::ExtractLimits,
+    progress: Arc<dyn Progress>,
 ) -> Result<crate::archive::ExtractStats, SwapError> {
     let name = data
         .file_name()
@@ -716,12 +718,13 @@ async fn swap_in(
                 }
             }
         }
-        let stats =
-            crate::archive::extract_artifact(&artifact, &staging, limits, &crate::progress::Silent)
-                .and_then(|stats| {
-                    crate::archive::sync_tree(&staging)?;
-                    Ok(stats)
-                });
+        // The run's progress: a run cancelled at shutdown stops extracting at the next
+        // buffer, and never swaps (its containers are being started again meanwhile).
+        let stats = crate::archive::extract_artifact(&artifact, &staging, limits, &*progress)
+            .and_then(|stats| {
+                crate::archive::sync_tree(&staging)?;
+                Ok(stats)
+            });
         let stats = match stats {
             Ok(s) => s,
             Err(e) => {
@@ -729,6 +732,10 @@ async fn swap_in(
                 return Err(SwapError::Extract(e));
             }
         };
+        if progress.cancelled() {
+            let _ = std::fs::remove_dir_all(&staging);
+            return Err(SwapError::Cancelled);
+        }
         exchange(&staging, &data).map_err(|source| {
             let _ = std::fs::remove_dir_all(&staging);
             SwapError::Exchange {
@@ -1034,4 +1041,63 @@ fn bind_folder(root: &Path, stack: &str, bind: &Artifact) -> Option<PathBuf> {
         return None;
     }
     Some(rel.to_path_buf())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::archive::{Excludes, ExtractLimits, archive_directory};
+    use crate::spec::common::Format;
+
+    /// A restore cancelled at shutdown: its progress says so from the start.
+    struct Cancelled;
+
+    impl Progress for Cancelled {
+        fn cancelled(&self) -> bool {
+            true
+        }
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_restore_leaves_the_volume_as_it_was() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("src");
+        std::fs::create_dir_all(&src).unwrap();
+        std::fs::write(src.join("new"), vec![1u8; 2 << 20]).unwrap();
+        let repo = dir.path().join("repo");
+        std::fs::create_dir_all(&repo).unwrap();
+        let info = archive_directory(
+            &src,
+            &repo,
+            "v",
+            Format::TarZst,
+            None,
+            &Excludes::none(),
+            &crate::progress::Silent,
+        )
+        .unwrap();
+        let data = dir.path().join("volume/_data");
+        std::fs::create_dir_all(&data).unwrap();
+        std::fs::write(data.join("old"), b"old").unwrap();
+        let limits = ExtractLimits {
+            max_entries: 100,
+            max_bytes: 1 << 30,
+        };
+        let result = swap_in(
+            &repo.join(&info.path),
+            &data,
+            "r1",
+            limits,
+            Arc::new(Cancelled),
+        )
+        .await;
+        assert!(result.is_err());
+        assert_eq!(std::fs::read(data.join("old")).unwrap(), b"old");
+        assert!(!data.join("new").exists());
+        let left: Vec<_> = std::fs::read_dir(dir.path().join("volume"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(left, ["_data"], "no staging folder is left behind");
+    }
 }

@@ -616,3 +616,79 @@ fn a_volume_that_vanishes_mid_run_fails_the_run_cleanly() {
         "the run re-created the vanished volume"
     );
 }
+
+/// The largest file below `dir`, with its size.
+fn largest_file(dir: &Path) -> u64 {
+    let mut largest = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            match entry.metadata() {
+                Ok(m) if m.is_dir() => stack.push(entry.path()),
+                Ok(m) => largest = largest.max(m.len()),
+                Err(_) => {}
+            }
+        }
+    }
+    largest
+}
+
+#[test]
+fn a_file_that_shrinks_while_read_makes_the_run_partly_failed_and_is_named() {
+    if !docker_available() {
+        return;
+    }
+    let volume = format!("hfshrink{}", std::process::id());
+    docker(&["volume", "create", &volume]);
+    let mountpoint = docker(&["volume", "inspect", "-f", "{{.Mountpoint}}", &volume]);
+    let big = Path::new(mountpoint.trim()).join("big.bin");
+    run(Command::new("sh").arg("-c").arg(format!(
+        "head -c 400000000 /dev/urandom > {}",
+        big.display()
+    )));
+    let env = Env::new();
+    let body = format!("  targets: {{volumes: [{volume}]}}\n  consistency: {{stop: none}}\n");
+    env.spec("shrink", &policy("shrink", &body));
+    let child = env
+        .holdfast()
+        .args(["backup", "shrink", "-o", "json"])
+        .stderr(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Once the archive holds a few MiB the file is open and being read: cut it short.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while largest_file(&env.repository) < 4 << 20 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the archive never grew"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&big)
+        .unwrap()
+        .set_len(1000)
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    docker(&["volume", "rm", &volume]);
+    let outcome: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(outcome["phase"], "PartiallyFailed", "{outcome}");
+    assert!(
+        outcome["errors"].to_string().contains("big.bin"),
+        "{outcome}"
+    );
+    let manifests = env.manifests();
+    assert_eq!(manifests.len(), 1, "the archive is complete and kept");
+    let manifest: Value = serde_json::from_slice(&fs::read(&manifests[0]).unwrap()).unwrap();
+    assert_eq!(manifest["phase"], "PartiallyFailed");
+    let warnings = manifest["warnings"].to_string();
+    assert!(
+        warnings.contains("big.bin") && warnings.contains("shrank"),
+        "{warnings}"
+    );
+}

@@ -961,3 +961,51 @@ fn cancelled_work_stops_at_its_next_buffer() {
     let err = extract_tar(&tar[..], &dir.path().join("out"), LOTS, &Cancelled).unwrap_err();
     assert!(err.to_string().contains("cancelled"), "{err}");
 }
+
+/// Cuts a file short once the first bytes of it were read.
+struct Truncates {
+    file: PathBuf,
+    done: std::sync::atomic::AtomicBool,
+}
+
+impl crate::progress::Progress for Truncates {
+    fn bytes(&self, _n: u64) {
+        if !self.done.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            fs::OpenOptions::new()
+                .write(true)
+                .open(&self.file)
+                .unwrap()
+                .set_len(1000)
+                .unwrap();
+        }
+    }
+}
+
+#[test]
+fn a_file_cut_short_while_read_is_named_in_every_format() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    fs::create_dir_all(src.join("logs")).unwrap();
+    fs::write(src.join("steady"), b"unchanged").unwrap();
+    for format in [Format::Tar, Format::TarZst, Format::Folder] {
+        let big = src.join("logs/app.log");
+        fs::write(&big, vec![7u8; 4 << 20]).unwrap();
+        let progress = Truncates {
+            file: big.clone(),
+            done: Default::default(),
+        };
+        let repo = tmp.path().join(format!("repo-{format}"));
+        let info = archive_directory(
+            &src,
+            &repo,
+            "vol",
+            format,
+            None,
+            &Excludes::none(),
+            &progress,
+        )
+        .unwrap();
+        assert_eq!(info.shrunk.count, 1, "{format}");
+        assert_eq!(info.shrunk.paths, ["logs/app.log"], "{format}");
+    }
+}

@@ -41,6 +41,7 @@ use crate::progress::Progress;
 use crate::spec::common::Format;
 use entry::{Sink, SinkError};
 use output::{Codec, Compressor, PartialFile};
+pub use walk::Shrunk;
 use walk::Walked;
 
 /// One artifact as recorded in the manifest.
@@ -65,6 +66,10 @@ pub struct ArtifactInfo {
     /// archived at all (sockets); each was logged as a warning.
     #[serde(default)]
     pub skipped: u64,
+    /// Files that shrank while they were read: the archive holds them padded with zeros
+    /// to their size at open, so the run that wrote it is only partly good.
+    #[serde(default, skip_serializing_if = "Shrunk::is_empty")]
+    pub shrunk: Shrunk,
 }
 
 /// Why archiving or verifying failed. Each message says what was being done and to what.
@@ -190,6 +195,7 @@ fn info(path: String, size: u64, sha256: String, w: Walked) -> ArtifactInfo {
         entries: w.entries,
         excluded: w.excluded,
         skipped: w.skipped,
+        shrunk: w.shrunk,
     }
 }
 
@@ -413,6 +419,7 @@ pub fn compress_stream(
         entries: 1,
         excluded: 0,
         skipped: 0,
+        shrunk: Shrunk::default(),
     })
 }
 

@@ -21,6 +21,7 @@ fn artifact(root: &Path, name: &str, bytes: &[u8], entries: u64) -> ArtifactInfo
         entries,
         excluded: 0,
         skipped: 0,
+        shrunk: Default::default(),
     }
 }
 

@@ -15,13 +15,38 @@ use super::excludes::{Excludes, bytes_path};
 use super::sys::{self, FileType, Owners, Stat};
 
 /// Counts for the manifest.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Walked {
     pub entries: u64,
     pub excluded: u64,
     /// Vanished while walking, or sockets, which no archive format can hold.
     pub skipped: u64,
     pub source_bytes: u64,
+    /// Files that shrank while they were read, padded with zeros to their size at open.
+    pub shrunk: Shrunk,
+}
+
+/// The files that shrank while being read: every one counted, the first
+/// [`Shrunk::KEPT`] named, so a log folder truncated in a loop cannot grow the list without bound.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Shrunk {
+    pub count: u64,
+    pub paths: Vec<String>,
+}
+
+impl Shrunk {
+    pub const KEPT: usize = 20;
+
+    pub fn add(&mut self, path: String) {
+        self.count += 1;
+        if self.paths.len() < Self::KEPT {
+            self.paths.push(path);
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
 }
 
 struct Frame {
@@ -258,6 +283,9 @@ impl Walker<'_> {
                 path = %self.source(path).display(),
                 "file shrank while being read; padded with zeros to its size at open"
             );
+            self.stats
+                .shrunk
+                .add(String::from_utf8_lossy(path).into_owned());
         }
         Ok(())
     }

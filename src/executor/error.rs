@@ -183,6 +183,13 @@ pub enum RunError {
     VolumeNotReadable { volume: String },
     #[error("bind mount {path}: not readable from here")]
     BindNotReadable { path: String },
+    /// Files that shrank while they were read: the archive holds them padded with zeros.
+    #[error("{artifact}: {count} file(s) shrank while being read and are padded with zeros to their size at open ({}{}); the next run takes them whole", paths.join(", "), more(*count, paths.len()))]
+    Shrunk {
+        artifact: String,
+        count: u64,
+        paths: Vec<String>,
+    },
     #[error("archiving {what}: the writer stopped: {source}")]
     ArchiveWorker {
         /// The folder, or `container:path`.
@@ -243,13 +250,15 @@ impl RunError {
             | RunError::BindNotReadable { .. }
             | RunError::VolumeVanished { .. }
             | RunError::NoImage { .. } => false,
+            // The files were being written to: the next run likely reads them whole.
+            RunError::Shrunk { .. } => true,
         }
     }
 
     /// Why, as a fixed word for metrics labels and logs. A Docker failure gives Docker's
     /// reason ([`DockerError::reason`]); an archive failure one of [`archive_reason`]'s;
     /// the others: `state`, `storage`, `unresolved`, `worker`, `hook_failed`, `password`,
-    /// `dump_failed`, `unhealthy`, `not_local`, `not_found`, `no_image`, `io`.
+    /// `dump_failed`, `unhealthy`, `not_local`, `not_found`, `no_image`, `io`, `shrunk`.
     pub fn reason(&self) -> &'static str {
         match self {
             RunError::State(_) | RunError::JournalStop { .. } => "state",
@@ -277,11 +286,20 @@ impl RunError {
             RunError::VolumeVanished { .. } => "not_found",
             RunError::NoImage { .. } => "no_image",
             RunError::Recipe(RecipeError::Write(_)) => "io",
+            RunError::Shrunk { .. } => "shrunk",
         }
     }
 }
 
 pub(crate) use crate::fsutil::io_is_transient;
+
+/// ", and N more" when a list was cut short.
+fn more(count: u64, named: usize) -> String {
+    match count.saturating_sub(named as u64) {
+        0 => String::new(),
+        n => format!(", and {n} more"),
+    }
+}
 
 /// Whether an archive error may pass: only reading or writing files, for the reasons of
 /// [`io_is_transient`]. A refused or malformed entry, a checksum that does not match, a

@@ -449,13 +449,16 @@ impl Executor {
                     .map(|i| (i, "api")),
             };
             match result {
-                Ok((info, via)) => run.artifacts.push(Artifact {
-                    kind: "volume".into(),
-                    via: Some(via.into()),
-                    source: Some(volume.name.clone()),
-                    stack: volume.stack.clone(),
-                    ..artifact_from(info)
-                }),
+                Ok((info, via)) => {
+                    note_shrunk(&info, &mut run.partial);
+                    run.artifacts.push(Artifact {
+                        kind: "volume".into(),
+                        via: Some(via.into()),
+                        source: Some(volume.name.clone()),
+                        stack: volume.stack.clone(),
+                        ..artifact_from(info)
+                    });
+                }
                 Err(e) => {
                     run.fatal.push(e);
                     return;
@@ -488,13 +491,16 @@ impl Executor {
                 .map(|i| (i, "api"))
             };
             match result {
-                Ok((info, via)) => run.artifacts.push(Artifact {
-                    kind: "bind".into(),
-                    via: Some(via.into()),
-                    source: Some(format!("{}:{}", bind.container, bind.destination)),
-                    stack: bind.stack.clone(),
-                    ..artifact_from(info)
-                }),
+                Ok((info, via)) => {
+                    note_shrunk(&info, &mut run.partial);
+                    run.artifacts.push(Artifact {
+                        kind: "bind".into(),
+                        via: Some(via.into()),
+                        source: Some(format!("{}:{}", bind.container, bind.destination)),
+                        stack: bind.stack.clone(),
+                        ..artifact_from(info)
+                    });
+                }
                 Err(e) => {
                     run.fatal.push(e);
                     return;
@@ -732,6 +738,18 @@ impl Executor {
             )?);
         }
         Ok(())
+    }
+}
+
+/// Files that shrank while read leave the archive complete but not faithful: the run is
+/// partly failed, and the manifest's warnings name them.
+fn note_shrunk(info: &ArtifactInfo, partial: &mut Vec<RunError>) {
+    if !info.shrunk.is_empty() {
+        partial.push(RunError::Shrunk {
+            artifact: info.path.clone(),
+            count: info.shrunk.count,
+            paths: info.shrunk.paths.clone(),
+        });
     }
 }
 

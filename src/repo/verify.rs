@@ -37,6 +37,7 @@ pub fn artifact_info(a: &Artifact) -> ArtifactInfo {
         entries: a.entries,
         excluded: 0,
         skipped: 0,
+        shrunk: Default::default(),
     }
 }
 

@@ -38,6 +38,12 @@ pub struct Settings {
     )]
     pub repository: PathBuf,
 
+    /// This host's name in the repository: archives go to `<repository>/<host>/`, and
+    /// retention, pruning and the repository lock concern only that folder. Default: the
+    /// machine's host name, made a safe folder name.
+    #[arg(long, global = true, env = "HOLDFAST_HOST", value_name = "NAME", value_parser = parse_host)]
+    pub host: Option<String>,
+
     /// Address of the read-only HTTP API and metrics; port 0 picks a free port.
     #[arg(
         long,
@@ -62,6 +68,61 @@ pub struct Settings {
     pub log_format: LogFormat,
 }
 
+impl Settings {
+    /// The host name this process writes under: `--host`, or the machine's host name.
+    pub fn host(&self) -> String {
+        self.host.clone().unwrap_or_else(machine_host)
+    }
+}
+
+/// Checks a `--host` value: it becomes one folder name in the repository.
+pub fn parse_host(name: &str) -> Result<String, String> {
+    if name.is_empty() {
+        return Err("a host name cannot be empty".into());
+    }
+    if name.starts_with('.') {
+        return Err(format!(
+            "`{name}`: a host name cannot start with `.` (such folders are holdfast's own)"
+        ));
+    }
+    if let Some(c) = name.chars().find(|&c| c == '/' || c.is_control()) {
+        return Err(format!(
+            "`{}`: a host name cannot contain {c:?}: it is one folder name in the repository",
+            name.escape_debug()
+        ));
+    }
+    Ok(name.to_string())
+}
+
+/// The machine's host name as a safe folder name: characters other than letters, digits,
+/// `-`, `_` and `.` become `-`, and leading dots are dropped.
+pub fn machine_host() -> String {
+    let raw = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .unwrap_or_default();
+    sanitize_host(raw.trim())
+}
+
+/// `name` made into a folder name [`parse_host`] accepts; `localhost` when nothing is left.
+pub fn sanitize_host(name: &str) -> String {
+    let safe: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    let safe = safe.trim_start_matches('.');
+    if safe.is_empty() {
+        "localhost".into()
+    } else {
+        safe.to_string()
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
     Text,
@@ -78,4 +139,21 @@ pub enum ArchiveVia {
     Direct,
     /// Always through Docker's archive API (works with a remote Docker host).
     Api,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_names_are_one_safe_folder_name() {
+        assert_eq!(parse_host("nas-1.lan").unwrap(), "nas-1.lan");
+        for bad in ["", ".holdfast", "..", "a/b", "a\0b"] {
+            assert!(parse_host(bad).is_err(), "{bad:?} was accepted");
+        }
+        assert_eq!(sanitize_host("my host/ä"), "my-host--");
+        assert_eq!(sanitize_host("..hidden"), "hidden");
+        assert_eq!(sanitize_host(""), "localhost");
+        assert!(parse_host(&machine_host()).is_ok());
+    }
 }

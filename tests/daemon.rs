@@ -407,10 +407,11 @@ fn retention_keeps_exactly_what_it_says_after_real_runs() {
     });
     assert_eq!(s[0]["status"]["archives"]["newest"], ids[3].as_str());
     assert_eq!(s[0]["status"]["archives"]["oldest"], ids[2].as_str());
-    let mut on_disk: Vec<String> = fs::read_dir(dir.path().join("repository/keep"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
+    let mut on_disk: Vec<String> =
+        fs::read_dir(host_dir(&dir.path().join("repository")).join("keep"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
     on_disk.sort();
     assert_eq!(on_disk, ids[2..]);
     // The status says what the next run's retention will forget, and why.
@@ -421,7 +422,9 @@ fn retention_keeps_exactly_what_it_says_after_real_runs() {
     // A crash between marking a deletion and doing it: the next start finishes it.
     drop(_daemon);
     let state = holdfast::state::StateDb::open(&dir.path().join("state")).unwrap();
-    let doomed = dir.path().join("repository/keep").join(&ids[2]);
+    let doomed = host_dir(&dir.path().join("repository"))
+        .join("keep")
+        .join(&ids[2]);
     state.mark_deletion(&doomed, &ids[2], "keepLast 2").unwrap();
     drop(state);
     assert!(doomed.exists());
@@ -452,7 +455,7 @@ fn archive_spec(name: &str, volume: &str, extra: &str) -> String {
 }
 
 fn archives_of(dir: &Path, group: &str) -> usize {
-    fs::read_dir(dir.join("repository").join(group)).map_or(0, |d| {
+    fs::read_dir(host_dir(&dir.join("repository")).join(group)).map_or(0, |d| {
         d.filter(|e| {
             e.as_ref()
                 .is_ok_and(|e| !e.file_name().to_string_lossy().contains('.'))
@@ -483,7 +486,7 @@ fn archives_run_once_expire_and_follow_their_deletion_policy() {
         archive_spec("short", &volume, "  ttl: 4s\n"),
     )
     .unwrap();
-    let _daemon = Daemon::start(dir.path(), &[]);
+    let mut daemon = Daemon::start(dir.path(), &[]);
     for name in ["keep", "drop"] {
         wait_for(
             &specs.join(format!("{name}.status.yaml")),
@@ -550,6 +553,17 @@ fn archives_run_once_expire_and_follow_their_deletion_policy() {
     let dry = get(&["delete", ids[0]]);
     assert!(dry.status.success() && stdout(&dry).contains("would delete"));
     assert_eq!(archives_of(dir.path(), "keep"), 1);
+    // Deleting writes to the repository: not beside the running daemon, which is named.
+    let refused = get(&["delete", ids[0], "--yes"]);
+    assert_eq!(refused.status.code(), Some(1), "{}", stderr(&refused));
+    assert!(
+        stderr(&refused).contains(&format!("pid {}", daemon.child.id())),
+        "{}",
+        stderr(&refused)
+    );
+    assert_eq!(archives_of(dir.path(), "keep"), 1);
+    daemon.signal("TERM");
+    assert_eq!(daemon.wait(Duration::from_secs(30)), Some(0));
     let out = get(&["delete", ids[0], "--yes"]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(archives_of(dir.path(), "keep"), 0);

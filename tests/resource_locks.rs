@@ -189,7 +189,7 @@ fn two_runs_that_stop_the_same_container_take_turns() {
 
     // Both archives hold the data.
     for name in ["first", "second"] {
-        let archives = fs::read_dir(dir.path().join("repository").join(name))
+        let archives = fs::read_dir(host_dir(&dir.path().join("repository")).join(name))
             .unwrap()
             .filter(|e| {
                 e.as_ref()

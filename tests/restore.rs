@@ -252,7 +252,7 @@ fn hostile_archive(
 ) -> String {
     use sha2::Digest;
     let id = format!("{name}-20261125T030000Z");
-    let dir = repository.join(name).join(&id);
+    let dir = host_dir(repository).join(name).join(&id);
     fs::create_dir_all(dir.join("volumes")).unwrap();
     fs::write(dir.join("volumes/v.tar"), tar).unwrap();
     let manifest = serde_json::json!({
@@ -377,7 +377,7 @@ fn hostile_archives_are_refused_and_write_nothing_outside_their_volume() {
     };
     let id = hostile_archive(&env.repository, "bomb", &volume, &bomb, 3);
     // The artifact is zstd: rename it so its name says so, and fix the manifest.
-    let dir = env.repository.join("bomb").join(&id);
+    let dir = host_dir(&env.repository).join("bomb").join(&id);
     fs::rename(dir.join("volumes/v.tar"), dir.join("volumes/v.tar.zst")).unwrap();
     let manifest = fs::read_to_string(dir.join("manifest.json"))
         .unwrap()

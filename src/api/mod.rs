@@ -32,7 +32,8 @@ pub struct AppState {
     pub state: Arc<StateDb>,
     /// `None` when Docker was not reachable at start (tests of the router alone).
     pub engine: Option<Engine>,
-    pub repository: PathBuf,
+    /// The repository as this host sees it, read when the daemon has no catalog yet.
+    pub repository: crate::repo::Repository,
     /// The per-run log files.
     pub logs: PathBuf,
     token: Option<Arc<str>>,
@@ -44,7 +45,7 @@ impl AppState {
         hub: Arc<Hub>,
         state: Arc<StateDb>,
         engine: Option<Engine>,
-        repository: PathBuf,
+        repository: crate::repo::Repository,
         logs: PathBuf,
         token: Option<String>,
     ) -> AppState {

@@ -812,8 +812,7 @@ async fn catalog(State(app): State<AppState>, Query(q): Query<CatalogQuery>) -> 
         // The daemon's catalog when there is one: a request reads no manifest.
         let mut entries = match app.hub.catalog() {
             Some(entries) => entries.as_ref().clone(),
-            None => crate::repo::catalog::scan(&crate::repo::Repository::local(&app.repository))
-                .map_err(|e| e.to_string())?,
+            None => crate::repo::catalog::scan(&app.repository).map_err(|e| e.to_string())?,
         };
         let missing =
             crate::repo::catalog::missing(&app.state, &entries).map_err(|e| e.to_string())?;

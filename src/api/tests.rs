@@ -48,7 +48,7 @@ fn fixture(token: Option<&str>) -> Fixture {
         hub,
         state,
         None,
-        dir.path().join("repository"),
+        crate::repo::Repository::local(dir.path().join("repository"), "test"),
         dir.path().join("state/logs"),
         token.map(str::to_string),
     );

@@ -31,6 +31,8 @@ pub fn run(settings: &Settings, args: BackupArgs) -> anyhow::Result<ExitCode> {
     let runtime = super::runtime()?;
     let outcome = runtime.block_on(async {
         let _lock = crate::state::lock::try_lock(&settings.state)?;
+        // And no second writer on this host's folder of the repository, whatever its state.
+        let _repo_lock = super::lock_repository(&super::repository(settings), "holdfast backup")?;
         let engine = Engine::connect(settings.docker_host.as_deref()).await?;
         let executor = super::executor(settings, engine)?;
         let restarted = executor.replay_journal().await?;

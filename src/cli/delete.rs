@@ -40,6 +40,9 @@ pub fn run(settings: &Settings, args: DeleteArgs) -> anyhow::Result<ExitCode> {
         eprintln!("nothing deleted; add --yes to delete");
         return Ok(ExitCode::SUCCESS);
     }
+    // A deletion beside a running daemon would leave its catalog listing the archive as
+    // Missing: deleting is a writer's work, refused while another writer holds the lock.
+    let _repo_lock = super::lock_repository(&repo, "holdfast delete")?;
     let state = crate::state::StateDb::open(&settings.state)?;
     let mut failed = false;
     for e in chosen {

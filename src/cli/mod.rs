@@ -113,9 +113,19 @@ fn executor(
     ))
 }
 
-/// The repository `--repository` names.
+/// The repository `--repository` names, as this host (`--host`) sees it.
 fn repository(settings: &Settings) -> crate::repo::Repository {
-    crate::repo::Repository::local(&settings.repository)
+    crate::repo::Repository::local(&settings.repository, &settings.host())
+}
+
+/// Takes the repository's writers' lock for `command` (e.g. `holdfast backup`): a second
+/// writer on this host's folder is refused at once, told who holds it.
+fn lock_repository(
+    repo: &crate::repo::Repository,
+    command: &str,
+) -> anyhow::Result<crate::repo::lock::RepoLock> {
+    let owner = crate::repo::lock::LockOwner::this_process(repo.host(), command);
+    Ok(repo.lock(&owner)?)
 }
 
 /// Replays a leftover stop journal unless another holdfast process holds the run lock

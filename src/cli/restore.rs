@@ -126,6 +126,7 @@ pub fn run(settings: &Settings, args: RestoreArgs) -> anyhow::Result<ExitCode> {
     let outcome = runtime.block_on(async {
         // Never beside a daemon or a backup of the same state folder.
         let _lock = crate::state::lock::try_lock(&settings.state)?;
+        let _repo_lock = super::lock_repository(&super::repository(settings), "holdfast restore")?;
         let engine = Engine::connect(settings.docker_host.as_deref()).await?;
         let executor = super::executor(settings, engine.clone())?;
         let restarted = executor.replay_journal().await?;

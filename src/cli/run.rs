@@ -65,13 +65,17 @@ pub fn run(settings: &Settings, args: RunArgs) -> anyhow::Result<ExitCode> {
         let signals = signals()?;
         // One daemon per state folder, and no `holdfast backup` beside it.
         let _lock = crate::state::lock::try_lock(&settings.state)?;
+        // One writer per host folder of the repository, whatever its state folder: a second
+        // daemon's retention would delete this one's archives.
+        let host = settings.host();
+        let repo = super::repository(settings);
+        let _repo_lock = super::lock_repository(&repo, "holdfast run")?;
         let engine = Engine::connect(settings.docker_host.as_deref()).await?;
         let executor = Arc::new(super::executor(settings, engine)?);
         let state = executor.state();
-        let repo = super::repository(settings);
         let options = Options {
             specs: settings.specs.clone(),
-            repository: settings.repository.clone(),
+            repository: crate::repo::storage::LocalStorage::host_root(&settings.repository, &host),
             status_dir: args.status_dir,
             max_concurrent: args.max_concurrent_runs.max(1),
             shutdown_timeout: args.shutdown_timeout.as_duration(),
@@ -87,7 +91,7 @@ pub fn run(settings: &Settings, args: RunArgs) -> anyhow::Result<ExitCode> {
             hub.clone(),
             reader,
             Some(executor.engine().clone()),
-            settings.repository.clone(),
+            repo.clone(),
             settings.state.join("logs"),
             token,
         );
@@ -116,7 +120,7 @@ pub fn run(settings: &Settings, args: RunArgs) -> anyhow::Result<ExitCode> {
         controller.recover(&*runner).await?;
         let (spec_tx, spec_rx) = mpsc::unbounded_channel();
         let _watcher = crate::controller::watch::watch(&settings.specs, spec_tx)?;
-        info!(specs = %settings.specs.display(), state = %settings.state.display(), "holdfast is running");
+        info!(specs = %settings.specs.display(), state = %settings.state.display(), host = %host, "holdfast is running");
         let result = controller.run(spec_rx, signals).await;
         // Requests in flight get a moment to end; event streams never end by themselves.
         let _ = stop_api.send(());

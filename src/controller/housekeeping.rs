@@ -538,7 +538,11 @@ fn repository_fingerprint(root: &std::path::Path) -> Vec<(PathBuf, Option<std::t
     let Ok(groups) = std::fs::read_dir(root) else {
         return out;
     };
-    for group in groups.flatten() {
+    // Dot folders hold the host's own records (the lock), not archives.
+    for group in groups
+        .flatten()
+        .filter(|g| !g.file_name().to_string_lossy().starts_with('.'))
+    {
         let path = group.path();
         out.push((path.clone(), modified(&path)));
         for archive in std::fs::read_dir(&path).into_iter().flatten().flatten() {

@@ -50,7 +50,8 @@ use supervisor::{Done, Supervisor};
 #[derive(Clone, Debug)]
 pub struct Options {
     pub specs: PathBuf,
-    /// The repository, for retention and the archive counts in statuses.
+    /// This host's folder of the repository (`<repository>/<host>`), whose listing the
+    /// resync compares to tell whether the catalog must be read again.
     pub repository: PathBuf,
     pub status_dir: Option<PathBuf>,
     pub max_concurrent: usize,

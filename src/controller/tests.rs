@@ -187,7 +187,7 @@ fn start_in(dir: tempfile::TempDir, setup: Setup) -> Loop {
     let state = Arc::new(StateDb::open(&state_dir).unwrap());
     let options = Options {
         specs: specs.clone(),
-        repository: dir.path().join("repo"),
+        repository: dir.path().join("repo/h"),
         status_dir: None,
         max_concurrent: 1,
         shutdown_timeout: setup.shutdown_timeout,
@@ -196,7 +196,7 @@ fn start_in(dir: tempfile::TempDir, setup: Setup) -> Loop {
     let controller = Controller::new(
         options,
         runner.clone(),
-        Repository::local(dir.path().join("repo")),
+        Repository::local(dir.path().join("repo"), "h"),
         state,
         hub.clone(),
         clock,

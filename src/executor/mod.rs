@@ -411,7 +411,7 @@ impl Executor {
             } else {
                 Phase::PartiallyFailed
             },
-            host: hostname(),
+            host: self.repository.host().to_string(),
             holdfast_version: env!("CARGO_PKG_VERSION").to_string(),
             docker_api_version: self.engine.api_version(),
             start_time,
@@ -443,11 +443,4 @@ pub fn effective_level(output: &Output) -> Option<i32> {
         Format::TarGz => Some(output.level.unwrap_or(6)),
         Format::Tar | Format::Folder => None,
     }
-}
-
-fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
-        .map(|h| h.trim().to_string())
-        .unwrap_or_else(|_| "unknown".into())
 }

@@ -38,6 +38,9 @@ pub struct Entry {
     pub group: String,
     pub kind: Option<String>,
     pub policy: Option<String>,
+    /// The host that wrote it, as its manifest says (this host for manifests of releases
+    /// before hosts); empty when unknown.
+    pub host: String,
     pub time: DateTime<Utc>,
     pub bytes: u64,
     pub phase: Option<Phase>,
@@ -97,6 +100,7 @@ pub fn read_entry(repo: &Repository, group: &str, id: &str) -> Result<Option<Ent
         group: group.to_string(),
         kind: None,
         policy: None,
+        host: String::new(),
         bytes: 0,
         phase: None,
         health: Health::Corrupt,
@@ -116,6 +120,11 @@ pub fn read_entry(repo: &Repository, group: &str, id: &str) -> Result<Option<Ent
     entry.time = manifest.start_time;
     entry.kind = Some(manifest.kind.clone());
     entry.policy = manifest.policy.clone();
+    entry.host = if manifest.host.is_empty() {
+        repo.host().to_string()
+    } else {
+        manifest.host.clone()
+    };
     entry.phase = Some(manifest.phase);
     entry.bytes = manifest.bytes();
     for artifact in &manifest.artifacts {
@@ -325,6 +334,7 @@ pub fn missing_from<'a>(
             group: name.clone(),
             kind: Some(kind),
             policy: Some(name),
+            host: String::new(),
             bytes: 0,
             phase: None,
             health: Health::Missing,
@@ -339,29 +349,34 @@ mod tests {
     use super::*;
     use std::fs;
 
-    fn local(p: &std::path::Path) -> Repository {
-        Repository::local(p)
+    /// The repository whose host folder is `host_root` (host `h`).
+    fn local(host_root: &std::path::Path) -> Repository {
+        Repository::local(host_root.parent().unwrap(), "h")
     }
 
     #[test]
     fn a_missing_repository_is_empty_and_partials_are_not_listed() {
         let dir = tempfile::tempdir().unwrap();
-        assert!(scan(&local(&dir.path().join("absent"))).unwrap().is_empty());
-        fs::create_dir_all(dir.path().join("p/p-20261125T030000Z.partial")).unwrap();
+        assert!(
+            scan(&local(&dir.path().join("absent/h")))
+                .unwrap()
+                .is_empty()
+        );
+        fs::create_dir_all(dir.path().join("h/p/p-20261125T030000Z.partial")).unwrap();
         fs::write(
             dir.path()
-                .join("p/p-20261125T030000Z.partial/manifest.json"),
+                .join("h/p/p-20261125T030000Z.partial/manifest.json"),
             "{}",
         )
         .unwrap();
-        assert!(scan(&local(dir.path())).unwrap().is_empty());
+        assert!(scan(&local(&dir.path().join("h"))).unwrap().is_empty());
     }
 
     #[test]
     fn history_and_repository_are_reconciled() {
         let dir = tempfile::tempdir().unwrap();
         let state = crate::state::StateDb::open(&dir.path().join("state")).unwrap();
-        let repo = dir.path().join("repo");
+        let repo = dir.path().join("repo/h");
         // On disk, unknown to the history: adopted.
         let on_disk = repo.join("p/p-20261125T030000Z");
         fs::create_dir_all(&on_disk).unwrap();
@@ -408,13 +423,13 @@ mod tests {
     #[test]
     fn unreadable_manifests_are_corrupt() {
         let dir = tempfile::tempdir().unwrap();
-        fs::create_dir_all(dir.path().join("p/p-20261125T030000Z")).unwrap();
+        fs::create_dir_all(dir.path().join("h/p/p-20261125T030000Z")).unwrap();
         fs::write(
-            dir.path().join("p/p-20261125T030000Z/manifest.json"),
+            dir.path().join("h/p/p-20261125T030000Z/manifest.json"),
             "not json",
         )
         .unwrap();
-        let entries = scan(&local(dir.path())).unwrap();
+        let entries = scan(&local(&dir.path().join("h"))).unwrap();
         assert_eq!(entries.len(), 1);
         assert_eq!(entries[0].health, Health::Corrupt);
         assert_eq!(entries[0].time, time_from_id("p-20261125T030000Z").unwrap());

@@ -1,5 +1,7 @@
-//! Names in a repository: `<group>/<archive id>/` with `manifest.json` written last and
-//! `verification.json` beside it. A group is the policy's or Archive's name.
+//! Names in a repository: `<host>/<group>/<archive id>/` with `manifest.json` written last
+//! and `verification.json` beside it. A group is the policy's or Archive's name; the host
+//! folder keeps hosts that share a repository apart, and its `.holdfast/` folder holds the
+//! host's own records (the writers' lock).
 
 use chrono::{DateTime, Utc};
 

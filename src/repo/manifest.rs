@@ -22,6 +22,8 @@ pub struct Manifest {
     /// The policy whose settings were used (an Archive's policyRef, or the policy itself).
     pub policy: Option<String>,
     pub phase: Phase,
+    /// The host that wrote it (`--host`); empty in manifests of releases before hosts.
+    #[serde(default)]
     pub host: String,
     pub holdfast_version: String,
     pub docker_api_version: String,

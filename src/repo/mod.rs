@@ -1,16 +1,20 @@
 //! The repository: where archives live, and everything that reads or changes them.
 //!
-//! - [`layout`]: names and suffixes (`<group>/<archive id>/manifest.json`).
+//! - [`layout`]: names and suffixes (`<host>/<group>/<archive id>/manifest.json`).
 //! - [`manifest`]: the repository format: the manifest and the verification record.
 //! - [`storage`]: the storage boundary (list, read, streamed write, commit, delete) and
 //!   the local folder behind it; remote storages implement the same trait.
+//! - [`lock`]: one writer per host folder of a repository, and who holds it.
+//! - [`flat`]: moving the flat layout of earlier releases under this host.
 //! - [`catalog`]: what the repository holds, read from manifests alone, and the
 //!   in-memory [`catalog::Catalog`] the daemon keeps up to date by events.
 //! - [`verify`]: reading archives back in full.
 //! - [`prune`]: retention and deletions, carried out through the deletion journal.
 
 pub mod catalog;
+pub mod flat;
 pub mod layout;
+pub mod lock;
 pub mod manifest;
 pub mod prune;
 pub mod storage;

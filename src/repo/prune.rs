@@ -212,6 +212,13 @@ mod tests {
     use crate::repo::manifest::{Manifest, ManifestTargets};
     use crate::spec::common::Phase;
 
+    const HOST: &str = "h";
+
+    /// The repository whose host folder is `host_root`.
+    fn local(host_root: &Path) -> Repository {
+        Repository::local(host_root.parent().unwrap(), HOST)
+    }
+
     fn archive(repo: &Path, group: &str, id: &str, time: DateTime<Utc>) -> PathBuf {
         archive_of_kind(repo, group, id, time, "BackupPolicy")
     }
@@ -273,7 +280,7 @@ mod tests {
         rules: &Retention,
         now: DateTime<Utc>,
     ) -> Result<Pruned, PruneError> {
-        let repo = Repository::local(repo);
+        let repo = local(repo);
         let catalog = Catalog::load(&repo).unwrap();
         prune(
             state,
@@ -295,7 +302,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let state_dir = tempfile::tempdir().unwrap();
         let state = StateDb::open(state_dir.path()).unwrap();
-        let repo = dir.path().join("repo");
+        let repo = dir.path().join("repo").join(HOST);
         for h in 0..4 {
             archive(&repo, "p", &format!("p-{h}"), at(h));
         }
@@ -307,7 +314,7 @@ mod tests {
         };
         let pruned = prune_on_disk(&state, &repo, &rules, at(10)).unwrap();
         assert_eq!(pruned.forgotten, ["p-0", "p-1"]);
-        let left: Vec<String> = catalog::scan(&Repository::local(&repo))
+        let left: Vec<String> = catalog::scan(&local(&repo))
             .unwrap()
             .into_iter()
             .map(|e| e.id)
@@ -327,7 +334,7 @@ mod tests {
     fn a_same_named_archive_specs_archive_is_not_the_policys_to_prune() {
         let dir = tempfile::tempdir().unwrap();
         let state = StateDb::open(&dir.path().join("state")).unwrap();
-        let repo = dir.path().join("repo");
+        let repo = dir.path().join("repo").join(HOST);
         archive_of_kind(&repo, "p", "p-old", at(-5), "Archive");
         for h in 0..3 {
             archive(&repo, "p", &format!("p-{h}"), at(h));
@@ -338,7 +345,7 @@ mod tests {
         };
         let pruned = prune_on_disk(&state, &repo, &rules, at(10)).unwrap();
         assert_eq!(pruned.forgotten, ["p-0", "p-1"]);
-        let left: Vec<String> = catalog::scan(&Repository::local(&repo))
+        let left: Vec<String> = catalog::scan(&local(&repo))
             .unwrap()
             .into_iter()
             .map(|e| e.id)
@@ -350,7 +357,7 @@ mod tests {
     fn dry_run_deletes_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let state = StateDb::open(&dir.path().join("state")).unwrap();
-        let repo = dir.path().join("repo");
+        let repo = dir.path().join("repo").join(HOST);
         for h in 0..3 {
             archive(&repo, "p", &format!("p-{h}"), at(h));
         }
@@ -361,21 +368,21 @@ mod tests {
         };
         let pruned = prune_on_disk(&state, &repo, &rules, at(10)).unwrap();
         assert_eq!(pruned.forgotten.len(), 2);
-        assert_eq!(catalog::scan(&Repository::local(&repo)).unwrap().len(), 3);
+        assert_eq!(catalog::scan(&local(&repo)).unwrap().len(), 3);
     }
 
     #[test]
     fn a_deletion_interrupted_after_marking_is_finished_by_resume() {
         let dir = tempfile::tempdir().unwrap();
         let state = StateDb::open(&dir.path().join("state")).unwrap();
-        let repo = dir.path().join("repo");
+        let repo = dir.path().join("repo").join(HOST);
         let doomed = archive(&repo, "p", "p-0", at(0));
         archive(&repo, "p", "p-1", at(1));
         // The crash happened right after the mark: nothing deleted yet.
         state.mark_deletion(&doomed, "p-0", "last 1").unwrap();
-        assert_eq!(resume(&state, &Repository::local(&repo)).unwrap(), ["p-0"]);
+        assert_eq!(resume(&state, &local(&repo)).unwrap(), ["p-0"]);
         assert!(!doomed.exists());
-        let left: Vec<String> = catalog::scan(&Repository::local(&repo))
+        let left: Vec<String> = catalog::scan(&local(&repo))
             .unwrap()
             .into_iter()
             .map(|e| e.id)
@@ -386,11 +393,11 @@ mod tests {
         state.mark_deletion(&half, "p-2", "x").unwrap();
         std::fs::rename(&half, half.with_file_name("p-2.deleting")).unwrap();
         assert_eq!(
-            catalog::scan(&Repository::local(&repo)).unwrap().len(),
+            catalog::scan(&local(&repo)).unwrap().len(),
             1,
             "a .deleting folder is not listed"
         );
-        assert_eq!(resume(&state, &Repository::local(&repo)).unwrap(), ["p-2"]);
+        assert_eq!(resume(&state, &local(&repo)).unwrap(), ["p-2"]);
         assert!(!half.with_file_name("p-2.deleting").exists());
     }
 }

@@ -1,7 +1,8 @@
 //! The storage boundary: the few things catalog, retention, verify and restore need of a
 //! place that holds archives, and the local folder that implements them.
 //!
-//! Keys follow the layout `<group>/<archive id>/<file>`. An archive is written into a
+//! Keys follow the layout `<group>/<archive id>/<file>` below this host's folder of the
+//! repository (`<repository>/<host>/`): a storage sees only what its host wrote. An archive is written into a
 //! staging area and made to exist by [`Storage::commit`], which puts `manifest.json` last:
 //! an archive either exists whole or not at all. Nothing staged (`.partial`) or being
 //! deleted (`.deleting`) is ever listed.
@@ -17,6 +18,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 
 use super::layout::{self, DELETING, MANIFEST, PARTIAL};
+use super::lock::{LocalLockError, LockOwner, RepoLock};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
@@ -27,6 +29,21 @@ pub enum StorageError {
         #[source]
         source: io::Error,
     },
+    #[error(
+        "the repository {repository} is in use by another holdfast writer: {}; \
+         two writers on one host folder would delete each other's archives",
+        holder.as_ref().map_or_else(|| "its owner record cannot be read".to_string(), |h| h.to_string())
+    )]
+    Locked {
+        repository: String,
+        holder: Option<LockOwner>,
+    },
+    #[error(
+        "the repository {repository} holds archives of a policy named `{host}` in the flat \
+         layout of earlier releases, where this host's folder would go; start holdfast with \
+         another --host, or move that folder to `<repository>/<host>/{host}` by hand"
+    )]
+    HostNamedLikeGroup { repository: String, host: String },
 }
 
 impl StorageError {
@@ -35,6 +52,8 @@ impl StorageError {
     pub fn is_transient(&self) -> bool {
         match self {
             StorageError::Io { source, .. } => crate::fsutil::io_is_transient(source),
+            StorageError::Locked { .. } => true,
+            StorageError::HostNamedLikeGroup { .. } => false,
         }
     }
 }
@@ -71,6 +90,13 @@ pub struct Staged {
 pub trait Storage: Send + Sync + std::fmt::Debug {
     /// Names the storage in messages.
     fn describe(&self) -> String;
+    /// The host whose archives this storage holds; manifests record it.
+    fn host(&self) -> &str;
+    /// Takes the writers' lock of this host's part of the repository without waiting:
+    /// a second writer is refused with [`StorageError::Locked`], naming the holder. Taking
+    /// it opens the repository for writing, which may first bring an older layout up to
+    /// date. Released when the [`RepoLock`] is dropped.
+    fn lock(&self, owner: &LockOwner) -> Result<RepoLock, StorageError>;
     /// The groups (policy and Archive names) that hold archives, sorted.
     fn groups(&self) -> Result<Vec<String>, StorageError>;
     /// The archive ids of one group, sorted; staged and half-deleted ones are left out.
@@ -112,9 +138,10 @@ impl Repository {
         Repository { storage }
     }
 
-    /// The local folder repository, as given by `--repository`.
-    pub fn local(root: impl Into<PathBuf>) -> Self {
-        Repository::new(Arc::new(LocalStorage::new(root)))
+    /// The local folder repository given by `--repository`, as `host` sees it: the one
+    /// way a repository is opened from the settings.
+    pub fn local(top: impl Into<PathBuf>, host: &str) -> Self {
+        Repository::new(Arc::new(LocalStorage::new(top, host)))
     }
 
     pub fn storage(&self) -> &dyn Storage {
@@ -129,15 +156,34 @@ impl std::ops::Deref for Repository {
     }
 }
 
-/// A folder on this machine: `<root>/<group>/<archive id>/`.
+/// A folder on this machine: `<top>/<host>/<group>/<archive id>/`.
 #[derive(Clone, Debug)]
 pub struct LocalStorage {
+    /// The repository's folder, as given by `--repository`.
+    top: PathBuf,
+    host: String,
+    /// This host's folder, `<top>/<host>`: everything this storage reads and writes.
     root: PathBuf,
 }
 
 impl LocalStorage {
-    pub fn new(root: impl Into<PathBuf>) -> Self {
-        LocalStorage { root: root.into() }
+    pub fn new(top: impl Into<PathBuf>, host: &str) -> Self {
+        let top = top.into();
+        LocalStorage {
+            root: Self::host_root(&top, host),
+            host: host.to_string(),
+            top,
+        }
+    }
+
+    /// `<top>/<host>`: where `host`'s archives live.
+    pub fn host_root(top: &Path, host: &str) -> PathBuf {
+        top.join(host)
+    }
+
+    /// `<top>/<host>/.holdfast`: the host's own records, never taken for a group.
+    fn meta(&self) -> PathBuf {
+        self.root.join(".holdfast")
     }
 
     fn dir(&self, group: &str, id: &str) -> PathBuf {
@@ -172,8 +218,44 @@ impl Storage for LocalStorage {
         self.root.display().to_string()
     }
 
+    fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// `flock` on `.holdfast/lock` in the host's folder, then the flat layout of earlier
+    /// releases is moved under the host (see [`super::flat`]), under the lock.
+    fn lock(&self, owner: &LockOwner) -> Result<RepoLock, StorageError> {
+        // A flat group named like this host would be taken for the host's folder.
+        if super::flat::is_flat_group(&self.root, &self.host)? {
+            return Err(StorageError::HostNamedLikeGroup {
+                repository: self.top.display().to_string(),
+                host: self.host.clone(),
+            });
+        }
+        let lock = super::lock::lock_local(&self.meta(), owner).map_err(|e| match e {
+            LocalLockError::Busy(holder) => StorageError::Locked {
+                repository: self.root.display().to_string(),
+                holder,
+            },
+            LocalLockError::Io {
+                doing,
+                path,
+                source,
+            } => StorageError::Io {
+                doing,
+                path,
+                source,
+            },
+        })?;
+        super::flat::adopt(&self.top, &self.root)?;
+        Ok(lock)
+    }
+
+    /// Folders starting with `.` are the host's own records, not groups.
     fn groups(&self) -> Result<Vec<String>, StorageError> {
-        self.folders(&self.root, "reading the repository")
+        let mut groups = self.folders(&self.root, "reading the repository")?;
+        groups.retain(|g| !g.starts_with('.'));
+        Ok(groups)
     }
 
     fn archives(&self, group: &str) -> Result<Vec<String>, StorageError> {
@@ -321,7 +403,7 @@ mod tests {
     #[test]
     fn ids_partials_commit_and_delete() {
         let dir = tempfile::tempdir().unwrap();
-        let repo = Repository::local(dir.path());
+        let repo = Repository::local(dir.path(), "h");
         let at = Utc.with_ymd_and_hms(2026, 11, 25, 3, 0, 0).unwrap();
         let first = repo.begin("nightly", at).unwrap();
         assert_eq!(first.id, "nightly-20261125T030000Z");
@@ -354,5 +436,62 @@ mod tests {
         repo.delete("nightly", "nightly-20261125T030000Z").unwrap();
         assert!(repo.archives("nightly").unwrap().is_empty());
         drop(second);
+    }
+
+    fn flat_archive(top: &Path, group: &str) {
+        let dir = top.join(group).join(format!("{group}-20261125T030000Z"));
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(dir.join(MANIFEST), b"{}").unwrap();
+    }
+
+    /// Each host sees only its own folder; taking the lock brings the flat layout under
+    /// the host that takes it, and the lock's own folder is never a group.
+    #[test]
+    fn hosts_see_their_own_folder_and_the_lock_adopts_the_flat_layout() {
+        let dir = tempfile::tempdir().unwrap();
+        flat_archive(dir.path(), "nightly");
+        let nas = Repository::local(dir.path(), "nas");
+        let pi = Repository::local(dir.path(), "pi");
+        assert_eq!(nas.host(), "nas");
+        assert!(nas.groups().unwrap().is_empty(), "not adopted by a reader");
+        let lock = nas
+            .lock(&LockOwner::this_process("nas", "holdfast run"))
+            .unwrap();
+        assert_eq!(nas.groups().unwrap(), ["nightly"]);
+        assert_eq!(
+            nas.archives("nightly").unwrap(),
+            ["nightly-20261125T030000Z"]
+        );
+        assert!(dir.path().join("nas/.holdfast/lock.json").is_file());
+        // Another host locks its own folder, and adopts nothing of the first one's.
+        let _other = pi
+            .lock(&LockOwner::this_process("pi", "holdfast run"))
+            .unwrap();
+        assert!(pi.groups().unwrap().is_empty());
+        match nas.lock(&LockOwner::this_process("nas", "holdfast backup")) {
+            Err(e @ StorageError::Locked { .. }) => {
+                let message = e.to_string();
+                assert!(
+                    message.contains(&format!("pid {}", std::process::id()))
+                        && message.contains("holdfast run"),
+                    "{message}"
+                );
+            }
+            other => panic!("a second writer was not refused: {other:?}"),
+        }
+        drop(lock);
+    }
+
+    #[test]
+    fn a_flat_group_named_like_the_host_is_refused_not_merged() {
+        let dir = tempfile::tempdir().unwrap();
+        flat_archive(dir.path(), "nas");
+        let nas = Repository::local(dir.path(), "nas");
+        let refused = nas.lock(&LockOwner::this_process("nas", "holdfast run"));
+        assert!(
+            matches!(refused, Err(StorageError::HostNamedLikeGroup { .. })),
+            "{refused:?}"
+        );
+        assert!(!dir.path().join("nas/.holdfast").exists());
     }
 }

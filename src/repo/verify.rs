@@ -122,7 +122,7 @@ mod tests {
         let data = dir.join("data");
         std::fs::create_dir_all(&data).unwrap();
         std::fs::write(data.join("a.txt"), "hello".repeat(1000)).unwrap();
-        let root = dir.join("repo/web/web-20261125T030000Z");
+        let root = dir.join("repo/h/web/web-20261125T030000Z");
         std::fs::create_dir_all(root.join("volumes")).unwrap();
         let info = archive_directory(
             &data,
@@ -154,7 +154,7 @@ mod tests {
     fn a_good_archive_verifies_and_a_flipped_byte_makes_it_corrupt() {
         let dir = tempfile::tempdir().unwrap();
         let root = archive(dir.path());
-        let repo = Repository::local(dir.path().join("repo"));
+        let repo = Repository::local(dir.path().join("repo"), "h");
         let id = "web-20261125T030000Z";
         let v = verify_archive(&repo, "web", id, |_, _| {}).unwrap();
         assert!(v.ok, "{v:?}");
@@ -203,6 +203,7 @@ mod tests {
             group: "web".into(),
             kind: None,
             policy: None,
+            host: "h".into(),
             time,
             bytes: 0,
             phase: None,

@@ -14,7 +14,14 @@ pub struct Daemon {
 }
 
 impl Daemon {
+    /// Starts on `dir`'s `specs`, `state` and `repository`, logging to `dir/daemon.log`.
     pub fn start(dir: &Path, extra: &[&str]) -> Daemon {
+        Daemon::start_on(dir, &dir.join("repository"), extra)
+    }
+
+    /// Starts on `dir`'s `specs` and `state` and the given repository, which other
+    /// daemons may share, logging to `dir/daemon.log`.
+    pub fn start_on(dir: &Path, repository: &Path, extra: &[&str]) -> Daemon {
         let log = fs::File::create(dir.join("daemon.log")).unwrap();
         let child = holdfast()
             .arg("--specs")
@@ -22,7 +29,7 @@ impl Daemon {
             .arg("--state")
             .arg(dir.join("state"))
             .arg("--repository")
-            .arg(dir.join("repository"))
+            .arg(repository)
             // A free port each, as tests run side by side, unless the test picks.
             .args(if extra.contains(&"--listen") {
                 &[][..]

@@ -22,12 +22,19 @@ pub fn holdfast() -> Command {
         "HOLDFAST_SPECS",
         "HOLDFAST_STATE",
         "HOLDFAST_REPOSITORY",
+        "HOLDFAST_HOST",
         "HOLDFAST_LISTEN",
         "HOLDFAST_LOG",
     ] {
         cmd.env_remove(var);
     }
     cmd
+}
+
+/// This machine's folder in a repository (`<repository>/<host>`), where a holdfast run
+/// without `--host` writes.
+pub fn host_dir(repository: &Path) -> PathBuf {
+    repository.join(holdfast::settings::machine_host())
 }
 
 pub fn run(cmd: &mut Command) -> Output {

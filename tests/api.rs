@@ -251,8 +251,8 @@ fn the_api_and_metrics_follow_a_real_backup() {
     // The metrics say what the manifest says.
     let manifest: Value = serde_json::from_str(
         &fs::read_to_string(
-            dir.path()
-                .join("repository/web")
+            host_dir(&dir.path().join("repository"))
+                .join("web")
                 .join(&archive)
                 .join("manifest.json"),
         )
@@ -383,6 +383,10 @@ fn the_api_and_metrics_follow_a_real_backup() {
     let catalog = get(&addr, "/api/v1/catalog?name=web").json();
     assert_eq!(catalog["items"][0]["id"], archive.as_str());
     assert_eq!(catalog["items"][0]["health"], "Good");
+    assert_eq!(
+        catalog["items"][0]["host"],
+        holdfast::settings::machine_host().as_str()
+    );
     let stacks = get(&addr, "/api/v1/stacks").json();
     assert!(
         stacks["items"]
@@ -417,9 +421,8 @@ fn the_api_and_metrics_follow_a_real_backup() {
         .as_str()
         .unwrap()
         .to_string();
-    let artifact = dir
-        .path()
-        .join("repository/web")
+    let artifact = host_dir(&dir.path().join("repository"))
+        .join("web")
         .join(&archive)
         .join(&volume);
     let mut data = fs::read(&artifact).unwrap();

@@ -95,8 +95,8 @@ fn specs_become_statuses_and_runs_without_a_restart() {
         "{log}"
     );
     assert!(
-        dir.path()
-            .join("repository/web")
+        host_dir(&dir.path().join("repository"))
+            .join("web")
             .join(&archive)
             .join("manifest.json")
             .exists()
@@ -193,7 +193,7 @@ fn specs_become_statuses_and_runs_without_a_restart() {
 
     daemon.signal("TERM");
     assert_eq!(daemon.wait(Duration::from_secs(20)), Some(0));
-    let runs = fs::read_dir(dir.path().join("repository/web"))
+    let runs = fs::read_dir(host_dir(&dir.path().join("repository")).join("web"))
         .unwrap()
         .count();
     assert_eq!(runs, 1, "exactly one run happened");
@@ -347,7 +347,7 @@ fn killed_or_stopped_mid_run_the_stack_comes_back_and_the_run_is_interrupted() {
     }
     let s = statuses(&status);
     assert_eq!(s[0]["status"]["lastRun"]["phase"], "Failed");
-    let partials: Vec<_> = fs::read_dir(dir.path().join("repository/slow"))
+    let partials: Vec<_> = fs::read_dir(host_dir(&dir.path().join("repository")).join("slow"))
         .map(|d| d.count())
         .into_iter()
         .collect();

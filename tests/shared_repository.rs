@@ -198,3 +198,60 @@ fn hosts_sharing_a_repository_prune_only_their_own_archives() {
         );
     }
 }
+
+/// A repository of the flat layout (`<repository>/<group>/<archive id>/`): readers do not
+/// move it; the first writer moves it under its host, and the archives are listed again.
+#[test]
+fn a_flat_repository_is_moved_under_the_host_by_the_first_writer() {
+    let top = tempfile::tempdir().unwrap();
+    let repository = top.path().join("repository");
+    let id = "old-20261125T030000Z";
+    let flat = repository.join("old").join(id);
+    fs::create_dir_all(&flat).unwrap();
+    let manifest = serde_json::json!({
+        "formatVersion": 1, "id": id, "kind": "BackupPolicy", "name": "old", "policy": "old",
+        "phase": "Succeeded", "holdfastVersion": "0", "dockerApiVersion": "1.41",
+        "startTime": "2026-11-25T03:00:00Z", "completionTime": "2026-11-25T03:00:01Z",
+        "format": "tar", "level": null,
+        "targets": {"stacks": [], "containers": [], "volumes": []},
+        "artifacts": [], "timings": {}, "downtime": {}, "warnings": [],
+    });
+    fs::write(flat.join("manifest.json"), manifest.to_string()).unwrap();
+    let holdfast_on = |args: &[&str]| {
+        run(holdfast()
+            .arg("--specs")
+            .arg(top.path().join("specs"))
+            .arg("--state")
+            .arg(top.path().join("state"))
+            .arg("--repository")
+            .arg(&repository)
+            .args(["--host", "nas"])
+            .args(args))
+    };
+    let listed = |out: &std::process::Output| -> Vec<Value> {
+        assert!(out.status.success(), "{}", stderr(out));
+        serde_json::from_slice::<Vec<Value>>(&out.stdout).unwrap()
+    };
+    assert!(listed(&holdfast_on(&["get", "archives", "-o", "json"])).is_empty());
+    assert!(flat.join("manifest.json").is_file(), "a reader moved it");
+
+    // A writer (here a deletion of something else, which fails) moves it first.
+    let out = holdfast_on(&["delete", "absent-20261125T030000Z", "--yes"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(!repository.join("old").exists());
+    let items = listed(&holdfast_on(&["get", "archives", "-o", "json"]));
+    assert_eq!(items.len(), 1, "{items:?}");
+    assert_eq!(items[0]["id"], id);
+    assert_eq!(items[0]["health"], "Good");
+    assert_eq!(
+        items[0]["host"], "nas",
+        "an old manifest's host is this host"
+    );
+    assert!(
+        repository
+            .join("nas/old")
+            .join(id)
+            .join("manifest.json")
+            .is_file()
+    );
+}

@@ -21,6 +21,14 @@ pub struct DeleteArgs {
 /// midway is finished at the next start.
 pub fn run(settings: &Settings, args: DeleteArgs) -> anyhow::Result<ExitCode> {
     let repo = super::repository(settings);
+    // A deletion beside a running daemon would leave its catalog listing the archive as
+    // Missing: deleting is a writer's work, refused while another writer holds the lock.
+    // Taken before the listing, which it may bring up to date.
+    let _repo_lock = if args.yes {
+        Some(super::lock_repository(&repo, "holdfast delete")?)
+    } else {
+        None
+    };
     let entries = crate::repo::catalog::scan(&repo)?;
     let mut chosen = Vec::new();
     for id in &args.ids {
@@ -40,9 +48,6 @@ pub fn run(settings: &Settings, args: DeleteArgs) -> anyhow::Result<ExitCode> {
         eprintln!("nothing deleted; add --yes to delete");
         return Ok(ExitCode::SUCCESS);
     }
-    // A deletion beside a running daemon would leave its catalog listing the archive as
-    // Missing: deleting is a writer's work, refused while another writer holds the lock.
-    let _repo_lock = super::lock_repository(&repo, "holdfast delete")?;
     let state = crate::state::StateDb::open(&settings.state)?;
     let mut failed = false;
     for e in chosen {

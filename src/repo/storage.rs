@@ -2,10 +2,10 @@
 //! place that holds archives, and the local folder that implements them.
 //!
 //! Keys follow the layout `<group>/<archive id>/<file>` below this host's folder of the
-//! repository (`<repository>/<host>/`): a storage sees only what its host wrote. An archive is written into a
-//! staging area and made to exist by [`Storage::commit`], which puts `manifest.json` last:
-//! an archive either exists whole or not at all. Nothing staged (`.partial`) or being
-//! deleted (`.deleting`) is ever listed.
+//! repository (`<repository>/<host>/`): a storage sees only what its host wrote. An
+//! archive is written into a staging area and made to exist by [`Storage::commit`], which
+//! puts `manifest.json` last: an archive either exists whole or not at all. Nothing
+//! staged (`.partial`) or being deleted (`.deleting`) is ever listed.
 //!
 //! Every method may block (disk or network): call them from blocking workers, not from
 //! the reconcile loop.
@@ -32,7 +32,7 @@ pub enum StorageError {
     #[error(
         "the repository {repository} is in use by another holdfast writer: {}; \
          two writers on one host folder would delete each other's archives",
-        holder.as_ref().map_or_else(|| "its owner record cannot be read".to_string(), |h| h.to_string())
+        holder_text(holder)
     )]
     Locked {
         repository: String,
@@ -41,7 +41,7 @@ pub enum StorageError {
     #[error(
         "the repository {repository} holds archives of a policy named `{host}` in the flat \
          layout of earlier releases, where this host's folder would go; start holdfast with \
-         another --host, or move that folder to `<repository>/<host>/{host}` by hand"
+         another --host (those archives then move under that host's folder)"
     )]
     HostNamedLikeGroup { repository: String, host: String },
 }
@@ -56,6 +56,14 @@ impl StorageError {
             StorageError::HostNamedLikeGroup { .. } => false,
         }
     }
+}
+
+/// The holder of a lock as a refusal names it.
+fn holder_text(holder: &Option<LockOwner>) -> String {
+    holder.as_ref().map_or_else(
+        || "its owner record cannot be read".to_string(),
+        LockOwner::to_string,
+    )
 }
 
 fn io_err(doing: &'static str, path: &Path) -> impl FnOnce(io::Error) -> StorageError {

@@ -539,6 +539,10 @@ fn repository_fingerprint(root: &std::path::Path) -> Vec<(PathBuf, Option<std::t
         return out;
     };
     for group in groups.flatten() {
+        // The repository's own records (`.holdfast/`) change with every handled run.
+        if group.file_name().to_string_lossy().starts_with('.') {
+            continue;
+        }
         let path = group.path();
         out.push((path.clone(), modified(&path)));
         for archive in std::fs::read_dir(&path).into_iter().flatten().flatten() {

@@ -1,5 +1,6 @@
 //! Names in a repository: `<group>/<archive id>/` with `manifest.json` written last and
-//! `verification.json` beside it. A group is the policy's or Archive's name.
+//! `verification.json` beside it. A group is the policy's or Archive's name. The
+//! repository's own records live in `.holdfast/`.
 
 use chrono::{DateTime, Utc};
 
@@ -11,6 +12,9 @@ pub const RECORD: &str = "verification.json";
 pub const PARTIAL: &str = ".partial";
 /// Suffix of an archive being deleted.
 pub const DELETING: &str = ".deleting";
+/// The folder of the repository's own records (what each host has handled), beside the
+/// groups; its leading dot keeps it from ever being taken for one.
+pub const META_DIR: &str = ".holdfast";
 
 /// `<name>-<UTC yyyymmddThhmmssZ>`.
 pub fn archive_id(name: &str, at: DateTime<Utc>) -> String {

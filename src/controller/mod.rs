@@ -69,6 +69,11 @@ pub struct Options {
 /// is tried again.
 const RETRY_FIRST: Duration = Duration::from_secs(1);
 const RETRY_MAX: Duration = Duration::from_secs(60);
+/// How soon a run that could not record what it handles is tried again.
+const RETRY_UNRECORDED: Duration = Duration::from_secs(10);
+/// The condition reason of an object whose run did not start because what it handles
+/// could not be recorded.
+const NOT_RECORDED: &str = "NotRecorded";
 
 /// The reconciler and everything it owns.
 pub struct Controller {
@@ -403,7 +408,7 @@ impl Controller {
                 Start::Started => {}
                 Start::Skipped => continue,
                 Start::NotRecorded(message) => {
-                    self.blocked.insert(key, ("NotRecorded", message));
+                    self.blocked.insert(key, (NOT_RECORDED, message));
                     continue;
                 }
             }
@@ -443,7 +448,17 @@ impl Controller {
         let verify =
             self.housekeeping
                 .verify_due(&self.desired, &|k| supervisor.is_running(k), now);
-        [decided.wake, expiry, verify].into_iter().flatten().min()
+        // A run that could not record what it handles is tried again soon, not at the
+        // next resync.
+        let unrecorded = self
+            .blocked
+            .values()
+            .any(|(reason, _)| *reason == NOT_RECORDED)
+            .then(|| now + chrono::Duration::from_std(RETRY_UNRECORDED).unwrap_or_default());
+        [decided.wake, expiry, verify, unrecorded]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// Asks for the pass to be tried again after a growing delay, after an error reading

@@ -33,6 +33,13 @@ pub struct Running {
     events: Arc<RunEvents>,
 }
 
+/// A run's request, built before anything is recorded.
+enum Request {
+    Restore(crate::restore::RestoreRequest),
+    /// With whether to verify the new archive after the run.
+    Backup(Box<BackupRequest>, bool),
+}
+
 /// What came of asking for a run to start.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Start {
@@ -93,27 +100,28 @@ impl Supervisor {
             want.key.kind,
             &want.key.name,
         ));
-        let work = match resource {
+        // The request is built first (a spec that cannot make one handles nothing), the
+        // run itself only once what it handles is recorded.
+        let request = match resource {
             Resource::Restore(restore) => {
-                match crate::restore::RestoreRequest::from_spec(&want.key.name, &restore.spec) {
-                    Ok(request) => self.runner.restore(request, progress.clone()),
-                    Err(e) => {
-                        error!(object = %want.key, "cannot run: {e}");
-                        return Start::Skipped;
-                    }
-                }
+                crate::restore::RestoreRequest::from_spec(&want.key.name, &restore.spec)
+                    .map(Request::Restore)
+                    .map_err(|e| e.to_string())
             }
-            _ => match BackupRequest::from_resource(resource, &desired.valid_resources()) {
-                Ok(request) => {
+            _ => BackupRequest::from_resource(resource, &desired.valid_resources())
+                .map(|request| {
                     let verify_after = matches!(resource, Resource::BackupPolicy(p)
                         if p.spec.verify.as_ref().is_some_and(|v| v.after_run));
-                    self.runner.backup(request, verify_after, progress.clone())
-                }
-                Err(e) => {
-                    error!(object = %want.key, "cannot run: {e}");
-                    return Start::Skipped;
-                }
-            },
+                    Request::Backup(Box::new(request), verify_after)
+                })
+                .map_err(|e| e.to_string()),
+        };
+        let request = match request {
+            Ok(r) => r,
+            Err(e) => {
+                error!(object = %want.key, "cannot run: {e}");
+                return Start::Skipped;
+            }
         };
         let state = self.state.clone();
         let (key, nominal, requested_at) =
@@ -151,6 +159,12 @@ impl Supervisor {
                 "not started: what it handles could not be recorded, so it could run again after a restart: {e}"
             ));
         }
+        let work = match request {
+            Request::Restore(r) => self.runner.restore(r, progress.clone()),
+            Request::Backup(r, verify_after) => {
+                self.runner.backup(*r, verify_after, progress.clone())
+            }
+        };
         info!(object = %want.key, trigger = want.trigger.as_str(), nominal = ?want.nominal, "starting a run");
         let key = want.key.clone();
         let tx = self.done_tx.clone();

@@ -518,40 +518,19 @@ impl Controller {
         if self.vouched {
             return;
         }
-        let mut holds = Vec::new();
-        for object in self.desired.objects() {
-            let Some(resource) = &object.resource else {
-                continue;
-            };
-            let key = object.key();
-            let remembered = memory.entry(key.clone()).or_default();
-            if recall::must_hold(resource, remembered, false) {
-                let held = crate::state::Held {
-                    requested_at: object.requested_at.clone(),
-                    since: now,
-                };
-                remembered.held = Some(held.clone());
-                warn!(object = %key, "{}", recall::HELD_MESSAGE);
-                holds.push((key, held));
-            }
+        let holds = recall::holds_due(&self.desired, memory, now);
+        for (key, _) in &holds {
+            warn!(object = %key, "{}", recall::HELD_MESSAGE);
         }
         if holds.is_empty() {
             return;
         }
         let state = self.state.clone();
         let book = self.book.clone();
-        let written = tokio::task::spawn_blocking(move || {
-            for (key, held) in holds {
-                book.update(key.kind, &key.name, |e| e.held = Some(held.clone()))
-                    .map_err(|e| e.to_string())?;
-                state
-                    .hold(key.kind.as_str(), &key.name, &held, now)
-                    .map_err(|e| e.to_string())?;
-            }
-            Ok::<(), String>(())
-        })
-        .await
-        .unwrap_or_else(|e| Err(e.to_string()));
+        let written =
+            tokio::task::spawn_blocking(move || recall::record_holds(&state, &book, holds, now))
+                .await
+                .unwrap_or_else(|e| Err(e.to_string()));
         if let Err(e) = written {
             error!("recording a held restore: {e}; it stays held while this daemon runs");
         }

@@ -152,6 +152,49 @@ pub fn must_hold(resource: &Resource, memory: &ObjectMemory, vouched: bool) -> b
     in_place && !vouched && memory.last_handled_generation.is_none() && memory.held.is_none()
 }
 
+/// The objects of `desired` to hold now ([`must_hold`], for a daemon that cannot vouch):
+/// marks them held in `memory` and returns them, to be recorded by [`record_holds`].
+pub fn holds_due(
+    desired: &Desired,
+    memory: &mut BTreeMap<ObjectKey, ObjectMemory>,
+    now: DateTime<Utc>,
+) -> Vec<(ObjectKey, Held)> {
+    let mut holds = Vec::new();
+    for object in desired.objects() {
+        let Some(resource) = &object.resource else {
+            continue;
+        };
+        let remembered = memory.entry(object.key()).or_default();
+        if must_hold(resource, remembered, false) {
+            let held = Held {
+                requested_at: object.requested_at.clone(),
+                since: now,
+            };
+            remembered.held = Some(held.clone());
+            holds.push((object.key(), held));
+        }
+    }
+    holds
+}
+
+/// Records holds durably, in the repository's record first and then the database.
+/// Blocks: run it on a blocking worker.
+pub fn record_holds(
+    state: &StateDb,
+    book: &Book,
+    holds: Vec<(ObjectKey, Held)>,
+    now: DateTime<Utc>,
+) -> Result<(), String> {
+    for (key, held) in holds {
+        book.update(key.kind, &key.name, |e| e.held = Some(held.clone()))
+            .map_err(|e| e.to_string())?;
+        state
+            .hold(key.kind.as_str(), &key.name, &held, now)
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
 /// What start-up recall found.
 #[derive(Debug)]
 pub struct Recalled {

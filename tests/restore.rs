@@ -569,3 +569,310 @@ fn a_failed_in_place_restore_leaves_the_volume_as_it_was_and_its_container_runni
     let _ = run(Command::new("docker").args(["rm", "-f", &container]));
     let _ = run(Command::new("docker").args(["volume", "rm", &volume]));
 }
+
+/// A volume with a file, used by a long-running container, for the daemon's handled
+/// record tests; removed with its container when dropped.
+struct Volume {
+    name: String,
+    container: String,
+}
+
+impl Volume {
+    fn new(prefix: &str) -> Volume {
+        let tag = std::process::id();
+        let v = Volume {
+            name: format!("{prefix}{tag}"),
+            container: format!("{prefix}{tag}-app"),
+        };
+        v.remove();
+        docker(&["volume", "create", &v.name]);
+        docker(&[
+            "run",
+            "-d",
+            "--init",
+            "--name",
+            &v.container,
+            "-v",
+            &format!("{}:/data", v.name),
+            "holdfast-test/busybox:1",
+            "sh",
+            "-c",
+            "echo archived > /data/data.txt; sleep 3600",
+        ]);
+        v
+    }
+
+    fn sh(&self, script: &str) -> String {
+        sh_in(&self.container, script)
+    }
+
+    fn remove(&self) {
+        let _ = run(Command::new("docker").args(["rm", "-f", &self.container]));
+        let _ = run(Command::new("docker").args(["volume", "rm", &self.name]));
+    }
+}
+
+impl Drop for Volume {
+    fn drop(&mut self) {
+        self.remove();
+    }
+}
+
+/// The policy that backs the volume up when asked (`requested-at: first`), keeping one
+/// archive: a second run would delete the first.
+fn handled_policy(volume: &str) -> String {
+    format!(
+        "apiVersion: holdfast.dev/v1alpha1\nkind: BackupPolicy\nmetadata:\n  name: keep\n  annotations: {{holdfast.dev/requested-at: first}}\nspec:\n  schedule: '0 3 1 1 *'\n  targets: {{volumes: [{volume}]}}\n  retention: {{keepLast: 1}}\n"
+    )
+}
+
+/// The InPlace Restore of the volume from the policy's latest archive.
+fn in_place_restore(volume: &str, requested_at: &str) -> String {
+    format!(
+        "apiVersion: holdfast.dev/v1alpha1\nkind: Restore\nmetadata:\n  name: back\n  annotations: {{holdfast.dev/requested-at: {requested_at}}}\nspec:\n  from: {{policy: keep, at: latest}}\n  targets: {{volumes: [{volume}]}}\n  mode: InPlace\n  stop: container\n"
+    )
+}
+
+fn wait_log(dir: &Path, needle: &str) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let log = fs::read_to_string(dir.join("daemon.log")).unwrap_or_default();
+        if log.contains(needle) {
+            return log;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the daemon never logged {needle:?}:\n{log}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+/// Whether a run's phase is an end.
+fn finished(phase: &Value) -> bool {
+    ["Succeeded", "PartiallyFailed", "Failed"].contains(&phase.as_str().unwrap_or_default())
+}
+
+fn ready_reason(status: &Value) -> String {
+    status["status"]["conditions"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["type"] == "Ready"))
+        .map(|c| c["reason"].as_str().unwrap_or_default().to_string())
+        .unwrap_or_default()
+}
+
+/// The archive folders of the policy `keep`.
+fn kept_archives(env: &Env) -> Vec<String> {
+    let mut ids: Vec<String> = fs::read_dir(host_dir(&env.repository).join("keep"))
+        .map(|d| {
+            d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    ids.sort();
+    ids
+}
+
+/// Runs the daemon until the policy's requested backup and the InPlace Restore have both
+/// run once, then writes `after.txt` into the volume and stops the daemon. Returns the
+/// archive the restore came from.
+fn handle_backup_and_restore(env: &Env, volume: &Volume) -> String {
+    let dir = env.dir.path();
+    env.spec("keep", &handled_policy(&volume.name));
+    let mut daemon = common::daemon::Daemon::start(dir, &[]);
+    let s = common::daemon::wait_for(
+        &env.specs.join("keep.status.yaml"),
+        std::time::Duration::from_secs(60),
+        "requested backup",
+        |s| {
+            s.first()
+                .is_some_and(|d| d["status"]["lastRun"]["phase"] == "Succeeded")
+        },
+    );
+    let archive = s[0]["status"]["lastRun"]["archiveId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    volume.sh("echo changed > /data/data.txt");
+    env.spec("restore", &in_place_restore(&volume.name, "r1"));
+    let s = common::daemon::wait_for(
+        &env.specs.join("restore.status.yaml"),
+        std::time::Duration::from_secs(60),
+        "in-place restore",
+        |s| {
+            s.first()
+                .is_some_and(|d| finished(&d["status"]["lastRun"]["phase"]))
+        },
+    );
+    assert_eq!(
+        s[0]["status"]["lastRun"]["phase"], "Succeeded",
+        "{:#}",
+        s[0]
+    );
+    assert_eq!(volume.sh("cat /data/data.txt").trim(), "archived");
+    // Written after the restore: a second run of it would take this away.
+    volume.sh("echo precious > /data/after.txt");
+    daemon.signal("TERM");
+    assert_eq!(daemon.wait(std::time::Duration::from_secs(30)), Some(0));
+    assert_eq!(kept_archives(env), std::slice::from_ref(&archive));
+    archive
+}
+
+/// Turns the folder into a host that holdfast has no record of: the same host folder of
+/// the repository (a reinstalled machine, or a repository written before handled records
+/// existed) but no state folder, no handled record and no status files.
+fn become_fresh_host(env: &Env) {
+    let _ = fs::remove_dir_all(&env.state);
+    let _ = fs::remove_file(host_dir(&env.repository).join(".holdfast/handled.json"));
+    for e in fs::read_dir(&env.specs).unwrap() {
+        let path = e.unwrap().path();
+        if path.to_string_lossy().ends_with(".status.yaml") {
+            fs::remove_file(path).unwrap();
+        }
+    }
+}
+
+#[test]
+fn a_lost_state_folder_runs_nothing_that_was_handled_again() {
+    if !docker_available() {
+        return;
+    }
+    let _guard = docker_lock();
+    let env = Env::new();
+    let volume = Volume::new("hfhandled");
+    let archive = handle_backup_and_restore(&env, &volume);
+    let dir = env.dir.path();
+    // Whatever one place that remembers is lost, the others are enough.
+    let losses: [(&str, &[&str]); 3] = [
+        ("the state folder", &["state"]),
+        (
+            "the state folder and the status files",
+            &["state", "status"],
+        ),
+        (
+            "the state folder and the handled record",
+            &["state", "record"],
+        ),
+    ];
+    for (what, lost) in losses {
+        if lost.contains(&"state") {
+            fs::remove_dir_all(&env.state).unwrap();
+        }
+        if lost.contains(&"status") {
+            fs::remove_file(env.specs.join("keep.status.yaml")).unwrap();
+            fs::remove_file(env.specs.join("restore.status.yaml")).unwrap();
+        }
+        if lost.contains(&"record") {
+            fs::remove_file(host_dir(&env.repository).join(".holdfast/handled.json")).unwrap();
+        }
+        let mut daemon = common::daemon::Daemon::start(dir, &[]);
+        wait_log(dir, "holdfast is running");
+        let s = common::daemon::wait_for(
+            &env.specs.join("restore.status.yaml"),
+            std::time::Duration::from_secs(30),
+            "restore status",
+            |s| {
+                s.first()
+                    .is_some_and(|d| d["status"]["observedGeneration"].is_string())
+            },
+        );
+        // Time for a run the first pass would have started to show.
+        std::thread::sleep(std::time::Duration::from_secs(3));
+        daemon.signal("TERM");
+        assert_eq!(daemon.wait(std::time::Duration::from_secs(60)), Some(0));
+        let log = fs::read_to_string(dir.join("daemon.log")).unwrap();
+        assert!(
+            !log.contains("starting a run"),
+            "after losing {what}, something ran again:\n{log}"
+        );
+        assert_eq!(
+            volume.sh("cat /data/after.txt").trim(),
+            "precious",
+            "after losing {what}"
+        );
+        assert_eq!(
+            kept_archives(&env),
+            std::slice::from_ref(&archive),
+            "after losing {what}"
+        );
+        assert_ne!(ready_reason(&s[0]), "UnprovenGeneration", "{:#}", s[0]);
+    }
+}
+
+#[test]
+fn a_fresh_host_holds_an_in_place_restore_until_its_requested_at_is_bumped() {
+    if !docker_available() {
+        return;
+    }
+    let _guard = docker_lock();
+    let env = Env::new();
+    let volume = Volume::new("hffresh");
+    handle_backup_and_restore(&env, &volume);
+    let dir = env.dir.path();
+    let status = env.specs.join("restore.status.yaml");
+    let held = |s: &[Value]| {
+        s.first()
+            .is_some_and(|d| ready_reason(d) == "UnprovenGeneration")
+    };
+
+    become_fresh_host(&env);
+    let mut daemon = common::daemon::Daemon::start(dir, &[]);
+    let s = common::daemon::wait_for(&status, std::time::Duration::from_secs(30), "held", held);
+    let ready = s[0]["status"]["conditions"][0].clone();
+    assert_eq!(ready["status"], "False", "{ready:#}");
+    assert!(
+        ready["message"]
+            .as_str()
+            .unwrap()
+            .contains("cannot prove this restore has not run already"),
+        "{ready:#}"
+    );
+    // Whatever else this host does (its own requested backup), the restore waits.
+    common::daemon::wait_for(
+        &env.specs.join("keep.status.yaml"),
+        std::time::Duration::from_secs(60),
+        "the fresh host's requested backup",
+        |s| {
+            s.first()
+                .is_some_and(|d| d["status"]["lastRun"]["phase"] == "Succeeded")
+        },
+    );
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    assert_eq!(volume.sh("cat /data/after.txt").trim(), "precious");
+    daemon.signal("TERM");
+    assert_eq!(daemon.wait(std::time::Duration::from_secs(60)), Some(0));
+
+    // The hold outlives this host's state folder too: it is in the repository's record.
+    fs::remove_dir_all(&env.state).unwrap();
+    let mut daemon = common::daemon::Daemon::start(dir, &[]);
+    wait_log(dir, "holdfast is running");
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let s = common::daemon::wait_for(&status, std::time::Duration::from_secs(30), "held", held);
+    assert!(s[0]["status"]["lastRun"].is_null(), "{:#}", s[0]);
+    assert_eq!(volume.sh("cat /data/after.txt").trim(), "precious");
+
+    // A new requested-at value is someone saying "run it": it runs.
+    volume.sh("echo changed-again > /data/data.txt");
+    env.spec("restore", &in_place_restore(&volume.name, "r2"));
+    let s = common::daemon::wait_for(
+        &status,
+        std::time::Duration::from_secs(60),
+        "bumped restore",
+        |s| {
+            s.first()
+                .is_some_and(|d| finished(&d["status"]["lastRun"]["phase"]))
+        },
+    );
+    assert_eq!(
+        s[0]["status"]["lastRun"]["phase"], "Succeeded",
+        "{:#}",
+        s[0]
+    );
+    assert_ne!(
+        volume.sh("cat /data/data.txt").trim(),
+        "changed-again",
+        "the restore put the archive back"
+    );
+    daemon.signal("TERM");
+    assert_eq!(daemon.wait(std::time::Duration::from_secs(60)), Some(0));
+}

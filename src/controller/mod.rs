@@ -10,13 +10,17 @@
 //!
 //! Error policy: a pass that cannot read what the controller remembers (the state
 //! database) starts nothing and writes nothing; it is retried with a growing delay. A
-//! run started on missing memory could repeat a handled Restore.
+//! run started on missing memory could repeat a handled Restore. For the same reason the
+//! first pass recalls what was handled from every place that keeps it ([`recall`]: the
+//! database, the repository's handled record, the status files) before it starts
+//! anything.
 
 pub mod clock;
 pub mod desired;
 pub mod housekeeping;
 pub mod plan;
 mod publish;
+pub mod recall;
 pub mod runner;
 mod status_view;
 pub mod supervisor;
@@ -37,6 +41,7 @@ use tracing::{Instrument, error, info, info_span, warn};
 use crate::executor::RunOutcome;
 use crate::hub::Hub;
 use crate::repo::Repository;
+use crate::repo::handled::Book;
 use crate::spec::{Kind, ObjectKey};
 use crate::state::StateDb;
 use clock::Clock;
@@ -44,7 +49,7 @@ use desired::Desired;
 use housekeeping::{Housekeeping, Verified};
 use plan::{Observed, Want};
 pub use runner::{LiveRunner, Runner};
-use supervisor::{Done, Supervisor};
+use supervisor::{Done, Start, Supervisor};
 
 /// How the daemon behaves; everything else comes from the specs.
 #[derive(Clone, Debug)]
@@ -65,6 +70,11 @@ pub struct Options {
 /// is tried again.
 const RETRY_FIRST: Duration = Duration::from_secs(1);
 const RETRY_MAX: Duration = Duration::from_secs(60);
+/// How soon a run that could not record what it handles is tried again.
+const RETRY_UNRECORDED: Duration = Duration::from_secs(10);
+/// The condition reason of an object whose run did not start because what it handles
+/// could not be recorded.
+const NOT_RECORDED: &str = "NotRecorded";
 
 /// The reconciler and everything it owns.
 pub struct Controller {
@@ -92,6 +102,16 @@ pub struct Controller {
     publisher: publish::Publisher,
     /// The delay before the next try after a pass that could not read the state.
     retry: Option<Duration>,
+    /// The repository's handled record.
+    book: Arc<Book>,
+    /// Whether start-up [`recall`] is done; nothing starts before it is.
+    recalled: bool,
+    /// Whether this daemon can prove an object it has no record of is new (see
+    /// [`recall::vouched`]); when not, InPlace Restores are held at first sight.
+    vouched: bool,
+    /// Objects whose wanted run does not start until someone acts, with the condition
+    /// reason and message for their status.
+    blocked: BTreeMap<ObjectKey, (&'static str, String)>,
 }
 
 /// Why the loop woke up.
@@ -113,7 +133,9 @@ impl Controller {
         hub: Arc<Hub>,
         clock: Arc<dyn Clock>,
     ) -> Controller {
-        let (supervisor, done_rx) = Supervisor::new(runner, state.clone(), hub.clone());
+        let book = Arc::new(Book::new(repo.clone()));
+        let (supervisor, done_rx) =
+            Supervisor::new(runner, state.clone(), book.clone(), hub.clone());
         let (housekeeping, verify_rx) =
             Housekeeping::new(repo, options.repository.clone(), state.clone(), hub.clone());
         Controller {
@@ -135,6 +157,10 @@ impl Controller {
             delete_with_spec: Vec::new(),
             publisher: publish::Publisher::new(hub.clone()),
             retry: None,
+            book,
+            recalled: false,
+            vouched: false,
+            blocked: BTreeMap::new(),
         }
     }
 
@@ -328,6 +354,11 @@ impl Controller {
     async fn reconcile_pass(&mut self) -> Option<DateTime<Utc>> {
         let began = std::time::Instant::now();
         let now = self.clock.now();
+        if !self.recalled
+            && let Err(e) = self.recall(now).await
+        {
+            return Some(self.retry_later(now, &e));
+        }
         let keys: Vec<ObjectKey> = self
             .desired
             .objects()
@@ -345,19 +376,12 @@ impl Controller {
         })
         .await
         .unwrap_or_else(|e| Err(e.to_string()));
-        let memory: BTreeMap<ObjectKey, crate::state::ObjectMemory> = match read {
+        let mut memory: BTreeMap<ObjectKey, crate::state::ObjectMemory> = match read {
             Ok(found) => keys.iter().cloned().zip(found).collect(),
-            Err(e) => {
-                let delay = self.retry.map_or(RETRY_FIRST, |d| (d * 2).min(RETRY_MAX));
-                self.retry = Some(delay);
-                error!(
-                    retry_in = ?delay,
-                    "not reconciling: what holdfast remembers cannot be read, so nothing starts until it can: {e}"
-                );
-                return Some(now + chrono::Duration::from_std(delay).unwrap_or_default());
-            }
+            Err(e) => return Some(self.retry_later(now, &e)),
         };
         self.retry = None;
+        self.hold_unproven(&mut memory, now).await;
         let expiry = self.housekeeping.expire(&self.desired, now).await;
         let observed = Observed {
             memory: memory.clone(),
@@ -371,11 +395,23 @@ impl Controller {
             max_concurrent: self.options.max_concurrent,
         };
         let decided = plan::plan(&self.desired, &observed, now);
-        let mut memory = memory;
+        self.blocked = decided
+            .held
+            .iter()
+            .map(|k| {
+                let why = (recall::HELD_REASON, recall::HELD_MESSAGE.to_string());
+                (k.clone(), why)
+            })
+            .collect();
         for want in decided.start {
             let key = want.key.clone();
-            if !self.supervisor.start(want, &self.desired, now).await {
-                continue;
+            match self.supervisor.start(want, &self.desired, now).await {
+                Start::Started => {}
+                Start::Skipped => continue,
+                Start::NotRecorded(message) => {
+                    self.blocked.insert(key, (NOT_RECORDED, message));
+                    continue;
+                }
             }
             // Starting a run changed what is remembered about it.
             let state = self.state.clone();
@@ -413,7 +449,92 @@ impl Controller {
         let verify =
             self.housekeeping
                 .verify_due(&self.desired, &|k| supervisor.is_running(k), now);
-        [decided.wake, expiry, verify].into_iter().flatten().min()
+        // A run that could not record what it handles is tried again soon, not at the
+        // next resync.
+        let unrecorded = self
+            .blocked
+            .values()
+            .any(|(reason, _)| *reason == NOT_RECORDED)
+            .then(|| now + chrono::Duration::from_std(RETRY_UNRECORDED).unwrap_or_default());
+        [decided.wake, expiry, verify, unrecorded]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// Asks for the pass to be tried again after a growing delay, after an error reading
+    /// or recalling what holdfast remembers.
+    fn retry_later(&mut self, now: DateTime<Utc>, error: &str) -> DateTime<Utc> {
+        let delay = self.retry.map_or(RETRY_FIRST, |d| (d * 2).min(RETRY_MAX));
+        self.retry = Some(delay);
+        error!(
+            retry_in = ?delay,
+            "not reconciling: what holdfast remembers cannot be read, so nothing starts until it can: {error}"
+        );
+        now + chrono::Duration::from_std(delay).unwrap_or_default()
+    }
+
+    /// Start-up [`recall`]: merges what the database, the repository's handled record and
+    /// the status files say was handled, and holds InPlace Restores nothing proves new.
+    async fn recall(&mut self, now: DateTime<Utc>) -> Result<(), String> {
+        let state = self.state.clone();
+        let book = self.book.clone();
+        let desired = self.desired.clone();
+        let specs = self.options.specs.clone();
+        let status_dir = self.options.status_dir.clone();
+        let repository_empty = self.housekeeping.catalog.is_empty();
+        let found = tokio::task::spawn_blocking(move || {
+            let statuses = recall::read_status_files(&desired, &specs, status_dir.as_deref());
+            recall::recall(&state, &book, &desired, &statuses, repository_empty, now)
+                .map_err(|e| e.to_string())
+        })
+        .await
+        .unwrap_or_else(|e| Err(e.to_string()))?;
+        if let Some(e) = &found.record_error {
+            error!("{e}");
+        }
+        if !found.adopted.is_empty() {
+            let objects: Vec<String> = found.adopted.iter().map(|k| k.to_string()).collect();
+            info!(
+                ?objects,
+                "recalled what was handled from the repository's record and the status files"
+            );
+        }
+        for key in &found.held {
+            warn!(object = %key, "{}", recall::HELD_MESSAGE);
+        }
+        self.vouched = found.vouched;
+        self.recalled = true;
+        Ok(())
+    }
+
+    /// Holds the InPlace Restores first seen by a daemon that cannot vouch for their
+    /// history ([`recall::must_hold`]), in `memory` and durably. A hold that cannot be
+    /// written still holds for as long as this daemon runs.
+    async fn hold_unproven(
+        &mut self,
+        memory: &mut BTreeMap<ObjectKey, crate::state::ObjectMemory>,
+        now: DateTime<Utc>,
+    ) {
+        if self.vouched {
+            return;
+        }
+        let holds = recall::holds_due(&self.desired, memory, now);
+        for (key, _) in &holds {
+            warn!(object = %key, "{}", recall::HELD_MESSAGE);
+        }
+        if holds.is_empty() {
+            return;
+        }
+        let state = self.state.clone();
+        let book = self.book.clone();
+        let written =
+            tokio::task::spawn_blocking(move || recall::record_holds(&state, &book, holds, now))
+                .await
+                .unwrap_or_else(|e| Err(e.to_string()));
+        if let Err(e) = written {
+            error!("recording a held restore: {e}; it stays held while this daemon runs");
+        }
     }
 
     fn running_hints(&self) -> BTreeMap<ObjectKey, String> {
@@ -438,6 +559,7 @@ impl Controller {
             state: &self.state,
             running,
             waiting,
+            blocked: self.blocked.clone(),
             next_schedule: self.next_schedule.clone(),
             last_known: &self.last_known,
             memory,

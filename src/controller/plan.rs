@@ -66,6 +66,9 @@ pub struct Plan {
     pub start: Vec<Want>,
     /// Runs that wait, with the reason shown in their status.
     pub wait: Vec<(Want, String)>,
+    /// InPlace Restores held until their requested-at value changes (see
+    /// [`crate::state::Held`]): they are neither started nor queued.
+    pub held: BTreeSet<ObjectKey>,
     /// The next schedule time of each policy, for its status.
     pub next_schedule: BTreeMap<ObjectKey, DateTime<Utc>>,
     /// When to reconcile again at the latest.
@@ -154,6 +157,14 @@ pub fn plan(desired: &Desired, observed: &Observed, now: DateTime<Utc>) -> Plan 
             // Both run once per generation of their spec.
             Resource::Archive(_) | Resource::Restore(_) => {
                 if pending_keys.contains(&key) {
+                    continue;
+                }
+                if memory
+                    .held
+                    .as_ref()
+                    .is_some_and(|h| h.requested_at == object.requested_at)
+                {
+                    out.held.insert(key.clone());
                     continue;
                 }
                 if object.generation.is_some()
@@ -426,6 +437,36 @@ mod tests {
         assert_eq!(p.start.len(), 1);
         assert_eq!(p.start[0].key, key(Kind::Restore, "back"));
         assert_eq!(p.start[0].trigger, Trigger::Generation);
+    }
+
+    #[test]
+    fn a_held_restore_runs_only_once_its_requested_at_changes() {
+        let restore = |requested_at: &str| {
+            desired(&format!(
+                "apiVersion: holdfast.dev/v1alpha1\nkind: Restore\nmetadata:\n  name: back\n  annotations: {{holdfast.dev/requested-at: '{requested_at}'}}\nspec: {{from: {{archive: x-20261125T030000Z}}, mode: InPlace, stop: stack}}\n"
+            ))
+        };
+        let observed = Observed {
+            memory: [(
+                key(Kind::Restore, "back"),
+                ObjectMemory {
+                    held: Some(crate::state::Held {
+                        requested_at: Some("r0".into()),
+                        since: t(1, 0),
+                    }),
+                    ..ObjectMemory::default()
+                },
+            )]
+            .into(),
+            max_concurrent: 1,
+            ..Observed::default()
+        };
+        let p = plan(&restore("r0"), &observed, t(4, 0));
+        assert!(p.start.is_empty() && p.wait.is_empty(), "{:?}", p.start);
+        assert!(p.held.contains(&key(Kind::Restore, "back")));
+        let p = plan(&restore("r1"), &observed, t(4, 0));
+        assert_eq!(p.start.len(), 1);
+        assert!(p.held.is_empty());
     }
 
     #[test]

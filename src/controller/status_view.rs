@@ -22,6 +22,9 @@ pub struct View<'a> {
     pub running: BTreeMap<ObjectKey, String>,
     /// Objects whose due run waits, with the reason.
     pub waiting: BTreeMap<ObjectKey, String>,
+    /// Objects whose wanted run does not start until someone acts: condition reason and
+    /// message.
+    pub blocked: BTreeMap<ObjectKey, (&'static str, String)>,
     pub next_schedule: BTreeMap<ObjectKey, DateTime<Utc>>,
     pub last_known: &'a BTreeMap<PathBuf, Vec<(Kind, String)>>,
     /// What is remembered about each valid object, read once per reconcile.
@@ -232,6 +235,7 @@ impl View<'_> {
             Ok(memory) => {
                 s.last_schedule_time = memory.last_scheduled;
                 s.last_handled_requested_at = memory.last_handled_requested_at;
+                s.last_handled_generation = memory.last_handled_generation;
             }
             Err(e) => error!("{e}"),
         }
@@ -280,6 +284,8 @@ impl View<'_> {
             status::apply_state(s, ObjectState::Running { run_id: run }, now);
         } else if suspended {
             status::apply_state(s, ObjectState::Suspended, now);
+        } else if let Some((reason, message)) = self.blocked.get(&key) {
+            status::apply_state(s, ObjectState::Blocked { reason, message }, now);
         } else {
             let phase: Option<Phase> = last.as_ref().map(|r| r.phase);
             let message = last.as_ref().and_then(|r| r.error.clone());
@@ -297,7 +303,7 @@ impl View<'_> {
 
 /// The statuses already on disk, so conditions keep their transition times across writes
 /// and restarts.
-fn read_existing(path: &Path) -> BTreeMap<(Kind, String), Status> {
+pub(super) fn read_existing(path: &Path) -> BTreeMap<(Kind, String), Status> {
     use serde::Deserialize;
     let mut out = BTreeMap::new();
     let Ok(text) = std::fs::read_to_string(path) else {

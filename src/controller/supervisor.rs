@@ -17,6 +17,7 @@ use super::runner::Runner;
 use crate::executor::{BackupRequest, RunOutcome};
 use crate::hub::Hub;
 use crate::hub::RunEvents;
+use crate::repo::handled::Book;
 use crate::spec::{Kind, ObjectKey, Resource};
 use crate::state::StateDb;
 
@@ -32,9 +33,29 @@ pub struct Running {
     events: Arc<RunEvents>,
 }
 
+/// A run's request, built before anything is recorded.
+enum Request {
+    Restore(crate::restore::RestoreRequest),
+    /// With whether to verify the new archive after the run.
+    Backup(Box<BackupRequest>, bool),
+}
+
+/// What came of asking for a run to start.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Start {
+    Started,
+    /// The object is gone or its request cannot be built; logged, nothing to show.
+    Skipped,
+    /// What it handles could not be recorded, so it did not start (fail closed): the
+    /// message says why, for its status.
+    NotRecorded(String),
+}
+
 pub struct Supervisor {
     runner: Arc<dyn Runner>,
     state: Arc<StateDb>,
+    /// The repository's handled record, written before the database.
+    book: Arc<Book>,
     hub: Arc<Hub>,
     pub running: BTreeMap<ObjectKey, Running>,
     done_tx: mpsc::UnboundedSender<Done>,
@@ -45,12 +66,14 @@ impl Supervisor {
     pub fn new(
         runner: Arc<dyn Runner>,
         state: Arc<StateDb>,
+        book: Arc<Book>,
         hub: Arc<Hub>,
     ) -> (Self, mpsc::UnboundedReceiver<Done>) {
         let (done_tx, done_rx) = mpsc::unbounded_channel();
         let supervisor = Supervisor {
             runner,
             state,
+            book,
             hub,
             running: BTreeMap::new(),
             done_tx,
@@ -63,39 +86,42 @@ impl Supervisor {
     }
 
     /// Starts the run `want` asks for. What is remembered about the start (the schedule
-    /// time, the requested-at value, the generation) is written before the run starts: a
-    /// crash mid-run marks it Interrupted, and the same trigger never runs twice.
-    /// Returns whether it started.
-    pub async fn start(&mut self, want: Want, desired: &Desired, now: DateTime<Utc>) -> bool {
+    /// time, the requested-at value, the generation) is written before the run starts,
+    /// into the repository's handled record first and then the state database: a crash
+    /// mid-run marks it Interrupted, and the same trigger never runs twice, even after
+    /// the state folder is lost. A run whose handled values cannot be written does not
+    /// start.
+    pub async fn start(&mut self, want: Want, desired: &Desired, now: DateTime<Utc>) -> Start {
         let Some(resource) = desired.get(&want.key).and_then(|o| o.resource.as_ref()) else {
-            return false;
+            return Start::Skipped;
         };
         let progress = Arc::new(RunEvents::new(
             self.hub.clone(),
             want.key.kind,
             &want.key.name,
         ));
-        let work = match resource {
+        // The request is built first (a spec that cannot make one handles nothing), the
+        // run itself only once what it handles is recorded.
+        let request = match resource {
             Resource::Restore(restore) => {
-                match crate::restore::RestoreRequest::from_spec(&want.key.name, &restore.spec) {
-                    Ok(request) => self.runner.restore(request, progress.clone()),
-                    Err(e) => {
-                        error!(object = %want.key, "cannot run: {e}");
-                        return false;
-                    }
-                }
+                crate::restore::RestoreRequest::from_spec(&want.key.name, &restore.spec)
+                    .map(Request::Restore)
+                    .map_err(|e| e.to_string())
             }
-            _ => match BackupRequest::from_resource(resource, &desired.valid_resources()) {
-                Ok(request) => {
+            _ => BackupRequest::from_resource(resource, &desired.valid_resources())
+                .map(|request| {
                     let verify_after = matches!(resource, Resource::BackupPolicy(p)
                         if p.spec.verify.as_ref().is_some_and(|v| v.after_run));
-                    self.runner.backup(request, verify_after, progress.clone())
-                }
-                Err(e) => {
-                    error!(object = %want.key, "cannot run: {e}");
-                    return false;
-                }
-            },
+                    Request::Backup(Box::new(request), verify_after)
+                })
+                .map_err(|e| e.to_string()),
+        };
+        let request = match request {
+            Ok(r) => r,
+            Err(e) => {
+                error!(object = %want.key, "cannot run: {e}");
+                return Start::Skipped;
+            }
         };
         let state = self.state.clone();
         let (key, nominal, requested_at) =
@@ -104,8 +130,16 @@ impl Supervisor {
             Kind::Archive | Kind::Restore => want.generation.clone(),
             Kind::BackupPolicy => None,
         };
-        // A durable write (fsynced): on a blocking worker.
+        let book = self.book.clone();
+        // Durable writes (fsynced): on a blocking worker.
         let remembered = tokio::task::spawn_blocking(move || {
+            record_handled(
+                &book,
+                &key,
+                requested_at.as_deref(),
+                generation.as_deref(),
+                now,
+            )?;
             state
                 .remember_start(
                     key.kind.as_str(),
@@ -113,6 +147,7 @@ impl Supervisor {
                     nominal,
                     requested_at.as_deref(),
                     generation.as_deref(),
+                    now,
                 )
                 .map_err(|e| e.to_string())
         })
@@ -120,8 +155,16 @@ impl Supervisor {
         .unwrap_or_else(|e| Err(e.to_string()));
         if let Err(e) = remembered {
             error!(object = %want.key, "not starting: {e}");
-            return false;
+            return Start::NotRecorded(format!(
+                "not started: what it handles could not be recorded, so it could run again after a restart: {e}"
+            ));
         }
+        let work = match request {
+            Request::Restore(r) => self.runner.restore(r, progress.clone()),
+            Request::Backup(r, verify_after) => {
+                self.runner.backup(*r, verify_after, progress.clone())
+            }
+        };
         info!(object = %want.key, trigger = want.trigger.as_str(), nominal = ?want.nominal, "starting a run");
         let key = want.key.clone();
         let tx = self.done_tx.clone();
@@ -143,7 +186,7 @@ impl Supervisor {
                 events: progress,
             },
         );
-        true
+        Start::Started
     }
 
     /// A run ended.
@@ -197,4 +240,34 @@ impl Supervisor {
             error!("{e}");
         }
     }
+}
+
+/// Writes the values a run handles into the repository's handled record, when they are
+/// not there yet; a run that handles nothing new (a scheduled backup) writes nothing.
+fn record_handled(
+    book: &Book,
+    key: &ObjectKey,
+    requested_at: Option<&str>,
+    generation: Option<&str>,
+    now: DateTime<Utc>,
+) -> Result<(), String> {
+    if requested_at.is_none() && generation.is_none() {
+        return Ok(());
+    }
+    book.update(key.kind, &key.name, |entry| {
+        let new_request = requested_at.is_some_and(|r| entry.requested_at.as_deref() != Some(r));
+        let new_generation = generation.is_some_and(|g| entry.generation.as_deref() != Some(g));
+        if !new_request && !new_generation && entry.held.is_none() {
+            return;
+        }
+        if let Some(r) = requested_at {
+            entry.requested_at = Some(r.to_string());
+        }
+        if let Some(g) = generation {
+            entry.generation = Some(g.to_string());
+        }
+        entry.at = Some(now);
+        entry.held = None;
+    })
+    .map_err(|e| e.to_string())
 }

@@ -451,3 +451,27 @@ async fn a_pass_that_cannot_read_its_memory_starts_nothing_and_is_retried() {
     assert_eq!(lp.runner.count("once"), 0);
     lp.stop().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_run_whose_handled_record_cannot_be_written_does_not_start_and_says_why() {
+    let dir = tempfile::tempdir().unwrap();
+    // A file where the repository's records folder belongs: nothing can be written there.
+    let records = dir.path().join("repo/h/.holdfast");
+    std::fs::create_dir_all(records.parent().unwrap()).unwrap();
+    std::fs::write(&records, b"not a folder").unwrap();
+    let lp = start_in(dir, Setup::new(ONCE));
+    pass(Duration::from_secs(5)).await;
+    assert!(lp.runner.calls().is_empty(), "{:?}", lp.runner.calls());
+    let status = std::fs::read_to_string(lp.specs.join("objects.status.yaml")).unwrap();
+    assert!(
+        status.contains("reason: NotRecorded") && status.contains(".holdfast"),
+        "{status}"
+    );
+    // Once it can be written, the run starts without any file event.
+    std::fs::remove_file(&records).unwrap();
+    pass(Duration::from_secs(15)).await;
+    assert_eq!(lp.runner.count("once"), 1);
+    let (dir, _) = lp.stop().await;
+    let record = std::fs::read_to_string(dir.path().join("repo/h/.holdfast/handled.json")).unwrap();
+    assert!(record.contains("\"name\": \"once\""), "{record}");
+}

@@ -1,7 +1,7 @@
 //! Names in a repository: `<host>/<group>/<archive id>/` with `manifest.json` written last
 //! and `verification.json` beside it. A group is the policy's or Archive's name; the host
 //! folder keeps hosts that share a repository apart, and its `.holdfast/` folder holds the
-//! host's own records (the writers' lock).
+//! host's own records (the writers' lock, what it has handled).
 
 use chrono::{DateTime, Utc};
 
@@ -13,6 +13,9 @@ pub const RECORD: &str = "verification.json";
 pub const PARTIAL: &str = ".partial";
 /// Suffix of an archive being deleted.
 pub const DELETING: &str = ".deleting";
+/// The folder of the repository's own records (what each host has handled), beside the
+/// groups; its leading dot keeps it from ever being taken for one.
+pub const META_DIR: &str = ".holdfast";
 
 /// `<name>-<UTC yyyymmddThhmmssZ>`.
 pub fn archive_id(name: &str, at: DateTime<Utc>) -> String {

@@ -8,11 +8,14 @@
 //! - [`flat`]: moving the flat layout of earlier releases under this host.
 //! - [`catalog`]: what the repository holds, read from manifests alone, and the
 //!   in-memory [`catalog::Catalog`] the daemon keeps up to date by events.
+//! - [`handled`]: what this host has acted on (`.holdfast/handled.json`), so that a new
+//!   state folder does not run a handled Restore or request again.
 //! - [`verify`]: reading archives back in full.
 //! - [`prune`]: retention and deletions, carried out through the deletion journal.
 
 pub mod catalog;
 pub mod flat;
+pub mod handled;
 pub mod layout;
 pub mod lock;
 pub mod manifest;

@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
-use super::layout::{self, DELETING, MANIFEST, PARTIAL};
+use super::layout::{self, DELETING, MANIFEST, META_DIR, PARTIAL};
 use super::lock::{LocalLockError, LockOwner, RepoLock};
 
 #[derive(Debug, thiserror::Error)]
@@ -133,6 +133,12 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
     /// The archive's folder on this machine, for code that reads artifacts through
     /// descriptors (extraction, folder-format artifacts); `None` for remote storage.
     fn local_dir(&self, group: &str, id: &str) -> Option<PathBuf>;
+    /// One file of the repository's own records (under `.holdfast/`, never a group);
+    /// `None` when it does not exist.
+    fn read_meta(&self, name: &str) -> Result<Option<Vec<u8>>, StorageError>;
+    /// Replaces one file of the repository's own records durably: a reader sees the old
+    /// content or the new, never a mix, and a crash after the call returns loses nothing.
+    fn write_meta(&self, name: &str, bytes: &[u8]) -> Result<(), StorageError>;
 }
 
 /// A repository: a storage and the layout on it. Cheap to clone.
@@ -191,7 +197,7 @@ impl LocalStorage {
 
     /// `<top>/<host>/.holdfast`: the host's own records, never taken for a group.
     fn meta(&self) -> PathBuf {
-        self.root.join(".holdfast")
+        self.root.join(META_DIR)
     }
 
     fn dir(&self, group: &str, id: &str) -> PathBuf {
@@ -384,6 +390,29 @@ impl Storage for LocalStorage {
     fn local_dir(&self, group: &str, id: &str) -> Option<PathBuf> {
         Some(self.dir(group, id))
     }
+
+    fn read_meta(&self, name: &str) -> Result<Option<Vec<u8>>, StorageError> {
+        let path = self.meta().join(name);
+        match fs::read(&path) {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io_err("reading", &path)(e)),
+        }
+    }
+
+    /// Through [`crate::fsutil::write_atomic`] (temp file, fsync, rename, fsync of the
+    /// folder); the folder is created, and its own entry synced, the first time.
+    fn write_meta(&self, name: &str, bytes: &[u8]) -> Result<(), StorageError> {
+        let dir = self.meta();
+        if !dir.is_dir() {
+            fs::create_dir_all(&dir).map_err(io_err("creating the records folder", &dir))?;
+            fs::File::open(&self.root)
+                .and_then(|f| f.sync_all())
+                .map_err(io_err("syncing the repository folder", &self.root))?;
+        }
+        let path = dir.join(name);
+        crate::fsutil::write_atomic(&path, bytes).map_err(io_err("writing", &path))
+    }
 }
 
 /// fsyncs every folder of a tree (artifact files are synced by their writers).
@@ -501,5 +530,21 @@ mod tests {
             "{refused:?}"
         );
         assert!(!dir.path().join("nas/.holdfast").exists());
+    }
+
+    #[test]
+    fn records_live_beside_the_groups_and_are_never_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = Repository::local(dir.path().join("repo"), "nas");
+        assert_eq!(repo.read_meta("handled.json").unwrap(), None);
+        repo.write_meta("handled.json", b"one").unwrap();
+        repo.write_meta("handled.json", b"two").unwrap();
+        assert_eq!(repo.read_meta("handled.json").unwrap().unwrap(), b"two");
+        assert!(dir.path().join("repo/nas/.holdfast/handled.json").is_file());
+        let at = Utc.with_ymd_and_hms(2026, 11, 25, 3, 0, 0).unwrap();
+        let staged = repo.begin("nightly", at).unwrap();
+        repo.commit(staged, b"{}").unwrap();
+        assert_eq!(repo.groups().unwrap(), ["nightly"]);
+        assert!(repo.clean().unwrap().is_empty());
     }
 }

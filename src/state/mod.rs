@@ -63,7 +63,15 @@ const MIGRATIONS: &[&str] = &[
         run_id TEXT PRIMARY KEY,
         details TEXT NOT NULL
     );",
+    // 5: when the handled values were last set (to merge them with the repository's
+    // record), and the InPlace Restores held because nothing proved them new.
+    "ALTER TABLE objects ADD COLUMN handled_at TEXT;
+    ALTER TABLE objects ADD COLUMN held_since TEXT;
+    ALTER TABLE objects ADD COLUMN held_requested_at TEXT;",
 ];
+
+/// The columns [`row_to_memory`] reads, in its order.
+const OBJECT_COLUMNS: &str = "first_seen, last_scheduled, last_handled_requested_at, last_handled_generation, handled_at, held_since, held_requested_at";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
@@ -131,8 +139,24 @@ pub struct ObjectMemory {
     pub last_scheduled: Option<DateTime<Utc>>,
     /// The `holdfast.dev/requested-at` value last acted upon.
     pub last_handled_requested_at: Option<String>,
-    /// For Archive: the generation that was last taken.
+    /// For Archive and Restore: the generation that was last taken.
     pub last_handled_generation: Option<String>,
+    /// When the two values above were last set; `None` in rows older than the record.
+    pub handled_at: Option<DateTime<Utc>>,
+    /// For an InPlace Restore that nothing proved new: it waits for a new requested-at.
+    pub held: Option<Held>,
+}
+
+/// An InPlace Restore first seen where no record proved it had not run already (a fresh
+/// state folder and a repository without this host's handled record). It does not run
+/// until its `holdfast.dev/requested-at` value differs from the one it was first seen with.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Held {
+    /// The requested-at value at first sight; `None` when it had none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requested_at: Option<String>,
+    pub since: DateTime<Utc>,
 }
 
 /// One run of a policy or archive.
@@ -289,16 +313,9 @@ impl StateDb {
         )
         .map_err(query("recording an object"))?;
         conn.query_row(
-            "SELECT first_seen, last_scheduled, last_handled_requested_at, last_handled_generation FROM objects WHERE kind = ?1 AND name = ?2",
+            &format!("SELECT {OBJECT_COLUMNS} FROM objects WHERE kind = ?1 AND name = ?2"),
             params![kind, name],
-            |row| {
-                Ok(ObjectMemory {
-                    first_seen: Some(parse_time(row.get::<_, String>(0)?)),
-                    last_scheduled: row.get::<_, Option<String>>(1)?.map(parse_time),
-                    last_handled_requested_at: row.get(2)?,
-                    last_handled_generation: row.get(3)?,
-                })
-            },
+            row_to_memory,
         )
         .map_err(query("reading an object"))
     }
@@ -320,9 +337,9 @@ impl StateDb {
                 )
                 .map_err(query("recording objects"))?;
             let mut select = tx
-                .prepare_cached(
-                    "SELECT first_seen, last_scheduled, last_handled_requested_at, last_handled_generation FROM objects WHERE kind = ?1 AND name = ?2",
-                )
+                .prepare_cached(&format!(
+                    "SELECT {OBJECT_COLUMNS} FROM objects WHERE kind = ?1 AND name = ?2"
+                ))
                 .map_err(query("reading objects"))?;
             let now_text = now.to_rfc3339();
             for (kind, name) in keys {
@@ -330,14 +347,7 @@ impl StateDb {
                     .execute(params![kind, name, now_text])
                     .map_err(query("recording objects"))?;
                 let memory = select
-                    .query_row(params![kind, name], |row| {
-                        Ok(ObjectMemory {
-                            first_seen: Some(parse_time(row.get::<_, String>(0)?)),
-                            last_scheduled: row.get::<_, Option<String>>(1)?.map(parse_time),
-                            last_handled_requested_at: row.get(2)?,
-                            last_handled_generation: row.get(3)?,
-                        })
-                    })
+                    .query_row(params![kind, name], row_to_memory)
                     .map_err(query("reading objects"))?;
                 out.push(memory);
             }
@@ -346,8 +356,9 @@ impl StateDb {
         Ok(out)
     }
 
-    /// Remembers that a run was started for an object: its nominal schedule time, the
-    /// request it answered, the generation it took. `None` leaves a field as it was.
+    /// Remembers that a run was started for an object at `at`: its nominal schedule time,
+    /// the request it answered, the generation it took. `None` leaves a field as it was.
+    /// A started run is no longer held.
     pub fn remember_start(
         &self,
         kind: &str,
@@ -355,23 +366,111 @@ impl StateDb {
         last_scheduled: Option<DateTime<Utc>>,
         requested_at: Option<&str>,
         generation: Option<&str>,
+        at: DateTime<Utc>,
     ) -> Result<(), StateError> {
         self.conn()
             .execute(
                 "UPDATE objects SET
                     last_scheduled = COALESCE(?3, last_scheduled),
                     last_handled_requested_at = COALESCE(?4, last_handled_requested_at),
-                    last_handled_generation = COALESCE(?5, last_handled_generation)
+                    last_handled_generation = COALESCE(?5, last_handled_generation),
+                    handled_at = CASE WHEN ?4 IS NULL AND ?5 IS NULL THEN handled_at ELSE ?6 END,
+                    held_since = NULL,
+                    held_requested_at = NULL
                  WHERE kind = ?1 AND name = ?2",
                 params![
                     kind,
                     name,
                     last_scheduled.map(|t| t.to_rfc3339()),
                     requested_at,
-                    generation
+                    generation,
+                    at.to_rfc3339(),
                 ],
             )
             .map_err(query("remembering a run start"))?;
+        Ok(())
+    }
+
+    /// Every object remembered, with what is remembered about it. Records nothing.
+    pub fn all_objects(&self) -> Result<Vec<(String, String, ObjectMemory)>, StateError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare(&format!(
+                "SELECT kind, name, {OBJECT_COLUMNS} FROM objects ORDER BY kind, name"
+            ))
+            .map_err(query("listing objects"))?;
+        let rows = stmt
+            .query_map([], |row| {
+                let kind: String = row.get(0)?;
+                let name: String = row.get(1)?;
+                let memory = memory_from(row, 2)?;
+                Ok((kind, name, memory))
+            })
+            .map_err(query("listing objects"))?;
+        rows.collect::<Result<_, _>>()
+            .map_err(query("listing objects"))
+    }
+
+    /// Sets what was handled of `kind/name` and whether it is held, as recalled from
+    /// another source at start-up; records `now` as its first sighting if new. Leaves the
+    /// schedule memory as it was.
+    pub fn adopt_handled(
+        &self,
+        kind: &str,
+        name: &str,
+        memory: &ObjectMemory,
+        now: DateTime<Utc>,
+    ) -> Result<(), StateError> {
+        let mut conn = self.conn();
+        let tx = conn
+            .transaction()
+            .map_err(query("adopting what was handled"))?;
+        tx.execute(
+            "INSERT OR IGNORE INTO objects (kind, name, first_seen) VALUES (?1, ?2, ?3)",
+            params![kind, name, now.to_rfc3339()],
+        )
+        .map_err(query("adopting what was handled"))?;
+        tx.execute(
+            "UPDATE objects SET
+                last_handled_requested_at = ?3,
+                last_handled_generation = ?4,
+                handled_at = ?5,
+                held_since = ?6,
+                held_requested_at = ?7
+             WHERE kind = ?1 AND name = ?2",
+            params![
+                kind,
+                name,
+                memory.last_handled_requested_at,
+                memory.last_handled_generation,
+                memory.handled_at.map(|t| t.to_rfc3339()),
+                memory.held.as_ref().map(|h| h.since.to_rfc3339()),
+                memory.held.as_ref().and_then(|h| h.requested_at.clone()),
+            ],
+        )
+        .map_err(query("adopting what was handled"))?;
+        tx.commit().map_err(query("adopting what was handled"))
+    }
+
+    /// Holds `kind/name` (see [`Held`]); records its first sighting if new.
+    pub fn hold(
+        &self,
+        kind: &str,
+        name: &str,
+        held: &Held,
+        now: DateTime<Utc>,
+    ) -> Result<(), StateError> {
+        let conn = self.conn();
+        conn.execute(
+            "INSERT OR IGNORE INTO objects (kind, name, first_seen) VALUES (?1, ?2, ?3)",
+            params![kind, name, now.to_rfc3339()],
+        )
+        .map_err(query("holding a restore"))?;
+        conn.execute(
+            "UPDATE objects SET held_since = ?3, held_requested_at = ?4 WHERE kind = ?1 AND name = ?2",
+            params![kind, name, held.since.to_rfc3339(), held.requested_at],
+        )
+        .map_err(query("holding a restore"))?;
         Ok(())
     }
 
@@ -666,6 +765,29 @@ impl StateDb {
 
 const RUN_COLUMNS: &str = "SELECT id, kind, name, archive_id, phase, start_time, completion_time, bytes, downtime_seconds, error, dry_run FROM runs";
 
+fn row_to_memory(row: &rusqlite::Row<'_>) -> rusqlite::Result<ObjectMemory> {
+    memory_from(row, 0)
+}
+
+/// An [`ObjectMemory`] from the [`OBJECT_COLUMNS`] starting at column `at`.
+fn memory_from(row: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<ObjectMemory> {
+    let held_since = row.get::<_, Option<String>>(at + 5)?.map(parse_time);
+    Ok(ObjectMemory {
+        first_seen: Some(parse_time(row.get::<_, String>(at)?)),
+        last_scheduled: row.get::<_, Option<String>>(at + 1)?.map(parse_time),
+        last_handled_requested_at: row.get(at + 2)?,
+        last_handled_generation: row.get(at + 3)?,
+        handled_at: row.get::<_, Option<String>>(at + 4)?.map(parse_time),
+        held: match held_since {
+            Some(since) => Some(Held {
+                requested_at: row.get(at + 6)?,
+                since,
+            }),
+            None => None,
+        },
+    })
+}
+
 fn row_to_run(row: &rusqlite::Row<'_>) -> rusqlite::Result<RunRecord> {
     Ok(RunRecord {
         id: row.get(0)?,
@@ -777,9 +899,9 @@ mod tests {
             Some(now.timestamp())
         );
         assert_eq!(first.last_scheduled, None);
-        db.remember_start("BackupPolicy", "p", Some(now), Some("req-1"), None)
+        db.remember_start("BackupPolicy", "p", Some(now), Some("req-1"), None, now)
             .unwrap();
-        db.remember_start("BackupPolicy", "p", None, None, Some("abc"))
+        db.remember_start("BackupPolicy", "p", None, None, Some("abc"), now)
             .unwrap();
         let later = db
             .object("BackupPolicy", "p", now + chrono::Duration::hours(1))
@@ -796,6 +918,39 @@ mod tests {
         let (last, success) = db.last_runs("BackupPolicy", "demo").unwrap();
         assert_eq!(last.map(|r| r.id).as_deref(), Some("r1"));
         assert!(success.is_none());
+    }
+
+    #[test]
+    fn handled_values_can_be_adopted_and_a_start_ends_a_hold() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = StateDb::open(dir.path()).unwrap();
+        let now = Utc::now();
+        assert!(db.all_objects().unwrap().is_empty());
+        let held = Held {
+            requested_at: Some("r0".into()),
+            since: now,
+        };
+        db.hold("Restore", "back", &held, now).unwrap();
+        let recalled = ObjectMemory {
+            last_handled_generation: Some("g1".into()),
+            handled_at: Some(now),
+            ..ObjectMemory::default()
+        };
+        db.adopt_handled("Archive", "once", &recalled, now).unwrap();
+        let all = db.all_objects().unwrap();
+        assert_eq!(all.len(), 2);
+        assert_eq!(all[0].0, "Archive");
+        assert_eq!(all[0].2.last_handled_generation.as_deref(), Some("g1"));
+        assert_eq!(
+            all[1].2.held.as_ref().unwrap().requested_at,
+            held.requested_at
+        );
+        db.remember_start("Restore", "back", None, Some("r1"), Some("g2"), now)
+            .unwrap();
+        let back = db.object("Restore", "back", now).unwrap();
+        assert_eq!(back.held, None);
+        assert_eq!(back.last_handled_generation.as_deref(), Some("g2"));
+        assert!(back.handled_at.is_some());
     }
 
     #[test]

@@ -92,6 +92,11 @@ pub struct Status {
     /// The `holdfast.dev/requested-at` value already acted on, so it runs once, not per tick.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_handled_requested_at: Option<String>,
+    /// For Archive and Restore: the generation last taken, which runs once. Read back at
+    /// start-up, with the state folder and the repository's handled record, so a lost
+    /// state folder does not run it again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_handled_generation: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_run: Option<LastRun>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

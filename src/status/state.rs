@@ -14,6 +14,9 @@ pub enum ObjectState<'a> {
     Suspended,
     /// A run is in progress.
     Running { run_id: &'a str },
+    /// Nothing runs, and a run the spec asks for does not start until someone acts:
+    /// `reason` names why (e.g. `UnprovenGeneration`), `message` says what to do.
+    Blocked { reason: &'a str, message: &'a str },
     /// Nothing is running; `last_phase` is the outcome of the last run, if any.
     Idle {
         last_phase: Option<Phase>,
@@ -41,6 +44,7 @@ const RUN_OUTCOMES: [&str; 5] = [
 /// - `Running`: `Reconciling` True, reason `Running`. `Ready` keeps its value while it
 ///   describes earlier runs; when it described something else (a spec that was invalid or
 ///   suspended), or is missing, it becomes False, reason `Running`, until the run ends.
+/// - `Blocked`: `Ready` False with the given reason and message.
 /// - `Idle`: `Ready` from the last run: True `Succeeded`, or True `Scheduled` when no run
 ///   has finished; False `Failed` / `PartiallyFailed` with the run's message; False
 ///   `Interrupted` when the last run never finished (holdfast stopped during it).
@@ -82,6 +86,9 @@ pub fn apply_state(status: &mut Status, state: ObjectState<'_>, now: DateTime<Ut
                     now,
                 );
             }
+        }
+        ObjectState::Blocked { reason, message } => {
+            set_condition(conditions, READY, false, reason, message, now);
         }
         ObjectState::Idle {
             last_phase,
@@ -235,6 +242,15 @@ mod tests {
                     message: None,
                 },
                 vec![c(READY, "False", "PartiallyFailed")],
+            ),
+            (
+                "blocked",
+                after(ObjectState::Running { run_id: "r1" }),
+                ObjectState::Blocked {
+                    reason: "UnprovenGeneration",
+                    message: "bump requested-at to run it",
+                },
+                vec![c(READY, "False", "UnprovenGeneration")],
             ),
             (
                 "interrupted",

@@ -36,6 +36,7 @@ use tracing::{Instrument, error, info, info_span, warn};
 
 use crate::executor::RunOutcome;
 use crate::hub::Hub;
+use crate::load::tree;
 use crate::repo::Repository;
 use crate::spec::{Kind, ObjectKey};
 use crate::state::StateDb;
@@ -65,6 +66,17 @@ pub struct Options {
 const RETRY_FIRST: Duration = Duration::from_secs(1);
 const RETRY_MAX: Duration = Duration::from_secs(60);
 
+/// The first and the longest delay before the specs are read again after a read that
+/// could not settle (an unreadable root, a tree that kept changing). A file event reads
+/// them again sooner.
+const SPECS_RETRY_FIRST: Duration = Duration::from_secs(1);
+const SPECS_RETRY_MAX: Duration = Duration::from_secs(30);
+
+/// How long an Archive spec with `deletionPolicy: Delete` must stay gone, across two
+/// settled reads, before its archives are deleted: cheap insurance against a tree that
+/// is emptied and filled again (`rm -rf specs; mkdir specs; cp ...`).
+const REMOVAL_CONFIRM: Duration = Duration::from_secs(2);
+
 /// The reconciler and everything it owns.
 pub struct Controller {
     options: Options,
@@ -82,8 +94,17 @@ pub struct Controller {
     status_files: BTreeMap<PathBuf, PathBuf>,
     /// The next schedule times from the last reconcile, for the final statuses.
     next_schedule: BTreeMap<ObjectKey, DateTime<Utc>>,
-    /// The spec files as they were at the last load.
-    loaded: Vec<(PathBuf, u64, Option<std::time::SystemTime>)>,
+    /// The specs tree and its spec files as they were at the last load.
+    loaded: (Option<tree::Identity>, Vec<tree::Stamp>),
+    /// When to read the specs again without waiting for a file event: after a read that
+    /// could not settle, or to confirm a removal that deletes archives.
+    reread_at: Option<DateTime<Utc>>,
+    /// The delay before the next read after one that could not settle.
+    specs_retry: Option<Duration>,
+    /// Archive specs with `deletionPolicy: Delete` found gone, with when they were first
+    /// found gone: their archives are deleted only once they are still gone
+    /// [`REMOVAL_CONFIRM`] later.
+    removal_seen: BTreeMap<String, DateTime<Utc>>,
     status_cache: status_view::StatusCache,
     /// Archive specs with `deletionPolicy: Delete`, as last loaded: removing such a spec
     /// deletes its archives.
@@ -129,7 +150,10 @@ impl Controller {
             last_known: BTreeMap::new(),
             status_files: BTreeMap::new(),
             next_schedule: BTreeMap::new(),
-            loaded: Vec::new(),
+            loaded: (None, Vec::new()),
+            reread_at: None,
+            specs_retry: None,
+            removal_seen: BTreeMap::new(),
             status_cache: BTreeMap::new(),
             delete_with_spec: Vec::new(),
             publisher: publish::Publisher::new(hub.clone()),
@@ -181,6 +205,7 @@ impl Controller {
         }
         self.prune_changed().await;
         let mut wake_at = self.reconcile().await;
+        wake_at = [wake_at, self.reread_at].into_iter().flatten().min();
         loop {
             let sleep_for = wake_at
                 .map(|at| (at - self.clock.now()).to_std().unwrap_or(Duration::ZERO))
@@ -202,8 +227,13 @@ impl Controller {
                     self.prune_changed().await;
                 }
                 Wake::Timer => {
-                    let due = wake_at.is_some_and(|at| at <= self.clock.now());
-                    if !due {
+                    let now = self.clock.now();
+                    let due = wake_at.is_some_and(|at| at <= now);
+                    if self.reread_at.is_some_and(|at| at <= now) {
+                        self.reread_at = None;
+                        self.reload().await;
+                        self.prune_changed().await;
+                    } else if !due {
                         // The periodic resync: reload if any spec file changed without an
                         // event reaching us (a missed inotify event, a folder swapped under
                         // us), and read the repository again if its listing changed.
@@ -225,33 +255,62 @@ impl Controller {
                 }
             }
             wake_at = self.reconcile().await;
+            wake_at = [wake_at, self.reread_at].into_iter().flatten().min();
         }
     }
 
-    /// Path, size and modification time of every spec file: cheap to take, and different
+    /// The tree's identity and the stamps of its spec files: cheap to take, and different
     /// whenever a reload could give something different.
-    fn fingerprint(&self) -> Vec<(PathBuf, u64, Option<std::time::SystemTime>)> {
-        let (files, _) = crate::load::discover(std::slice::from_ref(&self.options.specs));
-        files
-            .into_iter()
-            .map(|f| {
-                let meta = std::fs::metadata(&f).ok();
-                let size = meta.as_ref().map_or(0, |m| m.len());
-                let modified = meta.and_then(|m| m.modified().ok());
-                (f, size, modified)
-            })
-            .collect()
+    fn fingerprint(&self) -> (Option<tree::Identity>, Vec<tree::Stamp>) {
+        tree::stamps(&self.options.specs)
     }
 
+    /// Reads the specs into the desired state, once they hold still (see [`tree`]). A
+    /// read that cannot settle changes nothing: the last good view stays, and the specs
+    /// are read again later.
     async fn reload(&mut self) {
-        self.loaded = self.fingerprint();
-        let report = crate::validate::validate_paths(std::slice::from_ref(&self.options.specs));
+        let root = self.options.specs.clone();
+        let read = tokio::task::spawn_blocking(move || tree::read_stable(&root))
+            .await
+            .unwrap_or_else(|e| Err(tree::Unsettled::Unreadable(e.to_string())));
+        let reading = match read {
+            Ok(reading) => reading,
+            Err(why) => {
+                self.keep_last_view(&why);
+                return;
+            }
+        };
+        if self.specs_retry.take().is_some() {
+            info!(specs = %self.options.specs.display(), "the specs folder can be read again");
+        }
+        self.hub.metrics.specs_unreadable(false);
+        if self
+            .loaded
+            .0
+            .as_ref()
+            .is_some_and(|old| *old != reading.root)
+        {
+            // What was written into the old tree is not in this one.
+            info!(
+                specs = %self.options.specs.display(),
+                now_at = %reading.root.path.display(),
+                "the specs folder was replaced: every status file is written again"
+            );
+            self.status_cache.clear();
+        }
+        self.loaded = (Some(reading.root.clone()), reading.stamps());
+        for warning in &reading.warnings {
+            warn!("{warning}");
+        }
+        let mut report = crate::validate::validate_sources(reading.sources());
+        report.errors.extend(reading.errors);
         for d in report.diagnostics() {
             warn!("{d}");
         }
         let desired = Desired::from_report(&report);
         // An Archive spec with deletionPolicy Delete that is gone (not merely unreadable:
-        // a file that fails to parse still names its objects) takes its archives along.
+        // a file that fails to parse still names its objects) takes its archives along,
+        // once it is still gone a moment later.
         let still_named = |name: &str| {
             desired
                 .objects()
@@ -264,12 +323,14 @@ impl Controller {
                     })
                 })
         };
-        let removed: Vec<String> = self
+        let gone: std::collections::BTreeSet<String> = self
             .delete_with_spec
             .iter()
+            .chain(self.removal_seen.keys())
             .filter(|n| !still_named(n))
             .cloned()
             .collect();
+        let removed = self.confirm_removals(&gone);
         self.delete_with_spec = desired
             .objects()
             .filter_map(|o| match &o.resource {
@@ -305,6 +366,53 @@ impl Controller {
             objects = self.desired.objects().count(),
             "specs loaded"
         );
+    }
+
+    /// Of the Delete Archive specs found `gone` in this settled read, those that were
+    /// already gone [`REMOVAL_CONFIRM`] ago: their archives go now. The others are
+    /// remembered, and the specs read again when the time is up; one that is back is
+    /// forgotten.
+    fn confirm_removals(&mut self, gone: &std::collections::BTreeSet<String>) -> Vec<String> {
+        let now = self.clock.now();
+        let confirm = chrono::Duration::from_std(REMOVAL_CONFIRM).unwrap_or_default();
+        self.removal_seen.retain(|name, _| gone.contains(name));
+        let mut confirmed = Vec::new();
+        for name in gone {
+            let first = *self.removal_seen.entry(name.clone()).or_insert(now);
+            if now - first >= confirm {
+                self.removal_seen.remove(name);
+                confirmed.push(name.clone());
+            } else {
+                info!(
+                    archive = %name,
+                    "its Archive spec (deletionPolicy: Delete) is gone; its archives are deleted if it is still gone in {REMOVAL_CONFIRM:?}"
+                );
+                self.reread_soon(first + confirm);
+            }
+        }
+        confirmed
+    }
+
+    /// A read of the specs that could not settle: keep the last good view, and read again
+    /// after a growing delay.
+    fn keep_last_view(&mut self, why: &tree::Unsettled) {
+        let delay = self
+            .specs_retry
+            .map_or(SPECS_RETRY_FIRST, |d| (d * 2).min(SPECS_RETRY_MAX));
+        self.specs_retry = Some(delay);
+        warn!(
+            specs = %self.options.specs.display(),
+            retry_in = ?delay,
+            "keeping the last good view of the specs, nothing is changed or deleted: {why}"
+        );
+        self.hub.metrics.specs_unreadable(true);
+        let at = self.clock.now() + chrono::Duration::from_std(delay).unwrap_or_default();
+        self.reread_soon(at);
+    }
+
+    /// Reads the specs again at `at` at the latest.
+    fn reread_soon(&mut self, at: DateTime<Utc>) {
+        self.reread_at = Some(self.reread_at.map_or(at, |r| r.min(at)));
     }
 
     async fn prune_changed(&mut self) {
@@ -443,7 +551,10 @@ impl Controller {
             archives: &self.housekeeping.archives,
             retention: &self.housekeeping.retention,
         };
-        let writer = status_view::Writer::start();
+        let writer = match &self.options.status_dir {
+            Some(dir) => status_view::Writer::start(dir.clone(), true),
+            None => status_view::Writer::start(self.options.specs.clone(), false),
+        };
         let (files, statuses) = view.render_all(
             &self.options.specs,
             self.options.status_dir.as_deref(),

@@ -38,6 +38,9 @@ pub enum Change {
         path: PathBuf,
         text: String,
         by_key: BTreeMap<(Kind, String), Status>,
+        /// The cache says this very text was written there: write only if the file is
+        /// gone (its folder was replaced, someone deleted it).
+        known: bool,
     },
     Remove {
         path: PathBuf,
@@ -46,22 +49,25 @@ pub enum Change {
 
 /// Carries out status file changes on a blocking worker (atomic, fsynced writes) while
 /// the pass goes on rendering: a changed file is written as soon as it is rendered.
+/// Nothing is written or removed outside the folder status files belong in, whatever
+/// links lead there.
 pub struct Writer {
     tx: std::sync::mpsc::Sender<Change>,
     done: tokio::task::JoinHandle<Vec<(Change, std::io::Result<()>)>>,
 }
 
 impl Writer {
-    pub fn start() -> Writer {
+    /// Starts the worker; every status file it touches must land under `home` (the specs
+    /// folder, or the status dir when there is one).
+    pub fn start(home: PathBuf, is_status_dir: bool) -> Writer {
         let (tx, rx) = std::sync::mpsc::channel::<Change>();
         let done = tokio::task::spawn_blocking(move || {
+            let home = status::Home::resolve(&home, is_status_dir);
             rx.into_iter()
                 .map(|change| {
-                    let result = match &change {
-                        Change::Write { path, text, .. } => {
-                            status::write_if_changed(path, text).map(|_| ())
-                        }
-                        Change::Remove { path } => status::remove(path),
+                    let result = match &home {
+                        Ok(home) => carry_out(home, &change),
+                        Err(e) => Err(std::io::Error::new(e.kind(), e.to_string())),
                     };
                     (change, result)
                 })
@@ -83,6 +89,20 @@ impl Writer {
     }
 }
 
+fn carry_out(home: &status::Home, change: &Change) -> std::io::Result<()> {
+    let path = match change {
+        Change::Write { path, .. } | Change::Remove { path } => path,
+    };
+    home.check(path)?;
+    match change {
+        Change::Write {
+            known: true, path, ..
+        } if std::fs::symlink_metadata(path).is_ok() => Ok(()),
+        Change::Write { path, text, .. } => status::write_if_changed(path, text).map(|_| ()),
+        Change::Remove { path } => status::remove(path),
+    }
+}
+
 fn write(
     done: Result<Vec<(Change, std::io::Result<()>)>, tokio::task::JoinError>,
     cache: &mut StatusCache,
@@ -97,7 +117,12 @@ fn write(
     };
     for (change, result) in done {
         match (change, result) {
-            (Change::Write { path, text, by_key }, Ok(())) => {
+            (
+                Change::Write {
+                    path, text, by_key, ..
+                },
+                Ok(()),
+            ) => {
                 cache.insert(path, (text, by_key));
             }
             (Change::Write { path, .. }, Err(e)) => {
@@ -184,18 +209,17 @@ impl View<'_> {
             }
             out.extend(statuses.iter().map(|s| (file.clone(), s.clone())));
             let text = status::render(&statuses);
-            let unchanged = cache.get(&path).is_some_and(|(t, _)| *t == text);
-            if !unchanged {
-                let by_key = statuses
-                    .into_iter()
-                    .map(|o| ((o.kind, o.name), o.status))
-                    .collect();
-                changes.send(Change::Write {
-                    path: path.clone(),
-                    text,
-                    by_key,
-                });
-            }
+            let known = cache.get(&path).is_some_and(|(t, _)| *t == text);
+            let by_key = statuses
+                .into_iter()
+                .map(|o| ((o.kind, o.name), o.status))
+                .collect();
+            changes.send(Change::Write {
+                path: path.clone(),
+                text,
+                by_key,
+                known,
+            });
             written.insert(file.clone(), path);
         }
         for (file, path) in previous {

@@ -309,3 +309,66 @@ fn folder_links_out_of_the_specs_tree_are_not_followed() {
     assert!(log.contains("etclink"), "{log}");
     assert!(log.contains("files=1 objects=1"), "{log}");
 }
+
+#[test]
+fn writes_under_a_hidden_folder_delay_neither_a_request_nor_a_stop() {
+    let dir = tempfile::tempdir().unwrap();
+    let specs = dir.path().join("specs");
+    fs::create_dir_all(specs.join(".git/objects")).unwrap();
+    let spec = specs.join("web.yaml");
+    let status = specs.join("web.status.yaml");
+    fs::write(&spec, policy("web")).unwrap();
+    let mut daemon = Daemon::start(dir.path(), &[]);
+    wait_ready(&status, "True", Duration::from_secs(20), "first status");
+
+    // A tool writes under specs/.git every 50 ms, all along.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let stop = stop.clone();
+        let git = specs.join(".git/objects");
+        std::thread::spawn(move || {
+            let mut n = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                fs::write(git.join(format!("{}", n % 20)), n.to_string()).unwrap();
+                n += 1;
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        })
+    };
+    std::thread::sleep(Duration::from_secs(3));
+
+    let asked = Instant::now();
+    fs::write(
+        &spec,
+        policy("web").replace(
+            "metadata:\n",
+            "metadata:\n  annotations: {holdfast.dev/requested-at: 'now'}\n",
+        ),
+    )
+    .unwrap();
+    wait_for(
+        &status,
+        Duration::from_secs(10),
+        "the request is handled",
+        |s| {
+            s.first()
+                .is_some_and(|d| d["status"]["lastHandledRequestedAt"] == "now")
+        },
+    );
+    let handled = asked.elapsed();
+    assert!(
+        handled < Duration::from_millis(2500),
+        "the request took {handled:?}"
+    );
+
+    let signalled = Instant::now();
+    daemon.signal("TERM");
+    daemon.wait(Duration::from_secs(20));
+    let stopped = signalled.elapsed();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    writer.join().unwrap();
+    assert!(
+        stopped < Duration::from_secs(3),
+        "the stop took {stopped:?}"
+    );
+}

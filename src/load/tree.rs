@@ -28,8 +28,9 @@ pub const PAUSE: Duration = Duration::from_millis(100);
 /// How long the newest file must have been left alone before its content is believed.
 pub const QUIET: Duration = Duration::from_millis(500);
 
-/// How many reads are tried before giving up for now (about three seconds).
-pub const TRIES: usize = 30;
+/// How many reads are tried before giving up for now (about two seconds: the loop waits
+/// for the reading, so a tree that never holds still must not keep a stop waiting long).
+pub const TRIES: usize = 20;
 
 /// Where a specs root really is. A swapped symlink or a folder deleted and made again
 /// changes it, even when every file in it looks the same.

@@ -2,7 +2,7 @@
 //! through a [`Runner`], and writes a status file beside every spec file.
 //!
 //! One loop owns all mutable state, in parts with one job each: the desired state and
-//! its statuses (here), run supervision ([`supervisor`]), and what the repository holds
+//! its statuses (here, read from the specs by `reload`), run supervision ([`supervisor`]), and what the repository holds
 //! and what is done to it besides runs ([`housekeeping`]). The loop wakes on a spec
 //! change (debounced, at most [`watch::MAX_DEBOUNCE`]), on the next due time, on a run's
 //! or a verification's end, and on a periodic resync, and each time runs the same pure
@@ -17,6 +17,8 @@ pub mod desired;
 pub mod housekeeping;
 pub mod plan;
 mod publish;
+mod reload;
+pub mod removals;
 pub mod runner;
 mod status_view;
 pub mod supervisor;
@@ -66,17 +68,6 @@ pub struct Options {
 const RETRY_FIRST: Duration = Duration::from_secs(1);
 const RETRY_MAX: Duration = Duration::from_secs(60);
 
-/// The first and the longest delay before the specs are read again after a read that
-/// could not settle (an unreadable root, a tree that kept changing). A file event reads
-/// them again sooner.
-const SPECS_RETRY_FIRST: Duration = Duration::from_secs(1);
-const SPECS_RETRY_MAX: Duration = Duration::from_secs(30);
-
-/// How long an Archive spec with `deletionPolicy: Delete` must stay gone, across two
-/// settled reads, before its archives are deleted: cheap insurance against a tree that
-/// is emptied and filled again (`rm -rf specs; mkdir specs; cp ...`).
-const REMOVAL_CONFIRM: Duration = Duration::from_secs(2);
-
 /// The reconciler and everything it owns.
 pub struct Controller {
     options: Options,
@@ -101,10 +92,8 @@ pub struct Controller {
     reread_at: Option<DateTime<Utc>>,
     /// The delay before the next read after one that could not settle.
     specs_retry: Option<Duration>,
-    /// Archive specs with `deletionPolicy: Delete` found gone, with when they were first
-    /// found gone: their archives are deleted only once they are still gone
-    /// [`REMOVAL_CONFIRM`] later.
-    removal_seen: BTreeMap<String, DateTime<Utc>>,
+    /// Archive specs with `deletionPolicy: Delete` found gone and not yet confirmed gone.
+    removals: removals::Removals,
     status_cache: status_view::StatusCache,
     /// Archive specs with `deletionPolicy: Delete`, as last loaded: removing such a spec
     /// deletes its archives.
@@ -153,7 +142,7 @@ impl Controller {
             loaded: (None, Vec::new()),
             reread_at: None,
             specs_retry: None,
-            removal_seen: BTreeMap::new(),
+            removals: removals::Removals::default(),
             status_cache: BTreeMap::new(),
             delete_with_spec: Vec::new(),
             publisher: publish::Publisher::new(hub.clone()),
@@ -257,162 +246,6 @@ impl Controller {
             wake_at = self.reconcile().await;
             wake_at = [wake_at, self.reread_at].into_iter().flatten().min();
         }
-    }
-
-    /// The tree's identity and the stamps of its spec files: cheap to take, and different
-    /// whenever a reload could give something different.
-    fn fingerprint(&self) -> (Option<tree::Identity>, Vec<tree::Stamp>) {
-        tree::stamps(&self.options.specs)
-    }
-
-    /// Reads the specs into the desired state, once they hold still (see [`tree`]). A
-    /// read that cannot settle changes nothing: the last good view stays, and the specs
-    /// are read again later.
-    async fn reload(&mut self) {
-        let root = self.options.specs.clone();
-        let read = tokio::task::spawn_blocking(move || tree::read_stable(&root))
-            .await
-            .unwrap_or_else(|e| Err(tree::Unsettled::Unreadable(e.to_string())));
-        let reading = match read {
-            Ok(reading) => reading,
-            Err(why) => {
-                self.keep_last_view(&why);
-                return;
-            }
-        };
-        if self.specs_retry.take().is_some() {
-            info!(specs = %self.options.specs.display(), "the specs folder can be read again");
-        }
-        self.hub.metrics.specs_unreadable(false);
-        if self
-            .loaded
-            .0
-            .as_ref()
-            .is_some_and(|old| *old != reading.root)
-        {
-            // What was written into the old tree is not in this one.
-            info!(
-                specs = %self.options.specs.display(),
-                now_at = %reading.root.path.display(),
-                "the specs folder was replaced: every status file is written again"
-            );
-            self.status_cache.clear();
-        }
-        self.loaded = (Some(reading.root.clone()), reading.stamps());
-        for warning in &reading.warnings {
-            warn!("{warning}");
-        }
-        let mut report = crate::validate::validate_sources(reading.sources());
-        report.errors.extend(reading.errors);
-        for d in report.diagnostics() {
-            warn!("{d}");
-        }
-        let desired = Desired::from_report(&report);
-        // An Archive spec with deletionPolicy Delete that is gone (not merely unreadable:
-        // a file that fails to parse still names its objects) takes its archives along,
-        // once it is still gone a moment later.
-        let still_named = |name: &str| {
-            desired
-                .objects()
-                .any(|o| o.kind == Kind::Archive && o.name == name)
-                || desired.file_errors.keys().any(|f| {
-                    self.last_known.get(f).is_some_and(|objects| {
-                        objects
-                            .iter()
-                            .any(|(k, n)| *k == Kind::Archive && n == name)
-                    })
-                })
-        };
-        let gone: std::collections::BTreeSet<String> = self
-            .delete_with_spec
-            .iter()
-            .chain(self.removal_seen.keys())
-            .filter(|n| !still_named(n))
-            .cloned()
-            .collect();
-        let removed = self.confirm_removals(&gone);
-        self.delete_with_spec = desired
-            .objects()
-            .filter_map(|o| match &o.resource {
-                Some(crate::spec::Resource::Archive(a))
-                    if a.spec.deletion_policy == crate::spec::DeletionPolicy::Delete =>
-                {
-                    Some(o.name.clone())
-                }
-                _ => None,
-            })
-            .collect();
-        self.desired = desired;
-        for name in removed {
-            self.housekeeping
-                .delete_group(
-                    &name,
-                    "its Archive spec (deletionPolicy: Delete) was removed",
-                )
-                .await;
-        }
-        for (file, objects) in &self.desired.files {
-            if !objects.is_empty() {
-                self.last_known.insert(
-                    file.clone(),
-                    objects.iter().map(|o| (o.kind, o.name.clone())).collect(),
-                );
-            }
-        }
-        self.last_known
-            .retain(|file, _| self.desired.files.contains_key(file));
-        info!(
-            files = self.desired.files.len(),
-            objects = self.desired.objects().count(),
-            "specs loaded"
-        );
-    }
-
-    /// Of the Delete Archive specs found `gone` in this settled read, those that were
-    /// already gone [`REMOVAL_CONFIRM`] ago: their archives go now. The others are
-    /// remembered, and the specs read again when the time is up; one that is back is
-    /// forgotten.
-    fn confirm_removals(&mut self, gone: &std::collections::BTreeSet<String>) -> Vec<String> {
-        let now = self.clock.now();
-        let confirm = chrono::Duration::from_std(REMOVAL_CONFIRM).unwrap_or_default();
-        self.removal_seen.retain(|name, _| gone.contains(name));
-        let mut confirmed = Vec::new();
-        for name in gone {
-            let first = *self.removal_seen.entry(name.clone()).or_insert(now);
-            if now - first >= confirm {
-                self.removal_seen.remove(name);
-                confirmed.push(name.clone());
-            } else {
-                info!(
-                    archive = %name,
-                    "its Archive spec (deletionPolicy: Delete) is gone; its archives are deleted if it is still gone in {REMOVAL_CONFIRM:?}"
-                );
-                self.reread_soon(first + confirm);
-            }
-        }
-        confirmed
-    }
-
-    /// A read of the specs that could not settle: keep the last good view, and read again
-    /// after a growing delay.
-    fn keep_last_view(&mut self, why: &tree::Unsettled) {
-        let delay = self
-            .specs_retry
-            .map_or(SPECS_RETRY_FIRST, |d| (d * 2).min(SPECS_RETRY_MAX));
-        self.specs_retry = Some(delay);
-        warn!(
-            specs = %self.options.specs.display(),
-            retry_in = ?delay,
-            "keeping the last good view of the specs, nothing is changed or deleted: {why}"
-        );
-        self.hub.metrics.specs_unreadable(true);
-        let at = self.clock.now() + chrono::Duration::from_std(delay).unwrap_or_default();
-        self.reread_soon(at);
-    }
-
-    /// Reads the specs again at `at` at the latest.
-    fn reread_soon(&mut self, at: DateTime<Utc>) {
-        self.reread_at = Some(self.reread_at.map_or(at, |r| r.min(at)));
     }
 
     async fn prune_changed(&mut self) {

@@ -2,11 +2,13 @@
 //! through a [`Runner`], and writes a status file beside every spec file.
 //!
 //! One loop owns all mutable state, in parts with one job each: the desired state and
-//! its statuses (here, read from the specs by `reload`), run supervision ([`supervisor`]), and what the repository holds
-//! and what is done to it besides runs ([`housekeeping`]). The loop wakes on a spec
-//! change (debounced, at most [`watch::MAX_DEBOUNCE`]), on the next due time, on a run's
-//! or a verification's end, and on a periodic resync, and each time runs the same pure
-//! [`plan::plan`]. It never busy-polls.
+//! its statuses (here, read from the specs by `reload`), run supervision
+//! ([`supervisor`]), and what the repository holds and what is done to it besides runs
+//! ([`housekeeping`]). The loop wakes on a spec change (debounced, at most
+//! [`watch::MAX_DEBOUNCE`]), on the next due time, on a run's or a verification's end,
+//! on a periodic resync, and when the specs must be read again (a read that could not
+//! settle, a removal to confirm), and each time runs the same pure [`plan::plan`]. It
+//! never busy-polls.
 //!
 //! Error policy: a pass that cannot read what the controller remembers (the state
 //! database) starts nothing and writes nothing; it is retried with a growing delay. A

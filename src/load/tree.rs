@@ -8,8 +8,10 @@
 //! - the root and every folder below it can be read (a vanished root, a dangling link, a
 //!   permission error mean "cannot tell", never "empty"), and
 //! - two reads in a row agree (the same root, the same files with the same sizes, times
-//!   and bytes), and no file changed in the last [`QUIET`], so a writer that truncates
-//!   and then writes gets time to finish.
+//!   and bytes), and
+//! - a file changed in the last [`QUIET`] looks finished: it is not empty and parses as
+//!   YAML. A writer that truncates and then writes gets that long to finish; a plain
+//!   edit is taken at once.
 //!
 //! Otherwise the caller keeps the view it had and tries again later.
 
@@ -25,7 +27,8 @@ use super::SourceFile;
 /// The pause between two reads that must agree.
 pub const PAUSE: Duration = Duration::from_millis(100);
 
-/// How long the newest file must have been left alone before its content is believed.
+/// How long a file that reads empty or cut short must have been left alone before that
+/// content is believed.
 pub const QUIET: Duration = Duration::from_millis(500);
 
 /// How many reads are tried before giving up for now (about two seconds: the loop waits
@@ -74,13 +77,23 @@ impl Reading {
             .collect()
     }
 
-    /// Whether no file changed in the [`QUIET`] before `now`. A time in the future (a
-    /// file copied from a host whose clock runs ahead) says nothing about a writer now.
+    /// Whether every file changed in the [`QUIET`] before `now` looks finished: not
+    /// empty, and valid YAML. A time in the future (a file copied from a host whose clock
+    /// runs ahead) says nothing about a writer now.
     pub fn quiet(&self, now: SystemTime) -> bool {
-        self.files.iter().all(|((_, _, modified), _)| {
-            modified.is_none_or(|m| m > now || now.duration_since(m).is_ok_and(|d| d >= QUIET))
+        self.files.iter().all(|((path, _, modified), raw)| {
+            let recent =
+                modified.is_some_and(|m| now.duration_since(m).is_ok_and(|ago| ago < QUIET));
+            !recent || looks_finished(path, raw)
         })
     }
+}
+
+/// Whether a file's content looks like what a writer meant: something a truncating writer
+/// leaves behind halfway (nothing, or YAML cut off) does not.
+fn looks_finished(path: &Path, raw: &Result<Vec<u8>, String>) -> bool {
+    let source = super::read_bytes(path, raw.clone());
+    source.errors.is_empty() && !source.documents.is_empty()
 }
 
 /// Why no view could be taken.
@@ -236,8 +249,8 @@ mod tests {
     }
 
     #[test]
-    fn two_agreeing_reads_of_a_file_just_written_are_not_enough() {
-        // `~` marks a read whose newest file changed less than QUIET ago.
+    fn two_agreeing_reads_of_a_file_just_emptied_are_not_enough() {
+        // `~` marks a read with a file emptied or cut short less than QUIET ago.
         assert_eq!(play(&[Ok("~"), Ok("~"), Ok("a"), Ok("a")], 5), (Ok("a"), 3));
     }
 
@@ -306,7 +319,23 @@ mod tests {
         let file = specs.join("a.yaml");
         fs::write(&file, "").unwrap();
         let reading = read_once(&specs).unwrap();
-        assert!(!reading.quiet(SystemTime::now()), "a file written just now");
+        assert!(!reading.quiet(SystemTime::now()), "a file emptied just now");
+        fs::write(&file, "kind: Archive\nmetadata: {name: [a").unwrap();
+        let reading = read_once(&specs).unwrap();
+        assert!(
+            !reading.quiet(SystemTime::now()),
+            "a file cut short just now"
+        );
+        age(&file, Duration::from_secs(1));
+        let reading = read_once(&specs).unwrap();
+        assert!(reading.quiet(SystemTime::now()), "left alone long enough");
+        fs::write(&file, SPEC).unwrap();
+        let reading = read_once(&specs).unwrap();
+        assert!(
+            reading.quiet(SystemTime::now()),
+            "a plain edit is taken at once"
+        );
+        fs::write(&file, "").unwrap();
         // A writer that finishes within the quiet time is read complete.
         let writer = {
             let file = file.clone();

@@ -88,6 +88,7 @@ pub struct Metrics {
     reconcile: Histogram,
     queue: Gauge,
     in_progress: Gauge,
+    specs_unreadable: Gauge,
     docker_errors: Family<Labels, Counter>,
     verifications: Family<Labels, Counter>,
     /// The state gauges, encoded from the last published values at each scrape.
@@ -113,6 +114,7 @@ impl Metrics {
             reconcile: short_seconds_buckets(),
             queue: Gauge::default(),
             in_progress: Gauge::default(),
+            specs_unreadable: Gauge::default(),
             docker_errors: Family::default(),
             verifications: Family::default(),
             state: Arc::default(),
@@ -161,6 +163,11 @@ impl Metrics {
             "holdfast_runs_in_progress",
             "Runs going on now",
             m.in_progress.clone(),
+        );
+        registry.register(
+            "holdfast_specs_unreadable",
+            "1 while the specs folder cannot be read or will not hold still, so the last good view of it is kept; 0 otherwise",
+            m.specs_unreadable.clone(),
         );
         registry.register(
             "holdfast_docker_api_errors",
@@ -249,6 +256,12 @@ impl Metrics {
     /// The archive gauges of every repository group from now on.
     pub fn set_archives(&self, groups: &[ArchiveGauges]) {
         self.state.update(|s| s.archives = groups.to_vec());
+    }
+
+    /// Whether the daemon is keeping its last good view because the specs folder cannot
+    /// be read (or will not hold still) now.
+    pub fn specs_unreadable(&self, unreadable: bool) {
+        self.specs_unreadable.set(i64::from(unreadable));
     }
 
     /// The validation error count of every spec file (relative paths) from now on.

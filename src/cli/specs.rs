@@ -8,8 +8,14 @@ use crate::settings::Settings;
 use crate::spec::Resource;
 use crate::validate::{Report, validate_paths};
 
+/// Reads and validates the specs folder; what was left out on purpose (folder links
+/// leading out of it) is said on the log.
 pub fn load(settings: &Settings) -> Report {
-    validate_paths(std::slice::from_ref(&settings.specs))
+    let report = validate_paths(std::slice::from_ref(&settings.specs));
+    for warning in &report.warnings {
+        tracing::warn!("{warning}");
+    }
+    report
 }
 
 /// The backup a BackupPolicy or Archive named `name` asks for. An invalid spec is refused

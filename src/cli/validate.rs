@@ -27,6 +27,9 @@ pub fn run(settings: &Settings, args: ValidateArgs) -> anyhow::Result<ExitCode> 
         args.paths
     };
     let report = validate_paths(&paths);
+    for warning in &report.warnings {
+        eprintln!("warning: {warning}");
+    }
     let mut out = std::io::stdout().lock();
     match args.output {
         OutputFormat::Json => {

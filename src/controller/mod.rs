@@ -2,11 +2,13 @@
 //! through a [`Runner`], and writes a status file beside every spec file.
 //!
 //! One loop owns all mutable state, in parts with one job each: the desired state and
-//! its statuses (here), run supervision ([`supervisor`]), and what the repository holds
-//! and what is done to it besides runs ([`housekeeping`]). The loop wakes on a spec
-//! change (debounced, at most [`watch::MAX_DEBOUNCE`]), on the next due time, on a run's
-//! or a verification's end, and on a periodic resync, and each time runs the same pure
-//! [`plan::plan`]. It never busy-polls.
+//! its statuses (here, read from the specs by `reload`), run supervision
+//! ([`supervisor`]), and what the repository holds and what is done to it besides runs
+//! ([`housekeeping`]). The loop wakes on a spec change (debounced, at most
+//! [`watch::MAX_DEBOUNCE`]), on the next due time, on a run's or a verification's end,
+//! on a periodic resync, and when the specs must be read again (a read that could not
+//! settle, a removal to confirm), and each time runs the same pure [`plan::plan`]. It
+//! never busy-polls.
 //!
 //! Error policy: a pass that cannot read what the controller remembers (the state
 //! database) starts nothing and writes nothing; it is retried with a growing delay. A
@@ -21,6 +23,8 @@ pub mod housekeeping;
 pub mod plan;
 mod publish;
 pub mod recall;
+mod reload;
+pub mod removals;
 pub mod runner;
 mod status_view;
 pub mod supervisor;
@@ -40,6 +44,7 @@ use tracing::{Instrument, error, info, info_span, warn};
 
 use crate::executor::RunOutcome;
 use crate::hub::Hub;
+use crate::load::tree;
 use crate::repo::Repository;
 use crate::repo::handled::Book;
 use crate::spec::{Kind, ObjectKey};
@@ -93,8 +98,15 @@ pub struct Controller {
     status_files: BTreeMap<PathBuf, PathBuf>,
     /// The next schedule times from the last reconcile, for the final statuses.
     next_schedule: BTreeMap<ObjectKey, DateTime<Utc>>,
-    /// The spec files as they were at the last load.
-    loaded: Vec<(PathBuf, u64, Option<std::time::SystemTime>)>,
+    /// The specs tree and its spec files as they were at the last load.
+    loaded: (Option<tree::Identity>, Vec<tree::Stamp>),
+    /// When to read the specs again without waiting for a file event: after a read that
+    /// could not settle, or to confirm a removal that deletes archives.
+    reread_at: Option<DateTime<Utc>>,
+    /// The delay before the next read after one that could not settle.
+    specs_retry: Option<Duration>,
+    /// Archive specs with `deletionPolicy: Delete` found gone and not yet confirmed gone.
+    removals: removals::Removals,
     status_cache: status_view::StatusCache,
     /// Archive specs with `deletionPolicy: Delete`, as last loaded: removing such a spec
     /// deletes its archives.
@@ -152,7 +164,10 @@ impl Controller {
             last_known: BTreeMap::new(),
             status_files: BTreeMap::new(),
             next_schedule: BTreeMap::new(),
-            loaded: Vec::new(),
+            loaded: (None, Vec::new()),
+            reread_at: None,
+            specs_retry: None,
+            removals: removals::Removals::default(),
             status_cache: BTreeMap::new(),
             delete_with_spec: Vec::new(),
             publisher: publish::Publisher::new(hub.clone()),
@@ -208,6 +223,7 @@ impl Controller {
         }
         self.prune_changed().await;
         let mut wake_at = self.reconcile().await;
+        wake_at = [wake_at, self.reread_at].into_iter().flatten().min();
         loop {
             let sleep_for = wake_at
                 .map(|at| (at - self.clock.now()).to_std().unwrap_or(Duration::ZERO))
@@ -229,8 +245,13 @@ impl Controller {
                     self.prune_changed().await;
                 }
                 Wake::Timer => {
-                    let due = wake_at.is_some_and(|at| at <= self.clock.now());
-                    if !due {
+                    let now = self.clock.now();
+                    let due = wake_at.is_some_and(|at| at <= now);
+                    if self.reread_at.is_some_and(|at| at <= now) {
+                        self.reread_at = None;
+                        self.reload().await;
+                        self.prune_changed().await;
+                    } else if !due {
                         // The periodic resync: reload if any spec file changed without an
                         // event reaching us (a missed inotify event, a folder swapped under
                         // us), and read the repository again if its listing changed.
@@ -252,86 +273,8 @@ impl Controller {
                 }
             }
             wake_at = self.reconcile().await;
+            wake_at = [wake_at, self.reread_at].into_iter().flatten().min();
         }
-    }
-
-    /// Path, size and modification time of every spec file: cheap to take, and different
-    /// whenever a reload could give something different.
-    fn fingerprint(&self) -> Vec<(PathBuf, u64, Option<std::time::SystemTime>)> {
-        let (files, _) = crate::load::discover(std::slice::from_ref(&self.options.specs));
-        files
-            .into_iter()
-            .map(|f| {
-                let meta = std::fs::metadata(&f).ok();
-                let size = meta.as_ref().map_or(0, |m| m.len());
-                let modified = meta.and_then(|m| m.modified().ok());
-                (f, size, modified)
-            })
-            .collect()
-    }
-
-    async fn reload(&mut self) {
-        self.loaded = self.fingerprint();
-        let report = crate::validate::validate_paths(std::slice::from_ref(&self.options.specs));
-        for d in report.diagnostics() {
-            warn!("{d}");
-        }
-        let desired = Desired::from_report(&report);
-        // An Archive spec with deletionPolicy Delete that is gone (not merely unreadable:
-        // a file that fails to parse still names its objects) takes its archives along.
-        let still_named = |name: &str| {
-            desired
-                .objects()
-                .any(|o| o.kind == Kind::Archive && o.name == name)
-                || desired.file_errors.keys().any(|f| {
-                    self.last_known.get(f).is_some_and(|objects| {
-                        objects
-                            .iter()
-                            .any(|(k, n)| *k == Kind::Archive && n == name)
-                    })
-                })
-        };
-        let removed: Vec<String> = self
-            .delete_with_spec
-            .iter()
-            .filter(|n| !still_named(n))
-            .cloned()
-            .collect();
-        self.delete_with_spec = desired
-            .objects()
-            .filter_map(|o| match &o.resource {
-                Some(crate::spec::Resource::Archive(a))
-                    if a.spec.deletion_policy == crate::spec::DeletionPolicy::Delete =>
-                {
-                    Some(o.name.clone())
-                }
-                _ => None,
-            })
-            .collect();
-        self.desired = desired;
-        for name in removed {
-            self.housekeeping
-                .delete_group(
-                    &name,
-                    "its Archive spec (deletionPolicy: Delete) was removed",
-                )
-                .await;
-        }
-        for (file, objects) in &self.desired.files {
-            if !objects.is_empty() {
-                self.last_known.insert(
-                    file.clone(),
-                    objects.iter().map(|o| (o.kind, o.name.clone())).collect(),
-                );
-            }
-        }
-        self.last_known
-            .retain(|file, _| self.desired.files.contains_key(file));
-        info!(
-            files = self.desired.files.len(),
-            objects = self.desired.objects().count(),
-            "specs loaded"
-        );
     }
 
     async fn prune_changed(&mut self) {
@@ -566,7 +509,10 @@ impl Controller {
             archives: &self.housekeeping.archives,
             retention: &self.housekeeping.retention,
         };
-        let writer = status_view::Writer::start();
+        let writer = match &self.options.status_dir {
+            Some(dir) => status_view::Writer::start(dir.clone(), true),
+            None => status_view::Writer::start(self.options.specs.clone(), false),
+        };
         let (files, statuses) = view.render_all(
             &self.options.specs,
             self.options.status_dir.as_deref(),

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
-use tracing::error;
+use tracing::{error, warn};
 
 use super::desired::Desired;
 use crate::spec::common::Phase;
@@ -41,6 +41,9 @@ pub enum Change {
         path: PathBuf,
         text: String,
         by_key: BTreeMap<(Kind, String), Status>,
+        /// The cache says this very text was written there: write only if the file is
+        /// gone (its folder was replaced, someone deleted it).
+        known: bool,
     },
     Remove {
         path: PathBuf,
@@ -49,23 +52,35 @@ pub enum Change {
 
 /// Carries out status file changes on a blocking worker (atomic, fsynced writes) while
 /// the pass goes on rendering: a changed file is written as soon as it is rendered.
+/// Nothing is written or removed outside the folder status files belong in, whatever
+/// links lead there.
 pub struct Writer {
     tx: std::sync::mpsc::Sender<Change>,
-    done: tokio::task::JoinHandle<Vec<(Change, std::io::Result<()>)>>,
+    done: tokio::task::JoinHandle<Vec<(Change, Outcome)>>,
 }
 
+/// How a change went; `Err(None)`: not tried, its home folder could not be resolved
+/// (already logged).
+type Outcome = Result<(), Option<std::io::Error>>;
+
 impl Writer {
-    pub fn start() -> Writer {
+    /// Starts the worker; every status file it touches must land under `home` (the specs
+    /// folder, or the status dir when there is one).
+    pub fn start(home: PathBuf, is_status_dir: bool) -> Writer {
         let (tx, rx) = std::sync::mpsc::channel::<Change>();
         let done = tokio::task::spawn_blocking(move || {
+            let home = match status::Home::resolve(&home, is_status_dir) {
+                Ok(home) => home,
+                Err(e) => {
+                    // Said once, not once per file: the folder is gone (moved away for a
+                    // moment, a dangling link), and nothing may make it again.
+                    warn!("not writing status files this time: {e}");
+                    return rx.into_iter().map(|change| (change, Err(None))).collect();
+                }
+            };
             rx.into_iter()
                 .map(|change| {
-                    let result = match &change {
-                        Change::Write { path, text, .. } => {
-                            status::write_if_changed(path, text).map(|_| ())
-                        }
-                        Change::Remove { path } => status::remove(path),
-                    };
+                    let result = carry_out(&home, &change).map_err(Some);
                     (change, result)
                 })
                 .collect()
@@ -86,10 +101,21 @@ impl Writer {
     }
 }
 
-fn write(
-    done: Result<Vec<(Change, std::io::Result<()>)>, tokio::task::JoinError>,
-    cache: &mut StatusCache,
-) {
+fn carry_out(home: &status::Home, change: &Change) -> std::io::Result<()> {
+    let path = match change {
+        Change::Write { path, .. } | Change::Remove { path } => path,
+    };
+    home.check(path)?;
+    match change {
+        Change::Write {
+            known: true, path, ..
+        } if std::fs::symlink_metadata(path).is_ok() => Ok(()),
+        Change::Write { path, text, .. } => status::write_if_changed(path, text).map(|_| ()),
+        Change::Remove { path } => status::remove(path),
+    }
+}
+
+fn write(done: Result<Vec<(Change, Outcome)>, tokio::task::JoinError>, cache: &mut StatusCache) {
     let done = match done {
         Ok(done) => done,
         Err(e) => {
@@ -100,16 +126,23 @@ fn write(
     };
     for (change, result) in done {
         match (change, result) {
-            (Change::Write { path, text, by_key }, Ok(())) => {
+            (
+                Change::Write {
+                    path, text, by_key, ..
+                },
+                Ok(()),
+            ) => {
                 cache.insert(path, (text, by_key));
             }
             (Change::Write { path, .. }, Err(e)) => {
                 cache.remove(&path);
-                error!(path = %path.display(), "writing status file: {e}");
+                if let Some(e) = e {
+                    error!(path = %path.display(), "writing status file: {e}");
+                }
             }
             (Change::Remove { path }, result) => {
                 cache.remove(&path);
-                if let Err(e) = result {
+                if let Err(Some(e)) = result {
                     error!(path = %path.display(), "removing status file: {e}");
                 }
             }
@@ -187,18 +220,17 @@ impl View<'_> {
             }
             out.extend(statuses.iter().map(|s| (file.clone(), s.clone())));
             let text = status::render(&statuses);
-            let unchanged = cache.get(&path).is_some_and(|(t, _)| *t == text);
-            if !unchanged {
-                let by_key = statuses
-                    .into_iter()
-                    .map(|o| ((o.kind, o.name), o.status))
-                    .collect();
-                changes.send(Change::Write {
-                    path: path.clone(),
-                    text,
-                    by_key,
-                });
-            }
+            let known = cache.get(&path).is_some_and(|(t, _)| *t == text);
+            let by_key = statuses
+                .into_iter()
+                .map(|o| ((o.kind, o.name), o.status))
+                .collect();
+            changes.send(Change::Write {
+                path: path.clone(),
+                text,
+                by_key,
+                known,
+            });
             written.insert(file.clone(), path);
         }
         for (file, path) in previous {
@@ -330,4 +362,65 @@ pub(super) fn read_existing(path: &Path) -> BTreeMap<(Kind, String), Status> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write_change(path: PathBuf, known: bool) -> Change {
+        Change::Write {
+            path,
+            text: "a: 1\n".into(),
+            by_key: BTreeMap::new(),
+            known,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_known_status_file_that_is_gone_is_written_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let specs = dir.path().join("specs");
+        std::fs::create_dir(&specs).unwrap();
+        let path = specs.join("a.status.yaml");
+        let mut cache = StatusCache::new();
+        let writer = Writer::start(specs.clone(), false);
+        writer.send(write_change(path.clone(), true));
+        writer.finish(&mut cache).await;
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "a: 1\n");
+        assert!(cache.contains_key(&path));
+    }
+
+    #[tokio::test]
+    async fn nothing_is_written_or_removed_through_a_link_out_of_the_tree() {
+        let dir = tempfile::tempdir().unwrap();
+        let specs = dir.path().join("specs");
+        let outside = dir.path().join("outside");
+        std::fs::create_dir(&specs).unwrap();
+        std::fs::create_dir(&outside).unwrap();
+        std::os::unix::fs::symlink(&outside, specs.join("etclink")).unwrap();
+        std::fs::write(outside.join("old.status.yaml"), "x").unwrap();
+        let mut cache = StatusCache::new();
+        let writer = Writer::start(specs.clone(), false);
+        writer.send(write_change(specs.join("etclink/a.status.yaml"), false));
+        writer.send(Change::Remove {
+            path: specs.join("etclink/old.status.yaml"),
+        });
+        writer.finish(&mut cache).await;
+        assert!(!outside.join("a.status.yaml").exists());
+        assert!(outside.join("old.status.yaml").exists());
+        assert!(cache.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_specs_folder_that_is_away_is_not_made_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let specs = dir.path().join("specs");
+        let mut cache = StatusCache::new();
+        let writer = Writer::start(specs.clone(), false);
+        writer.send(write_change(specs.join("a.status.yaml"), false));
+        writer.finish(&mut cache).await;
+        assert!(!specs.exists());
+        assert!(cache.is_empty());
+    }
 }

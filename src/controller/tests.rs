@@ -475,3 +475,25 @@ async fn a_run_whose_handled_record_cannot_be_written_does_not_start_and_says_wh
     let record = std::fs::read_to_string(dir.path().join("repo/h/.holdfast/handled.json")).unwrap();
     assert!(record.contains("\"name\": \"once\""), "{record}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_specs_folder_moved_away_keeps_the_last_good_view() {
+    let lp = Setup::new(NIGHTLY).start();
+    pass(Duration::from_secs(5)).await;
+    // The folder goes away and stays away past the schedule: what was read last still
+    // holds, so the nightly run happens on time.
+    let moved = lp.specs.with_extension("moved");
+    std::fs::rename(&lp.specs, &moved).unwrap();
+    lp.spec_tx.send(()).unwrap();
+    pass(Duration::from_secs(120)).await;
+    assert_eq!(lp.runner.count("nightly"), 1, "{:?}", lp.runner.calls());
+    assert!(!lp.specs.exists(), "nothing made the specs folder again");
+    let metrics = lp.hub.metrics.encode();
+    assert!(metrics.contains("holdfast_specs_unreadable 1"), "{metrics}");
+    // Back, it is read again without a file event.
+    std::fs::rename(&moved, &lp.specs).unwrap();
+    pass(Duration::from_secs(40)).await;
+    let metrics = lp.hub.metrics.encode();
+    assert!(metrics.contains("holdfast_specs_unreadable 0"), "{metrics}");
+    lp.stop().await;
+}

@@ -4,6 +4,7 @@
 //! that file, and the other files are still read.
 
 pub mod positions;
+pub mod tree;
 
 use std::collections::HashSet;
 use std::fs;
@@ -26,33 +27,50 @@ pub fn is_spec_file_name(name: &str) -> bool {
     yaml && !status && !hidden_or_temp
 }
 
+/// What [`discover`] found under the paths it was given.
+#[derive(Debug, Default)]
+pub struct Found {
+    /// The spec files, in walk order.
+    pub files: Vec<PathBuf>,
+    /// Paths that could not be read.
+    pub errors: Vec<Diagnostic>,
+    /// What was left out on purpose and deserves a word: folder links leading out of the
+    /// tree.
+    pub warnings: Vec<Diagnostic>,
+    /// Folders of the tree that could not be listed: what they hold is unknown, which is
+    /// not the same as empty.
+    pub unread_folders: Vec<PathBuf>,
+}
+
 /// Finds the spec files under each path: files named directly are taken as they are,
 /// folders are walked recursively in name order, skipping hidden entries, status files and
-/// editor temp files. Paths that cannot be read become diagnostics.
-pub fn discover(paths: &[PathBuf]) -> (Vec<PathBuf>, Vec<Diagnostic>) {
-    let mut files = Vec::new();
-    let mut errors = Vec::new();
+/// editor temp files. A link to a folder is followed only when the folder it leads to is
+/// inside the folder being walked: a specs tree must not pull in (nor get status files
+/// written into) `/etc` through `specs/etclink`. Paths that cannot be read become errors,
+/// links not followed become warnings.
+pub fn discover(paths: &[PathBuf]) -> Found {
+    let mut found = Found::default();
     let mut seen_dirs = HashSet::new();
     for path in paths {
         match fs::metadata(path) {
-            Ok(meta) if meta.is_dir() => walk(path, &mut files, &mut errors, &mut seen_dirs),
-            Ok(_) => files.push(path.clone()),
-            Err(e) => errors.push(Diagnostic::new(
+            Ok(meta) if meta.is_dir() => {
+                // The walk stays inside where the root really is (a root that is itself a
+                // link, `current -> wt-b`, is walked in `wt-b`).
+                let root = fs::canonicalize(path).unwrap_or_else(|_| path.clone());
+                walk(path, &root, &mut found, &mut seen_dirs);
+            }
+            Ok(_) => found.files.push(path.clone()),
+            Err(e) => found.errors.push(Diagnostic::new(
                 path,
                 Position::START,
                 format!("cannot read: {e}"),
             )),
         }
     }
-    (files, errors)
+    found
 }
 
-fn walk(
-    dir: &Path,
-    files: &mut Vec<PathBuf>,
-    errors: &mut Vec<Diagnostic>,
-    seen: &mut HashSet<PathBuf>,
-) {
+fn walk(dir: &Path, root: &Path, found: &mut Found, seen: &mut HashSet<PathBuf>) {
     // A symlinked folder may point back up the tree; visit each real folder once.
     if let Ok(real) = fs::canonicalize(dir) {
         if !seen.insert(real) {
@@ -62,7 +80,8 @@ fn walk(
     let entries = match fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(e) => {
-            errors.push(Diagnostic::new(
+            found.unread_folders.push(dir.to_path_buf());
+            found.errors.push(Diagnostic::new(
                 dir,
                 Position::START,
                 format!("cannot read folder: {e}"),
@@ -77,11 +96,14 @@ fn walk(
                 entry.file_name().to_string_lossy().into_owned(),
                 entry.path(),
             )),
-            Err(e) => errors.push(Diagnostic::new(
-                dir,
-                Position::START,
-                format!("cannot read folder: {e}"),
-            )),
+            Err(e) => {
+                found.unread_folders.push(dir.to_path_buf());
+                found.errors.push(Diagnostic::new(
+                    dir,
+                    Position::START,
+                    format!("cannot read folder: {e}"),
+                ));
+            }
         }
     }
     children.sort();
@@ -90,17 +112,44 @@ fn walk(
             continue;
         }
         match fs::metadata(&path) {
-            Ok(meta) if meta.is_dir() => walk(&path, files, errors, seen),
-            Ok(_) if is_spec_file_name(&name) => files.push(path),
+            Ok(meta) if meta.is_dir() => match outside_link(&path, root) {
+                Some(target) => found.warnings.push(Diagnostic::new(
+                    &path,
+                    Position::START,
+                    format!(
+                        "not following this folder link: it leads to {}, outside the specs folder {}",
+                        target.display(),
+                        root.display()
+                    ),
+                )),
+                None => walk(&path, root, found, seen),
+            },
+            Ok(_) if is_spec_file_name(&name) => found.files.push(path),
             Ok(_) => {}
             // A dangling symlink named like a spec is worth a word; anything else is not ours.
-            Err(e) if is_spec_file_name(&name) => errors.push(Diagnostic::new(
+            Err(e) if is_spec_file_name(&name) => found.errors.push(Diagnostic::new(
                 &path,
                 Position::START,
                 format!("cannot read: {e}"),
             )),
             Err(_) => {}
         }
+    }
+}
+
+/// Where the folder `path` really is, when it is reached through a link and lies outside
+/// `root` (a canonical path); `None` for a plain folder or a link that stays inside.
+fn outside_link(path: &Path, root: &Path) -> Option<PathBuf> {
+    let is_link = fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink());
+    if !is_link {
+        // A plain folder under a folder inside the tree is inside the tree.
+        return None;
+    }
+    match fs::canonicalize(path) {
+        Ok(target) if target.starts_with(root) => None,
+        Ok(target) => Some(target),
+        // It resolved a moment ago; gone now, it has nothing to read anyway.
+        Err(_) => Some(path.to_path_buf()),
     }
 }
 
@@ -124,18 +173,7 @@ pub struct SourceFile {
 
 /// Reads a spec file into its non-empty documents.
 pub fn read_file(path: &Path) -> SourceFile {
-    let mut source = SourceFile {
-        path: path.to_path_buf(),
-        documents: Vec::new(),
-        errors: Vec::new(),
-    };
-    match read_text(path) {
-        Ok(text) => parse_documents(&text, &mut source),
-        Err(message) => source
-            .errors
-            .push(Diagnostic::new(path, message.0, message.1)),
-    }
-    source
+    read_bytes(path, read_raw(path))
 }
 
 /// Reads spec text that is already in memory, as if it came from `path`.
@@ -149,13 +187,38 @@ pub fn read_str(path: &Path, text: &str) -> SourceFile {
     source
 }
 
-fn read_text(path: &Path) -> Result<String, (Position, String)> {
-    let file = fs::File::open(path).map_err(|e| (Position::START, format!("cannot read: {e}")))?;
+/// Reads a spec file as it is read from disk, but not parsed: what [`tree`] compares
+/// between two reads. More than [`MAX_SPEC_FILE_BYTES`] are never read.
+pub fn read_raw(path: &Path) -> Result<Vec<u8>, String> {
+    let file = fs::File::open(path).map_err(|e| format!("cannot read: {e}"))?;
     let mut bytes = Vec::new();
     // Read one byte past the limit to learn that the file is too large without reading it all.
     file.take(MAX_SPEC_FILE_BYTES + 1)
         .read_to_end(&mut bytes)
-        .map_err(|e| (Position::START, format!("cannot read: {e}")))?;
+        .map_err(|e| format!("cannot read: {e}"))?;
+    Ok(bytes)
+}
+
+/// Parses what [`read_raw`] returned for `path`, as [`read_file`] would have.
+pub fn read_bytes(path: &Path, raw: Result<Vec<u8>, String>) -> SourceFile {
+    let mut source = SourceFile {
+        path: path.to_path_buf(),
+        documents: Vec::new(),
+        errors: Vec::new(),
+    };
+    match raw
+        .map_err(|message| (Position::START, message))
+        .and_then(|bytes| decode(path, bytes))
+    {
+        Ok(text) => parse_documents(&text, &mut source),
+        Err(message) => source
+            .errors
+            .push(Diagnostic::new(path, message.0, message.1)),
+    }
+    source
+}
+
+fn decode(path: &Path, bytes: Vec<u8>) -> Result<String, (Position, String)> {
     if bytes.len() as u64 > MAX_SPEC_FILE_BYTES {
         let size = fs::metadata(path)
             .map(|m| m.len())
@@ -435,5 +498,33 @@ mod tests {
         let s = read_str("base: &b {x: 1}\nthing:\n  <<: *b\n  y: 2\n");
         assert!(s.errors.is_empty(), "{:?}", s.errors);
         assert_eq!(s.documents[0].value["thing"]["x"], 1);
+    }
+
+    #[test]
+    fn folder_links_are_followed_only_inside_the_tree() {
+        let dir = tempfile::tempdir().unwrap();
+        let specs = dir.path().join("specs");
+        let outside = dir.path().join("outside");
+        fs::create_dir_all(specs.join("apps")).unwrap();
+        fs::create_dir_all(&outside).unwrap();
+        fs::write(specs.join("apps/a.yaml"), "a: 1\n").unwrap();
+        fs::write(outside.join("passwd.yaml"), "b: 1\n").unwrap();
+        std::os::unix::fs::symlink(&outside, specs.join("etclink")).unwrap();
+        // A link that stays inside is fine (its folder is read once).
+        std::os::unix::fs::symlink("apps", specs.join("alias")).unwrap();
+        let found = discover(std::slice::from_ref(&specs));
+        assert_eq!(found.files.len(), 1, "{:?}", found.files);
+        assert!(found.files[0].ends_with("a.yaml"), "{:?}", found.files);
+        assert!(found.errors.is_empty(), "{:?}", found.errors);
+        assert_eq!(found.warnings.len(), 1, "{:?}", found.warnings);
+        assert_eq!(found.warnings[0].file, specs.join("etclink"));
+        assert!(found.warnings[0].message.contains("outside"));
+
+        // Through a root that is itself a link, the tree is where the link leads.
+        let current = dir.path().join("current");
+        std::os::unix::fs::symlink(&specs, &current).unwrap();
+        let found = discover(std::slice::from_ref(&current));
+        assert_eq!(found.files.len(), 1, "{:?}", found.files);
+        assert_eq!(found.warnings.len(), 1);
     }
 }

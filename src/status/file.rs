@@ -137,6 +137,86 @@ pub fn write_if_changed(path: &Path, text: &str) -> io::Result<bool> {
     Ok(true)
 }
 
+/// The folder status files belong in, with every link resolved: the specs folder (the
+/// folder holding it, when the specs are one file) or the status dir. A status file
+/// whose folder resolves anywhere else, through a link inside the tree or a folder
+/// swapped for a link, is neither written nor removed.
+#[derive(Debug)]
+pub struct Home {
+    real: PathBuf,
+}
+
+impl Home {
+    /// Resolves `folder`. A status dir that does not exist yet is made; a specs folder
+    /// that does not exist (moved away for a moment) is not, and nothing can be written.
+    pub fn resolve(folder: &Path, is_status_dir: bool) -> io::Result<Home> {
+        let context = |e: io::Error| {
+            io::Error::new(
+                e.kind(),
+                format!(
+                    "status files are written under {}, which cannot be resolved: {e}",
+                    folder.display()
+                ),
+            )
+        };
+        if is_status_dir {
+            fs::create_dir_all(folder).map_err(context)?;
+        }
+        let meta = fs::metadata(folder).map_err(context)?;
+        let folder = match folder.parent() {
+            Some(parent) if !meta.is_dir() => parent,
+            _ => folder,
+        };
+        let folder = if folder.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            folder
+        };
+        Ok(Home {
+            real: fs::canonicalize(folder).map_err(context)?,
+        })
+    }
+
+    /// Fails unless `path`'s folder, links resolved, is under this home. Folders that do
+    /// not exist yet are judged by the nearest one that does: what is made below it is
+    /// made as plain folders.
+    pub fn check(&self, path: &Path) -> io::Result<()> {
+        let mut folder = path.parent();
+        while let Some(f) = folder {
+            let f = if f.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                f
+            };
+            match fs::canonicalize(f) {
+                Ok(real) if real.starts_with(&self.real) => return Ok(()),
+                Ok(real) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::PermissionDenied,
+                        format!(
+                            "not touching {}: its folder is really {}, outside {}",
+                            path.display(),
+                            real.display(),
+                            self.real.display()
+                        ),
+                    ));
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => folder = f.parent(),
+                Err(e) => {
+                    return Err(io::Error::new(
+                        e.kind(),
+                        format!("resolving the folder of {}: {e}", path.display()),
+                    ));
+                }
+            }
+        }
+        Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("no folder of {} exists", path.display()),
+        ))
+    }
+}
+
 /// Removes a status file whose spec file is gone; a file already gone is fine.
 pub fn remove(path: &Path) -> io::Result<()> {
     match fs::remove_file(path) {
@@ -414,5 +494,45 @@ status:
         remove(&path).unwrap();
         assert!(!path.exists());
         remove(&path).unwrap();
+    }
+
+    #[test]
+    fn status_files_stay_home() {
+        let dir = tempfile::tempdir().unwrap();
+        let specs = dir.path().join("specs");
+        let outside = dir.path().join("outside");
+        fs::create_dir_all(specs.join("apps")).unwrap();
+        fs::create_dir_all(&outside).unwrap();
+        std::os::unix::fs::symlink(&outside, specs.join("etclink")).unwrap();
+        std::os::unix::fs::symlink(specs.join("apps"), specs.join("alias")).unwrap();
+        let home = Home::resolve(&specs, false).unwrap();
+        for inside in [
+            "a.status.yaml",
+            "apps/a.status.yaml",
+            "alias/a.status.yaml",
+            "new/deeper/a.status.yaml",
+        ] {
+            home.check(&specs.join(inside)).unwrap();
+        }
+        let e = home
+            .check(&specs.join("etclink/a.status.yaml"))
+            .unwrap_err();
+        assert!(e.to_string().contains("outside"), "{e}");
+        assert!(
+            home.check(&specs.join("etclink/new/a.status.yaml"))
+                .is_err()
+        );
+        assert!(home.check(&dir.path().join("x.status.yaml")).is_err());
+
+        // A specs folder moved away is not made again by writing a status file into it.
+        fs::rename(&specs, dir.path().join("moved")).unwrap();
+        assert!(Home::resolve(&specs, false).is_err());
+        assert!(!specs.exists());
+        // A status dir is made.
+        let status_dir = dir.path().join("status");
+        Home::resolve(&status_dir, true)
+            .unwrap()
+            .check(&status_dir.join("apps/a.status.yaml"))
+            .unwrap();
     }
 }

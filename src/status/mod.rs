@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use crate::spec::Kind;
 use crate::spec::common::Phase;
 
-pub use file::{HEADER, remove, render, status_path, write_if_changed};
+pub use file::{HEADER, Home, remove, render, status_path, write_if_changed};
 pub use generation::generation;
 pub use redact::{REDACTED, is_secret_key, redact};
 pub use state::{ObjectState, apply_state};

@@ -81,6 +81,8 @@ pub struct Report {
     pub files: Vec<FileReport>,
     /// Errors about the paths themselves (missing, unreadable folders).
     pub errors: Vec<Diagnostic>,
+    /// What was not read on purpose (folder links leading out of the tree); not errors.
+    pub warnings: Vec<Diagnostic>,
 }
 
 impl Report {
@@ -122,6 +124,7 @@ impl Report {
             files: self.files.len(),
             objects: self.object_count(),
             errors: self.diagnostics(),
+            warnings: self.warnings.iter().collect(),
         }
     }
 }
@@ -132,14 +135,16 @@ pub struct JsonReport<'a> {
     pub files: usize,
     pub objects: usize,
     pub errors: Vec<&'a Diagnostic>,
+    pub warnings: Vec<&'a Diagnostic>,
 }
 
 /// Validates every spec file found under `paths` (files or folders).
 pub fn validate_paths(paths: &[PathBuf]) -> Report {
-    let (files, errors) = load::discover(paths);
-    let sources = files.iter().map(|p| load::read_file(p)).collect();
+    let found = load::discover(paths);
+    let sources = found.files.iter().map(|p| load::read_file(p)).collect();
     let mut report = validate_sources(sources);
-    report.errors.extend(errors);
+    report.errors.extend(found.errors);
+    report.warnings.extend(found.warnings);
     report
 }
 
@@ -162,6 +167,7 @@ pub fn validate_sources(sources: Vec<SourceFile>) -> Report {
     Report {
         files,
         errors: Vec::new(),
+        warnings: Vec::new(),
     }
 }
 

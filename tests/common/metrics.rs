@@ -34,6 +34,7 @@ pub const KNOWN_METRICS: &[(&str, MetricType)] = &[
     ("holdfast_reconcile_duration_seconds", Histogram),
     ("holdfast_queue_depth", Gauge),
     ("holdfast_runs_in_progress", Gauge),
+    ("holdfast_specs_unreadable", Gauge),
     ("holdfast_docker_api_errors_total", Counter),
     ("holdfast_verifications_total", Counter),
 ];

@@ -31,6 +31,7 @@ use tracing::{Instrument, error, info, info_span, warn};
 
 use crate::docker::ContainerInfo;
 use crate::docker::engine::Engine;
+use crate::fault;
 use crate::progress::Progress;
 use crate::repo::catalog::{Entry, Health};
 use crate::repo::manifest::{Artifact, Manifest};
@@ -389,6 +390,7 @@ impl Restorer {
                         source,
                     });
                 }
+                fault::point("restore.after-stop");
             }
         }
         let result = self
@@ -577,6 +579,9 @@ impl Restorer {
     }
 
     async fn start_again(&self, stopped: &[ContainerInfo], warnings: &mut Vec<String>) {
+        if !stopped.is_empty() {
+            fault::point("restore.before-start");
+        }
         for c in stopped.iter().rev() {
             info!(container = %c.name, "starting");
             match self.engine.start(&c.id).await {
@@ -626,10 +631,14 @@ impl Restorer {
                 Some(v) => v,
                 None => {
                     let labels = volume_labels(p.artifact, &p.volume, &entry.id);
-                    self.engine
+                    fault::point("restore.new-volume.before-create");
+                    let created = self
+                        .engine
                         .create_volume(&p.target, &labels)
                         .await
-                        .map_err(RestoreError::Docker)?
+                        .map_err(RestoreError::Docker)?;
+                    fault::point("restore.new-volume.after-create");
+                    created
                 }
             };
             let data = PathBuf::from(&info.mountpoint);
@@ -648,7 +657,14 @@ impl Restorer {
             info!(volume = %p.volume, into = %p.target, in_place = p.exists, "restoring volume");
             // A new volume goes through the same staging folder and swap as an existing
             // one: a restore killed mid-way leaves it empty, never half filled.
-            let stats = swap_in(&artifact, &data, run_id, limits, progress.clone()).await;
+            let progress = if p.exists {
+                fault::AtEachBuffer::wrap(progress.clone(), || fault::point("restore.mid-extract"))
+            } else {
+                fault::AtEachBuffer::wrap(progress.clone(), || {
+                    fault::point("restore.new-volume.mid-extract")
+                })
+            };
+            let stats = swap_in(&artifact, &data, run_id, limits, progress).await;
             if stats.is_err() && !p.exists {
                 // Ours, and incomplete: it goes.
                 let _ = self.engine.remove_volume(&p.target).await;
@@ -736,6 +752,7 @@ async fn swap_in(
             let _ = std::fs::remove_dir_all(&staging);
             return Err(SwapError::Cancelled);
         }
+        fault::point("restore.before-swap");
         exchange(&staging, &data).map_err(|source| {
             let _ = std::fs::remove_dir_all(&staging);
             SwapError::Exchange {
@@ -743,6 +760,7 @@ async fn swap_in(
                 source,
             }
         })?;
+        fault::point("restore.after-swap");
         // `staging` now holds the old content.
         if let Err(e) = std::fs::remove_dir_all(&staging) {
             warn!(path = %staging.display(), "removing the replaced content: {e}");

@@ -24,6 +24,8 @@ pub fn holdfast() -> Command {
         "HOLDFAST_REPOSITORY",
         "HOLDFAST_LISTEN",
         "HOLDFAST_LOG",
+        "HOLDFAST_FAULT",
+        "HOLDFAST_FAULT_AFTER",
     ] {
         cmd.env_remove(var);
     }

@@ -118,6 +118,36 @@ fn repository(settings: &Settings) -> crate::repo::Repository {
     crate::repo::Repository::local(&settings.repository)
 }
 
+/// Repairs what a crashed holdfast left, as the daemon does at its start: runs left
+/// Running are recorded as interrupted, the containers in the stop journal are started,
+/// staged (`.partial`) archives are removed and interrupted deletions are finished. Call
+/// it only with the state folder's lock held: then nothing of this is another process's
+/// work in progress.
+async fn recover_after_crash(
+    settings: &Settings,
+    executor: &crate::executor::Executor,
+) -> anyhow::Result<()> {
+    let state = executor.state();
+    for id in state.fail_interrupted_runs(chrono::Utc::now())? {
+        eprintln!("run {id} was interrupted by a stop of holdfast; recorded as Failed");
+    }
+    let restarted = executor.replay_journal().await?;
+    if !restarted.is_empty() {
+        eprintln!(
+            "started again what an interrupted run had stopped: {}",
+            restarted.join(", ")
+        );
+    }
+    let repo = repository(settings);
+    for path in repo.clean()? {
+        eprintln!("removed a partial archive left by a crash: {path}");
+    }
+    for id in crate::repo::prune::resume(&state, &repo)? {
+        eprintln!("finished a deletion a crash had interrupted: {id}");
+    }
+    Ok(())
+}
+
 /// Replays a leftover stop journal unless another holdfast process holds the run lock
 /// (then the journal is that process's own business).
 async fn replay_if_free(settings: &Settings, executor: &crate::executor::Executor) {

@@ -131,6 +131,12 @@ mod matrix {
 
     /// One HTTP/1.0 GET; the body as JSON.
     fn get_json(addr: &str, path: &str) -> Value {
+        let body = get_text(addr, path);
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("{path}: not JSON ({e}): {body}"))
+    }
+
+    /// One HTTP/1.0 GET; the body.
+    fn get_text(addr: &str, path: &str) -> String {
         let mut stream = std::net::TcpStream::connect(addr).unwrap();
         stream
             .set_read_timeout(Some(Duration::from_secs(30)))
@@ -139,7 +145,7 @@ mod matrix {
         let mut raw = String::new();
         stream.read_to_string(&mut raw).unwrap();
         let (_, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
-        serde_json::from_str(body).unwrap_or_else(|e| panic!("{path}: not JSON ({e}): {raw}"))
+        body.to_string()
     }
 
     /// Starts the daemon once on the env's state and repository (with no specs, so it
@@ -181,6 +187,7 @@ mod matrix {
             .as_array()
             .cloned()
             .unwrap_or_default();
+        assert_metrics_count_what_is_on_disk(env, addr);
         // SAFETY: a signal to our own child.
         unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
         let status = child.wait().unwrap();
@@ -190,6 +197,48 @@ mod matrix {
             fs::read_to_string(&log_path).unwrap_or_default()
         );
         runs
+    }
+
+    /// `holdfast_archives` counts, per group, the archives on disk: nothing staged or
+    /// half-deleted. The daemon publishes it once its first pass after start-up is done.
+    fn assert_metrics_count_what_is_on_disk(env: &Env, addr: &str) {
+        let mut expected = BTreeMap::new();
+        for group in fs::read_dir(&env.repository).into_iter().flatten() {
+            let group = group.unwrap().path();
+            let count = fs::read_dir(&group)
+                .unwrap()
+                .filter(|e| {
+                    let name = e.as_ref().unwrap().file_name();
+                    let name = name.to_string_lossy();
+                    !name.ends_with(".partial") && !name.ends_with(".deleting")
+                })
+                .count();
+            if count > 0 {
+                let name = group.file_name().unwrap().to_string_lossy().into_owned();
+                expected.insert(name, count.to_string());
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let text = get_text(addr, "/metrics");
+            let counted: BTreeMap<String, String> = text
+                .lines()
+                .filter_map(|l| l.strip_prefix("holdfast_archives{name=\""))
+                .filter_map(|l| {
+                    let (name, value) = l.split_once("\"} ")?;
+                    Some((name.to_string(), value.trim().to_string()))
+                })
+                .filter(|(_, value)| value != "0")
+                .collect();
+            if counted == expected {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "holdfast_archives {counted:?}, on disk {expected:?}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     /// The killed command's run, the one run of `name` the history did not have before

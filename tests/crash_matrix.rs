@@ -604,6 +604,31 @@ mod matrix {
                 );
             }
         }
+        // Killed again, and this time only the same command is run again: it finishes
+        // (or does) the deletion, or the verification, and succeeds.
+        for case in DELETION_AND_VERIFY {
+            let mut cmd = env.holdfast();
+            let args = if case.scenario == "delete" {
+                vec!["delete".to_string(), backup(&env, "vols"), "--yes".into()]
+            } else {
+                vec!["verify".to_string(), kept.clone()]
+            };
+            cmd.args(&args);
+            kill_at(cmd, case);
+            let out = run(env.holdfast().args(&args));
+            assert!(
+                out.status.success(),
+                "{} (again): {}{}",
+                case.point,
+                stdout(&out),
+                stderr(&out)
+            );
+            if case.scenario == "delete" {
+                let gone = !env.repository.join("vols").join(&args[1]).exists();
+                assert!(gone, "{}: {} is still there", case.point, args[1]);
+            }
+            assert_repository_whole(&env, case);
+        }
     }
 
     /// Restores killed at each point: the container using the volume runs again, the

@@ -645,8 +645,10 @@ mod matrix {
         let targets: Vec<String> = (0..RESTORE.len())
             .map(|i| format!("{tag}-new{i}"))
             .collect();
+        let gone = format!("{tag}-gone");
         let mut all_volumes = targets.clone();
         all_volumes.push(volume.clone());
+        all_volumes.push(gone.clone());
         let _cleanup = Cleanup {
             containers: vec![app.clone()],
             volumes: all_volumes,
@@ -757,15 +759,60 @@ mod matrix {
                 let exists = run(Command::new("docker").args(["volume", "inspect", &targets[i]]))
                     .status
                     .success();
-                if exists {
-                    let listing = tree_listing(&mountpoint(&targets[i]));
+                let listing = if exists {
+                    tree_listing(&mountpoint(&targets[i]))
+                } else {
+                    Vec::new()
+                };
+                assert!(
+                    listing.is_empty() || listing == archived,
+                    "{}: the new volume is half filled:\n{listing:#?}",
+                    case.point
+                );
+                // The same command again: an empty volume an interrupted restore of this
+                // archive made is taken as its own; a complete one is refused as existing.
+                let out = run(env.holdfast().args(&restore_args));
+                let outcome: Value = serde_json::from_slice(&out.stdout).unwrap();
+                seen.insert(outcome["runId"].as_str().unwrap().to_string());
+                if listing.is_empty() {
                     assert!(
-                        listing.is_empty() || listing == archived,
-                        "{}: the new volume is half filled:\n{listing:#?}",
-                        case.point
+                        out.status.success(),
+                        "{} (again): {outcome:#}\n{}",
+                        case.point,
+                        stderr(&out)
                     );
+                    assert_eq!(outcome["report"]["volumes"][0]["created"], true);
+                    let data = mountpoint(&targets[i]);
+                    let siblings: Vec<String> = fs::read_dir(data.parent().unwrap())
+                        .unwrap()
+                        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                        .collect();
+                    assert_eq!(siblings, ["_data"], "{} (again)", case.point);
+                } else {
+                    assert_eq!(out.status.code(), Some(1), "{}: {outcome:#}", case.point);
                 }
+                assert_eq!(tree_listing(&mountpoint(&targets[i])), archived);
             }
         }
+
+        // On a new host the archived volume does not exist, and it comes back under its
+        // own name, where the recipe looks for it. Killed after creating it, the same
+        // command again fills that volume, not one with a fresh name beside it.
+        docker(&["volume", "create", &gone]);
+        fill(&gone, &content("gone"));
+        let gone_listing = tree_listing(&mountpoint(&gone));
+        policy(&env, "gone", &format!("  targets: {{volumes: [{gone}]}}\n"));
+        let archive = backup(&env, "gone");
+        docker(&["volume", "rm", &gone]);
+        let args = ["restore", "-o", "json", "--from", &archive];
+        let mut cmd = env.holdfast();
+        cmd.args(args);
+        let case = case("restore.new-volume.after-create", 1, "new-volume");
+        kill_at(cmd, &case);
+        let out = run(env.holdfast().args(args));
+        let outcome: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert!(out.status.success(), "{outcome:#}\n{}", stderr(&out));
+        assert_eq!(outcome["report"]["volumes"][0]["into"], gone.as_str());
+        assert_eq!(tree_listing(&mountpoint(&gone)), gone_listing);
     }
 }

@@ -325,9 +325,15 @@ impl Restorer {
                 .await
                 .map_err(RestoreError::Docker)?
                 .is_some();
-            if exists && request.mode == RestoreMode::NewVolumes {
-                return Err(RestoreError::TargetExists { target, volume });
-            }
+            let exists = if exists && request.mode == RestoreMode::NewVolumes {
+                if !self.interrupted_leftover(&target, &entry.id).await? {
+                    return Err(RestoreError::TargetExists { target, volume });
+                }
+                info!(volume = %target, "filling the empty volume an interrupted restore of this archive left");
+                false
+            } else {
+                exists
+            };
             planned.push(Planned {
                 artifact,
                 volume,
@@ -538,11 +544,39 @@ impl Restorer {
             .await
             .map_err(RestoreError::Docker)?
             .is_some();
-        if !exists {
+        if !exists || self.interrupted_leftover(volume, &entry.id).await? {
             return Ok(volume.to_string());
         }
         let stamp = entry.id.rsplit('-').next().unwrap_or("restored");
         Ok(format!("{volume}-restored-{}", stamp.to_ascii_lowercase()))
+    }
+
+    /// Whether volume `name` is what a restore of `archive` left when it was killed before
+    /// its swap: created by holdfast for that archive, still empty, used by no container.
+    /// Such a volume is the restore's own to fill; NewVolumes never writes into any other
+    /// existing volume.
+    async fn interrupted_leftover(&self, name: &str, archive: &str) -> Result<bool, RestoreError> {
+        let Some(info) = self
+            .engine
+            .volume(name)
+            .await
+            .map_err(RestoreError::Docker)?
+        else {
+            return Ok(false);
+        };
+        if info.labels.get(RESTORED_FROM_LABEL).map(String::as_str) != Some(archive) {
+            return Ok(false);
+        }
+        let empty = std::fs::read_dir(&info.mountpoint).is_ok_and(|mut d| d.next().is_none());
+        if !empty {
+            return Ok(false);
+        }
+        let users = self
+            .engine
+            .users_of_volume(name)
+            .await
+            .map_err(RestoreError::Docker)?;
+        Ok(users.is_empty())
     }
 
     /// The containers using any of the volumes, with their whole stacks when asked.

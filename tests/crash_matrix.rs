@@ -381,6 +381,17 @@ mod matrix {
         PathBuf::from(docker(&["volume", "inspect", "-f", "{{.Mountpoint}}", volume]).trim())
     }
 
+    /// What is in a volume's folder beside its data folder.
+    fn beside_data(volume: &str) -> Vec<String> {
+        let data = mountpoint(volume);
+        let mut names: Vec<String> = fs::read_dir(data.parent().unwrap())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
     /// Replaces a volume's content with `files` (name, content), written from the host.
     fn fill(volume: &str, files: &[(&str, String)]) {
         let dir = mountpoint(volume);
@@ -726,18 +737,16 @@ mod matrix {
                     case.point
                 );
                 assert_eq!(&now, expected, "{}", case.point);
+                // The staging folder (new content, or the old content after the swap) is
+                // gone with the start: no copy of a volume's data is left beside it.
+                assert_eq!(beside_data(&volume), ["_data"], "{}", case.point);
                 // The same command again succeeds, and leaves nothing beside the data.
                 let out = run(env.holdfast().args(&restore_args));
                 assert!(out.status.success(), "{}: {}", case.point, stderr(&out));
                 let outcome: Value = serde_json::from_slice(&out.stdout).unwrap();
                 seen.insert(outcome["runId"].as_str().unwrap().to_string());
                 assert_eq!(tree_listing(&mountpoint(&volume)), archived);
-                let data = mountpoint(&volume);
-                let siblings: Vec<String> = fs::read_dir(data.parent().unwrap())
-                    .unwrap()
-                    .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-                    .collect();
-                assert_eq!(siblings, ["_data"], "{}", case.point);
+                assert_eq!(beside_data(&volume), ["_data"], "{}", case.point);
                 assert_eq!(running(&containers), before, "{}", case.point);
 
                 // Killed again, and this time only the same command is run again.
@@ -769,6 +778,9 @@ mod matrix {
                     "{}: the new volume is half filled:\n{listing:#?}",
                     case.point
                 );
+                if exists {
+                    assert_eq!(beside_data(&targets[i]), ["_data"], "{}", case.point);
+                }
                 // The same command again: an empty volume an interrupted restore of this
                 // archive made is taken as its own; a complete one is refused as existing.
                 let out = run(env.holdfast().args(&restore_args));
@@ -782,12 +794,12 @@ mod matrix {
                         stderr(&out)
                     );
                     assert_eq!(outcome["report"]["volumes"][0]["created"], true);
-                    let data = mountpoint(&targets[i]);
-                    let siblings: Vec<String> = fs::read_dir(data.parent().unwrap())
-                        .unwrap()
-                        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-                        .collect();
-                    assert_eq!(siblings, ["_data"], "{} (again)", case.point);
+                    assert_eq!(
+                        beside_data(&targets[i]),
+                        ["_data"],
+                        "{} (again)",
+                        case.point
+                    );
                 } else {
                     assert_eq!(out.status.code(), Some(1), "{}: {outcome:#}", case.point);
                 }

@@ -120,7 +120,8 @@ fn repository(settings: &Settings) -> crate::repo::Repository {
 
 /// Repairs what a crashed holdfast left, as the daemon does at its start: runs left
 /// Running are recorded as interrupted, the containers in the stop journal are started,
-/// staged (`.partial`) archives are removed and interrupted deletions are finished. Call
+/// restores' staging folders beside volumes, and staged (`.partial`) archives, are
+/// removed, and interrupted deletions are finished. Call
 /// it only with the state folder's lock held: then nothing of this is another process's
 /// work in progress.
 async fn recover_after_crash(
@@ -136,6 +137,12 @@ async fn recover_after_crash(
         eprintln!(
             "started again what an interrupted run had stopped: {}",
             restarted.join(", ")
+        );
+    }
+    for path in crate::restore::remove_interrupted_staging(executor.engine()).await? {
+        eprintln!(
+            "removed what an interrupted restore left: {}",
+            path.display()
         );
     }
     let repo = repository(settings);

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use clap::Args;
 use tokio::sync::mpsc;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::controller::clock::SystemClock;
 use crate::controller::{Controller, LiveRunner, Options, Runner};
@@ -113,6 +113,10 @@ pub fn run(settings: &Settings, args: RunArgs) -> anyhow::Result<ExitCode> {
             hub,
             Arc::new(SystemClock),
         );
+        // What killed restores left beside volumes; before anything can restore again.
+        for path in crate::restore::remove_interrupted_staging(executor.engine()).await? {
+            warn!(path = %path.display(), "removed what an interrupted restore left");
+        }
         controller.recover(&*runner).await?;
         let (spec_tx, spec_rx) = mpsc::unbounded_channel();
         let _watcher = crate::controller::watch::watch(&settings.specs, spec_tx)?;

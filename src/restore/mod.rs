@@ -755,19 +755,7 @@ async fn swap_in(
     let artifact = artifact.to_path_buf();
     let data = data.to_path_buf();
     let result = tokio::task::spawn_blocking(move || {
-        // A restore that crashed before or after its swap left its staging folder (new
-        // content, or the old content it replaced); neither is of use now.
-        let prefix = format!("{name}.holdfast-restore-");
-        if let Some(parent) = data.parent()
-            && let Ok(entries) = std::fs::read_dir(parent)
-        {
-            for entry in entries.flatten() {
-                if entry.file_name().to_string_lossy().starts_with(&prefix) {
-                    info!(path = %entry.path().display(), "removing what an interrupted restore left");
-                    let _ = std::fs::remove_dir_all(entry.path());
-                }
-            }
-        }
+        remove_staging_beside(&data);
         // The run's progress: a run cancelled at shutdown stops extracting at the next
         // buffer, and never swaps (its containers are being started again meanwhile).
         let stats = crate::archive::extract_artifact(&artifact, &staging, limits, &*progress)
@@ -806,6 +794,49 @@ async fn swap_in(
         Ok(r) => r,
         Err(e) => Err(SwapError::Worker(e)),
     }
+}
+
+/// Removes what restores killed before they finished left beside the data folder of
+/// every local volume: a staging folder holding new content never swapped in, or the old
+/// content swapped out and not yet removed. Neither is of use, and the second is a whole
+/// copy of a volume's former data. Call it only while no restore runs (with the state
+/// folder's lock held, at start-up). Returns the folders removed.
+pub async fn remove_interrupted_staging(engine: &Engine) -> Result<Vec<PathBuf>, RestoreError> {
+    let volumes = engine.volumes().await.map_err(RestoreError::Docker)?;
+    let removed = tokio::task::spawn_blocking(move || {
+        volumes
+            .values()
+            .flat_map(|mountpoint| remove_staging_beside(Path::new(mountpoint)))
+            .collect()
+    })
+    .await
+    .map_err(RestoreError::CleanupWorker)?;
+    Ok(removed)
+}
+
+/// Removes the staging folders of restores beside a volume's data folder `data`.
+fn remove_staging_beside(data: &Path) -> Vec<PathBuf> {
+    let mut removed = Vec::new();
+    let (Some(parent), Some(name)) = (data.parent(), data.file_name()) else {
+        return removed;
+    };
+    let prefix = format!("{}.holdfast-restore-", name.to_string_lossy());
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return removed;
+    };
+    for entry in entries.flatten() {
+        if entry.file_name().to_string_lossy().starts_with(&prefix) {
+            let path = entry.path();
+            info!(path = %path.display(), "removing what an interrupted restore left");
+            match std::fs::remove_dir_all(&path) {
+                Ok(()) => removed.push(path),
+                Err(e) => {
+                    warn!(path = %path.display(), "removing what an interrupted restore left: {e}")
+                }
+            }
+        }
+    }
+    removed
 }
 
 /// Swaps two paths in one step (Linux `renameat2` with `RENAME_EXCHANGE`).

@@ -657,9 +657,11 @@ mod matrix {
             .map(|i| format!("{tag}-new{i}"))
             .collect();
         let gone = format!("{tag}-gone");
+        let foreign = format!("{tag}-foreign");
         let mut all_volumes = targets.clone();
         all_volumes.push(volume.clone());
         all_volumes.push(gone.clone());
+        all_volumes.push(foreign.clone());
         let _cleanup = Cleanup {
             containers: vec![app.clone()],
             volumes: all_volumes,
@@ -677,6 +679,12 @@ mod matrix {
             "sleep",
             "3600",
         ]);
+        // Another holdfast (another state folder) on this Docker host, restoring into
+        // a volume right now: its staging folder is not this one's to clean up.
+        docker(&["volume", "create", &foreign]);
+        let in_flight = mountpoint(&foreign).with_file_name("_data.holdfast-restore-elsewhere");
+        fs::create_dir_all(&in_flight).unwrap();
+        fs::write(in_flight.join("being-extracted"), "x").unwrap();
         fill(&volume, &content("archived"));
         let archived = tree_listing(&mountpoint(&volume));
         let env = Env::new();
@@ -826,5 +834,9 @@ mod matrix {
         assert!(out.status.success(), "{outcome:#}\n{}", stderr(&out));
         assert_eq!(outcome["report"]["volumes"][0]["into"], gone.as_str());
         assert_eq!(tree_listing(&mountpoint(&gone)), gone_listing);
+        assert!(
+            in_flight.join("being-extracted").exists(),
+            "a recovery removed another holdfast's restore in progress"
+        );
     }
 }

@@ -139,7 +139,8 @@ async fn recover_after_crash(
             restarted.join(", ")
         );
     }
-    for path in crate::restore::remove_interrupted_staging(executor.engine()).await? {
+    for path in crate::restore::remove_interrupted_staging(executor.engine(), state.clone()).await?
+    {
         eprintln!(
             "removed what an interrupted restore left: {}",
             path.display()

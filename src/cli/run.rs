@@ -113,11 +113,14 @@ pub fn run(settings: &Settings, args: RunArgs) -> anyhow::Result<ExitCode> {
             hub,
             Arc::new(SystemClock),
         );
-        // What killed restores left beside volumes; before anything can restore again.
-        for path in crate::restore::remove_interrupted_staging(executor.engine()).await? {
+        controller.recover(&*runner).await?;
+        // What this state folder's killed restores left beside volumes (their runs are
+        // recorded as interrupted now), before anything can restore again.
+        for path in
+            crate::restore::remove_interrupted_staging(executor.engine(), executor.state()).await?
+        {
             warn!(path = %path.display(), "removed what an interrupted restore left");
         }
-        controller.recover(&*runner).await?;
         let (spec_tx, spec_rx) = mpsc::unbounded_channel();
         let _watcher = crate::controller::watch::watch(&settings.specs, spec_tx)?;
         info!(specs = %settings.specs.display(), state = %settings.state.display(), "holdfast is running");

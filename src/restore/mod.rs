@@ -755,7 +755,9 @@ async fn swap_in(
     let artifact = artifact.to_path_buf();
     let data = data.to_path_buf();
     let result = tokio::task::spawn_blocking(move || {
-        remove_staging_beside(&data);
+        // A restore that crashed before or after its swap left its staging folder (new
+        // content, or the old content it replaced); neither is of use now.
+        remove_staging_beside(&data, &|_| true);
         // The run's progress: a run cancelled at shutdown stops extracting at the next
         // buffer, and never swaps (its containers are being started again meanwhile).
         let stats = crate::archive::extract_artifact(&artifact, &staging, limits, &*progress)
@@ -796,17 +798,25 @@ async fn swap_in(
     }
 }
 
-/// Removes what restores killed before they finished left beside the data folder of
-/// every local volume: a staging folder holding new content never swapped in, or the old
-/// content swapped out and not yet removed. Neither is of use, and the second is a whole
-/// copy of a volume's former data. Call it only while no restore runs (with the state
-/// folder's lock held, at start-up). Returns the folders removed.
-pub async fn remove_interrupted_staging(engine: &Engine) -> Result<Vec<PathBuf>, RestoreError> {
+/// Removes what restores of this state folder left beside the data folder of a local
+/// volume when they were killed: a staging folder holding new content never swapped in,
+/// or the old content swapped out and not yet removed. Neither is of use, and the second
+/// is a whole copy of a volume's former data. Only folders of runs the run history knows
+/// as ended are touched: another holdfast (another state folder) on the same Docker host
+/// may be restoring right now. Call it with the state folder's lock held, after runs left
+/// `Running` were recorded as interrupted. Returns the folders removed.
+pub async fn remove_interrupted_staging(
+    engine: &Engine,
+    state: Arc<StateDb>,
+) -> Result<Vec<PathBuf>, RestoreError> {
     let volumes = engine.volumes().await.map_err(RestoreError::Docker)?;
     let removed = tokio::task::spawn_blocking(move || {
+        let ended = |run_id: &str| {
+            matches!(state.run(run_id), Ok(Some(run)) if run.phase != Phase::Running)
+        };
         volumes
             .values()
-            .flat_map(|mountpoint| remove_staging_beside(Path::new(mountpoint)))
+            .flat_map(|mountpoint| remove_staging_beside(Path::new(mountpoint), &ended))
             .collect()
     })
     .await
@@ -814,8 +824,9 @@ pub async fn remove_interrupted_staging(engine: &Engine) -> Result<Vec<PathBuf>,
     Ok(removed)
 }
 
-/// Removes the staging folders of restores beside a volume's data folder `data`.
-fn remove_staging_beside(data: &Path) -> Vec<PathBuf> {
+/// Removes the staging folders beside a volume's data folder `data` whose run `remove`
+/// says may go.
+fn remove_staging_beside(data: &Path, remove: &dyn Fn(&str) -> bool) -> Vec<PathBuf> {
     let mut removed = Vec::new();
     let (Some(parent), Some(name)) = (data.parent(), data.file_name()) else {
         return removed;
@@ -825,14 +836,19 @@ fn remove_staging_beside(data: &Path) -> Vec<PathBuf> {
         return removed;
     };
     for entry in entries.flatten() {
-        if entry.file_name().to_string_lossy().starts_with(&prefix) {
-            let path = entry.path();
-            info!(path = %path.display(), "removing what an interrupted restore left");
-            match std::fs::remove_dir_all(&path) {
-                Ok(()) => removed.push(path),
-                Err(e) => {
-                    warn!(path = %path.display(), "removing what an interrupted restore left: {e}")
-                }
+        let file_name = entry.file_name().to_string_lossy().into_owned();
+        let Some(run_id) = file_name.strip_prefix(&prefix) else {
+            continue;
+        };
+        if !remove(run_id) {
+            continue;
+        }
+        let path = entry.path();
+        info!(path = %path.display(), "removing what an interrupted restore left");
+        match std::fs::remove_dir_all(&path) {
+            Ok(()) => removed.push(path),
+            Err(e) => {
+                warn!(path = %path.display(), "removing what an interrupted restore left: {e}")
             }
         }
     }

@@ -120,10 +120,9 @@ fn repository(settings: &Settings) -> crate::repo::Repository {
 
 /// Repairs what a crashed holdfast left, as the daemon does at its start: runs left
 /// Running are recorded as interrupted, the containers in the stop journal are started,
-/// restores' staging folders beside volumes, and staged (`.partial`) archives, are
-/// removed, and interrupted deletions are finished. Call
-/// it only with the state folder's lock held: then nothing of this is another process's
-/// work in progress.
+/// the staging folders of killed restores and the staged (`.partial`) archives are
+/// removed, and interrupted deletions are finished. Call it only with the state folder's
+/// lock held: then none of this is another process's work in progress.
 async fn recover_after_crash(
     settings: &Settings,
     executor: &crate::executor::Executor,

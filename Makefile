@@ -15,8 +15,9 @@ run: env
 	$(CARGO) run --quiet -- --specs examples/specs plan
 	$(CARGO) run --quiet -- --specs examples/specs run
 
+# The crash matrix (tests/crash_matrix.rs) needs the fault-injection build.
 test: env lint
-	$(CARGO) test --all-targets --locked
+	$(CARGO) test --all-targets --locked --features fault-injection
 
 env:
 	scripts/test-env.sh
@@ -24,6 +25,7 @@ env:
 lint:
 	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets --locked -- -D warnings
+	$(CARGO) clippy --all-targets --locked --features fault-injection -- -D warnings
 
 # Pure-logic tests only; no Docker needed.
 unit:

@@ -10,6 +10,8 @@
 //! Foundation:
 //! - [`diagnostic`], [`fsutil`], [`secrets`], [`progress`]: errors with positions, atomic
 //!   writes, what counts as a secret, progress reporting.
+//! - [`fault`]: named crash points, which only a test build with the `fault-injection`
+//!   feature turns into a SIGKILL.
 //! - [`settings`], [`logging`]: daemon flags and log setup.
 //! - [`spec`]: the resource model, and [`schema`]: the JSON Schemas generated from it.
 //! - [`load`]: finding spec files and reading their YAML documents with positions.
@@ -46,6 +48,7 @@ pub mod diagnostic;
 pub mod fsutil;
 pub mod secrets;
 pub mod progress;
+pub mod fault;
 pub mod settings;
 pub mod logging;
 pub mod spec;

@@ -35,13 +35,7 @@ pub fn run(settings: &Settings, args: BackupArgs) -> anyhow::Result<ExitCode> {
         let _repo_lock = super::lock_repository(&super::repository(settings), "holdfast backup")?;
         let engine = Engine::connect(settings.docker_host.as_deref()).await?;
         let executor = super::executor(settings, engine)?;
-        let restarted = executor.replay_journal().await?;
-        if !restarted.is_empty() {
-            eprintln!(
-                "started again what an interrupted run had stopped: {}",
-                restarted.join(", ")
-            );
-        }
+        super::recover_after_crash(settings, &executor).await?;
         // A progress line on a terminal; plain log lines otherwise.
         let interactive = std::io::IsTerminal::is_terminal(&std::io::stderr()) && !args.dry_run;
         if interactive {

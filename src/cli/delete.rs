@@ -29,12 +29,26 @@ pub fn run(settings: &Settings, args: DeleteArgs) -> anyhow::Result<ExitCode> {
     } else {
         None
     };
+    // A deletion a crash interrupted is finished first: its archive is out of every
+    // listing already, and asking for it again must not say it does not exist.
+    let finished = if args.yes {
+        finish_interrupted_deletions(settings, &repo)?
+    } else {
+        Vec::new()
+    };
     let entries = crate::repo::catalog::scan(&repo)?;
     let mut chosen = Vec::new();
-    for id in &args.ids {
+    for id in args.ids.iter().filter(|id| !finished.contains(id)) {
         match entries.iter().find(|e| &e.id == id) {
             Some(e) => chosen.push(e),
             None => bail!("no archive `{id}` in {}", settings.repository.display()),
+        }
+    }
+    for id in &finished {
+        if args.ids.contains(id) {
+            println!("deleted {id} (finishing a deletion a crash had interrupted)");
+        } else {
+            eprintln!("finished a deletion a crash had interrupted: {id}");
         }
     }
     if !args.yes {
@@ -70,4 +84,17 @@ pub fn run(settings: &Settings, args: DeleteArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// Finishes the deletions a crash interrupted, unless another holdfast process holds the
+/// state folder (then they are its own business). Returns the archive ids finished.
+fn finish_interrupted_deletions(
+    settings: &Settings,
+    repo: &crate::repo::Repository,
+) -> anyhow::Result<Vec<String>> {
+    let Ok(_lock) = crate::state::lock::try_lock(&settings.state) else {
+        return Ok(Vec::new());
+    };
+    let state = crate::state::StateDb::open(&settings.state)?;
+    Ok(crate::repo::prune::resume(&state, repo)?)
 }

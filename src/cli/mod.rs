@@ -128,6 +128,43 @@ fn lock_repository(
     Ok(repo.lock(&owner)?)
 }
 
+/// Repairs what a crashed holdfast left, as the daemon does at its start: runs left
+/// Running are recorded as interrupted, the containers in the stop journal are started,
+/// the staging folders of killed restores and the staged (`.partial`) archives are
+/// removed, and interrupted deletions are finished. Call it only with the state folder's
+/// lock held: then none of this is another process's work in progress.
+async fn recover_after_crash(
+    settings: &Settings,
+    executor: &crate::executor::Executor,
+) -> anyhow::Result<()> {
+    let state = executor.state();
+    for id in state.fail_interrupted_runs(chrono::Utc::now())? {
+        eprintln!("run {id} was interrupted by a stop of holdfast; recorded as Failed");
+    }
+    let restarted = executor.replay_journal().await?;
+    if !restarted.is_empty() {
+        eprintln!(
+            "started again what an interrupted run had stopped: {}",
+            restarted.join(", ")
+        );
+    }
+    for path in crate::restore::remove_interrupted_staging(executor.engine(), state.clone()).await?
+    {
+        eprintln!(
+            "removed what an interrupted restore left: {}",
+            path.display()
+        );
+    }
+    let repo = repository(settings);
+    for path in repo.clean()? {
+        eprintln!("removed a partial archive left by a crash: {path}");
+    }
+    for id in crate::repo::prune::resume(&state, &repo)? {
+        eprintln!("finished a deletion a crash had interrupted: {id}");
+    }
+    Ok(())
+}
+
 /// Replays a leftover stop journal unless another holdfast process holds the run lock
 /// (then the journal is that process's own business).
 async fn replay_if_free(settings: &Settings, executor: &crate::executor::Executor) {

@@ -129,13 +129,7 @@ pub fn run(settings: &Settings, args: RestoreArgs) -> anyhow::Result<ExitCode> {
         let _repo_lock = super::lock_repository(&super::repository(settings), "holdfast restore")?;
         let engine = Engine::connect(settings.docker_host.as_deref()).await?;
         let executor = super::executor(settings, engine.clone())?;
-        let restarted = executor.replay_journal().await?;
-        if !restarted.is_empty() {
-            eprintln!(
-                "started again what an interrupted run had stopped: {}",
-                restarted.join(", ")
-            );
-        }
+        super::recover_after_crash(settings, &executor).await?;
         let restorer = Restorer {
             engine,
             state: executor.state(),

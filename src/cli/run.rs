@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use clap::Args;
 use tokio::sync::mpsc;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::controller::clock::SystemClock;
 use crate::controller::{Controller, LiveRunner, Options, Runner};
@@ -118,6 +118,13 @@ pub fn run(settings: &Settings, args: RunArgs) -> anyhow::Result<ExitCode> {
             Arc::new(SystemClock),
         );
         controller.recover(&*runner).await?;
+        // What this state folder's killed restores left beside volumes (their runs are
+        // recorded as interrupted now), before anything can restore again.
+        for path in
+            crate::restore::remove_interrupted_staging(executor.engine(), executor.state()).await?
+        {
+            warn!(path = %path.display(), "removed what an interrupted restore left");
+        }
         let (spec_tx, spec_rx) = mpsc::unbounded_channel();
         let _watcher = crate::controller::watch::watch(&settings.specs, spec_tx)?;
         info!(specs = %settings.specs.display(), state = %settings.state.display(), host = %host, "holdfast is running");

@@ -22,6 +22,7 @@ use serde::Serialize;
 use tracing::{Instrument, error, info, info_span, warn};
 
 use crate::docker::engine::{DockerError, Engine};
+use crate::fault;
 use crate::locks::ResourceLocks;
 use crate::progress::Progress;
 use crate::repo::Repository;
@@ -311,6 +312,7 @@ impl Executor {
                     self.take_archive(request, &plan, &partial.dir, &run_id, progress, &mut run)
                         .await;
                     if run.fatal.is_empty() {
+                        fault::point("backup.before-manifest");
                         let manifest = self.manifest(request, &plan, &partial.id, start_time, &run);
                         let text = serde_json::to_vec_pretty(&manifest).unwrap_or_default();
                         let repository = self.repository.clone();

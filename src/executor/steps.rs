@@ -17,6 +17,7 @@ use super::{
     recipe,
 };
 use crate::archive::{self, ArtifactInfo, Excludes};
+use crate::fault;
 use crate::progress::Progress;
 use crate::repo::manifest::Artifact;
 use crate::spec::common::{Output, SecretSource};
@@ -289,6 +290,7 @@ impl Executor {
                 database,
                 ..artifact_from(info)
             });
+            fault::point("backup.after-dump");
         }
         Ok(())
     }
@@ -319,6 +321,7 @@ impl Executor {
                 });
                 break;
             }
+            fault::point("backup.after-journal");
             info!(container = %c.name, "stopping");
             let at = Instant::now();
             // Journalled first: even if the stop call fails halfway, a restart is attempted.
@@ -330,6 +333,7 @@ impl Executor {
                 });
                 break;
             }
+            fault::point("backup.after-stop");
         }
         run.time("stop", started);
         stopped
@@ -344,6 +348,7 @@ impl Executor {
         if stopped.is_empty() {
             return;
         }
+        fault::point("backup.before-start");
         let started = Instant::now();
         let mut stack_down_since: BTreeMap<String, Instant> = BTreeMap::new();
         for (c, at) in stopped {
@@ -355,7 +360,10 @@ impl Executor {
         for (c, _) in stopped.iter().rev() {
             info!(container = %c.name, "starting");
             match self.engine.start(&c.id).await {
-                Ok(()) => up.push(c),
+                Ok(()) => {
+                    fault::point("backup.after-start");
+                    up.push(c)
+                }
                 Err(source) => run.partial.push(RunError::Start {
                     container: c.name.clone(),
                     source,
@@ -421,6 +429,7 @@ impl Executor {
         progress: Arc<dyn Progress>,
         run: &mut Progressing,
     ) {
+        let progress = fault::AtEachBuffer::wrap(progress, || fault::point("backup.mid-archive"));
         for volume in &plan.volumes {
             let rel = format!("volumes/{}", volume.name);
             progress.item(&rel);

@@ -11,6 +11,7 @@ use tracing::{info, warn};
 
 use super::catalog::{Catalog, Entry, Health as CatalogHealth};
 use super::storage::Repository;
+use crate::fault;
 use crate::retention::{self, Candidate, Decision, Health};
 use crate::spec::common::Retention;
 use crate::state::StateDb;
@@ -172,8 +173,10 @@ pub fn delete_archive(
 ) -> Result<Result<(), String>, PruneError> {
     let key = journal_key(group, id);
     state.mark_deletion(&key, id, reason)?;
+    fault::point("prune.after-mark");
     match repo.delete(group, id) {
         Ok(()) => {
+            fault::point("prune.before-forget");
             state.finish_deletion(&key, id)?;
             Ok(Ok(()))
         }

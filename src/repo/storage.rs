@@ -19,6 +19,7 @@ use chrono::{DateTime, Utc};
 
 use super::layout::{self, DELETING, MANIFEST, META_DIR, PARTIAL};
 use super::lock::{LocalLockError, LockOwner, RepoLock};
+use crate::fault;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
@@ -343,9 +344,12 @@ impl Storage for LocalStorage {
         sync_tree(&staged.dir)?;
         let path = staged.dir.join(MANIFEST);
         crate::fsutil::write_atomic(&path, manifest).map_err(io_err("writing manifest", &path))?;
+        fault::point("backup.after-manifest");
         let final_dir = self.dir(&staged.group, &staged.id);
+        fault::point("backup.before-rename");
         fs::rename(&staged.dir, &final_dir)
             .map_err(io_err("renaming partial archive", &staged.dir))?;
+        fault::point("backup.after-rename");
         let parent = self.root.join(&staged.group);
         fs::File::open(&parent)
             .and_then(|f| f.sync_all())
@@ -361,7 +365,7 @@ impl Storage for LocalStorage {
         let path = self.dir(group, id);
         let doomed = self.dir(group, &format!("{id}{DELETING}"));
         match fs::rename(&path, &doomed) {
-            Ok(()) => {}
+            Ok(()) => fault::point("prune.after-rename"),
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(io_err("deleting", &path)(e)),
         }

@@ -10,6 +10,7 @@ use super::layout::{MANIFEST, RECORD};
 use super::manifest::{Artifact, Manifest, Verification};
 use super::storage::{Repository, StorageError};
 use crate::archive::ArtifactInfo;
+use crate::fault;
 
 #[derive(Debug, thiserror::Error)]
 pub enum VerifyError {
@@ -79,6 +80,7 @@ pub fn verify_archive(
                 problems.push(problem);
             }
         }
+        fault::point("verify.mid-read");
     }
     let verification = Verification {
         time: Utc::now(),

@@ -89,6 +89,9 @@ pub enum RestoreError {
     /// The worker that checked the artifacts' checksums ended without a result.
     #[error("checking the artifacts' checksums: {0}")]
     ChecksumWorker(tokio::task::JoinError),
+    /// The worker that removed what interrupted restores left ended without a result.
+    #[error("removing what interrupted restores left beside volumes: {0}")]
+    CleanupWorker(tokio::task::JoinError),
     #[error(
         "recipe folder {} is not empty: the recipe is only written into an empty or new folder",
         dir.display()
@@ -219,6 +222,7 @@ impl RestoreError {
             | RestoreError::TargetExists { .. }
             | RestoreError::CreatedWhileWaiting { .. }
             | RestoreError::ChecksumWorker(_)
+            | RestoreError::CleanupWorker(_)
             | RestoreError::RecipeFolderNotEmpty { .. }
             | RestoreError::Checksum { .. }
             | RestoreError::InUse { .. }
@@ -269,7 +273,8 @@ impl RestoreError {
                 source: SwapError::Worker(_),
                 ..
             }
-            | RestoreError::ChecksumWorker(_) => "worker",
+            | RestoreError::ChecksumWorker(_)
+            | RestoreError::CleanupWorker(_) => "worker",
             RestoreError::Volume {
                 source: SwapError::Cancelled,
                 ..

@@ -31,6 +31,7 @@ use tracing::{Instrument, error, info, info_span, warn};
 
 use crate::docker::ContainerInfo;
 use crate::docker::engine::Engine;
+use crate::fault;
 use crate::progress::Progress;
 use crate::repo::catalog::{Entry, Health};
 use crate::repo::manifest::{Artifact, Manifest};
@@ -324,9 +325,15 @@ impl Restorer {
                 .await
                 .map_err(RestoreError::Docker)?
                 .is_some();
-            if exists && request.mode == RestoreMode::NewVolumes {
-                return Err(RestoreError::TargetExists { target, volume });
-            }
+            let exists = if exists && request.mode == RestoreMode::NewVolumes {
+                if !self.interrupted_leftover(&target, &entry.id).await? {
+                    return Err(RestoreError::TargetExists { target, volume });
+                }
+                info!(volume = %target, "filling the empty volume an interrupted restore of this archive left");
+                false
+            } else {
+                exists
+            };
             planned.push(Planned {
                 artifact,
                 volume,
@@ -389,6 +396,7 @@ impl Restorer {
                         source,
                     });
                 }
+                fault::point("restore.after-stop");
             }
         }
         let result = self
@@ -536,11 +544,39 @@ impl Restorer {
             .await
             .map_err(RestoreError::Docker)?
             .is_some();
-        if !exists {
+        if !exists || self.interrupted_leftover(volume, &entry.id).await? {
             return Ok(volume.to_string());
         }
         let stamp = entry.id.rsplit('-').next().unwrap_or("restored");
         Ok(format!("{volume}-restored-{}", stamp.to_ascii_lowercase()))
+    }
+
+    /// Whether volume `name` is what a restore of `archive` left when it was killed before
+    /// its swap: created by holdfast for that archive, still empty, used by no container.
+    /// Such a volume is the restore's own to fill; NewVolumes never writes into any other
+    /// existing volume.
+    async fn interrupted_leftover(&self, name: &str, archive: &str) -> Result<bool, RestoreError> {
+        let Some(info) = self
+            .engine
+            .volume(name)
+            .await
+            .map_err(RestoreError::Docker)?
+        else {
+            return Ok(false);
+        };
+        if info.labels.get(RESTORED_FROM_LABEL).map(String::as_str) != Some(archive) {
+            return Ok(false);
+        }
+        let empty = std::fs::read_dir(&info.mountpoint).is_ok_and(|mut d| d.next().is_none());
+        if !empty {
+            return Ok(false);
+        }
+        let users = self
+            .engine
+            .users_of_volume(name)
+            .await
+            .map_err(RestoreError::Docker)?;
+        Ok(users.is_empty())
     }
 
     /// The containers using any of the volumes, with their whole stacks when asked.
@@ -577,6 +613,9 @@ impl Restorer {
     }
 
     async fn start_again(&self, stopped: &[ContainerInfo], warnings: &mut Vec<String>) {
+        if !stopped.is_empty() {
+            fault::point("restore.before-start");
+        }
         for c in stopped.iter().rev() {
             info!(container = %c.name, "starting");
             match self.engine.start(&c.id).await {
@@ -626,10 +665,14 @@ impl Restorer {
                 Some(v) => v,
                 None => {
                     let labels = volume_labels(p.artifact, &p.volume, &entry.id);
-                    self.engine
+                    fault::point("restore.new-volume.before-create");
+                    let created = self
+                        .engine
                         .create_volume(&p.target, &labels)
                         .await
-                        .map_err(RestoreError::Docker)?
+                        .map_err(RestoreError::Docker)?;
+                    fault::point("restore.new-volume.after-create");
+                    created
                 }
             };
             let data = PathBuf::from(&info.mountpoint);
@@ -648,7 +691,14 @@ impl Restorer {
             info!(volume = %p.volume, into = %p.target, in_place = p.exists, "restoring volume");
             // A new volume goes through the same staging folder and swap as an existing
             // one: a restore killed mid-way leaves it empty, never half filled.
-            let stats = swap_in(&artifact, &data, run_id, limits, progress.clone()).await;
+            let progress = if p.exists {
+                fault::AtEachBuffer::wrap(progress.clone(), || fault::point("restore.mid-extract"))
+            } else {
+                fault::AtEachBuffer::wrap(progress.clone(), || {
+                    fault::point("restore.new-volume.mid-extract")
+                })
+            };
+            let stats = swap_in(&artifact, &data, run_id, limits, progress).await;
             if stats.is_err() && !p.exists {
                 // Ours, and incomplete: it goes.
                 let _ = self.engine.remove_volume(&p.target).await;
@@ -707,17 +757,7 @@ async fn swap_in(
     let result = tokio::task::spawn_blocking(move || {
         // A restore that crashed before or after its swap left its staging folder (new
         // content, or the old content it replaced); neither is of use now.
-        let prefix = format!("{name}.holdfast-restore-");
-        if let Some(parent) = data.parent()
-            && let Ok(entries) = std::fs::read_dir(parent)
-        {
-            for entry in entries.flatten() {
-                if entry.file_name().to_string_lossy().starts_with(&prefix) {
-                    info!(path = %entry.path().display(), "removing what an interrupted restore left");
-                    let _ = std::fs::remove_dir_all(entry.path());
-                }
-            }
-        }
+        remove_staging_beside(&data, &|_| true);
         // The run's progress: a run cancelled at shutdown stops extracting at the next
         // buffer, and never swaps (its containers are being started again meanwhile).
         let stats = crate::archive::extract_artifact(&artifact, &staging, limits, &*progress)
@@ -736,6 +776,7 @@ async fn swap_in(
             let _ = std::fs::remove_dir_all(&staging);
             return Err(SwapError::Cancelled);
         }
+        fault::point("restore.before-swap");
         exchange(&staging, &data).map_err(|source| {
             let _ = std::fs::remove_dir_all(&staging);
             SwapError::Exchange {
@@ -743,6 +784,7 @@ async fn swap_in(
                 source,
             }
         })?;
+        fault::point("restore.after-swap");
         // `staging` now holds the old content.
         if let Err(e) = std::fs::remove_dir_all(&staging) {
             warn!(path = %staging.display(), "removing the replaced content: {e}");
@@ -754,6 +796,63 @@ async fn swap_in(
         Ok(r) => r,
         Err(e) => Err(SwapError::Worker(e)),
     }
+}
+
+/// Removes what restores of this state folder left beside the data folder of a local
+/// volume when they were killed: a staging folder holding new content never swapped in,
+/// or the old content swapped out and not yet removed. Neither is of use, and the second
+/// is a whole copy of a volume's former data. Only folders of runs the run history knows
+/// as ended are touched: another holdfast (another state folder) on the same Docker host
+/// may be restoring right now. Call it with the state folder's lock held, after runs left
+/// `Running` were recorded as interrupted. Returns the folders removed.
+pub async fn remove_interrupted_staging(
+    engine: &Engine,
+    state: Arc<StateDb>,
+) -> Result<Vec<PathBuf>, RestoreError> {
+    let volumes = engine.volumes().await.map_err(RestoreError::Docker)?;
+    let removed = tokio::task::spawn_blocking(move || {
+        let ended = |run_id: &str| {
+            matches!(state.run(run_id), Ok(Some(run)) if run.phase != Phase::Running)
+        };
+        volumes
+            .values()
+            .flat_map(|mountpoint| remove_staging_beside(Path::new(mountpoint), &ended))
+            .collect()
+    })
+    .await
+    .map_err(RestoreError::CleanupWorker)?;
+    Ok(removed)
+}
+
+/// Removes the staging folders beside a volume's data folder `data` whose run `remove`
+/// says may go.
+fn remove_staging_beside(data: &Path, remove: &dyn Fn(&str) -> bool) -> Vec<PathBuf> {
+    let mut removed = Vec::new();
+    let (Some(parent), Some(name)) = (data.parent(), data.file_name()) else {
+        return removed;
+    };
+    let prefix = format!("{}.holdfast-restore-", name.to_string_lossy());
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return removed;
+    };
+    for entry in entries.flatten() {
+        let file_name = entry.file_name().to_string_lossy().into_owned();
+        let Some(run_id) = file_name.strip_prefix(&prefix) else {
+            continue;
+        };
+        if !remove(run_id) {
+            continue;
+        }
+        let path = entry.path();
+        info!(path = %path.display(), "removing what an interrupted restore left");
+        match std::fs::remove_dir_all(&path) {
+            Ok(()) => removed.push(path),
+            Err(e) => {
+                warn!(path = %path.display(), "removing what an interrupted restore left: {e}")
+            }
+        }
+    }
+    removed
 }
 
 /// Swaps two paths in one step (Linux `renameat2` with `RENAME_EXCHANGE`).

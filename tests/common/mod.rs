@@ -25,6 +25,8 @@ pub fn holdfast() -> Command {
         "HOLDFAST_HOST",
         "HOLDFAST_LISTEN",
         "HOLDFAST_LOG",
+        "HOLDFAST_FAULT",
+        "HOLDFAST_FAULT_AFTER",
     ] {
         cmd.env_remove(var);
     }

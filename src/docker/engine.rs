@@ -204,6 +204,8 @@ pub struct ContainerDetails {
     pub id: String,
     pub name: String,
     pub running: bool,
+    /// When its process last started, by the engine's clock; `None` if it never did.
+    pub started_at: Option<chrono::DateTime<chrono::Utc>>,
     /// `healthy`, `unhealthy` or `starting` when the container has a healthcheck.
     pub health: Option<String>,
     /// `KEY=value` pairs of the container's environment. Holds secrets: never log it.
@@ -332,6 +334,12 @@ impl Engine {
                 .trim_start_matches('/')
                 .to_string(),
             running: state.and_then(|s| s.running).unwrap_or(false),
+            started_at: state
+                .and_then(|s| s.started_at.as_deref())
+                .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+                .map(|t| t.with_timezone(&chrono::Utc))
+                // Docker's zero time, for a container never started.
+                .filter(|t| t.timestamp() > 0),
             health: state
                 .and_then(|s| s.health.as_ref())
                 .and_then(|h| h.status.as_ref())

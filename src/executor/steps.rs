@@ -20,7 +20,7 @@ use crate::archive::{self, ArtifactInfo, Excludes};
 use crate::progress::Progress;
 use crate::repo::manifest::Artifact;
 use crate::spec::common::{Output, SecretSource};
-use crate::state::StopEntry;
+use crate::state::{StopEntry, StopPhase};
 
 impl Executor {
     /// Everything between "the archive folder exists" and "write the manifest".
@@ -311,6 +311,8 @@ impl Executor {
                 container_name: c.name.clone(),
                 run_id: run_id.to_string(),
                 stopped_at: Utc::now(),
+                phase: StopPhase::Stopping,
+                stop_timeout_seconds: timeout.as_secs(),
             };
             if let Err(source) = self.state.journal_stop(&entry) {
                 run.fatal.push(RunError::JournalStop {
@@ -329,6 +331,12 @@ impl Executor {
                     source,
                 });
                 break;
+            }
+            // Until this is written, a replay treats the container as possibly still
+            // stopping; a failure to write it only makes a replay more careful.
+            if let Err(e) = self.state.journal_stopped(&c.id) {
+                run.warnings
+                    .push(format!("recording that {} stopped: {e}", c.name));
             }
         }
         run.time("stop", started);

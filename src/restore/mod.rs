@@ -36,8 +36,11 @@ use crate::repo::catalog::{Entry, Health};
 use crate::repo::manifest::{Artifact, Manifest};
 use crate::spec::common::{Phase, StopMode};
 use crate::spec::restore::RestoreMode;
-use crate::state::{RunRecord, StateDb, StopEntry};
+use crate::state::{RunRecord, StateDb, StopEntry, StopPhase};
 pub use error::{RestoreError, RestoreRequestError, SwapError};
+
+/// How long a container using a restored volume gets to stop before Docker kills it.
+const STOP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Which archive to restore from.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -369,6 +372,8 @@ impl Restorer {
                     container_name: c.name.clone(),
                     run_id: run_id.to_string(),
                     stopped_at: Utc::now(),
+                    phase: StopPhase::Stopping,
+                    stop_timeout_seconds: STOP_TIMEOUT.as_secs(),
                 };
                 self.state
                     .journal_stop(&entry)
@@ -378,16 +383,15 @@ impl Restorer {
                     })?;
                 stopped.push(c.clone());
                 info!(container = %c.name, "stopping");
-                if let Err(source) = self
-                    .engine
-                    .stop(&c.id, std::time::Duration::from_secs(30))
-                    .await
-                {
+                if let Err(source) = self.engine.stop(&c.id, STOP_TIMEOUT).await {
                     self.start_again(&stopped, warnings).await;
                     return Err(RestoreError::Stop {
                         container: c.name.clone(),
                         source,
                     });
+                }
+                if let Err(e) = self.state.journal_stopped(&c.id) {
+                    warnings.push(format!("recording that {} stopped: {e}", c.name));
                 }
             }
         }

@@ -63,6 +63,11 @@ const MIGRATIONS: &[&str] = &[
         run_id TEXT PRIMARY KEY,
         details TEXT NOT NULL
     );",
+    // 5: how far a journalled stop got, and how long Docker gives it before killing: a
+    // replay must not take a container in its stop grace period for one never stopped.
+    // Entries from before were written before their stop: `stopping`, the default timeout.
+    "ALTER TABLE stop_journal ADD COLUMN phase TEXT NOT NULL DEFAULT 'stopping';
+    ALTER TABLE stop_journal ADD COLUMN stop_timeout_seconds INTEGER NOT NULL DEFAULT 30;",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -119,7 +124,40 @@ pub struct StopEntry {
     pub container_id: String,
     pub container_name: String,
     pub run_id: String,
+    /// When the stop was journalled, just before it was asked of Docker.
     pub stopped_at: DateTime<Utc>,
+    pub phase: StopPhase,
+    /// The timeout the stop was asked with: Docker kills the container at the latest this
+    /// long after `stopped_at`.
+    pub stop_timeout_seconds: u64,
+}
+
+/// How far a journalled stop got.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum StopPhase {
+    /// Journalled before the stop was asked: Docker may still be waiting for the
+    /// container to exit, and a running container may yet be killed.
+    Stopping,
+    /// Docker said the container stopped.
+    Stopped,
+}
+
+impl StopPhase {
+    fn as_str(self) -> &'static str {
+        match self {
+            StopPhase::Stopping => "stopping",
+            StopPhase::Stopped => "stopped",
+        }
+    }
+
+    /// Anything but `stopped` reads as `stopping`: the cautious reading.
+    fn parse(text: &str) -> StopPhase {
+        match text {
+            "stopped" => StopPhase::Stopped,
+            _ => StopPhase::Stopping,
+        }
+    }
 }
 
 /// What the daemon remembers about one object between restarts.
@@ -238,14 +276,32 @@ impl StateDb {
     pub fn journal_stop(&self, entry: &StopEntry) -> Result<(), StateError> {
         self.conn()
             .execute(
-                "INSERT OR REPLACE INTO stop_journal (container_id, container_name, run_id, stopped_at) VALUES (?1, ?2, ?3, ?4)",
-                params![entry.container_id, entry.container_name, entry.run_id, entry.stopped_at.to_rfc3339()],
+                "INSERT OR REPLACE INTO stop_journal (container_id, container_name, run_id, stopped_at, phase, stop_timeout_seconds) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    entry.container_id,
+                    entry.container_name,
+                    entry.run_id,
+                    entry.stopped_at.to_rfc3339(),
+                    entry.phase.as_str(),
+                    i64::try_from(entry.stop_timeout_seconds).unwrap_or(i64::MAX)
+                ],
             )
             .map_err(query("journalling a container stop"))?;
         Ok(())
     }
 
-    /// Forgets a journalled stop once the container runs again.
+    /// Records that Docker said a journalled container stopped.
+    pub fn journal_stopped(&self, container_id: &str) -> Result<(), StateError> {
+        self.conn()
+            .execute(
+                "UPDATE stop_journal SET phase = 'stopped' WHERE container_id = ?1",
+                params![container_id],
+            )
+            .map_err(query("recording a finished stop"))?;
+        Ok(())
+    }
+
+    /// Forgets a journalled stop once the container was started again (or is gone).
     pub fn journal_remove(&self, container_id: &str) -> Result<(), StateError> {
         self.conn()
             .execute(
@@ -259,7 +315,7 @@ impl StateDb {
     pub fn journal(&self) -> Result<Vec<StopEntry>, StateError> {
         let conn = self.conn();
         let mut stmt = conn
-            .prepare("SELECT container_id, container_name, run_id, stopped_at FROM stop_journal ORDER BY stopped_at")
+            .prepare("SELECT container_id, container_name, run_id, stopped_at, phase, stop_timeout_seconds FROM stop_journal ORDER BY stopped_at")
             .map_err(query("reading the stop journal"))?;
         let rows = stmt
             .query_map([], |row| {
@@ -268,6 +324,8 @@ impl StateDb {
                     container_name: row.get(1)?,
                     run_id: row.get(2)?,
                     stopped_at: parse_time(row.get::<_, String>(3)?),
+                    phase: StopPhase::parse(&row.get::<_, String>(4)?),
+                    stop_timeout_seconds: u64::try_from(row.get::<_, i64>(5)?).unwrap_or(0),
                 })
             })
             .map_err(query("reading the stop journal"))?;
@@ -738,13 +796,21 @@ mod tests {
             stopped_at: DateTime::parse_from_rfc3339("2026-11-25T03:00:00Z")
                 .unwrap()
                 .with_timezone(&Utc),
+            phase: StopPhase::Stopping,
+            stop_timeout_seconds: 40,
         };
         StateDb::open(dir.path())
             .unwrap()
             .journal_stop(&entry)
             .unwrap();
         let db = StateDb::open(dir.path()).unwrap();
-        assert_eq!(db.journal().unwrap(), [entry]);
+        assert_eq!(db.journal().unwrap(), std::slice::from_ref(&entry));
+        db.journal_stopped("abc").unwrap();
+        let stopped = StopEntry {
+            phase: StopPhase::Stopped,
+            ..entry
+        };
+        assert_eq!(db.journal().unwrap(), [stopped]);
         db.journal_remove("abc").unwrap();
         assert!(db.journal().unwrap().is_empty());
     }
@@ -809,10 +875,19 @@ mod tests {
             [],
         )
         .unwrap();
+        conn.execute(
+            "INSERT INTO stop_journal (container_id, container_name, run_id, stopped_at) VALUES ('c1', 'app', 'old', '2026-01-01T00:00:00Z')",
+            [],
+        )
+        .unwrap();
         drop(conn);
         let db = StateDb::open(dir.path()).unwrap();
         assert_eq!(db.run("old").unwrap().unwrap().phase, Phase::Succeeded);
         db.object("BackupPolicy", "p", Utc::now()).unwrap();
+        // A stop journalled before phases were recorded may still be under way.
+        let journal = db.journal().unwrap();
+        assert_eq!(journal[0].phase, StopPhase::Stopping);
+        assert_eq!(journal[0].stop_timeout_seconds, 30);
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! Nothing is left stopped when a run is cancelled while Docker is still stopping a
-//! container. The
+//! container: not by the daemon's shutdown, not by Ctrl-C on a one-off command. The
 //! container here ignores SIGTERM, so each stop lasts its whole timeout before Docker kills
 //! it; a cancellation lands inside that window.
 
@@ -7,10 +7,11 @@ mod common;
 
 use std::fs;
 use std::path::Path;
-use std::process::Command;
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::daemon::*;
+use common::env::Env;
 use common::*;
 
 /// How long the policies give a container to stop.
@@ -130,6 +131,12 @@ fn sleep_past_the_stop(begun: Instant) {
     std::thread::sleep(until.saturating_duration_since(Instant::now()));
 }
 
+fn signal(child: &Child, sig: libc::c_int) {
+    // SAFETY: sending a signal to our own child process.
+    let rc = unsafe { libc::kill(child.id() as libc::pid_t, sig) };
+    assert_eq!(rc, 0, "kill failed");
+}
+
 #[test]
 fn a_daemon_stopped_during_a_slow_stop_leaves_the_container_running() {
     if !docker_available() {
@@ -173,4 +180,92 @@ fn a_daemon_stopped_during_a_slow_stop_leaves_the_container_running() {
         fs::read_to_string(dir.path().join("daemon.log")).unwrap_or_default()
     );
     assert!(journal(&dir.path().join("state")).is_empty());
+}
+
+/// Starts `holdfast <args>` on `env`, its log in `<dir>/command.log`.
+fn spawn(env: &Env, args: &[&str]) -> Child {
+    let log = fs::File::create(env.dir.path().join("command.log")).unwrap();
+    env.holdfast()
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap()
+}
+
+/// Waits for a command to exit; returns its exit code.
+fn wait_exit(child: &mut Child, limit: Duration) -> Option<i32> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status.code();
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            panic!("the command did not exit within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn ctrl_c_on_backup_during_a_slow_stop_leaves_the_container_running() {
+    if !docker_available() {
+        return;
+    }
+    let _guard = docker_lock();
+    let c = Stubborn::start("backup");
+    let env = Env::new();
+    env.spec("slow", &policy("slow", &c.name));
+
+    let mut child = spawn(&env, &["backup", "slow"]);
+    let log = env.dir.path().join("command.log");
+    let begun = wait_stop_begun(&log, &c.name);
+    std::thread::sleep(Duration::from_millis(500));
+    signal(&child, libc::SIGINT);
+    let code = wait_exit(&mut child, STOP_TIMEOUT + Duration::from_secs(30));
+    let text = fs::read_to_string(&log).unwrap_or_default();
+    assert_ne!(code, Some(0), "{text}");
+    assert!(code.is_some(), "killed by the signal, not exited:\n{text}");
+    assert!(text.contains("interrupted"), "{text}");
+    assert_eq!(c.state(), "running", "{text}");
+    // Running for good, not only until Docker's stop ends.
+    sleep_past_the_stop(begun);
+    assert_eq!(c.state(), "running", "{text}");
+    assert!(journal(&env.state).is_empty());
+}
+
+#[test]
+fn ctrl_c_on_an_in_place_restore_during_a_slow_stop_leaves_the_container_running() {
+    if !docker_available() {
+        return;
+    }
+    let _guard = docker_lock();
+    let c = Stubborn::start("restore");
+    let env = Env::new();
+    // The archive to restore, taken with the container left running.
+    env.spec(
+        "quick",
+        &policy("quick", &c.name).replace("stop: container", "stop: none"),
+    );
+    let out = run(env.holdfast().args(["backup", "quick", "-o", "json"]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let outcome: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let archive = outcome["archiveId"].as_str().unwrap().to_string();
+
+    let mut child = spawn(&env, &["restore", "--from", &archive, "--mode", "InPlace"]);
+    let log = env.dir.path().join("command.log");
+    let begun = wait_stop_begun(&log, &c.name);
+    std::thread::sleep(Duration::from_millis(500));
+    signal(&child, libc::SIGINT);
+    let code = wait_exit(&mut child, Duration::from_secs(60));
+    let text = fs::read_to_string(&log).unwrap_or_default();
+    assert_ne!(code, Some(0), "{text}");
+    assert!(code.is_some(), "killed by the signal, not exited:\n{text}");
+    assert_eq!(c.state(), "running", "{text}");
+    // The restore gives a container 30 s to stop.
+    let _ = begun;
+    std::thread::sleep(Duration::from_secs(33).saturating_sub(begun.elapsed()));
+    assert_eq!(c.state(), "running", "{text}");
+    assert!(journal(&env.state).is_empty());
 }

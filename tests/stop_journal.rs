@@ -182,6 +182,47 @@ fn a_daemon_stopped_during_a_slow_stop_leaves_the_container_running() {
     assert!(journal(&dir.path().join("state")).is_empty());
 }
 
+#[test]
+fn a_command_after_a_crash_during_a_slow_stop_waits_the_stop_out_and_starts_the_container() {
+    if !docker_available() {
+        return;
+    }
+    let _guard = docker_lock();
+    let c = Stubborn::start("crash");
+    let dir = tempfile::tempdir().unwrap();
+    let specs = dir.path().join("specs");
+    fs::create_dir_all(&specs).unwrap();
+    fs::write(specs.join("slow.yaml"), policy("slow", &c.name)).unwrap();
+
+    let mut daemon = Daemon::start(dir.path(), &[]);
+    let begun = wait_stop_begun(&dir.path().join("daemon.log"), &c.name);
+    daemon.signal("KILL");
+    daemon.wait(Duration::from_secs(10));
+    assert_eq!(
+        c.state(),
+        "running",
+        "Docker is still waiting for it to stop"
+    );
+
+    // Any command that replays the journal, run while Docker still waits.
+    let out = run(holdfast()
+        .arg("--specs")
+        .arg(&specs)
+        .arg("--state")
+        .arg(dir.path().join("state"))
+        .arg("--repository")
+        .arg(dir.path().join("repository"))
+        .args(["plan", "slow"]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        begun.elapsed() < STOP_TIMEOUT,
+        "the command came too late to test anything"
+    );
+    sleep_past_the_stop(begun);
+    assert_eq!(c.state(), "running", "{}", stderr(&out));
+    assert!(journal(&dir.path().join("state")).is_empty());
+}
+
 /// Starts `holdfast <args>` on `env`, its log in `<dir>/command.log`.
 fn spawn(env: &Env, args: &[&str]) -> Child {
     let log = fs::File::create(env.dir.path().join("command.log")).unwrap();

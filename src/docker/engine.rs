@@ -366,6 +366,12 @@ impl Engine {
         })
     }
 
+    /// When a container's process last started, for the stop journal; `None` when Docker
+    /// cannot say (the journal then falls back to comparing clocks).
+    pub async fn started_at(&self, id: &str) -> Option<chrono::DateTime<chrono::Utc>> {
+        self.inspect(id).await.ok().and_then(|d| d.started_at)
+    }
+
     /// Stops a container, giving it `timeout` before Docker kills it.
     pub async fn stop(&self, id: &str, timeout: Duration) -> Result<(), DockerError> {
         let options = StopContainerOptions {

@@ -12,7 +12,7 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use super::{Executor, ExecutorError};
 use crate::state::{StopEntry, StopPhase};
@@ -45,7 +45,7 @@ pub(crate) fn decide(
     if !running {
         return Replay::Start;
     }
-    if started_at.is_some_and(|t| t > entry.stopped_at) || entry.phase == StopPhase::Stopped {
+    if started_since(entry, started_at) || entry.phase == StopPhase::Stopped {
         // Running again since the stop began (or since Docker said it stopped).
         return Replay::Forget;
     }
@@ -59,37 +59,67 @@ pub(crate) fn decide(
     Replay::FinishStop(timeout.saturating_sub(since))
 }
 
+/// Whether the container's process started after the journalled stop began: its start
+/// time differs from the one Docker gave just before the stop (a comparison of Docker's
+/// clock with itself), or, for entries without that time, is later than the stop.
+fn started_since(entry: &StopEntry, started_at: Option<DateTime<Utc>>) -> bool {
+    match (entry.container_started_at, started_at) {
+        (_, None) => false,
+        (Some(before), Some(now)) => now != before,
+        (None, Some(now)) => now > entry.stopped_at,
+    }
+}
+
 impl Executor {
     /// Starts every container an interrupted run left stopped, or is still stopping, then
-    /// forgets it. Returns the names of the containers started.
+    /// forgets it. Returns the names of the containers started. Every entry is tried; an
+    /// entry that fails stays in the journal for the next replay, and the first failure is
+    /// returned.
     pub async fn replay_journal(&self) -> Result<Vec<String>, ExecutorError> {
         let mut started = Vec::new();
+        let mut first_failure = None;
         for entry in self.state.journal()? {
-            let details = match self.engine.inspect(&entry.container_id).await {
-                Ok(details) => details,
-                // Removed since (e.g. `docker-compose down`): nothing left to start.
+            match self.replay_entry(&entry).await {
+                Ok(true) => started.push(entry.container_name.clone()),
+                Ok(false) => {}
                 Err(e) => {
-                    warn!(container = %entry.container_name, "journalled container is gone: {e}");
-                    self.state.journal_remove(&entry.container_id)?;
-                    continue;
+                    error!(container = %entry.container_name, run = %entry.run_id, "starting again a container an interrupted run stopped: {e}");
+                    first_failure.get_or_insert(e);
                 }
-            };
-            let decision = decide(&entry, details.running, details.started_at, Utc::now());
-            if let Replay::FinishStop(left) = decision {
-                warn!(container = %entry.container_name, run = %entry.run_id, seconds_left = left.as_secs(), "an interrupted run was stopping this container; letting the stop end before starting it again");
-                self.engine.stop(&entry.container_id, left).await?;
-                self.state.journal_stopped(&entry.container_id)?;
             }
-            if decision != Replay::Forget {
-                warn!(container = %entry.container_name, run = %entry.run_id, "starting a container an interrupted run left stopped");
-                self.engine.start(&entry.container_id).await?;
-                started.push(entry.container_name.clone());
-            } else {
-                info!(container = %entry.container_name, run = %entry.run_id, "journalled container runs again since its stop");
-            }
-            self.state.journal_remove(&entry.container_id)?;
         }
-        Ok(started)
+        match first_failure {
+            Some(e) => Err(e),
+            None => Ok(started),
+        }
+    }
+
+    /// Replays one entry; returns whether it started the container.
+    async fn replay_entry(&self, entry: &StopEntry) -> Result<bool, ExecutorError> {
+        let details = match self.engine.inspect(&entry.container_id).await {
+            Ok(details) => details,
+            // Removed since (e.g. `docker-compose down`): nothing left to start.
+            Err(e) => {
+                warn!(container = %entry.container_name, "journalled container is gone: {e}");
+                self.state.journal_remove(&entry.container_id)?;
+                return Ok(false);
+            }
+        };
+        let decision = decide(entry, details.running, details.started_at, Utc::now());
+        if let Replay::FinishStop(left) = decision {
+            warn!(container = %entry.container_name, run = %entry.run_id, seconds_left = left.as_secs(), "an interrupted run was stopping this container; letting the stop end before starting it again");
+            self.engine.stop(&entry.container_id, left).await?;
+            self.state.journal_stopped(&entry.container_id)?;
+        }
+        let start = decision != Replay::Forget;
+        if start {
+            warn!(container = %entry.container_name, run = %entry.run_id, "starting a container an interrupted run left stopped");
+            self.engine.start(&entry.container_id).await?;
+        } else {
+            info!(container = %entry.container_name, run = %entry.run_id, "journalled container runs, started again since its stop or never stopped; forgetting it");
+        }
+        self.state.journal_remove(&entry.container_id)?;
+        Ok(start)
     }
 }
 
@@ -111,6 +141,7 @@ mod tests {
             stopped_at: at("2026-01-01T03:00:00Z"),
             phase,
             stop_timeout_seconds: 40,
+            container_started_at: Some(at("2026-01-01T02:00:00Z")),
         }
     }
 
@@ -149,6 +180,37 @@ mod tests {
         );
         assert_eq!(
             decide(&entry(StopPhase::Stopped), true, None, now),
+            Replay::Forget
+        );
+    }
+
+    #[test]
+    fn a_restart_is_told_by_the_start_time_docker_gave_not_by_clocks() {
+        let e = entry(StopPhase::Stopping);
+        let now = at("2026-01-01T03:00:10Z");
+        // Docker's clock is an hour ahead: the same start time is no restart...
+        let ahead = StopEntry {
+            container_started_at: Some(at("2026-01-01T04:00:00Z")),
+            ..e.clone()
+        };
+        assert_eq!(
+            decide(&ahead, true, ahead.container_started_at, now),
+            Replay::FinishStop(Duration::from_secs(30))
+        );
+        // ...and a different one, even earlier than the stop by holdfast's clock, is.
+        let other = Some(at("2026-01-01T02:30:00Z"));
+        assert_eq!(decide(&e, true, other, now), Replay::Forget);
+        // Without the time before the stop, a start after the stop counts.
+        let unknown = StopEntry {
+            container_started_at: None,
+            ..e
+        };
+        assert_eq!(
+            decide(&unknown, true, Some(at("2026-01-01T02:00:00Z")), now),
+            Replay::FinishStop(Duration::from_secs(30))
+        );
+        assert_eq!(
+            decide(&unknown, true, Some(at("2026-01-01T03:00:05Z")), now),
             Replay::Forget
         );
     }

@@ -306,6 +306,7 @@ impl Executor {
         let timeout = request.spec.consistency.stop_timeout.as_duration();
         let mut stopped = Vec::new();
         for c in &plan.stop_order {
+            let container_started_at = self.engine.started_at(&c.id).await;
             let entry = StopEntry {
                 container_id: c.id.clone(),
                 container_name: c.name.clone(),
@@ -313,6 +314,7 @@ impl Executor {
                 stopped_at: Utc::now(),
                 phase: StopPhase::Stopping,
                 stop_timeout_seconds: timeout.as_secs(),
+                container_started_at,
             };
             if let Err(source) = self.state.journal_stop(&entry) {
                 run.fatal.push(RunError::JournalStop {

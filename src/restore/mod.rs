@@ -367,6 +367,7 @@ impl Restorer {
             let users = self.users(&in_place, request.stop).await?;
             down_since = Some(Instant::now());
             for c in users.iter().filter(|c| c.is_running()) {
+                let container_started_at = self.engine.started_at(&c.id).await;
                 let entry = StopEntry {
                     container_id: c.id.clone(),
                     container_name: c.name.clone(),
@@ -374,6 +375,7 @@ impl Restorer {
                     stopped_at: Utc::now(),
                     phase: StopPhase::Stopping,
                     stop_timeout_seconds: STOP_TIMEOUT.as_secs(),
+                    container_started_at,
                 };
                 self.state
                     .journal_stop(&entry)

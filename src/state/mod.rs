@@ -67,7 +67,8 @@ const MIGRATIONS: &[&str] = &[
     // replay must not take a container in its stop grace period for one never stopped.
     // Entries from before were written before their stop: `stopping`, the default timeout.
     "ALTER TABLE stop_journal ADD COLUMN phase TEXT NOT NULL DEFAULT 'stopping';
-    ALTER TABLE stop_journal ADD COLUMN stop_timeout_seconds INTEGER NOT NULL DEFAULT 30;",
+    ALTER TABLE stop_journal ADD COLUMN stop_timeout_seconds INTEGER NOT NULL DEFAULT 30;
+    ALTER TABLE stop_journal ADD COLUMN container_started_at TEXT;",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -130,6 +131,10 @@ pub struct StopEntry {
     /// The timeout the stop was asked with: Docker kills the container at the latest this
     /// long after `stopped_at`.
     pub stop_timeout_seconds: u64,
+    /// When the container's process had started, as Docker said just before the stop: a
+    /// different start time later means it was started again since, whatever the clocks of
+    /// holdfast and Docker say. `None` when Docker did not say.
+    pub container_started_at: Option<DateTime<Utc>>,
 }
 
 /// How far a journalled stop got.
@@ -276,14 +281,15 @@ impl StateDb {
     pub fn journal_stop(&self, entry: &StopEntry) -> Result<(), StateError> {
         self.conn()
             .execute(
-                "INSERT OR REPLACE INTO stop_journal (container_id, container_name, run_id, stopped_at, phase, stop_timeout_seconds) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                "INSERT OR REPLACE INTO stop_journal (container_id, container_name, run_id, stopped_at, phase, stop_timeout_seconds, container_started_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                 params![
                     entry.container_id,
                     entry.container_name,
                     entry.run_id,
                     entry.stopped_at.to_rfc3339(),
                     entry.phase.as_str(),
-                    i64::try_from(entry.stop_timeout_seconds).unwrap_or(i64::MAX)
+                    i64::try_from(entry.stop_timeout_seconds).unwrap_or(i64::MAX),
+                    entry.container_started_at.map(|t| t.to_rfc3339())
                 ],
             )
             .map_err(query("journalling a container stop"))?;
@@ -315,7 +321,7 @@ impl StateDb {
     pub fn journal(&self) -> Result<Vec<StopEntry>, StateError> {
         let conn = self.conn();
         let mut stmt = conn
-            .prepare("SELECT container_id, container_name, run_id, stopped_at, phase, stop_timeout_seconds FROM stop_journal ORDER BY stopped_at")
+            .prepare("SELECT container_id, container_name, run_id, stopped_at, phase, stop_timeout_seconds, container_started_at FROM stop_journal ORDER BY stopped_at")
             .map_err(query("reading the stop journal"))?;
         let rows = stmt
             .query_map([], |row| {
@@ -326,6 +332,7 @@ impl StateDb {
                     stopped_at: parse_time(row.get::<_, String>(3)?),
                     phase: StopPhase::parse(&row.get::<_, String>(4)?),
                     stop_timeout_seconds: u64::try_from(row.get::<_, i64>(5)?).unwrap_or(0),
+                    container_started_at: row.get::<_, Option<String>>(6)?.map(parse_time),
                 })
             })
             .map_err(query("reading the stop journal"))?;
@@ -798,6 +805,11 @@ mod tests {
                 .with_timezone(&Utc),
             phase: StopPhase::Stopping,
             stop_timeout_seconds: 40,
+            container_started_at: Some(
+                DateTime::parse_from_rfc3339("2026-11-20T10:00:00.123456789Z")
+                    .unwrap()
+                    .with_timezone(&Utc),
+            ),
         };
         StateDb::open(dir.path())
             .unwrap()
@@ -888,6 +900,7 @@ mod tests {
         let journal = db.journal().unwrap();
         assert_eq!(journal[0].phase, StopPhase::Stopping);
         assert_eq!(journal[0].stop_timeout_seconds, 30);
+        assert_eq!(journal[0].container_started_at, None);
     }
 
     #[test]

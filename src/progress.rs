@@ -22,3 +22,43 @@ pub trait Progress: Send + Sync {
 pub struct Silent;
 
 impl Progress for Silent {}
+
+/// Passes progress on to another reporter, and says `cancelled` once [`Cancellable::cancel`]
+/// was called: how a one-off command tells a run's threads that it was interrupted.
+pub struct Cancellable {
+    inner: std::sync::Arc<dyn Progress>,
+    cancelled: std::sync::atomic::AtomicBool,
+}
+
+impl Cancellable {
+    pub fn new(inner: std::sync::Arc<dyn Progress>) -> Cancellable {
+        Cancellable {
+            inner,
+            cancelled: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    /// From now on, the work asked stops at its next buffer.
+    pub fn cancel(&self) {
+        self.cancelled
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl Progress for Cancellable {
+    fn run(&self, id: &str) {
+        self.inner.run(id);
+    }
+
+    fn item(&self, name: &str) {
+        self.inner.item(name);
+    }
+
+    fn bytes(&self, n: u64) {
+        self.inner.bytes(n);
+    }
+
+    fn cancelled(&self) -> bool {
+        self.cancelled.load(std::sync::atomic::Ordering::Relaxed) || self.inner.cancelled()
+    }
+}

@@ -1,11 +1,13 @@
 use std::io::Write;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use clap::Args;
 
 use super::{OutputFormat, specs};
 use crate::docker::engine::Engine;
+use crate::progress::Cancellable;
 use crate::settings::Settings;
 use crate::spec::common::Phase;
 
@@ -30,6 +32,8 @@ pub fn run(settings: &Settings, args: BackupArgs) -> anyhow::Result<ExitCode> {
     request.dry_run = args.dry_run;
     let runtime = super::runtime()?;
     let outcome = runtime.block_on(async {
+        // First: from here on, Ctrl-C interrupts the run instead of killing holdfast.
+        let mut signals = super::signals()?;
         let _lock = crate::state::lock::try_lock(&settings.state)?;
         // And no second writer on this host's folder of the repository, whatever its state.
         let _repo_lock = super::lock_repository(&super::repository(settings), "holdfast backup")?;
@@ -38,19 +42,23 @@ pub fn run(settings: &Settings, args: BackupArgs) -> anyhow::Result<ExitCode> {
         super::recover_after_crash(settings, &executor).await?;
         // A progress line on a terminal; plain log lines otherwise.
         let interactive = std::io::IsTerminal::is_terminal(&std::io::stderr()) && !args.dry_run;
-        if interactive {
-            let line = super::progress_line::ProgressLine::start();
-            let outcome = executor.run(&request, line.clone()).await;
+        let line = interactive.then(super::progress_line::ProgressLine::start);
+        let shown: Arc<dyn crate::progress::Progress> = match &line {
+            Some(line) => line.clone(),
+            None => Arc::new(crate::progress::Silent),
+        };
+        let progress = Arc::new(Cancellable::new(shown));
+        let run = executor.run(&request, progress.clone());
+        let outcome = super::unless_interrupted(run, &mut signals, &progress, &executor).await;
+        if let Some(line) = line {
             line.finish();
-            anyhow::Ok(outcome)
-        } else {
-            anyhow::Ok(
-                executor
-                    .run(&request, Arc::new(crate::progress::Silent))
-                    .await,
-            )
         }
-    })?;
+        outcome
+    });
+    // A cancelled run's archive threads may still be busy; what they leave is a
+    // `.partial` that the daemon's next start removes, so do not wait for them.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    let outcome = outcome?;
     let mut out = std::io::stdout().lock();
     match args.output {
         OutputFormat::Json => {

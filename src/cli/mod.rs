@@ -181,3 +181,60 @@ async fn replay_if_free(settings: &Settings, executor: &crate::executor::Executo
         }
     }
 }
+
+/// Every SIGTERM or SIGINT sends one `()`: for the daemon the first asks for a graceful
+/// stop and the second forces it; for a one-off command the first interrupts its run.
+fn signals() -> anyhow::Result<tokio::sync::mpsc::Receiver<()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+            if tx.send(()).await.is_err() {
+                return;
+            }
+        }
+    });
+    Ok(rx)
+}
+
+/// Runs the work of a one-off command to its end, unless SIGINT or SIGTERM comes first.
+/// Then, as the daemon does at shutdown, the work is cancelled where it stands (`progress`
+/// tells its threads), what it had stopped is started again from the stop journal, its run
+/// is recorded as interrupted, and the command fails saying so.
+async fn unless_interrupted<T>(
+    work: impl std::future::Future<Output = T>,
+    signals: &mut tokio::sync::mpsc::Receiver<()>,
+    progress: &crate::progress::Cancellable,
+    executor: &crate::executor::Executor,
+) -> anyhow::Result<T> {
+    tokio::select! {
+        done = work => return Ok(done),
+        _ = signals.recv() => {}
+    }
+    // The work was dropped with the branch it lost: nothing of it acts any more, apart from
+    // threads that stop at their next buffer.
+    progress.cancel();
+    eprintln!("interrupted: cancelling the run and starting again what it stopped");
+    let started = executor.replay_journal().await;
+    if let Err(e) = executor.state().fail_interrupted_runs(chrono::Utc::now()) {
+        eprintln!("warning: recording the run as interrupted: {e}");
+    }
+    match started {
+        Ok(started) if started.is_empty() => {
+            anyhow::bail!("interrupted: the run was cancelled; nothing was left stopped")
+        }
+        Ok(started) => anyhow::bail!(
+            "interrupted: the run was cancelled; started again what it had stopped: {}",
+            started.join(", ")
+        ),
+        Err(e) => anyhow::bail!(
+            "interrupted: the run was cancelled, and starting again what it had stopped failed: {e}; the next holdfast command retries"
+        ),
+    }
+}

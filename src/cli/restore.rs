@@ -9,6 +9,7 @@ use clap::Args;
 
 use super::OutputFormat;
 use crate::docker::engine::Engine;
+use crate::progress::Cancellable;
 use crate::restore::{RestoreRequest, Restorer, Source};
 use crate::settings::Settings;
 use crate::spec::common::{Phase, StopMode};
@@ -124,6 +125,8 @@ pub fn run(settings: &Settings, args: RestoreArgs) -> anyhow::Result<ExitCode> {
     };
     let runtime = super::runtime()?;
     let outcome = runtime.block_on(async {
+        // First: from here on, Ctrl-C interrupts the restore instead of killing holdfast.
+        let mut signals = super::signals()?;
         // Never beside a daemon or a backup of the same state folder.
         let _lock = crate::state::lock::try_lock(&settings.state)?;
         let _repo_lock = super::lock_repository(&super::repository(settings), "holdfast restore")?;
@@ -136,12 +139,14 @@ pub fn run(settings: &Settings, args: RestoreArgs) -> anyhow::Result<ExitCode> {
             repository: super::repository(settings),
             locks: executor.locks(),
         };
-        anyhow::Ok(
-            restorer
-                .run(&request, Arc::new(crate::progress::Silent))
-                .await,
-        )
-    })?;
+        // Cancelled, an extraction stops at its next buffer and never swaps the volume.
+        let progress = Arc::new(Cancellable::new(Arc::new(crate::progress::Silent)));
+        let work = restorer.run(&request, progress.clone());
+        super::unless_interrupted(work, &mut signals, &progress, &executor).await
+    });
+    // A cancelled extraction may still be finishing its buffer on a blocking thread.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    let outcome = outcome?;
     let mut out = std::io::stdout().lock();
     match args.output {
         OutputFormat::Json => {

@@ -62,7 +62,7 @@ pub fn run(settings: &Settings, args: RunArgs) -> anyhow::Result<ExitCode> {
     let result = runtime.block_on(async {
         // First: a signal from here on is a request to stop, handled once the loop runs,
         // never a kill in the middle of start-up recovery.
-        let signals = signals()?;
+        let signals = super::signals()?;
         // One daemon per state folder, and no `holdfast backup` beside it.
         let _lock = crate::state::lock::try_lock(&settings.state)?;
         // One writer per host folder of the repository, whatever its state folder: a second
@@ -163,24 +163,3 @@ fn limit_malloc_arenas() {
 
 /// How long the HTTP server gets to finish requests in flight at shutdown.
 const API_DRAIN: Duration = Duration::from_secs(2);
-
-/// Every SIGTERM or SIGINT sends one `()`: the first asks for a graceful stop, the second
-/// forces it.
-fn signals() -> anyhow::Result<mpsc::Receiver<()>> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    let (tx, rx) = mpsc::channel(4);
-    tokio::spawn(async move {
-        loop {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = int.recv() => {}
-            }
-            if tx.send(()).await.is_err() {
-                return;
-            }
-        }
-    });
-    Ok(rx)
-}

@@ -204,6 +204,8 @@ pub struct ContainerDetails {
     pub id: String,
     pub name: String,
     pub running: bool,
+    /// When its process last started, by the engine's clock; `None` if it never did.
+    pub started_at: Option<chrono::DateTime<chrono::Utc>>,
     /// `healthy`, `unhealthy` or `starting` when the container has a healthcheck.
     pub health: Option<String>,
     /// `KEY=value` pairs of the container's environment. Holds secrets: never log it.
@@ -332,6 +334,12 @@ impl Engine {
                 .trim_start_matches('/')
                 .to_string(),
             running: state.and_then(|s| s.running).unwrap_or(false),
+            started_at: state
+                .and_then(|s| s.started_at.as_deref())
+                .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+                .map(|t| t.with_timezone(&chrono::Utc))
+                // Docker's zero time, for a container never started.
+                .filter(|t| t.timestamp() > 0),
             health: state
                 .and_then(|s| s.health.as_ref())
                 .and_then(|h| h.status.as_ref())
@@ -356,6 +364,12 @@ impl Engine {
                 .unwrap_or_default(),
             raw,
         })
+    }
+
+    /// When a container's process last started, for the stop journal; `None` when Docker
+    /// cannot say (the journal then falls back to comparing clocks).
+    pub async fn started_at(&self, id: &str) -> Option<chrono::DateTime<chrono::Utc>> {
+        self.inspect(id).await.ok().and_then(|d| d.started_at)
     }
 
     /// Stops a container, giving it `timeout` before Docker kills it.

@@ -8,6 +8,7 @@ mod background;
 pub mod claims;
 pub mod dumps;
 pub mod error;
+mod journal;
 pub mod pipe;
 pub mod resolve;
 pub mod recipe;
@@ -19,7 +20,7 @@ use std::time::Instant;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use tracing::{Instrument, error, info, info_span, warn};
+use tracing::{Instrument, error, info, info_span};
 
 use crate::docker::engine::{DockerError, Engine};
 use crate::fault;
@@ -199,28 +200,6 @@ impl Executor {
 
     pub fn state(&self) -> Arc<StateDb> {
         self.state.clone()
-    }
-
-    /// Starts every container a crashed run left stopped, then forgets it. Returns the
-    /// names of the containers started.
-    pub async fn replay_journal(&self) -> Result<Vec<String>, ExecutorError> {
-        let mut started = Vec::new();
-        for entry in self.state.journal()? {
-            match self.engine.inspect(&entry.container_id).await {
-                Ok(details) if details.running => {}
-                Ok(_) => {
-                    warn!(container = %entry.container_name, run = %entry.run_id, "starting a container an interrupted run left stopped");
-                    self.engine.start(&entry.container_id).await?;
-                    started.push(entry.container_name.clone());
-                }
-                // Removed since (e.g. `docker-compose down`): nothing left to start.
-                Err(e) => {
-                    warn!(container = %entry.container_name, "journalled container is gone: {e}")
-                }
-            }
-            self.state.journal_remove(&entry.container_id)?;
-        }
-        Ok(started)
     }
 
     /// What Docker reports now.

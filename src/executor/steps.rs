@@ -21,7 +21,7 @@ use crate::fault;
 use crate::progress::Progress;
 use crate::repo::manifest::Artifact;
 use crate::spec::common::{Output, SecretSource};
-use crate::state::StopEntry;
+use crate::state::{StopEntry, StopPhase};
 
 impl Executor {
     /// Everything between "the archive folder exists" and "write the manifest".
@@ -308,11 +308,15 @@ impl Executor {
         let timeout = request.spec.consistency.stop_timeout.as_duration();
         let mut stopped = Vec::new();
         for c in &plan.stop_order {
+            let container_started_at = self.engine.started_at(&c.id).await;
             let entry = StopEntry {
                 container_id: c.id.clone(),
                 container_name: c.name.clone(),
                 run_id: run_id.to_string(),
                 stopped_at: Utc::now(),
+                phase: StopPhase::Stopping,
+                stop_timeout_seconds: timeout.as_secs(),
+                container_started_at,
             };
             if let Err(source) = self.state.journal_stop(&entry) {
                 run.fatal.push(RunError::JournalStop {
@@ -332,6 +336,12 @@ impl Executor {
                     source,
                 });
                 break;
+            }
+            // Until this is written, a replay treats the container as possibly still
+            // stopping; a failure to write it only makes a replay more careful.
+            if let Err(e) = self.state.journal_stopped(&c.id) {
+                run.warnings
+                    .push(format!("recording that {} stopped: {e}", c.name));
             }
             fault::point("backup.after-stop");
         }

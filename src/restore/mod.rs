@@ -37,8 +37,11 @@ use crate::repo::catalog::{Entry, Health};
 use crate::repo::manifest::{Artifact, Manifest};
 use crate::spec::common::{Phase, StopMode};
 use crate::spec::restore::RestoreMode;
-use crate::state::{RunRecord, StateDb, StopEntry};
+use crate::state::{RunRecord, StateDb, StopEntry, StopPhase};
 pub use error::{RestoreError, RestoreRequestError, SwapError};
+
+/// How long a container using a restored volume gets to stop before Docker kills it.
+const STOP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Which archive to restore from.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -371,11 +374,15 @@ impl Restorer {
             let users = self.users(&in_place, request.stop).await?;
             down_since = Some(Instant::now());
             for c in users.iter().filter(|c| c.is_running()) {
+                let container_started_at = self.engine.started_at(&c.id).await;
                 let entry = StopEntry {
                     container_id: c.id.clone(),
                     container_name: c.name.clone(),
                     run_id: run_id.to_string(),
                     stopped_at: Utc::now(),
+                    phase: StopPhase::Stopping,
+                    stop_timeout_seconds: STOP_TIMEOUT.as_secs(),
+                    container_started_at,
                 };
                 self.state
                     .journal_stop(&entry)
@@ -385,16 +392,15 @@ impl Restorer {
                     })?;
                 stopped.push(c.clone());
                 info!(container = %c.name, "stopping");
-                if let Err(source) = self
-                    .engine
-                    .stop(&c.id, std::time::Duration::from_secs(30))
-                    .await
-                {
+                if let Err(source) = self.engine.stop(&c.id, STOP_TIMEOUT).await {
                     self.start_again(&stopped, warnings).await;
                     return Err(RestoreError::Stop {
                         container: c.name.clone(),
                         source,
                     });
+                }
+                if let Err(e) = self.state.journal_stopped(&c.id) {
+                    warnings.push(format!("recording that {} stopped: {e}", c.name));
                 }
                 fault::point("restore.after-stop");
             }

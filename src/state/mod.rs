@@ -68,6 +68,12 @@ const MIGRATIONS: &[&str] = &[
     "ALTER TABLE objects ADD COLUMN handled_at TEXT;
     ALTER TABLE objects ADD COLUMN held_since TEXT;
     ALTER TABLE objects ADD COLUMN held_requested_at TEXT;",
+    // 6: how far a journalled stop got, and how long Docker gives it before killing: a
+    // replay must not take a container in its stop grace period for one never stopped.
+    // Entries from before were written before their stop: `stopping`, the default timeout.
+    "ALTER TABLE stop_journal ADD COLUMN phase TEXT NOT NULL DEFAULT 'stopping';
+    ALTER TABLE stop_journal ADD COLUMN stop_timeout_seconds INTEGER NOT NULL DEFAULT 30;
+    ALTER TABLE stop_journal ADD COLUMN container_started_at TEXT;",
 ];
 
 /// The columns [`row_to_memory`] reads, in its order.
@@ -127,7 +133,44 @@ pub struct StopEntry {
     pub container_id: String,
     pub container_name: String,
     pub run_id: String,
+    /// When the stop was journalled, just before it was asked of Docker.
     pub stopped_at: DateTime<Utc>,
+    pub phase: StopPhase,
+    /// The timeout the stop was asked with: Docker kills the container at the latest this
+    /// long after `stopped_at`.
+    pub stop_timeout_seconds: u64,
+    /// When the container's process had started, as Docker said just before the stop: a
+    /// different start time later means it was started again since, whatever the clocks of
+    /// holdfast and Docker say. `None` when Docker did not say.
+    pub container_started_at: Option<DateTime<Utc>>,
+}
+
+/// How far a journalled stop got.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum StopPhase {
+    /// Journalled before the stop was asked: Docker may still be waiting for the
+    /// container to exit, and a running container may yet be killed.
+    Stopping,
+    /// Docker said the container stopped.
+    Stopped,
+}
+
+impl StopPhase {
+    fn as_str(self) -> &'static str {
+        match self {
+            StopPhase::Stopping => "stopping",
+            StopPhase::Stopped => "stopped",
+        }
+    }
+
+    /// Anything but `stopped` reads as `stopping`: the cautious reading.
+    fn parse(text: &str) -> StopPhase {
+        match text {
+            "stopped" => StopPhase::Stopped,
+            _ => StopPhase::Stopping,
+        }
+    }
 }
 
 /// What the daemon remembers about one object between restarts.
@@ -262,14 +305,33 @@ impl StateDb {
     pub fn journal_stop(&self, entry: &StopEntry) -> Result<(), StateError> {
         self.conn()
             .execute(
-                "INSERT OR REPLACE INTO stop_journal (container_id, container_name, run_id, stopped_at) VALUES (?1, ?2, ?3, ?4)",
-                params![entry.container_id, entry.container_name, entry.run_id, entry.stopped_at.to_rfc3339()],
+                "INSERT OR REPLACE INTO stop_journal (container_id, container_name, run_id, stopped_at, phase, stop_timeout_seconds, container_started_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![
+                    entry.container_id,
+                    entry.container_name,
+                    entry.run_id,
+                    entry.stopped_at.to_rfc3339(),
+                    entry.phase.as_str(),
+                    i64::try_from(entry.stop_timeout_seconds).unwrap_or(i64::MAX),
+                    entry.container_started_at.map(|t| t.to_rfc3339())
+                ],
             )
             .map_err(query("journalling a container stop"))?;
         Ok(())
     }
 
-    /// Forgets a journalled stop once the container runs again.
+    /// Records that Docker said a journalled container stopped.
+    pub fn journal_stopped(&self, container_id: &str) -> Result<(), StateError> {
+        self.conn()
+            .execute(
+                "UPDATE stop_journal SET phase = 'stopped' WHERE container_id = ?1",
+                params![container_id],
+            )
+            .map_err(query("recording a finished stop"))?;
+        Ok(())
+    }
+
+    /// Forgets a journalled stop once the container was started again (or is gone).
     pub fn journal_remove(&self, container_id: &str) -> Result<(), StateError> {
         self.conn()
             .execute(
@@ -283,7 +345,7 @@ impl StateDb {
     pub fn journal(&self) -> Result<Vec<StopEntry>, StateError> {
         let conn = self.conn();
         let mut stmt = conn
-            .prepare("SELECT container_id, container_name, run_id, stopped_at FROM stop_journal ORDER BY stopped_at")
+            .prepare("SELECT container_id, container_name, run_id, stopped_at, phase, stop_timeout_seconds, container_started_at FROM stop_journal ORDER BY stopped_at")
             .map_err(query("reading the stop journal"))?;
         let rows = stmt
             .query_map([], |row| {
@@ -292,6 +354,9 @@ impl StateDb {
                     container_name: row.get(1)?,
                     run_id: row.get(2)?,
                     stopped_at: parse_time(row.get::<_, String>(3)?),
+                    phase: StopPhase::parse(&row.get::<_, String>(4)?),
+                    stop_timeout_seconds: u64::try_from(row.get::<_, i64>(5)?).unwrap_or(0),
+                    container_started_at: row.get::<_, Option<String>>(6)?.map(parse_time),
                 })
             })
             .map_err(query("reading the stop journal"))?;
@@ -860,13 +925,26 @@ mod tests {
             stopped_at: DateTime::parse_from_rfc3339("2026-11-25T03:00:00Z")
                 .unwrap()
                 .with_timezone(&Utc),
+            phase: StopPhase::Stopping,
+            stop_timeout_seconds: 40,
+            container_started_at: Some(
+                DateTime::parse_from_rfc3339("2026-11-20T10:00:00.123456789Z")
+                    .unwrap()
+                    .with_timezone(&Utc),
+            ),
         };
         StateDb::open(dir.path())
             .unwrap()
             .journal_stop(&entry)
             .unwrap();
         let db = StateDb::open(dir.path()).unwrap();
-        assert_eq!(db.journal().unwrap(), [entry]);
+        assert_eq!(db.journal().unwrap(), std::slice::from_ref(&entry));
+        db.journal_stopped("abc").unwrap();
+        let stopped = StopEntry {
+            phase: StopPhase::Stopped,
+            ..entry
+        };
+        assert_eq!(db.journal().unwrap(), [stopped]);
         db.journal_remove("abc").unwrap();
         assert!(db.journal().unwrap().is_empty());
     }
@@ -964,10 +1042,20 @@ mod tests {
             [],
         )
         .unwrap();
+        conn.execute(
+            "INSERT INTO stop_journal (container_id, container_name, run_id, stopped_at) VALUES ('c1', 'app', 'old', '2026-01-01T00:00:00Z')",
+            [],
+        )
+        .unwrap();
         drop(conn);
         let db = StateDb::open(dir.path()).unwrap();
         assert_eq!(db.run("old").unwrap().unwrap().phase, Phase::Succeeded);
         db.object("BackupPolicy", "p", Utc::now()).unwrap();
+        // A stop journalled before phases were recorded may still be under way.
+        let journal = db.journal().unwrap();
+        assert_eq!(journal[0].phase, StopPhase::Stopping);
+        assert_eq!(journal[0].stop_timeout_seconds, 30);
+        assert_eq!(journal[0].container_started_at, None);
     }
 
     #[test]

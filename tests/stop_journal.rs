@@ -310,3 +310,30 @@ fn ctrl_c_on_an_in_place_restore_during_a_slow_stop_leaves_the_container_running
     assert_eq!(c.state(), "running", "{text}");
     assert!(journal(&env.state).is_empty());
 }
+
+#[test]
+fn a_stop_longer_than_the_docker_request_timeout_is_waited_for() {
+    if !docker_available() {
+        return;
+    }
+    // Not under the Docker lock: two minutes of waiting on its own container would hold
+    // up every other test here, and its margins are seconds, not milliseconds.
+    let c = Stubborn::start("long");
+    let env = Env::new();
+    // Longer than the two minutes a Docker API request may take by default.
+    let long = Duration::from_secs(125);
+    env.spec(
+        "long",
+        &policy("long", &c.name).replace(
+            &format!("stopTimeout: {}s", STOP_TIMEOUT.as_secs()),
+            &format!("stopTimeout: {}s", long.as_secs()),
+        ),
+    );
+    let started = Instant::now();
+    let out = run(env.holdfast().args(["backup", "long", "-o", "json"]));
+    let outcome: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    assert!(out.status.success(), "{outcome:#}\n{}", stderr(&out));
+    std::thread::sleep((long + Duration::from_secs(3)).saturating_sub(started.elapsed()));
+    assert_eq!(c.state(), "running", "{}", stderr(&out));
+    assert!(journal(&env.state).is_empty());
+}

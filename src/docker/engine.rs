@@ -372,13 +372,18 @@ impl Engine {
         self.inspect(id).await.ok().and_then(|d| d.started_at)
     }
 
-    /// Stops a container, giving it `timeout` before Docker kills it.
+    /// Stops a container, giving it `timeout` before Docker kills it. The request waits
+    /// as long as the stop may take, and a minute more: a stop longer than the client's
+    /// usual request timeout is waited out, not reported as failed while still under way.
     pub async fn stop(&self, id: &str, timeout: Duration) -> Result<(), DockerError> {
         let options = StopContainerOptions {
             t: Some(timeout.as_secs().min(i32::MAX as u64) as i32),
             signal: None,
         };
+        let patience = timeout.saturating_add(Duration::from_secs(60));
         self.client
+            .clone()
+            .with_timeout(patience.max(self.client.timeout()))
             .stop_container(id, Some(options))
             .await
             .map_err(on("stopping container", id))

@@ -421,6 +421,33 @@ mod tests {
     }
 
     #[test]
+    fn a_restore_in_the_history_is_no_archive() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = crate::state::StateDb::open(&dir.path().join("state")).unwrap();
+        let repo = dir.path().join("repo/h");
+        fs::create_dir_all(&repo).unwrap();
+        // A restore records the archive it read from; that archive is gone since.
+        state
+            .insert_run(&crate::state::RunRecord {
+                id: "restore-20261125T040000.000Z".into(),
+                kind: "Restore".into(),
+                name: "restore".into(),
+                archive_id: Some("p-20261124T030000Z".into()),
+                phase: Phase::Succeeded,
+                start_time: Utc::now(),
+                completion_time: None,
+                bytes: 1,
+                downtime_seconds: 0.0,
+                error: None,
+                dry_run: false,
+            })
+            .unwrap();
+        let entries = scan(&local(&repo)).unwrap();
+        assert!(reconcile_history(&state, &entries).unwrap().is_empty());
+        assert!(missing(&state, &entries).unwrap().is_empty());
+    }
+
+    #[test]
     fn unreadable_manifests_are_corrupt() {
         let dir = tempfile::tempdir().unwrap();
         fs::create_dir_all(dir.path().join("h/p/p-20261125T030000Z")).unwrap();

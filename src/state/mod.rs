@@ -587,11 +587,13 @@ impl StateDb {
         Ok((last, success))
     }
 
-    /// Every archive the run history says exists: (archive id, kind, name).
+    /// Every archive the run history says exists: (archive id, kind, name). Only backups
+    /// write archives; a restore's row names the archive it read, which is no archive of
+    /// its own.
     pub fn recorded_archives(&self) -> Result<Vec<(String, String, String)>, StateError> {
         let conn = self.conn();
         let mut stmt = conn
-            .prepare("SELECT archive_id, kind, name FROM runs WHERE archive_id IS NOT NULL AND phase IN ('Succeeded', 'PartiallyFailed') ORDER BY start_time")
+            .prepare("SELECT archive_id, kind, name FROM runs WHERE archive_id IS NOT NULL AND phase IN ('Succeeded', 'PartiallyFailed') AND kind IN ('BackupPolicy', 'Archive') ORDER BY start_time")
             .map_err(query("listing recorded archives"))?;
         let rows = stmt
             .query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
@@ -600,11 +602,12 @@ impl StateDb {
             .map_err(query("listing recorded archives"))
     }
 
-    /// Forgets the runs that produced an archive (after it was deleted on purpose).
+    /// Forgets the runs that produced an archive (after it was deleted on purpose). The
+    /// restores that read it keep saying so.
     pub fn forget_archive(&self, archive_id: &str) -> Result<(), StateError> {
         self.conn()
             .execute(
-                "UPDATE runs SET archive_id = NULL WHERE archive_id = ?1",
+                "UPDATE runs SET archive_id = NULL WHERE archive_id = ?1 AND kind IN ('BackupPolicy', 'Archive')",
                 params![archive_id],
             )
             .map_err(query("forgetting an archive"))?;
@@ -647,7 +650,7 @@ impl StateDb {
         let mut conn = self.conn();
         let tx = conn.transaction().map_err(query("finishing a deletion"))?;
         tx.execute(
-            "UPDATE runs SET archive_id = NULL WHERE archive_id = ?1",
+            "UPDATE runs SET archive_id = NULL WHERE archive_id = ?1 AND kind IN ('BackupPolicy', 'Archive')",
             params![archive_id],
         )
         .map_err(query("finishing a deletion"))?;

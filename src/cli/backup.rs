@@ -20,6 +20,11 @@ pub struct BackupArgs {
     #[arg(long)]
     dry_run: bool,
 
+    /// Do not apply the policy's retention after a successful run (by default, as the
+    /// daemon does, it deletes what `spec.retention` no longer keeps).
+    #[arg(long)]
+    no_prune: bool,
+
     /// `text` for people, `json` for scripts.
     #[arg(long, short, value_enum, default_value_t)]
     output: OutputFormat,
@@ -30,6 +35,21 @@ pub fn run(settings: &Settings, args: BackupArgs) -> anyhow::Result<ExitCode> {
     let report = specs::load(settings);
     let mut request = specs::backup_request(&report, settings, &args.name)?;
     request.dry_run = args.dry_run;
+    // The policy whose retention applies after the run: not for an Archive, which follows
+    // its own ttl, nor for a dry run.
+    let policy = report
+        .valid_objects()
+        .find_map(|r| match r {
+            crate::spec::Resource::BackupPolicy(p)
+                if p.metadata.name == args.name && p.spec.retention.is_some() =>
+            {
+                Some(p)
+            }
+            _ => None,
+        })
+        .filter(|p| {
+            request.kind == crate::spec::Kind::BackupPolicy && !args.dry_run && !p.spec.suspend
+        });
     let runtime = super::runtime()?;
     let outcome = runtime.block_on(async {
         // First: from here on, Ctrl-C interrupts the run instead of killing holdfast.
@@ -53,16 +73,42 @@ pub fn run(settings: &Settings, args: BackupArgs) -> anyhow::Result<ExitCode> {
         if let Some(line) = line {
             line.finish();
         }
-        outcome
+        let outcome = outcome?;
+        // Retention after a successful run of a policy, as the daemon's, with both locks
+        // still held.
+        let pruned = match policy {
+            Some(policy) if outcome.phase == Phase::Succeeded && !args.no_prune => {
+                let repo = super::repository(settings);
+                let catalog = crate::repo::catalog::Catalog::load(&repo)?;
+                let state = executor.state();
+                Some(
+                    super::prune::apply(&state, &repo, &catalog, policy, false, chrono::Utc::now())
+                        .map_err(|e| format!("applying the retention of `{}`: {e:#}", args.name)),
+                )
+            }
+            _ => None,
+        };
+        anyhow::Ok((outcome, pruned))
     });
     // A cancelled run's archive threads may still be busy; what they leave is a
     // `.partial` that the daemon's next start removes, so do not wait for them.
     runtime.shutdown_timeout(Duration::from_secs(1));
-    let outcome = outcome?;
+    let (outcome, pruned) = outcome?;
+    let prune_failed = match &pruned {
+        Some(Ok(p)) => !p.pruned.errors.is_empty(),
+        Some(Err(_)) => true,
+        None => false,
+    };
     let mut out = std::io::stdout().lock();
     match args.output {
         OutputFormat::Json => {
-            serde_json::to_writer_pretty(&mut out, &outcome)?;
+            let mut value = serde_json::to_value(&outcome)?;
+            match &pruned {
+                Some(Ok(p)) => value["pruned"] = serde_json::to_value(p)?,
+                Some(Err(e)) => value["pruneError"] = e.clone().into(),
+                None => {}
+            }
+            serde_json::to_writer_pretty(&mut out, &value)?;
             writeln!(out)?;
         }
         OutputFormat::Text => {
@@ -94,9 +140,14 @@ pub fn run(settings: &Settings, args: BackupArgs) -> anyhow::Result<ExitCode> {
             for w in &outcome.warnings {
                 writeln!(out, "warning: {w}")?;
             }
+            match &pruned {
+                Some(Ok(p)) => super::prune::print_pruned(&mut out, p)?,
+                Some(Err(e)) => writeln!(out, "error: {e}")?,
+                None => {}
+            }
         }
     }
-    Ok(if outcome.phase == Phase::Succeeded {
+    Ok(if outcome.phase == Phase::Succeeded && !prune_failed {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE

@@ -5,6 +5,7 @@ mod delete;
 mod get;
 mod plan;
 mod progress_line;
+mod prune;
 mod restore;
 mod run;
 mod schema;
@@ -49,6 +50,8 @@ pub enum Command {
     Run(run::RunArgs),
     /// List what holdfast knows: `get archives`.
     Get(get::GetArgs),
+    /// Apply the policies' retention now, as the daemon does after each successful run.
+    Prune(prune::PruneArgs),
     /// Delete archives on purpose (holdfast never deletes orphaned ones by itself).
     Delete(delete::DeleteArgs),
     /// Read archives back in full: checksums, and every tar walked to its end.
@@ -82,6 +85,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Run(args) => run::run(&cli.settings, args),
         Command::Get(args) => get::run(&cli.settings, args),
         Command::Delete(args) => delete::run(&cli.settings, args),
+        Command::Prune(args) => prune::run(&cli.settings, args),
         Command::Verify(args) => verify::run(&cli.settings, args),
         Command::Restore(args) => restore::run(&cli.settings, args),
     };

@@ -1,0 +1,152 @@
+//! The one-off commands a user runs from cron or by hand, against the real binary and the
+//! real engine: `backup` applies retention, `prune`, the `get` kinds, restore options that
+//! must do what they say, and bounded run history.
+
+mod common;
+
+use std::fs;
+
+use common::env::Env;
+use common::*;
+use serde_json::Value;
+
+/// A named volume holding one file, removed when dropped.
+struct Volume(String);
+
+impl Volume {
+    fn new(prefix: &str) -> Volume {
+        let volume = Volume(format!("{prefix}{}", std::process::id()));
+        volume.remove();
+        docker(&["volume", "create", &volume.0]);
+        docker(&[
+            "run",
+            "--rm",
+            "-v",
+            &format!("{}:/d", volume.0),
+            "holdfast-test/busybox:1",
+            "sh",
+            "-c",
+            "echo kept > /d/file",
+        ]);
+        volume
+    }
+
+    fn remove(&self) {
+        let _ = run(std::process::Command::new("docker").args(["volume", "rm", "-f", &self.0]));
+    }
+}
+
+impl Drop for Volume {
+    fn drop(&mut self) {
+        self.remove();
+    }
+}
+
+/// A BackupPolicy `name` archiving `volume` without stopping anything, with `extra` lines
+/// of spec (indented two spaces).
+fn policy(env: &Env, name: &str, volume: &str, extra: &str) {
+    env.spec(
+        name,
+        &format!(
+            "apiVersion: holdfast.dev/v1alpha1\nkind: BackupPolicy\nmetadata:\n  name: {name}\nspec:\n  schedule: '@daily'\n  targets: {{volumes: [{volume}]}}\n  consistency: {{stop: none}}\n{extra}"
+        ),
+    );
+}
+
+/// The archive ids of `group` in this host's folder of the repository.
+fn archives(env: &Env, group: &str) -> Vec<String> {
+    let dir = host_dir(&env.repository).join(group);
+    let mut ids: Vec<String> = fs::read_dir(&dir)
+        .map(|d| {
+            d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .filter(|n| !n.contains('.'))
+                .collect()
+        })
+        .unwrap_or_default();
+    ids.sort();
+    ids
+}
+
+fn backup(env: &Env, name: &str, extra: &[&str]) -> std::process::Output {
+    let out = run(env.holdfast().args(["backup", name]).args(extra));
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    out
+}
+
+#[test]
+fn backup_applies_retention_unless_told_not_to_and_prune_applies_it_now() {
+    if !docker_available() {
+        return;
+    }
+    let volume = Volume::new("hfprune");
+    let env = Env::new();
+    policy(&env, "keep2", &volume.0, "  retention: {keepLast: 2}\n");
+    for _ in 0..4 {
+        backup(&env, "keep2", &[]);
+    }
+    let left = archives(&env, "keep2");
+    assert_eq!(left.len(), 2, "keepLast 2 after four runs: {left:?}");
+
+    // --no-prune keeps every archive.
+    for _ in 0..2 {
+        backup(&env, "keep2", &["--no-prune"]);
+    }
+    assert_eq!(archives(&env, "keep2").len(), 4);
+    // Oldest first, by the time each run started (two runs within a second take the
+    // next free second for their ids, so ids need not sort by time).
+    let all: Vec<String> = json(&env, &["get", "archives"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(all.len(), 4, "{all:?}");
+
+    // A dry run lists what would go, and deletes nothing.
+    let out = run(env.holdfast().args(["prune", "keep2", "--dry-run"]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    for id in &all[..2] {
+        assert!(text.contains(&format!("would delete {id}")), "{text}");
+    }
+    for id in &all[2..] {
+        assert!(!text.contains(id.as_str()), "{text}");
+    }
+    let mut untouched = all.clone();
+    untouched.sort();
+    assert_eq!(archives(&env, "keep2"), untouched);
+
+    // Without a name: every policy; it deletes the two oldest.
+    let out = run(env.holdfast().args(["prune"]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    for id in &all[..2] {
+        assert!(text.contains(&format!("deleted {id}")), "{text}");
+    }
+    let mut newest = all[2..].to_vec();
+    newest.sort();
+    assert_eq!(archives(&env, "keep2"), newest);
+
+    // A policy that does not exist, or has no retention, is named in the refusal.
+    let out = run(env.holdfast().args(["prune", "nope"]));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("no BackupPolicy named `nope`"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+/// `holdfast <args> -o json`, which must succeed; its output parsed.
+fn json(env: &Env, args: &[&str]) -> Value {
+    let out = run(env.holdfast().args(args).args(["-o", "json"]));
+    assert!(
+        out.status.success(),
+        "{args:?}: {}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{args:?} printed no JSON ({e}): {}", stdout(&out)))
+}
+

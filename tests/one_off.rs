@@ -150,3 +150,201 @@ fn json(env: &Env, args: &[&str]) -> Value {
         .unwrap_or_else(|e| panic!("{args:?} printed no JSON ({e}): {}", stdout(&out)))
 }
 
+#[test]
+fn restore_options_that_would_do_nothing_are_refused() {
+    if !docker_available() {
+        return;
+    }
+    let volume = Volume::new("hfopts");
+    let env = Env::new();
+    policy(&env, "opts", &volume.0, "");
+    backup(&env, "opts", &[]);
+    let id = archives(&env, "opts").pop().unwrap();
+    let recipe = env.dir.path().join("recipe");
+    for (args, says) in [
+        (
+            vec!["--volume", &volume.0, "--replay-dumps"],
+            "--replay-dumps with only --volume",
+        ),
+        (
+            vec![
+                "--volume",
+                &volume.0,
+                "--recipe-to",
+                recipe.to_str().unwrap(),
+            ],
+            "--recipe-to with only --volume",
+        ),
+    ] {
+        let out = run(env.holdfast().args(["restore", "--from", &id]).args(&args));
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {}", stdout(&out));
+        assert!(stderr(&out).contains(says), "{args:?}: {}", stderr(&out));
+    }
+    // Contradictions with --dumps-only are usage errors.
+    for args in [
+        vec!["--dumps-only", "--volume", &volume.0],
+        vec!["--dumps-only", "--mode", "InPlace"],
+        vec!["--dumps-only", "--recipe-to", recipe.to_str().unwrap()],
+    ] {
+        let out = run(env.holdfast().args(["restore", "--from", &id]).args(&args));
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stdout(&out));
+        assert!(
+            stderr(&out).contains("--dumps-only"),
+            "{args:?}: {}",
+            stderr(&out)
+        );
+    }
+    // An archive without dumps has nothing to replay, and says so before anything is
+    // written.
+    let out = run(env
+        .holdfast()
+        .args(["restore", "--from", &id, "--replay-dumps"]));
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    assert!(stdout(&out).contains("holds none"), "{}", stdout(&out));
+    let restored = docker(&[
+        "volume",
+        "ls",
+        "-q",
+        "--filter",
+        &format!("name={}-restored", volume.0),
+    ]);
+    assert!(
+        restored.trim().is_empty(),
+        "a refused restore created {restored}"
+    );
+    assert!(!recipe.exists());
+}
+
+/// A Compose-labelled container running the demo's SQLite app, with its volume.
+struct SqliteApp {
+    project: String,
+}
+
+impl SqliteApp {
+    fn start() -> SqliteApp {
+        let app = SqliteApp {
+            project: format!("hfdumps{}", std::process::id()),
+        };
+        app.remove();
+        docker(&[
+            "run",
+            "-d",
+            "--name",
+            &app.container(),
+            "--label",
+            &format!("com.docker.compose.project={}", app.project),
+            "--label",
+            "com.docker.compose.service=sqlite",
+            "-v",
+            "/usr:/usr:ro",
+            "-v",
+            &format!("{}_data:/data", app.project),
+            "holdfast-test/dbbase:1",
+            "sqlite-app",
+        ]);
+        for _ in 0..120 {
+            let ok = run(std::process::Command::new("docker").args([
+                "exec",
+                &app.container(),
+                "sqlite3",
+                "/data/app.db",
+                "SELECT count(*) FROM items",
+            ]));
+            if ok.status.success() {
+                return app;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(500));
+        }
+        panic!("the sqlite app never came up");
+    }
+
+    fn container(&self) -> String {
+        format!("{}_sqlite_1", self.project)
+    }
+
+    fn rows(&self) -> String {
+        sh_in(
+            &self.container(),
+            "sqlite3 /data/app.db 'SELECT name, qty FROM items ORDER BY id'",
+        )
+    }
+
+    fn remove(&self) {
+        let _ =
+            run(std::process::Command::new("docker").args(["rm", "-f", "-v", &self.container()]));
+        let _ = run(std::process::Command::new("docker").args([
+            "volume",
+            "rm",
+            "-f",
+            &format!("{}_data", self.project),
+        ]));
+    }
+}
+
+impl Drop for SqliteApp {
+    fn drop(&mut self) {
+        self.remove();
+    }
+}
+
+#[test]
+fn dumps_only_replays_the_dumps_and_writes_no_volume() {
+    if !docker_available() {
+        return;
+    }
+    let _guard = docker_lock();
+    let app = SqliteApp::start();
+    let before = app.rows();
+    let env = Env::new();
+    env.spec(
+        "app",
+        &format!(
+            "apiVersion: holdfast.dev/v1alpha1\nkind: BackupPolicy\nmetadata:\n  name: app\nspec:\n  schedule: '@daily'\n  targets: {{stacks: [{}]}}\n  consistency: {{stop: none}}\n  dumps: [{{service: sqlite, engine: sqlite, databases: [/data/app.db]}}]\n",
+            app.project
+        ),
+    );
+    backup(&env, "app", &[]);
+    sh_in(
+        &app.container(),
+        "sqlite3 /data/app.db \"UPDATE items SET qty = 99; DELETE FROM items WHERE name = 'pear';\"",
+    );
+    assert_ne!(app.rows(), before);
+
+    let out =
+        run(env
+            .holdfast()
+            .args(["restore", "--policy", "app", "--dumps-only", "-o", "json"]));
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    let outcome: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        outcome["report"]["volumes"].as_array().unwrap().len(),
+        0,
+        "{outcome:#}"
+    );
+    assert_eq!(
+        outcome["report"]["dumps"].as_array().unwrap().len(),
+        1,
+        "{outcome:#}"
+    );
+    assert_eq!(app.rows(), before);
+    let restored = docker(&[
+        "volume",
+        "ls",
+        "-q",
+        "--filter",
+        &format!("name={}_data-restored", app.project),
+    ]);
+    assert!(
+        restored.trim().is_empty(),
+        "a dumps-only restore created {restored}"
+    );
+
+    // The Restore spec's equivalent is accepted by validation.
+    env.spec(
+        "again",
+        "apiVersion: holdfast.dev/v1alpha1\nkind: Restore\nmetadata:\n  name: again\nspec:\n  from: {policy: app}\n  dumpsOnly: true\n",
+    );
+    let out = run(env.holdfast().arg("validate"));
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+}
+

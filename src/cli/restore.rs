@@ -59,12 +59,19 @@ pub struct RestoreArgs {
     #[arg(long, value_name = "container|stack", default_value = "container", value_parser = parse_stop)]
     stop: StopMode,
 
-    /// Feed the archived database dumps into the running database services.
+    /// Feed the archived database dumps into the running database services, after the
+    /// volumes. Dumps are chosen by stack (--stack), never by --volume.
     #[arg(long)]
     replay_dumps: bool,
 
+    /// Only feed the archived database dumps into the running database services (of every
+    /// stack, or of those --stack names): no volume is written.
+    #[arg(long, conflicts_with_all = ["volumes", "map", "mode", "recipe_to"])]
+    dumps_only: bool,
+
     /// Write the compose files, inspect output and bind-mounted folders into this (new or
-    /// empty) folder, so `docker-compose up -d` there brings the stack back.
+    /// empty) folder, so `docker-compose up -d` there brings the stack back. The recipe is
+    /// chosen by stack (--stack), never by --volume.
     #[arg(long, value_name = "DIR")]
     recipe_to: Option<PathBuf>,
 
@@ -106,6 +113,19 @@ pub fn run(settings: &Settings, args: RestoreArgs) -> anyhow::Result<ExitCode> {
         },
         (None, None) => bail!("name the archive with --from, or a policy with --policy"),
     };
+    // Dumps and the recipe belong to stacks: with volumes alone these would do nothing.
+    if !args.volumes.is_empty() && args.stacks.is_empty() {
+        if args.replay_dumps {
+            bail!(
+                "--replay-dumps with only --volume would replay nothing: dumps are chosen by stack; add --stack for the stacks whose dumps to replay"
+            );
+        }
+        if args.recipe_to.is_some() {
+            bail!(
+                "--recipe-to with only --volume would write nothing: the recipe is chosen by stack; add --stack for the stacks whose recipe to write"
+            );
+        }
+    }
     let mut mapping = BTreeMap::new();
     for (a, b) in &args.map {
         if mapping.insert(a.clone(), b.clone()).is_some() {
@@ -121,6 +141,7 @@ pub fn run(settings: &Settings, args: RestoreArgs) -> anyhow::Result<ExitCode> {
         mapping,
         stop: args.stop,
         replay_dumps: args.replay_dumps,
+        dumps_only: args.dumps_only,
         recipe_to: args.recipe_to.clone(),
     };
     let runtime = super::runtime()?;

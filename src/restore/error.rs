@@ -147,6 +147,14 @@ pub enum RestoreError {
         #[source]
         source: SwapError,
     },
+    #[error(
+        "dumps are to be replayed (--replay-dumps or --dumps-only; replayDumps or dumpsOnly in a spec), but what is chosen of archive {archive} holds none: dumps are chosen by stack (--stack, targets.stacks), never by volume; the archive has dumps of: {stacks}"
+    )]
+    NothingToReplay { archive: String, stacks: String },
+    #[error(
+        "a recipe folder is asked for (--recipe-to, recipeTo), but what is chosen of archive {archive} holds no recipe: the recipe is chosen by stack (--stack, targets.stacks), never by volume; the archive has the recipe of: {stacks}"
+    )]
+    NoRecipe { archive: String, stacks: String },
     #[error("replaying {artifact}: {source}")]
     Replay {
         artifact: String,
@@ -219,6 +227,8 @@ impl RestoreError {
             | RestoreError::NoGoodArchive { .. }
             | RestoreError::NoStack { .. }
             | RestoreError::NoVolume { .. }
+            | RestoreError::NothingToReplay { .. }
+            | RestoreError::NoRecipe { .. }
             | RestoreError::TargetExists { .. }
             | RestoreError::CreatedWhileWaiting { .. }
             | RestoreError::ChecksumWorker(_)
@@ -245,7 +255,9 @@ impl RestoreError {
             | RestoreError::NoGoodArchive { .. }
             | RestoreError::Manifest(VerifyError::NoManifest { .. })
             | RestoreError::NoStack { .. }
-            | RestoreError::NoVolume { .. } => "not_found",
+            | RestoreError::NoVolume { .. }
+            | RestoreError::NothingToReplay { .. }
+            | RestoreError::NoRecipe { .. } => "not_found",
             RestoreError::Unusable { .. } => "archive_unusable",
             RestoreError::Manifest(VerifyError::Parse { .. }) => "corrupt",
             RestoreError::Manifest(VerifyError::NotLocal { .. })

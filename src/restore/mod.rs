@@ -69,6 +69,8 @@ pub struct RestoreRequest {
     /// In place: stop the whole stacks of the containers using the volumes, not only them.
     pub stop: StopMode,
     pub replay_dumps: bool,
+    /// Only replay dumps: no volume is written.
+    pub dumps_only: bool,
     pub recipe_to: Option<PathBuf>,
 }
 
@@ -94,8 +96,16 @@ impl RestoreRequest {
             mapping: spec.volume_mapping.clone(),
             stop: spec.stop,
             replay_dumps: spec.replay_dumps,
+            dumps_only: spec.dumps_only,
             recipe_to: spec.recipe_to.as_ref().map(PathBuf::from),
         })
+    }
+}
+
+impl RestoreRequest {
+    /// Whether dumps are replayed: asked for, or all that is asked for.
+    pub fn replays(&self) -> bool {
+        self.replay_dumps || self.dumps_only
     }
 }
 
@@ -413,7 +423,7 @@ impl Restorer {
         result?;
 
         // 4. Dumps into the running services; the recipe into its folder.
-        if request.replay_dumps {
+        if request.replays() {
             for artifact in &selection.dumps {
                 let container = artifact.source.clone().unwrap_or_default();
                 let file = entry.path.join(&artifact.path);
@@ -474,7 +484,7 @@ impl Restorer {
         if let Some(dir) = &request.recipe_to {
             claims.folder(dir, Access::Exclusive);
         }
-        if request.replay_dumps {
+        if request.replays() {
             for artifact in &selection.dumps {
                 let name = artifact.source.clone().unwrap_or_default();
                 // A container that is gone fails the replay later, with its own message.
@@ -959,8 +969,12 @@ fn select<'a>(
     } else {
         request.stacks.clone()
     };
-    Ok(Selection {
-        volumes,
+    let selection = Selection {
+        volumes: if request.dumps_only {
+            Vec::new()
+        } else {
+            volumes
+        },
         binds: of("bind").into_iter().filter(|a| in_stacks(a)).collect(),
         dumps: of("dump").into_iter().filter(|a| in_stacks(a)).collect(),
         recipe: of("recipe")
@@ -968,7 +982,38 @@ fn select<'a>(
             .filter(|a| in_stacks(a) || recipe_stack(a).is_some_and(|s| stacks.contains(&s)))
             .collect(),
         stacks,
-    })
+    };
+    // An option that would do nothing is refused before anything is touched.
+    let with_dumps = || {
+        list(
+            &of("dump")
+                .iter()
+                .filter_map(|a| a.stack.clone().or_else(|| a.source.clone()))
+                .collect::<std::collections::BTreeSet<_>>()
+                .into_iter()
+                .collect::<Vec<_>>(),
+        )
+    };
+    if request.replays() && selection.dumps.is_empty() {
+        return Err(RestoreError::NothingToReplay {
+            archive: manifest.id.clone(),
+            stacks: with_dumps(),
+        });
+    }
+    if request.recipe_to.is_some() && selection.recipe.is_empty() {
+        return Err(RestoreError::NoRecipe {
+            archive: manifest.id.clone(),
+            stacks: list(
+                &of("recipe")
+                    .iter()
+                    .filter_map(|a| recipe_stack(a))
+                    .collect::<std::collections::BTreeSet<_>>()
+                    .into_iter()
+                    .collect::<Vec<_>>(),
+            ),
+        });
+    }
+    Ok(selection)
 }
 
 fn list(items: &[String]) -> String {

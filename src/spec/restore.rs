@@ -28,10 +28,17 @@ pub struct RestoreSpec {
     /// What to stop while restoring; `InPlace` needs `container` or `stack`.
     #[serde(default)]
     pub stop: StopMode,
-    /// Feed the archived database dumps back into the database services.
+    /// Feed the archived database dumps back into the database services. Dumps are
+    /// chosen by stack: with `targets.volumes` alone there are none to replay.
     #[serde(default)]
     pub replay_dumps: bool,
-    /// Write the archived compose files and inspect output into this host folder.
+    /// Only replay the archived database dumps into the running database services: no
+    /// volume is written. Excludes `targets.volumes`, `volumeMapping`, `mode: InPlace` and
+    /// `recipeTo`.
+    #[serde(default)]
+    pub dumps_only: bool,
+    /// Write the archived compose files and inspect output into this host folder. The
+    /// recipe is chosen by stack: with `targets.volumes` alone there is none to write.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recipe_to: Option<String>,
 }

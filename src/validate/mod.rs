@@ -420,6 +420,62 @@ mod tests {
     }
 
     #[test]
+    fn restore_options_that_would_do_nothing_are_refused() {
+        let restore = |spec: &str| {
+            format!(
+                "kind: Restore\nmetadata: {{name: r}}\nspec: {{from: {{archive: x}}, {spec}}}\n"
+            )
+        };
+        for (spec, field, says) in [
+            (
+                "targets: {volumes: [v]}, replayDumps: true",
+                "spec.replayDumps",
+                "nothing would be replayed",
+            ),
+            (
+                "targets: {volumes: [v]}, recipeTo: /srv/r",
+                "spec.recipeTo",
+                "nothing would be written",
+            ),
+            (
+                "dumpsOnly: true, targets: {volumes: [v]}",
+                "spec.dumpsOnly",
+                "targets.volumes would do nothing",
+            ),
+            (
+                "dumpsOnly: true, volumeMapping: {a: bb}",
+                "spec.dumpsOnly",
+                "volumeMapping would do nothing",
+            ),
+            (
+                "dumpsOnly: true, mode: InPlace, stop: stack",
+                "spec.dumpsOnly",
+                "mode: InPlace would do nothing",
+            ),
+            (
+                "dumpsOnly: true, recipeTo: /srv/r",
+                "spec.dumpsOnly",
+                "recipeTo would do nothing",
+            ),
+        ] {
+            let errors = messages(&check(&[("r.yaml", &restore(spec))]));
+            assert_eq!(errors.len(), 1, "{spec}: {errors:#?}");
+            assert!(
+                errors[0].contains(field) && errors[0].contains(says),
+                "{spec}: {errors:#?}"
+            );
+        }
+        for fine in [
+            "targets: {stacks: [s], volumes: [v]}, replayDumps: true, recipeTo: /srv/r",
+            "dumpsOnly: true, targets: {stacks: [s]}",
+            "dumpsOnly: true",
+        ] {
+            let errors = messages(&check(&[("r.yaml", &restore(fine))]));
+            assert!(errors.is_empty(), "{fine}: {errors:#?}");
+        }
+    }
+
+    #[test]
     fn secrets_never_appear_in_errors() {
         let text = "kind: BackupPolicy\nmetadata: {name: p}\nspec:\n  schedule: '@daily'\n  targets: {stacks: [s]}\n  dumps: [{service: db, engine: postgres, password: {value: hunter2, fromEnv: PW}}]\n";
         let errors = messages(&check(&[("p.yaml", text)]));

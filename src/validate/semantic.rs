@@ -199,6 +199,7 @@ fn check_restore(restore: &Restore, problems: &mut Problems) {
             Some("set `stop: stack` (or `container`), or use mode NewVolumes".into()),
         );
     }
+    check_restore_options(spec, problems);
     if let Some(dir) = &spec.recipe_to {
         if !dir.starts_with('/') {
             problems.add(
@@ -214,6 +215,45 @@ fn check_restore(restore: &Restore, problems: &mut Problems) {
                 format!("`{to_name}` is not a valid Docker volume name"),
             );
         }
+    }
+}
+
+/// Options that would do nothing together are refused: an option does what it says.
+fn check_restore_options(spec: &crate::spec::restore::RestoreSpec, problems: &mut Problems) {
+    let at = |field: &str| self::spec().key(field);
+    if spec.dumps_only {
+        let writes_volumes = [
+            (!spec.targets.volumes.is_empty(), "targets.volumes"),
+            (!spec.volume_mapping.is_empty(), "volumeMapping"),
+            (spec.mode == RestoreMode::InPlace, "mode: InPlace"),
+            (spec.recipe_to.is_some(), "recipeTo"),
+        ];
+        for (set, name) in writes_volumes {
+            if set {
+                problems.add_hinted(
+                    at("dumpsOnly"),
+                    format!("dumpsOnly only replays dumps, so {name} would do nothing"),
+                    Some(format!(
+                        "leave out {name}, or use replayDumps instead of dumpsOnly to restore the volumes too"
+                    )),
+                );
+            }
+        }
+    }
+    let volumes_only = !spec.targets.volumes.is_empty() && spec.targets.stacks.is_empty();
+    if volumes_only && spec.replay_dumps {
+        problems.add_hinted(
+            at("replayDumps"),
+            "dumps are chosen by stack, and targets.volumes alone chooses none: nothing would be replayed",
+            Some("add the stacks whose dumps to replay to targets.stacks".into()),
+        );
+    }
+    if volumes_only && spec.recipe_to.is_some() {
+        problems.add_hinted(
+            at("recipeTo"),
+            "the recipe is chosen by stack, and targets.volumes alone chooses none: nothing would be written",
+            Some("add the stacks whose recipe to write to targets.stacks".into()),
+        );
     }
 }
 

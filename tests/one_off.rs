@@ -150,6 +150,119 @@ fn json(env: &Env, args: &[&str]) -> Value {
         .unwrap_or_else(|e| panic!("{args:?} printed no JSON ({e}): {}", stdout(&out)))
 }
 
+/// Removes a volume when dropped.
+struct VolumeName(String);
+
+impl Drop for VolumeName {
+    fn drop(&mut self) {
+        let _ = run(std::process::Command::new("docker").args(["volume", "rm", "-f", &self.0]));
+    }
+}
+
+#[test]
+fn restores_are_no_archives_and_every_kind_lists_like_kubectl() {
+    if !docker_available() {
+        return;
+    }
+    let volume = Volume::new("hfget");
+    let copy = VolumeName(format!("hfgetcopy{}", std::process::id()));
+    let env = Env::new();
+    policy(&env, "listed", &volume.0, "  retention: {keepLast: 5}\n");
+    backup(&env, "listed", &[]);
+    let id = archives(&env, "listed").pop().unwrap();
+    let out = run(env
+        .holdfast()
+        .args(["restore", "--from", &id, "--map"])
+        .arg(format!("{}={}", volume.0, copy.0)));
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+
+    // The archive was lost behind holdfast's back: it is Missing, and the restore that
+    // read it is still no archive.
+    fs::remove_dir_all(host_dir(&env.repository).join("listed").join(&id)).unwrap();
+    let listed = json(&env, &["get", "archives"]);
+    let rows = listed.as_array().unwrap();
+    assert_eq!(rows.len(), 1, "{listed:#}");
+    assert_eq!(rows[0]["id"], id.as_str());
+    assert_eq!(rows[0]["group"], "listed");
+    let table = stdout(&run(env.holdfast().args(["get", "archives"])));
+    assert!(!table.contains("restore"), "{table}");
+
+    backup(&env, "listed", &[]);
+    // Policies: schedule, last run, phase, next run, archives.
+    let policies = json(&env, &["get", "policies"]);
+    assert_eq!(policies[0]["name"], "listed", "{policies:#}");
+    assert_eq!(policies[0]["schedule"], "@daily");
+    assert_eq!(policies[0]["lastRun"]["phase"], "Succeeded");
+    assert_eq!(policies[0]["archives"], 1);
+    assert!(policies[0]["nextScheduleTime"].is_string(), "{policies:#}");
+    let table = stdout(&run(env.holdfast().args(["get", "policies"])));
+    let mut lines = table.lines();
+    let header: Vec<&str> = lines
+        .next()
+        .unwrap()
+        .split("   ")
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+        .collect();
+    assert_eq!(
+        header,
+        [
+            "NAME", "SCHEDULE", "SUSPEND", "LAST RUN", "PHASE", "NEXT", "ARCHIVES", "AGE"
+        ]
+    );
+    let row = lines.next().unwrap();
+    assert!(
+        row.starts_with("listed ")
+            && row.contains("@daily")
+            && row.contains("Succeeded")
+            && row.contains(" in "),
+        "{table}"
+    );
+    let wide = stdout(&run(env.holdfast().args(["get", "policies", "-o", "wide"])));
+    assert!(
+        wide.contains("RETENTION") && wide.contains("last 5") && wide.contains("listed.yaml"),
+        "{wide}"
+    );
+    let yaml = stdout(&run(env.holdfast().args(["get", "policies", "-o", "yaml"])));
+    assert!(yaml.contains("name: listed"), "{yaml}");
+
+    // Runs: every run, newest first; --policy narrows.
+    let runs = json(&env, &["get", "runs"]);
+    let kinds: Vec<&str> = runs
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        ["BackupPolicy", "Restore", "BackupPolicy"],
+        "{runs:#}"
+    );
+    let runs = json(&env, &["get", "runs", "--policy", "listed"]);
+    assert_eq!(runs.as_array().unwrap().len(), 2, "{runs:#}");
+    let table = stdout(&run(env.holdfast().args(["get", "runs", "-o", "wide"])));
+    assert!(
+        table.starts_with("NAME") && table.contains("DOWNTIME") && table.contains("Restore"),
+        "{table}"
+    );
+
+    // Restores: the command line's, with what it put back.
+    let restores = json(&env, &["get", "restores"]);
+    let rows = restores.as_array().unwrap();
+    assert_eq!(rows.len(), 1, "{restores:#}");
+    assert_eq!(rows[0]["from"], id.as_str());
+    assert_eq!(rows[0]["phase"], "Succeeded");
+    assert_eq!(rows[0]["restored"]["volumes"][0]["into"], copy.0.as_str());
+    let table = stdout(&run(env.holdfast().args(["get", "restores"])));
+    assert!(table.starts_with("NAME") && table.contains(&id), "{table}");
+
+    // A flag that does not apply is refused, naming it.
+    let out = run(env.holdfast().args(["get", "policies", "--orphaned"]));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("--orphaned"), "{}", stderr(&out));
+}
+
 #[test]
 fn restore_options_that_would_do_nothing_are_refused() {
     if !docker_available() {

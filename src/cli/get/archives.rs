@@ -1,0 +1,83 @@
+use std::io::Write;
+use std::process::ExitCode;
+
+use super::{Format, GetArgs};
+use crate::repo::catalog::{self, Entry};
+use crate::settings::Settings;
+use crate::spec::Resource;
+
+pub fn run(settings: &Settings, args: &GetArgs) -> anyhow::Result<ExitCode> {
+    let report = crate::cli::specs::load(settings);
+    let known: Vec<String> = report
+        .files
+        .iter()
+        .flat_map(|f| f.objects.iter())
+        .filter(|o| !matches!(o.resource, Some(Resource::Restore(_))))
+        .filter_map(|o| o.name.clone())
+        .collect();
+    let mut all = catalog::scan(&crate::cli::repository(settings))?;
+    let catalog = catalog::Catalog::from_entries(all.clone());
+    // With a state folder, the run history joins in: adopted archives, and Missing ones.
+    if settings.state.join("holdfast.db").exists() {
+        let state = crate::state::StateDb::open(&settings.state)?;
+        all.extend(catalog::reconcile_history(&state, &all)?);
+    }
+    let entries: Vec<Entry> = all
+        .into_iter()
+        .filter(|e| args.policy.as_ref().is_none_or(|p| &e.group == p))
+        .filter(|e| !args.orphaned || !known.contains(&e.group))
+        .collect();
+    // Why each archive is kept (or would go), for groups whose policy has retention.
+    let mut kept_by: std::collections::BTreeMap<String, String> = Default::default();
+    for (_, decisions) in
+        crate::repo::prune::decide_all(&catalog, report.valid_objects(), chrono::Utc::now())
+    {
+        for d in decisions {
+            let text = if d.keep {
+                d.reasons.join(", ")
+            } else {
+                format!("forget next: {}", d.reasons.join(", "))
+            };
+            kept_by.insert(d.id, text);
+        }
+    }
+    super::print(
+        args.output,
+        &entries,
+        &["ID", "POLICY", "TIME", "SIZE", "HEALTH", "KEPT BY", "NOTE"],
+        &["KIND", "HOST", "PHASE", "VERIFIED"],
+        |e| {
+            (
+                vec![
+                    e.id.clone(),
+                    e.policy.clone().unwrap_or_else(|| e.group.clone()),
+                    e.time.format("%Y-%m-%d %H:%M:%SZ").to_string(),
+                    crate::cli::plan::human_bytes(e.bytes),
+                    format!("{:?}", e.health),
+                    kept_by.get(&e.id).cloned().unwrap_or_default(),
+                    if known.contains(&e.group) {
+                        String::new()
+                    } else {
+                        "orphaned".into()
+                    },
+                ],
+                vec![
+                    super::or_dash(e.kind.clone()),
+                    super::or_dash(Some(e.host.clone())),
+                    super::or_dash(e.phase.map(|p| format!("{p:?}"))),
+                    super::or_dash(
+                        e.verified
+                            .map(|t| t.format("%Y-%m-%d %H:%M:%SZ").to_string()),
+                    ),
+                ],
+            )
+        },
+    )?;
+    if matches!(args.output, Format::Table | Format::Wide) {
+        let mut out = std::io::stdout().lock();
+        for e in entries.iter().filter(|e| !e.problems.is_empty()) {
+            writeln!(out, "{}: {}", e.id, e.problems.join("; "))?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -63,6 +63,18 @@ pub struct Settings {
     #[arg(long, global = true, env = "HOLDFAST_ARCHIVE_VIA", value_enum, default_value_t = ArchiveVia::Auto)]
     pub archive_via: ArchiveVia,
 
+    /// How many runs of each object to keep in the run history, with their log files
+    /// (`<state>/logs/<run id>.log`); older ones are forgotten after each run. The runs whose
+    /// archives still exist are always kept. 0 keeps every run.
+    #[arg(
+        long,
+        global = true,
+        env = "HOLDFAST_HISTORY_LIMIT",
+        default_value_t = 50,
+        value_name = "N"
+    )]
+    pub history_limit: usize,
+
     /// Log format: human-readable text, or one JSON object per line.
     #[arg(long, global = true, env = "HOLDFAST_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,

@@ -461,3 +461,52 @@ fn dumps_only_replays_the_dumps_and_writes_no_volume() {
     assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
 }
 
+#[test]
+fn run_history_and_logs_are_bounded_and_keep_the_runs_of_existing_archives() {
+    if !docker_available() {
+        return;
+    }
+    let volume = Volume::new("hfhist");
+    let env = Env::new();
+    policy(&env, "hist", &volume.0, "  retention: {keepLast: 2}\n");
+    for _ in 0..5 {
+        backup(&env, "hist", &["--history-limit", "3"]);
+    }
+    // Dry runs write no archive: they count against the limit alone.
+    for _ in 0..3 {
+        backup(&env, "hist", &["--dry-run", "--history-limit", "3"]);
+    }
+    // The three newest runs (the dry runs), and the runs of the two archives retention
+    // kept; the other five are forgotten with their logs.
+    let runs = json(&env, &["get", "runs"]);
+    let runs = runs.as_array().unwrap();
+    assert_eq!(runs.len(), 5, "{runs:#?}");
+    assert!(runs[..3].iter().all(|r| r["dryRun"] == true), "{runs:#?}");
+    let kept = archives(&env, "hist");
+    assert_eq!(kept.len(), 2);
+    for id in &kept {
+        assert!(
+            runs.iter().any(|r| r["archiveId"] == id.as_str()),
+            "no run of {id} in {runs:#?}"
+        );
+    }
+    let mut logs: Vec<String> = fs::read_dir(env.state.join("logs"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    logs.sort();
+    let mut expected: Vec<String> = runs
+        .iter()
+        .map(|r| format!("{}.log", r["id"].as_str().unwrap()))
+        .collect();
+    expected.sort();
+    assert_eq!(logs, expected);
+    // The environment variable sets it too; 0 keeps every run.
+    let out = run(env
+        .holdfast()
+        .args(["backup", "hist", "--dry-run"])
+        .env("HOLDFAST_HISTORY_LIMIT", "0"));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let runs = json(&env, &["get", "runs"]);
+    assert_eq!(runs.as_array().unwrap().len(), 6, "{runs:#}");
+}

@@ -88,6 +88,7 @@ pub fn run(settings: &Settings, args: BackupArgs) -> anyhow::Result<ExitCode> {
             }
             _ => None,
         };
+        super::prune_history(settings, &executor.state());
         anyhow::Ok((outcome, pruned))
     });
     // A cancelled run's archive threads may still be busy; what they leave is a

@@ -169,6 +169,15 @@ async fn recover_after_crash(
     Ok(())
 }
 
+/// Forgets the runs, and their log files, beyond each object's `--history-limit`, as the
+/// daemon does after each run. Call it with the state folder's lock held.
+fn prune_history(settings: &Settings, state: &crate::state::StateDb) {
+    let logs = settings.state.join("logs");
+    if let Err(e) = crate::state::history::prune(state, &logs, settings.history_limit) {
+        eprintln!("warning: pruning the run history: {e}");
+    }
+}
+
 /// Replays a leftover stop journal unless another holdfast process holds the run lock
 /// (then the journal is that process's own business).
 async fn replay_if_free(settings: &Settings, executor: &crate::executor::Executor) {

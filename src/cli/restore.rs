@@ -163,7 +163,9 @@ pub fn run(settings: &Settings, args: RestoreArgs) -> anyhow::Result<ExitCode> {
         // Cancelled, an extraction stops at its next buffer and never swaps the volume.
         let progress = Arc::new(Cancellable::new(Arc::new(crate::progress::Silent)));
         let work = restorer.run(&request, progress.clone());
-        super::unless_interrupted(work, &mut signals, &progress, &executor).await
+        let outcome = super::unless_interrupted(work, &mut signals, &progress, &executor).await?;
+        super::prune_history(settings, &executor.state());
+        anyhow::Ok(outcome)
     });
     // A cancelled extraction may still be finishing its buffer on a blocking thread.
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));

@@ -80,6 +80,8 @@ pub fn run(settings: &Settings, args: RunArgs) -> anyhow::Result<ExitCode> {
             max_concurrent: args.max_concurrent_runs.max(1),
             shutdown_timeout: args.shutdown_timeout.as_duration(),
             resync: args.resync.as_duration().max(Duration::from_secs(1)),
+            logs: settings.state.join("logs"),
+            history_limit: settings.history_limit,
         };
         let hub = Arc::new(crate::hub::Hub::new());
         let listener = crate::api::bind(settings.listen).await?;

@@ -69,6 +69,10 @@ pub struct Options {
     pub shutdown_timeout: Duration,
     /// The safety-net full reload, in case a file event was missed.
     pub resync: Duration,
+    /// The run log files' folder, and how many runs of each object the history keeps
+    /// (0: all). Pruned after each run.
+    pub logs: PathBuf,
+    pub history_limit: usize,
 }
 
 /// The first and the longest delay before a pass that could not read the state database
@@ -545,6 +549,31 @@ impl Controller {
                 .await;
         }
         self.housekeeping.refresh_archives(&key.name).await;
+        self.prune_history().await;
+    }
+
+    /// Forgets the runs, and their logs, beyond each object's history limit; off the loop,
+    /// as deleting files is slow IO.
+    async fn prune_history(&self) {
+        let (state, logs, limit) = (
+            self.state.clone(),
+            self.options.logs.clone(),
+            self.options.history_limit,
+        );
+        let pruned =
+            tokio::task::spawn_blocking(move || crate::state::history::prune(&state, &logs, limit))
+                .await;
+        match pruned {
+            Ok(Ok(forgotten)) if !forgotten.is_empty() => {
+                info!(
+                    runs = forgotten.len(),
+                    limit, "forgot runs beyond the history limit"
+                )
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => error!("pruning the run history: {e}"),
+            Err(e) => error!("pruning the run history: {e}"),
+        }
     }
 
     /// Starts nothing new, gives running runs `shutdown_timeout` to end, then cancels them

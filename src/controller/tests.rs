@@ -192,6 +192,8 @@ fn start_in(dir: tempfile::TempDir, setup: Setup) -> Loop {
         max_concurrent: 1,
         shutdown_timeout: setup.shutdown_timeout,
         resync: Duration::from_secs(60),
+        logs: state_dir.join("logs"),
+        history_limit: 0,
     };
     let controller = Controller::new(
         options,

@@ -4,6 +4,7 @@
 //! disk before the container it names is stopped, or a crash could leave a stack down with
 //! nobody knowing it was ours to restart.
 
+pub mod history;
 pub mod lock;
 
 use std::path::{Path, PathBuf};
@@ -722,6 +723,30 @@ impl StateDb {
             )
             .optional()
             .map_err(query("reading a run"))
+    }
+
+    /// Every run recorded, for pruning the history.
+    pub fn all_runs(&self) -> Result<Vec<RunRecord>, StateError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(RUN_COLUMNS).map_err(query("listing runs"))?;
+        let rows = stmt
+            .query_map([], row_to_run)
+            .map_err(query("listing runs"))?;
+        rows.collect::<Result<_, _>>()
+            .map_err(query("listing runs"))
+    }
+
+    /// Forgets these runs, and what the restores among them put back, in one transaction.
+    pub fn delete_runs(&self, ids: &[String]) -> Result<(), StateError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(query("forgetting runs"))?;
+        for id in ids {
+            tx.execute("DELETE FROM runs WHERE id = ?1", params![id])
+                .map_err(query("forgetting runs"))?;
+            tx.execute("DELETE FROM restores WHERE run_id = ?1", params![id])
+                .map_err(query("forgetting runs"))?;
+        }
+        tx.commit().map_err(query("forgetting runs"))
     }
 
     /// The newest runs first.

@@ -48,7 +48,7 @@ pub enum Command {
     Backup(backup::BackupArgs),
     /// The daemon: watch the specs, run backups on schedule, write status files.
     Run(run::RunArgs),
-    /// List what holdfast knows: `get archives`.
+    /// List what holdfast knows: `get archives`, `get policies`, `get runs`, `get restores`.
     Get(get::GetArgs),
     /// Apply the policies' retention now, as the daemon does after each successful run.
     Prune(prune::PruneArgs),

@@ -27,7 +27,7 @@ use crate::spec::common::Phase;
 
 pub use file::{HEADER, Home, remove, render, status_path, write_if_changed};
 pub use generation::generation;
-pub use redact::{REDACTED, is_secret_key, redact};
+pub use redact::{REDACTED, is_secret_key, redact, redact_with};
 pub use state::{ObjectState, apply_state};
 
 /// The condition every object carries: whether its last outcome is what was asked for.

@@ -255,6 +255,7 @@ fn scalar_edit(
 ) -> Edit {
     match style {
         ScalarStyle::Literal | ScalarStyle::Folded => {
+            let previous_end = previous_end.min(start);
             let header = text[previous_end..start]
                 .find(['|', '>'])
                 .map_or(start, |at| previous_end + at);

@@ -412,4 +412,35 @@ secrets:
         assert!(!text.contains("hunter2") && !text.contains("t0k"), "{text}");
         assert!(text.contains("PGDATA=/data"));
     }
+
+    /// Cut anywhere, or with a line missing, a file is still redacted without a panic:
+    /// recipes are read from whatever the stack's folder holds.
+    #[test]
+    fn any_cut_of_a_file_is_redacted_without_panicking() {
+        let samples = [
+            "services:\n  db:\n    environment:\n      DB_PASSWORD: >-\n        a\n        b\n      X: &x 'q'\n      API_TOKEN: *x\n    command: [\"a\", \"--requirepass\", \"p\"]\n    labels: {u: \"https://u:p@h/\"}\n    healthcheck:\n      test: |\n        mysql -pX\n",
+            "export A_KEY='x'\nB=\"multi\nline\" # c\nC=postgres://u:p@h/d\nD=--password \"a b\"\n#E=1\n",
+            "a: \"unterminated\n- - [\n!!str &a |\n  é\u{0}\n",
+        ];
+        for text in samples {
+            let cuts = text.char_indices().map(|(at, _)| at).chain([text.len()]);
+            for at in cuts {
+                let cut = &text[..at];
+                let _ = redact_compose(cut);
+                let _ = redact_dotenv(cut);
+                let _ = crate::status::redact_with(cut, REDACTED);
+            }
+            let lines: Vec<&str> = text.split_inclusive('\n').collect();
+            for skip in 0..lines.len() {
+                let text: String = lines
+                    .iter()
+                    .enumerate()
+                    .filter(|&(i, _)| i != skip)
+                    .map(|(_, l)| *l)
+                    .collect();
+                let _ = redact_compose(&text);
+                let _ = redact_dotenv(&text);
+            }
+        }
+    }
 }

@@ -68,6 +68,7 @@ fn run_record(id: &str, name: &str, minute: u32, phase: Phase) -> RunRecord {
         downtime_seconds: 0.0,
         error: None,
         dry_run: false,
+        warnings: Vec::new(),
     }
 }
 

@@ -310,6 +310,7 @@ impl View<'_> {
             downtime_seconds: Some(r.downtime_seconds),
             archive_id: r.archive_id.clone(),
             message: r.error.clone(),
+            warnings: r.warnings.clone(),
         });
         let suspended = matches!(resource, Resource::BackupPolicy(p) if p.spec.suspend);
         if let Some(run) = self.running.get(&key) {

@@ -72,6 +72,9 @@ pub struct Stack {
     pub name: String,
     /// The folder Compose ran in, where the compose files are.
     pub working_dir: Option<String>,
+    /// The compose files, as Compose recorded them, joined to `working_dir` when relative
+    /// (Compose v1 records `docker-compose.yml` when run without `-f`). A path still
+    /// relative had no folder to be joined to; it is never read from holdfast's own folder.
     pub config_files: Vec<String>,
     /// Containers by service name, each list sorted by container name.
     pub services: BTreeMap<String, Vec<ContainerInfo>>,
@@ -117,10 +120,12 @@ pub fn group_stacks(containers: Vec<ContainerInfo>) -> Vec<Stack> {
         }
         if stack.config_files.is_empty() {
             if let Some(files) = container.labels.get(CONFIG_FILES_LABEL) {
+                let dir = container.labels.get(WORKING_DIR_LABEL);
                 stack.config_files = files
                     .split(',')
-                    .map(str::to_string)
+                    .map(str::trim)
                     .filter(|f| !f.is_empty())
+                    .map(|f| compose_file_path(dir.map(String::as_str), f))
                     .collect();
             }
         }
@@ -134,6 +139,18 @@ pub fn group_stacks(containers: Vec<ContainerInfo>) -> Vec<Stack> {
         }
     }
     stacks
+}
+
+/// A compose file's path as Compose recorded it, joined to the project's folder when it is
+/// relative: Compose resolved it there, not where holdfast runs.
+fn compose_file_path(working_dir: Option<&str>, file: &str) -> String {
+    match working_dir {
+        Some(dir) if !std::path::Path::new(file).is_absolute() => std::path::Path::new(dir)
+            .join(file)
+            .to_string_lossy()
+            .into_owned(),
+        _ => file.to_string(),
+    }
 }
 
 #[cfg(test)]
@@ -194,5 +211,28 @@ mod tests {
             .collect();
         assert_eq!(web, ["app-web-1", "app-web-2"]);
         assert_eq!(app.volume_names(), ["app_data", "app_db"]);
+    }
+
+    #[test]
+    fn relative_compose_files_are_joined_to_the_project_folder() {
+        let mut c = container("usual-web-1", Some("usual"), "web", vec![]);
+        c.labels.insert(
+            CONFIG_FILES_LABEL.to_string(),
+            "docker-compose.yml,./override.yml, /etc/shared.yml".to_string(),
+        );
+        let stacks = group_stacks(vec![c]);
+        assert_eq!(
+            stacks[0].config_files,
+            [
+                "/srv/usual/docker-compose.yml",
+                "/srv/usual/./override.yml",
+                "/etc/shared.yml"
+            ]
+        );
+        // Without a folder a relative path stays relative: it is never read from here.
+        assert_eq!(
+            compose_file_path(None, "docker-compose.yml"),
+            "docker-compose.yml"
+        );
     }
 }

@@ -2,7 +2,8 @@
 //! container so the dump is consistent while the database keeps serving.
 //!
 //! Passwords travel as environment variables of the exec (`PGPASSWORD`, `MYSQL_PWD`,
-//! `REDISCLI_AUTH`), never on a command line that `ps` would show or a log would print.
+//! `REDISCLI_AUTH`; MongoDB's tools read none, so theirs goes from a variable into a
+//! private config file), never on a command line that `ps` would show or a log would print.
 //!
 //! SQL dumps are written so that replaying them into the running server they came from
 //! puts the archived rows back exactly: every object is dropped and recreated, and
@@ -85,7 +86,17 @@ one)
 esac
 "#;
 
-const MONGO_DUMP: &str = "exec mongodump --archive --quiet ${HF_USER:+--username \"$HF_USER\" --authenticationDatabase admin} ${HOLDFAST_MONGO_PASSWORD:+--password \"$HOLDFAST_MONGO_PASSWORD\"} \"$@\"";
+/// `mongodump` reads no password variable, and `--password x` would show on its command
+/// line: the password goes into a config file (`--config`, YAML) made with `mktemp` (mode
+/// 0600) inside the container and removed when the dump ends.
+const MONGO_DUMP: &str = r#"c=
+if [ -n "${HOLDFAST_MONGO_PASSWORD:-}" ]; then
+	c=$(mktemp) || exit 1
+	trap 'rm -f "$c"' EXIT INT TERM
+	printf "password: '%s'\n" "$(printf '%s' "$HOLDFAST_MONGO_PASSWORD" | sed "s/'/''/g")" > "$c" || exit 1
+fi
+mongodump --archive --quiet ${HF_USER:+--username "$HF_USER" --authenticationDatabase admin} ${c:+"--config=$c"} "$@"
+"#;
 
 fn strings(items: &[&str]) -> Vec<String> {
     items.iter().map(|s| s.to_string()).collect()
@@ -237,7 +248,7 @@ pub fn commands(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::spec::common::AllDatabases;
 
@@ -383,6 +394,98 @@ esac"#,
         let failed = run_pg_dump(&["all"], true);
         assert!(!failed.status.success());
         assert!(String::from_utf8_lossy(&failed.stderr).contains("auth failed"));
+    }
+
+    /// Runs a MongoDB script against a stand-in for the tool that records how it was
+    /// called: its arguments, its own command line as `ps` shows it, and the mode and
+    /// content of any `--config` file. Returns that record and the config files' paths.
+    pub(crate) fn run_fake_mongo_tool(
+        tool: &str,
+        script: &str,
+        args: &[String],
+        env: &[(&str, &str)],
+    ) -> String {
+        use std::os::unix::fs::PermissionsExt;
+        let bin = tempfile::tempdir().unwrap();
+        let path = bin.path().join(tool);
+        std::fs::write(
+            &path,
+            "#!/bin/sh\nprintf 'arg %s\\n' \"$@\"\nprintf 'cmdline %s\\n' \"$(tr '\\0' ' ' < /proc/$$/cmdline)\"\nfor a; do case $a in --config=*) f=${a#--config=}; printf 'mode %s\\n' \"$(stat -c %a \"$f\")\"; sed 's/^/config /' \"$f\"; printf 'file %s\\n' \"$f\";; esac; done\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let search = format!(
+            "{}:{}",
+            bin.path().display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        let out = std::process::Command::new("sh")
+            .args(["-c", script, "sh"])
+            .args(args)
+            .env("PATH", search)
+            .envs(env.iter().copied())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// What a MongoDB tool was given: the password must be in a private config file that
+    /// is gone afterwards, and on no command line.
+    pub(crate) fn assert_password_only_in_config(record: &str, password: &str) {
+        for line in record.lines() {
+            if line.starts_with("arg ") || line.starts_with("cmdline ") {
+                assert!(
+                    !line.contains(password),
+                    "on a command line: {line}\n{record}"
+                );
+            }
+        }
+        assert!(record.contains("mode 600\n"), "{record}");
+        let config: Vec<&str> = record
+            .lines()
+            .filter_map(|l| l.strip_prefix("config "))
+            .collect();
+        let yaml: serde_yaml_ng::Value = serde_yaml_ng::from_str(&config.join("\n")).unwrap();
+        assert_eq!(yaml["password"].as_str(), Some(password), "{record}");
+        let file = record
+            .lines()
+            .find_map(|l| l.strip_prefix("file "))
+            .expect(record);
+        assert!(
+            !std::path::Path::new(file).exists(),
+            "{file} was left behind"
+        );
+    }
+
+    #[test]
+    fn mongo_password_reaches_mongodump_only_through_a_config_file() {
+        let c = &commands(
+            "mongo",
+            Engine::Mongo,
+            &Databases::Named(vec!["app".into()]),
+            Some("root"),
+            Some("it's \"s3cret\" $x"),
+        )[0];
+        assert!(
+            !c.command.iter().any(|a| a.contains("s3cret")),
+            "{:?}",
+            c.command
+        );
+        let env: Vec<(&str, &str)> = c.env.iter().filter_map(|kv| kv.split_once('=')).collect();
+        assert_eq!(&c.command[..2], ["sh", "-c"]);
+        let record = run_fake_mongo_tool("mongodump", &c.command[2], &c.command[4..], &env);
+        assert_password_only_in_config(&record, "it's \"s3cret\" $x");
+        assert!(record.contains("arg --archive\n"), "{record}");
+        assert!(record.contains("arg --username\narg root\n"), "{record}");
+        assert!(record.contains("arg --db\narg app\n"), "{record}");
+        // Without a password there is no config file.
+        let record = run_fake_mongo_tool("mongodump", MONGO_DUMP, &[], &[]);
+        assert!(!record.contains("--config"), "{record}");
     }
 
     #[test]

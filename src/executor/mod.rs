@@ -20,7 +20,7 @@ use std::time::Instant;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use tracing::{Instrument, error, info, info_span};
+use tracing::{Instrument, error, info, info_span, warn};
 
 use crate::docker::engine::{DockerError, Engine};
 use crate::fault;
@@ -251,6 +251,7 @@ impl Executor {
             downtime_seconds: 0.0,
             error: None,
             dry_run: request.dry_run,
+            warnings: Vec::new(),
         };
         let mut run = Progressing::default();
         if let Err(e) = self.state.insert_run(&record) {
@@ -338,6 +339,11 @@ impl Executor {
         record.bytes = bytes;
         record.downtime_seconds = run.downtime.values().sum();
         record.error = (!errors.is_empty()).then(|| errors.join("; "));
+        record.warnings = run.warnings.clone();
+        // Inside the run's span: each warning goes to the run log as well.
+        for warning in &run.warnings {
+            warn!("{warning}");
+        }
         if let Err(e) = self.state.finish_run(&record) {
             error!("recording the end of the run: {e}");
         }

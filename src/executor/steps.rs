@@ -720,30 +720,62 @@ impl Executor {
             .iter()
             .filter(|s| plan.stacks.contains(&s.name))
         {
-            let mut files: Vec<String> = stack.config_files.clone();
-            if let Some(dir) = &stack.working_dir {
-                files.push(format!("{dir}/.env"));
+            if stack.config_files.is_empty() {
+                run.warnings.push(format!(
+                    "recipe of {}: Compose recorded no compose file for it (label {}), so the recipe has none",
+                    stack.name,
+                    crate::docker::CONFIG_FILES_LABEL
+                ));
             }
-            for file in files {
-                let Ok(text) = std::fs::read_to_string(&file) else {
-                    if !file.ends_with("/.env") {
+            for file in &stack.config_files {
+                if !Path::new(file).is_absolute() {
+                    run.warnings.push(format!(
+                        "recipe of {}: its compose file {file} is a relative path and Compose recorded no project folder (label {}), so the recipe does not have it",
+                        stack.name,
+                        crate::docker::WORKING_DIR_LABEL
+                    ));
+                    continue;
+                }
+                let text = match std::fs::read_to_string(file) {
+                    Ok(text) => text,
+                    Err(e) => {
                         run.warnings.push(format!(
-                            "recipe of {}: {file} is not readable from here",
+                            "recipe of {}: its compose file {file} could not be read ({e}), so the recipe does not have it; holdfast must see the stack's folder at the same path",
                             stack.name
                         ));
+                        continue;
                     }
-                    continue;
                 };
-                let name = Path::new(&file)
+                let name = Path::new(file)
                     .file_name()
                     .map(|n| n.to_string_lossy().into_owned())
                     .unwrap_or_default();
-                let redacted = recipe::redact_text(&text);
+                let redacted = recipe::redact_compose(&text);
                 run.artifacts.push(recipe::write_file(
                     root,
                     &format!("recipe/{}/{name}", stack.name),
                     redacted.as_bytes(),
                 )?);
+            }
+            if let Some(dir) = &stack.working_dir {
+                let file = Path::new(dir).join(".env");
+                match std::fs::read_to_string(&file) {
+                    Ok(text) => {
+                        let redacted = recipe::redact_dotenv(&text);
+                        run.artifacts.push(recipe::write_file(
+                            root,
+                            &format!("recipe/{}/.env", stack.name),
+                            redacted.as_bytes(),
+                        )?);
+                    }
+                    // Most projects have none.
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => run.warnings.push(format!(
+                        "recipe of {}: {} could not be read ({e}), so the recipe does not have it",
+                        stack.name,
+                        file.display()
+                    )),
+                }
             }
             let images: BTreeMap<&str, &str> = stack
                 .containers()

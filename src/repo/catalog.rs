@@ -303,6 +303,7 @@ pub fn reconcile_history(
             downtime_seconds: 0.0,
             error: (!entry.problems.is_empty()).then(|| entry.problems.join("; ")),
             dry_run: false,
+            warnings: Vec::new(),
         })?;
     }
     Ok(missing_from(recorded, entries))
@@ -395,6 +396,7 @@ mod tests {
                 downtime_seconds: 0.0,
                 error: None,
                 dry_run: false,
+                warnings: Vec::new(),
             })
             .unwrap();
         let entries = scan(&local(&repo)).unwrap();

@@ -196,6 +196,7 @@ impl Restorer {
             downtime_seconds: 0.0,
             error: None,
             dry_run: false,
+            warnings: Vec::new(),
         };
         let mut errors = Vec::new();
         let mut warnings = Vec::new();
@@ -233,6 +234,7 @@ impl Restorer {
         record.bytes = bytes;
         record.downtime_seconds = downtime;
         record.error = (!errors.is_empty()).then(|| errors.join("; "));
+        record.warnings = warnings.clone();
         if let Err(e) = self.state.finish_run(&record) {
             error!("{e}");
         }

@@ -524,10 +524,19 @@ rm -f "$name"
 exit $rc"#;
 
 /// `mongorestore` with `--drop`, so each collection in the archive replaces the live one.
-/// Untested: no Debian package ships a MongoDB server to test against. Like the dump, it
-/// takes the password as an argument (mongorestore reads no password variable), inside
-/// the container only.
-const MONGO_RESTORE: &str = r#"u=${HF_USER:-${MONGO_INITDB_ROOT_USERNAME:-}}; p=${HOLDFAST_MONGO_PASSWORD:-${MONGO_INITDB_ROOT_PASSWORD:-}}; exec mongorestore --archive --drop --quiet ${u:+--username "$u" --authenticationDatabase admin} ${p:+--password "$p"}"#;
+/// Untested against a server: no Debian package ships one. Like the dump, it gets the
+/// password through a private config file (`--config`, mode 0600, removed at the end),
+/// never on its command line: mongorestore reads no password variable.
+const MONGO_RESTORE: &str = r#"u=${HF_USER:-${MONGO_INITDB_ROOT_USERNAME:-}}
+p=${HOLDFAST_MONGO_PASSWORD:-${MONGO_INITDB_ROOT_PASSWORD:-}}
+c=
+if [ -n "$p" ]; then
+	c=$(mktemp) || exit 1
+	trap 'rm -f "$c"' EXIT INT TERM
+	printf "password: '%s'\n" "$(printf '%s' "$p" | sed "s/'/''/g")" > "$c" || exit 1
+fi
+mongorestore --archive --drop --quiet ${u:+--username "$u" --authenticationDatabase admin} ${c:+"--config=$c"}
+"#;
 
 struct Replay<'a> {
     engine: &'a Engine,
@@ -1081,6 +1090,30 @@ fn parse_keyspace(info: &str) -> Vec<(String, u64)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mongo_password_reaches_mongorestore_only_through_a_config_file() {
+        use crate::executor::dumps::tests::{assert_password_only_in_config, run_fake_mongo_tool};
+        let record = run_fake_mongo_tool(
+            "mongorestore",
+            MONGO_RESTORE,
+            &[],
+            &[
+                ("HF_USER", "root"),
+                ("HOLDFAST_MONGO_PASSWORD", "it's \"s3cret\" $x"),
+            ],
+        );
+        assert_password_only_in_config(&record, "it's \"s3cret\" $x");
+        assert!(record.contains("arg --drop\n"), "{record}");
+        // The image's own root password is the fallback, and travels the same way.
+        let record = run_fake_mongo_tool(
+            "mongorestore",
+            MONGO_RESTORE,
+            &[],
+            &[("MONGO_INITDB_ROOT_PASSWORD", "from-image-pw")],
+        );
+        assert_password_only_in_config(&record, "from-image-pw");
+    }
 
     #[test]
     fn keyspace_lists_keys_per_database() {

@@ -75,6 +75,9 @@ const MIGRATIONS: &[&str] = &[
     "ALTER TABLE stop_journal ADD COLUMN phase TEXT NOT NULL DEFAULT 'stopping';
     ALTER TABLE stop_journal ADD COLUMN stop_timeout_seconds INTEGER NOT NULL DEFAULT 30;
     ALTER TABLE stop_journal ADD COLUMN container_started_at TEXT;",
+    // 7: what a run could not do that did not fail it (a recipe without its compose
+    // file), as a JSON list, for its status and the API.
+    "ALTER TABLE runs ADD COLUMN warnings TEXT;",
 ];
 
 /// The columns [`row_to_memory`] reads, in its order.
@@ -218,6 +221,9 @@ pub struct RunRecord {
     pub downtime_seconds: f64,
     pub error: Option<String>,
     pub dry_run: bool,
+    /// What the run could not do that did not fail it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 /// The state database. One connection behind a mutex: runs are rare and statements short,
@@ -675,8 +681,8 @@ impl StateDb {
     fn insert_run_with(&self, run: &RunRecord, verb: &str) -> Result<(), StateError> {
         self.conn()
             .execute(
-                &format!("{verb} INTO runs (id, kind, name, archive_id, phase, start_time, completion_time, bytes, downtime_seconds, error, dry_run)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"),
+                &format!("{verb} INTO runs (id, kind, name, archive_id, phase, start_time, completion_time, bytes, downtime_seconds, error, dry_run, warnings)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"),
                 params![
                     run.id,
                     run.kind,
@@ -689,6 +695,7 @@ impl StateDb {
                     run.downtime_seconds,
                     run.error,
                     run.dry_run,
+                    warnings_text(&run.warnings),
                 ],
             )
             .map_err(query("recording a run"))?;
@@ -699,7 +706,7 @@ impl StateDb {
     pub fn finish_run(&self, run: &RunRecord) -> Result<(), StateError> {
         self.conn()
             .execute(
-                "UPDATE runs SET archive_id = ?2, phase = ?3, completion_time = ?4, bytes = ?5, downtime_seconds = ?6, error = ?7 WHERE id = ?1",
+                "UPDATE runs SET archive_id = ?2, phase = ?3, completion_time = ?4, bytes = ?5, downtime_seconds = ?6, error = ?7, warnings = ?8 WHERE id = ?1",
                 params![
                     run.id,
                     run.archive_id,
@@ -708,6 +715,7 @@ impl StateDb {
                     run.bytes as i64,
                     run.downtime_seconds,
                     run.error,
+                    warnings_text(&run.warnings),
                 ],
             )
             .map_err(query("recording the end of a run"))?;
@@ -856,7 +864,7 @@ impl StateDb {
     }
 }
 
-const RUN_COLUMNS: &str = "SELECT id, kind, name, archive_id, phase, start_time, completion_time, bytes, downtime_seconds, error, dry_run FROM runs";
+const RUN_COLUMNS: &str = "SELECT id, kind, name, archive_id, phase, start_time, completion_time, bytes, downtime_seconds, error, dry_run, warnings FROM runs";
 
 fn row_to_memory(row: &rusqlite::Row<'_>) -> rusqlite::Result<ObjectMemory> {
     memory_from(row, 0)
@@ -894,7 +902,16 @@ fn row_to_run(row: &rusqlite::Row<'_>) -> rusqlite::Result<RunRecord> {
         downtime_seconds: row.get(8)?,
         error: row.get(9)?,
         dry_run: row.get(10)?,
+        warnings: row
+            .get::<_, Option<String>>(11)?
+            .and_then(|text| serde_json::from_str(&text).ok())
+            .unwrap_or_default(),
     })
+}
+
+/// Warnings as stored: a JSON list, or nothing when there are none.
+fn warnings_text(warnings: &[String]) -> Option<String> {
+    (!warnings.is_empty()).then(|| serde_json::to_string(warnings).unwrap_or_default())
 }
 
 fn phase_name(phase: Phase) -> &'static str {
@@ -940,6 +957,7 @@ mod tests {
             downtime_seconds: 0.0,
             error: None,
             dry_run: false,
+            warnings: Vec::new(),
         }
     }
 

@@ -318,6 +318,7 @@ mod tests {
                         downtime_seconds: Some(41.5),
                         archive_id: Some("nextcloud-nightly-20261125T030000Z".into()),
                         message: None,
+                        warnings: Vec::new(),
                     }),
                     archives: Some(ArchivesSummary {
                         count: 12,

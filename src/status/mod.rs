@@ -27,7 +27,7 @@ use crate::spec::common::Phase;
 
 pub use file::{HEADER, Home, remove, render, status_path, write_if_changed};
 pub use generation::generation;
-pub use redact::{REDACTED, is_secret_key, redact};
+pub use redact::{REDACTED, is_secret_key, redact, redact_with};
 pub use state::{ObjectState, apply_state};
 
 /// The condition every object carries: whether its last outcome is what was asked for.
@@ -131,6 +131,9 @@ impl Status {
         }
         if let Some(run) = &mut out.last_run {
             run.message = run.message.as_deref().map(redact);
+            for warning in &mut run.warnings {
+                *warning = redact(warning);
+            }
         }
         out.queued = out.queued.as_deref().map(redact);
         out
@@ -194,6 +197,10 @@ pub struct LastRun {
     /// What went wrong, or a one-line summary.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// What the run could not do that did not fail it, e.g. a recipe without its compose
+    /// file.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 /// The complete archives of the object in the repository (partial ones never count).
@@ -405,6 +412,7 @@ mod tests {
                 downtime_seconds: None,
                 archive_id: None,
                 message: Some("token: abc123".into()),
+                warnings: vec!["recipe of db: MYSQL_PWD=hunter2 left".into()],
             }),
             queued: Some("API_KEY=xyz".into()),
             errors: vec!["secret: s3cr3t".into()],

@@ -15,6 +15,9 @@
 //!    the line: that is where validation messages quote the rejected value, e.g. `must be
 //!    an object, found a string ("hunter2")`. A field name in a hint may go with them.
 //! 3. The password of a URL (`ntfy://user:password@host/...`).
+//! 4. The word after a flag that takes a secret (`--requirepass x`, `--password x`; see
+//!    [`crate::secrets::is_secret_flag`]), and MySQL's glued `-px` on a line that runs a
+//!    MySQL or MariaDB tool.
 //!
 //! Keys that contain `/` are not keys: they are paths or `Kind/name` (a policy named
 //! `passbolt` or `keycloak` is not a secret).
@@ -31,11 +34,17 @@ pub fn is_secret_key(name: &str) -> bool {
 /// Replaces secret-looking values in `text` by [`REDACTED`]; see the module docs for what
 /// counts. Text without any is returned unchanged.
 pub fn redact(text: &str) -> String {
+    redact_with(text, REDACTED)
+}
+
+/// [`redact`] with another replacement text (recipes say who hid the value).
+pub fn redact_with(text: &str, marker: &str) -> String {
     text.split_inclusive('\n')
         .map(|line| {
-            let line = redact_pairs(line);
-            let line = redact_after_secret_field(&line);
-            redact_url_passwords(&line)
+            let line = redact_pairs(line, marker);
+            let line = redact_after_secret_field(&line, marker);
+            let line = redact_url_passwords(&line, marker);
+            redact_flags(&line, marker)
         })
         .collect()
 }
@@ -123,7 +132,7 @@ fn closing_quote(text: &str, quote: char) -> Option<usize> {
 }
 
 /// Rule 1: values of secret-looking `KEY=value` and `key: value` pairs.
-fn redact_pairs(line: &str) -> String {
+fn redact_pairs(line: &str, marker: &str) -> String {
     let mut out = String::with_capacity(line.len());
     let mut copied = 0;
     let mut i = 0;
@@ -140,7 +149,7 @@ fn redact_pairs(line: &str) -> String {
         let end = value_end(line, value_start).min(body_end);
         if end > value_start {
             out.push_str(&line[copied..value_start]);
-            out.push_str(REDACTED);
+            out.push_str(marker);
             copied = end;
         }
         i = end.max(value_start);
@@ -150,7 +159,7 @@ fn redact_pairs(line: &str) -> String {
 }
 
 /// Rule 2: literals after the first secret-looking field path followed by `: `.
-fn redact_after_secret_field(line: &str) -> String {
+fn redact_after_secret_field(line: &str, marker: &str) -> String {
     let mut i = 0;
     while i < line.len() {
         if line.as_bytes()[i] == b':' {
@@ -158,7 +167,7 @@ fn redact_after_secret_field(line: &str) -> String {
                 let key = key_before(line, i);
                 if is_field_path(key) && !key.contains('/') && is_secret_key(key) {
                     let mut out = line[..value_start].to_string();
-                    out.push_str(&redact_literals(&line[value_start..]));
+                    out.push_str(&redact_literals(&line[value_start..], marker));
                     return out;
                 }
             }
@@ -168,7 +177,7 @@ fn redact_after_secret_field(line: &str) -> String {
     line.to_string()
 }
 
-fn redact_literals(text: &str) -> String {
+fn redact_literals(text: &str, marker: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     while let Some(at) = rest.find(['"', '`', '(']) {
@@ -179,7 +188,7 @@ fn redact_literals(text: &str) -> String {
             match inner.find(')') {
                 Some(close) if close > 0 && !inner[..close].contains(char::is_whitespace) => {
                     out.push('(');
-                    out.push_str(REDACTED);
+                    out.push_str(marker);
                     out.push(')');
                     rest = &inner[close + 1..];
                 }
@@ -191,7 +200,7 @@ fn redact_literals(text: &str) -> String {
             continue;
         }
         let quote = if from.starts_with('"') { '"' } else { '`' };
-        out.push_str(REDACTED);
+        out.push_str(marker);
         match closing_quote(from, quote) {
             Some(end) => rest = &from[end..],
             // An unterminated literal may run to the end: hide all of it, keep the newline.
@@ -206,7 +215,7 @@ fn redact_literals(text: &str) -> String {
 }
 
 /// Rule 3: `scheme://user:password@host` keeps the user and hides the password.
-fn redact_url_passwords(line: &str) -> String {
+fn redact_url_passwords(line: &str, marker: &str) -> String {
     let mut out = String::with_capacity(line.len());
     let mut rest = line;
     while let Some(at) = rest.find("://") {
@@ -224,7 +233,7 @@ fn redact_url_passwords(line: &str) -> String {
                     Some((user, _)) => {
                         out.push_str(user);
                         out.push(':');
-                        out.push_str(REDACTED);
+                        out.push_str(marker);
                     }
                     None => out.push_str(userinfo),
                 }
@@ -235,6 +244,46 @@ fn redact_url_passwords(line: &str) -> String {
         rest = &after[authority_end..];
     }
     out.push_str(rest);
+    out
+}
+
+/// Rule 4: the value after a secret flag (`--requirepass x`), and MySQL's `-px`.
+fn redact_flags(line: &str, marker: &str) -> String {
+    let mysql = crate::secrets::mentions_mysql(line);
+    let mut out = String::with_capacity(line.len());
+    let mut copied = 0;
+    let mut hide_next = false;
+    let mut at = 0;
+    while let Some(start) = line[at..]
+        .find(|c: char| !c.is_whitespace())
+        .map(|i| at + i)
+    {
+        let rest = &line[start..];
+        // A quoted word runs to its closing quote, spaces and all.
+        let len = match rest.chars().next() {
+            Some(q @ ('"' | '\'')) => closing_quote(rest, q).unwrap_or(rest.len()),
+            _ => rest.find(char::is_whitespace).unwrap_or(rest.len()),
+        };
+        let word = &line[start..start + len];
+        let bare = word.trim_matches(['"', '\'', ',', '[', ']']);
+        if hide_next && !bare.starts_with('-') && !bare.is_empty() {
+            out.push_str(&line[copied..start]);
+            out.push_str(marker);
+            copied = start + len;
+            hide_next = false;
+        } else if crate::secrets::is_glued_mysql_password(bare, mysql) {
+            let from = start + word.find("-p").unwrap_or(0) + 2;
+            let to = from + bare.len() - 2;
+            out.push_str(&line[copied..from]);
+            out.push_str(marker);
+            copied = to;
+            hide_next = false;
+        } else {
+            hide_next = crate::secrets::is_secret_flag(bare);
+        }
+        at = start + len;
+    }
+    out.push_str(&line[copied..]);
     out
 }
 
@@ -281,6 +330,18 @@ mod tests {
                 "a.yaml:1:1: Archive/x: spec.dumps[0].password.value: <redacted> is not one of: a (hint: try <redacted>)",
             ),
             ("two\nlines TOKEN=t\n", "two\nlines TOKEN=<redacted>\n"),
+            (
+                "redis-server --requirepass r3dis --appendonly yes",
+                "redis-server --requirepass <redacted> --appendonly yes",
+            ),
+            (
+                "exec: mysqladmin -uroot -phunter2 ping failed",
+                "exec: mysqladmin -uroot -p<redacted> ping failed",
+            ),
+            (
+                "--password \"a b\" --port 1",
+                "--password <redacted> --port 1",
+            ),
         ];
         for (input, expected) in cases {
             assert_eq!(redact(input), expected, "{input}");
@@ -295,6 +356,8 @@ mod tests {
             "waiting for policy secrets-vault to release stack nextcloud",
             "FATAL: password authentication failed for user \"postgres\"",
             "ran at 03:00:00, https://ntfy.example/backups answered 200",
+            "org.opencontainers.image.authors: Jane Doe",
+            "docker run -p 8080:80 app --port 5432",
             "",
         ] {
             assert_eq!(redact(text), text);

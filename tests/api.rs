@@ -272,16 +272,18 @@ fn the_api_and_metrics_follow_a_real_backup() {
         .unwrap()
         .timestamp_millis() as f64
         / 1000.0;
-    // Metrics are published after the pass that follows the run: poll briefly.
+    // Metrics are published after the pass that follows the run, the per-object gauges
+    // and the pass's own (runs in progress) one after the other: poll briefly for both.
     let deadline = Instant::now() + Duration::from_secs(10);
     let metrics = loop {
         let m = get(&addr, "/metrics");
-        if sample(
+        let published = sample(
             &m.body,
             r#"holdfast_last_success_timestamp_seconds{kind="BackupPolicy",name="web"}"#,
         )
         .is_some()
-            || Instant::now() > deadline
+            && sample(&m.body, "holdfast_runs_in_progress") == Some(0.0);
+        if published || Instant::now() > deadline
         {
             break m;
         }

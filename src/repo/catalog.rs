@@ -442,6 +442,7 @@ mod tests {
                 downtime_seconds: 0.0,
                 error: None,
                 dry_run: false,
+                warnings: Vec::new(),
             })
             .unwrap();
         let entries = scan(&local(&repo)).unwrap();

@@ -1,0 +1,184 @@
+//! holdfast against its own folders, with the real engine: a bind mount that holds the
+//! repository and the state folder never carries them into an archive.
+
+mod common;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::*;
+use serde_json::Value;
+
+/// A container removed when dropped, whatever the test did.
+struct Container(String);
+
+impl Container {
+    fn run(name: &str, mount: &str) -> Container {
+        let _ = run(Command::new("docker").args(["rm", "-f", name]));
+        docker(&[
+            "run",
+            "-d",
+            "--name",
+            name,
+            "-v",
+            mount,
+            "holdfast-test/busybox:1",
+            "sleep",
+            "3600",
+        ]);
+        Container(name.to_string())
+    }
+
+    fn inspect(&self, format: &str) -> String {
+        docker(&["inspect", "-f", format, &self.0])
+            .trim()
+            .to_string()
+    }
+}
+
+impl Drop for Container {
+    fn drop(&mut self) {
+        let _ = run(Command::new("docker").args(["rm", "-f", &self.0]));
+    }
+}
+
+/// A mount made by the test (a bind or a tmpfs), unmounted when dropped.
+struct Mounted(PathBuf);
+
+impl Mounted {
+    fn new(args: &[&str], at: &Path) -> Mounted {
+        fs::create_dir_all(at).unwrap();
+        let out = run(Command::new("mount").args(args).arg(at));
+        assert!(out.status.success(), "mount {args:?}: {}", stderr(&out));
+        Mounted(at.to_path_buf())
+    }
+}
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = run(Command::new("umount").arg(&self.0));
+    }
+}
+
+fn holdfast_on(specs: &Path, state: &Path, repository: &Path) -> Command {
+    let mut cmd = holdfast();
+    cmd.arg("--specs")
+        .arg(specs)
+        .arg("--state")
+        .arg(state)
+        .arg("--repository")
+        .arg(repository);
+    cmd
+}
+
+fn backup(mut cmd: Command, name: &str) -> (std::process::Output, Value) {
+    let out = run(cmd.args(["backup", name, "-o", "json"]));
+    let outcome: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "backup printed no JSON ({e}):\n{}\n{}",
+            stdout(&out),
+            stderr(&out)
+        )
+    });
+    (out, outcome)
+}
+
+fn policy(name: &str, annotations: &str, body: &str) -> String {
+    format!(
+        "apiVersion: holdfast.dev/v1alpha1\nkind: BackupPolicy\nmetadata:\n  name: {name}\n{annotations}spec:\n  schedule: '0 3 1 1 *'\n{body}"
+    )
+}
+
+fn random_file(path: &Path, bytes: usize) {
+    let out = run(Command::new("head")
+        .args(["-c", &bytes.to_string(), "/dev/urandom"])
+        .stdout(fs::File::create(path).unwrap()));
+    assert!(out.status.success());
+}
+
+#[test]
+fn a_bind_mount_holding_the_repository_and_state_never_archives_them() {
+    if !docker_available() {
+        return;
+    }
+    let _guard = docker_lock();
+    let dir = tempfile::tempdir().unwrap();
+    let host = dir.path().join("host");
+    fs::create_dir_all(host.join("repo")).unwrap();
+    random_file(&host.join("data.bin"), 4 << 20);
+    // The repository is given through a symlink, so only its real path shows it lies in
+    // the bind mount; and it is reachable a second time, under another name, through a
+    // bind mount inside the source, which only its device and inode give away.
+    std::os::unix::fs::symlink(&host, dir.path().join("link")).unwrap();
+    let repository = dir.path().join("link/repo");
+    let state = host.join("state");
+    let _alias = Mounted::new(
+        &["--bind", host.join("repo").to_str().unwrap()],
+        &host.join("alias"),
+    );
+    let specs = dir.path().join("specs");
+    fs::create_dir_all(&specs).unwrap();
+    let name = format!("hfself{}", std::process::id());
+    let container = Container::run(&name, &format!("{}:/data", host.display()));
+    fs::write(
+        specs.join("self.yaml"),
+        policy(
+            "self",
+            "",
+            &format!(
+                "  targets: {{containers: [{name}]}}\n  output: {{format: tar}}\n  include: {{recipe: false}}\n"
+            ),
+        ),
+    )
+    .unwrap();
+
+    let out = run(holdfast_on(&specs, &state, &repository).args(["plan", "self"]));
+    let plan = stdout(&out);
+    assert!(out.status.success(), "{plan}\n{}", stderr(&out));
+    let source = format!("in bind mount {} of {name}", host.display());
+    assert!(
+        plan.contains(&format!(
+            "skipped repository {} {source}: holdfast's own repository, never archived: repo is left out of this source",
+            repository.display()
+        )),
+        "{plan}"
+    );
+    assert!(
+        plan.contains(&format!(
+            "skipped state folder {} {source}: holdfast's own state folder, never archived: state is left out of this source",
+            state.display()
+        )),
+        "{plan}"
+    );
+
+    let mut sizes = Vec::new();
+    for round in 0..2 {
+        let (out, outcome) = backup(holdfast_on(&specs, &state, &repository), "self");
+        assert!(out.status.success(), "{outcome}\n{}", stderr(&out));
+        assert_eq!(outcome["phase"], "Succeeded", "{outcome}");
+        let archive = outcome["archiveId"].as_str().unwrap();
+        let artifact = host_dir(&host.join("repo"))
+            .join("self")
+            .join(archive)
+            .join(format!("binds/{name}-1.tar"));
+        let listing = run(Command::new("tar").arg("-tf").arg(&artifact));
+        assert!(listing.status.success(), "{}", stderr(&listing));
+        let names: Vec<String> = stdout(&listing).lines().map(str::to_string).collect();
+        assert!(names.iter().any(|n| n == "data.bin"), "{names:?}");
+        let own: Vec<&String> = names
+            .iter()
+            .filter(|n| ["repo", "state", "alias"].iter().any(|o| n.starts_with(o)))
+            .collect();
+        assert!(own.is_empty(), "round {round}: the archive holds {own:?}");
+        sizes.push(outcome["bytes"].as_u64().unwrap());
+    }
+    // Every run carrying the earlier ones would double the size each time.
+    assert!(
+        sizes[1] < sizes[0] + sizes[0] / 10,
+        "the second archive ({}) is not about the first's size ({})",
+        sizes[1],
+        sizes[0]
+    );
+    assert_eq!(container.inspect("{{.State.Status}}"), "running");
+}

@@ -1,12 +1,15 @@
 //! holdfast against its own folders, with the real engine: a bind mount that holds the
-//! repository and the state folder never carries them into an archive.
+//! repository and the state folder never carries them into an archive, and a run that
+//! cannot fit in its repository fails before it stops anything.
 
 mod common;
 
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
 
+use common::daemon::{Daemon, wait_for};
 use common::*;
 use serde_json::Value;
 
@@ -181,4 +184,113 @@ fn a_bind_mount_holding_the_repository_and_state_never_archives_them() {
         sizes[0]
     );
     assert_eq!(container.inspect("{{.State.Status}}"), "running");
+}
+
+#[test]
+fn a_run_that_cannot_fit_fails_before_anything_is_stopped() {
+    if !docker_available() {
+        return;
+    }
+    let _guard = docker_lock();
+    let dir = tempfile::tempdir().unwrap();
+    let repository = dir.path().join("repository");
+    let _tmpfs = Mounted::new(&["-t", "tmpfs", "-o", "size=40m", "tmpfs"], &repository);
+    let state = dir.path().join("state");
+    let specs = dir.path().join("specs");
+    fs::create_dir_all(&specs).unwrap();
+    let name = format!("hfnospace{}", std::process::id());
+    let volume = format!("{name}-data");
+    let container = Container::run(&name, &format!("{volume}:/data"));
+    struct Volume(String);
+    impl Drop for Volume {
+        fn drop(&mut self) {
+            let _ = run(Command::new("docker").args(["volume", "rm", "-f", &self.0]));
+        }
+    }
+    let _volume = Volume(volume);
+    sh_in(&name, "head -c 125829120 /dev/urandom > /data/big.bin");
+    let started_at = container.inspect("{{.State.StartedAt}}");
+    // A pre hook that would leave a mark: nothing may run before the space is checked.
+    let body = format!(
+        "  targets: {{containers: [{name}]}}\n  consistency:\n    stop: container\n    hooks:\n      pre: [{{exec: {{container: {name}, command: [touch, /tmp/pre-hook-ran]}}}}]\n"
+    );
+    fs::write(specs.join("big.yaml"), policy("big", "", &body)).unwrap();
+
+    let out = run(holdfast_on(&specs, &state, &repository).args(["plan", "big"]));
+    let plan = stdout(&out);
+    assert!(
+        plan.contains("does not fit:")
+            && plan.contains(&format!("free in the repository {}", repository.display()))
+            && plan.contains("uncompressed since no earlier archive"),
+        "{plan}"
+    );
+
+    let (out, outcome) = backup(holdfast_on(&specs, &state, &repository), "big");
+    assert_eq!(out.status.code(), Some(1), "{outcome}");
+    assert_eq!(outcome["phase"], "Failed", "{outcome}");
+    let errors = outcome["errors"].to_string();
+    assert!(
+        errors.contains(&format!(
+            "not enough space in the repository {}",
+            repository.display()
+        )) && errors.contains("plus 10% and 1.0 MiB")
+            && errors.contains("nothing was stopped or dumped"),
+        "{errors}"
+    );
+    let never_touched = |when: &str| {
+        assert_eq!(container.inspect("{{.State.Status}}"), "running", "{when}");
+        assert_eq!(
+            container.inspect("{{.State.StartedAt}}"),
+            started_at,
+            "{when}: the container was stopped and started again"
+        );
+        let hook =
+            run(Command::new("docker").args(["exec", &name, "test", "-e", "/tmp/pre-hook-ran"]));
+        assert!(!hook.status.success(), "{when}: the pre hook ran");
+    };
+    never_touched("holdfast backup");
+    assert!(
+        env::manifests(&repository).is_empty(),
+        "an archive was written"
+    );
+
+    // The daemon refuses the same way, and its status and history say why.
+    fs::write(
+        specs.join("big.yaml"),
+        policy(
+            "big",
+            "  annotations: {holdfast.dev/requested-at: 'now'}\n",
+            &body,
+        ),
+    )
+    .unwrap();
+    let _daemon = Daemon::start_on(dir.path(), &repository, &[]);
+    let s = wait_for(
+        &specs.join("big.status.yaml"),
+        Duration::from_secs(120),
+        "the requested run",
+        |s| {
+            s.first().is_some_and(|d| {
+                d["status"]["lastRun"]["phase"] == "Failed"
+                    && d["status"]["lastHandledRequestedAt"] == "now"
+            })
+        },
+    );
+    let text = serde_json::to_string(&s[0]["status"]).unwrap();
+    assert!(
+        text.contains("not enough space in the repository"),
+        "{text}"
+    );
+    never_touched("the daemon");
+    let db = holdfast::state::StateDb::open_reader(&state).unwrap();
+    let runs = db.runs(10).unwrap();
+    assert_eq!(runs.len(), 2, "{runs:?}");
+    for r in &runs {
+        assert!(
+            r.error
+                .as_deref()
+                .is_some_and(|e| e.contains("not enough space in the repository")),
+            "{r:?}"
+        );
+    }
 }

@@ -13,6 +13,7 @@ pub mod own;
 pub mod pipe;
 pub mod resolve;
 pub mod recipe;
+pub mod space;
 mod steps;
 
 use std::collections::BTreeMap;
@@ -305,6 +306,13 @@ impl Executor {
         } else {
             None
         };
+
+        // Before hooks, dumps or stops: a run that cannot fit costs no downtime.
+        if run.fatal.is_empty() {
+            if let Err(e) = self.check_space(request, &plan) {
+                run.fatal.push(e.into());
+            }
+        }
 
         let mut archive_id = None;
         let mut committed = false;

@@ -116,10 +116,10 @@ fn a_bind_mount_holding_the_repository_and_state_never_archives_them() {
     std::os::unix::fs::symlink(&host, dir.path().join("link")).unwrap();
     let repository = dir.path().join("link/repo");
     let state = host.join("state");
-    let _alias = Mounted::new(
+    let mut alias = Some(Mounted::new(
         &["--bind", host.join("repo").to_str().unwrap()],
         &host.join("alias"),
-    );
+    ));
     let specs = dir.path().join("specs");
     fs::create_dir_all(&specs).unwrap();
     let name = format!("hfself{}", std::process::id());
@@ -156,8 +156,16 @@ fn a_bind_mount_holding_the_repository_and_state_never_archives_them() {
     );
 
     let mut sizes = Vec::new();
-    for round in 0..2 {
-        let (out, outcome) = backup(holdfast_on(&specs, &state, &repository), "self");
+    // The third run reads the bind mount through Docker's archive API, where no inode
+    // can be seen: the own folders are left out by their path inside the source, and a
+    // second mount of them would not be recognised, so it is gone by then.
+    for round in 0..3 {
+        let mut cmd = holdfast_on(&specs, &state, &repository);
+        if round == 2 {
+            alias.take();
+            cmd.args(["--archive-via", "api"]);
+        }
+        let (out, outcome) = backup(cmd, "self");
         assert!(out.status.success(), "{outcome}\n{}", stderr(&out));
         assert_eq!(outcome["phase"], "Succeeded", "{outcome}");
         let archive = outcome["archiveId"].as_str().unwrap();
@@ -169,18 +177,23 @@ fn a_bind_mount_holding_the_repository_and_state_never_archives_them() {
         assert!(listing.status.success(), "{}", stderr(&listing));
         let names: Vec<String> = stdout(&listing).lines().map(str::to_string).collect();
         assert!(names.iter().any(|n| n == "data.bin"), "{names:?}");
+        let own_names: &[&str] = if round == 2 {
+            &["repo", "state"]
+        } else {
+            &["repo", "state", "alias"]
+        };
         let own: Vec<&String> = names
             .iter()
-            .filter(|n| ["repo", "state", "alias"].iter().any(|o| n.starts_with(o)))
+            .filter(|n| own_names.iter().any(|o| n.starts_with(o)))
             .collect();
         assert!(own.is_empty(), "round {round}: the archive holds {own:?}");
         sizes.push(outcome["bytes"].as_u64().unwrap());
     }
     // Every run carrying the earlier ones would double the size each time.
     assert!(
-        sizes[1] < sizes[0] + sizes[0] / 10,
-        "the second archive ({}) is not about the first's size ({})",
-        sizes[1],
+        sizes[1..].iter().all(|s| *s < sizes[0] + sizes[0] / 10),
+        "later archives ({:?}) are not about the first's size ({})",
+        &sizes[1..],
         sizes[0]
     );
     assert_eq!(container.inspect("{{.State.Status}}"), "running");

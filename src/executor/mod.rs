@@ -309,7 +309,7 @@ impl Executor {
 
         // Before hooks, dumps or stops: a run that cannot fit costs no downtime.
         if run.fatal.is_empty() {
-            if let Err(e) = self.check_space(request, &plan) {
+            if let Err(e) = self.check_space(request, &plan).await {
                 run.fatal.push(e.into());
             }
         }

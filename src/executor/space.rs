@@ -220,13 +220,22 @@ impl Executor {
     /// What a run of `name` with `spec` resolved to `plan` would need and what its
     /// repository has free; `None` for a repository that is not a local folder.
     pub fn space(&self, name: &str, spec: &BackupSpec, plan: &BackupPlan) -> Option<Space> {
-        let repository = self.repository.local_top()?;
+        self.repository.local_top()?;
+        let size = source_size(plan, &self.estimate_excludes(spec));
+        self.space_for(name, size)
+    }
+
+    /// What the estimate leaves out: the spec's patterns and holdfast's own folders.
+    fn estimate_excludes(&self, spec: &BackupSpec) -> Excludes {
         let own = self.own_folders().into_iter().filter_map(|f| f.id);
         // Invalid patterns fail the run when it archives; the estimate just counts all.
-        let excludes = Excludes::new(&spec.targets.exclude.paths)
+        Excludes::new(&spec.targets.exclude.paths)
             .unwrap_or_else(|_| Excludes::none())
-            .never_enter(own);
-        let size = source_size(plan, &excludes);
+            .never_enter(own)
+    }
+
+    fn space_for(&self, name: &str, size: Option<SourceSize>) -> Option<Space> {
+        let repository = self.repository.local_top()?;
         let need = need(size, self.previous(name).as_ref());
         let free = free_bytes(&repository).map_err(|e| e.to_string());
         Some(Space {
@@ -238,13 +247,26 @@ impl Executor {
 
     /// Refuses a run that cannot fit in its repository: called before hooks, dumps and
     /// stops. A repository that is not a local folder, or a run nothing can be estimated
-    /// for, is let through with a log line.
-    pub(super) fn check_space(
+    /// for, is let through with a log line. The sources are measured off the runtime's
+    /// threads: a large tree takes a while.
+    pub(super) async fn check_space(
         &self,
         request: &BackupRequest,
         plan: &BackupPlan,
     ) -> Result<(), WouldNotFit> {
-        let Some(space) = self.space(&request.name, &request.spec, plan) else {
+        if self.repository.local_top().is_none() {
+            return Ok(());
+        }
+        let (excludes, measured) = (self.estimate_excludes(&request.spec), plan.clone());
+        let size =
+            match tokio::task::spawn_blocking(move || source_size(&measured, &excludes)).await {
+                Ok(size) => size,
+                Err(e) => {
+                    warn!("free space not checked: measuring the sources: {e}");
+                    return Ok(());
+                }
+            };
+        let Some(space) = self.space_for(&request.name, size) else {
             return Ok(());
         };
         let Some(need) = space.need else {

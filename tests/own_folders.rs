@@ -196,6 +196,13 @@ fn a_bind_mount_holding_the_repository_and_state_never_archives_them() {
         &sizes[1..],
         sizes[0]
     );
+    // Later estimates take the compression the newest archive achieved.
+    let out = run(holdfast_on(&specs, &state, &repository).args(["plan", "self"]));
+    let plan = stdout(&out);
+    assert!(
+        plan.contains("of data at the compression self-") && plan.contains("  fits: "),
+        "{plan}"
+    );
     assert_eq!(container.inspect("{{.State.Status}}"), "running");
 }
 

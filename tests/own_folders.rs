@@ -219,15 +219,15 @@ fn a_run_that_cannot_fit_fails_before_anything_is_stopped() {
     let specs = dir.path().join("specs");
     fs::create_dir_all(&specs).unwrap();
     let name = format!("hfnospace{}", std::process::id());
-    let volume = format!("{name}-data");
-    let container = Container::run(&name, &format!("{volume}:/data"));
     struct Volume(String);
     impl Drop for Volume {
         fn drop(&mut self) {
             let _ = run(Command::new("docker").args(["volume", "rm", "-f", &self.0]));
         }
     }
-    let _volume = Volume(volume);
+    // Declared before the container, so it is removed after it.
+    let volume = Volume(format!("{name}-data"));
+    let container = Container::run(&name, &format!("{}:/data", volume.0));
     sh_in(&name, "head -c 125829120 /dev/urandom > /data/big.bin");
     let started_at = container.inspect("{{.State.StartedAt}}");
     // A pre hook that would leave a mark: nothing may run before the space is checked.

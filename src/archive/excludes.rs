@@ -1,6 +1,6 @@
 //! Which paths a backup leaves out.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use globset::{Candidate, GlobBuilder, GlobSet, GlobSetBuilder};
 
@@ -26,6 +26,12 @@ use super::ArchiveError;
 pub struct Excludes {
     any: GlobSet,
     dirs_only: GlobSet,
+    /// Exact relative paths left out, whatever the patterns say (holdfast's own folders
+    /// inside the tree, as [`Excludes::leave_out`] was told).
+    literal: Vec<PathBuf>,
+    /// Folders never entered, by (device, inode), wherever they appear in the tree: the
+    /// same folder reached through another mount or name is still recognised.
+    folders: Vec<(u64, u64)>,
 }
 
 impl Excludes {
@@ -77,6 +83,8 @@ impl Excludes {
         Ok(Excludes {
             any: build(any)?,
             dirs_only: build(dirs_only)?,
+            literal: Vec::new(),
+            folders: Vec::new(),
         })
     }
 
@@ -85,12 +93,39 @@ impl Excludes {
         Excludes {
             any: GlobSet::empty(),
             dirs_only: GlobSet::empty(),
+            literal: Vec::new(),
+            folders: Vec::new(),
         }
     }
 
-    /// Whether nothing is ever excluded, so callers can skip the matching.
+    /// These excludes, and also the folders with these (device, inode) pairs wherever a
+    /// walk meets them.
+    pub fn never_enter(mut self, folders: impl IntoIterator<Item = (u64, u64)>) -> Excludes {
+        self.folders.extend(folders);
+        self
+    }
+
+    /// These excludes, and also these exact paths relative to the tree (for trees read
+    /// through a tar stream, where no inode can be seen).
+    pub fn leave_out(&self, relative: &[String]) -> Excludes {
+        let mut out = self.clone();
+        out.literal.extend(
+            relative
+                .iter()
+                .map(|r| PathBuf::from(r.trim_matches('/')))
+                .filter(|r| !r.as_os_str().is_empty()),
+        );
+        out
+    }
+
+    /// Whether a folder with this device and inode is one never to enter.
+    pub fn is_never_entered(&self, dev: u64, ino: u64) -> bool {
+        self.folders.contains(&(dev, ino))
+    }
+
+    /// Whether nothing is ever excluded by path, so callers can skip the matching.
     pub fn is_empty(&self) -> bool {
-        self.any.is_empty() && self.dirs_only.is_empty()
+        self.any.is_empty() && self.dirs_only.is_empty() && self.literal.is_empty()
     }
 
     /// Whether `relative` (no leading `/` or `./`) itself is excluded. Does not look at its
@@ -98,6 +133,9 @@ impl Excludes {
     pub fn is_excluded(&self, relative: &Path, is_dir: bool) -> bool {
         if self.is_empty() {
             return false;
+        }
+        if self.literal.iter().any(|l| l == relative) {
+            return true;
         }
         let candidate = Candidate::new(relative);
         self.any.is_match_candidate(&candidate)
@@ -185,5 +223,21 @@ mod tests {
         assert!(Excludes::new(&["/".to_string()]).is_err());
         assert!(Excludes::none().is_empty());
         assert!(!Excludes::none().is_excluded(Path::new("x"), false));
+    }
+
+    #[test]
+    fn left_out_paths_are_exact_and_take_their_contents() {
+        let e = ex(&["*.log"]).leave_out(&["srv/repo/".to_string()]);
+        assert!(e.is_excluded(Path::new("srv/repo"), true));
+        assert!(!e.is_excluded(Path::new("srv/repository"), true));
+        assert!(!e.is_excluded(Path::new("x/srv/repo"), true));
+        assert!(e.is_excluded_with_parents(b"srv/repo/h/g/id/manifest.json", false));
+        assert!(e.is_excluded(Path::new("a.log"), false));
+        let only = Excludes::none().leave_out(&["repo".to_string()]);
+        assert!(!only.is_empty());
+        assert!(only.is_excluded_with_parents(b"repo/x", false));
+        let inodes = Excludes::none().never_enter([(1, 2)]);
+        assert!(inodes.is_never_entered(1, 2));
+        assert!(!inodes.is_never_entered(1, 3));
     }
 }

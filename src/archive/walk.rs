@@ -77,6 +77,14 @@ pub(crate) fn walk(
     sink: &mut dyn Sink,
 ) -> Result<Walked, ArchiveError> {
     let root = sys::open_dir(src).map_err(|e| ArchiveError::io("opening source folder", src, e))?;
+    let st = sys::stat_fd(&root).map_err(|e| ArchiveError::io("inspecting", src, e))?;
+    if excludes.is_never_entered(st.st_dev, st.st_ino) {
+        tracing::info!(path = %src.display(), "left out: holdfast's own folder");
+        return Ok(Walked {
+            excluded: 1,
+            ..Walked::default()
+        });
+    }
     let names = sys::list_dir(&root).map_err(|e| ArchiveError::io("listing", src, e))?;
     let mut walker = Walker {
         src,
@@ -334,6 +342,11 @@ impl Walker<'_> {
         };
         let st =
             sys::stat_fd(&fd).map_err(|e| ArchiveError::io("inspecting", &self.source(path), e))?;
+        if self.excludes.is_never_entered(st.st_dev, st.st_ino) {
+            tracing::info!(path = %self.source(path).display(), "left out: holdfast's own folder");
+            self.stats.excluded += 1;
+            return Ok(None);
+        }
         let names = match sys::list_dir(&fd) {
             Ok(n) => n,
             Err(e) if vanished(&e) => {

@@ -6,6 +6,7 @@ use clap::Args;
 use super::{OutputFormat, specs};
 use crate::docker::engine::Engine;
 use crate::executor::resolve::{BackupPlan, resolve};
+use crate::executor::space::Space;
 use crate::executor::{BackupRequest, effective_level};
 use crate::settings::Settings;
 
@@ -31,7 +32,7 @@ pub fn run(settings: &Settings, args: PlanArgs) -> anyhow::Result<ExitCode> {
         }
     };
     let runtime = super::runtime()?;
-    let plans: Vec<(BackupRequest, BackupPlan)> = runtime.block_on(async {
+    let plans: Vec<(BackupRequest, BackupPlan, Option<Space>)> = runtime.block_on(async {
         let engine = Engine::connect(settings.docker_host.as_deref()).await?;
         let executor = super::executor(settings, engine)?;
         super::replay_if_free(settings, &executor).await;
@@ -41,12 +42,13 @@ pub fn run(settings: &Settings, args: PlanArgs) -> anyhow::Result<ExitCode> {
                 .into_iter()
                 .map(|r| {
                     let plan = resolve(&r.spec, &observed);
-                    (r, plan)
+                    let space = executor.space(&r.name, &r.spec, &plan);
+                    (r, plan, space)
                 })
                 .collect(),
         )
     })?;
-    let failed = plans.iter().any(|(_, p)| !p.errors.is_empty());
+    let failed = plans.iter().any(|(_, p, _)| !p.errors.is_empty());
     // What retention would forget if it ran now, per policy with retention.
     let mut forget: std::collections::BTreeMap<String, Vec<(String, String)>> = Default::default();
     let catalog = crate::repo::Catalog::load(&super::repository(settings))?;
@@ -67,13 +69,16 @@ pub fn run(settings: &Settings, args: PlanArgs) -> anyhow::Result<ExitCode> {
         OutputFormat::Json => {
             let items: Vec<serde_json::Value> = plans
                 .iter()
-                .map(|(r, p)| {
+                .map(|(r, p, space)| {
+                    let need = space.as_ref().and_then(|s| s.need.as_ref());
                     serde_json::json!({
                         "kind": r.kind.to_string(),
                         "name": r.name,
                         "format": r.output.format.to_string(),
                         "level": effective_level(&r.output),
-                        "estimatedBytes": estimate(p),
+                        "estimatedBytes": need.map(|n| n.bytes),
+                        "estimateBasis": need.map(|n| n.basis.clone()),
+                        "repositoryFreeBytes": space.as_ref().and_then(|s| s.free.as_ref().ok()),
                         "retentionWouldForget": forget.get(&r.name).map(|f| f.iter().map(|(id, why)| serde_json::json!({"id": id, "reason": why})).collect::<Vec<_>>()),
                         "plan": p,
                     })
@@ -83,8 +88,8 @@ pub fn run(settings: &Settings, args: PlanArgs) -> anyhow::Result<ExitCode> {
             writeln!(out)?;
         }
         OutputFormat::Text => {
-            for (r, p) in &plans {
-                print_plan(&mut out, r, p)?;
+            for (r, p, space) in &plans {
+                print_plan(&mut out, r, p, space.as_ref())?;
                 match forget.get(&r.name) {
                     Some(list) if list.is_empty() => {
                         writeln!(out, "  retention: forgets nothing now")?
@@ -106,33 +111,12 @@ pub fn run(settings: &Settings, args: PlanArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-/// Bytes in the folders a run would read from the host, where holdfast can see them.
-fn estimate(plan: &BackupPlan) -> Option<u64> {
-    let mut total = 0;
-    let dirs = plan
-        .volumes
-        .iter()
-        .map(|v| v.mountpoint.clone())
-        .chain(plan.binds.iter().map(|b| Some(b.source.clone())));
-    for dir in dirs {
-        total += dir_size(std::path::Path::new(&dir?))?;
-    }
-    Some(total)
-}
-
-fn dir_size(path: &std::path::Path) -> Option<u64> {
-    let meta = std::fs::symlink_metadata(path).ok()?;
-    if !meta.is_dir() {
-        return Some(meta.len());
-    }
-    let mut total = 0;
-    for entry in std::fs::read_dir(path).ok()? {
-        total += dir_size(&entry.ok()?.path()).unwrap_or(0);
-    }
-    Some(total)
-}
-
-fn print_plan(out: &mut impl Write, r: &BackupRequest, p: &BackupPlan) -> std::io::Result<()> {
+fn print_plan(
+    out: &mut impl Write,
+    r: &BackupRequest,
+    p: &BackupPlan,
+    space: Option<&Space>,
+) -> std::io::Result<()> {
     writeln!(out, "{}/{}", r.kind, r.name)?;
     if !p.stacks.is_empty() {
         writeln!(out, "  stacks: {}", p.stacks.join(", "))?;
@@ -196,16 +180,43 @@ fn print_plan(out: &mut impl Write, r: &BackupRequest, p: &BackupPlan) -> std::i
     for s in &p.skipped {
         writeln!(out, "  skipped {}: {}", s.what, s.reason)?;
     }
-    match estimate(p) {
-        Some(bytes) => writeln!(
+    match space {
+        Some(Space {
+            repository,
+            need: Some(need),
+            free,
+        }) => {
+            writeln!(
+                out,
+                "  estimated size: {} ({})",
+                human_bytes(need.bytes),
+                need.basis
+            )?;
+            match free {
+                Ok(free) if need.bytes > *free => writeln!(
+                    out,
+                    "  does not fit: {} free in the repository {}; a run fails before it stops anything",
+                    human_bytes(*free),
+                    repository.display()
+                )?,
+                Ok(free) => writeln!(
+                    out,
+                    "  fits: {} free in the repository {}",
+                    human_bytes(*free),
+                    repository.display()
+                )?,
+                Err(e) => writeln!(
+                    out,
+                    "  free space in {}: unknown ({e})",
+                    repository.display()
+                )?,
+            }
+        }
+        Some(Space { need: None, .. }) => writeln!(
             out,
-            "  estimated size before compression: {}",
-            human_bytes(bytes)
+            "  estimated size: unknown (some data is only reachable through Docker, and no earlier archive tells)"
         )?,
-        None => writeln!(
-            out,
-            "  estimated size: unknown (some data is only reachable through Docker)"
-        )?,
+        None => {}
     }
     match effective_level(&r.output) {
         Some(level) => writeln!(out, "  output: {} at level {level}", r.output.format)?,
@@ -217,17 +228,4 @@ fn print_plan(out: &mut impl Write, r: &BackupRequest, p: &BackupPlan) -> std::i
     Ok(())
 }
 
-pub fn human_bytes(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
-    }
-}
+pub use crate::executor::space::human_bytes;

@@ -140,6 +140,7 @@ mod tests {
                 mountpoint: None,
                 used_by: vec![],
                 stack: None,
+                leave_out: vec![],
             }],
             stop: StopMode::Container,
             stop_order: vec![web],

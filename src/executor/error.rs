@@ -33,6 +33,18 @@ impl BackupRequestError {
     }
 }
 
+/// A run whose estimated size exceeds its repository's free space.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "not enough space in the repository {repository}: this run needs about {needed} ({basis}) and {free} is free; nothing was stopped or dumped. Free space there, or exclude data the run need not keep"
+)]
+pub struct WouldNotFit {
+    pub repository: String,
+    pub needed: String,
+    pub free: String,
+    pub basis: String,
+}
+
 /// A thread of archive work that did not deliver its result.
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerError {
@@ -181,6 +193,9 @@ pub enum RunError {
     NotHealthy { container: String, status: String },
     #[error("volume {volume}: its folder is not readable from here")]
     VolumeNotReadable { volume: String },
+    /// Found before anything was stopped or dumped.
+    #[error(transparent)]
+    WouldNotFit(#[from] WouldNotFit),
     #[error("bind mount {path}: not readable from here")]
     BindNotReadable { path: String },
     /// Files that shrank while they were read: the archive holds them padded with zeros.
@@ -247,6 +262,7 @@ impl RunError {
             | RunError::NotRunning { .. }
             | RunError::NotHealthy { .. }
             | RunError::VolumeNotReadable { .. }
+            | RunError::WouldNotFit(_)
             | RunError::BindNotReadable { .. }
             | RunError::VolumeVanished { .. }
             | RunError::NoImage { .. } => false,
@@ -284,6 +300,7 @@ impl RunError {
             RunError::NotRunning { .. } | RunError::NotHealthy { .. } => "unhealthy",
             RunError::VolumeNotReadable { .. } | RunError::BindNotReadable { .. } => "not_local",
             RunError::VolumeVanished { .. } => "not_found",
+            RunError::WouldNotFit(_) => "no_space",
             RunError::NoImage { .. } => "no_image",
             RunError::Recipe(RecipeError::Write(_)) => "io",
             RunError::Shrunk { .. } => "shrunk",

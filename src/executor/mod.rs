@@ -9,9 +9,11 @@ pub mod claims;
 pub mod dumps;
 pub mod error;
 mod journal;
+pub mod own;
 pub mod pipe;
 pub mod resolve;
 pub mod recipe;
+pub mod space;
 mod steps;
 
 use std::collections::BTreeMap;
@@ -202,14 +204,40 @@ impl Executor {
         self.state.clone()
     }
 
-    /// What Docker reports now.
+    /// What Docker reports now, with holdfast's own folders and the real paths of the
+    /// folders Docker names.
     pub async fn observe(&self) -> Result<Observed, DockerError> {
         let containers = self.engine.containers(None).await?;
+        let volumes = self.engine.volumes().await?;
+        let sources = containers
+            .iter()
+            .flat_map(|c| &c.mounts)
+            .filter_map(|m| match m {
+                crate::docker::MountInfo::Bind { source, .. } => Some(source),
+                _ => None,
+            })
+            .chain(volumes.values());
+        let real_paths = sources
+            .filter_map(|p| Some((p.clone(), std::fs::canonicalize(p).ok()?)))
+            .collect();
         Ok(Observed {
             stacks: crate::docker::group_stacks(containers.clone()),
             containers,
-            volumes: self.engine.volumes().await?,
+            volumes,
+            own: self.own_folders(),
+            real_paths,
         })
+    }
+
+    /// holdfast's own folders as they are now: the local repository (all of it, every
+    /// host's folder) and the state folder. No run reads them.
+    pub fn own_folders(&self) -> Vec<own::OwnFolder> {
+        let repository = self.repository.local_top();
+        let state = self.state.path().parent().map(std::path::Path::to_path_buf);
+        [("repository", repository), ("state folder", state)]
+            .into_iter()
+            .filter_map(|(what, path)| Some(own::OwnFolder::find(what, &path?)))
+            .collect()
     }
 
     pub async fn plan(&self, spec: &BackupSpec) -> Result<BackupPlan, DockerError> {
@@ -279,6 +307,13 @@ impl Executor {
         } else {
             None
         };
+
+        // Before hooks, dumps or stops: a run that cannot fit costs no downtime.
+        if run.fatal.is_empty() {
+            if let Err(e) = self.check_space(request, &plan).await {
+                run.fatal.push(e.into());
+            }
+        }
 
         let mut archive_id = None;
         let mut committed = false;

@@ -5,9 +5,11 @@
 //! run always agree, and it is tested without Docker.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
+use super::own::{self, OwnFolder, Place};
 use crate::docker::{ContainerInfo, DEPENDS_ON_LABEL, MountInfo, Stack};
 use crate::spec::common::{
     Consistency, Databases, Dump, Engine, Include, SecretSource, StopMode, Targets,
@@ -30,6 +32,11 @@ pub struct Observed {
     pub containers: Vec<ContainerInfo>,
     /// Named volumes and their mountpoints on the Docker host.
     pub volumes: BTreeMap<String, String>,
+    /// holdfast's own folders, never archived.
+    pub own: Vec<OwnFolder>,
+    /// Bind sources and volume mountpoints with symlinks resolved, where this machine
+    /// can see them.
+    pub real_paths: BTreeMap<String, PathBuf>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -51,6 +58,9 @@ pub struct PlannedVolume {
     pub used_by: Vec<String>,
     /// The stack it belongs to, if a container of a target stack mounts it.
     pub stack: Option<String>,
+    /// Paths inside it left out: holdfast's own folders.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub leave_out: Vec<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -63,6 +73,9 @@ pub struct PlannedBind {
     pub destination: String,
     /// `<container>-<n>`, the artifact's name.
     pub artifact: String,
+    /// Paths inside it left out: holdfast's own folders.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub leave_out: Vec<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -148,6 +161,46 @@ fn system_path(source: &str) -> bool {
         || source.ends_with("/docker.sock")
 }
 
+/// What of holdfast's own folders lies in the source folder `source` (described as
+/// `what`): the paths inside it to leave out, each noted in `skipped`; `None` when the
+/// source is itself an own folder or inside one, so nothing of it may be read.
+fn own_folders(
+    source: &str,
+    what: &str,
+    observed: &Observed,
+    skipped: &mut Vec<Skipped>,
+) -> Option<Vec<String>> {
+    let real = observed.real_paths.get(source).map(PathBuf::as_path);
+    let mut leave_out = Vec::new();
+    for folder in &observed.own {
+        match own::place(Path::new(source), real, folder) {
+            Place::Apart => {}
+            Place::Covers => {
+                skipped.push(Skipped {
+                    what: what.to_string(),
+                    reason: format!(
+                        "it is holdfast's own {} ({}) or lies inside it, never archived",
+                        folder.what,
+                        folder.path.display()
+                    ),
+                });
+                return None;
+            }
+            Place::Inside(rel) => {
+                skipped.push(Skipped {
+                    what: format!("{} {} in {what}", folder.what, folder.path.display()),
+                    reason: format!(
+                        "holdfast's own {}, never archived: {rel} is left out of this source",
+                        folder.what
+                    ),
+                });
+                leave_out.push(rel);
+            }
+        }
+    }
+    Some(leave_out)
+}
+
 pub fn resolve(spec: &BackupSpec, observed: &Observed) -> BackupPlan {
     let mut plan = BackupPlan {
         stop: spec.consistency.stop,
@@ -228,6 +281,7 @@ pub fn resolve(spec: &BackupSpec, observed: &Observed) -> BackupPlan {
                             mountpoint: observed.volumes.get(name).cloned(),
                             used_by: Vec::new(),
                             stack: c.project().map(str::to_string),
+                            leave_out: Vec::new(),
                         });
                     v.used_by.push(c.name.clone());
                 }
@@ -255,17 +309,25 @@ pub fn resolve(spec: &BackupSpec, observed: &Observed) -> BackupPlan {
                     .map(|c| c.name.clone())
                     .collect(),
                 stack: None,
+                leave_out: Vec::new(),
             });
     }
-    for (name, volume) in volumes {
+    for (name, mut volume) in volumes {
         if excluded.contains(name.as_str()) {
             plan.skipped.push(Skipped {
                 what: format!("volume {name}"),
                 reason: "excluded by spec.targets.exclude.volumes".into(),
             });
-        } else {
-            plan.volumes.push(volume);
+            continue;
         }
+        if let Some(mountpoint) = volume.mountpoint.clone() {
+            let source = format!("volume {name} ({mountpoint})");
+            match own_folders(&mountpoint, &source, observed, &mut plan.skipped) {
+                Some(leave_out) => volume.leave_out = leave_out,
+                None => continue,
+            }
+        }
+        plan.volumes.push(volume);
     }
 
     // Bind mounts of chosen containers.
@@ -286,6 +348,11 @@ pub fn resolve(spec: &BackupSpec, observed: &Observed) -> BackupPlan {
                         });
                         continue;
                     }
+                    let what = format!("bind mount {source} of {}", c.name);
+                    let Some(leave_out) = own_folders(source, &what, observed, &mut plan.skipped)
+                    else {
+                        continue;
+                    };
                     n += 1;
                     plan.binds.push(PlannedBind {
                         container: c.name.clone(),
@@ -294,6 +361,7 @@ pub fn resolve(spec: &BackupSpec, observed: &Observed) -> BackupPlan {
                         source: source.clone(),
                         destination: destination.clone(),
                         artifact: format!("{}-{n}", c.name),
+                        leave_out,
                     });
                 }
             }
@@ -545,6 +613,7 @@ mod tests {
                 .into_iter()
                 .map(|v| (v.to_string(), format!("/var/lib/docker/volumes/{v}/_data")))
                 .collect(),
+            ..Observed::default()
         }
     }
 
@@ -655,6 +724,85 @@ mod tests {
         assert_eq!(
             plan.errors,
             ["dump: service `app` not found in stacks demo"]
+        );
+    }
+
+    #[test]
+    fn own_folders_are_left_out_of_every_source_and_said_so() {
+        let mut seen = observed();
+        let folder = |what, path: &str| OwnFolder {
+            what,
+            path: path.into(),
+            real: Some(path.into()),
+            id: None,
+        };
+        seen.own = vec![
+            folder("repository", "/srv/demo/config/backups"),
+            folder(
+                "state folder",
+                "/var/lib/docker/volumes/demo_db-data/_data/state",
+            ),
+        ];
+        // The config folder is reached through a symlink in the container's bind mount.
+        for c in &mut seen.containers {
+            for m in &mut c.mounts {
+                if let MountInfo::Bind { source, .. } = m {
+                    if source == "/srv/demo/config" {
+                        *source = "/srv/link".into();
+                    }
+                }
+            }
+        }
+        seen.stacks = crate::docker::group_stacks(seen.containers.clone());
+        seen.real_paths
+            .insert("/srv/link".into(), "/srv/demo/config".into());
+        let targets = Targets {
+            stacks: vec!["demo".into()],
+            ..Targets::default()
+        };
+        let plan = resolve(&spec(targets, StopMode::None), &seen);
+        assert!(plan.errors.is_empty(), "{:?}", plan.errors);
+        assert_eq!(plan.binds[0].leave_out, ["backups"]);
+        let db = plan
+            .volumes
+            .iter()
+            .find(|v| v.name == "demo_db-data")
+            .unwrap();
+        assert_eq!(db.leave_out, ["state"]);
+        let said: Vec<String> = plan
+            .skipped
+            .iter()
+            .map(|s| format!("{}: {}", s.what, s.reason))
+            .collect();
+        assert!(
+            said.iter().any(|s| s.starts_with(
+                "repository /srv/demo/config/backups in bind mount /srv/link of demo_web_1: holdfast's own repository"
+            )),
+            "{said:?}"
+        );
+        assert!(
+            said.iter()
+                .any(|s| s.starts_with("state folder /var/lib/docker/volumes/demo_db-data/_data/state in volume demo_db-data")),
+            "{said:?}"
+        );
+
+        // A source that is an own folder, or inside one, is not read at all.
+        seen.own = vec![folder(
+            "repository",
+            "/var/lib/docker/volumes/demo_web-data",
+        )];
+        let targets = Targets {
+            stacks: vec!["demo".into()],
+            ..Targets::default()
+        };
+        let plan = resolve(&spec(targets, StopMode::None), &seen);
+        let volumes: Vec<&str> = plan.volumes.iter().map(|v| v.name.as_str()).collect();
+        assert_eq!(volumes, ["demo_db-data"]);
+        assert!(
+            plan.skipped
+                .iter()
+                .any(|s| s.what.starts_with("volume demo_web-data")
+                    && s.reason.contains("holdfast's own repository"))
         );
     }
 

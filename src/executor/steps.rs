@@ -34,8 +34,9 @@ impl Executor {
         progress: Arc<dyn Progress>,
         run: &mut Progressing,
     ) {
+        let own = self.own_folders().into_iter().filter_map(|f| f.id);
         let excludes = match Excludes::new(&request.spec.targets.exclude.paths) {
-            Ok(e) => e,
+            Ok(e) => e.never_enter(own),
             Err(e) => {
                 run.fatal.push(RunError::Archive(e));
                 return;
@@ -443,6 +444,7 @@ impl Executor {
         for volume in &plan.volumes {
             let rel = format!("volumes/{}", volume.name);
             progress.item(&rel);
+            let excludes = &excludes.leave_out(&volume.leave_out);
             let readable = volume
                 .mountpoint
                 .as_deref()
@@ -487,6 +489,7 @@ impl Executor {
         for bind in &plan.binds {
             let rel = format!("binds/{}", bind.artifact);
             progress.item(&rel);
+            let excludes = &excludes.leave_out(&bind.leave_out);
             let readable = std::fs::read_dir(&bind.source).is_ok();
             let result = if readable && self.via != ArchiveVia::Api {
                 self.archive_dir(&bind.source, root, &rel, output, excludes, progress.clone())

@@ -134,6 +134,10 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
     /// The archive's folder on this machine, for code that reads artifacts through
     /// descriptors (extraction, folder-format artifacts); `None` for remote storage.
     fn local_dir(&self, group: &str, id: &str) -> Option<PathBuf>;
+    /// The whole repository's folder on this machine (every host's archives), which no
+    /// backup may read and whose file system must hold new archives; `None` for remote
+    /// storage.
+    fn local_top(&self) -> Option<PathBuf>;
     /// One file of the repository's own records (under `.holdfast/`, never a group);
     /// `None` when it does not exist.
     fn read_meta(&self, name: &str) -> Result<Option<Vec<u8>>, StorageError>;
@@ -393,6 +397,10 @@ impl Storage for LocalStorage {
 
     fn local_dir(&self, group: &str, id: &str) -> Option<PathBuf> {
         Some(self.dir(group, id))
+    }
+
+    fn local_top(&self) -> Option<PathBuf> {
+        Some(self.top.clone())
     }
 
     fn read_meta(&self, name: &str) -> Result<Option<Vec<u8>>, StorageError> {

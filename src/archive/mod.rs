@@ -8,8 +8,10 @@
 //!
 //! Tar output is GNU tar format with entries in a fixed order (a folder, then its
 //! contents, names sorted by bytes), so the same data gives the same archive. Owners
-//! (numeric and by name), modes, mtimes (seconds), symlinks, hard links, empty folders,
-//! long and non-UTF-8 names, fifos and device nodes are kept; sockets are skipped.
+//! (numeric and by name), modes, mtimes (to the nanosecond: a pax `mtime` record when
+//! there is a fraction), symlinks, hard links, empty folders, long and non-UTF-8 names,
+//! fifos and device nodes are kept; sockets are skipped. A file with holes is stored as a
+//! GNU sparse 1.0 entry (see the `sparse` module): only its data is read and written.
 //!
 //! [`extract_artifact`] is the inverse: it puts any of these artifacts back into a folder
 //! with the same metadata, refusing every entry that would land outside that folder.
@@ -21,6 +23,7 @@ mod extract;
 mod folder;
 mod listing;
 mod output;
+mod sparse;
 mod stream;
 mod sys;
 mod tar_in;

@@ -357,6 +357,38 @@ mod tests {
     }
 
     #[test]
+    fn a_sparse_file_that_shrinks_while_read_is_padded_and_reads_back() {
+        let extents = [(0u64, 10u64), (1000, 10)];
+        let mut disk = file(b"disk", 5000);
+        disk.sparse = Some(&extents);
+        let mut sink = TarSink::new(Vec::new(), &Silent);
+        let copied = sink.add(&disk, &mut &[7u8; 12][..]).unwrap();
+        assert_eq!(
+            copied,
+            Copied {
+                read: 12,
+                shrunk: true
+            }
+        );
+        sink.add(&file(b"next", 1), &mut &b"z"[..]).unwrap();
+        let tar = sink.finish().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("out");
+        let limits = crate::archive::ExtractLimits {
+            max_entries: 10,
+            max_bytes: 100,
+        };
+        crate::archive::extract_tar(&tar[..], &out, limits, &Silent).unwrap();
+        let data = std::fs::read(out.join("disk")).unwrap();
+        assert_eq!(data.len(), 5000);
+        assert!(data[..10].iter().all(|b| *b == 7));
+        assert!(data[10..1000].iter().all(|b| *b == 0));
+        assert_eq!(&data[1000..1003], &[7, 7, 0]);
+        assert!(data[1003..].iter().all(|b| *b == 0));
+        assert_eq!(std::fs::read(out.join("next")).unwrap(), b"z");
+    }
+
+    #[test]
     fn a_source_longer_than_its_header_is_cut_at_the_header_size() {
         let mut sink = TarSink::new(Vec::new(), &Silent);
         let copied = sink

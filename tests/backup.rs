@@ -807,3 +807,128 @@ fn a_large_sparse_file_is_backed_up_in_moments_and_restored_sparse_with_its_mtim
     assert!(allocated < 16 << 20, "{allocated} bytes allocated");
     assert_eq!(mtime, (1_700_000_000, 123_456_789));
 }
+
+/// A tmpfs mounted over a folder for the length of a test.
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    fn mount(dir: &Path, size: &str) -> Tmpfs {
+        fs::create_dir_all(dir).unwrap();
+        let out = run(Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir));
+        assert!(out.status.success(), "mount: {}", stderr(&out));
+        Tmpfs(dir.to_path_buf())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// Every name below `dir` ending in `.partial`.
+fn partials(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in fs::read_dir(&dir).into_iter().flatten().flatten() {
+            if entry.file_name().to_string_lossy().ends_with(".partial") {
+                found.push(entry.path());
+            }
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                stack.push(entry.path());
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn a_full_repository_stops_the_run_at_once_names_its_file_system_and_restarts_the_container() {
+    if !docker_available() {
+        return;
+    }
+    let _guard = docker_lock();
+    let name = format!("hfenospc{}", std::process::id());
+    docker(&["volume", "create", &name]);
+    let mountpoint = docker(&["volume", "inspect", "-f", "{{.Mountpoint}}", &name]);
+    let data = Path::new(mountpoint.trim()).to_path_buf();
+    run(Command::new("sh").arg("-c").arg(format!(
+        "head -c 6000000 /dev/urandom > {}/a.bin",
+        data.display()
+    )));
+    docker(&[
+        "run",
+        "-d",
+        "--name",
+        &name,
+        "--stop-timeout",
+        "1",
+        "-v",
+        &format!("{name}:/data"),
+        "holdfast-test/busybox:1",
+        "sleep",
+        "3600",
+    ]);
+    let env = Env::new();
+    let _tmpfs = Tmpfs::mount(&env.repository, "40m");
+    let body = format!(
+        "  targets: {{containers: [{name}]}}\n  consistency: {{stop: container}}\n  output: {{format: tar.zst, level: 19}}\n"
+    );
+    env.spec("full", &policy("full", &body));
+    let started = std::time::Instant::now();
+    let child = env
+        .holdfast()
+        .args(["backup", "full", "-o", "json"])
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let state = || {
+        docker(&["inspect", "-f", "{{.State.Status}}", &name])
+            .trim()
+            .to_string()
+    };
+    while state() == "running" {
+        assert!(std::time::Instant::now() < deadline, "never stopped");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // The plan saw room for the archive; while zstd -19 takes its time over a.bin, the
+    // repository's file system fills up, with 3 MB left.
+    let filler = env.repository.join("filler.bin");
+    run(Command::new("sh")
+        .arg("-c")
+        .arg(format!("head -c 39000000 /dev/zero > {}", filler.display())));
+    let out = child.wait_with_output().unwrap();
+    let took = started.elapsed();
+    let after = state();
+    let leftovers = partials(&env.repository);
+    let used = run(Command::new("du").arg("-sb").arg(&env.repository));
+    docker(&["rm", "-f", &name]);
+    docker(&["volume", "rm", &name]);
+    let outcome: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}\n{}", stdout(&out), stderr(&out)));
+    assert_eq!(outcome["phase"], "Failed", "{outcome}");
+    let errors = outcome["errors"].to_string();
+    let repo = env.repository.display().to_string();
+    assert!(
+        errors.contains("no space left") && errors.contains(&format!("file system at {repo}")),
+        "{errors}"
+    );
+    assert_eq!(after, "running", "the container was not started again");
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    let used: u64 = stdout(&used)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        used < 39_000_000 + (1 << 20),
+        "{used} bytes left in the repository"
+    );
+    assert!(took.as_secs() < 60, "{took:?}");
+}

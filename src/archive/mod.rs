@@ -84,6 +84,21 @@ pub enum ArchiveError {
         path: PathBuf,
         source: io::Error,
     },
+    /// The file system written to is full (or the user's quota is used up): nothing more
+    /// was written to it.
+    #[error(
+        "{action} {}: no space left on the file system at {} ({source}); make room there \
+         or move the repository to a larger one, then run again",
+        path.display(),
+        mount.display()
+    )]
+    NoSpace {
+        action: &'static str,
+        path: PathBuf,
+        /// Where that file system is mounted.
+        mount: PathBuf,
+        source: io::Error,
+    },
     #[error("reading {entry} from the tar stream: {source}")]
     Stream { entry: String, source: io::Error },
     #[error("tar stream entry {entry:?} is not below {prefix:?}")]
@@ -128,7 +143,16 @@ pub enum ArchiveError {
 }
 
 impl ArchiveError {
+    /// An I/O error on `path`; a full file system says which one it is.
     pub(crate) fn io(action: &'static str, path: &Path, source: io::Error) -> ArchiveError {
+        if output::is_no_space(&source) {
+            return ArchiveError::NoSpace {
+                action,
+                path: path.to_path_buf(),
+                mount: output::mount_point(path),
+                source,
+            };
+        }
         ArchiveError::Io {
             action,
             path: path.to_path_buf(),

@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use holdfast::archive::{
-    ArchiveError, ArtifactInfo, Excludes, archive_directory, archive_tar_stream, compress_stream,
-    verify_artifact,
+    ArchiveError, ArtifactInfo, Excludes, ExtractLimits, archive_directory, archive_tar_stream,
+    compress_stream, extract_artifact, verify_artifact,
 };
 use holdfast::progress::Silent;
 use holdfast::spec::common::Format;
@@ -527,4 +527,173 @@ fn hostile_tar_streams_cannot_write_outside_the_folder() {
     }
     assert_eq!(fs::read_dir(&outside).unwrap().count(), 0);
     assert!(!tmp.path().join("evil").exists());
+}
+
+const SPARSE_SIZE: u64 = 256 << 20;
+
+/// A 256 MiB file with 3 runs of data (one at its very start, one in the middle, one in
+/// its last bytes), the rest holes.
+fn sparse_file(path: &Path) {
+    use std::os::unix::fs::FileExt;
+    let f = fs::File::create(path).unwrap();
+    f.set_len(SPARSE_SIZE).unwrap();
+    f.write_all_at(b"start", 0).unwrap();
+    f.write_all_at(&noise(300_000, 5), 100 << 20).unwrap();
+    f.write_all_at(b"end", SPARSE_SIZE - 3).unwrap();
+}
+
+fn allocated(path: &Path) -> u64 {
+    fs::metadata(path).unwrap().blocks() * 512
+}
+
+fn assert_same_sparse(want: &Path, got: &Path, what: &str) {
+    assert_eq!(fs::metadata(got).unwrap().len(), SPARSE_SIZE, "{what}");
+    sh(&format!("cmp {} {}", quote(want), quote(got)));
+    assert!(
+        allocated(got) < 16 << 20,
+        "{what}: {} bytes allocated, the holes were filled",
+        allocated(got)
+    );
+}
+
+#[test]
+fn sparse_files_are_archived_as_sparse_entries_that_gnu_tar_and_holdfast_restore() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("data");
+    fs::create_dir(&src).unwrap();
+    sparse_file(&src.join("disk.img"));
+    fs::write(src.join("plain"), noise(100_000, 9)).unwrap();
+    let root = tmp.path().join("archive");
+    for format in FORMATS {
+        let name = format!("vol-{}", format.to_string().replace('.', "-"));
+        let info = archive_directory(&src, &root, &name, format, None, &Excludes::none(), &Silent)
+            .unwrap();
+        // Only the data is read, not 256 MiB of zeros.
+        assert!(
+            info.source_bytes < 2 << 20,
+            "{format}: {} bytes read",
+            info.source_bytes
+        );
+        if format != Format::Folder {
+            assert!(info.size < 4 << 20, "{format}: {} bytes", info.size);
+        }
+        verify_artifact(&root, &info).unwrap();
+        let ours = tmp.path().join(format!("ours-{format}"));
+        let limits = ExtractLimits::from_manifest(info.entries, info.source_bytes);
+        extract_artifact(&root.join(&info.path), &ours, limits, &Silent).unwrap();
+        assert_same_sparse(&src.join("disk.img"), &ours.join("disk.img"), "holdfast");
+        assert_eq!(fs::read(ours.join("plain")).unwrap(), noise(100_000, 9));
+        if format != Format::Folder {
+            let theirs = extract(
+                &root,
+                &info,
+                format,
+                &tmp.path().join(format!("gnu-{format}")),
+            );
+            assert_same_sparse(&src.join("disk.img"), &theirs.join("disk.img"), "GNU tar");
+            assert_eq!(fs::read(theirs.join("plain")).unwrap(), noise(100_000, 9));
+            // No stand-in names are left behind.
+            let mut names: Vec<_> = fs::read_dir(&theirs)
+                .unwrap()
+                .map(|e| e.unwrap().file_name())
+                .collect();
+            names.sort();
+            assert_eq!(names, ["disk.img", "plain"], "{format}");
+        }
+    }
+    // A file without holes stays a plain entry.
+    let info = archive_directory(
+        &src,
+        &root,
+        "plain-only",
+        Format::Tar,
+        None,
+        &Excludes::new(&["disk.img".to_string()]).unwrap(),
+        &Silent,
+    )
+    .unwrap();
+    let listing = Command::new("tar")
+        .args(["--list", "-vf"])
+        .arg(root.join(&info.path))
+        .output()
+        .unwrap();
+    assert!(listing.status.success());
+    let raw = fs::read(root.join(&info.path)).unwrap();
+    assert!(!raw.windows(10).any(|w| w == b"GNU.sparse"));
+}
+
+#[test]
+fn sparse_archives_made_by_gnu_tar_restore_with_their_holes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("data");
+    fs::create_dir(&src).unwrap();
+    sparse_file(&src.join("disk.img"));
+    let artifact = tmp.path().join("gnu.tar");
+    sh(&format!(
+        "tar --format=pax --sparse --sparse-version=1.0 -cf {} -C {} .",
+        quote(&artifact),
+        quote(&src)
+    ));
+    let out = tmp.path().join("out");
+    extract_artifact(
+        &artifact,
+        &out,
+        ExtractLimits::from_manifest(10, 1 << 20),
+        &Silent,
+    )
+    .unwrap();
+    assert_same_sparse(&src.join("disk.img"), &out.join("disk.img"), "from GNU tar");
+}
+
+#[test]
+fn sub_second_modification_times_survive_a_round_trip() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("data");
+    fs::create_dir(&src).unwrap();
+    fs::write(src.join("precise"), b"x").unwrap();
+    fs::write(src.join("whole"), b"y").unwrap();
+    fs::create_dir(src.join("dir")).unwrap();
+    let set = |p: &Path, nanos: i64| {
+        let c = std::ffi::CString::new(p.as_os_str().as_bytes()).unwrap();
+        let t = libc::timespec {
+            tv_sec: 1_700_000_000,
+            tv_nsec: nanos,
+        };
+        // SAFETY: valid path and a two-element array.
+        let rc = unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), [t, t].as_ptr(), 0) };
+        assert_eq!(rc, 0);
+    };
+    set(&src.join("precise"), 123_456_789);
+    set(&src.join("whole"), 0);
+    set(&src.join("dir"), 5);
+    let nanos = |p: &Path| {
+        let m = fs::metadata(p).unwrap();
+        (m.mtime(), m.mtime_nsec())
+    };
+    let root = tmp.path().join("archive");
+    for format in FORMATS {
+        let name = format!("t-{}", format.to_string().replace('.', "-"));
+        let info = archive_directory(&src, &root, &name, format, None, &Excludes::none(), &Silent)
+            .unwrap();
+        let out = tmp.path().join(format!("out-{format}"));
+        let limits = ExtractLimits::from_manifest(info.entries, info.source_bytes);
+        extract_artifact(&root.join(&info.path), &out, limits, &Silent).unwrap();
+        assert_eq!(
+            nanos(&out.join("precise")),
+            (1_700_000_000, 123_456_789),
+            "{format}"
+        );
+        assert_eq!(nanos(&out.join("whole")), (1_700_000_000, 0), "{format}");
+        assert_eq!(nanos(&out.join("dir")), (1_700_000_000, 5), "{format}");
+    }
+    let listing = Command::new("tar")
+        .args(["--full-time", "-tvf"])
+        .arg(root.join("t-tar.tar"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&listing.stdout);
+    let line = text.lines().find(|l| l.ends_with(" precise")).unwrap();
+    assert!(line.contains(".123456789"), "{text}");
+    let line = text.lines().find(|l| l.ends_with(" whole")).unwrap();
+    assert!(!line.contains(":20."), "{text}");
 }

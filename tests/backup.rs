@@ -692,3 +692,243 @@ fn a_file_that_shrinks_while_read_makes_the_run_partly_failed_and_is_named() {
         "{warnings}"
     );
 }
+
+/// The byte ranges of a file that hold data, by `SEEK_DATA` and `SEEK_HOLE`.
+fn data_ranges(file: &fs::File) -> Vec<(u64, u64)> {
+    use std::os::fd::AsRawFd;
+    let fd = file.as_raw_fd();
+    let len = file.metadata().unwrap().len() as i64;
+    let mut ranges = Vec::new();
+    let mut off = 0i64;
+    while off < len {
+        // SAFETY: a valid descriptor; lseek takes no pointers.
+        let start = unsafe { libc::lseek(fd, off, libc::SEEK_DATA) };
+        if start < 0 {
+            break;
+        }
+        // SAFETY: as above.
+        let end = unsafe { libc::lseek(fd, start, libc::SEEK_HOLE) };
+        ranges.push((start as u64, end as u64));
+        off = end;
+    }
+    ranges
+}
+
+/// Same length, and the same bytes wherever either file holds data: elsewhere both are
+/// holes, which read as zeros.
+fn assert_same_sparse_content(want: &Path, got: &Path) {
+    use std::os::unix::fs::FileExt;
+    let (a, b) = (fs::File::open(want).unwrap(), fs::File::open(got).unwrap());
+    assert_eq!(a.metadata().unwrap().len(), b.metadata().unwrap().len());
+    let mut ranges = data_ranges(&a);
+    ranges.extend(data_ranges(&b));
+    for (start, end) in ranges {
+        let mut x = vec![0u8; (end - start) as usize];
+        let mut y = vec![0u8; (end - start) as usize];
+        a.read_exact_at(&mut x, start).unwrap();
+        b.read_exact_at(&mut y, start).unwrap();
+        assert!(x == y, "the bytes from {start} to {end} differ");
+    }
+}
+
+#[test]
+fn a_large_sparse_file_is_backed_up_in_moments_and_restored_sparse_with_its_mtime() {
+    use std::os::unix::fs::{FileExt, MetadataExt};
+    if !docker_available() {
+        return;
+    }
+    let _guard = docker_lock();
+    let volume = format!("hfsparse{}", std::process::id());
+    docker(&["volume", "create", &volume]);
+    let mountpoint = docker(&["volume", "inspect", "-f", "{{.Mountpoint}}", &volume]);
+    let image = Path::new(mountpoint.trim()).join("disk.img");
+    let size: u64 = 8 << 30;
+    {
+        let f = fs::File::create(&image).unwrap();
+        f.set_len(size).unwrap();
+        f.write_all_at(b"boot sector", 0).unwrap();
+        let block: Vec<u8> = (0..1u32 << 20).map(|i| (i * 7 % 251) as u8).collect();
+        f.write_all_at(&block, 3 << 30).unwrap();
+        f.write_all_at(b"tail", size - 4).unwrap();
+    }
+    let set = std::ffi::CString::new(image.as_os_str().as_encoded_bytes()).unwrap();
+    let t = libc::timespec {
+        tv_sec: 1_700_000_000,
+        tv_nsec: 123_456_789,
+    };
+    // SAFETY: a valid path and a two-element array.
+    assert_eq!(
+        unsafe { libc::utimensat(libc::AT_FDCWD, set.as_ptr(), [t, t].as_ptr(), 0) },
+        0
+    );
+    let env = Env::new();
+    let body = format!(
+        "  targets: {{volumes: [{volume}]}}\n  consistency: {{stop: none}}\n  output: {{format: tar.zst}}\n"
+    );
+    env.spec("sparse", &policy("sparse", &body));
+    let started = std::time::Instant::now();
+    let (out, outcome) = env.backup("sparse", &[]);
+    let took = started.elapsed();
+    eprintln!("backing up the 8 GiB sparse file took {took:?}");
+    assert!(out.status.success(), "{outcome}\n{}", stderr(&out));
+    assert_eq!(outcome["phase"], "Succeeded", "{outcome}");
+    let manifest: Value = serde_json::from_slice(&fs::read(&env.manifests()[0]).unwrap()).unwrap();
+    let artifact = find(&manifest, "volume", &volume);
+    // Only the data was read and stored, not 8 GiB of zeros.
+    assert!(
+        artifact["sourceBytes"].as_u64().unwrap() < 4 << 20,
+        "{artifact}"
+    );
+    assert!(artifact["size"].as_u64().unwrap() < 4 << 20, "{artifact}");
+    assert!(took.as_secs() < 20, "{took:?}");
+
+    let id = outcome["archive_id"]
+        .as_str()
+        .or(outcome["archiveId"].as_str())
+        .unwrap()
+        .to_string();
+    let restored = run(env
+        .holdfast()
+        .args(["restore", "-o", "json", "--from", &id, "--volume", &volume]));
+    let report: Value = serde_json::from_slice(&restored.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", stderr(&restored)));
+    let into = report["report"]["volumes"][0]["into"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{report:#}\n{}", stderr(&restored)))
+        .to_string();
+    let into_dir = docker(&["volume", "inspect", "-f", "{{.Mountpoint}}", &into]);
+    let copy = Path::new(into_dir.trim()).join("disk.img");
+    let meta = fs::metadata(&copy).unwrap();
+    let allocated = meta.blocks() * 512;
+    let mtime = (meta.mtime(), meta.mtime_nsec());
+    let same = std::panic::catch_unwind(|| assert_same_sparse_content(&image, &copy));
+    docker(&["volume", "rm", &volume, &into]);
+    same.unwrap();
+    assert!(allocated < 16 << 20, "{allocated} bytes allocated");
+    assert_eq!(mtime, (1_700_000_000, 123_456_789));
+}
+
+/// A tmpfs mounted over a folder for the length of a test.
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    fn mount(dir: &Path, size: &str) -> Tmpfs {
+        fs::create_dir_all(dir).unwrap();
+        let out = run(Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir));
+        assert!(out.status.success(), "mount: {}", stderr(&out));
+        Tmpfs(dir.to_path_buf())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// Every name below `dir` ending in `.partial`.
+fn partials(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in fs::read_dir(&dir).into_iter().flatten().flatten() {
+            if entry.file_name().to_string_lossy().ends_with(".partial") {
+                found.push(entry.path());
+            }
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                stack.push(entry.path());
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn a_full_repository_stops_the_run_at_once_names_its_file_system_and_restarts_the_container() {
+    if !docker_available() {
+        return;
+    }
+    let _guard = docker_lock();
+    let name = format!("hfenospc{}", std::process::id());
+    docker(&["volume", "create", &name]);
+    let mountpoint = docker(&["volume", "inspect", "-f", "{{.Mountpoint}}", &name]);
+    let data = Path::new(mountpoint.trim()).to_path_buf();
+    run(Command::new("sh").arg("-c").arg(format!(
+        "head -c 6000000 /dev/urandom > {}/a.bin",
+        data.display()
+    )));
+    docker(&[
+        "run",
+        "-d",
+        "--name",
+        &name,
+        "--stop-timeout",
+        "1",
+        "-v",
+        &format!("{name}:/data"),
+        "holdfast-test/busybox:1",
+        "sleep",
+        "3600",
+    ]);
+    let env = Env::new();
+    let _tmpfs = Tmpfs::mount(&env.repository, "40m");
+    let body = format!(
+        "  targets: {{containers: [{name}]}}\n  consistency: {{stop: container}}\n  output: {{format: tar.zst, level: 19}}\n"
+    );
+    env.spec("full", &policy("full", &body));
+    let started = std::time::Instant::now();
+    let child = env
+        .holdfast()
+        .args(["backup", "full", "-o", "json"])
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let state = || {
+        docker(&["inspect", "-f", "{{.State.Status}}", &name])
+            .trim()
+            .to_string()
+    };
+    while state() == "running" {
+        assert!(std::time::Instant::now() < deadline, "never stopped");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // The plan saw room for the archive; while zstd -19 takes its time over a.bin, the
+    // repository's file system fills up, with 3 MB left.
+    let filler = env.repository.join("filler.bin");
+    run(Command::new("sh")
+        .arg("-c")
+        .arg(format!("head -c 39000000 /dev/zero > {}", filler.display())));
+    let out = child.wait_with_output().unwrap();
+    let took = started.elapsed();
+    let after = state();
+    let leftovers = partials(&env.repository);
+    let used = run(Command::new("du").arg("-sb").arg(&env.repository));
+    docker(&["rm", "-f", &name]);
+    docker(&["volume", "rm", &name]);
+    let outcome: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}\n{}", stdout(&out), stderr(&out)));
+    assert_eq!(outcome["phase"], "Failed", "{outcome}");
+    let errors = outcome["errors"].to_string();
+    let repo = env.repository.display().to_string();
+    assert!(
+        errors.contains("no space left") && errors.contains(&format!("file system at {repo}")),
+        "{errors}"
+    );
+    assert_eq!(after, "running", "the container was not started again");
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    let used: u64 = stdout(&used)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        used < 39_000_000 + (1 << 20),
+        "{used} bytes left in the repository"
+    );
+    assert!(took.as_secs() < 60, "{took:?}");
+}

@@ -218,7 +218,7 @@ impl Place for Checker<'_> {
                 self.nodes.insert(self.key(path), Node::Dir);
                 self.owner(attrs)?;
             }
-            What::File { size } => {
+            What::File { size, .. } => {
                 self.put(path, Node::Other)?;
                 let mut left = size;
                 while left > 0 {

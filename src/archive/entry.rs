@@ -3,6 +3,8 @@
 
 use std::io::{self, Read};
 
+use super::sparse::Extent;
+
 /// What an entry is. Link targets are raw bytes: names are bytes on unix.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Kind<'a> {
@@ -25,6 +27,8 @@ pub(crate) struct Meta {
     pub gid: u64,
     /// Seconds since the epoch; tar cannot hold earlier times.
     pub mtime: u64,
+    /// Nanoseconds past `mtime`, kept in a pax record when not 0.
+    pub mtime_nsec: u32,
     /// Bytes of content, for regular files only.
     pub size: u64,
     pub dev_major: u32,
@@ -41,6 +45,19 @@ pub(crate) struct Entry<'a> {
     pub gname: &'a [u8],
     /// Pax records to carry over (xattrs, precise times), minus path and linkpath.
     pub pax: &'a [(Vec<u8>, Vec<u8>)],
+    /// For a file with holes, where its data lies: its content is then only the bytes of
+    /// these extents, one after the other, and the rest of its `meta.size` bytes are holes.
+    pub sparse: Option<&'a [Extent]>,
+}
+
+impl Entry<'_> {
+    /// Bytes of content that come with the entry: a sparse file's data only.
+    pub(crate) fn data_len(&self) -> u64 {
+        match self.sparse {
+            Some(extents) => extents.iter().map(|e| e.1).sum(),
+            None => self.meta.size,
+        }
+    }
 }
 
 /// Why adding an entry failed: the source and the destination get different context.
@@ -63,7 +80,7 @@ pub(crate) struct Copied {
 /// Receives entries in order. Parents come before their children, except in tar streams
 /// that omit folder entries, which sinks must tolerate.
 pub(crate) trait Sink {
-    /// Adds one entry; for `Kind::File`, reads at most `meta.size` bytes of `data`.
+    /// Adds one entry; for `Kind::File`, reads at most [`Entry::data_len`] bytes of `data`.
     fn add(&mut self, entry: &Entry<'_>, data: &mut dyn Read) -> Result<Copied, SinkError>;
 
     /// Everything below the folder `path` has been added.

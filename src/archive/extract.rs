@@ -36,6 +36,7 @@ use std::path::{Path, PathBuf};
 use super::ArchiveError;
 use super::entry::{Copied, Entry, Kind, Sink, SinkError, read_some};
 use super::excludes::{Excludes, bytes_path};
+use super::sparse::Extent;
 use super::sys::{self, FileType, OFlags};
 use super::tar_in::{self, CHUNK, Content, read_error};
 use super::walk;
@@ -245,14 +246,24 @@ fn open_target(target: &Path) -> Result<OwnedFd, ArchiveError> {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum What<'a> {
     Dir,
+    /// `size` bytes of content follow; for a sparse file, the bytes of its extents.
     File {
         size: u64,
+        sparse: Option<Sparse<'a>>,
     },
     Symlink(&'a [u8]),
     /// A further name of an entry extracted before, by its path in the archive.
     Hardlink(&'a [u8]),
     Fifo,
     Device,
+}
+
+/// Where a sparse file's data goes, and its length: the rest are holes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Sparse<'a> {
+    pub real_size: u64,
+    /// In order, not overlapping, inside `real_size`, none empty.
+    pub extents: &'a [Extent],
 }
 
 #[derive(Clone, Debug, Default)]
@@ -486,7 +497,7 @@ impl<P: Place> Extractor<P> {
             ));
         }
         let size = match what {
-            What::File { size } => size,
+            What::File { size, .. } => size,
             _ => 0,
         };
         if size > self.limits.max_bytes - self.stats.bytes.min(self.limits.max_bytes) {
@@ -594,28 +605,36 @@ impl Place for Writer<'_> {
                     }
                 }
             }
-            What::File { size } => {
+            What::File { size, sparse } => {
                 let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW;
                 let fd = retry_exists(dir, &name, || sys::open_at(dir, &name, flags, 0o600))?;
                 let mut out = SparseFile::new(fd.as_fd());
-                let mut left = size;
-                while left > 0 {
-                    let want = usize::try_from(left).unwrap_or(usize::MAX);
-                    let data = content.chunk(want).map_err(|e| Fail::Io("reading", e))?;
-                    out.write(data).map_err(|e| Fail::Io("writing", e))?;
-                    left -= data.len() as u64;
-                    self.progress.bytes(data.len() as u64);
-                    if self.progress.cancelled() {
-                        return Err(Fail::Io("writing", super::cancelled()));
-                    }
-                    if out.off - out.flushed >= WRITEBACK_STEP {
-                        out.start_writeback();
+                let whole = [(0, size)];
+                let (real_size, extents) = match sparse {
+                    Some(s) => (s.real_size, s.extents),
+                    None => (size, &whole[..]),
+                };
+                for &(off, len) in extents {
+                    out.skip_to(off);
+                    let mut left = len;
+                    while left > 0 {
+                        let want = usize::try_from(left).unwrap_or(usize::MAX);
+                        let data = content.chunk(want).map_err(|e| Fail::Io("reading", e))?;
+                        out.write(data).map_err(|e| Fail::Io("writing", e))?;
+                        left -= data.len() as u64;
+                        self.progress.bytes(data.len() as u64);
+                        if self.progress.cancelled() {
+                            return Err(Fail::Io("writing", super::cancelled()));
+                        }
+                        if out.off - out.flushed >= WRITEBACK_STEP {
+                            out.start_writeback();
+                        }
                     }
                 }
                 if size >= WRITEBACK_MIN {
                     out.start_writeback();
                 }
-                out.finish(size).map_err(|e| Fail::Io("writing", e))?;
+                out.finish(real_size).map_err(|e| Fail::Io("writing", e))?;
                 self.apply(fd.as_fd(), attrs, shown)?;
             }
             What::Symlink(to) => {
@@ -926,6 +945,18 @@ impl<'f> SparseFile<'f> {
         self.put(&data[run_start..], run_off)
     }
 
+    /// Leaves a hole up to `off` (not before where writing stands): the data of a
+    /// sparse file's next extent is written from there.
+    fn skip_to(&mut self, off: u64) {
+        if off > self.off {
+            // Zeros held back lie in the hole now; the block's data, if any, starts at
+            // `off` and is written as it comes.
+            self.pending = 0;
+            self.clean = false;
+            self.off = off;
+        }
+    }
+
     /// Sets the length when the file ends in a hole or in held-back zeros.
     fn finish(self, size: u64) -> io::Result<()> {
         if self.end < size {
@@ -970,7 +1001,13 @@ impl Sink for FolderSource<'_> {
         let m = &entry.meta;
         let what = match entry.kind {
             Kind::Dir => What::Dir,
-            Kind::File => What::File { size: m.size },
+            Kind::File => What::File {
+                size: entry.data_len(),
+                sparse: entry.sparse.map(|extents| Sparse {
+                    real_size: m.size,
+                    extents,
+                }),
+            },
             Kind::Symlink(to) => What::Symlink(to),
             Kind::Hardlink(to) => What::Hardlink(to),
             Kind::Fifo => What::Fifo,
@@ -980,7 +1017,7 @@ impl Sink for FolderSource<'_> {
             mode: m.mode,
             uid: m.uid,
             gid: m.gid,
-            mtime: (m.mtime as i64, 0),
+            mtime: (m.mtime as i64, i64::from(m.mtime_nsec)),
             xattrs: Vec::new(),
         };
         let shown = lossy(entry.path);
@@ -990,7 +1027,7 @@ impl Sink for FolderSource<'_> {
         };
         match self.ex.add(entry.path, &shown, what, &attrs, &mut content) {
             Ok(()) => Ok(Copied {
-                read: m.size,
+                read: entry.data_len(),
                 shrunk: false,
             }),
             Err(e) => {

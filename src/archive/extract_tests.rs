@@ -718,6 +718,105 @@ fn a_truncated_or_corrupt_compressed_artifact_is_an_error() {
     }
 }
 
+/// A pax header with `records`, then a file entry holding `data`.
+fn sparse_tar(records: &[(&[u8], &[u8])], data: &[u8]) -> Vec<u8> {
+    let pax = pax_data(records);
+    tar_of(&[
+        (header(b"PaxHeaders/x", b'x', pax.len() as u64, b""), &pax),
+        (
+            header(b"GNUSparseFile.0/x", b'0', data.len() as u64, b""),
+            data,
+        ),
+    ])
+}
+
+/// A sparse map as stored, padded to its block, and `data` after it.
+fn map_then(map: &[u8], data: &[u8]) -> Vec<u8> {
+    let mut out = map.to_vec();
+    out.resize(512, 0);
+    out.extend_from_slice(data);
+    out
+}
+
+#[test]
+fn sparse_entries_are_extracted_with_holes_and_bad_ones_refused() {
+    let v1: [(&[u8], &[u8]); 4] = [
+        (b"GNU.sparse.major", b"1"),
+        (b"GNU.sparse.minor", b"0"),
+        (b"GNU.sparse.name", b"real/disk"),
+        (b"GNU.sparse.realsize", b"1000000"),
+    ];
+    let tar = sparse_tar(
+        &v1,
+        &map_then(b"3\n0\n3\n700000\n2\n1000000\n0\n", b"abcde"),
+    );
+    let (_tmp, target, _outside) = places();
+    let stats = extract_and_check(&tar, &target, LOTS);
+    assert_eq!(stats.bytes, 5);
+    let disk = target.join("real/disk");
+    let data = fs::read(&disk).unwrap();
+    assert_eq!(data.len(), 1_000_000);
+    assert_eq!(&data[..3], b"abc");
+    assert_eq!(&data[700_000..700_002], b"de");
+    assert_eq!(data.iter().filter(|b| **b != 0).count(), 5);
+    assert!(allocated(&disk) < 500_000, "{}", allocated(&disk));
+
+    // The older pax sparse formats are refused by name, not extracted as their map.
+    refused_with(
+        sparse_tar(
+            &[
+                (b"GNU.sparse.size", b"10"),
+                (b"GNU.sparse.map", b"0,3"),
+                (b"GNU.sparse.name", b"old"),
+            ],
+            b"abc",
+        ),
+        LOTS,
+        "GNU sparse format other than 1.0",
+    );
+    refused_with(
+        sparse_tar(&v1[..3], &map_then(b"1\n0\n3\n", b"abc")),
+        LOTS,
+        "without GNU.sparse.realsize",
+    );
+    for (map, data, expect) in [
+        (
+            &b"1\n999999\n5\n"[..],
+            &b"abcde"[..],
+            "ends past the file's length",
+        ),
+        (
+            b"2\n0\n5\n3\n5\n",
+            b"0123456789",
+            "overlaps the one before it",
+        ),
+        (
+            b"1\n0\n5\n",
+            b"abc",
+            "add up to 5 bytes, but the entry holds 3",
+        ),
+        (b"1\n0\nx\n", b"abc", "something other than numbers"),
+    ] {
+        refused_with(sparse_tar(&v1, &map_then(map, data)), LOTS, expect);
+    }
+    // A map that does not end inside the entry.
+    let mut endless = b"9999\n".to_vec();
+    while endless.len() < 512 {
+        endless.extend_from_slice(b"1\n");
+    }
+    refused_with(
+        sparse_tar(&v1, &endless),
+        LOTS,
+        "ends inside its sparse map",
+    );
+    // The manifest's byte limit counts the data, not the holes.
+    let limits = ExtractLimits {
+        max_entries: 10,
+        max_bytes: 4,
+    };
+    refused_with(tar, limits, "more than the 4 bytes");
+}
+
 #[test]
 fn garbage_and_unknown_entry_types_are_refused() {
     let mut seed = 7u64;
@@ -736,7 +835,7 @@ fn garbage_and_unknown_entry_types_are_refused() {
     );
     refused(
         &[(header(b"sparse", b'S', 0, b""), b"")],
-        "GNU sparse entries are not supported",
+        "it is an old GNU sparse entry (type S), which is not read",
     );
     // Names from pax and GNU long-name records are checked like any other.
     let records = pax_data(&[(&b"path"[..], &b"../outside/pax"[..])]);

@@ -3,13 +3,14 @@
 
 use std::ffi::{CString, OsStr};
 use std::fs::{self, DirBuilder, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use super::entry::{Copied, Entry, Kind, Meta, Sink, SinkError, read_some};
 use super::excludes::bytes_path;
+use super::sparse::Extent;
 use super::sys::{self, FileType};
 use crate::progress::Progress;
 
@@ -60,10 +61,11 @@ fn parent_of(path: &[u8]) -> &[u8] {
         .map_or(&path[..0], |i| &path[..i])
 }
 
-fn set_mtime(path: &Path, mtime: u64) -> io::Result<()> {
+fn set_mtime(path: &Path, meta: &Meta) -> io::Result<()> {
     let c = CString::new(path.as_os_str().as_bytes())
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "name holds a NUL"))?;
-    sys::set_times_at(sys::CWD, &c, (mtime as i64, 0))
+    let time = (meta.mtime as i64, i64::from(meta.mtime_nsec));
+    sys::set_times_at(sys::CWD, &c, time)
 }
 
 impl<'p> FolderSink<'p> {
@@ -125,7 +127,7 @@ impl<'p> FolderSink<'p> {
             fs::set_permissions(path, fs::Permissions::from_mode(meta.mode & 0o7777))
                 .map_err(SinkError::Write)?;
         }
-        set_mtime(path, meta.mtime).map_err(SinkError::Write)
+        set_mtime(path, meta).map_err(SinkError::Write)
     }
 
     /// Makes room for a new non-folder entry; a folder in the way is an error.
@@ -138,10 +140,13 @@ impl<'p> FolderSink<'p> {
         }
     }
 
+    /// Writes a file's content; a sparse file's extents where they lie, with holes
+    /// between them.
     fn file(
         &mut self,
         target: &Path,
         meta: &Meta,
+        sparse: Option<&[Extent]>,
         data: &mut dyn Read,
     ) -> Result<Copied, SinkError> {
         let mut file = OpenOptions::new()
@@ -151,8 +156,29 @@ impl<'p> FolderSink<'p> {
             .custom_flags(libc::O_NOFOLLOW)
             .open(target)
             .map_err(SinkError::Write)?;
+        let whole = [(0, meta.size)];
         let mut copied = Copied::default();
-        let mut remaining = meta.size;
+        for &(off, len) in sparse.unwrap_or(&whole) {
+            file.seek(SeekFrom::Start(off)).map_err(SinkError::Write)?;
+            self.copy(&mut file, len, data, &mut copied)?;
+            if copied.shrunk {
+                return Ok(copied);
+            }
+        }
+        if sparse.is_some() {
+            file.set_len(meta.size).map_err(SinkError::Write)?;
+        }
+        Ok(copied)
+    }
+
+    fn copy(
+        &mut self,
+        file: &mut fs::File,
+        len: u64,
+        data: &mut dyn Read,
+        copied: &mut Copied,
+    ) -> Result<(), SinkError> {
+        let mut remaining = len;
         while remaining > 0 {
             let want = self
                 .buf
@@ -172,7 +198,7 @@ impl<'p> FolderSink<'p> {
                 return Err(SinkError::Write(super::cancelled()));
             }
         }
-        Ok(copied)
+        Ok(())
     }
 }
 
@@ -205,7 +231,7 @@ impl Sink for FolderSink<'_> {
             }
             Kind::File => {
                 Self::clear(&target)?;
-                copied = self.file(&target, meta, data)?;
+                copied = self.file(&target, meta, entry.sparse, data)?;
                 self.apply(&target, meta, false)?;
             }
             Kind::Symlink(to) => {
@@ -280,6 +306,7 @@ mod tests {
             uname: b"",
             gname: b"",
             pax: &[],
+            sparse: None,
         }
     }
 

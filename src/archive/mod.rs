@@ -8,8 +8,10 @@
 //!
 //! Tar output is GNU tar format with entries in a fixed order (a folder, then its
 //! contents, names sorted by bytes), so the same data gives the same archive. Owners
-//! (numeric and by name), modes, mtimes (seconds), symlinks, hard links, empty folders,
-//! long and non-UTF-8 names, fifos and device nodes are kept; sockets are skipped.
+//! (numeric and by name), modes, mtimes (to the nanosecond: a pax `mtime` record when
+//! there is a fraction), symlinks, hard links, empty folders, long and non-UTF-8 names,
+//! fifos and device nodes are kept; sockets are skipped. A file with holes is stored as a
+//! GNU sparse 1.0 entry (see the `sparse` module): only its data is read and written.
 //!
 //! [`extract_artifact`] is the inverse: it puts any of these artifacts back into a folder
 //! with the same metadata, refusing every entry that would land outside that folder.
@@ -21,6 +23,7 @@ mod extract;
 mod folder;
 mod listing;
 mod output;
+mod sparse;
 mod stream;
 mod sys;
 mod tar_in;
@@ -81,6 +84,21 @@ pub enum ArchiveError {
         path: PathBuf,
         source: io::Error,
     },
+    /// The file system written to is full (or the user's quota is used up): nothing more
+    /// was written to it.
+    #[error(
+        "{action} {}: no space left on the file system at {} ({source}); make room there \
+         or move the repository to a larger one, then run again",
+        path.display(),
+        mount.display()
+    )]
+    NoSpace {
+        action: &'static str,
+        path: PathBuf,
+        /// Where that file system is mounted.
+        mount: PathBuf,
+        source: io::Error,
+    },
     #[error("reading {entry} from the tar stream: {source}")]
     Stream { entry: String, source: io::Error },
     #[error("tar stream entry {entry:?} is not below {prefix:?}")]
@@ -125,7 +143,16 @@ pub enum ArchiveError {
 }
 
 impl ArchiveError {
+    /// An I/O error on `path`; a full file system says which one it is.
     pub(crate) fn io(action: &'static str, path: &Path, source: io::Error) -> ArchiveError {
+        if output::is_no_space(&source) {
+            return ArchiveError::NoSpace {
+                action,
+                path: path.to_path_buf(),
+                mount: output::mount_point(path),
+                source,
+            };
+        }
         ArchiveError::Io {
             action,
             path: path.to_path_buf(),

@@ -44,7 +44,78 @@ impl<W: Write> Write for HashingWriter<W> {
     }
 }
 
-pub(crate) type Hashed = HashingWriter<BufWriter<File>>;
+/// Whether an error says the file system is full, or the quota used up.
+pub(crate) fn is_no_space(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
+}
+
+/// Where the file system holding `path` (or its nearest existing parent) is mounted:
+/// the highest folder above it on the same device.
+pub(crate) fn mount_point(path: &Path) -> PathBuf {
+    use std::os::unix::fs::MetadataExt;
+    let mut here = path;
+    let dev = loop {
+        match fs::metadata(here) {
+            Ok(m) => break m.dev(),
+            Err(_) => match here.parent() {
+                Some(parent) => here = parent,
+                None => return path.to_path_buf(),
+            },
+        }
+    };
+    while let Some(parent) = here.parent() {
+        match fs::metadata(parent) {
+            Ok(m) if m.dev() == dev => here = parent,
+            _ => break,
+        }
+    }
+    here.to_path_buf()
+}
+
+/// Passes writes on until one finds the file system full; from then on every write
+/// fails the same way without reaching the file, so that nothing (a buffer flushed on
+/// drop, a compressor's last frame) is written into a full file system again.
+pub(crate) struct StopWhenFull<W> {
+    inner: W,
+    full: bool,
+}
+
+impl<W: Write> StopWhenFull<W> {
+    pub(crate) fn new(inner: W) -> Self {
+        StopWhenFull { inner, full: false }
+    }
+
+    pub(crate) fn into_inner(self) -> W {
+        self.inner
+    }
+
+    fn check<T>(&mut self, r: io::Result<T>) -> io::Result<T> {
+        if let Err(e) = &r {
+            self.full |= is_no_space(e);
+        }
+        r
+    }
+}
+
+impl<W: Write> Write for StopWhenFull<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.full {
+            return Err(io::Error::from_raw_os_error(libc::ENOSPC));
+        }
+        let r = self.inner.write(buf);
+        self.check(r)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        if self.full {
+            return Err(io::Error::from_raw_os_error(libc::ENOSPC));
+        }
+        let r = self.inner.flush();
+        self.check(r)
+    }
+}
+
+pub(crate) type Hashed = HashingWriter<BufWriter<StopWhenFull<File>>>;
 
 /// The compression in front of the hashing writer.
 pub(crate) enum Compressor {
@@ -145,7 +216,10 @@ impl PartialFile {
             fs::create_dir_all(parent).map_err(|e| ArchiveError::io("creating", parent, e))?;
         }
         let file = File::create(&partial).map_err(|e| ArchiveError::io("creating", &partial, e))?;
-        let out = HashingWriter::new(BufWriter::with_capacity(WRITE_BUFFER, file));
+        let out = HashingWriter::new(BufWriter::with_capacity(
+            WRITE_BUFFER,
+            StopWhenFull::new(file),
+        ));
         Ok((
             PartialFile {
                 path,
@@ -161,7 +235,8 @@ impl PartialFile {
         let (buffered, size, sha256) = out.into_parts();
         let file = buffered
             .into_inner()
-            .map_err(|e| ArchiveError::io("writing", &self.partial, e.into_error()))?;
+            .map_err(|e| ArchiveError::io("writing", &self.partial, e.into_error()))?
+            .into_inner();
         file.sync_all()
             .map_err(|e| ArchiveError::io("syncing", &self.partial, e))?;
         drop(file);
@@ -214,6 +289,57 @@ mod tests {
         assert_eq!(
             sha,
             "b94d27b9934d3e08a52e52d7da7dabfac484efe37a5380ee9088f7ace2efcde9"
+        );
+    }
+
+    /// Fails every write with `error`, counting the calls that reach it.
+    struct Failing {
+        error: i32,
+        calls: usize,
+    }
+
+    impl Write for Failing {
+        fn write(&mut self, _: &[u8]) -> io::Result<usize> {
+            self.calls += 1;
+            Err(io::Error::from_raw_os_error(self.error))
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            self.calls += 1;
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn nothing_reaches_a_full_file_system_after_it_said_so() {
+        let mut w = StopWhenFull::new(Failing {
+            error: libc::ENOSPC,
+            calls: 0,
+        });
+        for _ in 0..3 {
+            let e = w.write(b"x").unwrap_err();
+            assert!(is_no_space(&e), "{e}");
+            assert!(w.flush().is_err());
+        }
+        assert_eq!(w.into_inner().calls, 1);
+        // Other errors pass through each time: they may pass.
+        let mut w = StopWhenFull::new(Failing {
+            error: libc::EINTR,
+            calls: 0,
+        });
+        assert!(w.write(b"x").is_err());
+        assert!(w.write(b"x").is_err());
+        assert_eq!(w.into_inner().calls, 2);
+    }
+
+    #[test]
+    fn the_mount_point_is_the_highest_folder_on_the_same_device() {
+        assert_eq!(
+            mount_point(Path::new("/proc/self/status")),
+            Path::new("/proc")
+        );
+        assert_eq!(
+            mount_point(Path::new("/proc/no/such/file")),
+            Path::new("/proc")
         );
     }
 

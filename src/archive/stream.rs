@@ -115,6 +115,8 @@ pub(crate) fn rewrite(
             uid: header.uid().map_err(|e| read_err(&shown, e))?,
             gid: header.gid().map_err(|e| read_err(&shown, e))?,
             mtime: header.mtime().map_err(|e| read_err(&shown, e))?,
+            // A precise time in the stream is carried over with its other pax records.
+            mtime_nsec: 0,
             size: if kind == Kind::File { item.size() } else { 0 },
             dev_major: header.device_major().ok().flatten().unwrap_or(0),
             dev_minor: header.device_minor().ok().flatten().unwrap_or(0),
@@ -128,6 +130,7 @@ pub(crate) fn rewrite(
             uname,
             gname,
             pax: &pax,
+            sparse: None,
         };
         let copied = sink.add(&entry, &mut item).map_err(|e| match e {
             SinkError::Read(e) => read_err(&shown, e),

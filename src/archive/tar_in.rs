@@ -9,7 +9,8 @@ use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
 
 use super::ArchiveError;
 use super::entry::read_some;
-use super::extract::{Attrs, Extractor, Place, What};
+use super::extract::{Attrs, Extractor, Place, Sparse, What};
+use super::sparse::{Extent, MapDecoder};
 
 /// Data is handed from the reading thread to the parsing one in buffers of this size.
 pub(super) const CHUNK: usize = 1 << 20;
@@ -207,7 +208,13 @@ struct Extensions {
     gid: Option<u64>,
     mtime: Option<(i64, i64)>,
     xattrs: Vec<(Vec<u8>, Vec<u8>)>,
-    sparse: bool,
+    /// GNU sparse format 1.0: `GNU.sparse.major`, `.minor`, `.name`, `.realsize`.
+    sparse_major: Option<u64>,
+    sparse_minor: Option<u64>,
+    sparse_name: Option<Vec<u8>>,
+    sparse_realsize: Option<u64>,
+    /// Records of the older sparse formats (0.0 and 0.1), which are not read.
+    sparse_old: bool,
 }
 
 fn malformed(offset: u64, problem: impl Into<String>) -> ArchiveError {
@@ -345,8 +352,16 @@ impl Extensions {
                 _ => {
                     if let Some(name) = key.strip_prefix(b"SCHILY.xattr.") {
                         self.xattrs.push((name.to_vec(), value.to_vec()));
-                    } else if key.starts_with(b"GNU.sparse.") {
-                        self.sparse = true;
+                    } else if let Some(field) = key.strip_prefix(b"GNU.sparse.") {
+                        match field {
+                            b"major" => self.sparse_major = number("GNU.sparse.major")?,
+                            b"minor" => self.sparse_minor = number("GNU.sparse.minor")?,
+                            b"name" => self.sparse_name = some(value),
+                            b"realsize" => {
+                                self.sparse_realsize = number("GNU.sparse.realsize")?;
+                            }
+                            _ => self.sparse_old = true,
+                        }
                     }
                     // Others (atime, ctime, uname, comments...) change nothing we restore.
                 }
@@ -354,6 +369,44 @@ impl Extensions {
         }
         Ok(())
     }
+}
+
+/// Reads the map at the start of a sparse entry of `size` bytes: returns the bytes it
+/// took and its extents, checked against the file's length and the data after it.
+fn read_sparse_map(
+    stream: &mut Stream,
+    size: u64,
+    real_size: u64,
+    at: u64,
+    shown: &str,
+) -> Result<(u64, Vec<Extent>), ArchiveError> {
+    let mut decoder = MapDecoder::default();
+    let mut block = [0u8; BLOCK];
+    loop {
+        if decoder.len + BLOCK as u64 > size {
+            return Err(malformed(
+                at,
+                format!("entry {shown:?} ends inside its sparse map"),
+            ));
+        }
+        let n = stream
+            .fill(&mut block)
+            .map_err(|e| read_error(&format!("entry {shown:?}"), e))?;
+        if n < BLOCK {
+            return Err(read_error(&format!("entry {shown:?}"), truncated()));
+        }
+        let done = decoder
+            .feed(&block)
+            .map_err(|p| malformed(at, format!("entry {shown:?}: {p}")))?;
+        if done {
+            break;
+        }
+    }
+    let map_len = decoder.len;
+    let extents = decoder
+        .finish(real_size, size - map_len)
+        .map_err(|p| malformed(at, format!("entry {shown:?}: {p}")))?;
+    Ok((map_len, extents))
 }
 
 /// Reads entries up to the end-of-archive marker, extracting each, then drains the stream.
@@ -416,8 +469,11 @@ pub(super) fn read_tar<P: Place>(
             _ => {}
         }
         let e = std::mem::take(&mut ext);
+        let sparse = e.sparse_major.is_some() || e.sparse_minor.is_some() || e.sparse_old;
         let path = e
-            .pax_path
+            .sparse_name
+            .filter(|_| sparse)
+            .or(e.pax_path)
             .or(e.gnu_path)
             .unwrap_or_else(|| header.path_bytes().into_owned());
         let link = e
@@ -435,17 +491,52 @@ pub(super) fn read_tar<P: Place>(
             })
         };
         let size = e.size.unwrap_or(raw_size);
+        let regular = matches!(typeflag, b'0' | b'7') || typeflag == 0 && !path.ends_with(b"/");
+        let map = if sparse {
+            if e.sparse_old || (e.sparse_major, e.sparse_minor) != (Some(1), Some(0)) {
+                return Err(ex.refuse(
+                    &shown,
+                    "it is in a GNU sparse format other than 1.0, which is not read",
+                ));
+            }
+            let Some(real_size) = e.sparse_realsize.filter(|_| regular) else {
+                return Err(ex.refuse(
+                    &shown,
+                    "it is a GNU sparse entry without GNU.sparse.realsize, or not a file",
+                ));
+            };
+            let (map_len, extents) = read_sparse_map(stream, size, real_size, at, &shown)?;
+            Some((size - map_len, real_size, extents))
+        } else {
+            None
+        };
+        let file = match &map {
+            Some((data, real_size, extents)) => What::File {
+                size: *data,
+                sparse: Some(Sparse {
+                    real_size: *real_size,
+                    extents,
+                }),
+            },
+            None => What::File { size, sparse: None },
+        };
         let what = match typeflag {
-            b'0' | b'7' => What::File { size },
+            b'0' | b'7' => file,
             // Before ustar, a folder was a plain entry whose name ends in `/`.
             0 if path.ends_with(b"/") => What::Dir,
-            0 => What::File { size },
+            0 => file,
             b'5' => What::Dir,
             b'2' => What::Symlink(&link),
             b'1' => What::Hardlink(&link),
             b'6' => What::Fifo,
             b'3' | b'4' => What::Device,
-            b'S' => return Err(ex.refuse(&shown, "GNU sparse entries are not supported")),
+            b'S' => {
+                return Err(ex.refuse(
+                    &shown,
+                    "it is an old GNU sparse entry (type S), which is not read; \
+                     sparse files in pax format 1.0 are",
+                ));
+            }
             other => {
                 return Err(ex.refuse(
                     &shown,
@@ -453,9 +544,6 @@ pub(super) fn read_tar<P: Place>(
                 ));
             }
         };
-        if e.sparse {
-            return Err(ex.refuse(&shown, "GNU sparse entries are not supported"));
-        }
         let attrs = Attrs {
             mode: field("mode", header.mode().map(u64::from))? as u32 & 0o7777,
             uid: match e.uid {

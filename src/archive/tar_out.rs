@@ -7,9 +7,12 @@ use std::io::{self, Read, Write};
 use tar::{EntryType, Header};
 
 use super::entry::{Copied, Entry, Kind, Sink, SinkError, read_some};
+use super::sparse;
 use crate::progress::Progress;
 
 const BLOCK: usize = 512;
+/// The largest size a ustar header's 11 octal digits hold.
+const USTAR_MAX_SIZE: u64 = 0o77_777_777_777;
 /// File data is read straight into this buffer, which goes to the compressor whole: one
 /// copy, and few calls into zstd however small the files are.
 const BUFFER: usize = 1 << 20;
@@ -98,7 +101,10 @@ impl<'p, W: Write> TarSink<'p, W> {
         self.pad(name.len() as u64 + 1)
     }
 
-    fn pax(&mut self, records: &[(Vec<u8>, Vec<u8>)]) -> io::Result<()> {
+    fn pax<'r>(
+        &mut self,
+        records: impl IntoIterator<Item = (&'r [u8], &'r [u8])>,
+    ) -> io::Result<()> {
         let mut data = Vec::new();
         for (key, value) in records {
             // The length prefix counts itself, so grow it until it is stable.
@@ -126,25 +132,60 @@ impl<'p, W: Write> TarSink<'p, W> {
         self.pad(data.len() as u64)
     }
 
-    fn header(&mut self, entry: &Entry<'_>, name: &[u8]) -> io::Result<()> {
+    /// Writes the header of `entry` and the records before it. `size` is what the entry
+    /// holds after the header: for a sparse file, its map and data.
+    fn header(&mut self, entry: &Entry<'_>, name: &[u8], size: u64) -> io::Result<()> {
         let m = &entry.meta;
-        let mut h = Header::new_gnu();
+        // GNU tar reads the sparse records only before a ustar header, not a GNU one.
+        let mut h = match entry.sparse {
+            Some(_) => Header::new_ustar(),
+            None => Header::new_gnu(),
+        };
         let (kind, size) = match entry.kind {
             Kind::Dir => (EntryType::Directory, 0),
-            Kind::File => (EntryType::Regular, m.size),
+            Kind::File => (EntryType::Regular, size),
             Kind::Symlink(_) => (EntryType::Symlink, 0),
             Kind::Hardlink(_) => (EntryType::Link, 0),
             Kind::Fifo => (EntryType::Fifo, 0),
             Kind::Char => (EntryType::Char, 0),
             Kind::Block => (EntryType::Block, 0),
         };
-        if !entry.pax.is_empty() {
-            self.pax(entry.pax)?;
+        let mut own: Vec<(&[u8], Vec<u8>)> = Vec::new();
+        if m.mtime_nsec != 0 {
+            let time = format!("{}.{:09}", m.mtime, m.mtime_nsec);
+            own.push((b"mtime", time.into_bytes()));
         }
-        if name.len() >= 100 {
-            self.long_name(EntryType::GNULongName, name)?;
+        let mut shown = name;
+        let stand_in;
+        if entry.sparse.is_some() {
+            // GNU sparse format 1.0: the real name and length are in pax records, and
+            // the header names a stand-in that tars without the format extract map and
+            // data to, next to nothing else.
+            own.push((b"GNU.sparse.major", b"1".to_vec()));
+            own.push((b"GNU.sparse.minor", b"0".to_vec()));
+            own.push((b"GNU.sparse.name", name.to_vec()));
+            own.push((b"GNU.sparse.realsize", m.size.to_string().into_bytes()));
+            if size > USTAR_MAX_SIZE {
+                // Past what the ustar header's octal field holds.
+                own.push((b"size", size.to_string().into_bytes()));
+            }
+            stand_in = sparse_stand_in(name);
+            shown = &stand_in;
         }
-        copy_truncated(&mut h.as_old_mut().name, name);
+        if !entry.pax.is_empty() || !own.is_empty() {
+            let carried = entry
+                .pax
+                .iter()
+                .filter(|(k, _)| m.mtime_nsec == 0 || k.as_slice() != b"mtime");
+            let records = carried
+                .map(|(k, v)| (&k[..], &v[..]))
+                .chain(own.iter().map(|(k, v)| (*k, &v[..])));
+            self.pax(records)?;
+        }
+        if shown.len() >= 100 {
+            self.long_name(EntryType::GNULongName, shown)?;
+        }
+        copy_truncated(&mut h.as_old_mut().name, shown);
         if let Kind::Symlink(target) | Kind::Hardlink(target) = entry.kind {
             if target.len() >= 100 {
                 self.long_name(EntryType::GNULongLink, target)?;
@@ -157,13 +198,17 @@ impl<'p, W: Write> TarSink<'p, W> {
         h.set_gid(m.gid);
         h.set_mtime(m.mtime);
         h.set_size(size);
-        if let Some(gnu) = h.as_gnu_mut() {
+        let names = match h.as_gnu_mut() {
+            Some(gnu) => Some((&mut gnu.uname, &mut gnu.gname)),
+            None => h.as_ustar_mut().map(|u| (&mut u.uname, &mut u.gname)),
+        };
+        if let Some((uname, gname)) = names {
             // 32-byte fields; longer names are left out and numeric ids still restore.
-            if entry.uname.len() < gnu.uname.len() {
-                gnu.uname[..entry.uname.len()].copy_from_slice(entry.uname);
+            if entry.uname.len() < uname.len() {
+                uname[..entry.uname.len()].copy_from_slice(entry.uname);
             }
-            if entry.gname.len() < gnu.gname.len() {
-                gnu.gname[..entry.gname.len()].copy_from_slice(entry.gname);
+            if entry.gname.len() < gname.len() {
+                gname[..entry.gname.len()].copy_from_slice(entry.gname);
             }
         }
         if matches!(entry.kind, Kind::Char | Kind::Block) {
@@ -173,6 +218,15 @@ impl<'p, W: Write> TarSink<'p, W> {
         h.set_cksum();
         self.put(h.as_bytes())
     }
+}
+
+/// The header name of a sparse file, as GNU tar makes it: `GNUSparseFile.0/` in front of
+/// its last component, cut to fit the header.
+fn sparse_stand_in(name: &[u8]) -> Vec<u8> {
+    let base = name.rsplit(|b| *b == b'/').next().unwrap_or(name);
+    let mut out = b"GNUSparseFile.0/".to_vec();
+    out.extend_from_slice(&base[..base.len().min(99 - out.len())]);
+    out
 }
 
 /// Truncation keeps old readers from choking; the long-name record holds the real name.
@@ -192,11 +246,19 @@ impl<W: Write> Sink for TarSink<'_, W> {
         } else {
             entry.path
         };
-        self.header(entry, name).map_err(SinkError::Write)?;
+        let map = match entry.sparse {
+            Some(extents) if entry.kind == Kind::File => {
+                sparse::encode_map(extents, entry.meta.size)
+            }
+            _ => Vec::new(),
+        };
+        let size = entry.data_len();
+        self.header(entry, name, map.len() as u64 + size)
+            .map_err(SinkError::Write)?;
         if entry.kind != Kind::File {
             return Ok(Copied::default());
         }
-        let size = entry.meta.size;
+        self.put(&map).map_err(SinkError::Write)?;
         let mut remaining = size;
         let mut copied = Copied::default();
         while remaining > 0 {
@@ -253,6 +315,7 @@ mod tests {
             uname: b"",
             gname: b"",
             pax: &[],
+            sparse: None,
         }
     }
 
@@ -291,6 +354,38 @@ mod tests {
         assert!(entries[0].1[..3000].iter().all(|b| *b == 7));
         assert!(entries[0].1[3000..].iter().all(|b| *b == 0));
         assert_eq!(entries[1], (b"next".to_vec(), b"abc".to_vec()));
+    }
+
+    #[test]
+    fn a_sparse_file_that_shrinks_while_read_is_padded_and_reads_back() {
+        let extents = [(0u64, 10u64), (1000, 10)];
+        let mut disk = file(b"disk", 5000);
+        disk.sparse = Some(&extents);
+        let mut sink = TarSink::new(Vec::new(), &Silent);
+        let copied = sink.add(&disk, &mut &[7u8; 12][..]).unwrap();
+        assert_eq!(
+            copied,
+            Copied {
+                read: 12,
+                shrunk: true
+            }
+        );
+        sink.add(&file(b"next", 1), &mut &b"z"[..]).unwrap();
+        let tar = sink.finish().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("out");
+        let limits = crate::archive::ExtractLimits {
+            max_entries: 10,
+            max_bytes: 100,
+        };
+        crate::archive::extract_tar(&tar[..], &out, limits, &Silent).unwrap();
+        let data = std::fs::read(out.join("disk")).unwrap();
+        assert_eq!(data.len(), 5000);
+        assert!(data[..10].iter().all(|b| *b == 7));
+        assert!(data[10..1000].iter().all(|b| *b == 0));
+        assert_eq!(&data[1000..1003], &[7, 7, 0]);
+        assert!(data[1003..].iter().all(|b| *b == 0));
+        assert_eq!(std::fs::read(out.join("next")).unwrap(), b"z");
     }
 
     #[test]

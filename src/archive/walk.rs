@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use super::ArchiveError;
 use super::entry::{Entry, Kind, Meta, Sink, SinkError};
 use super::excludes::{Excludes, bytes_path};
+use super::sparse::{self, Extent};
 use super::sys::{self, FileType, Owners, Stat};
 
 /// Counts for the manifest.
@@ -139,6 +140,11 @@ fn meta(st: &Stat) -> Meta {
         uid: u64::from(st.st_uid),
         gid: u64::from(st.st_gid),
         mtime: u64::try_from(st.st_mtime).unwrap_or(0),
+        mtime_nsec: if st.st_mtime < 0 {
+            0
+        } else {
+            u32::try_from(st.st_mtime_nsec).unwrap_or(0)
+        },
         size: if sys::file_type(st) == FileType::RegularFile {
             st.st_size as u64
         } else {
@@ -267,6 +273,7 @@ impl Walker<'_> {
         st: &Stat,
         path: &[u8],
         kind: Kind<'_>,
+        sparse: Option<&[Extent]>,
         data: &mut dyn io::Read,
     ) -> Result<(), ArchiveError> {
         // Both names stay borrowed from the cache: no allocation per entry.
@@ -280,6 +287,7 @@ impl Walker<'_> {
                 uname,
                 gname,
                 pax: &[],
+                sparse,
             };
             self.sink.add(&entry, data)
         };
@@ -313,17 +321,38 @@ impl Walker<'_> {
 
     fn file(&mut self, fd: OwnedFd, st: &Stat, path: &[u8]) -> Result<(), ArchiveError> {
         if let Some(first) = self.earlier_link(st, path) {
-            return self.add(st, path, Kind::Hardlink(&first), &mut io::empty());
+            return self.add(st, path, Kind::Hardlink(&first), None, &mut io::empty());
         }
-        let mut file = File::from(fd);
-        self.add(st, path, Kind::File, &mut file)
+        let file = File::from(fd);
+        // Fewer blocks than the length holds: there may be holes, and where the data lies
+        // is worth asking.
+        let size = meta(st).size;
+        let maybe_sparse = u64::try_from(st.st_blocks).unwrap_or(0).saturating_mul(512) < size;
+        let extents = if maybe_sparse {
+            sparse::data_extents(&file, size)
+                .map_err(|e| ArchiveError::io("finding the data of", &self.source(path), e))?
+        } else {
+            None
+        };
+        match extents {
+            Some(extents) => {
+                let mut data = ExtentReader {
+                    file: &file,
+                    extents: &extents,
+                    next: 0,
+                    done: 0,
+                };
+                self.add(st, path, Kind::File, Some(&extents), &mut data)
+            }
+            None => self.add(st, path, Kind::File, None, &mut &file),
+        }
     }
 
     fn special(&mut self, st: &Stat, path: &[u8], kind: Kind<'_>) -> Result<(), ArchiveError> {
         if let Some(first) = self.earlier_link(st, path) {
-            return self.add(st, path, Kind::Hardlink(&first), &mut io::empty());
+            return self.add(st, path, Kind::Hardlink(&first), None, &mut io::empty());
         }
-        self.add(st, path, kind, &mut io::empty())
+        self.add(st, path, kind, None, &mut io::empty())
     }
 
     fn dir(
@@ -355,12 +384,41 @@ impl Walker<'_> {
             }
             Err(e) => return Err(ArchiveError::io("listing", &self.source(path), e)),
         };
-        self.add(&st, path, Kind::Dir, &mut io::empty())?;
+        self.add(&st, path, Kind::Dir, None, &mut io::empty())?;
         Ok(Some(Frame {
             dir: fd,
             names,
             next: 0,
             own_len: path.len(),
         }))
+    }
+}
+
+/// The bytes of a sparse file's extents, one after the other, read where each lies. A
+/// file cut shorter than an extent ends the content there: the sink sees it shrank.
+struct ExtentReader<'a> {
+    file: &'a File,
+    extents: &'a [Extent],
+    /// The extent being read, and how much of it is read.
+    next: usize,
+    done: u64,
+}
+
+impl io::Read for ExtentReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        use std::os::unix::fs::FileExt;
+        let Some(&(off, len)) = self.extents.get(self.next) else {
+            return Ok(0);
+        };
+        let want = buf
+            .len()
+            .min(usize::try_from(len - self.done).unwrap_or(usize::MAX));
+        let n = self.file.read_at(&mut buf[..want], off + self.done)?;
+        self.done += n as u64;
+        if self.done == len {
+            self.next += 1;
+            self.done = 0;
+        }
+        Ok(n)
     }
 }

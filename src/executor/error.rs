@@ -326,7 +326,8 @@ pub(crate) fn archive_is_transient(error: &ArchiveError) -> bool {
         ArchiveError::Io { source, .. } | ArchiveError::Stream { source, .. } => {
             io_is_transient(source)
         }
-        ArchiveError::Prefix { .. }
+        ArchiveError::NoSpace { .. }
+        | ArchiveError::Prefix { .. }
         | ArchiveError::Unsafe { .. }
         | ArchiveError::Refused { .. }
         | ArchiveError::Malformed { .. }
@@ -339,11 +340,12 @@ pub(crate) fn archive_is_transient(error: &ArchiveError) -> bool {
     }
 }
 
-/// An archive error as a fixed word: `io`, `stream`, `refused_entry`, `malformed`,
-/// `bad_spec`, `checksum_mismatch`, `corrupt` or `unrestorable`.
+/// An archive error as a fixed word: `io`, `no_space`, `stream`, `refused_entry`,
+/// `malformed`, `bad_spec`, `checksum_mismatch`, `corrupt` or `unrestorable`.
 pub(crate) fn archive_reason(error: &ArchiveError) -> &'static str {
     match error {
         ArchiveError::Io { .. } => "io",
+        ArchiveError::NoSpace { .. } => "no_space",
         ArchiveError::Stream { .. } => "stream",
         ArchiveError::Prefix { .. }
         | ArchiveError::Unsafe { .. }
@@ -526,6 +528,20 @@ mod tests {
         });
         assert!(e.is_transient());
         assert_eq!(e.reason(), "io");
+        // A full repository is not tried again: it stays full until someone makes room.
+        let e = RunError::Archive(ArchiveError::NoSpace {
+            action: "writing",
+            path: "/repo/x".into(),
+            mount: "/repo".into(),
+            source: io::Error::from_raw_os_error(libc::ENOSPC),
+        });
+        assert!(!e.is_transient());
+        assert_eq!(e.reason(), "no_space");
+        assert!(
+            e.to_string()
+                .contains("no space left on the file system at /repo"),
+            "{e}"
+        );
         let e = RunError::Recipe(RecipeError::Write(io::Error::from(
             io::ErrorKind::PermissionDenied,
         )));

@@ -283,8 +283,7 @@ fn the_api_and_metrics_follow_a_real_backup() {
         )
         .is_some()
             && sample(&m.body, "holdfast_runs_in_progress") == Some(0.0);
-        if published || Instant::now() > deadline
-        {
+        if published || Instant::now() > deadline {
             break m;
         }
         std::thread::sleep(Duration::from_millis(100));

@@ -77,7 +77,7 @@ fn add_below(root: &Path, rel: &mut PathBuf, excludes: &Excludes, total: &mut So
             if !left_out {
                 total.entries += 1;
                 if meta.is_file() {
-                    total.bytes += meta.len();
+                    total.bytes += data_bytes(&meta);
                 } else if is_dir {
                     add_below(root, rel, excludes, total);
                 }
@@ -85,6 +85,12 @@ fn add_below(root: &Path, rel: &mut PathBuf, excludes: &Excludes, total: &mut So
         }
         rel.pop();
     }
+}
+
+/// The bytes of a file that an archive holds: a sparse file's holes are not read or
+/// stored, so a file counts at most what is allocated to it.
+fn data_bytes(meta: &std::fs::Metadata) -> u64 {
+    meta.len().min(meta.blocks().saturating_mul(512))
 }
 
 /// What the newest archive of the same name wrote, from its manifest.
@@ -323,6 +329,19 @@ mod tests {
     use super::*;
 
     const MIB: u64 = 1 << 20;
+
+    #[test]
+    fn a_sparse_file_counts_only_its_data() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("disk.img");
+        let file = std::fs::File::create(&path).unwrap();
+        file.set_len(8 << 30).unwrap();
+        std::os::unix::fs::FileExt::write_all_at(&file, &[1; 4096], 1 << 30).unwrap();
+        let sparse = data_bytes(&std::fs::metadata(&path).unwrap());
+        assert!((4096..=MIB).contains(&sparse), "{sparse}");
+        std::fs::write(&path, vec![7u8; 10_000]).unwrap();
+        assert_eq!(data_bytes(&std::fs::metadata(&path).unwrap()), 10_000);
+    }
 
     #[test]
     fn without_an_earlier_archive_the_data_counts_uncompressed() {

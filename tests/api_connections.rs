@@ -64,6 +64,7 @@ fn open(addr: &str, n: usize, send: &[u8]) -> Vec<TcpStream> {
 }
 
 #[test]
+#[cfg_attr(skip_docker, ignore = "needs Docker; HOLDFAST_SKIP_DOCKER=1")]
 fn half_sent_headers_are_closed_and_the_listener_keeps_answering() {
     if !docker_available() {
         return;

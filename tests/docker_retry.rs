@@ -275,6 +275,7 @@ fn journal(state: &Path) -> Vec<String> {
 }
 
 #[test]
+#[cfg_attr(skip_docker, ignore = "needs Docker; HOLDFAST_SKIP_DOCKER=1")]
 fn a_run_through_passing_engine_failures_succeeds() {
     if !docker_available() {
         return;
@@ -307,6 +308,7 @@ fn a_run_through_passing_engine_failures_succeeds() {
 }
 
 #[test]
+#[cfg_attr(skip_docker, ignore = "needs Docker; HOLDFAST_SKIP_DOCKER=1")]
 fn a_stop_and_start_that_keep_failing_are_reported_and_stay_journalled() {
     if !docker_available() {
         return;

@@ -350,7 +350,7 @@ fn a_stop_and_start_that_keep_failing_are_reported_and_stay_journalled() {
     assert!(took < Duration::from_secs(60), "{took:?}");
     assert!(env.manifests().is_empty());
     // The start never reached the engine: the stop stays journalled for the next start.
-    assert_eq!(journal(&env.state), [t.name.clone()]);
+    assert_eq!(journal(&env.state), vec![t.name.clone()]);
     assert_eq!(t.state(), "running");
 
     // The next command replays the journal against the real engine.

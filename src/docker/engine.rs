@@ -600,32 +600,39 @@ impl Engine {
     /// Whether a named volume exists. Creating a container that mounts a missing volume
     /// would silently create an empty one, so the API path asks first.
     pub async fn volume_exists(&self, name: &str) -> Result<bool, DockerError> {
-        match self.client.inspect_volume(name).await {
-            Ok(_) => Ok(true),
-            Err(bollard::errors::Error::DockerResponseServerError {
-                status_code: 404, ..
-            }) => Ok(false),
-            Err(e) => Err(on("inspecting volume", name)(e)),
-        }
+        retry(&DOCKER, || async {
+            match self.client.inspect_volume(name).await {
+                Ok(_) => Ok(true),
+                Err(bollard::errors::Error::DockerResponseServerError {
+                    status_code: 404, ..
+                }) => Ok(false),
+                Err(e) => Err(on("inspecting volume", name)(e)),
+            }
+        })
+        .await
     }
 
     /// Any image present on the engine, for reader containers.
     pub async fn any_image(&self) -> Result<Option<String>, DockerError> {
-        let images = self
-            .client
-            .list_images(None::<ListImagesOptions>)
-            .await
-            .map_err(api("listing images"))?;
+        let images = retry(&DOCKER, || async {
+            self.client
+                .list_images(None::<ListImagesOptions>)
+                .await
+                .map_err(api("listing images"))
+        })
+        .await?;
         Ok(images.into_iter().map(|i| i.id).next())
     }
 
     /// The inspect document of a network, for the recipe.
     pub async fn network(&self, name: &str) -> Result<serde_json::Value, DockerError> {
-        let network = self
-            .client
-            .inspect_network(name, None)
-            .await
-            .map_err(on("inspecting network", name))?;
+        let network = retry(&DOCKER, || async {
+            self.client
+                .inspect_network(name, None)
+                .await
+                .map_err(on("inspecting network", name))
+        })
+        .await?;
         Ok(serde_json::to_value(&network).unwrap_or(serde_json::Value::Null))
     }
 }

@@ -158,6 +158,7 @@ fn sample(metrics: &str, series: &str) -> Option<f64> {
 }
 
 #[test]
+#[cfg_attr(skip_docker, ignore = "needs Docker; HOLDFAST_SKIP_DOCKER=1")]
 fn the_api_and_metrics_follow_a_real_backup() {
     if !docker_available() {
         return;
@@ -504,6 +505,7 @@ fn the_api_and_metrics_follow_a_real_backup() {
 }
 
 #[test]
+#[cfg_attr(skip_docker, ignore = "needs Docker; HOLDFAST_SKIP_DOCKER=1")]
 fn off_loopback_the_api_needs_a_token() {
     // Refused before anything starts, Docker or not.
     let dir = tempfile::tempdir().unwrap();

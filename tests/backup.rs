@@ -152,6 +152,7 @@ impl Drop for Scratch {
 }
 
 #[test]
+#[cfg_attr(skip_docker, ignore = "needs Docker; HOLDFAST_SKIP_DOCKER=1")]
 fn a_running_stack_is_archived_whole_and_its_dumps_restore() {
     if !docker_available() {
         return;
@@ -322,6 +323,7 @@ fn assert_untouched(env: &Env, stack: &ComposeStack, outcome: &Value) {
 }
 
 #[test]
+#[cfg_attr(skip_docker, ignore = "needs Docker; HOLDFAST_SKIP_DOCKER=1")]
 fn failures_leave_no_archive_and_every_container_as_it_was() {
     if !docker_available() {
         return;
@@ -404,6 +406,7 @@ fn failures_leave_no_archive_and_every_container_as_it_was() {
 }
 
 #[test]
+#[cfg_attr(skip_docker, ignore = "needs Docker; HOLDFAST_SKIP_DOCKER=1")]
 fn a_backup_killed_while_the_stack_is_stopped_is_repaired_by_the_next_start() {
     if !docker_available() {
         return;
@@ -463,6 +466,7 @@ fn a_backup_killed_while_the_stack_is_stopped_is_repaired_by_the_next_start() {
 }
 
 #[test]
+#[cfg_attr(skip_docker, ignore = "needs Docker; HOLDFAST_SKIP_DOCKER=1")]
 fn volumes_read_through_the_docker_api_match_the_direct_path() {
     if !docker_available() {
         return;
@@ -565,6 +569,7 @@ fn volumes_read_through_the_docker_api_match_the_direct_path() {
 }
 
 #[test]
+#[cfg_attr(skip_docker, ignore = "needs Docker; HOLDFAST_SKIP_DOCKER=1")]
 fn a_volume_that_vanishes_mid_run_fails_the_run_cleanly() {
     if !docker_available() {
         return;
@@ -637,6 +642,7 @@ fn largest_file(dir: &Path) -> u64 {
 }
 
 #[test]
+#[cfg_attr(skip_docker, ignore = "needs Docker; HOLDFAST_SKIP_DOCKER=1")]
 fn a_file_that_shrinks_while_read_makes_the_run_partly_failed_and_is_named() {
     if !docker_available() {
         return;

@@ -453,6 +453,7 @@ mod matrix {
     /// Backups killed at each point: the stack's containers come back as they were (one
     /// stopped before stays stopped), and no half-written archive is ever seen.
     #[test]
+    #[cfg_attr(skip_docker, ignore = "needs Docker; HOLDFAST_SKIP_DOCKER=1")]
     fn backups_killed_at_each_point_leave_nothing_stopped_and_nothing_half_written() {
         if !docker_available() {
             return;
@@ -578,6 +579,7 @@ mod matrix {
     /// Deletions and verifications killed at each point: an archive being deleted is whole
     /// or gone once holdfast has started again, never half there, and the others verify.
     #[test]
+    #[cfg_attr(skip_docker, ignore = "needs Docker; HOLDFAST_SKIP_DOCKER=1")]
     fn deletions_and_verifications_killed_at_each_point_leave_whole_archives() {
         if !docker_available() {
             return;
@@ -658,6 +660,7 @@ mod matrix {
     /// volume holds its old content or the archived one (which one is known for each
     /// point), never a mix, and the same command run again succeeds.
     #[test]
+    #[cfg_attr(skip_docker, ignore = "needs Docker; HOLDFAST_SKIP_DOCKER=1")]
     fn restores_killed_at_each_point_leave_old_or_new_content_never_a_mix() {
         if !docker_available() {
             return;

@@ -32,6 +32,7 @@ fn layout() -> (tempfile::TempDir, PathBuf) {
 }
 
 #[test]
+#[cfg_attr(skip_docker, ignore = "needs Docker; HOLDFAST_SKIP_DOCKER=1")]
 fn specs_become_statuses_and_runs_without_a_restart() {
     if !docker_available() {
         return;
@@ -200,6 +201,7 @@ fn specs_become_statuses_and_runs_without_a_restart() {
 }
 
 #[test]
+#[cfg_attr(skip_docker, ignore = "needs Docker; HOLDFAST_SKIP_DOCKER=1")]
 fn a_schedule_one_minute_ahead_runs_on_time() {
     if !docker_available() {
         return;
@@ -251,6 +253,7 @@ fn a_schedule_one_minute_ahead_runs_on_time() {
 }
 
 #[test]
+#[cfg_attr(skip_docker, ignore = "needs Docker; HOLDFAST_SKIP_DOCKER=1")]
 fn one_daemon_per_state_folder() {
     let (dir, specs) = layout();
     fs::write(specs.join("empty.yaml"), "").unwrap();
@@ -281,6 +284,7 @@ fn one_daemon_per_state_folder() {
 }
 
 #[test]
+#[cfg_attr(skip_docker, ignore = "needs Docker; HOLDFAST_SKIP_DOCKER=1")]
 fn killed_or_stopped_mid_run_the_stack_comes_back_and_the_run_is_interrupted() {
     if !docker_available() {
         return;
@@ -355,6 +359,7 @@ fn killed_or_stopped_mid_run_the_stack_comes_back_and_the_run_is_interrupted() {
 }
 
 #[test]
+#[cfg_attr(skip_docker, ignore = "needs Docker; HOLDFAST_SKIP_DOCKER=1")]
 fn retention_keeps_exactly_what_it_says_after_real_runs() {
     if !docker_available() {
         return;
@@ -465,6 +470,7 @@ fn archives_of(dir: &Path, group: &str) -> usize {
 }
 
 #[test]
+#[cfg_attr(skip_docker, ignore = "needs Docker; HOLDFAST_SKIP_DOCKER=1")]
 fn archives_run_once_expire_and_follow_their_deletion_policy() {
     if !docker_available() {
         return;

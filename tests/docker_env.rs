@@ -8,6 +8,7 @@ use holdfast::docker::MountInfo;
 use holdfast::docker::engine::Engine;
 
 #[tokio::test]
+#[cfg_attr(skip_docker, ignore = "needs Docker; HOLDFAST_SKIP_DOCKER=1")]
 async fn finds_a_real_compose_stack_by_its_labels() {
     if !docker_available() {
         return;

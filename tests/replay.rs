@@ -101,6 +101,7 @@ fn count(report: &ReplayReport, name: &str) -> Option<u64> {
 }
 
 #[test]
+#[cfg_attr(skip_docker, ignore = "needs Docker; HOLDFAST_SKIP_DOCKER=1")]
 fn changed_databases_get_exactly_their_archived_rows_back() {
     if !docker_available() {
         return;

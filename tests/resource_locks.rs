@@ -74,6 +74,7 @@ fn stops_and_starts(container: &str, since: i64, until: i64) -> Vec<(i64, String
 }
 
 #[test]
+#[cfg_attr(skip_docker, ignore = "needs Docker; HOLDFAST_SKIP_DOCKER=1")]
 fn two_runs_that_stop_the_same_container_take_turns() {
     if !docker_available() {
         return;

@@ -75,6 +75,7 @@ fn web_listing(stack: &ComposeStack) -> Vec<String> {
 }
 
 #[test]
+#[cfg_attr(skip_docker, ignore = "needs Docker; HOLDFAST_SKIP_DOCKER=1")]
 fn volumes_come_back_in_place_and_into_new_volumes_exactly_as_archived() {
     if !docker_available() {
         return;
@@ -179,6 +180,7 @@ fn volumes_come_back_in_place_and_into_new_volumes_exactly_as_archived() {
 }
 
 #[test]
+#[cfg_attr(skip_docker, ignore = "needs Docker; HOLDFAST_SKIP_DOCKER=1")]
 fn disaster_drill_brings_a_stack_back_from_the_repository_alone() {
     if !docker_available() {
         return;
@@ -301,6 +303,7 @@ fn tar_of(entries: &[(&str, u8, &[u8], &str)]) -> Vec<u8> {
 }
 
 #[test]
+#[cfg_attr(skip_docker, ignore = "needs Docker; HOLDFAST_SKIP_DOCKER=1")]
 fn hostile_archives_are_refused_and_write_nothing_outside_their_volume() {
     if !docker_available() {
         return;
@@ -409,6 +412,7 @@ fn hostile_archives_are_refused_and_write_nothing_outside_their_volume() {
 }
 
 #[test]
+#[cfg_attr(skip_docker, ignore = "needs Docker; HOLDFAST_SKIP_DOCKER=1")]
 fn a_restore_spec_runs_once_through_the_daemon_and_replays_its_dumps() {
     if !docker_available() {
         return;
@@ -514,6 +518,7 @@ fn a_restore_spec_runs_once_through_the_daemon_and_replays_its_dumps() {
 }
 
 #[test]
+#[cfg_attr(skip_docker, ignore = "needs Docker; HOLDFAST_SKIP_DOCKER=1")]
 fn a_failed_in_place_restore_leaves_the_volume_as_it_was_and_its_container_running() {
     if !docker_available() {
         return;
@@ -733,6 +738,7 @@ fn become_fresh_host(env: &Env) {
 }
 
 #[test]
+#[cfg_attr(skip_docker, ignore = "needs Docker; HOLDFAST_SKIP_DOCKER=1")]
 fn a_lost_state_folder_runs_nothing_that_was_handled_again() {
     if !docker_available() {
         return;
@@ -800,6 +806,7 @@ fn a_lost_state_folder_runs_nothing_that_was_handled_again() {
 }
 
 #[test]
+#[cfg_attr(skip_docker, ignore = "needs Docker; HOLDFAST_SKIP_DOCKER=1")]
 fn a_fresh_host_holds_an_in_place_restore_until_its_requested_at_is_bumped() {
     if !docker_available() {
         return;

@@ -107,6 +107,7 @@ fn manifest_host(host_dir: &Path, id: &str) -> String {
 }
 
 #[test]
+#[cfg_attr(skip_docker, ignore = "needs Docker; HOLDFAST_SKIP_DOCKER=1")]
 fn a_second_writer_on_the_same_repository_is_refused_and_changes_nothing() {
     if !docker_available() {
         return;
@@ -162,6 +163,7 @@ fn a_second_writer_on_the_same_repository_is_refused_and_changes_nothing() {
 }
 
 #[test]
+#[cfg_attr(skip_docker, ignore = "needs Docker; HOLDFAST_SKIP_DOCKER=1")]
 fn hosts_sharing_a_repository_prune_only_their_own_archives() {
     if !docker_available() {
         return;

@@ -79,6 +79,7 @@ fn wait_for_log(dir: &Path, from: usize, text: &str, limit: Duration) {
 }
 
 #[test]
+#[cfg_attr(skip_docker, ignore = "needs Docker; HOLDFAST_SKIP_DOCKER=1")]
 fn a_specs_folder_gone_for_a_second_or_a_file_rewritten_in_place_deletes_nothing() {
     if !docker_available() {
         return;
@@ -163,6 +164,7 @@ fn wait_ready(path: &Path, want: &str, limit: Duration, what: &str) -> Vec<Value
 }
 
 #[test]
+#[cfg_attr(skip_docker, ignore = "needs Docker; HOLDFAST_SKIP_DOCKER=1")]
 fn a_folder_made_again_is_watched_and_gets_every_status_file() {
     let dir = tempfile::tempdir().unwrap();
     let specs = dir.path().join("specs");
@@ -222,6 +224,7 @@ fn a_folder_made_again_is_watched_and_gets_every_status_file() {
 }
 
 #[test]
+#[cfg_attr(skip_docker, ignore = "needs Docker; HOLDFAST_SKIP_DOCKER=1")]
 fn a_swapped_symlink_is_followed_and_gets_every_status_file() {
     let dir = tempfile::tempdir().unwrap();
     for tree in ["wt-a", "wt-b"] {
@@ -273,6 +276,7 @@ fn outside_folder(dir: &Path) -> PathBuf {
 }
 
 #[test]
+#[cfg_attr(skip_docker, ignore = "needs Docker; HOLDFAST_SKIP_DOCKER=1")]
 fn folder_links_out_of_the_specs_tree_are_not_followed() {
     let dir = tempfile::tempdir().unwrap();
     let specs = dir.path().join("specs");
@@ -311,6 +315,7 @@ fn folder_links_out_of_the_specs_tree_are_not_followed() {
 }
 
 #[test]
+#[cfg_attr(skip_docker, ignore = "needs Docker; HOLDFAST_SKIP_DOCKER=1")]
 fn writes_under_a_hidden_folder_delay_neither_a_request_nor_a_stop() {
     let dir = tempfile::tempdir().unwrap();
     let specs = dir.path().join("specs");

@@ -138,6 +138,7 @@ fn signal(child: &Child, sig: libc::c_int) {
 }
 
 #[test]
+#[cfg_attr(skip_docker, ignore = "needs Docker; HOLDFAST_SKIP_DOCKER=1")]
 fn a_daemon_stopped_during_a_slow_stop_leaves_the_container_running() {
     if !docker_available() {
         return;
@@ -183,6 +184,7 @@ fn a_daemon_stopped_during_a_slow_stop_leaves_the_container_running() {
 }
 
 #[test]
+#[cfg_attr(skip_docker, ignore = "needs Docker; HOLDFAST_SKIP_DOCKER=1")]
 fn a_command_after_a_crash_during_a_slow_stop_waits_the_stop_out_and_starts_the_container() {
     if !docker_available() {
         return;
@@ -250,6 +252,7 @@ fn wait_exit(child: &mut Child, limit: Duration) -> Option<i32> {
 }
 
 #[test]
+#[cfg_attr(skip_docker, ignore = "needs Docker; HOLDFAST_SKIP_DOCKER=1")]
 fn ctrl_c_on_backup_during_a_slow_stop_leaves_the_container_running() {
     if !docker_available() {
         return;
@@ -277,6 +280,7 @@ fn ctrl_c_on_backup_during_a_slow_stop_leaves_the_container_running() {
 }
 
 #[test]
+#[cfg_attr(skip_docker, ignore = "needs Docker; HOLDFAST_SKIP_DOCKER=1")]
 fn ctrl_c_on_an_in_place_restore_during_a_slow_stop_leaves_the_container_running() {
     if !docker_available() {
         return;
@@ -312,6 +316,7 @@ fn ctrl_c_on_an_in_place_restore_during_a_slow_stop_leaves_the_container_running
 }
 
 #[test]
+#[cfg_attr(skip_docker, ignore = "needs Docker; HOLDFAST_SKIP_DOCKER=1")]
 fn a_stop_longer_than_the_docker_request_timeout_is_waited_for() {
     if !docker_available() {
         return;

@@ -10,6 +10,8 @@ pub mod openapi;
 
 pub mod routes;
 
+pub mod server;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -173,16 +175,14 @@ pub async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, ServeErro
         .map_err(|source| ServeError::Bind { addr, source })
 }
 
-/// Serves until the task is dropped or aborted.
-/// Serves until `stop` resolves, then stops accepting and lets requests in flight end.
+/// Serves until `stop` resolves, then stops accepting and lets requests in flight end;
+/// see [`server`] for what a connection may cost.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     app: AppState,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(app))
-        .with_graceful_shutdown(stop)
-        .await
+    server::serve(listener, router(app), stop).await
 }
 
 /// A response's body as bytes, for tests and tools.

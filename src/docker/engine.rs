@@ -15,6 +15,7 @@ use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 use tokio::sync::mpsc;
 
+use super::retry::{DOCKER, retry};
 use super::{ContainerInfo, MountInfo, Stack, group_stacks};
 
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +54,14 @@ pub enum DockerError {
         #[source]
         source: std::io::Error,
     },
+    /// A call that failed each time it was tried (see [`super::retry`]).
+    #[error("{last} (tried {attempts} times over {:.1} s)", elapsed.as_secs_f64())]
+    Retried {
+        attempts: u32,
+        elapsed: Duration,
+        #[source]
+        last: Box<DockerError>,
+    },
 }
 
 impl DockerError {
@@ -62,6 +71,7 @@ impl DockerError {
             DockerError::Connect { .. } => "connect",
             DockerError::Api { operation, .. } | DockerError::On { operation, .. } => operation,
             DockerError::ExecTimeout { .. } | DockerError::ExecInput { .. } => "exec",
+            DockerError::Retried { last, .. } => last.operation(),
         }
     }
 
@@ -88,6 +98,7 @@ impl DockerError {
             | DockerError::On { source, .. } => classify(source),
             DockerError::ExecTimeout { .. } => ("exec_timeout", true),
             DockerError::ExecInput { source, .. } => ("exec_input", io_transient(source)),
+            DockerError::Retried { last, .. } => last.class(),
         }
     }
 }
@@ -285,11 +296,14 @@ impl Engine {
             let filters: HashMap<&str, Vec<&str>> = HashMap::from([("label", vec![label])]);
             options = options.filters(&filters);
         }
-        let summaries = self
-            .client
-            .list_containers(Some(options.build()))
-            .await
-            .map_err(api("listing containers"))?;
+        let options = options.build();
+        let summaries = retry(&DOCKER, || async {
+            self.client
+                .list_containers(Some(options.clone()))
+                .await
+                .map_err(api("listing containers"))
+        })
+        .await?;
         Ok(summaries.into_iter().map(to_container).collect())
     }
 
@@ -302,11 +316,13 @@ impl Engine {
 
     /// Named volumes with their mountpoints on the Docker host.
     pub async fn volumes(&self) -> Result<BTreeMap<String, String>, DockerError> {
-        let response = self
-            .client
-            .list_volumes(None::<ListVolumesOptions>)
-            .await
-            .map_err(api("listing volumes"))?;
+        let response = retry(&DOCKER, || async {
+            self.client
+                .list_volumes(None::<ListVolumesOptions>)
+                .await
+                .map_err(api("listing volumes"))
+        })
+        .await?;
         Ok(response
             .volumes
             .unwrap_or_default()
@@ -318,11 +334,13 @@ impl Engine {
 
 impl Engine {
     pub async fn inspect(&self, id: &str) -> Result<ContainerDetails, DockerError> {
-        let info = self
-            .client
-            .inspect_container(id, None)
-            .await
-            .map_err(on("inspecting container", id))?;
+        let info = retry(&DOCKER, || async {
+            self.client
+                .inspect_container(id, None)
+                .await
+                .map_err(on("inspecting container", id))
+        })
+        .await?;
         let raw = serde_json::to_value(&info).unwrap_or(serde_json::Value::Null);
         let state = info.state.as_ref();
         Ok(ContainerDetails {
@@ -375,25 +393,37 @@ impl Engine {
     /// Stops a container, giving it `timeout` before Docker kills it. The request waits
     /// as long as the stop may take, and a minute more: a stop longer than the client's
     /// usual request timeout is waited out, not reported as failed while still under way.
+    /// A transient failure is tried again: Docker answers the stop of a stopped container
+    /// with success.
     pub async fn stop(&self, id: &str, timeout: Duration) -> Result<(), DockerError> {
         let options = StopContainerOptions {
             t: Some(timeout.as_secs().min(i32::MAX as u64) as i32),
             signal: None,
         };
         let patience = timeout.saturating_add(Duration::from_secs(60));
-        self.client
+        let client = self
+            .client
             .clone()
-            .with_timeout(patience.max(self.client.timeout()))
-            .stop_container(id, Some(options))
-            .await
-            .map_err(on("stopping container", id))
+            .with_timeout(patience.max(self.client.timeout()));
+        retry(&DOCKER, || async {
+            client
+                .stop_container(id, Some(options.clone()))
+                .await
+                .map_err(on("stopping container", id))
+        })
+        .await
     }
 
+    /// Starts a container. A transient failure is tried again: Docker answers the start
+    /// of a running container with success.
     pub async fn start(&self, id: &str) -> Result<(), DockerError> {
-        self.client
-            .start_container(id, None::<StartContainerOptions>)
-            .await
-            .map_err(on("starting container", id))
+        retry(&DOCKER, || async {
+            self.client
+                .start_container(id, None::<StartContainerOptions>)
+                .await
+                .map_err(on("starting container", id))
+        })
+        .await
     }
 
     /// Runs a command in a running container and collects its output (each stream capped).
@@ -452,11 +482,14 @@ impl Engine {
             attach_stderr: Some(true),
             ..Default::default()
         };
-        let created = self
-            .client
-            .create_exec(container, config)
-            .await
-            .map_err(on("creating exec in", container))?;
+        let created = retry(&DOCKER, || async {
+            self.client
+                .create_exec(container, config.clone())
+                .await
+                .map_err(on("creating exec in", container))
+        })
+        .await?;
+        // Never tried again: the command would run twice.
         let started = self
             .client
             .start_exec(&created.id, None::<StartExecOptions>)
@@ -479,11 +512,13 @@ impl Engine {
             }
         }
         drop(sink);
-        let inspected = self
-            .client
-            .inspect_exec(&created.id)
-            .await
-            .map_err(on("inspecting exec in", container))?;
+        let inspected = retry(&DOCKER, || async {
+            self.client
+                .inspect_exec(&created.id)
+                .await
+                .map_err(on("inspecting exec in", container))
+        })
+        .await?;
         Ok((
             inspected.exit_code.unwrap_or(-1),
             String::from_utf8_lossy(&stderr).into_owned(),
@@ -497,13 +532,32 @@ impl Engine {
         container: &str,
         path: &str,
     ) -> impl Stream<Item = Result<Bytes, DockerError>> + use<> {
-        let options = DownloadFromContainerOptions {
-            path: path.to_string(),
+        let client = self.client.clone();
+        let container = container.to_string();
+        let path = path.to_string();
+        // Tried again only until the first byte: once data flowed, a repeat would repeat it.
+        let opened = async move {
+            let target = format!("{container}:{path}");
+            let first = retry(&DOCKER, || async {
+                let options = DownloadFromContainerOptions { path: path.clone() };
+                let target = target.clone();
+                let mut stream = Box::pin(
+                    client
+                        .download_from_container(&container, Some(options))
+                        .map(move |item| item.map_err(on("downloading", &target))),
+                );
+                match stream.next().await {
+                    Some(Err(e)) => Err(e),
+                    first => Ok((first, stream)),
+                }
+            })
+            .await;
+            match first {
+                Ok((first, rest)) => futures_util::stream::iter(first).chain(rest).left_stream(),
+                Err(e) => futures_util::stream::iter(Some(Err(e))).right_stream(),
+            }
         };
-        let target = format!("{container}:{path}");
-        self.client
-            .download_from_container(container, Some(options))
-            .map(move |item| item.map_err(on("downloading", &target)))
+        futures_util::stream::once(opened).flatten()
     }
 
     /// Creates (without starting) a container that mounts `volume` at `/volume`, so that the
@@ -546,32 +600,39 @@ impl Engine {
     /// Whether a named volume exists. Creating a container that mounts a missing volume
     /// would silently create an empty one, so the API path asks first.
     pub async fn volume_exists(&self, name: &str) -> Result<bool, DockerError> {
-        match self.client.inspect_volume(name).await {
-            Ok(_) => Ok(true),
-            Err(bollard::errors::Error::DockerResponseServerError {
-                status_code: 404, ..
-            }) => Ok(false),
-            Err(e) => Err(on("inspecting volume", name)(e)),
-        }
+        retry(&DOCKER, || async {
+            match self.client.inspect_volume(name).await {
+                Ok(_) => Ok(true),
+                Err(bollard::errors::Error::DockerResponseServerError {
+                    status_code: 404, ..
+                }) => Ok(false),
+                Err(e) => Err(on("inspecting volume", name)(e)),
+            }
+        })
+        .await
     }
 
     /// Any image present on the engine, for reader containers.
     pub async fn any_image(&self) -> Result<Option<String>, DockerError> {
-        let images = self
-            .client
-            .list_images(None::<ListImagesOptions>)
-            .await
-            .map_err(api("listing images"))?;
+        let images = retry(&DOCKER, || async {
+            self.client
+                .list_images(None::<ListImagesOptions>)
+                .await
+                .map_err(api("listing images"))
+        })
+        .await?;
         Ok(images.into_iter().map(|i| i.id).next())
     }
 
     /// The inspect document of a network, for the recipe.
     pub async fn network(&self, name: &str) -> Result<serde_json::Value, DockerError> {
-        let network = self
-            .client
-            .inspect_network(name, None)
-            .await
-            .map_err(on("inspecting network", name))?;
+        let network = retry(&DOCKER, || async {
+            self.client
+                .inspect_network(name, None)
+                .await
+                .map_err(on("inspecting network", name))
+        })
+        .await?;
         Ok(serde_json::to_value(&network).unwrap_or(serde_json::Value::Null))
     }
 }

@@ -11,6 +11,7 @@ use futures_util::{Stream, StreamExt};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 
 use super::engine::{DockerError, Engine, ExecOutput, MAX_CAPTURE, count, on};
+use super::retry::{DOCKER, retry};
 
 /// How much of the input is read before it is written on to the command.
 const CHUNK: usize = 64 * 1024;
@@ -84,11 +85,14 @@ impl Engine {
             attach_stderr: Some(true),
             ..Default::default()
         };
-        let created = self
-            .client
-            .create_exec(container, config)
-            .await
-            .map_err(on("creating exec in", container))?;
+        let created = retry(&DOCKER, || async {
+            self.client
+                .create_exec(container, config.clone())
+                .await
+                .map_err(on("creating exec in", container))
+        })
+        .await?;
+        // Never tried again: the command would run twice.
         let started = self
             .client
             .start_exec(&created.id, None::<StartExecOptions>)
@@ -166,11 +170,13 @@ impl Engine {
     /// records the exit, so a still-running exec is asked again briefly.
     async fn exit_code(&self, container: &str, exec_id: &str) -> Result<i64, DockerError> {
         for _ in 0..40 {
-            let inspected = self
-                .client
-                .inspect_exec(exec_id)
-                .await
-                .map_err(on("inspecting exec in", container))?;
+            let inspected = retry(&DOCKER, || async {
+                self.client
+                    .inspect_exec(exec_id)
+                    .await
+                    .map_err(on("inspecting exec in", container))
+            })
+            .await?;
             if inspected.running != Some(true) {
                 if let Some(code) = inspected.exit_code {
                     return Ok(code);

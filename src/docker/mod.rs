@@ -5,6 +5,7 @@
 
 pub mod engine;
 mod exec_io;
+pub mod retry;
 pub mod volumes;
 
 use std::collections::BTreeMap;

@@ -738,6 +738,7 @@ fn assert_same_sparse_content(want: &Path, got: &Path) {
 }
 
 #[test]
+#[cfg_attr(skip_docker, ignore = "needs Docker; HOLDFAST_SKIP_DOCKER=1")]
 fn a_large_sparse_file_is_backed_up_in_moments_and_restored_sparse_with_its_mtime() {
     use std::os::unix::fs::{FileExt, MetadataExt};
     if !docker_available() {
@@ -852,6 +853,7 @@ fn partials(dir: &Path) -> Vec<std::path::PathBuf> {
 }
 
 #[test]
+#[cfg_attr(skip_docker, ignore = "needs Docker; HOLDFAST_SKIP_DOCKER=1")]
 fn a_full_repository_stops_the_run_at_once_names_its_file_system_and_restarts_the_container() {
     if !docker_available() {
         return;

@@ -38,6 +38,7 @@ impl Drop for Container {
 }
 
 #[test]
+#[cfg_attr(skip_docker, ignore = "needs Docker; HOLDFAST_SKIP_DOCKER=1")]
 fn a_mongo_password_is_on_no_command_line_in_the_container() {
     if !docker_available() {
         return;

@@ -74,6 +74,7 @@ fn backup(env: &Env, name: &str, extra: &[&str]) -> std::process::Output {
 }
 
 #[test]
+#[cfg_attr(skip_docker, ignore = "needs Docker; HOLDFAST_SKIP_DOCKER=1")]
 fn backup_applies_retention_unless_told_not_to_and_prune_applies_it_now() {
     if !docker_available() {
         return;
@@ -160,6 +161,7 @@ impl Drop for VolumeName {
 }
 
 #[test]
+#[cfg_attr(skip_docker, ignore = "needs Docker; HOLDFAST_SKIP_DOCKER=1")]
 fn restores_are_no_archives_and_every_kind_lists_like_kubectl() {
     if !docker_available() {
         return;
@@ -264,6 +266,7 @@ fn restores_are_no_archives_and_every_kind_lists_like_kubectl() {
 }
 
 #[test]
+#[cfg_attr(skip_docker, ignore = "needs Docker; HOLDFAST_SKIP_DOCKER=1")]
 fn restore_options_that_would_do_nothing_are_refused() {
     if !docker_available() {
         return;
@@ -401,6 +404,7 @@ impl Drop for SqliteApp {
 }
 
 #[test]
+#[cfg_attr(skip_docker, ignore = "needs Docker; HOLDFAST_SKIP_DOCKER=1")]
 fn dumps_only_replays_the_dumps_and_writes_no_volume() {
     if !docker_available() {
         return;
@@ -462,6 +466,7 @@ fn dumps_only_replays_the_dumps_and_writes_no_volume() {
 }
 
 #[test]
+#[cfg_attr(skip_docker, ignore = "needs Docker; HOLDFAST_SKIP_DOCKER=1")]
 fn run_history_and_logs_are_bounded_and_keep_the_runs_of_existing_archives() {
     if !docker_available() {
         return;

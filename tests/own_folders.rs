@@ -101,6 +101,7 @@ fn random_file(path: &Path, bytes: usize) {
 }
 
 #[test]
+#[cfg_attr(skip_docker, ignore = "needs Docker; HOLDFAST_SKIP_DOCKER=1")]
 fn a_bind_mount_holding_the_repository_and_state_never_archives_them() {
     if !docker_available() {
         return;
@@ -207,6 +208,7 @@ fn a_bind_mount_holding_the_repository_and_state_never_archives_them() {
 }
 
 #[test]
+#[cfg_attr(skip_docker, ignore = "needs Docker; HOLDFAST_SKIP_DOCKER=1")]
 fn a_run_that_cannot_fit_fails_before_anything_is_stopped() {
     if !docker_available() {
         return;

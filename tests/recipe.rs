@@ -102,6 +102,7 @@ fn policy(env: &Env, name: &str, project: &str) {
 }
 
 #[test]
+#[cfg_attr(skip_docker, ignore = "needs Docker; HOLDFAST_SKIP_DOCKER=1")]
 fn a_stack_started_from_its_folder_keeps_its_own_compose_file() {
     if !docker_available() {
         return;
@@ -202,6 +203,7 @@ fn get_json(addr: &str, path: &str) -> Value {
 }
 
 #[test]
+#[cfg_attr(skip_docker, ignore = "needs Docker; HOLDFAST_SKIP_DOCKER=1")]
 fn what_the_recipe_misses_reaches_the_status_the_run_log_and_the_api() {
     if !docker_available() {
         return;

@@ -678,6 +678,22 @@ fn truncated_streams_are_errors() {
 }
 
 #[test]
+fn a_size_no_stream_can_hold_is_refused_without_overflowing() {
+    // Found by fuzzing: the data of a link, folder or fifo is skipped, and the size plus
+    // its padding to the next block overflowed.
+    let pax = pax_data(&[(b"size", b"18446744073709551615")]);
+    for typeflag in [b'2', b'5', b'6'] {
+        refused(
+            &[
+                (header(b"./PaxHeaders/e", b'x', pax.len() as u64, b""), &pax),
+                (header(b"e", typeflag, 0, b"t"), b""),
+            ],
+            "holds more bytes than any stream",
+        );
+    }
+}
+
+#[test]
 fn a_truncated_or_corrupt_compressed_artifact_is_an_error() {
     let tmp = tempfile::tempdir().unwrap();
     let src = tmp.path().join("src");

@@ -435,6 +435,13 @@ pub(super) fn read_tar<P: Place>(
             })
         };
         let size = e.size.unwrap_or(raw_size);
+        // Checked here, so that skipping an entry's data and padding cannot wrap around.
+        if size.checked_add(padding(size)).is_none() {
+            return Err(malformed(
+                at,
+                format!("entry {shown:?} holds more bytes than any stream: {size}"),
+            ));
+        }
         let what = match typeflag {
             b'0' | b'7' => What::File { size },
             // Before ustar, a folder was a plain entry whose name ends in `/`.

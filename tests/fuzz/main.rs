@@ -126,8 +126,15 @@ fn campaign_runs_clean() {
             result.corpus,
             result.crashers.len(),
             result.slowest.0.as_secs_f64(),
-            result.slowest.1,
+            result.slowest.1.len(),
         );
+        if result.slowest.0 > Duration::from_millis(200) {
+            let text = String::from_utf8_lossy(&result.slowest.1);
+            println!(
+                "  the slowest input: {:?}",
+                text.chars().take(3000).collect::<String>()
+            );
+        }
         for (verdict, input) in &result.crashers {
             println!("  {} bytes: {verdict:?}", input.len());
             if !matches!(verdict, Verdict::Fine(_)) {

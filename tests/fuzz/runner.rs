@@ -170,8 +170,8 @@ fn fnv(data: &[u8]) -> u64 {
 
 pub struct Campaign {
     pub execs: u64,
-    /// The slowest input: how long it took and its size.
-    pub slowest: (Duration, usize),
+    /// The slowest input and how long it took.
+    pub slowest: (Duration, Vec<u8>),
     pub seconds: f64,
     pub corpus: usize,
     pub crashers: Vec<(Verdict, Vec<u8>)>,
@@ -214,7 +214,7 @@ pub fn campaign(
         }
     };
     let mut ran = 0u64;
-    let mut slowest = (Duration::ZERO, 0);
+    let mut slowest = (Duration::ZERO, Vec::new());
     for input in corpus.clone() {
         let verdict = worker.run(&input, limit);
         ran += 1;
@@ -234,7 +234,7 @@ pub fn campaign(
         let verdict = worker.run(&input, limit);
         let took = run_started.elapsed();
         if took > slowest.0 {
-            slowest = (took, input.len());
+            slowest = (took, input.clone());
         }
         ran += 1;
         match verdict {

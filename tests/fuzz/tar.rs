@@ -1,6 +1,7 @@
 //! The tar reader: verification (`verify_artifact`, which reads a tar as a restore would),
 //! extraction (`extract_tar` and `extract_artifact`) and the listing of what extraction
-//! wrote, all on the same input.
+//! wrote, all on the same input; and the same bytes as a stream from Docker's archive
+//! endpoint, written into a tar or a folder artifact as a backup would (`archive_tar_stream`).
 //!
 //! Promises checked on every input, besides no panic and no hang: nothing is written
 //! outside the target (a canary folder that hostile names point into stays empty, and the
@@ -14,8 +15,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use holdfast::archive::{
-    ArtifactInfo, Excludes, ExtractLimits, Shrunk, archive_directory, extract_artifact,
-    extract_tar, folder_listing_sha256, verify_artifact,
+    ArtifactInfo, Excludes, ExtractLimits, Shrunk, archive_directory, archive_tar_stream,
+    extract_artifact, extract_tar, folder_listing_sha256, verify_artifact,
 };
 use holdfast::progress::Silent;
 use holdfast::spec::common::Format;
@@ -196,7 +197,7 @@ impl TarTarget {
         }
         for e in fs::read_dir(dir).map_err(|e| format!("listing {}: {e}", dir.display()))? {
             let name = e.map_err(|e| e.to_string())?.file_name();
-            if !matches!(name.to_str(), Some("t" | "a.tar" | "a.tar.zst")) {
+            if !matches!(name.to_str(), Some("t" | "a.tar" | "a.tar.zst" | "repo")) {
                 return Err(format!("{name:?} appeared beside the target"));
             }
         }
@@ -277,11 +278,35 @@ impl Target for TarTarget {
             extract_tar(input, &target, limits, &Silent)
         };
         let listed = folder_listing_sha256(&target);
+        // The same bytes as a stream from Docker's archive endpoint, written as a backup
+        // would: re-written into a tar, or extracted into a folder artifact.
+        let repo = dir.join("repo");
+        let format = if input.len() % 2 == 0 {
+            Format::Folder
+        } else {
+            Format::Tar
+        };
+        let streamed = archive_tar_stream(
+            input,
+            "",
+            &repo,
+            "s",
+            format,
+            None,
+            &Excludes::none(),
+            &Silent,
+        );
         let outside = self.check_outside(&dir);
         fs::remove_dir_all(&dir).map_err(|e| format!("removing {}: {e}", dir.display()))?;
         outside?;
         let outcome = match (&verified, &extracted) {
-            (Ok(()), Ok(stats)) => format!("ok {}", stats.entries.min(3)),
+            (Ok(()), Ok(stats)) => format!(
+                "ok {} {}",
+                stats.entries.min(3),
+                streamed
+                    .as_ref()
+                    .map_or_else(|e| outcome_class(&e.to_string()), |_| "ok".into())
+            ),
             (Err(v), Err(x)) => format!("{} / {}", outcome_class(&v.to_string()), short(x)),
             (Ok(()), Err(x)) => {
                 return Err(format!("it verifies, but extraction fails: {}", short(x)));

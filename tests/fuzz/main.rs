@@ -29,14 +29,11 @@ use std::time::Duration;
 
 use runner::{Target, Verdict, Worker, campaign, committed_inputs};
 
-/// Scratch space for extraction: memory when there is some, since every input extracts.
+/// Scratch space for extraction: `FUZZ_TMP`, or the temporary folder. Not memory by
+/// default: a bug that writes without bound would fill it.
 fn scratch() -> tempfile::TempDir {
     let base = std::env::var_os("FUZZ_TMP")
         .map(PathBuf::from)
-        .or_else(|| {
-            let shm = PathBuf::from("/dev/shm");
-            shm.is_dir().then_some(shm)
-        })
         .unwrap_or_else(std::env::temp_dir);
     tempfile::Builder::new()
         .prefix("holdfast-fuzz-")

@@ -92,6 +92,42 @@ fn corpus_and_crashers_run_clean() {
     }
 }
 
+/// Bytes in use on the filesystem of `path`.
+fn used_bytes(path: &std::path::Path) -> u64 {
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).expect("a path");
+    // SAFETY: `c` is a valid NUL-terminated path and `stat` a writable statvfs for the call.
+    let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
+    let rc = unsafe { libc::statvfs(c.as_ptr(), &mut stat) };
+    assert_eq!(rc, 0, "statvfs {}", path.display());
+    (stat.f_blocks - stat.f_bfree) * stat.f_frsize
+}
+
+/// An input that writes without bound (a hang the worker cannot be pulled out of) would
+/// fill the scratch filesystem: past `GROWTH` more than at the start, the campaign removes
+/// its scratch folder and stops the process, which frees what the hung thread held open.
+fn watch_scratch(scratch: PathBuf) {
+    const GROWTH: u64 = 4 << 30;
+    let start = used_bytes(&scratch);
+    std::thread::spawn(move || {
+        loop {
+            std::thread::sleep(Duration::from_millis(200));
+            if used_bytes(&scratch) > start + GROWTH {
+                let current = runner::CURRENT.lock().unwrap_or_else(|e| e.into_inner());
+                let (name, extension, input) = &*current;
+                let path = runner::save_crasher(name, extension, input);
+                eprintln!(
+                    "fuzz: the scratch filesystem grew by more than {} GiB: an input writes \
+                     without bound; the input that runs now is saved as {}",
+                    GROWTH >> 30,
+                    path.display()
+                );
+                let _ = std::fs::remove_dir_all(&scratch);
+                std::process::exit(1);
+            }
+        }
+    });
+}
+
 #[test]
 #[ignore = "the long campaign: `make fuzz`"]
 fn campaign_runs_clean() {
@@ -109,6 +145,7 @@ fn campaign_runs_clean() {
         });
     let names = std::env::var("FUZZ_TARGETS").unwrap_or_else(|_| TARGETS.join(","));
     let scratch = scratch();
+    watch_scratch(scratch.path().to_path_buf());
     let mut failed = Vec::new();
     println!("fuzz seed {seed}");
     for name in names.split(',').map(str::trim).filter(|n| !n.is_empty()) {

@@ -5,8 +5,8 @@ use std::any::Any;
 use std::collections::HashSet;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::mutate::Rng;
@@ -168,6 +168,18 @@ fn fnv(data: &[u8]) -> u64 {
     })
 }
 
+/// Saves a crasher beside the corpus, named after its content.
+pub fn save_crasher(target: &str, extension: &str, input: &[u8]) -> PathBuf {
+    let dir = fixture_dir(target);
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("creating {}: {e}", dir.display()));
+    let path = dir.join(format!("crash-{:016x}.{extension}", fnv(input)));
+    std::fs::write(&path, input).unwrap_or_else(|e| panic!("saving {}: {e}", path.display()));
+    path
+}
+
+/// The input a campaign runs now (target, extension, bytes), for a watchdog to save.
+pub static CURRENT: Mutex<(&str, &str, Vec<u8>)> = Mutex::new(("", "", Vec::new()));
+
 pub struct Campaign {
     pub execs: u64,
     /// The slowest input and how long it took.
@@ -198,16 +210,7 @@ pub fn campaign(
     let mut record = |verdict: Verdict, input: Vec<u8>, crashers: &mut Vec<(Verdict, Vec<u8>)>| {
         if crash_kinds.insert(verdict.class()) {
             if save {
-                let dir = fixture_dir(target.name());
-                std::fs::create_dir_all(&dir)
-                    .unwrap_or_else(|e| panic!("creating {}: {e}", dir.display()));
-                let path = fixture_dir(target.name()).join(format!(
-                    "crash-{:016x}.{}",
-                    fnv(&input),
-                    target.extension()
-                ));
-                std::fs::write(&path, &input)
-                    .unwrap_or_else(|e| panic!("saving {}: {e}", path.display()));
+                let path = save_crasher(target.name(), target.extension(), &input);
                 eprintln!("{}: saved {} ({verdict:?})", target.name(), path.display());
             }
             crashers.push((verdict, input));
@@ -225,11 +228,22 @@ pub fn campaign(
             other => record(other, input, &mut crashers),
         }
     }
-    for _ in 0..execs {
+    for i in 0..execs {
+        if i > 0 && i % 100_000 == 0 {
+            println!(
+                "fuzz {:>6}: {i} executions, {:.0} s",
+                target.name(),
+                started.elapsed().as_secs_f64()
+            );
+        }
         let parent = rng.below(corpus.len());
         let other = rng.below(corpus.len());
         let mut input = target.mutate(&mut rng, &corpus[parent], &corpus[other]);
         input.truncate(MAX_INPUT);
+        if save {
+            let mut current = CURRENT.lock().unwrap_or_else(|e| e.into_inner());
+            *current = (target.name(), target.extension(), input.clone());
+        }
         let run_started = Instant::now();
         let verdict = worker.run(&input, limit);
         let took = run_started.elapsed();

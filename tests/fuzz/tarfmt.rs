@@ -406,7 +406,8 @@ pub fn mutate_tar(rng: &mut Rng, dict: &Dictionary, input: &[u8], other: &[u8]) 
                 match rng.below(4) {
                     0 => {
                         let odd: [&[u8]; 6] = [b"", b" ", b"8", b"-1", b"0x1", b"77777777777777"];
-                        set(&mut m.header, field, *rng.pick(&odd));
+                        let value = odd[rng.below(odd.len())];
+                        set(&mut m.header, field, value);
                     }
                     _ => set_octal(&mut m.header, field, n),
                 }

@@ -307,7 +307,11 @@ impl Target for TarTarget {
                     .as_ref()
                     .map_or_else(|e| outcome_class(&e.to_string()), |_| "ok".into())
             ),
-            (Err(v), Err(x)) => format!("{} / {}", outcome_class(&v.to_string()), short(x)),
+            (Err(v), Err(x)) => format!(
+                "{} / {}",
+                outcome_class(&v.to_string()),
+                outcome_class(&x.to_string())
+            ),
             (Ok(()), Err(x)) => {
                 return Err(format!("it verifies, but extraction fails: {}", short(x)));
             }

@@ -4,10 +4,13 @@
 #               Ctrl-C stops it)
 #   make test   install and start what the tests need (Docker engine, compose, database
 #               packages, test images), then run the linters and every test
+# and one for the long runs:
+#   make fuzz   fuzz the tar reader, the spec reader and the redactors (tests/fuzz/):
+#               FUZZ_EXECS inputs per target (default 1,000,000), FUZZ_SEED, FUZZ_TARGETS
 SHELL := bash
 CARGO ?= cargo
 
-.PHONY: run test env lint unit schemas demo-up demo-down clean
+.PHONY: run test env lint unit fuzz schemas demo-up demo-down clean
 
 run: env
 	$(CARGO) run --quiet -- validate examples/specs examples/gallery specs
@@ -30,6 +33,11 @@ lint:
 # Pure-logic tests only; no Docker needed.
 unit:
 	$(CARGO) test --lib --locked
+
+# A release build: a million inputs per target take minutes there and hours unoptimized.
+# Crashers are saved under tests/fixtures/fuzz/<target>/, where `make test` runs them.
+fuzz:
+	$(CARGO) test --release --locked --test fuzz campaign_runs_clean -- --ignored --nocapture
 
 schemas:
 	$(CARGO) run --quiet -- schema --out schemas

@@ -586,6 +586,11 @@ impl Place for Writer<'_> {
         let dir = self.open_parent(parent, true)?;
         match what {
             What::Dir => {
+                // The owner is set at the end, from the folder's last entry; an earlier
+                // entry's is checked now, as the checker does and as a file's is.
+                if chown {
+                    ids(attrs.uid, attrs.gid)?;
+                }
                 match sys::mkdir_at(dir, &name, 0o700) {
                     Ok(()) => {}
                     Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {

@@ -48,6 +48,29 @@ fn kind_of(entry_type: EntryType, link: &[u8]) -> Option<Kind<'_>> {
     })
 }
 
+/// The content of one stream entry. The stream ending before the size its header gave is
+/// an error at once: a sink pads a short file with zeros (the header is already written),
+/// which for a truncated stream would mean writing zeros up to whatever size the header
+/// claimed before failing.
+struct Exact<R> {
+    inner: R,
+    left: u64,
+}
+
+impl<R: Read> Read for Exact<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if n == 0 && self.left > 0 && !buf.is_empty() {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the stream ended inside this entry",
+            ));
+        }
+        self.left = self.left.saturating_sub(n as u64);
+        Ok(n)
+    }
+}
+
 /// Copies every entry of `reader` into `sink`. `out` names the artifact in write errors.
 pub(crate) fn rewrite(
     reader: impl Read,
@@ -132,7 +155,11 @@ pub(crate) fn rewrite(
             pax: &pax,
             sparse: None,
         };
-        let copied = sink.add(&entry, &mut item).map_err(|e| match e {
+        let mut content = Exact {
+            inner: &mut item,
+            left: entry.meta.size,
+        };
+        let copied = sink.add(&entry, &mut content).map_err(|e| match e {
             SinkError::Read(e) => read_err(&shown, e),
             SinkError::Write(e) => ArchiveError::io("writing", out, e),
             SinkError::Unsafe(reason) => ArchiveError::Unsafe {
@@ -158,6 +185,56 @@ pub(crate) fn rewrite(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::archive::tar_out::TarSink;
+    use crate::progress::Silent;
+
+    /// Counts what is written, keeping nothing.
+    struct Counter(u64);
+
+    impl io::Write for Counter {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.0 += buf.len() as u64;
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_stream_ending_inside_an_entry_stops_there_without_padding_it() {
+        // Found by fuzzing: the sink padded the missing content with zeros up to the size
+        // the header claimed, however large, and only then was the stream an error.
+        let mut header = tar::Header::new_gnu();
+        header.set_path("big").unwrap();
+        header.set_size(64 << 20);
+        header.set_entry_type(EntryType::Regular);
+        header.set_mode(0o644);
+        header.set_uid(0);
+        header.set_gid(0);
+        header.set_mtime(0);
+        header.set_cksum();
+        let mut stream = header.as_bytes().to_vec();
+        stream.extend_from_slice(&[7; 1000]);
+        let mut written = Counter(0);
+        let mut sink = TarSink::new(&mut written, &Silent);
+        let err = rewrite(
+            &stream[..],
+            "",
+            &Excludes::none(),
+            &mut sink,
+            Path::new("out"),
+        )
+        .unwrap_err();
+        drop(sink);
+        assert!(
+            err.to_string()
+                .contains("the stream ended inside this entry"),
+            "{err}"
+        );
+        assert!(written.0 < 4 << 20, "{} bytes written", written.0);
+    }
 
     #[test]
     fn strip_removes_the_prefix_folder() {

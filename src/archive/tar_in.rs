@@ -491,6 +491,13 @@ pub(super) fn read_tar<P: Place>(
             })
         };
         let size = e.size.unwrap_or(raw_size);
+        // Checked here, so that skipping an entry's data and padding cannot wrap around.
+        if size.checked_add(padding(size)).is_none() {
+            return Err(malformed(
+                at,
+                format!("entry {shown:?} holds more bytes than any stream: {size}"),
+            ));
+        }
         let regular = matches!(typeflag, b'0' | b'7') || typeflag == 0 && !path.ends_with(b"/");
         let map = if sparse {
             if e.sparse_old || (e.sparse_major, e.sparse_minor) != (Some(1), Some(0)) {

@@ -558,6 +558,10 @@ impl<'p> Writer<'p> {
 
 impl Place for Writer<'_> {
     fn root(&mut self, attrs: &Attrs) -> Result<(), Fail> {
+        // Applied at the end, from the last root entry; each one's owner is checked now.
+        if self.chown {
+            ids(attrs.uid, attrs.gid)?;
+        }
         self.root_attrs = Some(attrs.clone());
         Ok(())
     }

@@ -699,17 +699,20 @@ fn a_folder_owner_out_of_range_is_refused_even_when_the_folder_comes_again() {
     // entry, so an earlier entry's owner out of range went unchecked there while the
     // checker refused it: the archive extracted but did not verify.
     let pax = pax_data(&[(b"uid", b"4294967296")]);
-    let tar = tar_of(&[
-        (header(b"./PaxHeaders/d", b'x', pax.len() as u64, b""), &pax),
-        (header(b"d/", b'5', 0, b""), b""),
-        (header(b"d/", b'5', 0, b""), b""),
-    ]);
-    if sys::is_root() {
-        refused_with(tar, LOTS, "its owner 4294967296:0 is out of range");
-    } else {
-        // Owners are only set, and checked, by root.
-        let (_tmp, target, _) = places();
-        extract_and_check(&tar, &target, LOTS);
+    // The target's own folder too (the root entry `./`).
+    for name in [&b"d/"[..], b"./"] {
+        let tar = tar_of(&[
+            (header(b"./PaxHeaders/d", b'x', pax.len() as u64, b""), &pax),
+            (header(name, b'5', 0, b""), b""),
+            (header(name, b'5', 0, b""), b""),
+        ]);
+        if sys::is_root() {
+            refused_with(tar, LOTS, "its owner 4294967296:0 is out of range");
+        } else {
+            // Owners are only set, and checked, by root.
+            let (_tmp, target, _) = places();
+            extract_and_check(&tar, &target, LOTS);
+        }
     }
 }
 

@@ -7,7 +7,6 @@ mod common;
 use std::io::{Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -168,53 +167,9 @@ fn serve(mut client: UnixStream, rules: &Mutex<Vec<Rule>>) {
     let _ = client.shutdown(std::net::Shutdown::Both);
 }
 
-/// A running container with a volume; removed with it when dropped.
-struct Target {
-    name: String,
-    volume: String,
-}
-
-impl Target {
-    fn start(tag: &str) -> Target {
-        let t = Target {
-            name: format!("hfretry{}-{tag}", std::process::id()),
-            volume: format!("hfretry{}-{tag}", std::process::id()),
-        };
-        let _ = run(Command::new("docker").args(["rm", "-f", &t.name]));
-        docker(&["volume", "create", &t.volume]);
-        docker(&[
-            "run",
-            "-d",
-            "--name",
-            &t.name,
-            "-v",
-            &format!("{}:/data", t.volume),
-            "holdfast-test/busybox:1",
-            "sh",
-            "-c",
-            "echo kept > /data/file.txt; trap 'exit 0' TERM; while :; do sleep 1; done",
-        ]);
-        t
-    }
-
-    fn state(&self) -> String {
-        docker(&["inspect", "-f", "{{.State.Status}}", &self.name])
-            .trim()
-            .to_string()
-    }
-
-    fn started_at(&self) -> String {
-        docker(&["inspect", "-f", "{{.State.StartedAt}}", &self.name])
-            .trim()
-            .to_string()
-    }
-}
-
-impl Drop for Target {
-    fn drop(&mut self) {
-        let _ = run(Command::new("docker").args(["rm", "-f", &self.name]));
-        let _ = run(Command::new("docker").args(["volume", "rm", &self.volume]));
-    }
+/// A container that ends at once on SIGTERM.
+fn target(tag: &str) -> Busybox {
+    Busybox::start("hfretry", tag, QUITS_ON_TERM)
 }
 
 fn policy(name: &str, container: &str) -> String {
@@ -280,7 +235,7 @@ fn a_run_through_passing_engine_failures_succeeds() {
     if !docker_available() {
         return;
     }
-    let t = Target::start("passing");
+    let t = target("passing");
     let env = Env::new();
     env.spec("flaky", &policy("flaky", &t.name));
     let before = t.started_at();
@@ -313,7 +268,7 @@ fn a_stop_and_start_that_keep_failing_are_reported_and_stay_journalled() {
     if !docker_available() {
         return;
     }
-    let t = Target::start("lasting");
+    let t = target("lasting");
     let env = Env::new();
     env.spec("lasting", &policy("lasting", &t.name));
     let engine = FlakyEngine::start(vec![

@@ -7,7 +7,7 @@ mod common;
 
 use std::fs;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use common::daemon::*;
@@ -17,59 +17,9 @@ use common::*;
 /// How long the policies give a container to stop.
 const STOP_TIMEOUT: Duration = Duration::from_secs(15);
 
-/// A container that ignores SIGTERM, with a volume; removed with it when dropped.
-struct Stubborn {
-    name: String,
-    volume: String,
-}
-
-impl Stubborn {
-    fn start(tag: &str) -> Stubborn {
-        let c = Stubborn {
-            name: format!("hfjournal{}-{tag}", std::process::id()),
-            volume: format!("hfjournal{}-{tag}", std::process::id()),
-        };
-        docker(&["volume", "create", &c.volume]);
-        docker(&[
-            "run",
-            "-d",
-            "--name",
-            &c.name,
-            "-v",
-            &format!("{}:/data", c.volume),
-            "holdfast-test/busybox:1",
-            "sh",
-            "-c",
-            "trap '' TERM; echo kept > /data/file.txt; while :; do sleep 1; done",
-        ]);
-        c
-    }
-
-    /// `running`, `exited`, ...
-    fn state(&self) -> String {
-        docker(&["inspect", "-f", "{{.State.Status}}", &self.name])
-            .trim()
-            .to_string()
-    }
-
-    /// Waits up to `limit` for the container to run; returns its last state.
-    fn wait_running(&self, limit: Duration) -> String {
-        let deadline = Instant::now() + limit;
-        loop {
-            let state = self.state();
-            if state == "running" || Instant::now() >= deadline {
-                return state;
-            }
-            std::thread::sleep(Duration::from_millis(250));
-        }
-    }
-}
-
-impl Drop for Stubborn {
-    fn drop(&mut self) {
-        let _ = run(Command::new("docker").args(["rm", "-f", &self.name]));
-        let _ = run(Command::new("docker").args(["volume", "rm", &self.volume]));
-    }
+/// A container that ignores SIGTERM: Docker stops it only by killing it at the timeout.
+fn stubborn(tag: &str) -> Busybox {
+    Busybox::start("hfjournal", tag, IGNORES_TERM)
 }
 
 fn policy(name: &str, container: &str) -> String {
@@ -144,7 +94,7 @@ fn a_daemon_stopped_during_a_slow_stop_leaves_the_container_running() {
         return;
     }
     let _guard = docker_lock();
-    let c = Stubborn::start("daemon");
+    let c = stubborn("daemon");
     let dir = tempfile::tempdir().unwrap();
     let specs = dir.path().join("specs");
     fs::create_dir_all(&specs).unwrap();
@@ -190,7 +140,7 @@ fn a_command_after_a_crash_during_a_slow_stop_waits_the_stop_out_and_starts_the_
         return;
     }
     let _guard = docker_lock();
-    let c = Stubborn::start("crash");
+    let c = stubborn("crash");
     let dir = tempfile::tempdir().unwrap();
     let specs = dir.path().join("specs");
     fs::create_dir_all(&specs).unwrap();
@@ -258,7 +208,7 @@ fn ctrl_c_on_backup_during_a_slow_stop_leaves_the_container_running() {
         return;
     }
     let _guard = docker_lock();
-    let c = Stubborn::start("backup");
+    let c = stubborn("backup");
     let env = Env::new();
     env.spec("slow", &policy("slow", &c.name));
 
@@ -286,7 +236,7 @@ fn ctrl_c_on_an_in_place_restore_during_a_slow_stop_leaves_the_container_running
         return;
     }
     let _guard = docker_lock();
-    let c = Stubborn::start("restore");
+    let c = stubborn("restore");
     let env = Env::new();
     // The archive to restore, taken with the container left running.
     env.spec(
@@ -323,7 +273,7 @@ fn a_stop_longer_than_the_docker_request_timeout_is_waited_for() {
     }
     // Not under the Docker lock: two minutes of waiting on its own container would hold
     // up every other test here, and its margins are seconds, not milliseconds.
-    let c = Stubborn::start("long");
+    let c = stubborn("long");
     let env = Env::new();
     // Longer than the two minutes a Docker API request may take by default.
     let long = Duration::from_secs(125);

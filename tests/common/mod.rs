@@ -279,3 +279,76 @@ pub fn tree_listing(root: &Path) -> Vec<String> {
     out.sort();
     out
 }
+
+/// A busybox container with a volume at `/data` (holding `file.txt`) running `sh -c
+/// <script>` forever; both are removed when dropped.
+pub struct Busybox {
+    pub name: String,
+    pub volume: String,
+}
+
+/// The script of a container that ends at once on SIGTERM.
+pub const QUITS_ON_TERM: &str =
+    "echo kept > /data/file.txt; trap 'exit 0' TERM; while :; do sleep 1; done";
+/// The script of a container that ignores SIGTERM, so Docker waits out its stop timeout.
+pub const IGNORES_TERM: &str =
+    "trap '' TERM; echo kept > /data/file.txt; while :; do sleep 1; done";
+
+impl Busybox {
+    /// Named `<prefix><pid>-<tag>`, container and volume alike.
+    pub fn start(prefix: &str, tag: &str, script: &str) -> Busybox {
+        let name = format!("{prefix}{}-{tag}", std::process::id());
+        let c = Busybox {
+            volume: name.clone(),
+            name,
+        };
+        let _ = run(Command::new("docker").args(["rm", "-f", &c.name]));
+        docker(&["volume", "create", &c.volume]);
+        docker(&[
+            "run",
+            "-d",
+            "--name",
+            &c.name,
+            "-v",
+            &format!("{}:/data", c.volume),
+            "holdfast-test/busybox:1",
+            "sh",
+            "-c",
+            script,
+        ]);
+        c
+    }
+
+    /// `running`, `exited`, ...
+    pub fn state(&self) -> String {
+        docker(&["inspect", "-f", "{{.State.Status}}", &self.name])
+            .trim()
+            .to_string()
+    }
+
+    /// When Docker last started it.
+    pub fn started_at(&self) -> String {
+        docker(&["inspect", "-f", "{{.State.StartedAt}}", &self.name])
+            .trim()
+            .to_string()
+    }
+
+    /// Waits up to `limit` for the container to run; returns its last state.
+    pub fn wait_running(&self, limit: std::time::Duration) -> String {
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            let state = self.state();
+            if state == "running" || std::time::Instant::now() >= deadline {
+                return state;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(250));
+        }
+    }
+}
+
+impl Drop for Busybox {
+    fn drop(&mut self) {
+        let _ = run(Command::new("docker").args(["rm", "-f", &self.name]));
+        let _ = run(Command::new("docker").args(["volume", "rm", &self.volume]));
+    }
+}

@@ -6,7 +6,7 @@ mod common;
 
 use std::io::{Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -211,22 +211,6 @@ fn backup(env: &Env, engine: &FlakyEngine, name: &str) -> (std::process::Output,
         )
     });
     (out, outcome)
-}
-
-/// The container names the stop journal of a state folder holds.
-fn journal(state: &Path) -> Vec<String> {
-    let db = rusqlite::Connection::open_with_flags(
-        state.join("holdfast.db"),
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-    )
-    .unwrap();
-    let mut stmt = db
-        .prepare("SELECT container_name FROM stop_journal")
-        .unwrap();
-    stmt.query_map([], |row| row.get(0))
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap()
 }
 
 #[test]

@@ -10,38 +10,6 @@ use common::env::Env;
 use common::*;
 use serde_json::Value;
 
-/// A named volume holding one file, removed when dropped.
-struct Volume(String);
-
-impl Volume {
-    fn new(prefix: &str) -> Volume {
-        let volume = Volume(format!("{prefix}{}", std::process::id()));
-        volume.remove();
-        docker(&["volume", "create", &volume.0]);
-        docker(&[
-            "run",
-            "--rm",
-            "-v",
-            &format!("{}:/d", volume.0),
-            "holdfast-test/busybox:1",
-            "sh",
-            "-c",
-            "echo kept > /d/file",
-        ]);
-        volume
-    }
-
-    fn remove(&self) {
-        let _ = run(std::process::Command::new("docker").args(["volume", "rm", "-f", &self.0]));
-    }
-}
-
-impl Drop for Volume {
-    fn drop(&mut self) {
-        self.remove();
-    }
-}
-
 /// A BackupPolicy `name` archiving `volume` without stopping anything, with `extra` lines
 /// of spec (indented two spaces).
 fn policy(env: &Env, name: &str, volume: &str, extra: &str) {
@@ -79,7 +47,7 @@ fn backup_applies_retention_unless_told_not_to_and_prune_applies_it_now() {
     if !docker_available() {
         return;
     }
-    let volume = Volume::new("hfprune");
+    let volume = FileVolume::new("hfprune", "kept");
     let env = Env::new();
     policy(&env, "keep2", &volume.0, "  retention: {keepLast: 2}\n");
     for _ in 0..4 {
@@ -166,7 +134,7 @@ fn restores_are_no_archives_and_every_kind_lists_like_kubectl() {
     if !docker_available() {
         return;
     }
-    let volume = Volume::new("hfget");
+    let volume = FileVolume::new("hfget", "kept");
     let copy = VolumeName(format!("hfgetcopy{}", std::process::id()));
     let env = Env::new();
     policy(&env, "listed", &volume.0, "  retention: {keepLast: 5}\n");
@@ -271,7 +239,7 @@ fn restore_options_that_would_do_nothing_are_refused() {
     if !docker_available() {
         return;
     }
-    let volume = Volume::new("hfopts");
+    let volume = FileVolume::new("hfopts", "kept");
     let env = Env::new();
     policy(&env, "opts", &volume.0, "");
     backup(&env, "opts", &[]);
@@ -471,7 +439,7 @@ fn run_history_and_logs_are_bounded_and_keep_the_runs_of_existing_archives() {
     if !docker_available() {
         return;
     }
-    let volume = Volume::new("hfhist");
+    let volume = FileVolume::new("hfhist", "kept");
     let env = Env::new();
     policy(&env, "hist", &volume.0, "  retention: {keepLast: 2}\n");
     for _ in 0..5 {

@@ -13,39 +13,6 @@ use common::env::manifests;
 use common::*;
 use serde_json::Value;
 
-/// A named volume holding one file, removed when dropped.
-struct Volume(String);
-
-impl Volume {
-    fn new(prefix: &str) -> Volume {
-        let name = format!("{prefix}{}", std::process::id());
-        let volume = Volume(name);
-        volume.remove();
-        docker(&["volume", "create", &volume.0]);
-        docker(&[
-            "run",
-            "--rm",
-            "-v",
-            &format!("{}:/d", volume.0),
-            "holdfast-test/busybox:1",
-            "sh",
-            "-c",
-            "echo shared > /d/file",
-        ]);
-        volume
-    }
-
-    fn remove(&self) {
-        let _ = run(std::process::Command::new("docker").args(["volume", "rm", "-f", &self.0]));
-    }
-}
-
-impl Drop for Volume {
-    fn drop(&mut self) {
-        self.remove();
-    }
-}
-
 /// `<top>/<name>/specs/shared.yaml`: a policy that runs now (`requested-at`) and keeps one
 /// archive. Returns `<top>/<name>`, the folder a daemon's specs and state go in.
 fn site(top: &Path, name: &str, volume: &str, request: u32) -> PathBuf {
@@ -112,7 +79,7 @@ fn a_second_writer_on_the_same_repository_is_refused_and_changes_nothing() {
     if !docker_available() {
         return;
     }
-    let volume = Volume::new("hfsharedone");
+    let volume = FileVolume::new("hfsharedone", "shared");
     let top = tempfile::tempdir().unwrap();
     let repository = top.path().join("repository");
     let a = site(top.path(), "a", &volume.0, 1);
@@ -168,7 +135,7 @@ fn hosts_sharing_a_repository_prune_only_their_own_archives() {
     if !docker_available() {
         return;
     }
-    let volume = Volume::new("hfsharedtwo");
+    let volume = FileVolume::new("hfsharedtwo", "shared");
     let top = tempfile::tempdir().unwrap();
     let repository = top.path().join("repository");
     let (alpha_dir, beta_dir) = (repository.join("alpha"), repository.join("beta"));

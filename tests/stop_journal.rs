@@ -59,22 +59,6 @@ fn wait_stop_begun(log: &Path, container: &str) -> Instant {
     }
 }
 
-/// The container names the stop journal of a state folder holds.
-fn journal(state: &Path) -> Vec<String> {
-    let db = rusqlite::Connection::open_with_flags(
-        state.join("holdfast.db"),
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-    )
-    .unwrap();
-    let mut stmt = db
-        .prepare("SELECT container_name FROM stop_journal")
-        .unwrap();
-    stmt.query_map([], |row| row.get(0))
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap()
-}
-
 /// Sleeps until Docker's own stop, begun at `begun`, would have killed the container.
 fn sleep_past_the_stop(begun: Instant) {
     let until = begun + STOP_TIMEOUT + Duration::from_secs(3);

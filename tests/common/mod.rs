@@ -352,3 +352,51 @@ impl Drop for Busybox {
         let _ = run(Command::new("docker").args(["volume", "rm", &self.volume]));
     }
 }
+
+/// A named volume `<prefix><pid>` holding `/file` with the line `text`, removed when dropped.
+pub struct FileVolume(pub String);
+
+impl FileVolume {
+    pub fn new(prefix: &str, text: &str) -> FileVolume {
+        let volume = FileVolume(format!("{prefix}{}", std::process::id()));
+        volume.remove();
+        docker(&["volume", "create", &volume.0]);
+        docker(&[
+            "run",
+            "--rm",
+            "-v",
+            &format!("{}:/d", volume.0),
+            "holdfast-test/busybox:1",
+            "sh",
+            "-c",
+            &format!("echo {text} > /d/file"),
+        ]);
+        volume
+    }
+
+    fn remove(&self) {
+        let _ = run(Command::new("docker").args(["volume", "rm", "-f", &self.0]));
+    }
+}
+
+impl Drop for FileVolume {
+    fn drop(&mut self) {
+        self.remove();
+    }
+}
+
+/// The container names the stop journal of a state folder holds.
+pub fn journal(state: &Path) -> Vec<String> {
+    let db = rusqlite::Connection::open_with_flags(
+        state.join("holdfast.db"),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .unwrap();
+    let mut stmt = db
+        .prepare("SELECT container_name FROM stop_journal")
+        .unwrap();
+    stmt.query_map([], |row| row.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+}

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod daemon;
+pub mod golden;
 pub mod env;
 pub mod metrics;
 

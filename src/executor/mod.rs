@@ -9,6 +9,7 @@ pub mod claims;
 pub mod dumps;
 pub mod error;
 mod journal;
+pub mod order;
 pub mod own;
 pub mod pipe;
 pub mod resolve;
@@ -220,8 +221,14 @@ impl Executor {
         let real_paths = sources
             .filter_map(|p| Some((p.clone(), std::fs::canonicalize(p).ok()?)))
             .collect();
+        let stacks = crate::docker::group_stacks(containers.clone());
+        let compose_deps = stacks
+            .iter()
+            .filter_map(|s| Some((s.name.clone(), order::compose_deps(s)?)))
+            .collect();
         Ok(Observed {
-            stacks: crate::docker::group_stacks(containers.clone()),
+            stacks,
+            compose_deps,
             containers,
             volumes,
             own: self.own_folders(),
@@ -297,6 +304,7 @@ impl Executor {
         };
         run.fatal
             .extend(plan.errors.iter().cloned().map(RunError::Unresolved));
+        run.warnings.extend(plan.warnings.iter().cloned());
         run.time("resolve", started);
 
         // Before anything is stopped: no other run of this process may stop, or write,

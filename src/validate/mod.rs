@@ -496,6 +496,19 @@ mod tests {
     }
 
     #[test]
+    fn a_password_written_as_text_is_told_the_forms_even_after_redaction() {
+        let text = "kind: BackupPolicy\nmetadata: {name: p}\nspec:\n  schedule: '@daily'\n  targets: {stacks: [s]}\n  dumps: [{service: db, engine: postgres, password: shop-secret}]\n";
+        let errors = messages(&check(&[("p.yaml", text)]));
+        assert_eq!(errors.len(), 1, "{errors:#?}");
+        // As a Stalled condition shows it, redacted like every status message.
+        let shown = crate::status::redact(&errors[0]);
+        assert!(!shown.contains("shop-secret"), "{shown}");
+        for form in ["{value: …}", "{fromEnv: VARIABLE}", "{fromFile: PATH}"] {
+            assert!(shown.contains(form), "{shown}");
+        }
+    }
+
+    #[test]
     fn secrets_never_appear_in_errors() {
         let text = "kind: BackupPolicy\nmetadata: {name: p}\nspec:\n  schedule: '@daily'\n  targets: {stacks: [s]}\n  dumps: [{service: db, engine: postgres, password: {value: hunter2, fromEnv: PW}}]\n";
         let errors = messages(&check(&[("p.yaml", text)]));

@@ -344,9 +344,11 @@ fn mapping_hint(
     let allowed = schema::allowed_keys(root_schema, path);
     let has = |name: &str| allowed.iter().any(|k| k == name);
     if has("value") && has("fromEnv") {
-        return Some(format!(
-            "write `{key}: {{value: …}}` for the secret itself, or `{key}: {{fromEnv: VARIABLE}}` to read the container's variable (`{{fromFile: PATH}}` for a file)"
-        ));
+        // No quotes or backticks: after a secret field, redaction hides every quoted
+        // literal, and the examples must survive into status files.
+        return Some(
+            "write a mapping: {value: …} for the secret itself, or {fromEnv: VARIABLE} to read a variable of the database container, or {fromFile: PATH}".to_string(),
+        );
     }
     (!allowed.is_empty()).then(|| {
         format!(

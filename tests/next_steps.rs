@@ -138,3 +138,37 @@ fn an_address_in_use_is_said_once() {
     assert_eq!(log.matches("Address already in use").count(), 1, "{log}");
     assert!(log.contains(&format!("listening on {address}")), "{log}");
 }
+
+#[test]
+#[cfg_attr(skip_docker, ignore = "needs Docker; HOLDFAST_SKIP_DOCKER=1")]
+fn a_stalled_condition_leads_with_the_most_specific_error() {
+    if !docker_available() {
+        return;
+    }
+    let env = Env::new();
+    env.spec(
+        "typo",
+        "apiVersion: holdfast.dev/v1alpha1\nkind: BackupPolicy\nmetadata:\n  name: typo\nspec:\n  schedul: '@daily'\n  targets: {volumes: [v]}\n",
+    );
+    let _daemon = Daemon::start(env.dir.path(), &[]);
+    let status = common::daemon::wait_for(
+        &env.specs.join("typo.status.yaml"),
+        Duration::from_secs(30),
+        "the typo stalls",
+        |s| !s.is_empty(),
+    );
+    let stalled = status[0]["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "Stalled")
+        .cloned()
+        .unwrap_or_else(|| panic!("not stalled: {:#?}", status[0]));
+    let message = stalled["message"].as_str().unwrap();
+    assert!(
+        message.contains(
+            "spec.schedul: unknown field `schedul` (hint: did you mean `schedule`?) (and 1 more)"
+        ),
+        "{message}"
+    );
+}

@@ -149,7 +149,14 @@ pub fn run(settings: &Settings, args: RestoreArgs) -> anyhow::Result<ExitCode> {
         // First: from here on, Ctrl-C interrupts the restore instead of killing holdfast.
         let mut signals = super::signals()?;
         // Never beside a daemon or a backup of the same state folder.
-        let _lock = crate::state::lock::try_lock(&settings.state)?;
+        let _lock = match crate::state::lock::try_lock(&settings.state) {
+            Err(crate::state::lock::LockError::Busy { .. }) => bail!(
+                "another holdfast process (a daemon, or a backup) holds the state folder {}: with the daemon running, restore through it with a Restore spec in the specs folder ({}), which it runs once and reports in its status; or stop the daemon first",
+                settings.state.display(),
+                settings.specs.display()
+            ),
+            lock => lock?,
+        };
         let _repo_lock = super::lock_repository(&super::repository(settings), "holdfast restore")?;
         let engine = Engine::connect(settings.docker_host.as_deref()).await?;
         let executor = super::executor(settings, engine.clone())?;

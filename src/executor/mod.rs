@@ -289,8 +289,12 @@ impl Executor {
             warnings: Vec::new(),
         };
         let mut run = Progressing::default();
-        if let Err(e) = self.state.insert_run(&record) {
-            run.fatal.push(RunError::State(e));
+        // A dry run writes nothing, not even its record: it may run beside a daemon, on
+        // a read-only connection to the state database.
+        if !request.dry_run {
+            if let Err(e) = self.state.insert_run(&record) {
+                run.fatal.push(RunError::State(e));
+            }
         }
         info!(dry_run = request.dry_run, "run started");
 
@@ -387,8 +391,10 @@ impl Executor {
         for warning in &run.warnings {
             warn!("{warning}");
         }
-        if let Err(e) = self.state.finish_run(&record) {
-            error!("recording the end of the run: {e}");
+        if !request.dry_run {
+            if let Err(e) = self.state.finish_run(&record) {
+                error!("recording the end of the run: {e}");
+            }
         }
         match phase {
             Phase::Succeeded => info!(?archive_id, bytes, "run succeeded"),

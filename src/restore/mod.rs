@@ -301,15 +301,30 @@ impl Restorer {
                 }
                 Ok(entry)
             }
-            Source::Policy { name, at } => group_entries(name)?
-                .into_iter()
-                .filter(|e| usable(e))
-                .filter(|e| at.is_none_or(|at| e.time <= at))
-                .max_by_key(|e| (e.time, e.id.clone()))
-                .ok_or_else(|| RestoreError::NoGoodArchive {
-                    name: name.clone(),
-                    at: *at,
-                }),
+            Source::Policy { name, at } => {
+                let entries = group_entries(name)?;
+                if entries.is_empty() {
+                    // Nothing under the name at all: likely a typo of one that has some.
+                    let groups = repo.groups().map_err(RestoreError::Storage)?;
+                    return Err(RestoreError::NoArchiveOf {
+                        name: name.clone(),
+                        repository: repo.describe(),
+                        hint: crate::diagnostic::did_you_mean(
+                            name,
+                            groups.iter().map(String::as_str),
+                        ),
+                    });
+                }
+                entries
+                    .into_iter()
+                    .filter(|e| usable(e))
+                    .filter(|e| at.is_none_or(|at| e.time <= at))
+                    .max_by_key(|e| (e.time, e.id.clone()))
+                    .ok_or_else(|| RestoreError::NoGoodArchive {
+                        name: name.clone(),
+                        at: *at,
+                    })
+            }
         }
     }
 

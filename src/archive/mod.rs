@@ -23,6 +23,7 @@ mod extract;
 mod folder;
 mod listing;
 mod output;
+mod pick;
 mod sparse;
 mod stream;
 mod sys;
@@ -39,6 +40,7 @@ use serde::{Deserialize, Serialize};
 
 pub use excludes::Excludes;
 pub use extract::{ExtractLimits, ExtractStats, extract_artifact, extract_tar, sync_tree};
+pub use pick::{Listed, ListedKind, PartError};
 
 use crate::progress::Progress;
 use crate::spec::common::Format;
@@ -469,4 +471,38 @@ pub fn verify_artifact(archive_root: &Path, info: &ArtifactInfo) -> Result<(), A
 pub fn folder_listing_sha256(folder: &Path) -> Result<(String, u64, u64), ArchiveError> {
     let l = listing::listing(folder).map_err(|e| ArchiveError::io("listing", folder, e))?;
     Ok((l.sha256, l.size, l.entries))
+}
+
+/// The entries of a tar or folder artifact at `under` (a path inside it; empty for its
+/// root): a folder's contents, or the entry itself when it is not a folder; with
+/// `recursive`, everything below it. Tar has no index, so the artifact is read to its end
+/// (decompressed, through the checks a restore makes, within the limits of its manifest
+/// entry), but nothing is written. A path it does not hold is an error naming the closest
+/// entry there is.
+pub fn list_artifact(
+    archive_root: &Path,
+    info: &ArtifactInfo,
+    under: &str,
+    recursive: bool,
+) -> Result<Vec<Listed>, PartError> {
+    pick::list(archive_root, info, under, recursive)
+}
+
+/// Extracts only `paths` (files or folders inside the artifact, with everything below
+/// them) into `target`, at the same paths below it, with the folders on the way; with the
+/// guarantees of [`extract_artifact`] and its limits taken from `info`. `target` must be
+/// empty or not exist, unless `existing_ok`: then a file already there under an extracted
+/// name is replaced (removed first, never written through), a folder is kept.
+///
+/// The artifact's size and sha256 are checked against `info` as it is read; a mismatch is
+/// an error, as is a path the artifact does not hold (after the others were extracted).
+pub fn extract_paths(
+    archive_root: &Path,
+    info: &ArtifactInfo,
+    paths: &[String],
+    target: &Path,
+    existing_ok: bool,
+    progress: &dyn Progress,
+) -> Result<ExtractStats, PartError> {
+    pick::extract(archive_root, info, paths, target, existing_ok, progress)
 }

@@ -3,10 +3,12 @@
 mod backup;
 mod delete;
 mod get;
+mod ls;
 mod plan;
 mod progress_line;
 mod prune;
 mod restore;
+mod restore_paths;
 mod run;
 mod schema;
 mod specs;
@@ -58,6 +60,9 @@ pub enum Command {
     Verify(verify::VerifyArgs),
     /// Put archived volumes, dumps and the recipe back, from the repository alone.
     Restore(restore::RestoreArgs),
+    /// List what an archive holds: its artifacts, or the files of a volume, without
+    /// extracting anything.
+    Ls(ls::LsArgs),
 }
 
 /// How a command prints its result.
@@ -71,10 +76,11 @@ pub enum OutputFormat {
 /// Runs the parsed command. Exit codes: 0 success, 1 the work failed or input was invalid,
 /// 2 usage error (clap exits with 2 before this is reached).
 pub fn run(cli: Cli) -> ExitCode {
-    let run_logs = matches!(
-        cli.command,
-        Command::Backup(_) | Command::Run(_) | Command::Restore(_)
-    )
+    let run_logs = match &cli.command {
+        Command::Backup(_) | Command::Run(_) => true,
+        Command::Restore(args) => args.uses_state(),
+        _ => false,
+    }
     .then(|| cli.settings.state.join("logs"));
     crate::logging::init(cli.settings.log_format, run_logs);
     let result = match cli.command {
@@ -88,6 +94,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Prune(args) => prune::run(&cli.settings, args),
         Command::Verify(args) => verify::run(&cli.settings, args),
         Command::Restore(args) => restore::run(&cli.settings, args),
+        Command::Ls(args) => ls::run(&cli.settings, args),
     };
     match result {
         Ok(code) => code,

@@ -397,6 +397,16 @@ pub fn archive_tar_stream(
     )
 }
 
+/// The name [`compress_stream`] gives the artifact `rel_path_without_ext` in `format`:
+/// `dumps/db-postgres.sql` becomes `dumps/db-postgres.sql.zst` for tar.zst.
+pub fn stream_artifact_name(rel_path_without_ext: &str, format: Format) -> String {
+    match format {
+        Format::TarZst => format!("{rel_path_without_ext}.zst"),
+        Format::TarGz => format!("{rel_path_without_ext}.gz"),
+        Format::Tar | Format::Folder => rel_path_without_ext.to_string(),
+    }
+}
+
 /// Compresses one stream (a database dump) into
 /// `<archive_root>/<rel_path_without_ext><ext>`, where the extension follows the format:
 /// `.zst` for tar.zst, `.gz` for tar.gz, none for tar and folder.
@@ -505,4 +515,31 @@ pub fn extract_paths(
     progress: &dyn Progress,
 ) -> Result<ExtractStats, PartError> {
     pick::extract(archive_root, info, paths, target, existing_ok, progress)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_dump_is_named_as_compress_stream_writes_it() {
+        let root = tempfile::tempdir().unwrap();
+        for format in [Format::TarZst, Format::TarGz, Format::Tar, Format::Folder] {
+            let rel = format!("dumps/db-{}", extension(format).replace('.', "-"));
+            let info = compress_stream(
+                &b"data"[..],
+                root.path(),
+                &rel,
+                format,
+                None,
+                &crate::progress::Silent,
+            )
+            .unwrap();
+            assert_eq!(info.path, stream_artifact_name(&rel, format));
+        }
+        assert_eq!(
+            stream_artifact_name("dumps/db-postgres.sql", Format::TarZst),
+            "dumps/db-postgres.sql.zst"
+        );
+    }
 }

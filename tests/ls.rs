@@ -490,3 +490,61 @@ fn ls_and_restore_name_what_the_archive_does_not_hold() {
     assert_ne!(out.status.code(), Some(0));
     assert!(stderr(&out).contains("--volume"), "{}", stderr(&out));
 }
+
+#[test]
+fn a_folder_format_archive_is_listed_and_restored_by_path() {
+    let env = Env::new();
+    let id = "flat-20261125T030000Z";
+    let dir = host_dir(&env.repository).join("flat").join(id);
+    let art = dir.join("volumes/v");
+    fs::create_dir_all(art.join("d/e")).unwrap();
+    fs::write(art.join("d/f.txt"), "folder\n").unwrap();
+    fs::write(art.join("top.txt"), "top\n").unwrap();
+    let f = art.join("d/f.txt");
+    fs::set_permissions(&f, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let touched = run(Command::new("touch")
+        .args(["-d", "2001-02-03 04:05:06Z"])
+        .arg(&f));
+    assert!(touched.status.success(), "{}", stderr(&touched));
+    let (sha256, size, entries) = holdfast::archive::folder_listing_sha256(&art).unwrap();
+    let manifest = serde_json::json!({
+        "formatVersion": 1, "id": id, "kind": "BackupPolicy", "name": "flat", "policy": "flat",
+        "phase": "Succeeded", "host": "h", "holdfastVersion": "0", "dockerApiVersion": "1.41",
+        "startTime": "2026-11-25T03:00:00Z", "completionTime": "2026-11-25T03:00:01Z",
+        "format": "folder", "level": null,
+        "targets": {"stacks": [], "containers": [], "volumes": ["v"]},
+        "artifacts": [{"kind": "volume", "path": "volumes/v", "size": size, "sha256": sha256,
+                       "sourceBytes": size, "entries": entries, "source": "v"}],
+        "timings": {}, "downtime": {}, "warnings": [],
+    });
+    fs::write(dir.join("manifest.json"), manifest.to_string()).unwrap();
+
+    let out = run(reader(&env).args(["ls", id, "volumes/v/d", "-o", "json"]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let listed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let names: Vec<&str> = listed["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["d/e", "d/f.txt"]);
+    let file = &listed["entries"][1];
+    assert_eq!(
+        (file["mode"].as_str(), file["size"].as_u64()),
+        (Some("0600"), Some(7))
+    );
+    assert_eq!(file["mtime"], "2001-02-03T04:05:06Z");
+
+    let to = env.dir.path().join("to");
+    let out = run(reader(&env)
+        .args([
+            "restore", "--from", id, "--volume", "v", "--path", "d/f.txt", "--to",
+        ])
+        .arg(&to));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(fs::read_to_string(to.join("d/f.txt")).unwrap(), "folder\n");
+    let meta = fs::metadata(to.join("d/f.txt")).unwrap();
+    assert_eq!((meta.mode() & 0o7777, meta.mtime()), (0o600, 981173106));
+    assert!(!to.join("top.txt").exists() && !to.join("d/e").exists());
+}

@@ -3,10 +3,12 @@
 mod backup;
 mod delete;
 mod get;
+mod ls;
 mod plan;
 mod progress_line;
 mod prune;
 mod restore;
+mod restore_paths;
 mod run;
 mod schema;
 mod specs;
@@ -58,6 +60,9 @@ pub enum Command {
     Verify(verify::VerifyArgs),
     /// Put archived volumes, dumps and the recipe back, from the repository alone.
     Restore(restore::RestoreArgs),
+    /// List what an archive holds: its artifacts, or the files of a volume, without
+    /// extracting anything.
+    Ls(ls::LsArgs),
 }
 
 /// How a command prints its result.
@@ -73,7 +78,8 @@ pub enum OutputFormat {
 pub fn run(cli: Cli) -> ExitCode {
     let run_logs = match &cli.command {
         Command::Backup(args) => args.writes(),
-        Command::Run(_) | Command::Restore(_) => true,
+        Command::Run(_) => true,
+        Command::Restore(args) => args.uses_state(),
         _ => false,
     }
     .then(|| cli.settings.state.join("logs"));
@@ -89,6 +95,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Prune(args) => prune::run(&cli.settings, args),
         Command::Verify(args) => verify::run(&cli.settings, args),
         Command::Restore(args) => restore::run(&cli.settings, args),
+        Command::Ls(args) => ls::run(&cli.settings, args),
     };
     match result {
         Ok(code) => code,

@@ -314,7 +314,7 @@ impl View<'_> {
         });
         let suspended = matches!(resource, Resource::BackupPolicy(p) if p.spec.suspend);
         if let Some(run) = self.running.get(&key) {
-            status::apply_state(s, ObjectState::Running { run_id: run }, now);
+            status::apply_state(s, ObjectState::Running { run }, now);
         } else if suspended {
             status::apply_state(s, ObjectState::Suspended, now);
         } else if let Some((reason, message)) = self.blocked.get(&key) {

@@ -104,6 +104,7 @@ impl FakeRunner {
                 start_time,
                 completion_time: clock.now(),
                 bytes: 0,
+                source_bytes: 0,
                 artifacts: 0,
                 downtime: Default::default(),
                 errors: vec![],

@@ -185,10 +185,13 @@ pub struct LastRun {
     )]
     #[schemars(with = "Option<DateTime<Utc>>")]
     pub completion_time: Option<DateTime<Utc>>,
-    /// Bytes written to the repository.
+    /// Bytes read from the sources (uncompressed file data and dumps).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub bytes: Option<u64>,
-    /// How long the stacks were stopped, summed over stacks.
+    pub source_bytes: Option<u64>,
+    /// Bytes written to the repository (compressed artifacts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stored_bytes: Option<u64>,
+    /// How long the stacks were stopped, summed over stacks, in milliseconds at most.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub downtime_seconds: Option<f64>,
     /// The archive the run produced, when it produced one.
@@ -223,6 +226,11 @@ pub struct ArchivesSummary {
     /// Archives the run history records but the repository no longer has.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub missing: Vec<String>,
+}
+
+/// Seconds rounded to milliseconds: `3.2964814049999998` is written `3.296`.
+pub fn round_seconds(seconds: f64) -> f64 {
+    (seconds * 1000.0).round() / 1000.0
 }
 
 /// One object's status, as it goes into its file.
@@ -408,7 +416,8 @@ mod tests {
                 phase: Phase::Failed,
                 start_time: None,
                 completion_time: None,
-                bytes: None,
+                source_bytes: None,
+                stored_bytes: None,
                 downtime_seconds: None,
                 archive_id: None,
                 message: Some("token: abc123".into()),
@@ -422,5 +431,26 @@ mod tests {
         for secret in ["hunter2", "abc123", "xyz", "s3cr3t"] {
             assert!(!text.contains(secret), "{secret} in {text}");
         }
+    }
+
+    #[test]
+    fn seconds_are_rounded_to_milliseconds() {
+        assert_eq!(round_seconds(3.2964814049999998), 3.296);
+        assert_eq!(round_seconds(0.0004), 0.0);
+        assert_eq!(round_seconds(41.5), 41.5);
+        let run = LastRun {
+            id: "r".into(),
+            phase: Phase::Succeeded,
+            start_time: None,
+            completion_time: None,
+            source_bytes: None,
+            stored_bytes: None,
+            downtime_seconds: Some(round_seconds(3.2964814049999998)),
+            archive_id: None,
+            message: None,
+            warnings: Vec::new(),
+        };
+        let text = serde_yaml_ng::to_string(&run).unwrap();
+        assert!(text.contains("downtimeSeconds: 3.296\n"), "{text}");
     }
 }

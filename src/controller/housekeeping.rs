@@ -12,6 +12,7 @@ use chrono::{DateTime, Utc};
 use tokio::sync::mpsc;
 use tracing::{error, info, warn};
 
+use super::clock::Clock;
 use super::desired::Desired;
 use crate::hub::Hub;
 use crate::repo::manifest::Verification;
@@ -35,6 +36,8 @@ pub struct Housekeeping {
     pub archives: BTreeMap<String, crate::status::ArchivesSummary>,
     /// Retention's outlook per policy, from the last pruning.
     pub retention: BTreeMap<String, crate::status::RetentionStatus>,
+    /// The summaries say "newest" and "future-dated" as of this clock's now.
+    clock: Arc<dyn Clock>,
     /// The retention settings each policy was last pruned with: a change prunes again.
     pruned_with: BTreeMap<String, String>,
     /// When each policy with `verify.schedule` next verifies its archives.
@@ -56,6 +59,7 @@ impl Housekeeping {
         root: PathBuf,
         state: Arc<StateDb>,
         hub: Arc<Hub>,
+        clock: Arc<dyn Clock>,
     ) -> (Self, mpsc::UnboundedReceiver<(String, Vec<Verified>)>) {
         let (verify_tx, verify_rx) = mpsc::unbounded_channel();
         let housekeeping = Housekeeping {
@@ -66,6 +70,7 @@ impl Housekeeping {
             catalog: Catalog::default(),
             archives: BTreeMap::new(),
             retention: BTreeMap::new(),
+            clock,
             pruned_with: BTreeMap::new(),
             verify_next: BTreeMap::new(),
             verifying: BTreeSet::new(),
@@ -470,6 +475,27 @@ impl Housekeeping {
         next
     }
 
+    /// Summaries naming archives dated in the future whose time has come are made again,
+    /// so `newest` moves to them once they are no longer ahead of the clock.
+    pub async fn refresh_future_dated(&mut self, now: DateTime<Utc>) {
+        let due: Vec<String> = self
+            .archives
+            .iter()
+            .filter(|(group, summary)| {
+                !summary.future_dated.is_empty()
+                    && self
+                        .catalog
+                        .group(group)
+                        .iter()
+                        .any(|e| summary.future_dated.contains(&e.id) && e.time <= now)
+            })
+            .map(|(group, _)| group.clone())
+            .collect();
+        for group in due {
+            self.refresh_archives(&group).await;
+        }
+    }
+
     /// The archives the run history records but the catalog lacks (Missing), by group.
     async fn missing(&self) -> Result<BTreeMap<String, Vec<Entry>>, String> {
         let state = self.state.clone();
@@ -490,7 +516,8 @@ impl Housekeeping {
                 let gone = missing.remove(group).unwrap_or_default();
                 let mut mine = self.catalog.group(group);
                 mine.extend(gone.iter());
-                self.archives.insert(group.to_string(), summary(&mine));
+                let summary = summary(&mine, self.clock.now());
+                self.archives.insert(group.to_string(), summary);
             }
             Err(e) => error!("{e}"),
         }
@@ -499,6 +526,7 @@ impl Housekeeping {
     async fn refresh_all_archives(&mut self) {
         match self.missing().await {
             Ok(mut missing) => {
+                let now = self.clock.now();
                 let mut groups: BTreeSet<String> =
                     self.catalog.groups().map(String::from).collect();
                 groups.extend(missing.keys().cloned());
@@ -508,7 +536,7 @@ impl Housekeeping {
                         let gone = missing.remove(&g).unwrap_or_default();
                         let mut mine = self.catalog.group(&g);
                         mine.extend(gone.iter());
-                        let summary = summary(&mine);
+                        let summary = summary(&mine, now);
                         (g, summary)
                     })
                     .collect();
@@ -557,7 +585,9 @@ fn repository_fingerprint(root: &std::path::Path) -> Vec<(PathBuf, Option<std::t
 }
 
 /// Count, newest, oldest and bytes of good archives (Corrupt ones are not counted).
-fn summary(entries: &[&Entry]) -> crate::status::ArchivesSummary {
+/// "Newest" is the newest not dated after `now`, as for retention: an archive from a
+/// host whose clock was ahead is listed as future-dated instead.
+fn summary(entries: &[&Entry], now: DateTime<Utc>) -> crate::status::ArchivesSummary {
     let good: Vec<&&Entry> = entries
         .iter()
         .filter(|e| matches!(e.health, Health::Good | Health::Partial))
@@ -576,12 +606,70 @@ fn summary(entries: &[&Entry]) -> crate::status::ArchivesSummary {
         count: good.len() as u64,
         newest: good
             .iter()
+            .filter(|e| e.time <= now)
             .max_by_key(|e| (e.time, &e.id))
             .map(|e| e.id.clone()),
+        future_dated: good
+            .iter()
+            .filter(|e| e.time > now)
+            .map(|e| e.id.clone())
+            .collect(),
         oldest: good
             .iter()
             .min_by_key(|e| (e.time, &e.id))
             .map(|e| e.id.clone()),
         bytes: good.iter().map(|e| e.bytes).sum(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn entry(id: &str, day: u32, health: Health) -> Entry {
+        Entry {
+            id: id.into(),
+            group: "web".into(),
+            kind: Some("BackupPolicy".into()),
+            policy: Some("web".into()),
+            host: String::new(),
+            time: Utc.with_ymd_and_hms(2026, 12, day, 3, 0, 0).unwrap(),
+            bytes: 10,
+            phase: None,
+            health,
+            problems: Vec::new(),
+            verified: None,
+            path: PathBuf::new(),
+        }
+    }
+
+    #[test]
+    fn newest_is_the_newest_not_after_now_and_future_ones_are_flagged() {
+        let entries = [
+            entry("web-1", 1, Health::Good),
+            entry("web-2", 2, Health::Good),
+            entry("web-3", 3, Health::Corrupt),
+            entry("web-future", 28, Health::Good),
+        ];
+        let refs: Vec<&Entry> = entries.iter().collect();
+        let now = Utc.with_ymd_and_hms(2026, 12, 7, 3, 0, 0).unwrap();
+        let s = summary(&refs, now);
+        assert_eq!(s.newest.as_deref(), Some("web-2"));
+        assert_eq!(s.oldest.as_deref(), Some("web-1"));
+        assert_eq!(s.future_dated, ["web-future"]);
+        assert_eq!(s.count, 3, "a future-dated archive is still one");
+        assert_eq!(s.corrupt, ["web-3"]);
+
+        // Once its time has come it is the newest, and no longer flagged.
+        let later = Utc.with_ymd_and_hms(2026, 12, 28, 3, 0, 0).unwrap();
+        let s = summary(&refs, later);
+        assert_eq!(s.newest.as_deref(), Some("web-future"));
+        assert!(s.future_dated.is_empty());
+
+        // Only future ones: no newest at all.
+        let s = summary(&refs[3..], now);
+        assert_eq!(s.newest, None);
+        assert_eq!(s.future_dated, ["web-future"]);
     }
 }

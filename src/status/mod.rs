@@ -211,8 +211,9 @@ pub struct LastRun {
 #[serde(rename_all = "camelCase")]
 pub struct ArchivesSummary {
     pub count: u64,
-    /// Archive id of the newest archive, e.g. `nextcloud-nightly-20261125T030000Z`: an id
-    /// rather than a time because it is what `holdfast restore` takes.
+    /// Archive id of the newest archive not dated after now, e.g.
+    /// `nextcloud-nightly-20261125T030000Z`: an id rather than a time because it is what
+    /// `holdfast restore` takes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub newest: Option<String>,
     /// Archive id of the oldest archive.
@@ -226,6 +227,10 @@ pub struct ArchivesSummary {
     /// Archives the run history records but the repository no longer has.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub missing: Vec<String>,
+    /// Archives dated after now (written by a host whose clock was ahead): counted above,
+    /// but never named `newest`, as retention does not take them for the newest either.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub future_dated: Vec<String>,
 }
 
 /// Seconds rounded to milliseconds: `3.2964814049999998` is written `3.296`.

@@ -459,6 +459,8 @@ fn object_schemas_describe_what_the_reconciler_publishes() {
     item["status"] = json!({
         "conditions": [{"type": "Ready", "status": "True", "reason": "Succeeded", "message": "", "lastTransitionTime": "2026-11-25T03:00:00Z"}],
         "lastRun": {"id": "web-1", "phase": "Succeeded", "sourceBytes": 40, "storedBytes": 10, "downtimeSeconds": 3.296},
+        "nextScheduleTime": "2026-12-04T01:00:00Z",
+        "nextScheduleTimeLocal": "2026-12-04T02:00:00+01:00",
         "archives": {"count": 2, "newest": "web-1", "bytes": 20, "futureDated": ["web-2"]},
     });
     item["file"] = json!("apps/web.yaml");

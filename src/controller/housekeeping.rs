@@ -36,6 +36,11 @@ pub struct Housekeeping {
     pub archives: BTreeMap<String, crate::status::ArchivesSummary>,
     /// Retention's outlook per policy, from the last pruning.
     pub retention: BTreeMap<String, crate::status::RetentionStatus>,
+    /// When the ttl next deletes an archive, per Archive with a `ttl`: what [`expire`]
+    /// will act on, so the status shows the real time.
+    ///
+    /// [`expire`]: Housekeeping::expire
+    pub expiry: BTreeMap<String, DateTime<Utc>>,
     /// The summaries say "newest" and "future-dated" as of this clock's now.
     clock: Arc<dyn Clock>,
     /// The retention settings each policy was last pruned with: a change prunes again.
@@ -70,6 +75,7 @@ impl Housekeeping {
             catalog: Catalog::default(),
             archives: BTreeMap::new(),
             retention: BTreeMap::new(),
+            expiry: BTreeMap::new(),
             clock,
             pruned_with: BTreeMap::new(),
             verify_next: BTreeMap::new(),
@@ -442,13 +448,13 @@ impl Housekeeping {
                 _ => None,
             })
             .collect();
+        self.expiry.clear();
         if with_ttl.is_empty() {
             return None;
         }
         let mut next: Option<DateTime<Utc>> = None;
         let mut touched = Vec::new();
         for (name, ttl) in with_ttl {
-            let ttl = chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::MAX);
             let archives: Vec<(String, DateTime<Utc>)> = self
                 .catalog
                 .group(&name)
@@ -457,15 +463,15 @@ impl Housekeeping {
                 .map(|e| (e.id.clone(), e.time))
                 .collect();
             for (id, time) in archives {
-                let expires = time
-                    .checked_add_signed(ttl)
-                    .unwrap_or(chrono::DateTime::<Utc>::MAX_UTC);
+                let expires = expires_at(time, ttl);
                 if expires <= now {
                     info!(archive = %id, "ttl passed: deleting");
                     self.delete_archive(&name, &id, "ttl passed", "ttl").await;
                     touched.push(name.clone());
                 } else {
                     next = Some(next.map_or(expires, |n| n.min(expires)));
+                    let soonest = self.expiry.entry(name.clone()).or_insert(expires);
+                    *soonest = (*soonest).min(expires);
                 }
             }
         }
@@ -584,6 +590,15 @@ fn repository_fingerprint(root: &std::path::Path) -> Vec<(PathBuf, Option<std::t
     out
 }
 
+/// When an archive taken at `time` expires under `ttl`: what [`Housekeeping::expire`]
+/// deletes by, and what the status shows.
+fn expires_at(time: DateTime<Utc>, ttl: Duration) -> DateTime<Utc> {
+    chrono::Duration::from_std(ttl)
+        .ok()
+        .and_then(|ttl| time.checked_add_signed(ttl))
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
 /// Count, newest, oldest and bytes of good archives (Corrupt ones are not counted).
 /// "Newest" is the newest not dated after `now`, as for retention: an archive from a
 /// host whose clock was ahead is listed as future-dated instead.
@@ -671,5 +686,18 @@ mod tests {
         let s = summary(&refs[3..], now);
         assert_eq!(s.newest, None);
         assert_eq!(s.future_dated, ["web-future"]);
+    }
+
+    #[test]
+    fn an_archive_expires_its_ttl_after_its_time() {
+        let time = Utc.with_ymd_and_hms(2026, 12, 7, 2, 0, 0).unwrap();
+        assert_eq!(
+            expires_at(time, Duration::from_secs(3600)),
+            Utc.with_ymd_and_hms(2026, 12, 7, 3, 0, 0).unwrap()
+        );
+        assert_eq!(
+            expires_at(time, Duration::from_secs(u64::MAX)),
+            DateTime::<Utc>::MAX_UTC
+        );
     }
 }

@@ -518,6 +518,7 @@ impl Controller {
             memory,
             archives: &self.housekeeping.archives,
             retention: &self.housekeeping.retention,
+            expiry: &self.housekeeping.expiry,
         };
         let writer = match &self.options.status_dir {
             Some(dir) => status_view::Writer::start(dir.clone(), true),

@@ -11,7 +11,9 @@
 //! - [`redact`]: the last line of defence for safety rule 5 (no secrets in status files).
 //!
 //! Times are written in whole seconds (`2026-11-25T03:00:00Z`): status is for people and
-//! tools polling it, and sub-second noise would only make files churn.
+//! tools polling it, and sub-second noise would only make files churn. Schedule times are
+//! also written in the policy's time zone ([`local_time`]), and durations in milliseconds
+//! at most ([`round_seconds`]).
 
 mod file;
 mod generation;
@@ -19,7 +21,8 @@ mod redact;
 pub mod restored;
 mod state;
 
-use chrono::{DateTime, SubsecRound, Utc};
+use chrono::{DateTime, SecondsFormat, SubsecRound, Utc};
+use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
 
 use crate::spec::Kind;
@@ -74,7 +77,13 @@ pub struct Status {
         with = "rfc3339::option"
     )]
     #[schemars(with = "Option<DateTime<Utc>>")]
+    /// The schedule time of the last scheduled (or caught-up) run. A requested run is not
+    /// one: it shows in `lastRun` only.
     pub last_schedule_time: Option<DateTime<Utc>>,
+    /// `lastScheduleTime` on the wall clock of the policy's `timezone`, with its offset
+    /// (`2026-12-04T02:00:00+01:00`); only for a policy whose zone is not UTC.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_schedule_time_local: Option<String>,
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",
@@ -82,6 +91,9 @@ pub struct Status {
     )]
     #[schemars(with = "Option<DateTime<Utc>>")]
     pub next_schedule_time: Option<DateTime<Utc>>,
+    /// `nextScheduleTime` in the policy's `timezone`, as `lastScheduleTimeLocal`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_schedule_time_local: Option<String>,
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",
@@ -101,6 +113,15 @@ pub struct Status {
     pub last_run: Option<LastRun>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub archives: Option<ArchivesSummary>,
+    /// For an Archive with a `ttl`: when the ttl deletes its archive (the soonest, when it
+    /// has several from earlier generations).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "rfc3339::option"
+    )]
+    #[schemars(with = "Option<DateTime<Utc>>")]
+    pub expires_at: Option<DateTime<Utc>>,
     /// What retention will forget: after the next run, or (with `dryRun`) what it would
     /// have deleted already.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -231,6 +252,15 @@ pub struct ArchivesSummary {
     /// but never named `newest`, as retention does not take them for the newest either.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub future_dated: Vec<String>,
+}
+
+/// `time` on the wall clock of `zone`, in whole seconds with its offset
+/// (`2026-12-04T02:00:00+01:00`); `None` in UTC, where the UTC field says it all.
+pub fn local_time(time: DateTime<Utc>, zone: Tz) -> Option<String> {
+    (zone != Tz::UTC).then(|| {
+        time.with_timezone(&zone)
+            .to_rfc3339_opts(SecondsFormat::Secs, false)
+    })
 }
 
 /// Seconds rounded to milliseconds: `3.2964814049999998` is written `3.296`.
@@ -457,5 +487,26 @@ mod tests {
         };
         let text = serde_yaml_ng::to_string(&run).unwrap();
         assert!(text.contains("downtimeSeconds: 3.296\n"), "{text}");
+    }
+
+    #[test]
+    fn local_times_in_the_policy_zone_and_none_in_utc() {
+        let berlin: Tz = "Europe/Berlin".parse().unwrap();
+        let winter = Utc.with_ymd_and_hms(2026, 12, 4, 1, 0, 0).unwrap();
+        let summer = Utc.with_ymd_and_hms(2026, 7, 4, 0, 0, 0).unwrap();
+        assert_eq!(
+            local_time(winter, berlin).as_deref(),
+            Some("2026-12-04T02:00:00+01:00")
+        );
+        assert_eq!(
+            local_time(summer, berlin).as_deref(),
+            Some("2026-07-04T02:00:00+02:00")
+        );
+        let subsecond = winter + Duration::milliseconds(1500);
+        assert_eq!(
+            local_time(subsecond, berlin).as_deref(),
+            Some("2026-12-04T02:00:01+01:00")
+        );
+        assert_eq!(local_time(winter, Tz::UTC), None);
     }
 }

@@ -1,0 +1,139 @@
+//! What status files say about times and sizes, through the real daemon: schedule times
+//! also in the policy's zone, an Archive's expiry, both byte counts of a run, and which
+//! time fields a requested run sets.
+
+mod common;
+
+use std::fs;
+use std::time::Duration;
+
+use chrono::{DateTime, FixedOffset, NaiveDateTime, Timelike, Utc};
+use common::daemon::*;
+use common::*;
+use serde_json::Value;
+
+fn time(value: &Value, what: &str) -> DateTime<FixedOffset> {
+    let text = value
+        .as_str()
+        .unwrap_or_else(|| panic!("{what} is not a string: {value}"));
+    DateTime::parse_from_rfc3339(text).unwrap_or_else(|e| panic!("{what}: {text}: {e}"))
+}
+
+/// The time an archive id ends with (`name-20261207T020000Z`).
+fn id_time(id: &str) -> DateTime<Utc> {
+    let stamp = id.rsplit('-').next().unwrap();
+    NaiveDateTime::parse_from_str(stamp, "%Y%m%dT%H%M%SZ")
+        .unwrap_or_else(|e| panic!("{id}: {e}"))
+        .and_utc()
+}
+
+#[test]
+#[cfg_attr(skip_docker, ignore = "needs Docker; HOLDFAST_SKIP_DOCKER=1")]
+fn statuses_show_local_schedule_times_expiry_and_both_byte_counts() {
+    if !docker_available() {
+        return;
+    }
+    let _guard = docker_lock();
+    let volume = FileVolume::new("hfstatusfields", "hello");
+    let dir = tempfile::tempdir().unwrap();
+    let specs = dir.path().join("specs");
+    fs::create_dir_all(&specs).unwrap();
+    fs::write(
+        specs.join("berlin.yaml"),
+        format!(
+            "apiVersion: holdfast.dev/v1alpha1\nkind: BackupPolicy\nmetadata:\n  name: berlin\n  annotations: {{holdfast.dev/requested-at: 'now'}}\nspec:\n  schedule: '0 2 * * *'\n  timezone: Europe/Berlin\n  targets: {{volumes: [{}]}}\n  include: {{recipe: false}}\n",
+            volume.0
+        ),
+    )
+    .unwrap();
+    fs::write(
+        specs.join("utc.yaml"),
+        format!(
+            "apiVersion: holdfast.dev/v1alpha1\nkind: BackupPolicy\nmetadata:\n  name: utc\nspec:\n  schedule: '0 2 * * *'\n  targets: {{volumes: [{}]}}\n",
+            volume.0
+        ),
+    )
+    .unwrap();
+    fs::write(
+        specs.join("short.yaml"),
+        format!(
+            "apiVersion: holdfast.dev/v1alpha1\nkind: Archive\nmetadata:\n  name: short\nspec:\n  targets: {{volumes: [{}]}}\n  include: {{recipe: false}}\n  ttl: 1h\n",
+            volume.0
+        ),
+    )
+    .unwrap();
+    let _daemon = Daemon::start(dir.path(), &[]);
+
+    // The policy in Europe/Berlin: the next 02:00 there, as the same instant in UTC.
+    let s = wait_for(
+        &specs.join("berlin.status.yaml"),
+        Duration::from_secs(60),
+        "berlin's run",
+        |s| {
+            s.first().is_some_and(|d| {
+                d["status"]["lastRun"]["phase"] == "Succeeded"
+                    && d["status"]["archives"]["count"] == 1
+            })
+        },
+    );
+    let status = &s[0]["status"];
+    let next = time(&status["nextScheduleTime"], "nextScheduleTime");
+    let local = time(&status["nextScheduleTimeLocal"], "nextScheduleTimeLocal");
+    assert_eq!(local, next, "one instant: {status:#}");
+    assert_eq!((local.hour(), local.minute()), (2, 0), "{status:#}");
+    assert!(
+        matches!(local.offset().local_minus_utc(), 3600 | 7200),
+        "{status:#}"
+    );
+    assert!(
+        status["nextScheduleTime"].as_str().unwrap().ends_with('Z'),
+        "{status:#}"
+    );
+    // A requested run is no scheduled one: it sets lastRun, not lastScheduleTime.
+    assert!(status.get("lastScheduleTime").is_none(), "{status:#}");
+    assert!(status["lastSuccessfulTime"].is_string(), "{status:#}");
+    // Both byte counts of the run, by name: what was read and what was stored.
+    let run = &status["lastRun"];
+    assert!(run.get("bytes").is_none(), "{run:#}");
+    assert!(
+        run["storedBytes"].as_u64().is_some_and(|b| b > 0),
+        "{run:#}"
+    );
+
+    // A policy in UTC has nothing to add.
+    let s = wait_for(
+        &specs.join("utc.status.yaml"),
+        Duration::from_secs(30),
+        "utc's next time",
+        |s| {
+            s.first()
+                .is_some_and(|d| d["status"]["nextScheduleTime"].is_string())
+        },
+    );
+    assert!(
+        s[0]["status"].get("nextScheduleTimeLocal").is_none(),
+        "{:#}",
+        s[0]
+    );
+
+    // The Archive with a ttl says when it expires: its archive's time plus the ttl.
+    let s = wait_for(
+        &specs.join("short.status.yaml"),
+        Duration::from_secs(60),
+        "short's expiry",
+        |s| {
+            s.first().is_some_and(|d| {
+                d["status"]["lastRun"]["phase"] == "Succeeded"
+                    && d["status"]["expiresAt"].is_string()
+            })
+        },
+    );
+    let status = &s[0]["status"];
+    let id = status["lastRun"]["archiveId"].as_str().unwrap();
+    let expires = time(&status["expiresAt"], "expiresAt");
+    assert_eq!(
+        expires,
+        id_time(id) + chrono::Duration::hours(1),
+        "{status:#}"
+    );
+}

@@ -480,6 +480,24 @@ async fn a_run_whose_handled_record_cannot_be_written_does_not_start_and_says_wh
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_run_in_progress_is_named_in_words_in_its_status() {
+    let mut setup = Setup::new(REQUESTED);
+    setup.behaviour = Behaviour::Hang;
+    setup.shutdown_timeout = Duration::from_secs(1);
+    let lp = setup.start();
+    pass(Duration::from_secs(3)).await;
+    assert_eq!(lp.runner.count("monthly"), 1);
+    let status = std::fs::read_to_string(lp.specs.join("objects.status.yaml")).unwrap();
+    assert!(
+        status.contains(
+            "message: a requested run started at 2026-11-25 02:58:30 UTC is in progress\n"
+        ),
+        "{status}"
+    );
+    lp.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_specs_folder_moved_away_keeps_the_last_good_view() {
     let lp = Setup::new(NIGHTLY).start();
     pass(Duration::from_secs(5)).await;

@@ -1,14 +1,16 @@
 //! What status files say about times and sizes, through the real daemon: schedule times
 //! also in the policy's zone, an Archive's expiry, both byte counts of a run, and which
-//! time fields a requested run sets.
+//! time fields a requested run sets; archives dated in the future.
 
 mod common;
 
 use std::fs;
+use std::path::Path;
 use std::time::Duration;
 
-use chrono::{DateTime, FixedOffset, NaiveDateTime, Timelike, Utc};
+use chrono::{DateTime, FixedOffset, SubsecRound, Timelike, Utc};
 use common::daemon::*;
+use common::env::Env;
 use common::*;
 use serde_json::Value;
 
@@ -17,14 +19,6 @@ fn time(value: &Value, what: &str) -> DateTime<FixedOffset> {
         .as_str()
         .unwrap_or_else(|| panic!("{what} is not a string: {value}"));
     DateTime::parse_from_rfc3339(text).unwrap_or_else(|e| panic!("{what}: {text}: {e}"))
-}
-
-/// The time an archive id ends with (`name-20261207T020000Z`).
-fn id_time(id: &str) -> DateTime<Utc> {
-    let stamp = id.rsplit('-').next().unwrap();
-    NaiveDateTime::parse_from_str(stamp, "%Y%m%dT%H%M%SZ")
-        .unwrap_or_else(|e| panic!("{id}: {e}"))
-        .and_utc()
 }
 
 #[test]
@@ -130,10 +124,86 @@ fn statuses_show_local_schedule_times_expiry_and_both_byte_counts() {
     );
     let status = &s[0]["status"];
     let id = status["lastRun"]["archiveId"].as_str().unwrap();
+    let manifest = manifest(
+        &host_dir(&dir.path().join("repository"))
+            .join("short")
+            .join(id),
+    );
+    let taken = time(&manifest["startTime"], "startTime").with_timezone(&Utc);
     let expires = time(&status["expiresAt"], "expiresAt");
     assert_eq!(
         expires,
-        id_time(id) + chrono::Duration::hours(1),
+        (taken + chrono::Duration::hours(1)).trunc_subsecs(0),
         "{status:#}"
     );
+}
+
+fn manifest(archive: &Path) -> Value {
+    serde_json::from_str(&fs::read_to_string(archive.join("manifest.json")).unwrap()).unwrap()
+}
+
+#[test]
+#[cfg_attr(skip_docker, ignore = "needs Docker; HOLDFAST_SKIP_DOCKER=1")]
+fn an_archive_dated_in_the_future_is_flagged_and_neither_newest_nor_forgotten() {
+    if !docker_available() {
+        return;
+    }
+    let _guard = docker_lock();
+    let volume = FileVolume::new("hffuture", "hello");
+    let env = Env::new();
+    env.spec(
+        "ahead",
+        &format!(
+            "apiVersion: holdfast.dev/v1alpha1\nkind: BackupPolicy\nmetadata:\n  name: ahead\nspec:\n  schedule: '0 3 1 1 *'\n  targets: {{volumes: [{}]}}\n  include: {{recipe: false}}\n  retention: {{keepLast: 1}}\n",
+            volume.0
+        ),
+    );
+    let out = run(env.holdfast().args(["backup", "ahead"]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let group = host_dir(&env.repository).join("ahead");
+    let real: Vec<String> = fs::read_dir(&group)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.contains('.'))
+        .collect();
+    assert_eq!(real.len(), 1, "{real:?}");
+    let real = &real[0];
+    // A copy stamped 2099, as a host whose clock was far ahead would have written it.
+    let future = "ahead-20991207T030000Z";
+    let copied = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(group.join(real))
+        .arg(group.join(future))
+        .status()
+        .unwrap();
+    assert!(copied.success());
+    let mut stamped = manifest(&group.join(future));
+    stamped["id"] = Value::from(future);
+    stamped["startTime"] = Value::from("2099-12-07T03:00:00Z");
+    stamped["completionTime"] = Value::from("2099-12-07T03:00:05Z");
+    fs::write(
+        group.join(future).join("manifest.json"),
+        serde_json::to_string_pretty(&stamped).unwrap(),
+    )
+    .unwrap();
+
+    let _daemon = Daemon::start(env.dir.path(), &[]);
+    let status = env.specs.join("ahead.status.yaml");
+    wait_for(&status, Duration::from_secs(30), "archives", |s| {
+        s.first()
+            .is_some_and(|d| d["status"]["archives"]["count"].is_u64())
+    });
+    // Retention has had its start-up pass: keepLast 1 keeps the newest real archive, and
+    // the future one is kept aside.
+    std::thread::sleep(Duration::from_secs(2));
+    let s = statuses(&status);
+    let archives = &s[0]["status"]["archives"];
+    assert_eq!(archives["count"], 2, "{archives:#}");
+    assert_eq!(archives["newest"], real.as_str(), "{archives:#}");
+    assert_eq!(
+        archives["futureDated"],
+        serde_json::json!([future]),
+        "{archives:#}"
+    );
+    assert!(group.join(real).exists() && group.join(future).exists());
 }

@@ -160,6 +160,12 @@ fn an_archive_dated_in_the_future_is_flagged_and_neither_newest_nor_forgotten() 
     );
     let out = run(env.holdfast().args(["backup", "ahead"]));
     assert!(out.status.success(), "{}", stderr(&out));
+    // Both sizes, by name: what the archive takes in the repository, what was read.
+    let said = stdout(&out);
+    assert!(
+        said.contains("artifacts, ") && said.contains("B stored (") && said.contains("B read)"),
+        "{said}"
+    );
     let group = host_dir(&env.repository).join("ahead");
     let real: Vec<String> = fs::read_dir(&group)
         .unwrap()

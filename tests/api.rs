@@ -267,8 +267,25 @@ fn the_api_and_metrics_follow_a_real_backup() {
         .map(|a| a["size"].as_u64().unwrap())
         .sum();
     assert!(bytes > 0);
+    // Byte counts say which bytes: read from the sources, or stored in the repository.
+    assert_eq!(finished["storedBytes"], bytes, "{finished}");
+    assert!(
+        finished["sourceBytes"].as_u64().is_some_and(|b| b > 0),
+        "{finished}"
+    );
+    assert!(finished.get("bytes").is_none(), "{finished}");
+    let progress: Vec<Value> = seen
+        .lines()
+        .filter_map(|l| l.strip_prefix("runProgress: "))
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(!progress.is_empty(), "{seen}");
+    for p in &progress {
+        assert!(p["sourceBytes"].is_u64() && p.get("bytes").is_none(), "{p}");
+    }
     let run = get(&addr, &format!("/api/v1/runs/{run_id}")).json();
-    assert_eq!(run["bytes"], bytes);
+    assert_eq!(run["storedBytes"], bytes, "{run}");
+    assert_eq!(run["sourceBytes"], finished["sourceBytes"], "{run}");
     let completed = chrono::DateTime::parse_from_rfc3339(run["completionTime"].as_str().unwrap())
         .unwrap()
         .timestamp_millis() as f64

@@ -188,7 +188,7 @@ fn a_bind_mount_holding_the_repository_and_state_never_archives_them() {
             .filter(|n| own_names.iter().any(|o| n.starts_with(o)))
             .collect();
         assert!(own.is_empty(), "round {round}: the archive holds {own:?}");
-        sizes.push(outcome["bytes"].as_u64().unwrap());
+        sizes.push(outcome["storedBytes"].as_u64().unwrap());
     }
     // Every run carrying the earlier ones would double the size each time.
     assert!(

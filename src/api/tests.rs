@@ -65,6 +65,7 @@ fn run_record(id: &str, name: &str, minute: u32, phase: Phase) -> RunRecord {
         start_time: Utc.with_ymd_and_hms(2026, 11, 25, 3, minute, 0).unwrap(),
         completion_time: None,
         bytes: 0,
+        source_bytes: None,
         downtime_seconds: 0.0,
         error: None,
         dry_run: false,
@@ -457,7 +458,10 @@ fn object_schemas_describe_what_the_reconciler_publishes() {
     let mut item = serde_json::to_value(&policy).unwrap();
     item["status"] = json!({
         "conditions": [{"type": "Ready", "status": "True", "reason": "Succeeded", "message": "", "lastTransitionTime": "2026-11-25T03:00:00Z"}],
-        "lastRun": {"id": "web-1", "phase": "Succeeded", "bytes": 10},
+        "lastRun": {"id": "web-1", "phase": "Succeeded", "sourceBytes": 40, "storedBytes": 10, "downtimeSeconds": 3.296},
+        "nextScheduleTime": "2026-12-04T01:00:00Z",
+        "nextScheduleTimeLocal": "2026-12-04T02:00:00+01:00",
+        "archives": {"count": 2, "newest": "web-1", "bytes": 20, "futureDated": ["web-2"]},
     });
     item["file"] = json!("apps/web.yaml");
     let v = validator(&doc, schema);

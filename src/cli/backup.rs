@@ -165,11 +165,12 @@ pub fn run(settings: &Settings, args: BackupArgs) -> anyhow::Result<ExitCode> {
                 .collect();
             writeln!(
                 out,
-                "{:?}{} {what}: {} artifacts, {}{}",
+                "{:?}{} {what}: {} artifacts, {} stored ({} read){}",
                 outcome.phase,
                 if outcome.dry_run { " (dry run)" } else { "" },
                 outcome.artifacts,
                 super::plan::human_bytes(outcome.bytes),
+                super::plan::human_bytes(outcome.source_bytes),
                 if downtime.is_empty() {
                     String::new()
                 } else {

@@ -12,6 +12,7 @@ use chrono::{DateTime, Utc};
 use tokio::sync::mpsc;
 use tracing::{error, info, warn};
 
+use super::clock::Clock;
 use super::desired::Desired;
 use crate::hub::Hub;
 use crate::repo::manifest::Verification;
@@ -35,6 +36,13 @@ pub struct Housekeeping {
     pub archives: BTreeMap<String, crate::status::ArchivesSummary>,
     /// Retention's outlook per policy, from the last pruning.
     pub retention: BTreeMap<String, crate::status::RetentionStatus>,
+    /// When the ttl next deletes an archive, per Archive with a `ttl`: what [`expire`]
+    /// will act on, so the status shows the real time.
+    ///
+    /// [`expire`]: Housekeeping::expire
+    pub expiry: BTreeMap<String, DateTime<Utc>>,
+    /// The summaries say "newest" and "future-dated" as of this clock's now.
+    clock: Arc<dyn Clock>,
     /// The retention settings each policy was last pruned with: a change prunes again.
     pruned_with: BTreeMap<String, String>,
     /// When each policy with `verify.schedule` next verifies its archives.
@@ -56,6 +64,7 @@ impl Housekeeping {
         root: PathBuf,
         state: Arc<StateDb>,
         hub: Arc<Hub>,
+        clock: Arc<dyn Clock>,
     ) -> (Self, mpsc::UnboundedReceiver<(String, Vec<Verified>)>) {
         let (verify_tx, verify_rx) = mpsc::unbounded_channel();
         let housekeeping = Housekeeping {
@@ -66,6 +75,8 @@ impl Housekeeping {
             catalog: Catalog::default(),
             archives: BTreeMap::new(),
             retention: BTreeMap::new(),
+            expiry: BTreeMap::new(),
+            clock,
             pruned_with: BTreeMap::new(),
             verify_next: BTreeMap::new(),
             verifying: BTreeSet::new(),
@@ -437,13 +448,13 @@ impl Housekeeping {
                 _ => None,
             })
             .collect();
+        self.expiry.clear();
         if with_ttl.is_empty() {
             return None;
         }
         let mut next: Option<DateTime<Utc>> = None;
         let mut touched = Vec::new();
         for (name, ttl) in with_ttl {
-            let ttl = chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::MAX);
             let archives: Vec<(String, DateTime<Utc>)> = self
                 .catalog
                 .group(&name)
@@ -452,15 +463,15 @@ impl Housekeeping {
                 .map(|e| (e.id.clone(), e.time))
                 .collect();
             for (id, time) in archives {
-                let expires = time
-                    .checked_add_signed(ttl)
-                    .unwrap_or(chrono::DateTime::<Utc>::MAX_UTC);
+                let expires = expires_at(time, ttl);
                 if expires <= now {
                     info!(archive = %id, "ttl passed: deleting");
                     self.delete_archive(&name, &id, "ttl passed", "ttl").await;
                     touched.push(name.clone());
                 } else {
                     next = Some(next.map_or(expires, |n| n.min(expires)));
+                    let soonest = self.expiry.entry(name.clone()).or_insert(expires);
+                    *soonest = (*soonest).min(expires);
                 }
             }
         }
@@ -468,6 +479,27 @@ impl Housekeeping {
             self.refresh_archives(&name).await;
         }
         next
+    }
+
+    /// Summaries naming archives dated in the future whose time has come are made again,
+    /// so `newest` moves to them once they are no longer ahead of the clock.
+    pub async fn refresh_future_dated(&mut self, now: DateTime<Utc>) {
+        let due: Vec<String> = self
+            .archives
+            .iter()
+            .filter(|(group, summary)| {
+                !summary.future_dated.is_empty()
+                    && self
+                        .catalog
+                        .group(group)
+                        .iter()
+                        .any(|e| summary.future_dated.contains(&e.id) && e.time <= now)
+            })
+            .map(|(group, _)| group.clone())
+            .collect();
+        for group in due {
+            self.refresh_archives(&group).await;
+        }
     }
 
     /// The archives the run history records but the catalog lacks (Missing), by group.
@@ -490,7 +522,8 @@ impl Housekeeping {
                 let gone = missing.remove(group).unwrap_or_default();
                 let mut mine = self.catalog.group(group);
                 mine.extend(gone.iter());
-                self.archives.insert(group.to_string(), summary(&mine));
+                let summary = summary(&mine, self.clock.now());
+                self.archives.insert(group.to_string(), summary);
             }
             Err(e) => error!("{e}"),
         }
@@ -499,6 +532,7 @@ impl Housekeeping {
     async fn refresh_all_archives(&mut self) {
         match self.missing().await {
             Ok(mut missing) => {
+                let now = self.clock.now();
                 let mut groups: BTreeSet<String> =
                     self.catalog.groups().map(String::from).collect();
                 groups.extend(missing.keys().cloned());
@@ -508,7 +542,7 @@ impl Housekeeping {
                         let gone = missing.remove(&g).unwrap_or_default();
                         let mut mine = self.catalog.group(&g);
                         mine.extend(gone.iter());
-                        let summary = summary(&mine);
+                        let summary = summary(&mine, now);
                         (g, summary)
                     })
                     .collect();
@@ -556,8 +590,19 @@ fn repository_fingerprint(root: &std::path::Path) -> Vec<(PathBuf, Option<std::t
     out
 }
 
+/// When an archive taken at `time` expires under `ttl`: what [`Housekeeping::expire`]
+/// deletes by, and what the status shows.
+fn expires_at(time: DateTime<Utc>, ttl: Duration) -> DateTime<Utc> {
+    chrono::Duration::from_std(ttl)
+        .ok()
+        .and_then(|ttl| time.checked_add_signed(ttl))
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
 /// Count, newest, oldest and bytes of good archives (Corrupt ones are not counted).
-fn summary(entries: &[&Entry]) -> crate::status::ArchivesSummary {
+/// "Newest" is the newest not dated after `now`, as for retention: an archive from a
+/// host whose clock was ahead is listed as future-dated instead.
+fn summary(entries: &[&Entry], now: DateTime<Utc>) -> crate::status::ArchivesSummary {
     let good: Vec<&&Entry> = entries
         .iter()
         .filter(|e| matches!(e.health, Health::Good | Health::Partial))
@@ -576,12 +621,83 @@ fn summary(entries: &[&Entry]) -> crate::status::ArchivesSummary {
         count: good.len() as u64,
         newest: good
             .iter()
+            .filter(|e| e.time <= now)
             .max_by_key(|e| (e.time, &e.id))
             .map(|e| e.id.clone()),
+        future_dated: good
+            .iter()
+            .filter(|e| e.time > now)
+            .map(|e| e.id.clone())
+            .collect(),
         oldest: good
             .iter()
             .min_by_key(|e| (e.time, &e.id))
             .map(|e| e.id.clone()),
         bytes: good.iter().map(|e| e.bytes).sum(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn entry(id: &str, day: u32, health: Health) -> Entry {
+        Entry {
+            id: id.into(),
+            group: "web".into(),
+            kind: Some("BackupPolicy".into()),
+            policy: Some("web".into()),
+            host: String::new(),
+            time: Utc.with_ymd_and_hms(2026, 12, day, 3, 0, 0).unwrap(),
+            bytes: 10,
+            phase: None,
+            health,
+            problems: Vec::new(),
+            verified: None,
+            path: PathBuf::new(),
+        }
+    }
+
+    #[test]
+    fn newest_is_the_newest_not_after_now_and_future_ones_are_flagged() {
+        let entries = [
+            entry("web-1", 1, Health::Good),
+            entry("web-2", 2, Health::Good),
+            entry("web-3", 3, Health::Corrupt),
+            entry("web-future", 28, Health::Good),
+        ];
+        let refs: Vec<&Entry> = entries.iter().collect();
+        let now = Utc.with_ymd_and_hms(2026, 12, 7, 3, 0, 0).unwrap();
+        let s = summary(&refs, now);
+        assert_eq!(s.newest.as_deref(), Some("web-2"));
+        assert_eq!(s.oldest.as_deref(), Some("web-1"));
+        assert_eq!(s.future_dated, ["web-future"]);
+        assert_eq!(s.count, 3, "a future-dated archive is still one");
+        assert_eq!(s.corrupt, ["web-3"]);
+
+        // Once its time has come it is the newest, and no longer flagged.
+        let later = Utc.with_ymd_and_hms(2026, 12, 28, 3, 0, 0).unwrap();
+        let s = summary(&refs, later);
+        assert_eq!(s.newest.as_deref(), Some("web-future"));
+        assert!(s.future_dated.is_empty());
+
+        // Only future ones: no newest at all.
+        let s = summary(&refs[3..], now);
+        assert_eq!(s.newest, None);
+        assert_eq!(s.future_dated, ["web-future"]);
+    }
+
+    #[test]
+    fn an_archive_expires_its_ttl_after_its_time() {
+        let time = Utc.with_ymd_and_hms(2026, 12, 7, 2, 0, 0).unwrap();
+        assert_eq!(
+            expires_at(time, Duration::from_secs(3600)),
+            Utc.with_ymd_and_hms(2026, 12, 7, 3, 0, 0).unwrap()
+        );
+        assert_eq!(
+            expires_at(time, Duration::from_secs(u64::MAX)),
+            DateTime::<Utc>::MAX_UTC
+        );
     }
 }

@@ -152,8 +152,13 @@ impl Controller {
         let book = Arc::new(Book::new(repo.clone()));
         let (supervisor, done_rx) =
             Supervisor::new(runner, state.clone(), book.clone(), hub.clone());
-        let (housekeeping, verify_rx) =
-            Housekeeping::new(repo, options.repository.clone(), state.clone(), hub.clone());
+        let (housekeeping, verify_rx) = Housekeeping::new(
+            repo,
+            options.repository.clone(),
+            state.clone(),
+            hub.clone(),
+            clock.clone(),
+        );
         Controller {
             options,
             clock,
@@ -330,6 +335,7 @@ impl Controller {
         self.retry = None;
         self.hold_unproven(&mut memory, now).await;
         let expiry = self.housekeeping.expire(&self.desired, now).await;
+        self.housekeeping.refresh_future_dated(now).await;
         let observed = Observed {
             memory: memory.clone(),
             running: self
@@ -512,6 +518,7 @@ impl Controller {
             memory,
             archives: &self.housekeeping.archives,
             retention: &self.housekeeping.retention,
+            expiry: &self.housekeeping.expiry,
         };
         let writer = match &self.options.status_dir {
             Some(dir) => status_view::Writer::start(dir.clone(), true),

@@ -33,6 +33,21 @@ impl Trigger {
             Trigger::Generation => "Generation",
         }
     }
+
+    /// A run of this trigger started at `start`, in words for a status message: "a
+    /// requested run started at 2026-12-03 07:45:46 UTC".
+    pub fn describe_run(self, start: DateTime<Utc>) -> String {
+        let what = match self {
+            Trigger::Schedule => "a scheduled run",
+            Trigger::CatchUp => "a catch-up run for a missed schedule time",
+            Trigger::Requested => "a requested run",
+            Trigger::Generation => "a run of the spec's new generation",
+        };
+        format!(
+            "{what} started at {}",
+            start.format("%Y-%m-%d %H:%M:%S UTC")
+        )
+    }
 }
 
 /// A run the reconciler wants.
@@ -263,6 +278,21 @@ fn stacks_of(resource: &Resource, desired: &Desired) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_run_is_described_in_words_in_whole_seconds() {
+        use chrono::TimeZone;
+        let start = Utc.with_ymd_and_hms(2026, 12, 3, 7, 45, 46).unwrap()
+            + chrono::Duration::nanoseconds(132_199_849);
+        assert_eq!(
+            Trigger::Requested.describe_run(start),
+            "a requested run started at 2026-12-03 07:45:46 UTC"
+        );
+        assert_eq!(
+            Trigger::Schedule.describe_run(start),
+            "a scheduled run started at 2026-12-03 07:45:46 UTC"
+        );
+    }
     use crate::load::read_str;
     use crate::validate::validate_sources;
     use chrono::TimeZone;

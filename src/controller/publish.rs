@@ -77,7 +77,8 @@ impl Publisher {
             name: key.name.clone(),
             run_id: outcome.run_id.clone(),
             phase: outcome.phase,
-            bytes: outcome.bytes,
+            source_bytes: outcome.source_bytes,
+            stored_bytes: outcome.bytes,
             archive_id: outcome.archive_id.clone(),
             time: outcome.completion_time,
         });

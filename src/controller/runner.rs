@@ -84,7 +84,9 @@ impl Runner for LiveRunner {
                 dry_run: false,
                 start_time: o.start_time,
                 completion_time: o.completion_time,
-                bytes: o.bytes,
+                // A restore writes back source bytes and stores nothing.
+                bytes: 0,
+                source_bytes: o.bytes,
                 artifacts: o.report.volumes.len(),
                 downtime: BTreeMap::new(),
                 errors: o.errors,

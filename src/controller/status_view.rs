@@ -33,6 +33,8 @@ pub struct View<'a> {
     pub archives: &'a BTreeMap<String, status::ArchivesSummary>,
     /// Retention's outlook per policy.
     pub retention: &'a BTreeMap<String, status::RetentionStatus>,
+    /// When the ttl next deletes an archive, per Archive with a `ttl`.
+    pub expiry: &'a BTreeMap<String, DateTime<Utc>>,
 }
 
 /// A status file to write or remove.
@@ -253,6 +255,7 @@ impl View<'_> {
         s.observed_generation = object.generation.clone().or(s.observed_generation.take());
         s.queued = self.waiting.get(&key).cloned();
         s.next_schedule_time = self.next_schedule.get(&key).copied();
+        s.next_schedule_time_local = None;
         let Some(resource) = &object.resource else {
             let errors = s.errors.clone();
             status::apply_state(s, ObjectState::Invalid { errors: &errors }, now);
@@ -271,6 +274,21 @@ impl View<'_> {
             }
             Err(e) => error!("{e}"),
         }
+        let zone = match resource {
+            Resource::BackupPolicy(p) => p.spec.timezone.as_ref().and_then(|z| z.parse().ok()),
+            _ => None,
+        }
+        .unwrap_or(chrono_tz::Tz::UTC);
+        s.last_schedule_time_local = s
+            .last_schedule_time
+            .and_then(|t| status::local_time(t, zone));
+        s.next_schedule_time_local = s
+            .next_schedule_time
+            .and_then(|t| status::local_time(t, zone));
+        s.expires_at = match resource {
+            Resource::Archive(a) if a.spec.ttl.is_some() => self.expiry.get(&object.name).copied(),
+            _ => None,
+        };
         let (last, success) = self
             .state
             .last_runs(kind, &object.name)
@@ -306,15 +324,16 @@ impl View<'_> {
             phase: r.phase,
             start_time: Some(r.start_time),
             completion_time: r.completion_time,
-            bytes: Some(r.bytes),
-            downtime_seconds: Some(r.downtime_seconds),
+            source_bytes: r.source_bytes,
+            stored_bytes: Some(r.bytes),
+            downtime_seconds: Some(status::round_seconds(r.downtime_seconds)),
             archive_id: r.archive_id.clone(),
             message: r.error.clone(),
             warnings: r.warnings.clone(),
         });
         let suspended = matches!(resource, Resource::BackupPolicy(p) if p.spec.suspend);
         if let Some(run) = self.running.get(&key) {
-            status::apply_state(s, ObjectState::Running { run_id: run }, now);
+            status::apply_state(s, ObjectState::Running { run }, now);
         } else if suspended {
             status::apply_state(s, ObjectState::Suspended, now);
         } else if let Some((reason, message)) = self.blocked.get(&key) {

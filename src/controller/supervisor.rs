@@ -25,7 +25,7 @@ use crate::state::StateDb;
 pub type Done = (ObjectKey, Box<RunOutcome>);
 
 pub struct Running {
-    /// Shown in the status while the run lasts.
+    /// Shown in the status while the run lasts: which run, in words.
     pub run_id_hint: String,
     pub stacks: Vec<String>,
     handle: JoinHandle<()>,
@@ -180,7 +180,7 @@ impl Supervisor {
         self.running.insert(
             want.key,
             Running {
-                run_id_hint: format!("{} run started {}", want.trigger.as_str(), now.to_rfc3339()),
+                run_id_hint: want.trigger.describe_run(now),
                 stacks: want.stacks,
                 handle,
                 events: progress,

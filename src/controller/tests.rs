@@ -104,6 +104,7 @@ impl FakeRunner {
                 start_time,
                 completion_time: clock.now(),
                 bytes: 0,
+                source_bytes: 0,
                 artifacts: 0,
                 downtime: Default::default(),
                 errors: vec![],
@@ -476,6 +477,24 @@ async fn a_run_whose_handled_record_cannot_be_written_does_not_start_and_says_wh
     let (dir, _) = lp.stop().await;
     let record = std::fs::read_to_string(dir.path().join("repo/h/.holdfast/handled.json")).unwrap();
     assert!(record.contains("\"name\": \"once\""), "{record}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_run_in_progress_is_named_in_words_in_its_status() {
+    let mut setup = Setup::new(REQUESTED);
+    setup.behaviour = Behaviour::Hang;
+    setup.shutdown_timeout = Duration::from_secs(1);
+    let lp = setup.start();
+    pass(Duration::from_secs(3)).await;
+    assert_eq!(lp.runner.count("monthly"), 1);
+    let status = std::fs::read_to_string(lp.specs.join("objects.status.yaml")).unwrap();
+    assert!(
+        status.contains(
+            "message: a requested run started at 2026-11-25 02:58:30 UTC is in progress\n"
+        ),
+        "{status}"
+    );
+    lp.stop().await;
 }
 
 #[tokio::test(start_paused = true)]

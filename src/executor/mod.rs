@@ -133,7 +133,11 @@ pub struct RunOutcome {
     pub dry_run: bool,
     pub start_time: DateTime<Utc>,
     pub completion_time: DateTime<Utc>,
+    /// Bytes written to the repository (0 when no archive was committed).
+    #[serde(rename = "storedBytes")]
     pub bytes: u64,
+    /// Uncompressed bytes read from the sources.
+    pub source_bytes: u64,
     pub artifacts: usize,
     pub downtime: BTreeMap<String, f64>,
     pub errors: Vec<String>,
@@ -283,6 +287,7 @@ impl Executor {
             start_time,
             completion_time: None,
             bytes: 0,
+            source_bytes: None,
             downtime_seconds: 0.0,
             error: None,
             dry_run: request.dry_run,
@@ -374,6 +379,7 @@ impl Executor {
         } else {
             0
         };
+        let source_bytes = run.artifacts.iter().map(|a| a.source_bytes).sum();
         let errors: Vec<String> = run
             .fatal
             .iter()
@@ -384,6 +390,7 @@ impl Executor {
         record.phase = phase;
         record.completion_time = Some(completion_time);
         record.bytes = bytes;
+        record.source_bytes = Some(source_bytes);
         record.downtime_seconds = run.downtime.values().sum();
         record.error = (!errors.is_empty()).then(|| errors.join("; "));
         record.warnings = run.warnings.clone();
@@ -418,6 +425,7 @@ impl Executor {
             start_time,
             completion_time,
             bytes,
+            source_bytes,
             artifacts: run.artifacts.len(),
             downtime: run.downtime,
             errors,

@@ -48,8 +48,8 @@ pub enum Event {
         run_id: String,
         /// The volume, bind mount or dump being archived.
         item: Option<String>,
-        /// Source bytes read so far.
-        bytes: u64,
+        /// Bytes read from the sources so far (uncompressed).
+        source_bytes: u64,
     },
     /// A run ended.
     RunFinished {
@@ -57,7 +57,10 @@ pub enum Event {
         name: String,
         run_id: String,
         phase: Phase,
-        bytes: u64,
+        /// Bytes read from the sources (uncompressed file data and dumps).
+        source_bytes: u64,
+        /// Bytes written to the repository (compressed artifacts); 0 without an archive.
+        stored_bytes: u64,
         archive_id: Option<String>,
         time: DateTime<Utc>,
     },
@@ -325,7 +328,7 @@ impl RunEvents {
             name: self.name.clone(),
             run_id: state.run_id.clone(),
             item: state.item.clone(),
-            bytes: state.bytes,
+            source_bytes: state.bytes,
         });
     }
 }

@@ -256,6 +256,7 @@ impl Restorer {
             start_time,
             completion_time: None,
             bytes: 0,
+            source_bytes: None,
             downtime_seconds: 0.0,
             error: None,
             dry_run: false,
@@ -294,7 +295,7 @@ impl Restorer {
         record.archive_id = (!report.archive.is_empty()).then(|| report.archive.clone());
         record.phase = phase;
         record.completion_time = Some(completion_time);
-        record.bytes = bytes;
+        record.source_bytes = Some(bytes);
         record.downtime_seconds = downtime;
         record.error = (!errors.is_empty()).then(|| errors.join("; "));
         record.warnings = warnings.clone();

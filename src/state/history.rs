@@ -87,6 +87,7 @@ mod tests {
             start_time: DateTime::<Utc>::UNIX_EPOCH + chrono::Duration::hours(n),
             completion_time: None,
             bytes: 0,
+            source_bytes: None,
             downtime_seconds: 0.0,
             error: None,
             dry_run: false,

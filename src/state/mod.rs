@@ -78,6 +78,10 @@ const MIGRATIONS: &[&str] = &[
     // 7: what a run could not do that did not fail it (a recipe without its compose
     // file), as a JSON list, for its status and the API.
     "ALTER TABLE runs ADD COLUMN warnings TEXT;",
+    // 8: a run's uncompressed bytes beside the stored ones. A restore's `bytes` were the
+    // bytes it wrote back, which are source bytes: moved there.
+    "ALTER TABLE runs ADD COLUMN source_bytes INTEGER;
+    UPDATE runs SET source_bytes = bytes, bytes = 0 WHERE kind = 'Restore';",
 ];
 
 /// The columns [`row_to_memory`] reads, in its order.
@@ -217,7 +221,15 @@ pub struct RunRecord {
     pub phase: Phase,
     pub start_time: DateTime<Utc>,
     pub completion_time: Option<DateTime<Utc>>,
+    /// Bytes written to the repository: a backup's compressed artifacts (0 for a restore).
+    #[serde(rename = "storedBytes")]
     pub bytes: u64,
+    /// Uncompressed bytes: read from the sources by a backup, written back by a restore.
+    /// Unknown for runs recorded before holdfast counted them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source_bytes: Option<u64>,
+    /// Rounded to milliseconds when shown.
+    #[serde(serialize_with = "round_seconds")]
     pub downtime_seconds: f64,
     pub error: Option<String>,
     pub dry_run: bool,
@@ -703,8 +715,8 @@ impl StateDb {
     fn insert_run_with(&self, run: &RunRecord, verb: &str) -> Result<(), StateError> {
         self.conn()
             .execute(
-                &format!("{verb} INTO runs (id, kind, name, archive_id, phase, start_time, completion_time, bytes, downtime_seconds, error, dry_run, warnings)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"),
+                &format!("{verb} INTO runs (id, kind, name, archive_id, phase, start_time, completion_time, bytes, downtime_seconds, error, dry_run, warnings, source_bytes)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"),
                 params![
                     run.id,
                     run.kind,
@@ -718,6 +730,7 @@ impl StateDb {
                     run.error,
                     run.dry_run,
                     warnings_text(&run.warnings),
+                    run.source_bytes.map(|b| b as i64),
                 ],
             )
             .map_err(query("recording a run"))?;
@@ -728,7 +741,7 @@ impl StateDb {
     pub fn finish_run(&self, run: &RunRecord) -> Result<(), StateError> {
         self.conn()
             .execute(
-                "UPDATE runs SET archive_id = ?2, phase = ?3, completion_time = ?4, bytes = ?5, downtime_seconds = ?6, error = ?7, warnings = ?8 WHERE id = ?1",
+                "UPDATE runs SET archive_id = ?2, phase = ?3, completion_time = ?4, bytes = ?5, downtime_seconds = ?6, error = ?7, warnings = ?8, source_bytes = ?9 WHERE id = ?1",
                 params![
                     run.id,
                     run.archive_id,
@@ -738,6 +751,7 @@ impl StateDb {
                     run.downtime_seconds,
                     run.error,
                     warnings_text(&run.warnings),
+                    run.source_bytes.map(|b| b as i64),
                 ],
             )
             .map_err(query("recording the end of a run"))?;
@@ -886,7 +900,7 @@ impl StateDb {
     }
 }
 
-const RUN_COLUMNS: &str = "SELECT id, kind, name, archive_id, phase, start_time, completion_time, bytes, downtime_seconds, error, dry_run, warnings FROM runs";
+const RUN_COLUMNS: &str = "SELECT id, kind, name, archive_id, phase, start_time, completion_time, bytes, downtime_seconds, error, dry_run, warnings, source_bytes FROM runs";
 
 fn row_to_memory(row: &rusqlite::Row<'_>) -> rusqlite::Result<ObjectMemory> {
     memory_from(row, 0)
@@ -928,7 +942,12 @@ fn row_to_run(row: &rusqlite::Row<'_>) -> rusqlite::Result<RunRecord> {
             .get::<_, Option<String>>(11)?
             .and_then(|text| serde_json::from_str(&text).ok())
             .unwrap_or_default(),
+        source_bytes: row.get::<_, Option<i64>>(12)?.map(|b| b.max(0) as u64),
     })
+}
+
+fn round_seconds<S: serde::Serializer>(seconds: &f64, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(crate::status::round_seconds(*seconds))
 }
 
 /// Warnings as stored: a JSON list, or nothing when there are none.
@@ -976,6 +995,7 @@ mod tests {
             start_time: Utc::now(),
             completion_time: None,
             bytes: 0,
+            source_bytes: None,
             downtime_seconds: 0.0,
             error: None,
             dry_run: false,
@@ -1031,7 +1051,19 @@ mod tests {
         let back = db.run("r1").unwrap().unwrap();
         assert_eq!(back.phase, Phase::Succeeded);
         assert_eq!(back.bytes, 42);
+        assert_eq!(back.source_bytes, None);
+        r.source_bytes = Some(4242);
+        r.downtime_seconds = 3.2964814049999998;
+        db.finish_run(&r).unwrap();
+        let back = db.run("r1").unwrap().unwrap();
+        assert_eq!(back.source_bytes, Some(4242));
         assert_eq!(db.runs(10).unwrap().len(), 1);
+        // As the API and `get runs -o json` show it: both counts by name, seconds rounded.
+        let json = serde_json::to_value(&back).unwrap();
+        assert_eq!(json["storedBytes"], 42, "{json}");
+        assert_eq!(json["sourceBytes"], 4242, "{json}");
+        assert_eq!(json["downtimeSeconds"], 3.296, "{json}");
+        assert!(json.get("bytes").is_none(), "{json}");
     }
 
     #[test]
@@ -1111,13 +1143,23 @@ mod tests {
         )
         .unwrap();
         conn.execute(
+            "INSERT INTO runs (id, kind, name, phase, start_time, bytes) VALUES ('back', 'Restore', 'r', 'Succeeded', '2026-01-01T00:00:00Z', 500)",
+            [],
+        )
+        .unwrap();
+        conn.execute(
             "INSERT INTO stop_journal (container_id, container_name, run_id, stopped_at) VALUES ('c1', 'app', 'old', '2026-01-01T00:00:00Z')",
             [],
         )
         .unwrap();
         drop(conn);
         let db = StateDb::open(dir.path()).unwrap();
-        assert_eq!(db.run("old").unwrap().unwrap().phase, Phase::Succeeded);
+        let old = db.run("old").unwrap().unwrap();
+        assert_eq!(old.phase, Phase::Succeeded);
+        assert_eq!(old.source_bytes, None, "not counted then");
+        // What a restore wrote back were source bytes; it stored nothing.
+        let back = db.run("back").unwrap().unwrap();
+        assert_eq!((back.source_bytes, back.bytes), (Some(500), 0));
         db.object("BackupPolicy", "p", Utc::now()).unwrap();
         // A stop journalled before phases were recorded may still be under way.
         let journal = db.journal().unwrap();

@@ -314,7 +314,8 @@ mod tests {
                         phase: Phase::Succeeded,
                         start_time: Some(t(3)),
                         completion_time: Some(t(3) + chrono::Duration::seconds(95)),
-                        bytes: Some(1_234_567),
+                        source_bytes: Some(4_404_019),
+                        stored_bytes: Some(1_234_567),
                         downtime_seconds: Some(41.5),
                         archive_id: Some("nextcloud-nightly-20261125T030000Z".into()),
                         message: None,
@@ -379,7 +380,8 @@ status:
     phase: Succeeded
     startTime: 2026-11-25T03:00:00Z
     completionTime: 2026-11-25T03:01:35Z
-    bytes: 1234567
+    sourceBytes: 4404019
+    storedBytes: 1234567
     downtimeSeconds: 41.5
     archiveId: nextcloud-nightly-20261125T030000Z
   archives:

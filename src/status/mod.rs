@@ -11,7 +11,9 @@
 //! - [`redact`]: the last line of defence for safety rule 5 (no secrets in status files).
 //!
 //! Times are written in whole seconds (`2026-11-25T03:00:00Z`): status is for people and
-//! tools polling it, and sub-second noise would only make files churn.
+//! tools polling it, and sub-second noise would only make files churn. Schedule times are
+//! also written in the policy's time zone ([`local_time`]), and durations in milliseconds
+//! at most ([`round_seconds`]).
 
 mod file;
 mod generation;
@@ -19,7 +21,8 @@ mod redact;
 pub mod restored;
 mod state;
 
-use chrono::{DateTime, SubsecRound, Utc};
+use chrono::{DateTime, SecondsFormat, SubsecRound, Utc};
+use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
 
 use crate::spec::Kind;
@@ -74,7 +77,13 @@ pub struct Status {
         with = "rfc3339::option"
     )]
     #[schemars(with = "Option<DateTime<Utc>>")]
+    /// The schedule time of the last scheduled (or caught-up) run. A requested run is not
+    /// one: it shows in `lastRun` only.
     pub last_schedule_time: Option<DateTime<Utc>>,
+    /// `lastScheduleTime` on the wall clock of the policy's `timezone`, with its offset
+    /// (`2026-12-04T02:00:00+01:00`); only for a policy whose zone is not UTC.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_schedule_time_local: Option<String>,
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",
@@ -82,6 +91,9 @@ pub struct Status {
     )]
     #[schemars(with = "Option<DateTime<Utc>>")]
     pub next_schedule_time: Option<DateTime<Utc>>,
+    /// `nextScheduleTime` in the policy's `timezone`, as `lastScheduleTimeLocal`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_schedule_time_local: Option<String>,
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",
@@ -101,6 +113,15 @@ pub struct Status {
     pub last_run: Option<LastRun>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub archives: Option<ArchivesSummary>,
+    /// For an Archive with a `ttl`: when the ttl deletes its archive (the soonest, when it
+    /// has several from earlier generations).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "rfc3339::option"
+    )]
+    #[schemars(with = "Option<DateTime<Utc>>")]
+    pub expires_at: Option<DateTime<Utc>>,
     /// What retention will forget: after the next run, or (with `dryRun`) what it would
     /// have deleted already.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -185,10 +206,13 @@ pub struct LastRun {
     )]
     #[schemars(with = "Option<DateTime<Utc>>")]
     pub completion_time: Option<DateTime<Utc>>,
-    /// Bytes written to the repository.
+    /// Bytes read from the sources (uncompressed file data and dumps).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub bytes: Option<u64>,
-    /// How long the stacks were stopped, summed over stacks.
+    pub source_bytes: Option<u64>,
+    /// Bytes written to the repository (compressed artifacts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stored_bytes: Option<u64>,
+    /// How long the stacks were stopped, summed over stacks, in milliseconds at most.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub downtime_seconds: Option<f64>,
     /// The archive the run produced, when it produced one.
@@ -208,8 +232,9 @@ pub struct LastRun {
 #[serde(rename_all = "camelCase")]
 pub struct ArchivesSummary {
     pub count: u64,
-    /// Archive id of the newest archive, e.g. `nextcloud-nightly-20261125T030000Z`: an id
-    /// rather than a time because it is what `holdfast restore` takes.
+    /// Archive id of the newest archive not dated after now, e.g.
+    /// `nextcloud-nightly-20261125T030000Z`: an id rather than a time because it is what
+    /// `holdfast restore` takes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub newest: Option<String>,
     /// Archive id of the oldest archive.
@@ -223,6 +248,24 @@ pub struct ArchivesSummary {
     /// Archives the run history records but the repository no longer has.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub missing: Vec<String>,
+    /// Archives dated after now (written by a host whose clock was ahead): counted above,
+    /// but never named `newest`, as retention does not take them for the newest either.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub future_dated: Vec<String>,
+}
+
+/// `time` on the wall clock of `zone`, in whole seconds with its offset
+/// (`2026-12-04T02:00:00+01:00`); `None` in UTC, where the UTC field says it all.
+pub fn local_time(time: DateTime<Utc>, zone: Tz) -> Option<String> {
+    (zone != Tz::UTC).then(|| {
+        time.with_timezone(&zone)
+            .to_rfc3339_opts(SecondsFormat::Secs, false)
+    })
+}
+
+/// Seconds rounded to milliseconds: `3.2964814049999998` is written `3.296`.
+pub fn round_seconds(seconds: f64) -> f64 {
+    (seconds * 1000.0).round() / 1000.0
 }
 
 /// One object's status, as it goes into its file.
@@ -408,7 +451,8 @@ mod tests {
                 phase: Phase::Failed,
                 start_time: None,
                 completion_time: None,
-                bytes: None,
+                source_bytes: None,
+                stored_bytes: None,
                 downtime_seconds: None,
                 archive_id: None,
                 message: Some("token: abc123".into()),
@@ -422,5 +466,47 @@ mod tests {
         for secret in ["hunter2", "abc123", "xyz", "s3cr3t"] {
             assert!(!text.contains(secret), "{secret} in {text}");
         }
+    }
+
+    #[test]
+    fn seconds_are_rounded_to_milliseconds() {
+        assert_eq!(round_seconds(3.2964814049999998), 3.296);
+        assert_eq!(round_seconds(0.0004), 0.0);
+        assert_eq!(round_seconds(41.5), 41.5);
+        let run = LastRun {
+            id: "r".into(),
+            phase: Phase::Succeeded,
+            start_time: None,
+            completion_time: None,
+            source_bytes: None,
+            stored_bytes: None,
+            downtime_seconds: Some(round_seconds(3.2964814049999998)),
+            archive_id: None,
+            message: None,
+            warnings: Vec::new(),
+        };
+        let text = serde_yaml_ng::to_string(&run).unwrap();
+        assert!(text.contains("downtimeSeconds: 3.296\n"), "{text}");
+    }
+
+    #[test]
+    fn local_times_in_the_policy_zone_and_none_in_utc() {
+        let berlin: Tz = "Europe/Berlin".parse().unwrap();
+        let winter = Utc.with_ymd_and_hms(2026, 12, 4, 1, 0, 0).unwrap();
+        let summer = Utc.with_ymd_and_hms(2026, 7, 4, 0, 0, 0).unwrap();
+        assert_eq!(
+            local_time(winter, berlin).as_deref(),
+            Some("2026-12-04T02:00:00+01:00")
+        );
+        assert_eq!(
+            local_time(summer, berlin).as_deref(),
+            Some("2026-07-04T02:00:00+02:00")
+        );
+        let subsecond = winter + Duration::milliseconds(1500);
+        assert_eq!(
+            local_time(subsecond, berlin).as_deref(),
+            Some("2026-12-04T02:00:01+01:00")
+        );
+        assert_eq!(local_time(winter, Tz::UTC), None);
     }
 }

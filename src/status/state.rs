@@ -12,8 +12,9 @@ pub enum ObjectState<'a> {
     Invalid { errors: &'a [String] },
     /// A policy with `suspend: true`.
     Suspended,
-    /// A run is in progress.
-    Running { run_id: &'a str },
+    /// A run is in progress; `run` says which, in words ("a requested run started at
+    /// 2026-12-03 07:45:46 UTC").
+    Running { run: &'a str },
     /// Nothing runs, and a run the spec asks for does not start until someone acts:
     /// `reason` names why (e.g. `UnprovenGeneration`), `message` says what to do.
     Blocked { reason: &'a str, message: &'a str },
@@ -68,15 +69,15 @@ pub fn apply_state(status: &mut Status, state: ObjectState<'_>, now: DateTime<Ut
             let message = "suspended: no runs are started while spec.suspend is true";
             set_condition(conditions, READY, true, "Suspended", message, now);
         }
-        ObjectState::Running { run_id } => {
-            let message = format!("run {run_id} is in progress");
+        ObjectState::Running { run } => {
+            let message = format!("{run} is in progress");
             set_condition(conditions, RECONCILING, true, "Running", &message, now);
             let describes_runs = status
                 .conditions
                 .iter()
                 .any(|c| c.type_ == READY && RUN_OUTCOMES.contains(&c.reason.as_str()));
             if !describes_runs {
-                let message = format!("waiting for run {run_id} to finish");
+                let message = format!("waiting for {run} to finish");
                 set_condition(
                     &mut status.conditions,
                     READY,
@@ -192,7 +193,7 @@ mod tests {
                     last_phase: Some(Phase::Failed),
                     message: None,
                 }),
-                ObjectState::Running { run_id: "r2" },
+                ObjectState::Running { run: "run r2" },
                 vec![
                     c(READY, "False", "Failed"),
                     c(RECONCILING, "True", "Running"),
@@ -201,7 +202,7 @@ mod tests {
             (
                 "running replaces a stale InvalidSpec",
                 after(ObjectState::Invalid { errors: &errors }),
-                ObjectState::Running { run_id: "r2" },
+                ObjectState::Running { run: "run r2" },
                 vec![
                     c(READY, "False", "Running"),
                     c(RECONCILING, "True", "Running"),
@@ -210,7 +211,7 @@ mod tests {
             (
                 "first run",
                 fresh(),
-                ObjectState::Running { run_id: "r1" },
+                ObjectState::Running { run: "run r1" },
                 vec![
                     c(READY, "False", "Running"),
                     c(RECONCILING, "True", "Running"),
@@ -218,7 +219,7 @@ mod tests {
             ),
             (
                 "succeeded after running",
-                after(ObjectState::Running { run_id: "r1" }),
+                after(ObjectState::Running { run: "run r1" }),
                 ObjectState::Idle {
                     last_phase: Some(Phase::Succeeded),
                     message: None,
@@ -227,7 +228,7 @@ mod tests {
             ),
             (
                 "failed",
-                after(ObjectState::Running { run_id: "r1" }),
+                after(ObjectState::Running { run: "run r1" }),
                 ObjectState::Idle {
                     last_phase: Some(Phase::Failed),
                     message: Some("pg_dump exited 1"),
@@ -245,7 +246,7 @@ mod tests {
             ),
             (
                 "blocked",
-                after(ObjectState::Running { run_id: "r1" }),
+                after(ObjectState::Running { run: "run r1" }),
                 ObjectState::Blocked {
                     reason: "UnprovenGeneration",
                     message: "bump requested-at to run it",
@@ -309,10 +310,11 @@ mod tests {
         assert_eq!(ready.message, "pg_dump exited 1");
         assert_eq!(ready.last_transition_time, t(0), "was False already");
 
-        apply_state(&mut s, ObjectState::Running { run_id: "r9" }, t(2));
+        let run = "a requested run started at 2026-11-25 03:02:00 UTC";
+        apply_state(&mut s, ObjectState::Running { run }, t(2));
         assert_eq!(
             s.condition(RECONCILING).unwrap().message,
-            "run r9 is in progress"
+            "a requested run started at 2026-11-25 03:02:00 UTC is in progress"
         );
         assert_eq!(s.condition(READY).unwrap().message, "pg_dump exited 1");
     }

@@ -74,7 +74,8 @@ pub fn run(settings: &Settings, args: &GetArgs) -> anyhow::Result<ExitCode> {
                 phase: run.phase,
                 start_time: Some(run.start_time),
                 completion_time: run.completion_time,
-                bytes: run.bytes,
+                // What it wrote back (a restore stores nothing).
+                bytes: run.source_bytes.unwrap_or_default(),
                 error: run.error,
                 restored,
             });

@@ -40,7 +40,12 @@ pub fn run(settings: &Settings, args: &GetArgs) -> anyhow::Result<ExitCode> {
                     age(r.start_time, now),
                 ],
                 vec![
-                    crate::cli::plan::human_bytes(r.bytes),
+                    // A backup's size is what it stored; a restore's, what it wrote back.
+                    crate::cli::plan::human_bytes(if r.kind == "Restore" {
+                        r.source_bytes.unwrap_or_default()
+                    } else {
+                        r.bytes
+                    }),
                     format!("{:.1}s", r.downtime_seconds),
                     r.dry_run.to_string(),
                     or_dash(r.error.clone()),

@@ -355,3 +355,68 @@ fn quiet_and_verbose_are_taken_by_every_command_but_not_together() {
     let both = run(env.holdfast().args(["-q", "-v", "validate"]));
     assert_eq!(both.status.code(), Some(2), "{}", stderr(&both));
 }
+
+/// `holdfast <args>` on a pseudo-terminal (util-linux `script`); returns all it wrote.
+fn on_a_terminal(env: &Env, args: &str) -> String {
+    let command = format!(
+        "{} --specs {} --state {} --repository {} {args}",
+        env!("CARGO_BIN_EXE_holdfast"),
+        env.specs.display(),
+        env.state.display(),
+        env.repository.display()
+    );
+    let out = run(std::process::Command::new("script").args(["-qec", &command, "/dev/null"]));
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    stdout(&out)
+}
+
+#[test]
+#[cfg_attr(skip_docker, ignore = "needs Docker; HOLDFAST_SKIP_DOCKER=1")]
+fn on_a_terminal_the_progress_bar_says_the_phase_and_never_shares_a_line_with_a_log_line() {
+    assert!(docker_available());
+    let _docker = docker_lock();
+    let c = Busybox::start("hflogs", "bar", QUITS_ON_TERM);
+    common::sh_in(&c.name, "head -c 20000000 /dev/urandom > /data/noise");
+    let env = Env::new();
+    policy(&env, "logs-bar", &c.name);
+
+    let screen = on_a_terminal(&env, "backup logs-bar");
+    for phase in [
+        format!("stopping {}", c.name),
+        format!("archiving volumes/{}", c.name),
+        format!("starting {} again", c.name),
+    ] {
+        assert!(
+            screen.contains(&phase),
+            "the bar never said `{phase}`:\n{screen:?}"
+        );
+    }
+    // Each log line starts on a line of its own: at the start, after a line break, or
+    // after the bar's line was cleared.
+    let mut at = 0;
+    while let Some(found) = screen[at..].find("BackupPolicy/logs-bar run=") {
+        let object = at + found;
+        let start = screen[..object].rfind(['\n', '\r']).map_or(0, |i| i + 1);
+        let line = screen[start..object].trim_start_matches("\x1b[2K");
+        assert!(
+            line.starts_with("20") && line.len() < 40,
+            "a log line shares its line with something else: {:?}",
+            &screen[start..object + 40]
+        );
+        at = object + 1;
+    }
+    assert!(at > 0, "no log line:\n{screen:?}");
+    // The bar is cleared before the result is printed, and not drawn after it.
+    let result = screen.find("Succeeded logs-bar-").expect("the result");
+    let before = &screen[..result];
+    assert!(
+        before.ends_with("\r\n") || before.ends_with("\x1b[2K") || before.ends_with('\n'),
+        "the result does not start a clean line: {:?}",
+        &before[before.len().saturating_sub(120)..]
+    );
+    assert!(
+        !screen[result..].contains("writing the"),
+        "the bar was drawn after the result: {:?}",
+        &screen[result..]
+    );
+}

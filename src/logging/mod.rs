@@ -299,8 +299,7 @@ mod tests {
                 .with_filter(EnvFilter::new("info").or(filter_fn(|m| m.is_span()))),
             );
         tracing::subscriber::with_default(subscriber, work);
-        let text = lines.lock().unwrap().clone();
-        text
+        lines.lock().unwrap().clone()
     }
 
     fn a_run() {

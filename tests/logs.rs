@@ -420,3 +420,19 @@ fn on_a_terminal_the_progress_bar_says_the_phase_and_never_shares_a_line_with_a_
         &screen[result..]
     );
 }
+
+#[test]
+fn a_holdfast_log_that_is_no_filter_is_said_so() {
+    let env = Env::new();
+    policy(&env, "said", "nothing-to-stop");
+    let out = run(env
+        .holdfast()
+        .env("HOLDFAST_LOG", "holdfast=loud")
+        .arg("validate"));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("WARN HOLDFAST_LOG=\"holdfast=loud\" is not a log filter"),
+        "{err}"
+    );
+}

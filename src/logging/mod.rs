@@ -33,9 +33,12 @@ pub type Verbosity = i8;
 
 /// Sets up logging; `run_logs` is the folder for per-run log files, if any.
 pub fn init(format: LogFormat, verbosity: Verbosity, run_logs: Option<PathBuf>) {
-    let from_env = std::env::var("HOLDFAST_LOG")
-        .ok()
-        .and_then(|v| EnvFilter::try_new(v).ok());
+    let asked = std::env::var("HOLDFAST_LOG").ok();
+    let parsed = asked.as_deref().map(EnvFilter::try_new);
+    let from_env = match &parsed {
+        Some(Ok(filter)) => Some(filter.clone()),
+        _ => None,
+    };
     let filter = |verbosity: Verbosity| {
         from_env.clone().unwrap_or_else(|| {
             EnvFilter::new(match verbosity {
@@ -72,14 +75,26 @@ pub fn init(format: LogFormat, verbosity: Verbosity, run_logs: Option<PathBuf>) 
             },
             sink: Sink::RunFiles(dir),
         }
-        .with_filter(filter.or(filter_fn(|m| m.is_span())))
+        .with_filter(filter.or(filter_fn(own_span)))
     });
     // A second init (tests calling into the CLI twice) keeps the first subscriber.
     let _ = tracing_subscriber::registry()
-        .with(SpanFields.with_filter(filter_fn(|m| m.is_span())))
-        .with(terminal.with_filter(stderr.or(filter_fn(|m| m.is_span()))))
+        .with(SpanFields.with_filter(filter_fn(own_span)))
+        .with(terminal.with_filter(stderr.or(filter_fn(own_span))))
         .with(runs)
         .try_init();
+    if let (Some(asked), Some(Err(e))) = (asked, parsed) {
+        tracing::warn!(
+            "HOLDFAST_LOG={asked:?} is not a log filter ({e}); logging as -q/-v say. \
+             Examples: `debug`, `holdfast=debug`, `warn,holdfast::executor=trace`"
+        );
+    }
+}
+
+/// holdfast's own spans (`object`, `run`) are kept whatever the level asked, so that
+/// every line logged inside them names what it is about.
+fn own_span(meta: &tracing::Metadata<'_>) -> bool {
+    meta.is_span() && meta.target().starts_with("holdfast")
 }
 
 /// The progress bar on the terminal, if one is shown: log lines are written with it
@@ -278,14 +293,14 @@ mod tests {
         };
         let sink = lines.clone();
         let subscriber = tracing_subscriber::registry()
-            .with(SpanFields.with_filter(filter_fn(|m| m.is_span())))
+            .with(SpanFields.with_filter(filter_fn(own_span)))
             .with(
                 Output {
                     format,
                     options,
                     sink: Sink::Lines(Box::new(move |line| sink.lock().unwrap().push_str(line))),
                 }
-                .with_filter(EnvFilter::new("info").or(filter_fn(|m| m.is_span()))),
+                .with_filter(EnvFilter::new("info").or(filter_fn(own_span))),
             )
             .with(
                 Output {
@@ -296,7 +311,7 @@ mod tests {
                     },
                     sink: Sink::RunFiles(dir.to_path_buf()),
                 }
-                .with_filter(EnvFilter::new("info").or(filter_fn(|m| m.is_span()))),
+                .with_filter(EnvFilter::new("info").or(filter_fn(own_span))),
             );
         tracing::subscriber::with_default(subscriber, work);
         lines.lock().unwrap().clone()

@@ -286,31 +286,8 @@ fn a_backup_logs_json_lines_with_one_key_per_field_and_numbers_as_numbers() {
     let text = backup(&env, "logs-json", &["--log-format", "json"]);
     let mut golden = String::new();
     for line in text.lines() {
-        let parsed: Ordered =
-            serde_json::from_str(line).unwrap_or_else(|e| panic!("{e} in the log line\n{line}"));
-        let Ordered::Object(entries) = &parsed else {
-            panic!("not an object: {line}");
-        };
-        let get = |key: &str| entries.iter().find(|(k, _)| k == key).map(|(_, v)| v);
-        for (key, value) in entries {
-            if key.ends_with("_bytes") || key.ends_with("_seconds") {
-                assert!(
-                    matches!(value, Ordered::Number(_)),
-                    "{key} is not a number in\n{line}"
-                );
-            }
-        }
-        if get("run").is_some() {
-            assert!(
-                matches!(get("name"), Some(Ordered::String(n)) if n == "logs-json"),
-                "{line}"
-            );
-            assert!(
-                matches!(get("kind"), Some(Ordered::String(k)) if k == "BackupPolicy"),
-                "{line}"
-            );
-        }
-        golden.push_str(&normalised_json(&parsed, "", &normalise));
+        let entries = checked_json_line(line, "logs-json");
+        golden.push_str(&normalised_json(&Ordered::Object(entries), "", &normalise));
         golden.push('\n');
     }
     assert!(golden.contains("\"message\":\"run succeeded\""), "{text}");
@@ -435,4 +412,82 @@ fn a_holdfast_log_that_is_no_filter_is_said_so() {
         err.contains("WARN HOLDFAST_LOG=\"holdfast=loud\" is not a log filter"),
         "{err}"
     );
+}
+
+/// Checks one JSON log line: no key twice, sizes and durations as numbers, and inside a
+/// run the kind and name of `policy`. Returns its keys and values.
+fn checked_json_line(line: &str, policy: &str) -> Vec<(String, Ordered)> {
+    let parsed: Ordered =
+        serde_json::from_str(line).unwrap_or_else(|e| panic!("{e} in the log line\n{line}"));
+    let Ordered::Object(entries) = parsed else {
+        panic!("not an object: {line}");
+    };
+    for (key, value) in &entries {
+        if key.ends_with("_bytes") || key.ends_with("_seconds") {
+            assert!(
+                matches!(value, Ordered::Number(_)),
+                "{key} is not a number in\n{line}"
+            );
+        }
+    }
+    let get = |key: &str| entries.iter().find(|(k, _)| k == key).map(|(_, v)| v);
+    if get("kind").is_some() {
+        assert!(
+            matches!(get("name"), Some(Ordered::String(n)) if n == policy),
+            "{line}"
+        );
+        assert!(
+            matches!(get("kind"), Some(Ordered::String(k)) if k == "BackupPolicy"),
+            "{line}"
+        );
+    }
+    entries
+}
+
+#[test]
+#[cfg_attr(skip_docker, ignore = "needs Docker; HOLDFAST_SKIP_DOCKER=1")]
+fn the_daemons_json_lines_keep_the_policy_name_beside_its_object_and_run() {
+    assert!(docker_available());
+    let _docker = docker_lock();
+    let c = Busybox::start("hflogs", "daemon", QUITS_ON_TERM);
+    let env = Env::new();
+    env.spec(
+        "logs-daemon",
+        &format!(
+            "apiVersion: holdfast.dev/v1alpha1\nkind: BackupPolicy\nmetadata:\n  name: logs-daemon\n  annotations: {{holdfast.dev/requested-at: '1'}}\nspec:\n  schedule: '0 3 1 1 *'\n  targets: {{containers: [{}]}}\n  consistency: {{stop: container}}\n",
+            c.name
+        ),
+    );
+    let mut daemon = common::daemon::Daemon::start(env.dir.path(), &["--log-format", "json"]);
+    let log_path = env.dir.path().join("daemon.log");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !fs::read_to_string(&log_path)
+        .unwrap_or_default()
+        .contains("\"message\":\"run finished\"")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no run finished:\n{}",
+            fs::read_to_string(&log_path).unwrap_or_default()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    daemon.signal("TERM");
+    assert_eq!(daemon.wait(std::time::Duration::from_secs(60)), Some(0));
+
+    let log = fs::read_to_string(&log_path).unwrap();
+    let mut in_run = 0;
+    for line in log.lines() {
+        let entries = checked_json_line(line, "logs-daemon");
+        if entries.iter().any(|(k, _)| k == "kind") {
+            in_run += 1;
+            assert!(
+                entries.iter().any(|(k, v)| k == "object"
+                    && matches!(v, Ordered::String(o) if o == "BackupPolicy/logs-daemon")),
+                "{line}"
+            );
+        }
+    }
+    assert!(in_run >= 3, "too few lines of the run:\n{log}");
+    assert!(log.contains("\"message\":\"run succeeded\""), "{log}");
 }

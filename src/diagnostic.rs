@@ -131,7 +131,7 @@ impl Diagnostic {
             column: at.column,
             object: None,
             field: None,
-            message: message.into(),
+            message: one_line(message.into()),
             hint: None,
         }
     }
@@ -149,9 +149,39 @@ impl Diagnostic {
     }
 
     pub fn with_hint(mut self, hint: Option<String>) -> Self {
-        self.hint = hint;
+        self.hint = hint.map(one_line);
         self
     }
+
+    /// How directly the error says what to change, 0 first. An error with a hint (a
+    /// "did you mean", an example) comes before one without, and a missing required
+    /// field comes last: it is often only the echo of a misspelt one ("missing
+    /// `schedule`" beside "unknown field `schedul`, did you mean `schedule`?").
+    fn specificity(&self) -> u8 {
+        match (
+            &self.hint,
+            self.message.starts_with("missing required field"),
+        ) {
+            (Some(_), _) => 0,
+            (None, false) => 1,
+            (None, true) => 2,
+        }
+    }
+}
+
+/// Orders one object's errors so the one a summary shows (a Stalled condition's message,
+/// the first of "(and N more)") is the most specific; otherwise the order is kept.
+pub fn most_specific_first(diagnostics: &mut [Diagnostic]) {
+    diagnostics.sort_by_key(Diagnostic::specificity);
+}
+
+/// Messages are printed one per line, so a line break quoted from a value (a `|` block
+/// scalar ends with one) is shown escaped instead of breaking the line.
+fn one_line(text: String) -> String {
+    if !text.contains(['\n', '\r']) {
+        return text;
+    }
+    text.replace('\r', "\\r").replace('\n', "\\n")
 }
 
 impl fmt::Display for Diagnostic {
@@ -227,6 +257,44 @@ mod tests {
         assert_eq!(closest("schedul", fields), Some("schedule"));
         assert_eq!(closest("Schedule", fields), Some("schedule"));
         assert_eq!(closest("xyz", fields), None);
+    }
+
+    #[test]
+    fn messages_and_hints_stay_on_one_line() {
+        let d = Diagnostic::new(
+            "a.yaml",
+            Position::START,
+            "`Europe/Berlin\n` is not an IANA time zone name",
+        )
+        .with_hint(Some("one\r\ntwo".into()));
+        assert_eq!(
+            d.message,
+            "`Europe/Berlin\\n` is not an IANA time zone name"
+        );
+        assert_eq!(d.hint.as_deref(), Some("one\\r\\ntwo"));
+        assert_eq!(d.to_string().lines().count(), 1);
+    }
+
+    #[test]
+    fn the_most_specific_error_comes_first() {
+        let at = |line| Position { line, column: 3 };
+        let spec = FieldPath::root().key("spec");
+        let mut errors = vec![
+            Diagnostic::new("a.yaml", at(5), "missing required field `schedule`")
+                .with_field(&spec.key("schedule")),
+            Diagnostic::new("a.yaml", at(5), "missing required field `targets`")
+                .with_field(&spec.key("targets")),
+            Diagnostic::new("a.yaml", at(6), "`x` is not one of: a, b"),
+            Diagnostic::new("a.yaml", at(7), "unknown field `schedul`")
+                .with_hint(Some("did you mean `schedule`?".into())),
+            Diagnostic::new("a.yaml", at(8), "unknown field `targt`")
+                .with_hint(Some("did you mean `targets`?".into())),
+        ];
+        most_specific_first(&mut errors);
+        let order: Vec<usize> = errors.iter().map(|d| d.line).collect();
+        // Hinted first, then plain, then missing fields; each group in its own order.
+        assert_eq!(order, [7, 8, 6, 5, 5]);
+        assert_eq!(errors[3].message, "missing required field `schedule`");
     }
 
     #[test]

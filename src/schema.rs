@@ -118,13 +118,79 @@ pub fn render(kind: Kind) -> String {
     text
 }
 
-/// Writes every kind's schema into `dir`.
+/// The file of the schema that takes any kind, for files holding several kinds.
+pub const ANY_KIND_FILE: &str = "holdfast.schema.json";
+
+/// The schema of any holdfast object: each kind's schema under `$defs`, chosen by `kind`.
+/// Editors apply one schema to every document of a file, so a file holding a BackupPolicy,
+/// an Archive and a Restore points at this one.
+pub fn any_kind() -> Value {
+    let mut defs = serde_json::Map::new();
+    let mut cases = Vec::new();
+    for kind in Kind::ALL {
+        let name = kind.as_str();
+        let mut schema = for_kind(kind).clone();
+        if let Some(map) = schema.as_object_mut() {
+            map.remove("$schema");
+        }
+        rebase_refs(&mut schema, &format!("#/$defs/{name}/$defs/"));
+        defs.insert(name.to_string(), schema);
+        cases.push(json!({
+            "if": {"properties": {"kind": {"const": name}}, "required": ["kind"]},
+            "then": {"$ref": format!("#/$defs/{name}")},
+        }));
+    }
+    let kinds: Vec<&str> = Kind::ALL.iter().map(|k| k.as_str()).collect();
+    json!({
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "holdfast object",
+        "description": "Any holdfast object; the schema of its `kind` applies. For spec files \
+            holding several kinds in `---`-separated documents.",
+        "type": "object",
+        "required": ["apiVersion", "kind"],
+        "properties": {
+            "kind": {"description": "The kind of object.", "enum": kinds},
+        },
+        "allOf": cases,
+        "$defs": defs,
+    })
+}
+
+/// Points a kind's local references (`#/$defs/Name`) at its place inside another schema.
+fn rebase_refs(node: &mut Value, base: &str) {
+    match node {
+        Value::Object(map) => {
+            if let Some(Value::String(r)) = map.get_mut("$ref") {
+                if let Some(name) = r.strip_prefix("#/$defs/") {
+                    *r = format!("{base}{name}");
+                }
+            }
+            map.values_mut().for_each(|v| rebase_refs(v, base));
+        }
+        Value::Array(items) => items.iter_mut().for_each(|v| rebase_refs(v, base)),
+        _ => {}
+    }
+}
+
+/// Every schema file holdfast writes, by file name, with its exact text.
+pub fn files() -> Vec<(String, String)> {
+    let mut files: Vec<(String, String)> = Kind::ALL
+        .into_iter()
+        .map(|kind| (file_name(kind), render(kind)))
+        .collect();
+    let mut any = serde_json::to_string_pretty(&any_kind()).unwrap_or_default();
+    any.push('\n');
+    files.push((ANY_KIND_FILE.to_string(), any));
+    files
+}
+
+/// Writes every schema file into `dir`.
 pub fn write_all(dir: &Path) -> std::io::Result<Vec<std::path::PathBuf>> {
     std::fs::create_dir_all(dir)?;
     let mut written = Vec::new();
-    for kind in Kind::ALL {
-        let path = dir.join(file_name(kind));
-        crate::fsutil::write_atomic(&path, render(kind).as_bytes())?;
+    for (name, text) in files() {
+        let path = dir.join(name);
+        crate::fsutil::write_atomic(&path, text.as_bytes())?;
         written.push(path);
     }
     Ok(written)
@@ -132,11 +198,10 @@ pub fn write_all(dir: &Path) -> std::io::Result<Vec<std::path::PathBuf>> {
 
 /// Which committed schema files in `dir` differ from what the code generates.
 pub fn stale_files(dir: &Path) -> Vec<std::path::PathBuf> {
-    Kind::ALL
+    files()
         .into_iter()
-        .map(|kind| dir.join(file_name(kind)))
-        .zip(Kind::ALL)
-        .filter(|(path, kind)| std::fs::read_to_string(path).ok() != Some(render(*kind)))
+        .map(|(name, text)| (dir.join(name), text))
+        .filter(|(path, text)| std::fs::read_to_string(path).ok().as_ref() != Some(text))
         .map(|(path, _)| path)
         .collect()
 }
@@ -223,6 +288,76 @@ mod tests {
             assert_eq!(schema["properties"]["apiVersion"]["const"], API_VERSION);
             let _ = validator(kind);
         }
+    }
+
+    #[test]
+    fn every_example_validates_against_the_schema_its_first_line_names() {
+        // Editors apply a file's `$schema` line to every document in it.
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let mut checked = 0;
+        for folder in ["examples/specs", "examples/gallery", "specs"] {
+            let Ok(entries) = std::fs::read_dir(root.join(folder)) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let path = entry.path();
+                let text = std::fs::read_to_string(&path).unwrap_or_default();
+                let Some(schema) = text
+                    .lines()
+                    .next()
+                    .and_then(|l| l.strip_prefix("# yaml-language-server: $schema="))
+                else {
+                    continue;
+                };
+                let name = schema.rsplit('/').next().unwrap_or_default();
+                let (_, schema_text) = files()
+                    .into_iter()
+                    .find(|(file, _)| file == name)
+                    .unwrap_or_else(|| panic!("{}: no schema file {name}", path.display()));
+                let schema: Value = serde_json::from_str(&schema_text).expect("schema JSON");
+                let validator = jsonschema::validator_for(&schema).expect("it compiles");
+                for doc in text.split("\n---\n") {
+                    let value: Value = serde_yaml_ng::from_str(doc).expect("each document is YAML");
+                    let errors: Vec<String> = validator
+                        .iter_errors(&value)
+                        .map(|e| e.to_string())
+                        .collect();
+                    assert!(
+                        errors.is_empty(),
+                        "{} ({}): {errors:?}",
+                        path.display(),
+                        value["kind"]
+                    );
+                    checked += 1;
+                }
+            }
+        }
+        assert!(checked >= 6, "only {checked} documents found");
+    }
+
+    #[test]
+    fn the_any_kind_schema_checks_each_document_by_its_kind() {
+        let validator = jsonschema::validator_for(&any_kind()).expect("it compiles");
+        let policy = json!({
+            "apiVersion": API_VERSION, "kind": "BackupPolicy",
+            "metadata": {"name": "a"},
+            "spec": {"schedule": "@daily", "targets": {"stacks": ["a"]}},
+        });
+        assert!(
+            validator.is_valid(&policy),
+            "{:?}",
+            validator
+                .iter_errors(&policy)
+                .map(|e| e.to_string())
+                .collect::<Vec<_>>()
+        );
+        // A Restore's field in a policy is refused, as is an unknown kind.
+        let mut wrong = policy.clone();
+        wrong["spec"]["from"] = json!({"policy": "x"});
+        assert!(!validator.is_valid(&wrong));
+        let mut wrong = policy;
+        wrong["kind"] = json!("Nonsense");
+        assert!(!validator.is_valid(&wrong));
     }
 
     #[test]

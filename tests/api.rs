@@ -547,4 +547,39 @@ fn off_loopback_the_api_needs_a_token() {
         200
     );
     assert_eq!(get(&addr, "/healthz").status, 200);
+
+    // The 401 says which header to send, never redacted, and never echoes a token.
+    let refused = request(&addr, "GET", "/api/v1/policies", Some("wrong-guess"));
+    let error = refused.json()["error"].as_str().unwrap().to_string();
+    assert!(error.contains("`Authorization: Bearer <token>`"), "{error}");
+    assert!(!refused.body.contains("wrong-guess") && !refused.body.contains("correct-horse"));
+
+    // Every refusal is the same JSON shape, whatever refused it.
+    for (path, status) in [
+        ("/api/v1/policies?limit=1&limit=2", 400),
+        ("/api/v1/backups?name=a&name=b", 400),
+        ("/api/v1/policies/%FF", 400),
+        ("/api/v1/nowhere", 404),
+    ] {
+        let answer = request(&addr, "GET", path, Some("correct-horse"));
+        assert_eq!(answer.status, status, "{path}: {}", answer.body);
+        assert!(
+            answer
+                .head
+                .to_lowercase()
+                .contains("content-type: application/json"),
+            "{path}: {}",
+            answer.head
+        );
+        let body = answer.json();
+        assert!(
+            body.as_object().is_some_and(|o| o.len() == 1) && body["error"].is_string(),
+            "{path}: {body}"
+        );
+    }
+    // The backups under their own name, and the catalog as before.
+    let backups = request(&addr, "GET", "/api/v1/backups", Some("correct-horse"));
+    assert_eq!(backups.status, 200);
+    let catalog = request(&addr, "GET", "/api/v1/catalog", Some("correct-horse"));
+    assert_eq!(backups.json(), catalog.json());
 }

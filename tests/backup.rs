@@ -196,6 +196,12 @@ fn a_running_stack_is_archived_whole_and_its_dumps_restore() {
             "{path:?}"
         );
     }
+    // The log names each dump as the file it wrote, extension and all.
+    let log = stderr(&out);
+    for a in artifacts(&manifest).iter().filter(|a| a["kind"] == "dump") {
+        let path = a["path"].as_str().unwrap();
+        assert!(log.contains(path), "the log does not name {path}:\n{log}");
+    }
     assert!(archive.parent().unwrap().read_dir().unwrap().all(|e| {
         !e.unwrap()
             .file_name()

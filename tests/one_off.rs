@@ -445,16 +445,25 @@ fn run_history_and_logs_are_bounded_and_keep_the_runs_of_existing_archives() {
     for _ in 0..5 {
         backup(&env, "hist", &["--history-limit", "3"]);
     }
-    // Dry runs write no archive: they count against the limit alone.
+    // Failed runs write no archive: they count against the limit alone. (Dry runs are
+    // not recorded at all.) The policy now names a volume that does not exist.
+    let gone = format!("{}-gone", volume.0);
+    policy(&env, "hist", &gone, "  retention: {keepLast: 2}\n");
     for _ in 0..3 {
-        backup(&env, "hist", &["--dry-run", "--history-limit", "3"]);
+        let out = run(env
+            .holdfast()
+            .args(["backup", "hist", "--history-limit", "3"]));
+        assert!(!out.status.success(), "{}", stdout(&out));
     }
-    // The three newest runs (the dry runs), and the runs of the two archives retention
+    // The three newest runs (the failed ones), and the runs of the two archives retention
     // kept; the other five are forgotten with their logs.
     let runs = json(&env, &["get", "runs"]);
     let runs = runs.as_array().unwrap();
     assert_eq!(runs.len(), 5, "{runs:#?}");
-    assert!(runs[..3].iter().all(|r| r["dryRun"] == true), "{runs:#?}");
+    assert!(
+        runs[..3].iter().all(|r| r["phase"] == "Failed"),
+        "{runs:#?}"
+    );
     let kept = archives(&env, "hist");
     assert_eq!(kept.len(), 2);
     for id in &kept {
@@ -477,9 +486,9 @@ fn run_history_and_logs_are_bounded_and_keep_the_runs_of_existing_archives() {
     // The environment variable sets it too; 0 keeps every run.
     let out = run(env
         .holdfast()
-        .args(["backup", "hist", "--dry-run"])
+        .args(["backup", "hist"])
         .env("HOLDFAST_HISTORY_LIMIT", "0"));
-    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!out.status.success(), "{}", stdout(&out));
     let runs = json(&env, &["get", "runs"]);
     assert_eq!(runs.as_array().unwrap().len(), 6, "{runs:#}");
 }

@@ -3,9 +3,11 @@
 //!
 //! ```text
 //! # expect: LINE:COLUMN FIELD | MESSAGE
+//! # expect: LINE:COLUMN FIELD | MESSAGE | hint: HINT
 //! ```
 //!
-//! (`-` for an error that concerns no single field). A fixture that is a folder is
+//! (`-` for an error that concerns no single field; an error with a hint must expect it).
+//! Every error prints on one line. A fixture that is a folder is
 //! validated as a whole, and each of its files carries its own expectations.
 
 use std::collections::BTreeSet;
@@ -21,6 +23,7 @@ struct Expected {
     column: usize,
     field: String,
     message: String,
+    hint: Option<String>,
 }
 
 fn fixtures_dir() -> PathBuf {
@@ -33,6 +36,10 @@ fn expectations(file: &Path) -> Vec<Expected> {
         .filter_map(|l| l.strip_prefix("# expect: "))
         .map(|rest| {
             let (place, message) = rest.split_once(" | ").expect("expect line has ' | '");
+            let (message, hint) = match message.split_once(" | hint: ") {
+                Some((message, hint)) => (message, Some(hint.to_string())),
+                None => (message, None),
+            };
             let (pos, field) = place.split_once(' ').expect("expect line has a field");
             let (line, column) = pos.split_once(':').expect("expect line has LINE:COLUMN");
             Expected {
@@ -41,6 +48,7 @@ fn expectations(file: &Path) -> Vec<Expected> {
                 column: column.parse().unwrap(),
                 field: field.to_string(),
                 message: message.to_string(),
+                hint,
             }
         })
         .collect()
@@ -65,12 +73,20 @@ fn actual(path: &Path) -> BTreeSet<Expected> {
     validate_paths(&[path.to_path_buf()])
         .diagnostics()
         .into_iter()
-        .map(|d| Expected {
-            file: d.file.clone(),
-            line: d.line,
-            column: d.column,
-            field: d.field.clone().unwrap_or_else(|| "-".into()),
-            message: d.message.replace(&root, ""),
+        .map(|d| {
+            let printed = d.to_string();
+            assert!(
+                !printed.contains(['\n', '\r']),
+                "an error breaks the one-per-line format: {printed:?}"
+            );
+            Expected {
+                file: d.file.clone(),
+                line: d.line,
+                column: d.column,
+                field: d.field.clone().unwrap_or_else(|| "-".into()),
+                message: d.message.replace(&root, ""),
+                hint: d.hint.clone(),
+            }
         })
         .collect()
 }

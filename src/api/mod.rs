@@ -70,7 +70,7 @@ pub fn router(app: AppState) -> Router {
         router = router.route(route.path, route.handler);
     }
     router
-        .fallback(|| async { routes::error(StatusCode::NOT_FOUND, "no such route") })
+        .fallback(|| async { routes::fixed_error(StatusCode::NOT_FOUND, routes::NO_SUCH_ROUTE) })
         .layer(axum::middleware::from_fn_with_state(app.clone(), guard))
         .with_state(app)
 }
@@ -88,9 +88,9 @@ async fn guard(State(app): State<AppState>, request: Request, next: Next) -> Res
             .and_then(|v| v.strip_prefix("Bearer "))
             .unwrap_or("");
         if !same(given.as_bytes(), token.as_bytes()) {
-            let mut response = routes::error(
+            let mut response = routes::fixed_error(
                 StatusCode::UNAUTHORIZED,
-                "a bearer token is required: Authorization: Bearer <token>",
+                "a bearer token is required: send the header `Authorization: Bearer <token>` with the token of --api-token-file",
             );
             response.headers_mut().insert(
                 header::WWW_AUTHENTICATE,

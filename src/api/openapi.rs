@@ -8,9 +8,11 @@ use super::routes::{ApiError, Body, In, Route};
 
 fn status_text(code: u16) -> &'static str {
     match code {
-        400 => "The request's parameters are wrong; `error` says which.",
+        400 => {
+            "The request's parameters are wrong (a bad value, a parameter given twice); `error` says which."
+        }
         401 => "A bearer token is required (`--api-token-file`).",
-        404 => "No such object or run.",
+        404 => "No such object, run or route.",
         405 => "Only GET and HEAD are allowed: the API is read-only.",
         500 => "holdfast could not read its own state.",
         503 => "Not ready, or Docker is unreachable.",
@@ -75,17 +77,16 @@ pub fn document(routes: &[Route]) -> Value {
                 }),
             );
         }
-        paths.insert(
-            route.path.to_string(),
-            json!({
-                "get": {
-                    "operationId": route.operation_id,
-                    "summary": route.summary,
-                    "parameters": parameters,
-                    "responses": responses,
-                }
-            }),
-        );
+        let mut get = json!({
+            "operationId": route.operation_id,
+            "summary": route.summary,
+            "parameters": parameters,
+            "responses": responses,
+        });
+        if let Some(description) = route.description {
+            get["description"] = json!(description);
+        }
+        paths.insert(route.path.to_string(), json!({ "get": get }));
     }
     let schemas: Map<String, Value> = generator.take_definitions(true).into_iter().collect();
     json!({
@@ -93,7 +94,7 @@ pub fn document(routes: &[Route]) -> Value {
         "info": {
             "title": "holdfast",
             "version": env!("CARGO_PKG_VERSION"),
-            "description": "The read-only state API of the holdfast daemon: specs with their status, runs and their logs, Docker stacks, the repository catalog, and live events. Every method but GET and HEAD is refused with 405; secrets never appear in a response.",
+            "description": "The read-only state API of the holdfast daemon: specs with their status, runs and their logs, Docker stacks, the backups in the repository (/api/v1/backups; /api/v1/archives lists Archive specs), and live events. Every method but GET and HEAD is refused with 405, and every refusal is a JSON `{\"error\": ...}` body; secrets never appear in a response.",
         },
         "paths": paths,
         "components": {

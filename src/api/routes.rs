@@ -4,7 +4,8 @@
 use std::convert::Infallible;
 use std::time::Duration;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -49,6 +50,8 @@ pub struct Route {
     pub path: &'static str,
     pub operation_id: &'static str,
     pub summary: &'static str,
+    /// More than the summary: where a route stands among the others.
+    pub description: Option<&'static str>,
     pub params: Vec<Param>,
     pub body: Body,
     /// The error statuses it can answer besides 401 and 405, with `{"error": ...}`.
@@ -95,6 +98,18 @@ fn page_params() -> Vec<Param> {
     ]
 }
 
+/// Archive is a kind of spec (a one-off backup request); the archives it and the
+/// policies wrote are listed elsewhere, and the names invite the confusion.
+const ARCHIVE_SPECS_NOT_BACKUPS: &str = "Archive objects are specs: each asks for one backup outside any schedule, like a BackupPolicy asks for recurring ones. The backups in the repository (what these specs and the policies wrote) are listed under /api/v1/backups.";
+
+fn catalog_name_param() -> Param {
+    query_param(
+        "name",
+        "Only backups of this policy or Archive.",
+        serde_json::json!({"type": "string"}),
+    )
+}
+
 /// Every route of the server.
 pub fn routes() -> Vec<Route> {
     vec![
@@ -102,6 +117,7 @@ pub fn routes() -> Vec<Route> {
             path: "/healthz",
             operation_id: "healthz",
             summary: "The process is alive.",
+            description: None,
             params: vec![],
             body: Body::Text("text/plain; charset=utf-8"),
             errors: &[],
@@ -112,6 +128,7 @@ pub fn routes() -> Vec<Route> {
             path: "/readyz",
             operation_id: "readyz",
             summary: "Specs loaded, Docker reachable, state database open (503 otherwise).",
+            description: None,
             params: vec![],
             body: Body::Json(schema::<Readiness>),
             errors: &[],
@@ -122,6 +139,7 @@ pub fn routes() -> Vec<Route> {
             path: "/metrics",
             operation_id: "metrics",
             summary: "Prometheus metrics in the OpenMetrics text format.",
+            description: None,
             params: vec![],
             body: Body::Text(crate::metrics::CONTENT_TYPE),
             errors: &[],
@@ -132,6 +150,7 @@ pub fn routes() -> Vec<Route> {
             path: "/api/v1/openapi.json",
             operation_id: "openapi",
             summary: "This document.",
+            description: None,
             params: vec![],
             body: Body::Json(schema::<serde_json::Value>),
             errors: &[],
@@ -142,6 +161,7 @@ pub fn routes() -> Vec<Route> {
             path: "/api/v1/policies",
             operation_id: "listPolicies",
             summary: "BackupPolicy objects with spec and status, by name.",
+            description: None,
             params: page_params(),
             body: Body::Json(schema::<ObjectList<crate::spec::policy::BackupPolicySpec>>),
             errors: &[400],
@@ -152,6 +172,7 @@ pub fn routes() -> Vec<Route> {
             path: "/api/v1/policies/{name}",
             operation_id: "getPolicy",
             summary: "One BackupPolicy with spec and status.",
+            description: None,
             params: vec![path_param("name", "The policy's name.")],
             body: Body::Json(schema::<ObjectItem<crate::spec::policy::BackupPolicySpec>>),
             errors: &[404],
@@ -162,6 +183,7 @@ pub fn routes() -> Vec<Route> {
             path: "/api/v1/archives",
             operation_id: "listArchives",
             summary: "Archive objects (one-off backups) with spec and status, by name.",
+            description: Some(ARCHIVE_SPECS_NOT_BACKUPS),
             params: page_params(),
             body: Body::Json(schema::<ObjectList<crate::spec::archive::ArchiveSpec>>),
             errors: &[400],
@@ -172,6 +194,7 @@ pub fn routes() -> Vec<Route> {
             path: "/api/v1/archives/{name}",
             operation_id: "getArchive",
             summary: "One Archive object with spec and status.",
+            description: Some(ARCHIVE_SPECS_NOT_BACKUPS),
             params: vec![path_param("name", "The Archive's name.")],
             body: Body::Json(schema::<ObjectItem<crate::spec::archive::ArchiveSpec>>),
             errors: &[404],
@@ -182,6 +205,7 @@ pub fn routes() -> Vec<Route> {
             path: "/api/v1/restores",
             operation_id: "listRestores",
             summary: "Restore objects with spec and status, by name.",
+            description: None,
             params: page_params(),
             body: Body::Json(schema::<ObjectList<crate::spec::restore::RestoreSpec>>),
             errors: &[400],
@@ -192,6 +216,7 @@ pub fn routes() -> Vec<Route> {
             path: "/api/v1/restores/{name}",
             operation_id: "getRestore",
             summary: "One Restore object with spec and status.",
+            description: None,
             params: vec![path_param("name", "The Restore's name.")],
             body: Body::Json(schema::<ObjectItem<crate::spec::restore::RestoreSpec>>),
             errors: &[404],
@@ -202,6 +227,7 @@ pub fn routes() -> Vec<Route> {
             path: "/api/v1/runs",
             operation_id: "listRuns",
             summary: "Runs, newest first, filtered and paged.",
+            description: None,
             params: vec![
                 query_param(
                     "policy",
@@ -238,6 +264,7 @@ pub fn routes() -> Vec<Route> {
             path: "/api/v1/runs/{id}",
             operation_id: "getRun",
             summary: "One run.",
+            description: None,
             params: vec![path_param("id", "The run id.")],
             body: Body::Json(schema::<RunRecord>),
             errors: &[404],
@@ -248,6 +275,7 @@ pub fn routes() -> Vec<Route> {
             path: "/api/v1/runs/{id}/log",
             operation_id: "getRunLog",
             summary: "A run's log, whole or from a line number on.",
+            description: None,
             params: vec![
                 path_param("id", "The run id."),
                 query_param(
@@ -265,6 +293,7 @@ pub fn routes() -> Vec<Route> {
             path: "/api/v1/runs/{id}/log/follow",
             operation_id: "followRunLog",
             summary: "A run's log as server-sent events (`line`), from a line number, until the run ends (`end`).",
+            description: None,
             params: vec![
                 path_param("id", "The run id."),
                 query_param(
@@ -282,6 +311,7 @@ pub fn routes() -> Vec<Route> {
             path: "/api/v1/stacks",
             operation_id: "listStacks",
             summary: "Compose stacks Docker reports now, with their containers and mounts.",
+            description: None,
             params: vec![],
             body: Body::Json(schema::<ItemList<crate::docker::Stack>>),
             errors: &[503],
@@ -289,16 +319,28 @@ pub fn routes() -> Vec<Route> {
             handler: get(stacks),
         },
         Route {
+            path: "/api/v1/backups",
+            operation_id: "listBackups",
+            summary: "Every backup (archive) in the repository, with its health, oldest first per group.",
+            description: Some(
+                "The backups themselves: what every BackupPolicy and Archive object wrote, read from the repository, Missing ones included. The objects that ask for backups are under /api/v1/policies and /api/v1/archives (Archive specs, not backups). /api/v1/catalog is the same list under its older name.",
+            ),
+            params: vec![catalog_name_param()],
+            body: Body::Json(schema::<ItemList<crate::repo::catalog::Entry>>),
+            errors: &[400, 500],
+            unavailable_same_body: false,
+            handler: get(catalog),
+        },
+        Route {
             path: "/api/v1/catalog",
             operation_id: "listCatalog",
-            summary: "Every archive in the repository, with its health, oldest first per group.",
-            params: vec![query_param(
-                "name",
-                "Only archives of this policy or Archive.",
-                serde_json::json!({"type": "string"}),
-            )],
+            summary: "The same as /api/v1/backups, under its older name.",
+            description: Some(
+                "An alias of /api/v1/backups, kept for existing clients: every backup in the repository. Not to be confused with /api/v1/archives, which lists Archive specs.",
+            ),
+            params: vec![catalog_name_param()],
             body: Body::Json(schema::<ItemList<crate::repo::catalog::Entry>>),
-            errors: &[500],
+            errors: &[400, 500],
             unavailable_same_body: false,
             handler: get(catalog),
         },
@@ -306,6 +348,7 @@ pub fn routes() -> Vec<Route> {
             path: "/api/v1/events",
             operation_id: "events",
             summary: "Server-sent events: run started, progress, finished; status changed. The SSE event name is the `type`.",
+            description: None,
             params: vec![],
             body: Body::EventStream(schema::<Event>),
             errors: &[],
@@ -405,6 +448,73 @@ impl IntoResponse for Failure {
     }
 }
 
+/// The answer to a path no route has.
+pub const NO_SUCH_ROUTE: &str = "no such route; /api/v1/openapi.json lists the routes";
+
+/// An error answer whose text is fixed, not redacted: it holds no user data, and
+/// redaction would hide its own advice (`Authorization: Bearer <token>`).
+pub fn fixed_error(status: StatusCode, message: &'static str) -> Response {
+    let body = serde_json::to_vec(&ApiError {
+        error: message.to_string(),
+    })
+    .unwrap_or_default();
+    json(status, Bytes::from(body))
+}
+
+/// The query string as [`Query`] reads it, refused with the API's JSON error body (axum's
+/// own rejection is plain text), so every refusal has the same shape.
+pub struct ApiQuery<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for ApiQuery<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Response> {
+        match Query::<T>::from_request_parts(parts, state).await {
+            Ok(Query(value)) => Ok(ApiQuery(value)),
+            Err(rejection) => {
+                let text = rejection.body_text();
+                let detail = text
+                    .strip_prefix("Failed to deserialize query string: ")
+                    .unwrap_or(&text);
+                let advice = if detail.contains("duplicate field") {
+                    "; give each parameter at most once"
+                } else {
+                    ""
+                };
+                Err(error(
+                    rejection.status(),
+                    format!("the query string is not understood: {detail}{advice}"),
+                ))
+            }
+        }
+    }
+}
+
+/// A path parameter as [`Path`] reads it, refused with the API's JSON error body.
+pub struct ApiPath<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for ApiPath<T>
+where
+    T: serde::de::DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Response> {
+        match Path::<T>::from_request_parts(parts, state).await {
+            Ok(Path(value)) => Ok(ApiPath(value)),
+            Err(rejection) => Err(error(
+                rejection.status(),
+                format!("the path is not understood: {}", rejection.body_text()),
+            )),
+        }
+    }
+}
+
 /// An error answer: a status and `{"error": "..."}`.
 pub fn error(status: StatusCode, message: impl Into<String>) -> Response {
     json(
@@ -496,7 +606,11 @@ fn parse_limit(text: Option<&str>, default: usize, max: usize) -> Result<usize, 
     }
 }
 
-async fn list(State(app): State<AppState>, Query(q): Query<PageQuery>, kind: Kind) -> Response {
+async fn list(
+    State(app): State<AppState>,
+    ApiQuery(q): ApiQuery<PageQuery>,
+    kind: Kind,
+) -> Response {
     let snapshot = app.hub.snapshot();
     let collection = snapshot.collection(kind);
     if q.limit.is_none() && q.after.is_none() {
@@ -509,7 +623,7 @@ async fn list(State(app): State<AppState>, Query(q): Query<PageQuery>, kind: Kin
     json(StatusCode::OK, collection.page(q.after.as_deref(), limit))
 }
 
-async fn one(State(app): State<AppState>, Path(name): Path<String>, kind: Kind) -> Response {
+async fn one(State(app): State<AppState>, ApiPath(name): ApiPath<String>, kind: Kind) -> Response {
     match app.hub.snapshot().collection(kind).get(&name) {
         Some(body) => json(StatusCode::OK, body.clone()),
         None => error(
@@ -528,7 +642,7 @@ struct RunsQuery {
     before: Option<String>,
 }
 
-async fn runs(State(app): State<AppState>, Query(q): Query<RunsQuery>) -> Response {
+async fn runs(State(app): State<AppState>, ApiQuery(q): ApiQuery<RunsQuery>) -> Response {
     let limit = match parse_limit(q.limit.as_deref(), 50, MAX_RUNS) {
         Ok(n) => n,
         Err(e) => return e.into_response(),
@@ -600,7 +714,7 @@ fn find_run(app: &AppState, id: &str) -> Result<RunRecord, Failure> {
     }
 }
 
-async fn run(State(app): State<AppState>, Path(id): Path<String>) -> Response {
+async fn run(State(app): State<AppState>, ApiPath(id): ApiPath<String>) -> Response {
     match find_run(&app, &id) {
         Ok(run) => json(StatusCode::OK, to_body(&run)),
         Err(e) => e.into_response(),
@@ -661,8 +775,8 @@ fn read_complete_lines(app: &AppState, run: &RunRecord, offset: u64) -> (Vec<Str
 
 async fn run_log(
     State(app): State<AppState>,
-    Path(id): Path<String>,
-    Query(q): Query<LogQuery>,
+    ApiPath(id): ApiPath<String>,
+    ApiQuery(q): ApiQuery<LogQuery>,
 ) -> Response {
     let from = match parse_from(q.from.as_deref()) {
         Ok(n) => n,
@@ -698,8 +812,8 @@ fn sse_data<T: Serialize>(name: &str, value: &T) -> SseEvent {
 
 async fn follow_log(
     State(app): State<AppState>,
-    Path(id): Path<String>,
-    Query(q): Query<LogQuery>,
+    ApiPath(id): ApiPath<String>,
+    ApiQuery(q): ApiQuery<LogQuery>,
 ) -> Response {
     let from = match parse_from(q.from.as_deref()) {
         Ok(n) => n,
@@ -807,7 +921,7 @@ struct CatalogQuery {
     name: Option<String>,
 }
 
-async fn catalog(State(app): State<AppState>, Query(q): Query<CatalogQuery>) -> Response {
+async fn catalog(State(app): State<AppState>, ApiQuery(q): ApiQuery<CatalogQuery>) -> Response {
     let read = tokio::task::spawn_blocking(move || {
         // The daemon's catalog when there is one: a request reads no manifest.
         let mut entries = match app.hub.catalog() {

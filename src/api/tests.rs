@@ -191,7 +191,7 @@ async fn objects_page_and_missing_ones_are_404() {
     assert_eq!(body, json!({"items": [], "total": 0, "next": null}));
     let (status, body) = get(&f.app, "/nowhere").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
-    assert_eq!(body["error"], "no such route");
+    assert_eq!(body["error"], routes::NO_SUCH_ROUTE);
 }
 
 #[tokio::test]
@@ -432,7 +432,7 @@ async fn the_openapi_document_covers_every_route_and_matches_the_answers() {
             continue;
         }
         let (status, body) = get(&f.app, &uri).await;
-        assert_ne!(body["error"], "no such route", "{uri}");
+        assert_ne!(body["error"], routes::NO_SUCH_ROUTE, "{uri}");
         let code = status.as_u16().to_string();
         let content = &op["responses"][&code]["content"];
         assert!(content.is_object(), "{uri}: {code} is not documented");
@@ -466,4 +466,132 @@ fn object_schemas_describe_what_the_reconciler_publishes() {
     let mut bad = item.clone();
     bad["status"]["lastRun"]["phase"] = json!("Done");
     assert!(!v.is_valid(&bad));
+}
+
+/// Status, content type and body of a GET.
+async fn get_raw(app: &AppState, uri: &str) -> (StatusCode, String, Value) {
+    let request = Request::builder().uri(uri).body(Body::empty()).unwrap();
+    let response = router(app.clone()).oneshot(request).await.unwrap();
+    let status = response.status();
+    let content_type = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    let body = body_bytes(response).await;
+    let value = serde_json::from_slice(&body)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into_owned()));
+    (status, content_type, value)
+}
+
+/// `{"error": "<text>"}` and nothing else.
+fn error_text(body: &Value) -> &str {
+    let object = body
+        .as_object()
+        .unwrap_or_else(|| panic!("not JSON: {body}"));
+    assert_eq!(object.len(), 1, "{body}");
+    object["error"].as_str().unwrap_or_else(|| panic!("{body}"))
+}
+
+#[tokio::test]
+async fn every_refusal_has_the_same_json_shape() {
+    let f = fixture(None);
+    let cases = [
+        (
+            "/api/v1/policies?limit=1&limit=2",
+            StatusCode::BAD_REQUEST,
+            "duplicate field `limit`",
+        ),
+        (
+            "/api/v1/runs?phase=Failed&phase=Succeeded",
+            StatusCode::BAD_REQUEST,
+            "duplicate field `phase`",
+        ),
+        (
+            "/api/v1/backups?name=a&name=b",
+            StatusCode::BAD_REQUEST,
+            "duplicate field `name`",
+        ),
+        (
+            "/api/v1/runs/a-0/log?from=1&from=2",
+            StatusCode::BAD_REQUEST,
+            "duplicate field `from`",
+        ),
+        (
+            "/api/v1/policies?limit=x",
+            StatusCode::BAD_REQUEST,
+            "limit:",
+        ),
+        (
+            "/api/v1/policies/%FF",
+            StatusCode::BAD_REQUEST,
+            "the path is not understood",
+        ),
+        (
+            "/api/v1/policies/nope",
+            StatusCode::NOT_FOUND,
+            "no BackupPolicy named",
+        ),
+        ("/api/v1/nowhere", StatusCode::NOT_FOUND, "no such route"),
+        ("/api/v2/policies", StatusCode::NOT_FOUND, "openapi.json"),
+    ];
+    for (uri, expected, text) in cases {
+        let (status, content_type, body) = get_raw(&f.app, uri).await;
+        assert_eq!(status, expected, "{uri}: {body}");
+        assert_eq!(content_type, "application/json", "{uri}");
+        let message = error_text(&body);
+        assert!(message.contains(text), "{uri}: {message}");
+    }
+    let (status, body) = send(&f.app, "POST", "/api/v1/backups", None).await;
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+    error_text(&body);
+    let (_, body) = get(&f.app, "/api/v1/policies?limit=1&limit=2").await;
+    assert!(
+        error_text(&body).ends_with("give each parameter at most once"),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn the_401_body_shows_the_header_to_send_but_never_the_token() {
+    let f = fixture(Some("s3cret-token"));
+    for token in [None, Some("wrong-guess")] {
+        let (status, body) = send(&f.app, "GET", "/api/v1/policies", token).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        let message = error_text(&body);
+        assert!(
+            message.contains("`Authorization: Bearer <token>`"),
+            "{message}"
+        );
+        assert!(!message.contains("redacted"), "{message}");
+        assert!(!message.contains("s3cret-token"), "{message}");
+        assert!(!message.contains("wrong-guess"), "{message}");
+    }
+}
+
+#[tokio::test]
+async fn backups_have_their_own_route_and_the_catalog_stays_as_an_alias() {
+    let f = fixture(None);
+    let (status, backups) = get(&f.app, "/api/v1/backups").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(backups["items"].is_array(), "{backups}");
+    let (status, catalog) = get(&f.app, "/api/v1/catalog").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(backups, catalog);
+
+    // The document says which is which, in both directions.
+    let (_, doc) = get(&f.app, "/api/v1/openapi.json").await;
+    let description = |path: &str| {
+        doc["paths"][path]["get"]["description"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{path} has no description"))
+            .to_string()
+    };
+    assert!(description("/api/v1/archives").contains("/api/v1/backups"));
+    assert!(description("/api/v1/archives/{name}").contains("/api/v1/backups"));
+    let backups = description("/api/v1/backups");
+    assert!(backups.contains("/api/v1/archives"), "{backups}");
+    assert!(backups.contains("/api/v1/catalog"), "{backups}");
+    assert!(description("/api/v1/catalog").contains("alias of /api/v1/backups"));
 }

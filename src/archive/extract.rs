@@ -36,6 +36,7 @@ use std::path::{Path, PathBuf};
 use super::ArchiveError;
 use super::entry::{Copied, Entry, Kind, Sink, SinkError, read_some};
 use super::excludes::{Excludes, bytes_path};
+use super::pick::{Decision, Pick};
 use super::sparse::Extent;
 use super::sys::{self, FileType, OFlags};
 use super::tar_in::{self, CHUNK, Content, read_error};
@@ -110,7 +111,7 @@ pub fn extract_artifact(
     let meta =
         fs::symlink_metadata(artifact).map_err(|e| ArchiveError::io("opening", artifact, e))?;
     if meta.is_dir() {
-        return extract_folder(artifact, target, limits, progress);
+        return extract_folder(artifact, target, limits, None, false, progress).map(|(s, _)| s);
     }
     let name = artifact
         .file_name()
@@ -119,8 +120,18 @@ pub fn extract_artifact(
     let file = File::open(artifact).map_err(|e| ArchiveError::io("opening", artifact, e))?;
     // Doubles the readahead window for this file.
     sys::advise_sequential(&file);
-    let input = BufReader::with_capacity(CHUNK, file);
-    let reader: Box<dyn Read + Send> = if name.ends_with(".zst") {
+    let reader = decoder(artifact, &name, file)?;
+    extract_tar(reader, target, limits, progress)
+}
+
+/// The tar stream inside an artifact file named `name`, by its extension.
+pub(super) fn decoder<'r>(
+    artifact: &Path,
+    name: &str,
+    raw: impl Read + Send + 'r,
+) -> Result<Box<dyn Read + Send + 'r>, ArchiveError> {
+    let input = BufReader::with_capacity(CHUNK, raw);
+    Ok(if name.ends_with(".zst") {
         Box::new(
             zstd::stream::read::Decoder::with_buffer(input)
                 .map_err(|e| ArchiveError::io("decompressing", artifact, e))?,
@@ -138,8 +149,7 @@ pub fn extract_artifact(
                 "not an artifact: expected a folder or a .tar, .tar.gz or .tar.zst file",
             ),
         ));
-    };
-    extract_tar(reader, target, limits, progress)
+    })
 }
 
 /// Like [`extract_artifact`], for a tar stream that is already decompressed. The stream is
@@ -151,10 +161,27 @@ pub fn extract_tar<R: Read + Send>(
     limits: ExtractLimits,
     progress: &dyn Progress,
 ) -> Result<ExtractStats, ArchiveError> {
-    let root = open_target(target)?;
+    extract_tar_into(reader, target, limits, None, false, progress).map(|(stats, _)| stats)
+}
+
+/// [`extract_tar`], with only what `only` picks (see [`Pick`]) and, when `existing_ok`,
+/// into a folder that already holds entries: files of the same name are replaced (never
+/// written through), folders are kept.
+pub(super) fn extract_tar_into<R: Read + Send>(
+    reader: R,
+    target: &Path,
+    limits: ExtractLimits,
+    only: Option<Pick>,
+    existing_ok: bool,
+    progress: &dyn Progress,
+) -> Result<(ExtractStats, Option<Pick>), ArchiveError> {
+    let root = open_target(target, existing_ok)?;
     let mut ex = Extractor::new(Writer::new(root, progress), target, Origin::Tar, limits);
+    ex.only = only;
     tar_in::with_stream(reader, |stream| {
-        tar_in::read_tar(stream, &mut ex).and_then(|()| ex.finish())
+        tar_in::read_tar(stream, &mut ex)?;
+        let only = ex.only.take();
+        Ok((ex.finish()?, only))
     })
 }
 
@@ -167,34 +194,53 @@ pub fn sync_tree(target: &Path) -> Result<(), ArchiveError> {
 
 /// A folder artifact is walked like a source folder (by descriptors, never following a
 /// symlink) and every entry goes through the same checks as a tar entry.
-fn extract_folder(
+pub(super) fn extract_folder(
     artifact: &Path,
     target: &Path,
     limits: ExtractLimits,
+    only: Option<Pick>,
+    existing_ok: bool,
     progress: &dyn Progress,
-) -> Result<ExtractStats, ArchiveError> {
-    let root = open_target(target)?;
-    let ex = Extractor::new(
+) -> Result<(ExtractStats, Option<Pick>), ArchiveError> {
+    let root = open_target(target, existing_ok)?;
+    let mut ex = Extractor::new(
         Writer::new(root, progress),
         target,
         Origin::Folder(artifact.to_path_buf()),
         limits,
     );
+    ex.only = only;
+    let mut sink = walk_folder(artifact, ex)?;
+    let only = sink.ex.only.take();
+    Ok((sink.ex.finish()?, only))
+}
+
+/// Walks a folder artifact into `ex`; returns it with what it was given.
+pub(super) fn walk_folder<P: Place>(
+    artifact: &Path,
+    ex: Extractor<P>,
+) -> Result<FolderSource<P>, ArchiveError> {
     let mut sink = FolderSource {
         ex,
         buf: vec![0; CHUNK],
         failed: None,
     };
-    let walked = walk::walk(artifact, target, &Excludes::none(), &mut sink);
+    let walked = walk::walk(
+        artifact,
+        &sink.ex.target.clone(),
+        &Excludes::none(),
+        &mut sink,
+    );
     if let Some(e) = sink.failed.take() {
         return Err(e);
     }
     walked?;
-    sink.ex.finish()
+    Ok(sink)
 }
 
-/// Checks that `target` is an empty folder, or creates it, and opens it.
-fn open_target(target: &Path) -> Result<OwnedFd, ArchiveError> {
+/// Checks that `target` is an empty folder (or, when `existing_ok`, any folder), or
+/// creates it, and opens it.
+fn open_target(target: &Path, existing_ok: bool) -> Result<OwnedFd, ArchiveError> {
     let fail = |e: io::Error| ArchiveError::io("extracting into", target, e);
     match fs::symlink_metadata(target) {
         Ok(m) if m.file_type().is_symlink() => {
@@ -231,7 +277,7 @@ fn open_target(target: &Path) -> Result<OwnedFd, ArchiveError> {
         0,
     )
     .map_err(fail)?;
-    if !sys::list_dir(&root).map_err(fail)?.is_empty() {
+    if !existing_ok && !sys::list_dir(&root).map_err(fail)?.is_empty() {
         return Err(fail(io::Error::new(
             io::ErrorKind::DirectoryNotEmpty,
             "the target folder is not empty",
@@ -300,6 +346,11 @@ pub(super) trait Place {
     /// The archive's root entry (`./`): the target folder itself.
     fn root(&mut self, attrs: &Attrs) -> Result<(), Fail>;
 
+    /// Whether the place only lists entries: then device nodes are let through to it.
+    fn lists(&self) -> bool {
+        false
+    }
+
     /// Places one entry; `path` is clean and not empty. For a file, reads exactly its size
     /// from `content`.
     fn place(
@@ -320,7 +371,12 @@ pub(super) struct Extractor<P> {
     target: PathBuf,
     origin: Origin,
     limits: ExtractLimits,
+    /// Entries placed.
     pub(super) stats: ExtractStats,
+    /// Entries read, placed or not: what the limits count.
+    seen: ExtractStats,
+    /// When set, only the entries it picks are placed; the others are read past.
+    pub(super) only: Option<Pick>,
 }
 
 pub(super) const OUTSIDE: &str = "it leads outside the target";
@@ -443,7 +499,13 @@ impl<P: Place> Extractor<P> {
             origin,
             limits,
             stats: ExtractStats::default(),
+            seen: ExtractStats::default(),
+            only: None,
         }
+    }
+
+    pub(super) fn into_place(self) -> P {
+        self.place
     }
 
     pub(super) fn refuse(&self, shown: &str, reason: impl Into<String>) -> ArchiveError {
@@ -485,9 +547,13 @@ impl<P: Place> Extractor<P> {
             if what != What::Dir {
                 return Err(self.refuse(shown, "it names the target itself but is not a folder"));
             }
+            if self.only.is_some() {
+                // Picked paths go into the target; the archive's root says nothing of it.
+                return Ok(());
+            }
             return self.place.root(attrs).map_err(|f| self.fail(shown, b"", f));
         }
-        if self.stats.entries >= self.limits.max_entries {
+        if self.seen.entries >= self.limits.max_entries {
             return Err(self.refuse(
                 shown,
                 format!(
@@ -500,7 +566,7 @@ impl<P: Place> Extractor<P> {
             What::File { size, .. } => size,
             _ => 0,
         };
-        if size > self.limits.max_bytes - self.stats.bytes.min(self.limits.max_bytes) {
+        if size > self.limits.max_bytes - self.seen.bytes.min(self.limits.max_bytes) {
             return Err(self.refuse(
                 shown,
                 format!(
@@ -509,7 +575,27 @@ impl<P: Place> Extractor<P> {
                 ),
             ));
         }
-        if what == What::Device {
+        self.seen.entries += 1;
+        self.seen.bytes += size;
+        if let Some(only) = &mut self.only {
+            match only.decide(&path, what) {
+                Decision::Take => {}
+                Decision::Refuse(reason) => return Err(self.refuse(shown, reason)),
+                Decision::Skip => {
+                    let mut left = size;
+                    while left > 0 {
+                        let want = usize::try_from(left.min(CHUNK as u64)).unwrap_or(CHUNK);
+                        let n = content
+                            .chunk(want)
+                            .map_err(|e| self.fail(shown, &path, Fail::Io("reading", e)))?
+                            .len();
+                        left -= n as u64;
+                    }
+                    return Ok(());
+                }
+            }
+        }
+        if what == What::Device && !self.place.lists() {
             return Err(self.refuse(shown, DEVICE));
         }
         self.place
@@ -978,8 +1064,8 @@ impl<'f> SparseFile<'f> {
 // ---------------------------------------------------------------------------------------
 // A folder artifact, walked as a source.
 
-struct FolderSource<'p> {
-    ex: Extractor<Writer<'p>>,
+pub(super) struct FolderSource<P> {
+    pub(super) ex: Extractor<P>,
     buf: Vec<u8>,
     /// The real error behind the last `SinkError` returned: the walker would lose the
     /// entry's name and the reason.
@@ -1005,7 +1091,7 @@ impl Content for ReadContent<'_> {
     }
 }
 
-impl Sink for FolderSource<'_> {
+impl<P: Place> Sink for FolderSource<P> {
     fn add(&mut self, entry: &Entry<'_>, data: &mut dyn Read) -> Result<Copied, SinkError> {
         let m = &entry.meta;
         let what = match entry.kind {

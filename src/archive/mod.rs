@@ -23,6 +23,7 @@ mod extract;
 mod folder;
 mod listing;
 mod output;
+mod pick;
 mod sparse;
 mod stream;
 mod sys;
@@ -39,6 +40,7 @@ use serde::{Deserialize, Serialize};
 
 pub use excludes::Excludes;
 pub use extract::{ExtractLimits, ExtractStats, extract_artifact, extract_tar, sync_tree};
+pub use pick::{Listed, ListedKind, PartError};
 
 use crate::progress::Progress;
 use crate::spec::common::Format;
@@ -395,6 +397,16 @@ pub fn archive_tar_stream(
     )
 }
 
+/// The name [`compress_stream`] gives the artifact `rel_path_without_ext` in `format`:
+/// `dumps/db-postgres.sql` becomes `dumps/db-postgres.sql.zst` for tar.zst.
+pub fn stream_artifact_name(rel_path_without_ext: &str, format: Format) -> String {
+    match format {
+        Format::TarZst => format!("{rel_path_without_ext}.zst"),
+        Format::TarGz => format!("{rel_path_without_ext}.gz"),
+        Format::Tar | Format::Folder => rel_path_without_ext.to_string(),
+    }
+}
+
 /// Compresses one stream (a database dump) into
 /// `<archive_root>/<rel_path_without_ext><ext>`, where the extension follows the format:
 /// `.zst` for tar.zst, `.gz` for tar.gz, none for tar and folder.
@@ -469,4 +481,65 @@ pub fn verify_artifact(archive_root: &Path, info: &ArtifactInfo) -> Result<(), A
 pub fn folder_listing_sha256(folder: &Path) -> Result<(String, u64, u64), ArchiveError> {
     let l = listing::listing(folder).map_err(|e| ArchiveError::io("listing", folder, e))?;
     Ok((l.sha256, l.size, l.entries))
+}
+
+/// The entries of a tar or folder artifact at `under` (a path inside it; empty for its
+/// root): a folder's contents, or the entry itself when it is not a folder; with
+/// `recursive`, everything below it. Tar has no index, so the artifact is read to its end
+/// (decompressed, through the checks a restore makes, within the limits of its manifest
+/// entry), but nothing is written. A path it does not hold is an error naming the closest
+/// entry there is.
+pub fn list_artifact(
+    archive_root: &Path,
+    info: &ArtifactInfo,
+    under: &str,
+    recursive: bool,
+) -> Result<Vec<Listed>, PartError> {
+    pick::list(archive_root, info, under, recursive)
+}
+
+/// Extracts only `paths` (files or folders inside the artifact, with everything below
+/// them) into `target`, at the same paths below it, with the folders on the way; with the
+/// guarantees of [`extract_artifact`] and its limits taken from `info`. `target` must be
+/// empty or not exist, unless `existing_ok`: then a file already there under an extracted
+/// name is replaced (removed first, never written through), a folder is kept.
+///
+/// The artifact's size and sha256 are checked against `info` as it is read; a mismatch is
+/// an error, as is a path the artifact does not hold (after the others were extracted).
+pub fn extract_paths(
+    archive_root: &Path,
+    info: &ArtifactInfo,
+    paths: &[String],
+    target: &Path,
+    existing_ok: bool,
+    progress: &dyn Progress,
+) -> Result<ExtractStats, PartError> {
+    pick::extract(archive_root, info, paths, target, existing_ok, progress)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_dump_is_named_as_compress_stream_writes_it() {
+        let root = tempfile::tempdir().unwrap();
+        for format in [Format::TarZst, Format::TarGz, Format::Tar, Format::Folder] {
+            let rel = format!("dumps/db-{}", extension(format).replace('.', "-"));
+            let info = compress_stream(
+                &b"data"[..],
+                root.path(),
+                &rel,
+                format,
+                None,
+                &crate::progress::Silent,
+            )
+            .unwrap();
+            assert_eq!(info.path, stream_artifact_name(&rel, format));
+        }
+        assert_eq!(
+            stream_artifact_name("dumps/db-postgres.sql", Format::TarZst),
+            "dumps/db-postgres.sql.zst"
+        );
+    }
 }

@@ -12,10 +12,10 @@ use super::{ArchiveError, ArtifactInfo, ExtractLimits};
 use crate::progress::Silent;
 
 /// Hashes and counts what is read through it.
-struct HashingReader<R> {
-    inner: R,
-    hasher: Sha256,
-    count: u64,
+pub(super) struct HashingReader<R> {
+    pub(super) inner: R,
+    pub(super) hasher: Sha256,
+    pub(super) count: u64,
 }
 
 impl<R: Read> Read for HashingReader<R> {

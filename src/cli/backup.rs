@@ -30,6 +30,32 @@ pub struct BackupArgs {
     output: OutputFormat,
 }
 
+impl BackupArgs {
+    /// Whether the command writes: a dry run does not, not even a run log.
+    pub fn writes(&self) -> bool {
+        !self.dry_run
+    }
+}
+
+/// An executor for a dry run: the state database read-only when there is one, an empty
+/// one in memory otherwise. A dry run records nothing, and a daemon may be writing.
+fn dry_run_executor(
+    settings: &Settings,
+    engine: Engine,
+) -> anyhow::Result<crate::executor::Executor> {
+    let state = if settings.state.join("holdfast.db").exists() {
+        crate::state::StateDb::open_reader(&settings.state)?
+    } else {
+        crate::state::StateDb::in_memory(&settings.state)?
+    };
+    Ok(crate::executor::Executor::new(
+        engine,
+        Arc::new(state),
+        super::repository(settings),
+        settings.archive_via,
+    ))
+}
+
 /// Exit code 0 when the run succeeded, 1 when it failed or partially failed. `bar`: show
 /// a progress bar on stderr.
 pub fn run(settings: &Settings, args: BackupArgs, bar: bool) -> anyhow::Result<ExitCode> {
@@ -55,12 +81,25 @@ pub fn run(settings: &Settings, args: BackupArgs, bar: bool) -> anyhow::Result<E
     let outcome = runtime.block_on(async {
         // First: from here on, Ctrl-C interrupts the run instead of killing holdfast.
         let mut signals = super::signals()?;
-        let _lock = crate::state::lock::try_lock(&settings.state)?;
-        // And no second writer on this host's folder of the repository, whatever its state.
-        let _repo_lock = super::lock_repository(&super::repository(settings), "holdfast backup")?;
-        let engine = Engine::connect(settings.docker_host.as_deref()).await?;
-        let executor = super::executor(settings, engine)?;
-        super::recover_after_crash(settings, &executor).await?;
+        let engine;
+        let executor;
+        // A dry run writes nothing (no run record, no repository folder, no recovery), so it
+        // takes no writer's lock and runs beside a daemon on the same state folder.
+        let _locks = if args.dry_run {
+            engine = Engine::connect(settings.docker_host.as_deref()).await?;
+            executor = dry_run_executor(settings, engine)?;
+            None
+        } else {
+            let lock = crate::state::lock::try_lock(&settings.state)?;
+            // And no second writer on this host's folder of the repository, whatever its
+            // state.
+            let repo_lock =
+                super::lock_repository(&super::repository(settings), "holdfast backup")?;
+            engine = Engine::connect(settings.docker_host.as_deref()).await?;
+            executor = super::executor(settings, engine)?;
+            super::recover_after_crash(settings, &executor).await?;
+            Some((lock, repo_lock))
+        };
         // A progress bar on a terminal; log lines alone otherwise.
         let bar = (bar && !args.dry_run).then(super::progress_bar::Bar::start);
         let shown: Arc<dyn crate::progress::Progress> = match &bar {
@@ -88,7 +127,9 @@ pub fn run(settings: &Settings, args: BackupArgs, bar: bool) -> anyhow::Result<E
             }
             _ => None,
         };
-        super::prune_history(settings, &executor.state());
+        if !args.dry_run {
+            super::prune_history(settings, &executor.state());
+        }
         anyhow::Ok((outcome, pruned))
     });
     // A cancelled run's archive threads may still be busy; what they leave is a

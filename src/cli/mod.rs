@@ -3,10 +3,12 @@
 mod backup;
 mod delete;
 mod get;
+mod ls;
 mod plan;
 mod progress_bar;
 mod prune;
 mod restore;
+mod restore_paths;
 mod run;
 mod schema;
 mod specs;
@@ -67,6 +69,9 @@ pub enum Command {
     Verify(verify::VerifyArgs),
     /// Put archived volumes, dumps and the recipe back, from the repository alone.
     Restore(restore::RestoreArgs),
+    /// List what an archive holds: its artifacts, or the files of a volume, without
+    /// extracting anything.
+    Ls(ls::LsArgs),
 }
 
 /// How a command prints its result.
@@ -80,10 +85,12 @@ pub enum OutputFormat {
 /// Runs the parsed command. Exit codes: 0 success, 1 the work failed or input was invalid,
 /// 2 usage error (clap exits with 2 before this is reached).
 pub fn run(cli: Cli) -> ExitCode {
-    let run_logs = matches!(
-        cli.command,
-        Command::Backup(_) | Command::Run(_) | Command::Restore(_)
-    )
+    let run_logs = match &cli.command {
+        Command::Backup(args) => args.writes(),
+        Command::Run(_) => true,
+        Command::Restore(args) => args.uses_state(),
+        _ => false,
+    }
     .then(|| cli.settings.state.join("logs"));
     let verbosity = if cli.quiet {
         -1
@@ -104,14 +111,33 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Prune(args) => prune::run(&cli.settings, args),
         Command::Verify(args) => verify::run(&cli.settings, args),
         Command::Restore(args) => restore::run(&cli.settings, args, bar),
+        Command::Ls(args) => ls::run(&cli.settings, args),
     };
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", error_chain(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// An error and its causes on one line, each said once: many errors already end with
+/// their cause ("listening on 127.0.0.1:9750: Address already in use"), and printing the
+/// chain would repeat it.
+fn error_chain(error: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -268,5 +294,23 @@ async fn unless_interrupted<T>(
         Err(e) => anyhow::bail!(
             "interrupted: the run was cancelled, and starting again what it had stopped failed: {e}; the next holdfast command retries"
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_error_chain_says_each_cause_once() {
+        let io = std::io::Error::from(std::io::ErrorKind::AddrInUse);
+        let bind = crate::api::ServeError::Bind {
+            addr: "127.0.0.1:9750".parse().unwrap(),
+            source: io,
+        };
+        let line = error_chain(&anyhow::Error::from(bind));
+        assert_eq!(line, "listening on 127.0.0.1:9750: address in use");
+        let wrapped = anyhow::anyhow!("disk full").context("writing the archive");
+        assert_eq!(error_chain(&wrapped), "writing the archive: disk full");
     }
 }

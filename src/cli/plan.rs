@@ -176,6 +176,16 @@ fn print_plan(
             "  stops, in order: {} (and starts them again in reverse)",
             names.join(", ")
         )?;
+        if p.stop_order.len() > 1 {
+            writeln!(
+                out,
+                "  stop order: {}",
+                crate::executor::order::describe(&p.stop_order_basis)
+            )?;
+        }
+    }
+    for w in &p.warnings {
+        writeln!(out, "  warning: {w}")?;
     }
     for s in &p.skipped {
         writeln!(out, "  skipped {}: {}", s.what, s.reason)?;

@@ -75,9 +75,33 @@ pub struct RestoreArgs {
     #[arg(long, value_name = "DIR")]
     recipe_to: Option<PathBuf>,
 
+    /// Restore only this file or folder of the --volume (repeatable), a path inside it as
+    /// `holdfast ls ARCHIVE_ID volumes/<volume>` shows it, into --to. Needs no Docker and no
+    /// state folder: it runs beside a daemon.
+    #[arg(long = "path", value_name = "PATH", requires = "to",
+          conflicts_with_all = ["stacks", "map", "mode", "stop", "replay_dumps", "dumps_only", "recipe_to"])]
+    paths: Vec<String>,
+
+    /// With --path: the folder to restore into (new or empty); each path comes back at its
+    /// place below it.
+    #[arg(long, value_name = "DIR", requires = "paths")]
+    to: Option<PathBuf>,
+
+    /// With --path: restore into a folder that is not empty, replacing files of the same
+    /// name (folders are kept; nothing is written through a symlink).
+    #[arg(long, requires = "paths")]
+    overwrite: bool,
+
     /// `text` for people, `json` for scripts.
     #[arg(long, short, value_enum, default_value_t)]
     output: OutputFormat,
+}
+
+impl RestoreArgs {
+    /// Whether this restore writes the state folder (and its logs): all but `--path` ones.
+    pub fn uses_state(&self) -> bool {
+        self.paths.is_empty()
+    }
 }
 
 fn parse_mode(text: &str) -> Result<RestoreMode, String> {
@@ -114,6 +138,21 @@ pub fn run(settings: &Settings, args: RestoreArgs, bar: bool) -> anyhow::Result<
         },
         (None, None) => bail!("name the archive with --from, or a policy with --policy"),
     };
+    if let Some(to) = &args.to {
+        let request = crate::restore::files::PathRestore {
+            source,
+            volume: match args.volumes.as_slice() {
+                [volume] => volume.clone(),
+                _ => bail!(
+                    "--path needs exactly one --volume: the volume the paths are in (`holdfast ls ARCHIVE_ID` lists them)"
+                ),
+            },
+            paths: args.paths.clone(),
+            to: to.clone(),
+            overwrite: args.overwrite,
+        };
+        return super::restore_paths::run(settings, &request, args.output);
+    }
     // Dumps and the recipe belong to stacks: with volumes alone these would do nothing.
     if !args.volumes.is_empty() && args.stacks.is_empty() {
         if args.replay_dumps {
@@ -150,7 +189,14 @@ pub fn run(settings: &Settings, args: RestoreArgs, bar: bool) -> anyhow::Result<
         // First: from here on, Ctrl-C interrupts the restore instead of killing holdfast.
         let mut signals = super::signals()?;
         // Never beside a daemon or a backup of the same state folder.
-        let _lock = crate::state::lock::try_lock(&settings.state)?;
+        let _lock = match crate::state::lock::try_lock(&settings.state) {
+            Err(crate::state::lock::LockError::Busy { .. }) => bail!(
+                "another holdfast process (a daemon, or a backup) holds the state folder {}: with the daemon running, restore through it with a Restore spec in the specs folder ({}), which it runs once and reports in its status; or stop the daemon first",
+                settings.state.display(),
+                settings.specs.display()
+            ),
+            lock => lock?,
+        };
         let _repo_lock = super::lock_repository(&super::repository(settings), "holdfast restore")?;
         let engine = Engine::connect(settings.docker_host.as_deref()).await?;
         let executor = super::executor(settings, engine.clone())?;

@@ -9,6 +9,7 @@ pub mod claims;
 pub mod dumps;
 pub mod error;
 mod journal;
+pub mod order;
 pub mod own;
 pub mod pipe;
 pub mod resolve;
@@ -220,8 +221,14 @@ impl Executor {
         let real_paths = sources
             .filter_map(|p| Some((p.clone(), std::fs::canonicalize(p).ok()?)))
             .collect();
+        let stacks = crate::docker::group_stacks(containers.clone());
+        let compose_deps = stacks
+            .iter()
+            .filter_map(|s| Some((s.name.clone(), order::compose_deps(s)?)))
+            .collect();
         Ok(Observed {
-            stacks: crate::docker::group_stacks(containers.clone()),
+            stacks,
+            compose_deps,
             containers,
             volumes,
             own: self.own_folders(),
@@ -282,8 +289,12 @@ impl Executor {
             warnings: Vec::new(),
         };
         let mut run = Progressing::default();
-        if let Err(e) = self.state.insert_run(&record) {
-            run.fatal.push(RunError::State(e));
+        // A dry run writes nothing, not even its record: it may run beside a daemon, on
+        // a read-only connection to the state database.
+        if !request.dry_run {
+            if let Err(e) = self.state.insert_run(&record) {
+                run.fatal.push(RunError::State(e));
+            }
         }
         info!(dry_run = request.dry_run, "run started");
 
@@ -298,6 +309,7 @@ impl Executor {
         };
         run.fatal
             .extend(plan.errors.iter().cloned().map(RunError::Unresolved));
+        run.warnings.extend(plan.warnings.iter().cloned());
         run.time("resolve", started);
 
         // Before anything is stopped: no other run of this process may stop, or write,
@@ -388,8 +400,10 @@ impl Executor {
         for warning in &run.warnings {
             warn!("{warning}");
         }
-        if let Err(e) = self.state.finish_run(&record) {
-            error!("recording the end of the run: {e}");
+        if !request.dry_run {
+            if let Err(e) = self.state.finish_run(&record) {
+                error!("recording the end of the run: {e}");
+            }
         }
         let source_bytes: u64 = run.artifacts.iter().map(|a| a.source_bytes).sum();
         let (downtime, duration) = (record.downtime_seconds, started.elapsed().as_secs_f64());

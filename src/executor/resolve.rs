@@ -9,8 +9,9 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
+use super::order::{self, ComposeDeps, OrderBasis};
 use super::own::{self, OwnFolder, Place};
-use crate::docker::{ContainerInfo, DEPENDS_ON_LABEL, MountInfo, Stack};
+use crate::docker::{ContainerInfo, MountInfo, Stack};
 use crate::spec::common::{
     Consistency, Databases, Dump, Engine, Include, SecretSource, StopMode, Targets,
 };
@@ -37,6 +38,8 @@ pub struct Observed {
     /// Bind sources and volume mountpoints with symlinks resolved, where this machine
     /// can see them.
     pub real_paths: BTreeMap<String, PathBuf>,
+    /// Per stack without Compose v2's depends_on labels, what its compose files say.
+    pub compose_deps: BTreeMap<String, ComposeDeps>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -123,8 +126,14 @@ pub struct BackupPlan {
     pub stop: StopMode,
     /// Running containers to stop, in this order (dependents first).
     pub stop_order: Vec<PlannedContainer>,
+    /// Where the stop order came from, part by part.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub stop_order_basis: Vec<OrderBasis>,
     /// Excluded volumes and skipped bind mounts, with the reason.
     pub skipped: Vec<Skipped>,
+    /// What a run goes on despite, such as a compose file that could not be read.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
     /// Targets that could not be resolved. A plan with errors must not run.
     pub errors: Vec<String>,
 }
@@ -460,9 +469,14 @@ pub fn resolve(spec: &BackupSpec, observed: &Observed) -> BackupPlan {
             all.into_values().filter(|c| c.is_running()).collect()
         }
     };
-    let mut order = start_order(&to_stop);
-    order.reverse();
-    plan.stop_order = order.into_iter().map(planned).collect();
+    let ordered = order::stop_order(
+        &to_stop,
+        &spec.consistency.stop_order,
+        &observed.compose_deps,
+    );
+    plan.stop_order = ordered.stop.into_iter().map(planned).collect();
+    plan.stop_order_basis = ordered.basis;
+    plan.warnings.extend(ordered.warnings);
 
     if plan.errors.is_empty() && plan.is_empty() {
         plan.errors
@@ -492,48 +506,12 @@ fn planned(c: &ContainerInfo) -> PlannedContainer {
     }
 }
 
-/// Containers in the order they should start: a service after the services it depends on
-/// (Compose's `depends_on` label, when the Compose version sets it), otherwise by name.
-pub fn start_order<'a>(containers: &[&'a ContainerInfo]) -> Vec<&'a ContainerInfo> {
-    let deps = |c: &ContainerInfo| -> Vec<String> {
-        c.labels
-            .get(DEPENDS_ON_LABEL)
-            .map(|v| {
-                v.split(',')
-                    .filter_map(|d| d.split(':').next())
-                    .filter(|d| !d.is_empty())
-                    .map(str::to_string)
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
-    let mut remaining: Vec<&ContainerInfo> = containers.to_vec();
-    remaining.sort_by(|a, b| a.name.cmp(&b.name));
-    let mut started: BTreeSet<(Option<String>, String)> = BTreeSet::new();
-    let mut order = Vec::new();
-    while !remaining.is_empty() {
-        let ready = remaining.iter().position(|c| {
-            deps(c).iter().all(|d| {
-                let in_set = remaining
-                    .iter()
-                    .any(|o| o.project() == c.project() && o.service() == Some(d.as_str()));
-                !in_set || started.contains(&(c.project().map(str::to_string), d.clone()))
-            })
-        });
-        // A dependency cycle cannot be ordered; take the rest by name.
-        let next = remaining.remove(ready.unwrap_or(0));
-        if let Some(service) = next.service() {
-            started.insert((next.project().map(str::to_string), service.to_string()));
-        }
-        order.push(next);
-    }
-    order
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::docker::{CONFIG_FILES_LABEL, PROJECT_LABEL, SERVICE_LABEL, group_stacks};
+    use crate::docker::{
+        CONFIG_FILES_LABEL, DEPENDS_ON_LABEL, PROJECT_LABEL, SERVICE_LABEL, group_stacks,
+    };
     use crate::spec::common::{Exclude, LabelSelector};
 
     fn container(
@@ -646,6 +624,65 @@ mod tests {
         let stop: Vec<&str> = plan.stop_order.iter().map(|c| c.name.as_str()).collect();
         // The worker depends on web, so it stops first; the stopped container stays stopped.
         assert_eq!(stop, ["demo_worker_1", "demo_web_1", "demo_db_1"]);
+    }
+
+    #[test]
+    fn the_stop_order_comes_from_compose_files_or_the_policy_and_says_so() {
+        let mut seen = observed();
+        for c in &mut seen.containers {
+            c.labels.remove(DEPENDS_ON_LABEL);
+        }
+        seen.stacks = group_stacks(seen.containers.clone());
+        // By name, db would stop last; its compose file says it needs the worker.
+        seen.compose_deps.insert(
+            "demo".into(),
+            ComposeDeps::Read {
+                files: vec!["/srv/docker-compose.yml".into()],
+                needs: [("db".to_string(), ["worker".to_string()].into())].into(),
+            },
+        );
+        let targets = Targets {
+            stacks: vec!["demo".into()],
+            ..Targets::default()
+        };
+        let stop = |plan: &BackupPlan| -> Vec<String> {
+            plan.stop_order.iter().map(|c| c.name.clone()).collect()
+        };
+        let plan = resolve(&spec(targets.clone(), StopMode::Stack), &seen);
+        assert_eq!(stop(&plan), ["demo_db_1", "demo_worker_1", "demo_web_1"]);
+        assert_eq!(
+            order::describe(&plan.stop_order_basis),
+            "from the compose file /srv/docker-compose.yml (stack demo)"
+        );
+        assert!(plan.warnings.is_empty(), "{:?}", plan.warnings);
+
+        let mut stated = spec(targets.clone(), StopMode::Stack);
+        stated.consistency.stop_order = vec!["web".into()];
+        let plan = resolve(&stated, &seen);
+        assert_eq!(stop(&plan), ["demo_web_1", "demo_db_1", "demo_worker_1"]);
+        assert_eq!(
+            plan.stop_order_basis,
+            [
+                OrderBasis::StopOrder,
+                OrderBasis::ComposeFiles {
+                    stack: "demo".into(),
+                    files: vec!["/srv/docker-compose.yml".into()]
+                }
+            ]
+        );
+
+        // A file that cannot be read: the plan goes by name, and warns; it is no error.
+        seen.compose_deps
+            .insert("demo".into(), ComposeDeps::Unusable("it is gone".into()));
+        let plan = resolve(&spec(targets, StopMode::Stack), &seen);
+        assert!(plan.errors.is_empty(), "{:?}", plan.errors);
+        assert_eq!(stop(&plan), ["demo_worker_1", "demo_web_1", "demo_db_1"]);
+        assert_eq!(
+            plan.warnings,
+            [
+                "the stop order of stack demo ignores its compose files, so it goes by name: it is gone"
+            ]
+        );
     }
 
     #[test]

@@ -233,8 +233,10 @@ impl Executor {
             dump.user.as_deref(),
             password.as_deref(),
         ) {
-            info!(container = %dump.container, engine = %dump.engine, artifact = %artifact, "dumping");
-            progress.item(&artifact);
+            // Named as the file will be, with the extension compression gives it.
+            let shown = archive::stream_artifact_name(&artifact, output.format);
+            info!(container = %dump.container, engine = %dump.engine, artifact = %shown, "dumping");
+            progress.item(&shown);
             let (tx, rx) = mpsc::channel(DEPTH);
             let writer = {
                 let (root, artifact, format, level, progress) = (
@@ -260,27 +262,27 @@ impl Executor {
                 .exec_streaming(&dump.container_id, &command, &env, tx)
                 .await;
             let written = writer.await.map_err(|source| RunError::DumpWorker {
-                artifact: artifact.clone(),
+                artifact: shown.clone(),
                 source,
             })?;
             let (container, engine) = (dump.container.clone(), dump.engine);
             let (code, stderr) = exec.map_err(|source| RunError::DumpExec {
                 container: container.clone(),
                 engine,
-                artifact: artifact.clone(),
+                artifact: shown.clone(),
                 source,
             })?;
             let info = written.map_err(|source| RunError::DumpWrite {
                 container: container.clone(),
                 engine,
-                artifact: artifact.clone(),
+                artifact: shown.clone(),
                 source,
             })?;
             if code != 0 {
                 return Err(RunError::DumpFailed {
                     container,
                     engine,
-                    artifact,
+                    artifact: shown,
                     code,
                     stderr: tail(&stderr),
                 });
@@ -289,7 +291,7 @@ impl Executor {
                 return Err(RunError::DumpEmpty {
                     container,
                     engine,
-                    artifact,
+                    artifact: shown,
                     stderr: tail(&stderr),
                 });
             }

@@ -267,7 +267,8 @@ fn parse_documents(text: &str, source: &mut SourceFile) {
         let mut value = match serde_yaml_ng::Value::deserialize(document) {
             Ok(value) => value,
             Err(e) => {
-                let mut diagnostic = yaml_error(&source.path, &e, doc_positions.start());
+                let mut diagnostic =
+                    explain_syntax(text, yaml_error(&source.path, &e, doc_positions.start()));
                 // The YAML library points at the mapping; point at the repeated key instead.
                 if let Some((field, at)) = doc_positions.duplicate_keys().first() {
                     if diagnostic.message.contains("duplicate") {
@@ -330,6 +331,111 @@ fn yaml_error(path: &Path, error: &serde_yaml_ng::Error, fallback: Position) -> 
         None => text,
     };
     Diagnostic::new(path, at, format!("invalid YAML: {message}"))
+}
+
+/// The parser's words for the commonest slips are about tokens; say what to change
+/// instead, and name the field when the line shows it. A tab in the indentation and an
+/// unquoted value starting with `@` (`schedule: @daily`) both read "found character that
+/// cannot start any token".
+fn explain_syntax(text: &str, diagnostic: Diagnostic) -> Diagnostic {
+    let lines: Vec<&str> = text.lines().collect();
+    let Some(line) = diagnostic.line.checked_sub(1).and_then(|i| lines.get(i)) else {
+        return diagnostic;
+    };
+    let indentation: &str = &line[..line.len() - line.trim_start().len()];
+    let at = Position {
+        line: diagnostic.line,
+        column: diagnostic.column,
+    };
+    let file = diagnostic.file.clone();
+    let field = field_on_line(&lines, diagnostic.line - 1);
+    let explained = |message: &str, hint: String| {
+        let explained =
+            Diagnostic::new(&file, at, format!("invalid YAML: {message}")).with_hint(Some(hint));
+        match &field {
+            Some(field) => explained.with_field(field),
+            None => explained,
+        }
+    };
+    if indentation.contains('\t') {
+        // How deep a tab was meant to indent is anyone's guess, so no field is named.
+        return Diagnostic::new(
+            &file,
+            at,
+            "invalid YAML: tabs are not allowed in YAML indentation",
+        )
+        .with_hint(Some("indent with spaces".to_string()));
+    }
+    let found = line.chars().nth(diagnostic.column.saturating_sub(1));
+    if let Some(reserved @ ('@' | '`')) = found {
+        let value = line.chars().skip(diagnostic.column - 1).collect::<String>();
+        let value = value.trim_end();
+        let before: String = line.chars().take(diagnostic.column - 1).collect();
+        let key = before
+            .trim()
+            .strip_suffix(':')
+            .map(|k| k.trim_start_matches("- ").trim());
+        let example = match key {
+            Some(key) if !key.is_empty() && !value.contains('"') => {
+                format!(", e.g. `{key}: \"{value}\"`")
+            }
+            _ => String::new(),
+        };
+        return explained(
+            &format!("a value cannot start with `{reserved}` unless it is quoted"),
+            format!("quote values starting with {reserved}{example}"),
+        );
+    }
+    diagnostic
+}
+
+/// The field path of the `key:` on line `index` (0-based), read from the indentation of
+/// the lines above it: what a syntax error can still name when the document did not
+/// parse. `None` inside lists or flow collections, where indentation does not tell.
+fn field_on_line(lines: &[&str], index: usize) -> Option<FieldPath> {
+    let key_of = |line: &str| -> Option<(usize, String)> {
+        let body = line.trim_start();
+        let indent = line.len() - body.len();
+        let (key, _) = body.split_once(':')?;
+        let plain = !key.is_empty()
+            && key
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.');
+        plain.then(|| (indent, key.to_string()))
+    };
+    let (mut indent, key) = key_of(lines.get(index)?)?;
+    let mut keys = vec![key];
+    for line in lines[..index].iter().rev() {
+        let body = line.trim_start();
+        if body.is_empty() || body.starts_with('#') {
+            continue;
+        }
+        if body.starts_with("---") {
+            break;
+        }
+        if indent == 0 {
+            break;
+        }
+        let line_indent = line.len() - body.len();
+        if line_indent >= indent {
+            if body.starts_with('-') {
+                return None;
+            }
+            continue;
+        }
+        let (parent_indent, parent) = key_of(line)?;
+        if !body.trim_end().ends_with(':') {
+            // `key: value` above a deeper line: not a parent, the document is confused.
+            return None;
+        }
+        keys.push(parent);
+        indent = parent_indent;
+    }
+    (indent == 0).then(|| {
+        keys.into_iter()
+            .rev()
+            .fold(FieldPath::root(), |path, key| path.key(key))
+    })
 }
 
 /// Converts a YAML value to JSON. YAML allows what JSON does not (non-string keys, tags,
@@ -478,6 +584,48 @@ mod tests {
         let e = &s.errors[0];
         assert!(e.message.starts_with("invalid YAML: "), "{}", e.message);
         assert!(e.line >= 2, "{e}");
+    }
+
+    #[test]
+    fn the_commonest_syntax_slips_say_what_to_change() {
+        let s = read_str("kind: BackupPolicy\nspec:\n  schedule: @daily\n");
+        let e = &s.errors[0];
+        assert_eq!((e.line, e.column), (3, 13));
+        assert_eq!(e.field.as_deref(), Some("spec.schedule"));
+        assert_eq!(
+            e.message,
+            "invalid YAML: a value cannot start with `@` unless it is quoted"
+        );
+        assert_eq!(
+            e.hint.as_deref(),
+            Some("quote values starting with @, e.g. `schedule: \"@daily\"`")
+        );
+
+        let s = read_str("kind: BackupPolicy\nmetadata:\n\tname: web\n");
+        let e = &s.errors[0];
+        assert_eq!(e.line, 3);
+        assert_eq!(e.field, None);
+        assert_eq!(
+            e.message,
+            "invalid YAML: tabs are not allowed in YAML indentation"
+        );
+        assert_eq!(e.hint.as_deref(), Some("indent with spaces"));
+    }
+
+    #[test]
+    fn fields_are_read_from_the_indentation() {
+        let lines = ["a: 1", "spec:", "  # note", "  targets:", "    stacks: x"];
+        let field = field_on_line(&lines, 4).unwrap();
+        assert_eq!(field.to_string(), "spec.targets.stacks");
+        assert_eq!(field_on_line(&lines, 0).unwrap().to_string(), "a");
+        let listed = [
+            "spec:",
+            "  dumps:",
+            "    - service: db",
+            "      password: @x",
+        ];
+        assert_eq!(field_on_line(&listed, 3), None);
+        assert_eq!(field_on_line(&["  - x"], 0), None);
     }
 
     #[test]

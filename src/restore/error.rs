@@ -55,6 +55,13 @@ pub enum RestoreError {
         health: Health,
         problems: String,
     },
+    /// No archive at all under the name, which may be misspelt.
+    #[error("no archive of `{name}` in {repository}{}", .hint.as_ref().map(|h| format!(" ({h})")).unwrap_or_default())]
+    NoArchiveOf {
+        name: String,
+        repository: String,
+        hint: Option<String>,
+    },
     #[error("`{name}` has no good archive{}", at_or_before(.at))]
     NoGoodArchive {
         name: String,
@@ -225,6 +232,7 @@ impl RestoreError {
             | RestoreError::NoArchive { .. }
             | RestoreError::Unusable { .. }
             | RestoreError::NoGoodArchive { .. }
+            | RestoreError::NoArchiveOf { .. }
             | RestoreError::NoStack { .. }
             | RestoreError::NoVolume { .. }
             | RestoreError::NothingToReplay { .. }
@@ -253,6 +261,7 @@ impl RestoreError {
             RestoreError::Storage(_) | RestoreError::Manifest(VerifyError::Storage(_)) => "storage",
             RestoreError::NoArchive { .. }
             | RestoreError::NoGoodArchive { .. }
+            | RestoreError::NoArchiveOf { .. }
             | RestoreError::Manifest(VerifyError::NoManifest { .. })
             | RestoreError::NoStack { .. }
             | RestoreError::NoVolume { .. }
@@ -314,6 +323,16 @@ mod tests {
         assert!(!e.is_transient());
         assert_eq!(e.reason(), "checksum_mismatch");
 
+        let e = RestoreError::NoArchiveOf {
+            name: "nighly".into(),
+            repository: "/srv/backups/host-a".into(),
+            hint: Some("did you mean `nightly`?".into()),
+        };
+        assert_eq!(
+            e.to_string(),
+            "no archive of `nighly` in /srv/backups/host-a (did you mean `nightly`?)"
+        );
+        assert_eq!(e.reason(), "not_found");
         let e = RestoreError::NoGoodArchive {
             name: "nightly".into(),
             at: None,

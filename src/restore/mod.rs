@@ -19,6 +19,7 @@
 //! 4. The stopped containers start again; dumps are replayed into the running services.
 
 mod error;
+pub mod files;
 pub mod replay;
 
 use std::collections::BTreeMap;
@@ -146,6 +147,68 @@ pub struct Restorer {
     pub locks: Arc<crate::locks::ResourceLocks>,
 }
 
+/// The archive a source names in `repo`: Good or Partial, never Corrupt or Missing. Reads
+/// only the group the source names.
+pub fn resolve(repo: &crate::repo::Repository, source: &Source) -> Result<Entry, RestoreError> {
+    let usable = |e: &Entry| matches!(e.health, Health::Good | Health::Partial);
+    // Only the group the source names is read, not the whole repository.
+    let group_entries = |group: &str| -> Result<Vec<Entry>, RestoreError> {
+        let mut entries = Vec::new();
+        for id in repo.archives(group).map_err(RestoreError::Storage)? {
+            if let Some(entry) =
+                crate::repo::catalog::read_entry(repo, group, &id).map_err(RestoreError::Storage)?
+            {
+                entries.push(entry);
+            }
+        }
+        Ok(entries)
+    };
+    match source {
+        Source::Archive(id) => {
+            let found = match crate::repo::layout::group_of(id) {
+                Some(group) => crate::repo::catalog::read_entry(repo, group, id)
+                    .map_err(RestoreError::Storage)?,
+                None => None,
+            };
+            let Some(entry) = found else {
+                return Err(RestoreError::NoArchive {
+                    id: id.clone(),
+                    repository: repo.describe(),
+                });
+            };
+            if !usable(&entry) {
+                return Err(RestoreError::Unusable {
+                    id: id.clone(),
+                    health: entry.health,
+                    problems: entry.problems.join("; "),
+                });
+            }
+            Ok(entry)
+        }
+        Source::Policy { name, at } => {
+            let entries = group_entries(name)?;
+            if entries.is_empty() {
+                // Nothing under the name at all: likely a typo of one that has some.
+                let groups = repo.groups().map_err(RestoreError::Storage)?;
+                return Err(RestoreError::NoArchiveOf {
+                    name: name.clone(),
+                    repository: repo.describe(),
+                    hint: crate::diagnostic::did_you_mean(name, groups.iter().map(String::as_str)),
+                });
+            }
+            entries
+                .into_iter()
+                .filter(|e| usable(e))
+                .filter(|e| at.is_none_or(|at| e.time <= at))
+                .max_by_key(|e| (e.time, e.id.clone()))
+                .ok_or_else(|| RestoreError::NoGoodArchive {
+                    name: name.clone(),
+                    at: *at,
+                })
+        }
+    }
+}
+
 /// A volume to restore and where.
 struct Planned<'a> {
     artifact: &'a Artifact,
@@ -268,52 +331,7 @@ impl Restorer {
 
     /// The archive a source names: Good or Partial, never Corrupt or Missing.
     pub fn resolve(&self, source: &Source) -> Result<Entry, RestoreError> {
-        let repo = &self.repository;
-        let usable = |e: &Entry| matches!(e.health, Health::Good | Health::Partial);
-        // Only the group the source names is read, not the whole repository.
-        let group_entries = |group: &str| -> Result<Vec<Entry>, RestoreError> {
-            let mut entries = Vec::new();
-            for id in repo.archives(group).map_err(RestoreError::Storage)? {
-                if let Some(entry) = crate::repo::catalog::read_entry(repo, group, &id)
-                    .map_err(RestoreError::Storage)?
-                {
-                    entries.push(entry);
-                }
-            }
-            Ok(entries)
-        };
-        match source {
-            Source::Archive(id) => {
-                let found = match crate::repo::layout::group_of(id) {
-                    Some(group) => crate::repo::catalog::read_entry(repo, group, id)
-                        .map_err(RestoreError::Storage)?,
-                    None => None,
-                };
-                let Some(entry) = found else {
-                    return Err(RestoreError::NoArchive {
-                        id: id.clone(),
-                        repository: repo.describe(),
-                    });
-                };
-                if !usable(&entry) {
-                    return Err(RestoreError::Unusable {
-                        id: id.clone(),
-                        health: entry.health,
-                        problems: entry.problems.join("; "),
-                    });
-                }
-                Ok(entry)
-            }
-            Source::Policy { name, at } => group_entries(name)?
-                .into_iter()
-                .filter(|e| usable(e))
-                .filter(|e| at.is_none_or(|at| e.time <= at))
-                .max_by_key(|e| (e.time, e.id.clone()))
-                .ok_or_else(|| RestoreError::NoGoodArchive {
-                    name: name.clone(),
-                    at: *at,
-                }),
-        }
+        resolve(&self.repository, source)
     }
 
     /// Restores; returns the seconds containers were stopped.

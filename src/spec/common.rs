@@ -129,6 +129,12 @@ pub struct Consistency {
     /// Commands run before and after the data is archived.
     #[serde(default, skip_serializing_if = "Hooks::is_empty")]
     pub hooks: Hooks,
+    /// The order to stop containers in, first stopped first, by service or container
+    /// name; they start again in reverse. Containers it does not name stop after those
+    /// it names, dependents first (Compose's `depends_on`, from the labels or the compose
+    /// file), and start before them. Without it, the order is dependents first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stop_order: Vec<String>,
 }
 
 fn default_stop_timeout() -> HumanDuration {
@@ -146,6 +152,7 @@ impl Default for Consistency {
             stop_timeout: default_stop_timeout(),
             wait_healthy: default_wait_healthy(),
             hooks: Hooks::default(),
+            stop_order: Vec::new(),
         }
     }
 }

@@ -35,6 +35,49 @@ pub struct DurationError {
     reason: &'static str,
 }
 
+impl DurationError {
+    /// What the input most likely meant, written as holdfast reads it: `1 hour` gives
+    /// `1h`, `1 hour 30 minutes` gives `1h30m`, `2 weeks` gives `14d`.
+    pub fn suggestion(&self) -> Option<String> {
+        suggest(&self.input)
+    }
+}
+
+/// Reads words people write for durations (`10 minutes`, `1 Hour`, `90 secs`, `2 weeks`,
+/// `1h 30m`) into the compact form, if every part of the input is understood.
+fn suggest(input: &str) -> Option<String> {
+    let lower = input.to_lowercase();
+    let mut out = String::new();
+    let mut rest = lower.trim();
+    while !rest.is_empty() {
+        rest = rest.trim_start_matches(|c: char| c.is_whitespace() || c == ',');
+        if let Some(after) = rest.strip_prefix("and ") {
+            rest = after.trim_start();
+        }
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        if digits == 0 {
+            return None;
+        }
+        let (number, tail) = rest.split_at(digits);
+        let number: u64 = number.parse().ok()?;
+        let tail = tail.trim_start();
+        let word_len = tail.bytes().take_while(u8::is_ascii_alphabetic).count();
+        let (word, tail) = tail.split_at(word_len);
+        let (value, unit) = match word {
+            "ms" | "msec" | "msecs" | "millisecond" | "milliseconds" => (number, "ms"),
+            "s" | "sec" | "secs" | "second" | "seconds" => (number, "s"),
+            "m" | "min" | "mins" | "minute" | "minutes" => (number, "m"),
+            "h" | "hr" | "hrs" | "hour" | "hours" => (number, "h"),
+            "d" | "day" | "days" => (number, "d"),
+            "w" | "week" | "weeks" => (number.checked_mul(7)?, "d"),
+            _ => return None,
+        };
+        out.push_str(&format!("{value}{unit}"));
+        rest = tail;
+    }
+    (out != input && parse_duration(&out).is_ok()).then_some(out)
+}
+
 pub fn parse_duration(input: &str) -> Result<Duration, DurationError> {
     let err = |reason| DurationError {
         input: input.to_string(),
@@ -52,6 +95,9 @@ pub fn parse_duration(input: &str) -> Result<Duration, DurationError> {
         }
         let (number, tail) = rest.split_at(digits);
         let value: u64 = number.parse().map_err(|_| err("the number is too large"))?;
+        if tail.starts_with(char::is_whitespace) {
+            return Err(err("the unit must follow its number without a space"));
+        }
         let unit_len = tail.bytes().take_while(u8::is_ascii_alphabetic).count();
         let (unit, tail) = tail.split_at(unit_len);
         let part = match unit {
@@ -176,6 +222,25 @@ mod tests {
         ] {
             assert!(parse_duration(input).is_err(), "{input} should not parse");
         }
+    }
+
+    #[test]
+    fn words_for_durations_get_the_compact_form_suggested() {
+        let suggested = |input: &str| parse_duration(input).unwrap_err().suggestion();
+        assert_eq!(suggested("1 hour").as_deref(), Some("1h"));
+        assert_eq!(suggested("10 minutes").as_deref(), Some("10m"));
+        assert_eq!(suggested("1 Hour 30 Minutes").as_deref(), Some("1h30m"));
+        assert_eq!(suggested("1h 30m").as_deref(), Some("1h30m"));
+        assert_eq!(suggested("2 days and 3 hours").as_deref(), Some("2d3h"));
+        assert_eq!(suggested("2 weeks").as_deref(), Some("14d"));
+        assert_eq!(suggested("90secs").as_deref(), Some("90s"));
+        assert_eq!(suggested("1.5h"), None);
+        assert_eq!(suggested("soon"), None);
+        assert_eq!(suggested("10"), None);
+        assert_eq!(
+            parse_duration("1 hour").unwrap_err().to_string(),
+            "`1 hour` is not a duration: the unit must follow its number without a space; write a number with a unit (ms, s, m, h, d), e.g. 30s, 2m, 6h, 1h30m"
+        );
     }
 
     #[test]

@@ -44,6 +44,9 @@ impl CronSchedule {
                 ));
             }
         }
+        if let Some(problem) = out_of_range(text) {
+            return Err(format!("`{}` is not a valid schedule: {problem}", self.0));
+        }
         CronParser::builder()
             .seconds(Seconds::Disallowed)
             .year(Year::Disallowed)
@@ -51,6 +54,39 @@ impl CronSchedule {
             .parse(text)
             .map_err(|e| format!("`{}` is not a valid cron expression: {e}", self.0))
     }
+}
+
+/// The five fields of a schedule, in order, with the numbers each takes.
+const CRON_FIELDS: [(&str, u32, u32); 5] = [
+    ("minute", 0, 59),
+    ("hour", 0, 23),
+    ("day-of-month", 1, 31),
+    ("month", 1, 12),
+    ("day-of-week", 0, 7),
+];
+
+/// The first number outside its field's range, named with the field (the cron library
+/// only says "Number out of bounds"). Names (`JAN`, `MON`) and `*`, `?`, `L`, `W`, `#`
+/// are left to the library.
+fn out_of_range(text: &str) -> Option<String> {
+    let fields: Vec<&str> = text.split_whitespace().collect();
+    for (place, (value, &(name, low, high))) in fields.iter().zip(CRON_FIELDS.iter()).enumerate() {
+        for item in value.split(',') {
+            let range = item.split_once('/').map_or(item, |(range, _)| range);
+            for bound in range.split('-') {
+                let Ok(number) = bound.parse::<u32>() else {
+                    continue;
+                };
+                if !(low..=high).contains(&number) {
+                    return Some(format!(
+                        "{name} {number} is out of range; the {name} field (field {} of 5) takes {low}-{high}",
+                        place + 1
+                    ));
+                }
+            }
+        }
+    }
+    None
 }
 
 impl JsonSchema for CronSchedule {
@@ -154,6 +190,43 @@ mod tests {
                 CronSchedule(expr.into()).parse().is_err(),
                 "{expr:?} should be refused"
             );
+        }
+    }
+
+    #[test]
+    fn a_number_out_of_range_names_its_field_and_the_range() {
+        let cases = [
+            (
+                "0 25 * * *",
+                "hour 25 is out of range; the hour field (field 2 of 5) takes 0-23",
+            ),
+            (
+                "61 3 * * *",
+                "minute 61 is out of range; the minute field (field 1 of 5) takes 0-59",
+            ),
+            (
+                "0 3 0 * *",
+                "day-of-month 0 is out of range; the day-of-month field (field 3 of 5) takes 1-31",
+            ),
+            (
+                "0 3 * 1-13 *",
+                "month 13 is out of range; the month field (field 4 of 5) takes 1-12",
+            ),
+            (
+                "0 3 * * 1,8",
+                "day-of-week 8 is out of range; the day-of-week field (field 5 of 5) takes 0-7",
+            ),
+        ];
+        for (expr, expected) in cases {
+            let error = CronSchedule(expr.into()).parse().unwrap_err();
+            assert!(error.contains(expected), "{expr}: {error}");
+        }
+        assert_eq!(
+            CronSchedule("0 25 * * *".into()).parse().unwrap_err(),
+            "`0 25 * * *` is not a valid schedule: hour 25 is out of range; the hour field (field 2 of 5) takes 0-23"
+        );
+        for fine in ["*/15 0-23 1-31 1-12 0-7", "0 3 * JAN-DEC MON-FRI"] {
+            assert!(CronSchedule(fine.into()).parse().is_ok(), "{fine}");
         }
     }
 

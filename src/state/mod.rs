@@ -275,6 +275,28 @@ impl StateDb {
         })
     }
 
+    /// An empty database in memory with the current schema, for a command that records
+    /// nothing (`backup --dry-run`) where the state folder has no database yet. Nothing is
+    /// written to `dir`; [`StateDb::path`] still names where the database would be, so the
+    /// state folder is still known as holdfast's own.
+    pub fn in_memory(dir: &Path) -> Result<StateDb, StateError> {
+        let path = dir.join("holdfast.db");
+        let open_err = |source| StateError::Open {
+            path: path.clone(),
+            source,
+        };
+        let mut conn = Connection::open_in_memory().map_err(open_err)?;
+        for sql in MIGRATIONS {
+            let tx = conn.transaction().map_err(open_err)?;
+            tx.execute_batch(sql).map_err(open_err)?;
+            tx.commit().map_err(open_err)?;
+        }
+        Ok(StateDb {
+            conn: Mutex::new(conn),
+            path,
+        })
+    }
+
     /// A second, read-only connection to a database [`StateDb::open`] made: for readers
     /// (the HTTP API) that must neither wait for the loop's connection nor write.
     pub fn open_reader(dir: &Path) -> Result<StateDb, StateError> {

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::diagnostic::{Diagnostic, FieldPath, Position, did_you_mean};
+use crate::diagnostic::{Diagnostic, FieldPath, Position, did_you_mean, most_specific_first};
 use crate::load::positions::DocumentPositions;
 use crate::load::{self, Document, SourceFile};
 use crate::spec::{Kind, Object, ObjectKey, Resource};
@@ -164,6 +164,10 @@ pub fn validate_sources(sources: Vec<SourceFile>) -> Report {
         .collect();
     check_unique_names(&mut files);
     check_references(&mut files);
+    // What shows an object's errors in one line (the Stalled condition) takes the first.
+    for object in files.iter_mut().flat_map(|f| f.objects.iter_mut()) {
+        most_specific_first(&mut object.errors);
+    }
     Report {
         files,
         errors: Vec::new(),
@@ -472,6 +476,35 @@ mod tests {
         ] {
             let errors = messages(&check(&[("r.yaml", &restore(fine))]));
             assert!(errors.is_empty(), "{fine}: {errors:#?}");
+        }
+    }
+
+    #[test]
+    fn an_objects_first_error_is_the_most_specific() {
+        // The Stalled condition shows the first error: the misspelling with its "did you
+        // mean", not the missing field it causes.
+        let text = "kind: BackupPolicy\nmetadata: {name: p}\nspec:\n  schedul: '@daily'\n  targets: {stacks: [s]}\n";
+        let report = check(&[("p.yaml", text)]);
+        let errors = &report.files[0].objects[0].errors;
+        assert_eq!(errors.len(), 2, "{errors:#?}");
+        assert_eq!(errors[0].message, "unknown field `schedul`");
+        assert_eq!(errors[0].hint.as_deref(), Some("did you mean `schedule`?"));
+        assert_eq!(errors[1].message, "missing required field `schedule`");
+        // Printed, they stay in the order of the file.
+        let printed = report.diagnostics();
+        assert!(printed[0].line <= printed[1].line);
+    }
+
+    #[test]
+    fn a_password_written_as_text_is_told_the_forms_even_after_redaction() {
+        let text = "kind: BackupPolicy\nmetadata: {name: p}\nspec:\n  schedule: '@daily'\n  targets: {stacks: [s]}\n  dumps: [{service: db, engine: postgres, password: shop-secret}]\n";
+        let errors = messages(&check(&[("p.yaml", text)]));
+        assert_eq!(errors.len(), 1, "{errors:#?}");
+        // As a Stalled condition shows it, redacted like every status message.
+        let shown = crate::status::redact(&errors[0]);
+        assert!(!shown.contains("shop-secret"), "{shown}");
+        for form in ["{value: …}", "{fromEnv: VARIABLE}", "{fromFile: PATH}"] {
+            assert!(shown.contains(form), "{shown}");
         }
     }
 

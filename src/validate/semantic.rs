@@ -300,6 +300,27 @@ fn check_consistency(consistency: &Consistency, at: &FieldPath, problems: &mut P
             check_exec(&hook.exec, &hooks.key(phase).index(i).key("exec"), problems);
         }
     }
+    let order = at.key("stopOrder");
+    if consistency.stop == StopMode::None && !consistency.stop_order.is_empty() {
+        problems.add_hinted(
+            order.clone(),
+            "stopOrder does nothing with stop: none, which stops no container",
+            Some("set stop: container or stop: stack, or remove stopOrder".into()),
+        );
+    }
+    for (i, name) in consistency.stop_order.iter().enumerate() {
+        if name.trim().is_empty() {
+            problems.add(
+                order.index(i),
+                "a name must not be empty; name a service or a container",
+            );
+        } else if consistency.stop_order[..i].contains(name) {
+            problems.add(
+                order.index(i),
+                format!("`{name}` is named twice; each service or container stops once"),
+            );
+        }
+    }
 }
 
 fn check_exec(exec: &ExecHook, at: &FieldPath, problems: &mut Problems) {

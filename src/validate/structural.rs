@@ -211,15 +211,19 @@ fn render(
                 format!("missing required field `{name}`"),
             )
         }
-        ValidationErrorKind::Type { kind } => Problem::new(
-            at_value,
-            path,
-            format!(
-                "expected {}, found {}",
-                expected_type(kind),
-                describe(instance)
-            ),
-        ),
+        ValidationErrorKind::Type { kind } => {
+            let hint = mapping_hint(kind, instance, root_schema, &path);
+            Problem::new(
+                at_value,
+                path,
+                format!(
+                    "expected {}, found {}",
+                    expected_type(kind),
+                    describe(instance)
+                ),
+            )
+            .hint(hint)
+        }
         ValidationErrorKind::Enum { options } => {
             let names: Vec<String> = options
                 .as_array()
@@ -318,6 +322,42 @@ fn render(
     out.push(problem);
 }
 
+/// For a plain value where a mapping belongs, how to write the mapping: for a secret
+/// (`password: shop-secret`) the forms a secret takes, otherwise the fields it holds.
+fn mapping_hint(
+    kind: &TypeKind,
+    instance: &Value,
+    root_schema: &Value,
+    path: &FieldPath,
+) -> Option<String> {
+    let wants_mapping = match kind {
+        TypeKind::Single(t) => t.as_str() == "object",
+        TypeKind::Multiple(_) => false,
+    };
+    if !wants_mapping || instance.is_object() || instance.is_array() {
+        return None;
+    }
+    let key = match path.0.last() {
+        Some(Segment::Key(key)) => key.as_str(),
+        _ => return None,
+    };
+    let allowed = schema::allowed_keys(root_schema, path);
+    let has = |name: &str| allowed.iter().any(|k| k == name);
+    if has("value") && has("fromEnv") {
+        // No quotes or backticks: after a secret field, redaction hides every quoted
+        // literal, and the examples must survive into status files.
+        return Some(
+            "write a mapping: {value: …} for the secret itself, or {fromEnv: VARIABLE} to read a variable of the database container, or {fromFile: PATH}".to_string(),
+        );
+    }
+    (!allowed.is_empty()).then(|| {
+        format!(
+            "write `{key}:` as a mapping with some of: {}",
+            allowed.join(", ")
+        )
+    })
+}
+
 /// When every alternative at `path` is a fixed word (an enum whose variants carry their own
 /// descriptions), the words.
 fn enum_names(root_schema: &Value, path: &FieldPath) -> Option<Vec<String>> {
@@ -363,13 +403,19 @@ fn name_problem(name: &str, at: Position, path: FieldPath) -> Problem {
 fn pattern_problem(pattern: &str, instance: &Value, at: Position, path: FieldPath) -> Problem {
     let text = instance.as_str().unwrap_or_default();
     if pattern == DURATION_PATTERN {
-        let message = match parse_duration(text) {
-            Err(e) => e.to_string(),
-            Ok(_) => format!(
-                "`{text}` is not a duration holdfast accepts (each number has at most 9 digits)"
+        return match parse_duration(text) {
+            Err(e) => {
+                let hint = e.suggestion().map(|s| format!("did you mean `{s}`?"));
+                Problem::new(at, path, e.to_string()).hint(hint)
+            }
+            Ok(_) => Problem::new(
+                at,
+                path,
+                format!(
+                    "`{text}` is not a duration holdfast accepts (each number has at most 9 digits)"
+                ),
             ),
         };
-        return Problem::new(at, path, message);
     }
     if pattern == NAME_PATTERN {
         return name_problem(text, at, path);

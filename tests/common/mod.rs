@@ -84,9 +84,14 @@ impl ComposeStack {
             .join("examples/compose")
             .join(example)
             .join("docker-compose.yml");
+        ComposeStack::up_file(&file, project)
+    }
+
+    /// A Compose project started from the compose file `file`, removed like [`Self::up`]'s.
+    pub fn up_file(file: &Path, project: &str) -> ComposeStack {
         let stack = ComposeStack {
             project: project.to_string(),
-            file,
+            file: file.to_path_buf(),
         };
         // A leftover from an earlier, killed run would make `up` reuse old volumes.
         stack.down();

@@ -1,0 +1,44 @@
+use std::io::Write;
+use std::process::ExitCode;
+
+use super::OutputFormat;
+use crate::restore::files::{PathRestore, restore_paths};
+use crate::settings::Settings;
+
+/// `holdfast restore --path`: reads the repository and writes only into the folder given;
+/// no Docker, no state folder, no lock.
+pub fn run(
+    settings: &Settings,
+    request: &PathRestore,
+    output: OutputFormat,
+) -> anyhow::Result<ExitCode> {
+    let repo = super::repository(settings);
+    let done = restore_paths(&repo, request, &crate::progress::Silent)?;
+    let mut out = std::io::stdout().lock();
+    match output {
+        OutputFormat::Json => {
+            let value = serde_json::json!({
+                "archive": done.archive,
+                "volume": request.volume,
+                "artifact": done.artifact,
+                "paths": request.paths,
+                "to": request.to,
+                "entries": done.stats.entries,
+                "bytes": done.stats.bytes,
+            });
+            serde_json::to_writer_pretty(&mut out, &value)?;
+            writeln!(out)?;
+        }
+        OutputFormat::Text => writeln!(
+            out,
+            "restored {} of volume {} from {} into {}: {} entries, {}",
+            request.paths.join(", "),
+            request.volume,
+            done.archive,
+            request.to.display(),
+            done.stats.entries,
+            super::plan::human_bytes(done.stats.bytes)
+        )?,
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -121,6 +121,10 @@ impl Progress for AtEachBuffer {
         self.inner.run(id);
     }
 
+    fn phase(&self, what: &str) {
+        self.inner.phase(what);
+    }
+
     fn item(&self, name: &str) {
         self.inner.item(name);
     }

@@ -267,7 +267,7 @@ impl ResourceLocks {
     ) -> LockGuard {
         self.acquire(run, claims, |wait| {
             tracing::info!(resource = %wait.resource, holder = %wait.holder, "{wait}");
-            progress.item(&wait.to_string());
+            progress.phase(&wait.to_string());
         })
         .await
     }

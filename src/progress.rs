@@ -5,7 +5,10 @@
 pub trait Progress: Send + Sync {
     /// The run got its id; called once, before anything else.
     fn run(&self, _id: &str) {}
-    /// A new item (volume, bind mount, dump) has started.
+    /// A step without bytes to count has started ("stopping", "starting again"), or a
+    /// step whose items follow ("archiving", "dumping"). What was shown before is over.
+    fn phase(&self, _what: &str) {}
+    /// A new item (volume, bind mount, dump) of the current phase has started.
     fn item(&self, _name: &str) {}
     /// `n` more bytes of source data were read.
     fn bytes(&self, _n: u64) {}
@@ -48,6 +51,10 @@ impl Cancellable {
 impl Progress for Cancellable {
     fn run(&self, id: &str) {
         self.inner.run(id);
+    }
+
+    fn phase(&self, what: &str) {
+        self.inner.phase(what);
     }
 
     fn item(&self, name: &str) {

@@ -56,8 +56,9 @@ fn dry_run_executor(
     ))
 }
 
-/// Exit code 0 when the run succeeded, 1 when it failed or partially failed.
-pub fn run(settings: &Settings, args: BackupArgs) -> anyhow::Result<ExitCode> {
+/// Exit code 0 when the run succeeded, 1 when it failed or partially failed. `bar`: show
+/// a progress bar on stderr.
+pub fn run(settings: &Settings, args: BackupArgs, bar: bool) -> anyhow::Result<ExitCode> {
     let report = specs::load(settings);
     let mut request = specs::backup_request(&report, settings, &args.name)?;
     request.dry_run = args.dry_run;
@@ -99,18 +100,17 @@ pub fn run(settings: &Settings, args: BackupArgs) -> anyhow::Result<ExitCode> {
             super::recover_after_crash(settings, &executor).await?;
             Some((lock, repo_lock))
         };
-        // A progress line on a terminal; plain log lines otherwise.
-        let interactive = std::io::IsTerminal::is_terminal(&std::io::stderr()) && !args.dry_run;
-        let line = interactive.then(super::progress_line::ProgressLine::start);
-        let shown: Arc<dyn crate::progress::Progress> = match &line {
-            Some(line) => line.clone(),
+        // A progress bar on a terminal; log lines alone otherwise.
+        let bar = (bar && !args.dry_run).then(super::progress_bar::Bar::start);
+        let shown: Arc<dyn crate::progress::Progress> = match &bar {
+            Some(bar) => bar.clone(),
             None => Arc::new(crate::progress::Silent),
         };
         let progress = Arc::new(Cancellable::new(shown));
         let run = executor.run(&request, progress.clone());
         let outcome = super::unless_interrupted(run, &mut signals, &progress, &executor).await;
-        if let Some(line) = line {
-            line.finish();
+        if let Some(bar) = bar {
+            bar.finish();
         }
         let outcome = outcome?;
         // Retention after a successful run of a policy, as the daemon's, with both locks

@@ -5,7 +5,7 @@ mod delete;
 mod get;
 mod ls;
 mod plan;
-mod progress_line;
+mod progress_bar;
 mod prune;
 mod restore;
 mod restore_paths;
@@ -33,6 +33,15 @@ BackupPolicy, Archive and Restore specs in a folder (kept in git) say what you w
 pub struct Cli {
     #[command(flatten)]
     pub settings: Settings,
+
+    /// Log only warnings and errors, and show no progress bar.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+
+    /// Log more: `-v` adds holdfast's debug lines (and each line's module), `-vv` trace
+    /// lines. `HOLDFAST_LOG` (e.g. `holdfast=debug`) overrides both.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
 
     #[command(subcommand)]
     pub command: Command,
@@ -83,18 +92,25 @@ pub fn run(cli: Cli) -> ExitCode {
         _ => false,
     }
     .then(|| cli.settings.state.join("logs"));
-    crate::logging::init(cli.settings.log_format, run_logs);
+    let verbosity = if cli.quiet {
+        -1
+    } else {
+        cli.verbose.min(2) as crate::logging::Verbosity
+    };
+    crate::logging::init(cli.settings.log_format, verbosity, run_logs);
+    // A bar only where a person watches, and not when asked to be quiet.
+    let bar = !cli.quiet && std::io::IsTerminal::is_terminal(&std::io::stderr());
     let result = match cli.command {
         Command::Validate(args) => validate::run(&cli.settings, args),
         Command::Schema(args) => schema::run(args),
         Command::Plan(args) => plan::run(&cli.settings, args),
-        Command::Backup(args) => backup::run(&cli.settings, args),
+        Command::Backup(args) => backup::run(&cli.settings, args, bar),
         Command::Run(args) => run::run(&cli.settings, args),
         Command::Get(args) => get::run(&cli.settings, args),
         Command::Delete(args) => delete::run(&cli.settings, args),
         Command::Prune(args) => prune::run(&cli.settings, args),
         Command::Verify(args) => verify::run(&cli.settings, args),
-        Command::Restore(args) => restore::run(&cli.settings, args),
+        Command::Restore(args) => restore::run(&cli.settings, args, bar),
         Command::Ls(args) => ls::run(&cli.settings, args),
     };
     match result {
@@ -259,7 +275,10 @@ async fn unless_interrupted<T>(
     // The work was dropped with the branch it lost: nothing of it acts any more, apart from
     // threads that stop at their next buffer.
     progress.cancel();
-    eprintln!("interrupted: cancelling the run and starting again what it stopped");
+    // Above the progress bar, which is still drawn until the command ends.
+    crate::logging::write_stderr(
+        "interrupted: cancelling the run and starting again what it stopped\n",
+    );
     let started = executor.replay_journal().await;
     if let Err(e) = executor.state().fail_interrupted_runs(chrono::Utc::now()) {
         eprintln!("warning: recording the run as interrupted: {e}");

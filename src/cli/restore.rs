@@ -128,7 +128,8 @@ fn parse_map(text: &str) -> Result<(String, String), String> {
 }
 
 /// Exit code 0 when everything asked for was restored, 1 otherwise.
-pub fn run(settings: &Settings, args: RestoreArgs) -> anyhow::Result<ExitCode> {
+/// `bar`: show a progress bar on stderr.
+pub fn run(settings: &Settings, args: RestoreArgs, bar: bool) -> anyhow::Result<ExitCode> {
     let source = match (&args.from, &args.policy) {
         (Some(id), _) => Source::Archive(id.clone()),
         (None, Some(name)) => Source::Policy {
@@ -207,9 +208,18 @@ pub fn run(settings: &Settings, args: RestoreArgs) -> anyhow::Result<ExitCode> {
             locks: executor.locks(),
         };
         // Cancelled, an extraction stops at its next buffer and never swaps the volume.
-        let progress = Arc::new(Cancellable::new(Arc::new(crate::progress::Silent)));
+        let bar = bar.then(super::progress_bar::Bar::start);
+        let shown: Arc<dyn crate::progress::Progress> = match &bar {
+            Some(bar) => bar.clone(),
+            None => Arc::new(crate::progress::Silent),
+        };
+        let progress = Arc::new(Cancellable::new(shown));
         let work = restorer.run(&request, progress.clone());
-        let outcome = super::unless_interrupted(work, &mut signals, &progress, &executor).await?;
+        let outcome = super::unless_interrupted(work, &mut signals, &progress, &executor).await;
+        if let Some(bar) = bar {
+            bar.finish();
+        }
+        let outcome = outcome?;
         super::prune_history(settings, &executor.state());
         anyhow::Ok(outcome)
     });

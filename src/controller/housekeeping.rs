@@ -361,7 +361,7 @@ impl Housekeeping {
                     error!(policy = name, "{e}");
                 }
                 if !pruned.forgotten.is_empty() {
-                    info!(policy = name, forgotten = ?pruned.forgotten, dry_run = pruned.dry_run, "retention applied");
+                    info!(policy = name, archives = %pruned.forgotten.join(", "), dry_run = pruned.dry_run, "retention applied");
                     if !pruned.dry_run {
                         for _ in &pruned.forgotten {
                             self.hub.metrics.deleted(name, "retention");

@@ -197,7 +197,7 @@ impl Controller {
         }
         let started = runner.replay_journal().await.map_err(anyhow::Error::msg)?;
         if !started.is_empty() {
-            warn!(containers = ?started, "started again what an interrupted run had stopped");
+            warn!(containers = %started.join(", "), "started again what an interrupted run had stopped");
         }
         let repo = self.housekeeping.repo().clone();
         for path in repo.clean()? {
@@ -421,7 +421,7 @@ impl Controller {
         let delay = self.retry.map_or(RETRY_FIRST, |d| (d * 2).min(RETRY_MAX));
         self.retry = Some(delay);
         error!(
-            retry_in = ?delay,
+            retry_in_seconds = delay.as_secs_f64(),
             "not reconciling: what holdfast remembers cannot be read, so nothing starts until it can: {error}"
         );
         now + chrono::Duration::from_std(delay).unwrap_or_default()
@@ -449,7 +449,7 @@ impl Controller {
         if !found.adopted.is_empty() {
             let objects: Vec<String> = found.adopted.iter().map(|k| k.to_string()).collect();
             info!(
-                ?objects,
+                objects = %objects.join(", "),
                 "recalled what was handled from the repository's record and the status files"
             );
         }
@@ -539,7 +539,7 @@ impl Controller {
 
     async fn finished(&mut self, key: &ObjectKey, outcome: &RunOutcome) {
         self.supervisor.finished(key);
-        info!(object = %key, run = %outcome.run_id, phase = ?outcome.phase, "run finished");
+        info!(object = %key, run = %outcome.run_id, phase = outcome.phase.as_str(), "run finished");
         self.publisher.run_finished(key, outcome);
         if outcome.committed
             && let Some(id) = &outcome.archive_id

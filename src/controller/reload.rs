@@ -135,8 +135,8 @@ impl Controller {
         for name in &verdict.newly_gone {
             info!(
                 archive = %name,
-                "its Archive spec (deletionPolicy: Delete) is gone; its archives are deleted if it is still gone in {:?}",
-                removals::CONFIRM
+                "its Archive spec (deletionPolicy: Delete) is gone; its archives are deleted if it is still gone in {}",
+                crate::logging::human_seconds(removals::CONFIRM.as_secs_f64())
             );
         }
         if let Some(at) = verdict.recheck_at {
@@ -154,7 +154,7 @@ impl Controller {
         self.specs_retry = Some(delay);
         warn!(
             specs = %self.options.specs.display(),
-            retry_in = ?delay,
+            retry_in_seconds = delay.as_secs_f64(),
             "keeping the last good view of the specs, nothing is changed or deleted: {why}"
         );
         self.hub.metrics.specs_unreadable(true);

@@ -165,7 +165,15 @@ impl Supervisor {
                 self.runner.backup(*r, verify_after, progress.clone())
             }
         };
-        info!(object = %want.key, trigger = want.trigger.as_str(), nominal = ?want.nominal, "starting a run");
+        match want.nominal {
+            Some(nominal) => info!(
+                object = %want.key,
+                trigger = want.trigger.as_str(),
+                nominal = %nominal.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                "starting a run"
+            ),
+            None => info!(object = %want.key, trigger = want.trigger.as_str(), "starting a run"),
+        }
         let key = want.key.clone();
         let tx = self.done_tx.clone();
         let span = info_span!("object", object = %key);
@@ -231,7 +239,7 @@ impl Supervisor {
         }
         match self.runner.replay_journal().await {
             Ok(started) if !started.is_empty() => {
-                info!(containers = ?started, "started again what the cancelled runs had stopped")
+                info!(containers = %started.join(", "), "started again what the cancelled runs had stopped")
             }
             Ok(_) => {}
             Err(e) => error!("starting what cancelled runs had stopped: {e}"),

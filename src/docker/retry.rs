@@ -62,7 +62,8 @@ where
             operation = error.operation(),
             reason = error.reason(),
             attempt,
-            "{error}; trying again in {wait:?}"
+            "{error}; trying again in {}",
+            crate::logging::human_seconds(wait.as_secs_f64())
         );
         tokio::time::sleep(wait).await;
         attempt += 1;

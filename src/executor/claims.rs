@@ -102,7 +102,7 @@ impl Executor {
             }
             if covered {
                 info!(
-                    seconds = format!("{:.2}", started.elapsed().as_secs_f64()),
+                    waited_seconds = started.elapsed().as_secs_f64(),
                     "waited for other runs; going on"
                 );
                 run.time("wait", started);

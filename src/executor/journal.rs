@@ -107,7 +107,7 @@ impl Executor {
         };
         let decision = decide(entry, details.running, details.started_at, Utc::now());
         if let Replay::FinishStop(left) = decision {
-            warn!(container = %entry.container_name, run = %entry.run_id, seconds_left = left.as_secs(), "an interrupted run was stopping this container; letting the stop end before starting it again");
+            warn!(container = %entry.container_name, run = %entry.run_id, left_seconds = left.as_secs_f64(), "an interrupted run was stopping this container; letting the stop end before starting it again");
             self.engine.stop(&entry.container_id, left).await?;
             self.state.journal_stopped(&entry.container_id)?;
         }

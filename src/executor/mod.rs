@@ -23,7 +23,7 @@ use std::time::Instant;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use tracing::{Instrument, error, info, info_span, warn};
+use tracing::{Instrument, debug, error, info, info_span, warn};
 
 use crate::docker::engine::{DockerError, Engine};
 use crate::fault;
@@ -175,7 +175,7 @@ pub(crate) struct Progressing {
 impl Progressing {
     fn time(&mut self, phase: &str, started: Instant) {
         let secs = started.elapsed().as_secs_f64();
-        info!(phase, seconds = format!("{secs:.2}"), "phase done");
+        debug!(phase, duration_seconds = secs, "phase done");
         *self.timings.entry(phase.to_string()).or_default() += secs;
     }
 }
@@ -304,6 +304,7 @@ impl Executor {
         info!(dry_run = request.dry_run, "run started");
 
         let started = Instant::now();
+        progress.phase("looking at the targets");
         let mut plan = match self.plan(&request.spec).await {
             Ok(plan) => plan,
             Err(e) => {
@@ -341,9 +342,17 @@ impl Executor {
                 Err(e) => run.fatal.push(RunError::Storage(e)),
                 Ok(partial) => {
                     archive_id = Some(partial.id.clone());
-                    self.take_archive(request, &plan, &partial.dir, &run_id, progress, &mut run)
-                        .await;
+                    self.take_archive(
+                        request,
+                        &plan,
+                        &partial.dir,
+                        &run_id,
+                        progress.clone(),
+                        &mut run,
+                    )
+                    .await;
                     if run.fatal.is_empty() {
+                        progress.phase("writing the manifest");
                         fault::point("backup.before-manifest");
                         let manifest = self.manifest(request, &plan, &partial.id, start_time, &run);
                         let text = serde_json::to_vec_pretty(&manifest).unwrap_or_default();
@@ -403,8 +412,18 @@ impl Executor {
                 error!("recording the end of the run: {e}");
             }
         }
-        match phase {
-            Phase::Succeeded => info!(?archive_id, bytes, "run succeeded"),
+        let source_bytes: u64 = run.artifacts.iter().map(|a| a.source_bytes).sum();
+        let (downtime, duration) = (record.downtime_seconds, started.elapsed().as_secs_f64());
+        match (phase, &archive_id) {
+            (Phase::Succeeded, Some(archive)) => info!(
+                archive = %archive,
+                stored_bytes = bytes,
+                source_bytes,
+                downtime_seconds = downtime,
+                duration_seconds = duration,
+                "run succeeded"
+            ),
+            (Phase::Succeeded, None) => info!(duration_seconds = duration, "run succeeded"),
             _ => {
                 // What decided the phase: whether another run may do better, and why not.
                 let failures = if run.fatal.is_empty() {
@@ -414,7 +433,13 @@ impl Executor {
                 };
                 let reasons: Vec<&str> = failures.iter().map(RunError::reason).collect();
                 let transient = failures.iter().all(RunError::is_transient);
-                error!(?phase, errors = %errors.join("; "), ?reasons, transient, "run did not succeed")
+                error!(
+                    phase = phase.as_str(),
+                    errors = %errors.join("; "),
+                    reasons = %reasons.join(", "),
+                    transient,
+                    "run did not succeed"
+                )
             }
         }
         RunOutcome {

@@ -288,7 +288,7 @@ impl Executor {
                 return Ok(());
             }
         };
-        info!(needed = need.bytes, free, basis = %need.basis, "free space checked");
+        info!(needed_bytes = need.bytes, free_bytes = free, basis = %need.basis, "free space checked");
         if need.bytes > free {
             return Err(WouldNotFit {
                 repository: space.repository.display().to_string(),
@@ -309,20 +309,7 @@ pub struct Space {
     pub free: Result<u64, String>,
 }
 
-pub fn human_bytes(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
-    }
-}
+pub use crate::logging::human_bytes;
 
 #[cfg(test)]
 mod tests {

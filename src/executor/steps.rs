@@ -47,6 +47,7 @@ impl Executor {
         let started = Instant::now();
         let hooks_ran = !plan.pre_hooks.is_empty();
         for hook in &plan.pre_hooks {
+            progress.phase("running the pre hooks");
             if let Err(e) = self.hook("pre", hook).await {
                 run.fatal.push(e);
                 break;
@@ -56,6 +57,9 @@ impl Executor {
 
         if run.fatal.is_empty() {
             let started = Instant::now();
+            if !plan.dumps.is_empty() {
+                progress.phase("dumping");
+            }
             for dump in &plan.dumps {
                 if let Err(e) = self
                     .dump(dump, root, &request.output, progress.clone(), run)
@@ -69,9 +73,12 @@ impl Executor {
         }
 
         if run.fatal.is_empty() {
-            let stopped = self.stop(plan, run_id, request, run).await;
+            let stopped = self
+                .stop(plan, run_id, request, progress.as_ref(), run)
+                .await;
             if run.fatal.is_empty() {
                 let started = Instant::now();
+                progress.phase("archiving");
                 self.archive_data(
                     plan,
                     root,
@@ -84,11 +91,13 @@ impl Executor {
                 run.time("archive", started);
             }
             // Whatever happened above, what was stopped is started again.
-            self.restart(&stopped, request, run).await;
+            self.restart(&stopped, request, progress.as_ref(), run)
+                .await;
         }
 
         if hooks_ran {
             let started = Instant::now();
+            progress.phase("running the post hooks");
             for hook in &plan.post_hooks {
                 if let Err(e) = self.hook("post", hook).await {
                     run.partial.push(e);
@@ -99,6 +108,7 @@ impl Executor {
 
         if run.fatal.is_empty() && request.spec.include.recipe {
             let started = Instant::now();
+            progress.phase("writing the recipe");
             if let Err(e) = self.recipe(plan, root, run).await {
                 run.fatal.push(RunError::Recipe(e));
             }
@@ -134,7 +144,7 @@ impl Executor {
     }
 
     async fn hook(&self, which: &'static str, hook: &PlannedHook) -> Result<(), RunError> {
-        info!(container = %hook.container, command = ?hook.command, "{which} hook");
+        info!(container = %hook.container, command = %hook.command.join(" "), "running the {which} hook");
         let timeout = Duration::from_secs(hook.timeout_seconds);
         let out = self
             .engine
@@ -285,6 +295,12 @@ impl Executor {
                     stderr: tail(&stderr),
                 });
             }
+            info!(
+                artifact = %info.path,
+                source_bytes = info.source_bytes,
+                stored_bytes = info.size,
+                "dumped"
+            );
             run.artifacts.push(Artifact {
                 kind: "dump".into(),
                 source: Some(dump.container.clone()),
@@ -305,6 +321,7 @@ impl Executor {
         plan: &BackupPlan,
         run_id: &str,
         request: &BackupRequest,
+        progress: &dyn Progress,
         run: &mut Progressing,
     ) -> Vec<(PlannedContainer, Instant)> {
         let started = Instant::now();
@@ -330,6 +347,7 @@ impl Executor {
             }
             fault::point("backup.after-journal");
             info!(container = %c.name, "stopping");
+            progress.phase(&format!("stopping {}", c.name));
             let at = Instant::now();
             // Journalled first: even if the stop call fails halfway, a restart is attempted.
             stopped.push((c.clone(), at));
@@ -356,6 +374,7 @@ impl Executor {
         &self,
         stopped: &[(PlannedContainer, Instant)],
         request: &BackupRequest,
+        progress: &dyn Progress,
         run: &mut Progressing,
     ) {
         if stopped.is_empty() {
@@ -363,15 +382,20 @@ impl Executor {
         }
         fault::point("backup.before-start");
         let started = Instant::now();
-        let mut stack_down_since: BTreeMap<String, Instant> = BTreeMap::new();
+        // By stack, or by container for one outside any stack.
+        let mut stack_down_since: BTreeMap<(String, bool), Instant> = BTreeMap::new();
         for (c, at) in stopped {
-            let key = c.stack.clone().unwrap_or_else(|| c.name.clone());
+            let key = match &c.stack {
+                Some(stack) => (stack.clone(), true),
+                None => (c.name.clone(), false),
+            };
             let since = stack_down_since.entry(key).or_insert(*at);
             *since = (*since).min(*at);
         }
         let mut up = Vec::new();
         for (c, _) in stopped.iter().rev() {
-            info!(container = %c.name, "starting");
+            info!(container = %c.name, "starting again");
+            progress.phase(&format!("starting {} again", c.name));
             match self.engine.start(&c.id).await {
                 Ok(()) => {
                     fault::point("backup.after-start");
@@ -385,6 +409,7 @@ impl Executor {
         }
         let deadline = Instant::now() + request.spec.consistency.wait_healthy.as_duration();
         for c in &up {
+            progress.phase(&format!("waiting for {} to run", c.name));
             match self.wait_healthy(c, deadline).await {
                 Ok(()) => {
                     if let Err(e) = self.state.journal_remove(&c.id) {
@@ -395,10 +420,13 @@ impl Executor {
                 Err(e) => run.partial.push(e),
             }
         }
-        for (stack, since) in stack_down_since {
+        for ((name, is_stack), since) in stack_down_since {
             let secs = since.elapsed().as_secs_f64();
-            info!(stack = %stack, downtime = format!("{secs:.2}"), "back up");
-            run.downtime.insert(stack, secs);
+            match is_stack {
+                true => info!(stack = %name, downtime_seconds = secs, "running again"),
+                false => info!(container = %name, downtime_seconds = secs, "running again"),
+            }
+            run.downtime.insert(name, secs);
         }
         run.time("restart", started);
     }
@@ -473,6 +501,7 @@ impl Executor {
             };
             match result {
                 Ok((info, via)) => {
+                    archived(&info);
                     note_shrunk(&info, &mut run.partial);
                     run.artifacts.push(Artifact {
                         kind: "volume".into(),
@@ -516,6 +545,7 @@ impl Executor {
             };
             match result {
                 Ok((info, via)) => {
+                    archived(&info);
                     note_shrunk(&info, &mut run.partial);
                     run.artifacts.push(Artifact {
                         kind: "bind".into(),
@@ -807,6 +837,16 @@ fn note_shrunk(info: &ArtifactInfo, partial: &mut Vec<RunError>) {
             paths: info.shrunk.paths.clone(),
         });
     }
+}
+
+fn archived(info: &ArtifactInfo) {
+    info!(
+        artifact = %info.path,
+        source_bytes = info.source_bytes,
+        stored_bytes = info.size,
+        entries = info.entries,
+        "archived"
+    );
 }
 
 fn artifact_from(info: ArtifactInfo) -> Artifact {

@@ -349,6 +349,12 @@ impl crate::progress::Progress for RunEvents {
         });
     }
 
+    /// A phase shows as the run's item until the next item: what a run waits for, or that
+    /// it is starting containers again, rather than the last item archived.
+    fn phase(&self, what: &str) {
+        self.item(what);
+    }
+
     fn item(&self, name: &str) {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         state.item = Some(name.to_string());

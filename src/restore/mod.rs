@@ -309,8 +309,11 @@ impl Restorer {
         }
         match phase {
             Phase::Succeeded => info!(
+                archive = %report.archive,
                 volumes = report.volumes.len(),
                 dumps = report.dumps.len(),
+                written_bytes = bytes,
+                downtime_seconds = downtime,
                 "restore succeeded"
             ),
             _ => error!("restore failed"),
@@ -423,6 +426,7 @@ impl Restorer {
                     })?;
                 stopped.push(c.clone());
                 info!(container = %c.name, "stopping");
+                progress.phase(&format!("stopping {}", c.name));
                 if let Err(source) = self.engine.stop(&c.id, STOP_TIMEOUT).await {
                     self.start_again(&stopped, warnings).await;
                     return Err(RestoreError::Stop {
@@ -436,10 +440,14 @@ impl Restorer {
                 fault::point("restore.after-stop");
             }
         }
+        progress.phase("restoring");
         let result = self
             .write_volumes(&planned, &entry, run_id, &progress, report)
             .await;
         let downtime = down_since.map_or(0.0, |t| t.elapsed().as_secs_f64());
+        if !stopped.is_empty() {
+            progress.phase("starting again what was stopped");
+        }
         self.start_again(&stopped, warnings).await;
         result?;
 
@@ -449,6 +457,7 @@ impl Restorer {
                 let container = artifact.source.clone().unwrap_or_default();
                 let file = entry.path.join(&artifact.path);
                 info!(container = %container, artifact = %artifact.path, "replaying dump");
+                progress.phase(&format!("replaying {} into {container}", artifact.path));
                 let replayed = replay::replay(&self.engine, &container, artifact, &file)
                     .await
                     .map_err(|source| RestoreError::Replay {
@@ -654,7 +663,7 @@ impl Restorer {
             fault::point("restore.before-start");
         }
         for c in stopped.iter().rev() {
-            info!(container = %c.name, "starting");
+            info!(container = %c.name, "starting again");
             match self.engine.start(&c.id).await {
                 Ok(()) => {
                     if let Err(e) = self.state.journal_remove(&c.id) {

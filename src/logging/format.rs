@@ -283,6 +283,12 @@ pub fn human_bytes(bytes: u64) -> String {
     }
 }
 
+/// Seconds rounded to milliseconds, as status files and the API show durations:
+/// `3.2964814049999998` is written `3.296`.
+pub fn round_seconds(seconds: f64) -> f64 {
+    (seconds * 1000.0).round() / 1000.0
+}
+
 /// `0.004` reads `4ms`, `4.587` reads `4.6s`, `754` reads `12m34s`, `7384` reads `2h03m`.
 pub fn human_seconds(seconds: f64) -> String {
     if !seconds.is_finite() || seconds < 0.0 {

@@ -26,7 +26,7 @@ use tracing_subscriber::util::SubscriberInitExt;
 
 use crate::settings::LogFormat;
 use format::{Fields, TextOptions, Value};
-pub use format::{human_bytes, human_seconds};
+pub use format::{human_bytes, human_seconds, round_seconds};
 
 /// How much is logged: -1 for `-q`, 0 by default, 1 for `-v`, 2 or more for `-vv`.
 pub type Verbosity = i8;

@@ -947,7 +947,7 @@ fn row_to_run(row: &rusqlite::Row<'_>) -> rusqlite::Result<RunRecord> {
 }
 
 fn round_seconds<S: serde::Serializer>(seconds: &f64, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_f64(crate::status::round_seconds(*seconds))
+    s.serialize_f64(crate::logging::round_seconds(*seconds))
 }
 
 /// Warnings as stored: a JSON list, or nothing when there are none.

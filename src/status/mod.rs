@@ -263,10 +263,7 @@ pub fn local_time(time: DateTime<Utc>, zone: Tz) -> Option<String> {
     })
 }
 
-/// Seconds rounded to milliseconds: `3.2964814049999998` is written `3.296`.
-pub fn round_seconds(seconds: f64) -> f64 {
-    (seconds * 1000.0).round() / 1000.0
-}
+pub use crate::logging::round_seconds;
 
 /// One object's status, as it goes into its file.
 #[derive(Clone, Debug, PartialEq)]

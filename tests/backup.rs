@@ -391,10 +391,10 @@ fn failures_leave_no_archive_and_every_container_as_it_was() {
         }
     });
     let out = run(env.holdfast().args([
-        "--docker-host",
-        &format!("tcp://127.0.0.1:{port}"),
         "backup",
         "hook",
+        "--docker-host",
+        &format!("tcp://127.0.0.1:{port}"),
     ]));
     assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
     assert!(

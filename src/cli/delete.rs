@@ -14,6 +14,12 @@ pub struct DeleteArgs {
     /// Really delete. Without it, only say what would be deleted.
     #[arg(long)]
     yes: bool,
+
+    #[command(flatten)]
+    pub(super) state: crate::settings::StateFlag,
+
+    #[command(flatten)]
+    pub(super) repository: crate::settings::RepositoryFlags,
 }
 
 /// Deletes archives on purpose, e.g. those `holdfast get archives --orphaned` lists, which

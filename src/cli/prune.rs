@@ -25,6 +25,15 @@ pub struct PruneArgs {
     /// `text` for people, `json` for scripts.
     #[arg(long, short, value_enum, default_value_t)]
     output: OutputFormat,
+
+    #[command(flatten)]
+    pub(super) specs: crate::settings::SpecsFlag,
+
+    #[command(flatten)]
+    pub(super) state: crate::settings::StateFlag,
+
+    #[command(flatten)]
+    pub(super) repository: crate::settings::RepositoryFlags,
 }
 
 /// One policy's pruning, as printed.
@@ -51,7 +60,11 @@ pub fn run(settings: &Settings, args: PruneArgs) -> anyhow::Result<ExitCode> {
         let repo_lock = super::lock_repository(&repo, "holdfast prune")?;
         Some((state_lock, repo_lock))
     };
-    let state = crate::state::StateDb::open(&settings.state)?;
+    let state = if args.dry_run {
+        crate::state::StateDb::open_or_empty(&settings.state)?
+    } else {
+        crate::state::StateDb::open(&settings.state)?
+    };
     if !args.dry_run {
         for id in crate::repo::prune::resume(&state, &repo)? {
             eprintln!("finished a deletion a crash had interrupted: {id}");

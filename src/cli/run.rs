@@ -52,6 +52,24 @@ pub struct RunArgs {
     /// ignored). Required when --listen is not a loopback address.
     #[arg(long, env = "HOLDFAST_API_TOKEN_FILE", value_name = "FILE")]
     api_token_file: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub(super) specs: crate::settings::SpecsFlag,
+
+    #[command(flatten)]
+    pub(super) state: crate::settings::StateFlag,
+
+    #[command(flatten)]
+    pub(super) repository: crate::settings::RepositoryFlags,
+
+    #[command(flatten)]
+    pub(super) docker: crate::settings::DockerFlags,
+
+    #[command(flatten)]
+    pub(super) history: crate::settings::HistoryFlag,
+
+    #[command(flatten)]
+    pub(super) listen: crate::settings::ListenFlag,
 }
 
 pub fn run(settings: &Settings, args: RunArgs) -> anyhow::Result<ExitCode> {

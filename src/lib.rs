@@ -12,7 +12,7 @@
 //!   writes, what counts as a secret, progress reporting.
 //! - [`fault`]: named crash points, which only a test build with the `fault-injection`
 //!   feature turns into a SIGKILL.
-//! - [`settings`], [`logging`]: daemon flags and log setup.
+//! - [`settings`], [`config`], [`logging`]: the flags, the configuration file, log setup.
 //! - [`spec`]: the resource model, and [`schema`]: the JSON Schemas generated from it.
 //! - [`load`]: finding spec files and reading their YAML documents with positions.
 //! - [`validate`]: every check, collecting all errors at once.
@@ -50,6 +50,7 @@ pub mod secrets;
 pub mod progress;
 pub mod fault;
 pub mod settings;
+pub mod config;
 pub mod logging;
 pub mod spec;
 pub mod schema;

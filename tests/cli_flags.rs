@@ -185,3 +185,98 @@ fn verify_prints_json_and_orphans_are_explained() {
         stderr(&out)
     );
 }
+
+/// A specs folder `dir/<name>` holding one BackupPolicy named `name`.
+fn specs_with_policy(dir: &Path, name: &str) -> PathBuf {
+    let specs = dir.join(name);
+    fs::create_dir_all(&specs).unwrap();
+    fs::write(
+        specs.join("p.yaml"),
+        format!(
+            "apiVersion: holdfast.dev/v1alpha1\nkind: BackupPolicy\nmetadata: {{name: {name}}}\nspec:\n  schedule: '@daily'\n  targets: {{volumes: [v]}}\n"
+        ),
+    )
+    .unwrap();
+    specs
+}
+
+/// The policy names `get policies` lists.
+fn policies(out: &std::process::Output) -> Vec<String> {
+    assert!(out.status.success(), "{}", stderr(out));
+    let rows: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    rows.iter()
+        .map(|r| r["name"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn the_configuration_file_sets_defaults_below_flags_and_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    specs_with_policy(dir.path(), "from-file");
+    let from_env = specs_with_policy(dir.path(), "from-env");
+    let from_flag = specs_with_policy(dir.path(), "from-flag");
+    // Relative to the file's folder, not to where the command runs.
+    fs::create_dir(dir.path().join("etc")).unwrap();
+    let config = dir.path().join("etc/holdfast.yaml");
+    fs::write(
+        &config,
+        "# where things are\nspecs: ../from-file\nhistoryLimit: 3\n",
+    )
+    .unwrap();
+
+    let get = || {
+        let mut cmd = holdfast();
+        cmd.args(["get", "policies", "-o", "json"]);
+        cmd
+    };
+    let out = run(get().env("HOLDFAST_CONFIG", &config));
+    assert_eq!(policies(&out), ["from-file"]);
+    let out = run(get().arg("--config").arg(&config));
+    assert_eq!(policies(&out), ["from-file"]);
+    let out = run(get()
+        .env("HOLDFAST_CONFIG", &config)
+        .env("HOLDFAST_SPECS", &from_env));
+    assert_eq!(policies(&out), ["from-env"]);
+    let out = run(get()
+        .env("HOLDFAST_CONFIG", &config)
+        .env("HOLDFAST_SPECS", &from_env)
+        .arg("--specs")
+        .arg(&from_flag));
+    assert_eq!(policies(&out), ["from-flag"]);
+
+    // Help shows what is in effect.
+    let out = run(holdfast()
+        .env("HOLDFAST_CONFIG", &config)
+        .env("COLUMNS", "200")
+        .args(["backup", "--help"]));
+    assert!(stdout(&out).contains("[default: 3]"), "{}", stdout(&out));
+
+    // A named file that does not exist is an error, not an empty configuration.
+    let out = run(get().env("HOLDFAST_CONFIG", dir.path().join("nope.yaml")));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("nope.yaml"), "{}", stderr(&out));
+}
+
+#[test]
+fn configuration_errors_name_the_file_line_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("holdfast.yaml");
+    for (text, expected) in [
+        (
+            "specs: /srv/specs\nrepositry: /srv/repo\n",
+            ":2:1: unknown field `repositry`: not a setting (hint: did you mean `repository`?)",
+        ),
+        ("specs: /srv/specs\n\nlisten: nowhere\n", ":3:"),
+        ("archiveVia: sometimes\n", ":1:"),
+    ] {
+        fs::write(&config, text).unwrap();
+        let out = run(holdfast().arg("validate").arg("--config").arg(&config));
+        assert_eq!(out.status.code(), Some(1), "{text}");
+        let err = stderr(&out);
+        let expected = format!("error: {}{expected}", config.display());
+        assert!(err.starts_with(&expected), "{text}: {err}");
+        let key = text.lines().rev().find(|l| !l.is_empty()).unwrap();
+        let key = key.split(':').next().unwrap();
+        assert!(err.contains(key), "{text}: {err}");
+    }
+}

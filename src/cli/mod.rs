@@ -114,6 +114,29 @@ pub enum OutputFormat {
     Json,
 }
 
+/// Reads the configuration file, parses the command line with its settings as the flags'
+/// defaults, and runs the command. A configuration file that cannot be read or is invalid
+/// fails before anything runs.
+pub fn main() -> ExitCode {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let config = match crate::config::locate(&args, std::env::var_os("HOLDFAST_CONFIG")) {
+        Some(path) => match crate::config::load(&path) {
+            Ok(config) => config,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+        None => crate::config::Config::default(),
+    };
+    let command = config.apply(<Cli as clap::CommandFactory>::command());
+    let matches = command.get_matches_from(args);
+    match <Cli as clap::FromArgMatches>::from_arg_matches(&matches) {
+        Ok(cli) => run(cli),
+        Err(e) => e.exit(),
+    }
+}
+
 /// Runs the parsed command. Exit codes: 0 success, 1 the work failed or input was invalid,
 /// 2 usage error (clap exits with 2 before this is reached).
 pub fn run(cli: Cli) -> ExitCode {

@@ -452,8 +452,18 @@ fn a_backup_killed_while_the_stack_is_stopped_is_repaired_by_the_next_start() {
     );
     assert!(env.manifests().is_empty());
 
-    // Any command that touches Docker repairs it from the journal.
+    // plan changes nothing: it names what is left stopped.
     let out = run(env.holdfast().args(["plan", "slow"]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("an interrupted run left stopped: "),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(stack.state("web"), "exited", "plan started it");
+
+    // A backup, even a dry run, repairs it from the journal.
+    let out = run(env.holdfast().args(["backup", "--dry-run", "slow"]));
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(
         stderr(&out).contains("started again what an interrupted run had stopped"),

@@ -251,6 +251,17 @@ fn the_configuration_file_sets_defaults_below_flags_and_environment() {
         .args(["backup", "--help"]));
     assert!(stdout(&out).contains("[default: 3]"), "{}", stdout(&out));
 
+    // An empty name reads none, not even the one the environment names.
+    let broken = dir.path().join("broken.yaml");
+    fs::write(&broken, "spec: typo\n").unwrap();
+    let out = run(get()
+        .env("HOLDFAST_CONFIG", &broken)
+        .args(["--config", "", "--specs"])
+        .arg(&from_flag));
+    assert_eq!(policies(&out), ["from-flag"]);
+    let out = run(get().env("HOLDFAST_CONFIG", &broken));
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+
     // A named file that does not exist is an error, not an empty configuration.
     let out = run(get().env("HOLDFAST_CONFIG", dir.path().join("nope.yaml")));
     assert_eq!(out.status.code(), Some(1));

@@ -39,7 +39,7 @@ pub struct Cli {
         value_name = "FILE",
         help_heading = "Global options"
     )]
-    pub config: Option<std::path::PathBuf>,
+    pub config: Option<std::ffi::OsString>,
 
     /// Log format: human-readable text, or one JSON object per line.
     #[arg(long, global = true, env = "HOLDFAST_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, help_heading = "Global options")]

@@ -91,14 +91,19 @@ pub struct RepositoryFlags {
     pub host: Option<String>,
 }
 
-/// How to reach Docker and read data through it, for the commands that talk to Docker.
+/// How to reach Docker, for the commands that talk to it.
 #[derive(Clone, Debug, Args)]
 #[command(next_help_heading = "Docker")]
 pub struct DockerFlags {
     /// The Docker endpoint, e.g. unix:///var/run/docker.sock or tcp://host:2375.
     #[arg(long, env = "DOCKER_HOST", value_name = "URL")]
     pub docker_host: Option<String>,
+}
 
+/// How data is read, for the commands that archive it.
+#[derive(Clone, Debug, Args)]
+#[command(next_help_heading = "Docker")]
+pub struct ArchiveViaFlag {
     /// How volume and bind-mount data is read: from the host folder when readable (auto),
     /// always from the host (direct), or always through Docker's archive API (api).
     #[arg(long, env = "HOLDFAST_ARCHIVE_VIA", value_enum, default_value_t = ArchiveVia::Auto)]
@@ -123,7 +128,7 @@ pub struct HistoryFlag {
 
 /// `--listen`, for the daemon.
 #[derive(Clone, Debug, Args)]
-#[command(next_help_heading = "Daemon")]
+#[command(next_help_heading = "HTTP API")]
 pub struct ListenFlag {
     /// Address of the read-only HTTP API and metrics; port 0 picks a free port.
     #[arg(long, env = "HOLDFAST_LISTEN", default_value = DEFAULT_LISTEN, value_name = "ADDR")]
@@ -157,6 +162,11 @@ impl Apply for RepositoryFlags {
 impl Apply for DockerFlags {
     fn apply(&self, settings: &mut Settings) {
         settings.docker_host = self.docker_host.clone();
+    }
+}
+
+impl Apply for ArchiveViaFlag {
+    fn apply(&self, settings: &mut Settings) {
         settings.archive_via = self.archive_via;
     }
 }

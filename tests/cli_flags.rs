@@ -43,6 +43,8 @@ fn a_flag_the_command_does_not_use_is_a_usage_error() {
         &["get", "runs", "--docker-host", "tcp://nowhere:1"],
         &["schema", "--repository", "r"],
         &["plan", "--listen", "1.2.3.4:1"],
+        &["plan", "--archive-via", "api"],
+        &["restore", "--from", "x", "--archive-via", "api"],
         // The flags belong to the command now, not before it.
         &["--specs", "specs", "validate"],
     ] {

@@ -42,6 +42,9 @@ pub struct BackupArgs {
     pub(super) docker: crate::settings::DockerFlags,
 
     #[command(flatten)]
+    pub(super) archive_via: crate::settings::ArchiveViaFlag,
+
+    #[command(flatten)]
     pub(super) history: crate::settings::HistoryFlag,
 }
 

@@ -50,7 +50,12 @@ pub struct RunArgs {
 
     /// A file holding the bearer token the HTTP API requires (trailing whitespace
     /// ignored). Required when --listen is not a loopback address.
-    #[arg(long, env = "HOLDFAST_API_TOKEN_FILE", value_name = "FILE")]
+    #[arg(
+        long,
+        env = "HOLDFAST_API_TOKEN_FILE",
+        value_name = "FILE",
+        help_heading = "HTTP API"
+    )]
     api_token_file: Option<PathBuf>,
 
     #[command(flatten)]
@@ -64,6 +69,9 @@ pub struct RunArgs {
 
     #[command(flatten)]
     pub(super) docker: crate::settings::DockerFlags,
+
+    #[command(flatten)]
+    pub(super) archive_via: crate::settings::ArchiveViaFlag,
 
     #[command(flatten)]
     pub(super) history: crate::settings::HistoryFlag,

@@ -111,6 +111,20 @@ fn commands_that_only_read_create_nothing() {
     assert_eq!(stdout(&out), "[]\n", "JSON stays JSON");
     assert!(stderr(&out).contains("no archives (repository: .holdfast/repository (host "));
 
+    let out = in_dir(&["prune", "--dry-run"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("no specs folder at specs"),
+        "{}",
+        stderr(&out)
+    );
+    let out = in_dir(&["delete", "nothing-20261125T030000Z"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("repository: .holdfast/repository"),
+        "{}",
+        stderr(&out)
+    );
     let out = in_dir(&["verify", "nothing-20261125T030000Z"]);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(
@@ -125,7 +139,14 @@ fn commands_that_only_read_create_nothing() {
     let out = in_dir(&["plan"]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stderr(&out).contains("nothing to plan"), "{}", stderr(&out));
-    assert_eq!(walk(dir.path()), before, "plan created something");
+    let out = in_dir(&["prune", "--dry-run"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("nothing to prune"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(walk(dir.path()), before, "plan or prune created something");
 }
 
 #[test]

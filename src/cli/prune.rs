@@ -48,8 +48,14 @@ pub struct PolicyPruned {
 /// Applies retention now, as the daemon does after each successful run. Exit code 1 when
 /// a deletion failed.
 pub fn run(settings: &Settings, args: PruneArgs) -> anyhow::Result<ExitCode> {
-    let report = super::specs::load(settings);
+    let report = super::specs::load_existing(settings)?;
     let policies = chosen(&report, settings, args.name.as_deref())?;
+    if policies.is_empty() {
+        eprintln!(
+            "nothing to prune: no valid BackupPolicy with retention ({})",
+            super::paths(settings, &[super::Path::Specs])
+        );
+    }
     let repo = super::repository(settings);
     // Deleting is a writer's work: never beside a daemon or a backup of this state folder
     // or this host's folder of the repository. A dry run only reads.

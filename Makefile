@@ -15,8 +15,8 @@ CARGO ?= cargo
 run: env
 	$(CARGO) run --quiet -- validate examples/specs examples/gallery specs
 	scripts/demo-stack.sh up
-	$(CARGO) run --quiet -- --specs examples/specs plan
-	$(CARGO) run --quiet -- --specs examples/specs run
+	$(CARGO) run --quiet -- plan --specs examples/specs
+	$(CARGO) run --quiet -- run --specs examples/specs
 
 # The crash matrix (tests/crash_matrix.rs) needs the fault-injection build.
 test: env lint

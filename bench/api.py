@@ -220,9 +220,9 @@ def main():
     # A short shutdown timeout: the backup is still running when we stop, and only its
     # cancellation is left to wait for.
     daemon = subprocess.Popen(
-        [binary, "--specs", specs, "--state", os.path.join(work, "state"),
+        [binary, "run", "--specs", specs, "--state", os.path.join(work, "state"),
          "--repository", os.path.join(work, "repository"), "--listen", "127.0.0.1:0",
-         "run", "--shutdown-timeout", "2s"],
+         "--shutdown-timeout", "2s"],
         stdout=subprocess.DEVNULL, stderr=log)
     try:
         measure(daemon, log_path, specs, stack, int(duration), int(connections))

@@ -140,8 +140,8 @@ for ((i = 1; i <= runs; i++)); do
     rm -rf "$work/state" "$work/repo"
     prepare
     t0=$(now)
-    /usr/bin/time -v -o "$work/time-e.txt" "$holdfast_bin" --specs "$work/specs" --state "$work/state" \
-        --repository "$work/repo" backup bench -o json >"$work/outcome.json" 2>"$work/backup.log"
+    /usr/bin/time -v -o "$work/time-e.txt" "$holdfast_bin" backup bench --specs "$work/specs" --state "$work/state" \
+        --repository "$work/repo" -o json >"$work/outcome.json" 2>"$work/backup.log"
     t1=$(now)
     te=$(echo "$t1 - $t0" | bc)
     rss=$(awk -F': ' '/Maximum resident set size/ { print $2 }' "$work/time-e.txt")

@@ -92,9 +92,9 @@ def measure(binary):
     port = free_port()
     log = open(os.path.join(work, "daemon.log"), "w")
     daemon = subprocess.Popen(
-        ["strace", "-f", "-qq", "-e", "trace=openat", "-o", trace, binary,
+        ["strace", "-f", "-qq", "-e", "trace=openat", "-o", trace, binary, "run",
          "--specs", specs, "--state", os.path.join(work, "state"), "--repository", repo,
-         "--listen", f"127.0.0.1:{port}", "run"],
+         "--listen", f"127.0.0.1:{port}"],
         stdout=subprocess.DEVNULL, stderr=log)
     try:
         def succeeded():

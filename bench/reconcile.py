@@ -58,8 +58,8 @@ def main():
     log = open(os.path.join(work, "daemon.log"), "w")
     t0 = time.monotonic()
     daemon = subprocess.Popen(
-        [binary, "--specs", specs, "--state", os.path.join(work, "state"),
-         "--repository", os.path.join(work, "repo"), "--listen", "127.0.0.1:0", "run"],
+        [binary, "run", "--specs", specs, "--state", os.path.join(work, "state"),
+         "--repository", os.path.join(work, "repo"), "--listen", "127.0.0.1:0"],
         stdout=subprocess.DEVNULL, stderr=log)
     try:
         while not all(os.path.exists(status_of(p)) for p in paths):

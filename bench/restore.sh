@@ -138,7 +138,7 @@ docker volume create "$vol" >/dev/null
 cp -a "$src/." "$(docker volume inspect -f '{{.Mountpoint}}' "$vol")/"
 mkdir -p "$work/e2e/specs"
 printf 'apiVersion: holdfast.dev/v1alpha1\nkind: BackupPolicy\nmetadata: {name: restorebench}\nspec:\n  schedule: "0 3 1 1 *"\n  targets: {volumes: [%s]}\n  output: {format: tar.zst, level: 3}\n' "$vol" >"$work/e2e/specs/p.yaml"
-hf() { "$bin" --specs "$work/e2e/specs" --state "$work/e2e/state" --repository "$work/e2e/repo" "$@"; }
+hf() { HOLDFAST_SPECS="$work/e2e/specs" HOLDFAST_STATE="$work/e2e/state" HOLDFAST_REPOSITORY="$work/e2e/repo" "$bin" "$@"; }
 echo "== backing up the volume once with holdfast backup" >&2
 id=$(hf backup restorebench -o json 2>"$work/e2e/backup.log" | python3 -c 'import json,sys; o=json.load(sys.stdin); print(o.get("archive_id") or o["archiveId"])')
 best_e=""

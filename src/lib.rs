@@ -12,7 +12,7 @@
 //!   writes, what counts as a secret, progress reporting.
 //! - [`fault`]: named crash points, which only a test build with the `fault-injection`
 //!   feature turns into a SIGKILL.
-//! - [`settings`], [`logging`]: daemon flags and log setup.
+//! - [`settings`], [`config`], [`logging`]: the flags, the configuration file, log setup.
 //! - [`spec`]: the resource model, and [`schema`]: the JSON Schemas generated from it.
 //! - [`load`]: finding spec files and reading their YAML documents with positions.
 //! - [`validate`]: every check, collecting all errors at once.
@@ -52,6 +52,7 @@ pub mod fault;
 pub mod settings;
 pub mod logging;
 pub mod spec;
+pub mod config;
 pub mod schema;
 pub mod load;
 pub mod validate;

@@ -1,39 +1,85 @@
 //! Daemon-wide settings: the only configuration besides the spec files themselves.
-//! Every flag can also be given as an environment variable.
+//!
+//! Each command takes only the flags it uses, from small groups flattened into its
+//! arguments (a flag a command does not use is a usage error, not silently ignored). Every
+//! flag can also be given as an environment variable or in the configuration file
+//! ([`crate::config`]); a flag wins over its variable, which wins over the file, which wins
+//! over the default. What a command was given is gathered into one [`Settings`].
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
 
-#[derive(Clone, Debug, Args)]
+/// The default of `--specs`.
+pub const DEFAULT_SPECS: &str = "specs";
+/// The default of `--state`.
+pub const DEFAULT_STATE: &str = ".holdfast/state";
+/// The default of `--repository`.
+pub const DEFAULT_REPOSITORY: &str = ".holdfast/repository";
+/// The default of `--listen`.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:9750";
+/// The default of `--history-limit`.
+pub const DEFAULT_HISTORY_LIMIT: usize = 50;
+
+/// The settings a command runs with: what its flags, their variables and the configuration
+/// file gave, and the defaults for the rest (which that command does not read).
+#[derive(Clone, Debug)]
 pub struct Settings {
-    /// The folder of spec files (walked recursively).
-    #[arg(
-        long,
-        global = true,
-        env = "HOLDFAST_SPECS",
-        default_value = "specs",
-        value_name = "DIR"
-    )]
     pub specs: PathBuf,
-
-    /// Where holdfast keeps its own state (run history, stop journal, logs).
-    #[arg(
-        long,
-        global = true,
-        env = "HOLDFAST_STATE",
-        default_value = ".holdfast/state",
-        value_name = "DIR"
-    )]
     pub state: PathBuf,
+    pub repository: PathBuf,
+    pub host: Option<String>,
+    pub listen: SocketAddr,
+    pub docker_host: Option<String>,
+    pub archive_via: ArchiveVia,
+    pub history_limit: usize,
+    pub log_format: LogFormat,
+}
 
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            specs: DEFAULT_SPECS.into(),
+            state: DEFAULT_STATE.into(),
+            repository: DEFAULT_REPOSITORY.into(),
+            host: None,
+            listen: SocketAddr::from(([127, 0, 0, 1], 9750)),
+            docker_host: None,
+            archive_via: ArchiveVia::Auto,
+            history_limit: DEFAULT_HISTORY_LIMIT,
+            log_format: LogFormat::Text,
+        }
+    }
+}
+
+/// `--specs`, for the commands that read the specs.
+#[derive(Clone, Debug, Args)]
+#[command(next_help_heading = "Paths")]
+pub struct SpecsFlag {
+    /// The folder of spec files (walked recursively).
+    #[arg(long, env = "HOLDFAST_SPECS", default_value = DEFAULT_SPECS, value_name = "DIR")]
+    pub specs: PathBuf,
+}
+
+/// `--state`, for the commands that read or write the run history.
+#[derive(Clone, Debug, Args)]
+#[command(next_help_heading = "Paths")]
+pub struct StateFlag {
+    /// Where holdfast keeps its own state (run history, stop journal, logs).
+    #[arg(long, env = "HOLDFAST_STATE", default_value = DEFAULT_STATE, value_name = "DIR")]
+    pub state: PathBuf,
+}
+
+/// `--repository` and `--host`, for the commands that read or write archives.
+#[derive(Clone, Debug, Args)]
+#[command(next_help_heading = "Paths")]
+pub struct RepositoryFlags {
     /// The local repository archives are written to.
     #[arg(
         long,
-        global = true,
         env = "HOLDFAST_REPOSITORY",
-        default_value = ".holdfast/repository",
+        default_value = DEFAULT_REPOSITORY,
         value_name = "DIR"
     )]
     pub repository: PathBuf,
@@ -41,43 +87,100 @@ pub struct Settings {
     /// This host's name in the repository: archives go to `<repository>/<host>/`, and
     /// retention, pruning and the repository lock concern only that folder. Default: the
     /// machine's host name, made a safe folder name.
-    #[arg(long, global = true, env = "HOLDFAST_HOST", value_name = "NAME", value_parser = parse_host)]
+    #[arg(long, env = "HOLDFAST_HOST", value_name = "NAME", value_parser = parse_host)]
     pub host: Option<String>,
+}
 
-    /// Address of the read-only HTTP API and metrics; port 0 picks a free port.
-    #[arg(
-        long,
-        global = true,
-        env = "HOLDFAST_LISTEN",
-        default_value = "127.0.0.1:9750",
-        value_name = "ADDR"
-    )]
-    pub listen: SocketAddr,
-
+/// How to reach Docker, for the commands that talk to it.
+#[derive(Clone, Debug, Args)]
+#[command(next_help_heading = "Docker")]
+pub struct DockerFlags {
     /// The Docker endpoint, e.g. unix:///var/run/docker.sock or tcp://host:2375.
-    #[arg(long, global = true, env = "DOCKER_HOST", value_name = "URL")]
+    #[arg(long, env = "DOCKER_HOST", value_name = "URL")]
     pub docker_host: Option<String>,
+}
 
+/// How data is read, for the commands that archive it.
+#[derive(Clone, Debug, Args)]
+#[command(next_help_heading = "Docker")]
+pub struct ArchiveViaFlag {
     /// How volume and bind-mount data is read: from the host folder when readable (auto),
     /// always from the host (direct), or always through Docker's archive API (api).
-    #[arg(long, global = true, env = "HOLDFAST_ARCHIVE_VIA", value_enum, default_value_t = ArchiveVia::Auto)]
+    #[arg(long, env = "HOLDFAST_ARCHIVE_VIA", value_enum, default_value_t = ArchiveVia::Auto)]
     pub archive_via: ArchiveVia,
+}
 
+/// `--history-limit`, for the commands that record runs.
+#[derive(Clone, Debug, Args)]
+#[command(next_help_heading = "Run history")]
+pub struct HistoryFlag {
     /// How many runs of each object to keep in the run history, with their log files
     /// (`<state>/logs/<run id>.log`); older ones are forgotten after each run. The runs whose
     /// archives still exist are always kept. 0 keeps every run.
     #[arg(
         long,
-        global = true,
         env = "HOLDFAST_HISTORY_LIMIT",
-        default_value_t = 50,
+        default_value_t = DEFAULT_HISTORY_LIMIT,
         value_name = "N"
     )]
     pub history_limit: usize,
+}
 
-    /// Log format: human-readable text, or one JSON object per line.
-    #[arg(long, global = true, env = "HOLDFAST_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
-    pub log_format: LogFormat,
+/// `--listen`, for the daemon.
+#[derive(Clone, Debug, Args)]
+#[command(next_help_heading = "HTTP API")]
+pub struct ListenFlag {
+    /// Address of the read-only HTTP API and metrics; port 0 picks a free port.
+    #[arg(long, env = "HOLDFAST_LISTEN", default_value = DEFAULT_LISTEN, value_name = "ADDR")]
+    pub listen: SocketAddr,
+}
+
+/// A group of flags that puts what it was given into [`Settings`].
+pub trait Apply {
+    fn apply(&self, settings: &mut Settings);
+}
+
+impl Apply for SpecsFlag {
+    fn apply(&self, settings: &mut Settings) {
+        settings.specs = self.specs.clone();
+    }
+}
+
+impl Apply for StateFlag {
+    fn apply(&self, settings: &mut Settings) {
+        settings.state = self.state.clone();
+    }
+}
+
+impl Apply for RepositoryFlags {
+    fn apply(&self, settings: &mut Settings) {
+        settings.repository = self.repository.clone();
+        settings.host = self.host.clone();
+    }
+}
+
+impl Apply for DockerFlags {
+    fn apply(&self, settings: &mut Settings) {
+        settings.docker_host = self.docker_host.clone();
+    }
+}
+
+impl Apply for ArchiveViaFlag {
+    fn apply(&self, settings: &mut Settings) {
+        settings.archive_via = self.archive_via;
+    }
+}
+
+impl Apply for HistoryFlag {
+    fn apply(&self, settings: &mut Settings) {
+        settings.history_limit = self.history_limit;
+    }
+}
+
+impl Apply for ListenFlag {
+    fn apply(&self, settings: &mut Settings) {
+        settings.listen = self.listen;
+    }
 }
 
 impl Settings {
@@ -135,14 +238,16 @@ pub fn sanitize_host(name: &str) -> String {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     Text,
     Json,
 }
 
 /// How volume and bind-mount data is read.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum ArchiveVia {
     /// From the host when holdfast can read the folder, through Docker's archive API otherwise.
     #[default]

@@ -420,7 +420,7 @@ fn the_api_and_metrics_follow_a_real_backup() {
 
     // `holdfast verify` reads it back; a flipped byte of the same size makes it Corrupt.
     let repo = |cmd: &mut std::process::Command| {
-        cmd.arg("--repository").arg(dir.path().join("repository"));
+        cmd.env("HOLDFAST_REPOSITORY", dir.path().join("repository"));
     };
     let mut verify = holdfast();
     repo(&mut verify);
@@ -528,11 +528,9 @@ fn off_loopback_the_api_needs_a_token() {
     let dir = tempfile::tempdir().unwrap();
     fs::create_dir_all(dir.path().join("specs")).unwrap();
     let output = run(holdfast()
-        .arg("--specs")
-        .arg(dir.path().join("specs"))
-        .arg("--state")
-        .arg(dir.path().join("state"))
-        .args(["--listen", "0.0.0.0:0", "run"]));
+        .env("HOLDFAST_SPECS", dir.path().join("specs"))
+        .env("HOLDFAST_STATE", dir.path().join("state"))
+        .args(["run", "--listen", "0.0.0.0:0"]));
     assert!(!output.status.success());
     let err = stderr(&output);
     assert!(err.contains("--api-token-file"), "{err}");

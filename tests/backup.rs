@@ -397,10 +397,10 @@ fn failures_leave_no_archive_and_every_container_as_it_was() {
         }
     });
     let out = run(env.holdfast().args([
-        "--docker-host",
-        &format!("tcp://127.0.0.1:{port}"),
         "backup",
         "hook",
+        "--docker-host",
+        &format!("tcp://127.0.0.1:{port}"),
     ]));
     assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
     assert!(
@@ -458,8 +458,18 @@ fn a_backup_killed_while_the_stack_is_stopped_is_repaired_by_the_next_start() {
     );
     assert!(env.manifests().is_empty());
 
-    // Any command that touches Docker repairs it from the journal.
+    // plan changes nothing: it names what is left stopped.
     let out = run(env.holdfast().args(["plan", "slow"]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("an interrupted run left stopped: "),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(stack.state("web"), "exited", "plan started it");
+
+    // A backup, even a dry run, repairs it from the journal.
+    let out = run(env.holdfast().args(["backup", "--dry-run", "slow"]));
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(
         stderr(&out).contains("started again what an interrupted run had stopped"),

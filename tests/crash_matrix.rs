@@ -157,13 +157,10 @@ mod matrix {
         let log_path = env.dir.path().join("recovery.log");
         let log = fs::File::create(&log_path).unwrap();
         let mut child = holdfast()
-            .arg("--specs")
-            .arg(&specs)
-            .arg("--state")
-            .arg(&env.state)
-            .arg("--repository")
-            .arg(&env.repository)
-            .args(["--listen", "127.0.0.1:0", "run"])
+            .env("HOLDFAST_SPECS", &specs)
+            .env("HOLDFAST_STATE", &env.state)
+            .env("HOLDFAST_REPOSITORY", &env.repository)
+            .args(["run", "--listen", "127.0.0.1:0"])
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

@@ -270,10 +270,8 @@ fn one_daemon_per_state_folder() {
     }
     std::thread::sleep(Duration::from_millis(300));
     let out = run(holdfast()
-        .arg("--specs")
-        .arg(&specs)
-        .arg("--state")
-        .arg(dir.path().join("state"))
+        .env("HOLDFAST_SPECS", &specs)
+        .env("HOLDFAST_STATE", dir.path().join("state"))
         .arg("run"));
     assert_eq!(out.status.code(), Some(1));
     assert!(
@@ -538,12 +536,9 @@ fn archives_run_once_expire_and_follow_their_deletion_policy() {
     // It is listed as orphaned, and deleted only on purpose.
     let get = |args: &[&str]| {
         run(holdfast()
-            .arg("--specs")
-            .arg(&specs)
-            .arg("--state")
-            .arg(dir.path().join("state"))
-            .arg("--repository")
-            .arg(dir.path().join("repository"))
+            .env("HOLDFAST_SPECS", &specs)
+            .env("HOLDFAST_STATE", dir.path().join("state"))
+            .env("HOLDFAST_REPOSITORY", dir.path().join("repository"))
             .args(args))
     };
     let out = get(&["get", "archives", "--orphaned", "-o", "json"]);

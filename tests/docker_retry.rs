@@ -194,12 +194,12 @@ spec:
 
 fn backup(env: &Env, engine: &FlakyEngine, name: &str) -> (std::process::Output, Value) {
     let out = run(env.holdfast().args([
+        "backup",
+        name,
         "--docker-host",
         &engine.host(),
         "--archive-via",
         "api",
-        "backup",
-        name,
         "-o",
         "json",
     ]));

@@ -91,8 +91,7 @@ fn backup(env: &Env, name: &str, volume: &str) -> String {
 /// must stay absent (a lock or a log would create it).
 fn reader(env: &Env) -> Command {
     let mut cmd = holdfast();
-    cmd.arg("--repository")
-        .arg(&env.repository)
+    cmd.env("HOLDFAST_REPOSITORY", &env.repository)
         .env("HOLDFAST_STATE", env.dir.path().join("no-state"))
         .env("DOCKER_HOST", "tcp://127.0.0.1:1");
     cmd

@@ -66,12 +66,9 @@ impl Drop for Mounted {
 
 fn holdfast_on(specs: &Path, state: &Path, repository: &Path) -> Command {
     let mut cmd = holdfast();
-    cmd.arg("--specs")
-        .arg(specs)
-        .arg("--state")
-        .arg(state)
-        .arg("--repository")
-        .arg(repository);
+    cmd.env("HOLDFAST_SPECS", specs)
+        .env("HOLDFAST_STATE", state)
+        .env("HOLDFAST_REPOSITORY", repository);
     cmd
 }
 
@@ -164,7 +161,7 @@ fn a_bind_mount_holding_the_repository_and_state_never_archives_them() {
         let mut cmd = holdfast_on(&specs, &state, &repository);
         if round == 2 {
             alias.take();
-            cmd.args(["--archive-via", "api"]);
+            cmd.env("HOLDFAST_ARCHIVE_VIA", "api");
         }
         let (out, outcome) = backup(cmd, "self");
         assert!(out.status.success(), "{outcome}\n{}", stderr(&out));

@@ -124,12 +124,9 @@ fn changed_databases_get_exactly_their_archived_rows_back() {
     )
     .unwrap();
     let out = run(holdfast()
-        .arg("--specs")
-        .arg(&specs)
-        .arg("--state")
-        .arg(dir.path().join("state"))
-        .arg("--repository")
-        .arg(&repository)
+        .env("HOLDFAST_SPECS", &specs)
+        .env("HOLDFAST_STATE", dir.path().join("state"))
+        .env("HOLDFAST_REPOSITORY", &repository)
         .args(["backup", "dumps"]));
     assert!(out.status.success(), "{}\n{}", stdout(&out), stderr(&out));
     let found = manifests(&repository);

@@ -105,12 +105,9 @@ fn a_second_writer_on_the_same_repository_is_refused_and_changes_nothing() {
 
     // A one-off backup with a state folder of its own is refused the same way.
     let out = run(holdfast()
-        .arg("--specs")
-        .arg(b.join("specs"))
-        .arg("--state")
-        .arg(top.path().join("c/state"))
-        .arg("--repository")
-        .arg(&repository)
+        .env("HOLDFAST_SPECS", b.join("specs"))
+        .env("HOLDFAST_STATE", top.path().join("c/state"))
+        .env("HOLDFAST_REPOSITORY", &repository)
         .args(["backup", "shared"]));
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(
@@ -188,13 +185,10 @@ fn a_flat_repository_is_moved_under_the_host_by_the_first_writer() {
     fs::write(flat.join("manifest.json"), manifest.to_string()).unwrap();
     let holdfast_on = |args: &[&str]| {
         run(holdfast()
-            .arg("--specs")
-            .arg(top.path().join("specs"))
-            .arg("--state")
-            .arg(top.path().join("state"))
-            .arg("--repository")
-            .arg(&repository)
-            .args(["--host", "nas"])
+            .env("HOLDFAST_SPECS", top.path().join("specs"))
+            .env("HOLDFAST_STATE", top.path().join("state"))
+            .env("HOLDFAST_REPOSITORY", &repository)
+            .env("HOLDFAST_HOST", "nas")
             .args(args))
     };
     let listed = |out: &std::process::Output| -> Vec<Value> {

@@ -140,15 +140,13 @@ fn a_command_after_a_crash_during_a_slow_stop_waits_the_stop_out_and_starts_the_
         "Docker is still waiting for it to stop"
     );
 
-    // Any command that replays the journal, run while Docker still waits.
+    // Any command that replays the journal (`plan` only reads it), run while Docker
+    // still waits.
     let out = run(holdfast()
-        .arg("--specs")
-        .arg(&specs)
-        .arg("--state")
-        .arg(dir.path().join("state"))
-        .arg("--repository")
-        .arg(dir.path().join("repository"))
-        .args(["plan", "slow"]));
+        .env("HOLDFAST_SPECS", &specs)
+        .env("HOLDFAST_STATE", dir.path().join("state"))
+        .env("HOLDFAST_REPOSITORY", dir.path().join("repository"))
+        .args(["backup", "--dry-run", "slow"]));
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(
         begun.elapsed() < STOP_TIMEOUT,

@@ -28,6 +28,24 @@ pub struct BackupArgs {
     /// `text` for people, `json` for scripts.
     #[arg(long, short, value_enum, default_value_t)]
     output: OutputFormat,
+
+    #[command(flatten)]
+    pub(super) specs: crate::settings::SpecsFlag,
+
+    #[command(flatten)]
+    pub(super) state: crate::settings::StateFlag,
+
+    #[command(flatten)]
+    pub(super) repository: crate::settings::RepositoryFlags,
+
+    #[command(flatten)]
+    pub(super) docker: crate::settings::DockerFlags,
+
+    #[command(flatten)]
+    pub(super) archive_via: crate::settings::ArchiveViaFlag,
+
+    #[command(flatten)]
+    pub(super) history: crate::settings::HistoryFlag,
 }
 
 impl BackupArgs {

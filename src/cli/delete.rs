@@ -14,6 +14,12 @@ pub struct DeleteArgs {
     /// Really delete. Without it, only say what would be deleted.
     #[arg(long)]
     yes: bool,
+
+    #[command(flatten)]
+    pub(super) state: crate::settings::StateFlag,
+
+    #[command(flatten)]
+    pub(super) repository: crate::settings::RepositoryFlags,
 }
 
 /// Deletes archives on purpose, e.g. those `holdfast get archives --orphaned` lists, which
@@ -41,7 +47,10 @@ pub fn run(settings: &Settings, args: DeleteArgs) -> anyhow::Result<ExitCode> {
     for id in args.ids.iter().filter(|id| !finished.contains(id)) {
         match entries.iter().find(|e| &e.id == id) {
             Some(e) => chosen.push(e),
-            None => bail!("no archive `{id}` in {}", settings.repository.display()),
+            None => bail!(
+                "no archive `{id}` ({})",
+                super::paths(settings, &[super::Path::Repository])
+            ),
         }
     }
     for id in &finished {

@@ -28,6 +28,9 @@ pub struct LsArgs {
     /// `text` for people, `json` for scripts.
     #[arg(long, short, value_enum, default_value_t)]
     output: OutputFormat,
+
+    #[command(flatten)]
+    pub(super) repository: crate::settings::RepositoryFlags,
 }
 
 /// An artifact's name without the extension of its format: what PATH starts with.

@@ -19,7 +19,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-use crate::settings::Settings;
+use crate::settings::{Apply, LogFormat, Settings};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -31,16 +31,41 @@ BackupPolicy, Archive and Restore specs in a folder (kept in git) say what you w
     propagate_version = true
 )]
 pub struct Cli {
-    #[command(flatten)]
-    pub settings: Settings,
+    /// The configuration file: YAML with the flags' names in camelCase (`specs`, `state`,
+    /// `repository`, `dockerHost`, ...), read by every command. Default: the environment
+    /// variable HOLDFAST_CONFIG, else /etc/holdfast/holdfast.yaml when it exists; an empty
+    /// value reads none.
+    #[arg(
+        long,
+        global = true,
+        value_name = "FILE",
+        help_heading = "Global options"
+    )]
+    pub config: Option<std::ffi::OsString>,
+
+    /// Log format: human-readable text, or one JSON object per line.
+    #[arg(long, global = true, env = "HOLDFAST_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, help_heading = "Global options")]
+    pub log_format: LogFormat,
 
     /// Log only warnings and errors, and show no progress bar.
-    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    #[arg(
+        short,
+        long,
+        global = true,
+        conflicts_with = "verbose",
+        help_heading = "Global options"
+    )]
     pub quiet: bool,
 
     /// Log more: `-v` adds holdfast's debug lines (and each line's module), `-vv` trace
     /// lines. `HOLDFAST_LOG` (e.g. `holdfast=debug`) overrides both.
-    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    #[arg(
+        short,
+        long,
+        global = true,
+        action = clap::ArgAction::Count,
+        help_heading = "Global options"
+    )]
     pub verbose: u8,
 
     #[command(subcommand)]
@@ -74,6 +99,48 @@ pub enum Command {
     Ls(ls::LsArgs),
 }
 
+impl Command {
+    /// The settings this command runs with: those of the flag groups it takes.
+    fn settings(&self, log_format: LogFormat) -> Settings {
+        let groups: Vec<&dyn Apply> = match self {
+            Command::Validate(a) => vec![&a.specs],
+            Command::Schema(_) => vec![],
+            Command::Plan(a) => vec![&a.specs, &a.state, &a.repository, &a.docker],
+            Command::Backup(a) => vec![
+                &a.specs,
+                &a.state,
+                &a.repository,
+                &a.docker,
+                &a.archive_via,
+                &a.history,
+            ],
+            Command::Run(a) => vec![
+                &a.specs,
+                &a.state,
+                &a.repository,
+                &a.docker,
+                &a.archive_via,
+                &a.history,
+                &a.listen,
+            ],
+            Command::Get(a) => vec![&a.specs, &a.state, &a.repository],
+            Command::Prune(a) => vec![&a.specs, &a.state, &a.repository],
+            Command::Delete(a) => vec![&a.state, &a.repository],
+            Command::Verify(a) => vec![&a.repository],
+            Command::Restore(a) => vec![&a.state, &a.repository, &a.docker, &a.history],
+            Command::Ls(a) => vec![&a.repository],
+        };
+        let mut settings = Settings {
+            log_format,
+            ..Settings::default()
+        };
+        for group in groups {
+            group.apply(&mut settings);
+        }
+        settings
+    }
+}
+
 /// How a command prints its result.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
 pub enum OutputFormat {
@@ -82,36 +149,60 @@ pub enum OutputFormat {
     Json,
 }
 
+/// Reads the configuration file, parses the command line with its settings as the flags'
+/// defaults, and runs the command. A configuration file that cannot be read or is invalid
+/// fails before anything runs.
+pub fn main() -> ExitCode {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let config = match crate::config::locate(&args, std::env::var_os("HOLDFAST_CONFIG")) {
+        Some(path) => match crate::config::load(&path) {
+            Ok(config) => config,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+        None => crate::config::Config::default(),
+    };
+    let command = config.apply(<Cli as clap::CommandFactory>::command());
+    let matches = command.get_matches_from(args);
+    match <Cli as clap::FromArgMatches>::from_arg_matches(&matches) {
+        Ok(cli) => run(cli),
+        Err(e) => e.exit(),
+    }
+}
+
 /// Runs the parsed command. Exit codes: 0 success, 1 the work failed or input was invalid,
 /// 2 usage error (clap exits with 2 before this is reached).
 pub fn run(cli: Cli) -> ExitCode {
+    let settings = cli.command.settings(cli.log_format);
     let run_logs = match &cli.command {
         Command::Backup(args) => args.writes(),
         Command::Run(_) => true,
         Command::Restore(args) => args.uses_state(),
         _ => false,
     }
-    .then(|| cli.settings.state.join("logs"));
+    .then(|| settings.state.join("logs"));
     let verbosity = if cli.quiet {
         -1
     } else {
         cli.verbose.min(2) as crate::logging::Verbosity
     };
-    crate::logging::init(cli.settings.log_format, verbosity, run_logs);
+    crate::logging::init(settings.log_format, verbosity, run_logs);
     // A bar only where a person watches, and not when asked to be quiet.
     let bar = !cli.quiet && std::io::IsTerminal::is_terminal(&std::io::stderr());
     let result = match cli.command {
-        Command::Validate(args) => validate::run(&cli.settings, args),
+        Command::Validate(args) => validate::run(&settings, args),
         Command::Schema(args) => schema::run(args),
-        Command::Plan(args) => plan::run(&cli.settings, args),
-        Command::Backup(args) => backup::run(&cli.settings, args, bar),
-        Command::Run(args) => run::run(&cli.settings, args),
-        Command::Get(args) => get::run(&cli.settings, args),
-        Command::Delete(args) => delete::run(&cli.settings, args),
-        Command::Prune(args) => prune::run(&cli.settings, args),
-        Command::Verify(args) => verify::run(&cli.settings, args),
-        Command::Restore(args) => restore::run(&cli.settings, args, bar),
-        Command::Ls(args) => ls::run(&cli.settings, args),
+        Command::Plan(args) => plan::run(&settings, args),
+        Command::Backup(args) => backup::run(&settings, args, bar),
+        Command::Run(args) => run::run(&settings, args),
+        Command::Get(args) => get::run(&settings, args),
+        Command::Delete(args) => delete::run(&settings, args),
+        Command::Prune(args) => prune::run(&settings, args),
+        Command::Verify(args) => verify::run(&settings, args),
+        Command::Restore(args) => restore::run(&settings, args, bar),
+        Command::Ls(args) => ls::run(&settings, args),
     };
     match result {
         Ok(code) => code,
@@ -157,6 +248,47 @@ fn executor(
         repository(settings),
         settings.archive_via,
     ))
+}
+
+/// An executor for a command that changes nothing: it reads the state read-only, and a
+/// state folder that does not exist is an empty history (nothing is created).
+fn read_only_executor(
+    settings: &Settings,
+    engine: crate::docker::engine::Engine,
+) -> anyhow::Result<crate::executor::Executor> {
+    let state = crate::state::StateDb::open_or_empty(&settings.state)?;
+    Ok(crate::executor::Executor::new(
+        engine,
+        std::sync::Arc::new(state),
+        repository(settings),
+        settings.archive_via,
+    ))
+}
+
+/// A path a result depends on, for [`paths`].
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Path {
+    Specs,
+    State,
+    Repository,
+}
+
+/// `specs: DIR, state: DIR, repository: DIR (host NAME)`: where a command looked, said
+/// beside a result that could be empty because of it.
+pub(crate) fn paths(settings: &Settings, which: &[Path]) -> String {
+    which
+        .iter()
+        .map(|p| match p {
+            Path::Specs => format!("specs: {}", settings.specs.display()),
+            Path::State => format!("state: {}", settings.state.display()),
+            Path::Repository => format!(
+                "repository: {} (host {})",
+                settings.repository.display(),
+                settings.host()
+            ),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The repository `--repository` names, as this host (`--host`) sees it.
@@ -217,23 +349,6 @@ fn prune_history(settings: &Settings, state: &crate::state::StateDb) {
     let logs = settings.state.join("logs");
     if let Err(e) = crate::state::history::prune(state, &logs, settings.history_limit) {
         eprintln!("warning: pruning the run history: {e}");
-    }
-}
-
-/// Replays a leftover stop journal unless another holdfast process holds the run lock
-/// (then the journal is that process's own business).
-async fn replay_if_free(settings: &Settings, executor: &crate::executor::Executor) {
-    if let Ok(_lock) = crate::state::lock::try_lock(&settings.state) {
-        match executor.replay_journal().await {
-            Ok(started) if !started.is_empty() => {
-                eprintln!(
-                    "started again what an interrupted run had stopped: {}",
-                    started.join(", ")
-                )
-            }
-            Ok(_) => {}
-            Err(e) => eprintln!("warning: replaying the stop journal: {e}"),
-        }
     }
 }
 

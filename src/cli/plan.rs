@@ -18,24 +18,56 @@ pub struct PlanArgs {
     /// `text` for people, `json` for scripts.
     #[arg(long, short, value_enum, default_value_t)]
     output: OutputFormat,
+
+    #[command(flatten)]
+    pub(super) specs: crate::settings::SpecsFlag,
+
+    #[command(flatten)]
+    pub(super) state: crate::settings::StateFlag,
+
+    #[command(flatten)]
+    pub(super) repository: crate::settings::RepositoryFlags,
+
+    #[command(flatten)]
+    pub(super) docker: crate::settings::DockerFlags,
 }
 
 pub fn run(settings: &Settings, args: PlanArgs) -> anyhow::Result<ExitCode> {
     let report = specs::load(settings);
+    // Any error printed fails the command, even when the valid specs could be planned.
+    let mut invalid = false;
     let requests = match &args.name {
         Some(name) => vec![specs::backup_request(&report, settings, name)?],
         None => {
             for d in report.diagnostics() {
                 eprintln!("{d}");
+                invalid = true;
             }
             specs::all_backups(&report)
         }
     };
+    if requests.is_empty() {
+        eprintln!(
+            "nothing to plan: no valid BackupPolicy or Archive ({})",
+            super::paths(settings, &[super::Path::Specs])
+        );
+    }
     let runtime = super::runtime()?;
     let plans: Vec<(BackupRequest, BackupPlan, Option<Space>)> = runtime.block_on(async {
+        if requests.is_empty() {
+            return anyhow::Ok(Vec::new());
+        }
         let engine = Engine::connect(settings.docker_host.as_deref()).await?;
-        let executor = super::executor(settings, engine)?;
-        super::replay_if_free(settings, &executor).await;
+        // Planning changes nothing: the state is only read, and a missing one is empty.
+        let executor = super::read_only_executor(settings, engine)?;
+        let stopped = executor.state().journal()?;
+        if !stopped.is_empty() {
+            let names: Vec<&str> = stopped.iter().map(|e| e.container_name.as_str()).collect();
+            eprintln!(
+                "warning: an interrupted run left stopped: {}; the next `holdfast backup`, `holdfast restore` or daemon start starts them again",
+                names.join(", ")
+            );
+        }
         let observed = executor.observe().await?;
         anyhow::Ok(
             requests
@@ -48,7 +80,7 @@ pub fn run(settings: &Settings, args: PlanArgs) -> anyhow::Result<ExitCode> {
                 .collect(),
         )
     })?;
-    let failed = plans.iter().any(|(_, p, _)| !p.errors.is_empty());
+    let failed = invalid || plans.iter().any(|(_, p, _)| !p.errors.is_empty());
     // What retention would forget if it ran now, per policy with retention.
     let mut forget: std::collections::BTreeMap<String, Vec<(String, String)>> = Default::default();
     let catalog = crate::repo::Catalog::load(&super::repository(settings))?;

@@ -25,6 +25,15 @@ pub struct PruneArgs {
     /// `text` for people, `json` for scripts.
     #[arg(long, short, value_enum, default_value_t)]
     output: OutputFormat,
+
+    #[command(flatten)]
+    pub(super) specs: crate::settings::SpecsFlag,
+
+    #[command(flatten)]
+    pub(super) state: crate::settings::StateFlag,
+
+    #[command(flatten)]
+    pub(super) repository: crate::settings::RepositoryFlags,
 }
 
 /// One policy's pruning, as printed.
@@ -39,8 +48,14 @@ pub struct PolicyPruned {
 /// Applies retention now, as the daemon does after each successful run. Exit code 1 when
 /// a deletion failed.
 pub fn run(settings: &Settings, args: PruneArgs) -> anyhow::Result<ExitCode> {
-    let report = super::specs::load(settings);
+    let report = super::specs::load_existing(settings)?;
     let policies = chosen(&report, settings, args.name.as_deref())?;
+    if policies.is_empty() {
+        eprintln!(
+            "nothing to prune: no valid BackupPolicy with retention ({})",
+            super::paths(settings, &[super::Path::Specs])
+        );
+    }
     let repo = super::repository(settings);
     // Deleting is a writer's work: never beside a daemon or a backup of this state folder
     // or this host's folder of the repository. A dry run only reads.
@@ -51,7 +66,11 @@ pub fn run(settings: &Settings, args: PruneArgs) -> anyhow::Result<ExitCode> {
         let repo_lock = super::lock_repository(&repo, "holdfast prune")?;
         Some((state_lock, repo_lock))
     };
-    let state = crate::state::StateDb::open(&settings.state)?;
+    let state = if args.dry_run {
+        crate::state::StateDb::open_or_empty(&settings.state)?
+    } else {
+        crate::state::StateDb::open(&settings.state)?
+    };
     if !args.dry_run {
         for id in crate::repo::prune::resume(&state, &repo)? {
             eprintln!("finished a deletion a crash had interrupted: {id}");

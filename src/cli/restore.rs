@@ -54,8 +54,8 @@ pub struct RestoreArgs {
     #[arg(long = "map", value_name = "a=b", value_parser = parse_map)]
     map: Vec<(String, String)>,
 
-    /// In place: stop the containers using the volumes (`container`, the default) or
-    /// their whole stacks (`stack`).
+    /// In place: stop the containers using the volumes (`container`, the default, as for a
+    /// Restore spec's `stop`) or their whole stacks (`stack`).
     #[arg(long, value_name = "container|stack", default_value = "container", value_parser = parse_stop)]
     stop: StopMode,
 
@@ -95,6 +95,18 @@ pub struct RestoreArgs {
     /// `text` for people, `json` for scripts.
     #[arg(long, short, value_enum, default_value_t)]
     output: OutputFormat,
+
+    #[command(flatten)]
+    pub(super) state: crate::settings::StateFlag,
+
+    #[command(flatten)]
+    pub(super) repository: crate::settings::RepositoryFlags,
+
+    #[command(flatten)]
+    pub(super) docker: crate::settings::DockerFlags,
+
+    #[command(flatten)]
+    pub(super) history: crate::settings::HistoryFlag,
 }
 
 impl RestoreArgs {
@@ -304,4 +316,23 @@ pub fn run(settings: &Settings, args: RestoreArgs, bar: bool) -> anyhow::Result<
     } else {
         ExitCode::FAILURE
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use crate::cli::{Cli, Command};
+
+    #[test]
+    fn the_stop_default_is_the_restore_specs() {
+        let cli = Cli::try_parse_from(["holdfast", "restore", "--from", "x"]).unwrap();
+        let Command::Restore(args) = cli.command else {
+            panic!("not a restore");
+        };
+        assert_eq!(args.stop, crate::spec::restore::DEFAULT_STOP);
+        let spec: crate::spec::restore::RestoreSpec =
+            serde_yaml_ng::from_str("from: {archive: x}").unwrap();
+        assert_eq!(spec.stop, crate::spec::restore::DEFAULT_STOP);
+    }
 }

@@ -50,8 +50,34 @@ pub struct RunArgs {
 
     /// A file holding the bearer token the HTTP API requires (trailing whitespace
     /// ignored). Required when --listen is not a loopback address.
-    #[arg(long, env = "HOLDFAST_API_TOKEN_FILE", value_name = "FILE")]
+    #[arg(
+        long,
+        env = "HOLDFAST_API_TOKEN_FILE",
+        value_name = "FILE",
+        help_heading = "HTTP API"
+    )]
     api_token_file: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub(super) specs: crate::settings::SpecsFlag,
+
+    #[command(flatten)]
+    pub(super) state: crate::settings::StateFlag,
+
+    #[command(flatten)]
+    pub(super) repository: crate::settings::RepositoryFlags,
+
+    #[command(flatten)]
+    pub(super) docker: crate::settings::DockerFlags,
+
+    #[command(flatten)]
+    pub(super) archive_via: crate::settings::ArchiveViaFlag,
+
+    #[command(flatten)]
+    pub(super) history: crate::settings::HistoryFlag,
+
+    #[command(flatten)]
+    pub(super) listen: crate::settings::ListenFlag,
 }
 
 pub fn run(settings: &Settings, args: RunArgs) -> anyhow::Result<ExitCode> {

@@ -18,6 +18,18 @@ pub fn load(settings: &Settings) -> Report {
     report
 }
 
+/// [`load`] for a command whose result comes from the specs: a specs folder that does not
+/// exist is an error, not an empty list.
+pub fn load_existing(settings: &Settings) -> anyhow::Result<Report> {
+    if !settings.specs.exists() {
+        bail!(
+            "no specs folder at {}: name it with --specs, HOLDFAST_SPECS or `specs` in the configuration file",
+            settings.specs.display()
+        );
+    }
+    Ok(load(settings))
+}
+
 /// The backup a BackupPolicy or Archive named `name` asks for. An invalid spec is refused
 /// with its errors: a typo must never turn into a backup of the wrong thing.
 pub fn backup_request(

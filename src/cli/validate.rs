@@ -18,6 +18,9 @@ pub struct ValidateArgs {
     /// `json`: a single object with every error, for CI bots.
     #[arg(long, short, value_enum, default_value_t)]
     output: OutputFormat,
+
+    #[command(flatten)]
+    pub(super) specs: crate::settings::SpecsFlag,
 }
 
 pub fn run(settings: &Settings, args: ValidateArgs) -> anyhow::Result<ExitCode> {

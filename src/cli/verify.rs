@@ -1,8 +1,11 @@
+use std::io::Write;
 use std::process::ExitCode;
 
 use anyhow::bail;
 use clap::Args;
+use serde::Serialize;
 
+use super::OutputFormat;
 use crate::settings::Settings;
 
 #[derive(Debug, Args)]
@@ -14,6 +17,39 @@ pub struct VerifyArgs {
     /// Verify every archive of this policy (or Archive spec) instead.
     #[arg(long, value_name = "NAME", conflicts_with = "ids")]
     policy: Option<String>,
+
+    /// `text` for people, `json` for scripts.
+    #[arg(long, short, value_enum, default_value_t)]
+    output: OutputFormat,
+
+    #[command(flatten)]
+    pub(super) repository: crate::settings::RepositoryFlags,
+}
+
+/// What `verify -o json` prints.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Verified {
+    repository: String,
+    host: String,
+    archives: Vec<ArchiveVerified>,
+}
+
+/// One archive's verification.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ArchiveVerified {
+    id: String,
+    policy: String,
+    ok: bool,
+    artifacts: usize,
+    /// The archive's stored size.
+    bytes: u64,
+    seconds: f64,
+    /// What failed, one line per artifact.
+    problems: Vec<String>,
+    /// Why the archive could not be read at all.
+    error: Option<String>,
 }
 
 /// Reads every byte of the archives back: each artifact's sha256 recomputed, each tar
@@ -27,8 +63,8 @@ pub fn run(settings: &Settings, args: VerifyArgs) -> anyhow::Result<ExitCode> {
             let mine: Vec<_> = entries.iter().filter(|e| &e.group == name).collect();
             if mine.is_empty() {
                 bail!(
-                    "no archives of `{name}` in {}",
-                    settings.repository.display()
+                    "no archives of `{name}` ({})",
+                    super::paths(settings, &[super::Path::Repository])
                 );
             }
             mine
@@ -38,49 +74,85 @@ pub fn run(settings: &Settings, args: VerifyArgs) -> anyhow::Result<ExitCode> {
             for id in &args.ids {
                 match entries.iter().find(|e| &e.id == id) {
                     Some(e) => chosen.push(e),
-                    None => bail!("no archive `{id}` in {}", settings.repository.display()),
+                    None => bail!(
+                        "no archive `{id}` ({})",
+                        super::paths(settings, &[super::Path::Repository])
+                    ),
                 }
             }
             chosen
         }
     };
-    let mut failed = false;
+    let text = args.output == OutputFormat::Text;
+    let mut results = Vec::new();
     for entry in chosen {
         let started = std::time::Instant::now();
         let result =
             crate::repo::verify::verify_archive(&repo, &entry.group, &entry.id, |path, problem| {
-                if let Some(problem) = problem {
-                    eprintln!("  {problem}");
-                } else {
-                    eprintln!("  {path}: ok");
+                match problem {
+                    Some(problem) if text => eprintln!("  {problem}"),
+                    None if text => eprintln!("  {path}: ok"),
+                    _ => {}
                 }
             });
+        let mut verified = ArchiveVerified {
+            id: entry.id.clone(),
+            policy: entry.group.clone(),
+            ok: false,
+            artifacts: 0,
+            bytes: entry.bytes,
+            seconds: 0.0,
+            problems: Vec::new(),
+            error: None,
+        };
         match result {
-            Ok(v) if v.ok => println!(
-                "{}: ok ({} artifacts, {}, {:.1} s)",
-                entry.id,
-                v.artifacts,
-                super::plan::human_bytes(entry.bytes),
-                started.elapsed().as_secs_f64()
-            ),
             Ok(v) => {
-                failed = true;
-                println!(
-                    "{}: CORRUPT ({} of {} artifacts failed)",
-                    entry.id,
-                    v.problems.len(),
-                    v.artifacts
-                );
+                verified.ok = v.ok;
+                verified.artifacts = v.artifacts;
+                verified.problems = v.problems;
             }
-            Err(e) => {
-                failed = true;
-                println!("{}: CORRUPT ({e})", entry.id);
-            }
+            Err(e) => verified.error = Some(e.to_string()),
         }
+        verified.seconds = (started.elapsed().as_secs_f64() * 10.0).round() / 10.0;
+        if text {
+            print_verified(&verified);
+        }
+        results.push(verified);
+    }
+    let failed = results.iter().any(|v| !v.ok);
+    if !text {
+        let mut out = std::io::stdout().lock();
+        let value = Verified {
+            repository: settings.repository.display().to_string(),
+            host: settings.host(),
+            archives: results,
+        };
+        serde_json::to_writer_pretty(&mut out, &value)?;
+        writeln!(out)?;
     }
     Ok(if failed {
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// `<id>: ok (...)` or `<id>: CORRUPT (...)`.
+fn print_verified(v: &ArchiveVerified) {
+    match &v.error {
+        Some(e) => println!("{}: CORRUPT ({e})", v.id),
+        None if v.ok => println!(
+            "{}: ok ({} artifacts, {}, {:.1} s)",
+            v.id,
+            v.artifacts,
+            super::plan::human_bytes(v.bytes),
+            v.seconds
+        ),
+        None => println!(
+            "{}: CORRUPT ({} of {} artifacts failed)",
+            v.id,
+            v.problems.len(),
+            v.artifacts
+        ),
+    }
 }

@@ -25,8 +25,10 @@ pub struct RestoreSpec {
     /// goes to `<volume>-restored-<archive time>`: an existing volume is never written.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub volume_mapping: BTreeMap<String, String>,
-    /// What to stop while restoring; `InPlace` needs `container` or `stack`.
-    #[serde(default)]
+    /// What to stop while restoring in place: the containers using the volumes
+    /// (`container`, the default, as for `holdfast restore --stop`) or their whole stacks
+    /// (`stack`); `none` is refused with `InPlace`.
+    #[serde(default = "default_stop")]
     pub stop: StopMode,
     /// Feed the archived database dumps back into the database services. Dumps are
     /// chosen by stack: with `targets.volumes` alone there are none to replay.
@@ -41,6 +43,14 @@ pub struct RestoreSpec {
     /// recipe is chosen by stack: with `targets.volumes` alone there is none to write.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recipe_to: Option<String>,
+}
+
+/// What a restore stops when not told, for a Restore spec's `stop` and for
+/// `holdfast restore --stop` alike: the containers using the volumes written in place.
+pub const DEFAULT_STOP: StopMode = StopMode::Container;
+
+fn default_stop() -> StopMode {
+    DEFAULT_STOP
 }
 
 /// Which archive to restore: name exactly one of `archive` or `policy`.

@@ -245,6 +245,32 @@ pub struct StateDb {
     path: PathBuf,
 }
 
+/// Brings the schema of `conn` (the database at `path`) up to date.
+fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StateError> {
+    let open_err = |source| StateError::Open {
+        path: path.to_path_buf(),
+        source,
+    };
+    let version: usize = conn
+        .pragma_query_value(None, "user_version", |row| row.get(0))
+        .map_err(open_err)?;
+    if version > MIGRATIONS.len() {
+        return Err(StateError::TooNew {
+            path: path.to_path_buf(),
+            found: version,
+            known: MIGRATIONS.len(),
+        });
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
+        let tx = conn.transaction().map_err(open_err)?;
+        tx.execute_batch(sql).map_err(open_err)?;
+        tx.pragma_update(None, "user_version", i + 1)
+            .map_err(open_err)?;
+        tx.commit().map_err(open_err)?;
+    }
+    Ok(())
+}
+
 impl StateDb {
     /// Opens (creating if needed) `<dir>/holdfast.db` and brings its schema up to date.
     pub fn open(dir: &Path) -> Result<StateDb, StateError> {
@@ -264,23 +290,27 @@ impl StateDb {
             .map_err(open_err)?;
         conn.pragma_update(None, "synchronous", "FULL")
             .map_err(open_err)?;
-        let version: usize = conn
-            .pragma_query_value(None, "user_version", |row| row.get(0))
-            .map_err(open_err)?;
-        if version > MIGRATIONS.len() {
-            return Err(StateError::TooNew {
-                path,
-                found: version,
-                known: MIGRATIONS.len(),
-            });
+        migrate(&mut conn, &path)?;
+        Ok(StateDb {
+            conn: Mutex::new(conn),
+            path,
+        })
+    }
+
+    /// The state in `dir` for a command that only reads: the database opened read-only when
+    /// there is one, or else an empty history held in memory ("no state yet"). Creates
+    /// nothing, neither the folder nor the file.
+    pub fn open_or_empty(dir: &Path) -> Result<StateDb, StateError> {
+        let path = dir.join("holdfast.db");
+        if path.exists() {
+            return StateDb::open_reader(dir);
         }
-        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
-            let tx = conn.transaction().map_err(open_err)?;
-            tx.execute_batch(sql).map_err(open_err)?;
-            tx.pragma_update(None, "user_version", i + 1)
-                .map_err(open_err)?;
-            tx.commit().map_err(open_err)?;
-        }
+        let open_err = |source| StateError::Open {
+            path: path.clone(),
+            source,
+        };
+        let mut conn = Connection::open_in_memory().map_err(open_err)?;
+        migrate(&mut conn, &path)?;
         Ok(StateDb {
             conn: Mutex::new(conn),
             path,

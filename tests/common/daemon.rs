@@ -24,19 +24,16 @@ impl Daemon {
     pub fn start_on(dir: &Path, repository: &Path, extra: &[&str]) -> Daemon {
         let log = fs::File::create(dir.join("daemon.log")).unwrap();
         let child = holdfast()
-            .arg("--specs")
-            .arg(dir.join("specs"))
-            .arg("--state")
-            .arg(dir.join("state"))
-            .arg("--repository")
-            .arg(repository)
+            .env("HOLDFAST_SPECS", dir.join("specs"))
+            .env("HOLDFAST_STATE", dir.join("state"))
+            .env("HOLDFAST_REPOSITORY", repository)
+            .arg("run")
             // A free port each, as tests run side by side, unless the test picks.
             .args(if extra.contains(&"--listen") {
                 &[][..]
             } else {
                 &["--listen", "127.0.0.1:0"][..]
             })
-            .arg("run")
             .args(extra)
             .stdout(Stdio::null())
             .stderr(log)

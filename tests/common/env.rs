@@ -32,15 +32,13 @@ impl Env {
         fs::write(self.specs.join(format!("{name}.yaml")), text).unwrap();
     }
 
-    /// The binary with `--specs`, `--state` and `--repository` set.
+    /// The binary with its specs, state and repository set (through the environment, so
+    /// they apply to whichever command follows).
     pub fn holdfast(&self) -> Command {
         let mut cmd = holdfast();
-        cmd.arg("--specs")
-            .arg(&self.specs)
-            .arg("--state")
-            .arg(&self.state)
-            .arg("--repository")
-            .arg(&self.repository);
+        cmd.env("HOLDFAST_SPECS", &self.specs)
+            .env("HOLDFAST_STATE", &self.state)
+            .env("HOLDFAST_REPOSITORY", &self.repository);
         cmd
     }
 

@@ -25,12 +25,17 @@ pub fn holdfast() -> Command {
         "HOLDFAST_REPOSITORY",
         "HOLDFAST_HOST",
         "HOLDFAST_LISTEN",
+        "HOLDFAST_ARCHIVE_VIA",
+        "HOLDFAST_HISTORY_LIMIT",
+        "HOLDFAST_LOG_FORMAT",
         "HOLDFAST_LOG",
         "HOLDFAST_FAULT",
         "HOLDFAST_FAULT_AFTER",
     ] {
         cmd.env_remove(var);
     }
+    // Nor a configuration file of this machine's (an empty value reads none).
+    cmd.env("HOLDFAST_CONFIG", "");
     cmd
 }
 

@@ -1,12 +1,29 @@
 use std::io::Write;
+
+use anyhow::bail;
 use std::process::ExitCode;
 
 use super::{Format, GetArgs};
+use crate::cli::Path;
 use crate::repo::catalog::{self, Entry};
 use crate::settings::Settings;
 use crate::spec::Resource;
 
 pub fn run(settings: &Settings, args: &GetArgs) -> anyhow::Result<ExitCode> {
+    // Without the specs, which archives are orphaned is unknown, not "all of them".
+    let specs_known = settings.specs.exists();
+    if !specs_known {
+        if args.orphaned {
+            bail!(
+                "no specs folder at {}: which archives are orphaned is unknown; name it with --specs",
+                settings.specs.display()
+            );
+        }
+        eprintln!(
+            "warning: no specs folder at {}: archives are not marked orphaned",
+            settings.specs.display()
+        );
+    }
     let report = crate::cli::specs::load(settings);
     let known: Vec<String> = report
         .files
@@ -17,10 +34,10 @@ pub fn run(settings: &Settings, args: &GetArgs) -> anyhow::Result<ExitCode> {
         .collect();
     let mut all = catalog::scan(&crate::cli::repository(settings))?;
     let catalog = catalog::Catalog::from_entries(all.clone());
-    // With a state folder, the run history joins in: adopted archives, and Missing ones.
-    if settings.state.join("holdfast.db").exists() {
-        let state = crate::state::StateDb::open(&settings.state)?;
-        all.extend(catalog::reconcile_history(&state, &all)?);
+    // With a state folder, the run history joins in: the archives it records that are
+    // gone from the repository are listed as Missing. Read-only: listing records nothing.
+    if let Some(state) = super::state(settings)? {
+        all.extend(catalog::missing(&state, &all)?);
     }
     let entries: Vec<Entry> = all
         .into_iter()
@@ -55,7 +72,7 @@ pub fn run(settings: &Settings, args: &GetArgs) -> anyhow::Result<ExitCode> {
                     crate::cli::plan::human_bytes(e.bytes),
                     format!("{:?}", e.health),
                     kept_by.get(&e.id).cloned().unwrap_or_default(),
-                    if known.contains(&e.group) {
+                    if !specs_known || known.contains(&e.group) {
                         String::new()
                     } else {
                         "orphaned".into()
@@ -78,6 +95,18 @@ pub fn run(settings: &Settings, args: &GetArgs) -> anyhow::Result<ExitCode> {
         for e in entries.iter().filter(|e| !e.problems.is_empty()) {
             writeln!(out, "{}: {}", e.id, e.problems.join("; "))?;
         }
+    }
+    if entries.is_empty() {
+        eprintln!(
+            "no archives ({})",
+            crate::cli::paths(settings, &[Path::Repository, Path::State])
+        );
+    }
+    if specs_known && entries.iter().any(|e| !known.contains(&e.group)) {
+        eprintln!(
+            "orphaned: no BackupPolicy or Archive under {} names it; holdfast keeps it, `holdfast delete` removes it on purpose",
+            settings.specs.display()
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -33,6 +33,15 @@ pub struct GetArgs {
     /// `table` for people (`wide` adds columns), `json` or `yaml` for scripts.
     #[arg(long, short, value_enum, default_value_t = Format::Table)]
     output: Format,
+
+    #[command(flatten)]
+    pub(in crate::cli) specs: crate::settings::SpecsFlag,
+
+    #[command(flatten)]
+    pub(in crate::cli) state: crate::settings::StateFlag,
+
+    #[command(flatten)]
+    pub(in crate::cli) repository: crate::settings::RepositoryFlags,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

@@ -30,7 +30,7 @@ struct PolicyRow {
 }
 
 pub fn run(settings: &Settings, args: &GetArgs) -> anyhow::Result<ExitCode> {
-    let report = crate::cli::specs::load(settings);
+    let report = crate::cli::specs::load_existing(settings)?;
     let now = Utc::now();
     let catalog = Catalog::from_entries(catalog::scan(&crate::cli::repository(settings))?);
     let state = super::state(settings)?;
@@ -74,6 +74,12 @@ pub fn run(settings: &Settings, args: &GetArgs) -> anyhow::Result<ExitCode> {
         }
     }
     rows.sort_by(|a, b| a.name.cmp(&b.name));
+    if rows.is_empty() {
+        eprintln!(
+            "no BackupPolicies ({})",
+            crate::cli::paths(settings, &[crate::cli::Path::Specs])
+        );
+    }
     super::print(
         args.output,
         &rows,

@@ -97,6 +97,15 @@ pub fn run(settings: &Settings, args: &GetArgs) -> anyhow::Result<ExitCode> {
             });
         }
     }
+    if rows.is_empty() {
+        eprintln!(
+            "no restores ({})",
+            crate::cli::paths(
+                settings,
+                &[crate::cli::Path::Specs, crate::cli::Path::State]
+            )
+        );
+    }
     let now = Utc::now();
     super::print(
         args.output,

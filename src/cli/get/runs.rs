@@ -20,6 +20,12 @@ pub fn run(settings: &Settings, args: &GetArgs) -> anyhow::Result<ExitCode> {
             .unwrap_or_default(),
         None => Vec::new(),
     };
+    if runs.is_empty() {
+        eprintln!(
+            "no runs ({})",
+            crate::cli::paths(settings, &[crate::cli::Path::State])
+        );
+    }
     let now = Utc::now();
     super::print(
         args.output,

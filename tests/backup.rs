@@ -468,8 +468,21 @@ fn a_backup_killed_while_the_stack_is_stopped_is_repaired_by_the_next_start() {
     );
     assert_eq!(stack.state("web"), "exited", "plan started it");
 
-    // A backup, even a dry run, repairs it from the journal.
+    // Nor does a dry run, which says the same.
     let out = run(env.holdfast().args(["backup", "--dry-run", "slow"]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("an interrupted run left stopped: "),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(stack.state("web"), "exited", "a dry run started it");
+
+    // A backup, whatever it backs up, repairs it from the journal first.
+    let small =
+        format!("  targets: {{volumes: [{project}_redis-data]}}\n  consistency: {{stop: none}}\n");
+    env.spec("small", &policy("small", &small));
+    let out = run(env.holdfast().args(["backup", "small"]));
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(
         stderr(&out).contains("started again what an interrupted run had stopped"),

@@ -129,6 +129,25 @@ fn a_command_after_a_crash_during_a_slow_stop_waits_the_stop_out_and_starts_the_
     let specs = dir.path().join("specs");
     fs::create_dir_all(&specs).unwrap();
     fs::write(specs.join("slow.yaml"), policy("slow", &c.name)).unwrap();
+    // A second policy, on a small volume, stops nothing: its backup is the command below.
+    let small = FileVolume::new("crashsmall", "a few bytes");
+    fs::write(
+        specs.join("small.yaml"),
+        format!(
+            "apiVersion: holdfast.dev/v1alpha1
+kind: BackupPolicy
+metadata:
+  name: small
+spec:
+  schedule: '0 3 1 1 *'
+  targets: {{volumes: [{}]}}
+  consistency: {{stop: none}}
+  include: {{recipe: false}}
+",
+            small.0
+        ),
+    )
+    .unwrap();
 
     let mut daemon = Daemon::start(dir.path(), &[]);
     let begun = wait_stop_begun(&dir.path().join("daemon.log"), &c.name);
@@ -140,13 +159,13 @@ fn a_command_after_a_crash_during_a_slow_stop_waits_the_stop_out_and_starts_the_
         "Docker is still waiting for it to stop"
     );
 
-    // Any command that replays the journal (`plan` only reads it), run while Docker
-    // still waits.
+    // Any command that replays the journal (`plan` and dry runs only read it), run while
+    // Docker still waits: here a backup of a small volume that stops nothing.
     let out = run(holdfast()
         .env("HOLDFAST_SPECS", &specs)
         .env("HOLDFAST_STATE", dir.path().join("state"))
         .env("HOLDFAST_REPOSITORY", dir.path().join("repository"))
-        .args(["backup", "--dry-run", "slow"]));
+        .args(["backup", "small"]));
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(
         begun.elapsed() < STOP_TIMEOUT,

@@ -106,6 +106,7 @@ pub fn run(settings: &Settings, args: BackupArgs, bar: bool) -> anyhow::Result<E
         let _locks = if args.dry_run {
             engine = Engine::connect(settings.docker_host.as_deref()).await?;
             executor = dry_run_executor(settings, engine)?;
+            super::warn_left_stopped(settings, &executor.state())?;
             None
         } else {
             let lock = crate::state::lock::try_lock(&settings.state)?;

@@ -343,6 +343,24 @@ async fn recover_after_crash(
     Ok(())
 }
 
+/// Says which containers an interrupted run left stopped, for the commands that only read
+/// (`plan`, `backup --dry-run`) and so do not start them again. Beside a running holdfast
+/// the journal is that process's work in progress, and nothing is said.
+fn warn_left_stopped(settings: &Settings, state: &crate::state::StateDb) -> anyhow::Result<()> {
+    if crate::state::lock::held_by_another(&settings.state) {
+        return Ok(());
+    }
+    let stopped = state.journal()?;
+    if !stopped.is_empty() {
+        let names: Vec<&str> = stopped.iter().map(|e| e.container_name.as_str()).collect();
+        eprintln!(
+            "warning: an interrupted run left stopped: {}; the next `holdfast backup`, `holdfast restore` or daemon start starts them again",
+            names.join(", ")
+        );
+    }
+    Ok(())
+}
+
 /// Forgets the runs, and their log files, beyond each object's `--history-limit`, as the
 /// daemon does after each run. Call it with the state folder's lock held.
 fn prune_history(settings: &Settings, state: &crate::state::StateDb) {

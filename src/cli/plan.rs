@@ -60,14 +60,7 @@ pub fn run(settings: &Settings, args: PlanArgs) -> anyhow::Result<ExitCode> {
         let engine = Engine::connect(settings.docker_host.as_deref()).await?;
         // Planning changes nothing: the state is only read, and a missing one is empty.
         let executor = super::read_only_executor(settings, engine)?;
-        let stopped = executor.state().journal()?;
-        if !stopped.is_empty() {
-            let names: Vec<&str> = stopped.iter().map(|e| e.container_name.as_str()).collect();
-            eprintln!(
-                "warning: an interrupted run left stopped: {}; the next `holdfast backup`, `holdfast restore` or daemon start starts them again",
-                names.join(", ")
-            );
-        }
+        super::warn_left_stopped(settings, &executor.state())?;
         let observed = executor.observe().await?;
         anyhow::Ok(
             requests

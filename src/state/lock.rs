@@ -45,6 +45,18 @@ pub fn try_lock(state_dir: &Path) -> Result<RunLock, LockError> {
     Ok(RunLock { _file: file, path })
 }
 
+/// Whether another process holds the lock now. Creates nothing: a state folder without a
+/// lock file has no holder. Opened read-only, the file takes a shared lock for a moment.
+pub fn held_by_another(state_dir: &Path) -> bool {
+    let Ok(file) = File::open(state_dir.join("run.lock")) else {
+        return false;
+    };
+    matches!(
+        rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockShared),
+        Err(rustix::io::Errno::WOULDBLOCK)
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

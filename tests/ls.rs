@@ -6,10 +6,10 @@ mod common;
 
 use std::fs;
 use std::os::unix::fs::MetadataExt;
-use std::path::Path;
 use std::process::Command;
 
 use common::env::Env;
+use common::hostile::*;
 use common::*;
 use serde_json::Value;
 
@@ -302,59 +302,6 @@ fn ls_lists_artifacts_and_entries_and_restore_puts_single_paths_back() {
     assert!(!none.exists(), "a failed restore left {}", none.display());
 }
 
-/// A repository holding one archive whose only artifact is the plain tar `tar`, with a
-/// manifest that agrees with it byte for byte, as a hostile repository would.
-fn hostile_archive(repository: &Path, name: &str, tar: &[u8], entries: u64) -> String {
-    use sha2::Digest;
-    let id = format!("{name}-20261125T030000Z");
-    let dir = host_dir(repository).join(name).join(&id);
-    fs::create_dir_all(dir.join("volumes")).unwrap();
-    fs::write(dir.join("volumes/v.tar"), tar).unwrap();
-    let manifest = serde_json::json!({
-        "formatVersion": 1, "id": id, "kind": "BackupPolicy", "name": name, "policy": name,
-        "phase": "Succeeded", "host": "h", "holdfastVersion": "0", "dockerApiVersion": "1.41",
-        "startTime": "2026-11-25T03:00:00Z", "completionTime": "2026-11-25T03:00:01Z",
-        "format": "tar", "level": null,
-        "targets": {"stacks": [], "containers": [], "volumes": ["v"]},
-        "artifacts": [{"kind": "volume", "path": "volumes/v.tar", "size": tar.len(),
-                       "sha256": hex::encode(sha2::Sha256::digest(tar)),
-                       "sourceBytes": 1 << 20, "entries": entries, "source": "v"}],
-        "timings": {}, "downtime": {}, "warnings": [],
-    });
-    fs::write(dir.join("manifest.json"), manifest.to_string()).unwrap();
-    id
-}
-
-/// A tar entry header with any name, which tar builders refuse to write.
-fn header(name: &str, kind: u8, size: u64, link: &str) -> [u8; 512] {
-    let mut h = [0u8; 512];
-    h[..name.len()].copy_from_slice(name.as_bytes());
-    h[100..108].copy_from_slice(b"0000644\0");
-    h[108..116].copy_from_slice(b"0000000\0");
-    h[116..124].copy_from_slice(b"0000000\0");
-    h[124..136].copy_from_slice(format!("{size:011o}\0").as_bytes());
-    h[136..148].copy_from_slice(b"00000000000\0");
-    h[156] = kind;
-    h[157..157 + link.len()].copy_from_slice(link.as_bytes());
-    h[257..263].copy_from_slice(b"ustar\0");
-    h[263..265].copy_from_slice(b"00");
-    h[148..156].copy_from_slice(b"        ");
-    let sum: u32 = h.iter().map(|&b| u32::from(b)).sum();
-    h[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
-    h
-}
-
-fn tar_of(entries: &[(&str, u8, &[u8], &str)]) -> Vec<u8> {
-    let mut out = Vec::new();
-    for (name, kind, data, link) in entries {
-        out.extend_from_slice(&header(name, *kind, data.len() as u64, link));
-        out.extend_from_slice(data);
-        out.resize(out.len().div_ceil(512) * 512, 0);
-    }
-    out.extend_from_slice(&[0u8; 1024]);
-    out
-}
-
 #[test]
 fn restoring_paths_of_hostile_archives_writes_nothing_outside_the_folder() {
     let env = Env::new();
@@ -402,7 +349,7 @@ fn restoring_paths_of_hostile_archives_writes_nothing_outside_the_folder() {
         ),
     ];
     for (name, tar, entries, path, expect) in cases {
-        let id = hostile_archive(&env.repository, name, &tar, entries);
+        let id = hostile_archive(&env.repository, name, "v", &tar, entries);
         let to = env.dir.path().join(format!("to-{name}"));
         let out = run(reader(&env)
             .args([
@@ -430,7 +377,7 @@ fn restoring_paths_of_hostile_archives_writes_nothing_outside_the_folder() {
         ("b/", b'5', b"", ""),
         ("b/h", b'1', b"", "a/f"),
     ]);
-    let id = hostile_archive(&env.repository, "links", &tar, 4);
+    let id = hostile_archive(&env.repository, "links", "v", &tar, 4);
     let to = env.dir.path().join("to-links");
     let out = run(reader(&env)
         .args([
@@ -466,7 +413,7 @@ fn restoring_paths_of_hostile_archives_writes_nothing_outside_the_folder() {
 fn ls_and_restore_name_what_the_archive_does_not_hold() {
     let env = Env::new();
     let tar = tar_of(&[("a/", b'5', b"", ""), ("a/f", b'0', b"data", "")]);
-    let id = hostile_archive(&env.repository, "small", &tar, 2);
+    let id = hostile_archive(&env.repository, "small", "v", &tar, 2);
     let out = run(reader(&env).args(["ls", "small-20261125T030001Z"]));
     assert_eq!(out.status.code(), Some(1));
     assert!(

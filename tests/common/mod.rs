@@ -4,6 +4,7 @@
 
 pub mod daemon;
 pub mod golden;
+pub mod hostile;
 pub mod env;
 pub mod metrics;
 

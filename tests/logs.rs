@@ -335,14 +335,13 @@ fn quiet_and_verbose_are_taken_by_every_command_but_not_together() {
 
 /// `holdfast <args>` on a pseudo-terminal (util-linux `script`); returns all it wrote.
 fn on_a_terminal(env: &Env, args: &str) -> String {
-    let command = format!(
-        "{} --specs {} --state {} --repository {} {args}",
-        env!("CARGO_BIN_EXE_holdfast"),
-        env.specs.display(),
-        env.state.display(),
-        env.repository.display()
-    );
-    let out = run(std::process::Command::new("script").args(["-qec", &command, "/dev/null"]));
+    let command = format!("{} {args}", env!("CARGO_BIN_EXE_holdfast"));
+    let out = run(std::process::Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .env("HOLDFAST_SPECS", &env.specs)
+        .env("HOLDFAST_STATE", &env.state)
+        .env("HOLDFAST_REPOSITORY", &env.repository)
+        .env("HOLDFAST_CONFIG", ""));
     assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
     stdout(&out)
 }

@@ -92,10 +92,10 @@ fn restore_beside_the_daemon_says_to_use_a_restore_spec() {
     assert!(!out.status.success());
     let err = stderr(&out);
     assert!(
-        err.contains("restore through it with a Restore spec in the specs folder"),
+        err.contains("restore through it with a Restore spec in its specs folder"),
         "{err}"
     );
-    assert!(err.contains(&env.specs.display().to_string()), "{err}");
+    assert!(err.contains(&env.state.display().to_string()), "{err}");
     assert_eq!(err.lines().count(), 1, "{err}");
 }
 

@@ -203,9 +203,8 @@ pub fn run(settings: &Settings, args: RestoreArgs, bar: bool) -> anyhow::Result<
         // Never beside a daemon or a backup of the same state folder.
         let _lock = match crate::state::lock::try_lock(&settings.state) {
             Err(crate::state::lock::LockError::Busy { .. }) => bail!(
-                "another holdfast process (a daemon, or a backup) holds the state folder {}: with the daemon running, restore through it with a Restore spec in the specs folder ({}), which it runs once and reports in its status; or stop the daemon first",
-                settings.state.display(),
-                settings.specs.display()
+                "another holdfast process (a daemon, or a backup) holds the state folder {}: with the daemon running, restore through it with a Restore spec in its specs folder, which it runs once and reports in its status; or stop the daemon first",
+                settings.state.display()
             ),
             lock => lock?,
         };

@@ -158,6 +158,24 @@ fn a_compose_v1_stack_stops_dependents_first_and_starts_them_last() {
         "started at: postgres {p:?}, app {a:?}, web {w:?}"
     );
     assert!(p.0 > w.1, "postgres started before web stopped");
+
+    // An in-place restore of the stack stops and starts them in the same order.
+    let id = outcome["archiveId"]
+        .as_str()
+        .expect("the backup's archive id");
+    let out = run(env.holdfast().args([
+        "restore", "--from", id, "--stack", &project, "--mode", "InPlace", "--stop", "stack",
+    ]));
+    assert!(out.status.success(), "{}\n{}", stdout(&out), stderr(&out));
+    let [p, a, w] = [&postgres, &app, &web].map(|c| started_finished(c));
+    assert!(
+        w.1 < a.1 && a.1 < p.1,
+        "the restore stopped at: web {w:?}, app {a:?}, postgres {p:?}"
+    );
+    assert!(
+        p.0 < a.0 && a.0 < w.0,
+        "the restore started at: postgres {p:?}, app {a:?}, web {w:?}"
+    );
     drop(stack);
     assert!(Path::new(&file).exists());
 }

@@ -209,6 +209,22 @@ pub fn resolve(repo: &crate::repo::Repository, source: &Source) -> Result<Entry,
     }
 }
 
+/// Containers in the order to stop them, as a backup stops them: dependents first (from
+/// Compose's labels, else its files, else by name); they start again in reverse.
+fn stop_order(users: Vec<ContainerInfo>) -> Vec<ContainerInfo> {
+    use crate::executor::order;
+    let compose: BTreeMap<String, order::ComposeDeps> = crate::docker::group_stacks(users.clone())
+        .iter()
+        .filter_map(|s| Some((s.name.clone(), order::compose_deps(s)?)))
+        .collect();
+    let refs: Vec<&ContainerInfo> = users.iter().collect();
+    let ordered = order::stop_order(&refs, &[], &compose);
+    for warning in &ordered.warnings {
+        warn!("{warning}");
+    }
+    ordered.stop.into_iter().cloned().collect()
+}
+
 /// A volume to restore and where.
 struct Planned<'a> {
     artifact: &'a Artifact,
@@ -655,7 +671,7 @@ impl Restorer {
                 }
             }
         }
-        Ok(users.into_values().collect())
+        Ok(stop_order(users.into_values().collect()))
     }
 
     async fn start_again(&self, stopped: &[ContainerInfo], warnings: &mut Vec<String>) {

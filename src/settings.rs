@@ -2,9 +2,9 @@
 //!
 //! Each command takes only the flags it uses, from small groups flattened into its
 //! arguments (a flag a command does not use is a usage error, not silently ignored). Every
-//! flag can also be given as an environment variable or in the configuration file
-//! ([`crate::config`]); a flag wins over its variable, which wins over the file, which wins
-//! over the default. What a command was given is gathered into one [`Settings`].
+//! flag can also be given as an environment variable or in the configuration file (read
+//! by the command line before these groups are parsed); a flag wins over its variable,
+//! which wins over the file, which wins over the default. What a command was given is gathered into one [`Settings`].
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

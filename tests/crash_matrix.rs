@@ -435,16 +435,7 @@ mod matrix {
 
     /// Takes an archive with `policy`; returns its id.
     fn backup(env: &Env, policy: &str) -> String {
-        let out = run(env.holdfast().args(["backup", policy, "-o", "json"]));
-        let outcome: Value = serde_json::from_slice(&out.stdout)
-            .unwrap_or_else(|e| panic!("{e}: {}\n{}", stdout(&out), stderr(&out)));
-        assert_eq!(
-            outcome["phase"],
-            "Succeeded",
-            "{outcome:#}\n{}",
-            stderr(&out)
-        );
-        outcome["archiveId"].as_str().unwrap().to_string()
+        crate::common::env::archive_of(env.holdfast().args(["backup", policy, "-o", "json"]))
     }
 
     /// Backups killed at each point: the stack's containers come back as they were (one

@@ -65,26 +65,26 @@ impl Drop for Seeded {
 
 /// Backs the volume up with a policy named `name`; returns the archive id.
 fn backup(env: &Env, name: &str, volume: &str) -> String {
-    env.spec(
-        name,
-        &format!(
-            "apiVersion: holdfast.dev/v1alpha1\nkind: BackupPolicy\nmetadata: {{name: {name}}}\nspec:\n  schedule: '0 3 1 1 *'\n  targets: {{volumes: [{volume}]}}\n"
-        ),
-    );
-    let out = run(env.holdfast().args(["backup", name, "-o", "json"]));
-    let outcome: Value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("{e}: {}\n{}", stdout(&out), stderr(&out)));
-    assert_eq!(
-        outcome["phase"],
-        "Succeeded",
-        "{outcome:#}\n{}",
-        stderr(&out)
-    );
-    outcome["archiveId"]
-        .as_str()
-        .or(outcome["archive_id"].as_str())
-        .unwrap()
-        .to_string()
+    env.backup_succeeded(name, &format!("  targets: {{volumes: [{volume}]}}\n"))
+}
+
+/// `holdfast restore --from ID --volume V --path P... --to DIR`, then `extra`, as a
+/// reader ([`reader`]): no Docker, no state folder.
+fn restore_paths(
+    env: &Env,
+    id: &str,
+    volume: &str,
+    paths: &[&str],
+    to: &std::path::Path,
+    extra: &[&str],
+) -> std::process::Output {
+    let mut cmd = reader(env);
+    cmd.args(["restore", "--from", id, "--volume", volume]);
+    for path in paths {
+        cmd.args(["--path", path]);
+    }
+    cmd.arg("--to").arg(to).args(extra);
+    run(&mut cmd)
 }
 
 /// The binary pointed at the repository only: no usable Docker, and a state folder that
@@ -181,18 +181,7 @@ fn ls_lists_artifacts_and_entries_and_restore_puts_single_paths_back() {
     // One file, then a folder, each into a new folder.
     let data = volume.dir();
     let one = env.dir.path().join("one");
-    let out = run(reader(&env)
-        .args([
-            "restore",
-            "--from",
-            &id,
-            "--volume",
-            &volume.0,
-            "--path",
-            "dir/a.txt",
-            "--to",
-        ])
-        .arg(&one));
+    let out = restore_paths(&env, &id, &volume.0, &["dir/a.txt"], &one, &[]);
     assert!(out.status.success(), "{}\n{}", stdout(&out), stderr(&out));
     assert_eq!(
         fs::read_to_string(one.join("dir/a.txt")).unwrap(),
@@ -207,12 +196,7 @@ fn ls_lists_artifacts_and_entries_and_restore_puts_single_paths_back() {
     assert!(!one.join("file.txt").exists());
 
     let tree = env.dir.path().join("tree");
-    let out = run(reader(&env)
-        .args([
-            "restore", "--from", &id, "--volume", &volume.0, "--path", "dir", "--to",
-        ])
-        .arg(&tree)
-        .args(["-o", "json"]));
+    let out = restore_paths(&env, &id, &volume.0, &["dir"], &tree, &["-o", "json"]);
     assert!(out.status.success(), "{}\n{}", stdout(&out), stderr(&out));
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["archive"], id.as_str());
@@ -236,18 +220,7 @@ fn ls_lists_artifacts_and_entries_and_restore_puts_single_paths_back() {
     let busy = env.dir.path().join("busy");
     fs::create_dir_all(busy.join("dir")).unwrap();
     fs::write(busy.join("dir/a.txt"), "mine\n").unwrap();
-    let out = run(reader(&env)
-        .args([
-            "restore",
-            "--from",
-            &id,
-            "--volume",
-            &volume.0,
-            "--path",
-            "dir/a.txt",
-            "--to",
-        ])
-        .arg(&busy));
+    let out = restore_paths(&env, &id, &volume.0, &["dir/a.txt"], &busy, &[]);
     assert_eq!(out.status.code(), Some(1));
     let err = stderr(&out);
     assert!(
@@ -258,19 +231,14 @@ fn ls_lists_artifacts_and_entries_and_restore_puts_single_paths_back() {
         fs::read_to_string(busy.join("dir/a.txt")).unwrap(),
         "mine\n"
     );
-    let out = run(reader(&env)
-        .args([
-            "restore",
-            "--from",
-            &id,
-            "--volume",
-            &volume.0,
-            "--path",
-            "dir/a.txt",
-            "--overwrite",
-            "--to",
-        ])
-        .arg(&busy));
+    let out = restore_paths(
+        &env,
+        &id,
+        &volume.0,
+        &["dir/a.txt"],
+        &busy,
+        &["--overwrite"],
+    );
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(
         fs::read_to_string(busy.join("dir/a.txt")).unwrap(),
@@ -279,20 +247,14 @@ fn ls_lists_artifacts_and_entries_and_restore_puts_single_paths_back() {
 
     // A path the volume does not hold fails the restore and leaves nothing behind.
     let none = env.dir.path().join("none");
-    let out = run(reader(&env)
-        .args([
-            "restore",
-            "--from",
-            &id,
-            "--volume",
-            &volume.0,
-            "--path",
-            "dir/a.txt",
-            "--path",
-            "dir/sub/bb.txt",
-            "--to",
-        ])
-        .arg(&none));
+    let out = restore_paths(
+        &env,
+        &id,
+        &volume.0,
+        &["dir/a.txt", "dir/sub/bb.txt"],
+        &none,
+        &[],
+    );
     assert_eq!(out.status.code(), Some(1));
     let err = stderr(&out);
     assert!(
@@ -351,11 +313,7 @@ fn restoring_paths_of_hostile_archives_writes_nothing_outside_the_folder() {
     for (name, tar, entries, path, expect) in cases {
         let id = hostile_archive(&env.repository, name, "v", &tar, entries);
         let to = env.dir.path().join(format!("to-{name}"));
-        let out = run(reader(&env)
-            .args([
-                "restore", "--from", &id, "--volume", "v", "--path", path, "--to",
-            ])
-            .arg(&to));
+        let out = restore_paths(&env, &id, "v", &[path], &to, &[]);
         assert_eq!(out.status.code(), Some(1), "{name}: {}", stdout(&out));
         let err = stderr(&out);
         assert!(err.contains(expect), "{name}: {err}");
@@ -379,20 +337,12 @@ fn restoring_paths_of_hostile_archives_writes_nothing_outside_the_folder() {
     ]);
     let id = hostile_archive(&env.repository, "links", "v", &tar, 4);
     let to = env.dir.path().join("to-links");
-    let out = run(reader(&env)
-        .args([
-            "restore", "--from", &id, "--volume", "v", "--path", "b", "--to",
-        ])
-        .arg(&to));
+    let out = restore_paths(&env, &id, "v", &["b"], &to, &[]);
     assert_eq!(out.status.code(), Some(1));
     let err = stderr(&out);
     assert!(err.contains("a/f") && err.contains("--path"), "{err}");
     // Both together come back as one file with two names.
-    let out = run(reader(&env)
-        .args([
-            "restore", "--from", &id, "--volume", "v", "--path", "b", "--path", "a/f", "--to",
-        ])
-        .arg(&to));
+    let out = restore_paths(&env, &id, "v", &["b", "a/f"], &to, &[]);
     assert!(out.status.success(), "{}", stderr(&out));
     let (f, h) = (
         fs::metadata(to.join("a/f")).unwrap(),
@@ -483,11 +433,7 @@ fn a_folder_format_archive_is_listed_and_restored_by_path() {
     assert_eq!(file["mtime"], "2001-02-03T04:05:06Z");
 
     let to = env.dir.path().join("to");
-    let out = run(reader(&env)
-        .args([
-            "restore", "--from", id, "--volume", "v", "--path", "d/f.txt", "--to",
-        ])
-        .arg(&to));
+    let out = restore_paths(&env, id, "v", &["d/f.txt"], &to, &[]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(fs::read_to_string(to.join("d/f.txt")).unwrap(), "folder\n");
     let meta = fs::metadata(to.join("d/f.txt")).unwrap();

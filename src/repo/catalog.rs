@@ -374,6 +374,25 @@ mod tests {
         assert!(scan(&local(&dir.path().join("h"))).unwrap().is_empty());
     }
 
+    /// A succeeded run of `kind`/`name` that wrote (or, for a restore, read) `archive`.
+    fn read_from(id: &str, kind: &str, name: &str, archive: &str) -> crate::state::RunRecord {
+        crate::state::RunRecord {
+            id: id.into(),
+            kind: kind.into(),
+            name: name.into(),
+            archive_id: Some(archive.into()),
+            phase: Phase::Succeeded,
+            start_time: Utc::now(),
+            completion_time: None,
+            bytes: 1,
+            source_bytes: None,
+            downtime_seconds: 0.0,
+            error: None,
+            dry_run: false,
+            warnings: Vec::new(),
+        }
+    }
+
     #[test]
     fn history_and_repository_are_reconciled() {
         let dir = tempfile::tempdir().unwrap();
@@ -385,21 +404,7 @@ mod tests {
         fs::write(on_disk.join("manifest.json"), "not json").unwrap();
         // In the history, gone from disk: Missing.
         state
-            .insert_run(&crate::state::RunRecord {
-                id: "r".into(),
-                kind: "BackupPolicy".into(),
-                name: "p".into(),
-                archive_id: Some("p-20261124T030000Z".into()),
-                phase: Phase::Succeeded,
-                start_time: Utc::now(),
-                completion_time: None,
-                bytes: 1,
-                source_bytes: None,
-                downtime_seconds: 0.0,
-                error: None,
-                dry_run: false,
-                warnings: Vec::new(),
-            })
+            .insert_run(&read_from("r", "BackupPolicy", "p", "p-20261124T030000Z"))
             .unwrap();
         let entries = scan(&local(&repo)).unwrap();
         let missing = reconcile_history(&state, &entries).unwrap();
@@ -432,21 +437,12 @@ mod tests {
         fs::create_dir_all(&repo).unwrap();
         // A restore records the archive it read from; that archive is gone since.
         state
-            .insert_run(&crate::state::RunRecord {
-                id: "restore-20261125T040000.000Z".into(),
-                kind: "Restore".into(),
-                name: "restore".into(),
-                archive_id: Some("p-20261124T030000Z".into()),
-                phase: Phase::Succeeded,
-                start_time: Utc::now(),
-                completion_time: None,
-                bytes: 1,
-                source_bytes: None,
-                downtime_seconds: 0.0,
-                error: None,
-                dry_run: false,
-                warnings: Vec::new(),
-            })
+            .insert_run(&read_from(
+                "restore-20261125T040000.000Z",
+                "Restore",
+                "restore",
+                "p-20261124T030000Z",
+            ))
             .unwrap();
         let entries = scan(&local(&repo)).unwrap();
         assert!(reconcile_history(&state, &entries).unwrap().is_empty());

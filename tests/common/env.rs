@@ -42,10 +42,41 @@ impl Env {
         cmd
     }
 
+    /// Writes a BackupPolicy `name` whose spec is a yearly schedule and `spec_lines` (the
+    /// lines under `spec:`, indented), runs `holdfast backup NAME -o json` and fails unless
+    /// the run succeeded. Returns the archive id.
+    pub fn backup_succeeded(&self, name: &str, spec_lines: &str) -> String {
+        self.spec(
+            name,
+            &format!(
+                "apiVersion: holdfast.dev/v1alpha1\nkind: BackupPolicy\nmetadata: {{name: {name}}}\nspec:\n  schedule: '0 3 1 1 *'\n{spec_lines}"
+            ),
+        );
+        archive_of(self.holdfast().args(["backup", name, "-o", "json"]))
+    }
+
     /// Every manifest.json in the repository.
     pub fn manifests(&self) -> Vec<PathBuf> {
         manifests(&self.repository)
     }
+}
+
+/// Runs a `holdfast backup ... -o json` command and fails unless the run succeeded;
+/// returns the archive id.
+pub fn archive_of(cmd: &mut Command) -> String {
+    let out = super::run(cmd);
+    let outcome: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}\n{}", super::stdout(&out), super::stderr(&out)));
+    assert_eq!(
+        outcome["phase"],
+        "Succeeded",
+        "{outcome:#}\n{}",
+        super::stderr(&out)
+    );
+    outcome["archiveId"]
+        .as_str()
+        .expect("a succeeded run names its archive")
+        .to_string()
 }
 
 /// Every manifest.json below `dir`.

@@ -7,6 +7,7 @@
 //! (`--api-token-file`); without it the server refuses to start.
 
 pub mod openapi;
+pub mod reply;
 
 pub mod routes;
 
@@ -70,7 +71,7 @@ pub fn router(app: AppState) -> Router {
         router = router.route(route.path, route.handler);
     }
     router
-        .fallback(|| async { routes::fixed_error(StatusCode::NOT_FOUND, routes::NO_SUCH_ROUTE) })
+        .fallback(|| async { reply::fixed_error(StatusCode::NOT_FOUND, reply::NO_SUCH_ROUTE) })
         .layer(axum::middleware::from_fn_with_state(app.clone(), guard))
         .with_state(app)
 }
@@ -88,7 +89,7 @@ async fn guard(State(app): State<AppState>, request: Request, next: Next) -> Res
             .and_then(|v| v.strip_prefix("Bearer "))
             .unwrap_or("");
         if !same(given.as_bytes(), token.as_bytes()) {
-            let mut response = routes::fixed_error(
+            let mut response = reply::fixed_error(
                 StatusCode::UNAUTHORIZED,
                 "a bearer token is required: send the header `Authorization: Bearer <token>` with the token of --api-token-file",
             );
@@ -100,7 +101,7 @@ async fn guard(State(app): State<AppState>, request: Request, next: Next) -> Res
         }
     }
     if request.method() != Method::GET && request.method() != Method::HEAD {
-        let mut response = routes::error(
+        let mut response = reply::error(
             StatusCode::METHOD_NOT_ALLOWED,
             format!(
                 "{} is not allowed: the API is read-only (GET and HEAD only)",

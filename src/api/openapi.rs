@@ -4,7 +4,8 @@
 use schemars::generate::{Contract, SchemaSettings};
 use serde_json::{Map, Value, json};
 
-use super::routes::{ApiError, Body, In, Route};
+use super::reply::ApiError;
+use super::routes::{Body, In, Route};
 
 fn status_text(code: u16) -> &'static str {
     match code {

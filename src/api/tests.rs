@@ -192,7 +192,7 @@ async fn objects_page_and_missing_ones_are_404() {
     assert_eq!(body, json!({"items": [], "total": 0, "next": null}));
     let (status, body) = get(&f.app, "/nowhere").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
-    assert_eq!(body["error"], routes::NO_SUCH_ROUTE);
+    assert_eq!(body["error"], reply::NO_SUCH_ROUTE);
 }
 
 #[tokio::test]
@@ -433,7 +433,7 @@ async fn the_openapi_document_covers_every_route_and_matches_the_answers() {
             continue;
         }
         let (status, body) = get(&f.app, &uri).await;
-        assert_ne!(body["error"], routes::NO_SUCH_ROUTE, "{uri}");
+        assert_ne!(body["error"], reply::NO_SUCH_ROUTE, "{uri}");
         let code = status.as_u16().to_string();
         let content = &op["responses"][&code]["content"];
         assert!(content.is_object(), "{uri}: {code} is not documented");

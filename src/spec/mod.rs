@@ -7,6 +7,7 @@ pub mod archive;
 pub mod common;
 pub mod duration;
 pub mod policy;
+pub mod repository;
 pub mod restore;
 pub mod schedule;
 
@@ -19,6 +20,7 @@ use serde::{Deserialize, Serialize};
 pub use archive::{ArchiveSpec, DeletionPolicy};
 pub use duration::HumanDuration;
 pub use policy::BackupPolicySpec;
+pub use repository::RepositorySpec;
 pub use restore::{RestoreMode, RestoreSpec};
 pub use schedule::{CronSchedule, TimeZoneName};
 

@@ -1,0 +1,209 @@
+//! `Repository`: a named place that holds archives (an S3-compatible bucket, an SFTP
+//! server, a local folder), optionally encrypted with age. Policies and Archives write to
+//! it by name; the `--repository` folder stays the implicit repository `default`.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// The name of the implicit repository: the folder given by `--repository`.
+pub const DEFAULT_REPOSITORY: &str = "default";
+
+/// Where archives are stored, how they are encrypted, and whether holdfast may delete
+/// there.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RepositorySpec {
+    /// The storage: exactly one of `s3`, `sftp` or `local`.
+    pub storage: StorageSpec,
+    /// Encrypts every artifact before it leaves the host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption: Option<EncryptionSpec>,
+    /// When true, holdfast never deletes here: retention, `prune` and `delete` leave this
+    /// repository alone, and pruning happens elsewhere (a bucket lifecycle rule, say).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub append_only: bool,
+}
+
+/// The storage behind a repository. Set exactly one field.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct StorageSpec {
+    /// An S3-compatible bucket (Garage, MinIO, Ceph, AWS S3, Backblaze B2, Cloudflare R2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s3: Option<S3Storage>,
+    /// A folder on an SFTP server, reached with a key and a known-hosts file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sftp: Option<SftpStorage>,
+    /// A folder on this machine, such as a mounted USB disk or NFS share.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local: Option<LocalStorageSpec>,
+}
+
+/// An S3-compatible bucket.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct S3Storage {
+    /// The service's URL, e.g. `https://s3.eu-central-1.amazonaws.com` or
+    /// `http://127.0.0.1:3900`.
+    pub endpoint: String,
+    /// The region the bucket lives in (`garage` for Garage's default).
+    #[serde(default = "default_region")]
+    pub region: String,
+    /// The bucket's name.
+    pub bucket: String,
+    /// A key prefix inside the bucket, so several hosts or tools can share one bucket.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub prefix: String,
+    /// Address the bucket in the path (`endpoint/bucket/key`) rather than as a
+    /// sub-domain; most self-hosted stores need it.
+    #[serde(default = "default_true")]
+    pub path_style: bool,
+    /// The access key id.
+    pub access_key_id: HostSecret,
+    /// The secret access key.
+    pub secret_access_key: HostSecret,
+}
+
+fn default_region() -> String {
+    "us-east-1".to_string()
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// A folder on an SFTP server. The host key must be in `knownHostsFile`: holdfast never
+/// trusts a host key it has not been given.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SftpStorage {
+    /// The server's name or address.
+    pub host: String,
+    /// The server's port.
+    #[serde(default = "default_ssh_port")]
+    pub port: u16,
+    /// The user to log in as.
+    pub user: String,
+    /// The folder on the server that holds the repository (absolute).
+    pub path: String,
+    /// The private key to log in with (a file readable by holdfast, without passphrase).
+    pub private_key_file: String,
+    /// An OpenSSH known-hosts file holding the server's host key.
+    pub known_hosts_file: String,
+}
+
+fn default_ssh_port() -> u16 {
+    22
+}
+
+/// A folder on this machine.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LocalStorageSpec {
+    /// The folder (absolute, or relative to the spec's file).
+    pub path: String,
+}
+
+/// How artifacts are encrypted. Set exactly one field.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EncryptionSpec {
+    /// age (<https://age-encryption.org>) with X25519 keys.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub age: Option<AgeEncryption>,
+}
+
+/// age encryption: the host encrypts to public keys, so it can write archives it cannot
+/// read back on its own.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AgeEncryption {
+    /// Public keys (`age1…`) every artifact is encrypted to; any one of their identities
+    /// decrypts.
+    pub recipients: Vec<String>,
+    /// A file holding an age identity (`AGE-SECRET-KEY-1…`), needed only to check the
+    /// contents of archives and to restore; without it `verify` checks the stored bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity_file: Option<String>,
+}
+
+/// A secret holdfast itself reads: from its own environment or from a file. Set exactly
+/// one field. The value never appears in status files, logs, the API or recipes.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HostSecret {
+    /// An environment variable of the holdfast process.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_env: Option<String>,
+    /// A file readable by holdfast holding the secret (a trailing newline is ignored).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_file: Option<String>,
+}
+
+/// Why a [`HostSecret`] could not be read; names where it looked, never the value.
+#[derive(Debug, thiserror::Error)]
+pub enum HostSecretError {
+    #[error("the environment variable `{0}` is not set")]
+    NoEnv(String),
+    #[error("reading the secret file {path}: {source}")]
+    File {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the secret names neither fromEnv nor fromFile")]
+    Empty,
+}
+
+impl HostSecret {
+    /// The secret's value, read now (so a rotated file is picked up on the next use).
+    pub fn read(&self) -> Result<String, HostSecretError> {
+        if let Some(var) = &self.from_env {
+            return std::env::var(var).map_err(|_| HostSecretError::NoEnv(var.clone()));
+        }
+        if let Some(path) = &self.from_file {
+            let text = std::fs::read_to_string(path).map_err(|source| HostSecretError::File {
+                path: path.clone(),
+                source,
+            })?;
+            return Ok(text.trim_end_matches(['\n', '\r']).to_string());
+        }
+        Err(HostSecretError::Empty)
+    }
+}
+
+impl StorageSpec {
+    /// The storage's kind, for messages and the status.
+    pub fn kind(&self) -> &'static str {
+        if self.s3.is_some() {
+            "s3"
+        } else if self.sftp.is_some() {
+            "sftp"
+        } else {
+            "local"
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_host_secret_is_read_from_the_environment_or_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("s");
+        std::fs::write(&file, "s3cr3t\n").unwrap();
+        let from_file = HostSecret {
+            from_file: Some(file.display().to_string()),
+            ..HostSecret::default()
+        };
+        assert_eq!(from_file.read().unwrap(), "s3cr3t");
+        let missing = HostSecret {
+            from_env: Some("HOLDFAST_TEST_NO_SUCH_VARIABLE".into()),
+            ..HostSecret::default()
+        };
+        let e = missing.read().unwrap_err().to_string();
+        assert!(e.contains("HOLDFAST_TEST_NO_SUCH_VARIABLE"), "{e}");
+    }
+}

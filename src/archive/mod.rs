@@ -22,7 +22,7 @@ mod excludes;
 mod extract;
 mod folder;
 mod listing;
-mod output;
+pub(crate) mod output;
 mod pick;
 mod sparse;
 mod stream;
@@ -45,7 +45,8 @@ pub use pick::{Listed, ListedKind, PartError};
 use crate::progress::Progress;
 use crate::spec::common::Format;
 use entry::{Sink, SinkError};
-use output::{Codec, Compressor, PartialFile};
+use output::{Codec, Compressor, HashingWriter};
+pub use output::{OutFile, Outlet, StoredDigest};
 pub use walk::Shrunk;
 use walk::Walked;
 
@@ -75,6 +76,9 @@ pub struct ArtifactInfo {
     /// to their size at open, so the run that wrote it is only partly good.
     #[serde(default, skip_serializing_if = "Shrunk::is_empty")]
     pub shrunk: Shrunk,
+    /// What was stored, when it is not the bytes above (an encrypted artifact).
+    #[serde(skip)]
+    pub stored: Option<StoredDigest>,
 }
 
 /// Why archiving or verifying failed. Each message says what was being done and to what.
@@ -225,13 +229,14 @@ fn info(path: String, size: u64, sha256: String, w: Walked) -> ArtifactInfo {
         excluded: w.excluded,
         skipped: w.skipped,
         shrunk: w.shrunk,
+        stored: None,
     }
 }
 
 /// Fills one artifact through `fill`, which gets a sink and the artifact's path (for
 /// error messages) and returns what it archived.
 fn write_artifact(
-    archive_root: &Path,
+    outlet: &dyn Outlet,
     rel_path_without_ext: &str,
     format: Format,
     level: Option<i32>,
@@ -240,21 +245,48 @@ fn write_artifact(
 ) -> Result<ArtifactInfo, ArchiveError> {
     let codec = codec(format, level)?;
     let name = artifact_name(rel_path_without_ext, extension(format))?;
-    let path = archive_root.join(&name);
+    let shown = outlet.shown(&name);
     if format == Format::Folder {
-        return write_folder(name, path, progress, fill);
+        let Some(dir) = outlet.folder() else {
+            return Err(ArchiveError::io(
+                "creating",
+                &shown,
+                io::Error::new(
+                    io::ErrorKind::Unsupported,
+                    "the folder format needs an unencrypted repository on this machine",
+                ),
+            ));
+        };
+        return write_folder(name.clone(), dir.join(&name), progress, fill);
     }
-    let (partial, out) = PartialFile::create(path)?;
-    let compressor = Compressor::new(out, codec)
-        .map_err(|e| ArchiveError::io("starting compression for", &partial.path, e))?;
+    let file = outlet
+        .create(&name)
+        .map_err(|e| ArchiveError::io("creating", &shown, e))?;
+    let compressor = Compressor::new(HashingWriter::new(file), codec)
+        .map_err(|e| ArchiveError::io("starting compression for", &shown, e))?;
     let mut sink = tar_out::TarSink::new(compressor, progress);
-    let walked = fill(&mut sink, &partial.path)?;
+    let walked = fill(&mut sink, &shown)?;
     let out = sink
         .finish()
         .and_then(Compressor::finish)
-        .map_err(|e| ArchiveError::io("writing", &partial.path, e))?;
-    let (size, sha256) = partial.commit(out)?;
-    Ok(info(name, size, sha256, walked))
+        .map_err(|e| ArchiveError::io("writing", &shown, e))?;
+    let (size, sha256, stored) = commit(out, &shown)?;
+    let mut info = info(name, size, sha256, walked);
+    info.stored = stored;
+    Ok(info)
+}
+
+/// Completes an artifact's file: its size and sha256 as written, and what was stored
+/// when that differs.
+fn commit(
+    out: output::Hashed,
+    shown: &Path,
+) -> Result<(u64, String, Option<StoredDigest>), ArchiveError> {
+    let (file, size, sha256) = out.into_parts();
+    let stored = file
+        .commit()
+        .map_err(|e| ArchiveError::io("completing", shown, e))?;
+    Ok((size, sha256, stored))
 }
 
 /// A folder is filled under a `.partial` name too, and renamed once complete.
@@ -341,7 +373,7 @@ fn sync_each(root: &Path) -> Result<(), ArchiveError> {
 /// mid-walk cannot lead outside `src`.
 pub fn archive_directory(
     src: &Path,
-    archive_root: &Path,
+    outlet: &dyn Outlet,
     rel_path_without_ext: &str,
     format: Format,
     level: Option<i32>,
@@ -351,7 +383,7 @@ pub fn archive_directory(
     // Checked first so a missing source never leaves even a partial artifact behind.
     sys::open_dir(src).map_err(|e| ArchiveError::io("opening source folder", src, e))?;
     write_artifact(
-        archive_root,
+        outlet,
         rel_path_without_ext,
         format,
         level,
@@ -373,7 +405,7 @@ pub fn archive_directory(
 pub fn archive_tar_stream(
     reader: impl Read,
     strip_prefix: &str,
-    archive_root: &Path,
+    outlet: &dyn Outlet,
     rel_path_without_ext: &str,
     format: Format,
     level: Option<i32>,
@@ -382,7 +414,7 @@ pub fn archive_tar_stream(
 ) -> Result<ArtifactInfo, ArchiveError> {
     let mut reader = Some(reader);
     write_artifact(
-        archive_root,
+        outlet,
         rel_path_without_ext,
         format,
         level,
@@ -412,7 +444,7 @@ pub fn stream_artifact_name(rel_path_without_ext: &str, format: Format) -> Strin
 /// `.zst` for tar.zst, `.gz` for tar.gz, none for tar and folder.
 pub fn compress_stream(
     mut reader: impl Read,
-    archive_root: &Path,
+    outlet: &dyn Outlet,
     rel_path_without_ext: &str,
     format: Format,
     level: Option<i32>,
@@ -425,9 +457,12 @@ pub fn compress_stream(
         Codec::Plain => "",
     };
     let name = artifact_name(rel_path_without_ext, ext)?;
-    let (partial, out) = PartialFile::create(archive_root.join(&name))?;
-    let mut out = Compressor::new(out, codec)
-        .map_err(|e| ArchiveError::io("starting compression for", &partial.path, e))?;
+    let shown = outlet.shown(&name);
+    let file = outlet
+        .create(&name)
+        .map_err(|e| ArchiveError::io("creating", &shown, e))?;
+    let mut out = Compressor::new(HashingWriter::new(file), codec)
+        .map_err(|e| ArchiveError::io("starting compression for", &shown, e))?;
     let mut buf = vec![0u8; 1 << 20];
     let mut read = 0u64;
     loop {
@@ -439,21 +474,22 @@ pub fn compress_stream(
             break;
         }
         io::Write::write_all(&mut out, &buf[..n])
-            .map_err(|e| ArchiveError::io("writing", &partial.path, e))?;
+            .map_err(|e| ArchiveError::io("writing", &shown, e))?;
         read += n as u64;
         progress.bytes(n as u64);
         if progress.cancelled() {
-            return Err(ArchiveError::io("writing", &partial.path, cancelled()));
+            return Err(ArchiveError::io("writing", &shown, cancelled()));
         }
     }
     let out = out
         .finish()
-        .map_err(|e| ArchiveError::io("writing", &partial.path, e))?;
-    let (size, sha256) = partial.commit(out)?;
+        .map_err(|e| ArchiveError::io("writing", &shown, e))?;
+    let (size, sha256, stored) = commit(out, &shown)?;
     Ok(ArtifactInfo {
         path: name,
         size,
         sha256,
+        stored,
         source_bytes: read,
         entries: 1,
         excluded: 0,
@@ -528,7 +564,7 @@ mod tests {
             let rel = format!("dumps/db-{}", extension(format).replace('.', "-"));
             let info = compress_stream(
                 &b"data"[..],
-                root.path(),
+                &root.path().to_path_buf(),
                 &rel,
                 format,
                 None,

@@ -115,7 +115,69 @@ impl<W: Write> Write for StopWhenFull<W> {
     }
 }
 
-pub(crate) type Hashed = HashingWriter<BufWriter<StopWhenFull<File>>>;
+/// What an artifact's bytes go through: hashed and counted (the manifest's `size` and
+/// `sha256`) on their way to the outlet's file.
+pub(crate) type Hashed = HashingWriter<Box<dyn OutFile>>;
+
+/// What was stored of an artifact when it differs from what was written to it: an
+/// encrypted artifact's ciphertext.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredDigest {
+    pub size: u64,
+    pub sha256: String,
+}
+
+/// Where an archive's artifacts are written: a folder on this machine, objects in a
+/// remote store, either of them behind encryption. An artifact is complete only once its
+/// [`OutFile::commit`] returned; one dropped before that leaves nothing that looks
+/// complete (a local partial file is removed, a remote upload aborted).
+pub trait Outlet: Send + Sync + std::fmt::Debug {
+    /// Starts the artifact `name` (a path inside the archive, such as
+    /// `volumes/web.tar.zst`).
+    fn create(&self, name: &str) -> io::Result<Box<dyn OutFile>>;
+    /// The archive's folder on this machine, where the folder format writes its trees;
+    /// `None` where artifacts can only be streams (remote or encrypted).
+    fn folder(&self) -> Option<&Path>;
+    /// How the artifact `name` is named in messages.
+    fn shown(&self, name: &str) -> PathBuf;
+}
+
+/// One artifact being written through an [`Outlet`].
+pub trait OutFile: Write + Send {
+    /// Makes the artifact complete and durable. Returns what was stored when it is not
+    /// the bytes written (encryption), so the manifest can record both.
+    fn commit(self: Box<Self>) -> io::Result<Option<StoredDigest>>;
+}
+
+/// A folder on this machine is an outlet: each artifact a file below it (the staging
+/// folder of a local repository's archive).
+impl Outlet for Path {
+    fn create(&self, name: &str) -> io::Result<Box<dyn OutFile>> {
+        Ok(Box::new(PartialFile::create(self.join(name))?))
+    }
+
+    fn folder(&self) -> Option<&Path> {
+        Some(self)
+    }
+
+    fn shown(&self, name: &str) -> PathBuf {
+        self.join(name)
+    }
+}
+
+impl Outlet for PathBuf {
+    fn create(&self, name: &str) -> io::Result<Box<dyn OutFile>> {
+        self.as_path().create(name)
+    }
+
+    fn folder(&self) -> Option<&Path> {
+        Some(self)
+    }
+
+    fn shown(&self, name: &str) -> PathBuf {
+        self.join(name)
+    }
+}
 
 /// The compression in front of the hashing writer.
 pub(crate) enum Compressor {
@@ -203,6 +265,7 @@ impl Write for Compressor {
 pub(crate) struct PartialFile {
     pub(crate) path: PathBuf,
     partial: PathBuf,
+    out: Option<BufWriter<StopWhenFull<File>>>,
     committed: bool,
 }
 
@@ -210,47 +273,65 @@ pub(crate) struct PartialFile {
 const WRITE_BUFFER: usize = 1 << 20;
 
 impl PartialFile {
-    pub(crate) fn create(path: PathBuf) -> Result<(PartialFile, Hashed), ArchiveError> {
+    pub(crate) fn create(path: PathBuf) -> io::Result<PartialFile> {
         let partial = partial_name(&path);
         if let Some(parent) = path.parent() {
-            fs::create_dir_all(parent).map_err(|e| ArchiveError::io("creating", parent, e))?;
+            fs::create_dir_all(parent)?;
         }
-        let file = File::create(&partial).map_err(|e| ArchiveError::io("creating", &partial, e))?;
-        let out = HashingWriter::new(BufWriter::with_capacity(
-            WRITE_BUFFER,
-            StopWhenFull::new(file),
-        ));
-        Ok((
-            PartialFile {
-                path,
-                partial,
-                committed: false,
-            },
-            out,
-        ))
+        let file = File::create(&partial)?;
+        Ok(PartialFile {
+            path,
+            partial,
+            out: Some(BufWriter::with_capacity(
+                WRITE_BUFFER,
+                StopWhenFull::new(file),
+            )),
+            committed: false,
+        })
     }
 
-    /// Flushes, fsyncs and renames into place; returns (size, sha256).
-    pub(crate) fn commit(mut self, out: Hashed) -> Result<(u64, String), ArchiveError> {
-        let (buffered, size, sha256) = out.into_parts();
-        let file = buffered
-            .into_inner()
-            .map_err(|e| ArchiveError::io("writing", &self.partial, e.into_error()))?
-            .into_inner();
-        file.sync_all()
-            .map_err(|e| ArchiveError::io("syncing", &self.partial, e))?;
+    fn out(&mut self) -> io::Result<&mut BufWriter<StopWhenFull<File>>> {
+        self.out
+            .as_mut()
+            .ok_or_else(|| io::Error::other("the artifact was already committed"))
+    }
+}
+
+impl Write for PartialFile {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.out()?.write(buf)
+    }
+
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        self.out()?.write_all(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.out()?.flush()
+    }
+}
+
+impl OutFile for PartialFile {
+    /// Flushes, fsyncs and renames into place, then makes the rename durable.
+    fn commit(mut self: Box<Self>) -> io::Result<Option<StoredDigest>> {
+        let out = self.out.take().expect("committed once");
+        let file = out.into_inner().map_err(|e| e.into_error())?.into_inner();
+        file.sync_all()?;
         drop(file);
-        fs::rename(&self.partial, &self.path)
-            .map_err(|e| ArchiveError::io("renaming into place", &self.path, e))?;
+        fs::rename(&self.partial, &self.path)?;
         self.committed = true;
-        sync_parent(&self.path)?;
-        Ok((size, sha256))
+        sync_parent(&self.path).map_err(|e| match e {
+            ArchiveError::Io { source, .. } => source,
+            other => io::Error::other(other.to_string()),
+        })?;
+        Ok(None)
     }
 }
 
 impl Drop for PartialFile {
     fn drop(&mut self) {
         if !self.committed {
+            drop(self.out.take());
             // Best effort after the real error, which the caller is already returning.
             let _ = fs::remove_file(&self.partial);
         }
@@ -347,9 +428,8 @@ mod tests {
     fn an_uncommitted_partial_file_is_removed() {
         let dir = tempfile::tempdir().unwrap();
         let target = dir.path().join("sub/x.tar");
-        let (partial, mut out) = PartialFile::create(target.clone()).unwrap();
-        out.write_all(b"half").unwrap();
-        drop(out);
+        let mut partial = PartialFile::create(target.clone()).unwrap();
+        partial.write_all(b"half").unwrap();
         drop(partial);
         assert!(!target.exists());
         assert_eq!(fs::read_dir(dir.path().join("sub")).unwrap().count(), 0);

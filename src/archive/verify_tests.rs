@@ -22,6 +22,7 @@ fn artifact(root: &Path, name: &str, bytes: &[u8], entries: u64) -> ArtifactInfo
         excluded: 0,
         skipped: 0,
         shrunk: Default::default(),
+        stored: None,
     }
 }
 

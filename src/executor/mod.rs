@@ -345,7 +345,7 @@ impl Executor {
                     self.take_archive(
                         request,
                         &plan,
-                        &partial.dir,
+                        &partial.outlet,
                         &run_id,
                         progress.clone(),
                         &mut run,
@@ -501,6 +501,7 @@ impl Executor {
                 .cloned()
                 .chain(run.partial.iter().map(ToString::to_string))
                 .collect(),
+            encryption: self.repository.encryption().map(str::to_string),
         }
     }
 }

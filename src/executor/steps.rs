@@ -16,6 +16,7 @@ use super::{
     ArchiveVia, BackupRequest, Executor, Progressing, RecipeError, RunError, effective_level,
     recipe,
 };
+use crate::archive::Outlet;
 use crate::archive::{self, ArtifactInfo, Excludes};
 use crate::fault;
 use crate::progress::Progress;
@@ -29,7 +30,7 @@ impl Executor {
         &self,
         request: &BackupRequest,
         plan: &BackupPlan,
-        root: &Path,
+        root: &Arc<dyn Outlet>,
         run_id: &str,
         progress: Arc<dyn Progress>,
         run: &mut Progressing,
@@ -211,7 +212,7 @@ impl Executor {
     async fn dump(
         &self,
         dump: &PlannedDump,
-        root: &Path,
+        root: &Arc<dyn Outlet>,
         output: &Output,
         progress: Arc<dyn Progress>,
         run: &mut Progressing,
@@ -240,7 +241,7 @@ impl Executor {
             let (tx, rx) = mpsc::channel(DEPTH);
             let writer = {
                 let (root, artifact, format, level, progress) = (
-                    root.to_path_buf(),
+                    root.clone(),
                     artifact.clone(),
                     output.format,
                     effective_level(output),
@@ -249,7 +250,7 @@ impl Executor {
                 super::background::spawn("holdfast-archive", move || {
                     archive::compress_stream(
                         ChannelReader::new(rx),
-                        &root,
+                        &*root,
                         &artifact,
                         format,
                         level,
@@ -464,7 +465,7 @@ impl Executor {
     async fn archive_data(
         &self,
         plan: &BackupPlan,
-        root: &Path,
+        root: &Arc<dyn Outlet>,
         output: &Output,
         excludes: &Excludes,
         progress: Arc<dyn Progress>,
@@ -566,7 +567,7 @@ impl Executor {
     async fn archive_dir(
         &self,
         dir: &str,
-        root: &Path,
+        root: &Arc<dyn Outlet>,
         rel: &str,
         output: &Output,
         excludes: &Excludes,
@@ -575,7 +576,7 @@ impl Executor {
         info!(source = %dir, artifact = %rel, "archiving from the host");
         let (source, root, rel, format, level, excludes) = (
             dir.to_string(),
-            root.to_path_buf(),
+            root.clone(),
             rel.to_string(),
             output.format,
             effective_level(output),
@@ -584,7 +585,7 @@ impl Executor {
         super::background::spawn("holdfast-archive", move || {
             archive::archive_directory(
                 Path::new(&source),
-                &root,
+                &*root,
                 &rel,
                 format,
                 level,
@@ -603,7 +604,7 @@ impl Executor {
     async fn archive_volume_api(
         &self,
         volume: &str,
-        root: &Path,
+        root: &Arc<dyn Outlet>,
         rel: &str,
         output: &Output,
         excludes: &Excludes,
@@ -649,7 +650,7 @@ impl Executor {
         &self,
         container: &str,
         path: &str,
-        root: &Path,
+        root: &Arc<dyn Outlet>,
         rel: &str,
         output: &Output,
         excludes: &Excludes,
@@ -667,7 +668,7 @@ impl Executor {
         let (tx, rx) = mpsc::channel(DEPTH);
         let writer = {
             let (root, rel, format, level, excludes) = (
-                root.to_path_buf(),
+                root.clone(),
                 rel.to_string(),
                 output.format,
                 effective_level(output),
@@ -677,7 +678,7 @@ impl Executor {
                 archive::archive_tar_stream(
                     ChannelReader::new(rx),
                     &prefix,
-                    &root,
+                    &*root,
                     &rel,
                     format,
                     level,
@@ -715,7 +716,7 @@ impl Executor {
     async fn recipe(
         &self,
         plan: &BackupPlan,
-        root: &Path,
+        root: &Arc<dyn Outlet>,
         run: &mut Progressing,
     ) -> Result<(), RecipeError> {
         let observed = self.observe().await?;
@@ -730,7 +731,7 @@ impl Executor {
             recipe::redact_inspect(&mut raw);
             let text = serde_json::to_vec_pretty(&raw).unwrap_or_default();
             run.artifacts.push(recipe::write_file(
-                root,
+                &**root,
                 &format!("{folder}/inspect/{}.json", c.name),
                 &text,
             )?);
@@ -745,7 +746,7 @@ impl Executor {
             recipe::redact_inspect(&mut value);
             let text = serde_json::to_vec_pretty(&value).unwrap_or_default();
             run.artifacts.push(recipe::write_file(
-                root,
+                &**root,
                 &format!("{folder}/networks/{name}.json"),
                 &text,
             )?);
@@ -787,7 +788,7 @@ impl Executor {
                     .unwrap_or_default();
                 let redacted = recipe::redact_compose(&text);
                 run.artifacts.push(recipe::write_file(
-                    root,
+                    &**root,
                     &format!("recipe/{}/{name}", stack.name),
                     redacted.as_bytes(),
                 )?);
@@ -798,7 +799,7 @@ impl Executor {
                     Ok(text) => {
                         let redacted = recipe::redact_dotenv(&text);
                         run.artifacts.push(recipe::write_file(
-                            root,
+                            &**root,
                             &format!("recipe/{}/.env", stack.name),
                             redacted.as_bytes(),
                         )?);
@@ -818,7 +819,7 @@ impl Executor {
                 .collect();
             let text = serde_json::to_vec_pretty(&images).unwrap_or_default();
             run.artifacts.push(recipe::write_file(
-                root,
+                &**root,
                 &format!("recipe/{}/images.json", stack.name),
                 &text,
             )?);
@@ -862,6 +863,8 @@ fn artifact_from(info: ArtifactInfo) -> Artifact {
         stack: None,
         engine: None,
         database: None,
+        stored_size: info.stored.as_ref().map(|s| s.size),
+        stored_sha256: info.stored.map(|s| s.sha256),
     }
 }
 

@@ -38,6 +38,9 @@ pub struct Manifest {
     /// Seconds each stack (or lone container) was stopped.
     pub downtime: BTreeMap<String, f64>,
     pub warnings: Vec<String>,
+    /// How the artifacts are encrypted (`age`); absent when they are not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -74,11 +77,27 @@ pub struct Artifact {
     pub engine: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub database: Option<String>,
+    /// Bytes stored, when not `size`: an encrypted artifact's ciphertext. `size` and
+    /// `sha256` are always of the plaintext (the compressed stream).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stored_size: Option<u64>,
+    /// The sha256 of the stored bytes, when not `sha256`: `verify` checks an encrypted
+    /// artifact with it without the identity.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stored_sha256: Option<String>,
 }
 
 impl Manifest {
     pub fn bytes(&self) -> u64 {
         self.artifacts.iter().map(|a| a.size).sum()
+    }
+
+    /// Bytes the archive takes in its repository.
+    pub fn stored_bytes(&self) -> u64 {
+        self.artifacts
+            .iter()
+            .map(|a| a.stored_size.unwrap_or(a.size))
+            .sum()
     }
 }
 

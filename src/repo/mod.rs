@@ -4,6 +4,10 @@
 //! - [`manifest`]: the repository format: the manifest and the verification record.
 //! - [`storage`]: the storage boundary (list, read, streamed write, commit, delete) and
 //!   the local folder behind it; remote storages implement the same trait.
+//! - [`objects`]: the same layout on an object store, where the manifest written last
+//!   commits an archive; [`s3`] is the S3-compatible store behind it.
+//! - [`crypt`]: age encryption of artifacts on their way to the storage.
+//! - [`named`]: repositories by name, opened from Repository specs, and their probe.
 //! - [`lock`]: one writer per host folder of a repository, and who holds it.
 //! - [`flat`]: moving the flat layout of earlier releases under this host.
 //! - [`catalog`]: what the repository holds, read from manifests alone, and the
@@ -14,12 +18,16 @@
 //! - [`prune`]: retention and deletions, carried out through the deletion journal.
 
 pub mod catalog;
+pub mod crypt;
 pub mod flat;
 pub mod handled;
 pub mod layout;
 pub mod lock;
 pub mod manifest;
+pub mod named;
+pub mod objects;
 pub mod prune;
+pub mod s3;
 pub mod storage;
 pub mod verify;
 

@@ -263,10 +263,13 @@ mod tests {
                 stack: None,
                 engine: None,
                 database: None,
+                stored_size: None,
+                stored_sha256: None,
             }],
             timings: Default::default(),
             downtime: Default::default(),
             warnings: vec![],
+            encryption: None,
         };
         std::fs::write(
             dir.join("manifest.json"),

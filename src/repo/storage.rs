@@ -17,8 +17,10 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
+use super::crypt::{self, Crypt};
 use super::layout::{self, DELETING, MANIFEST, META_DIR, PARTIAL};
 use super::lock::{LocalLockError, LockOwner, RepoLock};
+use crate::archive::Outlet;
 use crate::fault;
 
 #[derive(Debug, thiserror::Error)]
@@ -86,13 +88,15 @@ pub enum Meta {
     Folder,
 }
 
-/// An archive being written: artifacts are streamed into files under `dir`.
+/// An archive being written: artifacts are streamed through `outlet`.
 #[derive(Debug)]
 pub struct Staged {
     pub group: String,
     pub id: String,
     /// Where artifacts go while the run lasts.
-    pub dir: PathBuf,
+    pub outlet: Arc<dyn Outlet>,
+    /// The staging folder of a local storage.
+    pub dir: Option<PathBuf>,
 }
 
 /// A place that holds archives.
@@ -144,17 +148,44 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
     /// Replaces one file of the repository's own records durably: a reader sees the old
     /// content or the new, never a mix, and a crash after the call returns loses nothing.
     fn write_meta(&self, name: &str, bytes: &[u8]) -> Result<(), StorageError>;
+    /// Proves the storage works: writes, reads back and deletes a small record.
+    fn probe(&self) -> Result<(), StorageError>;
 }
 
-/// A repository: a storage and the layout on it. Cheap to clone.
+/// A repository: a storage and the layout on it, its name, and how its artifacts are
+/// encrypted. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Repository {
     storage: Arc<dyn Storage>,
+    name: String,
+    crypt: Option<Arc<Crypt>>,
+    append_only: bool,
 }
 
 impl Repository {
+    /// The repository `default` on `storage`, unencrypted.
     pub fn new(storage: Arc<dyn Storage>) -> Self {
-        Repository { storage }
+        Repository {
+            storage,
+            name: crate::spec::repository::DEFAULT_REPOSITORY.to_string(),
+            crypt: None,
+            append_only: false,
+        }
+    }
+
+    /// A named repository, as a Repository spec describes it.
+    pub fn named(
+        name: &str,
+        storage: Arc<dyn Storage>,
+        crypt: Option<Crypt>,
+        append_only: bool,
+    ) -> Self {
+        Repository {
+            storage,
+            name: name.to_string(),
+            crypt: crypt.map(Arc::new),
+            append_only,
+        }
     }
 
     /// The local folder repository given by `--repository`, as `host` sees it: the one
@@ -165,6 +196,64 @@ impl Repository {
 
     pub fn storage(&self) -> &dyn Storage {
         &*self.storage
+    }
+
+    /// The repository's name: `default`, or its Repository spec's.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Whether holdfast must never delete here.
+    pub fn append_only(&self) -> bool {
+        self.append_only
+    }
+
+    /// The encryption manifests record (`age`), if any.
+    pub fn encryption(&self) -> Option<&'static str> {
+        self.crypt.as_ref().map(|_| crypt::AGE)
+    }
+
+    /// Starts a new archive; its artifacts are encrypted on their way when the repository
+    /// is.
+    pub fn begin(&self, group: &str, at: DateTime<Utc>) -> Result<Staged, StorageError> {
+        let mut staged = self.storage.begin(group, at)?;
+        if let Some(crypt) = &self.crypt {
+            staged.outlet = crypt.outlet(staged.outlet.clone());
+        }
+        Ok(staged)
+    }
+
+    /// One stored artifact as the manifest describes it (`size`, `sha256`): decrypted
+    /// when it was encrypted. An encrypted artifact of a repository whose spec gives no
+    /// identity cannot be read this way; [`Repository::open_stored`] reads its
+    /// ciphertext.
+    pub fn open_artifact(
+        &self,
+        group: &str,
+        id: &str,
+        artifact: &super::manifest::Artifact,
+    ) -> Result<Box<dyn Read + Send>, StorageError> {
+        let stored = self.storage.open(group, id, &artifact.path)?;
+        if artifact.stored_sha256.is_none() {
+            return Ok(stored);
+        }
+        let shown = format!("{}/{}/{}", group, id, artifact.path);
+        let crypt = self.crypt.as_ref().ok_or_else(|| StorageError::Io {
+            doing: "decrypting",
+            path: PathBuf::from(&shown),
+            source: io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                "the artifact is encrypted and this repository has no encryption settings",
+            ),
+        })?;
+        crypt
+            .decrypt(stored, &shown)
+            .map_err(io_err("decrypting", Path::new(&shown)))
+    }
+
+    /// Whether the artifacts of this repository can be read back in plaintext here.
+    pub fn can_decrypt(&self) -> bool {
+        self.crypt.as_ref().is_none_or(|c| c.can_decrypt())
     }
 }
 
@@ -331,7 +420,8 @@ impl Storage for LocalStorage {
                         return Ok(Staged {
                             group: group.to_string(),
                             id,
-                            dir,
+                            outlet: Arc::new(dir.clone()),
+                            dir: Some(dir),
                         });
                     }
                     Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
@@ -345,14 +435,14 @@ impl Storage for LocalStorage {
     /// Everything is fsynced first, so a crash never leaves a manifest beside missing
     /// data; the rename is what makes the archive exist.
     fn commit(&self, staged: Staged, manifest: &[u8]) -> Result<(), StorageError> {
-        sync_tree(&staged.dir)?;
-        let path = staged.dir.join(MANIFEST);
+        let dir = local_staging(&staged)?;
+        sync_tree(&dir)?;
+        let path = dir.join(MANIFEST);
         crate::fsutil::write_atomic(&path, manifest).map_err(io_err("writing manifest", &path))?;
         fault::point("backup.after-manifest");
         let final_dir = self.dir(&staged.group, &staged.id);
         fault::point("backup.before-rename");
-        fs::rename(&staged.dir, &final_dir)
-            .map_err(io_err("renaming partial archive", &staged.dir))?;
+        fs::rename(&dir, &final_dir).map_err(io_err("renaming partial archive", &dir))?;
         fault::point("backup.after-rename");
         let parent = self.root.join(&staged.group);
         fs::File::open(&parent)
@@ -361,7 +451,8 @@ impl Storage for LocalStorage {
     }
 
     fn abandon(&self, staged: Staged) -> Result<(), StorageError> {
-        fs::remove_dir_all(&staged.dir).map_err(io_err("removing partial archive", &staged.dir))
+        let dir = local_staging(&staged)?;
+        fs::remove_dir_all(&dir).map_err(io_err("removing partial archive", &dir))
     }
 
     /// Renamed to `<id>.deleting` first, so a half-removed archive is never listed as one.
@@ -425,6 +516,34 @@ impl Storage for LocalStorage {
         let path = dir.join(name);
         crate::fsutil::write_atomic(&path, bytes).map_err(io_err("writing", &path))
     }
+
+    fn probe(&self) -> Result<(), StorageError> {
+        let written = format!("{}", std::process::id());
+        self.write_meta(PROBE, written.as_bytes())?;
+        let path = self.meta().join(PROBE);
+        let read = fs::read(&path).map_err(io_err("reading", &path))?;
+        fs::remove_file(&path).map_err(io_err("deleting", &path))?;
+        if read != written.as_bytes() {
+            return Err(StorageError::Io {
+                doing: "reading back",
+                path,
+                source: io::Error::other("it read back different bytes than were written"),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// The record [`Storage::probe`] writes, reads back and deletes.
+pub const PROBE: &str = "probe";
+
+/// The staging folder of an archive a local storage began.
+fn local_staging(staged: &Staged) -> Result<PathBuf, StorageError> {
+    staged.dir.clone().ok_or_else(|| StorageError::Io {
+        doing: "committing",
+        path: PathBuf::from(&staged.id),
+        source: io::Error::other("the archive was not begun by this storage"),
+    })
 }
 
 /// fsyncs every folder of a tree (artifact files are synced by their writers).
@@ -458,7 +577,7 @@ mod tests {
         assert_eq!(first.id, "nightly-20261125T030000Z");
         let second = repo.begin("nightly", at).unwrap();
         assert_eq!(second.id, "nightly-20261125T030001Z");
-        fs::write(first.dir.join("data"), b"x").unwrap();
+        fs::write(first.dir.as_ref().unwrap().join("data"), b"x").unwrap();
         repo.commit(first, b"{}").unwrap();
         assert_eq!(
             repo.archives("nightly").unwrap(),

@@ -39,6 +39,7 @@ pub fn artifact_info(a: &Artifact) -> ArtifactInfo {
         excluded: 0,
         skipped: 0,
         shrunk: Default::default(),
+        stored: None,
     }
 }
 

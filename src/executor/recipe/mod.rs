@@ -176,18 +176,16 @@ fn redact_line(line: &str) -> Option<String> {
     ))
 }
 
-/// Writes one recipe file under the archive root and describes it for the manifest.
+/// Writes one recipe file through the archive's outlet and describes it for the manifest.
 pub fn write_file(
-    root: &std::path::Path,
+    outlet: &dyn crate::archive::Outlet,
     rel: &str,
     contents: &[u8],
 ) -> std::io::Result<crate::repo::manifest::Artifact> {
     use sha2::Digest;
-    let path = root.join(rel);
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent)?;
-    }
-    crate::fsutil::write_atomic(&path, contents)?;
+    let mut file = outlet.create(rel)?;
+    std::io::Write::write_all(&mut file, contents)?;
+    let stored = file.commit()?;
     Ok(crate::repo::manifest::Artifact {
         kind: "recipe".into(),
         path: rel.to_string(),
@@ -200,6 +198,8 @@ pub fn write_file(
         stack: None,
         engine: None,
         database: None,
+        stored_size: stored.as_ref().map(|s| s.size),
+        stored_sha256: stored.map(|s| s.sha256),
     })
 }
 

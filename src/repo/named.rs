@@ -1,0 +1,91 @@
+//! Repositories by name: the `default` folder given by `--repository`, and those the specs
+//! folder's Repository objects describe.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use super::crypt::{Crypt, CryptError};
+use super::objects::ObjectStorage;
+use super::s3::{S3Error, S3Objects};
+use super::storage::{LocalStorage, Repository, Storage, StorageError};
+use crate::spec::repository::{DEFAULT_REPOSITORY, RepositorySpec};
+
+/// Why a Repository spec could not be opened; each names the setting at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error(transparent)]
+    S3(#[from] S3Error),
+    #[error("spec.storage.sftp: {0}")]
+    Sftp(String),
+    #[error("spec.encryption.age: {0}")]
+    Crypt(#[from] CryptError),
+    #[error("spec.storage: names no storage")]
+    NoStorage,
+}
+
+/// Opens the repository a Repository spec describes, as `host` sees it. Secrets and the
+/// identity file are read now; nothing is sent over the network yet ([`probe`] does).
+pub fn open(name: &str, spec: &RepositorySpec, host: &str) -> Result<Repository, OpenError> {
+    let storage: Arc<dyn Storage> = if let Some(s3) = &spec.storage.s3 {
+        Arc::new(ObjectStorage::new(Arc::new(S3Objects::new(s3)?), host))
+    } else if spec.storage.sftp.is_some() {
+        return Err(OpenError::Sftp("SFTP storage is not built yet".to_string()));
+    } else if let Some(local) = &spec.storage.local {
+        Arc::new(LocalStorage::new(&local.path, host))
+    } else {
+        return Err(OpenError::NoStorage);
+    };
+    let crypt = spec
+        .encryption
+        .as_ref()
+        .and_then(|e| e.age.as_ref())
+        .map(Crypt::from_spec)
+        .transpose()?;
+    Ok(Repository::named(name, storage, crypt, spec.append_only))
+}
+
+/// Checks that a repository answers: a small record written, read back and deleted.
+/// Blocks: call it from a blocking worker.
+pub fn probe(repository: &Repository) -> Result<(), StorageError> {
+    repository.storage().probe()
+}
+
+/// Every repository a run may name: `default` and the Repository specs', by name.
+#[derive(Clone, Debug, Default)]
+pub struct Repositories {
+    by_name: BTreeMap<String, Repository>,
+}
+
+impl Repositories {
+    /// Only the `default` repository.
+    pub fn single(default: Repository) -> Repositories {
+        let mut by_name = BTreeMap::new();
+        by_name.insert(DEFAULT_REPOSITORY.to_string(), default);
+        Repositories { by_name }
+    }
+
+    /// Adds (or replaces) a named repository.
+    pub fn insert(&mut self, repository: Repository) {
+        self.by_name
+            .insert(repository.name().to_string(), repository);
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Repository> {
+        self.by_name.get(name)
+    }
+
+    /// The `default` repository.
+    pub fn default_repository(&self) -> &Repository {
+        self.by_name
+            .get(DEFAULT_REPOSITORY)
+            .expect("the default repository is always there")
+    }
+
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.by_name.keys().map(String::as_str)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Repository> {
+        self.by_name.values()
+    }
+}

@@ -1,0 +1,312 @@
+//! S3-compatible buckets (Garage, MinIO, Ceph, AWS S3, Backblaze B2, Cloudflare R2)
+//! through opendal.
+//!
+//! Storage calls come from blocking workers (see [`super::storage`]); they drive opendal's
+//! async operator on a small runtime of their own, so an upload's parts go out while the
+//! next ones are compressed. Uploads are multipart: parts of [`PART`] bytes, [`IN_FLIGHT`]
+//! at a time, which bounds the memory an upload takes; a writer dropped before it is
+//! committed aborts its multipart upload. Transient failures (timeouts, 5xx, resets) are
+//! retried with backoff by opendal's retry layer, each request under a timeout.
+
+use std::io::{self, Read, Write};
+use std::sync::{LazyLock, Once};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use opendal::layers::{RetryLayer, TimeoutLayer};
+use opendal::{ErrorKind, Operator};
+
+use super::objects::Objects;
+use crate::archive::{OutFile, StoredDigest};
+use crate::spec::repository::{HostSecretError, S3Storage};
+
+/// Bytes per uploaded part (S3 wants at least 5 MiB but for the last).
+const PART: usize = 8 << 20;
+/// Parts uploaded at once.
+const IN_FLIGHT: usize = 3;
+/// Bytes fetched per ranged read when downloading.
+const READ_CHUNK: usize = 8 << 20;
+
+/// The runtime remote storage runs on: two threads, started on first use, never stopped.
+static RUNTIME: LazyLock<tokio::runtime::Runtime> = LazyLock::new(|| {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("holdfast-remote")
+        .enable_all()
+        .build()
+        .expect("starting the remote storage runtime")
+});
+
+/// rustls's ring provider and opendal's HTTP transport, installed once per process.
+fn install_transport() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        // Another part of the process may have installed one already; either is fine.
+        // ring rather than aws-lc-rs (post-quantum key exchange) for the build's sake.
+        #[allow(deprecated)]
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        opendal_http_transport_reqwest::install_default();
+    });
+}
+
+/// Runs `f` to completion on the remote runtime. Storage is called from blocking
+/// workers; a call from inside an async task (which must not block its thread on another
+/// runtime) is carried out on a thread of its own.
+pub(crate) fn block_on<F>(f: F) -> F::Output
+where
+    F: std::future::Future + Send,
+    F::Output: Send,
+{
+    if tokio::runtime::Handle::try_current().is_ok() {
+        std::thread::scope(|s| {
+            s.spawn(|| RUNTIME.block_on(f))
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        })
+    } else {
+        RUNTIME.block_on(f)
+    }
+}
+
+/// Why a bucket cannot be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum S3Error {
+    #[error("spec.storage.s3.{field}: {source}")]
+    Secret {
+        field: &'static str,
+        #[source]
+        source: HostSecretError,
+    },
+    #[error("spec.storage.s3: {0}")]
+    Config(String),
+}
+
+/// A bucket and prefix.
+#[derive(Debug)]
+pub struct S3Objects {
+    op: Operator,
+    shown: String,
+}
+
+impl S3Objects {
+    /// Opens the bucket a spec names; secrets are read now. Nothing is sent yet.
+    pub fn new(spec: &S3Storage) -> Result<S3Objects, S3Error> {
+        install_transport();
+        let key = spec
+            .access_key_id
+            .read()
+            .map_err(|source| S3Error::Secret {
+                field: "accessKeyId",
+                source,
+            })?;
+        let secret = spec
+            .secret_access_key
+            .read()
+            .map_err(|source| S3Error::Secret {
+                field: "secretAccessKey",
+                source,
+            })?;
+        let prefix = spec.prefix.trim_matches('/');
+        let mut builder = opendal::services::S3::default()
+            .endpoint(&spec.endpoint)
+            .region(&spec.region)
+            .bucket(&spec.bucket)
+            .root(&format!("/{prefix}"))
+            .access_key_id(&key)
+            .secret_access_key(&secret)
+            .disable_config_load()
+            .disable_ec2_metadata();
+        if !spec.path_style {
+            builder = builder.enable_virtual_host_style();
+        }
+        let op = Operator::new(builder)
+            .map_err(|e| S3Error::Config(e.to_string()))?
+            .layer(
+                TimeoutLayer::new()
+                    .with_timeout(Duration::from_secs(60))
+                    .with_io_timeout(Duration::from_secs(60)),
+            )
+            .layer(
+                RetryLayer::new()
+                    .with_max_times(5)
+                    .with_min_delay(Duration::from_millis(200))
+                    .with_max_delay(Duration::from_secs(10))
+                    .with_jitter(),
+            );
+        let shown = if prefix.is_empty() {
+            format!("s3://{}", spec.bucket)
+        } else {
+            format!("s3://{}/{prefix}", spec.bucket)
+        };
+        Ok(S3Objects { op, shown })
+    }
+}
+
+/// An opendal error as an I/O error of the kind callers judge (not found, refused,
+/// transient), with opendal's own words, which name the request and never a secret.
+pub(crate) fn io_error(e: opendal::Error) -> io::Error {
+    let kind = match e.kind() {
+        ErrorKind::NotFound => io::ErrorKind::NotFound,
+        ErrorKind::PermissionDenied => io::ErrorKind::PermissionDenied,
+        ErrorKind::AlreadyExists => io::ErrorKind::AlreadyExists,
+        ErrorKind::RateLimited => io::ErrorKind::WouldBlock,
+        _ if e.is_temporary() => io::ErrorKind::TimedOut,
+        _ => io::ErrorKind::Other,
+    };
+    io::Error::new(kind, e.to_string())
+}
+
+impl Objects for S3Objects {
+    fn describe(&self) -> String {
+        self.shown.clone()
+    }
+
+    fn list(&self, prefix: &str) -> io::Result<Vec<(String, u64)>> {
+        let entries = block_on(async { self.op.list_with(prefix).recursive(true).await })
+            .map_err(io_error)?;
+        Ok(entries
+            .into_iter()
+            .filter(|e| !e.path().ends_with('/'))
+            .map(|e| (e.path().to_string(), e.metadata().content_length()))
+            .collect())
+    }
+
+    fn get(&self, key: &str) -> io::Result<Option<Vec<u8>>> {
+        match block_on(self.op.read(key)) {
+            Ok(buffer) => Ok(Some(buffer.to_vec())),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io_error(e)),
+        }
+    }
+
+    fn size(&self, key: &str) -> io::Result<Option<u64>> {
+        match block_on(self.op.stat(key)) {
+            Ok(meta) => Ok(Some(meta.content_length())),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io_error(e)),
+        }
+    }
+
+    fn reader(&self, key: &str) -> io::Result<Box<dyn Read + Send>> {
+        let stream = block_on(async {
+            self.op
+                .reader_with(key)
+                .chunk(READ_CHUNK)
+                .concurrent(2)
+                .await?
+                .into_bytes_stream(..)
+                .await
+        })
+        .map_err(io_error)?;
+        Ok(Box::new(StreamReader {
+            stream: Box::pin(stream),
+            current: bytes::Bytes::new(),
+        }))
+    }
+
+    fn writer(&self, key: &str) -> io::Result<Box<dyn OutFile>> {
+        let writer = block_on(async {
+            self.op
+                .writer_with(key)
+                .chunk(PART)
+                .concurrent(IN_FLIGHT)
+                .await
+        })
+        .map_err(io_error)?;
+        Ok(Box::new(Upload {
+            writer: Some(writer),
+            buffer: Vec::with_capacity(PART),
+        }))
+    }
+
+    fn put(&self, key: &str, bytes: &[u8]) -> io::Result<()> {
+        block_on(self.op.write(key, bytes.to_vec()))
+            .map(|_| ())
+            .map_err(io_error)
+    }
+
+    fn delete(&self, keys: &[String]) -> io::Result<()> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        block_on(self.op.delete_iter(keys.iter().map(String::as_str))).map_err(io_error)
+    }
+}
+
+type ByteStream =
+    std::pin::Pin<Box<dyn futures_util::Stream<Item = io::Result<bytes::Bytes>> + Send>>;
+
+/// A download as [`Read`]: the next ranged chunk is fetched when the last is used up.
+struct StreamReader {
+    stream: ByteStream,
+    current: bytes::Bytes,
+}
+
+impl Read for StreamReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.current.is_empty() {
+            match block_on(self.stream.next()) {
+                Some(chunk) => self.current = chunk?,
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.current.len());
+        buf[..n].copy_from_slice(&self.current[..n]);
+        self.current = self.current.slice(n..);
+        Ok(n)
+    }
+}
+
+/// A multipart upload in progress; aborted when dropped uncommitted.
+struct Upload {
+    writer: Option<opendal::Writer>,
+    buffer: Vec<u8>,
+}
+
+impl Upload {
+    fn send(&mut self) -> io::Result<()> {
+        let writer = self
+            .writer
+            .as_mut()
+            .ok_or_else(|| io::Error::other("the upload was already completed"))?;
+        let part = std::mem::replace(&mut self.buffer, Vec::with_capacity(PART));
+        block_on(writer.write(part)).map_err(io_error)
+    }
+}
+
+impl Write for Upload {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let room = PART - self.buffer.len();
+        let n = buf.len().min(room);
+        self.buffer.extend_from_slice(&buf[..n]);
+        if self.buffer.len() == PART {
+            self.send()?;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl OutFile for Upload {
+    fn commit(mut self: Box<Self>) -> io::Result<Option<StoredDigest>> {
+        if !self.buffer.is_empty() {
+            self.send()?;
+        }
+        let mut writer = self.writer.take().expect("committed once");
+        block_on(writer.close()).map_err(io_error)?;
+        Ok(None)
+    }
+}
+
+impl Drop for Upload {
+    fn drop(&mut self) {
+        if let Some(mut writer) = self.writer.take() {
+            // Best effort: a bucket lifecycle rule for incomplete uploads catches the
+            // rest (a killed process aborts nothing).
+            let _ = block_on(writer.abort());
+        }
+    }
+}

@@ -508,6 +508,27 @@ pub fn verify_artifact(archive_root: &Path, info: &ArtifactInfo) -> Result<(), A
     verify::verify(archive_root, info)
 }
 
+/// Like [`verify_artifact`], for an artifact read from a stream (a remote repository, a
+/// decryption); `shown` names it in messages. Folder-format artifacts are local only.
+pub fn verify_artifact_stream(
+    stream: Box<dyn Read + Send>,
+    shown: &Path,
+    info: &ArtifactInfo,
+) -> Result<(), ArchiveError> {
+    verify::verify_stream(stream, shown, info)
+}
+
+/// Checks the stored bytes of an encrypted artifact (its size and sha256 as stored),
+/// without decrypting: what a host without the identity can check.
+pub fn verify_stored_artifact(
+    stream: Box<dyn Read + Send>,
+    shown: &Path,
+    size: u64,
+    sha256: &str,
+) -> Result<(), ArchiveError> {
+    verify::verify_stored(stream, shown, size, sha256)
+}
+
 /// The sha256 of the canonical listing of a folder artifact (what [`ArtifactInfo::sha256`]
 /// holds for the folder format), with its content size and entry count.
 ///

@@ -40,47 +40,97 @@ pub(crate) fn verify(archive_root: &Path, info: &ArtifactInfo) -> Result<(), Arc
     let path = archive_root.join(&info.path);
     let meta =
         std::fs::symlink_metadata(&path).map_err(|e| ArchiveError::io("verifying", &path, e))?;
-    let (size, sha256) = if meta.is_dir() {
+    if meta.is_dir() {
         let l = listing::listing(&path).map_err(|e| ArchiveError::io("verifying", &path, e))?;
-        (l.size, l.sha256)
-    } else {
-        let file = File::open(&path).map_err(|e| ArchiveError::io("verifying", &path, e))?;
-        let mut raw = HashingReader {
-            inner: file,
-            hasher: Sha256::new(),
-            count: 0,
-        };
-        let name = info.path.as_str();
-        let corrupt = |e: io::Error| ArchiveError::Corrupt {
-            path: path.clone(),
-            source: e,
-        };
-        let is_tar = name.ends_with(".tar") || name.contains(".tar.");
-        let content = |r| read_content(r, is_tar, info, &path);
-        if name.ends_with(".zst") {
-            // Reads every concatenated frame up to the end of the file.
-            content(Box::new(
-                zstd::stream::read::Decoder::new(&mut raw).map_err(corrupt)?,
-            ))?;
-        } else if name.ends_with(".gz") {
-            let buffered = BufReader::with_capacity(1 << 20, &mut raw);
-            content(Box::new(flate2::read::MultiGzDecoder::new(buffered)))?;
-        } else {
-            content(Box::new(BufReader::with_capacity(1 << 20, &mut raw)))?;
-        }
-        io::copy(&mut raw, &mut io::sink()).map_err(corrupt)?;
-        (raw.count, hex::encode(raw.hasher.finalize()))
+        return check(&path, info, l.size, l.sha256);
+    }
+    let file = File::open(&path).map_err(|e| ArchiveError::io("verifying", &path, e))?;
+    verify_stream(Box::new(file), &path, info)
+}
+
+/// Verifies an artifact read from `stream` (a file, a download, a decryption), named
+/// `path` in messages.
+pub(crate) fn verify_stream(
+    stream: Box<dyn Read + Send>,
+    path: &Path,
+    info: &ArtifactInfo,
+) -> Result<(), ArchiveError> {
+    let mut raw = HashingReader {
+        inner: stream,
+        hasher: Sha256::new(),
+        count: 0,
     };
+    let name = info.path.as_str();
+    let corrupt = |e: io::Error| ArchiveError::Corrupt {
+        path: path.to_path_buf(),
+        source: e,
+    };
+    let is_tar = name.ends_with(".tar") || name.contains(".tar.");
+    let content = |r| read_content(r, is_tar, info, path);
+    if name.ends_with(".zst") {
+        // Reads every concatenated frame up to the end of the file.
+        content(Box::new(
+            zstd::stream::read::Decoder::new(&mut raw).map_err(corrupt)?,
+        ))?;
+    } else if name.ends_with(".gz") {
+        let buffered = BufReader::with_capacity(1 << 20, &mut raw);
+        content(Box::new(flate2::read::MultiGzDecoder::new(buffered)))?;
+    } else {
+        content(Box::new(BufReader::with_capacity(1 << 20, &mut raw)))?;
+    }
+    io::copy(&mut raw, &mut io::sink()).map_err(corrupt)?;
+    let (size, sha256) = (raw.count, hex::encode(raw.hasher.finalize()));
+    check(path, info, size, sha256)
+}
+
+/// Checks only the stored bytes of an encrypted artifact against what its manifest
+/// recorded of them: what a host without the identity can know.
+pub(crate) fn verify_stored(
+    mut stream: Box<dyn Read + Send>,
+    path: &Path,
+    size: u64,
+    sha256: &str,
+) -> Result<(), ArchiveError> {
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut count = 0u64;
+    loop {
+        let n = stream.read(&mut buf).map_err(|e| ArchiveError::Corrupt {
+            path: path.to_path_buf(),
+            source: e,
+        })?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        count += n as u64;
+    }
+    let actual = hex::encode(hasher.finalize());
+    if count != size {
+        return Err(mismatch(
+            path,
+            "stored size",
+            size.to_string(),
+            count.to_string(),
+        ));
+    }
+    if actual != sha256 {
+        return Err(mismatch(path, "stored sha256", sha256.to_string(), actual));
+    }
+    Ok(())
+}
+
+fn check(path: &Path, info: &ArtifactInfo, size: u64, sha256: String) -> Result<(), ArchiveError> {
     if size != info.size {
         return Err(mismatch(
-            &path,
+            path,
             "size",
             info.size.to_string(),
             size.to_string(),
         ));
     }
     if sha256 != info.sha256 {
-        return Err(mismatch(&path, "sha256", info.sha256.clone(), sha256));
+        return Err(mismatch(path, "sha256", info.sha256.clone(), sha256));
     }
     Ok(())
 }

@@ -541,10 +541,17 @@ impl Controller {
         self.supervisor.finished(key);
         info!(object = %key, run = %outcome.run_id, phase = outcome.phase.as_str(), "run finished");
         self.publisher.run_finished(key, outcome);
+        // The one manifest this run wrote (or copied) to the repository the catalog
+        // follows: the rest of the catalog is already known.
+        let in_default = outcome.repository == crate::spec::repository::DEFAULT_REPOSITORY
+            || outcome
+                .copies
+                .iter()
+                .any(|c| c.ok && c.repository == crate::spec::repository::DEFAULT_REPOSITORY);
         if outcome.committed
+            && in_default
             && let Some(id) = &outcome.archive_id
         {
-            // The one manifest this run wrote: the rest of the catalog is already known.
             self.housekeeping.archived(&key.name, id).await;
         }
         if outcome.phase == crate::spec::common::Phase::Succeeded && key.kind == Kind::BackupPolicy

@@ -54,10 +54,10 @@ impl Runner for LiveRunner {
         progress: Arc<dyn Progress>,
     ) -> BoxFuture<RunOutcome> {
         let executor = self.executor.clone();
-        let repo = self.repo.clone();
         Box::pin(async move {
             let mut outcome = executor.run(&request, progress).await;
-            if verify_after {
+            // Read back where the run wrote it.
+            if verify_after && let Ok(repo) = executor.repository_named(&outcome.repository) {
                 verify_after_run(&executor.state(), &repo, &request.name, &mut outcome).await;
             }
             outcome
@@ -94,6 +94,8 @@ impl Runner for LiveRunner {
                 committed: false,
                 plan: None,
                 verified: None,
+                repository: crate::spec::repository::DEFAULT_REPOSITORY.to_string(),
+                copies: Vec::new(),
             }
         })
     }

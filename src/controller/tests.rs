@@ -112,6 +112,8 @@ impl FakeRunner {
                 committed: false,
                 plan: None,
                 verified: None,
+                repository: crate::spec::repository::DEFAULT_REPOSITORY.to_string(),
+                copies: Vec::new(),
             }
         })
     }

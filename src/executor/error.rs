@@ -87,6 +87,12 @@ pub enum RunError {
     /// The repository could not start, commit or drop the archive.
     #[error(transparent)]
     Storage(StorageError),
+    /// A repository the output names cannot be written.
+    #[error(transparent)]
+    Repository(super::Unavailable),
+    /// A copy of the committed archive to another repository failed.
+    #[error("copying the archive to repository `{repository}`: {reason}")]
+    Copy { repository: String, reason: String },
     #[error("committing the archive: {0}")]
     Commit(#[source] tokio::task::JoinError),
     /// Writing an artifact, or the exclude patterns.
@@ -253,6 +259,7 @@ impl RunError {
             }
             RunError::PasswordFile { source, .. }
             | RunError::Recipe(RecipeError::Write(source)) => io_is_transient(source),
+            RunError::Repository(_) | RunError::Copy { .. } => true,
             RunError::Unresolved(_)
             | RunError::Commit(_)
             | RunError::HookFailed { .. }
@@ -288,7 +295,7 @@ impl RunError {
             | RunError::Volume { source: e, .. }
             | RunError::Docker(e)
             | RunError::Recipe(RecipeError::Docker(e)) => e.reason(),
-            RunError::Storage(_) => "storage",
+            RunError::Storage(_) | RunError::Repository(_) | RunError::Copy { .. } => "storage",
             RunError::Archive(e) | RunError::DumpWrite { source: e, .. } => archive_reason(e),
             RunError::Unresolved(_) => "unresolved",
             RunError::Commit(_) | RunError::DumpWorker { .. } | RunError::ArchiveWorker { .. } => {

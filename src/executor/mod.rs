@@ -147,6 +147,10 @@ pub struct RunOutcome {
     pub plan: Option<BackupPlan>,
     /// Whether the archive verified, when it was verified right after the run.
     pub verified: Option<bool>,
+    /// The repository the run wrote (`default`, or a Repository spec's name).
+    pub repository: String,
+    /// The copies made to the other repositories of `output.repositories`.
+    pub copies: Vec<CopyOutcome>,
 }
 
 /// Runs backups against one Docker engine, one state database and one repository.
@@ -157,6 +161,28 @@ pub struct Executor {
     pub(crate) via: ArchiveVia,
     /// Shared with every other run of this process, restores included.
     pub(crate) locks: Arc<ResourceLocks>,
+    /// The repositories the specs name besides `default`, replaced on each reload.
+    pub(crate) named: std::sync::RwLock<BTreeMap<String, Result<Repository, String>>>,
+}
+
+/// A repository a run cannot write to, and why.
+#[derive(Clone, Debug, thiserror::Error)]
+#[error("repository `{name}`: {reason}")]
+pub struct Unavailable {
+    pub name: String,
+    pub reason: String,
+}
+
+/// What became of one copy of a run's archive.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CopyOutcome {
+    pub repository: String,
+    pub ok: bool,
+    /// Bytes stored there.
+    pub stored_bytes: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// What a run collects as it goes; turned into the outcome and the manifest at the end.
@@ -193,6 +219,66 @@ impl Executor {
             repository,
             via,
             locks: ResourceLocks::new(),
+            named: Default::default(),
+        }
+    }
+
+    /// The repositories the specs describe, by name, each opened or with the reason it
+    /// could not be: runs that write there use them from now on.
+    pub fn set_repositories(&self, named: BTreeMap<String, Result<Repository, String>>) {
+        *self.named.write().unwrap_or_else(|e| e.into_inner()) = named;
+    }
+
+    /// Copies a committed archive from `from` to `to`, off the runtime's threads.
+    async fn copy(&self, from: &Repository, to: &Repository, group: &str, id: &str) -> CopyOutcome {
+        let (f, t, g, i) = (from.clone(), to.clone(), group.to_string(), id.to_string());
+        let started = Instant::now();
+        let result =
+            tokio::task::spawn_blocking(move || crate::repo::copy::copy_archive(&f, &t, &g, &i))
+                .await;
+        let (stored_bytes, error) = match result {
+            Ok(Ok(bytes)) => (bytes, None),
+            Ok(Err(e)) => (0, Some(e.to_string())),
+            Err(e) => (0, Some(e.to_string())),
+        };
+        match &error {
+            None => info!(
+                repository = to.name(),
+                archive = id,
+                stored_bytes,
+                duration_seconds = started.elapsed().as_secs_f64(),
+                "copied"
+            ),
+            Some(e) => error!(repository = to.name(), archive = id, "copy failed: {e}"),
+        }
+        CopyOutcome {
+            repository: to.name().to_string(),
+            ok: error.is_none(),
+            stored_bytes,
+            error,
+        }
+    }
+
+    /// The repository `name` names: `default`, or one of the specs'.
+    pub fn repository_named(&self, name: &str) -> Result<Repository, Unavailable> {
+        if name == crate::spec::repository::DEFAULT_REPOSITORY {
+            return Ok(self.repository.clone());
+        }
+        match self
+            .named
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+        {
+            Some(Ok(repository)) => Ok(repository.clone()),
+            Some(Err(reason)) => Err(Unavailable {
+                name: name.to_string(),
+                reason: reason.clone(),
+            }),
+            None => Err(Unavailable {
+                name: name.to_string(),
+                reason: "no Repository spec of that name is loaded".to_string(),
+            }),
         }
     }
 
@@ -317,6 +403,20 @@ impl Executor {
         run.warnings.extend(plan.warnings.iter().cloned());
         run.time("resolve", started);
 
+        // Where the archive goes, known before anything is stopped: a repository that
+        // cannot be opened fails the run at no cost.
+        let mut targets = Vec::new();
+        for name in request.output.repositories() {
+            match self.repository_named(&name) {
+                Ok(repository) => targets.push(repository),
+                Err(e) => run.fatal.push(RunError::Repository(e)),
+            }
+        }
+        let primary = targets
+            .first()
+            .cloned()
+            .unwrap_or_else(|| self.repository.clone());
+
         // Before anything is stopped: no other run of this process may stop, or write,
         // what this one touches. A dry run touches nothing.
         let _held = if run.fatal.is_empty() && !request.dry_run {
@@ -327,7 +427,7 @@ impl Executor {
         };
 
         // Before hooks, dumps or stops: a run that cannot fit costs no downtime.
-        if run.fatal.is_empty() {
+        if run.fatal.is_empty() && primary.name() == self.repository.name() {
             if let Err(e) = self.check_space(request, &plan).await {
                 run.fatal.push(e.into());
             }
@@ -335,11 +435,20 @@ impl Executor {
 
         let mut archive_id = None;
         let mut committed = false;
+        let mut copies = Vec::new();
         if run.fatal.is_empty() && request.dry_run {
             self.dry_run(&plan, &mut run).await;
         } else if run.fatal.is_empty() {
-            match self.repository.begin(&request.name, start_time) {
-                Err(e) => run.fatal.push(RunError::Storage(e)),
+            let (repository, name) = (primary.clone(), request.name.clone());
+            let begun =
+                tokio::task::spawn_blocking(move || repository.begin(&name, start_time)).await;
+            let begun = match begun {
+                Ok(Ok(staged)) => Ok(staged),
+                Ok(Err(e)) => Err(RunError::Storage(e)),
+                Err(e) => Err(RunError::Commit(e)),
+            };
+            match begun {
+                Err(e) => run.fatal.push(e),
                 Ok(partial) => {
                     archive_id = Some(partial.id.clone());
                     self.take_archive(
@@ -354,9 +463,10 @@ impl Executor {
                     if run.fatal.is_empty() {
                         progress.phase("writing the manifest");
                         fault::point("backup.before-manifest");
-                        let manifest = self.manifest(request, &plan, &partial.id, start_time, &run);
+                        let manifest =
+                            self.manifest(request, &plan, &partial.id, start_time, &run, &primary);
                         let text = serde_json::to_vec_pretty(&manifest).unwrap_or_default();
-                        let repository = self.repository.clone();
+                        let repository = primary.clone();
                         let commit =
                             tokio::task::spawn_blocking(move || repository.commit(partial, &text))
                                 .await;
@@ -367,11 +477,32 @@ impl Executor {
                         }
                     } else {
                         archive_id = None;
-                        if let Err(e) = self.repository.abandon(partial) {
-                            run.warnings.push(e.to_string());
+                        let repository = primary.clone();
+                        match tokio::task::spawn_blocking(move || repository.abandon(partial)).await
+                        {
+                            Ok(Ok(())) => {}
+                            Ok(Err(e)) => run.warnings.push(e.to_string()),
+                            Err(e) => run.warnings.push(e.to_string()),
                         }
                     }
                 }
+            }
+        }
+
+        // 3-2-1 without a second run: the committed archive is copied to the other
+        // repositories, after the stack is up again. A copy that fails leaves the run
+        // partly failed; the archive where the run wrote it stands.
+        if let (true, Some(id)) = (committed, &archive_id) {
+            for target in targets.iter().skip(1) {
+                progress.phase(&format!("copying to {}", target.name()));
+                let outcome = self.copy(&primary, target, &request.name, id).await;
+                if let Some(error) = &outcome.error {
+                    run.partial.push(RunError::Copy {
+                        repository: target.name().to_string(),
+                        reason: error.clone(),
+                    });
+                }
+                copies.push(outcome);
             }
         }
 
@@ -457,6 +588,8 @@ impl Executor {
             warnings: run.warnings,
             committed,
             verified: None,
+            repository: primary.name().to_string(),
+            copies,
             plan: Some(plan),
         }
     }
@@ -468,6 +601,7 @@ impl Executor {
         id: &str,
         start_time: DateTime<Utc>,
         run: &Progressing,
+        repository: &Repository,
     ) -> Manifest {
         Manifest {
             format_version: manifest::FORMAT_VERSION,
@@ -501,7 +635,7 @@ impl Executor {
                 .cloned()
                 .chain(run.partial.iter().map(ToString::to_string))
                 .collect(),
-            encryption: self.repository.encryption().map(str::to_string),
+            encryption: repository.encryption().map(str::to_string),
         }
     }
 }

@@ -8,6 +8,7 @@
 //!   commits an archive; [`s3`] is the S3-compatible store behind it.
 //! - [`crypt`]: age encryption of artifacts on their way to the storage.
 //! - [`named`]: repositories by name, opened from Repository specs, and their probe.
+//! - [`copy`]: copies of a committed archive into other repositories.
 //! - [`lock`]: one writer per host folder of a repository, and who holds it.
 //! - [`flat`]: moving the flat layout of earlier releases under this host.
 //! - [`catalog`]: what the repository holds, read from manifests alone, and the
@@ -18,6 +19,7 @@
 //! - [`prune`]: retention and deletions, carried out through the deletion journal.
 
 pub mod catalog;
+pub mod copy;
 pub mod crypt;
 pub mod flat;
 pub mod handled;

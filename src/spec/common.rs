@@ -353,6 +353,10 @@ pub struct Output {
     /// The repository to write to; `default` is the one given by `--repository`.
     #[serde(default = "default_repository")]
     pub repository: String,
+    /// Several repositories, instead of `repository`: the run writes the first, and
+    /// copies the committed archive to the others.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub repositories: Vec<String>,
     /// The archive format.
     #[serde(default)]
     pub format: Format,
@@ -360,6 +364,18 @@ pub struct Output {
     /// for tar.gz.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub level: Option<i32>,
+}
+
+impl Output {
+    /// Where a run writes, in order: the first is written by the run, the others get
+    /// copies of the committed archive.
+    pub fn repositories(&self) -> Vec<String> {
+        if self.repositories.is_empty() {
+            vec![self.repository.clone()]
+        } else {
+            self.repositories.clone()
+        }
+    }
 }
 
 fn default_repository() -> String {
@@ -370,6 +386,7 @@ impl Default for Output {
     fn default() -> Self {
         Output {
             repository: default_repository(),
+            repositories: Vec::new(),
             format: Format::default(),
             level: None,
         }

@@ -350,9 +350,14 @@ impl fmt::Display for Format {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Output {
-    /// The repository to write to; `default` is the one given by `--repository`.
+    /// The repository to write to: `default`, the folder given by `--repository`, or the
+    /// name of a Repository object. Leave it out when `repositories` is given.
     #[serde(default = "default_repository")]
     pub repository: String,
+    /// Several repositories, each receiving a copy of every archive (3-2-1): the first is
+    /// where the run writes, the others get copies. Replaces `repository`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub repositories: Vec<String>,
     /// The archive format.
     #[serde(default)]
     pub format: Format,
@@ -363,13 +368,26 @@ pub struct Output {
 }
 
 fn default_repository() -> String {
-    "default".to_string()
+    super::repository::DEFAULT_REPOSITORY.to_string()
+}
+
+impl Output {
+    /// The repositories archives go to, in order: the first is where the run writes, the
+    /// others receive copies. `[repository]` when `repositories` is empty.
+    pub fn repositories(&self) -> Vec<String> {
+        if self.repositories.is_empty() {
+            vec![self.repository.clone()]
+        } else {
+            self.repositories.clone()
+        }
+    }
 }
 
 impl Default for Output {
     fn default() -> Self {
         Output {
             repository: default_repository(),
+            repositories: Vec::new(),
             format: Format::default(),
             level: None,
         }

@@ -277,4 +277,65 @@ mod tests {
         let e = missing.read().unwrap_err().to_string();
         assert!(e.contains("HOLDFAST_TEST_NO_SUCH_VARIABLE"), "{e}");
     }
+
+    fn secret() -> HostSecret {
+        HostSecret {
+            from_file: Some("keys/s3".into()),
+            ..HostSecret::default()
+        }
+    }
+
+    #[test]
+    fn a_prefix_means_a_folder_with_or_without_its_slash() {
+        let mut s3 = S3Storage {
+            endpoint: "http://127.0.0.1:3900".into(),
+            region: "garage".into(),
+            bucket: "holdfast".into(),
+            prefix: String::new(),
+            path_style: true,
+            access_key_id: secret(),
+            secret_access_key: secret(),
+        };
+        assert_eq!(s3.key_prefix(), "");
+        s3.prefix = "host1".into();
+        assert_eq!(s3.key_prefix(), "host1/");
+        s3.prefix = "a/host1/".into();
+        assert_eq!(s3.key_prefix(), "a/host1/");
+    }
+
+    #[test]
+    fn host_paths_are_resolved_and_the_servers_path_is_not() {
+        let mut spec = RepositorySpec {
+            storage: StorageSpec {
+                sftp: Some(SftpStorage {
+                    host: "nas".into(),
+                    port: 22,
+                    user: "u".into(),
+                    path: "/srv/holdfast".into(),
+                    private_key_file: "id_ed25519".into(),
+                    known_hosts_file: "/etc/holdfast/known_hosts".into(),
+                }),
+                ..StorageSpec::default()
+            },
+            encryption: Some(EncryptionSpec {
+                age: Some(AgeEncryption {
+                    recipients: Vec::new(),
+                    identity_file: Some("age.key".into()),
+                }),
+            }),
+            append_only: false,
+        };
+        spec.resolve_paths(Path::new("/specs/offsite"));
+        let sftp = spec.storage.sftp.as_ref().unwrap();
+        assert_eq!(sftp.private_key_file, "/specs/offsite/id_ed25519");
+        assert_eq!(sftp.known_hosts_file, "/etc/holdfast/known_hosts");
+        assert_eq!(sftp.path, "/srv/holdfast");
+        let age = spec
+            .encryption
+            .as_ref()
+            .and_then(|e| e.age.as_ref())
+            .unwrap();
+        assert_eq!(age.identity_file.as_deref(), Some("/specs/offsite/age.key"));
+        assert_eq!(spec.location(), "u@nas:22/srv/holdfast");
+    }
 }

@@ -315,3 +315,64 @@ fn configuration_errors_name_the_file_line_and_key() {
         assert!(err.contains(key), "{text}: {err}");
     }
 }
+
+#[test]
+fn get_repositories_lists_where_each_keeps_archives() {
+    let dir = tempfile::tempdir().unwrap();
+    let specs = dir.path().join("specs");
+    fs::create_dir(&specs).unwrap();
+    let gallery = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/gallery");
+    for name in ["offsite-s3.yaml", "nas-sftp.yaml", "three-two-one.yaml"] {
+        fs::copy(gallery.join(name), specs.join(name)).unwrap();
+    }
+    fs::write(
+        specs.join("usb.yaml"),
+        "apiVersion: holdfast.dev/v1alpha1\nkind: Repository\nmetadata: {name: usb}\nspec: {storage: {local: {path: disk}}}\n",
+    )
+    .unwrap();
+    let get = |args: &[&str]| {
+        let out = run(holdfast()
+            .current_dir(dir.path())
+            .args(["get", "repositories"])
+            .args(args));
+        assert!(out.status.success(), "{}", stderr(&out));
+        stdout(&out)
+    };
+    let table = get(&[]);
+    // A relative local path is taken from the spec file's folder.
+    let usb = specs.join("disk").display().to_string();
+    let words: Vec<Vec<&str>> = table
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(
+        words,
+        [
+            vec!["NAME", "STORAGE", "ENCRYPTED", "APPEND-ONLY"],
+            vec![
+                "nas",
+                "sftp",
+                "holdfast@nas.lan:22/volume1/backups/holdfast",
+                "false",
+                "false"
+            ],
+            vec![
+                "offsite",
+                "s3",
+                "http://127.0.0.1:3900/holdfast/host1/",
+                "true",
+                "true"
+            ],
+            vec!["usb", "local", &usb, "false", "false"],
+        ],
+        "{table}"
+    );
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&get(&["-o", "json"])).unwrap();
+    let names: Vec<&str> = rows.iter().map(|r| r["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["nas", "offsite", "usb"]);
+    assert_eq!(rows[1]["storage"], "s3");
+    assert_eq!(rows[1]["location"], "http://127.0.0.1:3900/holdfast/host1/");
+    assert_eq!(rows[1]["appendOnly"], true);
+    let text = serde_json::to_string(&rows).unwrap();
+    assert!(!text.contains("HOLDFAST_S3_ACCESS_KEY_ID"), "{text}");
+}

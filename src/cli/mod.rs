@@ -27,7 +27,7 @@ use crate::settings::{Apply, LogFormat, Settings};
     version,
     about = "Declarative backups for Docker hosts",
     long_about = "holdfast keeps Docker hosts backed up the way Kubernetes controllers keep clusters in shape: \
-BackupPolicy, Archive and Restore specs in a folder (kept in git) say what you want, and holdfast makes it so.",
+BackupPolicy, Archive, Restore and Repository specs in a folder (kept in git) say what you want, and holdfast makes it so.",
     propagate_version = true
 )]
 pub struct Cli {

@@ -93,7 +93,7 @@ pub fn all_backups(report: &Report) -> Vec<BackupRequest> {
     let policies: Vec<&Resource> = report.valid_objects().collect();
     report
         .valid_objects()
-        .filter(|r| !matches!(r, Resource::Restore(_)))
+        .filter(|r| matches!(r, Resource::BackupPolicy(_) | Resource::Archive(_)))
         .filter_map(|r| BackupRequest::from_resource(r, &policies).ok())
         .collect()
 }

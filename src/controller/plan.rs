@@ -169,6 +169,8 @@ pub fn plan(desired: &Desired, observed: &Observed, now: DateTime<Utc>) -> Plan 
                     (None, false) => {}
                 }
             }
+            // Describes where archives go; nothing to run.
+            Resource::Repository(_) => {}
             // Both run once per generation of their spec.
             Resource::Archive(_) | Resource::Restore(_) => {
                 if pending_keys.contains(&key) {
@@ -272,6 +274,7 @@ fn stacks_of(resource: &Resource, desired: &Desired) -> Vec<String> {
                 })
                 .unwrap_or_default()
         }
+        Resource::Repository(_) => Vec::new(),
     }
 }
 

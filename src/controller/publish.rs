@@ -185,6 +185,7 @@ fn resource_json(resource: &Resource) -> Value {
         Resource::BackupPolicy(o) => serde_json::to_value(o),
         Resource::Archive(o) => serde_json::to_value(o),
         Resource::Restore(o) => serde_json::to_value(o),
+        Resource::Repository(o) => serde_json::to_value(o),
     };
     value.unwrap_or(Value::Null)
 }
@@ -263,6 +264,7 @@ pub fn snapshot(
         policies: take(Kind::BackupPolicy),
         archives: take(Kind::Archive),
         restores: take(Kind::Restore),
+        repositories: take(Kind::Repository),
         digests,
     }
 }
@@ -297,7 +299,7 @@ pub fn object_gauges(input: &GaugeInput<'_>) -> Vec<ObjectGauges> {
         let (suspended, retention) = match resource {
             Resource::BackupPolicy(p) => (p.spec.suspend, p.spec.retention.is_some()),
             Resource::Archive(_) => (false, false),
-            Resource::Restore(_) => continue,
+            Resource::Restore(_) | Resource::Repository(_) => continue,
         };
         let s = &object.status;
         out.push(ObjectGauges {

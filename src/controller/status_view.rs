@@ -261,6 +261,20 @@ impl View<'_> {
             status::apply_state(s, ObjectState::Invalid { errors: &errors }, now);
             return;
         };
+        if let Resource::Repository(repository) = resource {
+            // Never run: no schedule, runs or archives of its own; Ready says what is known.
+            let readiness = status::repository_readiness(&repository.spec, None);
+            status::apply_state(
+                s,
+                ObjectState::Standing {
+                    ready: readiness.ready,
+                    reason: readiness.reason,
+                    message: &readiness.message,
+                },
+                now,
+            );
+            return;
+        }
         let kind = object.kind.as_str();
         let memory = match self.memory.get(&key) {
             Some(m) => Ok(m.clone()),

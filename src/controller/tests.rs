@@ -520,3 +520,53 @@ async fn a_specs_folder_moved_away_keeps_the_last_good_view() {
     assert!(metrics.contains("holdfast_specs_unreadable 0"), "{metrics}");
     lp.stop().await;
 }
+
+const REPOSITORIES: &str = "apiVersion: holdfast.dev/v1alpha1
+kind: Repository
+metadata:
+  name: usb
+  annotations: {holdfast.dev/requested-at: '2026-11-25T02:58:00Z'}
+spec:
+  storage: {local: {path: /mnt/usb}}
+---
+apiVersion: holdfast.dev/v1alpha1
+kind: Repository
+metadata: {name: broken}
+spec:
+  storage: {local: {path: /mnt/usb}, s3: {endpoint: 's3.example', bucket: b, accessKeyId: {fromEnv: A}, secretAccessKey: {fromEnv: B}}}
+";
+
+#[tokio::test(start_paused = true)]
+async fn a_repository_is_never_run_and_its_status_says_whether_it_is_valid() {
+    let lp = Setup::new(REPOSITORIES).start();
+    pass(Duration::from_secs(120)).await;
+    assert!(lp.runner.calls().is_empty(), "{:?}", lp.runner.calls());
+    let status = std::fs::read_to_string(lp.specs.join("objects.status.yaml")).unwrap();
+    let docs: Vec<serde_yaml_ng::Value> = status
+        .split("\n---\n")
+        .map(|d| serde_yaml_ng::from_str(d).unwrap())
+        .collect();
+    let of = |name: &str| {
+        docs.iter()
+            .find(|d| d["metadata"]["name"].as_str() == Some(name))
+            .unwrap_or_else(|| panic!("{name} in {status}"))
+    };
+    let usb = &of("usb")["status"];
+    assert!(usb["observedGeneration"].as_str().is_some(), "{status}");
+    let ready = &usb["conditions"][0];
+    assert_eq!(ready["type"].as_str(), Some("Ready"), "{status}");
+    assert_eq!(ready["status"].as_str(), Some("True"), "{status}");
+    assert_eq!(ready["reason"].as_str(), Some("Valid"), "{status}");
+    assert_eq!(
+        ready["message"].as_str(),
+        Some("valid; not probed yet (local /mnt/usb)")
+    );
+    assert!(usb.get("lastRun").is_none(), "{status}");
+    let broken = serde_yaml_ng::to_string(&of("broken")["status"]).unwrap();
+    assert!(broken.contains("Stalled"), "{broken}");
+    assert!(
+        broken.contains("set exactly one of s3, sftp or local"),
+        "{broken}"
+    );
+    lp.stop().await;
+}

@@ -17,7 +17,7 @@ use crate::state::StateError;
 pub enum BackupRequestError {
     #[error("BackupPolicy `{policy}` is missing or invalid")]
     MissingPolicy { policy: String },
-    #[error("Restore/{name} is not a backup")]
+    #[error("{name} is not a backup")]
     NotABackup { name: String },
 }
 

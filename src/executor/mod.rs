@@ -116,8 +116,8 @@ impl BackupRequest {
                     })
                 }
             }
-            Resource::Restore(r) => Err(BackupRequestError::NotABackup {
-                name: r.metadata.name.clone(),
+            Resource::Restore(_) | Resource::Repository(_) => Err(BackupRequestError::NotABackup {
+                name: format!("{}/{}", resource.kind(), resource.name()),
             }),
         }
     }

@@ -190,6 +190,7 @@ pub struct Snapshot {
     pub policies: Collection,
     pub archives: Collection,
     pub restores: Collection,
+    pub repositories: Collection,
     pub digests: BTreeMap<(Kind, String), Digest>,
 }
 
@@ -199,6 +200,7 @@ impl Snapshot {
             Kind::BackupPolicy => &self.policies,
             Kind::Archive => &self.archives,
             Kind::Restore => &self.restores,
+            Kind::Repository => &self.repositories,
         }
     }
 }

@@ -130,12 +130,14 @@ pub fn read_entry(repo: &Repository, group: &str, id: &str) -> Result<Option<Ent
     for artifact in &manifest.artifacts {
         // A folder-format artifact's size is the sum of its files; its listing hash is
         // checked by verify, not here.
+        // An encrypted artifact is stored as its ciphertext.
+        let stored = artifact.stored_size.unwrap_or(artifact.size);
         match repo.stat(group, id, &artifact.path)? {
             Some(Meta::Folder) => {}
-            Some(Meta::File { size }) if size == artifact.size => {}
+            Some(Meta::File { size }) if size == stored => {}
             Some(Meta::File { size }) => entry.problems.push(format!(
-                "{} is {size} bytes, the manifest says {}",
-                artifact.path, artifact.size
+                "{} is {size} bytes, the manifest says {stored}",
+                artifact.path
             )),
             None => entry
                 .problems

@@ -132,6 +132,42 @@ pub fn copy_archive(
     }
 }
 
+/// Brings an archive's artifacts into the folder `into` on this machine, decrypted, each
+/// checked against its manifest entry as it arrives: what restores read when the
+/// repository is remote or encrypted. Folder-format artifacts are never remote.
+pub fn fetch_archive(
+    repo: &Repository,
+    group: &str,
+    id: &str,
+    artifacts: &[super::manifest::Artifact],
+    into: &std::path::Path,
+) -> Result<(), CopyError> {
+    use crate::archive::Outlet;
+    for artifact in artifacts {
+        let named = |source: io::Error| CopyError::Artifact {
+            artifact: artifact.path.clone(),
+            source,
+        };
+        let mut reader = Checked {
+            inner: repo.open_artifact(group, id, artifact)?,
+            hasher: Sha256::new(),
+            count: 0,
+        };
+        let mut out = into.create(&artifact.path).map_err(named)?;
+        io::copy(&mut reader, &mut out).map_err(named)?;
+        let actual = hex::encode(reader.hasher.finalize_reset());
+        if reader.count != artifact.size || actual != artifact.sha256 {
+            return Err(CopyError::Mismatch {
+                artifact: artifact.path.clone(),
+                expected: format!("{} bytes, sha256 {}", artifact.size, artifact.sha256),
+                actual: format!("{} bytes, sha256 {actual}", reader.count),
+            });
+        }
+        out.commit().map_err(named)?;
+    }
+    Ok(())
+}
+
 /// Hashes and counts what passes, to check a copy against the manifest.
 struct Checked {
     inner: Box<dyn Read + Send>,

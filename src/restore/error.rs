@@ -47,6 +47,9 @@ pub enum RestoreError {
     /// The repository could not be read.
     #[error(transparent)]
     Storage(StorageError),
+    /// A remote or encrypted archive could not be brought to this machine.
+    #[error("fetching the archive: {0}")]
+    Fetch(#[source] crate::repo::copy::CopyError),
     #[error("no archive `{id}` in {repository}")]
     NoArchive { id: String, repository: String },
     #[error("archive `{id}` is {health:?}: {problems}")]
@@ -208,6 +211,7 @@ impl RestoreError {
     pub fn is_transient(&self) -> bool {
         match self {
             RestoreError::Storage(e) => e.is_transient(),
+            RestoreError::Fetch(e) => e.is_transient(),
             RestoreError::Manifest(VerifyError::Storage(e)) => e.is_transient(),
             RestoreError::Docker(e) | RestoreError::Stop { source: e, .. } => e.is_transient(),
             RestoreError::JournalStop { source, .. } => source.is_transient(),
@@ -258,7 +262,9 @@ impl RestoreError {
     /// `io`, `checksum_mismatch`, `state`, `in_use`, `worker`.
     pub fn reason(&self) -> &'static str {
         match self {
-            RestoreError::Storage(_) | RestoreError::Manifest(VerifyError::Storage(_)) => "storage",
+            RestoreError::Storage(_)
+            | RestoreError::Fetch(_)
+            | RestoreError::Manifest(VerifyError::Storage(_)) => "storage",
             RestoreError::NoArchive { .. }
             | RestoreError::NoGoodArchive { .. }
             | RestoreError::NoArchiveOf { .. }

@@ -150,6 +150,15 @@ pub struct Restorer {
     pub locks: Arc<crate::locks::ResourceLocks>,
 }
 
+/// A folder of fetched artifacts, removed when dropped.
+struct Fetched(PathBuf);
+
+impl Drop for Fetched {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 /// A volume to restore and where.
 struct Planned<'a> {
     artifact: &'a Artifact,
@@ -271,6 +280,38 @@ impl Restorer {
         }
     }
 
+    /// Brings the artifacts of a remote or encrypted archive into a folder beside the
+    /// state folder; what an earlier, killed fetch left there goes first.
+    async fn fetch(
+        &self,
+        entry: &Entry,
+        artifacts: Vec<Artifact>,
+        run_id: &str,
+    ) -> Result<Fetched, RestoreError> {
+        let base = self
+            .state
+            .path()
+            .parent()
+            .map(|p| p.join("fetched"))
+            .unwrap_or_else(|| std::env::temp_dir().join("holdfast-fetched"));
+        let _ = std::fs::remove_dir_all(&base);
+        let dir = base.join(run_id);
+        let (repo, group, id, into) = (
+            self.repository.clone(),
+            entry.group.clone(),
+            entry.id.clone(),
+            dir.clone(),
+        );
+        let fetched = Fetched(dir);
+        tokio::task::spawn_blocking(move || {
+            crate::repo::copy::fetch_archive(&repo, &group, &id, &artifacts, &into)
+        })
+        .await
+        .map_err(RestoreError::ChecksumWorker)?
+        .map_err(RestoreError::Fetch)?;
+        Ok(fetched)
+    }
+
     /// The archive a source names: Good or Partial, never Corrupt or Missing.
     pub fn resolve(&self, source: &Source) -> Result<Entry, RestoreError> {
         resolve(&self.repository, source)
@@ -285,12 +326,31 @@ impl Restorer {
         report: &mut RestoreReport,
         warnings: &mut Vec<String>,
     ) -> Result<f64, RestoreError> {
-        let entry = self.resolve(&request.source)?;
+        let mut entry = self.resolve(&request.source)?;
         report.archive = entry.id.clone();
-        info!(archive = %entry.id, "restoring from");
+        info!(archive = %entry.id, repository = self.repository.name(), "restoring from");
         let manifest = crate::repo::verify::manifest(&self.repository, &entry.group, &entry.id)
             .map_err(RestoreError::Manifest)?;
         let selection = select(&manifest, request)?;
+        // Restores read artifacts from a folder on this machine: a remote or encrypted
+        // archive is fetched (decrypted, every byte checked) into one beside the state,
+        // removed when the restore ends.
+        let _fetched = if entry.path.as_os_str().is_empty() || manifest.encryption.is_some() {
+            let wanted: Vec<Artifact> = selection
+                .volumes
+                .iter()
+                .chain(&selection.binds)
+                .chain(&selection.dumps)
+                .chain(&selection.recipe)
+                .map(|a| (*a).clone())
+                .collect();
+            progress.phase("fetching the archive");
+            let fetched = self.fetch(&entry, wanted, run_id).await?;
+            entry.path = fetched.0.clone();
+            Some(fetched)
+        } else {
+            None
+        };
 
         // 1. Decide every target before touching anything.
         let mut planned = Vec::new();

@@ -350,11 +350,12 @@ impl fmt::Display for Format {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Output {
-    /// The repository to write to; `default` is the one given by `--repository`.
+    /// The repository to write to: `default`, the folder given by `--repository`, or the
+    /// name of a Repository object. Leave it out when `repositories` is given.
     #[serde(default = "default_repository")]
     pub repository: String,
-    /// Several repositories, instead of `repository`: the run writes the first, and
-    /// copies the committed archive to the others.
+    /// Several repositories, each receiving a copy of every archive (3-2-1): the first is
+    /// where the run writes, the others get copies. Replaces `repository`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub repositories: Vec<String>,
     /// The archive format.
@@ -366,9 +367,13 @@ pub struct Output {
     pub level: Option<i32>,
 }
 
+fn default_repository() -> String {
+    super::repository::DEFAULT_REPOSITORY.to_string()
+}
+
 impl Output {
-    /// Where a run writes, in order: the first is written by the run, the others get
-    /// copies of the committed archive.
+    /// The repositories archives go to, in order: the first is where the run writes, the
+    /// others receive copies. `[repository]` when `repositories` is empty.
     pub fn repositories(&self) -> Vec<String> {
         if self.repositories.is_empty() {
             vec![self.repository.clone()]
@@ -376,10 +381,6 @@ impl Output {
             self.repositories.clone()
         }
     }
-}
-
-fn default_repository() -> String {
-    "default".to_string()
 }
 
 impl Default for Output {

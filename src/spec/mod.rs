@@ -1,4 +1,4 @@
-//! The resource model: the Kubernetes-style envelope and the three kinds of spec.
+//! The resource model: the Kubernetes-style envelope and the four kinds of spec.
 //!
 //! Every type here denies unknown fields, so a misspelt key is an error and never a
 //! silently ignored setting.
@@ -36,16 +36,24 @@ pub enum Kind {
     BackupPolicy,
     Archive,
     Restore,
+    /// A place archives are written to; never run, only described.
+    Repository,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 3] = [Kind::BackupPolicy, Kind::Archive, Kind::Restore];
+    pub const ALL: [Kind; 4] = [
+        Kind::BackupPolicy,
+        Kind::Archive,
+        Kind::Restore,
+        Kind::Repository,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Kind::BackupPolicy => "BackupPolicy",
             Kind::Archive => "Archive",
             Kind::Restore => "Restore",
+            Kind::Repository => "Repository",
         }
     }
 
@@ -98,6 +106,12 @@ impl KindSpec for RestoreSpec {
     const ABOUT: &'static str = "Puts archived data back, once per generation of the spec.";
 }
 
+impl KindSpec for RepositorySpec {
+    const KIND: Kind = Kind::Repository;
+    const ABOUT: &'static str =
+        "A place archives are written to: an S3 bucket, an SFTP server or a local folder.";
+}
+
 /// The envelope shared by every kind.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -115,6 +129,7 @@ pub struct Object<S> {
 pub type BackupPolicy = Object<BackupPolicySpec>;
 pub type Archive = Object<ArchiveSpec>;
 pub type Restore = Object<RestoreSpec>;
+pub type Repository = Object<RepositorySpec>;
 
 /// Any object holdfast understands.
 #[derive(Clone, Debug, PartialEq)]
@@ -122,6 +137,7 @@ pub enum Resource {
     BackupPolicy(BackupPolicy),
     Archive(Archive),
     Restore(Restore),
+    Repository(Repository),
 }
 
 impl Resource {
@@ -130,6 +146,7 @@ impl Resource {
             Resource::BackupPolicy(_) => Kind::BackupPolicy,
             Resource::Archive(_) => Kind::Archive,
             Resource::Restore(_) => Kind::Restore,
+            Resource::Repository(_) => Kind::Repository,
         }
     }
 
@@ -138,6 +155,7 @@ impl Resource {
             Resource::BackupPolicy(o) => &o.metadata,
             Resource::Archive(o) => &o.metadata,
             Resource::Restore(o) => &o.metadata,
+            Resource::Repository(o) => &o.metadata,
         }
     }
 

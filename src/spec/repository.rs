@@ -2,6 +2,8 @@
 //! server, a local folder), optionally encrypted with age. Policies and Archives write to
 //! it by name; the `--repository` folder stays the implicit repository `default`.
 
+use std::path::Path;
+
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -52,6 +54,7 @@ pub struct S3Storage {
     /// The bucket's name.
     pub bucket: String,
     /// A key prefix inside the bucket, so several hosts or tools can share one bucket.
+    /// Never starts with '/'; `host1` and `host1/` mean the same folder-like prefix.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub prefix: String,
     /// Address the bucket in the path (`endpoint/bucket/key`) rather than as a
@@ -86,9 +89,11 @@ pub struct SftpStorage {
     pub user: String,
     /// The folder on the server that holds the repository (absolute).
     pub path: String,
-    /// The private key to log in with (a file readable by holdfast, without passphrase).
+    /// The private key to log in with (a file readable by holdfast, without passphrase;
+    /// a relative path is taken from the spec file's folder).
     pub private_key_file: String,
-    /// An OpenSSH known-hosts file holding the server's host key.
+    /// An OpenSSH known-hosts file holding the server's host key (a relative path is taken
+    /// from the spec file's folder).
     pub known_hosts_file: String,
 }
 
@@ -100,7 +105,7 @@ fn default_ssh_port() -> u16 {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct LocalStorageSpec {
-    /// The folder (absolute, or relative to the spec's file).
+    /// The folder (absolute, or relative to the folder of the spec's file).
     pub path: String,
 }
 
@@ -123,6 +128,7 @@ pub struct AgeEncryption {
     pub recipients: Vec<String>,
     /// A file holding an age identity (`AGE-SECRET-KEY-1…`), needed only to check the
     /// contents of archives and to restore; without it `verify` checks the stored bytes.
+    /// A relative path is taken from the spec file's folder.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub identity_file: Option<String>,
 }
@@ -135,7 +141,8 @@ pub struct HostSecret {
     /// An environment variable of the holdfast process.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub from_env: Option<String>,
-    /// A file readable by holdfast holding the secret (a trailing newline is ignored).
+    /// A file readable by holdfast holding the secret (a trailing newline is ignored; a
+    /// relative path is taken from the spec file's folder).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub from_file: Option<String>,
 }
@@ -172,6 +179,70 @@ impl HostSecret {
     }
 }
 
+impl S3Storage {
+    /// The prefix every key starts with: empty, or the prefix ending in '/' (`host1`
+    /// means `host1/`, so `host1` never matches `host10`'s keys).
+    pub fn key_prefix(&self) -> String {
+        if self.prefix.is_empty() || self.prefix.ends_with('/') {
+            self.prefix.clone()
+        } else {
+            format!("{}/", self.prefix)
+        }
+    }
+}
+
+impl RepositorySpec {
+    /// Makes every host path absolute, taking relative ones against `folder` (the folder
+    /// of the spec file, as the config file's paths are taken against its own): the local
+    /// folder, the SFTP key and known-hosts files, the age identity file and secret files.
+    /// The SFTP `path` lives on the server and is left alone.
+    pub fn resolve_paths(&mut self, folder: &Path) {
+        let resolve = |path: &mut String| {
+            if !path.is_empty() && Path::new(path.as_str()).is_relative() {
+                *path = folder.join(path.as_str()).display().to_string();
+            }
+        };
+        if let Some(local) = &mut self.storage.local {
+            resolve(&mut local.path);
+        }
+        if let Some(sftp) = &mut self.storage.sftp {
+            resolve(&mut sftp.private_key_file);
+            resolve(&mut sftp.known_hosts_file);
+        }
+        if let Some(s3) = &mut self.storage.s3 {
+            for secret in [&mut s3.access_key_id, &mut s3.secret_access_key] {
+                if let Some(file) = &mut secret.from_file {
+                    resolve(file);
+                }
+            }
+        }
+        if let Some(file) = self
+            .encryption
+            .as_mut()
+            .and_then(|e| e.age.as_mut())
+            .and_then(|a| a.identity_file.as_mut())
+        {
+            resolve(file);
+        }
+    }
+
+    /// Where the archives are, for tables and messages: `https://host:3900/bucket/prefix/`
+    /// for s3, `user@host:22/path` for sftp, the folder for local. Never holds a secret.
+    pub fn location(&self) -> String {
+        let storage = &self.storage;
+        if let Some(s3) = &storage.s3 {
+            let endpoint = s3.endpoint.trim_end_matches('/');
+            format!("{endpoint}/{}/{}", s3.bucket, s3.key_prefix())
+        } else if let Some(sftp) = &storage.sftp {
+            format!("{}@{}:{}{}", sftp.user, sftp.host, sftp.port, sftp.path)
+        } else if let Some(local) = &storage.local {
+            local.path.clone()
+        } else {
+            "-".to_string()
+        }
+    }
+}
+
 impl StorageSpec {
     /// The storage's kind, for messages and the status.
     pub fn kind(&self) -> &'static str {
@@ -205,5 +276,66 @@ mod tests {
         };
         let e = missing.read().unwrap_err().to_string();
         assert!(e.contains("HOLDFAST_TEST_NO_SUCH_VARIABLE"), "{e}");
+    }
+
+    fn secret() -> HostSecret {
+        HostSecret {
+            from_file: Some("keys/s3".into()),
+            ..HostSecret::default()
+        }
+    }
+
+    #[test]
+    fn a_prefix_means_a_folder_with_or_without_its_slash() {
+        let mut s3 = S3Storage {
+            endpoint: "http://127.0.0.1:3900".into(),
+            region: "garage".into(),
+            bucket: "holdfast".into(),
+            prefix: String::new(),
+            path_style: true,
+            access_key_id: secret(),
+            secret_access_key: secret(),
+        };
+        assert_eq!(s3.key_prefix(), "");
+        s3.prefix = "host1".into();
+        assert_eq!(s3.key_prefix(), "host1/");
+        s3.prefix = "a/host1/".into();
+        assert_eq!(s3.key_prefix(), "a/host1/");
+    }
+
+    #[test]
+    fn host_paths_are_resolved_and_the_servers_path_is_not() {
+        let mut spec = RepositorySpec {
+            storage: StorageSpec {
+                sftp: Some(SftpStorage {
+                    host: "nas".into(),
+                    port: 22,
+                    user: "u".into(),
+                    path: "/srv/holdfast".into(),
+                    private_key_file: "id_ed25519".into(),
+                    known_hosts_file: "/etc/holdfast/known_hosts".into(),
+                }),
+                ..StorageSpec::default()
+            },
+            encryption: Some(EncryptionSpec {
+                age: Some(AgeEncryption {
+                    recipients: Vec::new(),
+                    identity_file: Some("age.key".into()),
+                }),
+            }),
+            append_only: false,
+        };
+        spec.resolve_paths(Path::new("/specs/offsite"));
+        let sftp = spec.storage.sftp.as_ref().unwrap();
+        assert_eq!(sftp.private_key_file, "/specs/offsite/id_ed25519");
+        assert_eq!(sftp.known_hosts_file, "/etc/holdfast/known_hosts");
+        assert_eq!(sftp.path, "/srv/holdfast");
+        let age = spec
+            .encryption
+            .as_ref()
+            .and_then(|e| e.age.as_ref())
+            .unwrap();
+        assert_eq!(age.identity_file.as_deref(), Some("/specs/offsite/age.key"));
+        assert_eq!(spec.location(), "u@nas:22/srv/holdfast");
     }
 }

@@ -66,6 +66,19 @@ pub struct RestoreSource {
     /// With `policy`: `latest`, or an RFC 3339 time to take the newest archive at or before.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub at: Option<String>,
+    /// The repository holding the archive: `default` (the folder given by `--repository`,
+    /// when left out) or the name of a Repository object.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repository: Option<String>,
+}
+
+impl RestoreSource {
+    /// The repository to read from: the one named, else `default`.
+    pub fn repository(&self) -> &str {
+        self.repository
+            .as_deref()
+            .unwrap_or(super::repository::DEFAULT_REPOSITORY)
+    }
 }
 
 /// What part of the archive to restore.

@@ -6,6 +6,7 @@
 //! - [`Status`] and its parts, with [`set_condition`] following the kstatus rules: `Ready`
 //!   is always present, `Reconciling` and `Stalled` only while true.
 //! - [`apply_state`]: the conditions for an object's state, so the reconciler stays thin.
+//! - [`repository_readiness`]: what a Repository's `Ready` says (valid, reachable).
 //! - [`generation`]: the stable hash of a spec behind `observedGeneration`.
 //! - [`status_path`], [`render`], [`write_if_changed`], [`remove`]: the file itself.
 //! - [`redact`]: the last line of defence for safety rule 5 (no secrets in status files).
@@ -18,6 +19,7 @@
 mod file;
 mod generation;
 mod redact;
+mod repository;
 pub mod restored;
 mod state;
 
@@ -31,6 +33,7 @@ use crate::spec::common::Phase;
 pub use file::{HEADER, Home, remove, render, status_path, write_if_changed};
 pub use generation::generation;
 pub use redact::{REDACTED, is_secret_key, redact, redact_with};
+pub use repository::{RepositoryReadiness, repository_readiness};
 pub use state::{ObjectState, apply_state};
 
 /// The condition every object carries: whether its last outcome is what was asked for.

@@ -18,6 +18,13 @@ pub enum ObjectState<'a> {
     /// Nothing runs, and a run the spec asks for does not start until someone acts:
     /// `reason` names why (e.g. `UnprovenGeneration`), `message` says what to do.
     Blocked { reason: &'a str, message: &'a str },
+    /// An object that is never run (a Repository): `Ready` says what is known of it,
+    /// as [`crate::status::repository_readiness`] decides.
+    Standing {
+        ready: bool,
+        reason: &'a str,
+        message: &'a str,
+    },
     /// Nothing is running; `last_phase` is the outcome of the last run, if any.
     Idle {
         last_phase: Option<Phase>,
@@ -46,6 +53,7 @@ const RUN_OUTCOMES: [&str; 5] = [
 ///   describes earlier runs; when it described something else (a spec that was invalid or
 ///   suspended), or is missing, it becomes False, reason `Running`, until the run ends.
 /// - `Blocked`: `Ready` False with the given reason and message.
+/// - `Standing`: `Ready` with the given value, reason and message.
 /// - `Idle`: `Ready` from the last run: True `Succeeded`, or True `Scheduled` when no run
 ///   has finished; False `Failed` / `PartiallyFailed` with the run's message; False
 ///   `Interrupted` when the last run never finished (holdfast stopped during it).
@@ -90,6 +98,13 @@ pub fn apply_state(status: &mut Status, state: ObjectState<'_>, now: DateTime<Ut
         }
         ObjectState::Blocked { reason, message } => {
             set_condition(conditions, READY, false, reason, message, now);
+        }
+        ObjectState::Standing {
+            ready,
+            reason,
+            message,
+        } => {
+            set_condition(conditions, READY, ready, reason, message, now);
         }
         ObjectState::Idle {
             last_phase,

@@ -17,6 +17,8 @@ use serde_json::Value;
 use crate::diagnostic::{Diagnostic, FieldPath, Position, did_you_mean, most_specific_first};
 use crate::load::positions::DocumentPositions;
 use crate::load::{self, Document, SourceFile};
+use crate::spec::common::Output;
+use crate::spec::repository::DEFAULT_REPOSITORY;
 use crate::spec::{Kind, Object, ObjectKey, Resource};
 use structural::Problem;
 
@@ -164,6 +166,7 @@ pub fn validate_sources(sources: Vec<SourceFile>) -> Report {
         .collect();
     check_unique_names(&mut files);
     check_references(&mut files);
+    check_repository_references(&mut files);
     // What shows an object's errors in one line (the Stalled condition) takes the first.
     for object in files.iter_mut().flat_map(|f| f.objects.iter_mut()) {
         most_specific_first(&mut object.errors);
@@ -207,9 +210,17 @@ fn check_document(file: &Path, doc: Document) -> ObjectReport {
     let (Some(kind), true) = (report.kind, structurally_sound) else {
         return report;
     };
+    let written = semantic::check_written(&doc.value);
     match deserialize(kind, doc.value) {
-        Ok(resource) => {
-            let found = semantic::check(&resource);
+        Ok(mut resource) => {
+            let mut found = semantic::check(&resource);
+            found.extend(written);
+            // Relative paths mean the spec file's folder, wherever holdfast runs from.
+            if let Resource::Repository(repository) = &mut resource {
+                let folder = file.parent().unwrap_or(Path::new(""));
+                let folder = std::path::absolute(folder).unwrap_or_else(|_| folder.to_path_buf());
+                repository.spec.resolve_paths(&folder);
+            }
             if found.is_empty() {
                 report.resource = Some(resource);
             }
@@ -238,6 +249,7 @@ fn deserialize(kind: Kind, value: Value) -> Result<Resource, serde_json::Error> 
         Kind::BackupPolicy => Resource::BackupPolicy(serde_json::from_value::<Object<_>>(value)?),
         Kind::Archive => Resource::Archive(serde_json::from_value::<Object<_>>(value)?),
         Kind::Restore => Resource::Restore(serde_json::from_value::<Object<_>>(value)?),
+        Kind::Repository => Resource::Repository(serde_json::from_value::<Object<_>>(value)?),
     })
 }
 
@@ -315,6 +327,66 @@ fn check_references(files: &mut [FileReport]) {
                 at,
                 &field,
                 format!("BackupPolicy `{name}` does not exist in the specs"),
+                hint,
+            );
+        }
+    }
+}
+
+/// Every repository an Archive, a BackupPolicy or a Restore names must be `default` or a
+/// Repository that exists somewhere in the specs (valid or not: an invalid one is reported
+/// on its own).
+fn check_repository_references(files: &mut [FileReport]) {
+    let mut known: Vec<String> = vec![DEFAULT_REPOSITORY.to_string()];
+    known.extend(
+        files
+            .iter()
+            .flat_map(|f| f.objects.iter())
+            .filter(|o| o.kind == Some(Kind::Repository))
+            .filter_map(|o| o.name.clone()),
+    );
+    for object in files.iter_mut().flat_map(|f| f.objects.iter_mut()) {
+        let spec = FieldPath::root().key("spec");
+        let output_names = |output: &Output, at: FieldPath| -> Vec<(String, FieldPath)> {
+            if output.repositories.is_empty() {
+                vec![(output.repository.clone(), at.key("repository"))]
+            } else {
+                let list = at.key("repositories");
+                (output.repositories.iter().enumerate())
+                    .map(|(i, name)| (name.clone(), list.index(i)))
+                    .collect()
+            }
+        };
+        let named = match &object.resource {
+            Some(Resource::BackupPolicy(p)) => output_names(&p.spec.output, spec.key("output")),
+            Some(Resource::Archive(a)) => match &a.spec.output {
+                Some(output) => output_names(output, spec.key("output")),
+                None => Vec::new(),
+            },
+            Some(Resource::Restore(r)) => r
+                .spec
+                .from
+                .repository
+                .iter()
+                .map(|name| (name.clone(), spec.key("from").key("repository")))
+                .collect(),
+            _ => Vec::new(),
+        };
+        for (name, field) in named {
+            if known.contains(&name) {
+                continue;
+            }
+            let at = object.positions.value_or_ancestor(&field);
+            let hint = did_you_mean(&name, known.iter().map(String::as_str)).or_else(|| {
+                Some(format!(
+                    "name `{DEFAULT_REPOSITORY}` (the folder given by --repository) or a Repository object; known here: {}",
+                    known.join(", ")
+                ))
+            });
+            object.push(
+                at,
+                &field,
+                format!("Repository `{name}` does not exist in the specs"),
                 hint,
             );
         }
@@ -526,5 +598,246 @@ mod tests {
             assert!(!errors.is_empty(), "{yaml}");
             assert!(errors.iter().all(|e| !e.contains(secret)), "{errors:#?}");
         }
+    }
+
+    /// A syntactically valid age X25519 recipient (its identity was thrown away).
+    const RECIPIENT: &str = "age1xsxavf5n4ve675qs3e04gxtj00v3977g9qg7eg94l2eu02sf2qrqljc80f";
+
+    fn repository(name: &str, spec: &str) -> String {
+        format!("kind: Repository\nmetadata: {{name: {name}}}\nspec:\n{spec}")
+    }
+
+    const S3: &str = "  storage:\n    s3:\n      endpoint: http://127.0.0.1:3900\n      region: garage\n      bucket: holdfast\n      accessKeyId: {fromEnv: S3_KEY_ID}\n      secretAccessKey: {fromFile: s3-secret}\n";
+
+    #[test]
+    fn repositories_users_write_are_accepted() {
+        let sftp = "  storage:\n    sftp: {host: nas.lan, user: backup, path: /srv/holdfast, privateKeyFile: /etc/holdfast/id, knownHostsFile: keys/known_hosts}\n  appendOnly: true\n";
+        let local = format!(
+            "  storage: {{local: {{path: /mnt/usb}}}}\n  encryption: {{age: {{recipients: [{RECIPIENT}], identityFile: age.key}}}}\n"
+        );
+        for spec in [S3, sftp, &local] {
+            let report = check(&[("specs/r.yaml", &repository("offsite", spec))]);
+            assert!(report.is_valid(), "{spec}\n{:#?}", messages(&report));
+        }
+    }
+
+    #[test]
+    fn repository_paths_are_taken_from_the_spec_files_folder() {
+        let spec = format!(
+            "  storage: {{local: {{path: usb}}}}\n  encryption: {{age: {{recipients: [{RECIPIENT}], identityFile: /etc/age.key}}}}\n"
+        );
+        let report = check(&[("specs/r.yaml", &repository("usb", &spec))]);
+        let Some(Resource::Repository(r)) = report.valid_objects().next() else {
+            panic!("{:#?}", messages(&report));
+        };
+        let folder = std::path::absolute("specs").unwrap();
+        let path = r.spec.storage.local.as_ref().unwrap().path.clone();
+        assert_eq!(Path::new(&path), folder.join("usb"));
+        let age = r.spec.encryption.as_ref().unwrap().age.as_ref().unwrap();
+        assert_eq!(age.identity_file.as_deref(), Some("/etc/age.key"));
+        let report = check(&[("specs/r.yaml", &repository("s3", S3))]);
+        let Some(Resource::Repository(r)) = report.valid_objects().next() else {
+            panic!("{:#?}", messages(&report));
+        };
+        let s3 = r.spec.storage.s3.as_ref().unwrap();
+        let file = s3.secret_access_key.from_file.clone().unwrap();
+        assert_eq!(Path::new(&file), folder.join("s3-secret"));
+        assert_eq!(s3.access_key_id.from_env.as_deref(), Some("S3_KEY_ID"));
+    }
+
+    #[test]
+    fn repository_rules() {
+        let sftp = |fields: &str| {
+            format!(
+                "  storage:\n    sftp: {{host: nas, user: u, privateKeyFile: /k, knownHostsFile: /h, {fields}}}\n"
+            )
+        };
+        let s3 = |replace: &str, with: &str| S3.replace(replace, with);
+        let cases: Vec<(String, &str, &str)> = vec![
+            ("  storage: {}\n".into(), "spec.storage", "set exactly one of s3, sftp or local"),
+            (
+                "  storage: {local: {path: /a}, sftp: {host: h, user: u, path: /p, privateKeyFile: /k, knownHostsFile: /h}}\n".into(),
+                "spec.storage",
+                "found sftp and local",
+            ),
+            (s3("http://127.0.0.1:3900", "127.0.0.1:3900"), "spec.storage.s3.endpoint", "is not an http:// or https:// URL"),
+            (s3("http://127.0.0.1:3900", "https://"), "spec.storage.s3.endpoint", "names no host"),
+            (s3("bucket: holdfast", "bucket: Holdfast"), "spec.storage.s3.bucket", "is not a valid bucket name"),
+            (s3("bucket: holdfast", "bucket: hf"), "spec.storage.s3.bucket", "a bucket name has 3 to 63"),
+            (s3("bucket: holdfast", "bucket: -holdfast"), "spec.storage.s3.bucket", "is not a valid bucket name"),
+            (s3("region: garage", "region: ''"), "spec.storage.s3.region", "must not be empty"),
+            (s3("region: garage", "region: garage\n      prefix: /host1"), "spec.storage.s3.prefix", "starts with '/'"),
+            (
+                s3("{fromEnv: S3_KEY_ID}", "{fromEnv: A, fromFile: /b}"),
+                "spec.storage.s3.accessKeyId",
+                "set exactly one of fromEnv or fromFile, not both",
+            ),
+            (s3("{fromEnv: S3_KEY_ID}", "{}"), "spec.storage.s3.accessKeyId", "set exactly one of fromEnv or fromFile"),
+            (sftp("path: srv/holdfast"), "spec.storage.sftp.path", "is not an absolute path on the server"),
+            (sftp("path: /srv, port: 0"), "spec.storage.sftp.port", "port 0"),
+            (
+                sftp("path: /srv").replace("host: nas", "host: ''"),
+                "spec.storage.sftp.host",
+                "the host must not be empty",
+            ),
+            ("  storage: {local: {path: ''}}\n".into(), "spec.storage.local.path", "must not be empty"),
+            (
+                "  storage: {local: {path: /a}}\n  encryption: {}\n".into(),
+                "spec.encryption",
+                "encryption names no method",
+            ),
+            (
+                "  storage: {local: {path: /a}}\n  encryption: {age: {recipients: []}}\n".into(),
+                "spec.encryption.age.recipients",
+                "list at least one recipient",
+            ),
+            (
+                format!("  storage: {{local: {{path: /a}}}}\n  encryption: {{age: {{recipients: [{RECIPIENT}, age1nope]}}}}\n"),
+                "spec.encryption.age.recipients[1]",
+                "not an age X25519 recipient",
+            ),
+        ];
+        for (spec, field, says) in &cases {
+            let errors = messages(&check(&[("r.yaml", &repository("offsite", spec))]));
+            assert_eq!(errors.len(), 1, "{spec}: {errors:#?}");
+            assert!(
+                errors[0].contains(&format!("Repository/offsite: {field}: "))
+                    && errors[0].contains(says),
+                "{spec}: {errors:#?}"
+            );
+        }
+        let errors = messages(&check(&[(
+            "r.yaml",
+            &repository("default", "  storage: {local: {path: /a}}\n"),
+        )]));
+        assert_eq!(errors.len(), 1, "{errors:#?}");
+        assert!(
+            errors[0].contains(
+                "metadata.name: `default` is the name of the folder given by --repository"
+            ),
+            "{errors:#?}"
+        );
+    }
+
+    #[test]
+    fn a_literal_secret_in_a_repository_is_told_to_use_the_host() {
+        let text = repository(
+            "offsite",
+            &S3.replace("{fromEnv: S3_KEY_ID}", "{value: hunter2}"),
+        );
+        let report = check(&[("r.yaml", &text)]);
+        let errors = &report.files[0].objects[0].errors;
+        assert_eq!(
+            errors[0].message,
+            "unknown field `value`: a secret holdfast reads is never written in a spec"
+        );
+        let hint = errors[0].hint.clone().unwrap();
+        assert!(
+            hint.contains("{fromEnv: VARIABLE}") && hint.contains("{fromFile: PATH}"),
+            "{hint}"
+        );
+        assert!(messages(&report).iter().all(|e| !e.contains("hunter2")));
+        let text = repository("offsite", &S3.replace("{fromEnv: S3_KEY_ID}", "hunter2"));
+        let errors = messages(&check(&[("r.yaml", &text)]));
+        assert_eq!(errors.len(), 1, "{errors:#?}");
+        let shown = crate::status::redact(&errors[0]);
+        assert!(
+            !shown.contains("hunter2") && shown.contains("{fromEnv: VARIABLE}"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn outputs_name_repositories_that_exist() {
+        let policy = |output: &str| {
+            format!(
+                "kind: BackupPolicy\nmetadata: {{name: p}}\nspec: {{schedule: '@daily', targets: {{stacks: [s]}}, output: {output}}}\n"
+            )
+        };
+        let offsite = repository("offsite", "  storage: {local: {path: /a}}\n");
+        for fine in [
+            "{repositories: [default, offsite]}",
+            "{repository: offsite}",
+            "{repository: default}",
+        ] {
+            let errors = messages(&check(&[("p.yaml", &policy(fine)), ("r.yaml", &offsite)]));
+            assert!(errors.is_empty(), "{fine}: {errors:#?}");
+        }
+        for (output, field, says) in [
+            (
+                "{repositories: [default, ofsite]}",
+                "spec.output.repositories[1]",
+                "Repository `ofsite` does not exist",
+            ),
+            (
+                "{repository: offsit}",
+                "spec.output.repository",
+                "Repository `offsit` does not exist",
+            ),
+            (
+                "{repository: offsite, repositories: [default]}",
+                "spec.output.repository",
+                "set repository or repositories, not both",
+            ),
+            (
+                "{repositories: [offsite, offsite]}",
+                "spec.output.repositories[1]",
+                "`offsite` is named twice",
+            ),
+        ] {
+            let errors = messages(&check(&[("p.yaml", &policy(output)), ("r.yaml", &offsite)]));
+            assert_eq!(errors.len(), 1, "{output}: {errors:#?}");
+            assert!(
+                errors[0].contains(&format!("BackupPolicy/p: {field}: "))
+                    && errors[0].contains(says),
+                "{output}: {errors:#?}"
+            );
+        }
+        let report = check(&[
+            ("p.yaml", &policy("{repositories: [default, ofsite]}")),
+            ("r.yaml", &offsite),
+        ]);
+        let hint = report.diagnostics()[0].hint.clone();
+        assert_eq!(hint.as_deref(), Some("did you mean `offsite`?"));
+        // Without any Repository, the hint says what a name may be.
+        let report = check(&[("p.yaml", &policy("{repository: nas}"))]);
+        let hint = report.diagnostics()[0].hint.clone().unwrap();
+        assert!(hint.contains("known here: default"), "{hint}");
+        // An Archive's output and a Restore's source are checked the same way.
+        let archive = "kind: Archive\nmetadata: {name: a}\nspec: {targets: {stacks: [s]}, output: {repositories: [nas]}}\n";
+        let restore =
+            "kind: Restore\nmetadata: {name: r}\nspec: {from: {archive: x, repository: ofsite}}\n";
+        let errors = messages(&check(&[
+            ("a.yaml", archive),
+            ("b.yaml", restore),
+            ("r.yaml", &offsite),
+        ]));
+        assert_eq!(errors.len(), 2, "{errors:#?}");
+        assert!(
+            errors[0].contains(
+                "Archive/a: spec.output.repositories[0]: Repository `nas` does not exist"
+            ),
+            "{errors:#?}"
+        );
+        assert!(
+            errors[1]
+                .contains("Restore/r: spec.from.repository: Repository `ofsite` does not exist"),
+            "{errors:#?}"
+        );
+        let restore =
+            "kind: Restore\nmetadata: {name: r}\nspec: {from: {archive: x, repository: offsite}}\n";
+        assert!(check(&[("b.yaml", restore), ("r.yaml", &offsite)]).is_valid());
+    }
+
+    #[test]
+    fn outputs_list_their_repositories_in_order() {
+        use crate::spec::common::Output;
+        let one = Output::default();
+        assert_eq!(one.repositories(), ["default"]);
+        let many = Output {
+            repositories: vec!["offsite".into(), "default".into()],
+            ..Output::default()
+        };
+        assert_eq!(many.repositories(), ["offsite", "default"]);
     }
 }

@@ -3,11 +3,14 @@
 //!
 //! Each check reports the field it concerns; the caller places it in the file.
 
-use crate::diagnostic::{FieldPath, did_you_mean};
+use crate::diagnostic::FieldPath;
 use crate::spec::common::{
     Consistency, Databases, Dump, Engine, ExecHook, Output, SecretSource, StopMode, Targets,
 };
-use crate::spec::{Archive, BackupPolicy, Resource, Restore, RestoreMode};
+use crate::spec::repository::{
+    AgeEncryption, DEFAULT_REPOSITORY, HostSecret, S3Storage, SftpStorage, StorageSpec,
+};
+use crate::spec::{Archive, BackupPolicy, Repository, Resource, Restore, RestoreMode};
 
 /// A problem with a field of a valid-shaped object.
 #[derive(Clone, Debug, PartialEq)]
@@ -34,6 +37,25 @@ impl Problems {
     }
 }
 
+/// What the typed spec cannot tell, because a default fills it in: an `output` that
+/// writes both `repository` and `repositories`. `value` is the document as written.
+pub fn check_written(value: &serde_json::Value) -> Vec<FieldProblem> {
+    let mut problems = Problems::default();
+    if let Some(output) = value.pointer("/spec/output").and_then(|o| o.as_object()) {
+        if output.contains_key("repository") && output.contains_key("repositories") {
+            problems.add_hinted(
+                self::spec().key("output").key("repository"),
+                "set repository or repositories, not both",
+                Some(
+                    "list every repository in repositories, the one written first at the front"
+                        .into(),
+                ),
+            );
+        }
+    }
+    problems.0
+}
+
 /// Checks one object on its own. Cross-object checks (duplicates, references) are done by
 /// the caller, which sees every file.
 pub fn check(resource: &Resource) -> Vec<FieldProblem> {
@@ -42,6 +64,7 @@ pub fn check(resource: &Resource) -> Vec<FieldProblem> {
         Resource::BackupPolicy(policy) => check_policy(policy, &mut problems),
         Resource::Archive(archive) => check_archive(archive, &mut problems),
         Resource::Restore(restore) => check_restore(restore, &mut problems),
+        Resource::Repository(repository) => check_repository(repository, &mut problems),
     }
     problems.0
 }
@@ -443,11 +466,236 @@ fn check_output(output: &Output, at: &FieldPath, problems: &mut Problems) {
             _ => {}
         }
     }
-    if output.repository != "default" {
+    let list = at.key("repositories");
+    for (i, name) in output.repositories.iter().enumerate() {
+        if output.repositories[..i].contains(name) {
+            problems.add(
+                list.index(i),
+                format!("`{name}` is named twice; each repository gets one copy"),
+            );
+        }
+    }
+}
+
+/// A Repository on its own: exactly one storage, each storage's fields well-formed, secrets
+/// from the host, age recipients that parse. Paths may be relative: loading resolves them
+/// against the spec file's folder, as the config file's are.
+fn check_repository(repository: &Repository, problems: &mut Problems) {
+    if repository.metadata.name == DEFAULT_REPOSITORY {
         problems.add_hinted(
-            at.key("repository"),
-            format!("unknown repository `{}`; this release has only the `default` repository given by --repository", output.repository),
-            did_you_mean(&output.repository, ["default"]),
+            FieldPath::root().key("metadata").key("name"),
+            format!("`{DEFAULT_REPOSITORY}` is the name of the folder given by --repository; a Repository cannot take it"),
+            Some("choose another name, e.g. offsite".into()),
         );
+    }
+    let spec = &repository.spec;
+    let storage = self::spec().key("storage");
+    check_storage(&spec.storage, &storage, problems);
+    if let Some(encryption) = &spec.encryption {
+        let at = self::spec().key("encryption");
+        match &encryption.age {
+            Some(age) => check_age(age, &at.key("age"), problems),
+            None => problems.add_hinted(
+                at,
+                "encryption names no method",
+                Some(
+                    "e.g. `encryption: {age: {recipients: [age1…]}}`, or remove encryption".into(),
+                ),
+            ),
+        }
+    }
+}
+
+fn check_storage(storage: &StorageSpec, at: &FieldPath, problems: &mut Problems) {
+    let set: Vec<&str> = [
+        ("s3", storage.s3.is_some()),
+        ("sftp", storage.sftp.is_some()),
+        ("local", storage.local.is_some()),
+    ]
+    .into_iter()
+    .filter_map(|(name, present)| present.then_some(name))
+    .collect();
+    match set.len() {
+        1 => {}
+        0 => problems.add_hinted(
+            at.clone(),
+            "set exactly one of s3, sftp or local",
+            Some("e.g. `storage: {local: {path: /mnt/usb/backups}}`".into()),
+        ),
+        _ => problems.add(
+            at.clone(),
+            format!(
+                "set exactly one of s3, sftp or local; found {}",
+                set.join(" and ")
+            ),
+        ),
+    }
+    if let Some(s3) = &storage.s3 {
+        check_s3(s3, &at.key("s3"), problems);
+    }
+    if let Some(sftp) = &storage.sftp {
+        check_sftp(sftp, &at.key("sftp"), problems);
+    }
+    if let Some(local) = &storage.local {
+        if local.path.trim().is_empty() {
+            problems.add(
+                at.key("local").key("path"),
+                "the folder must not be empty; give an absolute path or one relative to this file",
+            );
+        }
+    }
+}
+
+fn check_s3(s3: &S3Storage, at: &FieldPath, problems: &mut Problems) {
+    if let Err(message) = check_endpoint(&s3.endpoint) {
+        problems.add_hinted(
+            at.key("endpoint"),
+            message,
+            Some("e.g. https://s3.eu-central-1.amazonaws.com or http://127.0.0.1:3900".into()),
+        );
+    }
+    if let Err(message) = check_bucket_name(&s3.bucket) {
+        problems.add(at.key("bucket"), message);
+    }
+    if s3.prefix.starts_with('/') {
+        problems.add_hinted(
+            at.key("prefix"),
+            format!(
+                "`{}` starts with '/'; a prefix is a key inside the bucket",
+                s3.prefix
+            ),
+            Some(format!("write `{}`", s3.prefix.trim_start_matches('/'))),
+        );
+    }
+    if s3.region.trim().is_empty() {
+        problems.add_hinted(
+            at.key("region"),
+            "the region must not be empty",
+            Some(
+                "leave it out for us-east-1, or name the bucket's region (garage for Garage)"
+                    .into(),
+            ),
+        );
+    }
+    check_host_secret(&s3.access_key_id, &at.key("accessKeyId"), problems);
+    check_host_secret(&s3.secret_access_key, &at.key("secretAccessKey"), problems);
+}
+
+/// An endpoint is an `http://` or `https://` URL with a host.
+fn check_endpoint(endpoint: &str) -> Result<(), String> {
+    let rest = endpoint
+        .strip_prefix("https://")
+        .or_else(|| endpoint.strip_prefix("http://"))
+        .ok_or_else(|| format!("`{endpoint}` is not an http:// or https:// URL"))?;
+    let host = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    if host.is_empty() || host.starts_with(':') || host.contains(char::is_whitespace) {
+        return Err(format!("`{endpoint}` names no host"));
+    }
+    Ok(())
+}
+
+/// S3's bucket naming rules: 3-63 characters of lowercase letters, digits, '-' and '.',
+/// starting and ending with a letter or digit.
+fn check_bucket_name(bucket: &str) -> Result<(), String> {
+    let valid_char = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.';
+    let edge = |c: Option<char>| c.is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+    if !(3..=63).contains(&bucket.len()) {
+        return Err(format!(
+            "`{bucket}` is {} characters long; a bucket name has 3 to 63",
+            bucket.len()
+        ));
+    }
+    if !bucket.chars().all(valid_char)
+        || !edge(bucket.chars().next())
+        || !edge(bucket.chars().last())
+        || bucket.contains("..")
+    {
+        return Err(format!(
+            "`{bucket}` is not a valid bucket name: use lowercase letters, digits, '-' and '.', starting and ending with a letter or digit"
+        ));
+    }
+    Ok(())
+}
+
+fn check_sftp(sftp: &SftpStorage, at: &FieldPath, problems: &mut Problems) {
+    for (field, value) in [("host", &sftp.host), ("user", &sftp.user)] {
+        if value.trim().is_empty() {
+            problems.add(at.key(field), format!("the {field} must not be empty"));
+        }
+    }
+    if !sftp.path.starts_with('/') {
+        problems.add_hinted(
+            at.key("path"),
+            format!("`{}` is not an absolute path on the server", sftp.path),
+            Some("e.g. /srv/backups/holdfast".into()),
+        );
+    }
+    for (field, value) in [
+        ("privateKeyFile", &sftp.private_key_file),
+        ("knownHostsFile", &sftp.known_hosts_file),
+    ] {
+        if value.trim().is_empty() {
+            problems.add(
+                at.key(field),
+                format!("{field} must name a file on this host"),
+            );
+        }
+    }
+    if sftp.port == 0 {
+        problems.add(at.key("port"), "port 0 is not a port a server listens on");
+    }
+}
+
+fn check_host_secret(secret: &HostSecret, at: &FieldPath, problems: &mut Problems) {
+    match (&secret.from_env, &secret.from_file) {
+        (Some(_), Some(_)) => problems.add(
+            at.clone(),
+            "set exactly one of fromEnv or fromFile, not both",
+        ),
+        (None, None) => problems.add_hinted(
+            at.clone(),
+            "set exactly one of fromEnv or fromFile",
+            Some("fromEnv reads a variable of holdfast's own environment; fromFile reads a file on this host".into()),
+        ),
+        (Some(var), None) if var.trim().is_empty() => {
+            problems.add(at.key("fromEnv"), "the variable name must not be empty")
+        }
+        (None, Some(path)) if path.trim().is_empty() => {
+            problems.add(at.key("fromFile"), "the file name must not be empty")
+        }
+        _ => {}
+    }
+}
+
+fn check_age(age: &AgeEncryption, at: &FieldPath, problems: &mut Problems) {
+    let recipients = at.key("recipients");
+    if age.recipients.is_empty() {
+        problems.add_hinted(
+            recipients.clone(),
+            "list at least one recipient: archives encrypted to nobody could never be read",
+            Some("age-keygen prints a public key (age1…) beside each identity it makes".into()),
+        );
+    }
+    for (i, recipient) in age.recipients.iter().enumerate() {
+        if let Err(e) = recipient.trim().parse::<age::x25519::Recipient>() {
+            let hint = if recipient.starts_with("AGE-SECRET-KEY-") {
+                "this is an identity, the private half: give its public key (age-keygen -y prints it) and keep the identity off the specs"
+            } else {
+                "an age X25519 recipient starts with age1, as age-keygen prints it"
+            };
+            problems.add_hinted(
+                recipients.index(i),
+                format!("not an age X25519 recipient: {e}"),
+                Some(hint.into()),
+            );
+        }
+    }
+    if let Some(file) = &age.identity_file {
+        if file.trim().is_empty() {
+            problems.add(
+                at.key("identityFile"),
+                "the file name must not be empty; remove identityFile to encrypt without one",
+            );
+        }
     }
 }

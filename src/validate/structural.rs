@@ -184,8 +184,22 @@ fn render(
     let problem = match error.kind() {
         ValidationErrorKind::AdditionalProperties { unexpected } => {
             let allowed = schema::allowed_keys(root_schema, &path);
+            let host_secret = |keys: &[String]| {
+                keys.len() == 2 && keys.iter().all(|k| k == "fromEnv" || k == "fromFile")
+            };
             for name in unexpected {
                 let field = path.key(name.clone());
+                if name == "value" && host_secret(&allowed) {
+                    out.push(
+                        Problem::new(
+                            pos.key_or_value(&field),
+                            field,
+                            "unknown field `value`: a secret holdfast reads is never written in a spec",
+                        )
+                        .hint(Some(format!("use {HOST_SECRET_FORMS}"))),
+                    );
+                    continue;
+                }
                 let hint = did_you_mean(name, allowed.iter().map(String::as_str)).or_else(|| {
                     (!allowed.is_empty())
                         .then(|| format!("fields allowed here: {}", allowed.join(", ")))
@@ -322,6 +336,10 @@ fn render(
     out.push(problem);
 }
 
+/// How a secret holdfast itself reads is written (a Repository's keys). No quotes or
+/// backticks: redaction hides quoted literals after a secret field, and this must survive.
+const HOST_SECRET_FORMS: &str = "{fromEnv: VARIABLE} to read a variable of holdfast's own environment, or {fromFile: PATH} to read a file on this host; specs live in git, so never the secret itself";
+
 /// For a plain value where a mapping belongs, how to write the mapping: for a secret
 /// (`password: shop-secret`) the forms a secret takes, otherwise the fields it holds.
 fn mapping_hint(
@@ -343,6 +361,9 @@ fn mapping_hint(
     };
     let allowed = schema::allowed_keys(root_schema, path);
     let has = |name: &str| allowed.iter().any(|k| k == name);
+    if allowed.len() == 2 && has("fromEnv") && has("fromFile") {
+        return Some(format!("write a mapping: {HOST_SECRET_FORMS}"));
+    }
     if has("value") && has("fromEnv") {
         // No quotes or backticks: after a secret field, redaction hides every quoted
         // literal, and the examples must survive into status files.

@@ -268,6 +268,7 @@ impl Target for TarTarget {
             excluded: 0,
             skipped: 0,
             shrunk: Shrunk::default(),
+            stored: None,
         };
         let verified = verify_artifact(&dir, &info);
         let limits = ExtractLimits::from_manifest(ENTRIES, SOURCE_BYTES);

@@ -3,6 +3,7 @@
 
 mod archives;
 mod policies;
+mod repositories;
 mod restores;
 mod runs;
 
@@ -55,6 +56,9 @@ enum What {
     /// The restores run (from Restore specs or `holdfast restore`), and Restore specs
     /// not run yet.
     Restores,
+    /// The Repositories in the specs folder: where each keeps archives, whether it
+    /// encrypts and whether holdfast may delete there.
+    Repositories,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -77,6 +81,7 @@ pub fn run(settings: &Settings, args: GetArgs) -> anyhow::Result<ExitCode> {
         What::Policies => policies::run(settings, &args),
         What::Runs => runs::run(settings, &args),
         What::Restores => restores::run(settings, &args),
+        What::Repositories => repositories::run(settings, &args),
     }
 }
 

@@ -21,7 +21,7 @@ fn main() -> anyhow::Result<()> {
     };
     let info = archive_directory(
         Path::new(src),
-        Path::new(out),
+        &Path::new(out).to_path_buf(),
         "bench",
         format,
         level,

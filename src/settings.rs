@@ -35,6 +35,9 @@ pub struct Settings {
     pub archive_via: ArchiveVia,
     pub history_limit: usize,
     pub log_format: LogFormat,
+    /// The repository read or changed: `default` (the `--repository` folder) or the name
+    /// of a Repository spec.
+    pub repo: String,
 }
 
 impl Default for Settings {
@@ -49,6 +52,7 @@ impl Default for Settings {
             archive_via: ArchiveVia::Auto,
             history_limit: DEFAULT_HISTORY_LIMIT,
             log_format: LogFormat::Text,
+            repo: crate::spec::repository::DEFAULT_REPOSITORY.to_string(),
         }
     }
 }
@@ -69,6 +73,21 @@ pub struct StateFlag {
     /// Where holdfast keeps its own state (run history, stop journal, logs).
     #[arg(long, env = "HOLDFAST_STATE", default_value = DEFAULT_STATE, value_name = "DIR")]
     pub state: PathBuf,
+}
+
+/// `--repo`, for the commands that read or change the archives of one repository.
+#[derive(Clone, Debug, Args)]
+#[command(next_help_heading = "Paths")]
+pub struct RepoFlag {
+    /// The repository to use: `default` (the `--repository` folder) or the name of a
+    /// Repository spec in the specs folder.
+    #[arg(
+        long,
+        env = "HOLDFAST_REPO",
+        default_value = crate::spec::repository::DEFAULT_REPOSITORY,
+        value_name = "NAME"
+    )]
+    pub repo: String,
 }
 
 /// `--repository` and `--host`, for the commands that read or write archives.
@@ -156,6 +175,12 @@ impl Apply for RepositoryFlags {
     fn apply(&self, settings: &mut Settings) {
         settings.repository = self.repository.clone();
         settings.host = self.host.clone();
+    }
+}
+
+impl Apply for RepoFlag {
+    fn apply(&self, settings: &mut Settings) {
+        settings.repo = self.repo.clone();
     }
 }
 

@@ -40,7 +40,7 @@ fn a_flag_the_command_does_not_use_is_a_usage_error() {
         &["validate", "--listen", "1.2.3.4:1"][..],
         &["validate", "--archive-via", "api"],
         &["validate", "--docker-host", "tcp://nowhere:1"],
-        &["verify", "--specs", "specs", "x"],
+        &["verify", "--listen", "1.2.3.4:1", "x"],
         &["get", "runs", "--docker-host", "tcp://nowhere:1"],
         &["schema", "--repository", "r"],
         &["plan", "--listen", "1.2.3.4:1"],

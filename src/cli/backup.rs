@@ -103,9 +103,11 @@ pub fn run(settings: &Settings, args: BackupArgs, bar: bool) -> anyhow::Result<E
         let executor;
         // A dry run writes nothing (no run record, no repository folder, no recovery), so it
         // takes no writer's lock and runs beside a daemon on the same state folder.
+        let outputs = request.output.repositories();
         let _locks = if args.dry_run {
             engine = Engine::connect(settings.docker_host.as_deref()).await?;
             executor = dry_run_executor(settings, engine)?;
+            super::open_outputs(settings, &report, &outputs, &executor, false)?;
             super::warn_left_stopped(settings, &executor.state())?;
             None
         } else {
@@ -116,8 +118,13 @@ pub fn run(settings: &Settings, args: BackupArgs, bar: bool) -> anyhow::Result<E
                 super::lock_repository(&super::repository(settings), "holdfast backup")?;
             engine = Engine::connect(settings.docker_host.as_deref()).await?;
             executor = super::executor(settings, engine)?;
+            // The other repositories the run writes: opened, locked and cleared of what
+            // failed uploads left, off the runtime (they may be remote).
+            let named = tokio::task::block_in_place(|| {
+                super::open_outputs(settings, &report, &outputs, &executor, true)
+            })?;
             super::recover_after_crash(settings, &executor).await?;
-            Some((lock, repo_lock))
+            Some((lock, repo_lock, named))
         };
         // A progress bar on a terminal; log lines alone otherwise.
         let bar = (bar && !args.dry_run).then(super::progress_bar::Bar::start);

@@ -20,13 +20,19 @@ pub struct DeleteArgs {
 
     #[command(flatten)]
     pub(super) repository: crate::settings::RepositoryFlags,
+
+    #[command(flatten)]
+    pub(super) repo: crate::settings::RepoFlag,
+
+    #[command(flatten)]
+    pub(super) specs: crate::settings::SpecsFlag,
 }
 
 /// Deletes archives on purpose, e.g. those `holdfast get archives --orphaned` lists, which
 /// holdfast never deletes by itself. Each goes through the deletion journal, so a crash
 /// midway is finished at the next start.
 pub fn run(settings: &Settings, args: DeleteArgs) -> anyhow::Result<ExitCode> {
-    let repo = super::repository(settings);
+    let repo = super::repository_named(settings)?;
     // A deletion beside a running daemon would leave its catalog listing the archive as
     // Missing: deleting is a writer's work, refused while another writer holds the lock.
     // Taken before the listing, which it may bring up to date.

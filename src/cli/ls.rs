@@ -31,6 +31,12 @@ pub struct LsArgs {
 
     #[command(flatten)]
     pub(super) repository: crate::settings::RepositoryFlags,
+
+    #[command(flatten)]
+    pub(super) repo: crate::settings::RepoFlag,
+
+    #[command(flatten)]
+    pub(super) specs: crate::settings::SpecsFlag,
 }
 
 /// An artifact's name without the extension of its format: what PATH starts with.
@@ -49,7 +55,7 @@ fn is_tree(a: &Artifact) -> bool {
 /// Reads the manifest, and for a PATH the artifact (tar read to its end, nothing
 /// extracted). Opens nothing for writing and takes no lock.
 pub fn run(settings: &Settings, args: LsArgs) -> anyhow::Result<ExitCode> {
-    let repo = super::repository(settings);
+    let repo = super::repository_named(settings)?;
     let id = &args.id;
     let entry = match crate::repo::layout::group_of(id) {
         Some(group) => crate::repo::catalog::read_entry(&repo, group, id)?,

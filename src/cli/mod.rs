@@ -20,6 +20,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::settings::{Apply, LogFormat, Settings};
+use tracing::info;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -123,12 +124,19 @@ impl Command {
                 &a.history,
                 &a.listen,
             ],
-            Command::Get(a) => vec![&a.specs, &a.state, &a.repository],
-            Command::Prune(a) => vec![&a.specs, &a.state, &a.repository],
-            Command::Delete(a) => vec![&a.state, &a.repository],
-            Command::Verify(a) => vec![&a.repository],
-            Command::Restore(a) => vec![&a.state, &a.repository, &a.docker, &a.history],
-            Command::Ls(a) => vec![&a.repository],
+            Command::Get(a) => vec![&a.specs, &a.state, &a.repository, &a.repo],
+            Command::Prune(a) => vec![&a.specs, &a.state, &a.repository, &a.repo],
+            Command::Delete(a) => vec![&a.specs, &a.state, &a.repository, &a.repo],
+            Command::Verify(a) => vec![&a.specs, &a.repository, &a.repo],
+            Command::Restore(a) => vec![
+                &a.specs,
+                &a.state,
+                &a.repository,
+                &a.repo,
+                &a.docker,
+                &a.history,
+            ],
+            Command::Ls(a) => vec![&a.specs, &a.repository, &a.repo],
         };
         let mut settings = Settings {
             log_format,
@@ -294,6 +302,60 @@ pub(crate) fn paths(settings: &Settings, which: &[Path]) -> String {
 /// The repository `--repository` names, as this host (`--host`) sees it.
 fn repository(settings: &Settings) -> crate::repo::Repository {
     crate::repo::Repository::local(&settings.repository, &settings.host())
+}
+
+/// The repository `--repo` names: `default` (the `--repository` folder), or the
+/// Repository spec of that name in the specs folder, opened (its secrets and identity
+/// read) as this host sees it.
+fn repository_named(settings: &Settings) -> anyhow::Result<crate::repo::Repository> {
+    if settings.repo == crate::spec::repository::DEFAULT_REPOSITORY {
+        return Ok(repository(settings));
+    }
+    let report = specs::load(settings);
+    let (name, spec) = specs::repository_spec(&report, settings, &settings.repo)?;
+    crate::repo::named::open(&name, &spec, &settings.host())
+        .map_err(|e| anyhow::anyhow!("repository `{name}`: {e}"))
+}
+
+/// Opens the repositories a run writes to besides `default`, for `executor`: each with
+/// its writers' lock taken (returned, to hold) and what failed uploads left removed. With
+/// `lock` false (a dry run) they are only opened.
+fn open_outputs(
+    settings: &Settings,
+    report: &crate::validate::Report,
+    names: &[String],
+    executor: &crate::executor::Executor,
+    lock: bool,
+) -> anyhow::Result<Vec<crate::repo::lock::RepoLock>> {
+    let mut opened = std::collections::BTreeMap::new();
+    let mut locks = Vec::new();
+    for name in names {
+        if name == crate::spec::repository::DEFAULT_REPOSITORY {
+            continue;
+        }
+        let (name, spec) = specs::repository_spec(report, settings, name)?;
+        let repository = match crate::repo::named::open(&name, &spec, &settings.host()) {
+            Ok(repository) => repository,
+            Err(e) => {
+                opened.insert(name, Err(e.to_string()));
+                continue;
+            }
+        };
+        if lock {
+            locks.push(lock_repository(&repository, "holdfast backup")?);
+            match repository.clean() {
+                Ok(removed) => {
+                    for what in removed {
+                        info!(repository = %name, "removed an incomplete upload: {what}");
+                    }
+                }
+                Err(e) => tracing::warn!(repository = %name, "clearing incomplete uploads: {e}"),
+            }
+        }
+        opened.insert(name, Ok(repository));
+    }
+    executor.set_repositories(opened);
+    Ok(locks)
 }
 
 /// Takes the repository's writers' lock for `command` (e.g. `holdfast backup`): a second

@@ -34,6 +34,9 @@ pub struct PruneArgs {
 
     #[command(flatten)]
     pub(super) repository: crate::settings::RepositoryFlags,
+
+    #[command(flatten)]
+    pub(super) repo: crate::settings::RepoFlag,
 }
 
 /// One policy's pruning, as printed.
@@ -56,7 +59,7 @@ pub fn run(settings: &Settings, args: PruneArgs) -> anyhow::Result<ExitCode> {
             super::paths(settings, &[super::Path::Specs])
         );
     }
-    let repo = super::repository(settings);
+    let repo = super::repository_named(settings)?;
     // Deleting is a writer's work: never beside a daemon or a backup of this state folder
     // or this host's folder of the repository. A dry run only reads.
     let _locks = if args.dry_run {

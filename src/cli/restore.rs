@@ -103,6 +103,12 @@ pub struct RestoreArgs {
     pub(super) repository: crate::settings::RepositoryFlags,
 
     #[command(flatten)]
+    pub(super) repo: crate::settings::RepoFlag,
+
+    #[command(flatten)]
+    pub(super) specs: crate::settings::SpecsFlag,
+
+    #[command(flatten)]
     pub(super) docker: crate::settings::DockerFlags,
 
     #[command(flatten)]
@@ -195,6 +201,7 @@ pub fn run(settings: &Settings, args: RestoreArgs, bar: bool) -> anyhow::Result<
         replay_dumps: args.replay_dumps,
         dumps_only: args.dumps_only,
         recipe_to: args.recipe_to.clone(),
+        repository: settings.repo.clone(),
     };
     let runtime = super::runtime()?;
     let outcome = runtime.block_on(async {
@@ -208,14 +215,15 @@ pub fn run(settings: &Settings, args: RestoreArgs, bar: bool) -> anyhow::Result<
             ),
             lock => lock?,
         };
-        let _repo_lock = super::lock_repository(&super::repository(settings), "holdfast restore")?;
+        let repository = super::repository_named(settings)?;
+        let _repo_lock = super::lock_repository(&repository, "holdfast restore")?;
         let engine = Engine::connect(settings.docker_host.as_deref()).await?;
         let executor = super::executor(settings, engine.clone())?;
         super::recover_after_crash(settings, &executor).await?;
         let restorer = Restorer {
             engine,
             state: executor.state(),
-            repository: super::repository(settings),
+            repository,
             locks: executor.locks(),
         };
         // Cancelled, an extraction stops at its next buffer and never swaps the volume.

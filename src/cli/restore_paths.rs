@@ -12,7 +12,7 @@ pub fn run(
     request: &PathRestore,
     output: OutputFormat,
 ) -> anyhow::Result<ExitCode> {
-    let repo = super::repository(settings);
+    let repo = super::repository_named(settings)?;
     let done = restore_paths(&repo, request, &crate::progress::Silent)?;
     let mut out = std::io::stdout().lock();
     match output {

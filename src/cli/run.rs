@@ -133,10 +133,7 @@ pub fn run(settings: &Settings, args: RunArgs) -> anyhow::Result<ExitCode> {
             }
         });
         info!(address = %address, "HTTP API and metrics listening on http://{address}/");
-        let runner: Arc<dyn Runner> = Arc::new(LiveRunner {
-            executor: executor.clone(),
-            repo: repo.clone(),
-        });
+        let runner: Arc<dyn Runner> = Arc::new(LiveRunner::new(executor.clone(), repo.clone()));
         let mut controller = Controller::new(
             options,
             runner.clone(),

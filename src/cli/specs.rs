@@ -88,6 +88,42 @@ pub fn backup_request(
         .with_context(|| format!("preparing `{name}`"))
 }
 
+/// The Repository spec named `name`: refused when it is missing (with a did-you-mean) or
+/// invalid (with its errors).
+pub fn repository_spec(
+    report: &Report,
+    settings: &Settings,
+    name: &str,
+) -> anyhow::Result<(String, crate::spec::RepositorySpec)> {
+    let repositories = || {
+        report
+            .files
+            .iter()
+            .flat_map(|f| f.objects.iter())
+            .filter(|o| o.kind == Some(crate::spec::Kind::Repository))
+    };
+    let Some(object) = repositories().find(|o| o.name.as_deref() == Some(name)) else {
+        let names: Vec<&str> = repositories().filter_map(|o| o.name.as_deref()).collect();
+        let hint = did_you_mean(name, names.iter().copied())
+            .map(|h| format!(" ({h})"))
+            .unwrap_or_default();
+        bail!(
+            "no Repository named `{name}` in {}{hint}; `default` is the --repository folder",
+            settings.specs.display()
+        );
+    };
+    match &object.resource {
+        Some(Resource::Repository(r)) => Ok((name.to_string(), r.spec.clone())),
+        _ => {
+            let errors: Vec<String> = object.errors.iter().map(|e| e.to_string()).collect();
+            bail!(
+                "Repository `{name}` is invalid, so it is not used:\n{}",
+                errors.join("\n")
+            )
+        }
+    }
+}
+
 /// Every valid BackupPolicy and Archive, for `plan` without a name.
 pub fn all_backups(report: &Report) -> Vec<BackupRequest> {
     let policies: Vec<&Resource> = report.valid_objects().collect();

@@ -24,6 +24,12 @@ pub struct VerifyArgs {
 
     #[command(flatten)]
     pub(super) repository: crate::settings::RepositoryFlags,
+
+    #[command(flatten)]
+    pub(super) repo: crate::settings::RepoFlag,
+
+    #[command(flatten)]
+    pub(super) specs: crate::settings::SpecsFlag,
 }
 
 /// What `verify -o json` prints.
@@ -56,7 +62,7 @@ struct ArchiveVerified {
 /// decompressed and walked to its end. The result is recorded in the archive folder, so a
 /// failure makes the archive Corrupt everywhere holdfast shows it. Exit 1 if any failed.
 pub fn run(settings: &Settings, args: VerifyArgs) -> anyhow::Result<ExitCode> {
-    let repo = super::repository(settings);
+    let repo = super::repository_named(settings)?;
     let entries = crate::repo::catalog::scan(&repo)?;
     let chosen: Vec<&crate::repo::catalog::Entry> = match &args.policy {
         Some(name) => {

@@ -120,6 +120,8 @@ pub struct Controller {
     retry: Option<Duration>,
     /// The repository's handled record.
     book: Arc<Book>,
+    /// What the last probe of each named repository found.
+    probes: runner::Probes,
     /// Whether start-up [`recall`] is done; nothing starts before it is.
     recalled: bool,
     /// Whether this daemon can prove an object it has no record of is new (see
@@ -182,6 +184,7 @@ impl Controller {
             publisher: publish::Publisher::new(hub.clone()),
             retry: None,
             book,
+            probes: Default::default(),
             recalled: false,
             vouched: false,
             blocked: BTreeMap::new(),
@@ -265,6 +268,7 @@ impl Controller {
                         // event reaching us (a missed inotify event, a folder swapped under
                         // us), and read the repository again if its listing changed.
                         let archives_changed = self.housekeeping.resync().await;
+                        self.probe_repositories().await;
                         if self.fingerprint() != self.loaded {
                             self.reload().await;
                         } else if !archives_changed && self.retry.is_none() {
@@ -284,6 +288,34 @@ impl Controller {
             wake_at = self.reconcile().await;
             wake_at = [wake_at, self.reread_at].into_iter().flatten().min();
         }
+    }
+
+    /// Opens the named repositories for the runs and probes each, for their statuses.
+    async fn probe_repositories(&mut self) {
+        let specs: Vec<(String, crate::spec::repository::RepositorySpec)> = self
+            .desired
+            .objects()
+            .filter_map(|o| match &o.resource {
+                Some(crate::spec::Resource::Repository(r)) => {
+                    Some((o.name.clone(), r.spec.clone()))
+                }
+                _ => None,
+            })
+            .collect();
+        let probes = self.supervisor.runner().repositories(specs).await;
+        for (name, probe) in &probes {
+            let was = self.probes.get(name);
+            match probe {
+                Err(why) if was.is_none_or(|w| w.is_ok()) => {
+                    warn!(repository = %name, "the repository cannot be used: {why}")
+                }
+                Ok(()) if was.is_none_or(|w| w.is_err()) => {
+                    info!(repository = %name, "the repository answers")
+                }
+                _ => {}
+            }
+        }
+        self.probes = probes;
     }
 
     async fn prune_changed(&mut self) {
@@ -519,6 +551,7 @@ impl Controller {
             archives: &self.housekeeping.archives,
             retention: &self.housekeeping.retention,
             expiry: &self.housekeeping.expiry,
+            probes: &self.probes,
         };
         let writer = match &self.options.status_dir {
             Some(dir) => status_view::Writer::start(dir.clone(), true),

@@ -8,12 +8,13 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 use crate::executor::{BackupRequest, Executor, RunOutcome};
 use crate::progress::Progress;
 use crate::repo::Repository;
 use crate::restore::{RestoreRequest, Restorer};
+use crate::spec::repository::RepositorySpec;
 use crate::state::StateDb;
 
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
@@ -38,12 +39,78 @@ pub trait Runner: Send + Sync + 'static {
     ) -> BoxFuture<RunOutcome>;
     /// Starts again what interrupted runs had stopped; returns what it started.
     fn replay_journal(&self) -> BoxFuture<Result<Vec<String>, String>>;
+    /// Opens the repositories the specs describe for the runs to write to, clears what
+    /// failed uploads left there, and probes each: by name, `Ok` when it answered, or why
+    /// it cannot be used.
+    fn repositories(&self, specs: Vec<(String, RepositorySpec)>) -> BoxFuture<Probes>;
 }
+
+/// What each named repository's probe found.
+pub type Probes = BTreeMap<String, Result<(), String>>;
+
+/// How long a repository's probe may take before it counts as unreachable.
+const PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Runs against the real Docker engine and repository.
 pub struct LiveRunner {
     pub executor: Arc<Executor>,
     pub repo: Repository,
+    /// The writers' locks of the named repositories, held while they are in use.
+    pub locks: Arc<std::sync::Mutex<BTreeMap<String, crate::repo::lock::RepoLock>>>,
+}
+
+impl LiveRunner {
+    pub fn new(executor: Arc<Executor>, repo: Repository) -> LiveRunner {
+        LiveRunner {
+            executor,
+            repo,
+            locks: Default::default(),
+        }
+    }
+}
+
+/// Opens one named repository for writing: its spec read (secrets, identity), its
+/// writers' lock taken, what failed uploads left removed, and a probe.
+fn open_for_writing(
+    name: &str,
+    spec: &RepositorySpec,
+    host: &str,
+    held: Option<crate::repo::lock::RepoLock>,
+) -> (
+    Result<Repository, String>,
+    Option<crate::repo::lock::RepoLock>,
+    Result<(), String>,
+) {
+    let repository = match crate::repo::named::open(name, spec, host) {
+        Ok(r) => r,
+        Err(e) => {
+            let why = e.to_string();
+            return (Err(why.clone()), held, Err(why));
+        }
+    };
+    let probe = crate::repo::named::probe(&repository).map_err(|e| e.to_string());
+    if let Err(why) = &probe {
+        return (Ok(repository), held, Err(why.clone()));
+    }
+    let held = match held {
+        Some(lock) => Some(lock),
+        None => {
+            let owner = crate::repo::lock::LockOwner::this_process(host, "holdfast run");
+            match repository.lock(&owner) {
+                Ok(lock) => Some(lock),
+                Err(e) => return (Err(e.to_string()), None, Err(e.to_string())),
+            }
+        }
+    };
+    match repository.clean() {
+        Ok(removed) => {
+            for what in removed {
+                info!(repository = name, "removed an incomplete upload: {what}");
+            }
+        }
+        Err(e) => warn!(repository = name, "clearing incomplete uploads: {e}"),
+    }
+    (Ok(repository), held, probe)
 }
 
 impl Runner for LiveRunner {
@@ -69,13 +136,39 @@ impl Runner for LiveRunner {
         request: RestoreRequest,
         progress: Arc<dyn Progress>,
     ) -> BoxFuture<RunOutcome> {
-        let restorer = Restorer {
+        let repository = self.executor.repository_named(&request.repository);
+        let restorer = repository.as_ref().ok().map(|repository| Restorer {
             engine: self.executor.engine().clone(),
             state: self.executor.state(),
-            repository: self.repo.clone(),
+            repository: repository.clone(),
             locks: self.executor.locks(),
-        };
+        });
         Box::pin(async move {
+            let Some(restorer) = restorer else {
+                // The repository the spec names cannot be read: the restore fails, saying why.
+                let now = chrono::Utc::now();
+                let why = repository.err().map(|e| e.to_string()).unwrap_or_default();
+                error!(restore = %request.name, "{why}");
+                return RunOutcome {
+                    run_id: format!("{}-{}", request.name, now.format("%Y%m%dT%H%M%S%.3fZ")),
+                    archive_id: None,
+                    phase: crate::spec::common::Phase::Failed,
+                    dry_run: false,
+                    start_time: now,
+                    completion_time: now,
+                    bytes: 0,
+                    source_bytes: 0,
+                    artifacts: 0,
+                    downtime: BTreeMap::new(),
+                    errors: vec![why],
+                    warnings: Vec::new(),
+                    committed: false,
+                    plan: None,
+                    verified: None,
+                    repository: request.repository.clone(),
+                    copies: Vec::new(),
+                };
+            };
             let o = restorer.run(&request, progress).await;
             RunOutcome {
                 run_id: o.run_id,
@@ -94,7 +187,7 @@ impl Runner for LiveRunner {
                 committed: false,
                 plan: None,
                 verified: None,
-                repository: crate::spec::repository::DEFAULT_REPOSITORY.to_string(),
+                repository: request.repository.clone(),
                 copies: Vec::new(),
             }
         })
@@ -103,6 +196,45 @@ impl Runner for LiveRunner {
     fn replay_journal(&self) -> BoxFuture<Result<Vec<String>, String>> {
         let executor = self.executor.clone();
         Box::pin(async move { executor.replay_journal().await.map_err(|e| e.to_string()) })
+    }
+
+    fn repositories(&self, specs: Vec<(String, RepositorySpec)>) -> BoxFuture<Probes> {
+        let executor = self.executor.clone();
+        let host = self.repo.host().to_string();
+        let locks = self.locks.clone();
+        Box::pin(async move {
+            let mut held = std::mem::take(&mut *locks.lock().unwrap_or_else(|e| e.into_inner()));
+            let mut kept = BTreeMap::new();
+            let mut opened = BTreeMap::new();
+            let mut probes = Probes::new();
+            // Each in turn, on a blocking worker: opening reads files, probing goes out.
+            for (name, spec) in specs {
+                let lock = held.remove(&name);
+                let task = tokio::task::spawn_blocking({
+                    let (name, host) = (name.clone(), host.clone());
+                    move || open_for_writing(&name, &spec, &host, lock)
+                });
+                let (repository, probe) = match tokio::time::timeout(PROBE_TIMEOUT, task).await {
+                    Ok(Ok((repository, lock, probe))) => {
+                        if let Some(lock) = lock {
+                            kept.insert(name.clone(), lock);
+                        }
+                        (repository, probe)
+                    }
+                    Ok(Err(e)) => (Err(e.to_string()), Err(e.to_string())),
+                    Err(_) => {
+                        let why = format!("it did not answer within {} s", PROBE_TIMEOUT.as_secs());
+                        (Err(why.clone()), Err(why))
+                    }
+                };
+                opened.insert(name.clone(), repository);
+                probes.insert(name, probe);
+            }
+            // Locks of repositories no spec names any more are released here.
+            *locks.lock().unwrap_or_else(|e| e.into_inner()) = kept;
+            executor.set_repositories(opened);
+            probes
+        })
     }
 }
 

@@ -35,6 +35,8 @@ pub struct View<'a> {
     pub retention: &'a BTreeMap<String, status::RetentionStatus>,
     /// When the ttl next deletes an archive, per Archive with a `ttl`.
     pub expiry: &'a BTreeMap<String, DateTime<Utc>>,
+    /// What the last probe of each named repository found.
+    pub probes: &'a super::runner::Probes,
 }
 
 /// A status file to write or remove.
@@ -263,7 +265,8 @@ impl View<'_> {
         };
         if let Resource::Repository(repository) = resource {
             // Never run: no schedule, runs or archives of its own; Ready says what is known.
-            let readiness = status::repository_readiness(&repository.spec, None);
+            let probe = self.probes.get(&object.name);
+            let readiness = status::repository_readiness(&repository.spec, probe);
             status::apply_state(
                 s,
                 ObjectState::Standing {

@@ -62,6 +62,11 @@ pub struct Supervisor {
 }
 
 impl Supervisor {
+    /// What starts the runs.
+    pub fn runner(&self) -> Arc<dyn Runner> {
+        self.runner.clone()
+    }
+
     /// Returns the supervisor and the receiver of run ends.
     pub fn new(
         runner: Arc<dyn Runner>,

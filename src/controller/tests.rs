@@ -142,6 +142,13 @@ impl Runner for FakeRunner {
         self.replays.fetch_add(1, Ordering::SeqCst);
         Box::pin(async { Ok(vec![]) })
     }
+
+    fn repositories(
+        &self,
+        specs: Vec<(String, crate::spec::repository::RepositorySpec)>,
+    ) -> BoxFuture<super::runner::Probes> {
+        Box::pin(async move { specs.into_iter().map(|(name, _)| (name, Ok(()))).collect() })
+    }
 }
 
 /// A controller running on its own task over temporary folders.

@@ -76,6 +76,8 @@ pub struct RestoreRequest {
     /// Only replay dumps: no volume is written.
     pub dumps_only: bool,
     pub recipe_to: Option<PathBuf>,
+    /// The repository the archive is in: `default` or a Repository spec's name.
+    pub repository: String,
 }
 
 impl RestoreRequest {
@@ -102,6 +104,7 @@ impl RestoreRequest {
             replay_dumps: spec.replay_dumps,
             dumps_only: spec.dumps_only,
             recipe_to: spec.recipe_to.as_ref().map(PathBuf::from),
+            repository: spec.from.repository().to_string(),
         })
     }
 }

@@ -43,6 +43,9 @@ pub struct GetArgs {
 
     #[command(flatten)]
     pub(in crate::cli) repository: crate::settings::RepositoryFlags,
+
+    #[command(flatten)]
+    pub(in crate::cli) repo: crate::settings::RepoFlag,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

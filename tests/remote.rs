@@ -1,0 +1,424 @@
+//! Backups that leave the host: Repository specs on a real Garage (S3-compatible) cluster,
+//! age encryption that a person can undo with Debian's `age`, copies to several
+//! repositories, and what a dead or misconfigured server does to a run.
+
+mod common;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::env::Env;
+use common::garage::Garage;
+use common::*;
+use serde_json::Value;
+
+/// The host name the tests write under, so object keys are known.
+const HOST: &str = "testhost";
+
+/// An age key pair made by `age-keygen`: the identity file and the public key.
+fn age_keys(dir: &Path) -> (PathBuf, String) {
+    let key = dir.join("age.key");
+    let out = run(Command::new("age-keygen").arg("-o").arg(&key));
+    assert!(out.status.success(), "age-keygen: {}", stderr(&out));
+    let public = run(Command::new("age-keygen").arg("-y").arg(&key));
+    (key, stdout(&public).trim().to_string())
+}
+
+/// A Repository spec `name` on the cluster's bucket; the key id comes from the
+/// environment, the secret from a file beside the specs.
+fn s3_repository(env: &Env, garage: &Garage, name: &str, endpoint: &str, extra: &str) -> String {
+    let secret = env.dir.path().join(format!("{name}.secret"));
+    fs::write(&secret, format!("{}\n", garage.secret())).unwrap();
+    format!(
+        "apiVersion: holdfast.dev/v1alpha1
+kind: Repository
+metadata: {{name: {name}}}
+spec:
+  storage:
+    s3:
+      endpoint: {endpoint}
+      region: {region}
+      bucket: {bucket}
+      prefix: backups/
+      accessKeyId: {{fromEnv: HOLDFAST_TEST_S3_KEY}}
+      secretAccessKey: {{fromFile: {secret}}}
+{extra}",
+        region = garage.region(),
+        bucket = garage.bucket(),
+        secret = secret.display(),
+    )
+}
+
+/// The binary with the test's specs, state and repository, the S3 key id and a fixed
+/// host name.
+fn holdfast_for(env: &Env, garage: &Garage) -> Command {
+    let mut cmd = env.holdfast();
+    cmd.env("HOLDFAST_TEST_S3_KEY", garage.key_id())
+        .env("HOLDFAST_HOST", HOST);
+    cmd
+}
+
+fn json(out: &std::process::Output) -> Value {
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}\n{}", stdout(out), stderr(out)))
+}
+
+/// One object of the bucket, downloaded with curl (SigV4), as a person without holdfast
+/// would.
+fn download(garage: &Garage, key: &str, to: &Path) {
+    let out = run(Command::new("curl")
+        .args(["-sS", "--fail", "--aws-sigv4"])
+        .arg(format!("aws:amz:{}:s3", garage.region()))
+        .arg("--user")
+        .arg(format!("{}:{}", garage.key_id(), garage.secret()))
+        .args(["-H", "x-amz-content-sha256: UNSIGNED-PAYLOAD", "-o"])
+        .arg(to)
+        .arg(format!("{}/{}/{key}", garage.endpoint(), garage.bucket())));
+    assert!(out.status.success(), "curl {key}: {}", stderr(&out));
+}
+
+/// Every key of the bucket below `prefix`.
+fn keys(garage: &Garage, prefix: &str) -> Vec<String> {
+    let out = run(Command::new("curl")
+        .args(["-sS", "--fail", "--aws-sigv4"])
+        .arg(format!("aws:amz:{}:s3", garage.region()))
+        .arg("--user")
+        .arg(format!("{}:{}", garage.key_id(), garage.secret()))
+        .args(["-H", "x-amz-content-sha256: UNSIGNED-PAYLOAD"])
+        .arg(format!(
+            "{}/{}?list-type=2&prefix={}",
+            garage.endpoint(),
+            garage.bucket(),
+            prefix.replace('/', "%2F")
+        )));
+    assert!(out.status.success(), "listing: {}", stderr(&out));
+    stdout(&out)
+        .split("<Key>")
+        .skip(1)
+        .filter_map(|s| s.split("</Key>").next())
+        .map(str::to_string)
+        .collect()
+}
+
+/// Everything a command printed, for checking that no secret is in it.
+fn printed(out: &std::process::Output) -> String {
+    format!("{}{}", stdout(out), stderr(out))
+}
+
+#[test]
+#[cfg_attr(skip_docker, ignore = "needs Docker; HOLDFAST_SKIP_DOCKER=1")]
+fn a_backup_is_copied_to_garage_encrypted_verified_and_restored_from_there() {
+    let _lock = docker_lock();
+    let garage = Garage::start(1);
+    let env = Env::new();
+    let volume = FileVolume::new("hfremote", "hello-offsite");
+    let (identity, recipient) = age_keys(env.dir.path());
+    env.spec(
+        "offsite",
+        &s3_repository(
+            &env,
+            &garage,
+            "offsite",
+            &garage.endpoint(),
+            &format!(
+                "  encryption:\n    age:\n      recipients: [\"{recipient}\"]\n      identityFile: {}\n",
+                identity.display()
+            ),
+        ),
+    );
+    env.spec(
+        "remote",
+        &format!(
+            "apiVersion: holdfast.dev/v1alpha1
+kind: BackupPolicy
+metadata: {{name: remote}}
+spec:
+  schedule: '0 3 1 1 *'
+  targets: {{volumes: [{}]}}
+  output: {{repositories: [default, offsite]}}
+",
+            volume.0
+        ),
+    );
+    let mut outputs = Vec::new();
+
+    // The run writes the local repository and copies the committed archive to Garage.
+    let out = run(holdfast_for(&env, &garage).args(["backup", "remote", "-o", "json"]));
+    let outcome = json(&out);
+    assert_eq!(
+        outcome["phase"],
+        "Succeeded",
+        "{outcome:#}\n{}",
+        stderr(&out)
+    );
+    assert_eq!(outcome["repository"], "default");
+    assert_eq!(outcome["copies"][0]["repository"], "offsite", "{outcome:#}");
+    assert_eq!(outcome["copies"][0]["ok"], true, "{outcome:#}");
+    let id = outcome["archiveId"].as_str().unwrap().to_string();
+    outputs.push(out);
+
+    // Listed, read back in full (decrypted with the identity) and found good.
+    let out =
+        run(holdfast_for(&env, &garage)
+            .args(["get", "archives", "--repo", "offsite", "-o", "json"]));
+    let listed = json(&out);
+    assert_eq!(listed[0]["id"], id.as_str(), "{listed:#}");
+    assert_eq!(listed[0]["health"], "Good", "{listed:#}");
+    outputs.push(out);
+    let out = run(holdfast_for(&env, &garage).args(["verify", "--repo", "offsite", &id]));
+    assert!(out.status.success(), "{}", printed(&out));
+    outputs.push(out);
+
+    // Without holdfast: the object, age, zstd and tar give the file back.
+    let prefix = format!("backups/{HOST}/remote/{id}/");
+    let stored = keys(&garage, &prefix);
+    let artifact = stored
+        .iter()
+        .find(|k| k.contains("volumes/"))
+        .unwrap_or_else(|| panic!("no volume artifact in {stored:?}"));
+    assert!(
+        stored.iter().any(|k| k.ends_with("manifest.json")),
+        "{stored:?}"
+    );
+    let encrypted = env.dir.path().join("artifact.age");
+    download(&garage, artifact, &encrypted);
+    assert!(
+        fs::read(&encrypted)
+            .unwrap()
+            .starts_with(b"age-encryption.org/v1")
+    );
+    let by_hand = env.dir.path().join("by-hand");
+    fs::create_dir(&by_hand).unwrap();
+    let out = run(Command::new("sh").arg("-c").arg(format!(
+        "age -d -i {} {} | zstd -d | tar -x -C {}",
+        identity.display(),
+        encrypted.display(),
+        by_hand.display()
+    )));
+    assert!(out.status.success(), "by hand: {}", stderr(&out));
+    assert_eq!(
+        fs::read_to_string(by_hand.join("file")).unwrap(),
+        "hello-offsite\n"
+    );
+
+    // A restore from Garage into a new volume.
+    let restored = format!("{}-back", volume.0);
+    let _ = run(Command::new("docker").args(["volume", "rm", "-f", &restored]));
+    let out = run(holdfast_for(&env, &garage).args([
+        "restore",
+        "--repo",
+        "offsite",
+        "--from",
+        &id,
+        "--volume",
+        &volume.0,
+        "--map",
+        &format!("{}={restored}", volume.0),
+    ]));
+    assert!(out.status.success(), "restore: {}", printed(&out));
+    outputs.push(out);
+    let content = docker(&[
+        "run",
+        "--rm",
+        "-v",
+        &format!("{restored}:/d"),
+        "holdfast-test/busybox:1",
+        "cat",
+        "/d/file",
+    ]);
+    let _ = run(Command::new("docker").args(["volume", "rm", "-f", &restored]));
+    assert_eq!(content, "hello-offsite\n");
+    // Nothing fetched for the restore stays behind.
+    let fetched = env.state.join("fetched");
+    assert!(
+        fs::read_dir(&fetched).map_or(true, |mut d| d.next().is_none()),
+        "{} holds what the restore fetched",
+        fetched.display()
+    );
+
+    // No secret anywhere holdfast wrote or printed.
+    let mut everything: String = outputs.iter().map(printed).collect();
+    for entry in fs::read_dir(&env.specs).unwrap() {
+        everything.push_str(&fs::read_to_string(entry.unwrap().path()).unwrap_or_default());
+    }
+    assert!(
+        !everything.contains(garage.secret()),
+        "the S3 secret was printed"
+    );
+    let identity_text = fs::read_to_string(&identity).unwrap();
+    let secret_key = identity_text
+        .lines()
+        .find(|l| l.starts_with("AGE-SECRET-KEY-"))
+        .unwrap();
+    assert!(
+        !everything.contains(secret_key),
+        "the age identity was printed"
+    );
+}
+
+/// A container whose volume holds `mib` MiB of incompressible data, so an upload takes a
+/// while.
+fn big_container(tag: &str, mib: u32) -> Busybox {
+    let c = Busybox::start("hfremote", tag, QUITS_ON_TERM);
+    docker(&[
+        "exec",
+        &c.name,
+        "sh",
+        "-c",
+        &format!("dd if=/dev/urandom of=/data/big bs=1M count={mib} 2>/dev/null"),
+    ]);
+    c
+}
+
+/// Waits for `line` in the file `log`.
+fn wait_for_line(log: &Path, line: &str, within: Duration) {
+    let start = Instant::now();
+    while start.elapsed() < within {
+        if fs::read_to_string(log).is_ok_and(|t| t.contains(line)) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!(
+        "no `{line}` within {within:?}:\n{}",
+        fs::read_to_string(log).unwrap_or_default()
+    );
+}
+
+#[test]
+#[cfg_attr(skip_docker, ignore = "needs Docker; HOLDFAST_SKIP_DOCKER=1")]
+fn an_upload_cut_by_a_dead_server_fails_cleanly_and_the_next_run_succeeds() {
+    let _lock = docker_lock();
+    let mut garage = Garage::start(1);
+    let env = Env::new();
+    let container = big_container("cut", 300);
+    env.spec(
+        "offsite",
+        &s3_repository(&env, &garage, "offsite", &garage.endpoint(), ""),
+    );
+    env.spec(
+        "straight",
+        &format!(
+            "apiVersion: holdfast.dev/v1alpha1
+kind: BackupPolicy
+metadata: {{name: straight}}
+spec:
+  schedule: '0 3 1 1 *'
+  targets: {{containers: [{}]}}
+  consistency: {{stop: container}}
+  output: {{repository: offsite, level: 1}}
+",
+            container.name
+        ),
+    );
+    let log = env.dir.path().join("backup.log");
+    let mut child = holdfast_for(&env, &garage)
+        .args(["backup", "straight", "-o", "json"])
+        .stdout(Stdio::piped())
+        .stderr(fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    // Killed while the archive streams to the server.
+    wait_for_line(&log, "archiving", Duration::from_secs(60));
+    std::thread::sleep(Duration::from_millis(300));
+    garage.kill_node(0);
+    let out = child.wait_with_output().unwrap();
+    let outcome = json(&out);
+    assert_eq!(outcome["phase"], "Failed", "{outcome:#}");
+    assert_eq!(outcome["archiveId"], Value::Null, "{outcome:#}");
+    assert_eq!(
+        container.state(),
+        "running",
+        "the container was left stopped"
+    );
+
+    // Back up: nothing is listed, and the next run clears what the cut upload left.
+    garage.restart_node(0);
+    let out =
+        run(holdfast_for(&env, &garage)
+            .args(["get", "archives", "--repo", "offsite", "-o", "json"]));
+    assert_eq!(json(&out), serde_json::json!([]), "{}", stderr(&out));
+    let id =
+        env::archive_of(holdfast_for(&env, &garage).args(["backup", "straight", "-o", "json"]));
+    let left: Vec<String> = keys(&garage, &format!("backups/{HOST}/straight/"))
+        .into_iter()
+        .filter(|k| !k.contains(&id))
+        .collect();
+    assert!(left.is_empty(), "a cut upload left {left:?}");
+    let out = run(holdfast_for(&env, &garage).args(["verify", "--repo", "offsite", &id]));
+    assert!(out.status.success(), "{}", printed(&out));
+}
+
+#[test]
+#[cfg_attr(skip_docker, ignore = "needs Docker; HOLDFAST_SKIP_DOCKER=1")]
+fn a_three_node_cluster_keeps_a_backup_going_when_a_node_dies() {
+    let _lock = docker_lock();
+    let mut garage = Garage::start(3);
+    let env = Env::new();
+    let container = big_container("three", 100);
+    env.spec(
+        "offsite",
+        &s3_repository(&env, &garage, "offsite", &garage.endpoint(), ""),
+    );
+    env.spec(
+        "spread",
+        &format!(
+            "apiVersion: holdfast.dev/v1alpha1
+kind: BackupPolicy
+metadata: {{name: spread}}
+spec:
+  schedule: '0 3 1 1 *'
+  targets: {{containers: [{}]}}
+  output: {{repository: offsite, level: 1}}
+",
+            container.name
+        ),
+    );
+    let log = env.dir.path().join("backup.log");
+    let child = holdfast_for(&env, &garage)
+        .args(["backup", "spread", "-o", "json"])
+        .stdout(Stdio::piped())
+        .stderr(fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    wait_for_line(&log, "archiving", Duration::from_secs(60));
+    // Not the node the repository talks to: the one holding a third of the copies.
+    garage.kill_node(2);
+    let out = child.wait_with_output().unwrap();
+    let outcome = json(&out);
+    assert_eq!(
+        outcome["phase"],
+        "Succeeded",
+        "{outcome:#}\n{}",
+        fs::read_to_string(&log).unwrap()
+    );
+    let id = outcome["archiveId"].as_str().unwrap().to_string();
+    let restored = format!("{}-back", container.volume);
+    let _ = run(Command::new("docker").args(["volume", "rm", "-f", &restored]));
+    let out = run(holdfast_for(&env, &garage).args([
+        "restore",
+        "--repo",
+        "offsite",
+        "--from",
+        &id,
+        "--volume",
+        &container.volume,
+        "--map",
+        &format!("{}={restored}", container.volume),
+    ]));
+    let size = docker(&[
+        "run",
+        "--rm",
+        "-v",
+        &format!("{restored}:/d"),
+        "holdfast-test/busybox:1",
+        "sh",
+        "-c",
+        "wc -c < /d/big",
+    ]);
+    let _ = run(Command::new("docker").args(["volume", "rm", "-f", &restored]));
+    assert!(out.status.success(), "restore: {}", printed(&out));
+    assert_eq!(size.trim(), (100 * 1024 * 1024).to_string());
+}

@@ -422,3 +422,134 @@ spec:
     assert!(out.status.success(), "restore: {}", printed(&out));
     assert_eq!(size.trim(), (100 * 1024 * 1024).to_string());
 }
+
+/// A Repository spec whose key id and secret both come from files.
+fn repository_with(
+    dir: &Path,
+    name: &str,
+    endpoint: &str,
+    bucket: &str,
+    key: &str,
+    secret: &str,
+) -> String {
+    let (key_file, secret_file) = (
+        dir.join(format!("{name}.key")),
+        dir.join(format!("{name}.secret")),
+    );
+    fs::write(&key_file, key).unwrap();
+    fs::write(&secret_file, secret).unwrap();
+    format!(
+        "apiVersion: holdfast.dev/v1alpha1
+kind: Repository
+metadata: {{name: {name}}}
+spec:
+  storage:
+    s3:
+      endpoint: {endpoint}
+      region: garage
+      bucket: {bucket}
+      accessKeyId: {{fromFile: {}}}
+      secretAccessKey: {{fromFile: {}}}
+",
+        key_file.display(),
+        secret_file.display()
+    )
+}
+
+#[test]
+#[cfg_attr(skip_docker, ignore = "needs Docker; HOLDFAST_SKIP_DOCKER=1")]
+fn a_repository_status_says_why_it_cannot_be_reached_and_a_backup_there_fails_before_stopping_anything()
+ {
+    let garage = Garage::start(1);
+    let dir = tempfile::tempdir().unwrap();
+    let specs = dir.path().join("specs");
+    fs::create_dir(&specs).unwrap();
+    let closed = free_ports(1)[0];
+    let (endpoint, bucket, key, secret) = (
+        garage.endpoint(),
+        garage.bucket().to_string(),
+        garage.key_id().to_string(),
+        garage.secret().to_string(),
+    );
+    for (name, endpoint, bucket, key, secret) in [
+        (
+            "good",
+            endpoint.clone(),
+            bucket.clone(),
+            key.clone(),
+            secret.clone(),
+        ),
+        (
+            "wrong-secret",
+            endpoint.clone(),
+            bucket.clone(),
+            key.clone(),
+            "0".repeat(64),
+        ),
+        (
+            "unknown-key",
+            endpoint.clone(),
+            bucket.clone(),
+            "GK000000000000000000000000".to_string(),
+            secret.clone(),
+        ),
+        (
+            "no-bucket",
+            endpoint.clone(),
+            "no-such-bucket".to_string(),
+            key.clone(),
+            secret.clone(),
+        ),
+        (
+            "refused",
+            format!("http://127.0.0.1:{closed}"),
+            bucket.clone(),
+            key.clone(),
+            secret.clone(),
+        ),
+    ] {
+        fs::write(
+            specs.join(format!("{name}.yaml")),
+            repository_with(dir.path(), name, &endpoint, &bucket, &key, &secret),
+        )
+        .unwrap();
+    }
+    let _daemon = common::daemon::Daemon::start(dir.path(), &[]);
+    let ready = |name: &str| -> Value {
+        let s = common::daemon::wait_for(
+            &specs.join(format!("{name}.status.yaml")),
+            Duration::from_secs(90),
+            name,
+            |s| {
+                s.first().is_some_and(|d| {
+                    d["status"]["conditions"].as_array().is_some_and(|c| {
+                        c.iter()
+                            .any(|c| c["type"] == "Ready" && c["reason"] != "Valid")
+                    })
+                })
+            },
+        );
+        let conditions = s[0]["status"]["conditions"].as_array().unwrap().clone();
+        conditions
+            .into_iter()
+            .find(|c| c["type"] == "Ready")
+            .unwrap()
+    };
+    let good = ready("good");
+    assert_eq!(good["status"], "True", "{good:#}");
+    for (name, says) in [
+        ("wrong-secret", "credentials"),
+        ("unknown-key", "credentials"),
+        ("no-bucket", "bucket"),
+        ("refused", "refused"),
+    ] {
+        let c = ready(name);
+        assert_eq!(c["status"], "False", "{name}: {c:#}");
+        let message = c["message"].as_str().unwrap();
+        assert!(message.contains(says), "{name}: {message}");
+        assert!(
+            !message.contains(&secret),
+            "{name}: the secret is in the status"
+        );
+    }
+}

@@ -143,17 +143,75 @@ impl S3Objects {
 }
 
 /// An opendal error as an I/O error of the kind callers judge (not found, refused,
-/// transient), with opendal's own words, which name the request and never a secret.
+/// transient), saying first what a person can act on (the credentials were refused, the
+/// bucket does not exist, the connection was refused), then the server's own words. The
+/// request's headers, which opendal's text carries, are left out; no secret is in any.
 pub(crate) fn io_error(e: opendal::Error) -> io::Error {
-    let kind = match e.kind() {
-        ErrorKind::NotFound => io::ErrorKind::NotFound,
-        ErrorKind::PermissionDenied => io::ErrorKind::PermissionDenied,
-        ErrorKind::AlreadyExists => io::ErrorKind::AlreadyExists,
-        ErrorKind::RateLimited => io::ErrorKind::WouldBlock,
-        _ if e.is_temporary() => io::ErrorKind::TimedOut,
-        _ => io::ErrorKind::Other,
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(&e);
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    let code = quoted_field(&text, "code");
+    let said = quoted_field(&text, "message");
+    let server = match (&code, &said) {
+        (Some(code), Some(said)) => format!(" ({code}: {said})"),
+        (Some(code), None) => format!(" ({code})"),
+        _ => String::new(),
     };
-    io::Error::new(kind, e.to_string())
+    let has = |needle: &str| text.contains(needle);
+    let (kind, reason) = if has("NoSuchBucket") {
+        (
+            io::ErrorKind::NotFound,
+            format!("the bucket does not exist{server}"),
+        )
+    } else if has("InvalidAccessKeyId")
+        || has("SignatureDoesNotMatch")
+        || has("Invalid signature")
+        || has("No such key")
+        || (e.kind() == ErrorKind::PermissionDenied && has("403"))
+    {
+        (
+            io::ErrorKind::PermissionDenied,
+            format!("the credentials were refused{server}"),
+        )
+    } else if has("Connection refused") || has("ConnectionRefused") {
+        (
+            io::ErrorKind::ConnectionRefused,
+            "the connection was refused (is the server running, and is the endpoint's port right?)"
+                .to_string(),
+        )
+    } else if has("dns error") || has("failed to lookup address") {
+        (
+            io::ErrorKind::NotConnected,
+            "the endpoint's host name does not resolve".to_string(),
+        )
+    } else if has("timed out") || has("Timeout") || e.kind() == ErrorKind::RateLimited {
+        (
+            io::ErrorKind::TimedOut,
+            "the server did not answer in time".to_string(),
+        )
+    } else {
+        let kind = match e.kind() {
+            ErrorKind::NotFound => io::ErrorKind::NotFound,
+            ErrorKind::PermissionDenied => io::ErrorKind::PermissionDenied,
+            ErrorKind::AlreadyExists => io::ErrorKind::AlreadyExists,
+            _ if e.is_temporary() => io::ErrorKind::TimedOut,
+            _ => io::ErrorKind::Other,
+        };
+        let short = text.split(", context:").next().unwrap_or(&text).to_string();
+        (kind, format!("{short}{server}"))
+    };
+    io::Error::new(kind, reason)
+}
+
+/// `value` in text holding `name: "value"` (how opendal shows an S3 error's fields).
+fn quoted_field(text: &str, name: &str) -> Option<String> {
+    let start = text.find(&format!("{name}: \""))? + name.len() + 3;
+    let end = text[start..].find('"')?;
+    Some(text[start..start + end].to_string())
 }
 
 impl Objects for S3Objects {

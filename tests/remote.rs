@@ -314,7 +314,7 @@ spec:
         ),
     );
     let log = env.dir.path().join("backup.log");
-    let mut child = holdfast_for(&env, &garage)
+    let child = holdfast_for(&env, &garage)
         .args(["backup", "straight", "-o", "json"])
         .stdout(Stdio::piped())
         .stderr(fs::File::create(&log).unwrap())
@@ -552,4 +552,64 @@ fn a_repository_status_says_why_it_cannot_be_reached_and_a_backup_there_fails_be
             "{name}: the secret is in the status"
         );
     }
+}
+
+#[test]
+#[cfg_attr(skip_docker, ignore = "needs Docker; HOLDFAST_SKIP_DOCKER=1")]
+fn retention_applies_in_every_repository_but_an_append_only_one() {
+    let _lock = docker_lock();
+    let env = Env::new();
+    let volume = FileVolume::new("hfappend", "kept");
+    for (name, append_only) in [("usb", false), ("vault", true)] {
+        env.spec(
+            name,
+            &format!(
+                "apiVersion: holdfast.dev/v1alpha1
+kind: Repository
+metadata: {{name: {name}}}
+spec:
+  storage:
+    local: {{path: ../{name}}}
+  appendOnly: {append_only}
+"
+            ),
+        );
+    }
+    let policy = format!(
+        "  targets: {{volumes: [{}]}}\n  retention: {{keepLast: 1}}\n  output: {{repositories: [usb, vault, default]}}\n",
+        volume.0
+    );
+    let first = env.backup_succeeded("kept", &policy);
+    let second = env.backup_succeeded("kept", &policy);
+    assert_ne!(first, second);
+    let ids = |repo: &str| -> Vec<String> {
+        let out = run(env
+            .holdfast()
+            .args(["get", "archives", "--repo", repo, "-o", "json"]));
+        json(&out)
+            .as_array()
+            .unwrap_or_else(|| panic!("{}", printed(&out)))
+            .iter()
+            .map(|e| e["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(
+        ids("usb"),
+        [second.clone()],
+        "retention applies where the run wrote"
+    );
+    assert_eq!(ids("default"), [second.clone()], "and where it copied");
+    assert_eq!(
+        ids("vault"),
+        [first.clone(), second.clone()],
+        "appendOnly keeps everything"
+    );
+    // The local kind is a folder like --repository's: `<path>/<host>/<group>/<id>/`.
+    assert_eq!(env::manifests(&env.dir.path().join("vault")).len(), 2);
+    let out = run(env
+        .holdfast()
+        .args(["delete", "--repo", "vault", "--yes", &first]));
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("appendOnly"), "{}", stderr(&out));
+    assert_eq!(ids("vault").len(), 2);
 }

@@ -143,13 +143,35 @@ pub fn run(settings: &Settings, args: BackupArgs, bar: bool) -> anyhow::Result<E
         // still held.
         let pruned = match policy {
             Some(policy) if outcome.phase == Phase::Succeeded && !args.no_prune => {
-                let repo = super::repository(settings);
-                let catalog = crate::repo::catalog::Catalog::load(&repo)?;
                 let state = executor.state();
-                Some(
-                    super::prune::apply(&state, &repo, &catalog, policy, false, chrono::Utc::now())
-                        .map_err(|e| format!("applying the retention of `{}`: {e:#}", args.name)),
-                )
+                let mut result = None;
+                // Each repository the policy writes, `default` first as before.
+                for name in policy.spec.output.repositories() {
+                    let Ok(repo) = executor.repository_named(&name) else {
+                        continue;
+                    };
+                    let applied = tokio::task::block_in_place(|| {
+                        let catalog = crate::repo::catalog::Catalog::load(&repo)?;
+                        super::prune::apply(
+                            &state,
+                            &repo,
+                            &catalog,
+                            policy,
+                            false,
+                            chrono::Utc::now(),
+                        )
+                    })
+                    .map_err(|e| {
+                        format!(
+                            "applying the retention of `{}` in `{name}`: {e:#}",
+                            args.name
+                        )
+                    });
+                    if result.is_none() || applied.is_err() {
+                        result = Some(applied);
+                    }
+                }
+                result
             }
             _ => None,
         };

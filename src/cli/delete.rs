@@ -33,6 +33,12 @@ pub struct DeleteArgs {
 /// midway is finished at the next start.
 pub fn run(settings: &Settings, args: DeleteArgs) -> anyhow::Result<ExitCode> {
     let repo = super::repository_named(settings)?;
+    if repo.append_only() {
+        bail!(
+            "the repository `{}` is appendOnly: holdfast never deletes there; delete through the storage itself (a bucket lifecycle rule, say)",
+            repo.name()
+        );
+    }
     // A deletion beside a running daemon would leave its catalog listing the archive as
     // Missing: deleting is a writer's work, refused while another writer holds the lock.
     // Taken before the listing, which it may bring up to date.

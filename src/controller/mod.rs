@@ -594,6 +594,18 @@ impl Controller {
             self.housekeeping
                 .prune(&self.desired, &|k| supervisor.is_running(k), &key.name, now)
                 .await;
+            let policy = self.desired.get(key).and_then(|o| match &o.resource {
+                Some(crate::spec::Resource::BackupPolicy(p)) if !p.spec.suspend => {
+                    Some(p.spec.clone())
+                }
+                _ => None,
+            });
+            if let Some(policy) = policy {
+                self.supervisor
+                    .runner()
+                    .prune_named(policy, key.name.clone())
+                    .await;
+            }
         }
         self.housekeeping.refresh_archives(&key.name).await;
         self.prune_history().await;

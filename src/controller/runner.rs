@@ -14,6 +14,7 @@ use crate::executor::{BackupRequest, Executor, RunOutcome};
 use crate::progress::Progress;
 use crate::repo::Repository;
 use crate::restore::{RestoreRequest, Restorer};
+use crate::spec::policy::BackupPolicySpec;
 use crate::spec::repository::RepositorySpec;
 use crate::state::StateDb;
 
@@ -43,6 +44,10 @@ pub trait Runner: Send + Sync + 'static {
     /// failed uploads left there, and probes each: by name, `Ok` when it answered, or why
     /// it cannot be used.
     fn repositories(&self, specs: Vec<(String, RepositorySpec)>) -> BoxFuture<Probes>;
+    /// Applies a policy's retention to its archives in the named repositories it writes
+    /// (the `default` one is the controller's own); append-only ones only hear what
+    /// retention would delete.
+    fn prune_named(&self, policy: BackupPolicySpec, group: String) -> BoxFuture<()>;
 }
 
 /// What each named repository's probe found.
@@ -196,6 +201,56 @@ impl Runner for LiveRunner {
     fn replay_journal(&self) -> BoxFuture<Result<Vec<String>, String>> {
         let executor = self.executor.clone();
         Box::pin(async move { executor.replay_journal().await.map_err(|e| e.to_string()) })
+    }
+
+    fn prune_named(&self, policy: BackupPolicySpec, group: String) -> BoxFuture<()> {
+        let executor = self.executor.clone();
+        Box::pin(async move {
+            let Some(rules) = policy.retention.clone() else {
+                return;
+            };
+            let tz = crate::repo::prune::zone(&policy);
+            for name in policy.output.repositories() {
+                if name == crate::spec::repository::DEFAULT_REPOSITORY {
+                    continue;
+                }
+                let Ok(repo) = executor.repository_named(&name) else {
+                    continue;
+                };
+                let (state, group, rules) = (executor.state(), group.clone(), rules.clone());
+                let pruned = tokio::task::spawn_blocking(move || {
+                    let mut entries = Vec::new();
+                    for id in repo.archives(&group).map_err(|e| e.to_string())? {
+                        if let Some(entry) = crate::repo::catalog::read_entry(&repo, &group, &id)
+                            .map_err(|e| e.to_string())?
+                        {
+                            entries.push(entry);
+                        }
+                    }
+                    let refs: Vec<&crate::repo::Entry> = entries.iter().collect();
+                    crate::repo::prune::prune(
+                        &state,
+                        &repo,
+                        &refs,
+                        &group,
+                        &rules,
+                        tz,
+                        chrono::Utc::now(),
+                    )
+                    .map_err(|e| e.to_string())
+                })
+                .await;
+                match pruned {
+                    Ok(Ok(p)) => {
+                        for e in p.errors {
+                            warn!(repository = %name, "retention: {e}");
+                        }
+                    }
+                    Ok(Err(e)) => warn!(repository = %name, "retention: {e}"),
+                    Err(e) => warn!(repository = %name, "retention: {e}"),
+                }
+            }
+        })
     }
 
     fn repositories(&self, specs: Vec<(String, RepositorySpec)>) -> BoxFuture<Probes> {

@@ -143,6 +143,14 @@ impl Runner for FakeRunner {
         Box::pin(async { Ok(vec![]) })
     }
 
+    fn prune_named(
+        &self,
+        _policy: crate::spec::policy::BackupPolicySpec,
+        _group: String,
+    ) -> BoxFuture<()> {
+        Box::pin(async {})
+    }
+
     fn repositories(
         &self,
         specs: Vec<(String, crate::spec::repository::RepositorySpec)>,

@@ -132,8 +132,11 @@ pub fn prune(
     now: DateTime<Utc>,
 ) -> Result<Pruned, PruneError> {
     let decisions = decide(entries, group, rules, tz, now);
+    // An append-only repository is pruned elsewhere (a bucket lifecycle rule): retention
+    // says what it would delete, as in a dry run, and deletes nothing.
+    let dry_run = rules.dry_run || repo.append_only();
     let mut pruned = Pruned {
-        dry_run: rules.dry_run,
+        dry_run,
         ..Pruned::default()
     };
     for decision in &decisions {
@@ -141,8 +144,13 @@ pub fn prune(
             continue;
         }
         let reason = decision.reasons.join(", ");
-        if rules.dry_run {
-            info!(archive = %decision.id, reason, "retention would delete (dryRun)");
+        if dry_run {
+            let why = if rules.dry_run {
+                "dryRun"
+            } else {
+                "appendOnly repository"
+            };
+            info!(archive = %decision.id, reason, repository = repo.name(), "retention would delete ({why})");
             pruned.forgotten.push(decision.id.clone());
             continue;
         }
@@ -171,6 +179,12 @@ pub fn delete_archive(
     id: &str,
     reason: &str,
 ) -> Result<Result<(), String>, PruneError> {
+    if repo.append_only() {
+        return Ok(Err(format!(
+            "the repository `{}` is appendOnly: holdfast never deletes there",
+            repo.name()
+        )));
+    }
     let key = journal_key(group, id);
     state.mark_deletion(&key, id, reason)?;
     fault::point("prune.after-mark");

@@ -158,6 +158,16 @@ spec:
     assert_eq!(outcome["copies"][0]["ok"], true, "{outcome:#}");
     let id = outcome["archiveId"].as_str().unwrap().to_string();
     outputs.push(out);
+    // The run history keeps where the run wrote and what became of each copy.
+    let out = run(holdfast_for(&env, &garage).args(["get", "runs", "-o", "json"]));
+    let runs = json(&out);
+    assert_eq!(runs[0]["repository"], "default", "{runs:#}");
+    assert_eq!(runs[0]["copies"][0]["repository"], "offsite", "{runs:#}");
+    assert_eq!(runs[0]["copies"][0]["ok"], true, "{runs:#}");
+    assert!(
+        runs[0]["copies"][0]["storedBytes"].as_u64().unwrap() > 0,
+        "{runs:#}"
+    );
 
     // Listed, read back in full (decrypted with the identity) and found good.
     let out =
@@ -537,6 +547,9 @@ fn a_repository_status_says_why_it_cannot_be_reached_and_a_backup_there_fails_be
     };
     let good = ready("good");
     assert_eq!(good["status"], "True", "{good:#}");
+    let status = &common::daemon::statuses(&specs.join("good.status.yaml"))[0]["status"];
+    assert!(status["lastValidated"].is_string(), "{status:#}");
+    assert_eq!(status["archives"]["count"], 0, "{status:#}");
     for (name, says) in [
         ("wrong-secret", "credentials"),
         ("unknown-key", "credentials"),

@@ -70,6 +70,8 @@ fn run_record(id: &str, name: &str, minute: u32, phase: Phase) -> RunRecord {
         error: None,
         dry_run: false,
         warnings: Vec::new(),
+        repository: None,
+        copies: Vec::new(),
     }
 }
 

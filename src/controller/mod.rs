@@ -304,14 +304,12 @@ impl Controller {
             .collect();
         let probes = self.supervisor.runner().repositories(specs).await;
         for (name, probe) in &probes {
-            let was = self.probes.get(name);
-            match probe {
-                Err(why) if was.is_none_or(|w| w.is_ok()) => {
+            let was = self.probes.get(name).map(|p| p.result.is_ok());
+            match &probe.result {
+                Err(why) if was != Some(false) => {
                     warn!(repository = %name, "the repository cannot be used: {why}")
                 }
-                Ok(()) if was.is_none_or(|w| w.is_err()) => {
-                    info!(repository = %name, "the repository answers")
-                }
+                Ok(_) if was != Some(true) => info!(repository = %name, "the repository answers"),
                 _ => {}
             }
         }

@@ -51,7 +51,15 @@ pub trait Runner: Send + Sync + 'static {
 }
 
 /// What each named repository's probe found.
-pub type Probes = BTreeMap<String, Result<(), String>>;
+pub type Probes = BTreeMap<String, Probe>;
+
+/// One probe of a named repository.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Probe {
+    pub at: chrono::DateTime<chrono::Utc>,
+    /// This host's archives there and their bytes, or why the repository cannot be used.
+    pub result: Result<(u64, u64), String>,
+}
 
 /// How long a repository's probe may take before it counts as unreachable.
 const PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
@@ -84,7 +92,7 @@ fn open_for_writing(
 ) -> (
     Result<Repository, String>,
     Option<crate::repo::lock::RepoLock>,
-    Result<(), String>,
+    Result<(u64, u64), String>,
 ) {
     let repository = match crate::repo::named::open(name, spec, host) {
         Ok(r) => r,
@@ -97,6 +105,13 @@ fn open_for_writing(
     if let Err(why) = &probe {
         return (Ok(repository), held, Err(why.clone()));
     }
+    // What it holds, for its status: every manifest read, as at start-up for `default`.
+    let probe = crate::repo::catalog::scan(&repository)
+        .map(|entries| {
+            let bytes = entries.iter().map(|e| e.bytes).sum();
+            (entries.len() as u64, bytes)
+        })
+        .map_err(|e| e.to_string());
     let held = match held {
         Some(lock) => Some(lock),
         None => {
@@ -283,7 +298,13 @@ impl Runner for LiveRunner {
                     }
                 };
                 opened.insert(name.clone(), repository);
-                probes.insert(name, probe);
+                probes.insert(
+                    name,
+                    Probe {
+                        at: chrono::Utc::now(),
+                        result: probe,
+                    },
+                );
             }
             // Locks of repositories no spec names any more are released here.
             *locks.lock().unwrap_or_else(|e| e.into_inner()) = kept;

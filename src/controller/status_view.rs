@@ -266,7 +266,17 @@ impl View<'_> {
         if let Resource::Repository(repository) = resource {
             // Never run: no schedule, runs or archives of its own; Ready says what is known.
             let probe = self.probes.get(&object.name);
-            let readiness = status::repository_readiness(&repository.spec, probe);
+            let result = probe.map(|p| p.result.as_ref().map(|_| ()).map_err(Clone::clone));
+            let readiness = status::repository_readiness(&repository.spec, result.as_ref());
+            s.last_validated = probe.map(|p| p.at);
+            s.archives = match probe.map(|p| &p.result) {
+                Some(Ok((count, bytes))) => Some(status::ArchivesSummary {
+                    count: *count,
+                    bytes: *bytes,
+                    ..Default::default()
+                }),
+                _ => None,
+            };
             status::apply_state(
                 s,
                 ObjectState::Standing {
@@ -347,6 +357,11 @@ impl View<'_> {
             archive_id: r.archive_id.clone(),
             message: r.error.clone(),
             warnings: r.warnings.clone(),
+            repository: r
+                .repository
+                .clone()
+                .filter(|name| name != crate::spec::repository::DEFAULT_REPOSITORY),
+            copies: r.copies.clone(),
         });
         let suspended = matches!(resource, Resource::BackupPolicy(p) if p.spec.suspend);
         if let Some(run) = self.running.get(&key) {

@@ -155,7 +155,18 @@ impl Runner for FakeRunner {
         &self,
         specs: Vec<(String, crate::spec::repository::RepositorySpec)>,
     ) -> BoxFuture<super::runner::Probes> {
-        Box::pin(async move { specs.into_iter().map(|(name, _)| (name, Ok(()))).collect() })
+        Box::pin(async move {
+            specs
+                .into_iter()
+                .map(|(name, _)| {
+                    let probe = super::runner::Probe {
+                        at: chrono::Utc::now(),
+                        result: Ok((0, 0)),
+                    };
+                    (name, probe)
+                })
+                .collect()
+        })
     }
 }
 
@@ -571,11 +582,14 @@ async fn a_repository_is_never_run_and_its_status_says_whether_it_is_valid() {
     let ready = &usb["conditions"][0];
     assert_eq!(ready["type"].as_str(), Some("Ready"), "{status}");
     assert_eq!(ready["status"].as_str(), Some("True"), "{status}");
-    assert_eq!(ready["reason"].as_str(), Some("Valid"), "{status}");
+    // The fake runner's probe finds it reachable and empty.
+    assert_eq!(ready["reason"].as_str(), Some("Reachable"), "{status}");
     assert_eq!(
         ready["message"].as_str(),
-        Some("valid; not probed yet (local /mnt/usb)")
+        Some("reachable (local /mnt/usb)")
     );
+    assert!(usb["lastValidated"].as_str().is_some(), "{status}");
+    assert_eq!(usb["archives"]["count"].as_u64(), Some(0), "{status}");
     assert!(usb.get("lastRun").is_none(), "{status}");
     let broken = serde_yaml_ng::to_string(&of("broken")["status"]).unwrap();
     assert!(broken.contains("Stalled"), "{broken}");

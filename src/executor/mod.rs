@@ -174,16 +174,7 @@ pub struct Unavailable {
 }
 
 /// What became of one copy of a run's archive.
-#[derive(Clone, Debug, PartialEq, serde::Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct CopyOutcome {
-    pub repository: String,
-    pub ok: bool,
-    /// Bytes stored there.
-    pub stored_bytes: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-}
+pub use crate::state::CopyRecord as CopyOutcome;
 
 /// What a run collects as it goes; turned into the outcome and the manifest at the end.
 #[derive(Default)]
@@ -378,6 +369,8 @@ impl Executor {
             error: None,
             dry_run: request.dry_run,
             warnings: Vec::new(),
+            repository: None,
+            copies: Vec::new(),
         };
         let mut run = Progressing::default();
         // A dry run writes nothing, not even its record: it may run beside a daemon, on
@@ -534,6 +527,8 @@ impl Executor {
         record.downtime_seconds = run.downtime.values().sum();
         record.error = (!errors.is_empty()).then(|| errors.join("; "));
         record.warnings = run.warnings.clone();
+        record.repository = Some(primary.name().to_string());
+        record.copies = copies.clone();
         // Inside the run's span: each warning goes to the run log as well.
         for warning in &run.warnings {
             warn!("{warning}");

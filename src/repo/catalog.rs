@@ -307,6 +307,8 @@ pub fn reconcile_history(
             error: (!entry.problems.is_empty()).then(|| entry.problems.join("; ")),
             dry_run: false,
             warnings: Vec::new(),
+            repository: None,
+            copies: Vec::new(),
         })?;
     }
     Ok(missing_from(recorded, entries))
@@ -392,6 +394,8 @@ mod tests {
             error: None,
             dry_run: false,
             warnings: Vec::new(),
+            repository: None,
+            copies: Vec::new(),
         }
     }
 

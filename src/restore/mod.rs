@@ -214,6 +214,8 @@ impl Restorer {
             error: None,
             dry_run: false,
             warnings: Vec::new(),
+            repository: Some(request.repository.clone()),
+            copies: Vec::new(),
         };
         let mut errors = Vec::new();
         let mut warnings = Vec::new();

@@ -92,6 +92,8 @@ mod tests {
             error: None,
             dry_run: false,
             warnings: Vec::new(),
+            repository: None,
+            copies: Vec::new(),
         }
     }
 

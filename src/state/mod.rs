@@ -82,6 +82,10 @@ const MIGRATIONS: &[&str] = &[
     // bytes it wrote back, which are source bytes: moved there.
     "ALTER TABLE runs ADD COLUMN source_bytes INTEGER;
     UPDATE runs SET source_bytes = bytes, bytes = 0 WHERE kind = 'Restore';",
+    // 9: the repository a run wrote or read (NULL: `default`, as before repositories had
+    // names), and the copies of its archive to other repositories, as a JSON list.
+    "ALTER TABLE runs ADD COLUMN repository TEXT;
+    ALTER TABLE runs ADD COLUMN copies TEXT;",
 ];
 
 /// The columns [`row_to_memory`] reads, in its order.
@@ -236,6 +240,25 @@ pub struct RunRecord {
     /// What the run could not do that did not fail it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+    /// The repository the run wrote (or a restore read): `default` or a Repository's
+    /// name; absent for `default` in runs recorded before repositories had names.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repository: Option<String>,
+    /// The copies of the run's archive to the other repositories of its output.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub copies: Vec<CopyRecord>,
+}
+
+/// What became of one copy of a run's archive.
+#[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CopyRecord {
+    pub repository: String,
+    pub ok: bool,
+    /// Bytes stored there.
+    pub stored_bytes: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// The state database. One connection behind a mutex: runs are rare and statements short,
@@ -745,8 +768,8 @@ impl StateDb {
     fn insert_run_with(&self, run: &RunRecord, verb: &str) -> Result<(), StateError> {
         self.conn()
             .execute(
-                &format!("{verb} INTO runs (id, kind, name, archive_id, phase, start_time, completion_time, bytes, downtime_seconds, error, dry_run, warnings, source_bytes)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"),
+                &format!("{verb} INTO runs (id, kind, name, archive_id, phase, start_time, completion_time, bytes, downtime_seconds, error, dry_run, warnings, source_bytes, repository, copies)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)"),
                 params![
                     run.id,
                     run.kind,
@@ -761,6 +784,8 @@ impl StateDb {
                     run.dry_run,
                     warnings_text(&run.warnings),
                     run.source_bytes.map(|b| b as i64),
+                    run.repository,
+                    copies_text(&run.copies),
                 ],
             )
             .map_err(query("recording a run"))?;
@@ -771,7 +796,7 @@ impl StateDb {
     pub fn finish_run(&self, run: &RunRecord) -> Result<(), StateError> {
         self.conn()
             .execute(
-                "UPDATE runs SET archive_id = ?2, phase = ?3, completion_time = ?4, bytes = ?5, downtime_seconds = ?6, error = ?7, warnings = ?8, source_bytes = ?9 WHERE id = ?1",
+                "UPDATE runs SET archive_id = ?2, phase = ?3, completion_time = ?4, bytes = ?5, downtime_seconds = ?6, error = ?7, warnings = ?8, source_bytes = ?9, repository = ?10, copies = ?11 WHERE id = ?1",
                 params![
                     run.id,
                     run.archive_id,
@@ -782,6 +807,8 @@ impl StateDb {
                     run.error,
                     warnings_text(&run.warnings),
                     run.source_bytes.map(|b| b as i64),
+                    run.repository,
+                    copies_text(&run.copies),
                 ],
             )
             .map_err(query("recording the end of a run"))?;
@@ -930,7 +957,7 @@ impl StateDb {
     }
 }
 
-const RUN_COLUMNS: &str = "SELECT id, kind, name, archive_id, phase, start_time, completion_time, bytes, downtime_seconds, error, dry_run, warnings, source_bytes FROM runs";
+const RUN_COLUMNS: &str = "SELECT id, kind, name, archive_id, phase, start_time, completion_time, bytes, downtime_seconds, error, dry_run, warnings, source_bytes, repository, copies FROM runs";
 
 fn row_to_memory(row: &rusqlite::Row<'_>) -> rusqlite::Result<ObjectMemory> {
     memory_from(row, 0)
@@ -973,7 +1000,17 @@ fn row_to_run(row: &rusqlite::Row<'_>) -> rusqlite::Result<RunRecord> {
             .and_then(|text| serde_json::from_str(&text).ok())
             .unwrap_or_default(),
         source_bytes: row.get::<_, Option<i64>>(12)?.map(|b| b.max(0) as u64),
+        repository: row.get(13)?,
+        copies: row
+            .get::<_, Option<String>>(14)?
+            .and_then(|text| serde_json::from_str(&text).ok())
+            .unwrap_or_default(),
     })
+}
+
+/// The copies as stored: a JSON list, NULL when there are none.
+fn copies_text(copies: &[CopyRecord]) -> Option<String> {
+    (!copies.is_empty()).then(|| serde_json::to_string(copies).unwrap_or_default())
 }
 
 fn round_seconds<S: serde::Serializer>(seconds: &f64, s: S) -> Result<S::Ok, S::Error> {
@@ -1030,6 +1067,8 @@ mod tests {
             error: None,
             dry_run: false,
             warnings: Vec::new(),
+            repository: None,
+            copies: Vec::new(),
         }
     }
 

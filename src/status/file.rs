@@ -320,6 +320,8 @@ mod tests {
                         archive_id: Some("nextcloud-nightly-20261125T030000Z".into()),
                         message: None,
                         warnings: Vec::new(),
+                        repository: None,
+                        copies: Vec::new(),
                     }),
                     archives: Some(ArchivesSummary {
                         count: 12,

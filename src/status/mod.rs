@@ -112,6 +112,14 @@ pub struct Status {
     /// state folder does not run it again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_handled_generation: Option<String>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "rfc3339::option"
+    )]
+    #[schemars(with = "Option<DateTime<Utc>>")]
+    /// A Repository's last probe (a small record written, read back and deleted).
+    pub last_validated: Option<DateTime<Utc>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_run: Option<LastRun>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -228,6 +236,12 @@ pub struct LastRun {
     /// file.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+    /// The repository the run wrote (or a restore read), when not `default`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repository: Option<String>,
+    /// The copies of the run's archive to the other repositories, each with its outcome.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub copies: Vec<crate::state::CopyRecord>,
 }
 
 /// The complete archives of the object in the repository (partial ones never count).
@@ -457,6 +471,8 @@ mod tests {
                 archive_id: None,
                 message: Some("token: abc123".into()),
                 warnings: vec!["recipe of db: MYSQL_PWD=hunter2 left".into()],
+                repository: None,
+                copies: Vec::new(),
             }),
             queued: Some("API_KEY=xyz".into()),
             errors: vec!["secret: s3cr3t".into()],
@@ -484,6 +500,8 @@ mod tests {
             archive_id: None,
             message: None,
             warnings: Vec::new(),
+            repository: None,
+            copies: Vec::new(),
         };
         let text = serde_yaml_ng::to_string(&run).unwrap();
         assert!(text.contains("downtimeSeconds: 3.296\n"), "{text}");

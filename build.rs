@@ -1,7 +1,7 @@
-//! `HOLDFAST_SKIP_DOCKER=1` marks the tests that need Docker or promtool as ignored
-//! (`#[cfg_attr(skip_docker, ignore = "…")]`), so that a run which skips them on purpose
-//! reports them as ignored instead of counting them as passed. Without the variable they
-//! run, and a missing Docker fails them.
+//! `HOLDFAST_SKIP_DOCKER=1` marks the tests that need Docker, promtool or a storage server
+//! (Garage, sshd) as ignored (`#[cfg_attr(skip_docker, ignore = "…")]`), so that a run which
+//! skips them on purpose reports them as ignored instead of counting them as passed. Without
+//! the variable they run, and a missing Docker or server fails them.
 
 fn main() {
     println!("cargo::rerun-if-changed=build.rs");

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Prepares a Docker engine and the holdfast-test/* images for the integration
-# tests and the demo stack (examples/compose/demo). Debian 12, run as root.
-# Safe to re-run: every step checks first and does nothing when already done.
+# tests and the demo stack (examples/compose/demo), and the storage servers the
+# remote repository tests start themselves (Garage for S3, OpenSSH's sshd for
+# SFTP). Debian 12, run as root. Safe to re-run: every step checks first and
+# does nothing when already done.
 #
 # Environment:
 #   HOLDFAST_DOCKER_STORAGE_DRIVER  force a dockerd storage driver (e.g. vfs)
@@ -19,6 +21,10 @@ recipe_version=1
 busybox_image=holdfast-test/busybox:1
 dbbase_image=holdfast-test/dbbase:1
 recipe_label=dev.holdfast.test.recipe
+# The S3 server of the repository tests (tests/common/garage.rs). Debian ships
+# none, so it is built from crates.io into ~/.cargo/bin.
+garage_version=2.5.0
+garage_log=/tmp/holdfast-test-garage.log
 
 say() { echo "test-env: $*" >&2; }
 die() {
@@ -292,10 +298,33 @@ ensure_prometheus_tools() {
 	die "the prometheus server the package started (pid ${new[*]}) did not stop"
 }
 
+garage_current() { [[ $(garage --version 2>/dev/null) == *"$garage_version"* ]]; }
+
+ensure_garage() {
+	# `cargo install` puts it in ~/.cargo/bin, which a root shell's PATH
+	# often lacks; the tests look there too.
+	[[ :$PATH: == *":$HOME/.cargo/bin:"* ]] || export PATH=$HOME/.cargo/bin:$PATH
+	garage_current && return 0
+	command -v cargo >/dev/null 2>&1 ||
+		die "cargo is needed to build Garage $garage_version (install Rust with rustup first)"
+	apt_install build-essential pkg-config
+	say "building Garage $garage_version with cargo install (about 11 minutes on 2 cores; log: $garage_log)"
+	if ! cargo install garage --locked --version "$garage_version" </dev/null >"$garage_log" 2>&1; then
+		tail -n 30 "$garage_log" >&2
+		die "cargo install garage failed (full log: $garage_log)"
+	fi
+	garage_current || die "garage --version does not print $garage_version after the install: $(garage --version 2>&1)"
+}
+
 ensure_docker
 apt_install busybox-static postgresql mariadb-server redis-server sqlite3 zstd
+# The storage servers and clients of the remote repository tests: sshd (each
+# test starts its own on a loopback port; the package's service is not
+# started), the sftp client, rclone and curl to talk S3, age for encryption.
+apt_install openssh-server openssh-client age rclone curl
+ensure_garage
 # promtool for the example Prometheus rules; wrk for the API load benchmark.
 ensure_prometheus_tools
 build_busybox
 build_dbbase
-say "ready: $(docker info -f '{{.ServerVersion}} {{.Driver}}'), images $busybox_image $dbbase_image"
+say "ready: $(docker info -f '{{.ServerVersion}} {{.Driver}}'), images $busybox_image $dbbase_image, $(garage --version | head -n 1)"

@@ -1,12 +1,18 @@
-//! A test that needs Docker or promtool says so: under `HOLDFAST_SKIP_DOCKER=1` it must be
-//! reported as ignored, never as passed without running. Every `#[test]` in `tests/` whose
-//! body asks for Docker or promtool carries the `skip_docker` ignore attribute.
+//! A test that needs Docker, promtool or a storage server (Garage, sshd) says so: under
+//! `HOLDFAST_SKIP_DOCKER=1` it must be reported as ignored, never as passed without running.
+//! Every `#[test]` in `tests/` whose body asks for one of them carries the `skip_docker`
+//! ignore attribute.
 
 use std::fs;
 use std::path::Path;
 
-/// What a test body calls when it needs an outside tool.
-const NEEDS: [&str; 2] = ["docker_available()", "promtool_available()"];
+/// What a test body calls when it needs an outside tool or server.
+const NEEDS: [&str; 4] = [
+    "docker_available()",
+    "promtool_available()",
+    "Garage::start(",
+    "Sftp::start(",
+];
 const ATTRIBUTE: &str = "#[cfg_attr(skip_docker, ignore";
 
 /// The tests of `text` (by name) that need a tool but lack the attribute.
@@ -76,7 +82,7 @@ fn every_test_that_needs_docker_or_promtool_is_ignored_when_told_to_skip_them() 
     }
     assert!(
         missing.is_empty(),
-        "these tests need Docker or promtool but would pass without running under \
+        "these tests need Docker, promtool or a storage server but would pass without running under \
          HOLDFAST_SKIP_DOCKER=1; add `{ATTRIBUTE} = \"needs Docker; HOLDFAST_SKIP_DOCKER=1\")]`:\n{}",
         missing.join("\n")
     );
@@ -93,4 +99,6 @@ fn the_rule_sees_a_test_without_the_attribute() {
     let pure =
         "#[test]\nfn b() {\n    assert!(true);\n}\n#[test]\nfn c() {\n    docker_available();\n}\n";
     assert_eq!(unmarked(pure), ["c"]);
+    let server = "#[test]\nfn d() {\n    let g = Garage::start(3);\n}\n";
+    assert_eq!(unmarked(server), ["d"]);
 }

@@ -3,10 +3,12 @@
 #![allow(dead_code)]
 
 pub mod daemon;
+pub mod garage;
 pub mod golden;
 pub mod hostile;
 pub mod env;
 pub mod metrics;
+pub mod sftp;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -411,4 +413,17 @@ pub fn journal(state: &Path) -> Vec<String> {
         .unwrap()
         .collect::<Result<_, _>>()
         .unwrap()
+}
+
+/// `n` distinct free loopback ports. All are held until all are found, so that none comes
+/// twice; another process may still take one before the server binds it, which the
+/// server's start then reports.
+pub fn free_ports(n: usize) -> Vec<u16> {
+    let listeners: Vec<std::net::TcpListener> = (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    listeners
+        .iter()
+        .map(|l| l.local_addr().unwrap().port())
+        .collect()
 }

@@ -356,6 +356,11 @@ fn specs_that_cannot_work_are_refused_when_opened() {
     let text = refusal(relative);
     assert!(text.contains("spec.storage.sftp: path"), "{text}");
 
+    let mut option = spec(&server, "repo");
+    option.host = "-oProxyCommand=touch /tmp/x".to_string();
+    let text = refusal(option);
+    assert!(text.contains("spec.storage.sftp: host"), "{text}");
+
     let mut no_key = spec(&server, "repo");
     no_key.private_key_file = "/nonexistent/id_ed25519".to_string();
     let text = refusal(no_key);
@@ -409,4 +414,46 @@ fn one_connection_serves_a_repository_and_closes_with_it() {
         ssh_processes(server.port())
     );
     assert!(!folder.exists(), "{} is left", folder.display());
+}
+
+#[test]
+#[cfg_attr(skip_docker, ignore = "needs Docker; HOLDFAST_SKIP_DOCKER=1")]
+fn a_key_the_server_does_not_know_is_refused_naming_the_user_and_the_key() {
+    let server = Sftp::start();
+    let dir = tempfile::tempdir().unwrap();
+    let stranger = dir.path().join("stranger");
+    let out = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&stranger)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let mut storage = spec(&server, "repo");
+    storage.private_key_file = stranger.display().to_string();
+    let err = named::probe(&open(storage)).unwrap_err();
+    let text = err.to_string();
+    assert!(!err.is_transient(), "a refusal stands: {text}");
+    assert!(text.contains(&stranger.display().to_string()), "{text}");
+    assert!(text.contains(&format!("`{}`", server.user())), "{text}");
+    assert!(text.contains("Permission denied"), "ssh's words: {text}");
+}
+
+#[test]
+#[cfg_attr(skip_docker, ignore = "needs Docker; HOLDFAST_SKIP_DOCKER=1")]
+fn a_server_that_is_down_is_a_failure_worth_retrying() {
+    let mut server = Sftp::start();
+    let repository = open(spec(&server, "repo"));
+    server.kill();
+    let err = named::probe(&repository).unwrap_err();
+    let text = err.to_string();
+    assert!(err.is_transient(), "{text}");
+    assert!(
+        text.contains(&format!(
+            "sftp://{}@127.0.0.1:{}",
+            server.user(),
+            server.port()
+        )),
+        "{text}"
+    );
+    assert!(text.contains("Connection refused"), "{text}");
 }

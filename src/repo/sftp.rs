@@ -414,8 +414,17 @@ impl SftpObjects {
     /// Checks the spec and that the key and known-hosts files can be read. Nothing is
     /// sent yet: the first call connects.
     pub fn new(spec: &SftpStorage) -> Result<SftpObjects, String> {
-        if spec.host.is_empty() {
-            return Err("host: empty; name the server".to_string());
+        if spec.host.is_empty()
+            || spec.host.starts_with('-')
+            || spec
+                .host
+                .contains(|c: char| c.is_whitespace() || c == '@' || c == '/')
+        {
+            // ssh would read a leading `-` as an option.
+            return Err(format!(
+                "host: `{}` is not a server's name or address",
+                spec.host
+            ));
         }
         if spec.user.is_empty() {
             return Err("user: empty; name the user to log in as".to_string());

@@ -49,6 +49,8 @@ const WRITE_CHUNK: usize = 1 << 20;
 const WRITES_IN_FLIGHT: usize = 4 << 20;
 /// Read requests in flight per reader; each asks for the server's largest read.
 const READS_IN_FLIGHT: usize = 8;
+/// Folders listed at once.
+const FOLDERS_IN_FLIGHT: usize = 16;
 /// Keys deleted at once.
 const DELETES_IN_FLIGHT: usize = 64;
 /// How long the master stays up after its last channel closed (a killed holdfast's).
@@ -597,39 +599,64 @@ async fn make_dirs(sftp: &Sftp, dir: &str) -> Result<(), SftpError> {
 }
 
 /// Every file below `dir` (at any depth), with `prefix` in front of its relative path.
+/// [`FOLDERS_IN_FLIGHT`] folders are read at once, so a deep tree over a distant link
+/// costs its depth in round trips rather than its number of folders.
 async fn walk(sftp: &Sftp, dir: &str, prefix: &str) -> Result<Vec<(String, u64)>, SftpError> {
     let mut found = Vec::new();
-    let mut folders = vec![(dir.to_string(), prefix.to_string())];
-    while let Some((dir, prefix)) = folders.pop() {
-        let handle = match sftp.fs().open_dir(&dir).await {
-            Ok(handle) => handle,
-            Err(e) if is_not_found(&e) => continue,
-            Err(e) => return Err(e),
-        };
-        let entries = handle.read_dir();
-        let mut entries = std::pin::pin!(entries);
-        while let Some(entry) = entries.next().await {
-            let entry = entry?;
-            let Some(name) = entry.filename().to_str().map(str::to_string) else {
-                continue;
-            };
-            if name == "." || name == ".." {
-                continue;
-            }
-            let meta = entry.metadata();
-            match meta.file_type() {
-                Some(t) if t.is_dir() => {
-                    folders.push((format!("{dir}/{name}"), format!("{prefix}{name}/")));
-                }
-                Some(t) if t.is_file() => {
-                    found.push((format!("{prefix}{name}"), meta.len().unwrap_or(0)));
-                }
-                _ => {}
-            }
+    let mut waiting = vec![(dir.to_string(), prefix.to_string())];
+    let mut reading = futures_util::stream::FuturesUnordered::new();
+    loop {
+        while reading.len() < FOLDERS_IN_FLIGHT
+            && let Some((dir, prefix)) = waiting.pop()
+        {
+            reading.push(read_folder(sftp, dir, prefix));
         }
+        let Some(read) = reading.next().await else {
+            break;
+        };
+        let (files, folders) = read?;
+        found.extend(files);
+        waiting.extend(folders);
     }
     found.sort();
     Ok(found)
+}
+
+/// The files of one folder (keys and sizes) and its sub-folders (paths and prefixes);
+/// nothing when it is gone.
+async fn read_folder(
+    sftp: &Sftp,
+    dir: String,
+    prefix: String,
+) -> Result<(Vec<(String, u64)>, Vec<(String, String)>), SftpError> {
+    let (mut files, mut folders) = (Vec::new(), Vec::new());
+    let handle = match sftp.fs().open_dir(&dir).await {
+        Ok(handle) => handle,
+        Err(e) if is_not_found(&e) => return Ok((files, folders)),
+        Err(e) => return Err(e),
+    };
+    let entries = handle.read_dir();
+    let mut entries = std::pin::pin!(entries);
+    while let Some(entry) = entries.next().await {
+        let entry = entry?;
+        let Some(name) = entry.filename().to_str().map(str::to_string) else {
+            continue;
+        };
+        if name == "." || name == ".." {
+            continue;
+        }
+        let meta = entry.metadata();
+        match meta.file_type() {
+            Some(t) if t.is_dir() => {
+                folders.push((format!("{dir}/{name}"), format!("{prefix}{name}/")));
+            }
+            Some(t) if t.is_file() => {
+                files.push((format!("{prefix}{name}"), meta.len().unwrap_or(0)));
+            }
+            _ => {}
+        }
+    }
+    Ok((files, folders))
 }
 
 impl Objects for SftpObjects {

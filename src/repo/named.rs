@@ -25,7 +25,8 @@ pub enum OpenError {
 }
 
 /// Opens the repository a Repository spec describes, as `host` sees it. Secrets and the
-/// identity file are read now (an SFTP server's key and known-hosts files are checked); nothing is sent over the network yet ([`probe`] does).
+/// identity file are read now, an SFTP server's key and known-hosts files checked;
+/// nothing is sent over the network yet ([`probe`] does).
 pub fn open(name: &str, spec: &RepositorySpec, host: &str) -> Result<Repository, OpenError> {
     let storage: Arc<dyn Storage> = if let Some(s3) = &spec.storage.s3 {
         Arc::new(ObjectStorage::new(Arc::new(S3Objects::new(s3)?), host))

@@ -10,8 +10,9 @@
 //! One connection serves every call of a repository; a call that finds it broken
 //! connects anew once and tries again. The master ends when the connection is closed,
 //! and on its own a minute after its last channel closed, so a holdfast that was killed
-//! leaves no `ssh` behind for long. Its control socket lives in a folder of its own in
-//! the system's temporary folder.
+//! leaves no `ssh` behind for long. Its control socket and configuration live in a
+//! private `holdfast-ssh-*` folder of the system's temporary folder; one a killed
+//! holdfast left is removed by a later connection once its master is gone.
 //!
 //! Keys are paths below the spec's folder. A write goes to `<key>.partial` and is renamed
 //! into place when committed (atomically, with OpenSSH's `posix-rename` extension), so an

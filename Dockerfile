@@ -6,6 +6,11 @@ COPY src ./src
 RUN cargo build --release --locked
 
 FROM debian:bookworm-slim
+# ssh for SFTP repositories; tini as PID 1, because ssh's connection master detaches
+# and, when it ends, must be reaped by PID 1 (holdfast reaps only its own children).
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends openssh-client tini \
+    && rm -rf /var/lib/apt/lists/*
 # A fixed uid so that state and repository volumes keep their owner across upgrades.
 RUN useradd --system --uid 10001 --user-group --home-dir /var/lib/holdfast holdfast \
     && mkdir -p /var/lib/holdfast/state /var/lib/holdfast/repository /specs \
@@ -22,5 +27,5 @@ EXPOSE 9750
 # Non-root: give the container the Docker socket's group with --group-add.
 USER holdfast
 VOLUME ["/var/lib/holdfast"]
-ENTRYPOINT ["holdfast"]
+ENTRYPOINT ["/usr/bin/tini", "--", "holdfast"]
 CMD ["validate"]

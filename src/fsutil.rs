@@ -43,6 +43,7 @@ pub fn io_is_transient(error: &io::Error) -> bool {
         io::ErrorKind::Interrupted
             | io::ErrorKind::TimedOut
             | io::ErrorKind::WouldBlock
+            | io::ErrorKind::ConnectionRefused
             | io::ErrorKind::ConnectionReset
             | io::ErrorKind::ConnectionAborted
             | io::ErrorKind::NotConnected

@@ -5,7 +5,8 @@
 //! - [`storage`]: the storage boundary (list, read, streamed write, commit, delete) and
 //!   the local folder behind it; remote storages implement the same trait.
 //! - [`objects`]: the same layout on an object store, where the manifest written last
-//!   commits an archive; [`s3`] is the S3-compatible store behind it.
+//!   commits an archive; [`s3`] (S3-compatible buckets) and [`sftp`] (a folder on an
+//!   SFTP server) are the stores behind it, and [`remote`] the runtime they run on.
 //! - [`crypt`]: age encryption of artifacts on their way to the storage.
 //! - [`named`]: repositories by name, opened from Repository specs, and their probe.
 //! - [`copy`]: copies of a committed archive into other repositories.
@@ -29,7 +30,9 @@ pub mod manifest;
 pub mod named;
 pub mod objects;
 pub mod prune;
+pub mod remote;
 pub mod s3;
+pub mod sftp;
 pub mod storage;
 pub mod verify;
 

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use super::crypt::{Crypt, CryptError};
 use super::objects::ObjectStorage;
 use super::s3::{S3Error, S3Objects};
+use super::sftp::SftpObjects;
 use super::storage::{LocalStorage, Repository, Storage, StorageError};
 use crate::spec::repository::{DEFAULT_REPOSITORY, RepositorySpec};
 
@@ -24,12 +25,14 @@ pub enum OpenError {
 }
 
 /// Opens the repository a Repository spec describes, as `host` sees it. Secrets and the
-/// identity file are read now; nothing is sent over the network yet ([`probe`] does).
+/// identity file are read now, an SFTP server's key and known-hosts files checked;
+/// nothing is sent over the network yet ([`probe`] does).
 pub fn open(name: &str, spec: &RepositorySpec, host: &str) -> Result<Repository, OpenError> {
     let storage: Arc<dyn Storage> = if let Some(s3) = &spec.storage.s3 {
         Arc::new(ObjectStorage::new(Arc::new(S3Objects::new(s3)?), host))
-    } else if spec.storage.sftp.is_some() {
-        return Err(OpenError::Sftp("SFTP storage is not built yet".to_string()));
+    } else if let Some(sftp) = &spec.storage.sftp {
+        let objects = SftpObjects::new(sftp).map_err(OpenError::Sftp)?;
+        Arc::new(ObjectStorage::new(Arc::new(objects), host))
     } else if let Some(local) = &spec.storage.local {
         Arc::new(LocalStorage::new(&local.path, host))
     } else {

@@ -2,14 +2,14 @@
 //! through opendal.
 //!
 //! Storage calls come from blocking workers (see [`super::storage`]); they drive opendal's
-//! async operator on a small runtime of their own, so an upload's parts go out while the
-//! next ones are compressed. Uploads are multipart: parts of [`PART`] bytes, [`IN_FLIGHT`]
+//! async operator on the remote runtime ([`super::remote`]), so an upload's parts go out
+//! while the next ones are compressed. Uploads are multipart: parts of [`PART`] bytes, [`IN_FLIGHT`]
 //! at a time, which bounds the memory an upload takes; a writer dropped before it is
 //! committed aborts its multipart upload. Transient failures (timeouts, 5xx, resets) are
 //! retried with backoff by opendal's retry layer, each request under a timeout.
 
 use std::io::{self, Read, Write};
-use std::sync::{LazyLock, Once};
+use std::sync::Once;
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -17,6 +17,7 @@ use opendal::layers::{RetryLayer, TimeoutLayer};
 use opendal::{ErrorKind, Operator};
 
 use super::objects::Objects;
+use super::remote::block_on;
 use crate::archive::{OutFile, StoredDigest};
 use crate::spec::repository::{HostSecretError, S3Storage};
 
@@ -26,16 +27,6 @@ const PART: usize = 8 << 20;
 const IN_FLIGHT: usize = 3;
 /// Bytes fetched per ranged read when downloading.
 const READ_CHUNK: usize = 8 << 20;
-
-/// The runtime remote storage runs on: two threads, started on first use, never stopped.
-static RUNTIME: LazyLock<tokio::runtime::Runtime> = LazyLock::new(|| {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .thread_name("holdfast-remote")
-        .enable_all()
-        .build()
-        .expect("starting the remote storage runtime")
-});
 
 /// rustls's ring provider and opendal's HTTP transport, installed once per process.
 fn install_transport() {
@@ -47,25 +38,6 @@ fn install_transport() {
         let _ = rustls::crypto::ring::default_provider().install_default();
         opendal_http_transport_reqwest::install_default();
     });
-}
-
-/// Runs `f` to completion on the remote runtime. Storage is called from blocking
-/// workers; a call from inside an async task (which must not block its thread on another
-/// runtime) is carried out on a thread of its own.
-pub(crate) fn block_on<F>(f: F) -> F::Output
-where
-    F: std::future::Future + Send,
-    F::Output: Send,
-{
-    if tokio::runtime::Handle::try_current().is_ok() {
-        std::thread::scope(|s| {
-            s.spawn(|| RUNTIME.block_on(f))
-                .join()
-                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-        })
-    } else {
-        RUNTIME.block_on(f)
-    }
 }
 
 /// Why a bucket cannot be opened.

@@ -608,10 +608,14 @@ spec:
     };
     assert_eq!(
         ids("usb"),
-        [second.clone()],
+        std::slice::from_ref(&second),
         "retention applies where the run wrote"
     );
-    assert_eq!(ids("default"), [second.clone()], "and where it copied");
+    assert_eq!(
+        ids("default"),
+        std::slice::from_ref(&second),
+        "and where it copied"
+    );
     assert_eq!(
         ids("vault"),
         [first.clone(), second.clone()],
@@ -625,4 +629,94 @@ spec:
     assert!(!out.status.success());
     assert!(stderr(&out).contains("appendOnly"), "{}", stderr(&out));
     assert_eq!(ids("vault").len(), 2);
+}
+
+#[test]
+#[cfg_attr(skip_docker, ignore = "needs Docker; HOLDFAST_SKIP_DOCKER=1")]
+fn a_backup_goes_over_sftp_encrypted_and_comes_back() {
+    let _lock = docker_lock();
+    let server = common::sftp::Sftp::start();
+    let env = Env::new();
+    let volume = FileVolume::new("hfsftp", "over-ssh");
+    let (identity, recipient) = age_keys(env.dir.path());
+    env.spec(
+        "nas",
+        &format!(
+            "apiVersion: holdfast.dev/v1alpha1
+kind: Repository
+metadata: {{name: nas}}
+spec:
+  storage:
+    sftp:
+      host: {}
+      port: {}
+      user: {}
+      path: {}/holdfast
+      privateKeyFile: {}
+      knownHostsFile: {}
+  encryption:
+    age: {{recipients: [\"{recipient}\"], identityFile: {}}}
+",
+            server.host(),
+            server.port(),
+            server.user(),
+            server.root().display(),
+            server.private_key().display(),
+            server.known_hosts().display(),
+            identity.display()
+        ),
+    );
+    let id = env.backup_succeeded(
+        "over-ssh",
+        &format!(
+            "  targets: {{volumes: [{}]}}\n  output: {{repository: nas}}\n",
+            volume.0
+        ),
+    );
+    // On the server: this host's folder, the archive's folder, an age file per artifact.
+    let host_dirs: Vec<_> = fs::read_dir(server.root().join("holdfast"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(host_dirs.len(), 1, "{host_dirs:?}");
+    let archive = host_dirs[0].join("over-ssh").join(&id);
+    assert!(archive.join("manifest.json").is_file());
+    let artifact = archive.join(format!("volumes/{}.tar.zst", volume.0));
+    assert!(
+        fs::read(&artifact)
+            .unwrap()
+            .starts_with(b"age-encryption.org/v1")
+    );
+    assert!(
+        env.manifests().is_empty(),
+        "nothing was written to the local repository"
+    );
+
+    let out = run(env.holdfast().args(["verify", "--repo", "nas", &id]));
+    assert!(out.status.success(), "{}", printed(&out));
+    let restored = format!("{}-back", volume.0);
+    let _ = run(Command::new("docker").args(["volume", "rm", "-f", &restored]));
+    let out = run(env.holdfast().args([
+        "restore",
+        "--repo",
+        "nas",
+        "--from",
+        &id,
+        "--volume",
+        &volume.0,
+        "--map",
+        &format!("{}={restored}", volume.0),
+    ]));
+    let content = docker(&[
+        "run",
+        "--rm",
+        "-v",
+        &format!("{restored}:/d"),
+        "holdfast-test/busybox:1",
+        "cat",
+        "/d/file",
+    ]);
+    let _ = run(Command::new("docker").args(["volume", "rm", "-f", &restored]));
+    assert!(out.status.success(), "restore: {}", printed(&out));
+    assert_eq!(content, "over-ssh\n");
 }

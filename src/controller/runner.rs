@@ -82,6 +82,14 @@ impl LiveRunner {
     }
 }
 
+/// A named repository as opened for the runs: itself or why not, its writers' lock, and
+/// what its probe found.
+type Opened = (
+    Result<Repository, String>,
+    Option<crate::repo::lock::RepoLock>,
+    Result<(u64, u64), String>,
+);
+
 /// Opens one named repository for writing: its spec read (secrets, identity), its
 /// writers' lock taken, what failed uploads left removed, and a probe.
 fn open_for_writing(
@@ -89,11 +97,7 @@ fn open_for_writing(
     spec: &RepositorySpec,
     host: &str,
     held: Option<crate::repo::lock::RepoLock>,
-) -> (
-    Result<Repository, String>,
-    Option<crate::repo::lock::RepoLock>,
-    Result<(u64, u64), String>,
-) {
+) -> Opened {
     let repository = match crate::repo::named::open(name, spec, host) {
         Ok(r) => r,
         Err(e) => {

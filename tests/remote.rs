@@ -694,6 +694,22 @@ spec:
 
     let out = run(env.holdfast().args(["verify", "--repo", "nas", &id]));
     assert!(out.status.success(), "{}", printed(&out));
+    // Looking inside and taking one file back work from there too.
+    let out =
+        run(env
+            .holdfast()
+            .args(["ls", "--repo", "nas", &id, &format!("volumes/{}", volume.0)]));
+    assert!(stdout(&out).contains("file"), "{}", printed(&out));
+    let to = env.dir.path().join("one-file");
+    let out = run(env
+        .holdfast()
+        .args([
+            "restore", "--repo", "nas", "--from", &id, "--volume", &volume.0, "--path", "file",
+            "--to",
+        ])
+        .arg(&to));
+    assert!(out.status.success(), "{}", printed(&out));
+    assert_eq!(fs::read_to_string(to.join("file")).unwrap(), "over-ssh\n");
     let restored = format!("{}-back", volume.0);
     let _ = run(Command::new("docker").args(["volume", "rm", "-f", &restored]));
     let out = run(env.holdfast().args([

@@ -110,9 +110,15 @@ pub fn run(settings: &Settings, args: LsArgs) -> anyhow::Result<ExitCode> {
             artifact.kind
         );
     }
-    let root = repo
-        .local_dir(&entry.group, &entry.id)
-        .ok_or_else(|| anyhow!("{id}: the archive is not on this machine"))?;
+    // A remote or encrypted artifact is fetched (decrypted, checked) into a temporary
+    // folder first: archives have no index to list from.
+    let local = crate::repo::copy::LocalArtifacts::of(
+        &repo,
+        &entry.group,
+        &entry.id,
+        std::slice::from_ref(artifact),
+    )?;
+    let root = local.dir().to_path_buf();
     let inside = path
         .strip_prefix(name(artifact))
         .unwrap_or("")

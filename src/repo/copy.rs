@@ -168,6 +168,49 @@ pub fn fetch_archive(
     Ok(())
 }
 
+/// Artifacts of an archive in a folder on this machine: the archive's own folder when the
+/// repository is local and the artifacts are not encrypted, else a temporary folder they
+/// were fetched into (decrypted, checked), removed when this is dropped.
+pub struct LocalArtifacts {
+    dir: std::path::PathBuf,
+    fetched: bool,
+}
+
+impl LocalArtifacts {
+    /// The folder to read `artifacts` from, fetching them first when needed.
+    pub fn of(
+        repo: &Repository,
+        group: &str,
+        id: &str,
+        artifacts: &[super::manifest::Artifact],
+    ) -> Result<LocalArtifacts, CopyError> {
+        let encrypted = artifacts.iter().any(|a| a.stored_sha256.is_some());
+        if let (Some(dir), false) = (repo.local_dir(group, id), encrypted) {
+            return Ok(LocalArtifacts {
+                dir,
+                fetched: false,
+            });
+        }
+        let dir = std::env::temp_dir().join(format!("holdfast-fetch-{}-{id}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let local = LocalArtifacts { dir, fetched: true };
+        fetch_archive(repo, group, id, artifacts, &local.dir)?;
+        Ok(local)
+    }
+
+    pub fn dir(&self) -> &std::path::Path {
+        &self.dir
+    }
+}
+
+impl Drop for LocalArtifacts {
+    fn drop(&mut self) {
+        if self.fetched {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
 /// Hashes and counts what passes, to check a copy against the manifest.
 struct Checked {
     inner: Box<dyn Read + Send>,

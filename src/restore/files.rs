@@ -47,7 +47,7 @@ pub enum PathRestoreError {
     NotEmpty { dir: PathBuf },
     #[error("reading the folder {}: {source}", dir.display())]
     Target { dir: PathBuf, source: io::Error },
-    #[error("{archive}: the archive is not on this machine ({repository})")]
+    #[error("{archive}: fetching the artifact from {repository}")]
     NotLocal { archive: String, repository: String },
     /// Extraction failed; `cleared` says whether what it wrote was removed again.
     #[error("restoring from {archive}: {source}; {}", left(.cleared))]
@@ -95,12 +95,19 @@ pub fn restore_paths(
         }
         .into());
     };
-    let root =
-        repo.local_dir(&entry.group, &entry.id)
-            .ok_or_else(|| PathRestoreError::NotLocal {
-                archive: entry.id.clone(),
-                repository: repo.describe(),
-            })?;
+    // A remote or encrypted artifact is fetched (decrypted, checked) into a temporary
+    // folder first.
+    let local = crate::repo::copy::LocalArtifacts::of(
+        repo,
+        &entry.group,
+        &entry.id,
+        std::slice::from_ref(artifact),
+    )
+    .map_err(|e| PathRestoreError::NotLocal {
+        archive: entry.id.clone(),
+        repository: format!("{}: {e}", repo.describe()),
+    })?;
+    let root = local.dir().to_path_buf();
     let dir = &request.to;
     let before = state_of(dir)?;
     if before == Before::Holding && !request.overwrite {

@@ -302,7 +302,10 @@ impl Controller {
                 _ => None,
             })
             .collect();
-        let probes = self.supervisor.runner().repositories(specs).await;
+        // What failed uploads left is cleared only while no run is writing: an upload
+        // in progress has no manifest yet either.
+        let idle = self.supervisor.running.is_empty();
+        let probes = self.supervisor.runner().repositories(specs, idle).await;
         for (name, probe) in &probes {
             let was = self.probes.get(name).map(|p| p.result.is_ok());
             match &probe.result {

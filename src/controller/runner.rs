@@ -40,10 +40,11 @@ pub trait Runner: Send + Sync + 'static {
     ) -> BoxFuture<RunOutcome>;
     /// Starts again what interrupted runs had stopped; returns what it started.
     fn replay_journal(&self) -> BoxFuture<Result<Vec<String>, String>>;
-    /// Opens the repositories the specs describe for the runs to write to, clears what
-    /// failed uploads left there, and probes each: by name, `Ok` when it answered, or why
-    /// it cannot be used.
-    fn repositories(&self, specs: Vec<(String, RepositorySpec)>) -> BoxFuture<Probes>;
+    /// Opens the repositories the specs describe for the runs to write to, probes each
+    /// (by name: what it holds, or why it cannot be used), and with `clean` clears what
+    /// failed uploads left there: only while no run is writing, whose upload in progress
+    /// looks just like a failed one.
+    fn repositories(&self, specs: Vec<(String, RepositorySpec)>, clean: bool) -> BoxFuture<Probes>;
     /// Applies a policy's retention to its archives in the named repositories it writes
     /// (the `default` one is the controller's own); append-only ones only hear what
     /// retention would delete.
@@ -97,6 +98,7 @@ fn open_for_writing(
     spec: &RepositorySpec,
     host: &str,
     held: Option<crate::repo::lock::RepoLock>,
+    clean: bool,
 ) -> Opened {
     let repository = match crate::repo::named::open(name, spec, host) {
         Ok(r) => r,
@@ -126,13 +128,15 @@ fn open_for_writing(
             }
         }
     };
-    match repository.clean() {
-        Ok(removed) => {
-            for what in removed {
-                info!(repository = name, "removed an incomplete upload: {what}");
+    if clean {
+        match repository.clean() {
+            Ok(removed) => {
+                for what in removed {
+                    info!(repository = name, "removed an incomplete upload: {what}");
+                }
             }
+            Err(e) => warn!(repository = name, "clearing incomplete uploads: {e}"),
         }
-        Err(e) => warn!(repository = name, "clearing incomplete uploads: {e}"),
     }
     (Ok(repository), held, probe)
 }
@@ -272,7 +276,7 @@ impl Runner for LiveRunner {
         })
     }
 
-    fn repositories(&self, specs: Vec<(String, RepositorySpec)>) -> BoxFuture<Probes> {
+    fn repositories(&self, specs: Vec<(String, RepositorySpec)>, clean: bool) -> BoxFuture<Probes> {
         let executor = self.executor.clone();
         let host = self.repo.host().to_string();
         let locks = self.locks.clone();
@@ -286,7 +290,7 @@ impl Runner for LiveRunner {
                 let lock = held.remove(&name);
                 let task = tokio::task::spawn_blocking({
                     let (name, host) = (name.clone(), host.clone());
-                    move || open_for_writing(&name, &spec, &host, lock)
+                    move || open_for_writing(&name, &spec, &host, lock, clean)
                 });
                 let (repository, probe) = match tokio::time::timeout(PROBE_TIMEOUT, task).await {
                     Ok(Ok((repository, lock, probe))) => {

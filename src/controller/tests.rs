@@ -41,6 +41,8 @@ struct FakeRunner {
     replays: AtomicUsize,
     /// The progress each run was handed: what its threads would ask whether to stop.
     progress: Mutex<Vec<Arc<dyn Progress>>>,
+    /// Whether each opening of the named repositories was allowed to clean them.
+    cleans: Mutex<Vec<bool>>,
 }
 
 /// Counts a cancellation when a run's future is dropped unfinished.
@@ -69,6 +71,7 @@ impl FakeRunner {
             cancelled: Arc::new(AtomicUsize::new(0)),
             replays: AtomicUsize::new(0),
             progress: Mutex::new(Vec::new()),
+            cleans: Mutex::new(Vec::new()),
         })
     }
 
@@ -154,7 +157,9 @@ impl Runner for FakeRunner {
     fn repositories(
         &self,
         specs: Vec<(String, crate::spec::repository::RepositorySpec)>,
+        clean: bool,
     ) -> BoxFuture<super::runner::Probes> {
+        self.cleans.lock().unwrap().push(clean);
         Box::pin(async move {
             specs
                 .into_iter()
@@ -598,4 +603,23 @@ async fn a_repository_is_never_run_and_its_status_says_whether_it_is_valid() {
         "{broken}"
     );
     lp.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn what_failed_uploads_left_is_cleared_only_while_no_run_writes() {
+    let specs: &'static str = Box::leak(format!("{ONCE}---\n{REPOSITORIES}").into_boxed_str());
+    let mut setup = Setup::new(specs);
+    setup.behaviour = Behaviour::Hang;
+    let lp = setup.start();
+    pass(Duration::from_secs(2)).await;
+    assert_eq!(lp.runner.count("once"), 1);
+    // Resyncs come while the run hangs, as an upload in progress would.
+    pass(Duration::from_secs(200)).await;
+    let cleans = lp.runner.cleans.lock().unwrap().clone();
+    assert!(cleans.len() >= 3, "{cleans:?}");
+    assert!(cleans[0], "the start-up opening cleans: {cleans:?}");
+    assert!(
+        cleans[1..].iter().all(|c| !c),
+        "a resync cleaned while a run was writing: {cleans:?}"
+    );
 }

@@ -77,6 +77,16 @@ pub struct ArchiveGauges {
     pub corrupt: u64,
 }
 
+/// A named repository as its last probe found it.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RepositoryGauges {
+    pub name: String,
+    pub up: bool,
+    /// This host's archives there and their bytes (0 when it is down).
+    pub archives: u64,
+    pub bytes: u64,
+}
+
 /// Every metric holdfast exports.
 pub struct Metrics {
     registry: Registry,
@@ -258,6 +268,12 @@ impl Metrics {
         self.state.update(|s| s.archives = groups.to_vec());
     }
 
+    /// The gauges of every named repository (Repository specs) from now on.
+    pub fn set_repositories(&self, repositories: &[RepositoryGauges]) {
+        self.state
+            .update(|s| s.repositories = repositories.to_vec());
+    }
+
     /// Whether the daemon is keeping its last good view because the specs folder cannot
     /// be read (or will not hold still) now.
     pub fn specs_unreadable(&self, unreadable: bool) {
@@ -294,6 +310,7 @@ struct StateGauges {
     objects: Vec<ObjectGauges>,
     archives: Vec<ArchiveGauges>,
     files: Vec<(String, usize)>,
+    repositories: Vec<RepositoryGauges>,
 }
 
 /// Encodes the state gauges from plain vectors at scrape time. With a thousand policies,
@@ -429,6 +446,33 @@ impl Collector for StateCollector {
             s.archives
                 .iter()
                 .map(|g| (g.name.as_str(), clamp(g.corrupt))),
+        )?;
+        one_label_family(
+            e,
+            "holdfast_repository_up",
+            "1 when the named repository answered its last probe (write, read, delete), else 0",
+            "repository",
+            s.repositories
+                .iter()
+                .map(|r| (r.name.as_str(), i64::from(r.up))),
+        )?;
+        one_label_family(
+            e,
+            "holdfast_repository_archives",
+            "This host's archives in the named repository, at its last probe",
+            "repository",
+            s.repositories
+                .iter()
+                .map(|r| (r.name.as_str(), clamp(r.archives))),
+        )?;
+        one_label_family(
+            e,
+            "holdfast_repository_bytes",
+            "Bytes of this host's archives in the named repository, at its last probe",
+            "repository",
+            s.repositories
+                .iter()
+                .map(|r| (r.name.as_str(), clamp(r.bytes))),
         )?;
         one_label_family(
             e,

@@ -846,8 +846,12 @@ async fn catalog(State(app): State<AppState>, ApiQuery(q): ApiQuery<CatalogQuery
             Some(entries) => entries.as_ref().clone(),
             None => crate::repo::catalog::scan(&app.repository).map_err(|e| e.to_string())?,
         };
-        let missing =
-            crate::repo::catalog::missing(&app.state, &entries).map_err(|e| e.to_string())?;
+        let missing = crate::repo::catalog::missing(
+            &app.state,
+            crate::spec::repository::DEFAULT_REPOSITORY,
+            &entries,
+        )
+        .map_err(|e| e.to_string())?;
         entries.extend(missing);
         if let Some(name) = &q.name {
             entries.retain(|e| &e.group == name);

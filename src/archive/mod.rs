@@ -518,6 +518,32 @@ pub fn verify_artifact_stream(
     verify::verify_stream(stream, shown, info)
 }
 
+/// Like [`extract_artifact`], for an artifact read from a stream (a remote repository, a
+/// decryption) named `name` (its extension picks the decompressor). The raw stream is
+/// read to its end and its size and sha256 returned, for the caller to check against the
+/// manifest before it trusts what was extracted.
+pub fn extract_artifact_stream(
+    stream: Box<dyn Read + Send>,
+    name: &str,
+    shown: &Path,
+    target: &Path,
+    limits: ExtractLimits,
+    progress: &dyn Progress,
+) -> Result<(ExtractStats, u64, String), ArchiveError> {
+    use sha2::Digest;
+    let mut raw = verify::HashingReader {
+        inner: stream,
+        hasher: sha2::Sha256::new(),
+        count: 0,
+    };
+    let stats = {
+        let reader = extract::decoder(shown, name, &mut raw)?;
+        extract_tar(reader, target, limits, progress)?
+    };
+    io::copy(&mut raw, &mut io::sink()).map_err(|e| ArchiveError::io("reading", shown, e))?;
+    Ok((stats, raw.count, hex::encode(raw.hasher.finalize())))
+}
+
 /// Checks the stored bytes of an encrypted artifact (its size and sha256 as stored),
 /// without decrypting: what a host without the identity can check.
 pub fn verify_stored_artifact(

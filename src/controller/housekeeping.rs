@@ -505,10 +505,11 @@ impl Housekeeping {
     /// The archives the run history records but the catalog lacks (Missing), by group.
     async fn missing(&self) -> Result<BTreeMap<String, Vec<Entry>>, String> {
         let state = self.state.clone();
-        let recorded = blocking(move || state.recorded_archives())
-            .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| e.to_string())?;
+        let recorded =
+            blocking(move || state.recorded_archives(crate::spec::repository::DEFAULT_REPOSITORY))
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| e.to_string())?;
         let mut groups: BTreeMap<String, Vec<Entry>> = BTreeMap::new();
         for e in crate::repo::catalog::missing_from(recorded, self.catalog.entries()) {
             groups.entry(e.group.clone()).or_default().push(e);
@@ -656,6 +657,7 @@ mod tests {
             problems: Vec::new(),
             verified: None,
             path: PathBuf::new(),
+            repository: crate::spec::repository::DEFAULT_REPOSITORY.to_string(),
         }
     }
 

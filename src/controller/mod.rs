@@ -688,6 +688,7 @@ impl Controller {
             memory,
             next_schedule: &self.next_schedule,
             archives: &self.housekeeping.archives,
+            probes: &self.probes,
             now,
         });
     }

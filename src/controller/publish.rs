@@ -26,6 +26,8 @@ pub struct Pass<'a> {
     pub memory: &'a BTreeMap<ObjectKey, crate::state::ObjectMemory>,
     pub next_schedule: &'a BTreeMap<ObjectKey, DateTime<Utc>>,
     pub archives: &'a BTreeMap<String, ArchivesSummary>,
+    /// The named repositories' last probes.
+    pub probes: &'a super::runner::Probes,
     pub now: DateTime<Utc>,
 }
 
@@ -137,6 +139,21 @@ impl Publisher {
         let metrics = &self.hub.metrics;
         metrics.set_objects(&gauges);
         metrics.set_archives(&archive_gauges(pass.archives));
+        metrics.set_repositories(
+            &pass
+                .probes
+                .iter()
+                .map(|(name, probe)| {
+                    let (archives, bytes) = probe.result.clone().unwrap_or_default();
+                    crate::metrics::RepositoryGauges {
+                        name: name.clone(),
+                        up: probe.result.is_ok(),
+                        archives,
+                        bytes,
+                    }
+                })
+                .collect::<Vec<_>>(),
+        );
         metrics.set_spec_errors(&spec_errors(root, pass.desired));
         self.hub
             .publish(snapshot(root, pass.desired, pass.statuses));

@@ -34,6 +34,8 @@ pub enum Health {
 #[serde(rename_all = "camelCase")]
 pub struct Entry {
     pub id: String,
+    /// The repository it is in: `default` or a Repository spec's name.
+    pub repository: String,
     /// The repository folder it is grouped under: its policy's or Archive's name.
     pub group: String,
     pub kind: Option<String>,
@@ -95,6 +97,7 @@ pub fn read_entry(repo: &Repository, group: &str, id: &str) -> Result<Option<Ent
         return Ok(None);
     };
     let mut entry = Entry {
+        repository: repo.name().to_string(),
         time: time_from_id(id).unwrap_or(DateTime::<Utc>::UNIX_EPOCH),
         id: id.to_string(),
         group: group.to_string(),
@@ -282,7 +285,7 @@ pub fn reconcile_history(
     state: &crate::state::StateDb,
     entries: &[Entry],
 ) -> Result<Vec<Entry>, crate::state::StateError> {
-    let recorded = state.recorded_archives()?;
+    let recorded = state.recorded_archives(crate::spec::repository::DEFAULT_REPOSITORY)?;
     for entry in entries {
         // A corrupt archive is listed from disk; it is no run result worth recording.
         if entry.health == Health::Corrupt || recorded.iter().any(|(id, _, _)| id == &entry.id) {
@@ -318,9 +321,10 @@ pub fn reconcile_history(
 /// entries. Reads only: what the read-only API uses.
 pub fn missing<'a>(
     state: &crate::state::StateDb,
+    repository: &str,
     entries: impl IntoIterator<Item = &'a Entry>,
 ) -> Result<Vec<Entry>, crate::state::StateError> {
-    Ok(missing_from(state.recorded_archives()?, entries))
+    Ok(missing_from(state.recorded_archives(repository)?, entries))
 }
 
 /// The archives of `recorded` (the run history's) that `entries` lack, as Missing entries.
@@ -346,6 +350,7 @@ pub fn missing_from<'a>(
             health: Health::Missing,
             verified: None,
             path: PathBuf::new(),
+            repository: crate::spec::repository::DEFAULT_REPOSITORY.to_string(),
         })
         .collect()
 }
@@ -427,7 +432,7 @@ mod tests {
         reconcile_history(&state, std::slice::from_ref(&good)).unwrap();
         assert_eq!(state.runs(10).unwrap().len(), 2);
         let recorded: Vec<String> = state
-            .recorded_archives()
+            .recorded_archives("default")
             .unwrap()
             .into_iter()
             .map(|r| r.0)
@@ -452,7 +457,7 @@ mod tests {
             .unwrap();
         let entries = scan(&local(&repo)).unwrap();
         assert!(reconcile_history(&state, &entries).unwrap().is_empty());
-        assert!(missing(&state, &entries).unwrap().is_empty());
+        assert!(missing(&state, "default", &entries).unwrap().is_empty());
     }
 
     #[test]

@@ -240,6 +240,7 @@ mod tests {
             problems: vec![],
             verified,
             path: PathBuf::from(id),
+            repository: crate::spec::repository::DEFAULT_REPOSITORY.to_string(),
         };
         use Health::*;
         let entries = [

@@ -340,9 +340,19 @@ impl Restorer {
         // Restores read artifacts from a folder on this machine: a remote or encrypted
         // archive is fetched (decrypted, every byte checked) into one beside the state,
         // removed when the restore ends.
-        let _fetched = if entry.path.as_os_str().is_empty() || manifest.encryption.is_some() {
-            let wanted: Vec<Artifact> = selection
-                .volumes
+        let remote = entry.path.as_os_str().is_empty() || manifest.encryption.is_some();
+        // Into new volumes, volume artifacts stream from the repository as they are
+        // extracted, each checked against its manifest entry before its swap; in place,
+        // they are fetched first, so the containers stop only once the data is here and
+        // known good.
+        let stream_volumes = remote && request.mode == RestoreMode::NewVolumes;
+        let _fetched = if remote {
+            let streamed: &[&Artifact] = if stream_volumes {
+                &[]
+            } else {
+                &selection.volumes
+            };
+            let wanted: Vec<Artifact> = streamed
                 .iter()
                 .chain(&selection.binds)
                 .chain(&selection.dumps)
@@ -389,8 +399,12 @@ impl Restorer {
         }
         // Reading every byte of the artifacts: on a blocking worker, off the runtime.
         let root = entry.path.clone();
-        let artifacts: Vec<Artifact> = selection
-            .volumes
+        let checked: &[&Artifact] = if stream_volumes {
+            &[]
+        } else {
+            &selection.volumes
+        };
+        let artifacts: Vec<Artifact> = checked
             .iter()
             .chain(&selection.binds)
             .map(|a| (*a).clone())
@@ -448,7 +462,7 @@ impl Restorer {
         }
         progress.phase("restoring");
         let result = self
-            .write_volumes(&planned, &entry, run_id, &progress, report)
+            .write_volumes(&planned, &entry, stream_volumes, run_id, &progress, report)
             .await;
         let downtime = down_since.map_or(0.0, |t| t.elapsed().as_secs_f64());
         if !stopped.is_empty() {
@@ -681,10 +695,13 @@ impl Restorer {
         }
     }
 
+    /// `streamed`: volume artifacts are read from the repository as they are extracted,
+    /// not from `entry.path`.
     async fn write_volumes(
         &self,
         planned: &[Planned<'_>],
         entry: &Entry,
+        streamed: bool,
         run_id: &str,
         progress: &Arc<dyn Progress>,
         report: &mut RestoreReport,
@@ -738,7 +755,16 @@ impl Restorer {
                 });
             }
             progress.item(&p.volume);
-            let artifact = entry.path.join(&p.artifact.path);
+            let artifact = if streamed {
+                Extracted::Streamed {
+                    repository: self.repository.clone(),
+                    group: entry.group.clone(),
+                    id: entry.id.clone(),
+                    artifact: Box::new(p.artifact.clone()),
+                }
+            } else {
+                Extracted::File(entry.path.join(&p.artifact.path))
+            };
             let limits = limits_for(p.artifact);
             info!(volume = %p.volume, into = %p.target, in_place = p.exists, "restoring volume");
             // A new volume goes through the same staging folder and swap as an existing
@@ -750,7 +776,7 @@ impl Restorer {
                     fault::point("restore.new-volume.mid-extract")
                 })
             };
-            let stats = swap_in(&artifact, &data, run_id, limits, progress).await;
+            let stats = swap_in(artifact, &data, run_id, limits, progress).await;
             if stats.is_err() && !p.exists {
                 // Ours, and incomplete: it goes.
                 let _ = self.engine.remove_volume(&p.target).await;
@@ -792,8 +818,72 @@ fn in_place_targets<'a>(planned: &'a [Planned<'_>]) -> Vec<&'a str> {
 
 /// Extracts into a staging folder beside `data`, then swaps the two atomically and
 /// removes the old content. A failure before the swap leaves `data` as it was.
+/// Where a volume's artifact is extracted from.
+enum Extracted {
+    /// A file on this machine, checked before anything was stopped.
+    File(PathBuf),
+    /// Streamed from a remote or encrypted repository, checked as it is read.
+    Streamed {
+        repository: crate::repo::Repository,
+        group: String,
+        id: String,
+        artifact: Box<Artifact>,
+    },
+}
+
+impl Extracted {
+    /// Extracts into `target`; a streamed artifact whose bytes are not those its manifest
+    /// recorded is an error, after the extraction and before any swap.
+    fn extract(
+        &self,
+        target: &Path,
+        limits: crate::archive::ExtractLimits,
+        progress: &dyn Progress,
+    ) -> Result<crate::archive::ExtractStats, crate::archive::ArchiveError> {
+        let (repository, group, id, artifact) = match self {
+            Extracted::File(path) => {
+                return crate::archive::extract_artifact(path, target, limits, progress);
+            }
+            Extracted::Streamed {
+                repository,
+                group,
+                id,
+                artifact,
+            } => (repository, group, id, artifact),
+        };
+        let shown = PathBuf::from(format!(
+            "{}/{group}/{id}/{}",
+            repository.describe(),
+            artifact.path
+        ));
+        let stream = repository.open_artifact(group, id, artifact).map_err(|e| {
+            crate::archive::ArchiveError::Corrupt {
+                path: shown.clone(),
+                source: std::io::Error::other(e.to_string()),
+            }
+        })?;
+        let (stats, size, sha256) = crate::archive::extract_artifact_stream(
+            stream,
+            &artifact.path,
+            &shown,
+            target,
+            limits,
+            progress,
+        )?;
+        if size != artifact.size || sha256 != artifact.sha256 {
+            return Err(crate::archive::ArchiveError::Mismatch {
+                path: shown,
+                what: "content",
+                expected: format!("{} bytes, sha256 {}", artifact.size, artifact.sha256),
+                actual: format!("{size} bytes, sha256 {sha256}"),
+            });
+        }
+        Ok(stats)
+    }
+}
+
 async fn swap_in(
-    artifact: &Path,
+    artifact: Extracted,
     data: &Path,
     run_id: &str,
     limits: crate::archive::ExtractLimits,
@@ -804,7 +894,6 @@ async fn swap_in(
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "_data".into());
     let staging = data.with_file_name(format!("{name}.holdfast-restore-{run_id}"));
-    let artifact = artifact.to_path_buf();
     let data = data.to_path_buf();
     let result = tokio::task::spawn_blocking(move || {
         // A restore that crashed before or after its swap left its staging folder (new
@@ -812,7 +901,8 @@ async fn swap_in(
         remove_staging_beside(&data, &|_| true);
         // The run's progress: a run cancelled at shutdown stops extracting at the next
         // buffer, and never swaps (its containers are being started again meanwhile).
-        let stats = crate::archive::extract_artifact(&artifact, &staging, limits, &*progress)
+        let stats = artifact
+            .extract(&staging, limits, &*progress)
             .and_then(|stats| {
                 crate::archive::sync_tree(&staging)?;
                 Ok(stats)
@@ -1270,7 +1360,7 @@ mod tests {
             max_bytes: 1 << 30,
         };
         let result = swap_in(
-            &repo.join(&info.path),
+            Extracted::File(repo.join(&info.path)),
             &data,
             "r1",
             limits,

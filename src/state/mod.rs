@@ -684,13 +684,20 @@ impl StateDb {
     /// Every archive the run history says exists: (archive id, kind, name). Only backups
     /// write archives; a restore's row names the archive it read, which is no archive of
     /// its own.
-    pub fn recorded_archives(&self) -> Result<Vec<(String, String, String)>, StateError> {
+    /// Only the runs that wrote `repository` count (runs recorded before repositories had
+    /// names wrote `default`); copies are not recorded archives.
+    pub fn recorded_archives(
+        &self,
+        repository: &str,
+    ) -> Result<Vec<(String, String, String)>, StateError> {
         let conn = self.conn();
         let mut stmt = conn
-            .prepare("SELECT archive_id, kind, name FROM runs WHERE archive_id IS NOT NULL AND phase IN ('Succeeded', 'PartiallyFailed') AND kind IN ('BackupPolicy', 'Archive') ORDER BY start_time")
+            .prepare("SELECT archive_id, kind, name FROM runs WHERE archive_id IS NOT NULL AND phase IN ('Succeeded', 'PartiallyFailed') AND kind IN ('BackupPolicy', 'Archive') AND COALESCE(repository, 'default') = ?1 ORDER BY start_time")
             .map_err(query("listing recorded archives"))?;
         let rows = stmt
-            .query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
+            .query_map([repository], |row| {
+                Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+            })
             .map_err(query("listing recorded archives"))?;
         rows.collect::<Result<_, _>>()
             .map_err(query("listing recorded archives"))

@@ -32,12 +32,13 @@ pub fn run(settings: &Settings, args: &GetArgs) -> anyhow::Result<ExitCode> {
         .filter(|o| !matches!(o.resource, Some(Resource::Restore(_))))
         .filter_map(|o| o.name.clone())
         .collect();
-    let mut all = catalog::scan(&crate::cli::repository_named(settings)?)?;
+    let repository = crate::cli::repository_named(settings)?;
+    let mut all = catalog::scan(&repository)?;
     let catalog = catalog::Catalog::from_entries(all.clone());
     // With a state folder, the run history joins in: the archives it records that are
     // gone from the repository are listed as Missing. Read-only: listing records nothing.
     if let Some(state) = super::state(settings)? {
-        all.extend(catalog::missing(&state, &all)?);
+        all.extend(catalog::missing(&state, repository.name(), &all)?);
     }
     let entries: Vec<Entry> = all
         .into_iter()

@@ -63,7 +63,7 @@ pub struct Probe {
 }
 
 /// How long a repository's probe may take before it counts as unreachable.
-const PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+const PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
 
 /// Runs against the real Docker engine and repository.
 pub struct LiveRunner {
@@ -285,14 +285,23 @@ impl Runner for LiveRunner {
             let mut kept = BTreeMap::new();
             let mut opened = BTreeMap::new();
             let mut probes = Probes::new();
-            // Each in turn, on a blocking worker: opening reads files, probing goes out.
-            for (name, spec) in specs {
-                let lock = held.remove(&name);
-                let task = tokio::task::spawn_blocking({
-                    let (name, host) = (name.clone(), host.clone());
-                    move || open_for_writing(&name, &spec, &host, lock, clean)
-                });
-                let (repository, probe) = match tokio::time::timeout(PROBE_TIMEOUT, task).await {
+            // All at once, each on a blocking worker (opening reads files, probing goes
+            // out), under one deadline: a repository that hangs holds the loop up for
+            // PROBE_TIMEOUT at most, whatever their number.
+            let tasks: Vec<_> = specs
+                .into_iter()
+                .map(|(name, spec)| {
+                    let lock = held.remove(&name);
+                    let (n, host) = (name.clone(), host.clone());
+                    let task = tokio::task::spawn_blocking(move || {
+                        open_for_writing(&n, &spec, &host, lock, clean)
+                    });
+                    (name, task)
+                })
+                .collect();
+            let deadline = tokio::time::Instant::now() + PROBE_TIMEOUT;
+            for (name, task) in tasks {
+                let (repository, probe) = match tokio::time::timeout_at(deadline, task).await {
                     Ok(Ok((repository, lock, probe))) => {
                         if let Some(lock) = lock {
                             kept.insert(name.clone(), lock);

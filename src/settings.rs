@@ -52,7 +52,7 @@ impl Default for Settings {
             archive_via: ArchiveVia::Auto,
             history_limit: DEFAULT_HISTORY_LIMIT,
             log_format: LogFormat::Text,
-            repo: crate::spec::repository::DEFAULT_REPOSITORY.to_string(),
+            repo: DEFAULT_REPO.to_string(),
         }
     }
 }
@@ -75,6 +75,9 @@ pub struct StateFlag {
     pub state: PathBuf,
 }
 
+/// The name of the repository `--repository` gives (a Repository spec may not take it).
+pub const DEFAULT_REPO: &str = "default";
+
 /// `--repo`, for the commands that read or change the archives of one repository.
 #[derive(Clone, Debug, Args)]
 #[command(next_help_heading = "Paths")]
@@ -84,7 +87,7 @@ pub struct RepoFlag {
     #[arg(
         long,
         env = "HOLDFAST_REPO",
-        default_value = crate::spec::repository::DEFAULT_REPOSITORY,
+        default_value = DEFAULT_REPO,
         value_name = "NAME"
     )]
     pub repo: String,

@@ -550,6 +550,22 @@ fn a_repository_status_says_why_it_cannot_be_reached_and_a_backup_there_fails_be
     let status = &common::daemon::statuses(&specs.join("good.status.yaml"))[0]["status"];
     assert!(status["lastValidated"].is_string(), "{status:#}");
     assert_eq!(status["archives"]["count"], 0, "{status:#}");
+    // The gauges say the same, by repository.
+    let address = common::daemon::Daemon::api_address(dir.path());
+    let metrics = run(Command::new("curl").args(["-sS", &format!("http://{address}/metrics")]));
+    let metrics = stdout(&metrics);
+    assert!(
+        metrics.contains(r#"holdfast_repository_up{repository="good"} 1"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"holdfast_repository_up{repository="refused"} 0"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"holdfast_repository_archives{repository="good"} 0"#),
+        "{metrics}"
+    );
     for (name, says) in [
         ("wrong-secret", "credentials"),
         ("unknown-key", "credentials"),
@@ -735,4 +751,77 @@ spec:
     let _ = run(Command::new("docker").args(["volume", "rm", "-f", &restored]));
     assert!(out.status.success(), "restore: {}", printed(&out));
     assert_eq!(content, "over-ssh\n");
+}
+
+#[test]
+#[cfg_attr(skip_docker, ignore = "needs Docker; HOLDFAST_SKIP_DOCKER=1")]
+fn a_streamed_restore_of_a_tampered_artifact_leaves_no_volume_behind() {
+    let _lock = docker_lock();
+    let server = common::sftp::Sftp::start();
+    let env = Env::new();
+    let volume = FileVolume::new("hftamper", "original");
+    env.spec(
+        "nas",
+        &format!(
+            "apiVersion: holdfast.dev/v1alpha1
+kind: Repository
+metadata: {{name: nas}}
+spec:
+  storage:
+    sftp: {{host: {}, port: {}, user: {}, path: {}/r, privateKeyFile: {}, knownHostsFile: {}}}
+",
+            server.host(),
+            server.port(),
+            server.user(),
+            server.root().display(),
+            server.private_key().display(),
+            server.known_hosts().display(),
+        ),
+    );
+    let id = env.backup_succeeded(
+        "tampered",
+        &format!(
+            "  targets: {{volumes: [{}]}}\n  output: {{repository: nas, format: tar}}\n",
+            volume.0
+        ),
+    );
+    // Someone with access to the server changes the archive: same size, other bytes.
+    let host = fs::read_dir(server.root().join("r"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let artifact = host
+        .join("tampered")
+        .join(&id)
+        .join(format!("volumes/{}.tar", volume.0));
+    let text = fs::read(&artifact).unwrap();
+    let changed: Vec<u8> = String::from_utf8_lossy(&text)
+        .replace("original", "forgedxx")
+        .into_bytes();
+    assert_eq!(changed.len(), text.len());
+    assert_ne!(changed, text);
+    fs::write(&artifact, changed).unwrap();
+
+    let restored = format!("{}-back", volume.0);
+    let _ = run(Command::new("docker").args(["volume", "rm", "-f", &restored]));
+    let out = run(env.holdfast().args([
+        "restore",
+        "--repo",
+        "nas",
+        "--from",
+        &id,
+        "--volume",
+        &volume.0,
+        "--map",
+        &format!("{}={restored}", volume.0),
+    ]));
+    let exists = run(Command::new("docker").args(["volume", "inspect", &restored]))
+        .status
+        .success();
+    let _ = run(Command::new("docker").args(["volume", "rm", "-f", &restored]));
+    assert!(!out.status.success(), "a tampered archive was restored");
+    assert!(stderr(&out).contains("sha256"), "{}", stderr(&out));
+    assert!(!exists, "the new volume was left behind");
 }

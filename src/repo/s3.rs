@@ -2,10 +2,12 @@
 //! through opendal.
 //!
 //! Storage calls come from blocking workers (see [`super::storage`]); they drive opendal's
-//! async operator on the remote runtime ([`super::remote`]), so an upload's parts go out
-//! while the next ones are compressed. Uploads are multipart: parts of [`PART`] bytes, [`IN_FLIGHT`]
-//! at a time, which bounds the memory an upload takes; a writer dropped before it is
-//! committed aborts its multipart upload. Transient failures (timeouts, 5xx, resets) are
+//! async operator on the remote runtime ([`super::remote`]). Uploads are multipart: parts
+//! of [`PART`] bytes go out one after the other on a thread of their own while the next
+//! ones are compressed, with at most [`QUEUED`] waiting, which bounds the memory an upload
+//! takes (opendal's own concurrent parts keep every finished part in memory until the
+//! upload closes, in this release). A writer dropped before it is committed aborts its
+//! multipart upload. Transient failures (timeouts, 5xx, resets) are
 //! retried with backoff by opendal's retry layer, each request under a timeout.
 
 use std::io::{self, Read, Write};
@@ -23,8 +25,9 @@ use crate::spec::repository::{HostSecretError, S3Storage};
 
 /// Bytes per uploaded part (S3 wants at least 5 MiB but for the last).
 const PART: usize = 8 << 20;
-/// Parts uploaded at once.
-const IN_FLIGHT: usize = 3;
+/// Parts waiting for the upload thread: with the one uploading and the one filling, an
+/// upload holds at most four parts (32 MiB).
+const QUEUED: usize = 2;
 /// Bytes fetched per ranged read when downloading.
 const READ_CHUNK: usize = 8 << 20;
 
@@ -235,16 +238,36 @@ impl Objects for S3Objects {
     }
 
     fn writer(&self, key: &str) -> io::Result<Box<dyn OutFile>> {
-        let writer = block_on(async {
-            self.op
-                .writer_with(key)
-                .chunk(PART)
-                .concurrent(IN_FLIGHT)
-                .await
-        })
-        .map_err(io_error)?;
+        let mut writer =
+            block_on(async { self.op.writer_with(key).chunk(PART).await }).map_err(io_error)?;
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Part>(QUEUED);
+        // Parts go out on a thread of their own, so compression goes on while one uploads;
+        // the queue between them bounds the memory an upload takes.
+        let worker = std::thread::Builder::new()
+            .name("holdfast-upload".into())
+            .spawn(move || -> io::Result<()> {
+                loop {
+                    match rx.recv() {
+                        Ok(Part::Data(part)) => {
+                            if let Err(e) = block_on(writer.write(part)) {
+                                let _ = block_on(writer.abort());
+                                return Err(io_error(e));
+                            }
+                        }
+                        Ok(Part::Close) => {
+                            return block_on(writer.close()).map(|_| ()).map_err(io_error);
+                        }
+                        // Dropped before it was committed: the multipart upload goes.
+                        Err(_) => {
+                            let _ = block_on(writer.abort());
+                            return Err(io::Error::other("the upload was abandoned"));
+                        }
+                    }
+                }
+            })?;
         Ok(Box::new(Upload {
-            writer: Some(writer),
+            tx: Some(tx),
+            worker: Some(worker),
             buffer: Vec::with_capacity(PART),
         }))
     }
@@ -287,20 +310,45 @@ impl Read for StreamReader {
     }
 }
 
+/// What the upload thread is handed.
+enum Part {
+    Data(Vec<u8>),
+    /// Complete the upload.
+    Close,
+}
+
 /// A multipart upload in progress; aborted when dropped uncommitted.
 struct Upload {
-    writer: Option<opendal::Writer>,
+    tx: Option<std::sync::mpsc::SyncSender<Part>>,
+    worker: Option<std::thread::JoinHandle<io::Result<()>>>,
     buffer: Vec<u8>,
 }
 
 impl Upload {
-    fn send(&mut self) -> io::Result<()> {
-        let writer = self
-            .writer
-            .as_mut()
-            .ok_or_else(|| io::Error::other("the upload was already completed"))?;
+    /// The upload thread's error, once it has stopped taking parts.
+    fn failed(&mut self) -> io::Error {
+        self.tx = None;
+        match self.worker.take().map(std::thread::JoinHandle::join) {
+            Some(Ok(Err(e))) => e,
+            Some(Ok(Ok(()))) => io::Error::other("the upload ended early"),
+            Some(Err(_)) => io::Error::other("the upload thread panicked"),
+            None => io::Error::other("the upload was already completed"),
+        }
+    }
+
+    fn send(&mut self, part: Part) -> io::Result<()> {
+        let Some(tx) = &self.tx else {
+            return Err(io::Error::other("the upload was already completed"));
+        };
+        if tx.send(part).is_err() {
+            return Err(self.failed());
+        }
+        Ok(())
+    }
+
+    fn send_buffer(&mut self) -> io::Result<()> {
         let part = std::mem::replace(&mut self.buffer, Vec::with_capacity(PART));
-        block_on(writer.write(part)).map_err(io_error)
+        self.send(Part::Data(part))
     }
 }
 
@@ -310,7 +358,7 @@ impl Write for Upload {
         let n = buf.len().min(room);
         self.buffer.extend_from_slice(&buf[..n]);
         if self.buffer.len() == PART {
-            self.send()?;
+            self.send_buffer()?;
         }
         Ok(n)
     }
@@ -323,20 +371,16 @@ impl Write for Upload {
 impl OutFile for Upload {
     fn commit(mut self: Box<Self>) -> io::Result<Option<StoredDigest>> {
         if !self.buffer.is_empty() {
-            self.send()?;
+            self.send_buffer()?;
         }
-        let mut writer = self.writer.take().expect("committed once");
-        block_on(writer.close()).map_err(io_error)?;
-        Ok(None)
+        self.send(Part::Close)?;
+        self.tx = None;
+        match self.worker.take().map(std::thread::JoinHandle::join) {
+            Some(Ok(result)) => result.map(|()| None),
+            _ => Err(io::Error::other("the upload thread panicked")),
+        }
     }
 }
 
-impl Drop for Upload {
-    fn drop(&mut self) {
-        if let Some(mut writer) = self.writer.take() {
-            // Best effort: a bucket lifecycle rule for incomplete uploads catches the
-            // rest (a killed process aborts nothing).
-            let _ = block_on(writer.abort());
-        }
-    }
-}
+// Dropping an uncommitted upload drops the sender: the upload thread aborts the multipart
+// upload on its own, without holding up the failure that dropped it.

@@ -8,7 +8,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// The name of the implicit repository: the folder given by `--repository`.
-pub const DEFAULT_REPOSITORY: &str = "default";
+pub const DEFAULT_REPOSITORY: &str = crate::settings::DEFAULT_REPO;
 
 /// Where archives are stored, how they are encrypted, and whether holdfast may delete
 /// there.

@@ -214,31 +214,15 @@ spec:
     );
 
     // A restore from Garage into a new volume.
-    let restored = format!("{}-back", volume.0);
-    let _ = run(Command::new("docker").args(["volume", "rm", "-f", &restored]));
-    let out = run(holdfast_for(&env, &garage).args([
-        "restore",
-        "--repo",
+    let (out, content, _) = restore_into_new_volume(
+        holdfast_for(&env, &garage),
         "offsite",
-        "--from",
         &id,
-        "--volume",
         &volume.0,
-        "--map",
-        &format!("{}={restored}", volume.0),
-    ]));
+        "cat /d/file",
+    );
     assert!(out.status.success(), "restore: {}", printed(&out));
     outputs.push(out);
-    let content = docker(&[
-        "run",
-        "--rm",
-        "-v",
-        &format!("{restored}:/d"),
-        "holdfast-test/busybox:1",
-        "cat",
-        "/d/file",
-    ]);
-    let _ = run(Command::new("docker").args(["volume", "rm", "-f", &restored]));
     assert_eq!(content, "hello-offsite\n");
     // Nothing fetched for the restore stays behind.
     let fetched = env.state.join("fetched");
@@ -266,6 +250,69 @@ spec:
         !everything.contains(secret_key),
         "the age identity was printed"
     );
+}
+
+/// `holdfast restore --repo REPO --from ID --volume VOLUME` into a new volume
+/// `<volume>-back` with `cmd` (the binary, its settings set); runs `script` (`sh -c`) on
+/// the restored volume at `/d`, removes it, and returns the restore's output, what the
+/// script printed, and whether the new volume existed after the restore.
+fn restore_into_new_volume(
+    mut cmd: Command,
+    repo: &str,
+    id: &str,
+    volume: &str,
+    script: &str,
+) -> (std::process::Output, String, bool) {
+    let restored = format!("{volume}-back");
+    let _ = run(Command::new("docker").args(["volume", "rm", "-f", &restored]));
+    let out = run(cmd.args([
+        "restore",
+        "--repo",
+        repo,
+        "--from",
+        id,
+        "--volume",
+        volume,
+        "--map",
+        &format!("{volume}={restored}"),
+    ]));
+    let existed = run(Command::new("docker").args(["volume", "inspect", &restored]))
+        .status
+        .success();
+    let seen = if out.status.success() {
+        docker(&[
+            "run",
+            "--rm",
+            "-v",
+            &format!("{restored}:/d"),
+            "holdfast-test/busybox:1",
+            "sh",
+            "-c",
+            script,
+        ])
+    } else {
+        String::new()
+    };
+    let _ = run(Command::new("docker").args(["volume", "rm", "-f", &restored]));
+    (out, seen, existed)
+}
+
+/// Starts `holdfast backup NAME -o json` and returns it once its log says it is
+/// archiving; its log is `backup.log` in the test's folder.
+fn backup_until_archiving(
+    env: &Env,
+    garage: &Garage,
+    name: &str,
+) -> (std::process::Child, PathBuf) {
+    let log = env.dir.path().join("backup.log");
+    let child = holdfast_for(env, garage)
+        .args(["backup", name, "-o", "json"])
+        .stdout(Stdio::piped())
+        .stderr(fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    wait_for_line(&log, "archiving", Duration::from_secs(60));
+    (child, log)
 }
 
 /// A container whose volume holds `mib` MiB of incompressible data, so an upload takes a
@@ -323,15 +370,8 @@ spec:
             container.name
         ),
     );
-    let log = env.dir.path().join("backup.log");
-    let child = holdfast_for(&env, &garage)
-        .args(["backup", "straight", "-o", "json"])
-        .stdout(Stdio::piped())
-        .stderr(fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
     // Killed while the archive streams to the server.
-    wait_for_line(&log, "archiving", Duration::from_secs(60));
+    let (child, _) = backup_until_archiving(&env, &garage, "straight");
     std::thread::sleep(Duration::from_millis(300));
     garage.kill_node(0);
     let out = child.wait_with_output().unwrap();
@@ -386,14 +426,7 @@ spec:
             container.name
         ),
     );
-    let log = env.dir.path().join("backup.log");
-    let child = holdfast_for(&env, &garage)
-        .args(["backup", "spread", "-o", "json"])
-        .stdout(Stdio::piped())
-        .stderr(fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    wait_for_line(&log, "archiving", Duration::from_secs(60));
+    let (child, log) = backup_until_archiving(&env, &garage, "spread");
     // Not the node the repository talks to: the one holding a third of the copies.
     garage.kill_node(2);
     let out = child.wait_with_output().unwrap();
@@ -405,30 +438,13 @@ spec:
         fs::read_to_string(&log).unwrap()
     );
     let id = outcome["archiveId"].as_str().unwrap().to_string();
-    let restored = format!("{}-back", container.volume);
-    let _ = run(Command::new("docker").args(["volume", "rm", "-f", &restored]));
-    let out = run(holdfast_for(&env, &garage).args([
-        "restore",
-        "--repo",
+    let (out, size, _) = restore_into_new_volume(
+        holdfast_for(&env, &garage),
         "offsite",
-        "--from",
         &id,
-        "--volume",
         &container.volume,
-        "--map",
-        &format!("{}={restored}", container.volume),
-    ]));
-    let size = docker(&[
-        "run",
-        "--rm",
-        "-v",
-        &format!("{restored}:/d"),
-        "holdfast-test/busybox:1",
-        "sh",
-        "-c",
         "wc -c < /d/big",
-    ]);
-    let _ = run(Command::new("docker").args(["volume", "rm", "-f", &restored]));
+    );
     assert!(out.status.success(), "restore: {}", printed(&out));
     assert_eq!(size.trim(), (100 * 1024 * 1024).to_string());
 }
@@ -726,29 +742,8 @@ spec:
         .arg(&to));
     assert!(out.status.success(), "{}", printed(&out));
     assert_eq!(fs::read_to_string(to.join("file")).unwrap(), "over-ssh\n");
-    let restored = format!("{}-back", volume.0);
-    let _ = run(Command::new("docker").args(["volume", "rm", "-f", &restored]));
-    let out = run(env.holdfast().args([
-        "restore",
-        "--repo",
-        "nas",
-        "--from",
-        &id,
-        "--volume",
-        &volume.0,
-        "--map",
-        &format!("{}={restored}", volume.0),
-    ]));
-    let content = docker(&[
-        "run",
-        "--rm",
-        "-v",
-        &format!("{restored}:/d"),
-        "holdfast-test/busybox:1",
-        "cat",
-        "/d/file",
-    ]);
-    let _ = run(Command::new("docker").args(["volume", "rm", "-f", &restored]));
+    let (out, content, _) =
+        restore_into_new_volume(env.holdfast(), "nas", &id, &volume.0, "cat /d/file");
     assert!(out.status.success(), "restore: {}", printed(&out));
     assert_eq!(content, "over-ssh\n");
 }
@@ -804,23 +799,7 @@ spec:
     assert_ne!(changed, text);
     fs::write(&artifact, changed).unwrap();
 
-    let restored = format!("{}-back", volume.0);
-    let _ = run(Command::new("docker").args(["volume", "rm", "-f", &restored]));
-    let out = run(env.holdfast().args([
-        "restore",
-        "--repo",
-        "nas",
-        "--from",
-        &id,
-        "--volume",
-        &volume.0,
-        "--map",
-        &format!("{}={restored}", volume.0),
-    ]));
-    let exists = run(Command::new("docker").args(["volume", "inspect", &restored]))
-        .status
-        .success();
-    let _ = run(Command::new("docker").args(["volume", "rm", "-f", &restored]));
+    let (out, _, exists) = restore_into_new_volume(env.holdfast(), "nas", &id, &volume.0, "true");
     assert!(!out.status.success(), "a tampered archive was restored");
     assert!(stderr(&out).contains("sha256"), "{}", stderr(&out));
     assert!(!exists, "the new volume was left behind");

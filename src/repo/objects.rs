@@ -17,7 +17,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 
 use super::layout::{self, MANIFEST, META_DIR};
-use super::lock::{LocalLockError, LockOwner, RepoLock};
+use super::lock::{LockOwner, RepoLock};
 use super::storage::{Meta, Staged, Storage, StorageError};
 use crate::archive::{OutFile, Outlet};
 
@@ -82,6 +82,17 @@ impl ObjectStorage {
         }
     }
 
+    /// Every key below `prefix`.
+    fn keys_under(&self, prefix: &str) -> Result<Vec<String>, StorageError> {
+        Ok(self
+            .objects
+            .list(prefix)
+            .map_err(self.err("listing", prefix))?
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect())
+    }
+
     /// Every archive below this host's folder, by (group, id).
     fn tree(&self) -> Result<BTreeMap<(String, String), Uploaded>, StorageError> {
         let prefix = format!("{}/", self.host);
@@ -126,21 +137,7 @@ impl Storage for ObjectStorage {
         let place = self.describe();
         let digest = hex::encode(&sha2::Sha256::digest(place.as_bytes())[..8]);
         let dir = std::env::temp_dir().join(format!("holdfast-lock-{digest}"));
-        super::lock::lock_local(&dir, owner).map_err(|e| match e {
-            LocalLockError::Busy(holder) => StorageError::Locked {
-                repository: place,
-                holder,
-            },
-            LocalLockError::Io {
-                doing,
-                path,
-                source,
-            } => StorageError::Io {
-                doing,
-                path,
-                source,
-            },
-        })
+        super::lock::lock_local(&dir, owner).map_err(|e| super::storage::lock_refused(e, place))
     }
 
     fn groups(&self) -> Result<Vec<String>, StorageError> {
@@ -238,13 +235,7 @@ impl Storage for ObjectStorage {
 
     fn abandon(&self, staged: Staged) -> Result<(), StorageError> {
         let prefix = self.archive_prefix(&staged.group, &staged.id);
-        let keys: Vec<String> = self
-            .objects
-            .list(&prefix)
-            .map_err(self.err("listing", &prefix))?
-            .into_iter()
-            .map(|(k, _)| k)
-            .collect();
+        let keys = self.keys_under(&prefix)?;
         self.objects
             .delete(&keys)
             .map_err(self.err("removing partial archive", &prefix))
@@ -257,13 +248,7 @@ impl Storage for ObjectStorage {
             .delete(std::slice::from_ref(&manifest))
             .map_err(self.err("deleting", &manifest))?;
         let prefix = self.archive_prefix(group, id);
-        let keys: Vec<String> = self
-            .objects
-            .list(&prefix)
-            .map_err(self.err("listing", &prefix))?
-            .into_iter()
-            .map(|(k, _)| k)
-            .collect();
+        let keys = self.keys_under(&prefix)?;
         self.objects
             .delete(&keys)
             .map_err(self.err("deleting", &prefix))

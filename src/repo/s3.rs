@@ -4,8 +4,8 @@
 //! Storage calls come from blocking workers (see [`super::storage`]); they drive opendal's
 //! async operator on the remote runtime ([`super::remote`]). Uploads are multipart: parts
 //! of [`PART`] bytes go out one after the other on a thread of their own while the next
-//! ones are compressed, with at most [`QUEUED`] waiting, which bounds the memory an upload
-//! takes (opendal's own concurrent parts keep every finished part in memory until the
+//! one is compressed, handed over with [`QUEUED`] waiting, which bounds the memory an
+//! upload takes (opendal's own concurrent parts keep every finished part in memory until the
 //! upload closes, in this release). A writer dropped before it is committed aborts its
 //! multipart upload. Transient failures (timeouts, 5xx, resets) are
 //! retried with backoff by opendal's retry layer, each request under a timeout.
@@ -23,11 +23,12 @@ use super::remote::block_on;
 use crate::archive::{OutFile, StoredDigest};
 use crate::spec::repository::{HostSecretError, S3Storage};
 
-/// Bytes per uploaded part (S3 wants at least 5 MiB but for the last).
-const PART: usize = 8 << 20;
-/// Parts waiting for the upload thread: with the one uploading and the one filling, an
-/// upload holds at most four parts (32 MiB).
-const QUEUED: usize = 2;
+/// Bytes per uploaded part: the least S3 takes (but for the last part).
+const PART: usize = 5 << 20;
+/// Parts waiting for the upload thread: none, a hand-over. One part fills while the one
+/// before it uploads (opendal keeps the part it was last handed until the next one comes,
+/// to know which is last), so an upload holds at most three parts (15 MiB).
+const QUEUED: usize = 0;
 /// Bytes fetched per ranged read when downloading.
 const READ_CHUNK: usize = 8 << 20;
 
@@ -238,8 +239,7 @@ impl Objects for S3Objects {
     }
 
     fn writer(&self, key: &str) -> io::Result<Box<dyn OutFile>> {
-        let mut writer =
-            block_on(async { self.op.writer_with(key).chunk(PART).await }).map_err(io_error)?;
+        let mut writer = block_on(async { self.op.writer_with(key).await }).map_err(io_error)?;
         let (tx, rx) = std::sync::mpsc::sync_channel::<Part>(QUEUED);
         // Parts go out on a thread of their own, so compression goes on while one uploads;
         // the queue between them bounds the memory an upload takes.

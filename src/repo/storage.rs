@@ -61,6 +61,22 @@ impl StorageError {
     }
 }
 
+/// A local lock that was not taken, as a storage error naming `repository`.
+pub(super) fn lock_refused(e: LocalLockError, repository: String) -> StorageError {
+    match e {
+        LocalLockError::Busy(holder) => StorageError::Locked { repository, holder },
+        LocalLockError::Io {
+            doing,
+            path,
+            source,
+        } => StorageError::Io {
+            doing,
+            path,
+            source,
+        },
+    }
+}
+
 /// The holder of a lock as a refusal names it.
 fn holder_text(holder: &Option<LockOwner>) -> String {
     holder.as_ref().map_or_else(
@@ -340,21 +356,8 @@ impl Storage for LocalStorage {
                 host: self.host.clone(),
             });
         }
-        let lock = super::lock::lock_local(&self.meta(), owner).map_err(|e| match e {
-            LocalLockError::Busy(holder) => StorageError::Locked {
-                repository: self.root.display().to_string(),
-                holder,
-            },
-            LocalLockError::Io {
-                doing,
-                path,
-                source,
-            } => StorageError::Io {
-                doing,
-                path,
-                source,
-            },
-        })?;
+        let lock = super::lock::lock_local(&self.meta(), owner)
+            .map_err(|e| lock_refused(e, self.root.display().to_string()))?;
         super::flat::adopt(&self.top, &self.root)?;
         Ok(lock)
     }

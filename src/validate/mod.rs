@@ -345,6 +345,19 @@ fn check_repository_references(files: &mut [FileReport]) {
             .filter(|o| o.kind == Some(Kind::Repository))
             .filter_map(|o| o.name.clone()),
     );
+    // Repositories that only take streams: remote or encrypted.
+    let streams_only: Vec<String> = files
+        .iter()
+        .flat_map(|f| f.objects.iter())
+        .filter_map(|o| match &o.resource {
+            Some(Resource::Repository(r))
+                if r.spec.storage.local.is_none() || r.spec.encryption.is_some() =>
+            {
+                Some(r.metadata.name.clone())
+            }
+            _ => None,
+        })
+        .collect();
     for object in files.iter_mut().flat_map(|f| f.objects.iter_mut()) {
         let spec = FieldPath::root().key("spec");
         let output_names = |output: &Output, at: FieldPath| -> Vec<(String, FieldPath)> {
@@ -372,6 +385,33 @@ fn check_repository_references(files: &mut [FileReport]) {
                 .collect(),
             _ => Vec::new(),
         };
+        // The folder format writes trees on this machine: never to a remote or encrypted
+        // repository, and never copied.
+        let folder = match &object.resource {
+            Some(Resource::BackupPolicy(p)) => Some(&p.spec.output),
+            Some(Resource::Archive(a)) => a.spec.output.as_ref(),
+            _ => None,
+        }
+        .filter(|o| o.format == crate::spec::common::Format::Folder);
+        if let Some(output) = folder {
+            let names = output.repositories();
+            let streamed = names.iter().find(|n| streams_only.contains(n));
+            let problem = match (streamed, names.len()) {
+                (Some(name), _) => Some(format!(
+                    "the folder format writes a tree on this machine, and Repository `{name}` is remote or encrypted"
+                )),
+                (None, 2..) => Some(
+                    "the folder format is not copied to other repositories; name one repository"
+                        .to_string(),
+                ),
+                _ => None,
+            };
+            if let Some(problem) = problem {
+                let field = spec.key("output").key("format");
+                let at = object.positions.value_or_ancestor(&field);
+                object.push(at, &field, problem, Some("use tar.zst".to_string()));
+            }
+        }
         for (name, field) in named {
             if known.contains(&name) {
                 continue;
@@ -827,6 +867,47 @@ mod tests {
         let restore =
             "kind: Restore\nmetadata: {name: r}\nspec: {from: {archive: x, repository: offsite}}\n";
         assert!(check(&[("b.yaml", restore), ("r.yaml", &offsite)]).is_valid());
+    }
+
+    #[test]
+    fn the_folder_format_stays_in_one_unencrypted_local_repository() {
+        let policy = |output: &str| {
+            format!(
+                "kind: BackupPolicy\nmetadata: {{name: p}}\nspec: {{schedule: '@daily', targets: {{stacks: [s]}}, output: {output}}}\n"
+            )
+        };
+        let usb = repository("usb", "  storage: {local: {path: /a}}\n");
+        let offsite = repository(
+            "offsite",
+            "  storage: {s3: {endpoint: 'http://127.0.0.1:3900', bucket: bkt, accessKeyId: {fromEnv: A}, secretAccessKey: {fromEnv: B}}}\n",
+        );
+        let specs = |output: &str| {
+            let policy = policy(output);
+            messages(&check(&[
+                ("p.yaml", &policy),
+                ("u.yaml", &usb),
+                ("o.yaml", &offsite),
+            ]))
+        };
+        let fine = specs("{format: folder, repository: usb}");
+        assert!(fine.is_empty(), "{fine:#?}");
+        for (output, says) in [
+            (
+                "{format: folder, repository: offsite}",
+                "Repository `offsite` is remote or encrypted",
+            ),
+            (
+                "{format: folder, repositories: [default, usb]}",
+                "is not copied",
+            ),
+        ] {
+            let errors = specs(output);
+            assert_eq!(errors.len(), 1, "{output}: {errors:#?}");
+            assert!(
+                errors[0].contains("spec.output.format") && errors[0].contains(says),
+                "{output}: {errors:#?}"
+            );
+        }
     }
 
     #[test]

@@ -804,3 +804,66 @@ spec:
     assert!(stderr(&out).contains("sha256"), "{}", stderr(&out));
     assert!(!exists, "the new volume was left behind");
 }
+
+#[test]
+#[cfg_attr(skip_docker, ignore = "needs Docker; HOLDFAST_SKIP_DOCKER=1")]
+fn a_backup_killed_mid_upload_leaves_nothing_listed_and_the_next_one_clears_and_restarts() {
+    let _lock = docker_lock();
+    let garage = Garage::start(1);
+    let env = Env::new();
+    // A small volume first, whose artifact is complete (a visible object) when the run
+    // dies in the big one's; an unfinished multipart upload is not an object at all.
+    let small = FileVolume::new("hfkilled-a", "small");
+    let container = big_container("killed", 200);
+    env.spec(
+        "offsite",
+        &s3_repository(&env, &garage, "offsite", &garage.endpoint(), ""),
+    );
+    env.spec(
+        "killed",
+        &format!(
+            "apiVersion: holdfast.dev/v1alpha1
+kind: BackupPolicy
+metadata: {{name: killed}}
+spec:
+  schedule: '0 3 1 1 *'
+  targets: {{volumes: [{}, {}]}}
+  consistency: {{stop: container}}
+  output: {{repository: offsite, level: 1}}
+",
+            small.0, container.volume
+        ),
+    );
+    // SIGKILL while the archive streams to the bucket, the container stopped: no
+    // destructor runs, no upload is aborted, no manifest is written.
+    let (mut child, log) = backup_until_archiving(&env, &garage, "killed");
+    wait_for_line(
+        &log,
+        &format!("archived artifact=volumes/{}", small.0),
+        Duration::from_secs(60),
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let prefix = format!("backups/{HOST}/killed/");
+    assert!(
+        !keys(&garage, &prefix).is_empty(),
+        "the killed run uploaded nothing: the test did not kill it mid-upload"
+    );
+    let out =
+        run(holdfast_for(&env, &garage)
+            .args(["get", "archives", "--repo", "offsite", "-o", "json"]));
+    assert_eq!(json(&out), serde_json::json!([]), "{}", stderr(&out));
+
+    // The next backup starts the container the killed one left stopped, clears the
+    // upload's objects and writes a whole archive.
+    let id = env::archive_of(holdfast_for(&env, &garage).args(["backup", "killed", "-o", "json"]));
+    assert_eq!(container.state(), "running");
+    let left: Vec<String> = keys(&garage, &prefix)
+        .into_iter()
+        .filter(|k| !k.contains(&id))
+        .collect();
+    assert!(left.is_empty(), "the killed upload left {left:?}");
+    let out = run(holdfast_for(&env, &garage).args(["verify", "--repo", "offsite", &id]));
+    assert!(out.status.success(), "{}", printed(&out));
+}

@@ -199,6 +199,27 @@ spec:
             .unwrap()
             .starts_with(b"age-encryption.org/v1")
     );
+    // The manifest records the stored (ciphertext) bytes beside the plaintext's.
+    let manifest_file = env.dir.path().join("manifest.json");
+    download(&garage, &format!("{prefix}manifest.json"), &manifest_file);
+    let manifest: Value = serde_json::from_slice(&fs::read(&manifest_file).unwrap()).unwrap();
+    assert_eq!(manifest["encryption"], "age", "{manifest:#}");
+    let entry = manifest["artifacts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| artifact.ends_with(a["path"].as_str().unwrap()))
+        .unwrap();
+    assert_eq!(
+        entry["storedSha256"],
+        sha256_file(&encrypted).as_str(),
+        "{entry:#}"
+    );
+    assert_eq!(
+        entry["storedSize"],
+        fs::metadata(&encrypted).unwrap().len(),
+        "{entry:#}"
+    );
     let by_hand = env.dir.path().join("by-hand");
     fs::create_dir(&by_hand).unwrap();
     let out = run(Command::new("sh").arg("-c").arg(format!(

@@ -13,7 +13,8 @@ use super::ArchiveError;
 /// without reading the file back.
 pub(crate) struct HashingWriter<W> {
     inner: W,
-    hasher: Sha256,
+    /// `None`: only counting, as something further down hashes.
+    hasher: Option<Sha256>,
     count: u64,
 }
 
@@ -21,20 +22,36 @@ impl<W: Write> HashingWriter<W> {
     pub(crate) fn new(inner: W) -> Self {
         HashingWriter {
             inner,
-            hasher: Sha256::new(),
+            hasher: Some(Sha256::new()),
             count: 0,
         }
     }
 
+    /// Counts what passes without hashing it: the digest comes from `inner`.
+    pub(crate) fn counting(inner: W) -> Self {
+        HashingWriter {
+            inner,
+            hasher: None,
+            count: 0,
+        }
+    }
+
+    /// The writer, the bytes that passed, and their sha256 (empty when only counting).
     pub(crate) fn into_parts(self) -> (W, u64, String) {
-        (self.inner, self.count, hex::encode(self.hasher.finalize()))
+        let sha256 = self
+            .hasher
+            .map(|h| hex::encode(h.finalize()))
+            .unwrap_or_default();
+        (self.inner, self.count, sha256)
     }
 }
 
 impl<W: Write> Write for HashingWriter<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let n = self.inner.write(buf)?;
-        self.hasher.update(&buf[..n]);
+        if let Some(hasher) = &mut self.hasher {
+            hasher.update(&buf[..n]);
+        }
         self.count += n as u64;
         Ok(n)
     }
@@ -147,6 +164,11 @@ pub trait OutFile: Write + Send {
     /// Makes the artifact complete and durable. Returns what was stored when it is not
     /// the bytes written (encryption), so the manifest can record both.
     fn commit(self: Box<Self>) -> io::Result<Option<StoredDigest>>;
+    /// Asks the file to hash the bytes it stores, on a thread of its own, and to return
+    /// their digest from [`OutFile::commit`]; false when it cannot (the caller hashes).
+    fn digest_stored(&mut self) -> bool {
+        false
+    }
 }
 
 /// A folder on this machine is an outlet: each artifact a file below it (the staging

@@ -171,7 +171,10 @@ struct AgeOutlet {
 
 impl Outlet for AgeOutlet {
     fn create(&self, name: &str) -> io::Result<Box<dyn OutFile>> {
-        let file = self.inner.create(name)?;
+        let mut file = self.inner.create(name)?;
+        // The stored bytes are hashed where they are stored when the storage can (an
+        // upload's own thread), else here.
+        let offloaded = file.digest_stored();
         let encryptor = age::Encryptor::with_recipients(
             self.crypt
                 .recipients
@@ -179,7 +182,12 @@ impl Outlet for AgeOutlet {
                 .map(|r| r as &dyn age::Recipient),
         )
         .map_err(io::Error::other)?;
-        let writer = encryptor.wrap_output(HashingWriter::new(file))?;
+        let hashed = if offloaded {
+            HashingWriter::counting(file)
+        } else {
+            HashingWriter::new(file)
+        };
+        let writer = encryptor.wrap_output(hashed)?;
         Ok(Box::new(AgeFile {
             writer: Some(writer),
         }))
@@ -229,8 +237,8 @@ impl OutFile for AgeFile {
     fn commit(mut self: Box<Self>) -> io::Result<Option<StoredDigest>> {
         let writer = self.writer.take().expect("committed once");
         let (file, size, sha256) = writer.finish()?.into_parts();
-        file.commit()?;
-        Ok(Some(StoredDigest { size, sha256 }))
+        let stored = file.commit()?;
+        Ok(Some(stored.unwrap_or(StoredDigest { size, sha256 })))
     }
 }
 

@@ -241,21 +241,34 @@ impl Objects for S3Objects {
     fn writer(&self, key: &str) -> io::Result<Box<dyn OutFile>> {
         let mut writer = block_on(async { self.op.writer_with(key).await }).map_err(io_error)?;
         let (tx, rx) = std::sync::mpsc::sync_channel::<Part>(QUEUED);
+        let digest = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let hashing = digest.clone();
         // Parts go out on a thread of their own, so compression goes on while one uploads;
         // the queue between them bounds the memory an upload takes.
         let worker = std::thread::Builder::new()
             .name("holdfast-upload".into())
-            .spawn(move || -> io::Result<()> {
+            .spawn(move || -> io::Result<Option<StoredDigest>> {
+                use sha2::Digest;
+                let (mut hasher, mut count) = (sha2::Sha256::new(), 0u64);
                 loop {
                     match rx.recv() {
                         Ok(Part::Data(part)) => {
+                            if hashing.load(std::sync::atomic::Ordering::Relaxed) {
+                                hasher.update(&part);
+                                count += part.len() as u64;
+                            }
                             if let Err(e) = block_on(writer.write(part)) {
                                 let _ = block_on(writer.abort());
                                 return Err(io_error(e));
                             }
                         }
                         Ok(Part::Close) => {
-                            return block_on(writer.close()).map(|_| ()).map_err(io_error);
+                            block_on(writer.close()).map_err(io_error)?;
+                            let hashed = hashing.load(std::sync::atomic::Ordering::Relaxed);
+                            return Ok(hashed.then(|| StoredDigest {
+                                size: count,
+                                sha256: hex::encode(hasher.finalize()),
+                            }));
                         }
                         // Dropped before it was committed: the multipart upload goes.
                         Err(_) => {
@@ -269,6 +282,7 @@ impl Objects for S3Objects {
             tx: Some(tx),
             worker: Some(worker),
             buffer: Vec::with_capacity(PART),
+            digest,
         }))
     }
 
@@ -320,8 +334,10 @@ enum Part {
 /// A multipart upload in progress; aborted when dropped uncommitted.
 struct Upload {
     tx: Option<std::sync::mpsc::SyncSender<Part>>,
-    worker: Option<std::thread::JoinHandle<io::Result<()>>>,
+    worker: Option<std::thread::JoinHandle<io::Result<Option<StoredDigest>>>>,
     buffer: Vec<u8>,
+    /// Whether the upload thread hashes what it stores (asked before the first part).
+    digest: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Upload {
@@ -330,7 +346,7 @@ impl Upload {
         self.tx = None;
         match self.worker.take().map(std::thread::JoinHandle::join) {
             Some(Ok(Err(e))) => e,
-            Some(Ok(Ok(()))) => io::Error::other("the upload ended early"),
+            Some(Ok(Ok(_))) => io::Error::other("the upload ended early"),
             Some(Err(_)) => io::Error::other("the upload thread panicked"),
             None => io::Error::other("the upload was already completed"),
         }
@@ -376,9 +392,16 @@ impl OutFile for Upload {
         self.send(Part::Close)?;
         self.tx = None;
         match self.worker.take().map(std::thread::JoinHandle::join) {
-            Some(Ok(result)) => result.map(|()| None),
+            Some(Ok(result)) => result,
             _ => Err(io::Error::other("the upload thread panicked")),
         }
+    }
+
+    /// Only before the first part is handed over: the thread hashes from then on.
+    fn digest_stored(&mut self) -> bool {
+        self.digest
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        true
     }
 }
 

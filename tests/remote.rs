@@ -17,6 +17,16 @@ use serde_json::Value;
 /// The host name the tests write under, so object keys are known.
 const HOST: &str = "testhost";
 
+/// Writes a BackupPolicy `name` with a yearly schedule and `lines` under `spec:`.
+fn policy(env: &Env, name: &str, lines: &str) {
+    env.spec(
+        name,
+        &format!(
+            "apiVersion: holdfast.dev/v1alpha1\nkind: BackupPolicy\nmetadata: {{name: {name}}}\nspec:\n  schedule: '0 3 1 1 *'\n{lines}"
+        ),
+    );
+}
+
 /// An age key pair made by `age-keygen`: the identity file and the public key.
 fn age_keys(dir: &Path) -> (PathBuf, String) {
     let key = dir.join("age.key");
@@ -128,17 +138,11 @@ fn a_backup_is_copied_to_garage_encrypted_verified_and_restored_from_there() {
             ),
         ),
     );
-    env.spec(
+    policy(
+        &env,
         "remote",
         &format!(
-            "apiVersion: holdfast.dev/v1alpha1
-kind: BackupPolicy
-metadata: {{name: remote}}
-spec:
-  schedule: '0 3 1 1 *'
-  targets: {{volumes: [{}]}}
-  output: {{repositories: [default, offsite]}}
-",
+            "  targets: {{volumes: [{}]}}\n  output: {{repositories: [default, offsite]}}\n",
             volume.0
         ),
     );
@@ -376,18 +380,11 @@ fn an_upload_cut_by_a_dead_server_fails_cleanly_and_the_next_run_succeeds() {
         "offsite",
         &s3_repository(&env, &garage, "offsite", &garage.endpoint(), ""),
     );
-    env.spec(
+    policy(
+        &env,
         "straight",
         &format!(
-            "apiVersion: holdfast.dev/v1alpha1
-kind: BackupPolicy
-metadata: {{name: straight}}
-spec:
-  schedule: '0 3 1 1 *'
-  targets: {{containers: [{}]}}
-  consistency: {{stop: container}}
-  output: {{repository: offsite, level: 1}}
-",
+            "  targets: {{containers: [{}]}}\n  consistency: {{stop: container}}\n  output: {{repository: offsite, level: 1}}\n",
             container.name
         ),
     );
@@ -433,17 +430,11 @@ fn a_three_node_cluster_keeps_a_backup_going_when_a_node_dies() {
         "offsite",
         &s3_repository(&env, &garage, "offsite", &garage.endpoint(), ""),
     );
-    env.spec(
+    policy(
+        &env,
         "spread",
         &format!(
-            "apiVersion: holdfast.dev/v1alpha1
-kind: BackupPolicy
-metadata: {{name: spread}}
-spec:
-  schedule: '0 3 1 1 *'
-  targets: {{containers: [{}]}}
-  output: {{repository: offsite, level: 1}}
-",
+            "  targets: {{containers: [{}]}}\n  output: {{repository: offsite, level: 1}}\n",
             container.name
         ),
     );
@@ -840,18 +831,11 @@ fn a_backup_killed_mid_upload_leaves_nothing_listed_and_the_next_one_clears_and_
         "offsite",
         &s3_repository(&env, &garage, "offsite", &garage.endpoint(), ""),
     );
-    env.spec(
+    policy(
+        &env,
         "killed",
         &format!(
-            "apiVersion: holdfast.dev/v1alpha1
-kind: BackupPolicy
-metadata: {{name: killed}}
-spec:
-  schedule: '0 3 1 1 *'
-  targets: {{volumes: [{}, {}]}}
-  consistency: {{stop: container}}
-  output: {{repository: offsite, level: 1}}
-",
+            "  targets: {{volumes: [{}, {}]}}\n  consistency: {{stop: container}}\n  output: {{repository: offsite, level: 1}}\n",
             small.0, container.volume
         ),
     );

@@ -168,6 +168,30 @@ pub fn fetch_archive(
     Ok(())
 }
 
+/// Temporary folders of fetched artifacts: `<prefix><pid>-<archive id>`.
+const FETCH_PREFIX: &str = "holdfast-fetch-";
+
+/// Removes the fetch folders of processes that are gone (a killed `ls` or
+/// `restore --path` leaves its folder behind).
+fn remove_orphaned_fetches() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .strip_prefix(FETCH_PREFIX)
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|pid| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
 /// Artifacts of an archive in a folder on this machine: the archive's own folder when the
 /// repository is local and the artifacts are not encrypted, else a temporary folder they
 /// were fetched into (decrypted, checked), removed when this is dropped.
@@ -191,7 +215,8 @@ impl LocalArtifacts {
                 fetched: false,
             });
         }
-        let dir = std::env::temp_dir().join(format!("holdfast-fetch-{}-{id}", std::process::id()));
+        remove_orphaned_fetches();
+        let dir = std::env::temp_dir().join(format!("{FETCH_PREFIX}{}-{id}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let local = LocalArtifacts { dir, fetched: true };
         fetch_archive(repo, group, id, artifacts, &local.dir)?;
@@ -287,6 +312,24 @@ mod tests {
         assert_eq!(plain, b"plain data ".repeat(500));
         // Copying again finds it there and leaves it alone.
         assert_eq!(copy_archive(&local, &offsite, "nightly", &id).unwrap(), 0);
+    }
+
+    #[test]
+    fn fetch_folders_of_dead_processes_are_removed_and_live_ones_kept() {
+        let tmp = std::env::temp_dir();
+        // No pid reaches this (the kernel's limit is 2^22).
+        let dead = tmp.join(format!("{FETCH_PREFIX}99999999-x-20261207T030000Z"));
+        let live = tmp.join(format!(
+            "{FETCH_PREFIX}{}-y-20261207T030000Z",
+            std::process::id()
+        ));
+        for dir in [&dead, &live] {
+            std::fs::create_dir_all(dir.join("volumes")).unwrap();
+        }
+        remove_orphaned_fetches();
+        assert!(!dead.exists(), "a killed command's folder stayed");
+        assert!(live.exists(), "a running command's folder went");
+        std::fs::remove_dir_all(&live).unwrap();
     }
 
     #[test]

@@ -153,6 +153,16 @@ pub struct Restorer {
     pub locks: Arc<crate::locks::ResourceLocks>,
 }
 
+/// Where restores fetch the artifacts of remote or encrypted archives: `fetched/` in the
+/// state folder, one folder per run.
+fn fetched_dir(state: &StateDb) -> PathBuf {
+    state
+        .path()
+        .parent()
+        .map(|p| p.join("fetched"))
+        .unwrap_or_else(|| std::env::temp_dir().join("holdfast-fetched"))
+}
+
 /// A folder of fetched artifacts, removed when dropped.
 struct Fetched(PathBuf);
 
@@ -293,14 +303,11 @@ impl Restorer {
         artifacts: Vec<Artifact>,
         run_id: &str,
     ) -> Result<Fetched, RestoreError> {
-        let base = self
-            .state
-            .path()
-            .parent()
-            .map(|p| p.join("fetched"))
-            .unwrap_or_else(|| std::env::temp_dir().join("holdfast-fetched"));
-        let _ = std::fs::remove_dir_all(&base);
-        let dir = base.join(run_id);
+        // Only this run's own folder: another restore of this daemon may be fetching
+        // beside it; what killed restores left goes at the next start (see
+        // [`remove_interrupted_staging`]).
+        let dir = fetched_dir(&self.state).join(run_id);
+        let _ = std::fs::remove_dir_all(&dir);
         let (repo, group, id, into) = (
             self.repository.clone(),
             entry.group.clone(),
@@ -956,10 +963,19 @@ pub async fn remove_interrupted_staging(
         let ended = |run_id: &str| {
             matches!(state.run(run_id), Ok(Some(run)) if run.phase != Phase::Running)
         };
-        volumes
+        let mut removed: Vec<PathBuf> = volumes
             .values()
             .flat_map(|mountpoint| remove_staging_beside(Path::new(mountpoint), &ended))
-            .collect()
+            .collect();
+        // And the artifacts killed restores fetched from remote repositories.
+        let fetched = fetched_dir(&state);
+        for entry in std::fs::read_dir(&fetched).into_iter().flatten().flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if ended(&name) && std::fs::remove_dir_all(entry.path()).is_ok() {
+                removed.push(entry.path());
+            }
+        }
+        removed
     })
     .await
     .map_err(RestoreError::CleanupWorker)?;

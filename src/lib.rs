@@ -14,6 +14,7 @@
 //!   feature turns into a SIGKILL.
 //! - [`settings`], [`config`], [`logging`]: the flags, the configuration file, log setup.
 //! - [`spec`]: the resource model, and [`schema`]: the JSON Schemas generated from it.
+//! - [`notify`]: notification URLs, messages and the services that carry them.
 //! - [`load`]: finding spec files and reading their YAML documents with positions.
 //! - [`validate`]: every check, collecting all errors at once.
 //!
@@ -54,6 +55,7 @@ pub mod logging;
 pub mod spec;
 pub mod config;
 pub mod schema;
+pub mod notify;
 pub mod load;
 pub mod validate;
 pub mod retention;

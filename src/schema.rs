@@ -9,7 +9,8 @@ use std::sync::OnceLock;
 use serde_json::{Value, json};
 
 use crate::spec::{
-    API_VERSION, ArchiveSpec, BackupPolicySpec, Kind, KindSpec, Object, RepositorySpec, RestoreSpec,
+    API_VERSION, ArchiveSpec, BackupPolicySpec, Kind, KindSpec, NotifierSpec, Object,
+    RepositorySpec, RestoreSpec,
 };
 
 /// The pattern of a DNS-1123 label, as the schema states it for editors.
@@ -76,13 +77,14 @@ fn strip_null(node: &mut Value) {
 
 /// The schema of one kind.
 pub fn for_kind(kind: Kind) -> &'static Value {
-    static SCHEMAS: OnceLock<[Value; 4]> = OnceLock::new();
+    static SCHEMAS: OnceLock<[Value; 5]> = OnceLock::new();
     let all = SCHEMAS.get_or_init(|| {
         [
             generate::<BackupPolicySpec>(),
             generate::<ArchiveSpec>(),
             generate::<RestoreSpec>(),
             generate::<RepositorySpec>(),
+            generate::<NotifierSpec>(),
         ]
     });
     match kind {
@@ -90,6 +92,7 @@ pub fn for_kind(kind: Kind) -> &'static Value {
         Kind::Archive => &all[1],
         Kind::Restore => &all[2],
         Kind::Repository => &all[3],
+        Kind::Notifier => &all[4],
     }
 }
 

@@ -170,7 +170,7 @@ pub fn plan(desired: &Desired, observed: &Observed, now: DateTime<Utc>) -> Plan 
                 }
             }
             // Describes where archives go; nothing to run.
-            Resource::Repository(_) => {}
+            Resource::Repository(_) | Resource::Notifier(_) => {}
             // Both run once per generation of their spec.
             Resource::Archive(_) | Resource::Restore(_) => {
                 if pending_keys.contains(&key) {
@@ -274,7 +274,7 @@ fn stacks_of(resource: &Resource, desired: &Desired) -> Vec<String> {
                 })
                 .unwrap_or_default()
         }
-        Resource::Repository(_) => Vec::new(),
+        Resource::Repository(_) | Resource::Notifier(_) => Vec::new(),
     }
 }
 

@@ -203,6 +203,7 @@ fn resource_json(resource: &Resource) -> Value {
         Resource::Archive(o) => serde_json::to_value(o),
         Resource::Restore(o) => serde_json::to_value(o),
         Resource::Repository(o) => serde_json::to_value(o),
+        Resource::Notifier(o) => serde_json::to_value(o),
     };
     value.unwrap_or(Value::Null)
 }
@@ -282,6 +283,7 @@ pub fn snapshot(
         archives: take(Kind::Archive),
         restores: take(Kind::Restore),
         repositories: take(Kind::Repository),
+        notifiers: take(Kind::Notifier),
         digests,
     }
 }
@@ -316,7 +318,7 @@ pub fn object_gauges(input: &GaugeInput<'_>) -> Vec<ObjectGauges> {
         let (suspended, retention) = match resource {
             Resource::BackupPolicy(p) => (p.spec.suspend, p.spec.retention.is_some()),
             Resource::Archive(_) => (false, false),
-            Resource::Restore(_) | Resource::Repository(_) => continue,
+            Resource::Restore(_) | Resource::Repository(_) | Resource::Notifier(_) => continue,
         };
         let s = &object.status;
         out.push(ObjectGauges {

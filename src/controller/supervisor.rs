@@ -133,7 +133,7 @@ impl Supervisor {
             (want.key.clone(), want.nominal, want.requested_at.clone());
         let generation = match want.key.kind {
             Kind::Archive | Kind::Restore => want.generation.clone(),
-            Kind::BackupPolicy | Kind::Repository => None,
+            Kind::BackupPolicy | Kind::Repository | Kind::Notifier => None,
         };
         let book = self.book.clone();
         // Durable writes (fsynced): on a blocking worker.

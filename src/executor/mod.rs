@@ -116,9 +116,11 @@ impl BackupRequest {
                     })
                 }
             }
-            Resource::Restore(_) | Resource::Repository(_) => Err(BackupRequestError::NotABackup {
-                name: format!("{}/{}", resource.kind(), resource.name()),
-            }),
+            Resource::Restore(_) | Resource::Repository(_) | Resource::Notifier(_) => {
+                Err(BackupRequestError::NotABackup {
+                    name: format!("{}/{}", resource.kind(), resource.name()),
+                })
+            }
         }
     }
 }

@@ -191,6 +191,7 @@ pub struct Snapshot {
     pub archives: Collection,
     pub restores: Collection,
     pub repositories: Collection,
+    pub notifiers: Collection,
     pub digests: BTreeMap<(Kind, String), Digest>,
 }
 
@@ -201,6 +202,7 @@ impl Snapshot {
             Kind::Archive => &self.archives,
             Kind::Restore => &self.restores,
             Kind::Repository => &self.repositories,
+            Kind::Notifier => &self.notifiers,
         }
     }
 }

@@ -474,19 +474,3 @@ impl Phase {
         .find(|p| p.as_str() == text)
     }
 }
-
-/// A notification sent when a run ends in one of the listed phases.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct Notify {
-    /// Where to send it, e.g. `ntfy://ntfy.example/backups` or `https://hooks.example/holdfast`.
-    #[schemars(length(min = 1))]
-    pub url: String,
-    /// The run phases that trigger it.
-    #[serde(default = "default_notify_on")]
-    pub on: Vec<Phase>,
-}
-
-fn default_notify_on() -> Vec<Phase> {
-    vec![Phase::Failed, Phase::PartiallyFailed]
-}

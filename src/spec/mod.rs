@@ -1,4 +1,4 @@
-//! The resource model: the Kubernetes-style envelope and the four kinds of spec.
+//! The resource model: the Kubernetes-style envelope and the kinds of spec.
 //!
 //! Every type here denies unknown fields, so a misspelt key is an error and never a
 //! silently ignored setting.
@@ -6,6 +6,7 @@
 pub mod archive;
 pub mod common;
 pub mod duration;
+pub mod notifier;
 pub mod policy;
 pub mod repository;
 pub mod restore;
@@ -19,6 +20,7 @@ use serde::{Deserialize, Serialize};
 
 pub use archive::{ArchiveSpec, DeletionPolicy};
 pub use duration::HumanDuration;
+pub use notifier::NotifierSpec;
 pub use policy::BackupPolicySpec;
 pub use repository::RepositorySpec;
 pub use restore::{RestoreMode, RestoreSpec};
@@ -38,14 +40,17 @@ pub enum Kind {
     Restore,
     /// A place archives are written to; never run, only described.
     Repository,
+    /// Where notifications go; never run, only described.
+    Notifier,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 4] = [
+    pub const ALL: [Kind; 5] = [
         Kind::BackupPolicy,
         Kind::Archive,
         Kind::Restore,
         Kind::Repository,
+        Kind::Notifier,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -54,6 +59,7 @@ impl Kind {
             Kind::Archive => "Archive",
             Kind::Restore => "Restore",
             Kind::Repository => "Repository",
+            Kind::Notifier => "Notifier",
         }
     }
 
@@ -112,6 +118,11 @@ impl KindSpec for RepositorySpec {
         "A place archives are written to: an S3 bucket, an SFTP server or a local folder.";
 }
 
+impl KindSpec for NotifierSpec {
+    const KIND: Kind = Kind::Notifier;
+    const ABOUT: &'static str = "Where notifications go (chat, e-mail, push or a heartbeat monitor) and which events they carry.";
+}
+
 /// The envelope shared by every kind.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -130,6 +141,7 @@ pub type BackupPolicy = Object<BackupPolicySpec>;
 pub type Archive = Object<ArchiveSpec>;
 pub type Restore = Object<RestoreSpec>;
 pub type Repository = Object<RepositorySpec>;
+pub type Notifier = Object<NotifierSpec>;
 
 /// Any object holdfast understands.
 #[derive(Clone, Debug, PartialEq)]
@@ -138,6 +150,7 @@ pub enum Resource {
     Archive(Archive),
     Restore(Restore),
     Repository(Repository),
+    Notifier(Notifier),
 }
 
 impl Resource {
@@ -147,6 +160,7 @@ impl Resource {
             Resource::Archive(_) => Kind::Archive,
             Resource::Restore(_) => Kind::Restore,
             Resource::Repository(_) => Kind::Repository,
+            Resource::Notifier(_) => Kind::Notifier,
         }
     }
 
@@ -156,6 +170,7 @@ impl Resource {
             Resource::Archive(o) => &o.metadata,
             Resource::Restore(o) => &o.metadata,
             Resource::Repository(o) => &o.metadata,
+            Resource::Notifier(o) => &o.metadata,
         }
     }
 

@@ -3,8 +3,9 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::common::{Consistency, Dump, Include, Notify, Output, Retention, Targets};
+use super::common::{Consistency, Dump, Include, Output, Retention, Targets};
 use super::duration::HumanDuration;
+use super::notifier::Notify;
 use super::schedule::{CronSchedule, TimeZoneName};
 
 /// Backs up the selected stacks, containers and volumes on a schedule and prunes old

@@ -167,6 +167,7 @@ pub fn validate_sources(sources: Vec<SourceFile>) -> Report {
     check_unique_names(&mut files);
     check_references(&mut files);
     check_repository_references(&mut files);
+    check_notifier_references(&mut files);
     // What shows an object's errors in one line (the Stalled condition) takes the first.
     for object in files.iter_mut().flat_map(|f| f.objects.iter_mut()) {
         most_specific_first(&mut object.errors);
@@ -216,10 +217,17 @@ fn check_document(file: &Path, doc: Document) -> ObjectReport {
             let mut found = semantic::check(&resource);
             found.extend(written);
             // Relative paths mean the spec file's folder, wherever holdfast runs from.
-            if let Resource::Repository(repository) = &mut resource {
-                let folder = file.parent().unwrap_or(Path::new(""));
-                let folder = std::path::absolute(folder).unwrap_or_else(|_| folder.to_path_buf());
-                repository.spec.resolve_paths(&folder);
+            let folder = file.parent().unwrap_or(Path::new(""));
+            let folder = std::path::absolute(folder).unwrap_or_else(|_| folder.to_path_buf());
+            match &mut resource {
+                Resource::Repository(repository) => repository.spec.resolve_paths(&folder),
+                Resource::Notifier(notifier) => notifier.spec.url.resolve_paths(&folder),
+                Resource::BackupPolicy(policy) => {
+                    for url in policy.spec.notify.iter_mut().filter_map(|n| n.url.as_mut()) {
+                        url.resolve_paths(&folder);
+                    }
+                }
+                _ => {}
             }
             if found.is_empty() {
                 report.resource = Some(resource);
@@ -250,6 +258,7 @@ fn deserialize(kind: Kind, value: Value) -> Result<Resource, serde_json::Error> 
         Kind::Archive => Resource::Archive(serde_json::from_value::<Object<_>>(value)?),
         Kind::Restore => Resource::Restore(serde_json::from_value::<Object<_>>(value)?),
         Kind::Repository => Resource::Repository(serde_json::from_value::<Object<_>>(value)?),
+        Kind::Notifier => Resource::Notifier(serde_json::from_value::<Object<_>>(value)?),
     })
 }
 
@@ -427,6 +436,51 @@ fn check_repository_references(files: &mut [FileReport]) {
                 at,
                 &field,
                 format!("Repository `{name}` does not exist in the specs"),
+                hint,
+            );
+        }
+    }
+}
+
+/// Every `notify: [{ref: NAME}]` must name a Notifier that exists somewhere in the specs
+/// (valid or not: an invalid one is reported on its own).
+fn check_notifier_references(files: &mut [FileReport]) {
+    let known: Vec<String> = files
+        .iter()
+        .flat_map(|f| f.objects.iter())
+        .filter(|o| o.kind == Some(Kind::Notifier))
+        .filter_map(|o| o.name.clone())
+        .collect();
+    for object in files.iter_mut().flat_map(|f| f.objects.iter_mut()) {
+        let Some(Resource::BackupPolicy(policy)) = &object.resource else {
+            continue;
+        };
+        let named: Vec<(String, FieldPath)> = (policy.spec.notify.iter().enumerate())
+            .filter_map(|(i, entry)| {
+                let field = FieldPath::root()
+                    .key("spec")
+                    .key("notify")
+                    .index(i)
+                    .key("ref");
+                entry.reference.clone().map(|name| (name, field))
+            })
+            .collect();
+        for (name, field) in named {
+            if known.contains(&name) {
+                continue;
+            }
+            let at = object.positions.value_or_ancestor(&field);
+            let hint = did_you_mean(&name, known.iter().map(String::as_str)).or_else(|| {
+                Some(if known.is_empty() {
+                    "no Notifier exists in the specs; add one (kind: Notifier) or write the url here".to_string()
+                } else {
+                    format!("known here: {}", known.join(", "))
+                })
+            });
+            object.push(
+                at,
+                &field,
+                format!("Notifier `{name}` does not exist in the specs"),
                 hint,
             );
         }

@@ -7,10 +7,11 @@ use crate::diagnostic::FieldPath;
 use crate::spec::common::{
     Consistency, Databases, Dump, Engine, ExecHook, Output, SecretSource, StopMode, Targets,
 };
+use crate::spec::notifier::{Notify, UrlSource};
 use crate::spec::repository::{
     AgeEncryption, DEFAULT_REPOSITORY, HostSecret, S3Storage, SftpStorage, StorageSpec,
 };
-use crate::spec::{Archive, BackupPolicy, Repository, Resource, Restore, RestoreMode};
+use crate::spec::{Archive, BackupPolicy, Notifier, Repository, Resource, Restore, RestoreMode};
 
 /// A problem with a field of a valid-shaped object.
 #[derive(Clone, Debug, PartialEq)]
@@ -65,6 +66,7 @@ pub fn check(resource: &Resource) -> Vec<FieldProblem> {
         Resource::Archive(archive) => check_archive(archive, &mut problems),
         Resource::Restore(restore) => check_restore(restore, &mut problems),
         Resource::Repository(repository) => check_repository(repository, &mut problems),
+        Resource::Notifier(notifier) => check_notifier(notifier, &mut problems),
     }
     problems.0
 }
@@ -128,13 +130,8 @@ fn check_policy(policy: &BackupPolicy, problems: &mut Problems) {
             );
         }
     }
-    for (i, notify) in spec.notify.iter().enumerate() {
-        if !notify.url.contains("://") {
-            problems.add(
-                self::spec().key("notify").index(i).key("url"),
-                format!("`{}` is not a URL; expected scheme://host/path, e.g. ntfy://ntfy.example/backups", notify.url),
-            );
-        }
+    for (i, entry) in spec.notify.iter().enumerate() {
+        check_notify_entry(entry, &self::spec().key("notify").index(i), problems);
     }
 }
 
@@ -643,6 +640,86 @@ fn check_sftp(sftp: &SftpStorage, at: &FieldPath, problems: &mut Problems) {
     }
     if sftp.port == 0 {
         problems.add(at.key("port"), "port 0 is not a port a server listens on");
+    }
+}
+
+fn check_notify_entry(entry: &Notify, at: &FieldPath, problems: &mut Problems) {
+    match (&entry.reference, &entry.url) {
+        (Some(_), Some(_)) => problems.add_hinted(
+            at.clone(),
+            "set ref or url, not both",
+            Some("ref names a Notifier object, which holds its own url".into()),
+        ),
+        (None, None) => problems.add_hinted(
+            at.clone(),
+            "set ref (a Notifier object's name) or url",
+            Some(
+                "e.g. `notify: [{ref: ops}]`, or `notify: [{url: {fromEnv: HOLDFAST_NTFY_URL}}]`"
+                    .into(),
+            ),
+        ),
+        (None, Some(url)) => check_url_source(url, &at.key("url"), problems),
+        (Some(_), None) => {}
+    }
+    if entry.events.as_ref().is_some_and(Vec::is_empty) {
+        problems.add_hinted(
+            at.key("events"),
+            "an empty events list sends nothing",
+            Some("list the events to send, or remove events for the default".into()),
+        );
+    }
+}
+
+fn check_notifier(notifier: &Notifier, problems: &mut Problems) {
+    let spec = &notifier.spec;
+    check_url_source(&spec.url, &self::spec().key("url"), problems);
+    if spec.events.is_empty() {
+        problems.add_hinted(
+            self::spec().key("events"),
+            "an empty events list sends nothing",
+            Some("list the events to send, or remove events for every event but Succeeded".into()),
+        );
+    }
+    if let Some(repeat) = &spec.repeat
+        && repeat.as_duration() < std::time::Duration::from_secs(60)
+    {
+        problems.add_hinted(
+            self::spec().key("repeat"),
+            format!("repeat `{repeat}` is shorter than a minute"),
+            Some(
+                "repeat resends a lasting problem, e.g. 24h; remove it to send each problem once"
+                    .into(),
+            ),
+        );
+    }
+    if let Some(selector) = &spec.selector
+        && selector.match_labels.is_empty()
+    {
+        problems.add_hinted(
+            self::spec().key("selector"),
+            "a selector without matchLabels selects nothing",
+            Some("remove selector to cover every object".into()),
+        );
+    }
+}
+
+/// A URL written out is parsed now; one read from the environment or a file is parsed
+/// by the daemon, which marks the Notifier Stalled when it is not usable.
+fn check_url_source(url: &UrlSource, at: &FieldPath, problems: &mut Problems) {
+    match url {
+        UrlSource::Literal(text) => {
+            if let Err(e) = crate::notify::Target::parse(text) {
+                problems.add_hinted(
+                    at.clone(),
+                    format!("the URL {e}"),
+                    Some(format!(
+                        "schemes: {}",
+                        crate::notify::target::SCHEMES.join(", ")
+                    )),
+                );
+            }
+        }
+        UrlSource::Secret(secret) => check_host_secret(secret, at, problems),
     }
 }
 

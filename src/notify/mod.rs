@@ -1,0 +1,16 @@
+//! Notifications and heartbeats: telling people what happened, on the services they
+//! already watch.
+//!
+//! - [`message`]: one notification, rendered by each service from the same pieces.
+//! - [`target`]: a notification URL parsed and checked, with its secrets known so they
+//!   never appear in anything holdfast prints.
+//! - [`services`] and [`smtp`]: the services, one file each; [`http`] sends their requests.
+
+pub mod http;
+pub mod message;
+pub mod services;
+pub mod smtp;
+pub mod target;
+
+pub use message::{Message, Occasion, RunFacts, Severity};
+pub use target::{SendError, Target};

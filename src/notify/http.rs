@@ -48,7 +48,11 @@ pub async fn send(request: &HttpRequest, timeout: Duration) -> Result<(), SendEr
     })?;
     let status = answer.status();
     if status.is_success() {
-        return Ok(());
+        if !request.check_ok {
+            return Ok(());
+        }
+        let text = answer.text().await.unwrap_or_default();
+        return check_ok(&text);
     }
     let text = answer.text().await.unwrap_or_default();
     let excerpt: String = text.trim().chars().take(ANSWER_EXCERPT).collect();
@@ -59,6 +63,30 @@ pub async fn send(request: &HttpRequest, timeout: Duration) -> Result<(), SendEr
             format!("the service answered {status}: {excerpt}")
         },
         retry: status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS,
+    })
+}
+
+/// A 2xx answer of an API that says `{"ok": false}` on errors: success only with `ok`
+/// true. The service's own words (`error`, `description`) are kept for the message.
+fn check_ok(text: &str) -> Result<(), SendError> {
+    let value: serde_json::Value = serde_json::from_str(text).unwrap_or_default();
+    if value["ok"] == serde_json::Value::Bool(true) {
+        return Ok(());
+    }
+    let said = ["error", "description"]
+        .iter()
+        .filter_map(|k| value[k].as_str())
+        .collect::<Vec<_>>()
+        .join(": ");
+    let excerpt: String = if said.is_empty() {
+        text.trim().chars().take(ANSWER_EXCERPT).collect()
+    } else {
+        said.chars().take(ANSWER_EXCERPT).collect()
+    };
+    Err(SendError {
+        message: format!("the service refused the message: {excerpt}"),
+        // A rate limit passes; anything else (a wrong token or channel) does not.
+        retry: excerpt.contains("ratelimited") || excerpt.contains("Too Many Requests"),
     })
 }
 
@@ -81,5 +109,26 @@ fn describe(e: &reqwest::Error) -> String {
         format!("{what}: {e}")
     } else {
         format!("{what}: {e}: {}", causes.join(": "))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn an_ok_false_answer_is_a_refusal_in_the_services_words() {
+        assert!(super::check_ok(r#"{"ok":true,"ts":"1"}"#).is_ok());
+        let e = super::check_ok(r#"{"ok":false,"error":"channel_not_found"}"#).unwrap_err();
+        assert_eq!(
+            e.message,
+            "the service refused the message: channel_not_found"
+        );
+        assert!(!e.retry);
+        let e = super::check_ok("<html>proxy</html>").unwrap_err();
+        assert!(e.message.ends_with("<html>proxy</html>"), "{}", e.message);
+        assert!(
+            super::check_ok(r#"{"ok":false,"error":"ratelimited"}"#)
+                .unwrap_err()
+                .retry
+        );
     }
 }

@@ -96,6 +96,22 @@ pub struct Message {
 }
 
 impl Message {
+    /// The message `holdfast notify test` sends: about no object and no run, so each
+    /// service shows what a real message looks like without waiting for one.
+    pub fn for_test(host: &str, now: DateTime<Utc>) -> Message {
+        Message {
+            occasion: Occasion::Test,
+            object: None,
+            host: host.to_string(),
+            time: now,
+            title: format!("holdfast test notification from {host}"),
+            text: "This is a test message sent by `holdfast notify test`: this Notifier's messages arrive here.".to_string(),
+            run: None,
+            errors: Vec::new(),
+            link: None,
+        }
+    }
+
     pub fn severity(&self) -> Severity {
         match self.occasion {
             Occasion::Started | Occasion::Test => Severity::Info,

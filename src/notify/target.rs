@@ -24,6 +24,9 @@ pub struct HttpRequest {
     pub url: String,
     pub headers: Vec<(String, String)>,
     pub body: Option<Body>,
+    /// The answer is JSON whose `ok` must be `true`: Slack's web API answers its errors
+    /// with 200 and `{"ok": false, "error": …}`, and Telegram's carry `ok` as well.
+    pub check_ok: bool,
 }
 
 /// A request body and its content type.

@@ -50,6 +50,7 @@ impl Generic {
             url: url.to_string(),
             headers,
             body: Some(Body::json(&message.json())),
+            check_ok: false,
         }]
     }
 }

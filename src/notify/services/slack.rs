@@ -1,0 +1,252 @@
+//! Slack, in shoutrrr's two forms:
+//!
+//! - a webhook, `slack://hook:A-B-C@webhook` (or the older `slack://A/B/C`), from the
+//!   webhook URL `https://hooks.slack.com/services/A/B/C`: a POST of `{text, blocks}`;
+//! - a bot, `slack://xoxb:TOKEN@CHANNEL` (the token `xoxb-TOKEN`; `xoxp` for a user
+//!   token): a POST of `{channel, text, blocks}` to `https://slack.com/api/chat.postMessage`
+//!   with `Authorization: Bearer xoxb-TOKEN`. Slack's web API answers its errors with 200
+//!   and `{"ok": false}`, which counts as a failure.
+//!
+//! The blocks: a header with the title, a section with the text, errors and link in
+//! Slack's mrkdwn, and the facts as fields.
+
+use crate::notify::message::{Message, Occasion};
+use crate::notify::target::{Body, HttpRequest};
+
+pub const SCHEMES: &[&str] = &["slack"];
+
+const EXAMPLE: &str = "slack://hook:A-B-C@webhook (from https://hooks.slack.com/services/A/B/C) or slack://xoxb:TOKEN@CHANNEL";
+
+/// Slack takes at most ten fields in a section, 150 characters in a header and 3000 in a
+/// text.
+const FIELDS_MAX: usize = 10;
+const HEADER_MAX: usize = 150;
+const TEXT_MAX: usize = 3000;
+
+#[derive(Debug)]
+pub enum Slack {
+    /// The three parts of `hooks.slack.com/services/A/B/C`.
+    Webhook([String; 3]),
+    /// `xoxb-…` or `xoxp-…`, and the channel (an id or a name).
+    Bot { token: String, channel: String },
+}
+
+impl Slack {
+    pub fn parse(url: &url::Url) -> Result<Slack, String> {
+        let user = url.username();
+        let password = url.password().unwrap_or_default();
+        let host = url.host_str().unwrap_or_default();
+        match user {
+            "hook" => {
+                let parts: Vec<&str> = password.split(['-', '/']).collect();
+                webhook(&parts)
+            }
+            "xoxb" | "xoxp" => {
+                if password.is_empty() {
+                    return Err(format!(
+                        "names no token after `{user}:`; expected {EXAMPLE}"
+                    ));
+                }
+                if host.is_empty() {
+                    return Err(format!("names no channel after the @; expected {EXAMPLE}"));
+                }
+                Ok(Slack::Bot {
+                    token: format!("{user}-{password}"),
+                    channel: host.to_string(),
+                })
+            }
+            "" if password.is_empty() => {
+                let mut parts = vec![host.to_string()];
+                parts.extend(super::segments(url));
+                webhook(&parts.iter().map(String::as_str).collect::<Vec<_>>())
+            }
+            _ => Err(format!(
+                "has a user other than hook, xoxb or xoxp; expected {EXAMPLE}"
+            )),
+        }
+    }
+
+    pub fn secrets(&self) -> Vec<String> {
+        match self {
+            Slack::Webhook(parts) => {
+                let mut secrets = parts.to_vec();
+                secrets.push(parts.join("-"));
+                secrets.push(parts.join("/"));
+                secrets
+            }
+            Slack::Bot { token, .. } => {
+                let bare = token.split_once('-').map(|(_, t)| t).unwrap_or(token);
+                vec![token.clone(), bare.to_string()]
+            }
+        }
+    }
+
+    pub fn requests(&self, message: &Message) -> Vec<HttpRequest> {
+        if message.occasion == Occasion::Started {
+            return Vec::new();
+        }
+        let mut body = serde_json::json!({
+            "text": message.title,
+            "blocks": blocks(message),
+        });
+        let (url, headers, check_ok) = match self {
+            Slack::Webhook(parts) => (
+                super::fixed(
+                    "https://hooks.slack.com",
+                    &format!("/services/{}", parts.join("/")),
+                ),
+                Vec::new(),
+                false,
+            ),
+            Slack::Bot { token, channel } => {
+                body["channel"] = channel.clone().into();
+                (
+                    super::fixed("https://slack.com", "/api/chat.postMessage"),
+                    vec![("Authorization".to_string(), format!("Bearer {token}"))],
+                    true,
+                )
+            }
+        };
+        vec![HttpRequest {
+            method: "POST",
+            url,
+            headers,
+            body: Some(Body::json(&body)),
+            check_ok,
+        }]
+    }
+}
+
+fn webhook(parts: &[&str]) -> Result<Slack, String> {
+    match parts {
+        [a, b, c] if !a.is_empty() && !b.is_empty() && !c.is_empty() => Ok(Slack::Webhook([
+            a.to_string(),
+            b.to_string(),
+            c.to_string(),
+        ])),
+        _ => Err(format!(
+            "does not name the webhook's three parts; expected {EXAMPLE}"
+        )),
+    }
+}
+
+/// Escapes `&`, `<` and `>`, as Slack's mrkdwn asks.
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+/// Header, text (with errors and link) and facts, as Block Kit blocks.
+fn blocks(message: &Message) -> serde_json::Value {
+    let mut text = escape(&message.text);
+    if !message.errors.is_empty() {
+        text.push_str("\n```\n");
+        text.push_str(&escape(&message.errors.join("\n")));
+        text.push_str("\n```");
+    }
+    if let Some(link) = &message.link {
+        text.push_str(&format!("\n<{link}|Open in holdfast>"));
+    }
+    let fields: Vec<serde_json::Value> = message
+        .facts()
+        .into_iter()
+        .take(FIELDS_MAX)
+        .map(|(label, value)| {
+            serde_json::json!({"type": "mrkdwn", "text": format!("*{label}*\n{}", escape(&value))})
+        })
+        .collect();
+    serde_json::json!([
+        {"type": "header", "text": {"type": "plain_text", "text": super::cut(&message.title, HEADER_MAX)}},
+        {"type": "section", "text": {"type": "mrkdwn", "text": super::cut(&text, TEXT_MAX)}},
+        {"type": "section", "fields": fields},
+    ])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::notify::message::tests::failed_run;
+    use crate::notify::services::tests::{header, json, secrets_hidden, url};
+
+    #[test]
+    fn a_webhook_or_a_bot_token_with_its_channel() {
+        let Slack::Webhook(parts) =
+            Slack::parse(&url("slack://hook:T0AB-B0CD-XyZ123abc@webhook")).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(parts, ["T0AB", "B0CD", "XyZ123abc"]);
+        let Slack::Webhook(parts) = Slack::parse(&url("slack://T0AB/B0CD/XyZ123abc")).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(parts, ["T0AB", "B0CD", "XyZ123abc"]);
+        let Slack::Bot { token, channel } =
+            Slack::parse(&url("slack://xoxb:123-456-aBc@C0ABCDEF")).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(
+            (token.as_str(), channel.as_str()),
+            ("xoxb-123-456-aBc", "C0ABCDEF")
+        );
+        for (bad, says) in [
+            ("slack://hook:T0AB-B0CD@webhook", "three parts"),
+            ("slack://T0AB/B0CD", "three parts"),
+            ("slack://xoxb:@C0ABCDEF", "names no token"),
+            ("slack://bot:x@C0ABCDEF", "user other than hook"),
+        ] {
+            let e = Slack::parse(&url(bad)).unwrap_err();
+            assert!(e.contains(says), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn the_webhook_parts_and_the_token_are_secret() {
+        secrets_hidden(
+            "slack://hook:T0AB-B0CD-XyZ123abc@webhook",
+            &["XyZ123abc", "B0CD"],
+        );
+        secrets_hidden(
+            "slack://T0AB/B0CD/XyZ123abc",
+            &["XyZ123abc", "B0CD", "T0AB"],
+        );
+        secrets_hidden("slack://xoxb:123-456-aBc@C0ABCDEF", &["123-456-aBc"]);
+    }
+
+    #[test]
+    fn a_failed_run_is_blocks_with_a_header_text_and_fields() {
+        let s = Slack::parse(&url("slack://T0AB/B0CD/XyZ")).unwrap();
+        let r = &s.requests(&failed_run())[0];
+        assert!(!r.check_ok);
+        if std::env::var_os(super::super::TEST_API_BASE).is_none() {
+            assert_eq!(r.url, "https://hooks.slack.com/services/T0AB/B0CD/XyZ");
+        }
+        let body = json(r);
+        assert_eq!(body["text"], "BackupPolicy/nextcloud failed on nas");
+        assert_eq!(body["blocks"][0]["type"], "header");
+        assert_eq!(
+            body["blocks"][0]["text"]["text"],
+            "BackupPolicy/nextcloud failed on nas"
+        );
+        let text = body["blocks"][1]["text"]["text"].as_str().unwrap();
+        assert!(
+            text.contains("connection refused &lt;on socket&gt;"),
+            "{text}"
+        );
+        assert!(
+            text.contains("<https://holdfast.example/api/v1/policies/nextcloud|Open in holdfast>")
+        );
+        assert_eq!(
+            body["blocks"][2]["fields"][0]["text"],
+            "*Object*\nBackupPolicy/nextcloud"
+        );
+        let bot = Slack::parse(&url("slack://xoxb:1-2-a@C0AB")).unwrap();
+        let r = &bot.requests(&failed_run())[0];
+        assert!(r.check_ok);
+        assert!(r.url.ends_with("/api/chat.postMessage"), "{}", r.url);
+        assert_eq!(header(r, "Authorization"), Some("Bearer xoxb-1-2-a"));
+        assert_eq!(json(r)["channel"], "C0AB");
+    }
+}

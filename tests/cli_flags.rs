@@ -10,9 +10,9 @@ use std::path::{Path, PathBuf};
 use common::golden::assert_golden;
 use common::{holdfast, run, stderr, stdout};
 
-const COMMANDS: [&str; 11] = [
+const COMMANDS: [&str; 12] = [
     "validate", "schema", "plan", "backup", "run", "get", "prune", "delete", "verify", "restore",
-    "ls",
+    "ls", "notify",
 ];
 
 #[test]
@@ -32,6 +32,13 @@ fn help_texts_show_each_command_its_own_flags() {
         };
         assert_golden(&format!("help/{name}.txt"), &stdout(&out));
     }
+    // A command of commands: its own command's flags too.
+    let out = run(holdfast()
+        .env("COLUMNS", "100")
+        .env_remove("DOCKER_HOST")
+        .args(["notify", "test", "--help"]));
+    assert!(out.status.success(), "notify test --help: {}", stderr(&out));
+    assert_golden("help/notify-test.txt", &stdout(&out));
 }
 
 #[test]

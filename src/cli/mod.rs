@@ -4,6 +4,7 @@ mod backup;
 mod delete;
 mod get;
 mod ls;
+mod notify;
 mod plan;
 mod progress_bar;
 mod prune;
@@ -98,6 +99,8 @@ pub enum Command {
     /// List what an archive holds: its artifacts, or the files of a volume, without
     /// extracting anything.
     Ls(ls::LsArgs),
+    /// Check a Notifier: `notify test NAME` sends it a test message.
+    Notify(notify::NotifyArgs),
 }
 
 impl Command {
@@ -137,6 +140,7 @@ impl Command {
                 &a.history,
             ],
             Command::Ls(a) => vec![&a.specs, &a.repository, &a.repo],
+            Command::Notify(a) => vec![a.specs()],
         };
         let mut settings = Settings {
             log_format,
@@ -211,6 +215,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Verify(args) => verify::run(&settings, args),
         Command::Restore(args) => restore::run(&settings, args, bar),
         Command::Ls(args) => ls::run(&settings, args),
+        Command::Notify(args) => notify::run(&settings, args),
     };
     match result {
         Ok(code) => code,

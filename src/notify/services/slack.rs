@@ -7,7 +7,7 @@
 //!   with `Authorization: Bearer xoxb-TOKEN`. Slack's web API answers its errors with 200
 //!   and `{"ok": false}`, which counts as a failure.
 //!
-//! The blocks: a header with the title, a section with the text, errors and link in
+//! `?botname=NAME` (or the older `slack://NAME@A/B/C`) sends as NAME. The blocks: a header with the title, a section with the text, errors and link in
 //! Slack's mrkdwn, and the facts as fields.
 
 use crate::notify::message::{Message, Occasion};
@@ -24,7 +24,15 @@ const HEADER_MAX: usize = 150;
 const TEXT_MAX: usize = 3000;
 
 #[derive(Debug)]
-pub enum Slack {
+pub struct Slack {
+    via: Via,
+    /// The name the message is sent as: `?botname=` (or `username=`), or the user of
+    /// the older `slack://botname@A/B/C`.
+    bot_name: Option<String>,
+}
+
+#[derive(Debug)]
+enum Via {
     /// The three parts of `hooks.slack.com/services/A/B/C`.
     Webhook([String; 3]),
     /// `xoxb-…` or `xoxp-…`, and the channel (an id or a name).
@@ -33,6 +41,17 @@ pub enum Slack {
 
 impl Slack {
     pub fn parse(url: &url::Url) -> Result<Slack, String> {
+        let via = Slack::via(url)?;
+        let bot_name = super::query(url, "botname").or_else(|| super::query(url, "username"));
+        let legacy_name = (!matches!(url.username(), "" | "hook" | "xoxb" | "xoxp"))
+            .then(|| url.username().to_string());
+        Ok(Slack {
+            via,
+            bot_name: bot_name.or(legacy_name),
+        })
+    }
+
+    fn via(url: &url::Url) -> Result<Via, String> {
         let user = url.username();
         let password = url.password().unwrap_or_default();
         let host = url.host_str().unwrap_or_default();
@@ -50,31 +69,32 @@ impl Slack {
                 if host.is_empty() {
                     return Err(format!("names no channel after the @; expected {EXAMPLE}"));
                 }
-                Ok(Slack::Bot {
+                Ok(Via::Bot {
                     token: format!("{user}-{password}"),
                     channel: host.to_string(),
                 })
             }
-            "" if password.is_empty() => {
+            // The older form, `slack://[botname@]A/B/C`.
+            _ if password.is_empty() => {
                 let mut parts = vec![host.to_string()];
                 parts.extend(super::segments(url));
                 webhook(&parts.iter().map(String::as_str).collect::<Vec<_>>())
             }
             _ => Err(format!(
-                "has a user other than hook, xoxb or xoxp; expected {EXAMPLE}"
+                "has a user other than hook, xoxb or xoxp before a `:`; expected {EXAMPLE}"
             )),
         }
     }
 
     pub fn secrets(&self) -> Vec<String> {
-        match self {
-            Slack::Webhook(parts) => {
+        match &self.via {
+            Via::Webhook(parts) => {
                 let mut secrets = parts.to_vec();
                 secrets.push(parts.join("-"));
                 secrets.push(parts.join("/"));
                 secrets
             }
-            Slack::Bot { token, .. } => {
+            Via::Bot { token, .. } => {
                 let bare = token.split_once('-').map(|(_, t)| t).unwrap_or(token);
                 vec![token.clone(), bare.to_string()]
             }
@@ -89,8 +109,11 @@ impl Slack {
             "text": message.title,
             "blocks": blocks(message),
         });
-        let (url, headers, check_ok) = match self {
-            Slack::Webhook(parts) => (
+        if let Some(name) = &self.bot_name {
+            body["username"] = name.clone().into();
+        }
+        let (url, headers, check_ok) = match &self.via {
+            Via::Webhook(parts) => (
                 super::fixed(
                     "https://hooks.slack.com",
                     &format!("/services/{}", parts.join("/")),
@@ -98,7 +121,7 @@ impl Slack {
                 Vec::new(),
                 false,
             ),
-            Slack::Bot { token, channel } => {
+            Via::Bot { token, channel } => {
                 body["channel"] = channel.clone().into();
                 (
                     super::fixed("https://slack.com", "/api/chat.postMessage"),
@@ -117,13 +140,11 @@ impl Slack {
     }
 }
 
-fn webhook(parts: &[&str]) -> Result<Slack, String> {
+fn webhook(parts: &[&str]) -> Result<Via, String> {
     match parts {
-        [a, b, c] if !a.is_empty() && !b.is_empty() && !c.is_empty() => Ok(Slack::Webhook([
-            a.to_string(),
-            b.to_string(),
-            c.to_string(),
-        ])),
+        [a, b, c] if !a.is_empty() && !b.is_empty() && !c.is_empty() => {
+            Ok(Via::Webhook([a.to_string(), b.to_string(), c.to_string()]))
+        }
         _ => Err(format!(
             "does not name the webhook's three parts; expected {EXAMPLE}"
         )),
@@ -171,20 +192,22 @@ mod tests {
 
     #[test]
     fn a_webhook_or_a_bot_token_with_its_channel() {
-        let Slack::Webhook(parts) =
-            Slack::parse(&url("slack://hook:T0AB-B0CD-XyZ123abc@webhook")).unwrap()
+        let Via::Webhook(parts) = Slack::parse(&url("slack://hook:T0AB-B0CD-XyZ123abc@webhook"))
+            .unwrap()
+            .via
         else {
             panic!()
         };
         assert_eq!(parts, ["T0AB", "B0CD", "XyZ123abc"]);
-        let Slack::Webhook(parts) = Slack::parse(&url("slack://T0AB/B0CD/XyZ123abc")).unwrap()
-        else {
+        let legacy = Slack::parse(&url("slack://Backups@T0AB/B0CD/XyZ123abc")).unwrap();
+        assert_eq!(legacy.bot_name.as_deref(), Some("Backups"));
+        let Via::Webhook(parts) = legacy.via else {
             panic!()
         };
         assert_eq!(parts, ["T0AB", "B0CD", "XyZ123abc"]);
-        let Slack::Bot { token, channel } =
-            Slack::parse(&url("slack://xoxb:123-456-aBc@C0ABCDEF")).unwrap()
-        else {
+        let bot = Slack::parse(&url("slack://xoxb:123-456-aBc@C0ABCDEF?botname=nas")).unwrap();
+        assert_eq!(bot.bot_name.as_deref(), Some("nas"));
+        let Via::Bot { token, channel } = bot.via else {
             panic!()
         };
         assert_eq!(
@@ -242,6 +265,9 @@ mod tests {
             body["blocks"][2]["fields"][0]["text"],
             "*Object*\nBackupPolicy/nextcloud"
         );
+        assert!(body.get("username").is_none());
+        let named = Slack::parse(&url("slack://nas@T/B/C")).unwrap();
+        assert_eq!(json(&named.requests(&failed_run())[0])["username"], "nas");
         let bot = Slack::parse(&url("slack://xoxb:1-2-a@C0AB")).unwrap();
         let r = &bot.requests(&failed_run())[0];
         assert!(r.check_ok);

@@ -430,6 +430,37 @@ fn a_server_error_fails_after_three_attempts_naming_the_status_and_no_secret() {
 }
 
 #[test]
+fn no_answer_is_retried_and_json_says_what_was_sent() {
+    let receiver = Receiver::start();
+    let url = format!("ntfy://:tk_Secret5@{}/t?scheme=http", receiver.host());
+    let out = notify_test(&url, &receiver, &["-o", "json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let json: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(json["sent"], true);
+    assert_eq!(json["attempts"], 1);
+    assert_eq!(json["error"], Value::Null);
+    assert_eq!(
+        json["url"],
+        format!("ntfy://:***@{}/t?scheme=http", receiver.host())
+    );
+    assert_eq!(
+        one(&receiver)["headers"]["authorization"],
+        "Bearer tk_Secret5"
+    );
+
+    // Nothing listens on the port of a stopped receiver.
+    let host = receiver.host();
+    drop(receiver);
+    let silent = Receiver::start();
+    let url = format!("ntfy://:tk_Secret5@{host}/t?scheme=http");
+    let out = notify_test(&url, &silent, &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    let e = stderr(&out);
+    assert!(e.contains("after 3 attempts: could not connect"), "{e}");
+    assert!(!e.contains("tk_Secret5"), "{e}");
+}
+
+#[test]
 fn a_wrong_name_gets_a_did_you_mean_and_a_bad_url_says_where_it_came_from() {
     let receiver = Receiver::start();
     let specs = specs("ops-chat");

@@ -336,6 +336,16 @@ pub mod tests {
     }
 
     #[test]
+    fn a_test_message_names_its_host_and_is_about_nothing_else() {
+        let m = Message::for_test("nas", Utc::now());
+        assert_eq!(m.occasion, Occasion::Test);
+        assert_eq!(m.severity(), Severity::Info);
+        assert_eq!(m.title, "holdfast test notification from nas");
+        assert_eq!(m.facts(), vec![("Host", "nas".to_string())]);
+        assert!(m.plain().contains("holdfast notify test"));
+    }
+
+    #[test]
     fn error_lines_are_few_and_short() {
         let long = "x".repeat(400);
         let errors = vec![format!("a\n\nb\n{long}"), "c\nd\ne\nf".into()];

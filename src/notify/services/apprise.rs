@@ -7,10 +7,12 @@
 use crate::notify::message::{Message, Occasion};
 use crate::notify::target::{Body, HttpRequest};
 
+/// The URL schemes of this service.
 pub const SCHEMES: &[&str] = &["apprise"];
 
 const EXAMPLE: &str = "apprise://apprise.example/KEY or apprise://apprise.example/?urls=…";
 
+/// A parsed `apprise://` URL: where to send, and its secret parts.
 #[derive(Debug)]
 pub struct Apprise {
     /// `https://host[:port][/path]/notify[/KEY]`.
@@ -20,6 +22,7 @@ pub struct Apprise {
 }
 
 impl Apprise {
+    /// Checks the URL; the error says what is wrong without repeating the URL.
     pub fn parse(url: &url::Url) -> Result<Apprise, String> {
         let web = super::web_scheme(url)?;
         let mut notify_url = super::origin(url, web, EXAMPLE)?;
@@ -48,11 +51,13 @@ impl Apprise {
         })
     }
 
+    /// The secret parts of the URL, to hide wherever holdfast prints it.
     pub fn secrets(&self) -> Vec<String> {
         // The key reaches every URL stored under it; the urls hold their own tokens.
         self.key.iter().chain(&self.urls).cloned().collect()
     }
 
+    /// The requests a message becomes (none on an occasion the service does not hear of).
     pub fn requests(&self, message: &Message) -> Vec<HttpRequest> {
         if message.occasion == Occasion::Started {
             return Vec::new();

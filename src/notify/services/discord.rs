@@ -7,6 +7,7 @@ use chrono::SecondsFormat;
 use crate::notify::message::{Message, Occasion, Severity};
 use crate::notify::target::{Body, HttpRequest};
 
+/// The URL schemes of this service.
 pub const SCHEMES: &[&str] = &["discord"];
 
 const EXAMPLE: &str = "discord://TOKEN@WEBHOOKID";
@@ -16,6 +17,7 @@ const TITLE_MAX: usize = 256;
 const DESCRIPTION_MAX: usize = 4096;
 const FIELD_MAX: usize = 1024;
 
+/// A parsed `discord://` URL: where to send, and its secret parts.
 #[derive(Debug)]
 pub struct Discord {
     token: String,
@@ -23,6 +25,7 @@ pub struct Discord {
 }
 
 impl Discord {
+    /// Checks the URL; the error says what is wrong without repeating the URL.
     pub fn parse(url: &url::Url) -> Result<Discord, String> {
         let token = url.username().to_string();
         if token.is_empty() {
@@ -44,10 +47,12 @@ impl Discord {
         Ok(Discord { token, webhook_id })
     }
 
+    /// The secret parts of the URL, to hide wherever holdfast prints it.
     pub fn secrets(&self) -> Vec<String> {
         vec![self.token.clone(), self.webhook_id.clone()]
     }
 
+    /// The requests a message becomes (none on an occasion the service does not hear of).
     pub fn requests(&self, message: &Message) -> Vec<HttpRequest> {
         if message.occasion == Occasion::Started {
             return Vec::new();

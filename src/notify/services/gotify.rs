@@ -6,10 +6,12 @@
 use crate::notify::message::{Message, Occasion, Severity};
 use crate::notify::target::{Body, HttpRequest};
 
+/// The URL schemes of this service.
 pub const SCHEMES: &[&str] = &["gotify"];
 
 const EXAMPLE: &str = "gotify://gotify.example/TOKEN";
 
+/// A parsed `gotify://` URL: where to send, and its secret parts.
 #[derive(Debug)]
 pub struct Gotify {
     /// `https://host[:port][/path]/message`.
@@ -20,6 +22,7 @@ pub struct Gotify {
 }
 
 impl Gotify {
+    /// Checks the URL; the error says what is wrong without repeating the URL.
     pub fn parse(url: &url::Url) -> Result<Gotify, String> {
         let web = super::web_scheme(url)?;
         let origin = super::origin(url, web, EXAMPLE)?;
@@ -49,10 +52,12 @@ impl Gotify {
         })
     }
 
+    /// The secret parts of the URL, to hide wherever holdfast prints it.
     pub fn secrets(&self) -> Vec<String> {
         vec![self.token.clone()]
     }
 
+    /// The requests a message becomes (none on an occasion the service does not hear of).
     pub fn requests(&self, message: &Message) -> Vec<HttpRequest> {
         if message.occasion == Occasion::Started {
             return Vec::new();

@@ -11,10 +11,12 @@ use crate::notify::message::{Message, Occasion};
 use crate::notify::target::{Body, HttpRequest};
 use crate::spec::notifier::NotifyEvent;
 
+/// The URL schemes of this service.
 pub const SCHEMES: &[&str] = &["healthchecks"];
 
 const EXAMPLE: &str = "healthchecks://hc-ping.com/UUID or healthchecks://hc-ping.com/PING-KEY/SLUG";
 
+/// A parsed `healthchecks://` URL: where to send, and its secret parts.
 #[derive(Debug)]
 pub struct Healthchecks {
     /// `https://host[:port][/path]/UUID` or `…/PING-KEY/SLUG`.
@@ -24,6 +26,7 @@ pub struct Healthchecks {
 }
 
 impl Healthchecks {
+    /// Checks the URL; the error says what is wrong without repeating the URL.
     pub fn parse(url: &url::Url) -> Result<Healthchecks, String> {
         let web = super::web_scheme(url)?;
         let mut check_url = super::origin(url, web, EXAMPLE)?;
@@ -52,10 +55,12 @@ impl Healthchecks {
         })
     }
 
+    /// The secret parts of the URL, to hide wherever holdfast prints it.
     pub fn secrets(&self) -> Vec<String> {
         vec![self.secret.clone()]
     }
 
+    /// The requests a message becomes (none on an occasion the service does not hear of).
     pub fn requests(&self, message: &Message) -> Vec<HttpRequest> {
         let suffix = match message.occasion {
             Occasion::Started => "/start",

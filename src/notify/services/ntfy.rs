@@ -7,10 +7,12 @@
 use crate::notify::message::{Message, Occasion, Severity};
 use crate::notify::target::{Body, HttpRequest};
 
+/// The URL schemes of this service.
 pub const SCHEMES: &[&str] = &["ntfy"];
 
 const EXAMPLE: &str = "ntfy://ntfy.sh/TOPIC";
 
+/// A parsed `ntfy://` URL: where to send, and its secret parts.
 #[derive(Debug)]
 pub struct Ntfy {
     /// `https://host[:port]/topic`.
@@ -23,6 +25,7 @@ pub struct Ntfy {
 }
 
 impl Ntfy {
+    /// Checks the URL; the error says what is wrong without repeating the URL.
     pub fn parse(url: &url::Url) -> Result<Ntfy, String> {
         let web = super::web_scheme(url)?;
         let origin = super::origin(url, web, EXAMPLE)?;
@@ -51,10 +54,12 @@ impl Ntfy {
         })
     }
 
+    /// The secret parts of the URL, to hide wherever holdfast prints it.
     pub fn secrets(&self) -> Vec<String> {
         vec![self.password.clone()]
     }
 
+    /// The requests a message becomes (none on an occasion the service does not hear of).
     pub fn requests(&self, message: &Message) -> Vec<HttpRequest> {
         if message.occasion == Occasion::Started {
             return Vec::new();

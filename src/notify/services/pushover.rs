@@ -6,6 +6,7 @@
 use crate::notify::message::{Message, Occasion, Severity};
 use crate::notify::target::{Body, HttpRequest};
 
+/// The URL schemes of this service.
 pub const SCHEMES: &[&str] = &["pushover"];
 
 const EXAMPLE: &str = "pushover://shoutrrr:APITOKEN@USERKEY/";
@@ -14,6 +15,7 @@ const EXAMPLE: &str = "pushover://shoutrrr:APITOKEN@USERKEY/";
 const MESSAGE_MAX: usize = 1024;
 const TITLE_MAX: usize = 250;
 
+/// A parsed `pushover://` URL: where to send, and its secret parts.
 #[derive(Debug)]
 pub struct Pushover {
     token: String,
@@ -24,6 +26,7 @@ pub struct Pushover {
 }
 
 impl Pushover {
+    /// Checks the URL; the error says what is wrong without repeating the URL.
     pub fn parse(url: &url::Url) -> Result<Pushover, String> {
         let token = url.password().unwrap_or_default().to_string();
         if token.is_empty() {
@@ -52,10 +55,12 @@ impl Pushover {
         })
     }
 
+    /// The secret parts of the URL, to hide wherever holdfast prints it.
     pub fn secrets(&self) -> Vec<String> {
         vec![self.token.clone(), self.user_key.clone()]
     }
 
+    /// The requests a message becomes (none on an occasion the service does not hear of).
     pub fn requests(&self, message: &Message) -> Vec<HttpRequest> {
         if message.occasion == Occasion::Started {
             return Vec::new();

@@ -13,6 +13,7 @@
 use crate::notify::message::{Message, Occasion};
 use crate::notify::target::{Body, HttpRequest};
 
+/// The URL schemes of this service.
 pub const SCHEMES: &[&str] = &["slack"];
 
 const EXAMPLE: &str = "slack://hook:A-B-C@webhook (from https://hooks.slack.com/services/A/B/C) or slack://xoxb:TOKEN@CHANNEL";
@@ -23,6 +24,7 @@ const FIELDS_MAX: usize = 10;
 const HEADER_MAX: usize = 150;
 const TEXT_MAX: usize = 3000;
 
+/// A parsed `slack://` URL: where to send, and its secret parts.
 #[derive(Debug)]
 pub struct Slack {
     via: Via,
@@ -40,6 +42,7 @@ enum Via {
 }
 
 impl Slack {
+    /// Checks the URL; the error says what is wrong without repeating the URL.
     pub fn parse(url: &url::Url) -> Result<Slack, String> {
         let via = Slack::via(url)?;
         let bot_name = super::query(url, "botname").or_else(|| super::query(url, "username"));
@@ -86,6 +89,7 @@ impl Slack {
         }
     }
 
+    /// The secret parts of the URL, to hide wherever holdfast prints it.
     pub fn secrets(&self) -> Vec<String> {
         match &self.via {
             Via::Webhook(parts) => {
@@ -101,6 +105,7 @@ impl Slack {
         }
     }
 
+    /// The requests a message becomes (none on an occasion the service does not hear of).
     pub fn requests(&self, message: &Message) -> Vec<HttpRequest> {
         if message.occasion == Occasion::Started {
             return Vec::new();

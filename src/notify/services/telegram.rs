@@ -6,10 +6,12 @@
 use crate::notify::message::{Message, Occasion};
 use crate::notify::target::{Body, HttpRequest};
 
+/// The URL schemes of this service.
 pub const SCHEMES: &[&str] = &["telegram"];
 
 const EXAMPLE: &str = "telegram://TOKEN@telegram?chats=@channel,12345";
 
+/// A parsed `telegram://` URL: where to send, and its secret parts.
 #[derive(Debug)]
 pub struct Telegram {
     /// `123456:ABC…`.
@@ -18,6 +20,7 @@ pub struct Telegram {
 }
 
 impl Telegram {
+    /// Checks the URL; the error says what is wrong without repeating the URL.
     pub fn parse(url: &url::Url) -> Result<Telegram, String> {
         let (id, key) = (url.username(), url.password().unwrap_or_default());
         if id.is_empty() || key.is_empty() {
@@ -40,6 +43,7 @@ impl Telegram {
         })
     }
 
+    /// The secret parts of the URL, to hide wherever holdfast prints it.
     pub fn secrets(&self) -> Vec<String> {
         let mut secrets = vec![self.token.clone()];
         if let Some((_, key)) = self.token.split_once(':') {
@@ -48,6 +52,7 @@ impl Telegram {
         secrets
     }
 
+    /// The requests a message becomes (none on an occasion the service does not hear of).
     pub fn requests(&self, message: &Message) -> Vec<HttpRequest> {
         if message.occasion == Occasion::Started {
             return Vec::new();

@@ -7,10 +7,12 @@ use crate::notify::message::{Message, Occasion};
 use crate::notify::target::HttpRequest;
 use crate::spec::notifier::NotifyEvent;
 
+/// The URL schemes of this service.
 pub const SCHEMES: &[&str] = &["uptime-kuma"];
 
 const EXAMPLE: &str = "uptime-kuma://kuma.example/api/push/TOKEN";
 
+/// A parsed `uptime-kuma://` URL: where to send, and its secret parts.
 #[derive(Debug)]
 pub struct UptimeKuma {
     /// `https://host[:port][/path]/api/push/TOKEN`.
@@ -19,6 +21,7 @@ pub struct UptimeKuma {
 }
 
 impl UptimeKuma {
+    /// Checks the URL; the error says what is wrong without repeating the URL.
     pub fn parse(url: &url::Url) -> Result<UptimeKuma, String> {
         let web = super::web_scheme(url)?;
         let mut push_url = super::origin(url, web, EXAMPLE)?;
@@ -40,10 +43,12 @@ impl UptimeKuma {
         Ok(UptimeKuma { push_url, token })
     }
 
+    /// The secret parts of the URL, to hide wherever holdfast prints it.
     pub fn secrets(&self) -> Vec<String> {
         vec![self.token.clone()]
     }
 
+    /// The requests a message becomes (none on an occasion the service does not hear of).
     pub fn requests(&self, message: &Message) -> Vec<HttpRequest> {
         let status = match message.occasion {
             Occasion::Event(NotifyEvent::Succeeded) | Occasion::Test => "up",

@@ -161,8 +161,8 @@ pub struct Notify {
     /// A URL of its own (as a Notifier's `url`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<UrlSource>,
-    /// The events sent (`on` is an older name). Default: the Notifier's events for a
-    /// `ref`; every event but Succeeded for a URL.
+    /// For a url entry, the events sent (`on` is an older name); default: every event
+    /// but Succeeded. A `ref` sends the events its Notifier lists.
     #[serde(default, alias = "on", skip_serializing_if = "Option::is_none")]
     pub events: Option<Vec<NotifyEvent>>,
 }

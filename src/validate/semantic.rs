@@ -659,7 +659,18 @@ fn check_notify_entry(entry: &Notify, at: &FieldPath, problems: &mut Problems) {
             ),
         ),
         (None, Some(url)) => check_url_source(url, &at.key("url"), problems),
-        (Some(_), None) => {}
+        (Some(name), None) => {
+            if entry.events.is_some() {
+                problems.add_hinted(
+                    at.key("events"),
+                    format!("a ref sends the events Notifier `{name}` lists"),
+                    Some(
+                        "set events on the Notifier, or write a url entry with events of its own"
+                            .into(),
+                    ),
+                );
+            }
+        }
     }
     if entry.events.as_ref().is_some_and(Vec::is_empty) {
         problems.add_hinted(

@@ -183,7 +183,10 @@ impl Notifications {
                 }
                 if let Some(url) = &entry.url {
                     let name = format!("{}.notify[{i}]", object.name);
-                    let events = entry.listed_events().cloned().unwrap_or_else(default_events);
+                    let events = entry
+                        .listed_events()
+                        .cloned()
+                        .unwrap_or_else(default_events);
                     let configured =
                         configured(&name, url, events, None, Coverage::Only(object.key()));
                     notifiers.insert(name, configured);

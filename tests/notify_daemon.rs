@@ -1,0 +1,287 @@
+//! Notifications from the real daemon to real receivers on loopback: a failure told once
+//! and its recovery, heartbeats around every run, a receiver that fails, and a policy
+//! that becomes Overdue at its time, told once.
+
+mod common;
+
+use std::fs;
+use std::time::Duration;
+
+use common::daemon::{Daemon, wait_for};
+use common::receiver::{Receiver, Request};
+use common::{FileVolume, docker_lock};
+
+/// A policy backing up `volume` when its requested-at changes (its schedule is yearly).
+fn policy(name: &str, volume: &str, request: &str, extra: &str) -> String {
+    format!(
+        "apiVersion: holdfast.dev/v1alpha1\nkind: BackupPolicy\nmetadata:\n  name: {name}\n  labels: {{tier: prod}}\n  annotations: {{holdfast.dev/requested-at: '{request}'}}\nspec:\n  schedule: '0 3 1 1 *'\n  targets: {{volumes: [{volume}]}}\n{extra}"
+    )
+}
+
+fn notifier(name: &str, url: &str, extra: &str) -> String {
+    format!(
+        "apiVersion: holdfast.dev/v1alpha1\nkind: Notifier\nmetadata:\n  name: {name}\nspec:\n  url: '{url}'\n{extra}"
+    )
+}
+
+fn events(requests: &[Request]) -> Vec<String> {
+    requests
+        .iter()
+        .map(|r| r.json()["event"].as_str().unwrap_or("?").to_string())
+        .collect()
+}
+
+/// The status check: the last run has `phase`, for the `request` value.
+fn last_phase(phase: &'static str, request: &'static str) -> impl Fn(&[serde_json::Value]) -> bool {
+    move |s| {
+        s.first().is_some_and(|d| {
+            d["status"]["lastRun"]["phase"] == phase
+                && d["status"]["lastHandledRequestedAt"] == request
+        })
+    }
+}
+
+#[test]
+#[cfg_attr(skip_docker, ignore = "needs Docker; HOLDFAST_SKIP_DOCKER=1")]
+fn a_failure_is_told_once_its_recovery_once_and_heartbeats_bracket_every_run() {
+    let _docker = docker_lock();
+    let dir = tempfile::tempdir().unwrap();
+    let specs = dir.path().join("specs");
+    fs::create_dir_all(&specs).unwrap();
+    let hook = Receiver::start();
+    let hc = Receiver::start();
+    let volume = format!("hf-notify-{}", std::process::id());
+    let _ = common::run(std::process::Command::new("docker").args(["volume", "rm", "-f", &volume]));
+    let spec = specs.join("p.yaml");
+    let notifiers = format!(
+        "{}---\n{}",
+        notifier(
+            "ops",
+            &format!("generic+http://127.0.0.1:{}/hook", hook.port),
+            "  events: [Failed, PartiallyFailed, Recovered, Succeeded]\n  selector: {matchLabels: {tier: prod}}\n"
+        ),
+        notifier(
+            "hc",
+            &format!(
+                "healthchecks://127.0.0.1:{}/5f8a3c1e-8d52-4b7c-9a51-0f1e2d3c4b5a?scheme=http",
+                hc.port
+            ),
+            ""
+        )
+    );
+    fs::write(specs.join("notifiers.yaml"), &notifiers).unwrap();
+    let status = specs.join("p.status.yaml");
+
+    // The volume does not exist: the run fails.
+    fs::write(&spec, policy("p", &volume, "r1", "")).unwrap();
+    let _daemon = Daemon::start(
+        dir.path(),
+        &[
+            "--resync",
+            "1s",
+            "--external-url",
+            "https://backups.example/",
+        ],
+    );
+    wait_for(
+        &status,
+        Duration::from_secs(60),
+        "first failure",
+        last_phase("Failed", "r1"),
+    );
+    let got = hook.wait_until(Duration::from_secs(20), "Failed", |r| {
+        events(r) == ["Failed"]
+    });
+    let failed = got[0].json();
+    assert_eq!(got[0].header("content-type"), Some("application/json"));
+    assert_eq!(failed["kind"], "BackupPolicy");
+    assert_eq!(failed["name"], "p");
+    assert_eq!(failed["run"]["phase"], "Failed");
+    assert!(
+        failed["errors"][0].as_str().unwrap().contains(&volume),
+        "the first error line names the volume: {failed:#}"
+    );
+    assert_eq!(failed["url"], "https://backups.example/api/v1/policies/p");
+    let pings = hc.wait_until(Duration::from_secs(20), "start and fail", |r| r.len() >= 2);
+    let routes: Vec<&str> = pings.iter().map(Request::route).collect();
+    assert_eq!(
+        routes,
+        [
+            "/5f8a3c1e-8d52-4b7c-9a51-0f1e2d3c4b5a/start",
+            "/5f8a3c1e-8d52-4b7c-9a51-0f1e2d3c4b5a/fail"
+        ]
+    );
+
+    // It fails again: nothing new is told, but the heartbeat hears of the run.
+    fs::write(&spec, policy("p", &volume, "r2", "")).unwrap();
+    wait_for(
+        &status,
+        Duration::from_secs(60),
+        "second failure",
+        last_phase("Failed", "r2"),
+    );
+    hc.wait_until(Duration::from_secs(20), "second start and fail", |r| {
+        r.len() >= 4
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        events(&hook.requests()),
+        ["Failed"],
+        "a lasting failure is told once"
+    );
+
+    // With the volume there it succeeds: Recovered, then Succeeded.
+    let _data = FileVolume(volume.clone());
+    common::docker(&["volume", "create", &volume]);
+    fs::write(&spec, policy("p", &volume, "r3", "")).unwrap();
+    wait_for(
+        &status,
+        Duration::from_secs(60),
+        "success",
+        last_phase("Succeeded", "r3"),
+    );
+    let got = hook.wait_until(Duration::from_secs(20), "recovery", |r| r.len() >= 3);
+    assert_eq!(events(&got), ["Failed", "Recovered", "Succeeded"]);
+    assert!(got[1].json()["run"]["archiveId"].is_string());
+    let pings = hc.wait_until(Duration::from_secs(20), "third start and success", |r| {
+        r.len() >= 6
+    });
+    let routes: Vec<&str> = pings.iter().map(Request::route).collect();
+    assert_eq!(
+        &routes[4..],
+        [
+            "/5f8a3c1e-8d52-4b7c-9a51-0f1e2d3c4b5a/start",
+            "/5f8a3c1e-8d52-4b7c-9a51-0f1e2d3c4b5a"
+        ]
+    );
+    // Each run's start and end carry the same run id, and runs differ.
+    let rid = |r: &Request| r.path.split("rid=").nth(1).map(str::to_string);
+    assert!(rid(&pings[4]).is_some());
+    assert_eq!(rid(&pings[4]), rid(&pings[5]));
+    assert_ne!(rid(&pings[0]), rid(&pings[4]));
+}
+
+#[test]
+#[cfg_attr(skip_docker, ignore = "needs Docker; HOLDFAST_SKIP_DOCKER=1")]
+fn a_failing_receiver_is_retried_then_counted_and_the_run_is_unchanged() {
+    let _docker = docker_lock();
+    let dir = tempfile::tempdir().unwrap();
+    let specs = dir.path().join("specs");
+    fs::create_dir_all(&specs).unwrap();
+    let broken = Receiver::start();
+    broken.answer(500);
+    // A port nothing listens on.
+    let closed = common::free_ports(1)[0];
+    let data = FileVolume::new("hf-notify-down-", "kept");
+    fs::write(
+        specs.join("notifiers.yaml"),
+        format!(
+            "{}---\n{}",
+            notifier(
+                "broken",
+                &format!(
+                    "generic+http://user:s3cret-pass@127.0.0.1:{}/hook",
+                    broken.port
+                ),
+                "  events: [Succeeded]\n"
+            ),
+            notifier(
+                "gone",
+                &format!("generic+http://127.0.0.1:{closed}/hook"),
+                "  events: [Succeeded]\n"
+            ),
+        ),
+    )
+    .unwrap();
+    let status = specs.join("p.status.yaml");
+    fs::write(specs.join("p.yaml"), policy("p", &data.0, "r1", "")).unwrap();
+    let _daemon = Daemon::start(dir.path(), &["--resync", "1s"]);
+    let s = wait_for(
+        &status,
+        Duration::from_secs(60),
+        "success",
+        last_phase("Succeeded", "r1"),
+    );
+    assert_eq!(s[0]["status"]["lastRun"]["phase"], "Succeeded");
+    // Four attempts, a second, two and four apart.
+    let got = broken.wait_until(Duration::from_secs(30), "four attempts", |r| r.len() >= 4);
+    assert_eq!(got.len(), 4);
+    let address = Daemon::api_address(dir.path());
+    let metrics = || {
+        common::stdout(&common::run(
+            std::process::Command::new("curl").args(["-s", &format!("http://{address}/metrics")]),
+        ))
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let m = metrics();
+        if m.contains(r#"holdfast_notifications_total{notifier="broken",result="failed"} 1"#)
+            && m.contains(r#"holdfast_notifications_total{notifier="gone",result="failed"} 1"#)
+        {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{m}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // The run stays Succeeded, and the log says why each was not sent, without the password.
+    let s = common::daemon::statuses(&status);
+    assert_eq!(s[0]["status"]["lastRun"]["phase"], "Succeeded");
+    let log = fs::read_to_string(dir.path().join("daemon.log")).unwrap();
+    assert!(log.contains("notification not sent"), "{log}");
+    assert!(log.contains("500"), "{log}");
+    assert!(!log.contains("s3cret-pass"), "{log}");
+    let run_id = s[0]["status"]["lastRun"]["id"].as_str().unwrap();
+    let run_log =
+        fs::read_to_string(dir.path().join("state/logs").join(format!("{run_id}.log"))).unwrap();
+    assert!(run_log.contains("notification not sent"), "{run_log}");
+}
+
+#[test]
+#[cfg_attr(skip_docker, ignore = "needs Docker; HOLDFAST_SKIP_DOCKER=1")]
+fn a_policy_that_cannot_succeed_becomes_overdue_at_its_time_and_is_told_once() {
+    let _docker = docker_lock();
+    let dir = tempfile::tempdir().unwrap();
+    let specs = dir.path().join("specs");
+    fs::create_dir_all(&specs).unwrap();
+    let hook = Receiver::start();
+    // Hourly, so Overdue 90 minutes after it was first seen, as the state database says:
+    // 20 seconds from now. Its volume does not exist, so no run could succeed.
+    let first_seen = chrono::Utc::now() - chrono::Duration::seconds(90 * 60 - 20);
+    fs::create_dir_all(dir.path().join("state")).unwrap();
+    {
+        let db = holdfast::state::StateDb::open(&dir.path().join("state")).unwrap();
+        db.object("BackupPolicy", "late", first_seen).unwrap();
+    }
+    fs::write(
+        specs.join("n.yaml"),
+        notifier(
+            "ops",
+            &format!("generic+http://127.0.0.1:{}/hook", hook.port),
+            "  events: [Overdue]\n",
+        ),
+    )
+    .unwrap();
+    let hourly = "apiVersion: holdfast.dev/v1alpha1\nkind: BackupPolicy\nmetadata:\n  name: late\nspec:\n  schedule: '@hourly'\n  targets: {volumes: [hf-notify-missing-volume]}\n";
+    fs::write(specs.join("late.yaml"), hourly).unwrap();
+    let started = std::time::Instant::now();
+    let _daemon = Daemon::start(dir.path(), &["--resync", "1s"]);
+    let got = hook.wait_until(Duration::from_secs(60), "Overdue", |r| !r.is_empty());
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_secs(15),
+        "told after {waited:?}, before its time"
+    );
+    let overdue = got[0].json();
+    assert_eq!(overdue["event"], "Overdue");
+    assert_eq!(overdue["name"], "late");
+    assert!(
+        overdue["message"]
+            .as_str()
+            .unwrap()
+            .contains("No successful backup yet"),
+        "{overdue:#}"
+    );
+    // Passes go on every second; it is told once.
+    std::thread::sleep(Duration::from_secs(5));
+    assert_eq!(events(&hook.requests()), ["Overdue"]);
+}

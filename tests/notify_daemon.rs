@@ -281,7 +281,102 @@ fn a_policy_that_cannot_succeed_becomes_overdue_at_its_time_and_is_told_once() {
             .contains("No successful backup yet"),
         "{overdue:#}"
     );
-    // Passes go on every second; it is told once.
-    std::thread::sleep(Duration::from_secs(5));
+    // More passes (each change of the spec is one) find it still overdue: it was told.
+    for i in 0..3 {
+        let labelled = hourly.replace(
+            "  name: late\n",
+            &format!("  name: late\n  labels: {{pass: '{i}'}}\n"),
+        );
+        fs::write(specs.join("late.yaml"), labelled).unwrap();
+        std::thread::sleep(Duration::from_millis(1500));
+    }
     assert_eq!(events(&hook.requests()), ["Overdue"]);
+}
+
+#[test]
+#[cfg_attr(skip_docker, ignore = "needs Docker; HOLDFAST_SKIP_DOCKER=1")]
+fn an_invalid_spec_and_an_unreachable_repository_are_told_once_even_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let specs = dir.path().join("specs");
+    fs::create_dir_all(&specs).unwrap();
+    let hook = Receiver::start();
+    fs::write(
+        specs.join("n.yaml"),
+        notifier(
+            "ops",
+            &format!("generic+http://127.0.0.1:{}/hook", hook.port),
+            "",
+        ),
+    )
+    .unwrap();
+    // A typo: `schedul`.
+    fs::write(
+        specs.join("typo.yaml"),
+        "apiVersion: holdfast.dev/v1alpha1\nkind: BackupPolicy\nmetadata:\n  name: typo\nspec:\n  schedul: '@daily'\n  targets: {volumes: [v]}\n",
+    )
+    .unwrap();
+    // A local repository under a regular file cannot be written.
+    fs::write(dir.path().join("not-a-folder"), "").unwrap();
+    fs::write(
+        specs.join("r.yaml"),
+        format!(
+            "apiVersion: holdfast.dev/v1alpha1\nkind: Repository\nmetadata:\n  name: usb\nspec:\n  storage: {{local: {{path: {}}}}}\n",
+            dir.path().join("not-a-folder/usb").display()
+        ),
+    )
+    .unwrap();
+    let wanted = |r: &[Request]| {
+        let mut e = events(r);
+        e.sort();
+        e == ["RepositoryUnreachable", "SpecInvalid"]
+    };
+    {
+        let _daemon = Daemon::start(dir.path(), &["--resync", "1s"]);
+        let got = hook.wait_until(Duration::from_secs(30), "both problems", wanted);
+        let invalid = got
+            .iter()
+            .map(Request::json)
+            .find(|j| j["event"] == "SpecInvalid")
+            .unwrap();
+        assert_eq!(invalid["name"], "typo");
+        assert!(
+            invalid["message"]
+                .as_str()
+                .unwrap()
+                .contains("typo.yaml:6:3"),
+            "the message names the file and line: {invalid:#}"
+        );
+        let unreachable = got
+            .iter()
+            .map(Request::json)
+            .find(|j| j["event"] == "RepositoryUnreachable")
+            .unwrap();
+        assert_eq!(unreachable["kind"], "Repository");
+        assert_eq!(unreachable["name"], "usb");
+        std::thread::sleep(Duration::from_secs(4));
+        assert_eq!(hook.requests().len(), 2, "told once, not once per pass");
+    }
+    // A new daemon on the same state folder remembers what it told.
+    let _daemon = Daemon::start(dir.path(), &["--resync", "1s"]);
+    wait_for(
+        &specs.join("typo.status.yaml"),
+        Duration::from_secs(30),
+        "status",
+        |s| !s.is_empty(),
+    );
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(hook.requests().len(), 2, "a restart repeats nothing");
+    // Fixed, then broken again: a new occurrence is told again.
+    fs::write(
+        specs.join("typo.yaml"),
+        "apiVersion: holdfast.dev/v1alpha1\nkind: BackupPolicy\nmetadata:\n  name: typo\nspec:\n  schedule: '@daily'\n  targets: {volumes: [v]}\n",
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_secs(4));
+    fs::write(
+        specs.join("typo.yaml"),
+        "apiVersion: holdfast.dev/v1alpha1\nkind: BackupPolicy\nmetadata:\n  name: typo\nspec:\n  schedule: '@dayly'\n  targets: {volumes: [v]}\n",
+    )
+    .unwrap();
+    hook.wait_until(Duration::from_secs(30), "the new problem", |r| r.len() == 3);
 }

@@ -380,3 +380,71 @@ fn an_invalid_spec_and_an_unreachable_repository_are_told_once_even_across_a_res
     .unwrap();
     hook.wait_until(Duration::from_secs(30), "the new problem", |r| r.len() == 3);
 }
+
+#[test]
+#[cfg_attr(skip_docker, ignore = "needs Docker; HOLDFAST_SKIP_DOCKER=1")]
+fn an_archive_a_verification_finds_corrupt_is_told_once() {
+    let _docker = docker_lock();
+    let dir = tempfile::tempdir().unwrap();
+    let specs = dir.path().join("specs");
+    fs::create_dir_all(&specs).unwrap();
+    let hook = Receiver::start();
+    let data = FileVolume::new("hf-notify-verify-", "kept");
+    fs::write(
+        specs.join("n.yaml"),
+        notifier(
+            "ops",
+            &format!("generic+http://127.0.0.1:{}/hook", hook.port),
+            "  events: [VerifyFailed]\n",
+        ),
+    )
+    .unwrap();
+    let status = specs.join("p.status.yaml");
+    fs::write(specs.join("p.yaml"), policy("p", &data.0, "r1", "")).unwrap();
+    let _daemon = Daemon::start(dir.path(), &["--resync", "1s"]);
+    let s = wait_for(
+        &status,
+        Duration::from_secs(60),
+        "success",
+        last_phase("Succeeded", "r1"),
+    );
+    let archive = s[0]["status"]["lastRun"]["archiveId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let folder = common::host_dir(&dir.path().join("repository"))
+        .join("p")
+        .join(&archive);
+    let artifact = fs::read_dir(folder.join("volumes"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.to_string_lossy().ends_with(".tar.zst"))
+        .unwrap();
+    let mut bytes = fs::read(&artifact).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x55;
+    fs::write(&artifact, bytes).unwrap();
+    let out = common::run(
+        common::holdfast()
+            .env("HOLDFAST_REPOSITORY", dir.path().join("repository"))
+            .args(["verify", &archive]),
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", common::stdout(&out));
+    let got = hook.wait_until(Duration::from_secs(30), "VerifyFailed", |r| !r.is_empty());
+    let told = got[0].json();
+    assert_eq!(told["event"], "VerifyFailed");
+    assert_eq!(told["name"], "p");
+    assert!(
+        told["message"].as_str().unwrap().contains(&archive),
+        "{told:#}"
+    );
+    // Later passes (a spec change is one) still see it Corrupt: it was told.
+    fs::write(
+        specs.join("p.yaml"),
+        policy("p", &data.0, "r1", "  suspend: false\n"),
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(events(&hook.requests()), ["VerifyFailed"]);
+}

@@ -336,11 +336,24 @@ impl Notifications {
             (subscribers, targets)
         };
         let memory = self.memory().await.clone();
-        let decision = {
+        let mut decision = {
             let config = self.config.lock().unwrap_or_else(|e| e.into_inner());
             let covers = |notifier: &str, object: &ObjectKey| config.covers(notifier, object);
             conditions::after_pass(&active, &subscribers, &covers, &memory, pass.now)
         };
+        // A notifier removed from the specs forgets what it was told; one that cannot send
+        // for now keeps it. Without any notifier (specs not read yet, or all removed) the
+        // memory stays as it is.
+        {
+            let config = self.config.lock().unwrap_or_else(|e| e.into_inner());
+            let configured = !config.notifiers.is_empty();
+            for (notifier, told) in memory.iter().filter(|_| configured) {
+                if !config.notifiers.contains_key(notifier) {
+                    let gone = told.keys().map(|n| (notifier.clone(), n.clone()));
+                    decision.forget.extend(gone);
+                }
+            }
+        }
         for (notifier, notice) in &decision.send {
             let (Some(target), Some(text)) = (targets.get(notifier), found.get(notice)) else {
                 continue;

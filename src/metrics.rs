@@ -101,6 +101,7 @@ pub struct Metrics {
     specs_unreadable: Gauge,
     docker_errors: Family<Labels, Counter>,
     verifications: Family<Labels, Counter>,
+    notifications: Family<Labels, Counter>,
     /// The state gauges, encoded from the last published values at each scrape.
     state: Arc<StateCollector>,
 }
@@ -127,6 +128,7 @@ impl Metrics {
             specs_unreadable: Gauge::default(),
             docker_errors: Family::default(),
             verifications: Family::default(),
+            notifications: Family::default(),
             state: Arc::default(),
         };
         registry.register(
@@ -189,6 +191,11 @@ impl Metrics {
             "Archives verified (read back in full), by name and result (ok, corrupt)",
             m.verifications.clone(),
         );
+        registry.register(
+            "holdfast_notifications",
+            "Notifications handed to a service, by notifier and result (sent; failed after its retries; dropped, its queue full)",
+            m.notifications.clone(),
+        );
         registry.register_collector(Box::new(m.state.clone()));
         Metrics { registry, ..m }
     }
@@ -241,6 +248,16 @@ impl Metrics {
             .get_or_create(&vec![
                 ("name", name.to_string()),
                 ("result", if ok { "ok" } else { "corrupt" }.to_string()),
+            ])
+            .inc();
+    }
+
+    /// A notification ended; `notifier` is the Notifier's name (never its URL).
+    pub fn notified(&self, notifier: &str, result: &'static str) {
+        self.notifications
+            .get_or_create(&vec![
+                ("notifier", notifier.to_string()),
+                ("result", result.to_string()),
             ])
             .inc();
     }

@@ -383,3 +383,62 @@ fn get_repositories_lists_where_each_keeps_archives() {
     let text = serde_json::to_string(&rows).unwrap();
     assert!(!text.contains("HOLDFAST_S3_ACCESS_KEY_ID"), "{text}");
 }
+
+#[test]
+fn get_notifiers_lists_where_each_sends_without_its_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let specs = dir.path().join("specs");
+    fs::create_dir(&specs).unwrap();
+    fs::write(
+        specs.join("n.yaml"),
+        "apiVersion: holdfast.dev/v1alpha1\nkind: Notifier\nmetadata: {name: ops}\nspec:\n  url: {fromEnv: HOLDFAST_DISCORD_URL}\n  events: [Failed, Overdue]\n  selector: {matchLabels: {tier: prod}}\n  repeat: 24h\n---\napiVersion: holdfast.dev/v1alpha1\nkind: Notifier\nmetadata: {name: hook}\nspec:\n  url: generic+https://user:hunter2-secret@hooks.example/holdfast\n---\napiVersion: holdfast.dev/v1alpha1\nkind: BackupPolicy\nmetadata: {name: web}\nspec:\n  schedule: '@daily'\n  targets: {volumes: [v]}\n  notify:\n    - {ref: ops}\n    - {url: 'generic+http://127.0.0.1:9/x', on: [Failed]}\n",
+    )
+    .unwrap();
+    let get = |args: &[&str]| {
+        let out = run(holdfast()
+            .current_dir(dir.path())
+            .env("HOLDFAST_DISCORD_URL", "discord://tok-secret@123")
+            .args(["get", "notifiers"])
+            .args(args));
+        assert!(out.status.success(), "{}", stderr(&out));
+        stdout(&out)
+    };
+    let table = get(&["-o", "wide"]);
+    let words: Vec<Vec<&str>> = table
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(
+        words[0],
+        ["NAME", "URL", "EVENTS", "COVERS", "REPEAT", "FILE"]
+    );
+    assert_eq!(
+        words[1][..2],
+        ["hook", "generic+https://user:***@hooks.example/holdfast"]
+    );
+    assert_eq!(
+        words[2][..7],
+        [
+            "ops",
+            "(the",
+            "environment",
+            "variable",
+            "HOLDFAST_DISCORD_URL)",
+            "Failed,Overdue",
+            "tier=prod"
+        ]
+    );
+    assert_eq!(words[2][7..10], ["+", "web", "1d"]);
+    assert_eq!(
+        words[3][..4],
+        [
+            "web.notify[1]",
+            "generic+http://127.0.0.1:9/x",
+            "Failed",
+            "BackupPolicy/web"
+        ]
+    );
+    for text in [table, get(&["-o", "json"])] {
+        assert!(!text.contains("secret"), "{text}");
+    }
+}

@@ -58,6 +58,11 @@ pub struct RunArgs {
     )]
     api_token_file: Option<PathBuf>,
 
+    /// The address people reach holdfast's API at (e.g. behind a reverse proxy), for the
+    /// links in notifications; without it, notifications carry no link.
+    #[arg(long, env = "HOLDFAST_EXTERNAL_URL", value_name = "URL", value_parser = external_url)]
+    external_url: Option<String>,
+
     #[command(flatten)]
     pub(super) specs: crate::settings::SpecsFlag,
 
@@ -108,6 +113,8 @@ pub fn run(settings: &Settings, args: RunArgs) -> anyhow::Result<ExitCode> {
             resync: args.resync.as_duration().max(Duration::from_secs(1)),
             logs: settings.state.join("logs"),
             history_limit: settings.history_limit,
+            host: host.clone(),
+            external_url: args.external_url.clone(),
         };
         let hub = Arc::new(crate::hub::Hub::new());
         let listener = crate::api::bind(settings.listen).await?;
@@ -188,3 +195,14 @@ fn limit_malloc_arenas() {
 
 /// How long the HTTP server gets to finish requests in flight at shutdown.
 const API_DRAIN: Duration = Duration::from_secs(2);
+
+/// `--external-url`: an http:// or https:// URL, kept without a trailing slash.
+fn external_url(text: &str) -> Result<String, String> {
+    let url = url::Url::parse(text).map_err(|e| format!("`{text}` is not a URL: {e}"))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        return Err(format!(
+            "`{text}` is not an http:// or https:// URL with a host"
+        ));
+    }
+    Ok(text.trim_end_matches('/').to_string())
+}

@@ -20,6 +20,7 @@
 pub mod clock;
 pub mod desired;
 pub mod housekeeping;
+pub mod notifications;
 pub mod plan;
 mod publish;
 pub mod recall;
@@ -73,6 +74,10 @@ pub struct Options {
     /// (0: all). Pruned after each run.
     pub logs: PathBuf,
     pub history_limit: usize,
+    /// This host's name, for notifications.
+    pub host: String,
+    /// Where people reach holdfast's API, for the links in notifications.
+    pub external_url: Option<String>,
 }
 
 /// The first and the longest delay before a pass that could not read the state database
@@ -81,6 +86,8 @@ const RETRY_FIRST: Duration = Duration::from_secs(1);
 const RETRY_MAX: Duration = Duration::from_secs(60);
 /// How soon a run that could not record what it handles is tried again.
 const RETRY_UNRECORDED: Duration = Duration::from_secs(10);
+/// How long queued notifications get to go out when the daemon stops.
+const NOTIFY_FLUSH: Duration = Duration::from_secs(10);
 /// The condition reason of an object whose run did not start because what it handles
 /// could not be recorded.
 const NOT_RECORDED: &str = "NotRecorded";
@@ -130,6 +137,7 @@ pub struct Controller {
     /// Objects whose wanted run does not start until someone acts, with the condition
     /// reason and message for their status.
     blocked: BTreeMap<ObjectKey, (&'static str, String)>,
+    notifications: notifications::Notifications,
 }
 
 /// Why the loop woke up.
@@ -161,7 +169,14 @@ impl Controller {
             hub.clone(),
             clock.clone(),
         );
+        let notifications = notifications::Notifications::new(
+            state.clone(),
+            hub.clone(),
+            options.host.clone(),
+            options.external_url.clone(),
+        );
         Controller {
+            notifications,
             options,
             clock,
             state,
@@ -426,6 +441,7 @@ impl Controller {
             .write_statuses(running, waiting, memory.clone(), now)
             .await;
         self.publish(&statuses, &memory, now);
+        let notify = self.notify_pass(&statuses, &memory, now).await;
         self.hub.metrics.reconciled(
             began.elapsed().as_secs_f64(),
             self.pending.len(),
@@ -442,7 +458,7 @@ impl Controller {
             .values()
             .any(|(reason, _)| *reason == NOT_RECORDED)
             .then(|| now + chrono::Duration::from_std(RETRY_UNRECORDED).unwrap_or_default());
-        [decided.wake, expiry, verify, unrecorded]
+        [decided.wake, expiry, verify, unrecorded, notify]
             .into_iter()
             .flatten()
             .min()
@@ -553,6 +569,7 @@ impl Controller {
             retention: &self.housekeeping.retention,
             expiry: &self.housekeeping.expiry,
             probes: &self.probes,
+            notifiers: self.notifications.readiness(),
         };
         let writer = match &self.options.status_dir {
             Some(dir) => status_view::Writer::start(dir.clone(), true),
@@ -575,6 +592,7 @@ impl Controller {
         self.supervisor.finished(key);
         info!(object = %key, run = %outcome.run_id, phase = outcome.phase.as_str(), "run finished");
         self.publisher.run_finished(key, outcome);
+        self.notifications.run_finished(key, outcome).await;
         // The one manifest this run wrote (or copied) to the repository the catalog
         // follows: the rest of the catalog is already known.
         let in_default = outcome.repository == crate::spec::repository::DEFAULT_REPOSITORY
@@ -670,7 +688,28 @@ impl Controller {
             .write_statuses(BTreeMap::new(), BTreeMap::new(), BTreeMap::new(), now)
             .await;
         self.publish(&statuses, &BTreeMap::new(), now);
+        self.notifications.flush(NOTIFY_FLUSH).await;
         info!("stopped");
+    }
+
+    /// Tells the notifiers what this pass found; returns when to wake for the next.
+    async fn notify_pass(
+        &mut self,
+        statuses: &[(PathBuf, crate::status::ObjectStatus)],
+        memory: &BTreeMap<ObjectKey, crate::state::ObjectMemory>,
+        now: DateTime<Utc>,
+    ) -> Option<DateTime<Utc>> {
+        let intervals = self.publisher.intervals();
+        let pass = notifications::Pass {
+            desired: &self.desired,
+            statuses,
+            memory,
+            intervals: &intervals,
+            archives: &self.housekeeping.archives,
+            probes: &self.probes,
+            now,
+        };
+        self.notifications.pass(&pass).await
     }
 
     /// Hands the pass's result to the API and the metrics.

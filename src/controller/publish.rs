@@ -123,11 +123,7 @@ impl Publisher {
             }
         }
         self.intervals = intervals;
-        let intervals: BTreeMap<ObjectKey, f64> = self
-            .intervals
-            .iter()
-            .map(|(k, (_, s))| (k.clone(), *s))
-            .collect();
+        let intervals = self.intervals();
         let gauges = object_gauges(&GaugeInput {
             desired: pass.desired,
             statuses: pass.statuses,
@@ -169,6 +165,16 @@ impl Publisher {
 
 /// The longest time between two of the next few scheduled runs: with an irregular
 /// schedule (weekdays only, say) the long gap is the one that must not raise an alarm.
+impl Publisher {
+    /// Each scheduled policy's longest gap between runs, in seconds, as last published.
+    pub fn intervals(&self) -> BTreeMap<ObjectKey, f64> {
+        self.intervals
+            .iter()
+            .map(|(k, (_, s))| (k.clone(), *s))
+            .collect()
+    }
+}
+
 fn longest_gap(schedule: &crate::schedule::Schedule, now: chrono::DateTime<Utc>) -> Option<f64> {
     let mut at = schedule.next_nominal_after(now)?;
     let mut longest: Option<f64> = None;
@@ -197,13 +203,32 @@ pub fn relative(file: &Path, specs_root: &Path) -> String {
     }
 }
 
+/// A URL written out in a spec may hold a token: the API shows it with `***` instead.
+fn redact_url(url: &mut crate::spec::notifier::UrlSource) {
+    if let crate::spec::notifier::UrlSource::Literal(text) = url {
+        *text = crate::notify::target::redact_url(text);
+    }
+}
+
 fn resource_json(resource: &Resource) -> Value {
     let value = match resource {
-        Resource::BackupPolicy(o) => serde_json::to_value(o),
+        Resource::BackupPolicy(o) => {
+            let mut o = o.clone();
+            for entry in &mut o.spec.notify {
+                if let Some(url) = &mut entry.url {
+                    redact_url(url);
+                }
+            }
+            serde_json::to_value(o)
+        }
         Resource::Archive(o) => serde_json::to_value(o),
         Resource::Restore(o) => serde_json::to_value(o),
         Resource::Repository(o) => serde_json::to_value(o),
-        Resource::Notifier(o) => serde_json::to_value(o),
+        Resource::Notifier(o) => {
+            let mut o = o.clone();
+            redact_url(&mut o.spec.url);
+            serde_json::to_value(o)
+        }
     };
     value.unwrap_or(Value::Null)
 }

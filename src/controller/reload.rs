@@ -103,6 +103,7 @@ impl Controller {
             })
             .collect();
         self.desired = desired;
+        self.notifications.configure(&self.desired);
         self.probe_repositories().await;
         for name in removed {
             self.housekeeping

@@ -37,6 +37,8 @@ pub struct View<'a> {
     pub expiry: &'a BTreeMap<String, DateTime<Utc>>,
     /// What the last probe of each named repository found.
     pub probes: &'a super::runner::Probes,
+    /// Each Notifier's URL (secrets replaced), or why it cannot send.
+    pub notifiers: BTreeMap<String, Result<String, String>>,
 }
 
 /// A status file to write or remove.
@@ -283,6 +285,28 @@ impl View<'_> {
                     ready: readiness.ready,
                     reason: readiness.reason,
                     message: &readiness.message,
+                },
+                now,
+            );
+            return;
+        }
+        if let Resource::Notifier(_) = resource {
+            // Never run; Ready says whether it can send.
+            let (ready, reason, message) = match self.notifiers.get(&object.name) {
+                Some(Ok(url)) => (true, "Ready", format!("sends to {url}")),
+                Some(Err(why)) => (false, "URLUnusable", why.clone()),
+                None => (
+                    true,
+                    "Valid",
+                    "valid; not loaded by the daemon yet".to_string(),
+                ),
+            };
+            status::apply_state(
+                s,
+                ObjectState::Standing {
+                    ready,
+                    reason,
+                    message: &message,
                 },
                 now,
             );

@@ -228,6 +228,8 @@ fn start_in(dir: tempfile::TempDir, setup: Setup) -> Loop {
         resync: Duration::from_secs(60),
         logs: state_dir.join("logs"),
         history_limit: 0,
+        host: "test-host".into(),
+        external_url: None,
     };
     let controller = Controller::new(
         options,

@@ -215,7 +215,12 @@ pub struct Hub {
     /// The controller's catalog, as last changed; `None` until one is published (outside
     /// the daemon).
     catalog: RwLock<Option<Arc<Vec<crate::repo::Entry>>>>,
+    /// Called when a run has its id (heartbeat notifications ping their monitor then).
+    on_run_started: RwLock<Option<RunStartedHook>>,
 }
+
+/// What is told of a run that began: its object's kind and name, and its run id.
+pub type RunStartedHook = Arc<dyn Fn(Kind, &str, &str) + Send + Sync>;
 
 impl Default for Hub {
     fn default() -> Self {
@@ -232,7 +237,16 @@ impl Hub {
             snapshot: RwLock::new(Arc::new(Snapshot::default())),
             events,
             catalog: RwLock::new(None),
+            on_run_started: RwLock::new(None),
         }
+    }
+
+    /// Sets what is called each time a run has its id.
+    pub fn on_run_started(&self, hook: RunStartedHook) {
+        *self
+            .on_run_started
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = Some(hook);
     }
 
     /// The archives the controller knows, without reading the repository.
@@ -287,6 +301,7 @@ impl Hub {
 /// Forwards one run's progress to the event stream.
 pub struct RunEvents {
     hub: Arc<Hub>,
+    typed_kind: Kind,
     kind: String,
     name: String,
     state: std::sync::Mutex<RunEventState>,
@@ -307,6 +322,7 @@ impl RunEvents {
     pub fn new(hub: Arc<Hub>, kind: Kind, name: &str) -> RunEvents {
         RunEvents {
             hub,
+            typed_kind: kind,
             kind: kind.as_str().to_string(),
             name: name.to_string(),
             state: std::sync::Mutex::new(RunEventState {
@@ -351,6 +367,16 @@ impl crate::progress::Progress for RunEvents {
             run_id: id.to_string(),
             time: Utc::now(),
         });
+        drop(state);
+        let hook = self
+            .hub
+            .on_run_started
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        if let Some(hook) = hook {
+            hook(self.typed_kind, &self.name, id);
+        }
     }
 
     /// A phase shows as the run's item until the next item: what a run waits for, or that

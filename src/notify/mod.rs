@@ -4,8 +4,12 @@
 //! - [`message`]: one notification, rendered by each service from the same pieces.
 //! - [`target`]: a notification URL parsed and checked, with its secrets known so they
 //!   never appear in anything holdfast prints.
+//! - [`conditions`]: when to send, so a lasting problem is told once (or every `repeat`).
+//! - [`deliver`]: per-notifier queues off the reconcile loop, with retries.
 //! - [`services`] and [`smtp`]: the services, one file each; [`http`] sends their requests.
 
+pub mod conditions;
+pub mod deliver;
 pub mod http;
 pub mod message;
 pub mod services;

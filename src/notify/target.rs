@@ -213,6 +213,18 @@ pub const SCHEMES: &[&str] = &[
     "uptime-kuma",
 ];
 
+/// A URL with its secrets replaced by `***`; one that does not parse keeps only its
+/// scheme, as its secrets cannot be told apart.
+pub fn redact_url(text: &str) -> String {
+    match Target::parse(text) {
+        Ok(target) => target.redacted().to_string(),
+        Err(_) => match text.split_once("://") {
+            Some((scheme, _)) => format!("{scheme}://{REDACTED}"),
+            None => REDACTED.to_string(),
+        },
+    }
+}
+
 fn percent_decode(text: &str) -> String {
     url::form_urlencoded::parse(format!("x={}", text.replace('+', "%2B")).as_bytes())
         .next()

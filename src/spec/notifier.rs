@@ -161,10 +161,20 @@ pub struct Notify {
     /// A URL of its own (as a Notifier's `url`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<UrlSource>,
-    /// The events sent (`on` is an older name). Default: the Notifier's events for a
-    /// `ref`; every event but Succeeded for a URL.
-    #[serde(default, alias = "on", skip_serializing_if = "Option::is_none")]
+    /// For a url entry, the events sent (`on` is an older name); default: every event
+    /// but Succeeded. A `ref` sends the events its Notifier lists.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub events: Option<Vec<NotifyEvent>>,
+    /// The older name of `events`, still read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on: Option<Vec<NotifyEvent>>,
+}
+
+impl Notify {
+    /// The events this entry lists, under either name.
+    pub fn listed_events(&self) -> Option<&Vec<NotifyEvent>> {
+        self.events.as_ref().or(self.on.as_ref())
+    }
 }
 
 #[cfg(test)]
@@ -199,8 +209,8 @@ mod tests {
         let entry: Notify =
             serde_yaml_ng::from_str("url: ntfy://ntfy.sh/t\non: [Failed, Succeeded]").unwrap();
         assert_eq!(
-            entry.events,
-            Some(vec![NotifyEvent::Failed, NotifyEvent::Succeeded])
+            entry.listed_events(),
+            Some(&vec![NotifyEvent::Failed, NotifyEvent::Succeeded])
         );
         assert!(serde_yaml_ng::from_str::<Notify>("ref: ops\nevents: [Late]").is_err());
     }

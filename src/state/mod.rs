@@ -6,6 +6,7 @@
 
 pub mod history;
 pub mod lock;
+pub mod notices;
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -86,6 +87,17 @@ const MIGRATIONS: &[&str] = &[
     // names), and the copies of its archive to other repositories, as a JSON list.
     "ALTER TABLE runs ADD COLUMN repository TEXT;
     ALTER TABLE runs ADD COLUMN copies TEXT;",
+    // 10: the lasting problems each notifier was told of (see `notices`).
+    "CREATE TABLE notices (
+        notifier TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        name TEXT NOT NULL,
+        event TEXT NOT NULL,
+        subject TEXT NOT NULL,
+        since TEXT NOT NULL,
+        last_sent TEXT,
+        PRIMARY KEY (notifier, kind, name, event, subject)
+    );",
 ];
 
 /// The columns [`row_to_memory`] reads, in its order.
@@ -135,7 +147,7 @@ impl StateError {
     }
 }
 
-fn query(doing: &'static str) -> impl FnOnce(rusqlite::Error) -> StateError {
+pub(crate) fn query(doing: &'static str) -> impl FnOnce(rusqlite::Error) -> StateError {
     move |source| StateError::Query { doing, source }
 }
 
@@ -387,7 +399,7 @@ impl StateDb {
         &self.path
     }
 
-    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+    pub(crate) fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
         // A panic while holding the lock leaves the connection usable: SQLite rolled back
         // whatever statement was running.
         self.conn
@@ -1049,7 +1061,7 @@ fn parse_phase(name: &str) -> Phase {
     }
 }
 
-fn parse_time(text: String) -> DateTime<Utc> {
+pub(crate) fn parse_time(text: String) -> DateTime<Utc> {
     DateTime::parse_from_rfc3339(&text)
         .map(|t| t.with_timezone(&Utc))
         .unwrap_or(DateTime::<Utc>::UNIX_EPOCH)

@@ -659,9 +659,27 @@ fn check_notify_entry(entry: &Notify, at: &FieldPath, problems: &mut Problems) {
             ),
         ),
         (None, Some(url)) => check_url_source(url, &at.key("url"), problems),
-        (Some(_), None) => {}
+        (Some(name), None) => {
+            if entry.listed_events().is_some() {
+                problems.add_hinted(
+                    at.key("events"),
+                    format!("a ref sends the events Notifier `{name}` lists"),
+                    Some(
+                        "set events on the Notifier, or write a url entry with events of its own"
+                            .into(),
+                    ),
+                );
+            }
+        }
     }
-    if entry.events.as_ref().is_some_and(Vec::is_empty) {
+    if entry.events.is_some() && entry.on.is_some() {
+        problems.add_hinted(
+            at.key("on"),
+            "set events or on, not both",
+            Some("on is the older name of events".into()),
+        );
+    }
+    if entry.listed_events().is_some_and(Vec::is_empty) {
         problems.add_hinted(
             at.key("events"),
             "an empty events list sends nothing",
@@ -709,14 +727,7 @@ fn check_url_source(url: &UrlSource, at: &FieldPath, problems: &mut Problems) {
     match url {
         UrlSource::Literal(text) => {
             if let Err(e) = crate::notify::Target::parse(text) {
-                problems.add_hinted(
-                    at.clone(),
-                    format!("the URL {e}"),
-                    Some(format!(
-                        "schemes: {}",
-                        crate::notify::target::SCHEMES.join(", ")
-                    )),
-                );
+                problems.add(at.clone(), format!("the URL {e}"));
             }
         }
         UrlSource::Secret(secret) => check_host_secret(secret, at, problems),

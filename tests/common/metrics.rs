@@ -40,4 +40,5 @@ pub const KNOWN_METRICS: &[(&str, MetricType)] = &[
     ("holdfast_specs_unreadable", Gauge),
     ("holdfast_docker_api_errors_total", Counter),
     ("holdfast_verifications_total", Counter),
+    ("holdfast_notifications_total", Counter),
 ];

@@ -8,6 +8,7 @@ pub mod golden;
 pub mod hostile;
 pub mod env;
 pub mod metrics;
+pub mod receiver;
 pub mod sftp;
 
 use std::path::{Path, PathBuf};

@@ -3,6 +3,7 @@
 
 mod archives;
 mod policies;
+mod notifiers;
 mod repositories;
 mod restores;
 mod runs;
@@ -62,6 +63,9 @@ enum What {
     /// The Repositories in the specs folder: where each keeps archives, whether it
     /// encrypts and whether holdfast may delete there.
     Repositories,
+    /// The Notifiers in the specs folder and policies' own notify urls: where each sends
+    /// (secrets replaced), which events, and what it covers.
+    Notifiers,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -85,6 +89,7 @@ pub fn run(settings: &Settings, args: GetArgs) -> anyhow::Result<ExitCode> {
         What::Runs => runs::run(settings, &args),
         What::Restores => restores::run(settings, &args),
         What::Repositories => repositories::run(settings, &args),
+        What::Notifiers => notifiers::run(settings, &args),
     }
 }
 

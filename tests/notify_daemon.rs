@@ -41,13 +41,18 @@ struct Setup {
 
 impl Setup {
     fn new() -> Setup {
+        Setup::answering(200)
+    }
+
+    /// With a receiver answering `status`.
+    fn answering(status: u16) -> Setup {
         let dir = tempfile::tempdir().unwrap();
         let specs = dir.path().join("specs");
         fs::create_dir_all(&specs).unwrap();
         Setup {
             dir,
             specs,
-            hook: Receiver::start(),
+            hook: Receiver::answering(status, "{}"),
         }
     }
 
@@ -174,8 +179,7 @@ fn a_failure_is_told_once_its_recovery_once_and_heartbeats_bracket_every_run() {
 #[cfg_attr(skip_docker, ignore = "needs Docker; HOLDFAST_SKIP_DOCKER=1")]
 fn a_failing_receiver_is_retried_then_counted_and_the_run_is_unchanged() {
     let _docker = docker_lock();
-    let t = Setup::new();
-    t.hook.answer(500);
+    let t = Setup::answering(500);
     // A port nothing listens on.
     let closed = common::free_ports(1)[0];
     let data = FileVolume::new("hf-notify-down-", "kept");

@@ -1,4 +1,4 @@
-//! `holdfast notify test` against a real HTTP receiver (tests/receivers/http_receiver.py):
+//! `holdfast notify test` against a real HTTP receiver (see `common::receiver`):
 //! each service's request is checked against what the service's API documents (path,
 //! method, auth header, content type, field names), and no secret of a URL ever shows in
 //! what the command prints. The fixed-host services (Discord, Slack, Telegram, Pushover)
@@ -8,81 +8,12 @@
 mod common;
 
 use std::fs;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::process::Output;
 
-use common::{crate_root, holdfast, run, stderr, stdout};
+use common::receiver::Receiver;
+use common::{holdfast, run, stderr, stdout};
 use serde_json::Value;
-
-/// The Python receiver, stopped when dropped.
-struct Receiver {
-    child: Child,
-    log: PathBuf,
-    port: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl Receiver {
-    /// A receiver answering 200 `{"ok":true}`.
-    fn start() -> Receiver {
-        Receiver::answering(200, r#"{"ok":true}"#)
-    }
-
-    fn answering(status: u16, body: &str) -> Receiver {
-        let dir = tempfile::tempdir().unwrap();
-        let log = dir.path().join("requests.jsonl");
-        let port_file = dir.path().join("port");
-        let child = Command::new("python3")
-            .arg(crate_root().join("tests/receivers/http_receiver.py"))
-            .arg("--log")
-            .arg(&log)
-            .arg("--port-file")
-            .arg(&port_file)
-            .args(["--status", &status.to_string(), "--body", body])
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("python3 runs the test receiver");
-        let started = Instant::now();
-        let port = loop {
-            if let Ok(text) = fs::read_to_string(&port_file) {
-                break text.trim().parse().unwrap();
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(10),
-                "the receiver did not start"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        Receiver {
-            child,
-            log,
-            port,
-            _dir: dir,
-        }
-    }
-
-    /// `127.0.0.1:PORT`.
-    fn host(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-
-    /// Every request received, in order.
-    fn requests(&self) -> Vec<Value> {
-        fs::read_to_string(&self.log)
-            .unwrap_or_default()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect()
-    }
-}
-
-impl Drop for Receiver {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// A specs folder with the Notifier `name`, its URL read from `NOTIFY_URL`.
 fn specs(name: &str) -> tempfile::TempDir {
@@ -155,7 +86,7 @@ fn json_body(request: &Value) -> Value {
 
 /// The only request received.
 fn one(receiver: &Receiver) -> Value {
-    let requests = receiver.requests();
+    let requests = receiver.records();
     assert_eq!(requests.len(), 1, "{requests:#?}");
     requests.into_iter().next().unwrap()
 }
@@ -272,7 +203,7 @@ fn slacks_ok_false_is_a_failure_in_slacks_words() {
         "{e}"
     );
     // A refusal is not retried.
-    assert_eq!(receiver.requests().len(), 1);
+    assert_eq!(receiver.records().len(), 1);
 }
 
 #[test]
@@ -284,7 +215,7 @@ fn telegram_gets_one_html_message_per_chat() {
         &[],
     );
     assert_sent(&out, &["TgSecret-9"]);
-    let requests = receiver.requests();
+    let requests = receiver.records();
     assert_eq!(requests.len(), 2, "{requests:#?}");
     for r in &requests {
         assert_eq!(r["path"], "/bot12345:TgSecret-9/sendMessage");
@@ -414,7 +345,7 @@ fn a_server_error_fails_after_three_attempts_naming_the_status_and_no_secret() {
         !e.contains("AppTok3nSecret") && !stdout(&out).contains("AppTok3nSecret"),
         "{e}"
     );
-    assert_eq!(receiver.requests().len(), 3);
+    assert_eq!(receiver.records().len(), 3);
 
     let out = notify_test(&url, &receiver, &["-o", "json"]);
     assert_eq!(out.status.code(), Some(1));
@@ -484,5 +415,5 @@ fn a_wrong_name_gets_a_did_you_mean_and_a_bad_url_says_where_it_came_from() {
     assert!(e.contains("the environment variable NOTIFY_URL"), "{e}");
     assert!(e.contains("not all digits"), "{e}");
     assert!(!e.contains("Secret77"), "{e}");
-    assert!(receiver.requests().is_empty());
+    assert!(receiver.records().is_empty());
 }

@@ -1,12 +1,16 @@
-//! A webhook receiver on loopback: records every request (method, path with query,
-//! headers, body) and answers with a status the test sets, to check what holdfast sends
-//! and how it copes with a service that fails.
+//! A stand-in for the services holdfast notifies: `tests/receivers/http_receiver.py` on a
+//! free loopback port, answering every request with one status and body and recording
+//! each (method, path, query, headers, body), so a test checks what was sent and how
+//! holdfast copes with a service that fails. Stopped when dropped.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpListener;
-use std::sync::atomic::{AtomicU16, Ordering};
-use std::sync::{Arc, Mutex};
+use std::fs;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use super::crate_root;
 
 /// One request as received.
 #[derive(Clone, Debug)]
@@ -15,20 +19,17 @@ pub struct Request {
     /// The path with its query, e.g. `/ping/uuid/start?rid=…`.
     pub path: String,
     /// Header names in lowercase.
-    pub headers: Vec<(String, String)>,
-    pub body: Vec<u8>,
+    pub headers: serde_json::Map<String, Value>,
+    pub body: String,
 }
 
 impl Request {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
+        self.headers.get(name).and_then(Value::as_str)
     }
 
-    pub fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body).unwrap_or(serde_json::Value::Null)
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or(Value::Null)
     }
 
     /// The path without its query.
@@ -38,44 +39,84 @@ impl Request {
 }
 
 pub struct Receiver {
+    child: Child,
+    log: PathBuf,
     pub port: u16,
-    requests: Arc<Mutex<Vec<Request>>>,
-    status: Arc<AtomicU16>,
+    _dir: tempfile::TempDir,
 }
 
 impl Receiver {
-    /// Listens on a free loopback port, answering 200.
+    /// A receiver answering 200 `{"ok":true}`.
     pub fn start() -> Receiver {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let requests = Arc::new(Mutex::new(Vec::new()));
-        let status = Arc::new(AtomicU16::new(200));
-        let (seen, answer) = (requests.clone(), status.clone());
-        std::thread::spawn(move || {
-            for stream in listener.incoming().flatten() {
-                let (seen, answer) = (seen.clone(), answer.clone());
-                std::thread::spawn(move || serve(stream, &seen, &answer));
+        Receiver::answering(200, r#"{"ok":true}"#)
+    }
+
+    pub fn answering(status: u16, body: &str) -> Receiver {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("requests.jsonl");
+        let port_file = dir.path().join("port");
+        let child = Command::new("python3")
+            .arg(crate_root().join("tests/receivers/http_receiver.py"))
+            .arg("--log")
+            .arg(&log)
+            .arg("--port-file")
+            .arg(&port_file)
+            .args(["--status", &status.to_string(), "--body", body])
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("python3 runs the test receiver");
+        let started = Instant::now();
+        let port = loop {
+            if let Ok(text) = fs::read_to_string(&port_file) {
+                break text.trim().parse().unwrap();
             }
-        });
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "the receiver did not start"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
         Receiver {
+            child,
+            log,
             port,
-            requests,
-            status,
+            _dir: dir,
         }
     }
 
-    /// The base URL, `http://127.0.0.1:PORT`.
-    pub fn base(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+    /// `127.0.0.1:PORT`.
+    pub fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
     }
 
-    /// Answers every later request with `code`.
-    pub fn answer(&self, code: u16) {
-        self.status.store(code, Ordering::SeqCst);
+    /// Every request received, in order, as the receiver recorded it.
+    pub fn records(&self) -> Vec<Value> {
+        fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
     }
 
+    /// Every request received, in order.
     pub fn requests(&self) -> Vec<Request> {
-        self.requests.lock().unwrap().clone()
+        self.records()
+            .into_iter()
+            .map(|r| {
+                let query = r["query"].as_str().unwrap_or("");
+                let path = r["path"].as_str().unwrap_or("");
+                Request {
+                    method: r["method"].as_str().unwrap_or("").to_string(),
+                    path: if query.is_empty() {
+                        path.to_string()
+                    } else {
+                        format!("{path}?{query}")
+                    },
+                    headers: r["headers"].as_object().cloned().unwrap_or_default(),
+                    body: r["body"].as_str().unwrap_or("").to_string(),
+                }
+            })
+            .collect()
     }
 
     /// Waits up to `limit` until `check` holds for the requests so far; panics with them
@@ -102,43 +143,9 @@ impl Receiver {
     }
 }
 
-fn serve(stream: std::net::TcpStream, seen: &Mutex<Vec<Request>>, answer: &AtomicU16) {
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
-    let mut reader = BufReader::new(stream);
-    let mut line = String::new();
-    if reader.read_line(&mut line).unwrap_or(0) == 0 {
-        return;
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
-    let mut parts = line.split_whitespace();
-    let method = parts.next().unwrap_or("").to_string();
-    let path = parts.next().unwrap_or("").to_string();
-    let mut headers = Vec::new();
-    loop {
-        let mut h = String::new();
-        if reader.read_line(&mut h).unwrap_or(0) == 0 || h.trim().is_empty() {
-            break;
-        }
-        if let Some((name, value)) = h.trim_end().split_once(':') {
-            headers.push((name.trim().to_ascii_lowercase(), value.trim().to_string()));
-        }
-    }
-    let length: usize = headers
-        .iter()
-        .find(|(n, _)| n == "content-length")
-        .and_then(|(_, v)| v.parse().ok())
-        .unwrap_or(0);
-    let mut body = vec![0; length];
-    let _ = reader.read_exact(&mut body);
-    seen.lock().unwrap().push(Request {
-        method,
-        path,
-        headers,
-        body,
-    });
-    let code = answer.load(Ordering::SeqCst);
-    let reply = format!(
-        "HTTP/1.1 {code} Answer\r\nContent-Type: text/plain\r\nContent-Length: 2\r\nConnection: close\r\n\r\nOK"
-    );
-    let mut stream = reader.into_inner();
-    let _ = stream.write_all(reply.as_bytes());
 }

@@ -29,6 +29,19 @@ pub struct HttpRequest {
     pub check_ok: bool,
 }
 
+impl HttpRequest {
+    /// A POST of `body` with no header of its own, whose 2xx answer is success.
+    pub fn post(url: String, body: Body) -> HttpRequest {
+        HttpRequest {
+            method: "POST",
+            url,
+            headers: Vec::new(),
+            body: Some(body),
+            check_ok: false,
+        }
+    }
+}
+
 /// A request body and its content type.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Body {

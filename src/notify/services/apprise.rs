@@ -71,13 +71,10 @@ impl Apprise {
         if let Some(urls) = &self.urls {
             body["urls"] = urls.clone().into();
         }
-        vec![HttpRequest {
-            method: "POST",
-            url: self.notify_url.clone(),
-            headers: Vec::new(),
-            body: Some(Body::json(&body)),
-            check_ok: false,
-        }]
+        vec![HttpRequest::post(
+            self.notify_url.clone(),
+            Body::json(&body),
+        )]
     }
 }
 

@@ -87,16 +87,13 @@ impl Discord {
             embed["url"] = link.clone().into();
         }
         let body = serde_json::json!({"username": "holdfast", "embeds": [embed]});
-        vec![HttpRequest {
-            method: "POST",
-            url: super::fixed(
+        vec![HttpRequest::post(
+            super::fixed(
                 "https://discord.com",
                 &format!("/api/webhooks/{}/{}", self.webhook_id, self.token),
             ),
-            headers: Vec::new(),
-            body: Some(Body::json(&body)),
-            check_ok: false,
-        }]
+            Body::json(&body),
+        )]
     }
 }
 

@@ -93,13 +93,10 @@ impl Pushover {
             fields.push(("url", link.as_str()));
             fields.push(("url_title", "Open in holdfast"));
         }
-        vec![HttpRequest {
-            method: "POST",
-            url: super::fixed("https://api.pushover.net", "/1/messages.json"),
-            headers: Vec::new(),
-            body: Some(Body::form(&fields)),
-            check_ok: false,
-        }]
+        vec![HttpRequest::post(
+            super::fixed("https://api.pushover.net", "/1/messages.json"),
+            Body::form(&fields),
+        )]
     }
 }
 

@@ -2,7 +2,8 @@
 //! (tests/common/smtp.rs, Debian's aiosmtpd): STARTTLS and implicit TLS with a certificate
 //! from a throwaway CA, a checked login, and the delivered mail parsed by Python's `email`
 //! package. Also what a person sees when it goes wrong: a refused login (not retried, no
-//! password), nothing listening (retried), a server without STARTTLS (refused before any
+//! password), a refused recipient (not retried) and a deferred one (retried), nothing
+//! listening or nothing answering (retried), a server without STARTTLS (refused before any
 //! credential is sent) and a certificate nobody trusts.
 
 mod common;
@@ -57,13 +58,17 @@ fn failed_run() -> Message {
 
 /// Parses `url` and sends `message` through it, as the notifier does.
 fn send(url: &str, message: &Message) -> Result<(), SendError> {
+    send_within(url, message, TIMEOUT)
+}
+
+fn send_within(url: &str, message: &Message, timeout: Duration) -> Result<(), SendError> {
     common::smtp::trust_test_ca();
     let target = Target::parse(url).unwrap_or_else(|e| panic!("parsing the URL: {e}"));
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap()
-        .block_on(target.send(message, TIMEOUT))
+        .block_on(target.send(message, timeout))
 }
 
 /// The URL of `server` with the right login and `query`.
@@ -279,4 +284,70 @@ fn an_untrusted_certificate_fails_starttls_with_the_reason() {
     assert!(err.message.contains("STARTTLS failed"), "{err:?}");
     assert!(err.message.contains("certificate"), "{err:?}");
     assert!(server.logins().is_empty());
+}
+
+#[test]
+#[cfg_attr(skip_docker, ignore = "needs Docker; HOLDFAST_SKIP_DOCKER=1")]
+fn a_refused_recipient_is_not_retried_and_a_deferred_one_is() {
+    common::smtp::trust_test_ca();
+    let server = SmtpServer::start(Mode::StartTls);
+    let refused = send(
+        &url(
+            &server,
+            PASSWORD_IN_URL,
+            "from=holdfast@example.com&to=ops@example.com,nobody@example.com",
+        ),
+        &failed_run(),
+    )
+    .unwrap_err();
+    assert!(!refused.retry, "{refused:?}");
+    assert!(
+        refused.message.contains("refused the mail: 550"),
+        "{refused:?}"
+    );
+    assert!(refused.message.contains("no such mailbox"), "{refused:?}");
+
+    let deferred = send(
+        &url(
+            &server,
+            PASSWORD_IN_URL,
+            "from=holdfast@example.com&to=later@example.com",
+        ),
+        &failed_run(),
+    )
+    .unwrap_err();
+    assert!(deferred.retry, "{deferred:?}");
+    assert!(
+        deferred.message.contains("deferred the mail: 451"),
+        "{deferred:?}"
+    );
+    assert!(server.received().is_empty());
+}
+
+#[test]
+fn a_server_that_never_answers_is_retried_after_the_timeout() {
+    common::smtp::trust_test_ca();
+    // Connections are queued by the kernel and never accepted: no greeting comes.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let url = format!(
+        "smtp://{USER_IN_URL}:{PASSWORD_IN_URL}@127.0.0.1:{port}/?from=holdfast@example.com&to=ops@example.com"
+    );
+    let started = std::time::Instant::now();
+    let err = send_within(&url, &failed_run(), Duration::from_secs(1)).unwrap_err();
+    assert!(err.retry, "{err:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(
+        err.message.contains(&format!("127.0.0.1:{port}")),
+        "{err:?}"
+    );
+    assert!(
+        err.message.contains("did not take the mail within")
+            || err.message.contains("did not answer in time"),
+        "{err:?}"
+    );
 }

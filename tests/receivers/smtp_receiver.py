@@ -17,7 +17,8 @@ Debian's aiosmtpd.
 Every login attempt is appended to F/logins.jsonl (the login name and whether it was
 accepted, never the password). Every message is written as F/NNN.eml (the raw data) and
 then F/NNN.json (the envelope), the second marking the first complete. F/ready appears
-once the server listens.
+once the server listens. The recipient nobody@… is refused (550) and later@… deferred
+(451).
 
 `parse` prints a received message as JSON: its decoded headers and each text part.
 """
@@ -45,6 +46,16 @@ class Handler:
     def __init__(self, folder):
         self.folder = folder
         self.count = 0
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        # Two recipients the tests use to see a refusal and a deferral.
+        local = address.split("@")[0]
+        if local == "nobody":
+            return "550 5.1.1 no such mailbox here"
+        if local == "later":
+            return "451 4.3.0 mailbox busy, try again later"
+        envelope.rcpt_tos.append(address)
+        return "250 2.1.5 OK"
 
     async def handle_DATA(self, server, session, envelope):
         self.count += 1

@@ -172,10 +172,26 @@ impl Smtp {
                 "encryption" => encryption = Some(value.to_ascii_lowercase()),
                 "usestarttls" => use_starttls = Some(yes_no("usestarttls", &value)?),
                 "auth" => auth = Some(value.to_ascii_lowercase()),
+                // Both go into headers, which a line break would end (and lettre does not
+                // take control characters in a name).
+                "fromname" | "subject" if value.chars().any(char::is_control) => {
+                    return Err(format!("{key} has a line break or control character"));
+                }
                 "fromname" => from_name = Some(value),
                 "subject" => subject_prefix = Some(value).filter(|s| !s.is_empty()),
                 "usehtml" => html = yes_no("usehtml", &value)?,
-                "clienthost" => client_host = Some(value).filter(|s| !s.is_empty()),
+                "clienthost" => {
+                    // It goes into the EHLO line as it is.
+                    if !value
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "-._".contains(c))
+                    {
+                        return Err(format!(
+                            "clienthost `{value}` is not a host name (letters, digits, `-`, `.`)"
+                        ));
+                    }
+                    client_host = Some(value).filter(|s| !s.is_empty());
+                }
                 other => {
                     return Err(format!(
                         "the query key `{other}` is not one holdfast reads for e-mail; use {}",
@@ -749,6 +765,18 @@ mod tests {
             ("smtp://me@h/?from=a@b.c&to=d@e.f", "no password"),
             ("smtp://:pa%3Ass@h/?from=a@b.c&to=d@e.f", "no user"),
             ("smtp:///?from=a@b.c&to=d@e.f", "names no server"),
+            (
+                "smtp://h/?from=a@b.c&to=d@e.f&clienthost=x%0D%0AQUIT",
+                "clienthost",
+            ),
+            (
+                "smtp://h/?from=a@b.c&to=d@e.f&subject=a%0D%0ABcc:%20x@y.z",
+                "subject has a line break",
+            ),
+            (
+                "smtp://h/?from=a@b.c&to=d@e.f&fromname=a%0ACc:%20x@y.z",
+                "fromname has a line break",
+            ),
         ];
         for (url, expected) in cases {
             let err = parse(url).err().unwrap_or_else(|| panic!("{url} parsed"));
@@ -784,6 +812,13 @@ mod tests {
         let html = html_document(&message);
         assert!(html.contains("&lt;on socket&gt;"), "{html}");
         assert!(html.starts_with("<!DOCTYPE html>"), "{html}");
+
+        // A line break in the message's own title stays inside the Subject header.
+        let mut broken = message.clone();
+        broken.title = "a\r\nBcc: evil@example.com".into();
+        let text = String::from_utf8(smtp.email(&broken).unwrap().formatted()).unwrap();
+        let headers = text.split("\r\n\r\n").next().unwrap();
+        assert!(!headers.contains("\r\nBcc:"), "{headers}");
 
         let plain_only = parse(&format!("{BASE}&usehtml=no")).unwrap();
         let text = String::from_utf8(plain_only.email(&message).unwrap().formatted()).unwrap();

@@ -175,7 +175,7 @@ impl Smtp {
                 // Both go into headers, which a line break would end (and lettre does not
                 // take control characters in a name).
                 "fromname" | "subject" if value.chars().any(char::is_control) => {
-                    return Err(format!("{key} has a line break or control character"));
+                    return Err(format!("has a line break or control character in {key}="));
                 }
                 "fromname" => from_name = Some(value),
                 "subject" => subject_prefix = Some(value).filter(|s| !s.is_empty()),
@@ -186,15 +186,15 @@ impl Smtp {
                         .chars()
                         .all(|c| c.is_ascii_alphanumeric() || "-._".contains(c))
                     {
-                        return Err(format!(
-                            "clienthost `{value}` is not a host name (letters, digits, `-`, `.`)"
-                        ));
+                        return Err("has a clienthost= that is not a host name (letters, \
+                             digits, `-`, `.`)"
+                            .into());
                     }
                     client_host = Some(value).filter(|s| !s.is_empty());
                 }
                 other => {
                     return Err(format!(
-                        "the query key `{other}` is not one holdfast reads for e-mail; use {}",
+                        "has the query key `{other}`, which smtp:// does not take; use {}",
                         KEYS.join(", ")
                     ));
                 }
@@ -203,9 +203,7 @@ impl Smtp {
 
         let encryption = match (encryption.as_deref(), use_starttls) {
             (Some("starttls" | "explicittls"), Some(false)) => {
-                return Err(
-                    "encryption asks for STARTTLS and usestarttls=no forbids it; keep one".into(),
-                );
+                return Err("has encryption=starttls and usestarttls=no; keep one".into());
             }
             (Some("starttls" | "explicittls"), _) => Encryption::StartTls,
             (Some("tls" | "implicittls"), _) => Encryption::Tls,
@@ -217,8 +215,8 @@ impl Smtp {
             },
             (Some(other), _) => {
                 return Err(format!(
-                    "encryption `{other}` is not one holdfast knows; use starttls (ExplicitTLS), \
-                     tls (ImplicitTLS), none or auto"
+                    "has encryption={other}, which holdfast does not know; use starttls \
+                     (ExplicitTLS), tls (ImplicitTLS), none or auto"
                 ));
             }
         };
@@ -248,21 +246,22 @@ impl Smtp {
             Some("none") => {
                 if credentials.is_some() {
                     return Err(
-                        "auth=none, yet the URL has a user and password; drop one or the other"
-                            .into(),
+                        "has auth=none and a user and password; drop one or the other".into(),
                     );
                 }
                 Vec::new()
             }
             Some(other) => {
                 return Err(format!(
-                    "auth `{other}` is not one holdfast speaks; use plain, login, oauth2 or none"
+                    "has auth={other}, which holdfast does not speak; use plain, login, oauth2 \
+                     or none"
                 ));
             }
         };
         if encryption == Encryption::None && credentials.is_some() {
             return Err(
-                "encryption=none would send the password in clear; use encryption=starttls \
+                "has a password and encryption=none, which would send it in clear; use \
+                 encryption=starttls \
                  (port 587) or tls (port 465), or leave the credentials out for a relay that \
                  needs none"
                     .into(),
@@ -554,13 +553,13 @@ fn yes_no(key: &str, value: &str) -> Result<bool, String> {
     match value.to_ascii_lowercase().as_str() {
         "yes" | "true" | "1" => Ok(true),
         "no" | "false" | "0" => Ok(false),
-        _ => Err(format!("{key} `{value}` is neither yes nor no")),
+        _ => Err(format!("has {key}={value}; use yes or no")),
     }
 }
 
 fn parse_address(key: &str, text: &str) -> Result<Address, String> {
     text.parse::<Address>()
-        .map_err(|e| format!("{key}: `{text}` is not an e-mail address ({e})"))
+        .map_err(|e| format!("has {key}={text}, which is not an e-mail address ({e})"))
 }
 
 /// `%XX` escapes decoded (a URL's user and password stay encoded in [`url::Url`]); `+`
@@ -728,19 +727,19 @@ mod tests {
             ("smtp://me:pa%3Ass@h/?from=a@b.c", "has no recipient"),
             (
                 "smtp://me:pa%3Ass@h/?from=a@b.c&to=nobody",
-                "to: `nobody` is not an e-mail address",
+                "has to=nobody, which is not an e-mail address",
             ),
             (
                 "smtp://me:pa%3Ass@h/?from=holdfast&to=d@e.f",
-                "from: `holdfast`",
+                "has from=holdfast,",
             ),
             (
                 "smtp://me:pa%3Ass@h/?from=a@b.c&to=d@e.f&fron=x",
-                "the query key `fron`",
+                "has the query key `fron`",
             ),
             (
                 "smtp://me:pa%3Ass@h/?from=a@b.c&to=d@e.f&encryption=ssl3",
-                "encryption `ssl3`",
+                "has encryption=ssl3,",
             ),
             (
                 "smtp://me:pa%3Ass@h/?from=a@b.c&to=d@e.f&encryption=none",
@@ -756,26 +755,26 @@ mod tests {
             ),
             (
                 "smtp://me:pa%3Ass@h/?from=a@b.c&to=d@e.f&auth=CRAMMD5",
-                "auth `crammd5`",
+                "has auth=crammd5,",
             ),
             (
                 "smtp://me:pa%3Ass@h/?from=a@b.c&to=d@e.f&auth=none",
-                "auth=none",
+                "has auth=none and",
             ),
             ("smtp://me@h/?from=a@b.c&to=d@e.f", "no password"),
             ("smtp://:pa%3Ass@h/?from=a@b.c&to=d@e.f", "no user"),
             ("smtp:///?from=a@b.c&to=d@e.f", "names no server"),
             (
                 "smtp://h/?from=a@b.c&to=d@e.f&clienthost=x%0D%0AQUIT",
-                "clienthost",
+                "has a clienthost= that is not a host name",
             ),
             (
                 "smtp://h/?from=a@b.c&to=d@e.f&subject=a%0D%0ABcc:%20x@y.z",
-                "subject has a line break",
+                "has a line break or control character in subject=",
             ),
             (
                 "smtp://h/?from=a@b.c&to=d@e.f&fromname=a%0ACc:%20x@y.z",
-                "fromname has a line break",
+                "has a line break or control character in fromname=",
             ),
         ];
         for (url, expected) in cases {

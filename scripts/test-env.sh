@@ -2,7 +2,8 @@
 # Prepares a Docker engine and the holdfast-test/* images for the integration
 # tests and the demo stack (examples/compose/demo), and the storage servers the
 # remote repository tests start themselves (Garage for S3, OpenSSH's sshd for
-# SFTP). Debian 12, run as root. Safe to re-run: every step checks first and
+# SFTP), and the SMTP server of the e-mail notification tests (aiosmtpd).
+# Debian 12, run as root. Safe to re-run: every step checks first and
 # does nothing when already done.
 #
 # Environment:
@@ -322,6 +323,10 @@ apt_install busybox-static postgresql mariadb-server redis-server sqlite3 zstd
 # test starts its own on a loopback port; the package's service is not
 # started), the sftp client, rclone and curl to talk S3, age for encryption.
 apt_install openssh-server openssh-client age rclone curl
+# The SMTP server of the e-mail notification tests (Debian's aiosmtpd; each test
+# starts its own on a loopback port) and openssl, which makes its throwaway CA
+# and certificates.
+apt_install python3-aiosmtpd openssl
 ensure_garage
 # promtool for the example Prometheus rules; wrk for the API load benchmark.
 ensure_prometheus_tools

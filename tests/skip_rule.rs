@@ -1,4 +1,5 @@
-//! A test that needs Docker, promtool or a storage server (Garage, sshd) says so: under
+//! A test that needs Docker, promtool or a storage server (Garage, sshd) or
+//! a notification receiver (aiosmtpd) says so: under
 //! `HOLDFAST_SKIP_DOCKER=1` it must be reported as ignored, never as passed without running.
 //! Every `#[test]` in `tests/` whose body asks for one of them carries the `skip_docker`
 //! ignore attribute.
@@ -7,11 +8,13 @@ use std::fs;
 use std::path::Path;
 
 /// What a test body calls when it needs an outside tool or server.
-const NEEDS: [&str; 4] = [
+const NEEDS: [&str; 6] = [
     "docker_available()",
     "promtool_available()",
     "Garage::start(",
     "Sftp::start(",
+    "SmtpServer::start(",
+    "SmtpServer::start_with(",
 ];
 const ATTRIBUTE: &str = "#[cfg_attr(skip_docker, ignore";
 
@@ -101,4 +104,7 @@ fn the_rule_sees_a_test_without_the_attribute() {
     assert_eq!(unmarked(pure), ["c"]);
     let server = "#[test]\nfn d() {\n    let g = Garage::start(3);\n}\n";
     assert_eq!(unmarked(server), ["d"]);
+    let receiver =
+        "#[test]\nfn e() {\n    let s = SmtpServer::start_with(Mode::Tls, Cert::Trusted);\n}\n";
+    assert_eq!(unmarked(receiver), ["e"]);
 }

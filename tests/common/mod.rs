@@ -10,6 +10,7 @@ pub mod env;
 pub mod metrics;
 pub mod receiver;
 pub mod sftp;
+pub mod smtp;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -373,10 +373,14 @@ fn the_api_and_metrics_follow_a_real_backup() {
         Some(1.0)
     );
     // Every metric the alert rules and the dashboard may use is served; Docker errors
-    // only once there was one (their operation is the label), repository gauges only with
-    // Repository specs (tests/remote.rs reads them).
+    // only once there was one (their operation is the label), notifications once one was
+    // sent (tests/notify_daemon.rs reads them), repository gauges only with Repository
+    // specs (tests/remote.rs reads them).
     for (name, kind) in KNOWN_METRICS {
-        if *name == "holdfast_docker_api_errors_total" || name.starts_with("holdfast_repository_") {
+        if *name == "holdfast_docker_api_errors_total"
+            || *name == "holdfast_notifications_total"
+            || name.starts_with("holdfast_repository_")
+        {
             continue;
         }
         let family = match kind {

@@ -732,3 +732,123 @@ fn from_row(row: &NoticeRow) -> Option<(Notice, Told)> {
     };
     Some((notice, told))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::load::read_str;
+    use crate::validate::validate_sources;
+    use std::path::Path;
+
+    fn desired(text: &str) -> Desired {
+        Desired::from_report(&validate_sources(vec![read_str(Path::new("s.yaml"), text)]))
+    }
+
+    fn key(kind: Kind, name: &str) -> ObjectKey {
+        ObjectKey {
+            kind,
+            name: name.into(),
+        }
+    }
+
+    const SPECS: &str = "apiVersion: holdfast.dev/v1alpha1
+kind: Notifier
+metadata: {name: prod}
+spec:
+  url: generic+https://hooks.example/prod
+  selector: {matchLabels: {tier: prod}}
+---
+apiVersion: holdfast.dev/v1alpha1
+kind: Notifier
+metadata: {name: everyone}
+spec:
+  url: generic+https://hooks.example/all
+  events: [Failed]
+  repeat: 1h
+---
+apiVersion: holdfast.dev/v1alpha1
+kind: Notifier
+metadata: {name: unset}
+spec:
+  url: {fromEnv: HOLDFAST_TEST_URL_NOBODY_SETS}
+---
+apiVersion: holdfast.dev/v1alpha1
+kind: BackupPolicy
+metadata: {name: web, labels: {tier: prod}}
+spec:
+  schedule: '@daily'
+  targets: {volumes: [v]}
+---
+apiVersion: holdfast.dev/v1alpha1
+kind: BackupPolicy
+metadata: {name: lab, labels: {tier: lab}}
+spec:
+  schedule: '@daily'
+  targets: {volumes: [v]}
+  notify:
+    - {ref: prod}
+    - {url: 'generic+https://hooks.example/lab', events: [Succeeded]}
+---
+apiVersion: holdfast.dev/v1alpha1
+kind: BackupPolicy
+metadata: {name: other, labels: {tier: lab}}
+spec:
+  schedule: '@daily'
+  targets: {volumes: [v]}
+";
+
+    #[tokio::test]
+    async fn notifiers_cover_by_selector_by_ref_and_by_their_own_policy() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = Arc::new(StateDb::open(dir.path()).unwrap());
+        let mut n = Notifications::new(state, Arc::new(Hub::new()), "nas".into(), None);
+        n.configure(&desired(SPECS));
+        let config = n.config.lock().unwrap();
+        let covers = |notifier: &str, object: ObjectKey| config.covers(notifier, &object);
+        let policy = |name: &str| key(Kind::BackupPolicy, name);
+        // A selector covers the labelled; a ref adds a policy; no selector covers all.
+        assert!(covers("prod", policy("web")));
+        assert!(covers("prod", policy("lab")), "named in lab's notify");
+        assert!(!covers("prod", policy("other")));
+        assert!(
+            !covers("prod", key(Kind::Notifier, "everyone")),
+            "no labels match"
+        );
+        for object in [policy("web"), policy("other"), key(Kind::Notifier, "prod")] {
+            assert!(covers("everyone", object));
+        }
+        // An object without known labels (an invalid one) is covered only without selector.
+        assert!(covers("everyone", policy("typo")));
+        assert!(!covers("prod", policy("typo")));
+        // A url entry covers its policy alone, with its own events.
+        assert!(covers("lab.notify[1]", policy("lab")));
+        assert!(!covers("lab.notify[1]", policy("web")));
+        let inline = &config.notifiers["lab.notify[1]"].subscriber;
+        assert_eq!(inline.events, [NotifyEvent::Succeeded]);
+        let everyone = &config.notifiers["everyone"].subscriber;
+        assert_eq!(everyone.repeat, Some(chrono::Duration::hours(1)));
+        drop(config);
+        // A URL that cannot be read sends nothing and says why, naming where it looked.
+        let readiness = n.readiness();
+        assert_eq!(
+            readiness["prod"],
+            Ok("generic+https://hooks.example/prod".to_string())
+        );
+        let why = readiness["unset"].as_ref().unwrap_err();
+        assert!(why.contains("HOLDFAST_TEST_URL_NOBODY_SETS"), "{why}");
+        assert!(
+            !readiness.contains_key("lab.notify[1]"),
+            "only Notifier objects have a status"
+        );
+    }
+
+    #[test]
+    fn links_point_at_the_objects_api_page() {
+        let object = key(Kind::BackupPolicy, "web");
+        assert_eq!(
+            link(Some("https://backups.example/"), &object).as_deref(),
+            Some("https://backups.example/api/v1/policies/web")
+        );
+        assert_eq!(link(None, &object), None);
+    }
+}

@@ -1,6 +1,7 @@
 //! Notifications from the real daemon to real receivers on loopback: a failure told once
 //! and its recovery, heartbeats around every run, a receiver that fails, and a policy
-//! that becomes Overdue at its time, told once.
+//! that becomes Overdue at its time, told once; and a one-off `holdfast backup`, which
+//! tells its notifiers as the daemon does.
 
 mod common;
 
@@ -405,4 +406,64 @@ fn an_archive_a_verification_finds_corrupt_is_told_once() {
     t.write("p.yaml", &policy("p", &data.0, "r1", "  suspend: false\n"));
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(events(&t.hook.requests()), ["VerifyFailed"]);
+}
+
+#[test]
+#[cfg_attr(skip_docker, ignore = "needs Docker; HOLDFAST_SKIP_DOCKER=1")]
+fn a_one_off_backup_tells_its_notifiers_and_remembers_as_the_daemon_does() {
+    let _docker = docker_lock();
+    let t = Setup::new();
+    let hc = Receiver::start();
+    t.write(
+        "n.yaml",
+        &format!(
+            "{}---\n{}",
+            notifier("ops", &t.hook_url(), ""),
+            notifier(
+                "hc",
+                &format!(
+                    "healthchecks://{}/0b4d5e2a-7c61-4f3a-9e8d-2a1b3c4d5e6f?scheme=http",
+                    hc.host()
+                ),
+                ""
+            ),
+        ),
+    );
+    // Its volume does not exist: each backup fails.
+    t.write(
+        "p.yaml",
+        &policy("p", "hf-notify-one-off-missing", "r1", ""),
+    );
+    let backup = || {
+        common::run(
+            common::holdfast()
+                .env("HOLDFAST_SPECS", &t.specs)
+                .env("HOLDFAST_STATE", t.dir.path().join("state"))
+                .env("HOLDFAST_REPOSITORY", t.dir.path().join("repository"))
+                .args(["backup", "p"]),
+        )
+    };
+    // A Notifier whose URL is wrong: the command says it tells nobody.
+    t.write("typo.yaml", &notifier("typo", "ntfy://ntfy.example", ""));
+    for _ in 0..2 {
+        let out = backup();
+        let err = common::stderr(&out);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(
+            err.contains("Notifier/typo tells nobody, its spec is invalid"),
+            "{err}"
+        );
+    }
+    // Sent before the command ended: no waiting here.
+    assert_eq!(
+        events(&t.hook.requests()),
+        ["Failed"],
+        "told once, as the daemon would"
+    );
+    let routes: Vec<String> = hc
+        .requests()
+        .iter()
+        .map(|r| r.route().to_string())
+        .collect();
+    assert_eq!(routes, ["/0b4d5e2a-7c61-4f3a-9e8d-2a1b3c4d5e6f/fail"; 2]);
 }

@@ -76,6 +76,43 @@ fn dry_run_executor(
 
 /// Exit code 0 when the run succeeded, 1 when it failed or partially failed. `bar`: show
 /// a progress bar on stderr.
+/// How long a one-off backup waits for its notifications to go out.
+const NOTIFY_WAIT: Duration = Duration::from_secs(30);
+
+/// Tells the notifiers covering the object how its run ended, as the daemon does (what
+/// was told is remembered in the same state database, so a failure told by the daemon is
+/// not told again here), and waits up to [`NOTIFY_WAIT`] for the messages to go out.
+async fn notify(
+    settings: &Settings,
+    report: &crate::validate::Report,
+    object: &crate::spec::ObjectKey,
+    outcome: &crate::executor::RunOutcome,
+    state: Arc<crate::state::StateDb>,
+) {
+    let desired = crate::controller::desired::Desired::from_report(report);
+    // The daemon's statuses say so; a one-off command says it here.
+    for invalid in desired
+        .objects()
+        .filter(|o| o.kind == crate::spec::Kind::Notifier && o.resource.is_none())
+    {
+        let why = invalid
+            .errors
+            .first()
+            .map(String::as_str)
+            .unwrap_or("invalid");
+        tracing::warn!(
+            "Notifier/{} tells nobody, its spec is invalid: {why}",
+            invalid.name
+        );
+    }
+    let hub = Arc::new(crate::hub::Hub::new());
+    let mut notifications =
+        crate::controller::notifications::Notifications::new(state, hub, settings.host(), None);
+    notifications.configure(&desired);
+    notifications.run_finished(object, outcome).await;
+    notifications.flush(NOTIFY_WAIT).await;
+}
+
 pub fn run(settings: &Settings, args: BackupArgs, bar: bool) -> anyhow::Result<ExitCode> {
     let report = specs::load(settings);
     let mut request = specs::backup_request(&report, settings, &args.name)?;
@@ -177,6 +214,11 @@ pub fn run(settings: &Settings, args: BackupArgs, bar: bool) -> anyhow::Result<E
         };
         if !args.dry_run {
             super::prune_history(settings, &executor.state());
+            let key = crate::spec::ObjectKey {
+                kind: request.kind,
+                name: request.name.clone(),
+            };
+            notify(settings, &report, &key, &outcome, executor.state()).await;
         }
         anyhow::Ok((outcome, pruned))
     });

@@ -465,5 +465,7 @@ fn a_one_off_backup_tells_its_notifiers_and_remembers_as_the_daemon_does() {
         .iter()
         .map(|r| r.route().to_string())
         .collect();
-    assert_eq!(routes, ["/0b4d5e2a-7c61-4f3a-9e8d-2a1b3c4d5e6f/fail"; 2]);
+    let check = "/0b4d5e2a-7c61-4f3a-9e8d-2a1b3c4d5e6f";
+    let run = [format!("{check}/start"), format!("{check}/fail")];
+    assert_eq!(routes, [run.clone(), run].concat());
 }

@@ -79,15 +79,16 @@ fn dry_run_executor(
 /// How long a one-off backup waits for its notifications to go out.
 const NOTIFY_WAIT: Duration = Duration::from_secs(30);
 
-/// Tells the notifiers covering the object how its run ended, as the daemon does (what
-/// was told is remembered in the same state database, so a failure told by the daemon is
-/// not told again here), and waits up to [`NOTIFY_WAIT`] for the messages to go out.
-async fn notify(
+/// The notifiers covering the object, as the daemon has them (what was told is
+/// remembered in the same state database, so a failure told by the daemon is not told
+/// again here), and the hub through which a run's start reaches the heartbeats.
+fn notifications(
     settings: &Settings,
     report: &crate::validate::Report,
-    object: &crate::spec::ObjectKey,
-    outcome: &crate::executor::RunOutcome,
     state: Arc<crate::state::StateDb>,
+) -> (
+    crate::controller::notifications::Notifications,
+    Arc<crate::hub::Hub>,
 ) {
     let desired = crate::controller::desired::Desired::from_report(report);
     // The daemon's statuses say so; a one-off command says it here.
@@ -106,11 +107,41 @@ async fn notify(
         );
     }
     let hub = Arc::new(crate::hub::Hub::new());
-    let mut notifications =
-        crate::controller::notifications::Notifications::new(state, hub, settings.host(), None);
+    let mut notifications = crate::controller::notifications::Notifications::new(
+        state,
+        hub.clone(),
+        settings.host(),
+        None,
+    );
     notifications.configure(&desired);
-    notifications.run_finished(object, outcome).await;
-    notifications.flush(NOTIFY_WAIT).await;
+    (notifications, hub)
+}
+
+/// Passes progress on, and tells the hub when the run has its id.
+struct Announced {
+    inner: Arc<dyn crate::progress::Progress>,
+    hub: Arc<crate::hub::Hub>,
+    object: crate::spec::ObjectKey,
+}
+
+impl crate::progress::Progress for Announced {
+    fn run(&self, id: &str) {
+        self.inner.run(id);
+        self.hub
+            .run_started(self.object.kind, &self.object.name, id);
+    }
+    fn phase(&self, what: &str) {
+        self.inner.phase(what);
+    }
+    fn item(&self, name: &str) {
+        self.inner.item(name);
+    }
+    fn bytes(&self, n: u64) {
+        self.inner.bytes(n);
+    }
+    fn cancelled(&self) -> bool {
+        self.inner.cancelled()
+    }
 }
 
 pub fn run(settings: &Settings, args: BackupArgs, bar: bool) -> anyhow::Result<ExitCode> {
@@ -165,10 +196,24 @@ pub fn run(settings: &Settings, args: BackupArgs, bar: bool) -> anyhow::Result<E
         };
         // A progress bar on a terminal; log lines alone otherwise.
         let bar = (bar && !args.dry_run).then(super::progress_bar::Bar::start);
-        let shown: Arc<dyn crate::progress::Progress> = match &bar {
+        let mut shown: Arc<dyn crate::progress::Progress> = match &bar {
             Some(bar) => bar.clone(),
             None => Arc::new(crate::progress::Silent),
         };
+        let object = crate::spec::ObjectKey {
+            kind: request.kind,
+            name: request.name.clone(),
+        };
+        let mut notify = None;
+        if !args.dry_run {
+            let (notifications, hub) = notifications(settings, &report, executor.state());
+            shown = Arc::new(Announced {
+                inner: shown,
+                hub,
+                object: object.clone(),
+            });
+            notify = Some(notifications);
+        }
         let progress = Arc::new(Cancellable::new(shown));
         let run = executor.run(&request, progress.clone());
         let outcome = super::unless_interrupted(run, &mut signals, &progress, &executor).await;
@@ -214,11 +259,10 @@ pub fn run(settings: &Settings, args: BackupArgs, bar: bool) -> anyhow::Result<E
         };
         if !args.dry_run {
             super::prune_history(settings, &executor.state());
-            let key = crate::spec::ObjectKey {
-                kind: request.kind,
-                name: request.name.clone(),
-            };
-            notify(settings, &report, &key, &outcome, executor.state()).await;
+        }
+        if let Some(mut notifications) = notify {
+            notifications.run_finished(&object, &outcome).await;
+            notifications.flush(NOTIFY_WAIT).await;
         }
         anyhow::Ok((outcome, pruned))
     });

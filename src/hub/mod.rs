@@ -241,6 +241,18 @@ impl Hub {
         }
     }
 
+    /// A run of `kind/name` has its id: tells the hook set by [`Hub::on_run_started`].
+    pub fn run_started(&self, kind: Kind, name: &str, run_id: &str) {
+        let hook = self
+            .on_run_started
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        if let Some(hook) = hook {
+            hook(kind, name, run_id);
+        }
+    }
+
     /// Sets what is called each time a run has its id.
     pub fn on_run_started(&self, hook: RunStartedHook) {
         *self
@@ -368,15 +380,7 @@ impl crate::progress::Progress for RunEvents {
             time: Utc::now(),
         });
         drop(state);
-        let hook = self
-            .hub
-            .on_run_started
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        if let Some(hook) = hook {
-            hook(self.typed_kind, &self.name, id);
-        }
+        self.hub.run_started(self.typed_kind, &self.name, id);
     }
 
     /// A phase shows as the run's item until the next item: what a run waits for, or that

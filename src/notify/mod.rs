@@ -18,3 +18,11 @@ pub mod target;
 
 pub use message::{Message, Occasion, RunFacts, Severity};
 pub use target::{SendError, Target};
+
+/// `%XX` escapes decoded, as a URL's user and password stay encoded in [`url::Url`]; `+`
+/// stays a plus, as in every part of a URL but a form's query.
+pub(crate) fn percent_decode(text: &str) -> String {
+    percent_encoding::percent_decode_str(text)
+        .decode_utf8_lossy()
+        .into_owned()
+}

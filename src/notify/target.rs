@@ -134,7 +134,7 @@ impl Target {
         let decoded: Vec<String> = secrets
             .iter()
             .filter_map(|s| {
-                let d = percent_decode(s);
+                let d = super::percent_decode(s);
                 (d != *s).then_some(d)
             })
             .collect();
@@ -236,11 +236,4 @@ pub fn redact_url(text: &str) -> String {
             None => REDACTED.to_string(),
         },
     }
-}
-
-fn percent_decode(text: &str) -> String {
-    url::form_urlencoded::parse(format!("x={}", text.replace('+', "%2B")).as_bytes())
-        .next()
-        .map(|(_, v)| v.into_owned())
-        .unwrap_or_else(|| text.to_string())
 }

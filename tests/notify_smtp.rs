@@ -10,12 +10,7 @@ mod common;
 
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
-
-use holdfast::notify::{Message, Occasion, RunFacts, SendError, Target};
-use holdfast::spec::common::Phase;
-use holdfast::spec::notifier::NotifyEvent;
-use holdfast::spec::{Kind, ObjectKey};
+use holdfast::notify::{Message, SendError, Target};
 
 use common::smtp::{Cert, Mode, PASSWORD, PASSWORD_IN_URL, SmtpServer, USER};
 
@@ -25,34 +20,12 @@ const TIMEOUT: Duration = Duration::from_secs(10);
 /// `USER` as a URL's user part.
 const USER_IN_URL: &str = "mailer%40example.com";
 
-/// A failed run's message, with characters HTML must escape in its error line.
+/// A failed run's message, with characters HTML must escape in its error line and link.
 fn failed_run() -> Message {
-    let time: DateTime<Utc> = DateTime::parse_from_rfc3339("2026-11-24T03:00:42Z")
-        .unwrap()
-        .to_utc();
     Message {
-        occasion: Occasion::Event(NotifyEvent::Failed),
-        object: Some(ObjectKey {
-            kind: Kind::BackupPolicy,
-            name: "nextcloud".into(),
-        }),
-        host: "nas".into(),
-        time,
-        title: "BackupPolicy/nextcloud failed on nas".into(),
-        text: "The backup failed; the stack was started again.".into(),
-        run: Some(RunFacts {
-            run_id: "nextcloud-20261124-030000".into(),
-            phase: Phase::Failed,
-            start_time: time - chrono::Duration::seconds(42),
-            duration_seconds: 42.5,
-            source_bytes: 5 << 30,
-            stored_bytes: 2 << 30,
-            downtime_seconds: Some(12.0),
-            archive_id: None,
-            repository: Some("default".into()),
-        }),
         errors: vec!["dump db: pg_dump: connection refused <on socket> & \"quoted\"".into()],
         link: Some("https://holdfast.example/api/v1/policies/nextcloud?x=1&y=2".into()),
+        ..Message::example()
     }
 }
 

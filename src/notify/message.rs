@@ -7,9 +7,9 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
 
 use crate::logging::format::{human_bytes, human_seconds};
-use crate::spec::ObjectKey;
 use crate::spec::common::Phase;
 use crate::spec::notifier::NotifyEvent;
+use crate::spec::{Kind, ObjectKey};
 
 /// At most this many error lines go into a message; the run's log has the rest.
 pub const MAX_ERROR_LINES: usize = 5;
@@ -96,6 +96,38 @@ pub struct Message {
 }
 
 impl Message {
+    /// A failed run's message with every field set, for tests of how each service
+    /// renders it.
+    pub fn example() -> Message {
+        let time = DateTime::parse_from_rfc3339("2026-11-24T03:00:42Z")
+            .unwrap()
+            .to_utc();
+        Message {
+            occasion: Occasion::Event(NotifyEvent::Failed),
+            object: Some(ObjectKey {
+                kind: Kind::BackupPolicy,
+                name: "nextcloud".into(),
+            }),
+            host: "nas".into(),
+            time,
+            title: "BackupPolicy/nextcloud failed on nas".into(),
+            text: "The backup failed; the stack was started again.".into(),
+            run: Some(RunFacts {
+                run_id: "nextcloud-20261124-030000".into(),
+                phase: Phase::Failed,
+                start_time: time - chrono::Duration::seconds(42),
+                duration_seconds: 42.5,
+                source_bytes: 5 << 30,
+                stored_bytes: 2 << 30,
+                downtime_seconds: Some(12.0),
+                archive_id: None,
+                repository: Some("default".into()),
+            }),
+            errors: vec!["dump db: pg_dump: connection refused <on socket>".into()],
+            link: Some("https://holdfast.example/api/v1/policies/nextcloud".into()),
+        }
+    }
+
     /// The message `holdfast notify test` sends: about no object and no run, so each
     /// service shows what a real message looks like without waiting for one.
     pub fn for_test(host: &str, now: DateTime<Utc>) -> Message {
@@ -280,42 +312,10 @@ pub fn first_error_lines(errors: &[String]) -> Vec<String> {
 #[cfg(test)]
 pub mod tests {
     use super::*;
-    use crate::spec::Kind;
-
-    /// A failed run's message, as the services' tests render it.
-    pub fn failed_run() -> Message {
-        let time = DateTime::parse_from_rfc3339("2026-11-24T03:00:42Z")
-            .unwrap()
-            .to_utc();
-        Message {
-            occasion: Occasion::Event(NotifyEvent::Failed),
-            object: Some(ObjectKey {
-                kind: Kind::BackupPolicy,
-                name: "nextcloud".into(),
-            }),
-            host: "nas".into(),
-            time,
-            title: "BackupPolicy/nextcloud failed on nas".into(),
-            text: "The backup failed; the stack was started again.".into(),
-            run: Some(RunFacts {
-                run_id: "nextcloud-20261124-030000".into(),
-                phase: Phase::Failed,
-                start_time: time - chrono::Duration::seconds(42),
-                duration_seconds: 42.5,
-                source_bytes: 5 << 30,
-                stored_bytes: 2 << 30,
-                downtime_seconds: Some(12.0),
-                archive_id: None,
-                repository: Some("default".into()),
-            }),
-            errors: vec!["dump db: pg_dump: connection refused <on socket>".into()],
-            link: Some("https://holdfast.example/api/v1/policies/nextcloud".into()),
-        }
-    }
 
     #[test]
     fn every_rendering_carries_the_facts_and_escapes_what_it_must() {
-        let m = failed_run();
+        let m = Message::example();
         assert_eq!(m.severity(), Severity::Failure);
         let plain = m.plain();
         for part in [

@@ -81,7 +81,6 @@ impl Apprise {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::notify::message::tests::failed_run;
     use crate::notify::services::tests::{json, secrets_hidden, url};
 
     #[test]
@@ -113,20 +112,20 @@ mod tests {
     #[test]
     fn a_failed_run_is_a_markdown_failure() {
         let a = Apprise::parse(&url("apprise://apprise.lan/k")).unwrap();
-        let r = &a.requests(&failed_run())[0];
+        let r = &a.requests(&Message::example())[0];
         assert_eq!(
             (r.method, r.url.as_str()),
             ("POST", "https://apprise.lan/notify/k")
         );
         let body = json(r);
         assert_eq!(body["title"], "BackupPolicy/nextcloud failed on nas");
-        assert_eq!(body["body"], failed_run().markdown());
+        assert_eq!(body["body"], Message::example().markdown());
         assert_eq!(body["type"], "failure");
         assert_eq!(body["format"], "markdown");
         assert!(body.get("urls").is_none());
         let stateless = Apprise::parse(&url("apprise://apprise.lan/?urls=a://b,c://d")).unwrap();
         assert_eq!(
-            json(&stateless.requests(&failed_run())[0])["urls"],
+            json(&stateless.requests(&Message::example())[0])["urls"],
             "a://b,c://d"
         );
     }

@@ -100,7 +100,6 @@ impl Discord {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::notify::message::tests::failed_run;
     use crate::notify::services::tests::{json, secrets_hidden, url};
 
     #[test]
@@ -129,7 +128,7 @@ mod tests {
     #[test]
     fn a_failed_run_is_a_red_embed_with_the_facts_as_fields() {
         let d = Discord::parse(&url("discord://tok@42")).unwrap();
-        let r = &d.requests(&failed_run())[0];
+        let r = &d.requests(&Message::example())[0];
         assert_eq!(r.method, "POST");
         if std::env::var_os(super::super::TEST_API_BASE).is_none() {
             assert_eq!(r.url, "https://discord.com/api/webhooks/42/tok");

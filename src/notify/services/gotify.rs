@@ -86,7 +86,6 @@ impl Gotify {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::notify::message::tests::failed_run;
     use crate::notify::services::tests::{header, json, secrets_hidden, url};
 
     #[test]
@@ -121,7 +120,7 @@ mod tests {
     #[test]
     fn a_failed_run_is_markdown_json_with_a_high_priority() {
         let g = Gotify::parse(&url("gotify://push.example/AbC")).unwrap();
-        let r = &g.requests(&failed_run())[0];
+        let r = &g.requests(&Message::example())[0];
         assert_eq!(
             (r.method, r.url.as_str()),
             ("POST", "https://push.example/message")
@@ -129,7 +128,7 @@ mod tests {
         assert_eq!(header(r, "X-Gotify-Key"), Some("AbC"));
         let body = json(r);
         assert_eq!(body["title"], "BackupPolicy/nextcloud failed on nas");
-        assert_eq!(body["message"], failed_run().markdown());
+        assert_eq!(body["message"], Message::example().markdown());
         assert_eq!(body["priority"], 8);
         assert_eq!(
             body["extras"]["client::display"]["contentType"],

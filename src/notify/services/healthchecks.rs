@@ -119,7 +119,6 @@ pub fn run_uuid(run_id: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::notify::message::tests::failed_run;
     use crate::notify::services::tests::{secrets_hidden, url};
 
     const UUID: &str = "5bf66975-d4c7-4bf5-bcc8-b8d8a82ea278";
@@ -160,25 +159,25 @@ mod tests {
     #[test]
     fn a_run_is_pinged_at_its_start_and_end_with_one_run_id() {
         let h = Healthchecks::parse(&url(&format!("healthchecks://hc-ping.com/{UUID}"))).unwrap();
-        let failed = failed_run();
+        let failed = Message::example();
         let rid = run_uuid("nextcloud-20261124-030000");
         assert!(is_uuid(&rid), "{rid}");
         assert_eq!(run_uuid(UUID), UUID);
         let r = &h.requests(&failed)[0];
         assert_eq!(r.url, format!("https://hc-ping.com/{UUID}/fail?rid={rid}"));
         assert_eq!(r.body.as_ref().unwrap().bytes, failed.plain().into_bytes());
-        let mut started = failed_run();
+        let mut started = Message::example();
         started.occasion = Occasion::Started;
         let r = &h.requests(&started)[0];
         assert_eq!(r.url, format!("https://hc-ping.com/{UUID}/start?rid={rid}"));
         assert!(r.body.is_none());
-        let mut succeeded = failed_run();
+        let mut succeeded = Message::example();
         succeeded.occasion = Occasion::Event(NotifyEvent::Succeeded);
         assert_eq!(
             h.requests(&succeeded)[0].url,
             format!("https://hc-ping.com/{UUID}?rid={rid}")
         );
-        let mut overdue = failed_run();
+        let mut overdue = Message::example();
         overdue.occasion = Occasion::Event(NotifyEvent::Overdue);
         assert!(h.requests(&overdue).is_empty());
         let test = Message::for_test("nas", chrono::Utc::now());

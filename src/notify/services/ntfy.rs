@@ -134,7 +134,6 @@ fn header_text(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::notify::message::tests::failed_run;
     use crate::notify::services::tests::{header, secrets_hidden, url};
 
     #[test]
@@ -173,7 +172,7 @@ mod tests {
     #[test]
     fn a_failed_run_is_urgent_plain_text_with_its_title_tags_and_link() {
         let n = Ntfy::parse(&url("ntfy://alice:pw@ntfy.sh/backups?tags=nas")).unwrap();
-        let requests = n.requests(&failed_run());
+        let requests = n.requests(&Message::example());
         let [r] = requests.as_slice() else {
             panic!("{requests:?}")
         };
@@ -194,10 +193,13 @@ mod tests {
         assert_eq!(header(r, "Authorization"), Some("Basic YWxpY2U6cHc="));
         let body = r.body.as_ref().unwrap();
         assert_eq!(body.content_type, "text/plain; charset=utf-8");
-        assert_eq!(String::from_utf8_lossy(&body.bytes), failed_run().plain());
+        assert_eq!(
+            String::from_utf8_lossy(&body.bytes),
+            Message::example().plain()
+        );
         let token = Ntfy::parse(&url("ntfy://:tk_x@ntfy.sh/b")).unwrap();
         assert_eq!(
-            header(&token.requests(&failed_run())[0], "Authorization"),
+            header(&token.requests(&Message::example())[0], "Authorization"),
             Some("Bearer tk_x")
         );
         assert_eq!(header_text("né"), "=?UTF-8?B?bsOp?=");

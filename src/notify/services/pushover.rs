@@ -103,7 +103,6 @@ impl Pushover {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::notify::message::tests::failed_run;
     use crate::notify::services::tests::{secrets_hidden, url};
 
     #[test]
@@ -132,7 +131,7 @@ mod tests {
     #[test]
     fn a_failed_run_is_a_form_with_html_and_a_high_priority() {
         let p = Pushover::parse(&url("pushover://shoutrrr:tok@user/?devices=phone")).unwrap();
-        let r = &p.requests(&failed_run())[0];
+        let r = &p.requests(&Message::example())[0];
         if std::env::var_os(super::super::TEST_API_BASE).is_none() {
             assert_eq!(r.url, "https://api.pushover.net/1/messages.json");
         }
@@ -145,7 +144,7 @@ mod tests {
         assert_eq!(fields["token"], "tok");
         assert_eq!(fields["user"], "user");
         assert_eq!(fields["title"], "BackupPolicy/nextcloud failed on nas");
-        assert_eq!(fields["message"], failed_run().html());
+        assert_eq!(fields["message"], Message::example().html());
         assert_eq!(fields["html"], "1");
         assert_eq!(fields["priority"], "1");
         assert_eq!(fields["device"], "phone");
@@ -155,7 +154,7 @@ mod tests {
         );
         assert_eq!(
             fields["timestamp"],
-            failed_run().time.timestamp().to_string()
+            Message::example().time.timestamp().to_string()
         );
     }
 }

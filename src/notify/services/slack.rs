@@ -192,7 +192,6 @@ fn blocks(message: &Message) -> serde_json::Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::notify::message::tests::failed_run;
     use crate::notify::services::tests::{header, json, secrets_hidden, url};
 
     #[test]
@@ -246,7 +245,7 @@ mod tests {
     #[test]
     fn a_failed_run_is_blocks_with_a_header_text_and_fields() {
         let s = Slack::parse(&url("slack://T0AB/B0CD/XyZ")).unwrap();
-        let r = &s.requests(&failed_run())[0];
+        let r = &s.requests(&Message::example())[0];
         assert!(!r.check_ok);
         if std::env::var_os(super::super::TEST_API_BASE).is_none() {
             assert_eq!(r.url, "https://hooks.slack.com/services/T0AB/B0CD/XyZ");
@@ -272,9 +271,12 @@ mod tests {
         );
         assert!(body.get("username").is_none());
         let named = Slack::parse(&url("slack://nas@T/B/C")).unwrap();
-        assert_eq!(json(&named.requests(&failed_run())[0])["username"], "nas");
+        assert_eq!(
+            json(&named.requests(&Message::example())[0])["username"],
+            "nas"
+        );
         let bot = Slack::parse(&url("slack://xoxb:1-2-a@C0AB")).unwrap();
-        let r = &bot.requests(&failed_run())[0];
+        let r = &bot.requests(&Message::example())[0];
         assert!(r.check_ok);
         assert!(r.url.ends_with("/api/chat.postMessage"), "{}", r.url);
         assert_eq!(header(r, "Authorization"), Some("Bearer xoxb-1-2-a"));

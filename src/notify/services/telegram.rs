@@ -90,7 +90,6 @@ impl Telegram {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::notify::message::tests::failed_run;
     use crate::notify::services::tests::{json, secrets_hidden, url};
 
     #[test]
@@ -128,7 +127,7 @@ mod tests {
     #[test]
     fn a_failed_run_is_one_html_message_per_chat() {
         let t = Telegram::parse(&url("telegram://1:A@telegram?chats=@backups,42")).unwrap();
-        let requests = t.requests(&failed_run());
+        let requests = t.requests(&Message::example());
         assert_eq!(requests.len(), 2);
         if std::env::var_os(super::super::TEST_API_BASE).is_none() {
             assert_eq!(
@@ -139,7 +138,7 @@ mod tests {
         assert!(requests[0].check_ok);
         let first = json(&requests[0]);
         assert_eq!(first["chat_id"], "@backups");
-        assert_eq!(first["text"], failed_run().html());
+        assert_eq!(first["text"], Message::example().html());
         assert_eq!(first["parse_mode"], "HTML");
         assert_eq!(first["disable_web_page_preview"], true);
         assert_eq!(json(&requests[1])["chat_id"], 42);

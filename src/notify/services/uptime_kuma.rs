@@ -78,7 +78,6 @@ impl UptimeKuma {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::notify::message::tests::failed_run;
     use crate::notify::services::tests::{secrets_hidden, url};
 
     #[test]
@@ -102,7 +101,7 @@ mod tests {
     #[test]
     fn a_failed_run_is_down_with_its_duration() {
         let k = UptimeKuma::parse(&url("uptime-kuma://kuma.lan/api/push/AbC123")).unwrap();
-        let r = &k.requests(&failed_run())[0];
+        let r = &k.requests(&Message::example())[0];
         assert_eq!(r.method, "GET");
         assert_eq!(
             r.url,
@@ -110,7 +109,7 @@ mod tests {
         );
         let test = Message::for_test("nas", chrono::Utc::now());
         assert!(k.requests(&test)[0].url.contains("status=up"));
-        let mut started = failed_run();
+        let mut started = Message::example();
         started.occasion = Occasion::Started;
         assert!(k.requests(&started).is_empty());
     }

@@ -406,12 +406,11 @@ fn is_certificate_error(e: &(dyn std::error::Error + 'static)) -> bool {
 mod tests {
     use super::url::tests::{BASE, parse};
     use super::*;
-    use crate::notify::message::tests::failed_run;
 
     #[test]
     fn the_mail_has_both_parts_the_headers_and_escaped_html() {
         let smtp = parse(BASE).unwrap();
-        let message = failed_run();
+        let message = Message::example();
         let email = smtp.email(&message).unwrap();
         let text = String::from_utf8(email.formatted()).unwrap();
         for header in [
@@ -448,7 +447,7 @@ mod tests {
     #[test]
     fn message_ids_differ_between_mails() {
         let smtp = parse(BASE).unwrap();
-        let message = failed_run();
+        let message = Message::example();
         let a = smtp.message_id(&message);
         assert_ne!(a, smtp.message_id(&message));
         assert!(a.ends_with("@example.com>"), "{a}");

@@ -27,6 +27,20 @@ fn policy(env: &Env, name: &str, lines: &str) {
     );
 }
 
+/// The Repository `offsite` on `garage`, and the policy `name` writing `targets` there at
+/// zstd level 1 with `extra` settings.
+fn offsite_policy(env: &Env, garage: &Garage, name: &str, targets: &str, extra: &str) {
+    env.spec(
+        "offsite",
+        &s3_repository(env, garage, "offsite", &garage.endpoint(), ""),
+    );
+    policy(
+        env,
+        name,
+        &format!("  targets: {{{targets}}}\n{extra}  output: {{repository: offsite, level: 1}}\n"),
+    );
+}
+
 /// An age key pair made by `age-keygen`: the identity file and the public key.
 fn age_keys(dir: &Path) -> (PathBuf, String) {
     let key = dir.join("age.key");
@@ -376,17 +390,13 @@ fn an_upload_cut_by_a_dead_server_fails_cleanly_and_the_next_run_succeeds() {
     let mut garage = Garage::start(1);
     let env = Env::new();
     let container = big_container("cut", 300);
-    env.spec(
-        "offsite",
-        &s3_repository(&env, &garage, "offsite", &garage.endpoint(), ""),
-    );
-    policy(
+    let targets = format!("containers: [{}]", container.name);
+    offsite_policy(
         &env,
+        &garage,
         "straight",
-        &format!(
-            "  targets: {{containers: [{}]}}\n  consistency: {{stop: container}}\n  output: {{repository: offsite, level: 1}}\n",
-            container.name
-        ),
+        &targets,
+        "  consistency: {stop: container}\n",
     );
     // Killed while the archive streams to the server.
     let (child, _) = backup_until_archiving(&env, &garage, "straight");
@@ -426,18 +436,8 @@ fn a_three_node_cluster_keeps_a_backup_going_when_a_node_dies() {
     let mut garage = Garage::start(3);
     let env = Env::new();
     let container = big_container("three", 100);
-    env.spec(
-        "offsite",
-        &s3_repository(&env, &garage, "offsite", &garage.endpoint(), ""),
-    );
-    policy(
-        &env,
-        "spread",
-        &format!(
-            "  targets: {{containers: [{}]}}\n  output: {{repository: offsite, level: 1}}\n",
-            container.name
-        ),
-    );
+    let targets = format!("containers: [{}]", container.name);
+    offsite_policy(&env, &garage, "spread", &targets, "");
     let (child, log) = backup_until_archiving(&env, &garage, "spread");
     // Not the node the repository talks to: the one holding a third of the copies.
     garage.kill_node(2);
@@ -827,17 +827,13 @@ fn a_backup_killed_mid_upload_leaves_nothing_listed_and_the_next_one_clears_and_
     // dies in the big one's; an unfinished multipart upload is not an object at all.
     let small = FileVolume::new("hfkilled-a", "small");
     let container = big_container("killed", 200);
-    env.spec(
-        "offsite",
-        &s3_repository(&env, &garage, "offsite", &garage.endpoint(), ""),
-    );
-    policy(
+    let targets = format!("volumes: [{}, {}]", small.0, container.volume);
+    offsite_policy(
         &env,
+        &garage,
         "killed",
-        &format!(
-            "  targets: {{volumes: [{}, {}]}}\n  consistency: {{stop: container}}\n  output: {{repository: offsite, level: 1}}\n",
-            small.0, container.volume
-        ),
+        &targets,
+        "  consistency: {stop: container}\n",
     );
     // SIGKILL while the archive streams to the bucket, the container stopped: no
     // destructor runs, no upload is aborted, no manifest is written.

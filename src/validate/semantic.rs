@@ -416,30 +416,39 @@ fn check_dumps(dumps: &[Dump], at: &FieldPath, problems: &mut Problems) {
 }
 
 fn check_secret(secret: &SecretSource, at: &FieldPath, problems: &mut Problems) {
-    let set: Vec<&str> = [
+    let hint = "e.g. `password: {fromEnv: POSTGRES_PASSWORD}` reads the container's own variable";
+    let set = [
         ("fromEnv", secret.from_env.is_some()),
         ("fromFile", secret.from_file.is_some()),
         ("value", secret.value.is_some()),
-    ]
-    .into_iter()
-    .filter_map(|(name, present)| present.then_some(name))
-    .collect();
+    ];
+    exactly_one(&set, at, hint, problems);
+}
+
+/// Checks that exactly one of `options` (a field name and whether it is set) is set:
+/// "set exactly one of a, b or c", with `hint` when none is, and naming those found when
+/// several are.
+fn exactly_one(options: &[(&str, bool)], at: &FieldPath, hint: &str, problems: &mut Problems) {
+    let names: Vec<&str> = options.iter().map(|(name, _)| *name).collect();
+    let listed = match names.split_last() {
+        Some((last, [])) => last.to_string(),
+        Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+        None => return,
+    };
+    let set: Vec<&str> = options
+        .iter()
+        .filter_map(|(name, present)| present.then_some(*name))
+        .collect();
     match set.len() {
         1 => {}
         0 => problems.add_hinted(
             at.clone(),
-            "set exactly one of fromEnv, fromFile or value",
-            Some(
-                "e.g. `password: {fromEnv: POSTGRES_PASSWORD}` reads the container's own variable"
-                    .into(),
-            ),
+            format!("set exactly one of {listed}"),
+            Some(hint.into()),
         ),
         _ => problems.add(
             at.clone(),
-            format!(
-                "set exactly one of fromEnv, fromFile or value; found {}",
-                set.join(" and ")
-            ),
+            format!("set exactly one of {listed}; found {}", set.join(" and ")),
         ),
     }
 }
@@ -504,29 +513,13 @@ fn check_repository(repository: &Repository, problems: &mut Problems) {
 }
 
 fn check_storage(storage: &StorageSpec, at: &FieldPath, problems: &mut Problems) {
-    let set: Vec<&str> = [
+    let set = [
         ("s3", storage.s3.is_some()),
         ("sftp", storage.sftp.is_some()),
         ("local", storage.local.is_some()),
-    ]
-    .into_iter()
-    .filter_map(|(name, present)| present.then_some(name))
-    .collect();
-    match set.len() {
-        1 => {}
-        0 => problems.add_hinted(
-            at.clone(),
-            "set exactly one of s3, sftp or local",
-            Some("e.g. `storage: {local: {path: /mnt/usb/backups}}`".into()),
-        ),
-        _ => problems.add(
-            at.clone(),
-            format!(
-                "set exactly one of s3, sftp or local; found {}",
-                set.join(" and ")
-            ),
-        ),
-    }
+    ];
+    let hint = "e.g. `storage: {local: {path: /mnt/usb/backups}}`";
+    exactly_one(&set, at, hint, problems);
     if let Some(s3) = &storage.s3 {
         check_s3(s3, &at.key("s3"), problems);
     }

@@ -408,40 +408,14 @@ impl Notifications {
             .unwrap_or(0.0);
         let downtime = outcome.downtime.values().copied().reduce(f64::max);
         let host = &self.host;
-        let (verb, text) = match occasion {
-            Occasion::Event(NotifyEvent::Recovered) => (
-                "recovered",
-                format!(
-                    "The run succeeded again after a failed one: {} read, {} stored in {}.",
-                    human_bytes(outcome.source_bytes),
-                    human_bytes(outcome.bytes),
-                    human_seconds(duration)
-                ),
-            ),
-            _ => match outcome.phase {
-                Phase::Succeeded => (
-                    "succeeded",
-                    format!(
-                        "The run succeeded: {} read, {} stored in {}.",
-                        human_bytes(outcome.source_bytes),
-                        human_bytes(outcome.bytes),
-                        human_seconds(duration)
-                    ),
-                ),
-                Phase::PartiallyFailed => (
-                    "partially failed",
-                    "The run finished, but part of it failed; see the errors below and the run's log."
-                        .to_string(),
-                ),
-                _ => (
-                    "failed",
-                    match &outcome.archive_id {
-                        Some(_) if outcome.committed => "The run failed after writing its archive; see the errors below.".to_string(),
-                        _ => "The run failed and wrote no archive; see the errors below and the run's log.".to_string(),
-                    },
-                ),
-            },
+        let recovered = occasion == Occasion::Event(NotifyEvent::Recovered);
+        let verb = match (recovered, outcome.phase) {
+            (true, _) => "recovered",
+            (false, Phase::Succeeded) => "succeeded",
+            (false, Phase::PartiallyFailed) => "partially failed",
+            (false, _) => "failed",
         };
+        let text = run_text(object.kind, outcome, recovered, duration);
         Message {
             occasion,
             object: Some(object.clone()),
@@ -490,6 +464,34 @@ impl Notifications {
             errors: Vec::new(),
             link: self.link(object),
         }
+    }
+}
+
+/// What a run message says happened, in a sentence or two.
+fn run_text(kind: Kind, outcome: &RunOutcome, recovered: bool, duration: f64) -> String {
+    let took = human_seconds(duration);
+    let again = if recovered {
+        " again after a failed one"
+    } else {
+        ""
+    };
+    let see = "see the errors below and the run's log";
+    match (kind, outcome.phase) {
+        (Kind::Restore, Phase::Succeeded) => format!("The restore succeeded{again} in {took}."),
+        (Kind::Restore, Phase::PartiallyFailed) => {
+            format!("The restore finished, but part of it failed; {see}.")
+        }
+        (Kind::Restore, _) => format!("The restore failed; {see}."),
+        (_, Phase::Succeeded) => format!(
+            "The run succeeded{again}: {} read, {} stored in {took}.",
+            human_bytes(outcome.source_bytes),
+            human_bytes(outcome.bytes),
+        ),
+        (_, Phase::PartiallyFailed) => format!("The run finished, but part of it failed; {see}."),
+        (_, _) if outcome.committed => {
+            format!("The run failed after writing its archive; {see}.")
+        }
+        (_, _) => format!("The run failed and wrote no archive; {see}."),
     }
 }
 
@@ -839,6 +841,58 @@ spec:
         assert!(
             !readiness.contains_key("lab.notify[1]"),
             "only Notifier objects have a status"
+        );
+    }
+
+    fn outcome(phase: Phase, committed: bool) -> RunOutcome {
+        let t = Utc::now();
+        RunOutcome {
+            run_id: "web-20261207T030000.000Z".into(),
+            archive_id: committed.then(|| "web-20261207T030000Z".into()),
+            phase,
+            dry_run: false,
+            start_time: t,
+            completion_time: t,
+            bytes: 2 << 20,
+            source_bytes: 5 << 20,
+            artifacts: 1,
+            downtime: Default::default(),
+            errors: vec![],
+            warnings: vec![],
+            committed,
+            plan: None,
+            verified: None,
+            repository: "default".into(),
+            copies: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_run_message_says_what_a_backup_or_a_restore_did() {
+        let backup = |phase, committed, recovered| {
+            run_text(
+                Kind::BackupPolicy,
+                &outcome(phase, committed),
+                recovered,
+                4.5,
+            )
+        };
+        assert_eq!(
+            backup(Phase::Succeeded, true, true),
+            "The run succeeded again after a failed one: 5.0 MiB read, 2.0 MiB stored in 4.5s."
+        );
+        assert!(
+            backup(Phase::Failed, false, false).starts_with("The run failed and wrote no archive")
+        );
+        assert!(
+            backup(Phase::Failed, true, false)
+                .starts_with("The run failed after writing its archive")
+        );
+        let restore = |phase| run_text(Kind::Restore, &outcome(phase, false), false, 4.5);
+        assert_eq!(restore(Phase::Succeeded), "The restore succeeded in 4.5s.");
+        assert!(
+            restore(Phase::Failed).starts_with("The restore failed;"),
+            "no archive is written by a restore"
         );
     }
 

@@ -37,6 +37,8 @@ fn spec(server: &Sftp, folder: &str) -> SftpStorage {
 
 fn open(storage: SftpStorage) -> Repository {
     let spec = RepositorySpec {
+        format: Default::default(),
+        password: None,
         storage: StorageSpec {
             sftp: Some(storage),
             ..StorageSpec::default()
@@ -340,6 +342,8 @@ fn specs_that_cannot_work_are_refused_when_opened() {
     let server = Sftp::start();
     let refusal = |storage: SftpStorage| {
         let spec = RepositorySpec {
+            format: Default::default(),
+            password: None,
             storage: StorageSpec {
                 sftp: Some(storage),
                 ..StorageSpec::default()

@@ -17,6 +17,16 @@ pub const DEFAULT_REPOSITORY: &str = crate::settings::DEFAULT_REPO;
 pub struct RepositorySpec {
     /// The storage: exactly one of `s3`, `sftp` or `local`.
     pub storage: StorageSpec,
+    /// How archives are laid out: `archives` (holdfast's own: one tar or folder per
+    /// volume and run, a full copy each time) or `restic` (a restic repository, format
+    /// v2: deduplicated, compressed, encrypted with `password`, readable by restic and
+    /// rustic, each run storing only what changed).
+    #[serde(default, skip_serializing_if = "RepositoryFormat::is_archives")]
+    pub format: RepositoryFormat,
+    /// The password of a `restic` repository (it encrypts everything stored there, and
+    /// without it nothing can be restored). Only for `format: restic`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<HostSecret>,
     /// Encrypts every artifact before it leaves the host.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub encryption: Option<EncryptionSpec>,
@@ -24,6 +34,32 @@ pub struct RepositorySpec {
     /// repository alone, and pruning happens elsewhere (a bucket lifecycle rule, say).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub append_only: bool,
+}
+
+/// How a repository lays out what it stores.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum RepositoryFormat {
+    /// holdfast's own layout: `<host>/<group>/<archive id>/` with a manifest and one
+    /// artifact per volume, bind mount and dump.
+    #[default]
+    Archives,
+    /// A restic repository (format v2), written through rustic: snapshots per volume,
+    /// bind mount and dump, each with the previous one as parent.
+    Restic,
+}
+
+impl RepositoryFormat {
+    pub fn is_archives(&self) -> bool {
+        *self == RepositoryFormat::Archives
+    }
+
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            RepositoryFormat::Archives => "archives",
+            RepositoryFormat::Restic => "restic",
+        }
+    }
 }
 
 /// The storage behind a repository. Set exactly one field.
@@ -216,6 +252,9 @@ impl RepositorySpec {
                 }
             }
         }
+        if let Some(file) = self.password.as_mut().and_then(|p| p.from_file.as_mut()) {
+            resolve(file);
+        }
         if let Some(file) = self
             .encryption
             .as_mut()
@@ -306,6 +345,8 @@ mod tests {
     #[test]
     fn host_paths_are_resolved_and_the_servers_path_is_not() {
         let mut spec = RepositorySpec {
+            format: Default::default(),
+            password: None,
             storage: StorageSpec {
                 sftp: Some(SftpStorage {
                     host: "nas".into(),

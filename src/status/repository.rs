@@ -48,6 +48,8 @@ mod tests {
 
     fn local() -> RepositorySpec {
         RepositorySpec {
+            format: Default::default(),
+            password: None,
             storage: StorageSpec {
                 local: Some(LocalStorageSpec {
                     path: "/mnt/usb/backups".into(),

@@ -99,6 +99,8 @@ mod tests {
 
     fn spec(storage: StorageSpec) -> RepositorySpec {
         RepositorySpec {
+            format: Default::default(),
+            password: None,
             storage,
             encryption: None,
             append_only: false,

@@ -327,6 +327,8 @@ apt_install openssh-server openssh-client age rclone curl
 # starts its own on a loopback port) and openssl, which makes its throwaway CA
 # and certificates.
 apt_install python3-aiosmtpd openssl
+# restic: reading what holdfast writes in the restic format, and the baseline of bench/incremental.sh.
+apt_install restic
 ensure_garage
 # promtool for the example Prometheus rules; wrk for the API load benchmark.
 ensure_prometheus_tools

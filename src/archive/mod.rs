@@ -17,7 +17,7 @@
 //! with the same metadata, refusing every entry that would land outside that folder.
 
 mod check;
-mod entry;
+pub(crate) mod entry;
 mod excludes;
 mod extract;
 mod folder;
@@ -28,7 +28,7 @@ mod sparse;
 mod stream;
 mod sys;
 mod tar_in;
-mod tar_out;
+pub(crate) mod tar_out;
 mod verify;
 mod walk;
 

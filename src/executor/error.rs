@@ -98,6 +98,9 @@ pub enum RunError {
     /// Writing an artifact, or the exclude patterns.
     #[error(transparent)]
     Archive(ArchiveError),
+    /// Writing a snapshot of a restic-format repository.
+    #[error(transparent)]
+    Restic(#[from] crate::repo::restic::ResticError),
     #[error("{which} hook {command:?} in {container}: {source}")]
     Hook {
         which: &'static str,
@@ -260,6 +263,8 @@ impl RunError {
             RunError::PasswordFile { source, .. }
             | RunError::Recipe(RecipeError::Write(source)) => io_is_transient(source),
             RunError::Repository(_) | RunError::Copy { .. } => true,
+            // A storage that did not answer, or files changing while read: both may pass.
+            RunError::Restic(e) => !matches!(e, crate::repo::restic::ResticError::Password { .. }),
             RunError::Unresolved(_)
             | RunError::Commit(_)
             | RunError::HookFailed { .. }
@@ -295,7 +300,10 @@ impl RunError {
             | RunError::Volume { source: e, .. }
             | RunError::Docker(e)
             | RunError::Recipe(RecipeError::Docker(e)) => e.reason(),
-            RunError::Storage(_) | RunError::Repository(_) | RunError::Copy { .. } => "storage",
+            RunError::Storage(_)
+            | RunError::Repository(_)
+            | RunError::Copy { .. }
+            | RunError::Restic(_) => "storage",
             RunError::Archive(e) | RunError::DumpWrite { source: e, .. } => archive_reason(e),
             RunError::Unresolved(_) => "unresolved",
             RunError::Commit(_) | RunError::DumpWorker { .. } | RunError::ArchiveWorker { .. } => {

@@ -446,15 +446,35 @@ impl Executor {
                 Err(e) => run.fatal.push(e),
                 Ok(partial) => {
                     archive_id = Some(partial.id.clone());
-                    self.take_archive(
-                        request,
-                        &plan,
-                        &partial.outlet,
-                        &run_id,
-                        progress.clone(),
-                        &mut run,
-                    )
-                    .await;
+                    // A restic-format repository: the data goes into snapshots, the
+                    // manifest into the storage, last, as in the archives format.
+                    let snapshots = match primary.restic() {
+                        Some(restic) => {
+                            self.start_snapshots(restic, request, &run_id, &partial.id, &mut run)
+                                .await
+                        }
+                        None => None,
+                    };
+                    let outlet: Arc<dyn crate::archive::Outlet> = match &snapshots {
+                        Some(s) => Arc::new(s.clone()),
+                        None => partial.outlet.clone(),
+                    };
+                    if run.fatal.is_empty() {
+                        self.take_archive(
+                            request,
+                            &plan,
+                            &outlet,
+                            snapshots.as_ref(),
+                            &run_id,
+                            progress.clone(),
+                            &mut run,
+                        )
+                        .await;
+                    }
+                    if let (true, Some(s)) = (run.fatal.is_empty(), &snapshots) {
+                        progress.phase("writing the recipe snapshot");
+                        self.finish_snapshots(s, &mut run).await;
+                    }
                     if run.fatal.is_empty() {
                         progress.phase("writing the manifest");
                         fault::point("backup.before-manifest");
@@ -472,6 +492,15 @@ impl Executor {
                         }
                     } else {
                         archive_id = None;
+                        if let Some(s) = snapshots {
+                            // A failed run leaves no snapshots behind for restic users to
+                            // mistake for a backup.
+                            match tokio::task::spawn_blocking(move || s.forget_all()).await {
+                                Ok(Ok(())) => {}
+                                Ok(Err(e)) => run.warnings.push(e.to_string()),
+                                Err(e) => run.warnings.push(e.to_string()),
+                            }
+                        }
                         let repository = primary.clone();
                         match tokio::task::spawn_blocking(move || repository.abandon(partial)).await
                         {
@@ -509,10 +538,13 @@ impl Executor {
             Phase::Succeeded
         };
         let completion_time = Utc::now();
-        let bytes = if committed {
-            run.artifacts.iter().map(|a| a.size).sum()
-        } else {
+        let bytes = if !committed {
             0
+        } else if primary.restic().is_some() {
+            // What the snapshots added: unchanged data is stored once.
+            run.artifacts.iter().filter_map(|a| a.stored_size).sum()
+        } else {
+            run.artifacts.iter().map(|a| a.size).sum()
         };
         let source_bytes = run.artifacts.iter().map(|a| a.source_bytes).sum();
         let errors: Vec<String> = run
@@ -616,8 +648,14 @@ impl Executor {
             docker_api_version: self.engine.api_version(),
             start_time,
             completion_time: Utc::now(),
-            format: request.output.format.to_string(),
-            level: effective_level(&request.output),
+            format: match repository.restic() {
+                Some(_) => "restic".to_string(),
+                None => request.output.format.to_string(),
+            },
+            level: match repository.restic() {
+                Some(_) => None,
+                None => effective_level(&request.output),
+            },
             targets: ManifestTargets {
                 stacks: plan.stacks.clone(),
                 containers: plan.containers.iter().map(|c| c.name.clone()).collect(),
@@ -633,6 +671,73 @@ impl Executor {
                 .chain(run.partial.iter().map(ToString::to_string))
                 .collect(),
             encryption: repository.encryption().map(str::to_string),
+        }
+    }
+}
+
+impl Executor {
+    /// Starts the snapshots of a run in a restic-format repository. A failure fails the
+    /// run before anything is stopped.
+    async fn start_snapshots(
+        &self,
+        restic: &Arc<crate::repo::restic::Restic>,
+        request: &BackupRequest,
+        run_id: &str,
+        archive_id: &str,
+        run: &mut Progressing,
+    ) -> Option<crate::repo::restic::RunSnapshots> {
+        let tags = vec![
+            crate::repo::restic::TAG.to_string(),
+            format!("policy:{}", request.name),
+            format!("run:{run_id}"),
+            format!("archive:{archive_id}"),
+        ];
+        let restic = restic.clone();
+        match tokio::task::spawn_blocking(move || restic.start_run(tags)).await {
+            Ok(Ok(snapshots)) => Some(snapshots),
+            Ok(Err(e)) => {
+                run.fatal.push(RunError::Restic(e));
+                None
+            }
+            Err(e) => {
+                run.fatal.push(RunError::Commit(e));
+                None
+            }
+        }
+    }
+
+    /// Writes the recipe snapshot, and names in each artifact the snapshot holding it.
+    async fn finish_snapshots(
+        &self,
+        snapshots: &crate::repo::restic::RunSnapshots,
+        run: &mut Progressing,
+    ) {
+        let s = snapshots.clone();
+        let recipe = match tokio::task::spawn_blocking(move || s.finish()).await {
+            Ok(Ok(taken)) => taken,
+            Ok(Err(e)) => return run.fatal.push(RunError::Restic(e)),
+            Err(e) => return run.fatal.push(RunError::Commit(e)),
+        };
+        let mut recipe_counted = false;
+        for artifact in run.artifacts.iter_mut().filter(|a| a.snapshot.is_none()) {
+            let taken = if artifact.kind == "recipe" {
+                recipe.clone()
+            } else {
+                snapshots.taken(&artifact.path)
+            };
+            if let Some(taken) = taken {
+                // The recipe's files share one snapshot: what it added is counted once.
+                let added = match artifact.kind.as_str() {
+                    "recipe" if recipe_counted => 0,
+                    "recipe" => {
+                        recipe_counted = true;
+                        taken.added_bytes
+                    }
+                    _ => taken.added_bytes,
+                };
+                artifact.snapshot = Some(taken.snapshot);
+                artifact.stored_size = Some(added);
+            }
         }
     }
 }

@@ -21,6 +21,7 @@ use crate::archive::{self, ArtifactInfo, Excludes};
 use crate::fault;
 use crate::progress::Progress;
 use crate::repo::manifest::Artifact;
+use crate::repo::restic::RunSnapshots;
 use crate::spec::common::{Output, SecretSource};
 use crate::state::{StopEntry, StopPhase};
 
@@ -31,10 +32,20 @@ impl Executor {
         request: &BackupRequest,
         plan: &BackupPlan,
         root: &Arc<dyn Outlet>,
+        restic: Option<&RunSnapshots>,
         run_id: &str,
         progress: Arc<dyn Progress>,
         run: &mut Progressing,
     ) {
+        // restic compresses what it stores itself: dumps go into it plain.
+        let output = match restic {
+            Some(_) => Output {
+                format: crate::spec::common::Format::Tar,
+                level: None,
+                ..request.output.clone()
+            },
+            None => request.output.clone(),
+        };
         let own = self.own_folders().into_iter().filter_map(|f| f.id);
         let excludes = match Excludes::new(&request.spec.targets.exclude.paths) {
             Ok(e) => e.never_enter(own),
@@ -62,10 +73,7 @@ impl Executor {
                 progress.phase("dumping");
             }
             for dump in &plan.dumps {
-                if let Err(e) = self
-                    .dump(dump, root, &request.output, progress.clone(), run)
-                    .await
-                {
+                if let Err(e) = self.dump(dump, root, &output, progress.clone(), run).await {
                     run.fatal.push(e);
                     break;
                 }
@@ -80,15 +88,16 @@ impl Executor {
             if run.fatal.is_empty() {
                 let started = Instant::now();
                 progress.phase("archiving");
-                self.archive_data(
-                    plan,
-                    root,
-                    &request.output,
-                    &excludes,
-                    progress.clone(),
-                    run,
-                )
-                .await;
+                match restic {
+                    Some(snapshots) => {
+                        self.snapshot_data(plan, snapshots, &excludes, progress.clone(), run)
+                            .await
+                    }
+                    None => {
+                        self.archive_data(plan, root, &output, &excludes, progress.clone(), run)
+                            .await
+                    }
+                }
                 run.time("archive", started);
             }
             // Whatever happened above, what was stopped is started again.
@@ -564,6 +573,107 @@ impl Executor {
         }
     }
 
+    /// Snapshots each volume and bind mount into a restic-format repository, each with
+    /// the previous snapshot of the same one as parent: unchanged files are not read, so
+    /// the containers are stopped for the time the changes take.
+    async fn snapshot_data(
+        &self,
+        plan: &BackupPlan,
+        snapshots: &RunSnapshots,
+        excludes: &Excludes,
+        progress: Arc<dyn Progress>,
+        run: &mut Progressing,
+    ) {
+        let volumes = plan.volumes.iter().map(|v| {
+            let readable = v
+                .mountpoint
+                .clone()
+                .filter(|m| std::fs::read_dir(m).is_ok());
+            let not_readable = RunError::VolumeNotReadable {
+                volume: v.name.clone(),
+            };
+            (
+                "volume",
+                format!("volumes/{}", v.name),
+                v.name.clone(),
+                v.name.clone(),
+                v.stack.clone(),
+                readable.ok_or(not_readable),
+                &v.leave_out,
+            )
+        });
+        let binds = plan.binds.iter().map(|b| {
+            let readable = std::fs::read_dir(&b.source).is_ok();
+            let not_readable = RunError::BindNotReadable {
+                path: b.source.clone(),
+            };
+            (
+                "bind",
+                format!("binds/{}", b.artifact),
+                b.artifact.clone(),
+                format!("{}:{}", b.container, b.destination),
+                b.stack.clone(),
+                if readable {
+                    Ok(b.source.clone())
+                } else {
+                    Err(not_readable)
+                },
+                &b.leave_out,
+            )
+        });
+        for (kind, rel, tag, source, stack, dir, leave_out) in volumes.chain(binds) {
+            progress.item(&rel);
+            // restic reads files from the host; Docker's archive API gives a tar stream,
+            // which would be stored as one file without parent or deduplication by file.
+            let dir = match dir {
+                Ok(dir) => dir,
+                Err(e) => return run.fatal.push(e),
+            };
+            info!(source = %dir, snapshot = %rel, "snapshotting from the host");
+            let mut tags = vec![format!("{kind}:{tag}")];
+            tags.extend(stack.iter().map(|s| format!("stack:{s}")));
+            let (s, excludes, name) = (
+                snapshots.clone(),
+                excludes.leave_out(leave_out),
+                rel.clone(),
+            );
+            let taken = tokio::task::spawn_blocking(move || {
+                s.folder(Path::new(&dir), &name, &tags, excludes)
+            })
+            .await;
+            let taken = match taken {
+                Ok(Ok(taken)) => taken,
+                Ok(Err(e)) => return run.fatal.push(RunError::Restic(e)),
+                Err(e) => return run.fatal.push(RunError::Commit(e)),
+            };
+            info!(
+                snapshot = %taken.snapshot,
+                source_bytes = taken.source_bytes,
+                added_bytes = taken.added_bytes,
+                files_read = taken.files_read,
+                entries = taken.entries,
+                "snapshotted"
+            );
+            progress.bytes(taken.source_bytes);
+            run.artifacts.push(Artifact {
+                kind: kind.into(),
+                path: format!("{rel}.tar"),
+                size: taken.source_bytes,
+                sha256: String::new(),
+                source_bytes: taken.source_bytes,
+                entries: taken.entries,
+                via: Some("direct".into()),
+                source: Some(source),
+                stack,
+                engine: None,
+                database: None,
+                stored_size: Some(taken.added_bytes),
+                stored_sha256: None,
+                snapshot: Some(taken.snapshot),
+            });
+        }
+    }
+
     async fn archive_dir(
         &self,
         dir: &str,
@@ -865,6 +975,7 @@ fn artifact_from(info: ArtifactInfo) -> Artifact {
         database: None,
         stored_size: info.stored.as_ref().map(|s| s.size),
         stored_sha256: info.stored.map(|s| s.sha256),
+        snapshot: None,
     }
 }
 

@@ -85,6 +85,23 @@ pub struct Artifact {
     /// artifact with it without the identity.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stored_sha256: Option<String>,
+    /// In a restic repository: the snapshot that holds the artifact. A volume or bind
+    /// mount is then the folder `path` without `.tar` in it (read back as a tar stream,
+    /// whose size and sha256 are not known in advance: restic checks every blob), a dump
+    /// or recipe file the file `path`. `size` is then what the snapshot added to the
+    /// repository.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<String>,
+}
+
+impl Artifact {
+    /// Where a restic artifact is in its snapshot, and whether it is a folder.
+    pub fn snapshot_path(&self) -> (&str, bool) {
+        match self.kind.as_str() {
+            "volume" | "bind" => (self.path.trim_end_matches(".tar"), true),
+            _ => (self.path.as_str(), false),
+        }
+    }
 }
 
 impl Manifest {

@@ -7,6 +7,8 @@
 //! - [`objects`]: the same layout on an object store, where the manifest written last
 //!   commits an archive; [`s3`] (S3-compatible buckets) and [`sftp`] (a folder on an
 //!   SFTP server) are the stores behind it, and [`remote`] the runtime they run on.
+//! - [`restic`]: restic-format repositories (snapshots per volume, deduplicated),
+//!   through rustic_core.
 //! - [`crypt`]: age encryption of artifacts on their way to the storage.
 //! - [`named`]: repositories by name, opened from Repository specs, and their probe.
 //! - [`copy`]: copies of a committed archive into other repositories.
@@ -31,6 +33,7 @@ pub mod named;
 pub mod objects;
 pub mod prune;
 pub mod remote;
+pub mod restic;
 pub mod s3;
 pub mod sftp;
 pub mod storage;

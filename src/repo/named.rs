@@ -5,11 +5,12 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use super::crypt::{Crypt, CryptError};
-use super::objects::ObjectStorage;
+use super::objects::{ObjectStorage, Objects};
+use super::restic::{self, LocalObjects, ObjectsBackend, Prefixed, Restic};
 use super::s3::{S3Error, S3Objects};
 use super::sftp::SftpObjects;
 use super::storage::{LocalStorage, Repository, Storage, StorageError};
-use crate::spec::repository::{DEFAULT_REPOSITORY, RepositorySpec};
+use crate::spec::repository::{DEFAULT_REPOSITORY, RepositoryFormat, RepositorySpec};
 
 /// Why a Repository spec could not be opened; each names the setting at fault.
 #[derive(Debug, thiserror::Error)]
@@ -22,12 +23,17 @@ pub enum OpenError {
     Crypt(#[from] CryptError),
     #[error("spec.storage: names no storage")]
     NoStorage,
+    #[error("spec.password: a restic repository needs a password")]
+    NoPassword,
 }
 
 /// Opens the repository a Repository spec describes, as `host` sees it. Secrets and the
 /// identity file are read now, an SFTP server's key and known-hosts files checked;
 /// nothing is sent over the network yet ([`probe`] does).
 pub fn open(name: &str, spec: &RepositorySpec, host: &str) -> Result<Repository, OpenError> {
+    if spec.format == RepositoryFormat::Restic {
+        return open_restic(name, spec, host);
+    }
     let storage: Arc<dyn Storage> = if let Some(s3) = &spec.storage.s3 {
         Arc::new(ObjectStorage::new(Arc::new(S3Objects::new(s3)?), host))
     } else if let Some(sftp) = &spec.storage.sftp {
@@ -47,10 +53,50 @@ pub fn open(name: &str, spec: &RepositorySpec, host: &str) -> Result<Repository,
     Ok(Repository::named(name, storage, crypt, spec.append_only))
 }
 
+/// A restic-format repository: restic's files at the storage's root, holdfast's
+/// manifests, locks and records in its `holdfast/` folder.
+fn open_restic(name: &str, spec: &RepositorySpec, host: &str) -> Result<Repository, OpenError> {
+    let (objects, storage): (Arc<dyn Objects>, Arc<dyn Storage>) =
+        if let Some(local) = &spec.storage.local {
+            let top = std::path::Path::new(&local.path);
+            (
+                Arc::new(LocalObjects::new(top)),
+                Arc::new(LocalStorage::new(top.join(restic::HOLDFAST_DIR), host)),
+            )
+        } else {
+            let objects: Arc<dyn Objects> = if let Some(s3) = &spec.storage.s3 {
+                Arc::new(S3Objects::new(s3)?)
+            } else if let Some(sftp) = &spec.storage.sftp {
+                Arc::new(SftpObjects::new(sftp).map_err(OpenError::Sftp)?)
+            } else {
+                return Err(OpenError::NoStorage);
+            };
+            let ours = Arc::new(Prefixed::new(objects.clone(), restic::HOLDFAST_DIR));
+            (objects, Arc::new(ObjectStorage::new(ours, host)))
+        };
+    let password = spec.password.clone().ok_or(OpenError::NoPassword)?;
+    let restic = Restic::new(
+        Arc::new(ObjectsBackend::new(objects)),
+        password,
+        spec.location(),
+        host,
+    );
+    Ok(Repository::named(name, storage, None, spec.append_only).with_restic(restic))
+}
+
 /// Checks that a repository answers: a small record written, read back and deleted.
 /// Blocks: call it from a blocking worker.
 pub fn probe(repository: &Repository) -> Result<(), StorageError> {
-    repository.storage().probe()
+    repository.storage().probe()?;
+    if let Some(restic) = repository.restic() {
+        // Opens it with its password (creating it on first use).
+        restic.open().map_err(|e| StorageError::Io {
+            doing: "opening",
+            path: restic.location().into(),
+            source: e.into_io(),
+        })?;
+    }
+    Ok(())
 }
 
 /// Every repository a run may name: `default` and the Repository specs', by name.

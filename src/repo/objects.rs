@@ -34,6 +34,21 @@ pub trait Objects: Send + Sync + std::fmt::Debug {
     fn size(&self, key: &str) -> io::Result<Option<u64>>;
     /// An object, streamed.
     fn reader(&self, key: &str) -> io::Result<Box<dyn Read + Send>>;
+    /// `length` bytes of an object from `offset` (restic reads single blobs out of its
+    /// pack files). Stores that can ask for a range do; the others read up to it.
+    fn range(&self, key: &str, offset: u64, length: u64) -> io::Result<Vec<u8>> {
+        let mut reader = self.reader(key)?;
+        io::copy(&mut (&mut reader).take(offset), &mut io::sink())?;
+        let mut bytes = Vec::with_capacity(length as usize);
+        reader.take(length).read_to_end(&mut bytes)?;
+        if (bytes.len() as u64) < length {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("{key} ends before byte {}", offset + length),
+            ));
+        }
+        Ok(bytes)
+    }
     /// A new object, streamed; it exists once the writer is committed, and a writer
     /// dropped before that leaves nothing (a multipart upload is aborted).
     fn writer(&self, key: &str) -> io::Result<Box<dyn OutFile>>;

@@ -279,6 +279,7 @@ mod tests {
                 database: None,
                 stored_size: None,
                 stored_sha256: None,
+                snapshot: None,
             }],
             timings: Default::default(),
             downtime: Default::default(),

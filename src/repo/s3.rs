@@ -238,6 +238,13 @@ impl Objects for S3Objects {
         }))
     }
 
+    fn range(&self, key: &str, offset: u64, length: u64) -> io::Result<Vec<u8>> {
+        let buffer =
+            block_on(async { self.op.read_with(key).range(offset..offset + length).await })
+                .map_err(io_error)?;
+        Ok(buffer.to_vec())
+    }
+
     fn writer(&self, key: &str) -> io::Result<Box<dyn OutFile>> {
         let mut writer = block_on(async { self.op.writer_with(key).await }).map_err(io_error)?;
         let (tx, rx) = std::sync::mpsc::sync_channel::<Part>(QUEUED);

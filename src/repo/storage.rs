@@ -176,6 +176,9 @@ pub struct Repository {
     name: String,
     crypt: Option<Arc<Crypt>>,
     append_only: bool,
+    /// A restic-format repository: its snapshots hold the data, `storage` holdfast's
+    /// manifests beside them.
+    restic: Option<Arc<super::restic::Restic>>,
 }
 
 impl Repository {
@@ -186,6 +189,7 @@ impl Repository {
             name: crate::spec::repository::DEFAULT_REPOSITORY.to_string(),
             crypt: None,
             append_only: false,
+            restic: None,
         }
     }
 
@@ -201,6 +205,27 @@ impl Repository {
             name: name.to_string(),
             crypt: crypt.map(Arc::new),
             append_only,
+            restic: None,
+        }
+    }
+
+    /// This repository in the restic format: `restic` holds the data, the storage
+    /// holdfast's manifests.
+    pub fn with_restic(mut self, restic: super::restic::Restic) -> Self {
+        self.restic = Some(Arc::new(restic));
+        self
+    }
+
+    /// The restic repository, when this repository is in the restic format.
+    pub fn restic(&self) -> Option<&Arc<super::restic::Restic>> {
+        self.restic.as_ref()
+    }
+
+    /// The repository's format, as manifests and tables name it.
+    pub fn format(&self) -> crate::spec::repository::RepositoryFormat {
+        match self.restic {
+            Some(_) => crate::spec::repository::RepositoryFormat::Restic,
+            None => crate::spec::repository::RepositoryFormat::Archives,
         }
     }
 
@@ -249,6 +274,16 @@ impl Repository {
         id: &str,
         artifact: &super::manifest::Artifact,
     ) -> Result<Box<dyn Read + Send>, StorageError> {
+        if let (Some(restic), Some(snapshot)) = (&self.restic, &artifact.snapshot) {
+            let (path, folder) = artifact.snapshot_path();
+            return restic
+                .read(snapshot, path, folder)
+                .map_err(|e| StorageError::Io {
+                    doing: "reading",
+                    path: PathBuf::from(format!("{group}/{id}/{}", artifact.path)),
+                    source: e.into_io(),
+                });
+        }
         let stored = self.storage.open(group, id, &artifact.path)?;
         if artifact.stored_sha256.is_none() {
             return Ok(stored);

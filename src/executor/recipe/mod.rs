@@ -200,6 +200,7 @@ pub fn write_file(
         database: None,
         stored_size: stored.as_ref().map(|s| s.size),
         stored_sha256: stored.map(|s| s.sha256),
+        snapshot: None,
     })
 }
 

@@ -1,0 +1,888 @@
+//! restic-format repositories (format v2, compressed), written and read through
+//! rustic_core. This is the one module that knows rustic: a release that changes its API
+//! touches these files only.
+//!
+//! - [`backend`]: rustic's storage traits over holdfast's object stores.
+//! - [`source`]: what goes into a snapshot (a folder, a stream, files in memory).
+//! - [`tar`]: a folder of a snapshot as a tar stream, for holdfast's extractor.
+//!
+//! A run writes one snapshot per volume, bind mount and dump, and one with its recipe,
+//! all tagged `holdfast`, `policy:<group>`, `run:<run id>` and `archive:<archive id>`;
+//! each folder snapshot has the previous snapshot of the same folder as parent, so files
+//! whose size, mtime, ctime and inode did not change are not read again. holdfast's
+//! manifest of the run is written beside restic's folders (`holdfast/`), last, as in the
+//! archives format: the run's snapshots are an archive once it exists.
+//!
+//! Every call here blocks (disk, network, CPU): call them from blocking workers.
+
+mod backend;
+mod source;
+mod tar;
+
+use std::collections::BTreeMap;
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use chrono::{DateTime, Utc};
+use rustic_core::repofile::{MasterKey, SnapshotFile, SnapshotId};
+use rustic_core::{
+    BackupOptions, CheckOptions, ConfigOptions, Credentials, IndexedIdsStatus, KeyOptions,
+    OpenStatus, ParentOptions, PruneOptions, ReadSource, ReadSubsetOption, Repository,
+    RepositoryBackends, RepositoryOptions, RusticError, SnapshotOptions, WriteBackend,
+};
+
+pub use backend::{LocalObjects, ObjectsBackend, Prefixed};
+use source::{FilesSource, Problems, StreamSource, TreeSource};
+
+use crate::archive::{Excludes, OutFile, Outlet, StoredDigest};
+use crate::spec::repository::{HostSecret, HostSecretError};
+
+/// The folder beside restic's own where holdfast keeps its manifests, locks and records.
+pub const HOLDFAST_DIR: &str = "holdfast";
+
+/// The tag every snapshot holdfast writes carries.
+pub const TAG: &str = "holdfast";
+
+/// Why something in a restic repository failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ResticError {
+    #[error("the password of the restic repository {location}: {source}")]
+    Password {
+        location: String,
+        #[source]
+        source: HostSecretError,
+    },
+    #[error("restic repository {location}: {doing}: {message}")]
+    Rustic {
+        location: String,
+        doing: &'static str,
+        message: String,
+    },
+    #[error(
+        "restic repository {location}: {what} was not read completely, so its snapshot was \
+         dropped: {}",
+        problems.join("; ")
+    )]
+    Unreadable {
+        location: String,
+        what: String,
+        problems: Vec<String>,
+    },
+    #[error("restic repository {location}: no snapshot {id}")]
+    NoSnapshot { location: String, id: String },
+}
+
+impl ResticError {
+    /// The error as the storage boundary reports errors, for code that knows only that.
+    pub fn into_io(self) -> io::Error {
+        io::Error::other(self.to_string())
+    }
+}
+
+/// What one snapshot holds and what it added to the repository.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Taken {
+    /// The snapshot's id (64 hex digits).
+    pub snapshot: String,
+    /// Bytes read from the source (all files, changed or not).
+    pub source_bytes: u64,
+    /// Files and folders in the snapshot.
+    pub entries: u64,
+    /// Bytes the snapshot added to the repository, compressed and encrypted.
+    pub added_bytes: u64,
+    /// Files read again because they changed or are new.
+    pub files_read: u64,
+}
+
+impl Taken {
+    fn of(snap: &SnapshotFile) -> Taken {
+        let summary = snap.summary.clone().unwrap_or_default();
+        Taken {
+            snapshot: snap.id.to_hex().to_string(),
+            source_bytes: summary.total_bytes_processed,
+            entries: summary.total_files_processed + summary.total_dirs_processed,
+            added_bytes: summary.data_added_packed,
+            files_read: summary.files_new + summary.files_changed,
+        }
+    }
+}
+
+/// One snapshot as holdfast lists them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Snapshot {
+    pub id: String,
+    pub time: DateTime<Utc>,
+    pub hostname: String,
+    pub tags: Vec<String>,
+    pub paths: Vec<String>,
+}
+
+impl Snapshot {
+    fn of(snap: &SnapshotFile) -> Snapshot {
+        let ts = snap.time.timestamp();
+        Snapshot {
+            id: snap.id.to_hex().to_string(),
+            time: DateTime::from_timestamp(ts.as_second(), ts.subsec_nanosecond() as u32)
+                .unwrap_or_default(),
+            hostname: snap.hostname.clone(),
+            tags: snap.tags.iter().cloned().collect(),
+            paths: snap.paths.iter().cloned().collect(),
+        }
+    }
+
+    /// The value of the tag `key:value`.
+    pub fn tag(&self, key: &str) -> Option<&str> {
+        self.tags
+            .iter()
+            .find_map(|t| t.strip_prefix(key)?.strip_prefix(':'))
+    }
+}
+
+/// How much of the data `check` reads back.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum ReadData {
+    /// The structure only: every snapshot's trees, the index, the pack headers.
+    None,
+    /// A random share of the pack files, in percent.
+    Sample(f64),
+    /// Every pack file.
+    All,
+}
+
+/// A restic repository: where it is, and the password that opens it.
+pub struct Restic {
+    backend: Arc<dyn WriteBackend>,
+    password: HostSecret,
+    location: String,
+    host: String,
+    /// The key the password unlocked, kept so that later opens skip the key derivation
+    /// (restic's scrypt takes a noticeable time).
+    key: Mutex<Option<MasterKey>>,
+}
+
+impl std::fmt::Debug for Restic {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Restic")
+            .field("location", &self.location)
+            .field("host", &self.host)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Restic {
+    /// The restic repository on `backend`, opened with the password `password` names,
+    /// writing snapshots as `host`.
+    pub fn new(
+        backend: Arc<dyn WriteBackend>,
+        password: HostSecret,
+        location: String,
+        host: &str,
+    ) -> Restic {
+        Restic {
+            backend,
+            password,
+            location,
+            host: host.to_string(),
+            key: Mutex::new(None),
+        }
+    }
+
+    pub fn location(&self) -> &str {
+        &self.location
+    }
+
+    fn rustic(&self, doing: &'static str) -> impl Fn(Box<RusticError>) -> ResticError + '_ {
+        move |e| ResticError::Rustic {
+            location: self.location.clone(),
+            doing,
+            message: e.display_log(),
+        }
+    }
+
+    /// The repository, opened; created first when there is none yet.
+    pub fn open(&self) -> Result<Repository<OpenStatus>, ResticError> {
+        let mut key = self.key.lock().unwrap_or_else(|e| e.into_inner());
+        let backends = RepositoryBackends::new(self.backend.clone(), None);
+        let options = RepositoryOptions::default().no_cache(true);
+        let repo = Repository::new(&options, &backends).map_err(self.rustic("opening"))?;
+        if let Some(known) = &*key {
+            return repo
+                .open(&Credentials::Masterkey(known.clone()))
+                .map_err(self.rustic("opening"));
+        }
+        let password = self
+            .password
+            .read()
+            .map_err(|source| ResticError::Password {
+                location: self.location.clone(),
+                source,
+            })?;
+        let credentials = Credentials::password(&password);
+        let exists = repo
+            .config_id()
+            .map_err(self.rustic("reading the config"))?
+            .is_some();
+        let repo = if exists {
+            repo.open(&credentials).map_err(self.rustic("opening"))?
+        } else {
+            tracing::info!(repository = %self.location, "creating the restic repository");
+            repo.init(
+                &credentials,
+                &KeyOptions::default(),
+                &ConfigOptions::default(),
+            )
+            .map_err(self.rustic("creating the repository"))?
+        };
+        *key = Some(repo.key());
+        Ok(repo)
+    }
+
+    /// Every snapshot holdfast wrote from this host, oldest first.
+    pub fn snapshots(&self) -> Result<Vec<Snapshot>, ResticError> {
+        Ok(self.snapshot_files()?.iter().map(Snapshot::of).collect())
+    }
+
+    fn snapshot_files(&self) -> Result<Vec<SnapshotFile>, ResticError> {
+        let repo = self.open()?;
+        let mut snaps: Vec<SnapshotFile> = repo
+            .get_all_snapshots()
+            .map_err(self.rustic("listing snapshots"))?
+            .into_iter()
+            .filter(|s| s.hostname == self.host && s.tags.contains(TAG))
+            .collect();
+        snaps.sort_by(|a, b| a.time.cmp(&b.time));
+        Ok(snaps)
+    }
+
+    /// Starts the snapshots of one run: `tags` go on every one of them.
+    pub fn start_run(self: &Arc<Self>, tags: Vec<String>) -> Result<RunSnapshots, ResticError> {
+        let previous = self.snapshot_files()?;
+        let repo = self
+            .open()?
+            .to_indexed_ids()
+            .map_err(self.rustic("reading the index"))?;
+        Ok(RunSnapshots {
+            inner: Arc::new(RunInner {
+                restic: self.clone(),
+                repo,
+                previous,
+                tags,
+                made: Mutex::default(),
+                recipe: Mutex::default(),
+            }),
+        })
+    }
+
+    /// Forgets snapshots by id. Their data stays until [`Restic::prune`].
+    pub fn forget(&self, ids: &[String]) -> Result<(), ResticError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let repo = self.open()?;
+        let ids: Vec<SnapshotId> = ids
+            .iter()
+            .map(|id| {
+                id.parse::<rustic_core::Id>()
+                    .map(SnapshotId::from)
+                    .map_err(self.rustic("reading a snapshot id"))
+            })
+            .collect::<Result<_, _>>()?;
+        repo.delete_snapshots(&ids)
+            .map_err(self.rustic("forgetting snapshots"))
+    }
+
+    /// Removes the data no snapshot needs any more. Returns the bytes it freed.
+    pub fn prune(&self) -> Result<u64, ResticError> {
+        let repo = self.open()?;
+        let options = PruneOptions::default();
+        let plan = repo
+            .prune_plan(&options)
+            .map_err(self.rustic("planning the prune"))?;
+        let freed = plan.stats.size_sum().remove;
+        repo.prune(&options, plan).map_err(self.rustic("pruning"))?;
+        Ok(freed)
+    }
+
+    /// Checks the repository: the structure of the snapshots `ids` (all when empty), and
+    /// as much of the data as `read` says. Returns the problems found.
+    pub fn check(&self, ids: &[String], read: ReadData) -> Result<Vec<String>, ResticError> {
+        let repo = self.open()?;
+        let mut options = CheckOptions::default();
+        match read {
+            ReadData::None => {}
+            ReadData::Sample(percent) => {
+                options = options
+                    .read_data(true)
+                    .read_data_subset(ReadSubsetOption::Percentage(percent));
+            }
+            ReadData::All => options = options.read_data(true),
+        }
+        let results = if ids.is_empty() {
+            repo.check(options)
+        } else {
+            let snaps = repo
+                .get_snapshots(ids)
+                .map_err(self.rustic("reading snapshots"))?;
+            repo.check_with_trees(options, snaps.iter().map(|s| s.tree).collect())
+        }
+        .map_err(self.rustic("checking"))?;
+        Ok(results
+            .0
+            .iter()
+            .filter(|(level, _)| format!("{level:?}") == "Error")
+            .map(|(_, e)| e.to_string())
+            .collect())
+    }
+
+    /// The content at `path` of snapshot `id`, streamed: a folder as a tar stream (its
+    /// entries relative to it), a file as its bytes. A failure while reading comes out of
+    /// the stream as an error, never as its end.
+    pub fn read(
+        self: &Arc<Self>,
+        id: &str,
+        path: &str,
+        folder: bool,
+    ) -> Result<Box<dyn Read + Send>, ResticError> {
+        let repo = self
+            .open()?
+            .to_indexed()
+            .map_err(self.rustic("reading the index"))?;
+        let snap =
+            repo.get_snapshot_from_str(id, |_| true)
+                .map_err(|_| ResticError::NoSnapshot {
+                    location: self.location.clone(),
+                    id: id.to_string(),
+                })?;
+        let (reader, mut writer) = io::pipe().map_err(|e| ResticError::Rustic {
+            location: self.location.clone(),
+            doing: "reading",
+            message: e.to_string(),
+        })?;
+        let path = PathBuf::from(path.trim_start_matches('/'));
+        let worker = std::thread::Builder::new()
+            .name("holdfast-restic".into())
+            .spawn(move || -> io::Result<()> {
+                if folder {
+                    tar::write_tar(&repo, snap.tree, &path, &mut writer)
+                } else {
+                    let node = repo
+                        .node_from_path(snap.tree, &path)
+                        .map_err(|e| io::Error::other(e.display_log()))?;
+                    repo.dump(&node, &mut writer)
+                        .map_err(|e| io::Error::other(e.display_log()))?;
+                    writer.flush()
+                }
+            })
+            .map_err(|e| ResticError::Rustic {
+                location: self.location.clone(),
+                doing: "reading",
+                message: e.to_string(),
+            })?;
+        Ok(Box::new(Joined {
+            reader,
+            worker: Some(worker),
+        }))
+    }
+}
+
+/// A pipe's reading end and the thread writing it: the thread's error is the stream's.
+struct Joined {
+    reader: io::PipeReader,
+    worker: Option<std::thread::JoinHandle<io::Result<()>>>,
+}
+
+impl Read for Joined {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.reader.read(buf)?;
+        if n == 0 && !buf.is_empty() {
+            if let Some(worker) = self.worker.take() {
+                worker
+                    .join()
+                    .map_err(|_| io::Error::other("the reading thread panicked"))??;
+            }
+        }
+        Ok(n)
+    }
+}
+
+/// The snapshots of one run, as they are written. It is the run's [`Outlet`]: dumps are
+/// streamed into snapshots of their own, recipe files are kept until
+/// [`RunSnapshots::finish`] writes them as one snapshot.
+#[derive(Clone)]
+pub struct RunSnapshots {
+    inner: Arc<RunInner>,
+}
+
+struct RunInner {
+    restic: Arc<Restic>,
+    repo: Repository<IndexedIdsStatus>,
+    /// holdfast's snapshots of this host before the run: the parents.
+    previous: Vec<SnapshotFile>,
+    tags: Vec<String>,
+    /// What the run wrote, by the artifact's name.
+    made: Mutex<BTreeMap<String, Taken>>,
+    recipe: Mutex<Vec<(PathBuf, Vec<u8>)>>,
+}
+
+impl std::fmt::Debug for RunSnapshots {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunSnapshots")
+            .field("restic", &self.inner.restic)
+            .field("tags", &self.inner.tags)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RunInner {
+    /// Writes one snapshot of `src` at `at` (its path in the snapshot, `/volumes/web`)
+    /// with the run's tags and `tags`.
+    fn take<R>(
+        &self,
+        src: &R,
+        source_path: &Path,
+        at: &str,
+        tags: &[String],
+        problems: &Problems,
+    ) -> Result<Taken, ResticError>
+    where
+        R: ReadSource + 'static,
+        <R as ReadSource>::Open: Send,
+        <R as ReadSource>::Iter: Send,
+    {
+        let restic = &self.restic;
+        let all: Vec<String> = self.tags.iter().chain(tags).cloned().collect();
+        let mut options = SnapshotOptions::default().host(restic.host.clone());
+        for tag in &all {
+            options = options
+                .add_tags(tag)
+                .map_err(restic.rustic("tagging the snapshot"))?;
+        }
+        let snap = options
+            .to_snapshot()
+            .map_err(restic.rustic("starting the snapshot"))?;
+        // The previous snapshot of the same thing (same first tag after the run's).
+        let parent = tags.first().and_then(|tag| {
+            self.previous.iter().rev().find(|s| {
+                s.tags.contains(tag) && self.tags.iter().take(2).all(|t| s.tags.contains(t))
+            })
+        });
+        let parents = ParentOptions::default().force(parent.is_none()).parents(
+            parent
+                .map(|p| vec![p.id.to_hex().to_string()])
+                .unwrap_or_default(),
+        );
+        let options = BackupOptions::default()
+            .as_path(PathBuf::from(at))
+            .parent_opts(parents)
+            .no_scan(true);
+        let snap = self
+            .repo
+            .archive(&options, src, snap, &[source_path.to_path_buf()])
+            .map_err(restic.rustic("writing the snapshot"))?;
+        let problems = std::mem::take(&mut *problems.lock().unwrap_or_else(|e| e.into_inner()));
+        if !problems.is_empty() {
+            // A snapshot missing files is no backup: it goes, the run fails.
+            let _ = restic.forget(&[snap.id.to_hex().to_string()]);
+            return Err(ResticError::Unreadable {
+                location: restic.location.clone(),
+                what: at.to_string(),
+                problems,
+            });
+        }
+        Ok(Taken::of(&snap))
+    }
+
+    fn record(&self, name: &str, taken: &Taken) {
+        self.made
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(name.to_string(), taken.clone());
+    }
+}
+
+impl RunSnapshots {
+    /// Snapshots the folder `dir` of this host as `name` (`volumes/web`), tagged `tags`
+    /// (the first names what it is, `volume:web`: the previous snapshot with that tag is
+    /// the parent).
+    pub fn folder(
+        &self,
+        dir: &Path,
+        name: &str,
+        tags: &[String],
+        excludes: Excludes,
+    ) -> Result<Taken, ResticError> {
+        let inner = &self.inner;
+        let problems = Problems::default();
+        let src = TreeSource::new(dir, excludes, problems.clone())
+            .map_err(inner.restic.rustic("reading the folder"))?;
+        let taken = inner.take(&src, dir, &format!("/{name}"), tags, &problems)?;
+        inner.record(name, &taken);
+        Ok(taken)
+    }
+
+    /// What the run wrote as `name`, if it did.
+    pub fn taken(&self, name: &str) -> Option<Taken> {
+        self.inner
+            .made
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+            .cloned()
+    }
+
+    /// Writes the recipe files kept so far as one snapshot at `/recipe`.
+    pub fn finish(&self) -> Result<Option<Taken>, ResticError> {
+        let inner = &self.inner;
+        let files = std::mem::take(&mut *inner.recipe.lock().unwrap_or_else(|e| e.into_inner()));
+        if files.is_empty() {
+            return Ok(None);
+        }
+        let src = FilesSource::new(files);
+        let taken = inner.take(
+            &src,
+            Path::new("/"),
+            "/",
+            &["recipe".to_string()],
+            &Problems::default(),
+        )?;
+        inner.record("recipe", &taken);
+        Ok(Some(taken))
+    }
+
+    /// Forgets every snapshot the run wrote: a run that failed leaves no snapshots.
+    pub fn forget_all(&self) -> Result<(), ResticError> {
+        let ids: Vec<String> = self
+            .inner
+            .made
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .map(|t| t.snapshot.clone())
+            .collect();
+        self.inner.restic.forget(&ids)
+    }
+}
+
+impl Outlet for RunSnapshots {
+    fn create(&self, name: &str) -> io::Result<Box<dyn OutFile>> {
+        if name.starts_with("recipe/") {
+            return Ok(Box::new(Kept {
+                inner: self.inner.clone(),
+                path: PathBuf::from("/").join(name),
+                bytes: Vec::new(),
+            }));
+        }
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Option<Vec<u8>>>(8);
+        let (inner, name_owned) = (self.inner.clone(), name.to_string());
+        let tag = format!("dump:{}", name.rsplit('/').next().unwrap_or(name));
+        let worker = std::thread::Builder::new()
+            .name("holdfast-restic".into())
+            .spawn(move || -> Result<Taken, ResticError> {
+                let problems = Problems::default();
+                let reader = source::WatchedReader::new(
+                    Received {
+                        rx,
+                        current: Vec::new(),
+                        at: 0,
+                        ended: false,
+                    },
+                    PathBuf::from(&name_owned),
+                    problems.clone(),
+                );
+                let path = PathBuf::from("/").join(&name_owned);
+                let src = StreamSource::new(path.clone(), reader);
+                let taken =
+                    inner.take(&src, &path, &path.display().to_string(), &[tag], &problems)?;
+                inner.record(&name_owned, &taken);
+                Ok(taken)
+            })?;
+        Ok(Box::new(Streamed {
+            tx: Some(tx),
+            worker: Some(worker),
+        }))
+    }
+
+    fn folder(&self) -> Option<&Path> {
+        None
+    }
+
+    fn shown(&self, name: &str) -> PathBuf {
+        PathBuf::from(format!("{}:/{name}", self.inner.restic.location))
+    }
+}
+
+/// A recipe file, kept in memory until the run's recipe snapshot.
+struct Kept {
+    inner: Arc<RunInner>,
+    path: PathBuf,
+    bytes: Vec<u8>,
+}
+
+impl Write for Kept {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.bytes.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl OutFile for Kept {
+    fn commit(self: Box<Self>) -> io::Result<Option<StoredDigest>> {
+        let Kept { inner, path, bytes } = *self;
+        inner
+            .recipe
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((path, bytes));
+        Ok(None)
+    }
+}
+
+/// A stream on its way into a snapshot of its own. Dropped without a commit, the stream
+/// ends in an error and the snapshot is not kept.
+struct Streamed {
+    tx: Option<std::sync::mpsc::SyncSender<Option<Vec<u8>>>>,
+    worker: Option<std::thread::JoinHandle<Result<Taken, ResticError>>>,
+}
+
+impl Streamed {
+    fn send(&mut self, item: Option<Vec<u8>>) -> io::Result<()> {
+        let tx = self
+            .tx
+            .as_ref()
+            .ok_or_else(|| io::Error::other("the stream is closed"))?;
+        if tx.send(item).is_err() {
+            // The worker stopped early: its error says why.
+            return Err(self
+                .join()
+                .err()
+                .unwrap_or_else(|| io::Error::other("the snapshot ended before its stream")));
+        }
+        Ok(())
+    }
+
+    fn join(&mut self) -> io::Result<Taken> {
+        self.tx = None;
+        let worker = self
+            .worker
+            .take()
+            .ok_or_else(|| io::Error::other("the snapshot was already finished"))?;
+        worker
+            .join()
+            .map_err(|_| io::Error::other("the snapshot thread panicked"))?
+            .map_err(ResticError::into_io)
+    }
+}
+
+impl Write for Streamed {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.send(Some(buf.to_vec()))?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl OutFile for Streamed {
+    fn commit(mut self: Box<Self>) -> io::Result<Option<StoredDigest>> {
+        self.send(None)?;
+        self.join()?;
+        Ok(None)
+    }
+}
+
+impl Drop for Streamed {
+    fn drop(&mut self) {
+        if self.worker.is_some() {
+            // Not committed: the receiver sees the channel close without its end.
+            self.tx = None;
+            let _ = self.join();
+        }
+    }
+}
+
+/// The reading end of a [`Streamed`]: a channel that ends with `None`; closed without it,
+/// the stream fails.
+struct Received {
+    rx: std::sync::mpsc::Receiver<Option<Vec<u8>>>,
+    current: Vec<u8>,
+    at: usize,
+    ended: bool,
+}
+
+impl Read for Received {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.at == self.current.len() {
+            if self.ended {
+                return Ok(0);
+            }
+            match self.rx.recv() {
+                Ok(Some(chunk)) => {
+                    self.current = chunk;
+                    self.at = 0;
+                }
+                Ok(None) => self.ended = true,
+                Err(_) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "the stream was abandoned before its end",
+                    ));
+                }
+            }
+        }
+        let n = buf.len().min(self.current.len() - self.at);
+        buf[..n].copy_from_slice(&self.current[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::{PermissionsExt, symlink};
+
+    use super::*;
+
+    fn restic(dir: &Path) -> Arc<Restic> {
+        let password = dir.join("password");
+        std::fs::write(&password, "secret\n").unwrap();
+        let objects = Arc::new(LocalObjects::new(dir.join("repo")));
+        Arc::new(Restic::new(
+            Arc::new(ObjectsBackend::new(objects)),
+            HostSecret {
+                from_file: Some(password.display().to_string()),
+                from_env: None,
+            },
+            dir.join("repo").display().to_string(),
+            "host1",
+        ))
+    }
+
+    fn tags(run: &str) -> Vec<String> {
+        vec![TAG.into(), "policy:web".into(), format!("run:{run}")]
+    }
+
+    fn tar_entries(mut stream: Box<dyn Read + Send>) -> Vec<(String, u32, Vec<u8>)> {
+        let mut bytes = Vec::new();
+        stream.read_to_end(&mut bytes).unwrap();
+        let mut archive = ::tar::Archive::new(&bytes[..]);
+        archive
+            .entries()
+            .unwrap()
+            .map(|e| {
+                let mut e = e.unwrap();
+                let path = e.path().unwrap().display().to_string();
+                let mode = e.header().mode().unwrap();
+                let mut content = Vec::new();
+                e.read_to_end(&mut content).unwrap();
+                (path, mode, content)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_folder_a_stream_and_a_recipe_make_snapshots_that_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        std::fs::create_dir_all(data.join("sub")).unwrap();
+        std::fs::write(data.join("sub/a.txt"), "hello").unwrap();
+        std::fs::write(data.join("skip.tmp"), "left out").unwrap();
+        std::fs::set_permissions(
+            data.join("sub/a.txt"),
+            std::fs::Permissions::from_mode(0o640),
+        )
+        .unwrap();
+        symlink("sub/a.txt", data.join("link")).unwrap();
+        let restic = restic(dir.path());
+
+        let run = restic.start_run(tags("r1")).unwrap();
+        let excludes = Excludes::new(&["*.tmp".to_string()]).unwrap();
+        let first = run
+            .folder(
+                &data,
+                "volumes/web",
+                &["volume:web".into()],
+                excludes.clone(),
+            )
+            .unwrap();
+        assert_eq!(first.files_read, 2, "{first:?}");
+        let mut dump = run.create("dumps/db.sql").unwrap();
+        dump.write_all(b"CREATE TABLE t;\n").unwrap();
+        dump.commit().unwrap();
+        let mut recipe = run.create("recipe/web/compose.yaml").unwrap();
+        recipe.write_all(b"services: {}\n").unwrap();
+        recipe.commit().unwrap();
+        run.finish().unwrap().unwrap();
+        let dump = run.taken("dumps/db.sql").unwrap();
+
+        let entries = tar_entries(restic.read(&first.snapshot, "volumes/web", true).unwrap());
+        let names: Vec<&str> = entries.iter().map(|e| e.0.as_str()).collect();
+        assert_eq!(names, ["link", "sub/", "sub/a.txt"]);
+        assert_eq!(entries[2].1, 0o640);
+        assert_eq!(entries[2].2, b"hello");
+        let mut text = String::new();
+        restic
+            .read(&dump.snapshot, "dumps/db.sql", false)
+            .unwrap()
+            .read_to_string(&mut text)
+            .unwrap();
+        assert_eq!(text, "CREATE TABLE t;\n");
+
+        // The next run reads nothing unchanged again.
+        let run = restic.start_run(tags("r2")).unwrap();
+        let second = run
+            .folder(&data, "volumes/web", &["volume:web".into()], excludes)
+            .unwrap();
+        assert_eq!(second.files_read, 0, "{second:?}");
+        assert_eq!(restic.snapshots().unwrap().len(), 4);
+        assert!(restic.check(&[], ReadData::All).unwrap().is_empty());
+
+        restic.forget(&[first.snapshot.clone()]).unwrap();
+        restic.prune().unwrap();
+        assert_eq!(restic.snapshots().unwrap().len(), 3);
+        assert!(restic.check(&[], ReadData::All).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_stream_dropped_before_its_commit_leaves_no_snapshot() {
+        let dir = tempfile::tempdir().unwrap();
+        let restic = restic(dir.path());
+        let run = restic.start_run(tags("r1")).unwrap();
+        let mut dump = run.create("dumps/db.sql").unwrap();
+        dump.write_all(b"half a dump").unwrap();
+        drop(dump);
+        assert!(run.taken("dumps/db.sql").is_none());
+        assert!(restic.snapshots().unwrap().is_empty());
+    }
+
+    #[test]
+    fn an_unreadable_file_fails_the_snapshot() {
+        if rustix::process::geteuid().is_root() {
+            // root reads every file; the Docker tests cover unreadable volumes.
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        std::fs::create_dir_all(&data).unwrap();
+        std::fs::write(data.join("secret"), "x").unwrap();
+        std::fs::set_permissions(data.join("secret"), std::fs::Permissions::from_mode(0)).unwrap();
+        let restic = restic(dir.path());
+        let run = restic.start_run(tags("r1")).unwrap();
+        let err = run
+            .folder(
+                &data,
+                "volumes/web",
+                &["volume:web".into()],
+                Excludes::none(),
+            )
+            .unwrap_err();
+        assert!(err.to_string().contains("secret"), "{err}");
+        assert!(restic.snapshots().unwrap().is_empty());
+    }
+}

@@ -329,7 +329,12 @@ fn get_repositories_lists_where_each_keeps_archives() {
     let specs = dir.path().join("specs");
     fs::create_dir(&specs).unwrap();
     let gallery = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/gallery");
-    for name in ["offsite-s3.yaml", "nas-sftp.yaml", "three-two-one.yaml"] {
+    for name in [
+        "offsite-s3.yaml",
+        "nas-sftp.yaml",
+        "three-two-one.yaml",
+        "restic.yaml",
+    ] {
         fs::copy(gallery.join(name), specs.join(name)).unwrap();
     }
     fs::write(
@@ -355,11 +360,12 @@ fn get_repositories_lists_where_each_keeps_archives() {
     assert_eq!(
         words,
         [
-            vec!["NAME", "STORAGE", "ENCRYPTED", "APPEND-ONLY"],
+            vec!["NAME", "STORAGE", "FORMAT", "ENCRYPTED", "APPEND-ONLY"],
             vec![
                 "nas",
                 "sftp",
                 "holdfast@nas.lan:22/volume1/backups/holdfast",
+                "archives",
                 "false",
                 "false"
             ],
@@ -367,21 +373,48 @@ fn get_repositories_lists_where_each_keeps_archives() {
                 "offsite",
                 "s3",
                 "http://127.0.0.1:3900/holdfast/host1/",
+                "archives",
                 "true",
                 "true"
             ],
-            vec!["usb", "local", &usb, "false", "false"],
+            // A restic repository is always encrypted, with its password.
+            vec![
+                "restic-disk",
+                "local",
+                "/srv/backups",
+                "restic",
+                "true",
+                "false"
+            ],
+            vec!["usb", "local", &usb, "archives", "false", "false"],
         ],
         "{table}"
     );
     let rows: Vec<serde_json::Value> = serde_json::from_str(&get(&["-o", "json"])).unwrap();
     let names: Vec<&str> = rows.iter().map(|r| r["name"].as_str().unwrap()).collect();
-    assert_eq!(names, ["nas", "offsite", "usb"]);
+    assert_eq!(names, ["nas", "offsite", "restic-disk", "usb"]);
     assert_eq!(rows[1]["storage"], "s3");
+    assert_eq!(rows[1]["format"], "archives");
+    assert_eq!(rows[2]["format"], "restic");
+    assert_eq!(rows[2]["encrypted"], true);
     assert_eq!(rows[1]["location"], "http://127.0.0.1:3900/holdfast/host1/");
     assert_eq!(rows[1]["appendOnly"], true);
     let text = serde_json::to_string(&rows).unwrap();
     assert!(!text.contains("HOLDFAST_S3_ACCESS_KEY_ID"), "{text}");
+    assert!(!text.contains("restic-password"), "{text}");
+    let wide = get(&["-o", "wide"]);
+    let header: Vec<&str> = wide.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(
+        header,
+        [
+            "NAME",
+            "STORAGE",
+            "FORMAT",
+            "ENCRYPTED",
+            "APPEND-ONLY",
+            "FILE"
+        ]
+    );
 }
 
 #[test]

@@ -3,8 +3,10 @@
 //! answers.
 
 use crate::spec::RepositorySpec;
+use crate::spec::repository::RepositoryFormat;
 
-/// What a valid Repository's `Ready` condition says.
+/// What a valid Repository's `Ready` condition says; its message names the storage and
+/// where (`local /mnt/usb`), and `restic on` before them for a restic repository.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RepositoryReadiness {
     pub ready: bool,
@@ -21,7 +23,11 @@ pub fn repository_readiness(
     spec: &RepositorySpec,
     probe: Option<&Result<(), String>>,
 ) -> RepositoryReadiness {
-    let location = format!("{} {}", spec.storage.kind(), spec.location());
+    let mut location = format!("{} {}", spec.storage.kind(), spec.location());
+    // A restic repository is read by other tools too: say which kind it is.
+    if spec.format == RepositoryFormat::Restic {
+        location = format!("restic on {location}");
+    }
     match probe {
         None => RepositoryReadiness {
             ready: true,
@@ -81,6 +87,20 @@ mod tests {
             down.message.ends_with(": no such folder"),
             "{}",
             down.message
+        );
+    }
+
+    #[test]
+    fn a_restic_repository_says_so() {
+        let mut restic = local();
+        restic.format = RepositoryFormat::Restic;
+        assert_eq!(
+            repository_readiness(&restic, None).message,
+            "valid; not probed yet (restic on local /mnt/usb/backups)"
+        );
+        assert_eq!(
+            repository_readiness(&restic, Some(&Ok(()))).message,
+            "reachable (restic on local /mnt/usb/backups)"
         );
     }
 }

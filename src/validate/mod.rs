@@ -18,7 +18,7 @@ use crate::diagnostic::{Diagnostic, FieldPath, Position, did_you_mean, most_spec
 use crate::load::positions::DocumentPositions;
 use crate::load::{self, Document, SourceFile};
 use crate::spec::common::Output;
-use crate::spec::repository::DEFAULT_REPOSITORY;
+use crate::spec::repository::{DEFAULT_REPOSITORY, RepositoryFormat};
 use crate::spec::{Kind, Object, ObjectKey, Resource};
 use structural::Problem;
 
@@ -167,6 +167,7 @@ pub fn validate_sources(sources: Vec<SourceFile>) -> Report {
     check_unique_names(&mut files);
     check_references(&mut files);
     check_repository_references(&mut files);
+    check_restic_outputs(&mut files);
     check_notifier_references(&mut files);
     // What shows an object's errors in one line (the Stalled condition) takes the first.
     for object in files.iter_mut().flat_map(|f| f.objects.iter_mut()) {
@@ -354,6 +355,7 @@ fn check_repository_references(files: &mut [FileReport]) {
             .filter(|o| o.kind == Some(Kind::Repository))
             .filter_map(|o| o.name.clone()),
     );
+    let restic = restic_repositories(files);
     // Repositories that only take streams: remote or encrypted.
     let streams_only: Vec<String> = files
         .iter()
@@ -401,7 +403,9 @@ fn check_repository_references(files: &mut [FileReport]) {
             Some(Resource::Archive(a)) => a.spec.output.as_ref(),
             _ => None,
         }
-        .filter(|o| o.format == crate::spec::common::Format::Folder);
+        .filter(|o| o.format == crate::spec::common::Format::Folder)
+        // A restic repository refuses every format, the folder too.
+        .filter(|o| !o.repositories().iter().any(|n| restic.contains(n)));
         if let Some(output) = folder {
             let names = output.repositories();
             let streamed = names.iter().find(|n| streams_only.contains(n));
@@ -438,6 +442,74 @@ fn check_repository_references(files: &mut [FileReport]) {
                 format!("Repository `{name}` does not exist in the specs"),
                 hint,
             );
+        }
+    }
+}
+
+/// The names of the valid Repositories of format restic.
+fn restic_repositories(files: &[FileReport]) -> Vec<String> {
+    files
+        .iter()
+        .flat_map(|f| f.objects.iter())
+        .filter_map(|o| match &o.resource {
+            Some(Resource::Repository(r)) if r.spec.format == RepositoryFormat::Restic => {
+                Some(r.metadata.name.clone())
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// A BackupPolicy or an Archive that writes to a restic repository writes there alone (no
+/// copies to or from it yet) and leaves out `output.format` and `output.level`: restic
+/// stores files and compresses them itself. A format is refused even when it is the default
+/// written out, so the spec never says something that does not happen; whether it was
+/// written is read from the file, since the typed output always holds one. Archives and
+/// Restores may name a restic repository like any other.
+fn check_restic_outputs(files: &mut [FileReport]) {
+    let restic = restic_repositories(files);
+    if restic.is_empty() {
+        return;
+    }
+    for object in files.iter_mut().flat_map(|f| f.objects.iter_mut()) {
+        let output = match &object.resource {
+            Some(Resource::BackupPolicy(p)) => Some(p.spec.output.clone()),
+            Some(Resource::Archive(a)) => a.spec.output.clone(),
+            _ => None,
+        };
+        let Some(output) = output else {
+            continue;
+        };
+        let at = FieldPath::root().key("spec").key("output");
+        let names = output.repositories();
+        let Some(first) = names.iter().find(|n| restic.contains(n)).cloned() else {
+            continue;
+        };
+        let mut problems: Vec<(FieldPath, String, String)> = Vec::new();
+        if names.len() > 1 {
+            for (i, name) in output.repositories.iter().enumerate() {
+                if restic.contains(name) {
+                    problems.push((
+                        at.key("repositories").index(i),
+                        format!("copies to or from a restic repository are not supported yet, and Repository `{name}` is one"),
+                        "name one repository; `restic copy` copies snapshots between restic repositories".to_string(),
+                    ));
+                }
+            }
+        }
+        for field in ["format", "level"] {
+            let path = at.key(field);
+            if object.positions.get(&path).is_some() {
+                problems.push((
+                    path,
+                    format!("a restic repository stores files and compresses them itself (zstd), so output.{field} does not apply to Repository `{first}`"),
+                    format!("remove {field}"),
+                ));
+            }
+        }
+        for (field, message, hint) in problems {
+            let position = object.positions.value_or_ancestor(&field);
+            object.push(position, &field, message, Some(hint));
         }
     }
 }
@@ -960,6 +1032,153 @@ mod tests {
             assert!(
                 errors[0].contains("spec.output.format") && errors[0].contains(says),
                 "{output}: {errors:#?}"
+            );
+        }
+    }
+
+    const RESTIC: &str = "  storage: {local: {path: restic}}\n  format: restic\n  password: {fromFile: restic-password}\n";
+
+    #[test]
+    fn restic_repository_rules() {
+        let report = check(&[("specs/r.yaml", &repository("vault", RESTIC))]);
+        let Some(Resource::Repository(r)) = report.valid_objects().next() else {
+            panic!("{:#?}", messages(&report));
+        };
+        let folder = std::path::absolute("specs").unwrap();
+        let password = r.spec.password.as_ref().unwrap().from_file.clone().unwrap();
+        assert_eq!(Path::new(&password), folder.join("restic-password"));
+        let s3 = format!("{S3}  format: restic\n  password: {{fromEnv: RESTIC_PASSWORD}}\n");
+        assert!(check(&[("r.yaml", &repository("vault", &s3))]).is_valid());
+        let age = format!("  encryption: {{age: {{recipients: [{RECIPIENT}]}}}}\n");
+        let cases: Vec<(String, &str, &str)> = vec![
+            (
+                RESTIC.replace("  password: {fromFile: restic-password}\n", ""),
+                "spec.format",
+                "a restic repository needs a password",
+            ),
+            (
+                RESTIC.replace("{fromFile: restic-password}", "{fromEnv: P, fromFile: /p}"),
+                "spec.password",
+                "set exactly one of fromEnv or fromFile, not both",
+            ),
+            (
+                RESTIC.replace("{fromFile: restic-password}", "{}"),
+                "spec.password",
+                "set exactly one of fromEnv or fromFile",
+            ),
+            (
+                RESTIC.replace("  format: restic\n", ""),
+                "spec.password",
+                "only a restic repository has a password",
+            ),
+            // The age fields are not checked as well: encryption goes as a whole.
+            (
+                format!("{RESTIC}{}", age.replace(RECIPIENT, "age1nope")),
+                "spec.encryption",
+                "a restic repository is encrypted with its password",
+            ),
+        ];
+        for (spec, field, says) in &cases {
+            let errors = messages(&check(&[("r.yaml", &repository("vault", spec))]));
+            assert_eq!(errors.len(), 1, "{spec}: {errors:#?}");
+            assert!(
+                errors[0].contains(&format!("Repository/vault: {field}: "))
+                    && errors[0].contains(says),
+                "{spec}: {errors:#?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_restic_repositorys_errors_keep_their_advice_in_a_stalled_condition() {
+        // Status messages are redacted after a field named like a secret, and after
+        // `password: `; the advice must survive both.
+        for (spec, advice) in [
+            (
+                RESTIC.replace("  password: {fromFile: restic-password}\n", ""),
+                "{fromEnv: VARIABLE} or {fromFile: PATH}",
+            ),
+            (
+                RESTIC.replace("  format: restic\n", ""),
+                "add format: restic, or to encrypt archives use encryption.age",
+            ),
+        ] {
+            let errors = messages(&check(&[("r.yaml", &repository("vault", &spec))]));
+            let shown = crate::status::redact(&errors[0]);
+            assert!(shown.contains(advice), "{shown}");
+            assert!(!shown.contains("<redacted>"), "{shown}");
+        }
+    }
+
+    #[test]
+    fn outputs_to_a_restic_repository_write_there_alone_in_restics_own_format() {
+        let vault = repository("vault", RESTIC);
+        let remote = repository(
+            "remote",
+            &format!("{S3}  format: restic\n  password: {{fromEnv: RESTIC_PASSWORD}}\n"),
+        );
+        let specs = |doc: &str| {
+            messages(&check(&[
+                ("p.yaml", doc),
+                ("v.yaml", &vault),
+                ("r.yaml", &remote),
+            ]))
+        };
+        let policy = |output: &str| {
+            format!(
+                "kind: BackupPolicy\nmetadata: {{name: p}}\nspec: {{schedule: '@daily', targets: {{stacks: [s]}}, output: {output}}}\n"
+            )
+        };
+        let archive = |output: &str| {
+            format!(
+                "kind: Archive\nmetadata: {{name: a}}\nspec: {{targets: {{stacks: [s]}}, output: {output}}}\n"
+            )
+        };
+        for fine in [
+            policy("{repository: vault}"),
+            policy("{repositories: [remote]}"),
+            archive("{repository: remote}"),
+            // Formats and copies stay as they were for other repositories.
+            policy("{repository: default, format: tar.gz, level: 9}"),
+            "kind: Restore\nmetadata: {name: r}\nspec: {from: {archive: x, repository: vault}}\n"
+                .to_string(),
+        ] {
+            let errors = specs(&fine);
+            assert!(errors.is_empty(), "{fine}: {errors:#?}");
+        }
+        for (doc, field, says) in [
+            (
+                policy("{repositories: [default, vault]}"),
+                "spec.output.repositories[1]",
+                "copies to or from a restic repository are not supported yet, and Repository `vault` is one",
+            ),
+            (
+                archive("{repositories: [remote, default]}"),
+                "spec.output.repositories[0]",
+                "Repository `remote` is one",
+            ),
+            (
+                policy("{repository: vault, format: tar.zst}"),
+                "spec.output.format",
+                "output.format does not apply to Repository `vault`",
+            ),
+            (
+                archive("{repository: vault, level: 3}"),
+                "spec.output.level",
+                "output.level does not apply to Repository `vault`",
+            ),
+            // The restic rule speaks alone, not with the folder format's own.
+            (
+                policy("{repository: remote, format: folder}"),
+                "spec.output.format",
+                "compresses them itself (zstd)",
+            ),
+        ] {
+            let errors = specs(&doc);
+            assert_eq!(errors.len(), 1, "{doc}: {errors:#?}");
+            assert!(
+                errors[0].contains(&format!(": {field}: ")) && errors[0].contains(says),
+                "{doc}: {errors:#?}"
             );
         }
     }

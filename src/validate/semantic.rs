@@ -9,9 +9,12 @@ use crate::spec::common::{
 };
 use crate::spec::notifier::{Notify, UrlSource};
 use crate::spec::repository::{
-    AgeEncryption, DEFAULT_REPOSITORY, HostSecret, S3Storage, SftpStorage, StorageSpec,
+    AgeEncryption, DEFAULT_REPOSITORY, HostSecret, RepositoryFormat, S3Storage, SftpStorage,
+    StorageSpec,
 };
-use crate::spec::{Archive, BackupPolicy, Notifier, Repository, Resource, Restore, RestoreMode};
+use crate::spec::{
+    Archive, BackupPolicy, Notifier, Repository, RepositorySpec, Resource, Restore, RestoreMode,
+};
 
 /// A problem with a field of a valid-shaped object.
 #[derive(Clone, Debug, PartialEq)]
@@ -484,8 +487,9 @@ fn check_output(output: &Output, at: &FieldPath, problems: &mut Problems) {
 }
 
 /// A Repository on its own: exactly one storage, each storage's fields well-formed, secrets
-/// from the host, age recipients that parse. Paths may be relative: loading resolves them
-/// against the spec file's folder, as the config file's are.
+/// from the host, age recipients that parse, and a password exactly when the format is
+/// restic. Paths may be relative: loading resolves them against the spec file's folder, as
+/// the config file's are.
 fn check_repository(repository: &Repository, problems: &mut Problems) {
     if repository.metadata.name == DEFAULT_REPOSITORY {
         problems.add_hinted(
@@ -497,6 +501,9 @@ fn check_repository(repository: &Repository, problems: &mut Problems) {
     let spec = &repository.spec;
     let storage = self::spec().key("storage");
     check_storage(&spec.storage, &storage, problems);
+    if check_restic(spec, problems) {
+        return;
+    }
     if let Some(encryption) = &spec.encryption {
         let at = self::spec().key("encryption");
         match &encryption.age {
@@ -510,6 +517,40 @@ fn check_repository(repository: &Repository, problems: &mut Problems) {
             ),
         }
     }
+}
+
+/// The password of a restic repository: present exactly when the format is restic, and
+/// then the only encryption. Returns true when `encryption` was refused as a whole, so its
+/// age fields are not checked as well.
+fn check_restic(spec: &RepositorySpec, problems: &mut Problems) -> bool {
+    match (spec.format, &spec.password) {
+        (RepositoryFormat::Restic, None) => problems.add_hinted(
+            self::spec().key("format"),
+            "a restic repository needs a password, which encrypts everything stored there; without it nothing can be restored",
+            Some("add `password` as {fromEnv: VARIABLE} or {fromFile: PATH}, read by holdfast on this host".into()),
+        ),
+        (RepositoryFormat::Restic, Some(password)) => {
+            check_host_secret(password, &self::spec().key("password"), problems)
+        }
+        (RepositoryFormat::Archives, Some(_)) => problems.add_hinted(
+            self::spec().key("password"),
+            "only a restic repository has a password",
+            Some(
+                "add format: restic, or to encrypt archives use encryption.age instead"
+                    .into(),
+            ),
+        ),
+        (RepositoryFormat::Archives, None) => {}
+    }
+    let refused = spec.format == RepositoryFormat::Restic && spec.encryption.is_some();
+    if refused {
+        problems.add_hinted(
+            self::spec().key("encryption"),
+            "a restic repository is encrypted with its password; encryption.age is for format: archives",
+            Some("remove encryption".into()),
+        );
+    }
+    refused
 }
 
 fn check_storage(storage: &StorageSpec, at: &FieldPath, problems: &mut Problems) {

@@ -60,8 +60,8 @@ enum What {
     /// The restores run (from Restore specs or `holdfast restore`), and Restore specs
     /// not run yet.
     Restores,
-    /// The Repositories in the specs folder: where each keeps archives, whether it
-    /// encrypts and whether holdfast may delete there.
+    /// The Repositories in the specs folder: where each keeps archives, in which format
+    /// (archives or restic), whether it encrypts and whether holdfast may delete there.
     Repositories,
     /// The Notifiers in the specs folder and policies' own notify urls: where each sends
     /// (secrets replaced), which events, and what it covers.

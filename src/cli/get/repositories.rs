@@ -8,7 +8,7 @@ use serde::Serialize;
 use super::GetArgs;
 use crate::settings::Settings;
 use crate::spec::Resource;
-use crate::spec::repository::RepositorySpec;
+use crate::spec::repository::{RepositoryFormat, RepositorySpec};
 
 /// One Repository as `get repositories` shows it. Its secrets are never read: only where
 /// they come from is in the spec, and that is not shown.
@@ -20,6 +20,9 @@ pub(super) struct RepositoryRow {
     storage: &'static str,
     /// Where the archives are: `endpoint/bucket/prefix/`, `user@host:port/path` or a path.
     location: String,
+    /// `archives` (holdfast's own layout) or `restic`.
+    format: &'static str,
+    /// Encrypted with age, or (always) a restic repository with its password.
     encrypted: bool,
     append_only: bool,
     /// The spec file it is declared in.
@@ -32,7 +35,9 @@ impl RepositoryRow {
             name: name.to_string(),
             storage: spec.storage.kind(),
             location: spec.location(),
-            encrypted: spec.encryption.as_ref().is_some_and(|e| e.age.is_some()),
+            format: spec.format.as_str(),
+            encrypted: spec.format == RepositoryFormat::Restic
+                || spec.encryption.as_ref().is_some_and(|e| e.age.is_some()),
             append_only: spec.append_only,
             file,
         }
@@ -43,6 +48,7 @@ impl RepositoryRow {
             vec![
                 self.name.clone(),
                 format!("{} {}", self.storage, self.location),
+                self.format.to_string(),
                 self.encrypted.to_string(),
                 self.append_only.to_string(),
             ],
@@ -75,7 +81,7 @@ pub fn run(settings: &Settings, args: &GetArgs) -> anyhow::Result<ExitCode> {
     super::print(
         args.output,
         &rows,
-        &["NAME", "STORAGE", "ENCRYPTED", "APPEND-ONLY"],
+        &["NAME", "STORAGE", "FORMAT", "ENCRYPTED", "APPEND-ONLY"],
         &["FILE"],
         RepositoryRow::cells,
     )?;
@@ -135,6 +141,7 @@ mod tests {
             [
                 "offsite",
                 "s3 http://127.0.0.1:3900/holdfast/host1/",
+                "archives",
                 "true",
                 "true"
             ]
@@ -156,6 +163,7 @@ mod tests {
             [
                 "nas",
                 "sftp backup@nas.lan:2222/srv/holdfast",
+                "archives",
                 "false",
                 "false"
             ]
@@ -169,5 +177,28 @@ mod tests {
         let row = RepositoryRow::new("usb", &local, "r.yaml".into());
         assert_eq!(row.cells().0[1], "local /mnt/usb");
         assert_eq!(row.cells().1, ["r.yaml"]);
+    }
+
+    #[test]
+    fn a_restic_repository_shows_its_format_and_is_encrypted() {
+        let mut restic = spec(StorageSpec {
+            local: Some(LocalStorageSpec {
+                path: "/srv/backups".into(),
+            }),
+            ..StorageSpec::default()
+        });
+        restic.format = RepositoryFormat::Restic;
+        restic.password = Some(HostSecret {
+            from_file: Some("/etc/holdfast/restic-password".into()),
+            from_env: None,
+        });
+        let row = RepositoryRow::new("vault", &restic, "r.yaml".into());
+        assert_eq!(
+            row.cells().0,
+            ["vault", "local /srv/backups", "restic", "true", "false"]
+        );
+        let json = serde_json::to_value(&row).unwrap();
+        assert_eq!(json["format"], "restic");
+        assert!(!json.to_string().contains("restic-password"), "{json}");
     }
 }

@@ -36,6 +36,7 @@ pub use backend::{LocalObjects, ObjectsBackend, Prefixed};
 use source::{FilesSource, Problems, StreamSource, TreeSource};
 
 use crate::archive::{Excludes, OutFile, Outlet, StoredDigest};
+use crate::repo::objects::Objects;
 use crate::spec::repository::{HostSecret, HostSecretError};
 
 /// The folder beside restic's own where holdfast keeps its manifests, locks and records.
@@ -152,6 +153,7 @@ pub enum ReadData {
 
 /// A restic repository: where it is, and the password that opens it.
 pub struct Restic {
+    objects: Arc<dyn Objects>,
     backend: Arc<dyn WriteBackend>,
     password: HostSecret,
     location: String,
@@ -171,16 +173,17 @@ impl std::fmt::Debug for Restic {
 }
 
 impl Restic {
-    /// The restic repository on `backend`, opened with the password `password` names,
-    /// writing snapshots as `host`.
+    /// The restic repository at the root of `objects`, opened with the password
+    /// `password` names, writing snapshots as `host`.
     pub fn new(
-        backend: Arc<dyn WriteBackend>,
+        objects: Arc<dyn Objects>,
         password: HostSecret,
         location: String,
         host: &str,
     ) -> Restic {
         Restic {
-            backend,
+            backend: Arc::new(ObjectsBackend::new(objects.clone())),
+            objects,
             password,
             location,
             host: host.to_string(),
@@ -190,6 +193,15 @@ impl Restic {
 
     pub fn location(&self) -> &str {
         &self.location
+    }
+
+    /// Whether the snapshot `id` is in the repository: one look at its file, without the
+    /// password.
+    pub fn has_snapshot(&self, id: &str) -> io::Result<bool> {
+        if id.len() != 64 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Ok(false);
+        }
+        Ok(self.objects.size(&format!("snapshots/{id}"))?.is_some())
     }
 
     fn rustic(&self, doing: &'static str) -> impl Fn(Box<RusticError>) -> ResticError + '_ {
@@ -754,7 +766,7 @@ mod tests {
         std::fs::write(&password, "secret\n").unwrap();
         let objects = Arc::new(LocalObjects::new(dir.join("repo")));
         Arc::new(Restic::new(
-            Arc::new(ObjectsBackend::new(objects)),
+            objects,
             HostSecret {
                 from_file: Some(password.display().to_string()),
                 from_env: None,

@@ -1,0 +1,374 @@
+//! Restic-format repositories: holdfast writes snapshots that Debian's `restic` lists,
+//! checks and restores identically, later runs read only what changed, and holdfast
+//! restores from them (new volumes and in place, with dump replay), on a local folder
+//! and on Garage.
+
+mod common;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::env::Env;
+use common::garage::Garage;
+use common::*;
+use serde_json::Value;
+
+const HOST: &str = "testhost";
+const PASSWORD: &str = "correct horse battery staple";
+
+fn json(out: &std::process::Output) -> Value {
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}\n{}", stdout(out), stderr(out)))
+}
+
+/// The password file beside the specs.
+fn password_file(env: &Env) -> PathBuf {
+    let file = env.dir.path().join("restic.password");
+    fs::write(&file, format!("{PASSWORD}\n")).unwrap();
+    file
+}
+
+/// A Repository `vault` in the restic format on `storage` (the YAML under `storage:`).
+fn restic_repository(env: &Env, storage: &str) {
+    let password = password_file(env);
+    env.spec(
+        "vault",
+        &format!(
+            "apiVersion: holdfast.dev/v1alpha1
+kind: Repository
+metadata: {{name: vault}}
+spec:
+  format: restic
+  password: {{fromFile: {}}}
+  storage:
+{storage}",
+            password.display()
+        ),
+    );
+}
+
+fn local_storage(dir: &Path) -> String {
+    format!("    local: {{path: {}}}\n", dir.display())
+}
+
+fn s3_storage(env: &Env, garage: &Garage) -> String {
+    let secret = env.dir.path().join("s3.secret");
+    fs::write(&secret, format!("{}\n", garage.secret())).unwrap();
+    format!(
+        "    s3:
+      endpoint: {}
+      region: {}
+      bucket: {}
+      prefix: restic/
+      accessKeyId: {{fromEnv: HOLDFAST_TEST_S3_KEY}}
+      secretAccessKey: {{fromFile: {}}}
+",
+        garage.endpoint(),
+        garage.region(),
+        garage.bucket(),
+        secret.display()
+    )
+}
+
+fn policy(env: &Env, name: &str, targets: &str, extra: &str) {
+    env.spec(
+        name,
+        &format!(
+            "apiVersion: holdfast.dev/v1alpha1\nkind: BackupPolicy\nmetadata: {{name: {name}}}\nspec:\n  schedule: '0 3 1 1 *'\n  targets: {{{targets}}}\n{extra}  output: {{repository: vault}}\n"
+        ),
+    );
+}
+
+fn holdfast_in(env: &Env, garage: Option<&Garage>) -> Command {
+    let mut cmd = env.holdfast();
+    cmd.env("HOLDFAST_HOST", HOST);
+    if let Some(g) = garage {
+        cmd.env("HOLDFAST_TEST_S3_KEY", g.key_id());
+    }
+    cmd
+}
+
+fn backup(env: &Env, garage: Option<&Garage>, name: &str) -> Value {
+    let out = run(holdfast_in(env, garage).args(["backup", name, "-o", "json"]));
+    let outcome = json(&out);
+    assert_eq!(
+        outcome["phase"],
+        "Succeeded",
+        "{outcome:#}\n{}",
+        stderr(&out)
+    );
+    outcome
+}
+
+/// Debian's restic on the repository `repo` (`-r` argument).
+fn restic(env: &Env, repo: &str, garage: Option<&Garage>, args: &[&str]) -> std::process::Output {
+    let mut cmd = Command::new("restic");
+    cmd.arg("-r")
+        .arg(repo)
+        .arg("--no-cache")
+        .env("RESTIC_PASSWORD_FILE", password_file(env))
+        .args(args);
+    if let Some(g) = garage {
+        cmd.env("AWS_ACCESS_KEY_ID", g.key_id())
+            .env("AWS_SECRET_ACCESS_KEY", g.secret());
+    }
+    let out = run(&mut cmd);
+    assert!(
+        out.status.success(),
+        "restic {args:?}: {}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    out
+}
+
+/// A volume with what a restore must bring back exactly: nested folders, modes with
+/// setuid and sticky bits, other owners, a symlink, a hard link, old mtimes, an empty
+/// file and a larger one that spans several restic chunks.
+fn rich_volume(prefix: &str) -> FileVolume {
+    let volume = FileVolume::new(prefix, "first");
+    docker(&[
+        "run",
+        "--rm",
+        "-v",
+        &format!("{}:/d", volume.0),
+        "holdfast-test/busybox:1",
+        "sh",
+        "-c",
+        "set -e; cd /d; mkdir -p a/b/c empty; echo nested > a/b/c/deep.txt; \
+         echo secret > a/private; chmod 600 a/private; chown 1234:5678 a/private; \
+         echo tool > a/tool; chmod 4755 a/tool; mkdir shared; chmod 1777 shared; \
+         ln -s b/c/deep.txt a/link; ln a/b/c/deep.txt a/hard; : > empty/file; \
+         dd if=/dev/urandom of=big bs=1M count=6 2>/dev/null; \
+         touch -d '2001-02-03 04:05:06' a/b/c/deep.txt a/private a/b/c a/b; \
+         chown -h 42:43 a/link",
+    ]);
+    volume
+}
+
+fn volume_dir(name: &str) -> PathBuf {
+    PathBuf::from(docker(&["volume", "inspect", "-f", "{{.Mountpoint}}", name]).trim())
+}
+
+/// A busybox file written into a volume.
+fn write_into(volume: &str, script: &str) {
+    docker(&[
+        "run",
+        "--rm",
+        "-v",
+        &format!("{volume}:/d"),
+        "holdfast-test/busybox:1",
+        "sh",
+        "-c",
+        script,
+    ]);
+}
+
+#[test]
+#[cfg_attr(skip_docker, ignore = "needs Docker; HOLDFAST_SKIP_DOCKER=1")]
+fn restic_lists_checks_and_restores_what_holdfast_wrote_and_reruns_read_only_changes() {
+    let _lock = docker_lock();
+    let env = Env::new();
+    let repo = env.dir.path().join("vault");
+    restic_repository(&env, &local_storage(&repo));
+    let volume = rich_volume("hfrestic");
+    policy(&env, "rpol", &format!("volumes: [{}]", volume.0), "");
+
+    let first = backup(&env, None, "rpol");
+    let id = first["archiveId"].as_str().unwrap().to_string();
+    assert_eq!(first["repository"], "vault", "{first:#}");
+    // holdfast's manifest sits beside restic's folders and names the snapshot.
+    let manifest: Value = serde_json::from_slice(
+        &fs::read(repo.join(format!("holdfast/{HOST}/rpol/{id}/manifest.json"))).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(manifest["format"], "restic", "{manifest:#}");
+    let snapshot = manifest["artifacts"][0]["snapshot"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(repo.join("config").is_file() && repo.join("keys").is_dir());
+
+    // Nothing changed: the second run stores next to nothing and reads no file again.
+    let second = backup(&env, None, "rpol");
+    let stored = second["storedBytes"].as_u64().unwrap();
+    assert!(
+        stored < 4096 && first["storedBytes"].as_u64().unwrap() > 6 << 20,
+        "first {first:#}\nsecond {second:#}"
+    );
+    // One file changed: only it is stored again.
+    write_into(&volume.0, "echo changed >> /d/a/b/c/deep.txt");
+    let third = backup(&env, None, "rpol");
+    assert!(
+        third["storedBytes"].as_u64().unwrap() < 64 << 10,
+        "{third:#}"
+    );
+
+    // restic sees three snapshots with holdfast's tags, the parent chain, and a sound
+    // repository, data included.
+    let repo_arg = repo.display().to_string();
+    let out = restic(&env, &repo_arg, None, &["snapshots", "--json"]);
+    let snaps: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let snaps = snaps.as_array().unwrap();
+    assert_eq!(snaps.len(), 3, "{snaps:#?}");
+    let tags: Vec<&str> = snaps[0]["tags"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap())
+        .collect();
+    for wanted in [
+        "holdfast".to_string(),
+        "policy:rpol".to_string(),
+        format!("archive:{id}"),
+        format!("volume:{}", volume.0),
+    ] {
+        assert!(tags.contains(&wanted.as_str()), "{wanted} not in {tags:?}");
+    }
+    assert_eq!(snaps[0]["hostname"], HOST);
+    assert_eq!(snaps[0]["paths"][0], format!("/volumes/{}", volume.0));
+    assert_eq!(snaps[1]["parent"], snaps[0]["id"], "{snaps:#?}");
+    restic(&env, &repo_arg, None, &["check", "--read-data"]);
+
+    // restic restores the first snapshot: the volume as it was then, exactly.
+    let target = env.dir.path().join("restic-restore");
+    let source = volume_dir(&volume.0);
+    write_into(&volume.0, "echo latest > /d/latest-only");
+    let out = restic(
+        &env,
+        &repo_arg,
+        None,
+        &["restore", &snapshot, "--target", target.to_str().unwrap()],
+    );
+    let restored = target.join(format!("volumes/{}", volume.0));
+    let mut expected = tree_listing(&source);
+    expected.retain(|l| !l.starts_with("latest-only "));
+    let wanted_deep = expected
+        .iter()
+        .position(|l| l.starts_with("a/b/c/deep.txt "))
+        .unwrap();
+    // The first snapshot has deep.txt (and its hard link) before the change.
+    let listing = tree_listing(&restored);
+    let differing: Vec<_> = listing
+        .iter()
+        .zip(&expected)
+        .filter(|(a, b)| a != b)
+        .collect();
+    assert_eq!(
+        listing.len(),
+        expected.len(),
+        "{}\n{listing:#?}",
+        stdout(&out)
+    );
+    assert!(
+        differing
+            .iter()
+            .all(|(a, _)| a.starts_with("a/b/c/deep.txt ")
+                || a.starts_with("a/hard ")
+                || a.starts_with("a/b/c ")),
+        "{differing:#?} (deep.txt at {wanted_deep})"
+    );
+    assert_eq!(
+        fs::read_to_string(restored.join("a/b/c/deep.txt")).unwrap(),
+        "nested\n"
+    );
+
+    // The latest snapshot, restored by restic, is the volume as the third run saw it.
+    let target = env.dir.path().join("restic-latest");
+    restic(
+        &env,
+        &repo_arg,
+        None,
+        &[
+            "restore",
+            "latest",
+            "--tag",
+            &format!("volume:{}", volume.0),
+            "--target",
+            target.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(
+        tree_listing(&target.join(format!("volumes/{}", volume.0))),
+        expected
+    );
+}
+
+#[test]
+#[cfg_attr(skip_docker, ignore = "needs Docker; HOLDFAST_SKIP_DOCKER=1")]
+fn holdfast_restores_from_a_restic_repository_into_new_volumes_and_in_place() {
+    let _lock = docker_lock();
+    let env = Env::new();
+    let repo = env.dir.path().join("vault");
+    restic_repository(&env, &local_storage(&repo));
+    restores_round_trip(&env, None, "hfresticr");
+}
+
+#[test]
+#[cfg_attr(skip_docker, ignore = "needs Docker; HOLDFAST_SKIP_DOCKER=1")]
+fn a_restic_repository_on_garage_backs_up_restores_and_reads_with_restic() {
+    let _lock = docker_lock();
+    let garage = Garage::start(1);
+    let env = Env::new();
+    restic_repository(&env, &s3_storage(&env, &garage));
+    restores_round_trip(&env, Some(&garage), "hfresticg");
+    let repo = format!("s3:{}/{}/restic", garage.endpoint(), garage.bucket());
+    let out = restic(&env, &repo, Some(&garage), &["snapshots", "--json"]);
+    let snaps: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(snaps.as_array().unwrap().len(), 2, "{snaps:#}");
+    restic(&env, &repo, Some(&garage), &["check", "--read-data"]);
+}
+
+/// Two backups of a rich volume, then holdfast restores the first into a new volume and
+/// the second in place, each identical to what it was.
+fn restores_round_trip(env: &Env, garage: Option<&Garage>, prefix: &str) {
+    let volume = rich_volume(prefix);
+    policy(env, "rpol", &format!("volumes: [{}]", volume.0), "");
+    let source = volume_dir(&volume.0);
+    let at_first = tree_listing(&source);
+    let first = backup(env, garage, "rpol");
+    write_into(&volume.0, "echo more >> /d/a/private; rm /d/big");
+    let at_second = tree_listing(&source);
+    let second = backup(env, garage, "rpol");
+    assert_ne!(at_first, at_second);
+
+    // Into a new volume.
+    let out = run(holdfast_in(env, garage).args([
+        "restore",
+        "--repo",
+        "vault",
+        "-o",
+        "json",
+        "--from",
+        first["archiveId"].as_str().unwrap(),
+        "--volume",
+        &volume.0,
+    ]));
+    let report = json(&out);
+    assert_eq!(report["phase"], "Succeeded", "{report:#}\n{}", stderr(&out));
+    let new = report["report"]["volumes"][0]["into"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{report:#}"))
+        .to_string();
+    let listing = tree_listing(&volume_dir(&new));
+    let _ = run(Command::new("docker").args(["volume", "rm", "-f", &new]));
+    assert_eq!(listing, at_first);
+
+    // In place, over what changed since.
+    write_into(&volume.0, "echo after > /d/after-second");
+    let out = run(holdfast_in(env, garage).args([
+        "restore",
+        "--repo",
+        "vault",
+        "-o",
+        "json",
+        "--from",
+        second["archiveId"].as_str().unwrap(),
+        "--mode",
+        "InPlace",
+    ]));
+    let report = json(&out);
+    assert_eq!(report["phase"], "Succeeded", "{report:#}\n{}", stderr(&out));
+    assert_eq!(tree_listing(&source), at_second);
+}

@@ -33,6 +33,7 @@ use rustic_core::{
 };
 
 pub use backend::{LocalObjects, ObjectsBackend, Prefixed};
+pub use source::Cancelled;
 use source::{FilesSource, Problems, StreamSource, TreeSource};
 
 use crate::archive::{Excludes, OutFile, Outlet, StoredDigest};
@@ -523,10 +524,11 @@ impl RunSnapshots {
         name: &str,
         tags: &[String],
         excludes: Excludes,
+        cancelled: source::Cancelled,
     ) -> Result<Taken, ResticError> {
         let inner = &self.inner;
         let problems = Problems::default();
-        let src = TreeSource::new(dir, excludes, problems.clone())
+        let src = TreeSource::new(dir, excludes, problems.clone(), cancelled)
             .map_err(inner.restic.rustic("reading the folder"))?;
         let taken = inner.take(&src, dir, &format!("/{name}"), tags, &problems)?;
         inner.record(name, &taken);
@@ -776,6 +778,31 @@ mod tests {
         ))
     }
 
+    fn never() -> Cancelled {
+        Arc::new(|| false)
+    }
+
+    #[test]
+    fn a_cancelled_run_keeps_no_snapshot() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        std::fs::create_dir_all(&data).unwrap();
+        std::fs::write(data.join("a"), "x").unwrap();
+        let restic = restic(dir.path());
+        let run = restic.start_run(tags("r1")).unwrap();
+        let err = run
+            .folder(
+                &data,
+                "volumes/web",
+                &["volume:web".into()],
+                Excludes::none(),
+                Arc::new(|| true),
+            )
+            .unwrap_err();
+        assert!(err.to_string().contains("cancelled"), "{err}");
+        assert!(restic.snapshots().unwrap().is_empty());
+    }
+
     fn tags(run: &str) -> Vec<String> {
         vec![TAG.into(), "policy:web".into(), format!("run:{run}")]
     }
@@ -821,6 +848,7 @@ mod tests {
                 "volumes/web",
                 &["volume:web".into()],
                 excludes.clone(),
+                never(),
             )
             .unwrap();
         assert_eq!(first.files_read, 2, "{first:?}");
@@ -849,7 +877,13 @@ mod tests {
         // The next run reads nothing unchanged again.
         let run = restic.start_run(tags("r2")).unwrap();
         let second = run
-            .folder(&data, "volumes/web", &["volume:web".into()], excludes)
+            .folder(
+                &data,
+                "volumes/web",
+                &["volume:web".into()],
+                excludes,
+                never(),
+            )
             .unwrap();
         assert_eq!(second.files_read, 0, "{second:?}");
         assert_eq!(restic.snapshots().unwrap().len(), 4);
@@ -892,6 +926,7 @@ mod tests {
                 "volumes/web",
                 &["volume:web".into()],
                 Excludes::none(),
+                never(),
             )
             .unwrap_err();
         assert!(err.to_string().contains("secret"), "{err}");

@@ -372,3 +372,151 @@ fn restores_round_trip(env: &Env, garage: Option<&Garage>, prefix: &str) {
     assert_eq!(report["phase"], "Succeeded", "{report:#}\n{}", stderr(&out));
     assert_eq!(tree_listing(&source), at_second);
 }
+
+#[test]
+#[cfg_attr(skip_docker, ignore = "needs Docker; HOLDFAST_SKIP_DOCKER=1")]
+fn a_stack_with_dumps_goes_into_restic_and_comes_back_with_its_rows_and_recipe() {
+    const PG: &str = "psql -X -q -v ON_ERROR_STOP=1 -U postgres";
+    let _lock = docker_lock();
+    let env = Env::new();
+    let repo = env.dir.path().join("vault");
+    restic_repository(&env, &local_storage(&repo));
+    let project = format!("hfrs{}", std::process::id());
+    let stack = ComposeStack::up("demo", &project);
+    stack.wait_healthy();
+    let db = stack.container("db");
+    sh_in(
+        &db,
+        &format!(
+            "{PG} -c \"CREATE TABLE items (id int PRIMARY KEY, name text); INSERT INTO items VALUES (1, 'one'), (2, 'two');\""
+        ),
+    );
+    policy(
+        &env,
+        "stackpol",
+        &format!("stacks: [{project}]"),
+        "  consistency: {stop: stack}\n  dumps:\n    - {service: db, engine: postgres, password: {fromEnv: POSTGRES_PASSWORD}}\n",
+    );
+
+    let first = backup(&env, None, "stackpol");
+    // The second run has a parent for every volume: the stack is down for the changes
+    // only, which are none.
+    let second = backup(&env, None, "stackpol");
+    let downtime: f64 = second["downtime"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|v| v.as_f64().unwrap())
+        .fold(0.0, f64::max);
+    let id = second["archiveId"].as_str().unwrap().to_string();
+    let manifest: Value = serde_json::from_slice(
+        &fs::read(repo.join(format!("holdfast/{HOST}/stackpol/{id}/manifest.json"))).unwrap(),
+    )
+    .unwrap();
+    // The stack is down for the stop, the snapshots and the start (health checks
+    // included); the snapshots of unchanged volumes take a fraction of a second.
+    let archiving = manifest["timings"]["archive"].as_f64().unwrap();
+    assert!(
+        archiving < 2.0 && archiving < downtime,
+        "{:#}",
+        manifest["timings"]
+    );
+    let kinds: Vec<&str> = manifest["artifacts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["kind"].as_str().unwrap())
+        .collect();
+    assert!(
+        kinds.contains(&"dump") && kinds.contains(&"recipe") && kinds.contains(&"volume"),
+        "{manifest:#}"
+    );
+    assert!(
+        manifest["artifacts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|a| a["snapshot"].as_str().is_some_and(|s| s.len() == 64)),
+        "{manifest:#}"
+    );
+    assert!(first["storedBytes"].as_u64().unwrap() > second["storedBytes"].as_u64().unwrap());
+
+    // restic sees the dump as a file holding the SQL, and the recipe's compose file.
+    let repo_arg = repo.display().to_string();
+    let out = restic(
+        &env,
+        &repo_arg,
+        None,
+        &["snapshots", "--json", "--tag", &format!("archive:{id}")],
+    );
+    let snaps: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (dump_id, dump_path) = snaps
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["id"].as_str().unwrap(), s["paths"][0].as_str().unwrap()))
+        .find(|(_, p)| p.starts_with("/dumps/"))
+        .unwrap_or_else(|| panic!("{snaps:#}"));
+    let out = restic(&env, &repo_arg, None, &["dump", dump_id, dump_path]);
+    assert!(
+        stdout(&out).contains("INSERT INTO") || stdout(&out).contains("COPY"),
+        "{}",
+        stdout(&out)
+    );
+    let recipe = restic(&env, &repo_arg, None, &["ls", "--tag", "recipe", "latest"]);
+    assert!(
+        stdout(&recipe).contains(&format!("/recipe/{project}/docker-compose.yml")),
+        "{}",
+        stdout(&recipe)
+    );
+
+    // Rows changed after the backup come back from the dump; the recipe lands in a folder.
+    sh_in(
+        &db,
+        &format!("{PG} -c \"DELETE FROM items; INSERT INTO items VALUES (9, 'nine');\""),
+    );
+    let out = run(holdfast_in(&env, None).args([
+        "restore",
+        "--repo",
+        "vault",
+        "-o",
+        "json",
+        "--from",
+        &id,
+        "--dumps-only",
+    ]));
+    let report = json(&out);
+    assert_eq!(report["phase"], "Succeeded", "{report:#}\n{}", stderr(&out));
+    let rows = sh_in(
+        &db,
+        &format!("{PG} -At -c 'SELECT id, name FROM items ORDER BY id'"),
+    );
+    assert_eq!(rows.trim(), "1|one\n2|two");
+
+    // The stack's volumes into new ones beside the running stack, and its recipe.
+    let recipe_dir = env.dir.path().join("recipe");
+    let out = run(holdfast_in(&env, None).args([
+        "restore",
+        "--repo",
+        "vault",
+        "-o",
+        "json",
+        "--from",
+        &id,
+        "--stack",
+        &project,
+        "--recipe-to",
+        recipe_dir.to_str().unwrap(),
+    ]));
+    let report = json(&out);
+    for v in report["report"]["volumes"].as_array().into_iter().flatten() {
+        let _ =
+            run(Command::new("docker").args(["volume", "rm", "-f", v["into"].as_str().unwrap()]));
+    }
+    assert_eq!(report["phase"], "Succeeded", "{report:#}\n{}", stderr(&out));
+    let compose = fs::read_to_string(recipe_dir.join("docker-compose.yml"))
+        .or_else(|_| fs::read_to_string(recipe_dir.join(format!("{project}/docker-compose.yml"))))
+        .unwrap_or_else(|e| panic!("{e}: {report:#}"));
+    assert!(compose.contains("services"), "{compose}");
+    stack.down();
+}

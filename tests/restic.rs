@@ -520,3 +520,38 @@ fn a_stack_with_dumps_goes_into_restic_and_comes_back_with_its_rows_and_recipe()
     assert!(compose.contains("services"), "{compose}");
     stack.down();
 }
+
+#[test]
+#[cfg_attr(skip_docker, ignore = "needs Docker; HOLDFAST_SKIP_DOCKER=1")]
+fn a_restic_repository_on_sftp_backs_up_restores_and_reads_with_restic() {
+    let _lock = docker_lock();
+    let server = common::sftp::Sftp::start();
+    let env = Env::new();
+    let folder = server.root().join("vault");
+    restic_repository(
+        &env,
+        &format!(
+            "    sftp:
+      host: {}
+      port: {}
+      user: {}
+      path: {}
+      privateKeyFile: {}
+      knownHostsFile: {}
+",
+            server.host(),
+            server.port(),
+            server.user(),
+            folder.display(),
+            server.private_key().display(),
+            server.known_hosts().display()
+        ),
+    );
+    restores_round_trip(&env, None, "hfrestics");
+    // The server's folder is a restic repository restic reads as it is.
+    let repo = folder.display().to_string();
+    let out = restic(&env, &repo, None, &["snapshots", "--json"]);
+    let snaps: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(snaps.as_array().unwrap().len(), 2, "{snaps:#}");
+    restic(&env, &repo, None, &["check", "--read-data"]);
+}

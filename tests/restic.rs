@@ -555,3 +555,50 @@ fn a_restic_repository_on_sftp_backs_up_restores_and_reads_with_restic() {
     assert_eq!(snaps.as_array().unwrap().len(), 2, "{snaps:#}");
     restic(&env, &repo, None, &["check", "--read-data"]);
 }
+
+/// A run killed after its snapshots and before its manifest leaves snapshots no archive
+/// names: restic users would see them, retention would never delete them. The next run's
+/// start forgets them.
+#[test]
+#[cfg(feature = "fault-injection")]
+#[cfg_attr(skip_docker, ignore = "needs Docker; HOLDFAST_SKIP_DOCKER=1")]
+fn snapshots_of_a_run_killed_before_its_manifest_are_forgotten_at_the_next_start() {
+    let _lock = docker_lock();
+    let env = Env::new();
+    let repo = env.dir.path().join("vault");
+    restic_repository(&env, &local_storage(&repo));
+    let volume = FileVolume::new("hfresticc", "crash");
+    policy(&env, "rpol", &format!("volumes: [{}]", volume.0), "");
+    let out = run(holdfast_in(&env, None)
+        .args(["backup", "rpol", "-o", "json"])
+        .env("HOLDFAST_FAULT", "backup.before-manifest"));
+    assert!(
+        stderr(&out).contains("fault injection: killing at backup.before-manifest"),
+        "{}",
+        stderr(&out)
+    );
+    let repo_arg = repo.display().to_string();
+    let listed = |env: &Env| -> Vec<Value> {
+        let out = restic(env, &repo_arg, None, &["snapshots", "--json"]);
+        serde_json::from_slice::<Value>(&out.stdout)
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .clone()
+    };
+    let orphans = listed(&env);
+    assert_eq!(orphans.len(), 1, "{orphans:#?}");
+
+    let out = run(holdfast_in(&env, None).args(["backup", "rpol", "-o", "json"]));
+    let outcome = json(&out);
+    assert_eq!(outcome["phase"], "Succeeded", "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("uncommitted archive"),
+        "{}",
+        stderr(&out)
+    );
+    let left = listed(&env);
+    assert_eq!(left.len(), 1, "{left:#?}");
+    assert_ne!(left[0]["id"], orphans[0]["id"]);
+    restic(&env, &repo_arg, None, &["check"]);
+}

@@ -450,8 +450,16 @@ impl Executor {
                     // manifest into the storage, last, as in the archives format.
                     let snapshots = match primary.restic() {
                         Some(restic) => {
-                            self.start_snapshots(restic, request, &run_id, &partial.id, &mut run)
-                                .await
+                            let progress = progress.clone();
+                            self.start_snapshots(
+                                restic,
+                                request,
+                                &run_id,
+                                &partial.id,
+                                progress,
+                                &mut run,
+                            )
+                            .await
                         }
                         None => None,
                     };
@@ -684,6 +692,7 @@ impl Executor {
         request: &BackupRequest,
         run_id: &str,
         archive_id: &str,
+        progress: Arc<dyn Progress>,
         run: &mut Progressing,
     ) -> Option<crate::repo::restic::RunSnapshots> {
         let tags = vec![
@@ -693,7 +702,7 @@ impl Executor {
             format!("archive:{archive_id}"),
         ];
         let restic = restic.clone();
-        match tokio::task::spawn_blocking(move || restic.start_run(tags)).await {
+        match tokio::task::spawn_blocking(move || restic.start_run(tags, progress)).await {
             Ok(Ok(snapshots)) => Some(snapshots),
             Ok(Err(e)) => {
                 run.fatal.push(RunError::Restic(e));

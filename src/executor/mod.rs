@@ -377,10 +377,10 @@ impl Executor {
         let mut run = Progressing::default();
         // A dry run writes nothing, not even its record: it may run beside a daemon, on
         // a read-only connection to the state database.
-        if !request.dry_run {
-            if let Err(e) = self.state.insert_run(&record) {
-                run.fatal.push(RunError::State(e));
-            }
+        if !request.dry_run
+            && let Err(e) = self.state.insert_run(&record)
+        {
+            run.fatal.push(RunError::State(e));
         }
         info!(dry_run = request.dry_run, "run started");
 
@@ -422,10 +422,11 @@ impl Executor {
         };
 
         // Before hooks, dumps or stops: a run that cannot fit costs no downtime.
-        if run.fatal.is_empty() && primary.name() == self.repository.name() {
-            if let Err(e) = self.check_space(request, &plan).await {
-                run.fatal.push(e.into());
-            }
+        if run.fatal.is_empty()
+            && primary.name() == self.repository.name()
+            && let Err(e) = self.check_space(request, &plan).await
+        {
+            run.fatal.push(e.into());
         }
 
         let mut archive_id = None;
@@ -575,10 +576,10 @@ impl Executor {
         for warning in &run.warnings {
             warn!("{warning}");
         }
-        if !request.dry_run {
-            if let Err(e) = self.state.finish_run(&record) {
-                error!("recording the end of the run: {e}");
-            }
+        if !request.dry_run
+            && let Err(e) = self.state.finish_run(&record)
+        {
+            error!("recording the end of the run: {e}");
         }
         let source_bytes: u64 = run.artifacts.iter().map(|a| a.source_bytes).sum();
         let (downtime, duration) = (record.downtime_seconds, started.elapsed().as_secs_f64());

@@ -463,12 +463,13 @@ struct Joined {
 impl Read for Joined {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.reader.read(buf)?;
-        if n == 0 && !buf.is_empty() {
-            if let Some(worker) = self.worker.take() {
-                worker
-                    .join()
-                    .map_err(|_| io::Error::other("the reading thread panicked"))??;
-            }
+        if n == 0
+            && !buf.is_empty()
+            && let Some(worker) = self.worker.take()
+        {
+            worker
+                .join()
+                .map_err(|_| io::Error::other("the reading thread panicked"))??;
         }
         Ok(n)
     }
@@ -948,7 +949,9 @@ mod tests {
         assert_eq!(restic.snapshots().unwrap().len(), 4);
         assert!(restic.check(&[], ReadData::All).unwrap().is_empty());
 
-        restic.forget(std::slice::from_ref(&first.snapshot)).unwrap();
+        restic
+            .forget(std::slice::from_ref(&first.snapshot))
+            .unwrap();
         restic.prune().unwrap();
         assert_eq!(restic.snapshots().unwrap().len(), 3);
         assert!(restic.check(&[], ReadData::All).unwrap().is_empty());
@@ -976,7 +979,8 @@ mod tests {
         let data = dir.path().join("data");
         std::fs::create_dir_all(&data).unwrap();
         std::fs::write(data.join("secret"), "x").unwrap();
-        std::fs::set_permissions(data.join("secret"), std::fs::Permissions::from_mode(0o000)).unwrap();
+        std::fs::set_permissions(data.join("secret"), std::fs::Permissions::from_mode(0o000))
+            .unwrap();
         let restic = restic(dir.path());
         let run = restic.start_run(tags("r1"), silent()).unwrap();
         let err = run

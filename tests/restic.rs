@@ -190,6 +190,41 @@ fn restic_lists_checks_and_restores_what_holdfast_wrote_and_reruns_read_only_cha
         .to_string();
     assert!(repo.join("config").is_file() && repo.join("keys").is_dir());
 
+    // holdfast lists the files of the volume, and brings back one folder of it.
+    let out = run(holdfast_in(&env, None).args([
+        "ls",
+        "--repo",
+        "vault",
+        "-R",
+        &id,
+        &format!("volumes/{}/a", volume.0),
+    ]));
+    assert!(
+        out.status.success() && stdout(&out).contains("deep.txt"),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    let picked = env.dir.path().join("picked");
+    let out = run(holdfast_in(&env, None).args([
+        "restore",
+        "--repo",
+        "vault",
+        "--from",
+        &id,
+        "--volume",
+        &volume.0,
+        "--path",
+        "a/b",
+        "--to",
+        picked.to_str().unwrap(),
+    ]));
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    assert_eq!(
+        fs::read_to_string(picked.join("a/b/c/deep.txt")).unwrap(),
+        "nested\n"
+    );
+
     // Nothing changed: the second run stores next to nothing and reads no file again.
     let second = backup(&env, None, "rpol");
     let stored = second["storedBytes"].as_u64().unwrap();

@@ -123,7 +123,7 @@ pub fn run(settings: &Settings, args: LsArgs) -> anyhow::Result<ExitCode> {
         .strip_prefix(name(artifact))
         .unwrap_or("")
         .trim_start_matches('/');
-    let info = crate::repo::verify::artifact_info(artifact);
+    let info = local.info(artifact);
     let entries = crate::archive::list_artifact(&root, &info, inside, args.recursive)?;
     match args.output {
         OutputFormat::Json => {

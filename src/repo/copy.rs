@@ -135,14 +135,18 @@ pub fn copy_archive(
 /// Brings an archive's artifacts into the folder `into` on this machine, decrypted, each
 /// checked against its manifest entry as it arrives: what restores read when the
 /// repository is remote or encrypted. Folder-format artifacts are never remote.
+///
+/// Returns the size and sha256 of the artifacts that had none to compare with (the
+/// folders of restic snapshots, read as tar streams made then), by path.
 pub fn fetch_archive(
     repo: &Repository,
     group: &str,
     id: &str,
     artifacts: &[super::manifest::Artifact],
     into: &std::path::Path,
-) -> Result<(), CopyError> {
+) -> Result<Digests, CopyError> {
     use crate::archive::Outlet;
+    let mut made = Digests::new();
     for artifact in artifacts {
         let named = |source: io::Error| CopyError::Artifact {
             artifact: artifact.path.clone(),
@@ -167,9 +171,15 @@ pub fn fetch_archive(
             });
         }
         out.commit().map_err(named)?;
+        if made_now {
+            made.insert(artifact.path.clone(), (reader.count, actual));
+        }
     }
-    Ok(())
+    Ok(made)
 }
+
+/// Sizes and sha256 of fetched artifacts, by path.
+pub type Digests = std::collections::BTreeMap<String, (u64, String)>;
 
 /// Temporary folders of fetched artifacts: `<prefix><pid>-<archive id>`.
 const FETCH_PREFIX: &str = "holdfast-fetch-";
@@ -201,6 +211,8 @@ fn remove_orphaned_fetches() {
 pub struct LocalArtifacts {
     dir: std::path::PathBuf,
     fetched: bool,
+    /// What was fetched without a digest to compare, as it was fetched.
+    made: Digests,
 }
 
 impl LocalArtifacts {
@@ -219,18 +231,34 @@ impl LocalArtifacts {
             return Ok(LocalArtifacts {
                 dir,
                 fetched: false,
+                made: Digests::new(),
             });
         }
         remove_orphaned_fetches();
         let dir = std::env::temp_dir().join(format!("{FETCH_PREFIX}{}-{id}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        let local = LocalArtifacts { dir, fetched: true };
-        fetch_archive(repo, group, id, artifacts, &local.dir)?;
+        let mut local = LocalArtifacts {
+            dir,
+            fetched: true,
+            made: Digests::new(),
+        };
+        local.made = fetch_archive(repo, group, id, artifacts, &local.dir)?;
         Ok(local)
     }
 
     pub fn dir(&self) -> &std::path::Path {
         &self.dir
+    }
+
+    /// What to check `artifact` against in this folder: its manifest entry, or for a
+    /// folder of a restic snapshot, the tar stream as it was fetched.
+    pub fn info(&self, artifact: &super::manifest::Artifact) -> crate::archive::ArtifactInfo {
+        let mut info = super::verify::artifact_info(artifact);
+        if let Some((size, sha256)) = self.made.get(&artifact.path) {
+            info.size = *size;
+            info.sha256 = sha256.clone();
+        }
+        info
     }
 }
 

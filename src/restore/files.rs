@@ -113,7 +113,7 @@ pub fn restore_paths(
     if before == Before::Holding && !request.overwrite {
         return Err(PathRestoreError::NotEmpty { dir: dir.clone() });
     }
-    let info = crate::repo::verify::artifact_info(artifact);
+    let info = local.info(artifact);
     let extracted = crate::archive::extract_paths(
         &root,
         &info,

@@ -93,6 +93,8 @@ pub struct Metrics {
     runs: Family<Labels, Counter>,
     run_duration: Histograms,
     run_bytes: Histograms,
+    added_bytes: Family<Labels, Gauge>,
+    dedup_ratio: Family<Labels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     downtime: Histograms,
     deletions: Family<Labels, Counter>,
     reconcile: Histogram,
@@ -120,6 +122,8 @@ impl Metrics {
             runs: Family::default(),
             run_duration: Family::new_with_constructor(seconds_buckets),
             run_bytes: Family::new_with_constructor(bytes_buckets),
+            added_bytes: Family::default(),
+            dedup_ratio: Family::default(),
             downtime: Family::new_with_constructor(seconds_buckets),
             deletions: Family::default(),
             reconcile: short_seconds_buckets(),
@@ -150,6 +154,16 @@ impl Metrics {
             "holdfast_run_archived_bytes",
             "Bytes a run wrote into the repository",
             m.run_bytes.clone(),
+        );
+        registry.register(
+            "holdfast_last_run_added_bytes",
+            "Bytes the newest run that wrote a restic repository added there (deduplicated, compressed)",
+            m.added_bytes.clone(),
+        );
+        registry.register(
+            "holdfast_last_run_dedup_ratio",
+            "Bytes the newest run that wrote a restic repository read from its sources, over the bytes it added there",
+            m.dedup_ratio.clone(),
         );
         registry.register(
             "holdfast_stack_downtime_seconds",
@@ -229,6 +243,16 @@ impl Metrics {
         }
         if let Some(d) = downtime {
             self.downtime.get_or_create(&labels).observe(d);
+        }
+    }
+
+    /// A run wrote an archive into a restic repository: `source` bytes read, `added`
+    /// bytes stored. The ratio is left as it was when the run added nothing.
+    pub fn restic_run(&self, kind: &str, name: &str, source: u64, added: u64) {
+        let labels = object(kind, name);
+        self.added_bytes.get_or_create(&labels).set(clamp(added));
+        if let Some(ratio) = crate::repo::catalog::dedup_ratio(source, added) {
+            self.dedup_ratio.get_or_create(&labels).set(ratio);
         }
     }
 

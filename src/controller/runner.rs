@@ -13,6 +13,7 @@ use tracing::{error, info, warn};
 use crate::executor::{BackupRequest, Executor, RunOutcome};
 use crate::progress::Progress;
 use crate::repo::Repository;
+use crate::repo::verify::ReadData;
 use crate::restore::{RestoreRequest, Restorer};
 use crate::spec::policy::BackupPolicySpec;
 use crate::spec::repository::RepositorySpec;
@@ -344,7 +345,7 @@ async fn verify_after_run(
     };
     let (repo, group) = (repo.clone(), group.to_string());
     let result = tokio::task::spawn_blocking(move || {
-        crate::repo::verify::verify_archive(&repo, &group, &id, |_, _| {})
+        crate::repo::verify::verify_archive(&repo, &group, &id, ReadData::All, |_, _| {})
     })
     .await;
     let problems = match result {

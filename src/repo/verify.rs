@@ -2,15 +2,29 @@
 //! walked to its end. The result is written beside the manifest as `verification.json`,
 //! so the catalog (and with it statuses, metrics, retention and restore) knows an archive
 //! that failed is Corrupt, from the repository alone.
+//!
+//! An archive in a restic-format repository is checked by restic's own check of the
+//! snapshots it names: their trees, the index and the pack headers always, and as much
+//! of the pack data as [`ReadData`] says (every blob read is checked against its hash).
 
 use chrono::Utc;
 
 use super::catalog::{Entry, Health};
 use super::layout::{MANIFEST, RECORD};
 use super::manifest::{Artifact, Manifest, Verification};
+pub use super::restic::ReadData;
 use super::storage::{Repository, StorageError};
 use crate::archive::ArtifactInfo;
 use crate::fault;
+
+/// The share of a restic repository's data a scheduled verification reads back, in
+/// percent: each archive's structure is checked in full, a random twentieth of its pack
+/// files read, so a month of daily verifications reads most of it without reading
+/// everything every day.
+pub const SCHEDULED_SAMPLE_PERCENT: f64 = 5.0;
+
+/// The `format` of a manifest whose artifacts are restic snapshots.
+const RESTIC_FORMAT: &str = "restic";
 
 #[derive(Debug, thiserror::Error)]
 pub enum VerifyError {
@@ -57,16 +71,31 @@ pub fn manifest(repo: &Repository, group: &str, id: &str) -> Result<Manifest, Ve
 }
 
 /// Verifies every artifact of an archive and records the result beside its manifest.
-/// `on_artifact` hears of each artifact as it is checked, with its problem if any.
+/// `on_artifact` hears of each artifact as it is checked, with its problem if any. An
+/// archive of holdfast's own format is always read in full; of a restic repository,
+/// `read` says how much of its data restic's check reads back.
 pub fn verify_archive(
     repo: &Repository,
     group: &str,
     id: &str,
+    read: ReadData,
     mut on_artifact: impl FnMut(&str, Option<&str>),
 ) -> Result<Verification, VerifyError> {
     let manifest = manifest(repo, group, id)?;
     let mut problems = Vec::new();
-    for artifact in &manifest.artifacts {
+    let snapshots = manifest.format == RESTIC_FORMAT;
+    match repo.restic() {
+        Some(restic) if snapshots => {
+            problems = check_snapshots(restic, &manifest, read, &mut on_artifact)?;
+        }
+        None if snapshots => problems.push(format!(
+            "the manifest says format restic, and the repository `{}` is not a restic \
+             repository (spec.format)",
+            repo.name()
+        )),
+        _ => {}
+    }
+    for artifact in manifest.artifacts.iter().filter(|_| !snapshots) {
         match verify_one(repo, group, id, artifact) {
             Ok(()) => on_artifact(&artifact.path, None),
             Err(e) => {
@@ -86,6 +115,48 @@ pub fn verify_archive(
     let text = serde_json::to_vec_pretty(&verification).unwrap_or_default();
     repo.put(group, id, RECORD, &text)?;
     Ok(verification)
+}
+
+/// restic's check of the snapshots an archive's manifest names. A repository that does
+/// not open (unreachable, wrong password) is an error and records nothing; whatever the
+/// check itself finds, or fails on, is a problem of the archive.
+fn check_snapshots(
+    restic: &super::restic::Restic,
+    manifest: &Manifest,
+    read: ReadData,
+    on_artifact: &mut impl FnMut(&str, Option<&str>),
+) -> Result<Vec<String>, VerifyError> {
+    restic.open().map_err(|e| {
+        VerifyError::Storage(StorageError::Io {
+            doing: "opening",
+            path: restic.location().into(),
+            source: e.into_io(),
+        })
+    })?;
+    let mut ids: Vec<String> = Vec::new();
+    let mut problems = Vec::new();
+    for artifact in &manifest.artifacts {
+        match &artifact.snapshot {
+            Some(s) if !ids.contains(s) => ids.push(s.clone()),
+            Some(_) => {}
+            None => problems.push(format!("{}: the manifest names no snapshot", artifact.path)),
+        }
+    }
+    if !ids.is_empty() {
+        match restic.check(&ids, read) {
+            Ok(found) => problems.extend(found.into_iter().map(|p| format!("restic check: {p}"))),
+            Err(e) => problems.push(format!("restic check: {e}")),
+        }
+    }
+    if problems.is_empty() {
+        for artifact in &manifest.artifacts {
+            on_artifact(&artifact.path, None);
+        }
+    }
+    for problem in &problems {
+        on_artifact(restic.location(), Some(problem));
+    }
+    Ok(problems)
 }
 
 /// Reads one artifact back: from the archive's folder when it is on this machine and
@@ -185,7 +256,7 @@ mod tests {
         let root = archive(dir.path());
         let repo = Repository::local(dir.path().join("repo"), "h");
         let id = "web-20261125T030000Z";
-        let v = verify_archive(&repo, "web", id, |_, _| {}).unwrap();
+        let v = verify_archive(&repo, "web", id, ReadData::All, |_, _| {}).unwrap();
         assert!(v.ok, "{v:?}");
         let entries = catalog::scan(&repo).unwrap();
         assert_eq!(entries[0].health, Health::Good);
@@ -202,7 +273,7 @@ mod tests {
         let middle = bytes.len() / 2;
         bytes[middle] ^= 0xff;
         std::fs::write(&artifact, bytes).unwrap();
-        let v = verify_archive(&repo, "web", id, |_, _| {}).unwrap();
+        let v = verify_archive(&repo, "web", id, ReadData::All, |_, _| {}).unwrap();
         assert!(!v.ok);
         assert!(
             v.problems[0].starts_with("volumes/web.tar.zst: "),
@@ -235,6 +306,8 @@ mod tests {
             host: "h".into(),
             time,
             bytes: 0,
+            added_bytes: None,
+            dedup_ratio: None,
             phase: None,
             health,
             problems: vec![],

@@ -386,6 +386,24 @@ impl Restic {
     }
 }
 
+impl Restic {
+    /// Forgets the snapshots of the archive `archive`: those its manifest names
+    /// (`named`), and every snapshot of this host tagged `archive:<archive>` (a run that
+    /// crashed after writing one left it without a manifest). Snapshots already gone are
+    /// skipped, so a deletion a crash interrupted can be repeated. Returns how many it
+    /// forgot; their data stays until [`Restic::prune`].
+    pub fn forget_archive(&self, archive: &str, named: &[String]) -> Result<usize, ResticError> {
+        let ids: Vec<String> = self
+            .snapshots()?
+            .into_iter()
+            .filter(|s| named.contains(&s.id) || s.tag("archive") == Some(archive))
+            .map(|s| s.id)
+            .collect();
+        self.forget(&ids)?;
+        Ok(ids.len())
+    }
+}
+
 /// A pipe's reading end and the thread writing it: the thread's error is the stream's.
 struct Joined {
     reader: io::PipeReader,

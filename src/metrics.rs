@@ -612,4 +612,28 @@ mod tests {
             "{text}"
         );
     }
+
+    #[test]
+    fn a_run_into_a_restic_repository_sets_its_added_bytes_and_dedup_ratio() {
+        let m = Metrics::new();
+        // Absent until a run wrote a restic repository, as other families without series.
+        assert!(!m.encode().contains("holdfast_last_run_added_bytes"));
+        m.restic_run("BackupPolicy", "nightly", 3_000_000, 80_000);
+        let text = m.encode();
+        assert_eq!(
+            line(&text, "holdfast_last_run_added_bytes{"),
+            Some(r#"holdfast_last_run_added_bytes{kind="BackupPolicy",name="nightly"} 80000"#)
+        );
+        assert_eq!(
+            line(&text, "holdfast_last_run_dedup_ratio{"),
+            Some(r#"holdfast_last_run_dedup_ratio{kind="BackupPolicy",name="nightly"} 37.5"#)
+        );
+        // A run that added nothing keeps the last ratio.
+        m.restic_run("BackupPolicy", "nightly", 3_000_000, 0);
+        let text = m.encode();
+        assert!(
+            text.contains(r#"holdfast_last_run_added_bytes{kind="BackupPolicy",name="nightly"} 0"#)
+        );
+        assert!(text.contains("} 37.5"), "{text}");
+    }
 }

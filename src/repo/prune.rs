@@ -308,7 +308,7 @@ pub fn resume(state: &StateDb, repo: &Repository) -> Result<Vec<String>, PruneEr
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::repo::catalog;
     use crate::repo::manifest::{Manifest, ManifestTargets};

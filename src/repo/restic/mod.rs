@@ -299,7 +299,9 @@ impl Restic {
         let plan = repo
             .prune_plan(&options)
             .map_err(self.rustic("planning the prune"))?;
-        let freed = plan.stats.size_sum().remove;
+        // Whole packs removed, and what repacking leaves out of partly used ones.
+        let sizes = plan.stats.size_sum();
+        let freed = sizes.remove + sizes.repackrm;
         repo.prune(&options, plan).map_err(self.rustic("pruning"))?;
         Ok(freed)
     }

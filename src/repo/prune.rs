@@ -691,7 +691,7 @@ pub(crate) mod tests {
         assert_eq!(catalog::scan(&repo).unwrap().len(), 2);
         assert!(snapshot_ids(&repo).contains(crashed_snapshot));
 
-        assert_eq!(resume(&state, &repo).unwrap(), [crashed.clone()]);
+        assert_eq!(resume(&state, &repo).unwrap(), std::slice::from_ref(crashed));
         assert!(!snapshot_ids(&repo).contains(crashed_snapshot));
         assert_eq!(snapshot_ids(&repo).len(), 2);
         assert!(state.pending_deletions().unwrap().is_empty());
@@ -701,7 +701,7 @@ pub(crate) mod tests {
         state
             .mark_deletion(&journal_key("p", first), first, "last 1")
             .unwrap();
-        assert_eq!(resume(&state, &repo).unwrap(), [first.clone()]);
+        assert_eq!(resume(&state, &repo).unwrap(), std::slice::from_ref(first));
         assert!(!snapshot_ids(&repo).contains(first_snapshot));
         let left: Vec<String> = catalog::scan(&repo)
             .unwrap()

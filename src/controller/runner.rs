@@ -243,6 +243,11 @@ impl Runner for LiveRunner {
                 };
                 let (state, group, rules) = (executor.state(), group.clone(), rules.clone());
                 let pruned = tokio::task::spawn_blocking(move || {
+                    // A deletion a crash interrupted there is finished first (in a restic
+                    // repository: the snapshots of an archive already unlisted).
+                    for id in crate::repo::prune::resume(&state, &repo).map_err(|e| e.to_string())? {
+                        info!(repository = %repo.name(), archive = %id, "finished a deletion a crash had interrupted");
+                    }
                     let mut entries = Vec::new();
                     for id in repo.archives(&group).map_err(|e| e.to_string())? {
                         if let Some(entry) = crate::repo::catalog::read_entry(&repo, &group, &id)

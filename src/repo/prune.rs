@@ -244,9 +244,35 @@ fn remove(repo: &Repository, group: &str, id: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// The key an archive has in the deletion journal.
-fn journal_key(group: &str, id: &str) -> PathBuf {
-    Path::new(group).join(id)
+/// The key an archive has in the deletion journal: `<group>/<id>` in the `default`
+/// repository, `@<repository>/<group>/<id>` in a named one, so that only a resumption in
+/// that repository finishes it.
+fn journal_key(repo: &Repository, group: &str, id: &str) -> PathBuf {
+    if repo.name() == crate::spec::repository::DEFAULT_REPOSITORY {
+        Path::new(group).join(id)
+    } else {
+        Path::new(&format!("{JOURNAL_REPOSITORY}{}", repo.name()))
+            .join(group)
+            .join(id)
+    }
+}
+
+/// What starts the first part of a journal key that names a repository.
+const JOURNAL_REPOSITORY: &str = "@";
+
+/// Whether a resumption in `repo` finishes the deletion journalled as `key`: one of a
+/// named repository only there; others (the `default` repository's, and older keys) in
+/// whichever repository resumes.
+fn resumes_in(repo: &Repository, key: &Path) -> bool {
+    let first = key
+        .components()
+        .next()
+        .map(|c| c.as_os_str().to_string_lossy().into_owned())
+        .unwrap_or_default();
+    match first.strip_prefix(JOURNAL_REPOSITORY) {
+        Some(name) => name == repo.name(),
+        None => true,
+    }
 }
 
 /// Deletes one archive through the journal: marked (durably), taken out of sight,
@@ -265,7 +291,7 @@ pub fn delete_archive(
             repo.name()
         )));
     }
-    let key = journal_key(group, id);
+    let key = journal_key(repo, group, id);
     state.mark_deletion(&key, id, reason)?;
     fault::point("prune.after-mark");
     match remove(repo, group, id) {
@@ -286,6 +312,9 @@ pub fn delete_archive(
 pub fn resume(state: &StateDb, repo: &Repository) -> Result<Vec<String>, PruneError> {
     let mut done = Vec::new();
     for (key, id) in state.pending_deletions()? {
+        if !resumes_in(repo, &key) {
+            continue;
+        }
         // The journal holds `<group>/<id>` (older versions: the archive's full path).
         let group = key
             .parent()
@@ -685,13 +714,20 @@ pub(crate) mod tests {
         let (crashed, crashed_snapshot) = &archives[1];
         // The crash came after the mark and the manifest's removal, before the forget.
         state
-            .mark_deletion(&journal_key("p", crashed), crashed, "last 1")
+            .mark_deletion(&journal_key(&repo, "p", crashed), crashed, "last 1")
             .unwrap();
         repo.delete("p", crashed).unwrap();
         assert_eq!(catalog::scan(&repo).unwrap().len(), 2);
         assert!(snapshot_ids(&repo).contains(crashed_snapshot));
 
-        assert_eq!(resume(&state, &repo).unwrap(), std::slice::from_ref(crashed));
+        // Not the default repository's to finish: only a resumption in `vault` does.
+        let default = local(&dir.path().join("repo").join(HOST));
+        assert!(resume(&state, &default).unwrap().is_empty());
+        assert_eq!(state.pending_deletions().unwrap().len(), 1);
+        assert_eq!(
+            resume(&state, &repo).unwrap(),
+            std::slice::from_ref(crashed)
+        );
         assert!(!snapshot_ids(&repo).contains(crashed_snapshot));
         assert_eq!(snapshot_ids(&repo).len(), 2);
         assert!(state.pending_deletions().unwrap().is_empty());
@@ -699,7 +735,7 @@ pub(crate) mod tests {
         // And a crash right after the mark: the manifest names the snapshot still.
         let (first, first_snapshot) = &archives[0];
         state
-            .mark_deletion(&journal_key("p", first), first, "last 1")
+            .mark_deletion(&journal_key(&repo, "p", first), first, "last 1")
             .unwrap();
         assert_eq!(resume(&state, &repo).unwrap(), std::slice::from_ref(first));
         assert!(!snapshot_ids(&repo).contains(first_snapshot));

@@ -637,8 +637,10 @@ impl Executor {
                 excludes.leave_out(leave_out),
                 rel.clone(),
             );
+            let watched = progress.clone();
+            let cancelled: crate::repo::restic::Cancelled = Arc::new(move || watched.cancelled());
             let taken = tokio::task::spawn_blocking(move || {
-                s.folder(Path::new(&dir), &name, &tags, excludes)
+                s.folder(Path::new(&dir), &name, &tags, excludes, cancelled)
             })
             .await;
             let taken = match taken {

@@ -160,6 +160,22 @@ pub fn read_entry(repo: &Repository, group: &str, id: &str) -> Result<Option<Ent
         // checked by verify, not here.
         // An encrypted artifact is stored as its ciphertext.
         let stored = artifact.stored_size.unwrap_or(artifact.size);
+        if let (Some(restic), Some(snapshot)) = (repo.restic(), &artifact.snapshot) {
+            let found = restic
+                .has_snapshot(snapshot)
+                .map_err(|source| StorageError::Io {
+                    doing: "looking for a snapshot in",
+                    path: restic.location().into(),
+                    source,
+                })?;
+            if !found {
+                entry.problems.push(format!(
+                    "{}: its snapshot {snapshot} is not in the repository",
+                    artifact.path
+                ));
+            }
+            continue;
+        }
         match repo.stat(group, id, &artifact.path)? {
             Some(Meta::Folder) => {}
             Some(Meta::File { size }) if size == stored => {}

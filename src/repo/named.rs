@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use super::crypt::{Crypt, CryptError};
 use super::objects::{ObjectStorage, Objects};
-use super::restic::{self, LocalObjects, ObjectsBackend, Prefixed, Restic};
+use super::restic::{self, LocalObjects, Prefixed, Restic};
 use super::s3::{S3Error, S3Objects};
 use super::sftp::SftpObjects;
 use super::storage::{LocalStorage, Repository, Storage, StorageError};
@@ -75,12 +75,7 @@ fn open_restic(name: &str, spec: &RepositorySpec, host: &str) -> Result<Reposito
             (objects, Arc::new(ObjectStorage::new(ours, host)))
         };
     let password = spec.password.clone().ok_or(OpenError::NoPassword)?;
-    let restic = Restic::new(
-        Arc::new(ObjectsBackend::new(objects)),
-        password,
-        spec.location(),
-        host,
-    );
+    let restic = Restic::new(objects, password, spec.location(), host);
     Ok(Repository::named(name, storage, None, spec.append_only).with_restic(restic))
 }
 

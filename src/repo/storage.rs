@@ -302,6 +302,40 @@ impl Repository {
             .map_err(io_err("decrypting", Path::new(&shown)))
     }
 
+    /// Removes what crashed runs left: staged archives, and in a restic repository the
+    /// snapshots of runs whose archive was never committed (each is tagged with its
+    /// archive's id, and only this host's are looked at). Call it with the writers' lock
+    /// held and no run of this process writing, as at start-up.
+    pub fn clean(&self) -> Result<Vec<String>, StorageError> {
+        let mut removed = self.storage.clean()?;
+        if let Some(restic) = &self.restic {
+            let failed = |e: super::restic::ResticError| StorageError::Io {
+                doing: "cleaning",
+                path: PathBuf::from(restic.location()),
+                source: e.into_io(),
+            };
+            let mut orphans = Vec::new();
+            let mut committed: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+            for snap in restic.snapshots().map_err(failed)? {
+                let (Some(group), Some(archive)) = (snap.tag("policy"), snap.tag("archive")) else {
+                    continue;
+                };
+                if !committed.contains_key(group) {
+                    committed.insert(group.to_string(), self.storage.archives(group)?);
+                }
+                if !committed[group].iter().any(|id| id == archive) {
+                    removed.push(format!(
+                        "snapshot {} of the uncommitted archive {archive}",
+                        &snap.id[..8]
+                    ));
+                    orphans.push(snap.id);
+                }
+            }
+            restic.forget(&orphans).map_err(failed)?;
+        }
+        Ok(removed)
+    }
+
     /// Whether the artifacts of this repository can be read back in plaintext here.
     pub fn can_decrypt(&self) -> bool {
         self.crypt.as_ref().is_none_or(|c| c.can_decrypt())

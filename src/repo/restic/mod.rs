@@ -33,9 +33,11 @@ use rustic_core::{
 };
 
 pub use backend::{LocalObjects, ObjectsBackend, Prefixed};
+pub use source::Cancelled;
 use source::{FilesSource, Problems, StreamSource, TreeSource};
 
 use crate::archive::{Excludes, OutFile, Outlet, StoredDigest};
+use crate::repo::objects::Objects;
 use crate::spec::repository::{HostSecret, HostSecretError};
 
 /// The folder beside restic's own where holdfast keeps its manifests, locks and records.
@@ -152,6 +154,7 @@ pub enum ReadData {
 
 /// A restic repository: where it is, and the password that opens it.
 pub struct Restic {
+    objects: Arc<dyn Objects>,
     backend: Arc<dyn WriteBackend>,
     password: HostSecret,
     location: String,
@@ -171,16 +174,17 @@ impl std::fmt::Debug for Restic {
 }
 
 impl Restic {
-    /// The restic repository on `backend`, opened with the password `password` names,
-    /// writing snapshots as `host`.
+    /// The restic repository at the root of `objects`, opened with the password
+    /// `password` names, writing snapshots as `host`.
     pub fn new(
-        backend: Arc<dyn WriteBackend>,
+        objects: Arc<dyn Objects>,
         password: HostSecret,
         location: String,
         host: &str,
     ) -> Restic {
         Restic {
-            backend,
+            backend: Arc::new(ObjectsBackend::new(objects.clone())),
+            objects,
             password,
             location,
             host: host.to_string(),
@@ -190,6 +194,15 @@ impl Restic {
 
     pub fn location(&self) -> &str {
         &self.location
+    }
+
+    /// Whether the snapshot `id` is in the repository: one look at its file, without the
+    /// password.
+    pub fn has_snapshot(&self, id: &str) -> io::Result<bool> {
+        if id.len() != 64 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Ok(false);
+        }
+        Ok(self.objects.size(&format!("snapshots/{id}"))?.is_some())
     }
 
     fn rustic(&self, doing: &'static str) -> impl Fn(Box<RusticError>) -> ResticError + '_ {
@@ -531,10 +544,11 @@ impl RunSnapshots {
         name: &str,
         tags: &[String],
         excludes: Excludes,
+        cancelled: source::Cancelled,
     ) -> Result<Taken, ResticError> {
         let inner = &self.inner;
         let problems = Problems::default();
-        let src = TreeSource::new(dir, excludes, problems.clone())
+        let src = TreeSource::new(dir, excludes, problems.clone(), cancelled)
             .map_err(inner.restic.rustic("reading the folder"))?;
         let taken = inner.take(&src, dir, &format!("/{name}"), tags, &problems)?;
         inner.record(name, &taken);
@@ -774,7 +788,7 @@ mod tests {
         std::fs::write(&password, "secret\n").unwrap();
         let objects = Arc::new(LocalObjects::new(dir.join("repo")));
         Arc::new(Restic::new(
-            Arc::new(ObjectsBackend::new(objects)),
+            objects,
             HostSecret {
                 from_file: Some(password.display().to_string()),
                 from_env: None,
@@ -782,6 +796,31 @@ mod tests {
             dir.join("repo").display().to_string(),
             "host1",
         ))
+    }
+
+    fn never() -> Cancelled {
+        Arc::new(|| false)
+    }
+
+    #[test]
+    fn a_cancelled_run_keeps_no_snapshot() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        std::fs::create_dir_all(&data).unwrap();
+        std::fs::write(data.join("a"), "x").unwrap();
+        let restic = restic(dir.path());
+        let run = restic.start_run(tags("r1")).unwrap();
+        let err = run
+            .folder(
+                &data,
+                "volumes/web",
+                &["volume:web".into()],
+                Excludes::none(),
+                Arc::new(|| true),
+            )
+            .unwrap_err();
+        assert!(err.to_string().contains("cancelled"), "{err}");
+        assert!(restic.snapshots().unwrap().is_empty());
     }
 
     fn tags(run: &str) -> Vec<String> {
@@ -829,6 +868,7 @@ mod tests {
                 "volumes/web",
                 &["volume:web".into()],
                 excludes.clone(),
+                never(),
             )
             .unwrap();
         assert_eq!(first.files_read, 2, "{first:?}");
@@ -857,7 +897,13 @@ mod tests {
         // The next run reads nothing unchanged again.
         let run = restic.start_run(tags("r2")).unwrap();
         let second = run
-            .folder(&data, "volumes/web", &["volume:web".into()], excludes)
+            .folder(
+                &data,
+                "volumes/web",
+                &["volume:web".into()],
+                excludes,
+                never(),
+            )
             .unwrap();
         assert_eq!(second.files_read, 0, "{second:?}");
         assert_eq!(restic.snapshots().unwrap().len(), 4);
@@ -900,6 +946,7 @@ mod tests {
                 "volumes/web",
                 &["volume:web".into()],
                 Excludes::none(),
+                never(),
             )
             .unwrap_err();
         assert!(err.to_string().contains("secret"), "{err}");

@@ -35,10 +35,19 @@ pub struct TreeSource {
     root: PathBuf,
     excludes: Excludes,
     problems: Problems,
+    cancelled: Cancelled,
 }
 
+/// Asked before each entry: true once the run is being cancelled (holdfast is stopping).
+pub type Cancelled = Arc<dyn Fn() -> bool + Send + Sync>;
+
 impl TreeSource {
-    pub fn new(root: &Path, excludes: Excludes, problems: Problems) -> RusticResult<TreeSource> {
+    pub fn new(
+        root: &Path,
+        excludes: Excludes,
+        problems: Problems,
+        cancelled: Cancelled,
+    ) -> RusticResult<TreeSource> {
         let save = LocalSourceSaveOptions::default();
         let filter = LocalSourceFilterOptions::default();
         let inner = LocalSource::new(save, &Default::default(), &filter, &[root])?;
@@ -47,6 +56,7 @@ impl TreeSource {
             root: root.to_path_buf(),
             excludes,
             problems,
+            cancelled,
         })
     }
 }
@@ -126,13 +136,23 @@ impl ReadSource for TreeSource {
     }
 
     fn entries(&self) -> Self::Iter {
-        let (root, excludes, problems) = (
+        let (root, excludes, problems, cancelled) = (
             self.root.clone(),
             self.excludes.clone(),
             self.problems.clone(),
+            self.cancelled.clone(),
         );
         let mut skipped: Option<PathBuf> = None;
+        let mut stopped = false;
         Box::new(self.inner.entries().filter_map(move |item| {
+            // Cancelled: no further entry, and the snapshot is refused for it.
+            if stopped || cancelled() {
+                if !stopped {
+                    note(&problems, "the run was cancelled".to_string());
+                    stopped = true;
+                }
+                return None;
+            }
             let entry = match item {
                 Ok(entry) => entry,
                 Err(e) => {

@@ -2,6 +2,8 @@
 //! the same extractor as an archive: the same checks of hostile names and links, the
 //! same staging folder and swap.
 
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::io::{self, Read, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
@@ -10,7 +12,7 @@ use bytes::Bytes;
 use rustic_core::repofile::{BlobType, Node, NodeType};
 use rustic_core::{BlobId, DataId, IndexedFull, LsOptions, Repository, TreeId};
 
-use crate::archive::entry::{Entry, Kind, Meta, Sink, SinkError};
+use crate::archive::entry::{Entry as TarEntry, Kind, Meta, Sink, SinkError};
 use crate::archive::tar_out::TarSink;
 use crate::progress::Silent;
 
@@ -78,9 +80,24 @@ pub fn write_tar<S: IndexedFull>(
     let top = repo.node_from_path(tree, path).map_err(other)?;
     let mut sink = TarSink::new(out, &Silent);
     let options = LsOptions::default().recursive(true);
+    // Hard links: the first path of each (device, inode) is the file, the others link.
+    let mut linked: HashMap<(u64, u64), Vec<u8>> = HashMap::new();
     for item in repo.ls(&top, &options).map_err(other)? {
         let (relative, node) = item.map_err(other)?;
-        add(repo, &mut sink, relative.as_os_str().as_bytes(), &node)?;
+        let path = relative.as_os_str().as_bytes();
+        let m = &node.meta;
+        let first = if node.node_type == NodeType::File && m.links > 1 && m.inode != 0 {
+            match linked.entry((m.device_id, m.inode)) {
+                Entry::Occupied(first) => Some(first.get().clone()),
+                Entry::Vacant(slot) => {
+                    slot.insert(path.to_vec());
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        add(repo, &mut sink, path, &node, first.as_deref())?;
     }
     sink.finish()?.flush()
 }
@@ -90,6 +107,7 @@ fn add<S: IndexedFull, W: Write>(
     sink: &mut TarSink<'_, W>,
     path: &[u8],
     node: &Node,
+    link_to: Option<&[u8]>,
 ) -> io::Result<()> {
     let m = &node.meta;
     let mtime = m.mtime.unwrap_or_default();
@@ -104,10 +122,13 @@ fn add<S: IndexedFull, W: Write>(
     let link;
     let kind = match &node.node_type {
         NodeType::Dir => Kind::Dir,
-        NodeType::File => {
-            meta.size = m.size;
-            Kind::File
-        }
+        NodeType::File => match link_to {
+            Some(first) => Kind::Hardlink(first),
+            None => {
+                meta.size = m.size;
+                Kind::File
+            }
+        },
         NodeType::Symlink { .. } => {
             link = node.node_type.to_link().as_os_str().as_bytes().to_vec();
             Kind::Symlink(&link)
@@ -127,7 +148,7 @@ fn add<S: IndexedFull, W: Write>(
     };
     let uname = m.user.as_deref().unwrap_or_default().as_bytes();
     let gname = m.group.as_deref().unwrap_or_default().as_bytes();
-    let entry = Entry {
+    let entry = TarEntry {
         path,
         kind,
         meta,
@@ -138,7 +159,10 @@ fn add<S: IndexedFull, W: Write>(
     };
     let mut data = Blobs {
         repo,
-        ids: node.content.clone().unwrap_or_default().into_iter(),
+        ids: match kind {
+            Kind::File => node.content.clone().unwrap_or_default().into_iter(),
+            _ => Vec::new().into_iter(),
+        },
         current: Bytes::new(),
     };
     let copied = sink.add(&entry, &mut data).map_err(sink_error)?;

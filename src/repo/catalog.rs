@@ -152,10 +152,6 @@ pub fn read_entry(repo: &Repository, group: &str, id: &str) -> Result<Option<Ent
         entry.dedup_ratio = dedup_ratio(entry.bytes, added);
     }
     for artifact in &manifest.artifacts {
-        // A restic snapshot is checked by verify (restic's check), not here.
-        if artifact.snapshot.is_some() {
-            continue;
-        }
         // A folder-format artifact's size is the sum of its files; its listing hash is
         // checked by verify, not here.
         // An encrypted artifact is stored as its ciphertext.

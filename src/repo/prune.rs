@@ -561,6 +561,7 @@ pub(crate) mod tests {
         time: DateTime<Utc>,
     ) -> (String, String) {
         use crate::repo::manifest::Artifact;
+        use std::sync::Arc;
         let staged = repo.begin("p", time).unwrap();
         let restic = repo.restic().unwrap();
         let run = restic
@@ -577,6 +578,7 @@ pub(crate) mod tests {
                 "volumes/v",
                 &["volume:v".into()],
                 crate::archive::Excludes::none(),
+                Arc::new(|| false),
             )
             .unwrap();
         let manifest = Manifest {

@@ -780,5 +780,19 @@ pub(crate) mod tests {
         assert_eq!(reclaim(&repo), Ok(None));
         assert_eq!(snapshot_ids(&repo).len(), 3);
         assert_eq!(catalog::scan(&repo).unwrap().len(), 3);
+        // Nor are the snapshots of a run that never committed its archive.
+        let uncommitted = catalog.group("p")[0].id.clone();
+        std::fs::remove_dir_all(
+            dir.path()
+                .join("restic/holdfast")
+                .join(HOST)
+                .join("p")
+                .join(&uncommitted),
+        )
+        .unwrap();
+        assert!(repo.clean().unwrap().is_empty());
+        assert_eq!(snapshot_ids(&repo).len(), 3);
+        assert_eq!(writer.clean().unwrap().len(), 1, "a writer may forget it");
+        assert_eq!(snapshot_ids(&repo).len(), 2);
     }
 }

@@ -57,14 +57,15 @@ fn strip_null(node: &mut Value) {
                 v.get("type").is_some_and(|t| t == "null")
                     && v.as_object().is_some_and(|o| o.len() == 1)
             };
-            if let Some(Value::Array(branches)) = map.get("anyOf") {
-                if branches.len() == 2 && branches.iter().any(null_branch) {
-                    let other = branches.iter().find(|b| !null_branch(b)).cloned();
-                    map.remove("anyOf");
-                    if let Some(Value::Object(other)) = other {
-                        for (k, v) in other {
-                            map.entry(k).or_insert(v);
-                        }
+            if let Some(Value::Array(branches)) = map.get("anyOf")
+                && branches.len() == 2
+                && branches.iter().any(null_branch)
+            {
+                let other = branches.iter().find(|b| !null_branch(b)).cloned();
+                map.remove("anyOf");
+                if let Some(Value::Object(other)) = other {
+                    for (k, v) in other {
+                        map.entry(k).or_insert(v);
                     }
                 }
             }
@@ -165,10 +166,10 @@ pub fn any_kind() -> Value {
 fn rebase_refs(node: &mut Value, base: &str) {
     match node {
         Value::Object(map) => {
-            if let Some(Value::String(r)) = map.get_mut("$ref") {
-                if let Some(name) = r.strip_prefix("#/$defs/") {
-                    *r = format!("{base}{name}");
-                }
+            if let Some(Value::String(r)) = map.get_mut("$ref")
+                && let Some(name) = r.strip_prefix("#/$defs/")
+            {
+                *r = format!("{base}{name}");
             }
             map.values_mut().for_each(|v| rebase_refs(v, base));
         }

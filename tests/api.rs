@@ -75,10 +75,10 @@ fn subscribe(addr: &str, path: &str) -> mpsc::Receiver<(String, String)> {
             let text = line.trim_end();
             if let Some(name) = text.strip_prefix("event: ") {
                 event = name.to_string();
-            } else if let Some(data) = text.strip_prefix("data: ") {
-                if tx.send((event.clone(), data.to_string())).is_err() {
-                    return;
-                }
+            } else if let Some(data) = text.strip_prefix("data: ")
+                && tx.send((event.clone(), data.to_string())).is_err()
+            {
+                return;
             }
             line.clear();
         }

@@ -56,10 +56,11 @@ impl Excludes {
             } else {
                 format!("**/{body}")
             }];
-            if let Some(folder) = globs[0].strip_suffix("/**") {
-                if !folder.is_empty() && folder != "**" {
-                    globs.push(folder.to_string());
-                }
+            if let Some(folder) = globs[0].strip_suffix("/**")
+                && !folder.is_empty()
+                && folder != "**"
+            {
+                globs.push(folder.to_string());
             }
             let target = if dir_only { &mut dirs_only } else { &mut any };
             for glob in globs {

@@ -1013,7 +1013,7 @@ impl<'f> SparseFile<'f> {
         let mut run_off = self.off;
         let mut i = 0;
         while i < data.len() {
-            if self.off % HOLE == 0 {
+            if self.off.is_multiple_of(HOLE) {
                 self.clean = true;
                 self.pending = 0;
             }

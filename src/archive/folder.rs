@@ -273,10 +273,10 @@ impl Sink for FolderSink<'_> {
     }
 
     fn end_dir(&mut self, path: &[u8]) -> Result<(), SinkError> {
-        if self.pending.last().is_some_and(|(p, _)| p == path) {
-            if let Some((p, meta)) = self.pending.pop() {
-                self.apply(&self.root.join(bytes_path(&p)), &meta, false)?;
-            }
+        if self.pending.last().is_some_and(|(p, _)| p == path)
+            && let Some((p, meta)) = self.pending.pop()
+        {
+            self.apply(&self.root.join(bytes_path(&p)), &meta, false)?;
         }
         Ok(())
     }

@@ -179,14 +179,14 @@ pub fn extension(format: Format) -> &'static str {
 
 /// Default levels match the tools people compare with: `zstd -3`, `gzip -6`.
 fn codec(format: Format, level: Option<i32>) -> Result<Codec, ArchiveError> {
-    if let (Some(level), Some(range)) = (level, format.level_range()) {
-        if !range.contains(&level) {
-            return Err(ArchiveError::Level {
-                format,
-                level,
-                range: format!("{}-{}", range.start(), range.end()),
-            });
-        }
+    if let (Some(level), Some(range)) = (level, format.level_range())
+        && !range.contains(&level)
+    {
+        return Err(ArchiveError::Level {
+            format,
+            level,
+            range: format!("{}-{}", range.start(), range.end()),
+        });
     }
     Ok(match format {
         Format::TarZst => Codec::Zstd(level.unwrap_or(3)),

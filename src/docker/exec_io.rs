@@ -177,10 +177,10 @@ impl Engine {
                     .map_err(on("inspecting exec in", container))
             })
             .await?;
-            if inspected.running != Some(true) {
-                if let Some(code) = inspected.exit_code {
-                    return Ok(code);
-                }
+            if inspected.running != Some(true)
+                && let Some(code) = inspected.exit_code
+            {
+                return Ok(code);
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }

@@ -119,16 +119,16 @@ pub fn group_stacks(containers: Vec<ContainerInfo>) -> Vec<Stack> {
         if stack.working_dir.is_none() {
             stack.working_dir = container.labels.get(WORKING_DIR_LABEL).cloned();
         }
-        if stack.config_files.is_empty() {
-            if let Some(files) = container.labels.get(CONFIG_FILES_LABEL) {
-                let dir = container.labels.get(WORKING_DIR_LABEL);
-                stack.config_files = files
-                    .split(',')
-                    .map(str::trim)
-                    .filter(|f| !f.is_empty())
-                    .map(|f| compose_file_path(dir.map(String::as_str), f))
-                    .collect();
-            }
+        if stack.config_files.is_empty()
+            && let Some(files) = container.labels.get(CONFIG_FILES_LABEL)
+        {
+            let dir = container.labels.get(WORKING_DIR_LABEL);
+            stack.config_files = files
+                .split(',')
+                .map(str::trim)
+                .filter(|f| !f.is_empty())
+                .map(|f| compose_file_path(dir.map(String::as_str), f))
+                .collect();
         }
         let service = container.service().unwrap_or("").to_string();
         stack.services.entry(service).or_default().push(container);

@@ -377,10 +377,10 @@ impl Executor {
         let mut run = Progressing::default();
         // A dry run writes nothing, not even its record: it may run beside a daemon, on
         // a read-only connection to the state database.
-        if !request.dry_run {
-            if let Err(e) = self.state.insert_run(&record) {
-                run.fatal.push(RunError::State(e));
-            }
+        if !request.dry_run
+            && let Err(e) = self.state.insert_run(&record)
+        {
+            run.fatal.push(RunError::State(e));
         }
         info!(dry_run = request.dry_run, "run started");
 
@@ -422,10 +422,11 @@ impl Executor {
         };
 
         // Before hooks, dumps or stops: a run that cannot fit costs no downtime.
-        if run.fatal.is_empty() && primary.name() == self.repository.name() {
-            if let Err(e) = self.check_space(request, &plan).await {
-                run.fatal.push(e.into());
-            }
+        if run.fatal.is_empty()
+            && primary.name() == self.repository.name()
+            && let Err(e) = self.check_space(request, &plan).await
+        {
+            run.fatal.push(e.into());
         }
 
         let mut archive_id = None;
@@ -450,8 +451,16 @@ impl Executor {
                     // manifest into the storage, last, as in the archives format.
                     let snapshots = match primary.restic() {
                         Some(restic) => {
-                            self.start_snapshots(restic, request, &run_id, &partial.id, &mut run)
-                                .await
+                            let progress = progress.clone();
+                            self.start_snapshots(
+                                restic,
+                                request,
+                                &run_id,
+                                &partial.id,
+                                progress,
+                                &mut run,
+                            )
+                            .await
                         }
                         None => None,
                     };
@@ -567,10 +576,10 @@ impl Executor {
         for warning in &run.warnings {
             warn!("{warning}");
         }
-        if !request.dry_run {
-            if let Err(e) = self.state.finish_run(&record) {
-                error!("recording the end of the run: {e}");
-            }
+        if !request.dry_run
+            && let Err(e) = self.state.finish_run(&record)
+        {
+            error!("recording the end of the run: {e}");
         }
         let source_bytes: u64 = run.artifacts.iter().map(|a| a.source_bytes).sum();
         let (downtime, duration) = (record.downtime_seconds, started.elapsed().as_secs_f64());
@@ -684,6 +693,7 @@ impl Executor {
         request: &BackupRequest,
         run_id: &str,
         archive_id: &str,
+        progress: Arc<dyn Progress>,
         run: &mut Progressing,
     ) -> Option<crate::repo::restic::RunSnapshots> {
         let tags = vec![
@@ -693,7 +703,7 @@ impl Executor {
             format!("archive:{archive_id}"),
         ];
         let restic = restic.clone();
-        match tokio::task::spawn_blocking(move || restic.start_run(tags)).await {
+        match tokio::task::spawn_blocking(move || restic.start_run(tags, progress)).await {
             Ok(Ok(snapshots)) => Some(snapshots),
             Ok(Err(e)) => {
                 run.fatal.push(RunError::Restic(e));

@@ -297,12 +297,12 @@ pub fn stop_order<'a>(
             },
             (_, stack) => OrderBasis::Name { stack },
         });
-        if let (Some(stack), true) = (stack, members.len() > 1) {
-            if let Some(ComposeDeps::Unusable(why)) = compose.get(stack) {
-                warnings.push(format!(
+        if let (Some(stack), true) = (stack, members.len() > 1)
+            && let Some(ComposeDeps::Unusable(why)) = compose.get(stack)
+        {
+            warnings.push(format!(
                     "the stop order of stack {stack} ignores its compose files, so it goes by name: {why}"
                 ));
-            }
         }
     }
     stop.extend(rest);

@@ -783,10 +783,10 @@ mod tests {
         // The config folder is reached through a symlink in the container's bind mount.
         for c in &mut seen.containers {
             for m in &mut c.mounts {
-                if let MountInfo::Bind { source, .. } = m {
-                    if source == "/srv/demo/config" {
-                        *source = "/srv/link".into();
-                    }
+                if let MountInfo::Bind { source, .. } = m
+                    && source == "/srv/demo/config"
+                {
+                    *source = "/srv/link".into();
                 }
             }
         }

@@ -27,6 +27,7 @@ use crate::state::{StopEntry, StopPhase};
 
 impl Executor {
     /// Everything between "the archive folder exists" and "write the manifest".
+    #[allow(clippy::too_many_arguments)]
     pub(super) async fn take_archive(
         &self,
         request: &BackupRequest,
@@ -656,7 +657,6 @@ impl Executor {
                 entries = taken.entries,
                 "snapshotted"
             );
-            progress.bytes(taken.source_bytes);
             run.artifacts.push(Artifact {
                 kind: kind.into(),
                 path: format!("{rel}.tar"),

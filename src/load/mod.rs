@@ -72,10 +72,10 @@ pub fn discover(paths: &[PathBuf]) -> Found {
 
 fn walk(dir: &Path, root: &Path, found: &mut Found, seen: &mut HashSet<PathBuf>) {
     // A symlinked folder may point back up the tree; visit each real folder once.
-    if let Ok(real) = fs::canonicalize(dir) {
-        if !seen.insert(real) {
-            return;
-        }
+    if let Ok(real) = fs::canonicalize(dir)
+        && !seen.insert(real)
+    {
+        return;
     }
     let entries = match fs::read_dir(dir) {
         Ok(entries) => entries,
@@ -270,19 +270,19 @@ fn parse_documents(text: &str, source: &mut SourceFile) {
                 let mut diagnostic =
                     explain_syntax(text, yaml_error(&source.path, &e, doc_positions.start()));
                 // The YAML library points at the mapping; point at the repeated key instead.
-                if let Some((field, at)) = doc_positions.duplicate_keys().first() {
-                    if diagnostic.message.contains("duplicate") {
-                        let key = match field.0.last() {
-                            Some(crate::diagnostic::Segment::Key(k)) => k.clone(),
-                            _ => field.to_string(),
-                        };
-                        diagnostic = Diagnostic::new(
-                            &source.path,
-                            *at,
-                            format!("the key `{key}` appears twice in the same mapping"),
-                        )
-                        .with_field(field);
-                    }
+                if let Some((field, at)) = doc_positions.duplicate_keys().first()
+                    && diagnostic.message.contains("duplicate")
+                {
+                    let key = match field.0.last() {
+                        Some(crate::diagnostic::Segment::Key(k)) => k.clone(),
+                        _ => field.to_string(),
+                    };
+                    diagnostic = Diagnostic::new(
+                        &source.path,
+                        *at,
+                        format!("the key `{key}` appears twice in the same mapping"),
+                    )
+                    .with_field(field);
                 }
                 source.errors.push(diagnostic);
                 // The stream cannot be trusted past a syntax error.

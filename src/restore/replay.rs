@@ -462,10 +462,10 @@ fn parse_counts(names: &[String], stdout: &[u8]) -> Vec<(String, u64)> {
         let (Some(i), Some(n)) = (parts.next(), parts.next()) else {
             continue;
         };
-        if let (Ok(i), Ok(n)) = (i.trim().parse::<usize>(), n.trim().parse::<u64>()) {
-            if let Some(name) = names.get(i) {
-                counts.push((name.clone(), n));
-            }
+        if let (Ok(i), Ok(n)) = (i.trim().parse::<usize>(), n.trim().parse::<u64>())
+            && let Some(name) = names.get(i)
+        {
+            counts.push((name.clone(), n));
         }
     }
     counts

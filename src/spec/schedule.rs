@@ -34,15 +34,14 @@ impl CronSchedule {
                 if fields == 1 { "" } else { "s" }
             ));
         }
-        if let Some(nick) = text.strip_prefix('@') {
-            if !["hourly", "daily", "weekly", "monthly", "yearly", "annually"]
+        if let Some(nick) = text.strip_prefix('@')
+            && !["hourly", "daily", "weekly", "monthly", "yearly", "annually"]
                 .contains(&nick.to_ascii_lowercase().as_str())
-            {
-                return Err(format!(
-                    "`{}` is not a known shorthand; use @hourly, @daily, @weekly, @monthly or @yearly",
-                    self.0
-                ));
-            }
+        {
+            return Err(format!(
+                "`{}` is not a known shorthand; use @hourly, @daily, @weekly, @monthly or @yearly",
+                self.0
+            ));
         }
         if let Some(problem) = out_of_range(text) {
             return Err(format!("`{}` is not a valid schedule: {problem}", self.0));

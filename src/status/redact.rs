@@ -162,14 +162,14 @@ fn redact_pairs(line: &str, marker: &str) -> String {
 fn redact_after_secret_field(line: &str, marker: &str) -> String {
     let mut i = 0;
     while i < line.len() {
-        if line.as_bytes()[i] == b':' {
-            if let Some(value_start) = separator_at(line, i) {
-                let key = key_before(line, i);
-                if is_field_path(key) && !key.contains('/') && is_secret_key(key) {
-                    let mut out = line[..value_start].to_string();
-                    out.push_str(&redact_literals(&line[value_start..], marker));
-                    return out;
-                }
+        if line.as_bytes()[i] == b':'
+            && let Some(value_start) = separator_at(line, i)
+        {
+            let key = key_before(line, i);
+            if is_field_path(key) && !key.contains('/') && is_secret_key(key) {
+                let mut out = line[..value_start].to_string();
+                out.push_str(&redact_literals(&line[value_start..], marker));
+                return out;
             }
         }
         i += 1;

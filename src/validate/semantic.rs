@@ -45,17 +45,17 @@ impl Problems {
 /// writes both `repository` and `repositories`. `value` is the document as written.
 pub fn check_written(value: &serde_json::Value) -> Vec<FieldProblem> {
     let mut problems = Problems::default();
-    if let Some(output) = value.pointer("/spec/output").and_then(|o| o.as_object()) {
-        if output.contains_key("repository") && output.contains_key("repositories") {
-            problems.add_hinted(
-                self::spec().key("output").key("repository"),
-                "set repository or repositories, not both",
-                Some(
-                    "list every repository in repositories, the one written first at the front"
-                        .into(),
-                ),
-            );
-        }
+    if let Some(output) = value.pointer("/spec/output").and_then(|o| o.as_object())
+        && output.contains_key("repository")
+        && output.contains_key("repositories")
+    {
+        problems.add_hinted(
+            self::spec().key("output").key("repository"),
+            "set repository or repositories, not both",
+            Some(
+                "list every repository in repositories, the one written first at the front".into(),
+            ),
+        );
     }
     problems.0
 }
@@ -83,19 +83,19 @@ fn check_policy(policy: &BackupPolicy, problems: &mut Problems) {
     if let Err(message) = spec.schedule.parse() {
         problems.add(self::spec().key("schedule"), message);
     }
-    if let Some(tz) = &spec.timezone {
-        if let Err(message) = tz.parse() {
-            let hint = tz.closest_known().map(|c| format!("did you mean `{c}`?"));
-            problems.add_hinted(self::spec().key("timezone"), message, hint);
-        }
+    if let Some(tz) = &spec.timezone
+        && let Err(message) = tz.parse()
+    {
+        let hint = tz.closest_known().map(|c| format!("did you mean `{c}`?"));
+        problems.add_hinted(self::spec().key("timezone"), message, hint);
     }
-    if let Some(jitter) = spec.jitter {
-        if jitter.as_duration() > std::time::Duration::from_secs(24 * 3600) {
-            problems.add(
-                self::spec().key("jitter"),
-                "jitter is longer than a day; runs would drift past their schedule",
-            );
-        }
+    if let Some(jitter) = spec.jitter
+        && jitter.as_duration() > std::time::Duration::from_secs(24 * 3600)
+    {
+        problems.add(
+            self::spec().key("jitter"),
+            "jitter is longer than a day; runs would drift past their schedule",
+        );
     }
     if let Some(verify) = &spec.verify {
         let at = self::spec().key("verify");
@@ -124,14 +124,14 @@ fn check_policy(policy: &BackupPolicy, problems: &mut Problems) {
     );
     check_dumps(&spec.dumps, &self::spec().key("dumps"), problems);
     check_output(&spec.output, &self::spec().key("output"), problems);
-    if let Some(retention) = &spec.retention {
-        if !retention.keeps_something() {
-            problems.add_hinted(
+    if let Some(retention) = &spec.retention
+        && !retention.keeps_something()
+    {
+        problems.add_hinted(
                 self::spec().key("retention"),
                 "retention keeps no archive at all",
                 Some("set keepLast, a keepHourly..keepYearly count or keepWithin above zero, or remove retention to keep everything".into()),
             );
-        }
     }
     for (i, entry) in spec.notify.iter().enumerate() {
         check_notify_entry(entry, &self::spec().key("notify").index(i), problems);
@@ -223,13 +223,13 @@ fn check_restore(restore: &Restore, problems: &mut Problems) {
         );
     }
     check_restore_options(spec, problems);
-    if let Some(dir) = &spec.recipe_to {
-        if !dir.starts_with('/') {
-            problems.add(
-                self::spec().key("recipeTo"),
-                format!("`{dir}` is not an absolute path"),
-            );
-        }
+    if let Some(dir) = &spec.recipe_to
+        && !dir.starts_with('/')
+    {
+        problems.add(
+            self::spec().key("recipeTo"),
+            format!("`{dir}` is not an absolute path"),
+        );
     }
     for (from_name, to_name) in &spec.volume_mapping {
         if !valid_volume_name(to_name) {
@@ -567,13 +567,13 @@ fn check_storage(storage: &StorageSpec, at: &FieldPath, problems: &mut Problems)
     if let Some(sftp) = &storage.sftp {
         check_sftp(sftp, &at.key("sftp"), problems);
     }
-    if let Some(local) = &storage.local {
-        if local.path.trim().is_empty() {
-            problems.add(
-                at.key("local").key("path"),
-                "the folder must not be empty; give an absolute path or one relative to this file",
-            );
-        }
+    if let Some(local) = &storage.local
+        && local.path.trim().is_empty()
+    {
+        problems.add(
+            at.key("local").key("path"),
+            "the folder must not be empty; give an absolute path or one relative to this file",
+        );
     }
 }
 
@@ -812,12 +812,12 @@ fn check_age(age: &AgeEncryption, at: &FieldPath, problems: &mut Problems) {
             );
         }
     }
-    if let Some(file) = &age.identity_file {
-        if file.trim().is_empty() {
-            problems.add(
-                at.key("identityFile"),
-                "the file name must not be empty; remove identityFile to encrypt without one",
-            );
-        }
+    if let Some(file) = &age.identity_file
+        && file.trim().is_empty()
+    {
+        problems.add(
+            at.key("identityFile"),
+            "the file name must not be empty; remove identityFile to encrypt without one",
+        );
     }
 }

@@ -143,10 +143,11 @@ pub fn against_schema(
         if matches!(path.0.first(), Some(Segment::Key(k)) if envelope_field(k)) {
             continue;
         }
-        if let ValidationErrorKind::Required { property } = error.kind() {
-            if path.is_root() && property.as_str().is_some_and(envelope_field) {
-                continue;
-            }
+        if let ValidationErrorKind::Required { property } = error.kind()
+            && path.is_root()
+            && property.as_str().is_some_and(envelope_field)
+        {
+            continue;
         }
         render(&error, root_schema, pos, problems);
     }

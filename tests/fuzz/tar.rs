@@ -282,7 +282,7 @@ impl Target for TarTarget {
         // The same bytes as a stream from Docker's archive endpoint, written as a backup
         // would: re-written into a tar, or extracted into a folder artifact.
         let repo = dir.join("repo");
-        let format = if input.len() % 2 == 0 {
+        let format = if input.len().is_multiple_of(2) {
             Format::Folder
         } else {
             Format::Tar
@@ -320,10 +320,10 @@ impl Target for TarTarget {
                 return Err(format!("it extracts, but verification fails: {}", short(v)));
             }
         };
-        if let Err(e) = listed {
-            if extracted.is_ok() {
-                return Err(format!("what extraction wrote cannot be listed: {e}"));
-            }
+        if let Err(e) = listed
+            && extracted.is_ok()
+        {
+            return Err(format!("what extraction wrote cannot be listed: {e}"));
         }
         Ok(outcome)
     }

@@ -161,11 +161,12 @@ fn plan(text: &str, events: &[Spanned], offsets: &[usize]) -> Vec<Edit> {
         let mut previous_end = 0;
         for spanned in events {
             let (start, end) = (byte(spanned.start), byte(spanned.end));
-            if let Event::Scalar(value, style, anchor, _) = &spanned.event {
-                if secret_anchors.contains(anchor) && !value.is_empty() {
-                    let with = format!("\"{REDACTED}\"");
-                    edits.push(scalar_edit(text, previous_end, start, end, *style, with));
-                }
+            if let Event::Scalar(value, style, anchor, _) = &spanned.event
+                && secret_anchors.contains(anchor)
+                && !value.is_empty()
+            {
+                let with = format!("\"{REDACTED}\"");
+                edits.push(scalar_edit(text, previous_end, start, end, *style, with));
             }
             previous_end = end;
         }
@@ -225,10 +226,12 @@ fn secret_value(value: &str, style: ScalarStyle) -> Option<String> {
 /// The replacement of any other value, when it holds something secret.
 fn plain_value(value: &str, in_list: bool, mysql: bool) -> Option<String> {
     if in_list {
-        if let Some((name, rest)) = value.split_once('=') {
-            if is_secret_name(name) && !rest.is_empty() && !whole_reference(rest) {
-                return Some(quoted(&format!("{name}={REDACTED}")));
-            }
+        if let Some((name, rest)) = value.split_once('=')
+            && is_secret_name(name)
+            && !rest.is_empty()
+            && !whole_reference(rest)
+        {
+            return Some(quoted(&format!("{name}={REDACTED}")));
         }
         if is_glued_mysql_password(value, mysql) {
             return Some(quoted(&format!("-p{REDACTED}")));

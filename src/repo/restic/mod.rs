@@ -28,8 +28,9 @@ use chrono::{DateTime, Utc};
 use rustic_core::repofile::{MasterKey, SnapshotFile, SnapshotId};
 use rustic_core::{
     BackupOptions, CheckOptions, ConfigOptions, Credentials, IndexedIdsStatus, KeyOptions,
-    OpenStatus, ParentOptions, PruneOptions, ReadSource, ReadSubsetOption, Repository,
-    RepositoryBackends, RepositoryOptions, RusticError, SnapshotOptions, WriteBackend,
+    OpenStatus, ParentOptions, ProgressBars, ProgressType, PruneOptions, ReadSource,
+    ReadSubsetOption, Repository, RepositoryBackends, RepositoryOptions, RusticError,
+    RusticProgress, SnapshotOptions, WriteBackend,
 };
 
 pub use backend::{LocalObjects, ObjectsBackend, Prefixed};
@@ -215,10 +216,19 @@ impl Restic {
 
     /// The repository, opened; created first when there is none yet.
     pub fn open(&self) -> Result<Repository<OpenStatus>, ResticError> {
+        self.open_telling(None)
+    }
+
+    /// [`Restic::open`], telling `progress` of the bytes a backup reads.
+    fn open_telling(
+        &self,
+        progress: Option<Arc<dyn crate::progress::Progress>>,
+    ) -> Result<Repository<OpenStatus>, ResticError> {
         let mut key = self.key.lock().unwrap_or_else(|e| e.into_inner());
         let backends = RepositoryBackends::new(self.backend.clone(), None);
         let options = RepositoryOptions::default().no_cache(true);
-        let repo = Repository::new(&options, &backends).map_err(self.rustic("opening"))?;
+        let repo = Repository::new_with_progress(&options, &backends, Told(progress))
+            .map_err(self.rustic("opening"))?;
         if let Some(known) = &*key {
             return repo
                 .open(&Credentials::Masterkey(known.clone()))
@@ -268,11 +278,16 @@ impl Restic {
         Ok(snaps)
     }
 
-    /// Starts the snapshots of one run: `tags` go on every one of them.
-    pub fn start_run(self: &Arc<Self>, tags: Vec<String>) -> Result<RunSnapshots, ResticError> {
+    /// Starts the snapshots of one run: `tags` go on every one of them, and `progress`
+    /// hears of the bytes read.
+    pub fn start_run(
+        self: &Arc<Self>,
+        tags: Vec<String>,
+        progress: Arc<dyn crate::progress::Progress>,
+    ) -> Result<RunSnapshots, ResticError> {
         let previous = self.snapshot_files()?;
         let repo = self
-            .open()?
+            .open_telling(Some(progress))?
             .to_indexed_ids()
             .map_err(self.rustic("reading the index"))?;
         Ok(RunSnapshots {
@@ -419,6 +434,46 @@ impl Restic {
     }
 }
 
+/// rustic's progress reports, passed on as holdfast's: the bytes a backup reads.
+struct Told(Option<Arc<dyn crate::progress::Progress>>);
+
+impl std::fmt::Debug for Told {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Told")
+    }
+}
+
+impl ProgressBars for Told {
+    fn progress(&self, kind: ProgressType, _prefix: &str) -> rustic_core::Progress {
+        match (&self.0, kind) {
+            (Some(progress), ProgressType::Bytes) => {
+                rustic_core::Progress::new(BytesRead(progress.clone()))
+            }
+            _ => rustic_core::Progress::hidden(),
+        }
+    }
+}
+
+struct BytesRead(Arc<dyn crate::progress::Progress>);
+
+impl std::fmt::Debug for BytesRead {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BytesRead")
+    }
+}
+
+impl RusticProgress for BytesRead {
+    fn is_hidden(&self) -> bool {
+        false
+    }
+    fn set_length(&self, _len: u64) {}
+    fn set_title(&self, _title: &str) {}
+    fn inc(&self, n: u64) {
+        self.0.bytes(n);
+    }
+    fn finish(&self) {}
+}
+
 /// A pipe's reading end and the thread writing it: the thread's error is the stream's.
 struct Joined {
     reader: io::PipeReader,
@@ -428,12 +483,13 @@ struct Joined {
 impl Read for Joined {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.reader.read(buf)?;
-        if n == 0 && !buf.is_empty() {
-            if let Some(worker) = self.worker.take() {
-                worker
-                    .join()
-                    .map_err(|_| io::Error::other("the reading thread panicked"))??;
-            }
+        if n == 0
+            && !buf.is_empty()
+            && let Some(worker) = self.worker.take()
+        {
+            worker
+                .join()
+                .map_err(|_| io::Error::other("the reading thread panicked"))??;
         }
         Ok(n)
     }
@@ -575,8 +631,8 @@ impl RunSnapshots {
         let src = FilesSource::new(files);
         let taken = inner.take(
             &src,
-            Path::new("/"),
-            "/",
+            Path::new("/recipe"),
+            "/recipe",
             &["recipe".to_string()],
             &Problems::default(),
         )?;
@@ -798,6 +854,10 @@ mod tests {
         ))
     }
 
+    fn silent() -> Arc<dyn crate::progress::Progress> {
+        Arc::new(crate::progress::Silent)
+    }
+
     fn never() -> Cancelled {
         Arc::new(|| false)
     }
@@ -809,7 +869,7 @@ mod tests {
         std::fs::create_dir_all(&data).unwrap();
         std::fs::write(data.join("a"), "x").unwrap();
         let restic = restic(dir.path());
-        let run = restic.start_run(tags("r1")).unwrap();
+        let run = restic.start_run(tags("r1"), silent()).unwrap();
         let err = run
             .folder(
                 &data,
@@ -860,7 +920,7 @@ mod tests {
         symlink("sub/a.txt", data.join("link")).unwrap();
         let restic = restic(dir.path());
 
-        let run = restic.start_run(tags("r1")).unwrap();
+        let run = restic.start_run(tags("r1"), silent()).unwrap();
         let excludes = Excludes::new(&["*.tmp".to_string()]).unwrap();
         let first = run
             .folder(
@@ -895,7 +955,7 @@ mod tests {
         assert_eq!(text, "CREATE TABLE t;\n");
 
         // The next run reads nothing unchanged again.
-        let run = restic.start_run(tags("r2")).unwrap();
+        let run = restic.start_run(tags("r2"), silent()).unwrap();
         let second = run
             .folder(
                 &data,
@@ -909,7 +969,9 @@ mod tests {
         assert_eq!(restic.snapshots().unwrap().len(), 4);
         assert!(restic.check(&[], ReadData::All).unwrap().is_empty());
 
-        restic.forget(&[first.snapshot.clone()]).unwrap();
+        restic
+            .forget(std::slice::from_ref(&first.snapshot))
+            .unwrap();
         restic.prune().unwrap();
         assert_eq!(restic.snapshots().unwrap().len(), 3);
         assert!(restic.check(&[], ReadData::All).unwrap().is_empty());
@@ -919,7 +981,7 @@ mod tests {
     fn a_stream_dropped_before_its_commit_leaves_no_snapshot() {
         let dir = tempfile::tempdir().unwrap();
         let restic = restic(dir.path());
-        let run = restic.start_run(tags("r1")).unwrap();
+        let run = restic.start_run(tags("r1"), silent()).unwrap();
         let mut dump = run.create("dumps/db.sql").unwrap();
         dump.write_all(b"half a dump").unwrap();
         drop(dump);
@@ -937,9 +999,10 @@ mod tests {
         let data = dir.path().join("data");
         std::fs::create_dir_all(&data).unwrap();
         std::fs::write(data.join("secret"), "x").unwrap();
-        std::fs::set_permissions(data.join("secret"), std::fs::Permissions::from_mode(0)).unwrap();
+        std::fs::set_permissions(data.join("secret"), std::fs::Permissions::from_mode(0o000))
+            .unwrap();
         let restic = restic(dir.path());
-        let run = restic.start_run(tags("r1")).unwrap();
+        let run = restic.start_run(tags("r1"), silent()).unwrap();
         let err = run
             .folder(
                 &data,

@@ -297,6 +297,31 @@ async fn read_folder(
     Ok((files, folders))
 }
 
+impl SftpObjects {
+    /// The object `key` read from byte `offset` on.
+    fn download(&self, key: &str, offset: u64) -> io::Result<Download> {
+        let path = self.target.path(key)?;
+        let (conn, file) = block_on(self.run(key, |conn| {
+            let path = path.clone();
+            async move {
+                let file = conn.sftp().open(&path).await?;
+                Ok((conn, file))
+            }
+        }))?;
+        Ok(Download {
+            target: self.target.clone(),
+            key: key.to_string(),
+            _conn: conn,
+            file,
+            offset,
+            step: None,
+            ahead: Vec::new(),
+            current: Bytes::new(),
+            done: false,
+        })
+    }
+}
+
 impl Objects for SftpObjects {
     fn describe(&self) -> String {
         self.target.shown.clone()
@@ -347,25 +372,13 @@ impl Objects for SftpObjects {
     }
 
     fn reader(&self, key: &str) -> io::Result<Box<dyn Read + Send>> {
-        let path = self.target.path(key)?;
-        let (conn, file) = block_on(self.run(key, |conn| {
-            let path = path.clone();
-            async move {
-                let file = conn.sftp().open(&path).await?;
-                Ok((conn, file))
-            }
-        }))?;
-        Ok(Box::new(Download {
-            target: self.target.clone(),
-            key: key.to_string(),
-            _conn: conn,
-            file,
-            offset: 0,
-            step: None,
-            ahead: Vec::new(),
-            current: Bytes::new(),
-            done: false,
-        }))
+        Ok(Box::new(self.download(key, 0)?))
+    }
+
+    fn range(&self, key: &str, offset: u64, length: u64) -> io::Result<Vec<u8>> {
+        let mut bytes = vec![0; usize::try_from(length).map_err(io::Error::other)?];
+        self.download(key, offset)?.read_exact(&mut bytes)?;
+        Ok(bytes)
     }
 
     fn writer(&self, key: &str) -> io::Result<Box<dyn OutFile>> {

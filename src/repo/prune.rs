@@ -565,12 +565,15 @@ pub(crate) mod tests {
         let staged = repo.begin("p", time).unwrap();
         let restic = repo.restic().unwrap();
         let run = restic
-            .start_run(vec![
-                crate::repo::restic::TAG.into(),
-                "policy:p".into(),
-                format!("run:{}", staged.id),
-                format!("archive:{}", staged.id),
-            ])
+            .start_run(
+                vec![
+                    crate::repo::restic::TAG.into(),
+                    "policy:p".into(),
+                    format!("run:{}", staged.id),
+                    format!("archive:{}", staged.id),
+                ],
+                Arc::new(crate::progress::Silent),
+            )
             .unwrap();
         let taken = run
             .folder(

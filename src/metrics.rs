@@ -93,6 +93,8 @@ pub struct Metrics {
     runs: Family<Labels, Counter>,
     run_duration: Histograms,
     run_bytes: Histograms,
+    added_bytes: Family<Labels, Gauge>,
+    dedup_ratio: Family<Labels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     downtime: Histograms,
     deletions: Family<Labels, Counter>,
     reconcile: Histogram,
@@ -120,6 +122,8 @@ impl Metrics {
             runs: Family::default(),
             run_duration: Family::new_with_constructor(seconds_buckets),
             run_bytes: Family::new_with_constructor(bytes_buckets),
+            added_bytes: Family::default(),
+            dedup_ratio: Family::default(),
             downtime: Family::new_with_constructor(seconds_buckets),
             deletions: Family::default(),
             reconcile: short_seconds_buckets(),
@@ -150,6 +154,16 @@ impl Metrics {
             "holdfast_run_archived_bytes",
             "Bytes a run wrote into the repository",
             m.run_bytes.clone(),
+        );
+        registry.register(
+            "holdfast_last_run_added_bytes",
+            "Bytes the newest run that wrote a restic repository added there (deduplicated, compressed)",
+            m.added_bytes.clone(),
+        );
+        registry.register(
+            "holdfast_last_run_dedup_ratio",
+            "Bytes the newest run that wrote a restic repository read from its sources, over the bytes it added there",
+            m.dedup_ratio.clone(),
         );
         registry.register(
             "holdfast_stack_downtime_seconds",
@@ -229,6 +243,16 @@ impl Metrics {
         }
         if let Some(d) = downtime {
             self.downtime.get_or_create(&labels).observe(d);
+        }
+    }
+
+    /// A run wrote an archive into a restic repository: `source` bytes read, `added`
+    /// bytes stored. The ratio is left as it was when the run added nothing.
+    pub fn restic_run(&self, kind: &str, name: &str, source: u64, added: u64) {
+        let labels = object(kind, name);
+        self.added_bytes.get_or_create(&labels).set(clamp(added));
+        if let Some(ratio) = crate::repo::catalog::dedup_ratio(source, added) {
+            self.dedup_ratio.get_or_create(&labels).set(ratio);
         }
     }
 
@@ -587,5 +611,29 @@ mod tests {
             text.contains(r#"holdfast_spec_errors{file="a.yaml"} 0"#),
             "{text}"
         );
+    }
+
+    #[test]
+    fn a_run_into_a_restic_repository_sets_its_added_bytes_and_dedup_ratio() {
+        let m = Metrics::new();
+        // Absent until a run wrote a restic repository, as other families without series.
+        assert!(!m.encode().contains("holdfast_last_run_added_bytes"));
+        m.restic_run("BackupPolicy", "nightly", 3_000_000, 80_000);
+        let text = m.encode();
+        assert_eq!(
+            line(&text, "holdfast_last_run_added_bytes{"),
+            Some(r#"holdfast_last_run_added_bytes{kind="BackupPolicy",name="nightly"} 80000"#)
+        );
+        assert_eq!(
+            line(&text, "holdfast_last_run_dedup_ratio{"),
+            Some(r#"holdfast_last_run_dedup_ratio{kind="BackupPolicy",name="nightly"} 37.5"#)
+        );
+        // A run that added nothing keeps the last ratio.
+        m.restic_run("BackupPolicy", "nightly", 3_000_000, 0);
+        let text = m.encode();
+        assert!(
+            text.contains(r#"holdfast_last_run_added_bytes{kind="BackupPolicy",name="nightly"} 0"#)
+        );
+        assert!(text.contains("} 37.5"), "{text}");
     }
 }

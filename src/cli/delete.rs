@@ -85,6 +85,7 @@ pub fn run(settings: &Settings, args: DeleteArgs) -> anyhow::Result<ExitCode> {
     }
     let state = crate::state::StateDb::open(&settings.state)?;
     let mut failed = false;
+    let mut deleted = 0;
     for e in chosen {
         match crate::repo::prune::delete_archive(
             &state,
@@ -93,7 +94,24 @@ pub fn run(settings: &Settings, args: DeleteArgs) -> anyhow::Result<ExitCode> {
             &e.id,
             "deleted with holdfast delete",
         )? {
-            Ok(()) => println!("deleted {}", e.id),
+            Ok(()) => {
+                println!("deleted {}", e.id);
+                deleted += 1;
+            }
+            Err(message) => {
+                eprintln!("error: {message}");
+                failed = true;
+            }
+        }
+    }
+    // In a restic repository the snapshots are forgotten; their data goes now, once.
+    if deleted > 0 {
+        match crate::repo::prune::reclaim(&repo) {
+            Ok(Some(freed)) => println!(
+                "the restic repository freed {}",
+                super::plan::human_bytes(freed)
+            ),
+            Ok(None) => {}
             Err(message) => {
                 eprintln!("error: {message}");
                 failed = true;

@@ -204,6 +204,14 @@ pub fn print_pruned(out: &mut impl Write, p: &PolicyPruned) -> std::io::Result<(
             p.policy
         )?;
     }
+    if let Some(freed) = p.pruned.freed_bytes {
+        writeln!(
+            out,
+            "{}: the restic repository freed {}",
+            p.policy,
+            super::plan::human_bytes(freed)
+        )?;
+    }
     for e in &p.pruned.errors {
         writeln!(out, "error: {}: {e}", p.policy)?;
     }

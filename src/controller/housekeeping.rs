@@ -252,7 +252,15 @@ impl Housekeeping {
         tokio::task::spawn_blocking(move || {
             let mut results = Vec::new();
             for id in chosen {
-                match crate::repo::verify::verify_archive(&repo, &name, &id, |_, _| {}) {
+                match crate::repo::verify::verify_archive(
+                    &repo,
+                    &name,
+                    &id,
+                    crate::repo::verify::ReadData::Sample(
+                        crate::repo::verify::SCHEDULED_SAMPLE_PERCENT,
+                    ),
+                    |_, _| {},
+                ) {
                     Ok(v) => {
                         for problem in &v.problems {
                             error!(policy = %name, archive = %id, "verification failed: {problem}");
@@ -652,6 +660,8 @@ mod tests {
             host: String::new(),
             time: Utc.with_ymd_and_hms(2026, 12, day, 3, 0, 0).unwrap(),
             bytes: 10,
+            added_bytes: None,
+            dedup_ratio: None,
             phase: None,
             health,
             problems: Vec::new(),

@@ -591,7 +591,18 @@ impl Controller {
     async fn finished(&mut self, key: &ObjectKey, outcome: &RunOutcome) {
         self.supervisor.finished(key);
         info!(object = %key, run = %outcome.run_id, phase = outcome.phase.as_str(), "run finished");
-        self.publisher.run_finished(key, outcome);
+        let restic = self
+            .desired
+            .get(&ObjectKey {
+                kind: Kind::Repository,
+                name: outcome.repository.clone(),
+            })
+            .and_then(|o| o.resource.as_ref())
+            .is_some_and(|r| {
+                matches!(r, crate::spec::Resource::Repository(r)
+                    if r.spec.format == crate::spec::repository::RepositoryFormat::Restic)
+            });
+        self.publisher.run_finished(key, outcome, restic);
         self.notifications.run_finished(key, outcome).await;
         // The one manifest this run wrote (or copied) to the repository the catalog
         // follows: the rest of the catalog is already known.

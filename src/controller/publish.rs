@@ -50,8 +50,9 @@ impl Publisher {
         }
     }
 
-    /// A run ended: its metrics and its event.
-    pub fn run_finished(&mut self, key: &ObjectKey, outcome: &RunOutcome) {
+    /// A run ended: its metrics and its event. `restic`: it wrote a restic-format
+    /// repository, where what it added is less than what it read.
+    pub fn run_finished(&mut self, key: &ObjectKey, outcome: &RunOutcome, restic: bool) {
         if let Some(ok) = outcome.verified {
             self.hub.metrics.verified(&key.name, ok);
         }
@@ -72,6 +73,14 @@ impl Publisher {
             );
             if let Some(failed) = failed(outcome.phase) {
                 self.last_failed.insert(key.clone(), failed);
+            }
+            if restic && outcome.committed {
+                self.hub.metrics.restic_run(
+                    key.kind.as_str(),
+                    &key.name,
+                    outcome.source_bytes,
+                    outcome.bytes,
+                );
             }
         }
         self.hub.emit(Event::RunFinished {

@@ -13,6 +13,7 @@ use tracing::{error, info, warn};
 use crate::executor::{BackupRequest, Executor, RunOutcome};
 use crate::progress::Progress;
 use crate::repo::Repository;
+use crate::repo::verify::ReadData;
 use crate::restore::{RestoreRequest, Restorer};
 use crate::spec::policy::BackupPolicySpec;
 use crate::spec::repository::RepositorySpec;
@@ -242,6 +243,11 @@ impl Runner for LiveRunner {
                 };
                 let (state, group, rules) = (executor.state(), group.clone(), rules.clone());
                 let pruned = tokio::task::spawn_blocking(move || {
+                    // A deletion a crash interrupted there is finished first (in a restic
+                    // repository: the snapshots of an archive already unlisted).
+                    for id in crate::repo::prune::resume(&state, &repo).map_err(|e| e.to_string())? {
+                        info!(repository = %repo.name(), archive = %id, "finished a deletion a crash had interrupted");
+                    }
                     let mut entries = Vec::new();
                     for id in repo.archives(&group).map_err(|e| e.to_string())? {
                         if let Some(entry) = crate::repo::catalog::read_entry(&repo, &group, &id)
@@ -344,7 +350,7 @@ async fn verify_after_run(
     };
     let (repo, group) = (repo.clone(), group.to_string());
     let result = tokio::task::spawn_blocking(move || {
-        crate::repo::verify::verify_archive(&repo, &group, &id, |_, _| {})
+        crate::repo::verify::verify_archive(&repo, &group, &id, ReadData::All, |_, _| {})
     })
     .await;
     let problems = match result {

@@ -44,7 +44,17 @@ pub struct Entry {
     /// before hosts); empty when unknown.
     pub host: String,
     pub time: DateTime<Utc>,
+    /// The bytes it holds: its artifacts' sizes (compressed, in holdfast's own format;
+    /// what was read from the sources, in a restic repository).
     pub bytes: u64,
+    /// In a restic repository: the bytes its snapshots added there (deduplicated,
+    /// compressed, encrypted), what keeping it costs beyond the archives before it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub added_bytes: Option<u64>,
+    /// In a restic repository: `bytes` over `added_bytes`, how many times over
+    /// deduplication and compression stored it (absent when it added nothing).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dedup_ratio: Option<f64>,
     pub phase: Option<Phase>,
     pub health: Health,
     /// What is wrong with it, for Corrupt and Missing.
@@ -105,6 +115,8 @@ pub fn read_entry(repo: &Repository, group: &str, id: &str) -> Result<Option<Ent
         policy: None,
         host: String::new(),
         bytes: 0,
+        added_bytes: None,
+        dedup_ratio: None,
         phase: None,
         health: Health::Corrupt,
         problems: Vec::new(),
@@ -130,6 +142,15 @@ pub fn read_entry(repo: &Repository, group: &str, id: &str) -> Result<Option<Ent
     };
     entry.phase = Some(manifest.phase);
     entry.bytes = manifest.bytes();
+    if manifest.format == "restic" {
+        let added = manifest
+            .artifacts
+            .iter()
+            .filter_map(|a| a.stored_size)
+            .sum();
+        entry.added_bytes = Some(added);
+        entry.dedup_ratio = dedup_ratio(entry.bytes, added);
+    }
     for artifact in &manifest.artifacts {
         // A folder-format artifact's size is the sum of its files; its listing hash is
         // checked by verify, not here.
@@ -173,6 +194,12 @@ pub fn read_entry(repo: &Repository, group: &str, id: &str) -> Result<Option<Ent
         entry.set_health(manifest.phase);
     }
     Ok(Some(entry))
+}
+
+/// `source` bytes over `added` bytes, to one decimal: how many times over an archive
+/// was deduplicated and compressed; `None` when it added nothing.
+pub fn dedup_ratio(source: u64, added: u64) -> Option<f64> {
+    (added > 0).then(|| (source as f64 / added as f64 * 10.0).round() / 10.0)
 }
 
 impl Entry {
@@ -362,6 +389,8 @@ pub fn missing_from<'a>(
             policy: Some(name),
             host: String::new(),
             bytes: 0,
+            added_bytes: None,
+            dedup_ratio: None,
             phase: None,
             health: Health::Missing,
             verified: None,

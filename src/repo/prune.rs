@@ -1,6 +1,13 @@
 //! Applying retention to the repository: the pure decision from [`crate::retention`],
 //! carried out through the deletion journal (marked, deleted, forgotten), so a crash in
 //! the middle of a deletion is finished at the next start and never half-done.
+//!
+//! In a restic-format repository an archive is its manifest and the snapshots it names.
+//! The manifest goes first, so the archive is out of every listing before any of its
+//! snapshots is forgotten: a crash leaves either a listed archive whose snapshots all
+//! exist, or nothing listed and the journal's mark, whose resumption forgets the
+//! snapshots tagged with the archive's id. After a pass that deleted archives there,
+//! [`reclaim`] frees the data no snapshot needs any more.
 
 use std::path::{Path, PathBuf};
 
@@ -25,6 +32,10 @@ pub struct Pruned {
     pub forgotten: Vec<String>,
     pub dry_run: bool,
     pub errors: Vec<String>,
+    /// Bytes a restic repository freed after the deletions (restic's prune); absent when
+    /// nothing was pruned there.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub freed_bytes: Option<u64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -160,13 +171,108 @@ pub fn prune(
             Err(e) => pruned.errors.push(e),
         }
     }
+    if !dry_run && !pruned.forgotten.is_empty() {
+        match reclaim(repo) {
+            Ok(freed) => pruned.freed_bytes = freed,
+            Err(e) => pruned.errors.push(e),
+        }
+    }
     pruned.decisions = decisions;
     Ok(pruned)
 }
 
-/// The key an archive has in the deletion journal.
-fn journal_key(group: &str, id: &str) -> PathBuf {
-    Path::new(group).join(id)
+/// Frees the data of forgotten snapshots, once after archives were deleted from a
+/// restic-format repository (restic's prune: it reads every snapshot's trees, so it runs
+/// once per pass, not per archive). Returns the bytes freed; `None` for a repository in
+/// holdfast's own format, where deleting an archive frees its bytes at once. Packs no
+/// snapshot needs are marked for deletion and removed by a prune at least 23 hours
+/// later, so a writer of another host that is uploading at the same time loses nothing.
+pub fn reclaim(repo: &Repository) -> Result<Option<u64>, String> {
+    let Some(restic) = repo.restic() else {
+        return Ok(None);
+    };
+    if repo.append_only() {
+        return Ok(None);
+    }
+    match restic.prune() {
+        Ok(freed) => {
+            info!(
+                repository = repo.name(),
+                freed_bytes = freed,
+                "pruned the restic repository"
+            );
+            Ok(Some(freed))
+        }
+        Err(e) => {
+            warn!(
+                repository = repo.name(),
+                "pruning the restic repository: {e}"
+            );
+            Err(format!("pruning the restic repository: {e}"))
+        }
+    }
+}
+
+/// Removes one archive from the repository: its manifest (and, in holdfast's own
+/// format, its artifacts) out of every listing first, then, in a restic repository, the
+/// snapshots its manifest names and those tagged with its id. Removing what is gone
+/// already succeeds, so it may be repeated after a crash.
+fn remove(repo: &Repository, group: &str, id: &str) -> Result<(), String> {
+    if repo.append_only() {
+        return Err(format!(
+            "the repository `{}` is appendOnly: holdfast never deletes there",
+            repo.name()
+        ));
+    }
+    let Some(restic) = repo.restic() else {
+        return repo.delete(group, id).map_err(|e| e.to_string());
+    };
+    // The snapshots the manifest names, read before it goes; a manifest gone already (a
+    // resumed deletion) leaves the archive's tag to find them.
+    let named: Vec<String> = match super::verify::manifest(repo, group, id) {
+        Ok(m) => m.artifacts.into_iter().filter_map(|a| a.snapshot).collect(),
+        Err(super::verify::VerifyError::NoManifest { .. }) => Vec::new(),
+        // An unreadable manifest names nothing; the tag still finds the snapshots.
+        Err(super::verify::VerifyError::Parse { .. }) => Vec::new(),
+        Err(e) => return Err(e.to_string()),
+    };
+    repo.delete(group, id).map_err(|e| e.to_string())?;
+    let forgotten = restic
+        .forget_archive(id, &named)
+        .map_err(|e| format!("{id}: its manifest is deleted, its snapshots not yet: {e}"))?;
+    info!(archive = %id, snapshots = forgotten, "forgot the archive's restic snapshots");
+    Ok(())
+}
+
+/// The key an archive has in the deletion journal: `<group>/<id>` in the `default`
+/// repository, `@<repository>/<group>/<id>` in a named one, so that only a resumption in
+/// that repository finishes it.
+fn journal_key(repo: &Repository, group: &str, id: &str) -> PathBuf {
+    if repo.name() == crate::spec::repository::DEFAULT_REPOSITORY {
+        Path::new(group).join(id)
+    } else {
+        Path::new(&format!("{JOURNAL_REPOSITORY}{}", repo.name()))
+            .join(group)
+            .join(id)
+    }
+}
+
+/// What starts the first part of a journal key that names a repository.
+const JOURNAL_REPOSITORY: &str = "@";
+
+/// Whether a resumption in `repo` finishes the deletion journalled as `key`: one of a
+/// named repository only there; others (the `default` repository's, and older keys) in
+/// whichever repository resumes.
+fn resumes_in(repo: &Repository, key: &Path) -> bool {
+    let first = key
+        .components()
+        .next()
+        .map(|c| c.as_os_str().to_string_lossy().into_owned())
+        .unwrap_or_default();
+    match first.strip_prefix(JOURNAL_REPOSITORY) {
+        Some(name) => name == repo.name(),
+        None => true,
+    }
 }
 
 /// Deletes one archive through the journal: marked (durably), taken out of sight,
@@ -185,10 +291,10 @@ pub fn delete_archive(
             repo.name()
         )));
     }
-    let key = journal_key(group, id);
+    let key = journal_key(repo, group, id);
     state.mark_deletion(&key, id, reason)?;
     fault::point("prune.after-mark");
-    match repo.delete(group, id) {
+    match remove(repo, group, id) {
         Ok(()) => {
             fault::point("prune.before-forget");
             state.finish_deletion(&key, id)?;
@@ -196,22 +302,26 @@ pub fn delete_archive(
         }
         Err(e) => {
             warn!(archive = %id, "deleting: {e}");
-            Ok(Err(e.to_string()))
+            Ok(Err(e))
         }
     }
 }
 
-/// Finishes deletions a crash interrupted. Returns the archive ids finished.
+/// Finishes deletions a crash interrupted (in a restic repository, then frees what they
+/// left unneeded). Returns the archive ids finished.
 pub fn resume(state: &StateDb, repo: &Repository) -> Result<Vec<String>, PruneError> {
     let mut done = Vec::new();
     for (key, id) in state.pending_deletions()? {
+        if !resumes_in(repo, &key) {
+            continue;
+        }
         // The journal holds `<group>/<id>` (older versions: the archive's full path).
         let group = key
             .parent()
             .and_then(|p| p.file_name())
             .map(|g| g.to_string_lossy().into_owned())
             .unwrap_or_default();
-        match repo.delete(&group, &id) {
+        match remove(repo, &group, &id) {
             Ok(()) => {
                 state.finish_deletion(&key, &id)?;
                 done.push(id);
@@ -219,11 +329,15 @@ pub fn resume(state: &StateDb, repo: &Repository) -> Result<Vec<String>, PruneEr
             Err(e) => warn!(archive = %id, "finishing an interrupted deletion: {e}"),
         }
     }
+    if !done.is_empty() {
+        // Logged there; the next pass tries again.
+        let _ = reclaim(repo);
+    }
     Ok(done)
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::repo::catalog;
     use crate::repo::manifest::{Manifest, ManifestTargets};
@@ -420,5 +534,268 @@ mod tests {
         );
         assert_eq!(resume(&state, &local(&repo)).unwrap(), ["p-2"]);
         assert!(!half.with_file_name("p-2.deleting").exists());
+    }
+
+    /// A restic-format Repository `vault` on a local folder of `dir`, `appendOnly` as
+    /// asked.
+    pub(crate) fn restic_repository(dir: &Path, append_only: bool) -> Repository {
+        let password = dir.join("password");
+        std::fs::write(&password, "secret\n").unwrap();
+        let spec: crate::spec::repository::RepositorySpec =
+            serde_json::from_value(serde_json::json!({
+                "storage": {"local": {"path": dir.join("restic")}},
+                "format": "restic",
+                "password": {"fromFile": password},
+                "appendOnly": append_only,
+            }))
+            .unwrap();
+        crate::repo::named::open("vault", &spec, HOST).unwrap()
+    }
+
+    /// An archive of group `p` taken at `time` as a run writes one into a restic
+    /// repository: a snapshot of `data` tagged with the archive's id, then the manifest.
+    /// Returns the archive id and its snapshot.
+    pub(crate) fn restic_archive(
+        repo: &Repository,
+        data: &Path,
+        time: DateTime<Utc>,
+    ) -> (String, String) {
+        use crate::repo::manifest::Artifact;
+        use std::sync::Arc;
+        let staged = repo.begin("p", time).unwrap();
+        let restic = repo.restic().unwrap();
+        let run = restic
+            .start_run(
+                vec![
+                    crate::repo::restic::TAG.into(),
+                    "policy:p".into(),
+                    format!("run:{}", staged.id),
+                    format!("archive:{}", staged.id),
+                ],
+                Arc::new(crate::progress::Silent),
+            )
+            .unwrap();
+        let taken = run
+            .folder(
+                data,
+                "volumes/v",
+                &["volume:v".into()],
+                crate::archive::Excludes::none(),
+                Arc::new(|| false),
+            )
+            .unwrap();
+        let manifest = Manifest {
+            format_version: 1,
+            id: staged.id.clone(),
+            kind: "BackupPolicy".into(),
+            name: "p".into(),
+            policy: Some("p".into()),
+            phase: Phase::Succeeded,
+            host: HOST.into(),
+            holdfast_version: "0".into(),
+            docker_api_version: "1.41".into(),
+            start_time: time,
+            completion_time: time,
+            format: "restic".into(),
+            level: None,
+            targets: ManifestTargets::default(),
+            artifacts: vec![Artifact {
+                kind: "volume".into(),
+                path: "volumes/v.tar".into(),
+                size: taken.source_bytes,
+                sha256: String::new(),
+                source_bytes: taken.source_bytes,
+                entries: taken.entries,
+                via: Some("direct".into()),
+                source: Some("v".into()),
+                stack: None,
+                engine: None,
+                database: None,
+                stored_size: Some(taken.added_bytes),
+                stored_sha256: None,
+                snapshot: Some(taken.snapshot.clone()),
+            }],
+            timings: Default::default(),
+            downtime: Default::default(),
+            warnings: vec![],
+            encryption: None,
+        };
+        let id = staged.id.clone();
+        repo.commit(staged, &serde_json::to_vec(&manifest).unwrap())
+            .unwrap();
+        (id, taken.snapshot)
+    }
+
+    /// Three archives of different data, each 64 KiB of its own random bytes.
+    fn three_restic_archives(dir: &Path, repo: &Repository) -> Vec<(String, String)> {
+        let data = dir.join("data");
+        std::fs::create_dir_all(&data).unwrap();
+        (0..3u64)
+            .map(|h| {
+                // xorshift: bytes that neither compress nor repeat another archive's.
+                let mut x: u64 = 0x9e37_79b9_7f4a_7c15 ^ (h + 1);
+                let bytes: Vec<u8> = (0..65536)
+                    .map(|_| {
+                        x ^= x << 13;
+                        x ^= x >> 7;
+                        x ^= x << 17;
+                        x as u8
+                    })
+                    .collect();
+                std::fs::write(data.join("f"), bytes).unwrap();
+                restic_archive(repo, &data, at(h as i64))
+            })
+            .collect()
+    }
+
+    fn snapshot_ids(repo: &Repository) -> Vec<String> {
+        let restic = repo.restic().unwrap();
+        restic
+            .snapshots()
+            .unwrap()
+            .into_iter()
+            .map(|s| s.id)
+            .collect()
+    }
+
+    #[test]
+    fn retention_in_a_restic_repository_forgets_the_snapshots_and_frees_their_data() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDb::open(&dir.path().join("state")).unwrap();
+        let repo = restic_repository(dir.path(), false);
+        let archives = three_restic_archives(dir.path(), &repo);
+        let catalog = Catalog::load(&repo).unwrap();
+        assert!(
+            catalog
+                .group("p")
+                .iter()
+                .all(|e| e.health == CatalogHealth::Good),
+            "{:?}",
+            catalog.group("p")
+        );
+        let rules = Retention {
+            keep_last: Some(1),
+            ..Retention::default()
+        };
+        let pruned = prune(
+            &state,
+            &repo,
+            &catalog.group("p"),
+            "p",
+            &rules,
+            chrono_tz::UTC,
+            at(10),
+        )
+        .unwrap();
+        assert!(pruned.errors.is_empty(), "{:?}", pruned.errors);
+        assert_eq!(
+            pruned.forgotten,
+            [archives[0].0.clone(), archives[1].0.clone()]
+        );
+        assert!(pruned.freed_bytes.unwrap() > 65536, "{pruned:?}");
+        assert_eq!(snapshot_ids(&repo), [archives[2].1.clone()]);
+        let left: Vec<String> = catalog::scan(&repo)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.id)
+            .collect();
+        assert_eq!(left, [archives[2].0.clone()]);
+        assert!(state.pending_deletions().unwrap().is_empty());
+        let restic = repo.restic().unwrap();
+        assert!(
+            restic
+                .check(&[], crate::repo::restic::ReadData::All)
+                .unwrap()
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn a_restic_deletion_interrupted_after_the_manifest_went_is_finished_by_resume() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDb::open(&dir.path().join("state")).unwrap();
+        let repo = restic_repository(dir.path(), false);
+        let archives = three_restic_archives(dir.path(), &repo);
+        let (crashed, crashed_snapshot) = &archives[1];
+        // The crash came after the mark and the manifest's removal, before the forget.
+        state
+            .mark_deletion(&journal_key(&repo, "p", crashed), crashed, "last 1")
+            .unwrap();
+        repo.delete("p", crashed).unwrap();
+        assert_eq!(catalog::scan(&repo).unwrap().len(), 2);
+        assert!(snapshot_ids(&repo).contains(crashed_snapshot));
+
+        // Not the default repository's to finish: only a resumption in `vault` does.
+        let default = local(&dir.path().join("repo").join(HOST));
+        assert!(resume(&state, &default).unwrap().is_empty());
+        assert_eq!(state.pending_deletions().unwrap().len(), 1);
+        assert_eq!(
+            resume(&state, &repo).unwrap(),
+            std::slice::from_ref(crashed)
+        );
+        assert!(!snapshot_ids(&repo).contains(crashed_snapshot));
+        assert_eq!(snapshot_ids(&repo).len(), 2);
+        assert!(state.pending_deletions().unwrap().is_empty());
+
+        // And a crash right after the mark: the manifest names the snapshot still.
+        let (first, first_snapshot) = &archives[0];
+        state
+            .mark_deletion(&journal_key(&repo, "p", first), first, "last 1")
+            .unwrap();
+        assert_eq!(resume(&state, &repo).unwrap(), std::slice::from_ref(first));
+        assert!(!snapshot_ids(&repo).contains(first_snapshot));
+        let left: Vec<String> = catalog::scan(&repo)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.id)
+            .collect();
+        assert_eq!(left, [archives[2].0.clone()]);
+    }
+
+    #[test]
+    fn an_append_only_restic_repository_forgets_and_prunes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDb::open(&dir.path().join("state")).unwrap();
+        let writer = restic_repository(dir.path(), false);
+        three_restic_archives(dir.path(), &writer);
+        let repo = restic_repository(dir.path(), true);
+        let catalog = Catalog::load(&repo).unwrap();
+        let rules = Retention {
+            keep_last: Some(1),
+            ..Retention::default()
+        };
+        let pruned = prune(
+            &state,
+            &repo,
+            &catalog.group("p"),
+            "p",
+            &rules,
+            chrono_tz::UTC,
+            at(10),
+        )
+        .unwrap();
+        assert!(pruned.dry_run);
+        assert_eq!(pruned.forgotten.len(), 2);
+        assert_eq!(pruned.freed_bytes, None);
+        let first = &catalog.group("p")[0].id.clone();
+        let refused = delete_archive(&state, &repo, "p", first, "by hand").unwrap();
+        assert!(refused.unwrap_err().contains("appendOnly"));
+        assert_eq!(reclaim(&repo), Ok(None));
+        assert_eq!(snapshot_ids(&repo).len(), 3);
+        assert_eq!(catalog::scan(&repo).unwrap().len(), 3);
+        // Nor are the snapshots of a run that never committed its archive.
+        let uncommitted = catalog.group("p")[0].id.clone();
+        std::fs::remove_dir_all(
+            dir.path()
+                .join("restic/holdfast")
+                .join(HOST)
+                .join("p")
+                .join(&uncommitted),
+        )
+        .unwrap();
+        assert!(repo.clean().unwrap().is_empty());
+        assert_eq!(snapshot_ids(&repo).len(), 3);
+        assert_eq!(writer.clean().unwrap().len(), 1, "a writer may forget it");
+        assert_eq!(snapshot_ids(&repo).len(), 2);
     }
 }

@@ -308,7 +308,9 @@ impl Repository {
     /// held and no run of this process writing, as at start-up.
     pub fn clean(&self) -> Result<Vec<String>, StorageError> {
         let mut removed = self.storage.clean()?;
-        if let Some(restic) = &self.restic {
+        // appendOnly: holdfast never forgets a snapshot there (a locked bucket would
+        // refuse it, and opening the repository would fail).
+        if let (Some(restic), false) = (&self.restic, self.append_only) {
             let failed = |e: super::restic::ResticError| StorageError::Io {
                 doing: "cleaning",
                 path: PathBuf::from(restic.location()),

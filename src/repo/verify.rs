@@ -2,15 +2,29 @@
 //! walked to its end. The result is written beside the manifest as `verification.json`,
 //! so the catalog (and with it statuses, metrics, retention and restore) knows an archive
 //! that failed is Corrupt, from the repository alone.
+//!
+//! An archive in a restic-format repository is checked by restic's own check of the
+//! snapshots it names: their trees, the index and the pack headers always, and as much
+//! of the pack data as [`ReadData`] says (every blob read is checked against its hash).
 
 use chrono::Utc;
 
 use super::catalog::{Entry, Health};
 use super::layout::{MANIFEST, RECORD};
 use super::manifest::{Artifact, Manifest, Verification};
+pub use super::restic::ReadData;
 use super::storage::{Repository, StorageError};
 use crate::archive::ArtifactInfo;
 use crate::fault;
+
+/// The share of a restic repository's data a scheduled verification reads back, in
+/// percent: each archive's structure is checked in full, a random twentieth of its pack
+/// files read, so a month of daily verifications reads most of it without reading
+/// everything every day.
+pub const SCHEDULED_SAMPLE_PERCENT: f64 = 5.0;
+
+/// The `format` of a manifest whose artifacts are restic snapshots.
+const RESTIC_FORMAT: &str = "restic";
 
 #[derive(Debug, thiserror::Error)]
 pub enum VerifyError {
@@ -57,16 +71,36 @@ pub fn manifest(repo: &Repository, group: &str, id: &str) -> Result<Manifest, Ve
 }
 
 /// Verifies every artifact of an archive and records the result beside its manifest.
-/// `on_artifact` hears of each artifact as it is checked, with its problem if any.
+/// `on_artifact` hears of each artifact as it is checked, with its problem if any. An
+/// archive of holdfast's own format is always read in full; of a restic repository,
+/// `read` says how much of its data restic's check reads back.
 pub fn verify_archive(
     repo: &Repository,
     group: &str,
     id: &str,
+    read: ReadData,
     mut on_artifact: impl FnMut(&str, Option<&str>),
 ) -> Result<Verification, VerifyError> {
     let manifest = manifest(repo, group, id)?;
+    // restic's sample takes packs while they fit in the share: 100 % would leave one out.
+    let read = match read {
+        ReadData::Sample(percent) if percent >= 100.0 => ReadData::All,
+        read => read,
+    };
     let mut problems = Vec::new();
-    for artifact in &manifest.artifacts {
+    let snapshots = manifest.format == RESTIC_FORMAT;
+    match repo.restic() {
+        Some(restic) if snapshots => {
+            problems = check_snapshots(restic, &manifest, read, &mut on_artifact)?;
+        }
+        None if snapshots => problems.push(format!(
+            "the manifest says format restic, and the repository `{}` is not a restic \
+             repository (spec.format)",
+            repo.name()
+        )),
+        _ => {}
+    }
+    for artifact in manifest.artifacts.iter().filter(|_| !snapshots) {
         match verify_one(repo, group, id, artifact) {
             Ok(()) => on_artifact(&artifact.path, None),
             Err(e) => {
@@ -86,6 +120,48 @@ pub fn verify_archive(
     let text = serde_json::to_vec_pretty(&verification).unwrap_or_default();
     repo.put(group, id, RECORD, &text)?;
     Ok(verification)
+}
+
+/// restic's check of the snapshots an archive's manifest names. A repository that does
+/// not open (unreachable, wrong password) is an error and records nothing; whatever the
+/// check itself finds, or fails on, is a problem of the archive.
+fn check_snapshots(
+    restic: &super::restic::Restic,
+    manifest: &Manifest,
+    read: ReadData,
+    on_artifact: &mut impl FnMut(&str, Option<&str>),
+) -> Result<Vec<String>, VerifyError> {
+    restic.open().map_err(|e| {
+        VerifyError::Storage(StorageError::Io {
+            doing: "opening",
+            path: restic.location().into(),
+            source: e.into_io(),
+        })
+    })?;
+    let mut ids: Vec<String> = Vec::new();
+    let mut problems = Vec::new();
+    for artifact in &manifest.artifacts {
+        match &artifact.snapshot {
+            Some(s) if !ids.contains(s) => ids.push(s.clone()),
+            Some(_) => {}
+            None => problems.push(format!("{}: the manifest names no snapshot", artifact.path)),
+        }
+    }
+    if !ids.is_empty() {
+        match restic.check(&ids, read) {
+            Ok(found) => problems.extend(found.into_iter().map(|p| format!("restic check: {p}"))),
+            Err(e) => problems.push(format!("restic check: {e}")),
+        }
+    }
+    if problems.is_empty() {
+        for artifact in &manifest.artifacts {
+            on_artifact(&artifact.path, None);
+        }
+    }
+    for problem in &problems {
+        on_artifact(restic.location(), Some(problem));
+    }
+    Ok(problems)
 }
 
 /// Reads one artifact back: from the archive's folder when it is on this machine and
@@ -185,7 +261,7 @@ mod tests {
         let root = archive(dir.path());
         let repo = Repository::local(dir.path().join("repo"), "h");
         let id = "web-20261125T030000Z";
-        let v = verify_archive(&repo, "web", id, |_, _| {}).unwrap();
+        let v = verify_archive(&repo, "web", id, ReadData::All, |_, _| {}).unwrap();
         assert!(v.ok, "{v:?}");
         let entries = catalog::scan(&repo).unwrap();
         assert_eq!(entries[0].health, Health::Good);
@@ -202,7 +278,7 @@ mod tests {
         let middle = bytes.len() / 2;
         bytes[middle] ^= 0xff;
         std::fs::write(&artifact, bytes).unwrap();
-        let v = verify_archive(&repo, "web", id, |_, _| {}).unwrap();
+        let v = verify_archive(&repo, "web", id, ReadData::All, |_, _| {}).unwrap();
         assert!(!v.ok);
         assert!(
             v.problems[0].starts_with("volumes/web.tar.zst: "),
@@ -235,6 +311,8 @@ mod tests {
             host: "h".into(),
             time,
             bytes: 0,
+            added_bytes: None,
+            dedup_ratio: None,
             phase: None,
             health,
             problems: vec![],
@@ -254,5 +332,79 @@ mod tests {
         let picked: Vec<&str> = pick(&refs, Some(3)).iter().map(|e| e.id.as_str()).collect();
         assert_eq!(picked, ["b", "e", "c"]);
         assert_eq!(pick(&refs, None).len(), 4);
+    }
+
+    /// The largest pack file of a local restic repository: one holding file data.
+    fn largest_pack(restic_dir: &Path) -> PathBuf {
+        let mut packs = Vec::new();
+        for sub in std::fs::read_dir(restic_dir.join("data")).unwrap() {
+            for pack in std::fs::read_dir(sub.unwrap().path()).unwrap() {
+                let pack = pack.unwrap();
+                packs.push((pack.metadata().unwrap().len(), pack.path()));
+            }
+        }
+        packs.sort();
+        packs.pop().expect("a pack file").1
+    }
+
+    #[test]
+    fn a_restic_archive_is_checked_by_restic_and_a_damaged_pack_makes_it_corrupt() {
+        use crate::repo::prune::tests::{restic_archive, restic_repository};
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        std::fs::create_dir_all(&data).unwrap();
+        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        let bytes: Vec<u8> = (0..200_000)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        std::fs::write(data.join("f"), bytes).unwrap();
+        let repo = restic_repository(dir.path(), false);
+        let time = chrono::TimeZone::with_ymd_and_hms(&Utc, 2026, 11, 25, 3, 0, 0).unwrap();
+        let (id, _) = restic_archive(&repo, &data, time);
+
+        let mut heard = Vec::new();
+        let v = verify_archive(&repo, "p", &id, ReadData::All, |path, problem| {
+            heard.push((path.to_string(), problem.map(str::to_string)))
+        })
+        .unwrap();
+        assert!(v.ok, "{v:?}");
+        assert_eq!(v.artifacts, 1);
+        assert_eq!(heard, [("volumes/v.tar".to_string(), None)]);
+        let entries = catalog::scan(&repo).unwrap();
+        assert_eq!(entries[0].health, Health::Good);
+        assert_eq!(entries[0].verified, Some(v.time));
+        assert!(
+            entries[0].added_bytes.unwrap() > 150_000,
+            "{:?}",
+            entries[0]
+        );
+        assert_eq!(entries[0].bytes, 200_000);
+
+        // Same size, one byte different: only reading the data finds it.
+        let pack = largest_pack(&dir.path().join("restic"));
+        let mut bytes = std::fs::read(&pack).unwrap();
+        let middle = bytes.len() / 2;
+        bytes[middle] ^= 0xff;
+        std::fs::write(&pack, bytes).unwrap();
+        let structure = verify_archive(&repo, "p", &id, ReadData::None, |_, _| {}).unwrap();
+        assert!(structure.ok, "the structure is intact: {structure:?}");
+        let v = verify_archive(&repo, "p", &id, ReadData::All, |_, _| {}).unwrap();
+        assert!(!v.ok);
+        let pack_id = pack.file_name().unwrap().to_string_lossy().into_owned();
+        assert!(
+            v.problems
+                .iter()
+                .any(|p| p.starts_with("restic check: ") && p.contains(&pack_id[..8])),
+            "{:?}",
+            v.problems
+        );
+        let entries = catalog::scan(&repo).unwrap();
+        assert_eq!(entries[0].health, Health::Corrupt);
+        assert_eq!(entries[0].problems, v.problems);
     }
 }

@@ -18,6 +18,8 @@ pub const KNOWN_METRICS: &[(&str, MetricType)] = &[
     ("holdfast_runs_total", Counter),
     ("holdfast_run_duration_seconds", Histogram),
     ("holdfast_run_archived_bytes", Histogram),
+    ("holdfast_last_run_added_bytes", Gauge),
+    ("holdfast_last_run_dedup_ratio", Gauge),
     ("holdfast_stack_downtime_seconds", Histogram),
     ("holdfast_last_success_timestamp_seconds", Gauge),
     ("holdfast_last_run_timestamp_seconds", Gauge),

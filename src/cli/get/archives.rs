@@ -63,7 +63,7 @@ pub fn run(settings: &Settings, args: &GetArgs) -> anyhow::Result<ExitCode> {
         args.output,
         &entries,
         &["ID", "POLICY", "TIME", "SIZE", "HEALTH", "KEPT BY", "NOTE"],
-        &["KIND", "HOST", "PHASE", "VERIFIED"],
+        &["KIND", "HOST", "PHASE", "VERIFIED", "ADDED", "DEDUP"],
         |e| {
             (
                 vec![
@@ -87,6 +87,10 @@ pub fn run(settings: &Settings, args: &GetArgs) -> anyhow::Result<ExitCode> {
                         e.verified
                             .map(|t| t.format("%Y-%m-%d %H:%M:%SZ").to_string()),
                     ),
+                    // What a restic archive added to its repository, and how many times
+                    // over its sources deduplication and compression stored it.
+                    super::or_dash(e.added_bytes.map(crate::cli::plan::human_bytes)),
+                    super::or_dash(e.dedup_ratio.map(|r| format!("{r}x"))),
                 ],
             )
         },

@@ -327,7 +327,9 @@ impl Restic {
         let plan = repo
             .prune_plan(&options)
             .map_err(self.rustic("planning the prune"))?;
-        let freed = plan.stats.size_sum().remove;
+        // Whole packs removed, and what repacking leaves out of partly used ones.
+        let sizes = plan.stats.size_sum();
+        let freed = sizes.remove + sizes.repackrm;
         repo.prune(&options, plan).map_err(self.rustic("pruning"))?;
         Ok(freed)
     }
@@ -411,6 +413,24 @@ impl Restic {
             reader,
             worker: Some(worker),
         }))
+    }
+}
+
+impl Restic {
+    /// Forgets the snapshots of the archive `archive`: those its manifest names
+    /// (`named`), and every snapshot of this host tagged `archive:<archive>` (a run that
+    /// crashed after writing one left it without a manifest). Snapshots already gone are
+    /// skipped, so a deletion a crash interrupted can be repeated. Returns how many it
+    /// forgot; their data stays until [`Restic::prune`].
+    pub fn forget_archive(&self, archive: &str, named: &[String]) -> Result<usize, ResticError> {
+        let ids: Vec<String> = self
+            .snapshots()?
+            .into_iter()
+            .filter(|s| named.contains(&s.id) || s.tag("archive") == Some(archive))
+            .map(|s| s.id)
+            .collect();
+        self.forget(&ids)?;
+        Ok(ids.len())
     }
 }
 

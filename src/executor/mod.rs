@@ -501,9 +501,9 @@ impl Executor {
                         }
                     } else {
                         archive_id = None;
-                        if let Some(s) = snapshots {
+                        if let (Some(s), false) = (snapshots, primary.append_only()) {
                             // A failed run leaves no snapshots behind for restic users to
-                            // mistake for a backup.
+                            // mistake for a backup (except where holdfast deletes nothing).
                             match tokio::task::spawn_blocking(move || s.forget_all()).await {
                                 Ok(Ok(())) => {}
                                 Ok(Err(e)) => run.warnings.push(e.to_string()),

@@ -264,7 +264,11 @@ impl RunError {
             | RunError::Recipe(RecipeError::Write(source)) => io_is_transient(source),
             RunError::Repository(_) | RunError::Copy { .. } => true,
             // A storage that did not answer, or files changing while read: both may pass.
-            RunError::Restic(e) => !matches!(e, crate::repo::restic::ResticError::Password { .. }),
+            RunError::Restic(e) => !matches!(
+                e,
+                crate::repo::restic::ResticError::Password { .. }
+                    | crate::repo::restic::ResticError::AppendOnly { .. }
+            ),
             RunError::Unresolved(_)
             | RunError::Commit(_)
             | RunError::HookFailed { .. }

@@ -75,7 +75,8 @@ fn open_restic(name: &str, spec: &RepositorySpec, host: &str) -> Result<Reposito
             (objects, Arc::new(ObjectStorage::new(ours, host)))
         };
     let password = spec.password.clone().ok_or(OpenError::NoPassword)?;
-    let restic = Restic::new(objects, password, spec.location(), host);
+    let restic =
+        Restic::new(objects, password, spec.location(), host).append_only(spec.append_only);
     Ok(Repository::named(name, storage, None, spec.append_only).with_restic(restic))
 }
 

@@ -74,6 +74,8 @@ pub enum ResticError {
     },
     #[error("restic repository {location}: no snapshot {id}")]
     NoSnapshot { location: String, id: String },
+    #[error("restic repository {location} is append-only: holdfast forgets nothing there")]
+    AppendOnly { location: String },
 }
 
 impl ResticError {
@@ -160,6 +162,8 @@ pub struct Restic {
     password: HostSecret,
     location: String,
     host: String,
+    /// `appendOnly`: nothing is ever forgotten or pruned.
+    append_only: bool,
     /// The key the password unlocked, kept so that later opens skip the key derivation
     /// (restic's scrypt takes a noticeable time).
     key: Mutex<Option<MasterKey>>,
@@ -190,7 +194,15 @@ impl Restic {
             location,
             host: host.to_string(),
             key: Mutex::new(None),
+            append_only: false,
         }
+    }
+
+    /// Makes this an append-only repository: [`Restic::forget`] and [`Restic::prune`]
+    /// refuse.
+    pub fn append_only(mut self, append_only: bool) -> Restic {
+        self.append_only = append_only;
+        self
     }
 
     pub fn location(&self) -> &str {
@@ -307,6 +319,11 @@ impl Restic {
         if ids.is_empty() {
             return Ok(());
         }
+        if self.append_only {
+            return Err(ResticError::AppendOnly {
+                location: self.location.clone(),
+            });
+        }
         let repo = self.open()?;
         let ids: Vec<SnapshotId> = ids
             .iter()
@@ -322,6 +339,11 @@ impl Restic {
 
     /// Removes the data no snapshot needs any more. Returns the bytes it freed.
     pub fn prune(&self) -> Result<u64, ResticError> {
+        if self.append_only {
+            return Err(ResticError::AppendOnly {
+                location: self.location.clone(),
+            });
+        }
         let repo = self.open()?;
         let options = PruneOptions::default();
         let plan = repo

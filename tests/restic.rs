@@ -637,3 +637,44 @@ fn snapshots_of_a_run_killed_before_its_manifest_are_forgotten_at_the_next_start
     assert_ne!(left[0]["id"], orphans[0]["id"]);
     restic(&env, &repo_arg, None, &["check"]);
 }
+
+/// The daemon verifies a policy's archives in its restic repository on the policy's
+/// verify schedule, though its catalog is of the default repository.
+#[test]
+#[cfg_attr(skip_docker, ignore = "needs Docker; HOLDFAST_SKIP_DOCKER=1")]
+fn the_daemon_verifies_archives_in_a_restic_repository_on_schedule() {
+    let _lock = docker_lock();
+    let env = Env::new();
+    let repo = env.dir.path().join("vault");
+    restic_repository(&env, &local_storage(&repo));
+    let volume = FileVolume::new("hfresticv", "verify me");
+    policy(
+        &env,
+        "rpol",
+        &format!("volumes: [{}]", volume.0),
+        "  verify: {schedule: '* * * * *'}\n",
+    );
+    let id = backup(&env, None, "rpol")["archiveId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let record = repo.join(format!("holdfast/{HOST}/rpol/{id}/verification.json"));
+    assert!(!record.exists());
+
+    let mut daemon = holdfast_in(&env, None)
+        .args(["run", "--listen", "127.0.0.1:0"])
+        .stdout(std::process::Stdio::null())
+        .stderr(fs::File::create(env.dir.path().join("daemon.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(100);
+    while !record.exists() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    let _ = daemon.kill();
+    let _ = daemon.wait();
+    let log = fs::read_to_string(env.dir.path().join("daemon.log")).unwrap_or_default();
+    let text = fs::read_to_string(&record).unwrap_or_else(|e| panic!("{e}\n{log}"));
+    let verification: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(verification["ok"], true, "{verification:#}\n{log}");
+}

@@ -167,6 +167,7 @@ impl Housekeeping {
         &mut self,
         desired: &Desired,
         running: &Running<'_>,
+        named: &dyn Fn(&str) -> Option<Repository>,
         now: DateTime<Utc>,
     ) -> Option<DateTime<Utc>> {
         let mut wanted = BTreeMap::new();
@@ -183,6 +184,8 @@ impl Housekeeping {
                 continue;
             };
             let sample = policy.spec.verify.as_ref().and_then(|v| v.sample);
+            // Where its runs write: the controller's own repository, or a named one.
+            let into = policy.spec.output.repositories().into_iter().next();
             match crate::schedule::Schedule::from_cron(
                 &object.name,
                 cron,
@@ -190,13 +193,13 @@ impl Housekeeping {
                 Duration::ZERO,
             ) {
                 Ok(schedule) => {
-                    wanted.insert(object.name.clone(), (schedule, sample));
+                    wanted.insert(object.name.clone(), (schedule, sample, into));
                 }
                 Err(e) => error!(policy = %object.name, "verify.schedule: {e}"),
             }
         }
         self.verify_next.retain(|name, _| wanted.contains_key(name));
-        for (name, (schedule, sample)) in &wanted {
+        for (name, (schedule, sample, into)) in &wanted {
             let due = match self.verify_next.get(name) {
                 Some(at) => *at <= now,
                 // First seen: the first verification is at the next scheduled time.
@@ -219,7 +222,19 @@ impl Housekeeping {
                 Some(next) => self.verify_next.insert(name.clone(), next),
                 None => self.verify_next.remove(name),
             };
-            self.start_verification(name, *sample);
+            match into.as_deref() {
+                None | Some(crate::spec::repository::DEFAULT_REPOSITORY) => {
+                    self.start_verification(name, *sample)
+                }
+                Some(repository) => match named(repository) {
+                    Some(repo) => self.start_named_verification(name, *sample, repo),
+                    None => warn!(
+                        policy = %name,
+                        repository,
+                        "verify.schedule: the repository is not open; nothing verified"
+                    ),
+                },
+            }
         }
         // A due verification held back by a run is retried when the run ends (that wakes
         // the loop), so only future times count here: a past one would spin the loop.
@@ -276,6 +291,64 @@ impl Housekeeping {
                 }
             }
             // The loop may be gone during shutdown; nothing left to tell.
+            let _ = tx.send((name, results));
+        });
+    }
+
+    /// A scheduled verification of `name`'s archives in the named repository `repo`,
+    /// whose archives the controller's catalog does not hold: they are read from there.
+    /// A restic repository's archives are checked by restic, reading a sample of their
+    /// data.
+    fn start_named_verification(&mut self, name: &str, sample: Option<u32>, repo: Repository) {
+        let tx = self.verify_tx.clone();
+        info!(
+            policy = name,
+            repository = repo.name(),
+            "verifying archives"
+        );
+        self.verifying.insert(name.to_string());
+        let name = name.to_string();
+        tokio::task::spawn_blocking(move || {
+            let mut results = Vec::new();
+            let entries: Vec<Entry> = match repo.archives(&name) {
+                Ok(ids) => ids
+                    .iter()
+                    .filter_map(|id| crate::repo::catalog::read_entry(&repo, &name, id).ok()?)
+                    .filter(|e| e.kind.as_deref() != Some("Archive"))
+                    .collect(),
+                Err(e) => {
+                    error!(policy = %name, repository = repo.name(), "verification: {e}");
+                    Vec::new()
+                }
+            };
+            let refs: Vec<&Entry> = entries.iter().collect();
+            for entry in crate::repo::verify::pick(&refs, sample) {
+                let id = entry.id.clone();
+                match crate::repo::verify::verify_archive(
+                    &repo,
+                    &name,
+                    &id,
+                    crate::repo::verify::ReadData::Sample(
+                        crate::repo::verify::SCHEDULED_SAMPLE_PERCENT,
+                    ),
+                    |_, _| {},
+                ) {
+                    Ok(v) => {
+                        for problem in &v.problems {
+                            error!(policy = %name, repository = repo.name(), archive = %id, "verification failed: {problem}");
+                        }
+                        if v.ok {
+                            info!(policy = %name, repository = repo.name(), archive = %id, "verified");
+                        }
+                        results.push((id, Some(v)));
+                    }
+                    Err(crate::repo::verify::VerifyError::NoManifest { .. }) => {}
+                    Err(e) => {
+                        error!(policy = %name, repository = repo.name(), archive = %id, "verification failed: {e}");
+                        results.push((id, None));
+                    }
+                }
+            }
             let _ = tx.send((name, results));
         });
     }

@@ -448,9 +448,13 @@ impl Controller {
             self.supervisor.running.len(),
         );
         let supervisor = &self.supervisor;
-        let verify =
-            self.housekeeping
-                .verify_due(&self.desired, &|k| supervisor.is_running(k), now);
+        let runner = supervisor.runner();
+        let verify = self.housekeeping.verify_due(
+            &self.desired,
+            &|k| supervisor.is_running(k),
+            &|name| runner.repository_named(name),
+            now,
+        );
         // A run that could not record what it handles is tried again soon, not at the
         // next resync.
         let unrecorded = self

@@ -50,6 +50,10 @@ pub trait Runner: Send + Sync + 'static {
     /// (the `default` one is the controller's own); append-only ones only hear what
     /// retention would delete.
     fn prune_named(&self, policy: BackupPolicySpec, group: String) -> BoxFuture<()>;
+    /// The named repository `name` as the runs use it, if it is open.
+    fn repository_named(&self, _name: &str) -> Option<Repository> {
+        None
+    }
 }
 
 /// What each named repository's probe found.
@@ -225,6 +229,10 @@ impl Runner for LiveRunner {
     fn replay_journal(&self) -> BoxFuture<Result<Vec<String>, String>> {
         let executor = self.executor.clone();
         Box::pin(async move { executor.replay_journal().await.map_err(|e| e.to_string()) })
+    }
+
+    fn repository_named(&self, name: &str) -> Option<Repository> {
+        self.executor.repository_named(name).ok()
     }
 
     fn prune_named(&self, policy: BackupPolicySpec, group: String) -> BoxFuture<()> {

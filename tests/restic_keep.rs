@@ -6,34 +6,11 @@ mod common;
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::Output;
 
 use common::env::Env;
+use common::restic::*;
 use common::*;
 use serde_json::Value;
-
-/// The Repository `vault`: a restic repository in the folder `vault` beside the specs,
-/// with its password in a file.
-fn vault(env: &Env) -> PathBuf {
-    let password = env.dir.path().join("restic-password");
-    fs::write(&password, "correct horse battery staple\n").unwrap();
-    env.spec(
-        "vault",
-        &format!(
-            "apiVersion: holdfast.dev/v1alpha1
-kind: Repository
-metadata: {{name: vault}}
-spec:
-  storage:
-    local: {{path: ../vault}}
-  format: restic
-  password: {{fromFile: {}}}
-",
-            password.display()
-        ),
-    );
-    env.dir.path().join("vault")
-}
 
 /// Writes `bytes` random bytes to `/d/<name>` in `volume`.
 fn random_file(volume: &str, name: &str, bytes: u32) {
@@ -70,29 +47,10 @@ fn files(dir: &Path) -> Vec<PathBuf> {
     found
 }
 
-fn json(out: &Output) -> Value {
-    serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("{e}: {}\n{}", stdout(out), stderr(out)))
-}
-
-/// `holdfast backup NAME -o json`, which must succeed; its outcome.
-fn backup(env: &Env, name: &str) -> Value {
-    let out = run(env.holdfast().args(["backup", name, "-o", "json"]));
-    let outcome = json(&out);
-    assert_eq!(
-        outcome["phase"],
-        "Succeeded",
-        "{outcome:#}\n{}",
-        stderr(&out)
-    );
-    outcome
-}
-
 /// `holdfast get archives --repo vault -o json`.
 fn archives(env: &Env) -> Vec<Value> {
-    let out = run(env
-        .holdfast()
-        .args(["get", "archives", "--repo", "vault", "-o", "json"]));
+    let out =
+        run(holdfast_in(env, None).args(["get", "archives", "--repo", "vault", "-o", "json"]));
     json(&out).as_array().cloned().unwrap_or_default()
 }
 
@@ -101,32 +59,23 @@ fn archives(env: &Env) -> Vec<Value> {
 fn retention_and_delete_forget_a_restic_archives_snapshots_and_free_their_data() {
     let _lock = docker_lock();
     let env = Env::new();
-    let repo = vault(&env);
+    let repo = local_vault(&env);
     let volume = FileVolume::new("hfresticprune", "kept");
-    env.spec(
+    policy(
+        &env,
         "web",
-        &format!(
-            "apiVersion: holdfast.dev/v1alpha1
-kind: BackupPolicy
-metadata: {{name: web}}
-spec:
-  schedule: '0 3 1 1 *'
-  targets: {{volumes: [{}]}}
-  retention: {{keepLast: 1}}
-  output: {{repository: vault}}
-",
-            volume.0
-        ),
+        &format!("volumes: [{}]", volume.0),
+        "  retention: {keepLast: 1}\n",
     );
     random_file(&volume.0, "first", 300_000);
-    let first = backup(&env, "web");
+    let first = backup(&env, None, "web");
     let one_run = files(&repo.join("snapshots")).len();
     assert!(one_run >= 1, "no snapshot written");
 
     // The second run keeps only itself: the first archive's snapshots are forgotten, and
     // the data only it held is freed.
     random_file(&volume.0, "first", 300_000);
-    let second = backup(&env, "web");
+    let second = backup(&env, None, "web");
     let pruned = &second["pruned"];
     assert_eq!(pruned["forgotten"], serde_json::json!([first["archiveId"]]));
     assert!(
@@ -141,7 +90,7 @@ spec:
 
     // A third run, one small file new, adds little; the listing says how little.
     random_file(&volume.0, "small", 1_000);
-    let third = backup(&env, "web");
+    let third = backup(&env, None, "web");
     let listed = archives(&env);
     assert_eq!(listed.len(), 1);
     let added = listed[0]["addedBytes"].as_u64().unwrap();
@@ -150,9 +99,8 @@ spec:
         listed[0]["dedupRatio"].as_f64().unwrap() > 2.0,
         "{listed:#?}"
     );
-    let out = run(env
-        .holdfast()
-        .args(["get", "archives", "--repo", "vault", "-o", "wide"]));
+    let out =
+        run(holdfast_in(&env, None).args(["get", "archives", "--repo", "vault", "-o", "wide"]));
     let table = stdout(&out);
     assert!(
         table.contains("ADDED") && table.contains("DEDUP"),
@@ -161,9 +109,7 @@ spec:
 
     // Deleted by hand: nothing of it stays.
     let id = third["archiveId"].as_str().unwrap();
-    let out = run(env
-        .holdfast()
-        .args(["delete", "--repo", "vault", "--yes", id]));
+    let out = run(holdfast_in(&env, None).args(["delete", "--repo", "vault", "--yes", id]));
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(
         stdout(&out).contains(&format!("deleted {id}"))
@@ -180,13 +126,13 @@ spec:
 fn verify_checks_a_restic_archive_and_finds_a_damaged_pack() {
     let _lock = docker_lock();
     let env = Env::new();
-    let repo = vault(&env);
+    let repo = local_vault(&env);
     let volume = FileVolume::new("hfresticverify", "kept");
     random_file(&volume.0, "big", 500_000);
     let outcome = backup_policy(&env, &volume.0);
     let id = outcome["archiveId"].as_str().unwrap().to_string();
 
-    let out = run(env.holdfast().args(["verify", "--repo", "vault", &id]));
+    let out = run(holdfast_in(&env, None).args(["verify", "--repo", "vault", &id]));
     assert!(out.status.success(), "{}\n{}", stdout(&out), stderr(&out));
     assert!(
         stdout(&out).contains(&format!("{id}: ok")),
@@ -206,7 +152,7 @@ fn verify_checks_a_restic_archive_and_finds_a_damaged_pack() {
     let pack_id = pack.file_name().unwrap().to_string_lossy().into_owned();
 
     // A sample of the data may miss it, all of it may not.
-    let out = run(env.holdfast().args([
+    let out = run(holdfast_in(&env, None).args([
         "verify",
         "--repo",
         "vault",
@@ -239,18 +185,6 @@ fn verify_checks_a_restic_archive_and_finds_a_damaged_pack() {
 
 /// The policy `web` writing `volume` into `vault`, without retention, run once.
 fn backup_policy(env: &Env, volume: &str) -> Value {
-    env.spec(
-        "web",
-        &format!(
-            "apiVersion: holdfast.dev/v1alpha1
-kind: BackupPolicy
-metadata: {{name: web}}
-spec:
-  schedule: '0 3 1 1 *'
-  targets: {{volumes: [{volume}]}}
-  output: {{repository: vault}}
-"
-        ),
-    );
-    backup(env, "web")
+    policy(env, "web", &format!("volumes: [{volume}]"), "");
+    backup(env, None, "web")
 }

@@ -9,6 +9,7 @@ pub mod hostile;
 pub mod env;
 pub mod metrics;
 pub mod receiver;
+pub mod restic;
 pub mod sftp;
 pub mod smtp;
 

@@ -265,31 +265,7 @@ impl Housekeeping {
         let name = name.to_string();
         let repo = self.repo.clone();
         tokio::task::spawn_blocking(move || {
-            let mut results = Vec::new();
-            for id in chosen {
-                match crate::repo::verify::verify_archive(
-                    &repo,
-                    &name,
-                    &id,
-                    crate::repo::verify::ReadData::Sample(
-                        crate::repo::verify::SCHEDULED_SAMPLE_PERCENT,
-                    ),
-                    |_, _| {},
-                ) {
-                    Ok(v) => {
-                        for problem in &v.problems {
-                            error!(policy = %name, archive = %id, "verification failed: {problem}");
-                        }
-                        results.push((id, Some(v)));
-                    }
-                    // Deleted by retention meanwhile: nothing was wrong with it.
-                    Err(crate::repo::verify::VerifyError::NoManifest { .. }) => {}
-                    Err(e) => {
-                        error!(policy = %name, archive = %id, "verification failed: {e}");
-                        results.push((id, None));
-                    }
-                }
-            }
+            let results = verify_each(&repo, &name, chosen);
             // The loop may be gone during shutdown; nothing left to tell.
             let _ = tx.send((name, results));
         });
@@ -309,7 +285,6 @@ impl Housekeeping {
         self.verifying.insert(name.to_string());
         let name = name.to_string();
         tokio::task::spawn_blocking(move || {
-            let mut results = Vec::new();
             let entries: Vec<Entry> = match repo.archives(&name) {
                 Ok(ids) => ids
                     .iter()
@@ -322,33 +297,11 @@ impl Housekeeping {
                 }
             };
             let refs: Vec<&Entry> = entries.iter().collect();
-            for entry in crate::repo::verify::pick(&refs, sample) {
-                let id = entry.id.clone();
-                match crate::repo::verify::verify_archive(
-                    &repo,
-                    &name,
-                    &id,
-                    crate::repo::verify::ReadData::Sample(
-                        crate::repo::verify::SCHEDULED_SAMPLE_PERCENT,
-                    ),
-                    |_, _| {},
-                ) {
-                    Ok(v) => {
-                        for problem in &v.problems {
-                            error!(policy = %name, repository = repo.name(), archive = %id, "verification failed: {problem}");
-                        }
-                        if v.ok {
-                            info!(policy = %name, repository = repo.name(), archive = %id, "verified");
-                        }
-                        results.push((id, Some(v)));
-                    }
-                    Err(crate::repo::verify::VerifyError::NoManifest { .. }) => {}
-                    Err(e) => {
-                        error!(policy = %name, repository = repo.name(), archive = %id, "verification failed: {e}");
-                        results.push((id, None));
-                    }
-                }
-            }
+            let chosen = crate::repo::verify::pick(&refs, sample)
+                .into_iter()
+                .map(|e| e.id.clone())
+                .collect();
+            let results = verify_each(&repo, &name, chosen);
             let _ = tx.send((name, results));
         });
     }
@@ -717,6 +670,31 @@ fn summary(entries: &[&Entry], now: DateTime<Utc>) -> crate::status::ArchivesSum
             .map(|e| e.id.clone()),
         bytes: good.iter().map(|e| e.bytes).sum(),
     }
+}
+
+/// Verifies the archives `ids` of `group` in `repo` as the schedule does (a restic
+/// archive reading a sample of its data), logging what fails. Blocks.
+fn verify_each(repo: &Repository, group: &str, ids: Vec<String>) -> Vec<Verified> {
+    let mut results = Vec::new();
+    for id in ids {
+        let read =
+            crate::repo::verify::ReadData::Sample(crate::repo::verify::SCHEDULED_SAMPLE_PERCENT);
+        match crate::repo::verify::verify_archive(repo, group, &id, read, |_, _| {}) {
+            Ok(v) => {
+                for problem in &v.problems {
+                    error!(policy = %group, repository = repo.name(), archive = %id, "verification failed: {problem}");
+                }
+                results.push((id, Some(v)));
+            }
+            // Deleted by retention meanwhile: nothing was wrong with it.
+            Err(crate::repo::verify::VerifyError::NoManifest { .. }) => {}
+            Err(e) => {
+                error!(policy = %group, repository = repo.name(), archive = %id, "verification failed: {e}");
+                results.push((id, None));
+            }
+        }
+    }
+    results
 }
 
 #[cfg(test)]

@@ -204,7 +204,9 @@ impl Restic {
     pub fn open(&self) -> Result<Repository<OpenStatus>, ResticError> {
         let mut key = self.key.lock().unwrap_or_else(|e| e.into_inner());
         let backends = RepositoryBackends::new(self.backend.clone(), None);
-        let options = RepositoryOptions::default().no_cache(true);
+        // rustic's local cache (~/.cache/rustic, as restic's): a re-backup reads every parent
+        // tree, and without it each is a request to the storage.
+        let options = RepositoryOptions::default();
         let repo = Repository::new(&options, &backends).map_err(self.rustic("opening"))?;
         if let Some(known) = &*key {
             return repo

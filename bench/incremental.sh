@@ -127,6 +127,9 @@ docker volume create "$vol" >/dev/null
 vol_dir=$(docker volume inspect -f '{{.Mountpoint}}' "$vol")
 cp -a "$src/." "$vol_dir/"
 
+# restic's cache and holdfast's (rustic's) in the benchmark's folder, so both start
+# without one and none is left behind.
+export XDG_CACHE_HOME="$work/cache"
 echo "holdfast-incremental-bench" >"$work/password"
 export RESTIC_PASSWORD_FILE="$work/password"
 mkdir -p "$work/specs"
@@ -162,6 +165,10 @@ fi
 now() { date +%s.%N; }
 mib() { awk -v b="$1" 'BEGIN { printf "%.1f", b / 1048576 }'; }
 rss_of() { awk -F': ' '/Maximum resident set size/ { print $2 }' "$1"; }
+# User and system CPU seconds, and voluntary context switches (waits), of a /usr/bin/time -v
+# report.
+cpu_of() { awk -F': ' '/User time/ { u = $2 } /System time/ { s = $2 } /Voluntary context/ { v = $2 }
+    END { printf "CPU %.1fs user + %.1fs sys, %d waits", u, s, v }' "$1"; }
 field() { python3 -c 'import json,sys; v=json.load(open(sys.argv[1])); [v := v[k] for k in sys.argv[2:]]; print(v)' "$@"; }
 better() { [[ -z "$1" || $(echo "$2 < $1" | bc) == 1 ]]; }
 median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { printf "%.2f", NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
@@ -182,6 +189,7 @@ hf_backup() { # policy
     t1=$(now)
     took=$(echo "$t1 - $t0" | bc)
     rss=$(rss_of "$work/time-h.txt")
+    cpu=$(cpu_of "$work/time-h.txt")
 }
 # One restic backup of `dir` into `repo`; sets took and rss.
 restic_backup() { # repo dir
@@ -192,6 +200,7 @@ restic_backup() { # repo dir
     t1=$(now)
     took=$(echo "$t1 - $t0" | bc)
     rss=$(rss_of "$work/time-r.txt")
+    cpu=$(cpu_of "$work/time-r.txt")
 }
 
 # Rewrites 4 KiB at a seeded offset of 1 % of the volume's files (seeded choice): the
@@ -238,19 +247,19 @@ for kind in local s3; do
         rm -rf "$work/state"
         prepare
         hf_backup "inc-$kind"
-        th=$took; rh=$rss
+        th=$took; rh=$rss; ch=$cpu
         restic -r "$r_uri" init >/dev/null
         prepare
         restic_backup "$r_uri" "$vol_dir"
-        tr=$took; rr=$rss
+        tr=$took; rr=$rss; cr=$cpu
         better "$best_h" "$th" && best_h=$th
         better "$best_r" "$tr" && best_r=$tr
         if [[ $kind == local ]]; then
             ((rh > rss_first_h)) && rss_first_h=$rh
             ((rr > rss_first_r)) && rss_first_r=$rr
         fi
-        printf '%s first backup %d: holdfast %.2fs (max RSS %d MiB), restic %.2fs (max RSS %d MiB)\n' \
-            "$kind" "$i" "$th" $((rh / 1024)) "$tr" $((rr / 1024))
+        printf '%s first backup %d: holdfast %.2fs (max RSS %d MiB, %s), restic %.2fs (max RSS %d MiB, %s)\n' \
+            "$kind" "$i" "$th" $((rh / 1024)) "$ch" "$tr" $((rr / 1024)) "$cr"
         if ((i < runs)); then
             if [[ $kind == local ]]; then rm -rf "$hf_loc" "$r_loc"; else rc purge "garage:$S3_BUCKET/$hf_loc"; rc purge "garage:$S3_BUCKET/$r_loc"; fi
         fi
@@ -263,13 +272,13 @@ for kind in local s3; do
     for ((i = 1; i <= runs; i++)); do
         prepare
         hf_backup "inc-$kind"
-        th=$took
+        th=$took; ch=$cpu
         prepare
         restic_backup "$r_uri" "$vol_dir"
         tr=$took
         better "$best_h" "$th" && best_h=$th
         better "$best_r" "$tr" && best_r=$tr
-        printf '%s unchanged %d: holdfast %.2fs, restic %.2fs\n' "$kind" "$i" "$th" "$tr"
+        printf '%s unchanged %d: holdfast %.2fs (%s), restic %.2fs (%s)\n' "$kind" "$i" "$th" "$ch" "$tr" "$cpu"
     done
     R[$kind.same.h]=$best_h; R[$kind.same.r]=$best_r
 
@@ -323,13 +332,13 @@ repository restic-small local "$work/hf-small"
 policy inc-small restic-small "{volumes: [$small_vol]}"
 sync; tar -cf - -C "$small_dir" . >/dev/null
 hf_backup inc-small
-small_th=$took; small_rh=$rss
+small_th=$took; small_rh=$rss; small_ch=$cpu
 restic -r "$work/restic-small" init >/dev/null
 sync; tar -cf - -C "$small_dir" . >/dev/null
 restic_backup "$work/restic-small" "$small_dir"
 small_tr=$took; small_rr=$rss
-printf 'small files: holdfast %.2fs (max RSS %d MiB), restic %.2fs (max RSS %d MiB)\n' \
-    "$small_th" $((small_rh / 1024)) "$small_tr" $((small_rr / 1024))
+printf 'small files: holdfast %.2fs (max RSS %d MiB, %s), restic %.2fs (max RSS %d MiB, %s)\n' \
+    "$small_th" $((small_rh / 1024)) "$small_ch" "$small_tr" $((small_rr / 1024)) "$cpu"
 rm -rf "$work/hf-small" "$work/restic-small"
 docker volume rm "$small_vol" >/dev/null
 

@@ -38,7 +38,9 @@ impl Env {
         let mut cmd = holdfast();
         cmd.env("HOLDFAST_SPECS", &self.specs)
             .env("HOLDFAST_STATE", &self.state)
-            .env("HOLDFAST_REPOSITORY", &self.repository);
+            .env("HOLDFAST_REPOSITORY", &self.repository)
+            // restic-format repositories keep a cache there: the test's, not the user's.
+            .env("XDG_CACHE_HOME", self.dir.path().join("cache"));
         cmd
     }
 

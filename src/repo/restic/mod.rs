@@ -238,7 +238,14 @@ impl Restic {
     ) -> Result<Repository<OpenStatus>, ResticError> {
         let mut key = self.key.lock().unwrap_or_else(|e| e.into_inner());
         let backends = RepositoryBackends::new(self.backend.clone(), None);
-        let options = RepositoryOptions::default().no_cache(true);
+        // rustic's local cache ($XDG_CACHE_HOME/rustic, ~/.cache/rustic by default, as
+        // restic's): a re-backup reads every parent tree, and without it each is a
+        // request to the storage. Unit tests keep their repositories small and uncached.
+        let options = if cfg!(test) {
+            RepositoryOptions::default().no_cache(true)
+        } else {
+            RepositoryOptions::default()
+        };
         let repo = Repository::new_with_progress(&options, &backends, Told(progress))
             .map_err(self.rustic("opening"))?;
         if let Some(known) = &*key {

@@ -20,12 +20,8 @@ while [[ $# -gt 0 ]]; do
     esac
 done
 
-need_pkg() { # command package
-    if ! command -v "$1" >/dev/null 2>&1; then
-        echo "installing $2 ..." >&2
-        apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2" >/dev/null
-    fi
-}
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
 need_pkg zstd zstd
 need_pkg restic restic
 [[ -x /usr/bin/time ]] || need_pkg /usr/bin/time time
@@ -35,14 +31,7 @@ cargo build --release --quiet --example archive_bench --bin holdfast
 target_dir="${CARGO_TARGET_DIR:-target}"
 bench_bin="$target_dir/release/examples/archive_bench"
 
-src="$data_dir/tree"
-if [[ ! -d "$src" ]]; then
-    echo "== generating the dataset into $src (once)" >&2
-    rm -rf "$data_dir/tree.tmp"
-    mkdir -p "$data_dir"
-    python3 bench/gen_data.py "$data_dir/tree.tmp"
-    mv "$data_dir/tree.tmp" "$src"
-fi
+ensure_dataset "$data_dir"
 
 work=$(mktemp -d "$data_dir/run.XXXXXX")
 cleanup() {

@@ -48,12 +48,8 @@ while [[ $# -gt 0 ]]; do
     esac
 done
 
-need_pkg() { # command package
-    if ! command -v "$1" >/dev/null 2>&1; then
-        echo "installing $2 ..." >&2
-        apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2" >/dev/null
-    fi
-}
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
 need_pkg restic restic
 need_pkg rclone rclone
 need_pkg bc bc
@@ -68,14 +64,7 @@ cargo build --release --quiet --bin holdfast
 target_dir="${CARGO_TARGET_DIR:-target}"
 bin=$(cd "$target_dir/release" && pwd)/holdfast
 
-src="$data_dir/tree"
-if [[ ! -d "$src" ]]; then
-    echo "== generating the dataset into $src (once)" >&2
-    rm -rf "$data_dir/tree.tmp"
-    mkdir -p "$data_dir"
-    python3 bench/gen_data.py "$data_dir/tree.tmp"
-    mv "$data_dir/tree.tmp" "$src"
-fi
+ensure_dataset "$data_dir"
 
 work=$(mktemp -d "$data_dir/incremental.XXXXXX")
 work=$(cd "$work" && pwd)

@@ -27,12 +27,8 @@ while [[ $# -gt 0 ]]; do
     esac
 done
 
-need_pkg() { # command package
-    if ! command -v "$1" >/dev/null 2>&1; then
-        echo "installing $2 ..." >&2
-        apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2" >/dev/null
-    fi
-}
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
 need_pkg zstd zstd
 [[ -x /usr/bin/time ]] || need_pkg /usr/bin/time time
 
@@ -42,14 +38,7 @@ target_dir="${CARGO_TARGET_DIR:-target}"
 archive_bin="$target_dir/release/examples/archive_bench"
 restore_bin="$target_dir/release/examples/restore_bench"
 
-src="$data_dir/tree"
-if [[ ! -d "$src" ]]; then
-    echo "== generating the dataset into $src (once)" >&2
-    rm -rf "$data_dir/tree.tmp"
-    mkdir -p "$data_dir"
-    python3 bench/gen_data.py "$data_dir/tree.tmp"
-    mv "$data_dir/tree.tmp" "$src"
-fi
+ensure_dataset "$data_dir"
 
 work=$(mktemp -d "$data_dir/restore.XXXXXX")
 trap 'rm -rf "$work"' EXIT

@@ -15,6 +15,7 @@ pub mod pipe;
 pub mod resolve;
 pub mod recipe;
 pub mod space;
+mod snapshots;
 mod steps;
 
 use std::collections::BTreeMap;
@@ -680,74 +681,6 @@ impl Executor {
                 .chain(run.partial.iter().map(ToString::to_string))
                 .collect(),
             encryption: repository.encryption().map(str::to_string),
-        }
-    }
-}
-
-impl Executor {
-    /// Starts the snapshots of a run in a restic-format repository. A failure fails the
-    /// run before anything is stopped.
-    async fn start_snapshots(
-        &self,
-        restic: &Arc<crate::repo::restic::Restic>,
-        request: &BackupRequest,
-        run_id: &str,
-        archive_id: &str,
-        progress: Arc<dyn Progress>,
-        run: &mut Progressing,
-    ) -> Option<crate::repo::restic::RunSnapshots> {
-        let tags = vec![
-            crate::repo::restic::TAG.to_string(),
-            format!("policy:{}", request.name),
-            format!("run:{run_id}"),
-            format!("archive:{archive_id}"),
-        ];
-        let restic = restic.clone();
-        match tokio::task::spawn_blocking(move || restic.start_run(tags, progress)).await {
-            Ok(Ok(snapshots)) => Some(snapshots),
-            Ok(Err(e)) => {
-                run.fatal.push(RunError::Restic(e));
-                None
-            }
-            Err(e) => {
-                run.fatal.push(RunError::Commit(e));
-                None
-            }
-        }
-    }
-
-    /// Writes the recipe snapshot, and names in each artifact the snapshot holding it.
-    async fn finish_snapshots(
-        &self,
-        snapshots: &crate::repo::restic::RunSnapshots,
-        run: &mut Progressing,
-    ) {
-        let s = snapshots.clone();
-        let recipe = match tokio::task::spawn_blocking(move || s.finish()).await {
-            Ok(Ok(taken)) => taken,
-            Ok(Err(e)) => return run.fatal.push(RunError::Restic(e)),
-            Err(e) => return run.fatal.push(RunError::Commit(e)),
-        };
-        let mut recipe_counted = false;
-        for artifact in run.artifacts.iter_mut().filter(|a| a.snapshot.is_none()) {
-            let taken = if artifact.kind == "recipe" {
-                recipe.clone()
-            } else {
-                snapshots.taken(&artifact.path)
-            };
-            if let Some(taken) = taken {
-                // The recipe's files share one snapshot: what it added is counted once.
-                let added = match artifact.kind.as_str() {
-                    "recipe" if recipe_counted => 0,
-                    "recipe" => {
-                        recipe_counted = true;
-                        taken.added_bytes
-                    }
-                    _ => taken.added_bytes,
-                };
-                artifact.snapshot = Some(taken.snapshot);
-                artifact.stored_size = Some(added);
-            }
         }
     }
 }

@@ -19,11 +19,13 @@
 //! - [`handled`]: what this host has acted on (`.holdfast/handled.json`), so that a new
 //!   state folder does not run a handled Restore or request again.
 //! - [`verify`]: reading archives back in full.
-//! - [`prune`]: retention and deletions, carried out through the deletion journal.
+//! - [`prune`]: retention, decided purely and carried out by [`deletion`], the deletion
+//!   journal.
 
 pub mod catalog;
 pub mod copy;
 pub mod crypt;
+pub mod deletion;
 pub mod flat;
 pub mod handled;
 pub mod layout;

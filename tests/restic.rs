@@ -261,42 +261,25 @@ fn restores_round_trip(env: &Env, garage: Option<&Garage>, prefix: &str) {
     assert_ne!(at_first, at_second);
 
     // Into a new volume.
-    let out = run(holdfast_in(env, garage).args([
-        "restore",
-        "--repo",
-        "vault",
-        "-o",
-        "json",
-        "--from",
+    let report = restore(
+        env,
+        garage,
         first["archiveId"].as_str().unwrap(),
-        "--volume",
-        &volume.0,
-    ]));
-    let report = json(&out);
-    assert_eq!(report["phase"], "Succeeded", "{report:#}\n{}", stderr(&out));
-    let new = report["report"]["volumes"][0]["into"]
-        .as_str()
-        .unwrap_or_else(|| panic!("{report:#}"))
-        .to_string();
+        &["--volume", &volume.0],
+    );
+    let new = restored_volumes(&report).remove(0);
     let listing = tree_listing(&volume_dir(&new));
     let _ = run(Command::new("docker").args(["volume", "rm", "-f", &new]));
     assert_eq!(listing, at_first);
 
     // In place, over what changed since.
     write_into(&volume.0, "echo after > /d/after-second");
-    let out = run(holdfast_in(env, garage).args([
-        "restore",
-        "--repo",
-        "vault",
-        "-o",
-        "json",
-        "--from",
+    restore(
+        env,
+        garage,
         second["archiveId"].as_str().unwrap(),
-        "--mode",
-        "InPlace",
-    ]));
-    let report = json(&out);
-    assert_eq!(report["phase"], "Succeeded", "{report:#}\n{}", stderr(&out));
+        &["--mode", "InPlace"],
+    );
     assert_eq!(tree_listing(&source), at_second);
 }
 
@@ -402,18 +385,7 @@ fn a_stack_with_dumps_goes_into_restic_and_comes_back_with_its_rows_and_recipe()
         &db,
         &format!("{PG} -c \"DELETE FROM items; INSERT INTO items VALUES (9, 'nine');\""),
     );
-    let out = run(holdfast_in(&env, None).args([
-        "restore",
-        "--repo",
-        "vault",
-        "-o",
-        "json",
-        "--from",
-        &id,
-        "--dumps-only",
-    ]));
-    let report = json(&out);
-    assert_eq!(report["phase"], "Succeeded", "{report:#}\n{}", stderr(&out));
+    restore(&env, None, &id, &["--dumps-only"]);
     let rows = sh_in(
         &db,
         &format!("{PG} -At -c 'SELECT id, name FROM items ORDER BY id'"),
@@ -422,25 +394,20 @@ fn a_stack_with_dumps_goes_into_restic_and_comes_back_with_its_rows_and_recipe()
 
     // The stack's volumes into new ones beside the running stack, and its recipe.
     let recipe_dir = env.dir.path().join("recipe");
-    let out = run(holdfast_in(&env, None).args([
-        "restore",
-        "--repo",
-        "vault",
-        "-o",
-        "json",
-        "--from",
+    let report = restore(
+        &env,
+        None,
         &id,
-        "--stack",
-        &project,
-        "--recipe-to",
-        recipe_dir.to_str().unwrap(),
-    ]));
-    let report = json(&out);
-    for v in report["report"]["volumes"].as_array().into_iter().flatten() {
-        let _ =
-            run(Command::new("docker").args(["volume", "rm", "-f", v["into"].as_str().unwrap()]));
+        &[
+            "--stack",
+            &project,
+            "--recipe-to",
+            recipe_dir.to_str().unwrap(),
+        ],
+    );
+    for into in restored_volumes(&report) {
+        let _ = run(Command::new("docker").args(["volume", "rm", "-f", &into]));
     }
-    assert_eq!(report["phase"], "Succeeded", "{report:#}\n{}", stderr(&out));
     let compose = fs::read_to_string(recipe_dir.join("docker-compose.yml"))
         .or_else(|_| fs::read_to_string(recipe_dir.join(format!("{project}/docker-compose.yml"))))
         .unwrap_or_else(|e| panic!("{e}: {report:#}"));
@@ -569,4 +536,42 @@ fn the_daemon_verifies_archives_in_a_restic_repository_on_schedule() {
     let text = fs::read_to_string(&record).unwrap_or_else(|e| panic!("{e}\n{log}"));
     let verification: Value = serde_json::from_str(&text).unwrap();
     assert_eq!(verification["ok"], true, "{verification:#}\n{log}");
+}
+
+/// A wrong password fails the run before anything is stopped, says why, and leaves the
+/// repository as it was.
+#[test]
+#[cfg_attr(skip_docker, ignore = "needs Docker; HOLDFAST_SKIP_DOCKER=1")]
+fn a_wrong_password_fails_the_run_before_anything_is_stopped() {
+    let _lock = docker_lock();
+    let env = Env::new();
+    let repo = local_vault(&env);
+    let app = Busybox::start("hfresticpw", "pw", QUITS_ON_TERM);
+    policy(
+        &env,
+        "rpol",
+        &format!("containers: [{}]", app.name),
+        "  consistency: {stop: container}\n",
+    );
+    backup(&env, None, "rpol");
+    let started = app.started_at();
+    let snapshots = fs::read_dir(repo.join("snapshots")).unwrap().count();
+
+    fs::write(env.dir.path().join("restic.password"), "not the password\n").unwrap();
+    let out = run(holdfast_in(&env, None).args(["backup", "rpol", "-o", "json"]));
+    let outcome = json(&out);
+    assert_eq!(outcome["phase"], "Failed", "{outcome:#}");
+    let errors = outcome["errors"].to_string();
+    assert!(
+        errors.contains("restic repository") && errors.contains("key"),
+        "{errors}"
+    );
+    assert!(!errors.contains("not the password"), "{errors}");
+    // Never stopped: the same start time, running.
+    assert_eq!(app.state(), "running");
+    assert_eq!(app.started_at(), started);
+    assert_eq!(
+        fs::read_dir(repo.join("snapshots")).unwrap().count(),
+        snapshots
+    );
 }

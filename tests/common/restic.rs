@@ -131,3 +131,31 @@ pub fn restic(env: &Env, repo: &str, garage: Option<&Garage>, args: &[&str]) -> 
     );
     out
 }
+
+/// `holdfast restore --repo vault -o json --from ARCHIVE ARGS...`, which must succeed; its
+/// report. On failure the volumes it made are removed before the test fails.
+pub fn restore(env: &Env, garage: Option<&Garage>, archive: &str, args: &[&str]) -> Value {
+    let out = run(holdfast_in(env, garage)
+        .args([
+            "restore", "--repo", "vault", "-o", "json", "--from", archive,
+        ])
+        .args(args));
+    let report = json(&out);
+    if report["phase"] != "Succeeded" {
+        for into in restored_volumes(&report) {
+            let _ = run(Command::new("docker").args(["volume", "rm", "-f", &into]));
+        }
+        panic!("{report:#}\n{}", stderr(&out));
+    }
+    report
+}
+
+/// The volumes a restore report says it wrote into.
+pub fn restored_volumes(report: &Value) -> Vec<String> {
+    report["report"]["volumes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|v| Some(v["into"].as_str()?.to_string()))
+        .collect()
+}

@@ -329,6 +329,9 @@ apt_install openssh-server openssh-client age rclone curl
 apt_install python3-aiosmtpd openssl
 # restic: reading what holdfast writes in the restic format, and the baseline of bench/incremental.sh.
 apt_install restic
+# A real browser for the dashboard tests (tests/dashboard.rs drives it through
+# chromium-driver with Debian's Selenium).
+apt_install chromium chromium-driver python3-selenium
 ensure_garage
 # promtool for the example Prometheus rules; wrk for the API load benchmark.
 ensure_prometheus_tools

@@ -7,11 +7,14 @@
 //! (`--api-token-file`); without it the server refuses to start.
 
 pub mod openapi;
+pub mod overview;
 pub mod reply;
 
 pub mod routes;
 
 pub mod server;
+
+pub mod ui;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -70,7 +73,7 @@ pub fn router(app: AppState) -> Router {
     for route in routes::routes() {
         router = router.route(route.path, route.handler);
     }
-    router
+    ui::routes(router)
         .fallback(|| async { reply::fixed_error(StatusCode::NOT_FOUND, reply::NO_SUCH_ROUTE) })
         .layer(axum::middleware::from_fn_with_state(app.clone(), guard))
         .with_state(app)
@@ -81,6 +84,7 @@ pub fn router(app: AppState) -> Router {
 async fn guard(State(app): State<AppState>, request: Request, next: Next) -> Response {
     if let Some(token) = &app.token
         && request.uri().path() != "/healthz"
+        && !ui::is_page(request.uri().path())
     {
         let given = request
             .headers()

@@ -111,7 +111,7 @@ fn catalog_name_param() -> Param {
 
 /// Every route of the server.
 pub fn routes() -> Vec<Route> {
-    vec![
+    let mut routes = vec![
         Route {
             path: "/healthz",
             operation_id: "healthz",
@@ -398,7 +398,9 @@ pub fn routes() -> Vec<Route> {
             unavailable_same_body: false,
             handler: get(events),
         },
-    ]
+    ];
+    routes.extend(super::overview::routes());
+    routes
 }
 
 /// The largest page of runs.

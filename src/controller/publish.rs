@@ -160,8 +160,10 @@ impl Publisher {
                 .collect::<Vec<_>>(),
         );
         metrics.set_spec_errors(&spec_errors(root, pass.desired));
-        self.hub
-            .publish(snapshot(root, pass.desired, pass.statuses));
+        let mut published = snapshot(root, pass.desired, pass.statuses);
+        published.glances = glances(root, pass.statuses, &gauges);
+        published.spec_errors = error_lines(pass.desired);
+        self.hub.publish(published);
         // A pass allocates and frees a few MiB (statuses, the snapshot's JSON); hand the
         // freed pages back, so an idle daemon stays small.
         #[cfg(target_env = "gnu")]
@@ -319,6 +321,7 @@ pub fn snapshot(
         repositories: take(Kind::Repository),
         notifiers: take(Kind::Notifier),
         digests,
+        ..Default::default()
     }
 }
 
@@ -393,6 +396,72 @@ pub fn archive_gauges(archives: &BTreeMap<String, ArchivesSummary>) -> Vec<Archi
 }
 
 /// Validation errors per spec file, by relative path.
+/// Every object in a glance for the dashboard: its status with the gauges' freshness.
+fn glances(
+    specs_root: &Path,
+    statuses: &[(PathBuf, ObjectStatus)],
+    gauges: &[ObjectGauges],
+) -> Vec<crate::hub::Glance> {
+    let gauges: BTreeMap<(&str, &str), &ObjectGauges> = gauges
+        .iter()
+        .map(|g| ((g.kind, g.name.as_str()), g))
+        .collect();
+    let mut seen = BTreeSet::new();
+    let mut out: Vec<crate::hub::Glance> = statuses
+        .iter()
+        .filter(|(_, o)| seen.insert((o.kind, o.name.clone())))
+        .map(|(file, object)| {
+            let status = object.status.redacted();
+            let ready = status.condition(READY);
+            let gauge = gauges.get(&(object.kind.as_str(), object.name.as_str()));
+            let from_unix = |s: f64| DateTime::from_timestamp_millis((s * 1000.0) as i64);
+            crate::hub::Glance {
+                kind: object.kind.as_str().to_string(),
+                name: object.name.clone(),
+                file: relative(file, specs_root),
+                ready: ready.map_or("Unknown", |c| c.status.as_str()).to_string(),
+                reason: ready.map(|c| c.reason.clone()).unwrap_or_default(),
+                message: ready.map(|c| c.message.clone()).unwrap_or_default(),
+                suspended: gauge.is_some_and(|g| g.suspended),
+                fresh_since: status
+                    .last_successful_time
+                    .or_else(|| gauge.and_then(|g| g.first_seen).and_then(from_unix)),
+                last_success: status.last_successful_time,
+                interval_seconds: gauge.and_then(|g| g.schedule_interval),
+                next_run: status.next_schedule_time,
+                last_run: status.last_run,
+                archives: status.archives,
+            }
+        })
+        .collect();
+    out.sort_by(|a, b| (kind_order(&a.kind), &a.name).cmp(&(kind_order(&b.kind), &b.name)));
+    out
+}
+
+/// Kinds in the order the overview lists them.
+fn kind_order(kind: &str) -> usize {
+    [
+        "BackupPolicy",
+        "Archive",
+        "Restore",
+        "Repository",
+        "Notifier",
+    ]
+    .iter()
+    .position(|k| *k == kind)
+    .unwrap_or(usize::MAX)
+}
+
+/// Every error of the specs, whole files first, then objects in file order.
+fn error_lines(desired: &Desired) -> Vec<String> {
+    let files = desired.file_errors.values().flatten();
+    let objects = desired.files.values().flatten().flat_map(|o| &o.errors);
+    files
+        .chain(objects)
+        .map(|e| crate::status::redact(e))
+        .collect()
+}
+
 pub fn spec_errors(specs_root: &Path, desired: &Desired) -> Vec<(String, usize)> {
     desired
         .files

@@ -128,6 +128,11 @@ impl Collection {
         self.items.is_empty()
     }
 
+    /// Every object's JSON, by name.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &Bytes)> {
+        self.items.iter().map(|(name, body)| (name.as_str(), body))
+    }
+
     pub fn get(&self, name: &str) -> Option<&Bytes> {
         self.index.get(name).map(|&i| &self.items[i].1)
     }
@@ -173,6 +178,29 @@ impl Collection {
     }
 }
 
+/// One object as the dashboard's overview shows it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Glance {
+    pub kind: String,
+    pub name: String,
+    /// The spec file, relative to the specs folder.
+    pub file: String,
+    /// The Ready condition: `True`, `False` or `Unknown`.
+    pub ready: String,
+    pub reason: String,
+    pub message: String,
+    pub suspended: bool,
+    /// What lateness counts from: the last success, else when holdfast first saw it.
+    pub fresh_since: Option<DateTime<Utc>>,
+    pub last_success: Option<DateTime<Utc>>,
+    /// The longest gap between two scheduled runs, in seconds.
+    pub interval_seconds: Option<f64>,
+    pub next_run: Option<DateTime<Utc>>,
+    pub last_run: Option<crate::status::LastRun>,
+    pub archives: Option<crate::status::ArchivesSummary>,
+}
+
 /// What one object's status says in a word, to tell when it changed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Digest {
@@ -193,6 +221,12 @@ pub struct Snapshot {
     pub repositories: Collection,
     pub notifiers: Collection,
     pub digests: BTreeMap<(Kind, String), Digest>,
+    /// Every object in a glance, by kind then name: the dashboard's overview, computed
+    /// once per pass rather than per request.
+    pub glances: Vec<Glance>,
+    /// Every validation error of the pass (whole files and objects), redacted and formatted
+    /// `file:line:column: ...`.
+    pub spec_errors: Vec<String>,
 }
 
 impl Snapshot {

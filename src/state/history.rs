@@ -72,6 +72,27 @@ pub fn prune(state: &StateDb, logs: &Path, limit: usize) -> Result<Vec<String>, 
     Ok(forget)
 }
 
+impl StateDb {
+    /// Each object's newest `per_object` runs that were not dry runs, newest first within
+    /// an object: the trends of the dashboard's overview, in one query however many
+    /// objects there are.
+    pub fn recent_runs(&self, per_object: usize) -> Result<Vec<RunRecord>, StateError> {
+        let conn = self.conn();
+        let sql = format!(
+            "{} WHERE id IN (SELECT id FROM (SELECT id, ROW_NUMBER() OVER (PARTITION BY kind, name ORDER BY start_time DESC, id DESC) AS n FROM runs WHERE dry_run = 0) WHERE n <= ?1) ORDER BY kind, name, start_time DESC, id DESC",
+            super::RUN_COLUMNS
+        );
+        let mut stmt = conn
+            .prepare(&sql)
+            .map_err(super::query("listing recent runs"))?;
+        let rows = stmt
+            .query_map(rusqlite::params![per_object as i64], super::row_to_run)
+            .map_err(super::query("listing recent runs"))?;
+        rows.collect::<Result<_, _>>()
+            .map_err(super::query("listing recent runs"))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

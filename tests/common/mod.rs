@@ -6,6 +6,7 @@ pub mod daemon;
 pub mod garage;
 pub mod golden;
 pub mod hostile;
+pub mod http;
 pub mod env;
 pub mod metrics;
 pub mod receiver;

@@ -1,0 +1,215 @@
+//! An artifact downloaded through the real daemon's API, with a token file of named,
+//! scoped and expiring tokens: the bytes are what the manifest's sha256 covers, and the
+//! log names refused tokens but never holds a token's value.
+
+mod common;
+
+use std::fs;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use common::daemon::*;
+use common::env::Env;
+use common::*;
+use serde_json::Value;
+use sha2::Digest;
+
+const READ: &str = "alice-read-0123456789abcdef";
+const METRICS: &str = "grafana-metrics-0123456789abcdef";
+const EXPIRED: &str = "old-expired-0123456789abcdef";
+
+struct Answer {
+    status: u16,
+    head: String,
+    body: Vec<u8>,
+}
+
+impl Answer {
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+
+    /// A header's value (names are matched without case).
+    fn header(&self, name: &str) -> Option<String> {
+        self.head.lines().find_map(|l| {
+            let (n, v) = l.split_once(':')?;
+            n.eq_ignore_ascii_case(name).then(|| v.trim().to_string())
+        })
+    }
+}
+
+/// One HTTP/1.0 request: the server closes the connection after the answer, so the body
+/// is every byte after the head.
+fn request(addr: &str, path: &str, token: Option<&str>) -> Answer {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n{auth}\r\n").unwrap();
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).unwrap();
+    let end = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("no end of the head");
+    let head = String::from_utf8_lossy(&raw[..end]).into_owned();
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    Answer {
+        status,
+        head,
+        body: raw[end + 4..].to_vec(),
+    }
+}
+
+#[test]
+#[cfg_attr(skip_docker, ignore = "needs Docker; HOLDFAST_SKIP_DOCKER=1")]
+fn an_artifact_downloads_through_the_daemon_under_the_token_rules() {
+    if !docker_available() {
+        return;
+    }
+    let _guard = docker_lock();
+    let volume = FileVolume::new("hfdownload", "downloaded-through-the-api");
+    let env = Env::new();
+    let archive = env.backup_succeeded(
+        "dl",
+        &format!(
+            "  targets: {{volumes: [{}]}}\n  consistency: {{stop: none}}\n  retention: {{keepLast: 3}}\n",
+            volume.0
+        ),
+    );
+    let tokens = env.dir.path().join("tokens.yaml");
+    fs::write(
+        &tokens,
+        format!(
+            "tokens:\n  - name: alice\n    scope: read\n    token: {READ}\n  - name: grafana\n    scope: metrics\n    token: \"{METRICS}\"\n  - name: old\n    scope: read\n    token: {EXPIRED}\n    expires: 2020-01-01T00:00:00Z\n"
+        ),
+    )
+    .unwrap();
+    let tokens_arg = tokens.to_string_lossy().into_owned();
+    let _daemon = Daemon::start(env.dir.path(), &["--api-token-file", &tokens_arg]);
+    let addr = Daemon::api_address(env.dir.path());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while request(&addr, "/readyz", Some(READ)).status != 200 {
+        assert!(Instant::now() < deadline, "never ready");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // The archive in detail: its manifest, retention's decision, where to download.
+    let detail = request(
+        &addr,
+        &format!("/api/v1/backups/default/dl/{archive}"),
+        Some(READ),
+    );
+    assert_eq!(
+        detail.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&detail.body)
+    );
+    let detail = detail.json();
+    assert_eq!(detail["entry"]["health"], "Good", "{detail}");
+    assert_eq!(detail["retention"]["keep"], true, "{detail}");
+    let artifact = &detail["manifest"]["artifacts"][0];
+    let manifest_sha = artifact["sha256"].as_str().unwrap().to_string();
+    let manifest_size = artifact["size"].as_u64().unwrap();
+    let url = detail["downloads"][0]["url"]
+        .as_str()
+        .unwrap_or_else(|| panic!("not downloadable: {detail}"))
+        .to_string();
+    let list = request(&addr, "/api/v1/backups?name=dl", Some(READ)).json();
+    assert_eq!(list["items"][0]["retention"]["keep"], true, "{list}");
+
+    // The bytes are what the manifest describes.
+    let download = request(&addr, &url, Some(READ));
+    assert_eq!(download.status, 200, "{}", download.head);
+    let body_sha = hex::encode(sha2::Sha256::digest(&download.body));
+    assert_eq!(
+        download.header("x-holdfast-sha256").as_deref(),
+        Some(body_sha.as_str())
+    );
+    assert_eq!(body_sha, manifest_sha);
+    assert_eq!(download.body.len() as u64, manifest_size);
+    assert_eq!(
+        download.header("content-length"),
+        Some(download.body.len().to_string())
+    );
+    assert_eq!(
+        download.header("content-type").as_deref(),
+        Some("application/octet-stream")
+    );
+    assert!(
+        download
+            .header("content-disposition")
+            .is_some_and(|d| d.starts_with("attachment; filename=\"")),
+        "{}",
+        download.head
+    );
+    assert_eq!(download.header("x-frame-options").as_deref(), Some("DENY"));
+    // And they are the artifact on disk.
+    let on_disk = common::env::manifests(&env.repository)[0]
+        .parent()
+        .unwrap()
+        .join(artifact["path"].as_str().unwrap());
+    assert_eq!(sha256_file(&on_disk), body_sha);
+
+    // Scopes and expiry.
+    let refused = request(&addr, &url, Some(METRICS));
+    assert_eq!(refused.status, 403);
+    assert_eq!(
+        refused.json()["error"],
+        "the token `grafana` has scope `metrics` and this path needs `read`"
+    );
+    assert_eq!(request(&addr, "/metrics", Some(METRICS)).status, 200);
+    let expired = request(&addr, "/metrics", Some(EXPIRED));
+    assert_eq!(expired.status, 401);
+    assert!(
+        expired.json()["error"]
+            .as_str()
+            .unwrap()
+            .contains("the token `old` expired at 2020-01-01T00:00:00Z")
+    );
+    assert_eq!(
+        request(&addr, &url, Some("nobody-0123456789abcdef")).status,
+        401
+    );
+    assert_eq!(request(&addr, &url, None).status, 401);
+    assert_eq!(request(&addr, "/healthz", None).status, 200);
+
+    // The log names the refused tokens and the paths, never a token's value.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let log = loop {
+        let log = fs::read_to_string(env.dir.path().join("daemon.log")).unwrap();
+        if log.contains("refused an expired API token") || Instant::now() > deadline {
+            break log;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let scope_line = log
+        .lines()
+        .find(|l| l.contains("out of its scope"))
+        .unwrap_or_else(|| panic!("no scope refusal logged:\n{log}"));
+    assert!(
+        scope_line.contains("grafana") && scope_line.contains("/artifacts/"),
+        "{scope_line}"
+    );
+    let expiry_line = log
+        .lines()
+        .find(|l| l.contains("refused an expired API token"))
+        .unwrap_or_else(|| panic!("no expiry refusal logged:\n{log}"));
+    assert!(
+        expiry_line.contains("old") && expiry_line.contains("/metrics"),
+        "{expiry_line}"
+    );
+    for secret in [READ, METRICS, EXPIRED, "nobody-0123456789abcdef"] {
+        assert!(!log.contains(secret), "the log holds a token:\n{log}");
+    }
+}

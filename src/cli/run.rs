@@ -51,9 +51,9 @@ pub struct RunArgs {
     /// A file holding the bearer tokens the HTTP API requires. YAML: `tokens:`, a list of
     /// `{name, scope, token, expires}`; scope `metrics` reads /metrics only, `read` every
     /// route; `token` has at least 16 characters; `expires` (optional) is an RFC 3339
-    /// time. A file of one line that is not YAML is one token, `default`, scope `read`.
-    /// /healthz and the dashboard's page (/ and /ui/) need none. Required when --listen is
-    /// not a loopback address.
+    /// time. A file of one line that is not a YAML mapping is one token, `default`, scope
+    /// `read`. /healthz and the dashboard's page (/ and /ui/) need none. Required when
+    /// --listen is not a loopback address.
     #[arg(
         long,
         env = "HOLDFAST_API_TOKEN_FILE",

@@ -379,7 +379,7 @@ async fn events_reach_subscribers() {
 
 /// A validator for the schema at `pointer` of the OpenAPI document, with the document's
 /// components in scope for its `$ref`s.
-fn validator(doc: &Value, schema: &Value) -> jsonschema::Validator {
+pub(super) fn validator(doc: &Value, schema: &Value) -> jsonschema::Validator {
     let mut root = schema.clone();
     if let Value::Object(map) = &mut root {
         map.insert("components".into(), doc["components"].clone());

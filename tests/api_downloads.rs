@@ -213,3 +213,86 @@ fn an_artifact_downloads_through_the_daemon_under_the_token_rules() {
         assert!(!log.contains(secret), "the log holds a token:\n{log}");
     }
 }
+
+/// An age key pair made by `age-keygen`: the identity file and the recipient.
+fn age_keys(dir: &std::path::Path) -> (std::path::PathBuf, String) {
+    let key = dir.join("age.key");
+    let out = run(std::process::Command::new("age-keygen").arg("-o").arg(&key));
+    assert!(out.status.success(), "age-keygen: {}", stderr(&out));
+    let public = run(std::process::Command::new("age-keygen").arg("-y").arg(&key));
+    (key, stdout(&public).trim().to_string())
+}
+
+#[test]
+#[cfg_attr(skip_docker, ignore = "needs Docker; HOLDFAST_SKIP_DOCKER=1")]
+fn an_artifact_of_an_encrypted_named_repository_downloads_decrypted() {
+    if !docker_available() {
+        return;
+    }
+    let _guard = docker_lock();
+    let volume = FileVolume::new("hfsealed", "sealed-then-downloaded");
+    let env = Env::new();
+    let (identity, recipient) = age_keys(env.dir.path());
+    let vault = env.dir.path().join("vault");
+    env.spec(
+        "vault",
+        &format!(
+            "apiVersion: holdfast.dev/v1alpha1\nkind: Repository\nmetadata: {{name: vault}}\nspec:\n  storage: {{local: {{path: {}}}}}\n  encryption:\n    age: {{recipients: [\"{recipient}\"], identityFile: {}}}\n",
+            vault.display(),
+            identity.display()
+        ),
+    );
+    let archive = env.backup_succeeded(
+        "sealed",
+        &format!(
+            "  targets: {{volumes: [{}]}}\n  consistency: {{stop: none}}\n  output: {{repository: vault}}\n",
+            volume.0
+        ),
+    );
+    let _daemon = Daemon::start(env.dir.path(), &[]);
+    let addr = Daemon::api_address(env.dir.path());
+    // The named repository is opened once the specs are loaded.
+    let uri = format!("/api/v1/backups/vault/sealed/{archive}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let detail = loop {
+        let answer = request(&addr, &uri, None);
+        if answer.status == 200 {
+            break answer.json();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{}: {}",
+            answer.status,
+            String::from_utf8_lossy(&answer.body)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(detail["entry"]["repository"], "vault", "{detail}");
+    assert_eq!(detail["manifest"]["encryption"], "age", "{detail}");
+    let artifact = &detail["manifest"]["artifacts"][0];
+    let url = detail["downloads"][0]["url"]
+        .as_str()
+        .unwrap_or_else(|| panic!("not downloadable: {detail}"))
+        .to_string();
+    assert!(url.starts_with("/api/v1/backups/vault/sealed/"), "{url}");
+    let download = request(&addr, &url, None);
+    assert_eq!(download.status, 200, "{}", download.head);
+    let body_sha = hex::encode(sha2::Sha256::digest(&download.body));
+    assert_eq!(body_sha, artifact["sha256"].as_str().unwrap());
+    assert_eq!(
+        download.body.len() as u64,
+        artifact["size"].as_u64().unwrap()
+    );
+    assert_eq!(
+        download.header("x-holdfast-sha256").as_deref(),
+        Some(body_sha.as_str())
+    );
+    // What is stored is the ciphertext, which is not what was sent.
+    let stored = common::env::manifests(&vault)[0]
+        .parent()
+        .unwrap()
+        .join(artifact["path"].as_str().unwrap());
+    let stored = fs::read(stored).unwrap();
+    assert!(stored.starts_with(b"age-encryption.org/v1"));
+    assert_ne!(stored, download.body);
+}

@@ -179,8 +179,8 @@ impl Tokens {
             });
         }
         let value: Result<Value, _> = serde_yaml_ng::from_str(text);
-        match value {
-            Ok(Value::Mapping(_)) => {}
+        let top = match value {
+            Ok(Value::Mapping(top)) => top,
             // The format of earlier releases: the line is the token, whatever YAML makes
             // of it.
             _ if one_line => return Ok(Tokens::single(trimmed)),
@@ -193,8 +193,8 @@ impl Tokens {
             }
             Err(e) => {
                 let (line, column) = e.location().map_or((1, 1), |l| (l.line(), l.column()));
-                // serde's message without its position (said first) and without what it
-                // quotes of the text, which may be a token.
+                // serde's message without its position (said first); a syntax error
+                // quotes none of the text, so no token either.
                 let message = e.to_string();
                 let message = message
                     .split(" at line ")
@@ -207,9 +207,6 @@ impl Tokens {
                     message: format!("not valid YAML: {message}"),
                 });
             }
-        }
-        let Ok(Value::Mapping(top)) = value else {
-            unreachable!("checked above")
         };
         let root = FieldPath::root();
         let mut list = None;

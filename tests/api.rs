@@ -4,62 +4,25 @@
 mod common;
 
 use std::fs;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use common::daemon::*;
+use common::http::Answer;
 use common::metrics::{KNOWN_METRICS, MetricType};
 use common::*;
 use serde_json::Value;
 
 const SECRET: &str = "hunter2-api-secret";
 
-struct Answer {
-    status: u16,
-    head: String,
-    body: String,
-}
-
-impl Answer {
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
-    }
-}
-
-/// One HTTP/1.0 request: the server closes the connection after the answer, so the body
-/// is everything after the head, with no chunked framing to undo.
 fn request(addr: &str, method: &str, path: &str, token: Option<&str>) -> Answer {
-    let mut stream = TcpStream::connect(addr).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .unwrap();
-    let auth = token
-        .map(|t| format!("Authorization: Bearer {t}\r\n"))
-        .unwrap_or_default();
-    write!(
-        stream,
-        "{method} {path} HTTP/1.0\r\nHost: {addr}\r\n{auth}\r\n"
-    )
-    .unwrap();
-    let mut raw = String::new();
-    stream.read_to_string(&mut raw).unwrap();
-    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    Answer {
-        status,
-        head: head.to_string(),
-        body: body.to_string(),
-    }
+    common::http::request(addr, method, path, token)
 }
 
 fn get(addr: &str, path: &str) -> Answer {
-    request(addr, "GET", path, None)
+    common::http::get(addr, path)
 }
 
 /// Reads server-sent events on a thread; each arrives as (event name, data).
@@ -181,10 +144,14 @@ fn the_api_and_metrics_follow_a_real_backup() {
 
     let deadline = Instant::now() + Duration::from_secs(30);
     while get(&addr, "/readyz").status != 200 {
-        assert!(Instant::now() < deadline, "{}", get(&addr, "/readyz").body);
+        assert!(
+            Instant::now() < deadline,
+            "{}",
+            get(&addr, "/readyz").text()
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
-    assert_eq!(get(&addr, "/healthz").body, "ok\n");
+    assert_eq!(get(&addr, "/healthz").text(), "ok\n");
     let events = subscribe(&addr, "/api/v1/events");
     // The subscription is in place once the server has answered another request after it.
     std::thread::sleep(Duration::from_millis(300));
@@ -296,11 +263,11 @@ fn the_api_and_metrics_follow_a_real_backup() {
     let metrics = loop {
         let m = get(&addr, "/metrics");
         let published = sample(
-            &m.body,
+            &m.text(),
             r#"holdfast_last_success_timestamp_seconds{kind="BackupPolicy",name="web"}"#,
         )
         .is_some()
-            && sample(&m.body, "holdfast_runs_in_progress") == Some(0.0);
+            && sample(&m.text(), "holdfast_runs_in_progress") == Some(0.0);
         if published || Instant::now() > deadline {
             break m;
         }
@@ -314,7 +281,7 @@ fn the_api_and_metrics_follow_a_real_backup() {
         "{}",
         metrics.head
     );
-    let m = &metrics.body;
+    let m = &metrics.text();
     let web = r#"{kind="BackupPolicy",name="web"}"#;
     assert_eq!(
         sample(
@@ -474,7 +441,7 @@ fn the_api_and_metrics_follow_a_real_backup() {
         std::thread::sleep(Duration::from_millis(200));
     }
     while sample(
-        &get(&addr, "/metrics").body,
+        &get(&addr, "/metrics").text(),
         r#"holdfast_archives_corrupt{name="web"}"#,
     ) != Some(1.0)
     {
@@ -523,7 +490,7 @@ fn the_api_and_metrics_follow_a_real_backup() {
     ] {
         let answer = get(&addr, path);
         assert_eq!(answer.status, 200, "{path}");
-        assert!(!answer.body.contains(SECRET), "{path} carries the secret");
+        assert!(!answer.text().contains(SECRET), "{path} carries the secret");
     }
     assert!(!seen.contains(SECRET));
     drop(stack);
@@ -575,7 +542,7 @@ fn off_loopback_the_api_needs_a_token() {
     let refused = request(&addr, "GET", "/api/v1/policies", Some("wrong-guess"));
     let error = refused.json()["error"].as_str().unwrap().to_string();
     assert!(error.contains("`Authorization: Bearer <token>`"), "{error}");
-    assert!(!refused.body.contains("wrong-guess") && !refused.body.contains("correct-horse"));
+    assert!(!refused.text().contains("wrong-guess") && !refused.text().contains("correct-horse"));
 
     // Every refusal is the same JSON shape, whatever refused it.
     for (path, status) in [
@@ -585,7 +552,7 @@ fn off_loopback_the_api_needs_a_token() {
         ("/api/v1/nowhere", 404),
     ] {
         let answer = request(&addr, "GET", path, Some("correct-horse"));
-        assert_eq!(answer.status, status, "{path}: {}", answer.body);
+        assert_eq!(answer.status, status, "{path}: {}", answer.text());
         assert!(
             answer
                 .head

@@ -6,8 +6,6 @@
 mod common;
 
 use std::fs;
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -189,17 +187,8 @@ fn a_stack_started_from_its_folder_keeps_its_own_compose_file() {
     assert_eq!(served.trim(), "the data that matters");
 }
 
-/// One HTTP/1.0 GET; the server closes the connection after the answer.
 fn get_json(addr: &str, path: &str) -> Value {
-    let mut stream = TcpStream::connect(addr).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .unwrap();
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
-    let mut raw = String::new();
-    stream.read_to_string(&mut raw).unwrap();
-    let body = raw.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-    serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {raw}"))
+    common::http::get(addr, path).json()
 }
 
 #[test]

@@ -54,8 +54,13 @@ async function route() {
   main.innerHTML = `<h1>Not found</h1><p>No page at ${esc(hash)}. <a href="#/">Back to the overview</a>.</p>`;
 }
 
+/** The login page is up: later refusals of the same attempt change nothing. */
+let locked = false;
+
 function fail(error) {
   if (error instanceof Refused) {
+    if (locked) return;
+    locked = true;
     if (current?.leave) current.leave();
     current = null;
     connected = false;
@@ -108,6 +113,7 @@ async function listen() {
 }
 
 function start() {
+  locked = false;
   if (!connected) listen();
   route();
 }

@@ -37,7 +37,8 @@ function palette() {
  * on the right.
  */
 export async function history(element, runs) {
-  const since = Date.now() / 1000 - 30 * 86400;
+  const now = Date.now() / 1000;
+  const since = now - 30 * 86400;
   const rows = runs
     .map((r) => [new Date(r.startTime).getTime() / 1000, r.durationSeconds, r.downtimeSeconds, r.storedBytes])
     .filter((r) => r[0] >= since)
@@ -55,6 +56,8 @@ export async function history(element, runs) {
   return new uPlot({
     width,
     height: 220,
+    // Always the whole 30 days, however few runs: a lone run does not stretch the axis.
+    scales: { x: { time: true, range: [since, now] } },
     series: [
       {},
       { label: 'duration', scale: 's', stroke: colors.a, width: 2, value: (u, v) => seconds(v) },

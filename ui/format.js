@@ -46,6 +46,15 @@ export function time(iso) {
   return `<time datetime="${esc(date.toISOString())}" title="${esc(utc(date))}">${esc(LOCAL.format(date))}</time>`;
 }
 
+const CLOCK = new Intl.DateTimeFormat(undefined, { hour: '2-digit', minute: '2-digit', second: '2-digit' });
+
+/** A <time> of day with seconds in the browser's zone (log lines), UTC on hover. */
+export function clock(iso) {
+  const date = new Date(iso);
+  if (Number.isNaN(date.getTime())) return esc(iso);
+  return `<time datetime="${esc(date.toISOString())}" title="${esc(utc(date))}">${esc(CLOCK.format(date))}</time>`;
+}
+
 /** "3 h ago" / "in 20 min", with the local and UTC times on hover. */
 export function ago(iso, now = Date.now()) {
   if (!iso) return '';

@@ -12,9 +12,13 @@ fn status_text(code: u16) -> &'static str {
         400 => {
             "The request's parameters are wrong (a bad value, a parameter given twice); `error` says which."
         }
-        401 => "A bearer token is required (`--api-token-file`).",
+        401 => "A bearer token is required (`--api-token-file`), or the token given expired.",
+        403 => {
+            "The token's scope does not cover this path (a `metrics` token reads /metrics only)."
+        }
         404 => "No such object, run or route.",
         405 => "Only GET and HEAD are allowed: the API is read-only.",
+        409 => "It cannot be sent as asked; `error` says why.",
         500 => "holdfast could not read its own state.",
         503 => "Not ready, or Docker is unreachable.",
         _ => "Error.",
@@ -69,7 +73,7 @@ pub fn document(routes: &[Route]) -> Value {
             responses.insert("503".into(), unavailable);
         }
         responses.insert("200".into(), ok);
-        for code in route.errors.iter().chain(&[401, 405]) {
+        for code in route.errors.iter().chain(&[401, 403, 405]) {
             responses.insert(
                 code.to_string(),
                 json!({

@@ -38,6 +38,13 @@ pub fn fixed_error(status: StatusCode, message: &'static str) -> Response {
     json(status, Bytes::from(body))
 }
 
+/// An error answer whose text is built of what holds no user data (token names, scopes,
+/// times), not redacted: redaction would take a token's name for a secret.
+pub fn plain_error(status: StatusCode, message: String) -> Response {
+    let body = serde_json::to_vec(&ApiError { error: message }).unwrap_or_default();
+    json(status, Bytes::from(body))
+}
+
 /// The query string as [`Query`] reads it, refused with the API's JSON error body (axum's
 /// own rejection is plain text), so every refusal has the same shape.
 pub struct ApiQuery<T>(pub T);

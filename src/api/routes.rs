@@ -369,7 +369,7 @@ pub fn routes() -> Vec<Route> {
                 "The backups themselves: what every BackupPolicy and Archive object wrote, read from the repository, Missing ones included. The objects that ask for backups are under /api/v1/policies and /api/v1/archives (Archive specs, not backups). /api/v1/catalog is the same list under its older name.",
             ),
             params: vec![catalog_name_param()],
-            body: Body::Json(schema::<ItemList<crate::repo::catalog::Entry>>),
+            body: Body::Json(schema::<ItemList<super::backups::Backup>>),
             errors: &[400, 500],
             unavailable_same_body: false,
             handler: get(catalog),
@@ -382,7 +382,7 @@ pub fn routes() -> Vec<Route> {
                 "An alias of /api/v1/backups, kept for existing clients: every backup in the repository. Not to be confused with /api/v1/archives, which lists Archive specs.",
             ),
             params: vec![catalog_name_param()],
-            body: Body::Json(schema::<ItemList<crate::repo::catalog::Entry>>),
+            body: Body::Json(schema::<ItemList<super::backups::Backup>>),
             errors: &[400, 500],
             unavailable_same_body: false,
             handler: get(catalog),
@@ -399,6 +399,7 @@ pub fn routes() -> Vec<Route> {
             handler: get(events),
         },
     ];
+    routes.extend(super::backups::routes());
     routes.extend(super::overview::routes());
     routes
 }
@@ -880,7 +881,11 @@ async fn catalog(State(app): State<AppState>, ApiQuery(q): ApiQuery<CatalogQuery
         if let Some(name) = &q.name {
             entries.retain(|e| &e.group == name);
         }
-        Ok::<_, String>(entries)
+        Ok::<_, String>(super::backups::with_retention(
+            &app,
+            q.name.as_deref(),
+            entries,
+        ))
     })
     .await;
     match read {

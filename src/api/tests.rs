@@ -16,12 +16,12 @@ use crate::hub::{Collection, Snapshot};
 use crate::spec::common::Phase;
 use crate::state::RunRecord;
 
-struct Fixture {
-    _dir: tempfile::TempDir,
-    app: AppState,
+pub(super) struct Fixture {
+    pub(super) _dir: tempfile::TempDir,
+    pub(super) app: AppState,
 }
 
-fn fixture(token: Option<&str>) -> Fixture {
+pub(super) fn fixture(token: Option<&str>) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let state = Arc::new(StateDb::open(&dir.path().join("state")).unwrap());
     let hub = Arc::new(Hub::new());
@@ -75,7 +75,12 @@ fn run_record(id: &str, name: &str, minute: u32, phase: Phase) -> RunRecord {
     }
 }
 
-async fn send(app: &AppState, method: &str, uri: &str, token: Option<&str>) -> (StatusCode, Value) {
+pub(super) async fn send(
+    app: &AppState,
+    method: &str,
+    uri: &str,
+    token: Option<&str>,
+) -> (StatusCode, Value) {
     let mut request = Request::builder().method(method).uri(uri);
     if let Some(t) = token {
         request = request.header(header::AUTHORIZATION, format!("Bearer {t}"));
@@ -139,25 +144,23 @@ fn a_token_is_needed_off_loopback() {
     let open: std::net::SocketAddr = "0.0.0.0:9750".parse().unwrap();
     let local: std::net::SocketAddr = "127.0.0.1:9750".parse().unwrap();
     assert!(matches!(
-        load_token(open, None),
+        load_tokens(open, None),
         Err(ServeError::NeedsToken(_))
     ));
-    assert_eq!(load_token(local, None).unwrap(), None);
+    assert!(load_tokens(local, None).unwrap().is_none());
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("token");
     std::fs::write(&file, "  \n").unwrap();
     assert!(matches!(
-        load_token(open, Some(&file)),
-        Err(ServeError::EmptyToken(_))
+        load_tokens(open, Some(&file)),
+        Err(ServeError::Tokens(tokens::TokenFileError::Empty { .. }))
     ));
     std::fs::write(&file, "abc\n").unwrap();
-    assert_eq!(
-        load_token(open, Some(&file)).unwrap().as_deref(),
-        Some("abc")
-    );
+    let tokens = load_tokens(open, Some(&file)).unwrap().unwrap();
+    assert_eq!(tokens.find("abc").map(|t| t.name.as_str()), Some("default"));
     assert!(matches!(
-        load_token(open, Some(&dir.path().join("missing"))),
-        Err(ServeError::TokenFile { .. })
+        load_tokens(open, Some(&dir.path().join("missing"))),
+        Err(ServeError::Tokens(tokens::TokenFileError::Read { .. }))
     ));
 }
 
@@ -376,7 +379,7 @@ async fn events_reach_subscribers() {
 
 /// A validator for the schema at `pointer` of the OpenAPI document, with the document's
 /// components in scope for its `$ref`s.
-fn validator(doc: &Value, schema: &Value) -> jsonschema::Validator {
+pub(super) fn validator(doc: &Value, schema: &Value) -> jsonschema::Validator {
     let mut root = schema.clone();
     if let Value::Object(map) = &mut root {
         map.insert("components".into(), doc["components"].clone());
@@ -430,7 +433,11 @@ async fn the_openapi_document_covers_every_route_and_matches_the_answers() {
         assert_eq!(in_path, declared, "{path}");
 
         // The route answers, and a JSON answer fits its schema.
-        let uri = path.replace("{name}", "p1").replace("{id}", "a-0");
+        let uri = path
+            .replace("{repository}", "default")
+            .replace("{group}", "p1")
+            .replace("{name}", "p1")
+            .replace("{id}", "a-0");
         if uri.ends_with("/follow") || uri.ends_with("/events") {
             continue;
         }

@@ -48,8 +48,12 @@ pub struct RunArgs {
     )]
     resync: HumanDuration,
 
-    /// A file holding the bearer token the HTTP API requires (trailing whitespace
-    /// ignored). Required when --listen is not a loopback address.
+    /// A file holding the bearer tokens the HTTP API requires. YAML: `tokens:`, a list of
+    /// `{name, scope, token, expires}`; scope `metrics` reads /metrics only, `read` every
+    /// route; `token` has at least 16 characters; `expires` (optional) is an RFC 3339
+    /// time. A file of one line that is not a YAML mapping is one token, `default`, scope
+    /// `read`. /healthz and the dashboard's page (/ and /ui/) need none. Required when
+    /// --listen is not a loopback address.
     #[arg(
         long,
         env = "HOLDFAST_API_TOKEN_FILE",
@@ -87,7 +91,7 @@ pub struct RunArgs {
 
 pub fn run(settings: &Settings, args: RunArgs) -> anyhow::Result<ExitCode> {
     // Checked before anything starts: a daemon that cannot serve its API safely does not run.
-    let token = crate::api::load_token(settings.listen, args.api_token_file.as_deref())?;
+    let tokens = crate::api::load_tokens(settings.listen, args.api_token_file.as_deref())?;
     limit_malloc_arenas();
     let runtime = super::runtime()?;
     let result = runtime.block_on(async {
@@ -128,8 +132,17 @@ pub fn run(settings: &Settings, args: RunArgs) -> anyhow::Result<ExitCode> {
             Some(executor.engine().clone()),
             repo.clone(),
             settings.state.join("logs"),
-            token,
-        );
+            None,
+        )
+        .with_tokens(tokens)
+        .with_named_repositories({
+            let executor = executor.clone();
+            Arc::new(move |name: &str| {
+                executor
+                    .repository_named(name)
+                    .map_err(|e| e.reason)
+            })
+        });
         let (stop_api, api_stopped) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(async move {
             let stop = async {

@@ -6,7 +6,8 @@ what this script reports.
 
 Scenarios: `live` (a run followed live, a failing run turning red, the Restore panel),
 `token` (the login page of a listener that needs a token) and `perf` (the overview of
-many policies, timed by the browser). Each prints JSON lines: `{"step": ...}` when it
+many policies, timed by the browser: LOADS loads, each with an empty cache, default 3;
+bench/dashboard.sh uses it too). Each prints JSON lines: `{"step": ...}` when it
 waits for the test (which answers with one line on stdin), then one `{"result": ...}`.
 Any failure raises: the test sees the exit status and the traceback.
 """
@@ -64,9 +65,36 @@ def console(driver):
         return ""
 
 
+# The page re-renders as events arrive: read elements in one script, never through an
+# element reference that a re-render may have replaced.
 def row_state(driver, kind, name):
-    rows = driver.find_elements(By.ID, f"row-{kind}-{name}")
-    return rows[0].get_attribute("data-state") if rows else None
+    return driver.execute_script(
+        "const r = document.getElementById(arguments[0]); return r && r.dataset.state",
+        f"row-{kind}-{name}")
+
+
+def text_of(driver, selector):
+    return driver.execute_script(
+        "const e = document.querySelector(arguments[0]); return e && e.textContent", selector)
+
+
+def count(driver, selector):
+    return driver.execute_script("return document.querySelectorAll(arguments[0]).length", selector)
+
+
+def open_page(driver, url, what, ready, seconds=30):
+    """Loads `url` until `ready` holds. Chromium drops requests in flight when the host's
+    network changes (Docker adding a container's interface does that): such a load is
+    tried again, up to twice; any other failure is the page's."""
+    for attempt in range(3):
+        driver.get(url)
+        try:
+            return wait(driver, seconds, what, ready)
+        except AssertionError:
+            if attempt == 2 or "ERR_NETWORK_CHANGED" not in console(driver):
+                raise
+            print(f"reloading {url}: the host's network changed during the load",
+                  file=sys.stderr)
 
 
 def external_requests(driver, base):
@@ -77,9 +105,8 @@ def external_requests(driver, base):
 
 def live(driver, base, shots):
     driver.execute_cdp_cmd("Emulation.setTimezoneOverride", {"timezoneId": "Asia/Tokyo"})
-    driver.get(base + "/")
-    wait(driver, 30, "the overview", lambda d: row_state(d, "BackupPolicy", "steady"))
-    wait(driver, 10, "the event stream", lambda d: d.find_element(By.ID, "live").text == "live")
+    open_page(driver, base + "/", "the overview", lambda d: row_state(d, "BackupPolicy", "steady"))
+    wait(driver, 10, "the event stream", lambda d: text_of(d, "#live") == "live")
     driver.execute_script("window.__notReloaded = true")
 
     # A running backup: its row turns blue, its run page shows log lines while it runs.
@@ -87,21 +114,20 @@ def live(driver, base, shots):
     wait(driver, 30, "steady running", lambda d: row_state(d, "BackupPolicy", "steady") == "run")
     driver.find_element(By.CSS_SELECTOR, "#row-BackupPolicy-steady a[href^='#/run/']").click()
     wait(driver, 10, "the run page", lambda d: d.find_elements(By.ID, "log"))
-    wait(driver, 20, "a log line while the run runs",
-         lambda d: d.find_elements(By.CSS_SELECTOR, "#log li"))
-    running_badge = driver.find_element(By.CSS_SELECTOR, "#phase .badge").text
-    lines_while_running = len(driver.find_elements(By.CSS_SELECTOR, "#log li"))
+    wait(driver, 20, "a log line while the run runs", lambda d: count(d, "#log li"))
+    running_badge = text_of(driver, "#phase .badge")
+    lines_while_running = count(driver, "#log li")
     wait(driver, 60, "the run to end on the page",
-         lambda d: d.find_element(By.CSS_SELECTOR, "#phase .badge").text == "Succeeded")
-    lines_at_end = len(driver.find_elements(By.CSS_SELECTOR, "#log li"))
+         lambda d: text_of(d, "#phase .badge") == "Succeeded")
+    lines_at_end = count(driver, "#log li")
     time.sleep(0.5)
     driver.save_screenshot(os.path.join(shots, "run.png"))
     run_url = driver.current_url
 
     # A failing run: the open overview turns its row red without a reload.
-    driver.get(base + "/#/")
-    wait(driver, 10, "the overview again", lambda d: row_state(d, "BackupPolicy", "broken"))
-    wait(driver, 10, "the event stream", lambda d: d.find_element(By.ID, "live").text == "live")
+    open_page(driver, base + "/#/", "the overview again",
+              lambda d: row_state(d, "BackupPolicy", "broken"))
+    wait(driver, 10, "the event stream", lambda d: text_of(d, "#live") == "live")
     driver.execute_script("""
         window.__notReloaded = true;
         window.__redAt = null;
@@ -142,15 +168,24 @@ def live(driver, base, shots):
     driver.set_window_size(1280, 900)
     driver.execute_cdp_cmd("Emulation.setEmulatedMedia", {"features": []})
 
+    # The object's page: its chart, runs, archives and YAML.
+    open_page(driver, f"{base}/#/object/BackupPolicy/steady", "the object page",
+              lambda d: count(d, ".uplot") and count(d, "pre.yaml") == 2)
+    object_runs = count(driver, "table.grid tbody tr a[href^='#/run/']")
+    object_archives = count(driver, "table.grid tbody tr a[href^='#/backup/']")
+    spec_yaml = text_of(driver, "pre.yaml")
+    driver.save_screenshot(os.path.join(shots, "object.png"))
+
     # The archive of the steady run, and the Restore the panel writes for it.
     step("archive")
     archive = driver.execute_script(
         "return fetch('/api/v1/policies/steady').then(r => r.json()).then(j => j.status.lastRun.archiveId)")
-    driver.get(f"{base}/#/backup/default/steady/{archive}")
-    wait(driver, 20, "the archive page", lambda d: d.find_elements(By.ID, "restore-yaml"))
+    open_page(driver, f"{base}/#/backup/default/steady/{archive}", "the archive page",
+              lambda d: d.find_elements(By.ID, "restore-yaml"))
     artifacts = len(driver.find_elements(By.CSS_SELECTOR, "a.download"))
     driver.find_element(By.CSS_SELECTOR, "select[name=mode]").send_keys("InPlace")
-    restore_yaml = driver.find_element(By.ID, "restore-yaml").text
+    driver.find_element(By.CSS_SELECTOR, "input[name=volumes]").click()
+    restore_yaml = text_of(driver, "#restore-yaml")
     driver.save_screenshot(os.path.join(shots, "archive.png"))
     say(result={
         "runningBadge": running_badge,
@@ -167,6 +202,9 @@ def live(driver, base, shots):
         "phoneOverflowPx": overflow,
         "darkBackground": background,
         "artifacts": artifacts,
+        "objectRuns": object_runs,
+        "objectArchives": object_archives,
+        "specYaml": spec_yaml,
         "restoreYaml": restore_yaml,
         "external": external_requests(driver, base),
         "console": console(driver),
@@ -174,22 +212,21 @@ def live(driver, base, shots):
 
 
 def token(driver, base, shots, secret):
-    driver.get(base + "/")
-    wait(driver, 20, "the login page", lambda d: d.find_elements(By.ID, "login-token"))
-    text_without = driver.find_element(By.TAG_NAME, "body").text
+    open_page(driver, base + "/", "the login page", lambda d: d.find_elements(By.ID, "login-token"))
+    text_without = text_of(driver, "body")
     rows_without = len(driver.find_elements(By.CSS_SELECTOR, "tbody tr"))
     driver.save_screenshot(os.path.join(shots, "login.png"))
     field = driver.find_element(By.ID, "login-token")
     field.send_keys("not-the-token-at-all")
     field.submit()
-    wait(driver, 20, "the refusal", lambda d: "refused" in d.find_element(By.ID, "login-why").text)
-    refused = driver.find_element(By.ID, "login-why").text
+    wait(driver, 20, "the refusal", lambda d: "refused" in (text_of(d, "#login-why") or ""))
+    refused = text_of(driver, "#login-why")
     field = driver.find_element(By.ID, "login-token")
     field.send_keys(secret)
     field.submit()
     wait(driver, 20, "the overview with the token",
          lambda d: row_state(d, "BackupPolicy", "steady") is not None)
-    wait(driver, 10, "the event stream", lambda d: d.find_element(By.ID, "live").text == "live")
+    wait(driver, 10, "the event stream", lambda d: text_of(d, "#live") == "live")
     stored = driver.execute_script("return sessionStorage.getItem('holdfast.token') !== null")
     in_url = secret in driver.current_url
     # A reload keeps the token of this tab.
@@ -209,18 +246,13 @@ def token(driver, base, shots, secret):
 def perf(driver, base, shots):
     # A browser already running, as a person's is: one visit warms its processes and
     # connection, then each measured load starts with an empty cache, assets and all.
-    driver.get(base + "/")
-    wait(driver, 30, "the warm-up load",
-         lambda d: d.execute_script(
-             "return performance.getEntriesByName('holdfast:overview-rendered').length"))
+    rendered = "return performance.getEntriesByName('holdfast:overview-rendered').length"
+    open_page(driver, base + "/", "the warm-up load", lambda d: d.execute_script(rendered))
     loads = []
-    for _ in range(3):
+    for _ in range(int(os.environ.get("LOADS", "3"))):
         driver.get("about:blank")
         driver.execute_cdp_cmd("Network.clearBrowserCache", {})
-        driver.get(base + "/")
-        wait(driver, 30, "the overview rendered",
-             lambda d: d.execute_script(
-                 "return performance.getEntriesByName('holdfast:overview-rendered').length"))
+        open_page(driver, base + "/", "the overview rendered", lambda d: d.execute_script(rendered))
         mark = driver.execute_script(
             "return performance.getEntriesByName('holdfast:overview-rendered')[0].startTime")
         rows = driver.execute_script("return document.querySelectorAll('tbody tr[data-name]').length")

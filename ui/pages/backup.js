@@ -42,6 +42,7 @@ export async function show(main, [repository, group, id]) {
   const manifest = detail.manifest ?? {};
   const verification = detail.verification;
   const artifacts = manifest.artifacts ?? [];
+  const downloads = detail.downloads ?? [];
   const targets = manifest.targets ?? {};
   const hasDumps = artifacts.some((a) => a.kind === 'dump');
   const retention = detail.retention
@@ -63,9 +64,14 @@ ${(entry.problems ?? []).length ? `<ul class="errors">${entry.problems.map((p) =
 ${retention}
 <h2>Artifacts</h2>
 <div class="scroll"><table class="grid"><thead><tr><th>Path</th><th>Kind</th><th>Size</th><th class="hide-narrow">sha256</th><th></th></tr></thead><tbody>
-${artifacts.map((a, i) => `<tr><td><code>${esc(a.path)}</code></td><td>${esc(a.kind)}</td><td>${esc(bytes(a.size))}</td>
-<td class="hide-narrow"><code class="hash">${esc(a.sha256 || '(checked by restic)')}</code></td>
-<td><a class="download" data-index="${i}" href="${base}/artifacts/${encodeURIComponent(a.path)}" download>Download</a></td></tr>`).join('')}
+${artifacts.map((a, i) => {
+    const download = downloads[i] ?? {};
+    const link = download.url
+      ? `<a class="download" data-index="${i}" href="${esc(download.url)}" download>Download</a>`
+      : `<span class="muted small">${esc(download.unavailable ?? '')}</span>`;
+    return `<tr><td><code>${esc(a.path)}</code></td><td>${esc(a.kind)}</td><td>${esc(bytes(a.size))}</td>
+<td class="hide-narrow"><code class="hash">${esc(a.sha256 || '(checked by restic)')}</code></td><td>${link}</td></tr>`;
+  }).join('')}
 </tbody></table></div>
 <h2>Verification</h2>
 ${verification ? `<p>${verification.ok ? badge('verified', 'ok') : badge('failed', 'bad')} ${time(verification.time ?? verification.verifiedAt)}</p><pre class="yaml">${esc(toYaml(verification))}</pre>` : '<p class="muted">Never verified. <code>holdfast verify</code> reads every byte back.</p>'}

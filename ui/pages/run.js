@@ -2,16 +2,20 @@
 // once its archive's manifest has them, and its log, followed live while it runs.
 
 import { get, stream } from '../api.js';
-import { badge, bytes, esc, phaseTone, seconds, time } from '../format.js';
+import { badge, bytes, clock, esc, phaseTone, seconds, time } from '../format.js';
 
 let unsubscribe = null;
 
+/** A line of a run's log (holdfast's text format, or JSON), its time in the browser's zone. */
 function logLine(raw) {
   let v;
   try {
     v = JSON.parse(raw);
   } catch {
-    return `<li>${esc(raw)}</li>`;
+    const m = raw.match(/^(\d{4}-\d\d-\d\dT[\d:.]+Z)\s+([A-Z]+)\s+(.*)$/s);
+    if (!m) return `<li>${esc(raw)}</li>`;
+    const level = m[2].toLowerCase();
+    return `<li class="level-${esc(level)}">${clock(m[1])} <span class="lvl">${esc(level)}</span> ${esc(m[3])}</li>`;
   }
   const skip = new Set(['timestamp', 'level', 'message', 'target', 'run', 'policy', 'kind']);
   const fields = Object.entries(v)
@@ -19,11 +23,17 @@ function logLine(raw) {
     .map(([k, x]) => `<span class="field">${esc(k)}=${esc(typeof x === 'string' ? x : JSON.stringify(x))}</span>`)
     .join(' ');
   const level = String(v.level ?? '').toLowerCase();
-  return `<li class="level-${esc(level)}">${v.timestamp ? time(v.timestamp) : ''} <span class="lvl">${esc(level)}</span> ${esc(v.message ?? '')} ${fields}</li>`;
+  return `<li class="level-${esc(level)}">${v.timestamp ? clock(v.timestamp) : ''} <span class="lvl">${esc(level)}</span> ${esc(v.message ?? '')} ${fields}</li>`;
 }
 
+/** The phases of a backup in the order they happen; others follow by name. */
+const ORDER = ['wait', 'resolve', 'preHooks', 'dumps', 'stop', 'archive', 'restart', 'postHooks', 'recipe'];
+
 function timeline(timings) {
-  const parts = Object.entries(timings ?? {}).filter(([, s]) => s > 0);
+  const rank = (name) => (ORDER.includes(name) ? ORDER.indexOf(name) : ORDER.length);
+  const parts = Object.entries(timings ?? {})
+    .filter(([, s]) => s > 0)
+    .sort(([a], [b]) => rank(a) - rank(b) || a.localeCompare(b));
   const total = parts.reduce((sum, [, s]) => sum + s, 0);
   if (!total) return '';
   return `<h2>Phases</h2><div class="timeline" role="list">${parts

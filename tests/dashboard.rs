@@ -134,9 +134,15 @@ fn the_page_follows_runs_live_and_writes_a_valid_restore() {
         policy("broken", &broken.name, failing, None),
     )
     .unwrap();
+    // A typo: the page must say so on top, with the file and line.
+    fs::write(
+        specs.join("typo.yaml"),
+        "apiVersion: holdfast.dev/v1alpha1\nkind: BackupPolicy\nmetadata:\n  name: typo\nspec:\n  schedule: '0 3 * * *'\n  targets: {containers: [x]}\n  retension: {keepLast: 3}\n",
+    )
+    .unwrap();
     let _daemon = Daemon::start(dir.path(), &[]);
     let addr = Daemon::api_address(dir.path());
-    wait_overview(&addr, 2);
+    wait_overview(&addr, 3);
 
     let result = browse("live", &format!("http://{addr}"), &[], |step| match step {
         "start-slow" => fs::write(
@@ -183,6 +189,16 @@ fn the_page_follows_runs_live_and_writes_a_valid_restore() {
     assert!(result["phoneOverflowPx"].as_i64().unwrap() <= 0, "{result}");
     assert_ne!(result["darkBackground"], "rgb(251, 251, 250)", "{result}");
     assert_eq!(result["external"], serde_json::json!([]), "{result}");
+    let console = result["console"].as_str().unwrap();
+    assert!(
+        !console.contains("Content Security Policy") && !console.contains("Refused to"),
+        "the page broke its own Content-Security-Policy: {console}"
+    );
+    let errors = result["specErrors"].to_string();
+    assert!(
+        errors.contains("\"typo.yaml:8:3: BackupPolicy/typo: spec.retension"),
+        "{result}"
+    );
     assert!(result["artifacts"].as_u64().unwrap() >= 1, "{result}");
     // The object's page: its run, its archive, its spec as YAML.
     assert_eq!(result["objectRuns"], 1, "{result}");

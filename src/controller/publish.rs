@@ -162,7 +162,7 @@ impl Publisher {
         metrics.set_spec_errors(&spec_errors(root, pass.desired));
         let mut published = snapshot(root, pass.desired, pass.statuses);
         published.glances = glances(root, pass.statuses, &gauges);
-        published.spec_errors = error_lines(pass.desired);
+        published.spec_errors = error_lines(root, pass.desired);
         self.hub.publish(published);
         // A pass allocates and frees a few MiB (statuses, the snapshot's JSON); hand the
         // freed pages back, so an idle daemon stays small.
@@ -452,13 +452,15 @@ fn kind_order(kind: &str) -> usize {
     .unwrap_or(usize::MAX)
 }
 
-/// Every error of the specs, whole files first, then objects in file order.
-fn error_lines(desired: &Desired) -> Vec<String> {
+/// Every error of the specs, whole files first, then objects in file order, each with its
+/// file relative to the specs folder (as the metrics name it).
+fn error_lines(specs_root: &Path, desired: &Desired) -> Vec<String> {
+    let root = format!("{}/", specs_root.display());
     let files = desired.file_errors.values().flatten();
     let objects = desired.files.values().flatten().flat_map(|o| &o.errors);
     files
         .chain(objects)
-        .map(|e| crate::status::redact(e))
+        .map(|e| crate::status::redact(e.strip_prefix(&root).unwrap_or(e)))
         .collect()
 }
 

@@ -144,6 +144,8 @@ def live(driver, base, shots):
     status = driver.execute_script(
         "return fetch('/api/v1/policies/broken').then(r => r.json()).then(j => j.status)")
     finished = status["lastRun"]["completionTime"]
+    spec_errors = driver.execute_script(
+        "return [...document.querySelectorAll('section.errors li')].map(e => e.textContent)")
     time_title = driver.execute_script(
         "const t = document.querySelector('#row-BackupPolicy-steady time'); return t && t.title")
     driver.save_screenshot(os.path.join(shots, "overview.png"))
@@ -197,6 +199,7 @@ def live(driver, base, shots):
         "finished": finished,
         "notReloaded": not_reloaded,
         "timeTitle": time_title,
+        "specErrors": spec_errors,
         "focusedBySlash": focused,
         "visibleAfterFilter": visible,
         "phoneOverflowPx": overflow,

@@ -154,11 +154,12 @@ mod tests {
         for asset in ASSETS.iter().filter(|a| a.path.ends_with(".js")) {
             let text = std::str::from_utf8(asset.body).unwrap();
             let dir = asset.path.rsplit_once('/').map_or("", |(d, _)| d);
-            for line in text.lines() {
-                let Some(rest) = line.split(" from '").nth(1) else {
-                    continue;
-                };
-                let target = rest.split('\'').next().unwrap();
+            let targets = text
+                .split(" from '")
+                .skip(1)
+                .chain(text.split("import('").skip(1))
+                .map(|rest| rest.split('\'').next().unwrap());
+            for target in targets {
                 let resolved = resolve(dir, target);
                 assert!(
                     ASSETS.iter().any(|a| a.path == resolved),
@@ -184,6 +185,29 @@ mod tests {
             }
         }
         parts.join("/")
+    }
+
+    /// A file added to `ui/` and not to [`FILES`] would not be served.
+    #[test]
+    fn every_file_of_the_folder_is_served() {
+        fn walk(dir: &std::path::Path, base: &std::path::Path, out: &mut Vec<String>) {
+            for entry in std::fs::read_dir(dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    walk(&path, base, out);
+                } else {
+                    let rel = path.strip_prefix(base).unwrap();
+                    out.push(rel.to_string_lossy().replace('\\', "/"));
+                }
+            }
+        }
+        let base = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("ui");
+        let mut files = Vec::new();
+        walk(&base, &base, &mut files);
+        files.sort();
+        let mut served: Vec<String> = FILES.iter().map(|f| f.0.to_string()).collect();
+        served.sort();
+        assert_eq!(files, served);
     }
 
     #[test]

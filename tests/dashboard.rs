@@ -64,6 +64,14 @@ fn browse(scenario: &str, base: &str, extra: &[&str], mut act: impl FnMut(&str))
     result.expect("the browser script reported no result")
 }
 
+/// A temporary folder with an empty `specs` folder in it.
+fn specs_folder() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let specs = dir.path().join("specs");
+    fs::create_dir_all(&specs).unwrap();
+    (dir, specs)
+}
+
 fn policy(name: &str, container: &str, hook: &str, request: Option<&str>) -> String {
     let annotations = request
         .map(|r| format!("  annotations: {{holdfast.dev/requested-at: '{r}'}}\n"))
@@ -118,9 +126,7 @@ fn the_page_follows_runs_live_and_writes_a_valid_restore() {
     let _browser = one_browser();
     let steady = Busybox::start("hfdash", "steady", QUITS_ON_TERM);
     let broken = Busybox::start("hfdash", "broken", QUITS_ON_TERM);
-    let dir = tempfile::tempdir().unwrap();
-    let specs = dir.path().join("specs");
-    fs::create_dir_all(&specs).unwrap();
+    let (dir, specs) = specs_folder();
     // Slow enough to watch: log lines come before and after the hook's pause.
     let slow = "echo hook; sleep 4";
     let failing = "echo the hook fails >&2; exit 3";
@@ -243,9 +249,7 @@ fn with_a_token_the_page_asks_for_it_and_shows_nothing_before() {
         return;
     }
     let _browser = one_browser();
-    let dir = tempfile::tempdir().unwrap();
-    let specs = dir.path().join("specs");
-    fs::create_dir_all(&specs).unwrap();
+    let (dir, specs) = specs_folder();
     fs::write(
         specs.join("steady.yaml"),
         policy("steady", "hfdash-none", "true", None),
@@ -288,9 +292,7 @@ fn a_thousand_policies_fill_the_overview() {
         return;
     }
     let _browser = one_browser();
-    let dir = tempfile::tempdir().unwrap();
-    let specs = dir.path().join("specs");
-    fs::create_dir_all(&specs).unwrap();
+    let (dir, specs) = specs_folder();
     for file in 0..10 {
         let text: Vec<String> = (0..100)
             .map(|i| policy(&format!("app-{file}-{i:03}"), "hfdash-none", "true", None))

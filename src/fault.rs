@@ -41,6 +41,29 @@ pub const POINTS: &[&str] = &[
     "restore.new-volume.mid-extract",
 ];
 
+/// Points that do not kill but stop the thread that reaches them for good, as a wedged
+/// loop would: `controller.stall` proves that a stuck reconcile loop stops feeding
+/// systemd's watchdog. Armed the same way (`HOLDFAST_FAULT`, `HOLDFAST_FAULT_AFTER`);
+/// kept apart from [`POINTS`], which the crash matrix kills at.
+pub const STALLS: &[&str] = &["controller.stall"];
+
+/// The stall point `name`: blocks the calling thread forever if the build has fault
+/// injection and `HOLDFAST_FAULT` names the point (at its `HOLDFAST_FAULT_AFTER`th hit).
+#[cfg(feature = "fault-injection")]
+pub fn stall(name: &'static str) {
+    if armed::armed_here(name) {
+        eprintln!("fault injection: stalling at {name}");
+        loop {
+            std::thread::park();
+        }
+    }
+}
+
+/// The stall point `name`: nothing, in a build without fault injection.
+#[cfg(not(feature = "fault-injection"))]
+#[inline(always)]
+pub fn stall(_name: &'static str) {}
+
 /// The crash point `name`: kills this process if the build has fault injection and
 /// `HOLDFAST_FAULT` names the point (and this is its `HOLDFAST_FAULT_AFTER`th hit).
 #[cfg(feature = "fault-injection")]
@@ -82,12 +105,15 @@ mod armed {
         })
     }
 
-    pub(super) fn hit(name: &'static str) {
+    /// Counts a hit of `name` when it is armed; whether this hit is the one to act on.
+    pub(super) fn armed_here(name: &'static str) -> bool {
         let armed = armed();
-        if !armed.names.iter().any(|n| n == name) {
-            return;
-        }
-        if HITS.fetch_add(1, Ordering::SeqCst) + 1 < armed.after {
+        armed.names.iter().any(|n| n == name)
+            && HITS.fetch_add(1, Ordering::SeqCst) + 1 >= armed.after
+    }
+
+    pub(super) fn hit(name: &'static str) {
+        if !armed_here(name) {
             return;
         }
         eprintln!("fault injection: killing at {name}");
@@ -163,8 +189,12 @@ mod tests {
         let mut files = Vec::new();
         sources(&root.join("src"), &mut files);
         let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
-        for name in POINTS {
-            let call = format!("fault::point(\"{name}\")");
+        let calls = POINTS
+            .iter()
+            .map(|name| (name, "point"))
+            .chain(STALLS.iter().map(|name| (name, "stall")));
+        for (name, function) in calls {
+            let call = format!("fault::{function}(\"{name}\")");
             let places: Vec<&str> = files
                 .iter()
                 .flat_map(|(path, text)| {
@@ -178,21 +208,23 @@ mod tests {
             );
         }
         // And no call names a point missing from the list.
-        let needle = "fault::point(\"";
-        for (path, text) in &files {
-            for (at, _) in text.match_indices(needle) {
-                let rest = &text[at + needle.len()..];
-                let name = &rest[..rest.find('"').unwrap()];
-                assert!(
-                    POINTS.contains(&name),
-                    "{path}: point {name:?} is not in POINTS"
-                );
+        for (needle, list) in [("fault::point(\"", POINTS), ("fault::stall(\"", STALLS)] {
+            for (path, text) in &files {
+                for (at, _) in text.match_indices(needle) {
+                    let rest = &text[at + needle.len()..];
+                    let name = &rest[..rest.find('"').unwrap()];
+                    assert!(list.contains(&name), "{path}: {name:?} is not listed");
+                }
             }
         }
-        let mut unique = POINTS.to_vec();
+        let mut unique = [POINTS, STALLS].concat();
         unique.sort_unstable();
         unique.dedup();
-        assert_eq!(unique.len(), POINTS.len(), "a point is listed twice");
+        assert_eq!(
+            unique.len(),
+            POINTS.len() + STALLS.len(),
+            "a point is listed twice"
+        );
         assert!(POINTS.len() >= 20);
     }
 }

@@ -162,6 +162,7 @@ pub fn run(settings: &Settings, args: RunArgs) -> anyhow::Result<ExitCode> {
             hub,
             Arc::new(SystemClock),
         );
+        controller.tell_systemd(crate::controller::sd_notify::SdNotify::from_env());
         controller.recover(&*runner).await?;
         // What this state folder's killed restores left beside volumes (their runs are
         // recorded as interrupted now), before anything can restore again.

@@ -8,7 +8,8 @@
 //! [`watch::MAX_DEBOUNCE`]), on the next due time, on a run's or a verification's end,
 //! on a periodic resync, and when the specs must be read again (a read that could not
 //! settle, a removal to confirm), and each time runs the same pure [`plan::plan`]. It
-//! never busy-polls.
+//! never busy-polls. Under systemd it also wakes every half watchdog interval, only to
+//! feed the watchdog, and says after each pass what it found ([`sd_notify`]).
 //!
 //! Error policy: a pass that cannot read what the controller remembers (the state
 //! database) starts nothing and writes nothing; it is retried with a growing delay. A
@@ -27,6 +28,7 @@ pub mod recall;
 mod reload;
 pub mod removals;
 pub mod runner;
+pub mod sd_notify;
 mod status_view;
 pub mod supervisor;
 pub mod watch;
@@ -138,6 +140,8 @@ pub struct Controller {
     /// reason and message for their status.
     blocked: BTreeMap<ObjectKey, (&'static str, String)>,
     notifications: notifications::Notifications,
+    /// systemd's notify socket and watchdog (off unless [`Controller::tell_systemd`]).
+    systemd: sd_notify::SdNotify,
 }
 
 /// Why the loop woke up.
@@ -147,6 +151,8 @@ enum Wake {
     Finished(ObjectKey, Box<RunOutcome>),
     /// A scheduled verification of a policy's archives ended: one result per archive.
     Verified(String, Vec<Verified>),
+    /// Half systemd's watchdog interval passed: the loop only feeds it.
+    Watchdog,
     Shutdown,
 }
 
@@ -203,7 +209,14 @@ impl Controller {
             recalled: false,
             vouched: false,
             blocked: BTreeMap::new(),
+            systemd: sd_notify::SdNotify::off(),
         }
+    }
+
+    /// Tells systemd through `notify` when the first pass is done, what each pass found,
+    /// that the loop still turns (the watchdog) and when it stops.
+    pub fn tell_systemd(&mut self, notify: sd_notify::SdNotify) {
+        self.systemd = notify;
     }
 
     /// Repairs what a crash left behind: runs left Running become Failed (Interrupted),
@@ -252,6 +265,10 @@ impl Controller {
         let mut wake_at = self.reconcile().await;
         wake_at = [wake_at, self.reread_at].into_iter().flatten().min();
         loop {
+            // Fed here, from the loop's own turns: a loop that wedges stops feeding it.
+            crate::fault::stall("controller.stall");
+            self.systemd.feed();
+            let feed_in = self.systemd.feed_in();
             let sleep_for = wake_at
                 .map(|at| (at - self.clock.now()).to_std().unwrap_or(Duration::ZERO))
                 .unwrap_or(self.options.resync)
@@ -265,6 +282,9 @@ impl Controller {
                 Some((name, results)) = verify_rx.recv() => Wake::Verified(name, results),
                 _ = signals.recv() => Wake::Shutdown,
                 _ = tokio::time::sleep(sleep_for) => Wake::Timer,
+                _ = tokio::time::sleep(feed_in.unwrap_or_default()), if feed_in.is_some() => {
+                    Wake::Watchdog
+                }
             };
             match wake {
                 Wake::SpecsChanged => {
@@ -295,6 +315,7 @@ impl Controller {
                 Wake::Verified(name, results) => {
                     self.housekeeping.verifications_done(&name, results).await;
                 }
+                Wake::Watchdog => continue,
                 Wake::Shutdown => {
                     self.shutdown(&mut signals, &mut done_rx).await;
                     return Ok(());
@@ -442,6 +463,11 @@ impl Controller {
             .await;
         self.publish(&statuses, &memory, now);
         let notify = self.notify_pass(&statuses, &memory, now).await;
+        self.systemd.pass_done(&sd_notify::summary(
+            &statuses,
+            &self.next_schedule,
+            self.supervisor.running.len(),
+        ));
         self.hub.metrics.reconciled(
             began.elapsed().as_secs_f64(),
             self.pending.len(),
@@ -473,6 +499,10 @@ impl Controller {
     fn retry_later(&mut self, now: DateTime<Utc>, error: &str) -> DateTime<Utc> {
         let delay = self.retry.map_or(RETRY_FIRST, |d| (d * 2).min(RETRY_MAX));
         self.retry = Some(delay);
+        self.systemd.status(&format!(
+            "not reconciling: what holdfast remembers cannot be read; retrying in {}s",
+            delay.as_secs()
+        ));
         error!(
             retry_in_seconds = delay.as_secs_f64(),
             "not reconciling: what holdfast remembers cannot be read, so nothing starts until it can: {error}"
@@ -677,10 +707,12 @@ impl Controller {
         signals: &mut mpsc::Receiver<()>,
         done_rx: &mut mpsc::UnboundedReceiver<Done>,
     ) {
-        info!(
-            running = self.supervisor.running.len(),
-            "shutting down: starting nothing new"
-        );
+        let running = self.supervisor.running.len();
+        self.systemd.stopping(&format!(
+            "stopping: {running} run{} to finish",
+            if running == 1 { "" } else { "s" }
+        ));
+        info!(running, "shutting down: starting nothing new");
         self.pending.clear();
         let mut ended = Vec::new();
         self.supervisor

@@ -1,5 +1,6 @@
 //! `holdfast run` as a test starts it: the real binary on a temporary folder.
 
+use std::ffi::OsStr;
 use std::fs;
 use std::path::Path;
 use std::process::{Child, Stdio};
@@ -22,8 +23,20 @@ impl Daemon {
     /// Starts on `dir`'s `specs` and `state` and the given repository, which other
     /// daemons may share, logging to `dir/daemon.log`.
     pub fn start_on(dir: &Path, repository: &Path, extra: &[&str]) -> Daemon {
+        Daemon::start_with(dir, repository, &[], extra)
+    }
+
+    /// As [`Daemon::start_on`], with these environment variables set too (systemd's
+    /// `NOTIFY_SOCKET`, a fault to inject).
+    pub fn start_with(
+        dir: &Path,
+        repository: &Path,
+        env: &[(&str, &OsStr)],
+        extra: &[&str],
+    ) -> Daemon {
         let log = fs::File::create(dir.join("daemon.log")).unwrap();
         let child = holdfast()
+            .envs(env.iter().copied())
             .env("HOLDFAST_SPECS", dir.join("specs"))
             .env("HOLDFAST_STATE", dir.join("state"))
             .env("HOLDFAST_REPOSITORY", repository)

@@ -38,6 +38,10 @@ pub fn holdfast() -> Command {
         "HOLDFAST_LOG",
         "HOLDFAST_FAULT",
         "HOLDFAST_FAULT_AFTER",
+        // Nor systemd's, when the tests themselves run under it.
+        "NOTIFY_SOCKET",
+        "WATCHDOG_USEC",
+        "WATCHDOG_PID",
     ] {
         cmd.env_remove(var);
     }

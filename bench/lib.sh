@@ -8,6 +8,18 @@ need_pkg() { # command package
     fi
 }
 
+# Installs version $2 of the crate $1 with `cargo install` when the command $1 is missing or
+# another version: the tools without a Debian package, pinned so that every run measures with
+# the same one. `cargo install` puts them in ~/.cargo/bin, which a root shell's PATH often
+# lacks, so that folder is added to it.
+need_cargo_tool() { # command version
+    [[ :$PATH: == *":$HOME/.cargo/bin:"* ]] || export PATH=$HOME/.cargo/bin:$PATH
+    if [[ $("$1" --version 2>/dev/null) != *" $2" ]]; then
+        echo "installing $1 $2 with cargo install (a few minutes) ..." >&2
+        cargo install --locked --quiet --version "$2" "$1" </dev/null >/dev/null
+    fi
+}
+
 # The seeded ~1.2 GiB dataset in $1/tree, generated once (bench/gen_data.py); sets $src.
 ensure_dataset() { # data_dir
     src="$1/tree"

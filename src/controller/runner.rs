@@ -357,7 +357,9 @@ async fn verify_after_run(
         return;
     };
     let (repo, group) = (repo.clone(), group.to_string());
-    let result = tokio::task::spawn_blocking(move || {
+    // Reading back and decompressing the whole archive is archive work like writing it:
+    // at the lower priority of archive threads, so that it never slows the API down.
+    let result = crate::executor::background::spawn("holdfast-verify", move || {
         crate::repo::verify::verify_archive(&repo, &group, &id, ReadData::All, |_, _| {})
     })
     .await;

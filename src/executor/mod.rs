@@ -4,7 +4,7 @@
 //! The CLI's `backup` and (later) the reconciler call [`Executor::run`]; both get the same
 //! [`RunOutcome`].
 
-mod background;
+pub(crate) mod background;
 pub mod claims;
 pub mod dumps;
 pub mod error;
@@ -223,13 +223,16 @@ impl Executor {
         *self.named.write().unwrap_or_else(|e| e.into_inner()) = named;
     }
 
-    /// Copies a committed archive from `from` to `to`, off the runtime's threads.
+    /// Copies a committed archive from `from` to `to`, on an archive thread.
     async fn copy(&self, from: &Repository, to: &Repository, group: &str, id: &str) -> CopyOutcome {
         let (f, t, g, i) = (from.clone(), to.clone(), group.to_string(), id.to_string());
         let started = Instant::now();
-        let result =
-            tokio::task::spawn_blocking(move || crate::repo::copy::copy_archive(&f, &t, &g, &i))
-                .await;
+        // Reading the whole archive (and writing it elsewhere) at the lower priority of
+        // archive threads, like the backup that wrote it.
+        let result = background::spawn("holdfast-copy", move || {
+            crate::repo::copy::copy_archive(&f, &t, &g, &i)
+        })
+        .await;
         let (stored_bytes, error) = match result {
             Ok(Ok(bytes)) => (bytes, None),
             Ok(Err(e)) => (0, Some(e.to_string())),

@@ -4,13 +4,17 @@
 #               Ctrl-C stops it)
 #   make test   install and start what the tests need (Docker engine, compose, database
 #               packages, test images), then run the linters and every test
+# the container image, without a registry:
+#   make image  build the release binary and load it as the image holdfast:<version> and
+#               holdfast:latest with `docker import` (scripts/image.sh; BINARY= takes a
+#               built binary, IMAGE_TAGS= other tags)
 # and one for the long runs:
 #   make fuzz   fuzz the tar reader, the spec reader and the redactors (tests/fuzz/):
 #               FUZZ_EXECS inputs per target (default 1,000,000), FUZZ_SEED, FUZZ_TARGETS
 SHELL := bash
 CARGO ?= cargo
 
-.PHONY: run test env lint unit fuzz schemas demo-up demo-down clean
+.PHONY: run test env lint unit fuzz schemas image demo-up demo-down clean
 
 run: env
 	$(CARGO) run --quiet -- validate examples/specs examples/gallery specs
@@ -41,6 +45,10 @@ fuzz:
 
 schemas:
 	$(CARGO) run --quiet -- schema --out schemas
+
+# The Dockerfile's image, assembled from this machine's files (see README, Container image).
+image:
+	CARGO="$(CARGO)" scripts/image.sh
 
 demo-up: env
 	scripts/demo-stack.sh up

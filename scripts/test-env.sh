@@ -327,6 +327,8 @@ apt_install openssh-server openssh-client age rclone curl
 # starts its own on a loopback port) and openssl, which makes its throwaway CA
 # and certificates.
 apt_install python3-aiosmtpd openssl
+# tini and CA certificates for the container image (scripts/image.sh, tests/image.rs).
+apt_install tini ca-certificates
 # restic: reading what holdfast writes in the restic format, and the baseline of bench/incremental.sh.
 apt_install restic
 # A real browser for the dashboard tests (tests/dashboard.rs drives it through

@@ -585,10 +585,14 @@ impl Engine {
         Ok(created.id)
     }
 
-    pub async fn remove(&self, id: &str) -> Result<(), DockerError> {
+    /// Removes a reader container ([`Self::create_reader`]) with the anonymous volumes
+    /// Docker made for its image's `VOLUME` lines: the image is any image of the host
+    /// (holdfast's own, a database's), and those volumes would pile up, one per volume
+    /// and backup. The named volume it mounts is never removed with it.
+    pub async fn remove_reader(&self, id: &str) -> Result<(), DockerError> {
         let options = RemoveContainerOptions {
             force: true,
-            v: false,
+            v: true,
             link: false,
         };
         self.client

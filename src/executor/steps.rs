@@ -649,7 +649,7 @@ impl Executor {
         let result = self
             .archive_api(&reader, "/volume", root, rel, output, excludes, progress)
             .await;
-        if let Err(e) = self.engine.remove(&reader).await {
+        if let Err(e) = self.engine.remove_reader(&reader).await {
             warn!(volume, "removing the reader container: {e}");
         }
         result

@@ -140,3 +140,121 @@ fn schema_writes_the_committed_files_and_check_spots_drift() {
     assert_eq!(check.status.code(), Some(1));
     assert!(stderr(&check).contains("archive.schema.json: out of date"));
 }
+
+/// Every command's name, as the man pages and completions must know them.
+const COMMANDS: [&str; 14] = [
+    "validate",
+    "schema",
+    "plan",
+    "backup",
+    "run",
+    "get",
+    "prune",
+    "delete",
+    "verify",
+    "restore",
+    "ls",
+    "notify",
+    "completions",
+    "man",
+];
+
+#[test]
+fn completions_for_every_shell_know_the_commands_and_flags() {
+    for (shell, marker) in [
+        ("bash", "complete -F _holdfast"),
+        ("zsh", "#compdef holdfast"),
+        ("fish", "complete -c holdfast"),
+        ("elvish", "edit:completion:arg-completer[holdfast]"),
+        ("powershell", "Register-ArgumentCompleter"),
+    ] {
+        let out = run(holdfast().args(["completions", shell]));
+        assert!(out.status.success(), "{shell}: {}", stderr(&out));
+        let script = stdout(&out);
+        assert!(
+            script.contains(marker),
+            "{shell}: no `{marker}` in\n{script}"
+        );
+        for command in COMMANDS {
+            assert!(script.contains(command), "{shell}: no `{command}`");
+        }
+        // Flags by their long names (fish writes them without the dashes).
+        for flag in ["shutdown-timeout", "history-limit", "log-format"] {
+            assert!(script.contains(flag), "{shell}: no --{flag}");
+        }
+    }
+    let out = run(holdfast().args(["completions", "tcsh"]));
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+}
+
+#[test]
+fn man_writes_a_page_per_command_and_prints_the_main_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(holdfast()
+        .args(["man", "--out"])
+        .arg(dir.path().join("man1")));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let mut expected: Vec<String> = std::iter::once("holdfast.1".to_string())
+        .chain(COMMANDS.iter().map(|c| format!("holdfast-{c}.1")))
+        .chain(std::iter::once("holdfast-notify-test.1".to_string()))
+        .collect();
+    expected.sort();
+    let mut written: Vec<String> = std::fs::read_dir(dir.path().join("man1"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    written.sort();
+    assert_eq!(written, expected);
+    // One line per page written, as `schema` does.
+    assert_eq!(
+        stdout(&out).lines().count(),
+        expected.len(),
+        "{}",
+        stdout(&out)
+    );
+
+    let page = |name: &str| std::fs::read_to_string(dir.path().join("man1").join(name)).unwrap();
+    let main = page("holdfast.1");
+    assert!(main.starts_with(".ie \\n(.g .ds Aq"), "{main}");
+    assert!(main.contains(".TH holdfast 1"), "{main}");
+    assert!(main.contains("holdfast\\-run(1)"), "{main}");
+    let run_page = page("holdfast-run.1");
+    assert!(run_page.contains(".TH holdfast-run 1"), "{run_page}");
+    assert!(run_page.contains("\\-\\-shutdown\\-timeout"), "{run_page}");
+    assert!(run_page.contains("HOLDFAST_SHUTDOWN_TIMEOUT"), "{run_page}");
+
+    // Without --out, the main page on stdout, for `holdfast man | man -l -`.
+    let out = run(holdfast().arg("man"));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), main);
+}
+
+#[test]
+fn man_pages_and_completions_ignore_the_configuration_file() {
+    // What a package ships must not depend on the machine that built it: a configuration
+    // file's values would otherwise show as the flags' defaults.
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("holdfast.yaml");
+    std::fs::write(&config, "specs: /srv/elsewhere/specs\n").unwrap();
+    for (out, config) in [("with", config.as_os_str()), ("without", "".as_ref())] {
+        let out = run(holdfast()
+            .env("HOLDFAST_CONFIG", config)
+            .args(["man", "--out"])
+            .arg(dir.path().join(out)));
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    let page = |out: &str| {
+        std::fs::read_to_string(dir.path().join(out).join("holdfast-validate.1")).unwrap()
+    };
+    assert!(
+        page("without").contains("[default: specs]"),
+        "{}",
+        page("without")
+    );
+    assert_eq!(page("with"), page("without"));
+    let with = run(holdfast()
+        .env("HOLDFAST_CONFIG", &config)
+        .args(["completions", "bash"]));
+    let without = run(holdfast().args(["completions", "bash"]));
+    assert_eq!(stdout(&with), stdout(&without));
+}

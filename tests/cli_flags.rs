@@ -10,9 +10,21 @@ use std::path::{Path, PathBuf};
 use common::golden::assert_golden;
 use common::{holdfast, run, stderr, stdout};
 
-const COMMANDS: [&str; 12] = [
-    "validate", "schema", "plan", "backup", "run", "get", "prune", "delete", "verify", "restore",
-    "ls", "notify",
+const COMMANDS: [&str; 14] = [
+    "validate",
+    "schema",
+    "plan",
+    "backup",
+    "run",
+    "get",
+    "prune",
+    "delete",
+    "verify",
+    "restore",
+    "ls",
+    "notify",
+    "completions",
+    "man",
 ];
 
 #[test]

@@ -1,9 +1,11 @@
 //! The command line: one thin file per subcommand over the library.
 
 mod backup;
+mod completions;
 mod delete;
 mod get;
 mod ls;
+mod man;
 mod notify;
 mod plan;
 mod progress_bar;
@@ -101,6 +103,10 @@ pub enum Command {
     Ls(ls::LsArgs),
     /// Check a Notifier: `notify test NAME` sends it a test message.
     Notify(notify::NotifyArgs),
+    /// Print the completion script of a shell: bash, zsh, fish, elvish or powershell.
+    Completions(completions::CompletionsArgs),
+    /// Write the man pages: holdfast(1) and one per command, such as holdfast-run(1).
+    Man(man::ManArgs),
 }
 
 impl Command {
@@ -108,7 +114,7 @@ impl Command {
     fn settings(&self, log_format: LogFormat) -> Settings {
         let groups: Vec<&dyn Apply> = match self {
             Command::Validate(a) => vec![&a.specs],
-            Command::Schema(_) => vec![],
+            Command::Schema(_) | Command::Completions(_) | Command::Man(_) => vec![],
             Command::Plan(a) => vec![&a.specs, &a.state, &a.repository, &a.docker],
             Command::Backup(a) => vec![
                 &a.specs,
@@ -159,6 +165,16 @@ pub enum OutputFormat {
     #[default]
     Text,
     Json,
+}
+
+/// The program's name, as completion scripts and man pages call it.
+const NAME: &str = "holdfast";
+
+/// The command line as defined, without a configuration file's values as the flags'
+/// defaults: what man pages and completion scripts describe, the same on every machine
+/// that generates them.
+fn definition() -> clap::Command {
+    <Cli as clap::CommandFactory>::command()
 }
 
 /// Reads the configuration file, parses the command line with its settings as the flags'
@@ -216,6 +232,8 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Restore(args) => restore::run(&settings, args, bar),
         Command::Ls(args) => ls::run(&settings, args),
         Command::Notify(args) => notify::run(&settings, args),
+        Command::Completions(args) => completions::run(args),
+        Command::Man(args) => man::run(args),
     };
     match result {
         Ok(code) => code,

@@ -8,13 +8,17 @@
 #   make image  build the release binary and load it as the image holdfast:<version> and
 #               holdfast:latest with `docker import` (scripts/image.sh; BINARY= takes a
 #               built binary, IMAGE_TAGS= other tags)
+# the Debian package:
+#   make deb    a release build packaged with cargo-deb (installed first if missing) into
+#               target/debian/: the binary, the systemd unit, man pages, completions and an
+#               example spec; prints the .deb's path
 # and one for the long runs:
 #   make fuzz   fuzz the tar reader, the spec reader and the redactors (tests/fuzz/):
 #               FUZZ_EXECS inputs per target (default 1,000,000), FUZZ_SEED, FUZZ_TARGETS
 SHELL := bash
 CARGO ?= cargo
 
-.PHONY: run test env lint unit fuzz schemas image demo-up demo-down clean
+.PHONY: run test env lint unit fuzz schemas image deb demo-up demo-down clean
 
 run: env
 	$(CARGO) run --quiet -- validate examples/specs examples/gallery specs
@@ -49,6 +53,10 @@ schemas:
 # The Dockerfile's image, assembled from this machine's files (see README, Container image).
 image:
 	CARGO="$(CARGO)" scripts/image.sh
+
+# The Debian package (see README, Debian package).
+deb:
+	CARGO="$(CARGO)" scripts/deb.sh
 
 demo-up: env
 	scripts/demo-stack.sh up

@@ -2,7 +2,8 @@
 # Prepares a Docker engine and the holdfast-test/* images for the integration
 # tests and the demo stack (examples/compose/demo), and the storage servers the
 # remote repository tests start themselves (Garage for S3, OpenSSH's sshd for
-# SFTP), and the SMTP server of the e-mail notification tests (aiosmtpd).
+# SFTP), the SMTP server of the e-mail notification tests (aiosmtpd), and
+# cargo-deb for the Debian package test.
 # Debian 12, run as root. Safe to re-run: every step checks first and
 # does nothing when already done.
 #
@@ -335,6 +336,10 @@ apt_install restic
 # chromium-driver with Debian's Selenium).
 apt_install chromium chromium-driver python3-selenium
 ensure_garage
+# The Debian package test (tests/deb.rs): cargo-deb at the version scripts/deb.sh
+# pins, and man-db, whose `man -l` renders the packaged pages.
+apt_install man-db
+"$script_dir/deb.sh" --install-cargo-deb
 # promtool for the example Prometheus rules; wrk for the API load benchmark.
 ensure_prometheus_tools
 build_busybox

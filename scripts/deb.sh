@@ -14,7 +14,7 @@
 #   CARGO             the cargo to run (default: cargo)
 set -euo pipefail
 
-# Bump together with the README's figure of its build time.
+# Bump together with the README, which names it and the time its build takes.
 cargo_deb_version=3.8.0
 
 say() { echo "deb: $*" >&2; }
@@ -48,8 +48,9 @@ binary=$release/holdfast
 [[ -x $binary ]] || die "$binary is missing; run without --no-build"
 
 # What cargo-deb packages from target/release/deb/ (see [package.metadata.deb] in
-# Cargo.toml), made fresh by the binary being packaged. `--config ''`: the pages and
-# scripts describe the flags' own defaults, not a configuration file of this machine.
+# Cargo.toml), made fresh by the binary being packaged. They describe the flags' own
+# defaults whatever the configuration file says; `--config ''` keeps a broken one on this
+# machine from stopping the build.
 out=$release/deb
 rm -rf "$out"
 mkdir -p "$out/completions"

@@ -118,6 +118,7 @@ pub fn run(settings: &Settings, args: RunArgs) -> anyhow::Result<ExitCode> {
             logs: settings.state.join("logs"),
             history_limit: settings.history_limit,
             host: host.clone(),
+            host_labels: settings.host_labels(),
             external_url: args.external_url.clone(),
         };
         let hub = Arc::new(crate::hub::Hub::new());

@@ -115,14 +115,19 @@ pub struct RepositoryFlags {
     /// machine's host name, made a safe folder name.
     #[arg(long, env = "HOLDFAST_HOST", value_name = "NAME", value_parser = parse_host)]
     pub host: Option<String>,
+}
 
+/// `--host-labels`, for the commands that decide what this host runs (`plan`, `run`).
+#[derive(Clone, Debug, Args)]
+#[command(next_help_heading = "Paths")]
+pub struct HostLabelsFlag {
     /// This host's labels, `key=value` pairs separated by commas (`role=nas,site=home`):
     /// a spec whose `spec.hostSelector.matchLabels` they do not all match is not run here.
     /// `holdfast.dev/hostname=<host>` is always one of them.
     #[arg(
         long,
         env = "HOLDFAST_HOST_LABELS",
-        value_name = "K=V,...",
+        value_name = "LABELS",
         value_parser = parse_host_labels_flag
     )]
     pub host_labels: Option<HostLabels>,
@@ -136,7 +141,7 @@ pub const HOSTNAME_LABEL: &str = "holdfast.dev/hostname";
 pub struct HostLabels(pub BTreeMap<String, String>);
 
 /// `--host-labels`'s value parser: the flag's name is said by clap.
-fn parse_host_labels_flag(text: &str) -> Result<HostLabels, String> {
+pub fn parse_host_labels_flag(text: &str) -> Result<HostLabels, String> {
     parse_host_labels(text).map(HostLabels)
 }
 
@@ -285,6 +290,11 @@ impl Apply for RepositoryFlags {
     fn apply(&self, settings: &mut Settings) {
         settings.repository = self.repository.clone();
         settings.host = self.host.clone();
+    }
+}
+
+impl Apply for HostLabelsFlag {
+    fn apply(&self, settings: &mut Settings) {
         settings.host_labels = self.host_labels.clone().unwrap_or_default().0;
     }
 }

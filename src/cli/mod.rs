@@ -109,7 +109,7 @@ impl Command {
         let groups: Vec<&dyn Apply> = match self {
             Command::Validate(a) => vec![&a.specs],
             Command::Schema(_) => vec![],
-            Command::Plan(a) => vec![&a.specs, &a.state, &a.repository, &a.docker],
+            Command::Plan(a) => vec![&a.specs, &a.state, &a.repository, &a.host_labels, &a.docker],
             Command::Backup(a) => vec![
                 &a.specs,
                 &a.state,
@@ -122,6 +122,7 @@ impl Command {
                 &a.specs,
                 &a.state,
                 &a.repository,
+                &a.host_labels,
                 &a.docker,
                 &a.archive_via,
                 &a.history,

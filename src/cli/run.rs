@@ -77,6 +77,9 @@ pub struct RunArgs {
     pub(super) repository: crate::settings::RepositoryFlags,
 
     #[command(flatten)]
+    pub(super) host_labels: crate::settings::HostLabelsFlag,
+
+    #[command(flatten)]
     pub(super) docker: crate::settings::DockerFlags,
 
     #[command(flatten)]

@@ -3,6 +3,8 @@
 
 mod common;
 
+use std::time::Duration;
+
 use common::{holdfast, run, stderr};
 
 const FLEET: &str = "apiVersion: holdfast.dev/v1alpha1
@@ -133,4 +135,101 @@ fn plan_shows_only_what_this_host_runs() {
         "{text}"
     );
     assert!(text.contains("nothing to plan"), "{text}");
+}
+
+/// The same spec files, as each host's checkout of one git repository: a policy for the
+/// NAS, one for the VPS, both requested now.
+fn checkout(top: &std::path::Path, host: &str, volume: &str) -> std::path::PathBuf {
+    let dir = top.join(host);
+    std::fs::create_dir_all(dir.join("specs")).unwrap();
+    let policy = |name: &str, role: &str| {
+        format!(
+            "apiVersion: holdfast.dev/v1alpha1\nkind: BackupPolicy\nmetadata:\n  name: {name}\n  \
+             annotations: {{holdfast.dev/requested-at: '1'}}\nspec:\n  schedule: '0 3 1 1 *'\n  \
+             targets: {{volumes: [{volume}]}}\n  include: {{recipe: false}}\n  \
+             hostSelector: {{matchLabels: {{role: {role}}}}}\n"
+        )
+    };
+    let text = format!("{}---\n{}", policy("photos", "nas"), policy("web", "vps"));
+    std::fs::write(dir.join("specs/fleet.yaml"), text).unwrap();
+    dir
+}
+
+/// `(status, reason, message)` of the Ready condition of `name` in a status file's documents.
+fn ready(statuses: &[serde_json::Value], name: &str) -> Option<(String, String, String)> {
+    let doc = statuses
+        .iter()
+        .find(|d| d["metadata"]["name"].as_str() == Some(name))?;
+    let ready = doc["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == "Ready")?;
+    let text = |k: &str| ready[k].as_str().unwrap_or_default().to_string();
+    Some((text("status"), text("reason"), text("message")))
+}
+
+#[test]
+#[cfg_attr(skip_docker, ignore = "needs Docker; HOLDFAST_SKIP_DOCKER=1")]
+fn two_hosts_on_one_specs_repository_each_run_only_what_selects_them() {
+    use common::daemon::{Daemon, wait_for};
+    if !common::docker_available() {
+        return;
+    }
+    let volume = common::FileVolume::new("hffleet", "fleet");
+    let top = tempfile::tempdir().unwrap();
+    let repository = top.path().join("repository");
+    let nas_dir = checkout(top.path(), "nas", &volume.0);
+    let vps_dir = checkout(top.path(), "vps", &volume.0);
+    let mut nas = Daemon::start_on(
+        &nas_dir,
+        &repository,
+        &["--host", "nas", "--host-labels", "role=nas"],
+    );
+    let mut vps = Daemon::start_on(
+        &vps_dir,
+        &repository,
+        &["--host", "vps", "--host-labels", "role=vps"],
+    );
+    for (dir, mine, theirs, host) in [
+        (&nas_dir, "photos", "web", "nas"),
+        (&vps_dir, "web", "photos", "vps"),
+    ] {
+        let statuses = wait_for(
+            &dir.join("specs/fleet.status.yaml"),
+            Duration::from_secs(60),
+            &format!("{mine} on {host}"),
+            |s| {
+                ready(s, mine).is_some_and(|(v, r, _)| v == "True" && r == "Succeeded")
+                    && ready(s, theirs).is_some()
+            },
+        );
+        let (value, reason, message) = ready(&statuses, theirs).unwrap();
+        assert_eq!((value.as_str(), reason.as_str()), ("True", "NotSelected"));
+        let other = if host == "nas" { "vps" } else { "nas" };
+        assert_eq!(
+            message,
+            format!(
+                "hostSelector {{role: {other}}} does not match this host {host} \
+                 (labels: {{holdfast.dev/hostname: {host}, role: {host}}})"
+            )
+        );
+        let theirs_doc = statuses
+            .iter()
+            .find(|d| d["metadata"]["name"].as_str() == Some(theirs))
+            .unwrap();
+        assert!(theirs_doc["status"]["lastRun"].is_null(), "{theirs_doc}");
+        // Only its own policy's archives are in its folder of the repository.
+        let groups: Vec<String> = std::fs::read_dir(repository.join(host))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| !n.starts_with('.'))
+            .collect();
+        assert_eq!(groups, [mine], "{host}");
+    }
+    for daemon in [&mut nas, &mut vps] {
+        assert!(
+            daemon.child.try_wait().unwrap().is_none(),
+            "a daemon exited"
+        );
+    }
 }

@@ -233,3 +233,36 @@ fn two_hosts_on_one_specs_repository_each_run_only_what_selects_them() {
         );
     }
 }
+
+#[test]
+fn the_configuration_file_gives_the_host_labels() {
+    let dir = specs(&[(
+        "fleet.yaml",
+        FLEET.split("---").next().unwrap(), // the NAS's Repository only
+    )]);
+    let etc = tempfile::tempdir().unwrap();
+    let config = etc.path().join("holdfast.yaml");
+    std::fs::write(&config, "host: nas\nhostLabels: role=nas\n").unwrap();
+    let plan = |config_file: &std::path::Path| {
+        let state = etc.path().join("state");
+        run(holdfast()
+            .arg("--config")
+            .arg(config_file)
+            .args(["plan", "--specs"])
+            .arg(dir.path())
+            .arg("--state")
+            .arg(&state)
+            .arg("--repository")
+            .arg(etc.path().join("repository")))
+    };
+    let out = plan(&config);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("not selected"), "{}", stderr(&out));
+    std::fs::write(&config, "host: nas\n").unwrap();
+    let out = plan(&config);
+    assert!(
+        stderr(&out).contains("not selected on nas: Repository/nas-disk"),
+        "{}",
+        stderr(&out)
+    );
+}

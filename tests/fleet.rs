@@ -225,6 +225,18 @@ fn two_hosts_on_one_specs_repository_each_run_only_what_selects_them() {
             .filter(|n| !n.starts_with('.'))
             .collect();
         assert_eq!(groups, [mine], "{host}");
+        // No per-object series of the other host's policy: nothing to call late or failing.
+        let metrics = common::http::get(&Daemon::api_address(dir), "/metrics").text();
+        assert!(
+            metrics.contains(&format!(
+                "holdfast_last_success_timestamp_seconds{{kind=\"BackupPolicy\",name=\"{mine}\"}}"
+            )),
+            "{metrics}"
+        );
+        assert!(
+            !metrics.contains(&format!("name=\"{theirs}\"")),
+            "{metrics}"
+        );
     }
     for daemon in [&mut nas, &mut vps] {
         assert!(

@@ -135,6 +135,22 @@ fn plan_shows_only_what_this_host_runs() {
         "{text}"
     );
     assert!(text.contains("nothing to plan"), "{text}");
+    let out = run(holdfast()
+        .args(["plan", "photos", "--host", "vps", "--specs"])
+        .arg(dir.path())
+        .arg("--state")
+        .arg(state.path().join("state"))
+        .arg("--repository")
+        .arg(state.path().join("repository")));
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(
+            "BackupPolicy `photos` is not selected on this host, so it does not run here: \
+             hostSelector {role: nas} does not match this host vps"
+        ),
+        "{}",
+        stderr(&out)
+    );
 }
 
 /// The same spec files, as each host's checkout of one git repository: a policy for the

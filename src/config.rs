@@ -31,6 +31,8 @@ struct File {
     repository: Option<PathBuf>,
     #[serde(default, deserialize_with = "host")]
     host: Option<String>,
+    #[serde(default, deserialize_with = "host_labels")]
+    host_labels: Option<String>,
     listen: Option<SocketAddr>,
     docker_host: Option<String>,
     archive_via: Option<ArchiveVia>,
@@ -46,11 +48,12 @@ struct File {
 }
 
 /// The keys [`File`] accepts, for did-you-mean hints.
-const KEYS: [&str; 14] = [
+const KEYS: [&str; 15] = [
     "specs",
     "state",
     "repository",
     "host",
+    "hostLabels",
     "listen",
     "dockerHost",
     "archiveVia",
@@ -70,6 +73,14 @@ fn host<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Err
     crate::settings::parse_host(&name)
         .map(Some)
         .map_err(|e| serde::de::Error::custom(format!("host: {e}")))
+}
+
+/// `hostLabels: role=nas,site=home`, written and checked as `--host-labels` is.
+fn host_labels<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let text = String::deserialize(d)?;
+    crate::settings::parse_host_labels(&text)
+        .map_err(|e| serde::de::Error::custom(format!("hostLabels: {e}")))?;
+    Ok(Some(text))
 }
 
 fn duration<'de, D: serde::Deserializer<'de>>(
@@ -192,6 +203,7 @@ fn parse(text: &str, folder: &Path) -> Result<Config, (usize, usize, String)> {
     set("state", file.state.map(path));
     set("repository", file.repository.map(path));
     set("host", file.host);
+    set("host_labels", file.host_labels);
     set("listen", file.listen.map(|a| a.to_string()));
     set("docker_host", file.docker_host);
     set("archive_via", file.archive_via.map(|v| value_name(&v)));
@@ -316,6 +328,21 @@ mod tests {
         assert!(message.contains("cannot start with `.`"), "{message}");
         let (_, _, message) = parse("archiveVia: sometimes\n", Path::new("")).unwrap_err();
         assert!(message.contains("archiveVia"), "{message}");
+    }
+
+    #[test]
+    fn host_labels_are_written_as_the_flag_takes_them() {
+        let config = parse("hostLabels: role=nas,site=home\n", Path::new("")).unwrap();
+        assert_eq!(value(&config, "host_labels"), Some("role=nas,site=home"));
+        let (_, _, message) = parse(
+            "host: nas\nhostLabels: holdfast.dev/hostname=x\n",
+            Path::new(""),
+        )
+        .unwrap_err();
+        assert!(message.starts_with("hostLabels: "), "{message}");
+        assert!(message.contains("set by holdfast"), "{message}");
+        let (_, _, message) = parse("hostLabels: {role: nas}\n", Path::new("")).unwrap_err();
+        assert!(message.contains("string"), "{message}");
     }
 
     #[test]

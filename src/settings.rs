@@ -6,6 +6,7 @@
 //! by the command line before these groups are parsed); a flag wins over its variable,
 //! which wins over the file, which wins over the default. What a command was given is gathered into one [`Settings`].
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -30,6 +31,8 @@ pub struct Settings {
     pub state: PathBuf,
     pub repository: PathBuf,
     pub host: Option<String>,
+    /// `--host-labels`, as given (without the hostname label, which [`Settings::host_labels`] adds).
+    pub host_labels: BTreeMap<String, String>,
     pub listen: SocketAddr,
     pub docker_host: Option<String>,
     pub archive_via: ArchiveVia,
@@ -47,6 +50,7 @@ impl Default for Settings {
             state: DEFAULT_STATE.into(),
             repository: DEFAULT_REPOSITORY.into(),
             host: None,
+            host_labels: BTreeMap::new(),
             listen: SocketAddr::from(([127, 0, 0, 1], 9750)),
             docker_host: None,
             archive_via: ArchiveVia::Auto,
@@ -111,6 +115,114 @@ pub struct RepositoryFlags {
     /// machine's host name, made a safe folder name.
     #[arg(long, env = "HOLDFAST_HOST", value_name = "NAME", value_parser = parse_host)]
     pub host: Option<String>,
+}
+
+/// `--host-labels`, for the commands that decide what this host runs (`plan`, `run`).
+#[derive(Clone, Debug, Args)]
+#[command(next_help_heading = "Paths")]
+pub struct HostLabelsFlag {
+    /// This host's labels, `key=value` pairs separated by commas (`role=nas,site=home`):
+    /// a spec whose `spec.hostSelector.matchLabels` they do not all match is not run here.
+    /// `holdfast.dev/hostname=<host>` is always one of them.
+    #[arg(
+        long,
+        env = "HOLDFAST_HOST_LABELS",
+        value_name = "LABELS",
+        value_parser = parse_host_labels_flag
+    )]
+    pub host_labels: Option<HostLabels>,
+}
+
+/// The label every host carries, with its `--host` name as the value; a user cannot set it.
+pub const HOSTNAME_LABEL: &str = "holdfast.dev/hostname";
+
+/// The labels `--host-labels` gave, checked.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HostLabels(pub BTreeMap<String, String>);
+
+/// `--host-labels`'s value parser: the flag's name is said by clap.
+pub fn parse_host_labels_flag(text: &str) -> Result<HostLabels, String> {
+    parse_host_labels(text).map(HostLabels)
+}
+
+/// Parses `key=value,key=value` (spaces around items are allowed; an empty text is no
+/// label). Keys and values are checked as Kubernetes checks labels; a key given twice, or
+/// the key [`HOSTNAME_LABEL`], is an error.
+pub fn parse_host_labels(text: &str) -> Result<BTreeMap<String, String>, String> {
+    let mut labels = BTreeMap::new();
+    for item in text.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+        let Some((key, value)) = item.split_once('=') else {
+            return Err(format!(
+                "`{}` is not `key=value`; write labels as role=nas,site=home",
+                item.escape_debug()
+            ));
+        };
+        let (key, value) = (key.trim(), value.trim());
+        check_label_key(key)?;
+        check_label_value(value).map_err(|e| format!("label `{key}`: {e}"))?;
+        if key == HOSTNAME_LABEL {
+            return Err(format!(
+                "`{HOSTNAME_LABEL}` is set by holdfast to the host's name (--host); choose another key"
+            ));
+        }
+        if labels.insert(key.to_string(), value.to_string()).is_some() {
+            return Err(format!("label `{key}` is given twice"));
+        }
+    }
+    Ok(labels)
+}
+
+/// Checks a label key as Kubernetes does: an optional DNS subdomain prefix and `/`, then a
+/// name of at most 63 letters, digits, `-`, `_` and `.`, starting and ending with a letter
+/// or digit.
+pub fn check_label_key(key: &str) -> Result<(), String> {
+    let (prefix, name) = match key.rsplit_once('/') {
+        Some((prefix, name)) => (Some(prefix), name),
+        None => (None, key),
+    };
+    if let Some(prefix) = prefix {
+        let label_ok = |l: &str| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+        };
+        if prefix.is_empty() || prefix.len() > 253 || !prefix.split('.').all(label_ok) {
+            return Err(format!(
+                "label key `{}`: the prefix before `/` must be a DNS subdomain (lowercase, e.g. example.com)",
+                key.escape_debug()
+            ));
+        }
+    }
+    if name.is_empty() {
+        return Err(format!("label key `{}` has no name", key.escape_debug()));
+    }
+    check_label_name(name).map_err(|e| format!("label key `{}`: {e}", key.escape_debug()))
+}
+
+/// Checks a label value: empty, or as a key's name (at most 63 characters).
+pub fn check_label_value(value: &str) -> Result<(), String> {
+    if value.is_empty() {
+        return Ok(());
+    }
+    check_label_name(value).map_err(|e| format!("value `{}`: {e}", value.escape_debug()))
+}
+
+fn check_label_name(name: &str) -> Result<(), String> {
+    if name.len() > 63 {
+        return Err(format!("{} characters long; at most 63", name.len()));
+    }
+    let inner = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
+    let ends = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric());
+    if !name.chars().all(inner) || !ends(name.chars().next()) || !ends(name.chars().last()) {
+        return Err(
+            "use letters, digits, `-`, `_` and `.`, starting and ending with a letter or digit"
+                .into(),
+        );
+    }
+    Ok(())
 }
 
 /// How to reach Docker, for the commands that talk to it.
@@ -181,6 +293,12 @@ impl Apply for RepositoryFlags {
     }
 }
 
+impl Apply for HostLabelsFlag {
+    fn apply(&self, settings: &mut Settings) {
+        settings.host_labels = self.host_labels.clone().unwrap_or_default().0;
+    }
+}
+
 impl Apply for RepoFlag {
     fn apply(&self, settings: &mut Settings) {
         settings.repo = self.repo.clone();
@@ -215,6 +333,13 @@ impl Settings {
     /// The host name this process writes under: `--host`, or the machine's host name.
     pub fn host(&self) -> String {
         self.host.clone().unwrap_or_else(machine_host)
+    }
+
+    /// This host's labels: `--host-labels` and `holdfast.dev/hostname=<host>`.
+    pub fn host_labels(&self) -> BTreeMap<String, String> {
+        let mut labels = self.host_labels.clone();
+        labels.insert(HOSTNAME_LABEL.to_string(), self.host());
+        labels
     }
 }
 
@@ -300,5 +425,42 @@ mod tests {
         assert_eq!(sanitize_host("..hidden"), "hidden");
         assert_eq!(sanitize_host(""), "localhost");
         assert!(parse_host(&machine_host()).is_ok());
+    }
+
+    #[test]
+    fn host_labels_are_checked_as_kubernetes_labels() {
+        let labels = parse_host_labels(" role=nas, example.com/site=home ,empty=").unwrap();
+        assert_eq!(labels["role"], "nas");
+        assert_eq!(labels["example.com/site"], "home");
+        assert_eq!(labels["empty"], "");
+        assert!(parse_host_labels("").unwrap().is_empty());
+        for (bad, says) in [
+            ("role", "is not `key=value`"),
+            ("role=nas,role=vps", "given twice"),
+            ("-role=nas", "label key `-role`"),
+            ("Role/x=nas", "DNS subdomain"),
+            ("/x=1", "DNS subdomain"),
+            ("a/=1", "has no name"),
+            ("role=n s", "value `n s`"),
+            ("role=-nas", "value `-nas`"),
+            ("holdfast.dev/hostname=other", "set by holdfast"),
+        ] {
+            let error = parse_host_labels(bad).unwrap_err();
+            assert!(error.contains(says), "{bad:?}: {error}");
+        }
+        let long = format!("k={}", "a".repeat(64));
+        assert!(parse_host_labels(&long).unwrap_err().contains("at most 63"));
+    }
+
+    #[test]
+    fn every_host_carries_its_hostname_label() {
+        let settings = Settings {
+            host: Some("nas".into()),
+            host_labels: parse_host_labels("role=nas").unwrap(),
+            ..Settings::default()
+        };
+        let labels = settings.host_labels();
+        assert_eq!(labels[HOSTNAME_LABEL], "nas");
+        assert_eq!(labels["role"], "nas");
     }
 }

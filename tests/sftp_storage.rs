@@ -38,6 +38,7 @@ fn spec(server: &Sftp, folder: &str) -> SftpStorage {
 fn open(storage: SftpStorage) -> Repository {
     let spec = RepositorySpec {
         format: Default::default(),
+        host_selector: None,
         password: None,
         storage: StorageSpec {
             sftp: Some(storage),
@@ -343,6 +344,7 @@ fn specs_that_cannot_work_are_refused_when_opened() {
     let refusal = |storage: SftpStorage| {
         let spec = RepositorySpec {
             format: Default::default(),
+            host_selector: None,
             password: None,
             storage: StorageSpec {
                 sftp: Some(storage),

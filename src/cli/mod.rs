@@ -115,7 +115,7 @@ impl Command {
         let groups: Vec<&dyn Apply> = match self {
             Command::Validate(a) => vec![&a.specs],
             Command::Schema(_) | Command::Completions(_) | Command::Man(_) => vec![],
-            Command::Plan(a) => vec![&a.specs, &a.state, &a.repository, &a.docker],
+            Command::Plan(a) => vec![&a.specs, &a.state, &a.repository, &a.host_labels, &a.docker],
             Command::Backup(a) => vec![
                 &a.specs,
                 &a.state,
@@ -128,6 +128,7 @@ impl Command {
                 &a.specs,
                 &a.state,
                 &a.repository,
+                &a.host_labels,
                 &a.docker,
                 &a.archive_via,
                 &a.history,

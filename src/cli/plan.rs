@@ -29,11 +29,17 @@ pub struct PlanArgs {
     pub(super) repository: crate::settings::RepositoryFlags,
 
     #[command(flatten)]
+    pub(super) host_labels: crate::settings::HostLabelsFlag,
+
+    #[command(flatten)]
     pub(super) docker: crate::settings::DockerFlags,
 }
 
 pub fn run(settings: &Settings, args: PlanArgs) -> anyhow::Result<ExitCode> {
-    let report = specs::load(settings);
+    let mut report = specs::load(settings);
+    for line in specs::select_host(&mut report, &crate::validate::HostView::of(settings)) {
+        eprintln!("{line}");
+    }
     // Any error printed fails the command, even when the valid specs could be planned.
     let mut invalid = false;
     let requests = match &args.name {

@@ -77,6 +77,9 @@ pub struct RunArgs {
     pub(super) repository: crate::settings::RepositoryFlags,
 
     #[command(flatten)]
+    pub(super) host_labels: crate::settings::HostLabelsFlag,
+
+    #[command(flatten)]
     pub(super) docker: crate::settings::DockerFlags,
 
     #[command(flatten)]
@@ -118,6 +121,7 @@ pub fn run(settings: &Settings, args: RunArgs) -> anyhow::Result<ExitCode> {
             logs: settings.state.join("logs"),
             history_limit: settings.history_limit,
             host: host.clone(),
+            host_labels: settings.host_labels(),
             external_url: args.external_url.clone(),
         };
         let hub = Arc::new(crate::hub::Hub::new());

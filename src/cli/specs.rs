@@ -18,6 +18,21 @@ pub fn load(settings: &Settings) -> Report {
     report
 }
 
+/// Applies `host`'s hostSelectors to `report` ([`Report::select_host`]): each object it
+/// does not run is said as `not selected on HOST: Kind/name: why`, on the returned lines,
+/// and taken out of the valid objects, so that what is planned is what that host runs.
+pub fn select_host(report: &mut Report, host: &crate::validate::HostView) -> Vec<String> {
+    report.select_host(host);
+    let mut lines = Vec::new();
+    for object in report.files.iter_mut().flat_map(|f| f.objects.iter_mut()) {
+        if let (Some(why), Some(key)) = (&object.not_selected, object.key()) {
+            lines.push(format!("not selected on {}: {key}: {why}", host.name));
+            object.resource = None;
+        }
+    }
+    lines
+}
+
 /// [`load`] for a command whose result comes from the specs: a specs folder that does not
 /// exist is an error, not an empty list.
 pub fn load_existing(settings: &Settings) -> anyhow::Result<Report> {
@@ -74,6 +89,12 @@ pub fn backup_request(
         }
         _ => bail!("both a BackupPolicy and an Archive are named `{name}`; rename one of them"),
     };
+    if let Some(why) = &object.not_selected {
+        bail!(
+            "{} `{name}` is not selected on this host, so it does not run here: {why}",
+            object.kind.map(|k| k.to_string()).unwrap_or_default(),
+        );
+    }
     let Some(resource) = &object.resource else {
         let errors: Vec<String> = object.errors.iter().map(|e| e.to_string()).collect();
         bail!(

@@ -21,6 +21,21 @@ pub struct ValidateArgs {
 
     #[command(flatten)]
     pub(super) specs: crate::settings::SpecsFlag,
+
+    /// Check as host NAME of a fleet would: objects whose hostSelector it does not match
+    /// are listed as not selected, and what it runs may not name them.
+    #[arg(long = "host", id = "validate_host", value_name = "NAME", value_parser = crate::settings::parse_host)]
+    host: Option<String>,
+
+    /// With --host: that host's labels, as `holdfast run --host-labels` takes them.
+    #[arg(
+        long = "host-labels",
+        id = "validate_host_labels",
+        value_name = "LABELS",
+        requires = "validate_host",
+        value_parser = crate::settings::parse_host_labels_flag
+    )]
+    host_labels: Option<crate::settings::HostLabels>,
 }
 
 pub fn run(settings: &Settings, args: ValidateArgs) -> anyhow::Result<ExitCode> {
@@ -29,7 +44,17 @@ pub fn run(settings: &Settings, args: ValidateArgs) -> anyhow::Result<ExitCode> 
     } else {
         args.paths
     };
-    let report = validate_paths(&paths);
+    let mut report = validate_paths(&paths);
+    if let Some(host) = &args.host {
+        let on = Settings {
+            host: Some(host.clone()),
+            host_labels: args.host_labels.clone().unwrap_or_default().0,
+            ..Settings::default()
+        };
+        for line in super::specs::select_host(&mut report, &crate::validate::HostView::of(&on)) {
+            eprintln!("{line}");
+        }
+    }
     for warning in &report.warnings {
         eprintln!("warning: {warning}");
     }

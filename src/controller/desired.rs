@@ -18,6 +18,9 @@ pub struct DesiredObject {
     pub resource: Option<Resource>,
     /// Its validation errors, formatted `file:line:column: ...`.
     pub errors: Vec<String>,
+    /// Why this host does not run it (its hostSelector does not match): then `resource`
+    /// is `None` although the spec is valid, and its status says so without an error.
+    pub not_selected: Option<String>,
     pub generation: Option<String>,
     pub requested_at: Option<String>,
 }
@@ -63,7 +66,9 @@ impl Desired {
                     file: file.path.clone(),
                     kind,
                     name,
-                    resource: o.resource.clone(),
+                    // Not run here: nothing schedules, prunes or verifies it.
+                    resource: o.resource.clone().filter(|_| o.not_selected.is_none()),
+                    not_selected: o.not_selected.clone(),
                     errors: o.errors.iter().map(|e| e.to_string()).collect(),
                     generation,
                     requested_at,

@@ -78,6 +78,9 @@ pub struct Options {
     pub history_limit: usize,
     /// This host's name, for notifications.
     pub host: String,
+    /// This host's labels (`--host-labels` and `holdfast.dev/hostname`): objects whose
+    /// `spec.hostSelector` they do not match are not run here.
+    pub host_labels: BTreeMap<String, String>,
     /// Where people reach holdfast's API, for the links in notifications.
     pub external_url: Option<String>,
 }
@@ -93,6 +96,9 @@ const NOTIFY_FLUSH: Duration = Duration::from_secs(10);
 /// The condition reason of an object whose run did not start because what it handles
 /// could not be recorded.
 const NOT_RECORDED: &str = "NotRecorded";
+/// The `Ready` reason (status True) of an object whose hostSelector does not match this
+/// host: it is another host's, and nothing about it is late or failing here.
+pub const NOT_SELECTED: &str = "NotSelected";
 
 /// The reconciler and everything it owns.
 pub struct Controller {

@@ -64,6 +64,10 @@ impl Controller {
         }
         let mut report = crate::validate::validate_sources(reading.sources());
         report.errors.extend(reading.errors);
+        report.select_host(&crate::validate::HostView {
+            name: self.options.host.clone(),
+            labels: self.options.host_labels.clone(),
+        });
         for d in report.diagnostics() {
             warn!("{d}");
         }

@@ -260,6 +260,19 @@ impl View<'_> {
         s.queued = self.waiting.get(&key).cloned();
         s.next_schedule_time = self.next_schedule.get(&key).copied();
         s.next_schedule_time_local = None;
+        if let Some(why) = &object.not_selected {
+            // Another host's object: nothing to page anyone about here.
+            status::apply_state(
+                s,
+                ObjectState::Standing {
+                    ready: true,
+                    reason: super::NOT_SELECTED,
+                    message: why,
+                },
+                now,
+            );
+            return;
+        }
         let Some(resource) = &object.resource else {
             let errors = s.errors.clone();
             status::apply_state(s, ObjectState::Invalid { errors: &errors }, now);

@@ -229,6 +229,7 @@ fn start_in(dir: tempfile::TempDir, setup: Setup) -> Loop {
         logs: state_dir.join("logs"),
         history_limit: 0,
         host: "test-host".into(),
+        host_labels: [("role".to_string(), "vps".to_string())].into(),
         external_url: None,
     };
     let controller = Controller::new(
@@ -624,4 +625,77 @@ async fn what_failed_uploads_left_is_cleared_only_while_no_run_writes() {
         cleans[1..].iter().all(|c| !c),
         "a resync cleaned while a run was writing: {cleans:?}"
     );
+}
+
+/// Two requested policies, one for this host's role and one for another's, and a
+/// Repository only the other host uses.
+const FLEET: &str = "apiVersion: holdfast.dev/v1alpha1
+kind: BackupPolicy
+metadata:
+  name: here
+  annotations: {holdfast.dev/requested-at: '2026-11-25T02:58:00Z'}
+spec:
+  schedule: '0 3 1 1 *'
+  targets: {stacks: [web]}
+  hostSelector: {matchLabels: {role: vps}}
+---
+apiVersion: holdfast.dev/v1alpha1
+kind: BackupPolicy
+metadata:
+  name: elsewhere
+  annotations: {holdfast.dev/requested-at: '2026-11-25T02:58:00Z'}
+spec:
+  schedule: '* * * * *'
+  targets: {stacks: [web]}
+  retention: {keepLast: 1}
+  output: {repository: nas-disk}
+  hostSelector: {matchLabels: {role: nas}}
+---
+apiVersion: holdfast.dev/v1alpha1
+kind: Repository
+metadata:
+  name: nas-disk
+spec:
+  storage: {local: {path: /srv/nas-disk}}
+  hostSelector: {matchLabels: {role: nas}}
+";
+
+#[tokio::test(start_paused = true)]
+async fn an_object_of_another_host_never_runs_and_says_so_without_an_error() {
+    let lp = Setup::new(FLEET).start();
+    pass(Duration::from_secs(150)).await;
+    assert_eq!(lp.runner.count("here"), 1);
+    assert_eq!(lp.runner.count("elsewhere"), 0, "{:?}", lp.runner.calls());
+    let status = std::fs::read_to_string(lp.specs.join("objects.status.yaml")).unwrap();
+    let docs: Vec<serde_yaml_ng::Value> = status
+        .split("\n---\n")
+        .map(|d| serde_yaml_ng::from_str(d).unwrap())
+        .collect();
+    let ready = |name: &str| {
+        let doc = docs
+            .iter()
+            .find(|d| d["metadata"]["name"].as_str() == Some(name))
+            .unwrap_or_else(|| panic!("no status for {name}: {status}"));
+        let conditions = doc["status"]["conditions"].as_sequence().unwrap();
+        let ready = conditions.iter().find(|c| c["type"] == "Ready").unwrap();
+        (
+            ready["status"].as_str().unwrap().to_string(),
+            ready["reason"].as_str().unwrap().to_string(),
+            ready["message"].as_str().unwrap().to_string(),
+        )
+    };
+    for name in ["elsewhere", "nas-disk"] {
+        let (value, reason, message) = ready(name);
+        assert_eq!((value.as_str(), reason.as_str()), ("True", "NotSelected"));
+        assert_eq!(
+            message,
+            "hostSelector {role: nas} does not match this host test-host \
+             (labels: {role: vps})"
+        );
+    }
+    assert!(
+        !status.contains("nextScheduleTime: 2026-11-25T03:0"),
+        "{status}"
+    );
+    lp.stop().await;
 }

@@ -36,6 +36,9 @@ pub struct ArchiveSpec {
     /// What happens to the archive when this spec file is removed.
     #[serde(default)]
     pub deletion_policy: DeletionPolicy,
+    /// The hosts that run this object (their `--host-labels`); every host without it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_selector: Option<super::host::HostSelector>,
 }
 
 /// What removing an Archive spec does to its data.

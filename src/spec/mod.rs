@@ -6,6 +6,7 @@
 pub mod archive;
 pub mod common;
 pub mod duration;
+pub mod host;
 pub mod notifier;
 pub mod policy;
 pub mod repository;
@@ -20,6 +21,7 @@ use serde::{Deserialize, Serialize};
 
 pub use archive::{ArchiveSpec, DeletionPolicy};
 pub use duration::HumanDuration;
+pub use host::HostSelector;
 pub use notifier::NotifierSpec;
 pub use policy::BackupPolicySpec;
 pub use repository::RepositorySpec;
@@ -176,6 +178,23 @@ impl Resource {
 
     pub fn name(&self) -> &str {
         &self.metadata().name
+    }
+
+    /// The object's `spec.hostSelector`, if it has one.
+    pub fn host_selector(&self) -> Option<&HostSelector> {
+        match self {
+            Resource::BackupPolicy(o) => o.spec.host_selector.as_ref(),
+            Resource::Archive(o) => o.spec.host_selector.as_ref(),
+            Resource::Restore(o) => o.spec.host_selector.as_ref(),
+            Resource::Repository(o) => o.spec.host_selector.as_ref(),
+            Resource::Notifier(o) => o.spec.host_selector.as_ref(),
+        }
+    }
+
+    /// Whether a host with `labels` runs this object: it has no hostSelector, or its
+    /// selector matches them.
+    pub fn selects_host(&self, labels: &BTreeMap<String, String>) -> bool {
+        self.host_selector().is_none_or(|s| s.matches(labels))
     }
 }
 

@@ -34,6 +34,9 @@ pub struct NotifierSpec {
     /// Sends a problem again after this long while it lasts (`24h`); absent sends it once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub repeat: Option<HumanDuration>,
+    /// The hosts that run this object (their `--host-labels`); every host without it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_selector: Option<super::host::HostSelector>,
 }
 
 /// A URL written out, or read from holdfast's own environment or a file.

@@ -52,6 +52,9 @@ pub struct BackupPolicySpec {
     /// they can be restored. A failure marks the archive Corrupt.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verify: Option<Verify>,
+    /// The hosts that run this object (their `--host-labels`); every host without it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_selector: Option<super::host::HostSelector>,
 }
 
 /// When to verify a policy's archives.

@@ -34,6 +34,9 @@ pub struct RepositorySpec {
     /// repository alone, and pruning happens elsewhere (a bucket lifecycle rule, say).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub append_only: bool,
+    /// The hosts that run this object (their `--host-labels`); every host without it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_selector: Option<super::host::HostSelector>,
 }
 
 /// How a repository lays out what it stores.
@@ -346,6 +349,7 @@ mod tests {
     fn host_paths_are_resolved_and_the_servers_path_is_not() {
         let mut spec = RepositorySpec {
             format: Default::default(),
+            host_selector: None,
             password: None,
             storage: StorageSpec {
                 sftp: Some(SftpStorage {

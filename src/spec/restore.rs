@@ -43,6 +43,9 @@ pub struct RestoreSpec {
     /// recipe is chosen by stack: with `targets.volumes` alone there is none to write.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recipe_to: Option<String>,
+    /// The hosts that run this object (their `--host-labels`); every host without it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_selector: Option<super::host::HostSelector>,
 }
 
 /// What a restore stops when not told, for a Restore spec's `stop` and for

@@ -55,6 +55,7 @@ mod tests {
     fn local() -> RepositorySpec {
         RepositorySpec {
             format: Default::default(),
+            host_selector: None,
             password: None,
             storage: StorageSpec {
                 local: Some(LocalStorageSpec {

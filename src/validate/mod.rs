@@ -22,6 +22,24 @@ use crate::spec::repository::{DEFAULT_REPOSITORY, RepositoryFormat};
 use crate::spec::{Kind, Object, ObjectKey, Resource};
 use structural::Problem;
 
+/// A host as hostSelectors see it: its `--host` name and its labels (those of
+/// `--host-labels` and `holdfast.dev/hostname`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HostView {
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+}
+
+impl HostView {
+    /// The host the settings describe.
+    pub fn of(settings: &crate::settings::Settings) -> HostView {
+        HostView {
+            name: settings.host(),
+            labels: settings.host_labels(),
+        }
+    }
+}
+
 /// One document of a spec file and what validation made of it.
 #[derive(Debug)]
 pub struct ObjectReport {
@@ -33,6 +51,9 @@ pub struct ObjectReport {
     /// The object, when it has no error at all.
     pub resource: Option<Resource>,
     pub errors: Vec<Diagnostic>,
+    /// Set by [`Report::select_host`] when the object's hostSelector does not match the
+    /// host: why, in one line. Such an object keeps its `resource` but is not run there.
+    pub not_selected: Option<String>,
     positions: DocumentPositions,
 }
 
@@ -119,6 +140,97 @@ impl Report {
             .filter_map(|o| o.resource.as_ref())
     }
 
+    /// Marks the objects whose `spec.hostSelector` does not match `host` (see
+    /// [`ObjectReport::not_selected`]), and makes an error of a reference, from an object
+    /// the host runs, to a Repository or Notifier it does not select: a run would not find
+    /// it there. A Repository or Notifier named only by objects of other hosts is no error.
+    pub fn select_host(&mut self, host: &HostView) {
+        for object in self.files.iter_mut().flat_map(|f| f.objects.iter_mut()) {
+            let selector = object.resource.as_ref().and_then(Resource::host_selector);
+            if let Some(selector) = selector.filter(|s| !s.matches(&host.labels)) {
+                object.not_selected = Some(crate::spec::host::not_selected_message(
+                    selector,
+                    &host.name,
+                    &host.labels,
+                ));
+            }
+        }
+        let elsewhere = |kind: Kind| -> BTreeMap<String, String> {
+            self.files
+                .iter()
+                .flat_map(|f| f.objects.iter())
+                .filter(|o| o.kind == Some(kind))
+                .filter_map(|o| Some((o.name.clone()?, o.not_selected.clone()?)))
+                .collect()
+        };
+        let (repositories, notifiers) = (elsewhere(Kind::Repository), elsewhere(Kind::Notifier));
+        for object in self.files.iter_mut().flat_map(|f| f.objects.iter_mut()) {
+            if object.not_selected.is_some() {
+                continue;
+            }
+            let spec = FieldPath::root().key("spec");
+            let output = |output: &Output, at: FieldPath| -> Vec<(Kind, String, FieldPath)> {
+                if output.repositories.is_empty() {
+                    vec![(
+                        Kind::Repository,
+                        output.repository.clone(),
+                        at.key("repository"),
+                    )]
+                } else {
+                    (output.repositories.iter().enumerate())
+                        .map(|(i, n)| {
+                            (Kind::Repository, n.clone(), at.key("repositories").index(i))
+                        })
+                        .collect()
+                }
+            };
+            let named = match &object.resource {
+                Some(Resource::BackupPolicy(p)) => {
+                    let mut named = output(&p.spec.output, spec.key("output"));
+                    for (i, entry) in p.spec.notify.iter().enumerate() {
+                        if let Some(name) = &entry.reference {
+                            let at = spec.key("notify").index(i).key("ref");
+                            named.push((Kind::Notifier, name.clone(), at));
+                        }
+                    }
+                    named
+                }
+                Some(Resource::Archive(a)) => a
+                    .spec
+                    .output
+                    .as_ref()
+                    .map(|o| output(o, spec.key("output")))
+                    .unwrap_or_default(),
+                Some(Resource::Restore(r)) => (r.spec.from.repository.iter())
+                    .map(|n| {
+                        (
+                            Kind::Repository,
+                            n.clone(),
+                            spec.key("from").key("repository"),
+                        )
+                    })
+                    .collect(),
+                _ => Vec::new(),
+            };
+            for (kind, name, field) in named {
+                let why = match kind {
+                    Kind::Repository => repositories.get(&name),
+                    _ => notifiers.get(&name),
+                };
+                let Some(why) = why else { continue };
+                let at = object.positions.value_or_ancestor(&field);
+                object.push(
+                    at,
+                    &field,
+                    format!("{kind} `{name}` is not selected on this host: its {why}"),
+                    Some(format!(
+                        "give this object the same hostSelector, or widen the {kind}'s"
+                    )),
+                );
+            }
+        }
+    }
+
     /// The summary `holdfast validate --output json` prints.
     pub fn to_json(&self) -> JsonReport<'_> {
         JsonReport {
@@ -192,6 +304,7 @@ fn check_document(file: &Path, doc: Document) -> ObjectReport {
             .map(str::to_string),
         resource: None,
         errors: Vec::new(),
+        not_selected: None,
         positions: doc.positions,
     };
     let mut problems = Vec::new();
@@ -576,6 +689,37 @@ mod tests {
 
     fn messages(report: &Report) -> Vec<String> {
         report.diagnostics().iter().map(|d| d.to_string()).collect()
+    }
+
+    #[test]
+    fn a_host_runs_what_selects_it_and_may_not_name_what_does_not() {
+        let text = "kind: Repository\nmetadata: {name: nas-disk}\nspec:\n  storage: {local: {path: /srv/d}}\n  hostSelector: {matchLabels: {role: nas}}\n---\n\
+             apiVersion: holdfast.dev/v1alpha1\nkind: BackupPolicy\nmetadata: {name: everywhere}\nspec:\n  schedule: '@daily'\n  targets: {stacks: [s]}\n  output: {repository: nas-disk}\n---\n\
+             apiVersion: holdfast.dev/v1alpha1\nkind: BackupPolicy\nmetadata: {name: nas-only}\nspec:\n  schedule: '@daily'\n  targets: {stacks: [s]}\n  output: {repository: nas-disk}\n  hostSelector: {matchLabels: {role: nas}}\n";
+        let host = |name: &str, role: &str| HostView {
+            name: name.into(),
+            labels: [("role".to_string(), role.to_string())].into(),
+        };
+        let mut nas = check(&[("a.yaml", text)]);
+        assert!(nas.is_valid(), "{:?}", messages(&nas));
+        nas.select_host(&host("nas1", "nas"));
+        assert!(nas.is_valid(), "{:?}", messages(&nas));
+        assert_eq!(nas.valid_objects().count(), 3);
+
+        let mut vps = check(&[("a.yaml", text)]);
+        vps.select_host(&host("vps1", "vps"));
+        assert_eq!(
+            messages(&vps),
+            [
+                "a.yaml:14:24: BackupPolicy/everywhere: spec.output.repository: Repository `nas-disk` is not selected on this host: its hostSelector {role: nas} does not match this host vps1 (labels: {role: vps}) (hint: give this object the same hostSelector, or widen the Repository's)"
+            ]
+        );
+        let not_selected: Vec<_> = vps.files[0]
+            .objects
+            .iter()
+            .map(|o| o.not_selected.is_some())
+            .collect();
+        assert_eq!(not_selected, [true, false, true]);
     }
 
     #[test]

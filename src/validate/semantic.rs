@@ -71,7 +71,23 @@ pub fn check(resource: &Resource) -> Vec<FieldProblem> {
         Resource::Repository(repository) => check_repository(repository, &mut problems),
         Resource::Notifier(notifier) => check_notifier(notifier, &mut problems),
     }
+    if let Some(selector) = resource.host_selector() {
+        check_host_selector(selector, &mut problems);
+    }
     problems.0
+}
+
+/// A hostSelector's keys and values are those `--host-labels` accepts, so that a typo is
+/// found here and not as an object no host ever runs.
+fn check_host_selector(selector: &crate::spec::HostSelector, problems: &mut Problems) {
+    let at = spec().key("hostSelector").key("matchLabels");
+    for (key, value) in &selector.match_labels {
+        if let Err(e) = crate::settings::check_label_key(key) {
+            problems.add(at.key(key.clone()), e);
+        } else if let Err(e) = crate::settings::check_label_value(value) {
+            problems.add(at.key(key.clone()), e);
+        }
+    }
 }
 
 fn spec() -> FieldPath {

@@ -201,6 +201,17 @@ fn render(
                     );
                     continue;
                 }
+                if path.0.last() == Some(&Segment::Key("hostSelector".into())) {
+                    out.push(
+                        Problem::new(
+                            pos.key_or_value(&field),
+                            field,
+                            format!("unknown field `{name}`: only matchLabels is supported in a hostSelector"),
+                        )
+                        .hint(Some("list the labels a host must have under matchLabels".into())),
+                    );
+                    continue;
+                }
                 let hint = did_you_mean(name, allowed.iter().map(String::as_str)).or_else(|| {
                     (!allowed.is_empty())
                         .then(|| format!("fields allowed here: {}", allowed.join(", ")))

@@ -31,6 +31,7 @@ pub fn holdfast() -> Command {
         "HOLDFAST_STATE",
         "HOLDFAST_REPOSITORY",
         "HOLDFAST_HOST",
+        "HOLDFAST_HOST_LABELS",
         "HOLDFAST_LISTEN",
         "HOLDFAST_ARCHIVE_VIA",
         "HOLDFAST_HISTORY_LIMIT",

@@ -106,6 +106,7 @@ mod tests {
     fn spec(storage: StorageSpec) -> RepositorySpec {
         RepositorySpec {
             format: Default::default(),
+            host_selector: None,
             password: None,
             storage,
             encryption: None,

@@ -215,6 +215,21 @@ fn hosts_in_one_bucket_list_and_restore_each_others_archives_and_prune_only_thei
     ]);
     let _ = run(Command::new("docker").args(["volume", "rm", "-f", &restored]));
     assert_eq!(content, "from-alpha\n");
+    // Beta verifies it too: the result is printed, and no record of it written there.
+    let out = run(as_host(&beta, &garage, "beta").args([
+        "verify",
+        "--repo",
+        "shared",
+        "--from-host",
+        "alpha",
+        &first,
+    ]));
+    assert!(out.status.success(), "verify: {}", stderr(&out));
+    assert!(
+        stdout(&out).contains(&format!("{first}: ok")),
+        "{}",
+        stdout(&out)
+    );
     assert_eq!(
         keys(&garage, "fleet/alpha/"),
         alpha_keys,

@@ -440,3 +440,67 @@ fn a_folder_format_archive_is_listed_and_restored_by_path() {
     assert_eq!((meta.mode() & 0o7777, meta.mtime()), (0o600, 981173106));
     assert!(!to.join("top.txt").exists() && !to.join("d/e").exists());
 }
+
+/// On a new machine (its own `--host`), another host's archive is found in the one host
+/// folder holding it, listed and restored by path without writing there; held by two
+/// hosts, it is refused, naming both, until `--from-host` picks one.
+#[test]
+fn another_hosts_archive_is_found_listed_and_restored_by_path_read_only() {
+    let env = Env::new();
+    let tar = tar_of(&[("a/", b'5', b"", ""), ("a/f", b'0', b"data", "")]);
+    let id = hostile_archive(&env.repository, "small", "v", &tar, 2);
+    let old = env.repository.join("oldbox");
+    fs::rename(host_dir(&env.repository), &old).unwrap();
+    let before = tree_listing(&old);
+    let new_machine = || {
+        let mut cmd = reader(&env);
+        cmd.env("HOLDFAST_HOST", "newbox");
+        cmd
+    };
+    let out = run(new_machine().args(["ls", &id]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("volumes/v"), "{}", stdout(&out));
+    assert!(stderr(&out).contains("host oldbox's"), "{}", stderr(&out));
+    let to = env.dir.path().join("back");
+    let out = run(new_machine()
+        .args([
+            "restore", "--from", &id, "--volume", "v", "--path", "a", "--to",
+        ])
+        .arg(&to));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(fs::read_to_string(to.join("a/f")).unwrap(), "data");
+    assert_eq!(
+        tree_listing(&old),
+        before,
+        "the other host's folder changed"
+    );
+    assert!(!env.repository.join("newbox").exists());
+
+    // Held by two hosts: refused, naming both; --from-host picks one.
+    let copy = env.repository.join("otherbox/small").join(&id);
+    fs::create_dir_all(copy.join("volumes")).unwrap();
+    for file in ["manifest.json", "volumes/v.tar"] {
+        fs::copy(old.join("small").join(&id).join(file), copy.join(file)).unwrap();
+    }
+    let out = run(new_machine().args(["ls", &id]));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("several hosts (oldbox, otherbox)")
+            && stderr(&out).contains("--from-host"),
+        "{}",
+        stderr(&out)
+    );
+    let out = run(new_machine().args(["ls", "--from-host", "otherbox", &id]));
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    // Listed with their hosts.
+    let out = run(new_machine().args(["get", "archives", "--all-hosts", "-o", "json"]));
+    let listed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let hosts: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["host"].as_str().unwrap())
+        .collect();
+    assert_eq!(hosts, ["oldbox", "otherbox"], "{listed:#}");
+}

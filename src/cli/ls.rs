@@ -25,6 +25,11 @@ pub struct LsArgs {
     #[arg(short = 'R', long, requires = "path")]
     recursive: bool,
 
+    /// The archive is this other host's (in its folder of the repository). Without it, an
+    /// archive this host's folder lacks is looked for in every host's folder.
+    #[arg(long, value_name = "NAME")]
+    from_host: Option<String>,
+
     /// `text` for people, `json` for scripts.
     #[arg(long, short, value_enum, default_value_t)]
     output: OutputFormat,
@@ -55,8 +60,8 @@ fn is_tree(a: &Artifact) -> bool {
 /// Reads the manifest, and for a PATH the artifact (tar read to its end, nothing
 /// extracted). Opens nothing for writing and takes no lock.
 pub fn run(settings: &Settings, args: LsArgs) -> anyhow::Result<ExitCode> {
-    let repo = super::repository_named(settings)?;
     let id = &args.id;
+    let repo = super::repository_holding(settings, id, args.from_host.as_deref())?;
     let entry = match crate::repo::layout::group_of(id) {
         Some(group) => crate::repo::catalog::read_entry(&repo, group, id)?,
         None => None,

@@ -332,13 +332,70 @@ fn repository(settings: &Settings) -> crate::repo::Repository {
 /// Repository spec of that name in the specs folder, opened (its secrets and identity
 /// read) as this host sees it.
 fn repository_named(settings: &Settings) -> anyhow::Result<crate::repo::Repository> {
+    repository_of(settings, &settings.host())
+}
+
+/// The repository `--repo` names as `host` sees it: another host's archives, to list or
+/// restore on a new machine. Reading it takes none of that host's locks; never write
+/// through it.
+fn repository_of(settings: &Settings, host: &str) -> anyhow::Result<crate::repo::Repository> {
     if settings.repo == crate::spec::repository::DEFAULT_REPOSITORY {
-        return Ok(repository(settings));
+        return Ok(crate::repo::Repository::local(&settings.repository, host));
     }
     let report = specs::load(settings);
     let (name, spec) = specs::repository_spec(&report, settings, &settings.repo)?;
-    crate::repo::named::open(&name, &spec, &settings.host())
+    crate::repo::named::open(&name, &spec, host)
         .map_err(|e| anyhow::anyhow!("repository `{name}`: {e}"))
+}
+
+/// Where archive `id` is when this host's folder does not hold it: `from_host`'s folder
+/// when given, else the one other host whose folder holds it. Refuses, naming the hosts,
+/// when several do, and when none does says which hosts were searched.
+fn repository_holding(
+    settings: &Settings,
+    id: &str,
+    from_host: Option<&str>,
+) -> anyhow::Result<crate::repo::Repository> {
+    if let Some(host) = from_host {
+        return repository_of(settings, host);
+    }
+    let own = repository_named(settings)?;
+    let Some(group) = crate::repo::layout::group_of(id) else {
+        return Ok(own);
+    };
+    let has = |repo: &crate::repo::Repository| -> anyhow::Result<bool> {
+        Ok(repo
+            .storage()
+            .stat(group, id, crate::repo::layout::MANIFEST)?
+            .is_some())
+    };
+    if has(&own)? {
+        return Ok(own);
+    }
+    let hosts = own.storage().hosts()?;
+    let mut holding = Vec::new();
+    for host in hosts.iter().filter(|h| **h != settings.host()) {
+        let repo = repository_of(settings, host)?;
+        if has(&repo)? {
+            holding.push((host.clone(), repo));
+        }
+    }
+    match holding.len() {
+        0 => Ok(own),
+        1 => {
+            let (host, repo) = holding.remove(0);
+            eprintln!("archive {id} is host {host}'s: reading it from that host's folder");
+            Ok(repo)
+        }
+        _ => anyhow::bail!(
+            "archive {id} is in the folders of several hosts ({}): name one with --from-host",
+            holding
+                .iter()
+                .map(|(h, _)| h.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
 }
 
 /// Opens the repositories a run writes to besides `default`, for `executor`: each with

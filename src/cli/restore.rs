@@ -36,6 +36,13 @@ pub struct RestoreArgs {
     )]
     at: String,
 
+    /// The archive is this other host's, read from its folder of the repository (to
+    /// restore a host's data onto a new machine). Nothing is written into that folder and
+    /// none of its locks is taken. Without it, an archive --from names that this host's
+    /// folder lacks is looked for in every host's folder.
+    #[arg(long, value_name = "NAME")]
+    from_host: Option<String>,
+
     /// Only this stack (repeatable).
     #[arg(long = "stack", value_name = "STACK")]
     stacks: Vec<String>,
@@ -145,6 +152,16 @@ fn parse_map(text: &str) -> Result<(String, String), String> {
     }
 }
 
+/// The repository as the host whose archive is restored sees it: --from-host's, the one
+/// host holding the --from archive, or this host's.
+fn read_from(settings: &Settings, args: &RestoreArgs) -> anyhow::Result<crate::repo::Repository> {
+    match (&args.from, &args.from_host) {
+        (Some(id), host) => super::repository_holding(settings, id, host.as_deref()),
+        (None, Some(host)) => super::repository_of(settings, host),
+        (None, None) => super::repository_named(settings),
+    }
+}
+
 /// Exit code 0 when everything asked for was restored, 1 otherwise.
 /// `bar`: show a progress bar on stderr.
 pub fn run(settings: &Settings, args: RestoreArgs, bar: bool) -> anyhow::Result<ExitCode> {
@@ -169,7 +186,8 @@ pub fn run(settings: &Settings, args: RestoreArgs, bar: bool) -> anyhow::Result<
             to: to.clone(),
             overwrite: args.overwrite,
         };
-        return super::restore_paths::run(settings, &request, args.output);
+        let repository = read_from(settings, &args)?;
+        return super::restore_paths::run(&repository, &request, args.output);
     }
     // Dumps and the recipe belong to stacks: with volumes alone these would do nothing.
     if !args.volumes.is_empty() && args.stacks.is_empty() {
@@ -215,8 +233,10 @@ pub fn run(settings: &Settings, args: RestoreArgs, bar: bool) -> anyhow::Result<
             ),
             lock => lock?,
         };
-        let repository = super::repository_named(settings)?;
-        let _repo_lock = super::lock_repository(&repository, "holdfast restore")?;
+        // This host's writers' lock, as before: never the lock of the host read from.
+        let own = super::repository_named(settings)?;
+        let _repo_lock = super::lock_repository(&own, "holdfast restore")?;
+        let repository = read_from(settings, &args)?;
         let engine = Engine::connect(settings.docker_host.as_deref()).await?;
         let executor = super::executor(settings, engine.clone())?;
         super::recover_after_crash(settings, &executor).await?;

@@ -3,17 +3,15 @@ use std::process::ExitCode;
 
 use super::OutputFormat;
 use crate::restore::files::{PathRestore, restore_paths};
-use crate::settings::Settings;
 
 /// `holdfast restore --path`: reads the repository and writes only into the folder given;
 /// no Docker, no state folder, no lock.
 pub fn run(
-    settings: &Settings,
+    repo: &crate::repo::Repository,
     request: &PathRestore,
     output: OutputFormat,
 ) -> anyhow::Result<ExitCode> {
-    let repo = super::repository_named(settings)?;
-    let done = restore_paths(&repo, request, &crate::progress::Silent)?;
+    let done = restore_paths(repo, request, &crate::progress::Silent)?;
     let mut out = std::io::stdout().lock();
     match output {
         OutputFormat::Json => {

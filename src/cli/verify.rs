@@ -25,6 +25,11 @@ pub struct VerifyArgs {
     #[arg(long, value_name = "PERCENT", value_parser = percent)]
     read_data_subset: Option<f64>,
 
+    /// Verify this other host's archives (in its folder of the repository). The result is
+    /// printed, not recorded: that folder is only ever written by its own host.
+    #[arg(long, value_name = "NAME")]
+    from_host: Option<String>,
+
     /// `text` for people, `json` for scripts.
     #[arg(long, short, value_enum, default_value_t)]
     output: OutputFormat,
@@ -83,9 +88,13 @@ struct ArchiveVerified {
 /// decompressed and walked to its end; in a restic repository, restic's check of the
 /// archive's snapshots, reading all their data (or `--read-data-subset` of it). The
 /// result is recorded in the archive folder, so a failure makes the archive Corrupt
-/// everywhere holdfast shows it. Exit 1 if any failed.
+/// everywhere holdfast shows it; another host's archives (`--from-host`) are only read.
+/// Exit 1 if any failed.
 pub fn run(settings: &Settings, args: VerifyArgs) -> anyhow::Result<ExitCode> {
-    let repo = super::repository_named(settings)?;
+    let repo = match &args.from_host {
+        Some(host) => super::repository_of(settings, host)?,
+        None => super::repository_named(settings)?,
+    };
     let entries = crate::repo::catalog::scan(&repo)?;
     let chosen: Vec<&crate::repo::catalog::Entry> = match &args.policy {
         Some(name) => {
@@ -121,17 +130,17 @@ pub fn run(settings: &Settings, args: VerifyArgs) -> anyhow::Result<ExitCode> {
     let mut results = Vec::new();
     for entry in chosen {
         let started = std::time::Instant::now();
-        let result = crate::repo::verify::verify_archive(
-            &repo,
-            &entry.group,
-            &entry.id,
-            read,
-            |path, problem| match problem {
-                Some(problem) if text => eprintln!("  {problem}"),
-                None if text => eprintln!("  {path}: ok"),
-                _ => {}
-            },
-        );
+        let on_artifact = |path: &str, problem: Option<&str>| match problem {
+            Some(problem) if text => eprintln!("  {problem}"),
+            None if text => eprintln!("  {path}: ok"),
+            _ => {}
+        };
+        // Another host's folder is only read: the result is printed, not recorded there.
+        let result = if args.from_host.is_some() {
+            crate::repo::verify::check_archive(&repo, &entry.group, &entry.id, read, on_artifact)
+        } else {
+            crate::repo::verify::verify_archive(&repo, &entry.group, &entry.id, read, on_artifact)
+        };
         let mut verified = ArchiveVerified {
             id: entry.id.clone(),
             policy: entry.group.clone(),
@@ -161,7 +170,7 @@ pub fn run(settings: &Settings, args: VerifyArgs) -> anyhow::Result<ExitCode> {
         let mut out = std::io::stdout().lock();
         let value = Verified {
             repository: settings.repository.display().to_string(),
-            host: settings.host(),
+            host: args.from_host.clone().unwrap_or_else(|| settings.host()),
             archives: results,
         };
         serde_json::to_writer_pretty(&mut out, &value)?;

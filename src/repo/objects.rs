@@ -155,6 +155,22 @@ impl Storage for ObjectStorage {
         super::lock::lock_local(&dir, owner).map_err(|e| super::storage::lock_refused(e, place))
     }
 
+    /// The first part of every `<host>/<group>/<archive id>/manifest.json` key.
+    fn hosts(&self) -> Result<Vec<String>, StorageError> {
+        let mut hosts = BTreeSet::new();
+        for key in self.keys_under("")? {
+            let parts: Vec<&str> = key.split('/').collect();
+            if let [host, group, id, MANIFEST] = parts.as_slice()
+                && !host.starts_with('.')
+                && !group.starts_with('.')
+                && layout::time_from_id(id).is_some()
+            {
+                hosts.insert(host.to_string());
+            }
+        }
+        Ok(hosts.into_iter().collect())
+    }
+
     fn groups(&self) -> Result<Vec<String>, StorageError> {
         let groups: BTreeSet<String> = self
             .tree()?
@@ -494,6 +510,22 @@ mod tests {
             .delete("nightly", "nightly-20261207T030000Z")
             .unwrap();
         assert!(store.0.objects.lock().unwrap().is_empty());
+    }
+
+    /// Hosts are the first parts of manifests' keys: records and staged uploads are not.
+    #[test]
+    fn hosts_are_the_folders_holding_manifests() {
+        let store = Shared::default();
+        for key in [
+            "nas/nightly/nightly-20261125T030000Z/manifest.json",
+            "pi/photos/photos-20261125T030000Z/volumes.tar",
+            "pi/.holdfast/handled.json",
+            ".holdfast/x/y-20261125T030000Z/manifest.json",
+        ] {
+            store.put(key, b"{}").unwrap();
+        }
+        let storage = ObjectStorage::new(Arc::new(store), "new");
+        assert_eq!(storage.hosts().unwrap(), ["nas"]);
     }
 
     #[test]

@@ -126,6 +126,10 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
     /// it opens the repository for writing, which may first bring an older layout up to
     /// date. Released when the [`RepoLock`] is dropped.
     fn lock(&self, owner: &LockOwner) -> Result<RepoLock, StorageError>;
+    /// Every host with archives in the whole repository (this one's among them if it has
+    /// any), sorted: the folders `<host>/<group>/<archive id>/` with a manifest. Read-only,
+    /// for listing and restoring other hosts' archives on a new machine.
+    fn hosts(&self) -> Result<Vec<String>, StorageError>;
     /// The groups (policy and Archive names) that hold archives, sorted.
     fn groups(&self) -> Result<Vec<String>, StorageError>;
     /// The archive ids of one group, sorted; staged and half-deleted ones are left out.
@@ -417,6 +421,37 @@ impl Storage for LocalStorage {
         &self.host
     }
 
+    /// The folders of `top` (never `.`-records) with at least one archive's manifest two
+    /// folders below; a flat group of earlier releases holds its manifests one level
+    /// higher and is never taken for a host.
+    fn hosts(&self) -> Result<Vec<String>, StorageError> {
+        let mut hosts = Vec::new();
+        for host in self.folders(&self.top, "listing hosts in")? {
+            if host.starts_with('.') {
+                continue;
+            }
+            let root = self.top.join(&host);
+            let mut found = false;
+            'groups: for group in self.folders(&root, "listing groups in")? {
+                if group.starts_with('.') {
+                    continue;
+                }
+                for id in self.folders(&root.join(&group), "listing archives in")? {
+                    if layout::time_from_id(&id).is_some()
+                        && root.join(&group).join(&id).join(MANIFEST).is_file()
+                    {
+                        found = true;
+                        break 'groups;
+                    }
+                }
+            }
+            if found {
+                hosts.push(host);
+            }
+        }
+        Ok(hosts)
+    }
+
     /// `flock` on `.holdfast/lock` in the host's folder, then the flat layout of earlier
     /// releases is moved under the host (see [`super::flat`]), under the lock.
     fn lock(&self, owner: &LockOwner) -> Result<RepoLock, StorageError> {
@@ -684,6 +719,22 @@ mod tests {
         let dir = top.join(group).join(format!("{group}-20261125T030000Z"));
         fs::create_dir_all(&dir).unwrap();
         fs::write(dir.join(MANIFEST), b"{}").unwrap();
+    }
+
+    /// Every host with an archive is listed, whichever host asks; a flat group of earlier
+    /// releases, a host folder with only its records and the repository's own records
+    /// are not hosts.
+    #[test]
+    fn hosts_are_the_folders_holding_archives() {
+        let dir = tempfile::tempdir().unwrap();
+        flat_archive(dir.path(), "nightly");
+        flat_archive(&dir.path().join("nas"), "nightly");
+        flat_archive(&dir.path().join("pi"), "photos");
+        fs::create_dir_all(dir.path().join("new/.holdfast")).unwrap();
+        fs::create_dir_all(dir.path().join(".holdfast")).unwrap();
+        let reader = Repository::local(dir.path(), "new");
+        assert_eq!(reader.storage().hosts().unwrap(), ["nas", "pi"]);
+        assert!(reader.groups().unwrap().is_empty());
     }
 
     /// Each host sees only its own folder; taking the lock brings the flat layout under

@@ -32,6 +32,11 @@ pub struct GetArgs {
     #[arg(long)]
     orphaned: bool,
 
+    /// Archives of every host in the repository, not only this host's (`--host`), with
+    /// a HOST column: what a new machine can restore. Read-only.
+    #[arg(long)]
+    all_hosts: bool,
+
     /// `table` for people (`wide` adds columns), `json` or `yaml` for scripts.
     #[arg(long, short, value_enum, default_value_t = Format::Table)]
     output: Format,
@@ -79,6 +84,9 @@ enum Format {
 pub fn run(settings: &Settings, args: GetArgs) -> anyhow::Result<ExitCode> {
     if args.orphaned && args.what != What::Archives {
         bail!("--orphaned lists archives only: use `holdfast get archives --orphaned`");
+    }
+    if args.all_hosts && args.what != What::Archives {
+        bail!("--all-hosts lists archives only: use `holdfast get archives --all-hosts`");
     }
     if args.policy.is_some() && !matches!(args.what, What::Archives | What::Runs) {
         bail!("--policy narrows archives or runs only: use `get archives` or `get runs`");

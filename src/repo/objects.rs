@@ -310,6 +310,25 @@ impl Storage for ObjectStorage {
             .map_err(self.err("writing", &key))
     }
 
+    /// Keys `<host>/.holdfast/<name>` of the whole store, found by one listing.
+    fn host_records(&self, name: &str) -> Result<Vec<(String, Vec<u8>)>, StorageError> {
+        let keys = self.objects.list("").map_err(self.err("listing", ""))?;
+        let suffix = format!("/{META_DIR}/{name}");
+        let mut found = Vec::new();
+        for (key, _) in keys {
+            let Some(host) = key.strip_suffix(&suffix) else {
+                continue;
+            };
+            if host.is_empty() || host.contains('/') {
+                continue;
+            }
+            if let Some(bytes) = self.objects.get(&key).map_err(self.err("reading", &key))? {
+                found.push((host.to_string(), bytes));
+            }
+        }
+        Ok(found)
+    }
+
     fn probe(&self) -> Result<(), StorageError> {
         let key = self.meta_key(&format!("{}-{}", super::storage::PROBE, std::process::id()));
         let written = Utc::now().to_rfc3339();

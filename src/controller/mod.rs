@@ -20,6 +20,7 @@
 
 pub mod clock;
 pub mod desired;
+mod fleet;
 pub mod housekeeping;
 pub mod notifications;
 pub mod plan;
@@ -131,6 +132,8 @@ pub struct Controller {
     /// deletes its archives.
     delete_with_spec: Vec<String>,
     publisher: publish::Publisher,
+    /// This host's summary in the repository, for the fleet view.
+    fleet: fleet::Fleet,
     /// The delay before the next try after a pass that could not read the state.
     retry: Option<Duration>,
     /// The repository's handled record.
@@ -172,6 +175,11 @@ impl Controller {
         clock: Arc<dyn Clock>,
     ) -> Controller {
         let book = Arc::new(Book::new(repo.clone()));
+        let fleet = fleet::Fleet::new(
+            repo.clone(),
+            options.host.clone(),
+            options.host_labels.clone(),
+        );
         let (supervisor, done_rx) =
             Supervisor::new(runner, state.clone(), book.clone(), hub.clone());
         let (housekeeping, verify_rx) = Housekeeping::new(
@@ -209,6 +217,7 @@ impl Controller {
             status_cache: BTreeMap::new(),
             delete_with_spec: Vec::new(),
             publisher: publish::Publisher::new(hub.clone()),
+            fleet,
             retry: None,
             book,
             probes: Default::default(),
@@ -328,7 +337,10 @@ impl Controller {
                 }
             }
             wake_at = self.reconcile().await;
-            wake_at = [wake_at, self.reread_at].into_iter().flatten().min();
+            wake_at = [wake_at, self.reread_at, self.fleet.due_at()]
+                .into_iter()
+                .flatten()
+                .min();
         }
     }
 
@@ -783,5 +795,8 @@ impl Controller {
             probes: &self.probes,
             now,
         });
+        let intervals = self.publisher.intervals();
+        self.fleet
+            .pass(statuses, &self.next_schedule, &intervals, now);
     }
 }

@@ -28,6 +28,8 @@ pub struct Fleet {
     writing: Option<tokio::task::JoinHandle<bool>>,
     /// A summary that changed but could not be written yet.
     pending: bool,
+    /// While a slow write lasts, the loop is not woken again before this.
+    not_before: Option<DateTime<Utc>>,
 }
 
 impl Fleet {
@@ -39,6 +41,7 @@ impl Fleet {
             written: None,
             writing: None,
             pending: false,
+            not_before: None,
         }
     }
 
@@ -46,11 +49,12 @@ impl Fleet {
     /// heartbeat), for the loop's timer.
     pub fn due_at(&self) -> Option<DateTime<Utc>> {
         let last = self.written.as_ref()?.written_at;
-        Some(if self.pending {
+        let due = if self.pending {
             last + MIN_GAP
         } else {
             last + chrono::Duration::seconds(HEARTBEAT_SECONDS as i64)
-        })
+        };
+        Some(self.not_before.map_or(due, |at| due.max(at)))
     }
 
     /// After a pass: writes the summary when it changed or the heartbeat is due.
@@ -64,6 +68,7 @@ impl Fleet {
         if let Some(writing) = &self.writing {
             if !writing.is_finished() {
                 self.pending = true;
+                self.not_before = Some(now + chrono::Duration::seconds(1));
                 return;
             }
             let handle = self.writing.take().expect("checked above");
@@ -72,6 +77,7 @@ impl Fleet {
                 self.written = None;
             }
         }
+        self.not_before = None;
         let summary = summary(
             &self.host,
             &self.labels,
@@ -165,5 +171,102 @@ pub fn summary(
         version: env!("CARGO_PKG_VERSION").to_string(),
         written_at: now,
         objects,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::Kind;
+    use crate::status::{Condition, Status};
+
+    fn object(name: &str, reason: &str) -> (PathBuf, ObjectStatus) {
+        let status = Status {
+            conditions: vec![Condition {
+                type_: READY.into(),
+                status: "True".into(),
+                reason: reason.into(),
+                message: String::new(),
+                last_transition_time: DateTime::<Utc>::UNIX_EPOCH,
+            }],
+            ..Status::default()
+        };
+        let object = ObjectStatus {
+            kind: Kind::BackupPolicy,
+            name: name.into(),
+            status,
+        };
+        (PathBuf::from("x.yaml"), object)
+    }
+
+    fn key(name: &str) -> ObjectKey {
+        ObjectKey {
+            kind: Kind::BackupPolicy,
+            name: name.into(),
+        }
+    }
+
+    #[test]
+    fn the_summary_holds_this_hosts_objects_with_their_intervals() {
+        let now = Utc::now();
+        let statuses = [
+            object("mine", "Succeeded"),
+            object("theirs", super::super::NOT_SELECTED),
+        ];
+        let intervals = BTreeMap::from([(key("mine"), 86_400.0)]);
+        let next = BTreeMap::from([(key("mine"), now)]);
+        let labels = BTreeMap::from([("role".to_string(), "nas".to_string())]);
+        let s = summary("nas", &labels, &statuses, &next, &intervals, now);
+        assert_eq!(s.objects.len(), 1, "{s:?}");
+        let o = &s.objects[0];
+        assert_eq!(
+            (o.kind.as_str(), o.name.as_str(), o.ready),
+            ("BackupPolicy", "mine", true)
+        );
+        assert_eq!(o.reason.as_deref(), Some("Succeeded"));
+        assert_eq!(
+            (o.interval_seconds, o.next_run),
+            (Some(86_400.0), Some(now))
+        );
+        assert_eq!(s.labels, labels);
+    }
+
+    /// Waits for the write under way, and returns what the repository holds.
+    async fn written(fleet: &mut Fleet) -> HostSummary {
+        if let Some(w) = fleet.writing.take() {
+            assert!(w.await.unwrap());
+        }
+        let bytes = fleet.repo.read_meta(SUMMARY).unwrap().unwrap();
+        serde_json::from_slice(&bytes).unwrap()
+    }
+
+    #[tokio::test]
+    async fn changes_are_written_at_most_every_ten_seconds_and_a_heartbeat_every_five_minutes() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut fleet = Fleet::new(
+            Repository::local(dir.path(), "nas"),
+            "nas".into(),
+            BTreeMap::new(),
+        );
+        let (none, no) = (BTreeMap::new(), BTreeMap::new());
+        let t0 = Utc::now();
+        let at = |s: i64| t0 + chrono::Duration::seconds(s);
+        let one = [object("a", "Succeeded")];
+        let two = [object("a", "Succeeded"), object("b", "Succeeded")];
+        assert_eq!(fleet.due_at(), None);
+        fleet.pass(&one, &none, &no, at(0));
+        assert_eq!(written(&mut fleet).await.written_at, at(0));
+        // A change 5 s later waits for the gap; the loop is woken for it.
+        fleet.pass(&two, &none, &no, at(5));
+        assert_eq!(written(&mut fleet).await.objects.len(), 1);
+        assert_eq!(fleet.due_at(), Some(at(10)));
+        fleet.pass(&two, &none, &no, at(10));
+        assert_eq!(written(&mut fleet).await.objects.len(), 2);
+        // Nothing changed: nothing written until the heartbeat.
+        fleet.pass(&two, &none, &no, at(100));
+        assert_eq!(written(&mut fleet).await.written_at, at(10));
+        assert_eq!(fleet.due_at(), Some(at(310)));
+        fleet.pass(&two, &none, &no, at(310));
+        assert_eq!(written(&mut fleet).await.written_at, at(310));
     }
 }

@@ -1,5 +1,6 @@
 //! The host summary this daemon publishes into its repository for the fleet view
-//! ([`crate::repo::hosts`]): rebuilt after every pass, written when it changed (at most
+//! ([`crate::repo::hosts`]), and into each named repository its policies write (not a
+//! restic-format one, which holds restic's layout only): rebuilt after every pass, written when it changed (at most
 //! once every [`MIN_GAP`]) and at least every [`crate::repo::hosts::HEARTBEAT_SECONDS`],
 //! off the loop's thread. A write that fails is logged and tried again at the next pass.
 
@@ -57,9 +58,12 @@ impl Fleet {
         Some(self.not_before.map_or(due, |at| due.max(at)))
     }
 
-    /// After a pass: writes the summary when it changed or the heartbeat is due.
+    /// After a pass: writes the summary when it changed or the heartbeat is due, into the
+    /// default repository and `named` (what this host's policies write besides). Whether
+    /// it was written is the default repository's answer; a named one that fails is logged.
     pub fn pass(
         &mut self,
+        named: Vec<Repository>,
         statuses: &[(PathBuf, ObjectStatus)],
         next_schedule: &BTreeMap<ObjectKey, DateTime<Utc>>,
         intervals: &BTreeMap<ObjectKey, f64>,
@@ -109,6 +113,18 @@ impl Fleet {
         self.written = Some(summary);
         self.pending = false;
         self.writing = Some(tokio::task::spawn_blocking(move || {
+            for other in named {
+                if other.format() == crate::spec::repository::RepositoryFormat::Restic {
+                    continue;
+                }
+                if let Err(e) = other.write_meta(SUMMARY, &bytes) {
+                    warn!(
+                        repository = %other.name(),
+                        "the host summary could not be written to {}: {e}; tried again at the next change or heartbeat",
+                        other.describe()
+                    );
+                }
+            }
             match repo.write_meta(SUMMARY, &bytes) {
                 Ok(()) => true,
                 Err(e) => {
@@ -254,19 +270,24 @@ mod tests {
         let one = [object("a", "Succeeded")];
         let two = [object("a", "Succeeded"), object("b", "Succeeded")];
         assert_eq!(fleet.due_at(), None);
-        fleet.pass(&one, &none, &no, at(0));
+        fleet.pass(vec![], &one, &none, &no, at(0));
         assert_eq!(written(&mut fleet).await.written_at, at(0));
         // A change 5 s later waits for the gap; the loop is woken for it.
-        fleet.pass(&two, &none, &no, at(5));
+        fleet.pass(vec![], &two, &none, &no, at(5));
         assert_eq!(written(&mut fleet).await.objects.len(), 1);
         assert_eq!(fleet.due_at(), Some(at(10)));
-        fleet.pass(&two, &none, &no, at(10));
+        let named = tempfile::tempdir().unwrap();
+        let other = Repository::local(named.path(), "nas");
+        fleet.pass(vec![other.clone()], &two, &none, &no, at(10));
         assert_eq!(written(&mut fleet).await.objects.len(), 2);
+        // A named repository the policies write gets the same summary.
+        let there = crate::repo::hosts::read_all(&other).unwrap();
+        assert_eq!((there.len(), there[0].written_at), (1, at(10)));
         // Nothing changed: nothing written until the heartbeat.
-        fleet.pass(&two, &none, &no, at(100));
+        fleet.pass(vec![], &two, &none, &no, at(100));
         assert_eq!(written(&mut fleet).await.written_at, at(10));
         assert_eq!(fleet.due_at(), Some(at(310)));
-        fleet.pass(&two, &none, &no, at(310));
+        fleet.pass(vec![], &two, &none, &no, at(310));
         assert_eq!(written(&mut fleet).await.written_at, at(310));
     }
 }

@@ -796,7 +796,45 @@ impl Controller {
             now,
         });
         let intervals = self.publisher.intervals();
+        let named = self.written_repositories(statuses);
         self.fleet
-            .pass(statuses, &self.next_schedule, &intervals, now);
+            .pass(named, statuses, &self.next_schedule, &intervals, now);
+    }
+
+    /// The named repositories (open for the runs) that the BackupPolicies this host runs
+    /// write to, besides the default one: each gets the host summary too.
+    fn written_repositories(
+        &self,
+        statuses: &[(PathBuf, crate::status::ObjectStatus)],
+    ) -> Vec<Repository> {
+        let elsewhere: std::collections::BTreeSet<&str> = statuses
+            .iter()
+            .filter(|(_, o)| {
+                o.kind == Kind::BackupPolicy
+                    && o.status
+                        .condition(crate::status::READY)
+                        .is_some_and(|c| c.reason == NOT_SELECTED)
+            })
+            .map(|(_, o)| o.name.as_str())
+            .collect();
+        let names: std::collections::BTreeSet<String> = self
+            .desired
+            .objects()
+            .filter_map(|o| match &o.resource {
+                Some(crate::spec::Resource::BackupPolicy(p))
+                    if !elsewhere.contains(o.name.as_str()) =>
+                {
+                    Some(p.spec.output.repositories())
+                }
+                _ => None,
+            })
+            .flatten()
+            .filter(|n| n != crate::spec::repository::DEFAULT_REPOSITORY)
+            .collect();
+        let runner = self.supervisor.runner();
+        names
+            .iter()
+            .filter_map(|n| runner.repository_named(n))
+            .collect()
     }
 }

@@ -532,4 +532,31 @@ mod tests {
                 .contains_key("nas/.holdfast/handled.json")
         );
     }
+
+    #[test]
+    fn every_hosts_record_is_found_and_nothing_deeper() {
+        let store = Shared::default();
+        for host in ["nas", "vps"] {
+            ObjectStorage::new(Arc::new(store.clone()), host)
+                .write_meta("summary.json", host.as_bytes())
+                .unwrap();
+        }
+        // A group's file of that name is not a host's record.
+        store
+            .0
+            .objects
+            .lock()
+            .unwrap()
+            .insert("nas/g/.holdfast/summary.json".into(), b"no".to_vec());
+        let storage = ObjectStorage::new(Arc::new(store.clone()), "nas");
+        let found = storage.host_records("summary.json").unwrap();
+        assert_eq!(
+            found,
+            [
+                ("nas".to_string(), b"nas".to_vec()),
+                ("vps".to_string(), b"vps".to_vec())
+            ]
+        );
+        assert!(storage.host_records("other.json").unwrap().is_empty());
+    }
 }

@@ -14,10 +14,10 @@ pub fn run(settings: &Settings, args: &GetArgs) -> anyhow::Result<ExitCode> {
     let now = Utc::now();
     let hosts = rows(&repository, now)?;
     if hosts.is_empty() {
-        eprintln!(
-            "no host summaries in {} (a running `holdfast run` writes one)",
-            repository.describe()
-        );
+        let place = repository
+            .local_top()
+            .map_or_else(|| repository.describe(), |top| top.display().to_string());
+        eprintln!("no host summaries in {place} (a running `holdfast run` writes one)");
     }
     super::print(
         args.output,

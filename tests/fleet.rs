@@ -294,3 +294,129 @@ fn the_configuration_file_gives_the_host_labels() {
         stderr(&out)
     );
 }
+
+/// `holdfast get hosts -o json` on `repository` as `host` sees it.
+fn get_hosts(
+    top: &std::path::Path,
+    repository: &std::path::Path,
+    host: &str,
+) -> Vec<serde_json::Value> {
+    let out = run(holdfast()
+        .env("HOLDFAST_SPECS", top.join(host).join("specs"))
+        .env("HOLDFAST_STATE", top.join(host).join("state"))
+        .env("HOLDFAST_REPOSITORY", repository)
+        .env("HOLDFAST_HOST", host)
+        .args(["get", "hosts", "-o", "json"]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// `(host, status, [object names])` of each row.
+fn fleet(rows: &[serde_json::Value]) -> Vec<(String, String, Vec<String>)> {
+    rows.iter()
+        .map(|r| {
+            let names = r["summary"]["objects"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|o| o["name"].as_str().unwrap().to_string())
+                .collect();
+            (
+                r["host"].as_str().unwrap().to_string(),
+                r["status"].as_str().unwrap().to_string(),
+                names,
+            )
+        })
+        .collect()
+}
+
+#[test]
+#[cfg_attr(skip_docker, ignore = "needs Docker; HOLDFAST_SKIP_DOCKER=1")]
+fn every_host_sees_the_fleet_in_the_shared_repository_and_a_silent_one_goes_stale() {
+    use common::daemon::Daemon;
+    if !common::docker_available() {
+        return;
+    }
+    let volume = common::FileVolume::new("hffleetview", "fleetview");
+    let top = tempfile::tempdir().unwrap();
+    let repository = top.path().join("repository");
+    let nas_dir = checkout(top.path(), "nas", &volume.0);
+    let vps_dir = checkout(top.path(), "vps", &volume.0);
+    let mut nas = Daemon::start_on(
+        &nas_dir,
+        &repository,
+        &["--host", "nas", "--host-labels", "role=nas"],
+    );
+    let mut vps = Daemon::start_on(
+        &vps_dir,
+        &repository,
+        &["--host", "vps", "--host-labels", "role=vps"],
+    );
+    // Each daemon publishes its summary once its run succeeded (at most 10 s after the
+    // previous one); either host reads both.
+    let want = |status: &str| {
+        vec![
+            (
+                "nas".to_string(),
+                status.to_string(),
+                vec!["photos".to_string()],
+            ),
+            (
+                "vps".to_string(),
+                status.to_string(),
+                vec!["web".to_string()],
+            ),
+        ]
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        let rows = get_hosts(top.path(), &repository, "nas");
+        let succeeded = rows.iter().all(|r| {
+            r["summary"]["objects"][0]["lastRunPhase"] == "Succeeded"
+                && r["summary"]["objects"][0]["ready"] == true
+        });
+        if fleet(&rows) == want("ok") && succeeded {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the fleet never showed both hosts' runs: {rows:#?}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert_eq!(
+        fleet(&get_hosts(top.path(), &repository, "vps")),
+        want("ok")
+    );
+    let rows = get_hosts(top.path(), &repository, "vps");
+    assert_eq!(rows[0]["summary"]["labels"]["role"], "nas", "{rows:#?}");
+    assert_eq!(rows[0]["objects"], 1);
+    assert_eq!(rows[0]["failing"], 0);
+    let api = common::http::get(&Daemon::api_address(&vps_dir), "/api/v1/hosts");
+    assert_eq!(api.status, 200, "{}", api.text());
+    let hosts = api.json()["hosts"].as_array().unwrap().clone();
+    assert_eq!(fleet(&hosts), want("ok"));
+
+    // The NAS stops; its last summary, rewritten as two years old (its schedule runs
+    // yearly), is stale to the CLI and to the other daemon's API.
+    nas.signal("TERM");
+    assert_eq!(nas.wait(Duration::from_secs(30)), Some(0));
+    let file = repository.join("nas/.holdfast/summary.json");
+    let mut summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    let old = chrono::Utc::now() - chrono::Duration::days(730);
+    summary["writtenAt"] = old.to_rfc3339().into();
+    std::fs::write(&file, summary.to_string()).unwrap();
+    let rows = fleet(&get_hosts(top.path(), &repository, "vps"));
+    assert_eq!(
+        (rows[0].1.as_str(), rows[1].1.as_str()),
+        ("stale", "ok"),
+        "{rows:?}"
+    );
+    let api = common::http::get(&Daemon::api_address(&vps_dir), "/api/v1/hosts").json();
+    assert_eq!(fleet(api["hosts"].as_array().unwrap()), rows);
+    assert!(
+        vps.child.try_wait().unwrap().is_none(),
+        "the vps daemon exited"
+    );
+}

@@ -8,6 +8,7 @@
 //! response carries the [`SECURITY_HEADERS`], refusals included.
 
 pub mod backups;
+pub mod hosts;
 pub mod openapi;
 pub mod overview;
 pub mod reply;

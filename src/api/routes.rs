@@ -401,6 +401,7 @@ pub fn routes() -> Vec<Route> {
     ];
     routes.extend(super::backups::routes());
     routes.extend(super::overview::routes());
+    routes.extend(super::hosts::routes());
     routes
 }
 

@@ -20,6 +20,7 @@
 
 pub mod clock;
 pub mod desired;
+mod fleet;
 pub mod housekeeping;
 pub mod notifications;
 pub mod plan;
@@ -131,6 +132,8 @@ pub struct Controller {
     /// deletes its archives.
     delete_with_spec: Vec<String>,
     publisher: publish::Publisher,
+    /// This host's summary in the repository, for the fleet view.
+    fleet: fleet::Fleet,
     /// The delay before the next try after a pass that could not read the state.
     retry: Option<Duration>,
     /// The repository's handled record.
@@ -172,6 +175,11 @@ impl Controller {
         clock: Arc<dyn Clock>,
     ) -> Controller {
         let book = Arc::new(Book::new(repo.clone()));
+        let fleet = fleet::Fleet::new(
+            repo.clone(),
+            options.host.clone(),
+            options.host_labels.clone(),
+        );
         let (supervisor, done_rx) =
             Supervisor::new(runner, state.clone(), book.clone(), hub.clone());
         let (housekeeping, verify_rx) = Housekeeping::new(
@@ -209,6 +217,7 @@ impl Controller {
             status_cache: BTreeMap::new(),
             delete_with_spec: Vec::new(),
             publisher: publish::Publisher::new(hub.clone()),
+            fleet,
             retry: None,
             book,
             probes: Default::default(),
@@ -328,7 +337,10 @@ impl Controller {
                 }
             }
             wake_at = self.reconcile().await;
-            wake_at = [wake_at, self.reread_at].into_iter().flatten().min();
+            wake_at = [wake_at, self.reread_at, self.fleet.due_at()]
+                .into_iter()
+                .flatten()
+                .min();
         }
     }
 
@@ -783,5 +795,46 @@ impl Controller {
             probes: &self.probes,
             now,
         });
+        let intervals = self.publisher.intervals();
+        let named = self.written_repositories(statuses);
+        self.fleet
+            .pass(named, statuses, &self.next_schedule, &intervals, now);
+    }
+
+    /// The named repositories (open for the runs) that the BackupPolicies this host runs
+    /// write to, besides the default one: each gets the host summary too.
+    fn written_repositories(
+        &self,
+        statuses: &[(PathBuf, crate::status::ObjectStatus)],
+    ) -> Vec<Repository> {
+        let elsewhere: std::collections::BTreeSet<&str> = statuses
+            .iter()
+            .filter(|(_, o)| {
+                o.kind == Kind::BackupPolicy
+                    && o.status
+                        .condition(crate::status::READY)
+                        .is_some_and(|c| c.reason == NOT_SELECTED)
+            })
+            .map(|(_, o)| o.name.as_str())
+            .collect();
+        let names: std::collections::BTreeSet<String> = self
+            .desired
+            .objects()
+            .filter_map(|o| match &o.resource {
+                Some(crate::spec::Resource::BackupPolicy(p))
+                    if !elsewhere.contains(o.name.as_str()) =>
+                {
+                    Some(p.spec.output.repositories())
+                }
+                _ => None,
+            })
+            .flatten()
+            .filter(|n| n != crate::spec::repository::DEFAULT_REPOSITORY)
+            .collect();
+        let runner = self.supervisor.runner();
+        names
+            .iter()
+            .filter_map(|n| runner.repository_named(n))
+            .collect()
     }
 }

@@ -16,6 +16,8 @@
 //! - [`flat`]: moving the flat layout of earlier releases under this host.
 //! - [`catalog`]: what the repository holds, read from manifests alone, and the
 //!   in-memory [`catalog::Catalog`] the daemon keeps up to date by events.
+//! - [`hosts`]: each host's summary of its objects (`.holdfast/summary.json`), read
+//!   back for the fleet view.
 //! - [`handled`]: what this host has acted on (`.holdfast/handled.json`), so that a new
 //!   state folder does not run a handled Restore or request again.
 //! - [`verify`]: reading archives back in full.
@@ -28,6 +30,7 @@ pub mod crypt;
 pub mod deletion;
 pub mod flat;
 pub mod handled;
+pub mod hosts;
 pub mod layout;
 pub mod lock;
 pub mod manifest;

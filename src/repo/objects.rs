@@ -326,6 +326,25 @@ impl Storage for ObjectStorage {
             .map_err(self.err("writing", &key))
     }
 
+    /// Keys `<host>/.holdfast/<name>` of the whole store, found by one listing.
+    fn host_records(&self, name: &str) -> Result<Vec<(String, Vec<u8>)>, StorageError> {
+        let keys = self.objects.list("").map_err(self.err("listing", ""))?;
+        let suffix = format!("/{META_DIR}/{name}");
+        let mut found = Vec::new();
+        for (key, _) in keys {
+            let Some(host) = key.strip_suffix(&suffix) else {
+                continue;
+            };
+            if host.is_empty() || host.contains('/') {
+                continue;
+            }
+            if let Some(bytes) = self.objects.get(&key).map_err(self.err("reading", &key))? {
+                found.push((host.to_string(), bytes));
+            }
+        }
+        Ok(found)
+    }
+
     fn probe(&self) -> Result<(), StorageError> {
         let key = self.meta_key(&format!("{}-{}", super::storage::PROBE, std::process::id()));
         let written = Utc::now().to_rfc3339();
@@ -544,5 +563,32 @@ mod tests {
                 .unwrap()
                 .contains_key("nas/.holdfast/handled.json")
         );
+    }
+
+    #[test]
+    fn every_hosts_record_is_found_and_nothing_deeper() {
+        let store = Shared::default();
+        for host in ["nas", "vps"] {
+            ObjectStorage::new(Arc::new(store.clone()), host)
+                .write_meta("summary.json", host.as_bytes())
+                .unwrap();
+        }
+        // A group's file of that name is not a host's record.
+        store
+            .0
+            .objects
+            .lock()
+            .unwrap()
+            .insert("nas/g/.holdfast/summary.json".into(), b"no".to_vec());
+        let storage = ObjectStorage::new(Arc::new(store.clone()), "nas");
+        let found = storage.host_records("summary.json").unwrap();
+        assert_eq!(
+            found,
+            [
+                ("nas".to_string(), b"nas".to_vec()),
+                ("vps".to_string(), b"vps".to_vec())
+            ]
+        );
+        assert!(storage.host_records("other.json").unwrap().is_empty());
     }
 }

@@ -168,6 +168,10 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
     /// Replaces one file of the repository's own records durably: a reader sees the old
     /// content or the new, never a mix, and a crash after the call returns loses nothing.
     fn write_meta(&self, name: &str, bytes: &[u8]) -> Result<(), StorageError>;
+    /// The record `name` of every host of the repository (this one's and the others'),
+    /// with the host's name: how one host reads the fleet's summaries. Hosts without the
+    /// record are left out.
+    fn host_records(&self, name: &str) -> Result<Vec<(String, Vec<u8>)>, StorageError>;
     /// Proves the storage works: writes, reads back and deletes a small record.
     fn probe(&self) -> Result<(), StorageError>;
 }
@@ -624,6 +628,27 @@ impl Storage for LocalStorage {
         }
         let path = dir.join(name);
         crate::fsutil::write_atomic(&path, bytes).map_err(io_err("writing", &path))
+    }
+
+    /// `<top>/<host>/.holdfast/<name>` of every folder of the repository.
+    fn host_records(&self, name: &str) -> Result<Vec<(String, Vec<u8>)>, StorageError> {
+        let mut found = Vec::new();
+        for host in self.folders(&self.top, "reading the repository")? {
+            if host.starts_with('.') {
+                continue;
+            }
+            let path = Self::host_root(&self.top, &host).join(META_DIR).join(name);
+            match fs::read(&path) {
+                Ok(bytes) => found.push((host, bytes)),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+                    ) => {}
+                Err(e) => return Err(io_err("reading", &path)(e)),
+            }
+        }
+        Ok(found)
     }
 
     fn probe(&self) -> Result<(), StorageError> {

@@ -2,6 +2,7 @@
 //! the repository, in kubectl's manner: a table, a wider one, or JSON or YAML for scripts.
 
 mod archives;
+mod hosts;
 mod policies;
 mod notifiers;
 mod repositories;
@@ -71,6 +72,9 @@ enum What {
     /// The Notifiers in the specs folder and policies' own notify urls: where each sends
     /// (secrets replaced), which events, and what it covers.
     Notifiers,
+    /// The hosts whose daemons write the repository (`--repo` names another), from the
+    /// summaries they publish: last seen, objects, failing, next run, ok, stale or failing.
+    Hosts,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -98,6 +102,7 @@ pub fn run(settings: &Settings, args: GetArgs) -> anyhow::Result<ExitCode> {
         What::Restores => restores::run(settings, &args),
         What::Repositories => repositories::run(settings, &args),
         What::Notifiers => notifiers::run(settings, &args),
+        What::Hosts => hosts::run(settings, &args),
     }
 }
 

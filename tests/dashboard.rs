@@ -206,6 +206,9 @@ fn the_page_follows_runs_live_and_writes_a_valid_restore() {
         "{result}"
     );
     assert!(result["artifacts"].as_u64().unwrap() >= 1, "{result}");
+    // The fleet's table: this host, from its summary in the repository, failing (broken).
+    let hosts = result["hosts"].to_string();
+    assert!(hosts.contains("failing"), "{result}");
     // The object's page: its run, its archive, its spec as YAML.
     assert_eq!(result["objectRuns"], 1, "{result}");
     assert_eq!(result["objectArchives"], 1, "{result}");

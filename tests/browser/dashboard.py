@@ -189,6 +189,17 @@ def live(driver, base, shots):
     driver.find_element(By.CSS_SELECTOR, "input[name=volumes]").click()
     restore_yaml = text_of(driver, "#restore-yaml")
     driver.save_screenshot(os.path.join(shots, "archive.png"))
+
+    # The fleet: this host, from the summary its daemon publishes into the repository
+    # (written within seconds of a change; each load reads it again).
+    hosts = []
+    for _ in range(10):
+        open_page(driver, base + "/#/", "the overview", lambda d: row_state(d, "BackupPolicy", "steady"))
+        hosts = driver.execute_script(
+            "return [...document.querySelectorAll('#hosts tbody tr')].map(r => r.textContent)")
+        if hosts:
+            break
+        time.sleep(2)
     say(result={
         "runningBadge": running_badge,
         "linesWhileRunning": lines_while_running,
@@ -200,6 +211,7 @@ def live(driver, base, shots):
         "notReloaded": not_reloaded,
         "timeTitle": time_title,
         "specErrors": spec_errors,
+        "hosts": hosts,
         "focusedBySlash": focused,
         "visibleAfterFilter": visible,
         "phoneOverflowPx": overflow,

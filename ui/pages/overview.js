@@ -86,7 +86,15 @@ function rowHtml(row) {
 </tr>`;
 }
 
-function render(main, data) {
+function hostsTable(hosts) {
+  if (!hosts?.length) return '';
+  const tone = { ok: 'ok', failing: 'bad', stale: 'bad' };
+  return `<h2>Hosts</h2><div class="scroll"><table class="grid" id="hosts"><thead><tr><th>Host</th><th>Status</th><th>Last seen</th><th>Objects</th><th>Failing</th><th class="hide-narrow">Next run</th></tr></thead><tbody>${hosts
+    .map((h) => `<tr data-state="${h.status === 'ok' ? 'ok' : 'bad'}"><td>${esc(h.host)}<div class="muted small">${esc(h.summary?.version ?? '')}</div></td><td>${badge(h.status, tone[h.status] ?? 'muted')}</td><td>${ago(h.summary?.writtenAt)}</td><td>${esc(h.objects)}</td><td>${h.failing ? badge(h.failing, 'bad') : '0'}</td><td class="hide-narrow">${h.nextRun ? ago(h.nextRun) : ''}</td></tr>`)
+    .join('')}</tbody></table></div>`;
+}
+
+function render(main, data, hosts) {
   const errors = data.errors.length
     ? `<section class="errors" role="alert"><h2>${data.errors.length} spec error${data.errors.length > 1 ? 's' : ''}: these objects do not run</h2><ul>${data.errors.map((e) => `<li><code>${esc(e)}</code></li>`).join('')}</ul></section>`
     : '';
@@ -100,7 +108,8 @@ function render(main, data) {
 <label class="filter">Filter <input id="filter" type="search" value="${esc(filter)}" placeholder="name (press /)" autocomplete="off"></label></div>
 <div class="scroll"><table class="grid objects"><thead><tr><th>Name</th><th>State</th><th>Last success</th><th class="hide-narrow">Next run</th><th>Last run</th><th class="hide-narrow">Trend</th><th class="hide-narrow">Archives</th></tr></thead>
 <tbody>${data.objects.map((r) => rowHtml(withRunning(r))).join('')}</tbody></table></div>
-${repos}`;
+${repos}
+${hostsTable(hosts)}`;
   const input = main.querySelector('#filter');
   input.addEventListener('input', () => {
     filter = input.value;
@@ -126,11 +135,14 @@ function onKey(event) {
 export async function show(main, args, { events, fail, early }) {
   let prefetched = early;
   const load = async () => {
+    // The fleet's hosts, from the summaries in the repository: shown when there are some,
+    // never in the way of the overview.
+    const hosts = get('/api/v1/hosts').then((h) => h.hosts, () => []);
     const data = await (prefetched ?? get('/api/v1/overview'));
     prefetched = null;
     if (first) performance.mark('holdfast:overview-fetched');
     const focused = document.activeElement?.id === 'filter';
-    render(main, data);
+    render(main, data, await hosts);
     if (focused) main.querySelector('#filter').focus();
     if (first) {
       first = false;

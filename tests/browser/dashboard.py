@@ -90,8 +90,9 @@ def open_page(driver, url, what, ready, seconds=30):
         driver.get(url)
         try:
             return wait(driver, seconds, what, ready)
-        except AssertionError:
-            if attempt == 2 or "ERR_NETWORK_CHANGED" not in console(driver):
+        except AssertionError as failure:
+            # The message holds the console: reading the log again would find it emptied.
+            if attempt == 2 or "ERR_NETWORK_CHANGED" not in str(failure):
                 raise
             print(f"reloading {url}: the host's network changed during the load",
                   file=sys.stderr)

@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{crate_root, holdfast, run, stderr, stdout};
+use common::{COMMANDS, crate_root, holdfast, run, stderr, stdout};
 
 #[test]
 fn validates_the_examples() {
@@ -140,24 +140,6 @@ fn schema_writes_the_committed_files_and_check_spots_drift() {
     assert_eq!(check.status.code(), Some(1));
     assert!(stderr(&check).contains("archive.schema.json: out of date"));
 }
-
-/// Every command's name, as the man pages and completions must know them.
-const COMMANDS: [&str; 14] = [
-    "validate",
-    "schema",
-    "plan",
-    "backup",
-    "run",
-    "get",
-    "prune",
-    "delete",
-    "verify",
-    "restore",
-    "ls",
-    "notify",
-    "completions",
-    "man",
-];
 
 #[test]
 fn completions_for_every_shell_know_the_commands_and_flags() {

@@ -8,24 +8,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use common::golden::assert_golden;
-use common::{holdfast, run, stderr, stdout};
-
-const COMMANDS: [&str; 14] = [
-    "validate",
-    "schema",
-    "plan",
-    "backup",
-    "run",
-    "get",
-    "prune",
-    "delete",
-    "verify",
-    "restore",
-    "ls",
-    "notify",
-    "completions",
-    "man",
-];
+use common::{COMMANDS, holdfast, run, stderr, stdout};
 
 #[test]
 fn help_texts_show_each_command_its_own_flags() {

@@ -184,6 +184,24 @@ fn ready(statuses: &[serde_json::Value], name: &str) -> Option<(String, String, 
     Some((text("status"), text("reason"), text("message")))
 }
 
+/// A checkout of the specs for `host` under `top`, and its daemon on the shared
+/// `repository`, labelled `role=<host>`.
+fn start_host(
+    top: &std::path::Path,
+    repository: &std::path::Path,
+    host: &str,
+    volume: &str,
+) -> (std::path::PathBuf, common::daemon::Daemon) {
+    let dir = checkout(top, host, volume);
+    let role = format!("role={host}");
+    let daemon = common::daemon::Daemon::start_on(
+        &dir,
+        repository,
+        &["--host", host, "--host-labels", &role],
+    );
+    (dir, daemon)
+}
+
 #[test]
 #[cfg_attr(skip_docker, ignore = "needs Docker; HOLDFAST_SKIP_DOCKER=1")]
 fn two_hosts_on_one_specs_repository_each_run_only_what_selects_them() {
@@ -194,18 +212,8 @@ fn two_hosts_on_one_specs_repository_each_run_only_what_selects_them() {
     let volume = common::FileVolume::new("hffleet", "fleet");
     let top = tempfile::tempdir().unwrap();
     let repository = top.path().join("repository");
-    let nas_dir = checkout(top.path(), "nas", &volume.0);
-    let vps_dir = checkout(top.path(), "vps", &volume.0);
-    let mut nas = Daemon::start_on(
-        &nas_dir,
-        &repository,
-        &["--host", "nas", "--host-labels", "role=nas"],
-    );
-    let mut vps = Daemon::start_on(
-        &vps_dir,
-        &repository,
-        &["--host", "vps", "--host-labels", "role=vps"],
-    );
+    let [(nas_dir, mut nas), (vps_dir, mut vps)] =
+        ["nas", "vps"].map(|host| start_host(top.path(), &repository, host, &volume.0));
     for (dir, mine, theirs, host) in [
         (&nas_dir, "photos", "web", "nas"),
         (&vps_dir, "web", "photos", "vps"),
@@ -340,18 +348,8 @@ fn every_host_sees_the_fleet_in_the_shared_repository_and_a_silent_one_goes_stal
     let volume = common::FileVolume::new("hffleetview", "fleetview");
     let top = tempfile::tempdir().unwrap();
     let repository = top.path().join("repository");
-    let nas_dir = checkout(top.path(), "nas", &volume.0);
-    let vps_dir = checkout(top.path(), "vps", &volume.0);
-    let mut nas = Daemon::start_on(
-        &nas_dir,
-        &repository,
-        &["--host", "nas", "--host-labels", "role=nas"],
-    );
-    let mut vps = Daemon::start_on(
-        &vps_dir,
-        &repository,
-        &["--host", "vps", "--host-labels", "role=vps"],
-    );
+    let [(_nas_dir, mut nas), (vps_dir, mut vps)] =
+        ["nas", "vps"].map(|host| start_host(top.path(), &repository, host, &volume.0));
     // Each daemon publishes its summary once its run succeeded (at most 10 s after the
     // previous one); either host reads both.
     let want = |status: &str| {

@@ -17,6 +17,24 @@ pub mod smtp;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+/// Every command's name: each has a help golden file, a man page and completions.
+pub const COMMANDS: [&str; 14] = [
+    "validate",
+    "schema",
+    "plan",
+    "backup",
+    "run",
+    "get",
+    "prune",
+    "delete",
+    "verify",
+    "restore",
+    "ls",
+    "notify",
+    "completions",
+    "man",
+];
+
 pub fn crate_root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }

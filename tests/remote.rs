@@ -105,20 +105,8 @@ fn download(garage: &Garage, key: &str, to: &Path) {
 
 /// Every key of the bucket below `prefix`.
 fn keys(garage: &Garage, prefix: &str) -> Vec<String> {
-    let out = run(Command::new("curl")
-        .args(["-sS", "--fail", "--aws-sigv4"])
-        .arg(format!("aws:amz:{}:s3", garage.region()))
-        .arg("--user")
-        .arg(format!("{}:{}", garage.key_id(), garage.secret()))
-        .args(["-H", "x-amz-content-sha256: UNSIGNED-PAYLOAD"])
-        .arg(format!(
-            "{}/{}?list-type=2&prefix={}",
-            garage.endpoint(),
-            garage.bucket(),
-            prefix.replace('/', "%2F")
-        )));
-    assert!(out.status.success(), "listing: {}", stderr(&out));
-    stdout(&out)
+    garage
+        .listing(prefix)
         .split("<Key>")
         .skip(1)
         .filter_map(|s| s.split("</Key>").next())

@@ -66,20 +66,8 @@ fn json(out: &std::process::Output) -> Value {
 
 /// The bucket's keys below `prefix`, with their sizes (what a listing shows of a change).
 fn keys(garage: &Garage, prefix: &str) -> Vec<String> {
-    let out = run(Command::new("curl")
-        .args(["-sS", "--fail", "--aws-sigv4"])
-        .arg(format!("aws:amz:{}:s3", garage.region()))
-        .arg("--user")
-        .arg(format!("{}:{}", garage.key_id(), garage.secret()))
-        .args(["-H", "x-amz-content-sha256: UNSIGNED-PAYLOAD"])
-        .arg(format!(
-            "{}/{}?list-type=2&prefix={}",
-            garage.endpoint(),
-            garage.bucket(),
-            prefix.replace('/', "%2F")
-        )));
-    assert!(out.status.success(), "listing: {}", stderr(&out));
-    let mut keys: Vec<String> = stdout(&out)
+    let mut keys: Vec<String> = garage
+        .listing(prefix)
         .split("<Contents>")
         .skip(1)
         .map(|s| {

@@ -199,6 +199,31 @@ api_bind_addr = "127.0.0.1:{admin}"
 
     /// Creates another bucket (S3 naming rules: 3 to 63 of `a-z`, `0-9`, `-`, `.`) that the
     /// fixture's key may read, write and own.
+    /// The bucket's listing (ListObjectsV2) below `prefix`, as the XML S3 answers; read
+    /// with curl's own signing, so not through the code under test.
+    pub fn listing(&self, prefix: &str) -> String {
+        let out = Command::new("curl")
+            .args(["-sS", "--fail", "--aws-sigv4"])
+            .arg(format!("aws:amz:{}:s3", self.region()))
+            .arg("--user")
+            .arg(format!("{}:{}", self.key_id(), self.secret()))
+            .args(["-H", "x-amz-content-sha256: UNSIGNED-PAYLOAD"])
+            .arg(format!(
+                "{}/{}?list-type=2&prefix={}",
+                self.endpoint(),
+                self.bucket(),
+                prefix.replace('/', "%2F")
+            ))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "listing: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     pub fn create_bucket(&self, name: &str) {
         let node = self.running_node();
         self.garage(node, &["bucket", "create", name]);

@@ -67,11 +67,12 @@ pub fn run(settings: &Settings, args: PlanArgs) -> anyhow::Result<ExitCode> {
         // Planning changes nothing: the state is only read, and a missing one is empty.
         let executor = super::read_only_executor(settings, engine)?;
         super::warn_left_stopped(settings, &executor.state())?;
-        let observed = executor.observe().await?;
+        let mut observed = executor.observe().await?;
         anyhow::Ok(
             requests
                 .into_iter()
                 .map(|r| {
+                    crate::executor::project::observe_host(&r.spec.targets, &mut observed);
                     let plan = resolve(&r.spec, &observed);
                     let space = executor.space(&r.name, &r.spec, &plan);
                     (r, plan, space)
@@ -177,6 +178,39 @@ fn print_plan(
             out,
             "  bind mount {} -> {}:{}",
             b.source, b.container, b.destination
+        )?;
+    }
+    for project in &p.projects {
+        writeln!(
+            out,
+            "  compose project {} in {} ({}): {}",
+            project.project,
+            project.path,
+            project.files.join(", "),
+            if project.containers.is_empty() {
+                "no containers: nothing to stop".to_string()
+            } else {
+                format!(
+                    "containers {}, backed up as its stack",
+                    project.containers.join(", ")
+                )
+            }
+        )?;
+    }
+    for h in &p.paths {
+        writeln!(
+            out,
+            "  host folder {}{}{}",
+            h.path,
+            match &h.stack {
+                Some(stack) => format!(" (bind mount of compose project {stack})"),
+                None => String::new(),
+            },
+            if h.mounted_by.is_empty() {
+                String::new()
+            } else {
+                format!(", mounted by {}", h.mounted_by.join(", "))
+            }
         )?;
     }
     for d in &p.dumps {

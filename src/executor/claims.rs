@@ -59,6 +59,9 @@ pub fn backup_claims(plan: &BackupPlan) -> Claims {
     for b in &plan.binds {
         claims.folder(Path::new(&b.source), Access::Shared);
     }
+    for p in &plan.paths {
+        claims.folder(Path::new(&p.path), Access::Shared);
+    }
     claims
 }
 

@@ -207,6 +207,8 @@ pub enum RunError {
     WouldNotFit(#[from] WouldNotFit),
     #[error("bind mount {path}: not readable from here")]
     BindNotReadable { path: String },
+    #[error("host folder {path}: not readable from here; holdfast must see it at the same path")]
+    FolderNotReadable { path: String },
     /// Files that shrank while they were read: the archive holds them padded with zeros.
     #[error("{artifact}: {count} file(s) shrank while being read and are padded with zeros to their size at open ({}{}); the next run takes them whole", paths.join(", "), more(*count, paths.len()))]
     Shrunk {
@@ -280,6 +282,7 @@ impl RunError {
             | RunError::VolumeNotReadable { .. }
             | RunError::WouldNotFit(_)
             | RunError::BindNotReadable { .. }
+            | RunError::FolderNotReadable { .. }
             | RunError::VolumeVanished { .. }
             | RunError::NoImage { .. } => false,
             // The files were being written to: the next run likely reads them whole.
@@ -317,7 +320,9 @@ impl RunError {
             RunError::PasswordFile { .. } | RunError::PasswordVariable { .. } => "password",
             RunError::DumpFailed { .. } | RunError::DumpEmpty { .. } => "dump_failed",
             RunError::NotRunning { .. } | RunError::NotHealthy { .. } => "unhealthy",
-            RunError::VolumeNotReadable { .. } | RunError::BindNotReadable { .. } => "not_local",
+            RunError::VolumeNotReadable { .. }
+            | RunError::BindNotReadable { .. }
+            | RunError::FolderNotReadable { .. } => "not_local",
             RunError::VolumeVanished { .. } => "not_found",
             RunError::WouldNotFit(_) => "no_space",
             RunError::NoImage { .. } => "no_image",

@@ -12,6 +12,7 @@ mod journal;
 pub mod order;
 pub mod own;
 pub mod pipe;
+pub mod project;
 pub mod resolve;
 pub mod recipe;
 pub mod space;
@@ -320,6 +321,7 @@ impl Executor {
             volumes,
             own: self.own_folders(),
             real_paths,
+            ..Observed::default()
         })
     }
 
@@ -335,7 +337,9 @@ impl Executor {
     }
 
     pub async fn plan(&self, spec: &BackupSpec) -> Result<BackupPlan, DockerError> {
-        Ok(resolve::resolve(spec, &self.observe().await?))
+        let mut observed = self.observe().await?;
+        project::observe_host(&spec.targets, &mut observed);
+        Ok(resolve::resolve(spec, &observed))
     }
 
     /// Runs one backup. Never returns early with containers stopped: every path out of the
@@ -673,6 +677,7 @@ impl Executor {
                 stacks: plan.stacks.clone(),
                 containers: plan.containers.iter().map(|c| c.name.clone()).collect(),
                 volumes: plan.volumes.iter().map(|v| v.name.clone()).collect(),
+                paths: plan.paths.iter().map(|p| p.path.clone()).collect(),
             },
             artifacts: run.artifacts.clone(),
             timings: run.timings.clone(),

@@ -92,15 +92,9 @@ pub fn compose_deps(stack: &Stack) -> Option<ComposeDeps> {
 /// services are at the top.
 pub fn parse_compose_needs(text: &str) -> Result<BTreeMap<String, BTreeSet<String>>, String> {
     use serde_yaml_ng::Value;
-    let mut doc: Value = serde_yaml_ng::from_str(text).map_err(|e| e.to_string())?;
-    doc.apply_merge().map_err(|e| e.to_string())?;
-    let services = match doc.get("services") {
-        Some(services) => services,
-        None if doc.get("version").is_none() => &doc,
-        None => return Ok(BTreeMap::new()),
-    };
-    let Some(services) = services.as_mapping() else {
-        return Err("`services` is not a mapping".into());
+    let doc = compose_document(text)?;
+    let Some(services) = compose_services(&doc)? else {
+        return Ok(BTreeMap::new());
     };
     let strings = |v: Option<&Value>| -> Vec<String> {
         match v {
@@ -144,6 +138,29 @@ pub fn parse_compose_needs(text: &str) -> Result<BTreeMap<String, BTreeSet<Strin
         out.insert(name.to_string(), needs);
     }
     Ok(out)
+}
+
+/// A compose file as YAML, with its merge keys (`<<: *base`) applied.
+pub fn compose_document(text: &str) -> Result<serde_yaml_ng::Value, String> {
+    let mut doc: serde_yaml_ng::Value = serde_yaml_ng::from_str(text).map_err(|e| e.to_string())?;
+    doc.apply_merge().map_err(|e| e.to_string())?;
+    Ok(doc)
+}
+
+/// The services of a compose document: `services`, or the top of a version 1 file (no
+/// `services`, no `version`); `None` when it has none.
+pub fn compose_services(
+    doc: &serde_yaml_ng::Value,
+) -> Result<Option<&serde_yaml_ng::Mapping>, String> {
+    let services = match doc.get("services") {
+        Some(services) => services,
+        None if doc.get("version").is_none() => doc,
+        None => return Ok(None),
+    };
+    match services.as_mapping() {
+        Some(services) => Ok(Some(services)),
+        None => Err("`services` is not a mapping".into()),
+    }
 }
 
 /// Where (part of) a stop order came from.

@@ -11,9 +11,10 @@ use serde::Serialize;
 
 use super::order::{self, ComposeDeps, OrderBasis};
 use super::own::{self, OwnFolder, Place};
+use super::project::FoundProject;
 use crate::docker::{ContainerInfo, MountInfo, Stack};
 use crate::spec::common::{
-    Consistency, Databases, Dump, Engine, Include, SecretSource, StopMode, Targets,
+    ComposeProject, Consistency, Databases, Dump, Engine, Include, SecretSource, StopMode, Targets,
 };
 
 /// What a backup is asked to cover: a policy's settings, or an Archive's.
@@ -40,6 +41,22 @@ pub struct Observed {
     pub real_paths: BTreeMap<String, PathBuf>,
     /// Per stack without Compose v2's depends_on labels, what its compose files say.
     pub compose_deps: BTreeMap<String, ComposeDeps>,
+    /// Per compose project of the targets, what its files say, or why they could not be
+    /// read ([`super::project::observe_host`]).
+    pub projects: BTreeMap<ComposeProject, Result<FoundProject, String>>,
+    /// The host folders of the targets (given, or bind-mounted by a compose project), as
+    /// this machine sees them.
+    pub folders: BTreeMap<String, FolderState>,
+}
+
+/// What a host folder of the targets is on this machine.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FolderState {
+    Folder,
+    /// A file or something else that is no folder.
+    NotFolder,
+    /// It cannot be looked at: why (it does not exist, no permission).
+    Unreadable(String),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -81,6 +98,45 @@ pub struct PlannedBind {
     pub leave_out: Vec<String>,
 }
 
+/// A host folder archived on its own: one of `targets.paths`, or a folder a compose
+/// project that is down bind-mounts.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PlannedPath {
+    /// The folder, as given or as the compose file says it.
+    pub path: String,
+    /// The artifact's name under `paths/`, made from the path.
+    pub artifact: String,
+    /// The compose project whose bind mount it is.
+    pub stack: Option<String>,
+    /// Containers that bind-mount it, or a folder inside or around it: they are stopped
+    /// as for their own bind mount.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub mounted_by: Vec<String>,
+    /// Paths inside it left out: holdfast's own folders.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub leave_out: Vec<String>,
+}
+
+/// A compose project of `targets.composeProjects`, as found.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PlannedProject {
+    /// The folder named in the spec.
+    pub path: String,
+    /// The project name.
+    pub project: String,
+    /// The compose files read.
+    pub files: Vec<String>,
+    /// Its containers Docker has, running or not; none when it is down, and then
+    /// nothing is stopped for it.
+    pub containers: Vec<String>,
+    /// The volumes its files name that exist.
+    pub volumes: Vec<String>,
+    /// The host folders its services bind-mount.
+    pub binds: Vec<String>,
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PlannedDump {
@@ -120,6 +176,12 @@ pub struct BackupPlan {
     pub containers: Vec<PlannedContainer>,
     pub volumes: Vec<PlannedVolume>,
     pub binds: Vec<PlannedBind>,
+    /// Host folders: `targets.paths`, and the bind mounts of compose projects that are down.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub paths: Vec<PlannedPath>,
+    /// The compose projects of `targets.composeProjects`, as found.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub projects: Vec<PlannedProject>,
     pub dumps: Vec<PlannedDump>,
     pub pre_hooks: Vec<PlannedHook>,
     pub post_hooks: Vec<PlannedHook>,
@@ -140,7 +202,10 @@ pub struct BackupPlan {
 
 impl BackupPlan {
     pub fn is_empty(&self) -> bool {
-        self.volumes.is_empty() && self.binds.is_empty() && self.dumps.is_empty()
+        self.volumes.is_empty()
+            && self.binds.is_empty()
+            && self.paths.is_empty()
+            && self.dumps.is_empty()
     }
 }
 
@@ -267,7 +332,68 @@ pub fn resolve(spec: &BackupSpec, observed: &Observed) -> BackupPlan {
             }
         }
     }
+    // Compose projects: those with containers are stacks; those without bring their
+    // volumes and bind-mounted folders from their files.
+    let mut project_volumes: Vec<(String, String)> = Vec::new();
+    let mut host_paths: Vec<(String, Option<String>)> =
+        targets.paths.iter().map(|p| (p.clone(), None)).collect();
     let mut stack_names: BTreeSet<String> = plan.stacks.iter().cloned().collect();
+    for project in &targets.compose_projects {
+        let found = match observed.projects.get(project) {
+            Some(Ok(found)) => found,
+            Some(Err(why)) => {
+                plan.errors
+                    .push(format!("compose project {}: {why}", project.path));
+                continue;
+            }
+            None => {
+                plan.errors.push(format!(
+                    "compose project {}: its files were not read",
+                    project.path
+                ));
+                continue;
+            }
+        };
+        stack_names.insert(found.name.clone());
+        let mut containers = Vec::new();
+        if let Some(stack) = observed.stacks.iter().find(|s| s.name == found.name) {
+            for c in stack.containers() {
+                containers.push(c.name.clone());
+                chosen.insert(c.name.clone(), c);
+            }
+        }
+        if containers.is_empty() && spec.include.bind_mounts {
+            host_paths.extend(
+                found
+                    .binds
+                    .iter()
+                    .map(|b| (b.clone(), Some(found.name.clone()))),
+            );
+        }
+        let mut volumes = Vec::new();
+        for v in &found.volumes {
+            if observed.volumes.contains_key(v) {
+                volumes.push(v.clone());
+                if spec.include.volumes {
+                    project_volumes.push((v.clone(), found.name.clone()));
+                }
+            } else {
+                plan.skipped.push(Skipped {
+                    what: format!("volume {v} of compose project {}", found.name),
+                    reason: "Docker has no such volume: it was never created, or removed".into(),
+                });
+            }
+        }
+        containers.sort();
+        plan.projects.push(PlannedProject {
+            path: project.path.clone(),
+            project: found.name.clone(),
+            files: found.files.clone(),
+            containers,
+            volumes,
+            binds: found.binds.iter().cloned().collect(),
+        });
+    }
     for c in chosen.values() {
         if let Some(p) = c.project() {
             stack_names.insert(p.to_string());
@@ -318,6 +444,26 @@ pub fn resolve(spec: &BackupSpec, observed: &Observed) -> BackupPlan {
                     .map(|c| c.name.clone())
                     .collect(),
                 stack: None,
+                leave_out: Vec::new(),
+            });
+    }
+    for (name, stack) in project_volumes {
+        volumes
+            .entry(name.clone())
+            .or_insert_with(|| PlannedVolume {
+                mountpoint: observed.volumes.get(&name).cloned(),
+                used_by: observed
+                    .containers
+                    .iter()
+                    .filter(|c| {
+                        c.mounts
+                            .iter()
+                            .any(|m| matches!(m, MountInfo::Volume { name: n, .. } if *n == name))
+                    })
+                    .map(|c| c.name.clone())
+                    .collect(),
+                name,
+                stack: Some(stack),
                 leave_out: Vec::new(),
             });
     }
@@ -375,6 +521,88 @@ pub fn resolve(spec: &BackupSpec, observed: &Observed) -> BackupPlan {
                 }
             }
         }
+    }
+
+    // Host folders, and the containers that mount them (or a folder inside or around
+    // them), to be stopped as for their own bind mounts.
+    let mut path_users: BTreeMap<String, &ContainerInfo> = BTreeMap::new();
+    let mut artifacts = BTreeSet::new();
+    for (path, stack) in host_paths {
+        if plan.paths.iter().any(|p| p.path == path) {
+            continue;
+        }
+        let what = match &stack {
+            Some(stack) => format!("bind mount {path} of compose project {stack}"),
+            None => format!("host folder {path}"),
+        };
+        match observed.folders.get(&path) {
+            Some(FolderState::Folder) => {}
+            // Listed by name: it must be there. A compose project's is left out, said so.
+            Some(FolderState::NotFolder) if stack.is_some() => {
+                plan.skipped.push(Skipped {
+                    what,
+                    reason: "a file, not a folder: only folders are archived".into(),
+                });
+                continue;
+            }
+            Some(FolderState::Unreadable(why)) if stack.is_some() => {
+                plan.skipped.push(Skipped {
+                    what,
+                    reason: format!("it cannot be read here ({why})"),
+                });
+                continue;
+            }
+            Some(FolderState::NotFolder) => {
+                plan.errors.push(format!(
+                    "{what} is not a folder: name folders in spec.targets.paths"
+                ));
+                continue;
+            }
+            Some(FolderState::Unreadable(why)) => {
+                plan.errors.push(format!(
+                    "{what} cannot be read ({why}); holdfast must see it at the same path"
+                ));
+                continue;
+            }
+            None => {
+                plan.errors.push(format!("{what} was not looked at"));
+                continue;
+            }
+        }
+        if stack.is_some() && system_path(&path) {
+            plan.skipped.push(Skipped {
+                what,
+                reason: "a system path, never archived".into(),
+            });
+            continue;
+        }
+        let Some(leave_out) = own_folders(&path, &what, observed, &mut plan.skipped) else {
+            continue;
+        };
+        let real = observed.real_paths.get(&path).map(PathBuf::as_path);
+        let mut mounted_by = Vec::new();
+        for c in &observed.containers {
+            let mounts = c.mounts.iter().any(|m| match m {
+                MountInfo::Bind { source, .. } => {
+                    let source_real = observed.real_paths.get(source).map(PathBuf::as_path);
+                    overlaps(Path::new(&path), Path::new(source))
+                        || real.zip(source_real).is_some_and(|(a, b)| overlaps(a, b))
+                }
+                _ => false,
+            });
+            if mounts {
+                mounted_by.push(c.name.clone());
+                path_users.insert(c.name.clone(), c);
+            }
+        }
+        let artifact = artifact_name(&path, &mut artifacts);
+        plan.paths.push(PlannedPath {
+            path,
+            artifact,
+            stack,
+            mounted_by,
+            leave_out,
+        });
     }
 
     // Dumps and hooks name a service of the target stacks, or a container.
@@ -443,24 +671,33 @@ pub fn resolve(spec: &BackupSpec, observed: &Observed) -> BackupPlan {
     }
 
     // What to stop: the chosen running containers, or their whole stacks.
+    // A container mounting a host folder stops as one of the chosen would.
+    let mut stopping = chosen.clone();
+    stopping.extend(path_users.iter().map(|(k, c)| (k.clone(), *c)));
     let to_stop: Vec<&ContainerInfo> = match spec.consistency.stop {
         StopMode::None => Vec::new(),
-        StopMode::Container => chosen
+        StopMode::Container => stopping
             .values()
             .copied()
             .filter(|c| c.is_running())
             .collect(),
         StopMode::Stack => {
-            let mut all: BTreeMap<String, &ContainerInfo> = chosen
+            let mut all: BTreeMap<String, &ContainerInfo> = stopping
                 .values()
                 .copied()
                 .filter(|c| c.project().is_none())
                 .map(|c| (c.name.clone(), c))
                 .collect();
+            let stacks: BTreeSet<&str> = plan
+                .stacks
+                .iter()
+                .map(String::as_str)
+                .chain(path_users.values().filter_map(|c| c.project()))
+                .collect();
             for s in observed
                 .stacks
                 .iter()
-                .filter(|s| plan.stacks.contains(&s.name))
+                .filter(|s| stacks.contains(s.name.as_str()))
             {
                 for c in s.containers() {
                     all.insert(c.name.clone(), c);
@@ -479,10 +716,40 @@ pub fn resolve(spec: &BackupSpec, observed: &Observed) -> BackupPlan {
     plan.warnings.extend(ordered.warnings);
 
     if plan.errors.is_empty() && plan.is_empty() {
-        plan.errors
-            .push("the targets match no volume, bind mount or dump: nothing to back up".into());
+        plan.errors.push(
+            "the targets match no volume, bind mount, host folder or dump: nothing to back up"
+                .into(),
+        );
     }
     plan
+}
+
+/// Whether one of two folders is the other or lies inside it.
+fn overlaps(a: &Path, b: &Path) -> bool {
+    a.starts_with(b) || b.starts_with(a)
+}
+
+/// The artifact name of a host folder: its path with `/` made `-` (`/srv/compose` ->
+/// `srv-compose`, `/` -> `root`), and a number added when another folder of the run
+/// has that name already.
+fn artifact_name(path: &str, taken: &mut BTreeSet<String>) -> String {
+    let base: String = path
+        .trim_matches('/')
+        .chars()
+        .map(|c| match c {
+            '/' => '-',
+            c if c.is_ascii_alphanumeric() || "._-".contains(c) => c,
+            _ => '_',
+        })
+        .collect();
+    let base = if base.is_empty() { "root".into() } else { base };
+    let mut name = base.clone();
+    let mut n = 1;
+    while !taken.insert(name.clone()) {
+        n += 1;
+        name = format!("{base}-{n}");
+    }
+    name
 }
 
 /// Why no single container matches what a dump or hook names.
@@ -840,6 +1107,189 @@ mod tests {
                 .iter()
                 .any(|s| s.what.starts_with("volume demo_web-data")
                     && s.reason.contains("holdfast's own repository"))
+        );
+    }
+
+    #[test]
+    fn host_folders_stop_the_containers_mounting_them_and_leave_out_own_folders() {
+        let mut seen = observed();
+        for path in ["/srv", "/srv/demo/config/nginx", "/etc"] {
+            seen.folders.insert(path.into(), FolderState::Folder);
+        }
+        seen.folders
+            .insert("/srv/file".into(), FolderState::NotFolder);
+        seen.folders.insert(
+            "/gone".into(),
+            FolderState::Unreadable("No such file".into()),
+        );
+        seen.own = vec![OwnFolder {
+            what: "repository",
+            path: "/srv/backups".into(),
+            real: Some("/srv/backups".into()),
+            id: None,
+        }];
+        let paths = |list: &[&str]| Targets {
+            paths: list.iter().map(|p| p.to_string()).collect(),
+            ..Targets::default()
+        };
+        // demo_web_1 mounts /srv/demo/config: inside /srv, around /srv/demo/config/nginx.
+        let plan = resolve(
+            &spec(
+                paths(&["/srv", "/srv/demo/config/nginx", "/etc"]),
+                StopMode::Container,
+            ),
+            &seen,
+        );
+        assert!(plan.errors.is_empty(), "{:?}", plan.errors);
+        let got: Vec<(&str, &str)> = plan
+            .paths
+            .iter()
+            .map(|p| (p.path.as_str(), p.artifact.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("/srv", "srv"),
+                ("/srv/demo/config/nginx", "srv-demo-config-nginx"),
+                ("/etc", "etc")
+            ]
+        );
+        assert_eq!(plan.paths[0].leave_out, ["backups"]);
+        assert_eq!(plan.paths[0].mounted_by, ["demo_web_1"]);
+        assert_eq!(plan.paths[1].mounted_by, ["demo_web_1"]);
+        assert!(plan.paths[2].mounted_by.is_empty());
+        // The container stops, though none of its own data is chosen.
+        let stop: Vec<&str> = plan.stop_order.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(stop, ["demo_web_1"]);
+        assert!(plan.containers.is_empty() && plan.volumes.is_empty());
+        // With `stop: stack`, its whole stack.
+        let plan = resolve(&spec(paths(&["/srv"]), StopMode::Stack), &seen);
+        let stop: Vec<&str> = plan.stop_order.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(stop, ["demo_worker_1", "demo_web_1", "demo_db_1"]);
+
+        // A file, or what cannot be read, is an error naming it.
+        let plan = resolve(&spec(paths(&["/srv/file", "/gone"]), StopMode::None), &seen);
+        assert_eq!(
+            plan.errors,
+            [
+                "host folder /srv/file is not a folder: name folders in spec.targets.paths",
+                "host folder /gone cannot be read (No such file); holdfast must see it at the same path"
+            ]
+        );
+        // The repository folder itself is never read.
+        seen.folders
+            .insert("/srv/backups".into(), FolderState::Folder);
+        let plan = resolve(&spec(paths(&["/srv/backups"]), StopMode::None), &seen);
+        assert!(plan.paths.is_empty());
+        assert!(
+            plan.errors[0].contains("nothing to back up"),
+            "{:?}",
+            plan.errors
+        );
+    }
+
+    #[test]
+    fn a_compose_project_that_is_down_brings_its_files_volumes_and_folders() {
+        let mut seen = observed();
+        let down = ComposeProject {
+            path: "/srv/cloud".into(),
+            ..ComposeProject::default()
+        };
+        let up = ComposeProject {
+            path: "/srv/demo".into(),
+            ..ComposeProject::default()
+        };
+        seen.projects.insert(
+            down.clone(),
+            Ok(FoundProject {
+                name: "cloud".into(),
+                files: vec!["/srv/cloud/compose.yaml".into()],
+                volumes: ["cloud_db".to_string(), "cloud_never".to_string()].into(),
+                binds: [
+                    "/srv/cloud/data".to_string(),
+                    "/srv/cloud/nginx.conf".to_string(),
+                    "/var/run/docker.sock".to_string(),
+                ]
+                .into(),
+            }),
+        );
+        seen.projects.insert(
+            up.clone(),
+            Ok(FoundProject {
+                name: "demo".into(),
+                files: vec!["/srv/demo/docker-compose.yml".into()],
+                volumes: ["demo_db-data".to_string()].into(),
+                binds: ["/srv/demo/config".to_string()].into(),
+            }),
+        );
+        seen.volumes.insert(
+            "cloud_db".into(),
+            "/var/lib/docker/volumes/cloud_db/_data".into(),
+        );
+        seen.folders
+            .insert("/srv/cloud/data".into(), FolderState::Folder);
+        seen.folders
+            .insert("/srv/cloud/nginx.conf".into(), FolderState::NotFolder);
+        seen.folders
+            .insert("/var/run/docker.sock".into(), FolderState::NotFolder);
+        let targets = Targets {
+            compose_projects: vec![down.clone()],
+            ..Targets::default()
+        };
+        let plan = resolve(&spec(targets, StopMode::Stack), &seen);
+        assert!(plan.errors.is_empty(), "{:?}", plan.errors);
+        assert_eq!(plan.stacks, ["cloud"]);
+        assert!(plan.stop_order.is_empty());
+        let volumes: Vec<(&str, Option<&str>)> = plan
+            .volumes
+            .iter()
+            .map(|v| (v.name.as_str(), v.stack.as_deref()))
+            .collect();
+        assert_eq!(volumes, [("cloud_db", Some("cloud"))]);
+        assert_eq!(plan.paths.len(), 1);
+        assert_eq!(plan.paths[0].path, "/srv/cloud/data");
+        assert_eq!(plan.paths[0].stack.as_deref(), Some("cloud"));
+        let skipped: Vec<&str> = plan.skipped.iter().map(|s| s.what.as_str()).collect();
+        assert_eq!(
+            skipped,
+            [
+                "volume cloud_never of compose project cloud",
+                "bind mount /srv/cloud/nginx.conf of compose project cloud",
+                "bind mount /var/run/docker.sock of compose project cloud"
+            ]
+        );
+        assert_eq!(plan.projects[0].project, "cloud");
+        assert!(plan.projects[0].containers.is_empty());
+
+        // A project whose containers exist is its stack: they are stopped, and its
+        // bind mounts are theirs, not host folders.
+        let targets = Targets {
+            compose_projects: vec![up.clone()],
+            ..Targets::default()
+        };
+        let plan = resolve(&spec(targets, StopMode::Stack), &seen);
+        assert!(plan.errors.is_empty(), "{:?}", plan.errors);
+        assert_eq!(plan.stacks, ["demo"]);
+        assert!(plan.paths.is_empty());
+        assert_eq!(plan.binds.len(), 1);
+        let stop: Vec<&str> = plan.stop_order.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(stop, ["demo_worker_1", "demo_web_1", "demo_db_1"]);
+        assert_eq!(
+            plan.projects[0].containers,
+            ["demo_db_1", "demo_old_1", "demo_web_1", "demo_worker_1"]
+        );
+
+        // Files that could not be read are an error naming the project's folder.
+        seen.projects
+            .insert(down.clone(), Err("no compose file in /srv/cloud".into()));
+        let targets = Targets {
+            compose_projects: vec![down],
+            ..Targets::default()
+        };
+        let plan = resolve(&spec(targets, StopMode::None), &seen);
+        assert_eq!(
+            plan.errors[0],
+            "compose project /srv/cloud: no compose file in /srv/cloud"
         );
     }
 

@@ -1,5 +1,5 @@
 //! The steps of a run that differ for a restic-format repository: its snapshots are
-//! started before anything is stopped, each volume and bind mount is snapshotted from
+//! started before anything is stopped, each volume, bind mount and host folder is snapshotted from
 //! the host with its previous snapshot as parent, and the recipe's snapshot is written
 //! last, naming in each artifact the snapshot that holds it.
 
@@ -126,7 +126,26 @@ impl Executor {
                 &b.leave_out,
             )
         });
-        for (kind, rel, tag, source, stack, dir, leave_out) in volumes.chain(binds) {
+        let folders = plan.paths.iter().map(|p| {
+            let readable = std::fs::read_dir(&p.path).is_ok();
+            let not_readable = RunError::FolderNotReadable {
+                path: p.path.clone(),
+            };
+            (
+                "path",
+                format!("paths/{}", p.artifact),
+                p.artifact.clone(),
+                p.path.clone(),
+                p.stack.clone(),
+                if readable {
+                    Ok(p.path.clone())
+                } else {
+                    Err(not_readable)
+                },
+                &p.leave_out,
+            )
+        });
+        for (kind, rel, tag, source, stack, dir, leave_out) in volumes.chain(binds).chain(folders) {
             progress.item(&rel);
             // restic reads files from the host; Docker's archive API gives a tar stream,
             // which would be stored as one file without parent or deduplication by file.

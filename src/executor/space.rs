@@ -34,7 +34,7 @@ pub struct SourceSize {
     pub entries: u64,
 }
 
-/// The size of every volume and bind mount of `plan` read on the host, with `excludes`
+/// The size of every volume, bind mount and host folder of `plan` read on the host, with `excludes`
 /// applied as the archive applies them (patterns, left-out paths, folders never
 /// entered); `None` when some source is reachable only through Docker.
 pub fn source_size(plan: &BackupPlan, excludes: &Excludes) -> Option<SourceSize> {
@@ -46,6 +46,11 @@ pub fn source_size(plan: &BackupPlan, excludes: &Excludes) -> Option<SourceSize>
             plan.binds
                 .iter()
                 .map(|b| (Some(b.source.clone()), &b.leave_out)),
+        )
+        .chain(
+            plan.paths
+                .iter()
+                .map(|p| (Some(p.path.clone()), &p.leave_out)),
         );
     let mut total = SourceSize::default();
     for (dir, leave_out) in dirs {

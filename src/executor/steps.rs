@@ -149,6 +149,14 @@ impl Executor {
         for bind in &plan.binds {
             info!(source = %bind.source, container = %bind.container, "would archive bind mount");
         }
+        for folder in &plan.paths {
+            if std::fs::read_dir(&folder.path).is_err() {
+                run.fatal.push(RunError::FolderNotReadable {
+                    path: folder.path.clone(),
+                });
+            }
+            info!(path = %folder.path, "would archive host folder");
+        }
         for c in &plan.stop_order {
             info!(container = %c.name, "would stop");
         }
@@ -563,6 +571,39 @@ impl Executor {
                         via: Some(via.into()),
                         source: Some(format!("{}:{}", bind.container, bind.destination)),
                         stack: bind.stack.clone(),
+                        ..artifact_from(info)
+                    });
+                }
+                Err(e) => {
+                    run.fatal.push(e);
+                    return;
+                }
+            }
+        }
+        // Host folders are read from the host only: no container mounts them for Docker's
+        // archive API to reach.
+        for folder in &plan.paths {
+            let rel = format!("paths/{}", folder.artifact);
+            progress.item(&rel);
+            let excludes = &excludes.leave_out(&folder.leave_out);
+            let result = match std::fs::read_dir(&folder.path) {
+                Ok(_) => {
+                    self.archive_dir(&folder.path, root, &rel, output, excludes, progress.clone())
+                        .await
+                }
+                Err(_) => Err(RunError::FolderNotReadable {
+                    path: folder.path.clone(),
+                }),
+            };
+            match result {
+                Ok(info) => {
+                    archived(&info);
+                    note_shrunk(&info, &mut run.partial);
+                    run.artifacts.push(Artifact {
+                        kind: "path".into(),
+                        via: Some("direct".into()),
+                        source: Some(folder.path.clone()),
+                        stack: folder.stack.clone(),
                         ..artifact_from(info)
                     });
                 }

@@ -49,12 +49,16 @@ pub struct ManifestTargets {
     pub stacks: Vec<String>,
     pub containers: Vec<String>,
     pub volumes: Vec<String>,
+    /// The host folders archived (`targets.paths`, and the bind-mounted folders of
+    /// compose projects that were down), each an artifact of kind `path`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub paths: Vec<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Artifact {
-    /// `volume`, `bind`, `dump` or `recipe`.
+    /// `volume`, `bind`, `path` (a host folder), `dump` or `recipe`.
     pub kind: String,
     /// Path under the archive folder.
     pub path: String,
@@ -68,7 +72,8 @@ pub struct Artifact {
     /// archive endpoint).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub via: Option<String>,
-    /// The volume, `container:destination` of a bind mount, or dumped container.
+    /// The volume, `container:destination` of a bind mount, the host folder, or dumped
+    /// container.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -98,7 +103,7 @@ impl Artifact {
     /// Where a restic artifact is in its snapshot, and whether it is a folder.
     pub fn snapshot_path(&self) -> (&str, bool) {
         match self.kind.as_str() {
-            "volume" | "bind" => (self.path.trim_end_matches(".tar"), true),
+            "volume" | "bind" | "path" => (self.path.trim_end_matches(".tar"), true),
             _ => (self.path.as_str(), false),
         }
     }

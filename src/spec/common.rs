@@ -9,8 +9,8 @@ use serde::{Deserialize, Serialize};
 
 use super::duration::HumanDuration;
 
-/// What a backup covers. At least one of `stacks`, `containers`, `selector` or `volumes`
-/// must select something.
+/// What a backup covers. At least one of `stacks`, `containers`, `selector`, `volumes`,
+/// `paths` or `composeProjects` must select something.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Targets {
@@ -26,6 +26,18 @@ pub struct Targets {
     /// Named volumes to back up whether or not a container uses them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub volumes: Vec<String>,
+    /// Host folders, by absolute path (`/etc`, `/srv/compose`), archived like bind mounts:
+    /// excludes apply, holdfast's own folders are left out, and a container that
+    /// bind-mounts the folder (or a folder inside or around it) is stopped as for its own
+    /// bind mount.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub paths: Vec<String>,
+    /// Compose projects found by their folder, whether their containers exist or not: the
+    /// compose file (and `.env` beside it) says the project's volumes and bind mounts. A
+    /// project that is down is backed up with nothing to stop; one whose containers exist
+    /// is backed up like a stack of `stacks`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub compose_projects: Vec<ComposeProject>,
     /// What to leave out of the selected targets.
     #[serde(default, skip_serializing_if = "Exclude::is_empty")]
     pub exclude: Exclude,
@@ -36,11 +48,33 @@ impl Targets {
         self.stacks.is_empty()
             && self.containers.is_empty()
             && self.volumes.is_empty()
+            && self.paths.is_empty()
+            && self.compose_projects.is_empty()
             && self
                 .selector
                 .as_ref()
                 .is_none_or(|s| s.match_labels.is_empty())
     }
+}
+
+/// A Compose project by its folder, as `docker compose` in that folder would see it.
+#[derive(
+    Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ComposeProject {
+    /// The project's folder, an absolute path (`/srv/nextcloud`); its `.env` is read for
+    /// `${VAR}` values and `COMPOSE_PROJECT_NAME`.
+    pub path: String,
+    /// The compose file, relative to `path`, when it is not one of Compose's default
+    /// names (`compose.yaml`, `compose.yml`, `docker-compose.yml`, `docker-compose.yaml`,
+    /// with the `.override` file beside it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+    /// The project name, when it is not `COMPOSE_PROJECT_NAME` of `.env`, the compose
+    /// file's `name:` or the folder's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub project_name: Option<String>,
 }
 
 /// Selects containers whose labels include every pair given.

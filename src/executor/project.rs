@@ -20,7 +20,7 @@ use serde_yaml_ng::Value;
 
 use super::order::{compose_document, compose_services};
 use super::resolve::{FolderState, Observed};
-use crate::spec::common::{ComposeProject, Targets};
+use crate::spec::common::{ComposeProject, Targets, normalize_project_name};
 
 /// Compose's default file names, in the order it looks for them.
 const DEFAULT_FILES: &[&str] = &[
@@ -150,17 +150,6 @@ pub fn read_project(project: &ComposeProject) -> Result<FoundProject, String> {
         found.binds.extend(binds);
     }
     Ok(found)
-}
-
-/// Compose's rule for project names: lower case, only `a-z`, `0-9`, `-` and `_`,
-/// starting with a letter or digit.
-pub fn normalize_project_name(name: &str) -> String {
-    let kept: String = name
-        .to_lowercase()
-        .chars()
-        .filter(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-' || *c == '_')
-        .collect();
-    kept.trim_start_matches(['-', '_']).to_string()
 }
 
 /// `KEY=VALUE` lines of a `.env` file: comments and blank lines skipped, `export `

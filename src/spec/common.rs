@@ -77,6 +77,17 @@ pub struct ComposeProject {
     pub project_name: Option<String>,
 }
 
+/// Compose's rule for project names: lower case, only `a-z`, `0-9`, `-` and `_`,
+/// starting with a letter or digit. A name this leaves unchanged is one Compose accepts.
+pub fn normalize_project_name(name: &str) -> String {
+    let kept: String = name
+        .to_lowercase()
+        .chars()
+        .filter(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-' || *c == '_')
+        .collect();
+    kept.trim_start_matches(['-', '_']).to_string()
+}
+
 /// Selects containers whose labels include every pair given.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]

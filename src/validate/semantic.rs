@@ -309,12 +309,46 @@ fn check_targets(targets: &Targets, at: &FieldPath, problems: &mut Problems) {
         problems.add_hinted(
             at.clone(),
             "targets select nothing, so a backup would archive nothing",
-            Some("list stacks, containers or volumes, or a selector with matchLabels".into()),
+            Some(
+                "list stacks, containers, volumes, paths or composeProjects, or a selector with matchLabels"
+                    .into(),
+            ),
         );
     }
     for (i, stack) in targets.stacks.iter().enumerate() {
         if stack.is_empty() {
             problems.add(at.key("stacks").index(i), "a stack name must not be empty");
+        }
+    }
+    for (i, path) in targets.paths.iter().enumerate() {
+        check_host_folder(path, &at.key("paths").index(i), problems);
+    }
+    for (i, project) in targets.compose_projects.iter().enumerate() {
+        let at = at.key("composeProjects").index(i);
+        check_host_folder(&project.path, &at.key("path"), problems);
+        if let Some(file) = &project.file
+            && (file.trim().is_empty()
+                || std::path::Path::new(file)
+                    .components()
+                    .any(|c| c == std::path::Component::ParentDir))
+        {
+            problems.add_hinted(
+                at.key("file"),
+                format!("`{file}` must name a compose file in the project's folder"),
+                Some("give its name relative to `path`, e.g. `compose.prod.yaml`".into()),
+            );
+        }
+        if let Some(name) = &project.project_name
+            && (name.is_empty() || crate::spec::common::normalize_project_name(name) != *name)
+        {
+            problems.add_hinted(
+                at.key("projectName"),
+                format!("`{name}` is not a Compose project name"),
+                Some(
+                    "use lower-case letters, digits, `-` and `_`, starting with a letter or digit"
+                        .into(),
+                ),
+            );
         }
     }
     for (i, pattern) in targets.exclude.paths.iter().enumerate() {
@@ -326,6 +360,33 @@ fn check_targets(targets: &Targets, at: &FieldPath, problems: &mut Problems) {
                 ),
             );
         }
+    }
+}
+
+/// A host folder of the targets: absolute, without `..`, and not one of the kernel's
+/// virtual file systems, which hold no data.
+fn check_host_folder(path: &str, at: &FieldPath, problems: &mut Problems) {
+    use std::path::{Component, Path};
+    let p = Path::new(path);
+    if !p.is_absolute() {
+        problems.add_hinted(
+            at.clone(),
+            format!("`{path}` is not an absolute path"),
+            Some("name the folder from the root, e.g. `/srv/compose`".into()),
+        );
+    } else if p.components().any(|c| c == Component::ParentDir) {
+        problems.add_hinted(
+            at.clone(),
+            format!("`{path}` goes up with `..`"),
+            Some("name the folder itself, without `..`".into()),
+        );
+    } else if ["/proc", "/sys", "/dev"].iter().any(|v| p.starts_with(v)) {
+        problems.add(
+            at.clone(),
+            format!(
+                "`{path}` is a virtual file system of the kernel, which holds no data to back up"
+            ),
+        );
     }
 }
 

@@ -589,6 +589,7 @@ pub fn list_artifact(
 ///
 /// The artifact's size and sha256 are checked against `info` as it is read; a mismatch is
 /// an error, as is a path the artifact does not hold (after the others were extracted).
+/// No paths: the whole artifact.
 pub fn extract_paths(
     archive_root: &Path,
     info: &ArtifactInfo,

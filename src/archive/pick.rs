@@ -379,7 +379,11 @@ pub(super) fn extract(
     existing_ok: bool,
     progress: &dyn Progress,
 ) -> Result<ExtractStats, PartError> {
-    let pick = Pick::new(paths).map_err(|(path, reason)| PartError::BadPath { path, reason })?;
+    // No paths: the whole artifact.
+    let pick = match paths {
+        [] => None,
+        _ => Some(Pick::new(paths).map_err(|(path, reason)| PartError::BadPath { path, reason })?),
+    };
     let path = archive_root.join(&info.path);
     let meta = fs::symlink_metadata(&path).map_err(|e| ArchiveError::io("opening", &path, e))?;
     let mismatch = |actual: String| ArchiveError::Mismatch {
@@ -394,14 +398,7 @@ pub(super) fn extract(
         if l.sha256 != info.sha256 {
             return Err(mismatch(l.sha256).into());
         }
-        extract_folder(
-            &path,
-            target,
-            limits(info),
-            Some(pick),
-            existing_ok,
-            progress,
-        )?
+        extract_folder(&path, target, limits(info), pick, existing_ok, progress)?
     } else {
         // Hashed as it is read, below the decompressor: the tar is read to its end anyway.
         let file = File::open(&path).map_err(|e| ArchiveError::io("opening", &path, e))?;
@@ -411,14 +408,7 @@ pub(super) fn extract(
             count: 0,
         };
         let extracted = decoder(&path, &info.path, &mut raw).and_then(|reader| {
-            extract_tar_into(
-                reader,
-                target,
-                limits(info),
-                Some(pick),
-                existing_ok,
-                progress,
-            )
+            extract_tar_into(reader, target, limits(info), pick, existing_ok, progress)
         });
         io::copy(&mut raw, &mut io::sink()).map_err(|e| ArchiveError::io("reading", &path, e))?;
         let sha256 = hex::encode(std::mem::take(&mut raw.hasher).finalize());

@@ -52,9 +52,9 @@ fn name(a: &Artifact) -> &str {
         .unwrap_or(&a.path)
 }
 
-/// Volumes and bind mounts are trees; dumps and recipe files are single files.
+/// Volumes, bind mounts and host folders are trees; dumps and recipe files are single files.
 fn is_tree(a: &Artifact) -> bool {
-    matches!(a.kind.as_str(), "volume" | "bind")
+    matches!(a.kind.as_str(), "volume" | "bind" | "path")
 }
 
 /// Reads the manifest, and for a PATH the artifact (tar read to its end, nothing

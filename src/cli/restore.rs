@@ -82,21 +82,29 @@ pub struct RestoreArgs {
     #[arg(long, value_name = "DIR")]
     recipe_to: Option<PathBuf>,
 
-    /// Restore only this file or folder of the --volume (repeatable), a path inside it as
-    /// `holdfast ls ARCHIVE_ID volumes/<volume>` shows it, into --to. Needs no Docker and no
-    /// state folder: it runs beside a daemon.
+    /// Restore only this file or folder of the --volume or --folder (repeatable), a path
+    /// inside it as `holdfast ls ARCHIVE_ID volumes/<volume>` shows it, into --to. Needs no
+    /// Docker and no state folder: it runs beside a daemon.
     #[arg(long = "path", value_name = "PATH", requires = "to",
           conflicts_with_all = ["stacks", "map", "mode", "stop", "replay_dumps", "dumps_only", "recipe_to"])]
     paths: Vec<String>,
 
-    /// With --path: the folder to restore into (new or empty); each path comes back at its
-    /// place below it.
-    #[arg(long, value_name = "DIR", requires = "paths")]
+    /// The archived host folder (of `targets.paths`, or a bind mount of a compose project
+    /// that was down), by its path on the host, to restore into --to: all of it, or only
+    /// the --path parts of it.
+    #[arg(long, value_name = "PATH", requires = "to", conflicts_with = "volumes",
+          conflicts_with_all = ["stacks", "map", "mode", "stop", "replay_dumps", "dumps_only", "recipe_to"])]
+    folder: Option<String>,
+
+    /// With --path or --folder: the folder to restore into (new or empty); each path comes
+    /// back at its place below it.
+    #[arg(long, value_name = "DIR")]
     to: Option<PathBuf>,
 
-    /// With --path: restore into a folder that is not empty, replacing files of the same
-    /// name (folders are kept; nothing is written through a symlink).
-    #[arg(long, requires = "paths")]
+    /// With --to: restore into a folder that is not empty, replacing files of the same
+    /// name (folders are kept; nothing is written through a symlink). `--folder F --to F
+    /// --overwrite` puts a host folder back in place.
+    #[arg(long, requires = "to")]
     overwrite: bool,
 
     /// `text` for people, `json` for scripts.
@@ -123,9 +131,9 @@ pub struct RestoreArgs {
 }
 
 impl RestoreArgs {
-    /// Whether this restore writes the state folder (and its logs): all but `--path` ones.
+    /// Whether this restore writes the state folder (and its logs): all but `--to` ones.
     pub fn uses_state(&self) -> bool {
-        self.paths.is_empty()
+        self.to.is_none()
     }
 }
 
@@ -174,14 +182,20 @@ pub fn run(settings: &Settings, args: RestoreArgs, bar: bool) -> anyhow::Result<
         (None, None) => bail!("name the archive with --from, or a policy with --policy"),
     };
     if let Some(to) = &args.to {
+        use crate::restore::files::Part;
+        let part = match (&args.folder, args.volumes.as_slice()) {
+            (Some(folder), _) => Part::Folder(folder.clone()),
+            (None, [volume]) if !args.paths.is_empty() => Part::Volume(volume.clone()),
+            (None, _) if args.paths.is_empty() => {
+                bail!("--to needs --folder (a host folder to restore), or --path with one --volume")
+            }
+            (None, _) => bail!(
+                "--path needs exactly one --volume or a --folder: the volume or host folder the paths are in (`holdfast ls ARCHIVE_ID` lists them)"
+            ),
+        };
         let request = crate::restore::files::PathRestore {
             source,
-            volume: match args.volumes.as_slice() {
-                [volume] => volume.clone(),
-                _ => bail!(
-                    "--path needs exactly one --volume: the volume the paths are in (`holdfast ls ARCHIVE_ID` lists them)"
-                ),
-            },
+            part,
             paths: args.paths.clone(),
             to: to.clone(),
             overwrite: args.overwrite,

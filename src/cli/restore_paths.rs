@@ -2,7 +2,7 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use super::OutputFormat;
-use crate::restore::files::{PathRestore, restore_paths};
+use crate::restore::files::{Part, PathRestore, restore_paths};
 
 /// `holdfast restore --path`: reads the repository and writes only into the folder given;
 /// no Docker, no state folder, no lock.
@@ -17,7 +17,14 @@ pub fn run(
         OutputFormat::Json => {
             let value = serde_json::json!({
                 "archive": done.archive,
-                "volume": request.volume,
+                "volume": match &request.part {
+                    Part::Volume(v) => Some(v),
+                    Part::Folder(_) => None,
+                },
+                "folder": match &request.part {
+                    Part::Folder(f) => Some(f),
+                    Part::Volume(_) => None,
+                },
                 "artifact": done.artifact,
                 "paths": request.paths,
                 "to": request.to,
@@ -29,9 +36,13 @@ pub fn run(
         }
         OutputFormat::Text => writeln!(
             out,
-            "restored {} of volume {} from {} into {}: {} entries, {}",
-            request.paths.join(", "),
-            request.volume,
+            "restored {} of {} from {} into {}: {} entries, {}",
+            if request.paths.is_empty() {
+                "all".to_string()
+            } else {
+                request.paths.join(", ")
+            },
+            request.part.describe(),
             done.archive,
             request.to.display(),
             done.stats.entries,

@@ -1,5 +1,6 @@
-//! Restoring single files and folders of an archived volume into a folder on this
-//! machine: the first thing wanted after a backup, and the one restore that needs neither
+//! Restoring single files and folders of an archived volume or host folder (or all of
+//! it) into a folder on this machine: the first thing wanted after a backup, and the one
+//! restore that needs neither
 //! Docker nor the state folder. It writes only into the folder it is given and takes no
 //! lock, so it runs beside a daemon and beside backups; an archive being deleted meanwhile
 //! is read to its end from the files already open.
@@ -12,13 +13,45 @@ use crate::archive::{ExtractStats, PartError};
 use crate::progress::Progress;
 use crate::repo::Repository;
 
-/// Which paths of which volume, and where to.
+/// Which archived source the paths are in.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Part {
+    /// A volume, by its archived name.
+    Volume(String),
+    /// A host folder (of `targets.paths`, or a bind mount of a compose project that was
+    /// down), by its path on the host it was archived from.
+    Folder(String),
+}
+
+impl Part {
+    /// `volume app_data`, `host folder /srv/compose`.
+    pub fn describe(&self) -> String {
+        match self {
+            Part::Volume(v) => format!("volume {v}"),
+            Part::Folder(f) => format!("host folder {f}"),
+        }
+    }
+
+    fn kind(&self) -> &'static str {
+        match self {
+            Part::Volume(_) => "volume",
+            Part::Folder(_) => "path",
+        }
+    }
+
+    fn source(&self) -> &str {
+        match self {
+            Part::Volume(s) | Part::Folder(s) => s,
+        }
+    }
+}
+
+/// Which paths of which volume or host folder, and where to.
 #[derive(Clone, Debug)]
 pub struct PathRestore {
     pub source: Source,
-    /// The volume by its archived name.
-    pub volume: String,
-    /// Files or folders inside the volume, as `holdfast ls` shows them.
+    pub part: Part,
+    /// Files or folders inside it, as `holdfast ls` shows them; none: all of it.
     pub paths: Vec<String>,
     /// Each path comes back at the same place below this folder.
     pub to: PathBuf,
@@ -47,6 +80,12 @@ pub enum PathRestoreError {
     NotEmpty { dir: PathBuf },
     #[error("reading the folder {}: {source}", dir.display())]
     Target { dir: PathBuf, source: io::Error },
+    #[error("archive {archive} has no host folder `{folder}`; it has: {has}")]
+    NoFolder {
+        archive: String,
+        folder: String,
+        has: String,
+    },
     #[error("{archive}: fetching the artifact from {repository}")]
     NotLocal { archive: String, repository: String },
     /// Extraction failed; `cleared` says whether what it wrote was removed again.
@@ -81,19 +120,29 @@ pub fn restore_paths(
     let entry = resolve(repo, &request.source)?;
     let manifest = crate::repo::verify::manifest(repo, &entry.group, &entry.id)
         .map_err(RestoreError::Manifest)?;
-    let volumes = || manifest.artifacts.iter().filter(|a| a.kind == "volume");
-    let Some(artifact) = volumes().find(|a| a.source.as_deref() == Some(&request.volume)) else {
-        let has: Vec<String> = volumes().filter_map(|a| a.source.clone()).collect();
-        return Err(RestoreError::NoVolume {
-            archive: entry.id.clone(),
-            volume: request.volume.clone(),
-            has: if has.is_empty() {
-                "nothing".into()
-            } else {
-                has.join(", ")
+    let part = &request.part;
+    let of_kind = || manifest.artifacts.iter().filter(|a| a.kind == part.kind());
+    let Some(artifact) = of_kind().find(|a| a.source.as_deref() == Some(part.source())) else {
+        let has: Vec<String> = of_kind().filter_map(|a| a.source.clone()).collect();
+        let has = if has.is_empty() {
+            "nothing".into()
+        } else {
+            has.join(", ")
+        };
+        let archive = entry.id.clone();
+        return Err(match part {
+            Part::Volume(volume) => RestoreError::NoVolume {
+                archive,
+                volume: volume.clone(),
+                has,
+            }
+            .into(),
+            Part::Folder(folder) => PathRestoreError::NoFolder {
+                archive,
+                folder: folder.clone(),
+                has,
             },
-        }
-        .into());
+        });
     };
     // A remote or encrypted artifact is fetched (decrypted, checked) into a temporary
     // folder first.

@@ -79,7 +79,8 @@ fn a_host_folder_is_archived_like_a_bind_mount_and_restored() {
     }
     let _guard = docker_lock();
     let env = Env::new();
-    // The folder holds data, a log the excludes leave out, and the repository itself.
+    // The folder holds data, a log the excludes leave out, and holdfast's repository and
+    // specs.
     let folder = env.dir.path().join("srv");
     fs::create_dir_all(folder.join("app/sub")).unwrap();
     fs::write(folder.join("top.txt"), "at the top\n").unwrap();
@@ -87,9 +88,12 @@ fn a_host_folder_is_archived_like_a_bind_mount_and_restored() {
     fs::write(folder.join("app/sub/data.bin"), &bytes).unwrap();
     fs::write(folder.join("app/debug.log"), "noise\n").unwrap();
     let repository = folder.join("backups");
+    let specs = folder.join("specs");
+    fs::create_dir_all(&specs).unwrap();
     let holdfast = || {
         let mut cmd = env.holdfast();
-        cmd.env("HOLDFAST_REPOSITORY", &repository);
+        cmd.env("HOLDFAST_REPOSITORY", &repository)
+            .env("HOLDFAST_SPECS", &specs);
         cmd
     };
 
@@ -116,18 +120,24 @@ fn a_host_folder_is_archived_like_a_bind_mount_and_restored() {
     let before = started();
 
     let shown = folder.display().to_string();
-    env.spec(
-        "host",
-        &format!(
+    fs::write(
+        specs.join("host.yaml"),
+        format!(
             "apiVersion: holdfast.dev/v1alpha1\nkind: BackupPolicy\nmetadata: {{name: host}}\nspec:\n  schedule: '0 3 1 1 *'\n  targets:\n    paths: ['{shown}']\n    exclude: {{paths: ['**/*.log']}}\n  consistency: {{stop: container}}\n"
         ),
-    );
+    )
+    .unwrap();
     let plan = stdout(&run(holdfast().args(["plan", "host"])));
-    assert!(
-        plan.contains(&format!("host folder {shown}, mounted by {name}"))
-            && plan.contains(&format!("stops, in order: {name}")),
-        "{plan}"
-    );
+    for said in [
+        format!("host folder {shown}, mounted by {name}"),
+        format!("stops, in order: {name}"),
+        format!(
+            "skipped specs folder {} in host folder {shown}",
+            specs.display()
+        ),
+    ] {
+        assert!(plan.contains(&said), "`{said}` not in:\n{plan}");
+    }
     let id = archive_of(holdfast().args(["backup", "host", "-o", "json"]));
 
     // Stopped and started again.
@@ -161,6 +171,7 @@ fn a_host_folder_is_archived_like_a_bind_mount_and_restored() {
         !into.join("backups").exists(),
         "the repository was archived"
     );
+    assert!(!into.join("specs").exists(), "the specs were archived");
 
     // In place, over what changed since.
     fs::remove_file(folder.join("top.txt")).unwrap();

@@ -71,7 +71,8 @@ fn dry_run_executor(
         Arc::new(state),
         super::repository(settings),
         settings.archive_via,
-    ))
+    )
+    .with_specs_folder(&settings.specs))
 }
 
 /// Exit code 0 when the run succeeded, 1 when it failed or partially failed. `bar`: show

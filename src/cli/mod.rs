@@ -279,7 +279,8 @@ fn executor(
         std::sync::Arc::new(state),
         repository(settings),
         settings.archive_via,
-    ))
+    )
+    .with_specs_folder(&settings.specs))
 }
 
 /// An executor for a command that changes nothing: it reads the state read-only, and a
@@ -294,7 +295,8 @@ fn read_only_executor(
         std::sync::Arc::new(state),
         repository(settings),
         settings.archive_via,
-    ))
+    )
+    .with_specs_folder(&settings.specs))
 }
 
 /// A path a result depends on, for [`paths`].

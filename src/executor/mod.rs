@@ -167,6 +167,8 @@ pub struct Executor {
     pub(crate) locks: Arc<ResourceLocks>,
     /// The repositories the specs name besides `default`, replaced on each reload.
     pub(crate) named: std::sync::RwLock<BTreeMap<String, Result<Repository, String>>>,
+    /// The specs folder, one of holdfast's own folders no run reads, when known.
+    pub(crate) specs: Option<std::path::PathBuf>,
 }
 
 /// A repository a run cannot write to, and why.
@@ -215,7 +217,15 @@ impl Executor {
             via,
             locks: ResourceLocks::new(),
             named: Default::default(),
+            specs: None,
         }
+    }
+
+    /// The executor, told where the specs folder is: a host folder or bind mount holding
+    /// it is archived without it, as without the repository and the state folder.
+    pub fn with_specs_folder(mut self, specs: &std::path::Path) -> Self {
+        self.specs = Some(specs.to_path_buf());
+        self
     }
 
     /// The repositories the specs describe, by name, each opened or with the reason it
@@ -326,14 +336,18 @@ impl Executor {
     }
 
     /// holdfast's own folders as they are now: the local repository (all of it, every
-    /// host's folder) and the state folder. No run reads them.
+    /// host's folder), the state folder and the specs folder. No run reads them.
     pub fn own_folders(&self) -> Vec<own::OwnFolder> {
         let repository = self.repository.local_top();
         let state = self.state.path().parent().map(std::path::Path::to_path_buf);
-        [("repository", repository), ("state folder", state)]
-            .into_iter()
-            .filter_map(|(what, path)| Some(own::OwnFolder::find(what, &path?)))
-            .collect()
+        [
+            ("repository", repository),
+            ("state folder", state),
+            ("specs folder", self.specs.clone()),
+        ]
+        .into_iter()
+        .filter_map(|(what, path)| Some(own::OwnFolder::find(what, &path?)))
+        .collect()
     }
 
     pub async fn plan(&self, spec: &BackupSpec) -> Result<BackupPlan, DockerError> {

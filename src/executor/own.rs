@@ -1,4 +1,5 @@
-//! holdfast's own folders, which no backup reads: the repository and the state folder.
+//! holdfast's own folders, which no backup reads: the repository, the state folder and the
+//! specs folder.
 //!
 //! A bind mount of `/srv` with the repository at `/srv/backups` would otherwise carry
 //! every earlier archive into each new one, and the archive being written into itself.
@@ -12,7 +13,7 @@ use std::path::{Path, PathBuf};
 /// One of holdfast's own folders, as found on this machine now.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct OwnFolder {
-    /// What it is, for messages: `repository`, `state folder`.
+    /// What it is, for messages: `repository`, `state folder`, `specs folder`.
     pub what: &'static str,
     /// The path as configured, made absolute.
     pub path: PathBuf,

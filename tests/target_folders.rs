@@ -223,7 +223,7 @@ fn a_stack_that_is_down_is_backed_up_from_its_compose_file() {
     let volume = format!("{project}_data");
     let _left = Leftovers {
         containers: vec![],
-        volumes: vec![volume.clone()],
+        volumes: vec![volume.clone(), format!("{project}_again")],
         project: Some(project.clone()),
     };
     let dir = env.dir.path().join("cloud");
@@ -303,5 +303,31 @@ fn a_stack_that_is_down_is_backed_up_from_its_compose_file() {
         fs::read_to_string(into.join("settings.ini")).unwrap(),
         "[app]\nkey = value\n"
     );
-    assert!(Path::new(&into).is_dir());
+
+    // The recipe holds the compose file and `.env`, read when the stack was down.
+    let recipe = env.dir.path().join("recipe");
+    let again = format!("{project}_again");
+    let written = restore(
+        &env,
+        &[
+            "--from",
+            &id,
+            "--stack",
+            &project,
+            "--map",
+            &format!("{volume}={again}"),
+            "--recipe-to",
+            &recipe.display().to_string(),
+        ],
+    );
+    assert_eq!(written["phase"], "Succeeded", "{written:#}");
+    assert_eq!(
+        fs::read_to_string(recipe.join("docker-compose.yml")).unwrap(),
+        DOWN
+    );
+    let dotenv = fs::read_to_string(recipe.join(".env")).unwrap();
+    assert!(
+        dotenv.contains(&format!("COMPOSE_PROJECT_NAME={project}")),
+        "{dotenv}"
+    );
 }

@@ -87,10 +87,9 @@ pub fn read_project(project: &ComposeProject) -> Result<FoundProject, String> {
             };
             // `compose.yaml` -> `compose.override.yaml`, merged after it as Compose does.
             let name = base.file_name().unwrap_or_default().to_string_lossy();
-            let overrides = match name.rsplit_once('.') {
-                Some((stem, ext)) => Some(dir.join(format!("{stem}.override.{ext}"))),
-                None => None,
-            };
+            let overrides = name
+                .rsplit_once('.')
+                .map(|(stem, ext)| dir.join(format!("{stem}.override.{ext}")));
             std::iter::once(base)
                 .chain(overrides.filter(|o| o.exists()))
                 .collect()

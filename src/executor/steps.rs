@@ -875,6 +875,38 @@ impl Executor {
                 &text,
             )?);
         }
+        // A compose project that is down: its files, as read when the plan was made.
+        for project in plan.projects.iter().filter(|p| p.containers.is_empty()) {
+            let env = Path::new(&project.path).join(".env").display().to_string();
+            for file in project.files.iter().chain([&env]) {
+                let text = match std::fs::read_to_string(file) {
+                    Ok(text) => text,
+                    Err(e) if file == &env && e.kind() == std::io::ErrorKind::NotFound => {
+                        continue;
+                    }
+                    Err(e) => {
+                        run.warnings.push(format!(
+                            "recipe of {}: {file} could not be read ({e}), so the recipe does not have it",
+                            project.project
+                        ));
+                        continue;
+                    }
+                };
+                let name = Path::new(file)
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                let redacted = match file == &env {
+                    true => recipe::redact_dotenv(&text),
+                    false => recipe::redact_compose(&text),
+                };
+                run.artifacts.push(recipe::write_file(
+                    &**root,
+                    &format!("recipe/{}/{name}", project.project),
+                    redacted.as_bytes(),
+                )?);
+            }
+        }
         Ok(())
     }
 }

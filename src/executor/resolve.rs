@@ -109,8 +109,8 @@ pub struct PlannedPath {
     pub artifact: String,
     /// The compose project whose bind mount it is.
     pub stack: Option<String>,
-    /// Containers that bind-mount it, or a folder inside or around it: they are stopped
-    /// as for their own bind mount.
+    /// Containers that bind-mount it, or a folder inside or around it, read-write: they
+    /// are stopped as for their own bind mount.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub mounted_by: Vec<String>,
     /// Paths inside it left out: holdfast's own folders.
@@ -524,7 +524,8 @@ pub fn resolve(spec: &BackupSpec, observed: &Observed) -> BackupPlan {
     }
 
     // Host folders, and the containers that mount them (or a folder inside or around
-    // them), to be stopped as for their own bind mounts.
+    // them) read-write, to be stopped as for their own bind mounts. One that can only
+    // read it (`/etc/localtime:ro`) changes nothing in it, so it runs on.
     let mut path_users: BTreeMap<String, &ContainerInfo> = BTreeMap::new();
     let mut artifacts = BTreeSet::new();
     for (path, stack) in host_paths {
@@ -583,7 +584,11 @@ pub fn resolve(spec: &BackupSpec, observed: &Observed) -> BackupPlan {
         let mut mounted_by = Vec::new();
         for c in &observed.containers {
             let mounts = c.mounts.iter().any(|m| match m {
-                MountInfo::Bind { source, .. } => {
+                MountInfo::Bind {
+                    source,
+                    read_write: true,
+                    ..
+                } => {
                     let source_real = observed.real_paths.get(source).map(PathBuf::as_path);
                     overlaps(Path::new(&path), Path::new(source))
                         || real.zip(source_real).is_some_and(|(a, b)| overlaps(a, b))
@@ -1113,6 +1118,21 @@ mod tests {
     #[test]
     fn host_folders_stop_the_containers_mounting_them_and_leave_out_own_folders() {
         let mut seen = observed();
+        // demo_web_1 writes into /srv/demo/config; demo_db_1 only reads /etc/localtime.
+        for c in &mut seen.containers {
+            for m in &mut c.mounts {
+                if let MountInfo::Bind {
+                    source, read_write, ..
+                } = m
+                {
+                    *read_write = source == "/srv/demo/config";
+                }
+            }
+            if c.name == "demo_db_1" {
+                c.mounts.push(bind("/etc/localtime"));
+            }
+        }
+        seen.stacks = group_stacks(seen.containers.clone());
         for path in ["/srv", "/srv/demo/config/nginx", "/etc"] {
             seen.folders.insert(path.into(), FolderState::Folder);
         }

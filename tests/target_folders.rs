@@ -2,7 +2,8 @@
 //! and real files: a host folder (`targets.paths`) archived like a bind mount, whose
 //! mounting container is stopped and started again, and a compose project taken down with
 //! `docker-compose down` (`targets.composeProjects`), backed up from its compose file with
-//! nothing to stop. Each comes back byte for byte from a restore.
+//! nothing to stop. Each comes back byte for byte from a restore, from an archives-format
+//! repository and from a restic one.
 
 mod common;
 
@@ -153,6 +154,14 @@ fn a_host_folder_is_archived_like_a_bind_mount_and_restored() {
     assert!(
         path["path"].as_str().unwrap().starts_with("paths/"),
         "{path}"
+    );
+
+    // `ls` shows it as a tree.
+    let name = path["path"].as_str().unwrap().trim_end_matches(".tar.zst");
+    let listed = stdout(&run(holdfast().args(["ls", &id, name])));
+    assert!(
+        listed.contains("top.txt") && listed.contains("app"),
+        "{listed}"
     );
 
     // Back into a new folder: the bytes, without the log or the repository.
@@ -329,5 +338,38 @@ fn a_stack_that_is_down_is_backed_up_from_its_compose_file() {
     assert!(
         dotenv.contains(&format!("COMPOSE_PROJECT_NAME={project}")),
         "{dotenv}"
+    );
+}
+
+#[test]
+#[cfg_attr(skip_docker, ignore = "needs Docker; HOLDFAST_SKIP_DOCKER=1")]
+fn a_host_folder_goes_into_a_restic_repository_and_back() {
+    use common::restic;
+    if !docker_available() {
+        return;
+    }
+    let env = Env::new();
+    restic::local_vault(&env);
+    let folder = env.dir.path().join("etc-like");
+    fs::create_dir_all(folder.join("conf.d")).unwrap();
+    fs::write(folder.join("conf.d/app.conf"), "listen = 8080\n").unwrap();
+    let big: Vec<u8> = (0..3_000_000u32).map(|i| (i % 253) as u8).collect();
+    fs::write(folder.join("big.bin"), &big).unwrap();
+    let shown = folder.display().to_string();
+    restic::policy(&env, "hostr", &format!("paths: ['{shown}']"), "");
+    let outcome = restic::backup(&env, None, "hostr");
+    let id = outcome["archiveId"].as_str().unwrap().to_string();
+
+    let into = env.dir.path().join("back");
+    let out = run(restic::holdfast_in(&env, None)
+        .args([
+            "restore", "--repo", "vault", "--from", &id, "--folder", &shown, "--to",
+        ])
+        .arg(&into));
+    assert!(out.status.success(), "{}\n{}", stdout(&out), stderr(&out));
+    assert_eq!(fs::read(into.join("big.bin")).unwrap(), big);
+    assert_eq!(
+        fs::read_to_string(into.join("conf.d/app.conf")).unwrap(),
+        "listen = 8080\n"
     );
 }

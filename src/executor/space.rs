@@ -102,7 +102,7 @@ fn data_bytes(meta: &std::fs::Metadata) -> u64 {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Previous {
     pub id: String,
-    /// Bytes written for volumes and bind mounts.
+    /// Bytes written for volumes, bind mounts and host folders.
     pub data_bytes: u64,
     /// Their size as an uncompressed tar stream would have it at most.
     pub data_tar_bytes: u64,
@@ -122,7 +122,7 @@ impl Previous {
         };
         for a in &m.artifacts {
             match a.kind.as_str() {
-                "volume" | "bind" => {
+                "volume" | "bind" | "path" => {
                     p.data_bytes += a.size;
                     p.data_tar_bytes += a.source_bytes + ENTRY_OVERHEAD * a.entries;
                 }

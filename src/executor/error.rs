@@ -413,10 +413,10 @@ mod tests {
         DockerError::On {
             operation: "stopping container",
             target: "3fa2".into(),
-            source: bollard::errors::Error::DockerResponseServerError {
+            source: Box::new(bollard::errors::Error::DockerResponseServerError {
                 status_code,
                 message: "boom".into(),
-            },
+            }),
         }
     }
 

@@ -387,6 +387,37 @@ fn two_daemons_on_one_specs_folder_and_one_bucket_each_run_their_own_and_share_t
     ];
     assert_eq!(listed(&mut as_host("nas")), both);
     assert_eq!(listed(&mut as_host("vps")), both);
+    // The VPS's API shows both hosts from the summaries their daemons publish in the
+    // bucket (the first after a run, so within seconds).
+    let api = Daemon::api_address(&top.path().join("vps"));
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let reply = common::http::get(&api, "/api/v1/hosts?repository=shared");
+        assert_eq!(reply.status, 200, "{}", reply.text());
+        let body = reply.json();
+        let hosts: Vec<(String, String)> = body["hosts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| {
+                (
+                    h["host"].as_str().unwrap().to_string(),
+                    h["status"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect();
+        let ok = |h: &str| (h.to_string(), "ok".to_string());
+        if hosts == [ok("nas"), ok("vps")] {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the VPS's API never showed both hosts: {body:#}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let reply = common::http::get(&api, "/api/v1/hosts?repository=nowhere");
+    assert_eq!(reply.status, 404, "{}", reply.text());
 
     // The NAS runs again (its policy alone is requested anew): it keeps its newest archive
     // and forgets its first; nothing in the VPS's folder changes.

@@ -275,17 +275,21 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .build()?)
 }
 
+/// The executor of a command that writes: its runs refresh the disaster-recovery bundle
+/// (`include.bundle`) from this command's specs folder and configuration file.
 fn executor(
     settings: &Settings,
     engine: crate::docker::engine::Engine,
 ) -> anyhow::Result<crate::executor::Executor> {
     let state = crate::state::StateDb::open(&settings.state)?;
-    Ok(crate::executor::Executor::new(
+    let executor = crate::executor::Executor::new(
         engine,
         std::sync::Arc::new(state),
         repository(settings),
         settings.archive_via,
-    ))
+    );
+    executor.set_bundle_source(bundle::source(settings));
+    Ok(executor)
 }
 
 /// An executor for a command that changes nothing: it reads the state read-only, and a

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 /// Every command's name: each has a help golden file, a man page and completions.
-pub const COMMANDS: [&str; 14] = [
+pub const COMMANDS: [&str; 15] = [
     "validate",
     "schema",
     "plan",
@@ -31,6 +31,7 @@ pub const COMMANDS: [&str; 14] = [
     "restore",
     "ls",
     "notify",
+    "bundle",
     "completions",
     "man",
 ];

@@ -70,6 +70,16 @@ pub fn holdfast() -> Command {
     cmd
 }
 
+/// An age key pair made by `age-keygen` in `dir/<name>`: the identity file and the public
+/// key (`age1…`).
+pub fn age_key(dir: &Path, name: &str) -> (PathBuf, String) {
+    let key = dir.join(name);
+    let out = run(Command::new("age-keygen").arg("-o").arg(&key));
+    assert!(out.status.success(), "age-keygen: {}", stderr(&out));
+    let public = run(Command::new("age-keygen").arg("-y").arg(&key));
+    (key, stdout(&public).trim().to_string())
+}
+
 /// This machine's folder in a repository (`<repository>/<host>`), where a holdfast run
 /// without `--host` writes.
 pub fn host_dir(repository: &Path) -> PathBuf {

@@ -1,6 +1,7 @@
 //! `holdfast bundle create` and `holdfast bundle open` on real files: the bundle is one
 //! age file the `age` command opens too, it carries the specs with their credentials
-//! resolved, and each refusal says what to do.
+//! resolved, and each refusal says what to do. And `include.bundle` on a real backup: a
+//! refresh that fails leaves the run PartiallyFailed.
 
 mod common;
 
@@ -209,5 +210,64 @@ fn bundle_refusals_say_what_to_do() {
         stderr(&out).contains("Repository `vault`: spec.encryption.age.identityFile"),
         "{}",
         stderr(&out)
+    );
+}
+
+/// A bundle that cannot be made (here: another Repository's secret file is gone) leaves
+/// the run PartiallyFailed, saying why, with its archive standing; once the file is back
+/// the next run refreshes the bundle and succeeds.
+#[test]
+#[cfg_attr(skip_docker, ignore = "needs Docker; HOLDFAST_SKIP_DOCKER=1")]
+fn a_bundle_that_cannot_be_refreshed_leaves_the_run_partially_failed() {
+    if !common::docker_available() {
+        return;
+    }
+    let _guard = common::docker_lock();
+    let volume = common::FileVolume::new("hfbundle", "kept");
+    let env = Env::new();
+    let (config, _) = host(&env);
+    let password = env.dir.path().join("secrets/restic.password");
+    fs::write(&password, "a long restic password\n").unwrap();
+    env.spec(
+        "other",
+        "apiVersion: holdfast.dev/v1alpha1\nkind: Repository\nmetadata: {name: other}\nspec:\n  storage: {local: {path: ../other}}\n  format: restic\n  password: {fromFile: ../secrets/restic.password}\n",
+    );
+    env.spec(
+        "web",
+        &format!(
+            "apiVersion: holdfast.dev/v1alpha1\nkind: BackupPolicy\nmetadata: {{name: web}}\nspec:\n  schedule: '@daily'\n  targets: {{volumes: [{}]}}\n  include: {{bundle: true}}\n  output: {{repository: vault}}\n",
+            volume.0
+        ),
+    );
+    let backup = || {
+        let out = run(env
+            .holdfast()
+            .arg("--config")
+            .arg(&config)
+            .args(["backup", "web", "-o", "json"]));
+        let outcome: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}\n{}", stdout(&out), stderr(&out)));
+        outcome
+    };
+    let record = env.dir.path().join("vault/nas/.holdfast/bundle.age");
+    fs::remove_file(&password).unwrap();
+    let outcome = backup();
+    assert_eq!(outcome["phase"], "PartiallyFailed", "{outcome:#}");
+    assert_eq!(outcome["committed"], true, "{outcome:#}");
+    let error = outcome["errors"][0].as_str().unwrap();
+    assert!(
+        error.contains("refreshing the disaster-recovery bundle in repository `vault`")
+            && error.contains("Repository `other`: spec.password"),
+        "{error}"
+    );
+    assert!(!record.exists());
+
+    fs::write(&password, "a long restic password\n").unwrap();
+    let outcome = backup();
+    assert_eq!(outcome["phase"], "Succeeded", "{outcome:#}");
+    assert!(
+        fs::read(&record)
+            .unwrap()
+            .starts_with(b"age-encryption.org/v1")
     );
 }

@@ -81,6 +81,9 @@ pub enum BundleError {
         index: usize,
         shown: String,
     },
+    /// The `--identity` file cannot be read or holds no age identity; says which file.
+    #[error("{0}")]
+    Identity(String),
     #[error("encrypting the bundle: {0}")]
     Encrypt(String),
     #[error("{path} is not an age-encrypted file: {reason}")]
@@ -346,8 +349,9 @@ fn readme(source: &Source, contents: &Contents) -> String {
         "holdfast disaster-recovery bundle of host `{host}`\n\
          made {} by holdfast {}\n\n\
          What it holds\n\
-         - specs/: the specs folder ({specs} on `{host}`). Files holding a Repository point at\n  \
-         keys/ by relative paths: keep specs/ and keys/ side by side.\n\
+         - specs/: the specs folder of `{host}`, {specs}\n  \
+         Files holding a Repository point at keys/ by relative paths: keep specs/ and\n  \
+         keys/ side by side.\n\
          - keys/: the repositories' credentials and age identities, resolved. Secrets: keep\n  \
          this folder readable by root only.\n",
         chrono::Utc::now().format("%Y-%m-%d %H:%M:%S UTC"),
@@ -362,13 +366,24 @@ fn readme(source: &Source, contents: &Contents) -> String {
     }
     text.push_str(&format!(
         "\nThe repositories\n\
-         - default: the folder {} (`--repository`); not a spec, so it has no keys here.\n",
+         - default: the `--repository` folder, {}\n  \
+         (not a spec, so it has no keys here)\n",
         source.repository.display()
     ));
     for name in &contents.repositories {
-        text.push_str(&format!(
-            "- {name}: a Repository spec, with its keys in keys/{name}/\n"
-        ));
+        let prefix = format!("{KEYS_DIR}/{name}/");
+        let keys: Vec<&str> = contents
+            .files
+            .keys()
+            .filter_map(|k| k.strip_prefix(&prefix))
+            .collect();
+        text.push_str(&match keys.as_slice() {
+            [] => format!("- {name}: a Repository spec; it has no credentials to bundle\n"),
+            keys => format!(
+                "- {name}: a Repository spec; in keys/{name}/: {}\n",
+                keys.join(", ")
+            ),
+        });
     }
     let repo = contents
         .repositories
@@ -377,7 +392,8 @@ fn readme(source: &Source, contents: &Contents) -> String {
     text.push_str(&format!(
         "\nBringing the host back (run from the folder this bundle was opened into)\n\
          1. Install holdfast and Docker on the new host. Mount or reach the repositories as\n   \
-         the old host did (the local folders named above must exist again).\n\
+         the old host did: the `--repository` folder and each Repository's\n   \
+         storage.local.path must exist again, with what they held.\n\
          2. Check the specs:\n     holdfast validate --specs specs\n\
          3. See the old host's archives (they are under its name, `{host}`):\n     \
          holdfast get archives --specs specs --repo {repo} --host {host}\n\
@@ -555,12 +571,8 @@ pub fn refresh(repository: &Repository, source: &Source) -> Result<(), BundleErr
 /// whole bundle before a byte is written. Returns the files written, by their path inside
 /// `to`.
 pub fn open(path: &Path, identity: &Path, to: &Path) -> Result<Vec<String>, BundleError> {
-    let identities =
-        crate::repo::crypt::read_identities(identity).map_err(|e| BundleError::Io {
-            doing: "reading the identity",
-            path: identity.to_path_buf(),
-            source: io::Error::other(e.to_string()),
-        })?;
+    let identities = crate::repo::crypt::read_identities(identity)
+        .map_err(|e| BundleError::Identity(e.to_string()))?;
     let file = fs::File::open(path).map_err(io_err("opening the bundle", path))?;
     let decryptor = age::Decryptor::new_buffered(io::BufReader::new(file)).map_err(|e| {
         BundleError::NotAge {

@@ -102,15 +102,18 @@ fn create(settings: &Settings, args: CreateArgs) -> anyhow::Result<ExitCode> {
     let source = source(settings);
     let (sealed, contents) = bundle::create(&source, &recipients)?;
     bundle::write_private(&args.out, &sealed)?;
-    println!(
-        "wrote {} ({} files: {} spec files, the keys of {} Repository specs{}), encrypted to {} recipient{}",
-        args.out.display(),
-        contents.files.len(),
+    let keys = |prefix: &str| {
         contents
             .files
             .keys()
-            .filter(|k| k.starts_with(bundle::SPECS_DIR))
-            .count(),
+            .filter(|k| k.starts_with(prefix))
+            .count()
+    };
+    println!(
+        "wrote {} ({} spec files, {} credential files of {} Repository specs{}, the restore steps), encrypted to {} recipient{}",
+        args.out.display(),
+        keys(&format!("{}/", bundle::SPECS_DIR)),
+        keys(&format!("{}/", bundle::KEYS_DIR)),
         contents.repositories.len(),
         if source.config.is_some() {
             ", the configuration file"

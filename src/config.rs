@@ -267,21 +267,20 @@ fn message(text: &str) -> String {
 
 impl Config {
     /// `command` with this file's settings as the defaults of the flags that take them,
-    /// wherever they are (the root's global flags and each subcommand's own).
+    /// wherever they are (the root's global flags, each subcommand's own, and those of
+    /// commands of commands such as `bundle create`).
     pub fn apply(&self, mut command: clap::Command) -> clap::Command {
         for (id, value) in &self.defaults {
             if command.get_arguments().any(|a| a.get_id() == *id) {
                 command = command.mut_arg(*id, |a| a.default_value(value.clone()));
             }
-            let names: Vec<String> = command
-                .get_subcommands()
-                .filter(|s| s.get_arguments().any(|a| a.get_id() == *id))
-                .map(|s| s.get_name().to_string())
-                .collect();
-            for name in names {
-                command = command
-                    .mut_subcommand(name, |s| s.mut_arg(*id, |a| a.default_value(value.clone())));
-            }
+        }
+        let names: Vec<String> = command
+            .get_subcommands()
+            .map(|s| s.get_name().to_string())
+            .collect();
+        for name in names {
+            command = command.mut_subcommand(name, |s| self.apply(s));
         }
         command
     }

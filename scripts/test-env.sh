@@ -330,6 +330,10 @@ apt_install openssh-server openssh-client age rclone curl
 apt_install python3-aiosmtpd openssl
 # tini and CA certificates for the container image (scripts/image.sh, tests/image.rs).
 apt_install tini ca-certificates
+# stunnel: the TLS listener in front of the engine's socket of the Docker-over-TLS test
+# (tests/docker_tls.rs; each test starts its own on a loopback port, the package's
+# service is not started).
+apt_install stunnel4
 # restic: reading what holdfast writes in the restic format, and the baseline of bench/incremental.sh.
 apt_install restic
 # A real browser for the dashboard tests (tests/dashboard.rs drives it through

@@ -35,6 +35,8 @@ struct File {
     host_labels: Option<String>,
     listen: Option<SocketAddr>,
     docker_host: Option<String>,
+    docker_tls_verify: Option<bool>,
+    docker_cert_path: Option<PathBuf>,
     archive_via: Option<ArchiveVia>,
     history_limit: Option<usize>,
     log_format: Option<LogFormat>,
@@ -48,7 +50,7 @@ struct File {
 }
 
 /// The keys [`File`] accepts, for did-you-mean hints.
-const KEYS: [&str; 15] = [
+const KEYS: [&str; 17] = [
     "specs",
     "state",
     "repository",
@@ -56,6 +58,8 @@ const KEYS: [&str; 15] = [
     "hostLabels",
     "listen",
     "dockerHost",
+    "dockerTlsVerify",
+    "dockerCertPath",
     "archiveVia",
     "historyLimit",
     "logFormat",
@@ -206,6 +210,11 @@ fn parse(text: &str, folder: &Path) -> Result<Config, (usize, usize, String)> {
     set("host_labels", file.host_labels);
     set("listen", file.listen.map(|a| a.to_string()));
     set("docker_host", file.docker_host);
+    set(
+        "docker_tls_verify",
+        file.docker_tls_verify.map(|b| b.to_string()),
+    );
+    set("docker_cert_path", file.docker_cert_path.map(path));
     set("archive_via", file.archive_via.map(|v| value_name(&v)));
     set("history_limit", file.history_limit.map(|n| n.to_string()));
     set("log_format", file.log_format.map(|v| value_name(&v)));
@@ -258,21 +267,20 @@ fn message(text: &str) -> String {
 
 impl Config {
     /// `command` with this file's settings as the defaults of the flags that take them,
-    /// wherever they are (the root's global flags and each subcommand's own).
+    /// wherever they are (the root's global flags, each subcommand's own, and those of
+    /// commands of commands such as `bundle create`).
     pub fn apply(&self, mut command: clap::Command) -> clap::Command {
         for (id, value) in &self.defaults {
             if command.get_arguments().any(|a| a.get_id() == *id) {
                 command = command.mut_arg(*id, |a| a.default_value(value.clone()));
             }
-            let names: Vec<String> = command
-                .get_subcommands()
-                .filter(|s| s.get_arguments().any(|a| a.get_id() == *id))
-                .map(|s| s.get_name().to_string())
-                .collect();
-            for name in names {
-                command = command
-                    .mut_subcommand(name, |s| s.mut_arg(*id, |a| a.default_value(value.clone())));
-            }
+        }
+        let names: Vec<String> = command
+            .get_subcommands()
+            .map(|s| s.get_name().to_string())
+            .collect();
+        for name in names {
+            command = command.mut_subcommand(name, |s| self.apply(s));
         }
         command
     }
@@ -328,6 +336,24 @@ mod tests {
         assert!(message.contains("cannot start with `.`"), "{message}");
         let (_, _, message) = parse("archiveVia: sometimes\n", Path::new("")).unwrap_err();
         assert!(message.contains("archiveVia"), "{message}");
+    }
+
+    #[test]
+    fn docker_tls_settings_become_the_flags_defaults() {
+        let config = parse(
+            "dockerHost: tcp://nas:2376\ndockerTlsVerify: true\ndockerCertPath: docker-certs\n",
+            Path::new("/etc/holdfast"),
+        )
+        .unwrap();
+        assert_eq!(value(&config, "docker_tls_verify"), Some("true"));
+        assert_eq!(
+            value(&config, "docker_cert_path"),
+            Some("/etc/holdfast/docker-certs")
+        );
+        let (_, _, message) = parse("dockerTlsVerify: maybe\n", Path::new("")).unwrap_err();
+        assert!(message.contains("dockerTlsVerify"), "{message}");
+        let (_, _, message) = parse("dockerTls: true\n", Path::new("")).unwrap_err();
+        assert!(message.contains("did you mean"), "{message}");
     }
 
     #[test]

@@ -29,6 +29,8 @@
 //!   the hardened reader that verifies and extracts them.
 //! - [`repo`]: the repository: layout, manifest, the storage boundary, the catalog,
 //!   verify and retention carried out.
+//! - [`bundle`]: the disaster-recovery bundle: specs, credentials resolved, identities and
+//!   restore steps in one age-encrypted file.
 //! - [`status`]: status files: conditions, generations, rendering, atomic writes.
 //!
 //! Orchestration:
@@ -64,6 +66,7 @@ pub mod docker;
 pub mod state;
 pub mod archive;
 pub mod repo;
+pub mod bundle;
 pub mod status;
 pub mod locks;
 pub mod executor;

@@ -34,7 +34,8 @@ pub struct Settings {
     /// `--host-labels`, as given (without the hostname label, which [`Settings::host_labels`] adds).
     pub host_labels: BTreeMap<String, String>,
     pub listen: SocketAddr,
-    pub docker_host: Option<String>,
+    /// `--docker-host` and its TLS files.
+    pub docker: DockerEndpoint,
     pub archive_via: ArchiveVia,
     pub history_limit: usize,
     pub log_format: LogFormat,
@@ -52,7 +53,7 @@ impl Default for Settings {
             host: None,
             host_labels: BTreeMap::new(),
             listen: SocketAddr::from(([127, 0, 0, 1], 9750)),
-            docker_host: None,
+            docker: Default::default(),
             archive_via: ArchiveVia::Auto,
             history_limit: DEFAULT_HISTORY_LIMIT,
             log_format: LogFormat::Text,
@@ -225,6 +226,18 @@ fn check_label_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Where Docker is and how to reach it (`--docker-host`, `--docker-tls-verify`,
+/// `--docker-cert-path`).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct DockerEndpoint {
+    /// `unix://…`, `tcp://…`, `http://…` or `https://…`; `None` is the local socket.
+    pub host: Option<String>,
+    /// With TLS, the folder holding `ca.pem` (the authority the engine's certificate must
+    /// chain to), `cert.pem` and `key.pem` (holdfast's client certificate), the names Docker's
+    /// own client uses.
+    pub tls: Option<PathBuf>,
+}
+
 /// How to reach Docker, for the commands that talk to it.
 #[derive(Clone, Debug, Args)]
 #[command(next_help_heading = "Docker")]
@@ -232,6 +245,13 @@ pub struct DockerFlags {
     /// The Docker endpoint, e.g. unix:///var/run/docker.sock or tcp://host:2375.
     #[arg(long, env = "DOCKER_HOST", value_name = "URL")]
     pub docker_host: Option<String>,
+    /// Speak TLS to a tcp:// endpoint, check the engine's certificate against ca.pem and show
+    /// cert.pem, as `docker --tlsverify` (DOCKER_TLS_VERIFY: 0, false, no or off turn it off).
+    #[arg(long, env = "DOCKER_TLS_VERIFY", value_parser = clap::builder::FalseyValueParser::new())]
+    pub docker_tls_verify: bool,
+    /// The folder of ca.pem, cert.pem and key.pem for --docker-tls-verify [default: ~/.docker].
+    #[arg(long, env = "DOCKER_CERT_PATH", value_name = "DIR")]
+    pub docker_cert_path: Option<PathBuf>,
 }
 
 /// How data is read, for the commands that archive it.
@@ -307,7 +327,15 @@ impl Apply for RepoFlag {
 
 impl Apply for DockerFlags {
     fn apply(&self, settings: &mut Settings) {
-        settings.docker_host = self.docker_host.clone();
+        settings.docker.host = self.docker_host.clone();
+        settings.docker.tls = self.docker_tls_verify.then(|| {
+            self.docker_cert_path.clone().unwrap_or_else(|| {
+                std::env::var_os("HOME")
+                    .map(PathBuf::from)
+                    .unwrap_or_default()
+                    .join(".docker")
+            })
+        });
     }
 }
 

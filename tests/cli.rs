@@ -178,7 +178,11 @@ fn man_writes_a_page_per_command_and_prints_the_main_one() {
     assert!(out.status.success(), "{}", stderr(&out));
     let mut expected: Vec<String> = std::iter::once("holdfast.1".to_string())
         .chain(COMMANDS.iter().map(|c| format!("holdfast-{c}.1")))
-        .chain(std::iter::once("holdfast-notify-test.1".to_string()))
+        .chain(
+            ["notify-test", "bundle-create", "bundle-open"]
+                .iter()
+                .map(|c| format!("holdfast-{c}.1")),
+        )
         .collect();
     expected.sort();
     let mut written: Vec<String> = std::fs::read_dir(dir.path().join("man1"))

@@ -27,13 +27,19 @@ fn help_texts_show_each_command_its_own_flags() {
         };
         assert_golden(&format!("help/{name}.txt"), &stdout(&out));
     }
-    // A command of commands: its own command's flags too.
-    let out = run(holdfast()
-        .env("COLUMNS", "100")
-        .env_remove("DOCKER_HOST")
-        .args(["notify", "test", "--help"]));
-    assert!(out.status.success(), "notify test --help: {}", stderr(&out));
-    assert_golden("help/notify-test.txt", &stdout(&out));
+    // Commands of commands: their own commands' flags too.
+    for (command, sub) in [("notify", "test"), ("bundle", "create"), ("bundle", "open")] {
+        let out = run(holdfast()
+            .env("COLUMNS", "100")
+            .env_remove("DOCKER_HOST")
+            .args([command, sub, "--help"]));
+        assert!(
+            out.status.success(),
+            "{command} {sub} --help: {}",
+            stderr(&out)
+        );
+        assert_golden(&format!("help/{command}-{sub}.txt"), &stdout(&out));
+    }
 }
 
 #[test]

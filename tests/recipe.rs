@@ -11,7 +11,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::daemon::{Daemon, wait_for};
-use common::env::Env;
+use common::env::{Env, archive_of};
+use common::garage::Garage;
 use common::*;
 use serde_json::Value;
 
@@ -173,6 +174,142 @@ fn a_stack_started_from_its_folder_keeps_its_own_compose_file() {
         "--recipe-to",
         into.to_str().unwrap(),
     ]));
+    assert!(out.status.success(), "{}\n{}", stdout(&out), stderr(&out));
+    assert_eq!(
+        fs::read_to_string(into.join("docker-compose.yml")).unwrap(),
+        COMPOSE
+    );
+    let up = run(Command::new("docker-compose")
+        .current_dir(&into)
+        .env("ADMIN_PASSWORD", "set-again")
+        .args(["up", "-d"]));
+    assert!(up.status.success(), "{}", stderr(&up));
+    let served = docker(&["exec", &stack.container(), "cat", "/data/precious.txt"]);
+    assert_eq!(served.trim(), "the data that matters");
+}
+
+/// The drill again, from nothing but the disaster-recovery bundle and an encrypted S3
+/// repository: the S3 key id was in the old host's environment, the secret key and the
+/// age identity in files outside its specs, its host name in its configuration file, and
+/// none of those exist any more.
+#[test]
+#[cfg_attr(skip_docker, ignore = "needs Docker; HOLDFAST_SKIP_DOCKER=1")]
+fn a_stack_comes_back_from_the_bundle_and_an_s3_repository_alone() {
+    if !docker_available() {
+        return;
+    }
+    let _guard = docker_lock();
+    let garage = Garage::start(1);
+    let env = Env::new();
+    let project = format!("hfbundled{}", std::process::id());
+    let stack = UsualStack::up(&env.dir.path().join("app"), &project);
+    sh_in(
+        &stack.container(),
+        "echo 'the data that matters' > /data/precious.txt",
+    );
+    let secrets = env.dir.path().join("secrets");
+    fs::create_dir(&secrets).unwrap();
+    let (_, recipient) = age_key(&secrets, "offsite.key");
+    fs::write(secrets.join("s3.secret"), format!("{}\n", garage.secret())).unwrap();
+    env.spec(
+        "offsite",
+        &format!(
+            "apiVersion: holdfast.dev/v1alpha1
+kind: Repository
+metadata: {{name: offsite}}
+spec:
+  storage:
+    s3:
+      endpoint: {endpoint}
+      region: {region}
+      bucket: {bucket}
+      prefix: backups/
+      accessKeyId: {{fromEnv: HOLDFAST_TEST_S3_KEY}}
+      secretAccessKey: {{fromFile: ../secrets/s3.secret}}
+  encryption:
+    age:
+      recipients: [{recipient}]
+      identityFile: ../secrets/offsite.key
+",
+            endpoint = garage.endpoint(),
+            region = garage.region(),
+            bucket = garage.bucket(),
+        ),
+    );
+    env.spec(
+        "usual",
+        &format!(
+            "apiVersion: holdfast.dev/v1alpha1\nkind: BackupPolicy\nmetadata: {{name: usual}}\nspec:\n  schedule: '0 3 1 1 *'\n  targets: {{stacks: [{project}]}}\n  include: {{bundle: true}}\n  output: {{repository: offsite}}\n"
+        ),
+    );
+    let config = env.dir.path().join("holdfast.yaml");
+    fs::write(&config, "host: drillhost\n").unwrap();
+    let old_host = || {
+        let mut cmd = env.holdfast();
+        cmd.arg("--config")
+            .arg(&config)
+            .env("HOLDFAST_TEST_S3_KEY", garage.key_id());
+        cmd
+    };
+    archive_of(old_host().args(["backup", "usual", "-o", "json"]));
+    // include.bundle put one into the bucket, in the host's folder.
+    let listing = garage.listing("backups/drillhost/.holdfast/");
+    assert!(listing.contains("bundle.age"), "{listing}");
+    // The person's own copy, to their own key.
+    let (operator, public) = age_key(env.dir.path(), "operator.key");
+    let bundle = env.dir.path().join("drillhost.bundle.age");
+    let out = run(old_host()
+        .args(["bundle", "create", "--out"])
+        .arg(&bundle)
+        .args(["--recipient", &public]));
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    // The host is lost: the stack, its folder, the specs, the state, the secret files and
+    // the configuration file. The S3 key id is in no environment any more.
+    stack.remove();
+    fs::remove_dir_all(&stack.dir).unwrap();
+    for dir in [&env.specs, &env.state, &secrets] {
+        fs::remove_dir_all(dir).unwrap();
+    }
+    fs::remove_file(&config).unwrap();
+    let recovered = env.dir.path().join("recovered");
+    let out = run(env
+        .holdfast()
+        .args(["bundle", "open"])
+        .arg(&bundle)
+        .arg("--identity")
+        .arg(&operator)
+        .arg("--to")
+        .arg(&recovered));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("--repo offsite --host drillhost"),
+        "{}",
+        stdout(&out)
+    );
+
+    // As README.txt says: from the folder it was opened into, with its configuration file.
+    let into = env.dir.path().join("recipe");
+    let out = run(env
+        .holdfast()
+        .current_dir(&recovered)
+        .arg("--config")
+        .arg(recovered.join("holdfast.yaml"))
+        .args([
+            "restore",
+            "-o",
+            "json",
+            "--specs",
+            "specs",
+            "--repo",
+            "offsite",
+            "--policy",
+            "usual",
+            "--at",
+            "latest",
+            "--recipe-to",
+        ])
+        .arg(&into));
     assert!(out.status.success(), "{}\n{}", stdout(&out), stderr(&out));
     assert_eq!(
         fs::read_to_string(into.join("docker-compose.yml")).unwrap(),

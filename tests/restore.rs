@@ -228,6 +228,121 @@ fn disaster_drill_brings_a_stack_back_from_the_repository_alone() {
 
 #[test]
 #[cfg_attr(skip_docker, ignore = "needs Docker; HOLDFAST_SKIP_DOCKER=1")]
+fn disaster_drill_brings_a_stack_back_from_the_bundle_and_the_repository_alone() {
+    if !docker_available() {
+        return;
+    }
+    let _guard = docker_lock();
+    let project = format!("hfbundle{}", std::process::id());
+    let stack = ComposeStack::up("demo", &project);
+    stack.wait_healthy();
+    sh_in(
+        &stack.container("web"),
+        "echo 'the data that matters' > /www/precious.txt",
+    );
+    let env = Env::new();
+    // An encrypted repository whose identity is a file of this host, outside the specs;
+    // the person keeps one more copy of that identity somewhere safe.
+    let secrets = env.dir.path().join("secrets");
+    fs::create_dir(&secrets).unwrap();
+    let (identity, recipient) = age_key(&secrets, "vault.key");
+    let safe = env.dir.path().join("safe");
+    fs::create_dir(&safe).unwrap();
+    fs::copy(&identity, safe.join("vault.key")).unwrap();
+    let vault = env.dir.path().join("vault");
+    env.spec(
+        "vault",
+        &format!(
+            "apiVersion: holdfast.dev/v1alpha1
+kind: Repository
+metadata: {{name: vault}}
+spec:
+  storage: {{local: {{path: {}}}}}
+  encryption:
+    age:
+      recipients: [{recipient}]
+      identityFile: ../secrets/vault.key
+",
+            vault.display()
+        ),
+    );
+    env.backup(
+        "drill",
+        &project,
+        "  include: {bundle: true}\n  output: {repository: vault}\n",
+    );
+    let bundle = host_dir(&vault).join(".holdfast/bundle.age");
+    assert!(
+        fs::read(&bundle)
+            .unwrap()
+            .starts_with(b"age-encryption.org/v1")
+    );
+
+    // The host is lost: the stack, its volumes, the specs, the state and the secret files.
+    // Left are the repository and the identity kept safe.
+    stack.down();
+    fs::remove_dir_all(&env.specs).unwrap();
+    fs::remove_dir_all(&env.state).unwrap();
+    fs::remove_dir_all(&secrets).unwrap();
+    let recovered = env.dir.path().join("recovered");
+    let out = run(env
+        .holdfast()
+        .args(["bundle", "open"])
+        .arg(&bundle)
+        .arg("--identity")
+        .arg(safe.join("vault.key"))
+        .arg("--to")
+        .arg(&recovered));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("holdfast restore"),
+        "{}",
+        stdout(&out)
+    );
+
+    let recipe = env.dir.path().join("recipe");
+    let (out, report) = env.restore(&[
+        "--specs",
+        recovered.join("specs").to_str().unwrap(),
+        "--repo",
+        "vault",
+        "--policy",
+        "drill",
+        "--at",
+        "latest",
+        "--recipe-to",
+        recipe.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{report:#}\n{}", stderr(&out));
+    let volumes: Vec<&str> = report["report"]["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["into"].as_str().unwrap())
+        .collect();
+    assert!(
+        volumes.contains(&stack.volume("web-data").as_str()),
+        "{volumes:?}"
+    );
+    assert!(recipe.join("docker-compose.yml").exists());
+    let up = run(Command::new("docker-compose")
+        .current_dir(&recipe)
+        .args(["up", "-d"]));
+    assert!(up.status.success(), "{}", stderr(&up));
+    let web = format!("{project}_web_1");
+    let served = docker(&["exec", &web, "cat", "/www/precious.txt"]);
+    assert_eq!(served.trim(), "the data that matters");
+    let down = run(Command::new("docker-compose").current_dir(&recipe).args([
+        "down",
+        "-v",
+        "--timeout",
+        "5",
+    ]));
+    assert!(down.status.success(), "{}", stderr(&down));
+}
+
+#[test]
+#[cfg_attr(skip_docker, ignore = "needs Docker; HOLDFAST_SKIP_DOCKER=1")]
 fn hostile_archives_are_refused_and_write_nothing_outside_their_volume() {
     if !docker_available() {
         return;

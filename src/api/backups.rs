@@ -159,7 +159,7 @@ fn plain_segment(s: &str) -> bool {
 
 /// The repository named in the path, or a 404 (503 when its spec is loaded but it
 /// cannot be opened).
-fn repository(app: &AppState, name: &str) -> Result<Repository, Failure> {
+pub(super) fn repository(app: &AppState, name: &str) -> Result<Repository, Failure> {
     app.repository_named(name).map_err(|why| {
         let known = app.hub.snapshot().collection(Kind::Repository).get(name).is_some();
         if known {

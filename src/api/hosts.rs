@@ -1,4 +1,5 @@
-//! `GET /api/v1/hosts`: every host whose daemon writes this daemon's repository, from the
+//! `GET /api/v1/hosts`: every host whose daemon writes this daemon's repository (or, with
+//! `?repository=NAME`, a Repository spec's: the shared bucket of a fleet), from the
 //! summaries they publish there ([`crate::repo::hosts`]), as `holdfast get hosts` shows
 //! them. Read at request time (off the async threads): the summaries are small and the
 //! answer is then as fresh as the repository.
@@ -9,10 +10,10 @@ use axum::response::Response;
 use axum::routing::get;
 use chrono::{DateTime, Utc};
 use schemars::JsonSchema;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::AppState;
-use super::reply::{error, json};
+use super::reply::{ApiQuery, error, json};
 use super::routes::{Body, Route};
 use crate::repo::hosts::HostRow;
 
@@ -30,18 +31,34 @@ pub fn routes() -> Vec<Route> {
         operation_id: "hosts",
         summary: "Every host sharing this daemon's repository, from the summaries their daemons publish there: last seen, objects, failing, next run, and ok, stale or failing.",
         description: None,
-        params: vec![],
+        params: vec![super::routes::query_param(
+            "repository",
+            "`default` (the --repository folder, when not given) or a Repository spec's name: the summaries are read from there.",
+            serde_json::json!({"type": "string"}),
+        )],
         body: Body::Json(|g| g.subschema_for::<Hosts>()),
-        errors: &[503],
+        errors: &[404, 503],
         unavailable_same_body: false,
         handler: get(hosts),
     }]
 }
 
-async fn hosts(State(app): State<AppState>) -> Response {
+#[derive(Deserialize)]
+struct HostsQuery {
+    repository: Option<String>,
+}
+
+async fn hosts(State(app): State<AppState>, ApiQuery(q): ApiQuery<HostsQuery>) -> Response {
+    let name = q
+        .repository
+        .unwrap_or_else(|| crate::spec::repository::DEFAULT_REPOSITORY.to_string());
+    let repository = match super::backups::repository(&app, &name) {
+        Ok(repository) => repository,
+        Err(failure) => return axum::response::IntoResponse::into_response(failure),
+    };
     let read = tokio::task::spawn_blocking(move || {
         let now = Utc::now();
-        crate::repo::hosts::rows(&app.repository, now).map(|hosts| Hosts {
+        crate::repo::hosts::rows(&repository, now).map(|hosts| Hosts {
             generated_at: now,
             hosts,
         })

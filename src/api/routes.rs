@@ -73,7 +73,11 @@ fn path_param(name: &'static str, description: &'static str) -> Param {
     }
 }
 
-fn query_param(name: &'static str, description: &'static str, schema: serde_json::Value) -> Param {
+pub(super) fn query_param(
+    name: &'static str,
+    description: &'static str,
+    schema: serde_json::Value,
+) -> Param {
     Param {
         name,
         location: In::Query,

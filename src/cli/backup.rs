@@ -174,7 +174,7 @@ pub fn run(settings: &Settings, args: BackupArgs, bar: bool) -> anyhow::Result<E
         // takes no writer's lock and runs beside a daemon on the same state folder.
         let outputs = request.output.repositories();
         let _locks = if args.dry_run {
-            engine = Engine::connect(settings.docker_host.as_deref()).await?;
+            engine = Engine::open(&settings.docker).await?;
             executor = dry_run_executor(settings, engine)?;
             super::open_outputs(settings, &report, &outputs, &executor, false)?;
             super::warn_left_stopped(settings, &executor.state())?;
@@ -185,7 +185,7 @@ pub fn run(settings: &Settings, args: BackupArgs, bar: bool) -> anyhow::Result<E
             // state.
             let repo_lock =
                 super::lock_repository(&super::repository(settings), "holdfast backup")?;
-            engine = Engine::connect(settings.docker_host.as_deref()).await?;
+            engine = Engine::open(&settings.docker).await?;
             executor = super::executor(settings, engine)?;
             // The other repositories the run writes: opened, locked and cleared of what
             // failed uploads left, off the runtime (they may be remote).

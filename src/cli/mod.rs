@@ -1,6 +1,7 @@
 //! The command line: one thin file per subcommand over the library.
 
 mod backup;
+mod bundle;
 mod completions;
 mod delete;
 mod get;
@@ -103,6 +104,9 @@ pub enum Command {
     Ls(ls::LsArgs),
     /// Check a Notifier: `notify test NAME` sends it a test message.
     Notify(notify::NotifyArgs),
+    /// The disaster-recovery bundle: `bundle create` writes one age-encrypted file with
+    /// the specs, credentials and keys a new host needs; `bundle open` unpacks it.
+    Bundle(bundle::BundleArgs),
     /// Print the completion script of a shell: bash, zsh, fish, elvish or powershell.
     Completions(completions::CompletionsArgs),
     /// Write the man pages: holdfast(1) and one per command, such as holdfast-run(1).
@@ -148,6 +152,7 @@ impl Command {
             ],
             Command::Ls(a) => vec![&a.specs, &a.repository, &a.repo],
             Command::Notify(a) => vec![a.specs()],
+            Command::Bundle(a) => a.groups(),
         };
         let mut settings = Settings {
             log_format,
@@ -233,6 +238,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Restore(args) => restore::run(&settings, args, bar),
         Command::Ls(args) => ls::run(&settings, args),
         Command::Notify(args) => notify::run(&settings, args),
+        Command::Bundle(args) => bundle::run(&settings, args),
         Command::Completions(args) => completions::run(args),
         Command::Man(args) => man::run(args),
     };
@@ -269,18 +275,22 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .build()?)
 }
 
+/// The executor of a command that writes: its runs refresh the disaster-recovery bundle
+/// (`include.bundle`) from this command's specs folder and configuration file.
 fn executor(
     settings: &Settings,
     engine: crate::docker::engine::Engine,
 ) -> anyhow::Result<crate::executor::Executor> {
     let state = crate::state::StateDb::open(&settings.state)?;
-    Ok(crate::executor::Executor::new(
+    let executor = crate::executor::Executor::new(
         engine,
         std::sync::Arc::new(state),
         repository(settings),
         settings.archive_via,
     )
-    .with_specs_folder(&settings.specs))
+    .with_specs_folder(&settings.specs);
+    executor.set_bundle_source(bundle::source(settings));
+    Ok(executor)
 }
 
 /// An executor for a command that changes nothing: it reads the state read-only, and a

@@ -63,7 +63,7 @@ pub fn run(settings: &Settings, args: PlanArgs) -> anyhow::Result<ExitCode> {
         if requests.is_empty() {
             return anyhow::Ok(Vec::new());
         }
-        let engine = Engine::connect(settings.docker_host.as_deref()).await?;
+        let engine = Engine::open(&settings.docker).await?;
         // Planning changes nothing: the state is only read, and a missing one is empty.
         let executor = super::read_only_executor(settings, engine)?;
         super::warn_left_stopped(settings, &executor.state())?;

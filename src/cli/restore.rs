@@ -251,7 +251,7 @@ pub fn run(settings: &Settings, args: RestoreArgs, bar: bool) -> anyhow::Result<
         let own = super::repository_named(settings)?;
         let _repo_lock = super::lock_repository(&own, "holdfast restore")?;
         let repository = read_from(settings, &args)?;
-        let engine = Engine::connect(settings.docker_host.as_deref()).await?;
+        let engine = Engine::open(&settings.docker).await?;
         let executor = super::executor(settings, engine.clone())?;
         super::recover_after_crash(settings, &executor).await?;
         let restorer = Restorer {

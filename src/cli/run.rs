@@ -108,7 +108,7 @@ pub fn run(settings: &Settings, args: RunArgs) -> anyhow::Result<ExitCode> {
         let host = settings.host();
         let repo = super::repository(settings);
         let _repo_lock = super::lock_repository(&repo, "holdfast run")?;
-        let engine = Engine::connect(settings.docker_host.as_deref()).await?;
+        let engine = Engine::open(&settings.docker).await?;
         let executor = Arc::new(super::executor(settings, engine)?);
         let state = executor.state();
         let options = Options {

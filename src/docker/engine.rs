@@ -1,6 +1,7 @@
 //! The bollard-backed view of a Docker engine.
 
 use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use bollard::Docker;
@@ -24,20 +25,37 @@ pub enum DockerError {
     Connect {
         endpoint: String,
         #[source]
-        source: bollard::errors::Error,
+        source: Box<bollard::errors::Error>,
     },
+    #[error(
+        "reading {} (--docker-cert-path: TLS to Docker needs ca.pem, cert.pem and key.pem there): {source}",
+        path.display()
+    )]
+    TlsFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "--docker-tls-verify needs a tcp:// Docker endpoint, not {endpoint}: TLS is for Docker reached over the network"
+    )]
+    TlsNeedsTcp { endpoint: String },
+    #[error(
+        "the Docker endpoint {endpoint} speaks TLS: give --docker-tls-verify and --docker-cert-path (or DOCKER_TLS_VERIFY=1 and DOCKER_CERT_PATH)"
+    )]
+    HttpsNeedsTls { endpoint: String },
     #[error("Docker {operation}: {source}")]
     Api {
         operation: &'static str,
         #[source]
-        source: bollard::errors::Error,
+        source: Box<bollard::errors::Error>,
     },
     #[error("{operation} {target}: {source}")]
     On {
         operation: &'static str,
         target: String,
         #[source]
-        source: bollard::errors::Error,
+        source: Box<bollard::errors::Error>,
     },
     #[error("running {command:?} in {container} took longer than {timeout:?}")]
     ExecTimeout {
@@ -68,7 +86,10 @@ impl DockerError {
     /// A fixed word for metrics and logs about what failed.
     pub fn operation(&self) -> &'static str {
         match self {
-            DockerError::Connect { .. } => "connect",
+            DockerError::Connect { .. }
+            | DockerError::TlsFile { .. }
+            | DockerError::TlsNeedsTcp { .. }
+            | DockerError::HttpsNeedsTls { .. } => "connect",
             DockerError::Api { operation, .. } | DockerError::On { operation, .. } => operation,
             DockerError::ExecTimeout { .. } | DockerError::ExecInput { .. } => "exec",
             DockerError::Retried { last, .. } => last.operation(),
@@ -96,6 +117,9 @@ impl DockerError {
             DockerError::Connect { source, .. }
             | DockerError::Api { source, .. }
             | DockerError::On { source, .. } => classify(source),
+            DockerError::TlsFile { .. }
+            | DockerError::TlsNeedsTcp { .. }
+            | DockerError::HttpsNeedsTls { .. } => ("config", false),
             DockerError::ExecTimeout { .. } => ("exec_timeout", true),
             DockerError::ExecInput { source, .. } => ("exec_input", io_transient(source)),
             DockerError::Retried { last, .. } => last.class(),
@@ -197,7 +221,7 @@ pub(super) fn on(
         DockerError::On {
             operation,
             target,
-            source,
+            source: Box::new(source),
         }
     }
 }
@@ -205,7 +229,10 @@ pub(super) fn on(
 pub(super) fn api(operation: &'static str) -> impl FnOnce(bollard::errors::Error) -> DockerError {
     move |source| {
         count(operation);
-        DockerError::Api { operation, source }
+        DockerError::Api {
+            operation,
+            source: Box::new(source),
+        }
     }
 }
 
@@ -257,21 +284,66 @@ pub struct Engine {
     pub(super) client: Docker,
 }
 
+pub use crate::settings::DockerEndpoint as Endpoint;
+
+/// Seconds a Docker call may take before the client gives up, as Docker's own client.
+const TIMEOUT: u64 = 120;
+
+/// The files `--docker-cert-path` must hold, in the order they are checked.
+pub const TLS_FILES: [&str; 3] = ["ca.pem", "cert.pem", "key.pem"];
+
 impl Engine {
     /// Connects to `host` (`unix://…`, `tcp://…`), or to `DOCKER_HOST` and then the local
-    /// socket when `host` is `None`.
+    /// socket when `host` is `None`, without TLS.
     pub async fn connect(host: Option<&str>) -> Result<Engine, DockerError> {
-        let endpoint = host
-            .map(str::to_string)
+        Self::open(&Endpoint {
+            host: host.map(str::to_string),
+            tls: None,
+        })
+        .await
+    }
+
+    /// Connects to `endpoint`. With TLS the engine must be reached over TCP and present a
+    /// certificate from `ca.pem`, and holdfast shows `cert.pem`, as `docker --tlsverify`
+    /// does. Without it a `tcp://` endpoint is plain HTTP, whatever `DOCKER_TLS_VERIFY`
+    /// says to the client library: the flags decide, read once in one place.
+    pub async fn open(endpoint: &Endpoint) -> Result<Engine, DockerError> {
+        let host = endpoint
+            .host
+            .clone()
             .or_else(|| std::env::var("DOCKER_HOST").ok())
             .unwrap_or_else(|| "unix:///var/run/docker.sock".to_string());
         let connect_error = |source| DockerError::Connect {
-            endpoint: endpoint.clone(),
-            source,
+            endpoint: host.clone(),
+            source: Box::new(source),
         };
-        let client = match host {
-            Some(h) => Docker::connect_with_host(h),
-            None => Docker::connect_with_defaults(),
+        let scheme = host.split_once("://").map_or("", |(s, _)| s);
+        let client = match (&endpoint.tls, scheme) {
+            (Some(folder), "tcp" | "https") => {
+                let [ca, cert, key] = TLS_FILES.map(|name| folder.join(name));
+                for file in [&ca, &cert, &key] {
+                    if let Err(source) = std::fs::File::open(file) {
+                        return Err(DockerError::TlsFile {
+                            path: file.clone(),
+                            source,
+                        });
+                    }
+                }
+                Docker::connect_with_ssl(
+                    &host,
+                    &key,
+                    &cert,
+                    &ca,
+                    TIMEOUT,
+                    bollard::API_DEFAULT_VERSION,
+                )
+            }
+            (Some(_), _) => return Err(DockerError::TlsNeedsTcp { endpoint: host }),
+            (None, "https") => return Err(DockerError::HttpsNeedsTls { endpoint: host }),
+            (None, "tcp" | "http") => {
+                Docker::connect_with_http(&host, TIMEOUT, bollard::API_DEFAULT_VERSION)
+            }
+            (None, _) => Docker::connect_with_host(&host),
         }
         .map_err(connect_error)?;
         let client = client.negotiate_version().await.map_err(connect_error)?;
@@ -692,10 +764,10 @@ mod tests {
         DockerError::On {
             operation: "stopping container",
             target: "nextcloud-db-1".into(),
-            source: bollard::errors::Error::DockerResponseServerError {
+            source: Box::new(bollard::errors::Error::DockerResponseServerError {
                 status_code,
                 message: "boom".into(),
-            },
+            }),
         }
     }
 
@@ -718,17 +790,17 @@ mod tests {
 
         let e = DockerError::Api {
             operation: "listing containers",
-            source: bollard::errors::Error::RequestTimeoutError,
+            source: Box::new(bollard::errors::Error::RequestTimeoutError),
         };
         assert!(e.is_transient());
         assert_eq!(e.reason(), "timeout");
 
         let e = DockerError::Api {
             operation: "listing containers",
-            source: bollard::errors::Error::JsonDataError {
+            source: Box::new(bollard::errors::Error::JsonDataError {
                 message: "x".into(),
                 column: 1,
-            },
+            }),
         };
         assert!(!e.is_transient());
         assert_eq!(e.reason(), "protocol");
@@ -766,5 +838,36 @@ mod tests {
         assert!(matches!(e, DockerError::Connect { .. }), "{e}");
         assert_eq!(e.reason(), "unreachable", "{e:?}");
         assert!(e.is_transient());
+    }
+
+    #[tokio::test]
+    async fn tls_settings_that_cannot_work_are_refused_before_connecting() {
+        let folder = tempfile::tempdir().unwrap();
+        let tls = |host: &str| Endpoint {
+            host: Some(host.to_string()),
+            tls: Some(folder.path().to_path_buf()),
+        };
+        // TLS over the local socket makes no sense: said, not ignored.
+        let e = Engine::open(&tls("unix:///var/run/docker.sock"))
+            .await
+            .unwrap_err();
+        assert!(matches!(e, DockerError::TlsNeedsTcp { .. }), "{e}");
+        // The first missing file is named, with the flag that points at it.
+        let e = Engine::open(&tls("tcp://127.0.0.1:1")).await.unwrap_err();
+        let ca = folder.path().join("ca.pem");
+        assert!(e.to_string().contains(&ca.display().to_string()), "{e}");
+        assert!(e.to_string().contains("--docker-cert-path"), "{e}");
+        assert_eq!(e.reason(), "config");
+        assert!(!e.is_transient());
+        std::fs::write(&ca, "").unwrap();
+        let e = Engine::open(&tls("tcp://127.0.0.1:1")).await.unwrap_err();
+        assert!(e.to_string().contains("cert.pem"), "{e}");
+        // https:// without the certificates to speak it.
+        let plain = Endpoint {
+            host: Some("https://127.0.0.1:1".to_string()),
+            tls: None,
+        };
+        let e = Engine::open(&plain).await.unwrap_err();
+        assert!(matches!(e, DockerError::HttpsNeedsTls { .. }), "{e}");
     }
 }

@@ -92,10 +92,10 @@ mod tests {
         DockerError::On {
             operation: "stopping container",
             target: "db".into(),
-            source: bollard::errors::Error::DockerResponseServerError {
+            source: Box::new(bollard::errors::Error::DockerResponseServerError {
                 status_code,
                 message: "busy".into(),
-            },
+            }),
         }
     }
 

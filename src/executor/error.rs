@@ -93,6 +93,10 @@ pub enum RunError {
     /// A copy of the committed archive to another repository failed.
     #[error("copying the archive to repository `{repository}`: {reason}")]
     Copy { repository: String, reason: String },
+    /// Refreshing the disaster-recovery bundle (`include.bundle`) in a repository failed;
+    /// the archive stands.
+    #[error("refreshing the disaster-recovery bundle in repository `{repository}`: {reason}")]
+    Bundle { repository: String, reason: String },
     #[error("committing the archive: {0}")]
     Commit(#[source] tokio::task::JoinError),
     /// Writing an artifact, or the exclude patterns.
@@ -264,7 +268,7 @@ impl RunError {
             }
             RunError::PasswordFile { source, .. }
             | RunError::Recipe(RecipeError::Write(source)) => io_is_transient(source),
-            RunError::Repository(_) | RunError::Copy { .. } => true,
+            RunError::Repository(_) | RunError::Copy { .. } | RunError::Bundle { .. } => true,
             // A storage that did not answer, or files changing while read: both may pass.
             RunError::Restic(e) => !matches!(
                 e,
@@ -310,6 +314,7 @@ impl RunError {
             RunError::Storage(_)
             | RunError::Repository(_)
             | RunError::Copy { .. }
+            | RunError::Bundle { .. }
             | RunError::Restic(_) => "storage",
             RunError::Archive(e) | RunError::DumpWrite { source: e, .. } => archive_reason(e),
             RunError::Unresolved(_) => "unresolved",
@@ -418,10 +423,10 @@ mod tests {
         DockerError::On {
             operation: "stopping container",
             target: "3fa2".into(),
-            source: bollard::errors::Error::DockerResponseServerError {
+            source: Box::new(bollard::errors::Error::DockerResponseServerError {
                 status_code,
                 message: "boom".into(),
-            },
+            }),
         }
     }
 

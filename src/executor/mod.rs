@@ -169,6 +169,10 @@ pub struct Executor {
     pub(crate) named: std::sync::RwLock<BTreeMap<String, Result<Repository, String>>>,
     /// The specs folder, one of holdfast's own folders no run reads, when known.
     pub(crate) specs: Option<std::path::PathBuf>,
+    /// What the disaster-recovery bundle of a run with `include.bundle` is made from;
+    /// without it (set by the command that runs), such a run says the bundle was not
+    /// refreshed.
+    pub(crate) bundle: std::sync::RwLock<Option<crate::bundle::Source>>,
 }
 
 /// A repository a run cannot write to, and why.
@@ -218,6 +222,7 @@ impl Executor {
             locks: ResourceLocks::new(),
             named: Default::default(),
             specs: None,
+            bundle: Default::default(),
         }
     }
 
@@ -226,6 +231,47 @@ impl Executor {
     pub fn with_specs_folder(mut self, specs: &std::path::Path) -> Self {
         self.specs = Some(specs.to_path_buf());
         self
+    }
+
+    /// The specs folder, configuration file and settings the disaster-recovery bundle of
+    /// runs with `include.bundle` is made from.
+    pub fn set_bundle_source(&self, source: crate::bundle::Source) {
+        *self.bundle.write().unwrap_or_else(|e| e.into_inner()) = Some(source);
+    }
+
+    /// Refreshes the disaster-recovery bundle in each of `targets`, on a blocking thread:
+    /// what failed, by repository.
+    async fn refresh_bundles(&self, targets: &[Repository]) -> Vec<(String, String)> {
+        let source = self
+            .bundle
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let Some(source) = source else {
+            return targets
+                .iter()
+                .map(|t| {
+                    let reason = "this command does not know the specs folder".to_string();
+                    (t.name().to_string(), reason)
+                })
+                .collect();
+        };
+        let targets = targets.to_vec();
+        let refreshed = tokio::task::spawn_blocking(move || {
+            let mut failed = Vec::new();
+            for target in &targets {
+                match crate::bundle::refresh(target, &source) {
+                    Ok(()) => info!(
+                        repository = target.name(),
+                        "disaster-recovery bundle refreshed"
+                    ),
+                    Err(e) => failed.push((target.name().to_string(), e.to_string())),
+                }
+            }
+            failed
+        })
+        .await;
+        refreshed.unwrap_or_else(|e| vec![("-".to_string(), e.to_string())])
     }
 
     /// The repositories the specs describe, by name, each opened or with the reason it
@@ -558,6 +604,15 @@ impl Executor {
                     });
                 }
                 copies.push(outcome);
+            }
+        }
+
+        // The disaster-recovery bundle, beside a complete archive only: it is refreshed in
+        // every repository the run wrote to.
+        if committed && run.fatal.is_empty() && request.spec.include.bundle {
+            progress.phase("refreshing the disaster-recovery bundle");
+            for (repository, reason) in self.refresh_bundles(&targets).await {
+                run.partial.push(RunError::Bundle { repository, reason });
             }
         }
 

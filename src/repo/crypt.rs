@@ -98,6 +98,12 @@ impl Crypt {
         (crypt, identity)
     }
 
+    /// The public keys artifacts are encrypted to: the disaster-recovery bundle a policy
+    /// refreshes in this repository is encrypted to the same.
+    pub fn recipients(&self) -> &[age::x25519::Recipient] {
+        &self.recipients
+    }
+
     /// Whether this host can decrypt (it was given an identity).
     pub fn can_decrypt(&self) -> bool {
         !self.identities.is_empty()
@@ -137,7 +143,7 @@ impl Crypt {
 
 /// The X25519 identities of an age identity file (`age-keygen` output): comments and
 /// blank lines skipped, anything else must be an `AGE-SECRET-KEY-1…` line.
-fn read_identities(path: &Path) -> Result<Vec<age::x25519::Identity>, CryptError> {
+pub fn read_identities(path: &Path) -> Result<Vec<age::x25519::Identity>, CryptError> {
     let text = std::fs::read_to_string(path).map_err(|source| CryptError::IdentityFile {
         path: path.to_path_buf(),
         source,

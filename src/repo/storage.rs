@@ -262,6 +262,14 @@ impl Repository {
         self.crypt.as_ref().map(|_| crypt::AGE)
     }
 
+    /// The age public keys this repository encrypts to; none when it is not encrypted.
+    pub fn recipients(&self) -> Vec<age::x25519::Recipient> {
+        self.crypt
+            .as_ref()
+            .map(|c| c.recipients().to_vec())
+            .unwrap_or_default()
+    }
+
     /// Starts a new archive; its artifacts are encrypted on their way when the repository
     /// is.
     pub fn begin(&self, group: &str, at: DateTime<Utc>) -> Result<Staged, StorageError> {

@@ -386,7 +386,7 @@ mod tests {
             container: "nextcloud-db-1".into(),
             source: DockerError::Api {
                 operation: "stopping container",
-                source: bollard::errors::Error::RequestTimeoutError,
+                source: Box::new(bollard::errors::Error::RequestTimeoutError),
             },
         };
         assert!(e.is_transient());
@@ -399,7 +399,7 @@ mod tests {
                 container: "db".into(),
                 source: Box::new(DockerError::Api {
                     operation: "creating exec in",
-                    source: bollard::errors::Error::SocketNotFoundError("/x".into()),
+                    source: Box::new(bollard::errors::Error::SocketNotFoundError("/x".into())),
                 }),
             },
         };

@@ -129,6 +129,13 @@ pub struct Include {
     /// Save the recipe: compose files, `docker inspect` output (secrets redacted), networks.
     #[serde(default = "yes")]
     pub recipe: bool,
+    /// After each successful run, refresh the disaster-recovery bundle (the specs, the
+    /// repositories' credentials resolved, their age identities, the configuration file
+    /// and the restore steps) in every repository the run writes to, as
+    /// `<host>/.holdfast/bundle.age`, encrypted to that repository's age recipients. Every
+    /// one of them must be encrypted with age.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub bundle: bool,
 }
 
 fn yes() -> bool {
@@ -141,6 +148,7 @@ impl Default for Include {
             volumes: true,
             bind_mounts: true,
             recipe: true,
+            bundle: false,
         }
     }
 }

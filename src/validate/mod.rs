@@ -280,6 +280,7 @@ pub fn validate_sources(sources: Vec<SourceFile>) -> Report {
     check_references(&mut files);
     check_repository_references(&mut files);
     check_restic_outputs(&mut files);
+    check_bundle_recipients(&mut files);
     check_notifier_references(&mut files);
     // What shows an object's errors in one line (the Stalled condition) takes the first.
     for object in files.iter_mut().flat_map(|f| f.objects.iter_mut()) {
@@ -624,6 +625,79 @@ fn check_restic_outputs(files: &mut [FileReport]) {
             let position = object.positions.value_or_ancestor(&field);
             object.push(position, &field, message, Some(hint));
         }
+    }
+}
+
+/// `include.bundle: true` encrypts the disaster-recovery bundle to the age recipients of
+/// each repository the run writes to: every one of them must be a Repository encrypted
+/// with age (the bundle holds secrets and is never stored in the clear). `default` and
+/// unencrypted repositories have no recipient. A name that does not exist is said by
+/// [`check_repository_references`].
+fn check_bundle_recipients(files: &mut [FileReport]) {
+    let encrypted: Vec<String> = files
+        .iter()
+        .flat_map(|f| f.objects.iter())
+        .filter_map(|o| match &o.resource {
+            Some(Resource::Repository(r))
+                if r.spec
+                    .encryption
+                    .as_ref()
+                    .and_then(|e| e.age.as_ref())
+                    .is_some_and(|a| !a.recipients.is_empty()) =>
+            {
+                Some(r.metadata.name.clone())
+            }
+            _ => None,
+        })
+        .collect();
+    let known: Vec<String> = files
+        .iter()
+        .flat_map(|f| f.objects.iter())
+        .filter(|o| o.kind == Some(Kind::Repository))
+        .filter_map(|o| o.name.clone())
+        .collect();
+    for object in files.iter_mut().flat_map(|f| f.objects.iter_mut()) {
+        let (include, output) = match &object.resource {
+            Some(Resource::BackupPolicy(p)) => (Some(&p.spec.include), Some(&p.spec.output)),
+            Some(Resource::Archive(a)) => (a.spec.include.as_ref(), a.spec.output.as_ref()),
+            _ => (None, None),
+        };
+        if !include.is_some_and(|i| i.bundle) {
+            continue;
+        }
+        let names = output
+            .map(Output::repositories)
+            .unwrap_or_else(|| vec![DEFAULT_REPOSITORY.to_string()]);
+        let clear: Vec<String> = names
+            .into_iter()
+            .filter(|n| !encrypted.contains(n))
+            .filter(|n| n == DEFAULT_REPOSITORY || known.contains(n))
+            .collect();
+        if clear.is_empty() {
+            continue;
+        }
+        let field = FieldPath::root().key("spec").key("include").key("bundle");
+        let at = object.positions.value_or_ancestor(&field);
+        let shown: Vec<String> = clear
+            .iter()
+            .map(|n| match n.as_str() {
+                DEFAULT_REPOSITORY => format!("`{n}` (the --repository folder)"),
+                _ => format!("`{n}`"),
+            })
+            .collect();
+        object.push(
+            at,
+            &field,
+            format!(
+                "the disaster-recovery bundle is encrypted to the age recipients of each repository the run writes to, and {} {} none: it holds the repositories' credentials, so it is never stored unencrypted",
+                shown.join(", "),
+                if clear.len() == 1 { "has" } else { "have" },
+            ),
+            Some(
+                "write to Repository specs with encryption.age.recipients, or remove include.bundle and run `holdfast bundle create` yourself"
+                    .to_string(),
+            ),
+        );
     }
 }
 
@@ -1175,6 +1249,41 @@ mod tests {
             assert_eq!(errors.len(), 1, "{output}: {errors:#?}");
             assert!(
                 errors[0].contains("spec.output.format") && errors[0].contains(says),
+                "{output}: {errors:#?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_bundle_needs_an_age_recipient_in_every_repository_written_to() {
+        let policy = |output: &str| {
+            format!(
+                "kind: BackupPolicy\nmetadata: {{name: p}}\nspec: {{schedule: '@daily', targets: {{stacks: [s]}}, include: {{bundle: true}}, output: {output}}}\n"
+            )
+        };
+        let usb = repository("usb", "  storage: {local: {path: /a}}\n");
+        let sealed = repository(
+            "sealed",
+            "  storage: {local: {path: /b}}\n  encryption: {age: {recipients: [age1q2fy53wcf46sc83ajghgrsj7dgjpx4sv9cr4y2d4wwllkfm0k5jq9rdss3]}}\n",
+        );
+        let specs = |output: &str| {
+            let policy = policy(output);
+            messages(&check(&[
+                ("p.yaml", &policy),
+                ("u.yaml", &usb),
+                ("s.yaml", &sealed),
+            ]))
+        };
+        let fine = specs("{repository: sealed}");
+        assert!(fine.is_empty(), "{fine:#?}");
+        for (output, says) in [
+            ("{}", "`default` (the --repository folder) has none"),
+            ("{repositories: [sealed, usb]}", "`usb` has none"),
+        ] {
+            let errors = specs(output);
+            assert_eq!(errors.len(), 1, "{output}: {errors:#?}");
+            assert!(
+                errors[0].contains("spec.include.bundle") && errors[0].contains(says),
                 "{output}: {errors:#?}"
             );
         }

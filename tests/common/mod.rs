@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 /// Every command's name: each has a help golden file, a man page and completions.
-pub const COMMANDS: [&str; 14] = [
+pub const COMMANDS: [&str; 15] = [
     "validate",
     "schema",
     "plan",
@@ -31,6 +31,7 @@ pub const COMMANDS: [&str; 14] = [
     "restore",
     "ls",
     "notify",
+    "bundle",
     "completions",
     "man",
 ];
@@ -67,6 +68,16 @@ pub fn holdfast() -> Command {
     // Nor a configuration file of this machine's (an empty value reads none).
     cmd.env("HOLDFAST_CONFIG", "");
     cmd
+}
+
+/// An age key pair made by `age-keygen` in `dir/<name>`: the identity file and the public
+/// key (`age1…`).
+pub fn age_key(dir: &Path, name: &str) -> (PathBuf, String) {
+    let key = dir.join(name);
+    let out = run(Command::new("age-keygen").arg("-o").arg(&key));
+    assert!(out.status.success(), "age-keygen: {}", stderr(&out));
+    let public = run(Command::new("age-keygen").arg("-y").arg(&key));
+    (key, stdout(&public).trim().to_string())
 }
 
 /// This machine's folder in a repository (`<repository>/<host>`), where a holdfast run

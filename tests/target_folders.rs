@@ -313,7 +313,8 @@ fn a_stack_that_is_down_is_backed_up_from_its_compose_file() {
         "[app]\nkey = value\n"
     );
 
-    // The recipe holds the compose file and `.env`, read when the stack was down.
+    // The recipe holds the compose file and `.env`, read when the stack was down, and
+    // the folder beside them comes back beside them.
     let recipe = env.dir.path().join("recipe");
     let again = format!("{project}_again");
     let written = restore(
@@ -338,6 +339,10 @@ fn a_stack_that_is_down_is_backed_up_from_its_compose_file() {
     assert!(
         dotenv.contains(&format!("COMPOSE_PROJECT_NAME={project}")),
         "{dotenv}"
+    );
+    assert_eq!(
+        fs::read_to_string(recipe.join("config/settings.ini")).unwrap(),
+        "[app]\nkey = value\n"
     );
 }
 

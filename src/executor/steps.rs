@@ -900,11 +900,16 @@ impl Executor {
                     true => recipe::redact_dotenv(&text),
                     false => recipe::redact_compose(&text),
                 };
-                run.artifacts.push(recipe::write_file(
-                    &**root,
-                    &format!("recipe/{}/{name}", project.project),
-                    redacted.as_bytes(),
-                )?);
+                // Where it was, so a restore puts the project's folders beside it.
+                run.artifacts.push(Artifact {
+                    source: Some(file.clone()),
+                    stack: Some(project.project.clone()),
+                    ..recipe::write_file(
+                        &**root,
+                        &format!("recipe/{}/{name}", project.project),
+                        redacted.as_bytes(),
+                    )?
+                });
             }
         }
         Ok(())

@@ -364,6 +364,7 @@ impl Restorer {
             let wanted: Vec<Artifact> = streamed
                 .iter()
                 .chain(&selection.binds)
+                .chain(&selection.folders)
                 .chain(&selection.dumps)
                 .chain(&selection.recipe)
                 .map(|a| (*a).clone())
@@ -416,6 +417,7 @@ impl Restorer {
         let artifacts: Vec<Artifact> = checked
             .iter()
             .chain(&selection.binds)
+            .chain(&selection.folders)
             .map(|a| (*a).clone())
             .collect();
         tokio::task::spawn_blocking(move || {
@@ -1042,6 +1044,9 @@ fn volume_labels(artifact: &Artifact, volume: &str, archive: &str) -> BTreeMap<S
 struct Selection<'a> {
     volumes: Vec<&'a Artifact>,
     binds: Vec<&'a Artifact>,
+    /// Host folders of the stacks (bind mounts of compose projects that were down), for
+    /// the recipe folder: chosen only when one is written.
+    folders: Vec<&'a Artifact>,
     dumps: Vec<&'a Artifact>,
     recipe: Vec<&'a Artifact>,
     stacks: Vec<String>,
@@ -1123,6 +1128,10 @@ fn select<'a>(
             volumes
         },
         binds: of("bind").into_iter().filter(|a| in_stacks(a)).collect(),
+        folders: match request.recipe_to {
+            Some(_) => of("path").into_iter().filter(|a| in_stacks(a)).collect(),
+            None => Vec::new(),
+        },
         dumps: of("dump").into_iter().filter(|a| in_stacks(a)).collect(),
         recipe: of("recipe")
             .into_iter()
@@ -1314,8 +1323,58 @@ fn write_recipe(
                 ),
             }
         }
+        // A compose project that was down: its recipe names where its compose files were,
+        // and its bind-mounted folders below that folder go to the same place below DIR.
+        let compose_folder = selection
+            .recipe
+            .iter()
+            .filter(|a| a.path.starts_with(&prefix))
+            .find_map(|a| Some(Path::new(a.source.as_deref()?).parent()?.to_path_buf()));
+        for folder in selection
+            .folders
+            .iter()
+            .filter(|f| f.stack.as_deref() == Some(stack))
+        {
+            let rel = compose_folder
+                .as_deref()
+                .zip(folder.source.as_deref())
+                .and_then(|(base, source)| below(base, Path::new(source)));
+            match rel {
+                Some(rel) => {
+                    let to = dest.join(&rel);
+                    crate::archive::extract_artifact(
+                        &root.join(&folder.path),
+                        &to,
+                        limits_for(folder),
+                        &crate::progress::Silent,
+                    )
+                    .map_err(|source| RestoreError::Bind {
+                        artifact: folder.path.clone(),
+                        source,
+                    })?;
+                    written.push(to.display().to_string());
+                }
+                None => info!(
+                    folder = folder.source.as_deref().unwrap_or(""),
+                    "host folder outside the compose folder: not written into the recipe folder"
+                ),
+            }
+        }
     }
     Ok(written)
+}
+
+/// `path` relative to `base`, when it is a plain path below it.
+fn below(base: &Path, path: &Path) -> Option<PathBuf> {
+    let rel = path.strip_prefix(base).ok()?;
+    if rel.as_os_str().is_empty()
+        || rel
+            .components()
+            .any(|c| !matches!(c, std::path::Component::Normal(_)))
+    {
+        return None;
+    }
+    Some(rel.to_path_buf())
 }
 
 /// For a bind mount of a stack's container, its host folder relative to the compose

@@ -253,11 +253,6 @@ fn a_stack_that_is_down_is_backed_up_from_its_compose_file() {
         &format!("{project}_app_1"),
         "echo kept in the volume > /data/file",
     );
-    // Down, volumes kept: no container is left to say what the stack uses.
-    compose(&["down", "--timeout", "5"]);
-    let label = format!("label=com.docker.compose.project={project}");
-    assert_eq!(docker(&["ps", "-aq", "--filter", &label]).trim(), "");
-
     let shown = dir.display().to_string();
     env.spec(
         "down",
@@ -265,6 +260,23 @@ fn a_stack_that_is_down_is_backed_up_from_its_compose_file() {
             "apiVersion: holdfast.dev/v1alpha1\nkind: BackupPolicy\nmetadata: {{name: down}}\nspec:\n  schedule: '0 3 1 1 *'\n  targets:\n    composeProjects: [{{path: '{shown}'}}]\n  consistency: {{stop: stack}}\n"
         ),
     );
+    // Up, it is its stack: its container stops, its bind mount is the container's.
+    let plan = stdout(&run(env.holdfast().args(["plan", "down"])));
+    for said in [
+        format!("containers {project}_app_1, backed up as its stack"),
+        format!("stops, in order: {project}_app_1"),
+        format!(
+            "bind mount {} -> {project}_app_1:/conf",
+            dir.join("config").display()
+        ),
+    ] {
+        assert!(plan.contains(&said), "`{said}` not in:\n{plan}");
+    }
+    // Down, volumes kept: no container is left to say what the stack uses.
+    compose(&["down", "--timeout", "5"]);
+    let label = format!("label=com.docker.compose.project={project}");
+    assert_eq!(docker(&["ps", "-aq", "--filter", &label]).trim(), "");
+
     let plan = stdout(&run(env.holdfast().args(["plan", "down"])));
     let config = dir.join("config").display().to_string();
     for said in [

@@ -279,6 +279,11 @@ fn executor(
         std::sync::Arc::new(state),
         repository(settings),
         settings.archive_via,
+    )
+    .with_archive_parallelism(
+        settings
+            .archive_parallelism
+            .unwrap_or_else(crate::executor::parallel::default_parallelism),
     ))
 }
 
@@ -294,6 +299,11 @@ fn read_only_executor(
         std::sync::Arc::new(state),
         repository(settings),
         settings.archive_via,
+    )
+    .with_archive_parallelism(
+        settings
+            .archive_parallelism
+            .unwrap_or_else(crate::executor::parallel::default_parallelism),
     ))
 }
 

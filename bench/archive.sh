@@ -70,6 +70,7 @@ else
 fi
 
 now() { date +%s.%N; }
+mib() { awk -v b="$1" 'BEGIN { printf "%.1f", b / 1048576 }'; }
 holdfast_bin="$target_dir/release/holdfast"
 
 # Many small volumes: one stack mounting $small_volumes volumes, each 3 to 4 MiB of small
@@ -166,7 +167,8 @@ YAML
     echo
     echo "small:     $small_volumes volumes, $small_files files, $(mib "$small_bytes") MiB; $cores cores; cache $cache_mode"
     for p in 1 "$cores"; do
-        echo "           parallelism $p: best ${best_wall[$p]}s wall, archive phase ${best_archive[$p]}s, peak RSS $((worst_rss[$p] / 1024)) MiB"
+        printf '           parallelism %d: best %.2fs wall, archive phase %.2fs, peak RSS %d MiB\n' \
+            "$p" "${best_wall[$p]}" "${best_archive[$p]}" "$((worst_rss[$p] / 1024))"
     done
     awk -v a1="${best_archive[1]}" -v an="${best_archive[$cores]}" -v w1="${best_wall[1]}" -v wn="${best_wall[$cores]}" -v n="$cores" 'BEGIN {
         printf "speed-up:  parallelism %d against 1: archive phase %.2fx, wall %.2fx (identical artifacts)\n", n, a1 / an, w1 / wn }'
@@ -177,7 +179,6 @@ if [[ -n "$small_only" ]]; then
     exit 0
 fi
 
-mib() { awk -v b="$1" 'BEGIN { printf "%.1f", b / 1048576 }'; }
 src_bytes=$(du -sb --apparent-size "$src" | cut -f1)
 src_files=$(find "$src" -type f | wc -l)
 

@@ -161,13 +161,12 @@ impl BackupPlan {
             .filter(|c| !ours(&c.stack, &c.name))
             .map(|c| c.name.clone())
             .collect();
-        self.volumes.retain(|v| match target {
-            HookTarget::Stack(s) => v.stack.as_deref() != Some(s.as_str()),
-            HookTarget::Container(c) => {
-                v.stack.is_some()
-                    || !v.used_by.contains(c)
-                    || v.used_by.iter().any(|u| others.contains(u))
-            }
+        self.volumes.retain(|v| {
+            let owned = match target {
+                HookTarget::Stack(s) => v.stack.as_deref() == Some(s.as_str()),
+                HookTarget::Container(c) => v.stack.is_none() && v.used_by.contains(c),
+            };
+            !owned || v.used_by.iter().any(|u| others.contains(u))
         });
         self.binds.retain(|b| !ours(&b.stack, &b.container));
         self.dumps.retain(|d| !ours(&d.stack, &d.container));
@@ -708,6 +707,14 @@ mod tests {
         for v in ["loner_data", "shared"] {
             seen.volumes.insert(v.into(), format!("/v/{v}"));
         }
+        // Another stack mounting a volume of the demo stack.
+        seen.containers.push(container(
+            "other_side_1",
+            "other",
+            "side",
+            true,
+            vec![vol("demo_db-data")],
+        ));
         seen.stacks = group_stacks(seen.containers.clone());
         let targets = Targets {
             stacks: vec!["demo".into(), "other".into()],
@@ -735,8 +742,18 @@ mod tests {
         assert_eq!(
             names(&plan),
             (
-                vec!["loner_data".into(), "other_data".into(), "shared".into()],
-                vec!["pal".into(), "other_app_1".into(), "loner".into()],
+                vec![
+                    "demo_db-data".into(),
+                    "loner_data".into(),
+                    "other_data".into(),
+                    "shared".into()
+                ],
+                vec![
+                    "pal".into(),
+                    "other_side_1".into(),
+                    "other_app_1".into(),
+                    "loner".into()
+                ],
                 0
             )
         );
@@ -751,8 +768,8 @@ mod tests {
         assert_eq!(
             names(&plan),
             (
-                vec!["other_data".into(), "shared".into()],
-                vec!["pal".into(), "other_app_1".into()],
+                vec!["demo_db-data".into(), "other_data".into(), "shared".into()],
+                vec!["pal".into(), "other_side_1".into(), "other_app_1".into()],
                 0
             )
         );

@@ -515,8 +515,8 @@ impl Executor {
         run: &mut Progressing,
     ) {
         let progress = fault::AtEachBuffer::wrap(progress, || fault::point("backup.mid-archive"));
-        // Stops the sources still running once one failed (and says so to the run's own
-        // cancellation too, which it passes on).
+        // Stops the sources still running once one failed; the run's own cancellation
+        // still reaches them through it.
         let stop = Arc::new(Cancellable::new(progress));
         let first_failed = std::sync::Mutex::new(None::<usize>);
         let sources = plan.volumes.len() + plan.binds.len();

@@ -71,6 +71,11 @@ fn dry_run_executor(
         Arc::new(state),
         super::repository(settings),
         settings.archive_via,
+    )
+    .with_archive_parallelism(
+        settings
+            .archive_parallelism
+            .unwrap_or_else(crate::executor::parallel::default_parallelism),
     ))
 }
 

@@ -287,6 +287,11 @@ fn executor(
         std::sync::Arc::new(state),
         repository(settings),
         settings.archive_via,
+    )
+    .with_archive_parallelism(
+        settings
+            .archive_parallelism
+            .unwrap_or_else(crate::executor::parallel::default_parallelism),
     );
     executor.set_bundle_source(bundle::source(settings));
     Ok(executor)
@@ -304,6 +309,11 @@ fn read_only_executor(
         std::sync::Arc::new(state),
         repository(settings),
         settings.archive_via,
+    )
+    .with_archive_parallelism(
+        settings
+            .archive_parallelism
+            .unwrap_or_else(crate::executor::parallel::default_parallelism),
     ))
 }
 

@@ -2,7 +2,11 @@
 # Compares holdfast's tar.zst archiving with `tar | zstd -3 -T0` and restic on a fixed,
 # seeded ~1.2 GiB dataset. Run as root from the repository root:
 #
-#   bench/archive.sh [--data DIR] [--runs N]
+#   bench/archive.sh [--data DIR] [--runs N] [--small-volumes-only]
+#
+# Last, a stack of many small volumes (40 volumes of 3 to 4 MiB of small files) is backed
+# up with `--archive-parallelism 1` and with one per core, and the speed-up printed;
+# `--small-volumes-only` runs only that case.
 #
 # The dataset is generated once (bench/gen_data.py) into DIR/tree, by default
 # ./target/bench-data. Each tool runs N times (default 3), interleaved; the best wall time
@@ -12,11 +16,13 @@ set -euo pipefail
 
 data_dir=target/bench-data
 runs=3
+small_only=""
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --data) data_dir="$2"; shift 2 ;;
         --runs) runs="$2"; shift 2 ;;
-        *) echo "usage: $0 [--data DIR] [--runs N]" >&2; exit 2 ;;
+        --small-volumes-only) small_only=1; shift ;;
+        *) echo "usage: $0 [--data DIR] [--runs N] [--small-volumes-only]" >&2; exit 2 ;;
     esac
 done
 
@@ -31,12 +37,19 @@ cargo build --release --quiet --example archive_bench --bin holdfast
 target_dir="${CARGO_TARGET_DIR:-target}"
 bench_bin="$target_dir/release/examples/archive_bench"
 
-ensure_dataset "$data_dir"
+if [[ -z "$small_only" ]]; then
+    ensure_dataset "$data_dir"
+fi
 
+mkdir -p "$data_dir"
 work=$(mktemp -d "$data_dir/run.XXXXXX")
+small_volumes=40
 cleanup() {
-    docker rm -f hfbench_app_1 >/dev/null 2>&1 || true
+    docker rm -f hfbench_app_1 hfbenchsmall_app_1 >/dev/null 2>&1 || true
     docker volume rm hfbench_data >/dev/null 2>&1 || true
+    for ((v = 0; v < small_volumes; v++)); do
+        docker volume rm "hfbenchsmall_v$v" >/dev/null 2>&1 || true
+    done
     rm -rf "$work"
 }
 trap cleanup EXIT
@@ -44,13 +57,128 @@ trap cleanup EXIT
 if sync && echo 3 >/proc/sys/vm/drop_caches 2>/dev/null; then
     cache_mode="cold: page caches dropped before every run"
     prepare() { sync; echo 3 >/proc/sys/vm/drop_caches; }
+    prepare_small() { prepare; }
 else
     cache_mode="warm: drop_caches not permitted, so the data is read once before every run"
     prepare() { tar -cf - -C "$src" . >/dev/null; }
+    prepare_small() {
+        local v
+        for ((v = 0; v < small_volumes; v++)); do
+            tar -cf - -C "$(docker volume inspect -f '{{.Mountpoint}}' "hfbenchsmall_v$v")" . >/dev/null
+        done
+    }
 fi
 
 now() { date +%s.%N; }
 mib() { awk -v b="$1" 'BEGIN { printf "%.1f", b / 1048576 }'; }
+holdfast_bin="$target_dir/release/holdfast"
+
+# Many small volumes: one stack mounting $small_volumes volumes, each 3 to 4 MiB of small
+# files (seeded; half compressible), backed up with the stack stopped, one volume after
+# the other and then one per core at once, interleaved, best of $runs each. Each source
+# is an artifact of its own, so the archives hold the same bytes; what parallelism wins
+# is the time a small source leaves the cores idle (walking, opening, fsyncing, zstd's
+# start), which one source at a time cannot fill.
+small_volumes_case() {
+    echo >&2
+    echo "== many small volumes: $small_volumes volumes, --archive-parallelism 1 against $(nproc)" >&2
+    scripts/test-env.sh >/dev/null
+    docker rm -f hfbenchsmall_app_1 >/dev/null 2>&1 || true
+    local mounts=() v dir
+    for ((v = 0; v < small_volumes; v++)); do
+        docker volume rm "hfbenchsmall_v$v" >/dev/null 2>&1 || true
+        docker volume create "hfbenchsmall_v$v" >/dev/null
+        dir=$(docker volume inspect -f '{{.Mountpoint}}' "hfbenchsmall_v$v")
+        python3 - "$dir" "$v" <<'PY'
+import os, random, sys
+root, seed = sys.argv[1], int(sys.argv[2])
+rng = random.Random(seed)
+words = [bytes(rng.choice(b"abcdefghijklmnopqrstuvwxyz") for _ in range(rng.randint(2, 9))) for _ in range(500)]
+total, target = 0, rng.randint(3 << 20, 4 << 20)
+n = 0
+while total < target:
+    folder = os.path.join(root, f"d{n // 50}")
+    os.makedirs(folder, exist_ok=True)
+    size = rng.randint(1 << 10, 48 << 10)
+    if n % 2:
+        data = rng.randbytes(size)
+    else:
+        data = b" ".join(rng.choice(words) for _ in range(size // 5))[:size]
+    with open(os.path.join(folder, f"f{n}.dat"), "wb") as f:
+        f.write(data)
+    total += len(data)
+    n += 1
+PY
+        mounts+=(-v "hfbenchsmall_v$v:/v$v")
+    done
+    docker run -d --init --name hfbenchsmall_app_1 --label com.docker.compose.project=hfbenchsmall \
+        --label com.docker.compose.service=app "${mounts[@]}" holdfast-test/busybox:1 \
+        sleep 1000000 >/dev/null
+    local small_bytes small_files
+    small_bytes=$(for ((v = 0; v < small_volumes; v++)); do
+        du -sb --apparent-size "$(docker volume inspect -f '{{.Mountpoint}}' "hfbenchsmall_v$v")"
+    done | awk '{ s += $1 } END { print s }')
+    small_files=$(for ((v = 0; v < small_volumes; v++)); do
+        find "$(docker volume inspect -f '{{.Mountpoint}}' "hfbenchsmall_v$v")" -type f
+    done | wc -l)
+    mkdir -p "$work/specs-small"
+    cat >"$work/specs-small/small.yaml" <<'YAML'
+apiVersion: holdfast.dev/v1alpha1
+kind: BackupPolicy
+metadata: {name: small}
+spec:
+  schedule: '@daily'
+  targets: {stacks: [hfbenchsmall]}
+  include: {recipe: false}
+  consistency: {stop: stack, stopTimeout: 5s}
+  output: {format: tar.zst, level: 3}
+YAML
+    local p i t0 t1 took rss archive_s manifest cores
+    cores=$(nproc)
+    declare -A best_wall best_archive worst_rss sums
+    for ((i = 1; i <= runs; i++)); do
+        for p in 1 "$cores"; do
+            rm -rf "$work/state-small" "$work/repo-small"
+            prepare_small
+            t0=$(now)
+            /usr/bin/time -v -o "$work/time-small.txt" "$holdfast_bin" backup small \
+                --specs "$work/specs-small" --state "$work/state-small" \
+                --repository "$work/repo-small" --archive-parallelism "$p" -o json \
+                >"$work/outcome-small.json" 2>"$work/backup-small.log"
+            t1=$(now)
+            took=$(echo "$t1 - $t0" | bc)
+            rss=$(awk -F': ' '/Maximum resident set size/ { print $2 }' "$work/time-small.txt")
+            manifest=$(find "$work/repo-small" -name manifest.json)
+            archive_s=$(python3 -c 'import json,sys; print("%.3f" % json.load(open(sys.argv[1]))["timings"]["archive"])' "$manifest")
+            # The artifacts must not depend on the parallelism.
+            sums[$p]=$(python3 -c 'import json,sys; print(" ".join(a["sha256"] for a in json.load(open(sys.argv[1]))["artifacts"]))' "$manifest")
+            printf 'run %d, parallelism %d: %.2fs wall, archive phase %ss, max RSS %d MiB\n' "$i" "$p" "$took" "$archive_s" "$((rss / 1024))"
+            if [[ -z "${best_wall[$p]:-}" || $(echo "$took < ${best_wall[$p]}" | bc) == 1 ]]; then
+                best_wall[$p]=$took
+            fi
+            if [[ -z "${best_archive[$p]:-}" || $(echo "$archive_s < ${best_archive[$p]}" | bc) == 1 ]]; then
+                best_archive[$p]=$archive_s
+            fi
+            ((rss > ${worst_rss[$p]:-0})) && worst_rss[$p]=$rss
+        done
+    done
+    [[ "${sums[1]}" == "${sums[$cores]}" ]] || { echo "the artifacts differ between parallelism 1 and $cores" >&2; exit 1; }
+    [[ $(docker inspect -f '{{.State.Status}}' hfbenchsmall_app_1) == running ]] || { echo "the stack was left stopped" >&2; exit 1; }
+    echo
+    echo "small:     $small_volumes volumes, $small_files files, $(mib "$small_bytes") MiB; $cores cores; cache $cache_mode"
+    for p in 1 "$cores"; do
+        printf '           parallelism %d: best %.2fs wall, archive phase %.2fs, peak RSS %d MiB\n' \
+            "$p" "${best_wall[$p]}" "${best_archive[$p]}" "$((worst_rss[$p] / 1024))"
+    done
+    awk -v a1="${best_archive[1]}" -v an="${best_archive[$cores]}" -v w1="${best_wall[1]}" -v wn="${best_wall[$cores]}" -v n="$cores" 'BEGIN {
+        printf "speed-up:  parallelism %d against 1: archive phase %.2fx, wall %.2fx (identical artifacts)\n", n, a1 / an, w1 / wn }'
+}
+
+if [[ -n "$small_only" ]]; then
+    small_volumes_case
+    exit 0
+fi
+
 src_bytes=$(du -sb --apparent-size "$src" | cut -f1)
 src_files=$(find "$src" -type f | wc -l)
 
@@ -123,7 +251,6 @@ spec:
   consistency: {stop: stack, stopTimeout: 5s}
   output: {format: tar.zst, level: 3}
 YAML
-holdfast_bin="$target_dir/release/holdfast"
 best_e=""; rss_e=0
 for ((i = 1; i <= runs; i++)); do
     rm -rf "$work/state" "$work/repo"
@@ -148,3 +275,5 @@ echo "backup:    holdfast backup (stack stopped, volume read from the host): bes
 echo "           archive phase ${best_archive}s ($(thr "$best_archive") MiB/s); ratio against the pipeline $(awk -v a="$best_archive" -v p="$best_p" 'BEGIN { printf "%.3f", p / a }')"
 echo "downtime:  ${best_down}s (target: at most the archive phase + 2 s = $(awk -v a="$best_archive" 'BEGIN { printf "%.2f", a + 2 }')s)"
 echo "peak RSS:  holdfast backup $((rss_e / 1024)) MiB"
+
+small_volumes_case

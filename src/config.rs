@@ -38,6 +38,8 @@ struct File {
     docker_tls_verify: Option<bool>,
     docker_cert_path: Option<PathBuf>,
     archive_via: Option<ArchiveVia>,
+    #[serde(default, deserialize_with = "archive_parallelism")]
+    archive_parallelism: Option<usize>,
     history_limit: Option<usize>,
     log_format: Option<LogFormat>,
     status_dir: Option<PathBuf>,
@@ -50,7 +52,7 @@ struct File {
 }
 
 /// The keys [`File`] accepts, for did-you-mean hints.
-const KEYS: [&str; 17] = [
+const KEYS: [&str; 18] = [
     "specs",
     "state",
     "repository",
@@ -61,6 +63,7 @@ const KEYS: [&str; 17] = [
     "dockerTlsVerify",
     "dockerCertPath",
     "archiveVia",
+    "archiveParallelism",
     "historyLimit",
     "logFormat",
     "statusDir",
@@ -85,6 +88,14 @@ fn host_labels<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>,
     crate::settings::parse_host_labels(&text)
         .map_err(|e| serde::de::Error::custom(format!("hostLabels: {e}")))?;
     Ok(Some(text))
+}
+
+/// `archiveParallelism: 4`, checked as `--archive-parallelism` is.
+fn archive_parallelism<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<usize>, D::Error> {
+    let n = usize::deserialize(d)?;
+    crate::settings::parse_parallelism(&n.to_string())
+        .map(Some)
+        .map_err(|e| serde::de::Error::custom(format!("archiveParallelism: {e}")))
 }
 
 fn duration<'de, D: serde::Deserializer<'de>>(
@@ -216,6 +227,10 @@ fn parse(text: &str, folder: &Path) -> Result<Config, (usize, usize, String)> {
     );
     set("docker_cert_path", file.docker_cert_path.map(path));
     set("archive_via", file.archive_via.map(|v| value_name(&v)));
+    set(
+        "archive_parallelism",
+        file.archive_parallelism.map(|n| n.to_string()),
+    );
     set("history_limit", file.history_limit.map(|n| n.to_string()));
     set("log_format", file.log_format.map(|v| value_name(&v)));
     set("status_dir", file.status_dir.map(path));
@@ -336,6 +351,10 @@ mod tests {
         assert!(message.contains("cannot start with `.`"), "{message}");
         let (_, _, message) = parse("archiveVia: sometimes\n", Path::new("")).unwrap_err();
         assert!(message.contains("archiveVia"), "{message}");
+        let (_, _, message) = parse("archiveParallelism: 0\n", Path::new("")).unwrap_err();
+        assert!(message.starts_with("archiveParallelism: "), "{message}");
+        let config = parse("archiveParallelism: 3\n", Path::new("")).unwrap();
+        assert_eq!(value(&config, "archive_parallelism"), Some("3"));
     }
 
     #[test]

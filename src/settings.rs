@@ -37,6 +37,8 @@ pub struct Settings {
     /// `--docker-host` and its TLS files.
     pub docker: DockerEndpoint,
     pub archive_via: ArchiveVia,
+    /// `--archive-parallelism`; `None`: the number of cores.
+    pub archive_parallelism: Option<usize>,
     pub history_limit: usize,
     pub log_format: LogFormat,
     /// The repository read or changed: `default` (the `--repository` folder) or the name
@@ -55,6 +57,7 @@ impl Default for Settings {
             listen: SocketAddr::from(([127, 0, 0, 1], 9750)),
             docker: Default::default(),
             archive_via: ArchiveVia::Auto,
+            archive_parallelism: None,
             history_limit: DEFAULT_HISTORY_LIMIT,
             log_format: LogFormat::Text,
             repo: DEFAULT_REPO.to_string(),
@@ -262,6 +265,31 @@ pub struct ArchiveViaFlag {
     /// always from the host (direct), or always through Docker's archive API (api).
     #[arg(long, env = "HOLDFAST_ARCHIVE_VIA", value_enum, default_value_t = ArchiveVia::Auto)]
     pub archive_via: ArchiveVia,
+
+    /// How many volumes and bind mounts of one run are archived at once, each into its own
+    /// artifact (the cores are shared among them). Default: the number of cores. 1 archives
+    /// one after the other.
+    #[arg(
+        long,
+        env = "HOLDFAST_ARCHIVE_PARALLELISM",
+        value_name = "N",
+        value_parser = parse_parallelism
+    )]
+    pub archive_parallelism: Option<usize>,
+}
+
+/// Checks an `--archive-parallelism` value: a whole number of at least 1.
+pub fn parse_parallelism(text: &str) -> Result<usize, String> {
+    match text.trim().parse::<usize>() {
+        Ok(0) => {
+            Err("0 would archive nothing; give 1 or more (1: one source after the other)".into())
+        }
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!(
+            "`{}` is not a whole number; give 1 or more",
+            text.escape_debug()
+        )),
+    }
 }
 
 /// `--history-limit`, for the commands that record runs.
@@ -342,6 +370,7 @@ impl Apply for DockerFlags {
 impl Apply for ArchiveViaFlag {
     fn apply(&self, settings: &mut Settings) {
         settings.archive_via = self.archive_via;
+        settings.archive_parallelism = self.archive_parallelism;
     }
 }
 
@@ -478,6 +507,18 @@ mod tests {
         }
         let long = format!("k={}", "a".repeat(64));
         assert!(parse_host_labels(&long).unwrap_err().contains("at most 63"));
+    }
+
+    #[test]
+    fn archive_parallelism_is_at_least_one() {
+        assert_eq!(parse_parallelism("4"), Ok(4));
+        assert!(parse_parallelism("0").unwrap_err().contains("1 or more"));
+        assert!(
+            parse_parallelism("-1")
+                .unwrap_err()
+                .contains("not a whole number")
+        );
+        assert!(parse_parallelism("two").is_err());
     }
 
     #[test]

@@ -46,7 +46,7 @@ use crate::progress::Progress;
 use crate::spec::common::Format;
 use entry::{Sink, SinkError};
 use output::{Codec, Compressor, HashingWriter};
-pub use output::{OutFile, Outlet, StoredDigest};
+pub use output::{OutFile, Outlet, StoredDigest, with_compression_workers};
 pub use walk::Shrunk;
 use walk::Walked;
 

@@ -212,6 +212,34 @@ pub(crate) enum Compressor {
 const SMALL_WINDOW_LEVEL: i32 = 5;
 const ZSTD_JOB_SIZE: u32 = 3 << 20;
 
+thread_local! {
+    /// The zstd workers of the encoders this thread creates, while
+    /// [`with_compression_workers`] runs; `None`: one per core.
+    static WORKERS: std::cell::Cell<Option<usize>> = const { std::cell::Cell::new(None) };
+}
+
+/// Runs `work` on this thread with every zstd encoder it creates using `workers` threads
+/// (at least one) instead of one per core. Several sources archived at once share the
+/// cores this way, and the jobs zstd keeps in memory (a few per worker) stay about what
+/// one source alone would keep.
+pub fn with_compression_workers<T>(workers: usize, work: impl FnOnce() -> T) -> T {
+    struct Restore(Option<usize>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            WORKERS.with(|w| w.set(self.0));
+        }
+    }
+    let _restore = Restore(WORKERS.with(|w| w.replace(Some(workers.max(1)))));
+    work()
+}
+
+/// The zstd workers an encoder created on this thread now gets.
+pub(crate) fn compression_workers() -> usize {
+    WORKERS
+        .with(|w| w.get())
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
 /// What a compressed artifact is compressed with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Codec {
@@ -232,8 +260,7 @@ impl Compressor {
                 let mut enc = zstd::stream::write::Encoder::new(out, level)?;
                 // Same as the zstd CLI: decoders then catch corruption on their own.
                 enc.include_checksum(true)?;
-                let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
-                enc.multithread(workers as u32)?;
+                enc.multithread(compression_workers() as u32)?;
                 if level <= SMALL_WINDOW_LEVEL {
                     // zstd's default job is 4x the window (8 MiB at level 3), and it keeps
                     // about four jobs of input and output in flight: 110 MiB of RSS.
@@ -393,6 +420,22 @@ mod tests {
             sha,
             "b94d27b9934d3e08a52e52d7da7dabfac484efe37a5380ee9088f7ace2efcde9"
         );
+    }
+
+    #[test]
+    fn compression_workers_are_set_for_one_piece_of_work_on_one_thread() {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        assert_eq!(compression_workers(), cores);
+        let inside = with_compression_workers(3, || {
+            let nested = with_compression_workers(0, compression_workers);
+            (compression_workers(), nested)
+        });
+        assert_eq!(inside, (3, 1), "0 still compresses, on one worker");
+        assert_eq!(compression_workers(), cores, "restored afterwards");
+        let other = with_compression_workers(2, || {
+            std::thread::spawn(compression_workers).join().unwrap()
+        });
+        assert_eq!(other, cores, "other threads keep their own");
     }
 
     /// Fails every write with `error`, counting the calls that reach it.

@@ -72,7 +72,12 @@ fn dry_run_executor(
         super::repository(settings),
         settings.archive_via,
     )
-    .with_specs_folder(&settings.specs))
+    .with_specs_folder(&settings.specs)
+    .with_archive_parallelism(
+        settings
+            .archive_parallelism
+            .unwrap_or_else(crate::executor::parallel::default_parallelism),
+    ))
 }
 
 /// Exit code 0 when the run succeeded, 1 when it failed or partially failed. `bar`: show

@@ -288,7 +288,12 @@ fn executor(
         repository(settings),
         settings.archive_via,
     )
-    .with_specs_folder(&settings.specs);
+    .with_specs_folder(&settings.specs)
+    .with_archive_parallelism(
+        settings
+            .archive_parallelism
+            .unwrap_or_else(crate::executor::parallel::default_parallelism),
+    );
     executor.set_bundle_source(bundle::source(settings));
     Ok(executor)
 }
@@ -306,7 +311,12 @@ fn read_only_executor(
         repository(settings),
         settings.archive_via,
     )
-    .with_specs_folder(&settings.specs))
+    .with_specs_folder(&settings.specs)
+    .with_archive_parallelism(
+        settings
+            .archive_parallelism
+            .unwrap_or_else(crate::executor::parallel::default_parallelism),
+    ))
 }
 
 /// A path a result depends on, for [`paths`].

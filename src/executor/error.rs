@@ -220,6 +220,16 @@ pub enum RunError {
         count: u64,
         paths: Vec<String>,
     },
+    /// A pre hook failed under `consistency.hooks.onFailure: skipTarget`: its target was
+    /// left out and the rest backed up.
+    #[error(
+        "{target} was left out of the backup (consistency.hooks.onFailure: skipTarget): {source}"
+    )]
+    TargetSkipped {
+        /// `stack <name>` or `container <name>`.
+        target: String,
+        source: Box<RunError>,
+    },
     #[error("archiving {what}: the writer stopped: {source}")]
     ArchiveWorker {
         /// The folder, or `container:path`.
@@ -291,6 +301,7 @@ impl RunError {
             | RunError::NoImage { .. } => false,
             // The files were being written to: the next run likely reads them whole.
             RunError::Shrunk { .. } => true,
+            RunError::TargetSkipped { source, .. } => source.is_transient(),
         }
     }
 
@@ -333,6 +344,8 @@ impl RunError {
             RunError::NoImage { .. } => "no_image",
             RunError::Recipe(RecipeError::Write(_)) => "io",
             RunError::Shrunk { .. } => "shrunk",
+            // Why its hook failed.
+            RunError::TargetSkipped { source, .. } => source.reason(),
         }
     }
 }

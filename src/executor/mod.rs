@@ -11,6 +11,7 @@ pub mod error;
 mod journal;
 pub mod order;
 pub mod own;
+pub mod parallel;
 pub mod pipe;
 pub mod project;
 pub mod resolve;
@@ -163,6 +164,8 @@ pub struct Executor {
     pub(crate) state: Arc<StateDb>,
     pub(crate) repository: Repository,
     pub(crate) via: ArchiveVia,
+    /// How many volumes and bind mounts of a run are archived at once.
+    pub(crate) parallelism: usize,
     /// Shared with every other run of this process, restores included.
     pub(crate) locks: Arc<ResourceLocks>,
     /// The repositories the specs name besides `default`, replaced on each reload.
@@ -219,6 +222,7 @@ impl Executor {
             state,
             repository,
             via,
+            parallelism: parallel::default_parallelism(),
             locks: ResourceLocks::new(),
             named: Default::default(),
             specs: None,
@@ -272,6 +276,13 @@ impl Executor {
         })
         .await;
         refreshed.unwrap_or_else(|e| vec![("-".to_string(), e.to_string())])
+    }
+
+    /// Archives up to `n` volumes and bind mounts of a run at once (at least one); the
+    /// default is the number of cores. See [`parallel`].
+    pub fn with_archive_parallelism(mut self, n: usize) -> Self {
+        self.parallelism = n.max(1);
+        self
     }
 
     /// The repositories the specs describe, by name, each opened or with the reason it
@@ -539,7 +550,7 @@ impl Executor {
                     if run.fatal.is_empty() {
                         self.take_archive(
                             request,
-                            &plan,
+                            &mut plan,
                             &outlet,
                             snapshots.as_ref(),
                             &run_id,

@@ -157,6 +157,9 @@ pub struct PlannedDump {
 pub struct PlannedHook {
     pub container: String,
     pub container_id: String,
+    /// The Compose project of the container, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stack: Option<String>,
     pub command: Vec<String>,
     pub timeout_seconds: u64,
 }
@@ -206,6 +209,68 @@ impl BackupPlan {
             && self.binds.is_empty()
             && self.paths.is_empty()
             && self.dumps.is_empty()
+    }
+
+    /// Takes `target` out of the plan (under `consistency.hooks.onFailure: skipTarget`,
+    /// when its pre hook failed): its volumes, bind mounts and dumps are not archived and
+    /// its containers not stopped; `skipped` says why. A volume another container of the
+    /// plan also mounts stays. The post hooks stay: they run whenever the pre hooks ran.
+    pub fn leave_out(&mut self, target: &HookTarget, reason: &str) {
+        let ours = |stack: &Option<String>, container: &str| match target {
+            HookTarget::Stack(s) => stack.as_deref() == Some(s.as_str()),
+            HookTarget::Container(c) => stack.is_none() && container == c,
+        };
+        let others: Vec<String> = self
+            .containers
+            .iter()
+            .filter(|c| !ours(&c.stack, &c.name))
+            .map(|c| c.name.clone())
+            .collect();
+        self.volumes.retain(|v| {
+            let owned = match target {
+                HookTarget::Stack(s) => v.stack.as_deref() == Some(s.as_str()),
+                HookTarget::Container(c) => v.stack.is_none() && v.used_by.contains(c),
+            };
+            !owned || v.used_by.iter().any(|u| others.contains(u))
+        });
+        self.binds.retain(|b| !ours(&b.stack, &b.container));
+        self.dumps.retain(|d| !ours(&d.stack, &d.container));
+        self.stop_order.retain(|c| !ours(&c.stack, &c.name));
+        self.containers.retain(|c| !ours(&c.stack, &c.name));
+        if let HookTarget::Stack(s) = target {
+            self.stacks.retain(|name| name != s);
+        }
+        self.skipped.push(Skipped {
+            what: target.to_string(),
+            reason: reason.to_string(),
+        });
+    }
+}
+
+/// What a hook belongs to, and what `consistency.hooks.onFailure: skipTarget` leaves out
+/// when it fails: its container's stack, or the container itself outside any stack.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HookTarget {
+    Stack(String),
+    Container(String),
+}
+
+impl PlannedHook {
+    /// The target this hook runs for.
+    pub fn target(&self) -> HookTarget {
+        match &self.stack {
+            Some(stack) => HookTarget::Stack(stack.clone()),
+            None => HookTarget::Container(self.container.clone()),
+        }
+    }
+}
+
+impl std::fmt::Display for HookTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HookTarget::Stack(name) => write!(f, "stack {name}"),
+            HookTarget::Container(name) => write!(f, "container {name}"),
+        }
     }
 }
 
@@ -667,6 +732,7 @@ pub fn resolve(spec: &BackupSpec, observed: &Observed) -> BackupPlan {
                 Ok(c) => out.push(PlannedHook {
                     container: c.name.clone(),
                     container_id: c.id.clone(),
+                    stack: c.project().map(str::to_string),
                     command: hook.exec.command.clone(),
                     timeout_seconds: hook.exec.timeout.as_duration().as_secs().max(1),
                 }),
@@ -896,6 +962,89 @@ mod tests {
         let stop: Vec<&str> = plan.stop_order.iter().map(|c| c.name.as_str()).collect();
         // The worker depends on web, so it stops first; the stopped container stays stopped.
         assert_eq!(stop, ["demo_worker_1", "demo_web_1", "demo_db_1"]);
+    }
+
+    #[test]
+    fn a_target_left_out_takes_its_data_and_stops_with_it_and_nothing_else() {
+        let mut seen = observed();
+        // A container outside any stack, sharing a volume with another one.
+        for (name, volumes) in [
+            ("loner", vec![vol("loner_data"), vol("shared")]),
+            ("pal", vec![vol("shared")]),
+        ] {
+            let mut c = container(name, "", "", true, volumes);
+            c.labels.clear();
+            seen.containers.push(c);
+        }
+        for v in ["loner_data", "shared"] {
+            seen.volumes.insert(v.into(), format!("/v/{v}"));
+        }
+        // Another stack mounting a volume of the demo stack.
+        seen.containers.push(container(
+            "other_side_1",
+            "other",
+            "side",
+            true,
+            vec![vol("demo_db-data")],
+        ));
+        seen.stacks = group_stacks(seen.containers.clone());
+        let targets = Targets {
+            stacks: vec!["demo".into(), "other".into()],
+            containers: vec!["loner".into(), "pal".into()],
+            ..Targets::default()
+        };
+        let mut plan = resolve(&spec(targets, StopMode::Stack), &seen);
+        assert!(plan.errors.is_empty(), "{:?}", plan.errors);
+        let hook = PlannedHook {
+            container: "demo_web_1".into(),
+            container_id: "id-demo_web_1".into(),
+            stack: Some("demo".into()),
+            command: vec!["true".into()],
+            timeout_seconds: 1,
+        };
+        assert_eq!(hook.target(), HookTarget::Stack("demo".into()));
+        plan.leave_out(&hook.target(), "its pre hook failed");
+        let names = |plan: &BackupPlan| -> (Vec<String>, Vec<String>, usize) {
+            (
+                plan.volumes.iter().map(|v| v.name.clone()).collect(),
+                plan.stop_order.iter().map(|c| c.name.clone()).collect(),
+                plan.binds.len(),
+            )
+        };
+        assert_eq!(
+            names(&plan),
+            (
+                vec![
+                    "demo_db-data".into(),
+                    "loner_data".into(),
+                    "other_data".into(),
+                    "shared".into()
+                ],
+                vec![
+                    "pal".into(),
+                    "other_side_1".into(),
+                    "other_app_1".into(),
+                    "loner".into()
+                ],
+                0
+            )
+        );
+        assert_eq!(plan.stacks, ["other"]);
+        assert_eq!(plan.skipped.last().unwrap().what, "stack demo");
+        assert_eq!(plan.skipped.last().unwrap().reason, "its pre hook failed");
+
+        // A container outside any stack: its own volume goes, the one it shares stays.
+        let loner = HookTarget::Container("loner".into());
+        assert_eq!(loner.to_string(), "container loner");
+        plan.leave_out(&loner, "timed out");
+        assert_eq!(
+            names(&plan),
+            (
+                vec!["demo_db-data".into(), "other_data".into(), "shared".into()],
+                vec!["pal".into(), "other_side_1".into(), "other_app_1".into()],
+                0
+            )
+        );
     }
 
     #[test]

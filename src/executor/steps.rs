@@ -11,18 +11,21 @@ use tracing::{info, warn};
 
 use super::dumps::{self, DumpCommand};
 use super::pipe::{ChannelReader, DEPTH};
-use super::resolve::{BackupPlan, PlannedContainer, PlannedDump, PlannedHook};
+use super::resolve::{
+    BackupPlan, HookTarget, PlannedBind, PlannedContainer, PlannedDump, PlannedHook, PlannedPath,
+    PlannedVolume,
+};
 use super::{
     ArchiveVia, BackupRequest, Executor, Progressing, RecipeError, RunError, effective_level,
-    recipe,
+    parallel, recipe,
 };
 use crate::archive::Outlet;
 use crate::archive::{self, ArtifactInfo, Excludes};
 use crate::fault;
-use crate::progress::Progress;
+use crate::progress::{Cancellable, Progress};
 use crate::repo::manifest::Artifact;
 use crate::repo::restic::RunSnapshots;
-use crate::spec::common::{Output, SecretSource};
+use crate::spec::common::{HookFailure, Output, SecretSource};
 use crate::state::{StopEntry, StopPhase};
 
 impl Executor {
@@ -31,7 +34,7 @@ impl Executor {
     pub(super) async fn take_archive(
         &self,
         request: &BackupRequest,
-        plan: &BackupPlan,
+        plan: &mut BackupPlan,
         root: &Arc<dyn Outlet>,
         restic: Option<&RunSnapshots>,
         run_id: &str,
@@ -59,14 +62,42 @@ impl Executor {
         // Hooks and dumps run while everything is up.
         let started = Instant::now();
         let hooks_ran = !plan.pre_hooks.is_empty();
+        let skip_target = request.spec.consistency.hooks.on_failure == HookFailure::SkipTarget;
+        let mut left_out: Vec<(HookTarget, RunError)> = Vec::new();
         for hook in &plan.pre_hooks {
+            let target = hook.target();
+            // The rest of the hooks of a target left out: it is not backed up anyway.
+            if left_out.iter().any(|(t, _)| *t == target) {
+                continue;
+            }
             progress.phase("running the pre hooks");
             if let Err(e) = self.hook("pre", hook).await {
-                run.fatal.push(e);
-                break;
+                if !skip_target {
+                    run.fatal.push(e);
+                    break;
+                }
+                warn!(target = %target, "leaving {target} out of the backup: {e}");
+                left_out.push((target, e));
             }
         }
         run.time("preHooks", started);
+        if !left_out.is_empty() {
+            for (target, e) in &left_out {
+                plan.leave_out(target, &format!("a pre hook failed: {e}"));
+            }
+            let skipped = left_out
+                .into_iter()
+                .map(|(target, e)| RunError::TargetSkipped {
+                    target: target.to_string(),
+                    source: Box::new(e),
+                });
+            // With every target left out there is nothing to archive: the run failed.
+            if plan.is_empty() {
+                run.fatal.extend(skipped);
+            } else {
+                run.partial.extend(skipped);
+            }
+        }
 
         if run.fatal.is_empty() {
             let started = Instant::now();
@@ -480,6 +511,9 @@ impl Executor {
         }
     }
 
+    /// Archives every volume and bind mount, up to [`Executor::parallelism`] at once (see
+    /// [`super::parallel`]), and records their artifacts in plan order. The first source
+    /// that fails fails the run: the others stop at their next buffer, and none starts.
     async fn archive_data(
         &self,
         plan: &BackupPlan,
@@ -490,131 +524,167 @@ impl Executor {
         run: &mut Progressing,
     ) {
         let progress = fault::AtEachBuffer::wrap(progress, || fault::point("backup.mid-archive"));
-        for volume in &plan.volumes {
-            let rel = format!("volumes/{}", volume.name);
-            progress.item(&rel);
-            let excludes = &excludes.leave_out(&volume.leave_out);
-            let readable = volume
-                .mountpoint
-                .as_deref()
-                .filter(|m| std::fs::read_dir(m).is_ok());
-            let result = match (self.via, readable) {
-                (ArchiveVia::Direct, None) => Err(RunError::VolumeNotReadable {
-                    volume: volume.name.clone(),
-                }),
-                (ArchiveVia::Auto | ArchiveVia::Direct, Some(dir)) => self
-                    .archive_dir(dir, root, &rel, output, excludes, progress.clone())
-                    .await
-                    .map(|i| (i, "direct")),
-                (_, _) => self
-                    .archive_volume_api(
-                        &volume.name,
+        // Stops the sources still running once one failed; the run's own cancellation
+        // still reaches them through it.
+        let stop = Arc::new(Cancellable::new(progress));
+        let first_failed = std::sync::Mutex::new(None::<usize>);
+        let sources = plan.volumes.len() + plan.binds.len() + plan.paths.len();
+        let running = self.parallelism.min(sources);
+        let workers = parallel::workers_each(running);
+        if running > 1 {
+            info!(sources, at_once = running, "archiving sources in parallel");
+        }
+        let volumes = plan.volumes.iter().map(Source::Volume);
+        let binds = plan.binds.iter().map(Source::Bind);
+        let folders = plan.paths.iter().map(Source::Folder);
+        let jobs: Vec<_> = volumes
+            .chain(binds)
+            .chain(folders)
+            .enumerate()
+            .map(|(i, source)| {
+                let (stop, first_failed) = (stop.clone(), &first_failed);
+                async move {
+                    if stop.cancelled() {
+                        return None;
+                    }
+                    let progress: Arc<dyn Progress> = stop.clone();
+                    let result = self
+                        .archive_source(&source, root, output, excludes, workers, progress)
+                        .await;
+                    match &result {
+                        Ok((info, _)) => archived(info),
+                        Err(_) => {
+                            let mut first = first_failed.lock().unwrap_or_else(|e| e.into_inner());
+                            if first.is_none() {
+                                *first = Some(i);
+                                stop.cancel();
+                            }
+                        }
+                    }
+                    Some((source, result))
+                }
+            })
+            .collect();
+        let results = parallel::in_order(jobs, running).await;
+        let first_failed = first_failed.into_inner().unwrap_or_else(|e| e.into_inner());
+        for (i, done) in results.into_iter().enumerate() {
+            match done {
+                Some((source, Ok((info, via)))) if first_failed.is_none() => {
+                    note_shrunk(&info, &mut run.partial);
+                    run.artifacts.push(Artifact {
+                        via: Some(via.into()),
+                        ..source.artifact(info)
+                    });
+                }
+                // Only the first failure is the run's: the others were stopped by it.
+                Some((_, Err(e))) if first_failed == Some(i) => run.fatal.push(e),
+                _ => {}
+            }
+        }
+    }
+
+    /// Archives one volume, bind mount or host folder into its own artifact, with `workers` zstd
+    /// workers; returns what was written and how the data was read (`direct` or `api`).
+    async fn archive_source(
+        &self,
+        source: &Source<'_>,
+        root: &Arc<dyn Outlet>,
+        output: &Output,
+        excludes: &Excludes,
+        workers: usize,
+        progress: Arc<dyn Progress>,
+    ) -> Result<(ArtifactInfo, &'static str), RunError> {
+        let rel = source.rel();
+        progress.item(&rel);
+        match source {
+            Source::Volume(volume) => {
+                let excludes = &excludes.leave_out(&volume.leave_out);
+                let readable = volume
+                    .mountpoint
+                    .as_deref()
+                    .filter(|m| std::fs::read_dir(m).is_ok());
+                match (self.via, readable) {
+                    (ArchiveVia::Direct, None) => Err(RunError::VolumeNotReadable {
+                        volume: volume.name.clone(),
+                    }),
+                    (ArchiveVia::Auto | ArchiveVia::Direct, Some(dir)) => self
+                        .archive_dir(dir, root, &rel, output, excludes, workers, progress)
+                        .await
+                        .map(|i| (i, "direct")),
+                    (_, _) => self
+                        .archive_volume_api(
+                            &volume.name,
+                            root,
+                            &rel,
+                            output,
+                            excludes,
+                            workers,
+                            progress,
+                        )
+                        .await
+                        .map(|i| (i, "api")),
+                }
+            }
+            Source::Bind(bind) => {
+                let excludes = &excludes.leave_out(&bind.leave_out);
+                let readable = std::fs::read_dir(&bind.source).is_ok();
+                if readable && self.via != ArchiveVia::Api {
+                    self.archive_dir(
+                        &bind.source,
                         root,
                         &rel,
                         output,
                         excludes,
-                        progress.clone(),
+                        workers,
+                        progress,
                     )
                     .await
-                    .map(|i| (i, "api")),
-            };
-            match result {
-                Ok((info, via)) => {
-                    archived(&info);
-                    note_shrunk(&info, &mut run.partial);
-                    run.artifacts.push(Artifact {
-                        kind: "volume".into(),
-                        via: Some(via.into()),
-                        source: Some(volume.name.clone()),
-                        stack: volume.stack.clone(),
-                        ..artifact_from(info)
-                    });
-                }
-                Err(e) => {
-                    run.fatal.push(e);
-                    return;
-                }
-            }
-        }
-        for bind in &plan.binds {
-            let rel = format!("binds/{}", bind.artifact);
-            progress.item(&rel);
-            let excludes = &excludes.leave_out(&bind.leave_out);
-            let readable = std::fs::read_dir(&bind.source).is_ok();
-            let result = if readable && self.via != ArchiveVia::Api {
-                self.archive_dir(&bind.source, root, &rel, output, excludes, progress.clone())
-                    .await
                     .map(|i| (i, "direct"))
-            } else if self.via == ArchiveVia::Direct {
-                Err(RunError::BindNotReadable {
-                    path: bind.source.clone(),
-                })
-            } else {
-                self.archive_api(
-                    &bind.container_id,
-                    &bind.destination,
-                    root,
-                    &rel,
-                    output,
-                    excludes,
-                    progress.clone(),
-                )
-                .await
-                .map(|i| (i, "api"))
-            };
-            match result {
-                Ok((info, via)) => {
-                    archived(&info);
-                    note_shrunk(&info, &mut run.partial);
-                    run.artifacts.push(Artifact {
-                        kind: "bind".into(),
-                        via: Some(via.into()),
-                        source: Some(format!("{}:{}", bind.container, bind.destination)),
-                        stack: bind.stack.clone(),
-                        ..artifact_from(info)
-                    });
-                }
-                Err(e) => {
-                    run.fatal.push(e);
-                    return;
+                } else if self.via == ArchiveVia::Direct {
+                    Err(RunError::BindNotReadable {
+                        path: bind.source.clone(),
+                    })
+                } else {
+                    self.archive_api(
+                        &bind.container_id,
+                        &bind.destination,
+                        root,
+                        &rel,
+                        output,
+                        excludes,
+                        workers,
+                        progress,
+                    )
+                    .await
+                    .map(|i| (i, "api"))
                 }
             }
-        }
-        // Host folders are read from the host only: no container mounts them for Docker's
-        // archive API to reach.
-        for folder in &plan.paths {
-            let rel = format!("paths/{}", folder.artifact);
-            progress.item(&rel);
-            let excludes = &excludes.leave_out(&folder.leave_out);
-            let result = match std::fs::read_dir(&folder.path) {
-                Ok(_) => {
-                    self.archive_dir(&folder.path, root, &rel, output, excludes, progress.clone())
+            // Host folders are read from the host only: no container mounts them for
+            // Docker's archive API to reach.
+            Source::Folder(folder) => {
+                let excludes = &excludes.leave_out(&folder.leave_out);
+                match std::fs::read_dir(&folder.path) {
+                    Ok(_) => self
+                        .archive_dir(
+                            &folder.path,
+                            root,
+                            &rel,
+                            output,
+                            excludes,
+                            workers,
+                            progress,
+                        )
                         .await
-                }
-                Err(_) => Err(RunError::FolderNotReadable {
-                    path: folder.path.clone(),
-                }),
-            };
-            match result {
-                Ok(info) => {
-                    archived(&info);
-                    note_shrunk(&info, &mut run.partial);
-                    run.artifacts.push(Artifact {
-                        kind: "path".into(),
-                        via: Some("direct".into()),
-                        source: Some(folder.path.clone()),
-                        stack: folder.stack.clone(),
-                        ..artifact_from(info)
-                    });
-                }
-                Err(e) => {
-                    run.fatal.push(e);
-                    return;
+                        .map(|i| (i, "direct")),
+                    Err(_) => Err(RunError::FolderNotReadable {
+                        path: folder.path.clone(),
+                    }),
                 }
             }
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn archive_dir(
         &self,
         dir: &str,
@@ -622,6 +692,7 @@ impl Executor {
         rel: &str,
         output: &Output,
         excludes: &Excludes,
+        workers: usize,
         progress: Arc<dyn Progress>,
     ) -> Result<ArtifactInfo, RunError> {
         info!(source = %dir, artifact = %rel, "archiving from the host");
@@ -634,15 +705,17 @@ impl Executor {
             excludes.clone(),
         );
         super::background::spawn("holdfast-archive", move || {
-            archive::archive_directory(
-                Path::new(&source),
-                &*root,
-                &rel,
-                format,
-                level,
-                &excludes,
-                progress.as_ref(),
-            )
+            archive::with_compression_workers(workers, || {
+                archive::archive_directory(
+                    Path::new(&source),
+                    &*root,
+                    &rel,
+                    format,
+                    level,
+                    &excludes,
+                    progress.as_ref(),
+                )
+            })
         })
         .await
         .map_err(|source| RunError::ArchiveWorker {
@@ -652,6 +725,7 @@ impl Executor {
         .map_err(RunError::Archive)
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn archive_volume_api(
         &self,
         volume: &str,
@@ -659,6 +733,7 @@ impl Executor {
         rel: &str,
         output: &Output,
         excludes: &Excludes,
+        workers: usize,
         progress: Arc<dyn Progress>,
     ) -> Result<ArtifactInfo, RunError> {
         let failed = |source| RunError::Volume {
@@ -688,7 +763,9 @@ impl Executor {
             .await
             .map_err(failed)?;
         let result = self
-            .archive_api(&reader, "/volume", root, rel, output, excludes, progress)
+            .archive_api(
+                &reader, "/volume", root, rel, output, excludes, workers, progress,
+            )
             .await;
         if let Err(e) = self.engine.remove_reader(&reader).await {
             warn!(volume, "removing the reader container: {e}");
@@ -705,6 +782,7 @@ impl Executor {
         rel: &str,
         output: &Output,
         excludes: &Excludes,
+        workers: usize,
         progress: Arc<dyn Progress>,
     ) -> Result<ArtifactInfo, RunError> {
         use futures_util::StreamExt;
@@ -726,16 +804,18 @@ impl Executor {
                 excludes.clone(),
             );
             super::background::spawn("holdfast-archive", move || {
-                archive::archive_tar_stream(
-                    ChannelReader::new(rx),
-                    &prefix,
-                    &*root,
-                    &rel,
-                    format,
-                    level,
-                    &excludes,
-                    progress.as_ref(),
-                )
+                archive::with_compression_workers(workers, || {
+                    archive::archive_tar_stream(
+                        ChannelReader::new(rx),
+                        &prefix,
+                        &*root,
+                        &rel,
+                        format,
+                        level,
+                        &excludes,
+                        progress.as_ref(),
+                    )
+                })
             })
         };
         let mut stream = Box::pin(self.engine.download(container, path));
@@ -913,6 +993,48 @@ impl Executor {
             }
         }
         Ok(())
+    }
+}
+
+/// A volume, bind mount or host folder of the plan, archived into an artifact of its own.
+enum Source<'a> {
+    Volume(&'a PlannedVolume),
+    Bind(&'a PlannedBind),
+    Folder(&'a PlannedPath),
+}
+
+impl Source<'_> {
+    /// The artifact's name in the archive, before its extension.
+    fn rel(&self) -> String {
+        match self {
+            Source::Volume(v) => format!("volumes/{}", v.name),
+            Source::Bind(b) => format!("binds/{}", b.artifact),
+            Source::Folder(f) => format!("paths/{}", f.artifact),
+        }
+    }
+
+    /// The manifest's record of the artifact `info` written from this source.
+    fn artifact(&self, info: ArtifactInfo) -> Artifact {
+        match self {
+            Source::Volume(v) => Artifact {
+                kind: "volume".into(),
+                source: Some(v.name.clone()),
+                stack: v.stack.clone(),
+                ..artifact_from(info)
+            },
+            Source::Bind(b) => Artifact {
+                kind: "bind".into(),
+                source: Some(format!("{}:{}", b.container, b.destination)),
+                stack: b.stack.clone(),
+                ..artifact_from(info)
+            },
+            Source::Folder(f) => Artifact {
+                kind: "path".into(),
+                source: Some(f.path.clone()),
+                stack: f.stack.clone(),
+                ..artifact_from(info)
+            },
+        }
     }
 }
 

@@ -214,17 +214,41 @@ impl Default for Consistency {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Hooks {
-    /// Run before dumps and stops, in order; one failing aborts the backup.
+    /// Run before dumps and stops, in order; what one failing does is `onFailure`'s.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pre: Vec<Hook>,
     /// Run after archiving, in order, even when archiving failed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub post: Vec<Hook>,
+    /// What a pre hook that fails (or runs past its timeout) does: `failRun` (the
+    /// default) fails the whole backup; `skipTarget` leaves out only the target the hook
+    /// runs in (its stack, or the container outside any stack), and the run goes on
+    /// without it and ends PartiallyFailed.
+    #[serde(default, skip_serializing_if = "HookFailure::is_default")]
+    pub on_failure: HookFailure,
 }
 
 impl Hooks {
     pub fn is_empty(&self) -> bool {
-        self.pre.is_empty() && self.post.is_empty()
+        self.pre.is_empty() && self.post.is_empty() && self.on_failure.is_default()
+    }
+}
+
+/// What a failing pre hook does to the run (`consistency.hooks.onFailure`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum HookFailure {
+    /// The backup fails: nothing is stopped or archived.
+    #[default]
+    FailRun,
+    /// Only the hook's target (its stack, or its container outside any stack) is left
+    /// out: none of its data is dumped or archived and none of its containers stopped.
+    SkipTarget,
+}
+
+impl HookFailure {
+    pub fn is_default(&self) -> bool {
+        *self == HookFailure::default()
     }
 }
 

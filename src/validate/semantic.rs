@@ -5,7 +5,8 @@
 
 use crate::diagnostic::FieldPath;
 use crate::spec::common::{
-    Consistency, Databases, Dump, Engine, ExecHook, Output, SecretSource, StopMode, Targets,
+    Consistency, Databases, Dump, Engine, ExecHook, HookFailure, Output, SecretSource, StopMode,
+    Targets,
 };
 use crate::spec::notifier::{Notify, UrlSource};
 use crate::spec::repository::{
@@ -399,6 +400,13 @@ fn check_consistency(consistency: &Consistency, at: &FieldPath, problems: &mut P
         for (i, hook) in list.iter().enumerate() {
             check_exec(&hook.exec, &hooks.key(phase).index(i).key("exec"), problems);
         }
+    }
+    if consistency.hooks.on_failure == HookFailure::SkipTarget && consistency.hooks.pre.is_empty() {
+        problems.add_hinted(
+            hooks.key("onFailure"),
+            "onFailure: skipTarget does nothing without pre hooks, the only hooks it concerns",
+            Some("add a pre hook, or remove onFailure".into()),
+        );
     }
     let order = at.key("stopOrder");
     if consistency.stop == StopMode::None && !consistency.stop_order.is_empty() {

@@ -53,6 +53,7 @@ pub fn holdfast() -> Command {
         "HOLDFAST_HOST_LABELS",
         "HOLDFAST_LISTEN",
         "HOLDFAST_ARCHIVE_VIA",
+        "HOLDFAST_ARCHIVE_PARALLELISM",
         "HOLDFAST_HISTORY_LIMIT",
         "HOLDFAST_LOG_FORMAT",
         "HOLDFAST_LOG",

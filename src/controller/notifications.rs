@@ -703,6 +703,7 @@ fn link(external_url: Option<&str>, object: &ObjectKey) -> Option<String> {
         Kind::Restore => "restores",
         Kind::Repository => "repositories",
         Kind::Notifier => "notifiers",
+        Kind::ContainerSchedule => "containerschedules",
     };
     Some(format!("{base}/api/v1/{collection}/{}", object.name))
 }

@@ -450,6 +450,7 @@ fn kind_order(kind: &str) -> usize {
         "Restore",
         "Repository",
         "Notifier",
+        "ContainerSchedule",
     ]
     .iter()
     .position(|k| *k == kind)

@@ -1,0 +1,242 @@
+//! ContainerSchedules and Archives with runAt, run by the real daemon against real
+//! containers: each action does what it says to a busybox container, an action with
+//! `after` waits for its policy's run of the same minute and is not taken when that run
+//! failed, and an Archive with runAt takes its backup then and not before.
+
+mod common;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use common::daemon::*;
+use common::*;
+use serde_json::Value;
+
+fn layout() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let specs = dir.path().join("specs");
+    fs::create_dir_all(&specs).unwrap();
+    (dir, specs)
+}
+
+/// A ContainerSchedule acting on one container, `when` being `schedule: ...` or
+/// `runAt: ...`.
+fn action(name: &str, container: &str, what: &str, when: &str, extra: &str) -> String {
+    format!(
+        "apiVersion: holdfast.dev/v1alpha1\nkind: ContainerSchedule\nmetadata: {{name: {name}}}\nspec:\n  {when}\n  targets: {{containers: [{container}]}}\n  action: {what}\n{extra}---\n"
+    )
+}
+
+/// `runAt` this many seconds from now, in RFC 3339 with an offset.
+fn run_at(seconds: i64) -> String {
+    let at = chrono::Utc::now() + chrono::Duration::seconds(seconds);
+    format!(
+        "runAt: '{}'",
+        at.to_rfc3339_opts(chrono::SecondsFormat::Secs, false)
+    )
+}
+
+/// The status document of `name` in a status file.
+fn status_of<'a>(docs: &'a [Value], name: &str) -> Option<&'a Value> {
+    docs.iter().find(|d| d["metadata"]["name"] == name)
+}
+
+fn last_phase(docs: &[Value], name: &str) -> Option<String> {
+    status_of(docs, name)?["status"]["lastRun"]["phase"]
+        .as_str()
+        .map(str::to_string)
+}
+
+fn wait_phase(file: &Path, name: &str, phase: &str, limit: Duration) -> Vec<Value> {
+    wait_for(file, limit, &format!("{name} {phase}"), |s| {
+        last_phase(s, name).as_deref() == Some(phase)
+    })
+}
+
+#[test]
+#[cfg_attr(skip_docker, ignore = "needs Docker; HOLDFAST_SKIP_DOCKER=1")]
+fn each_action_does_what_it_says_to_real_containers_at_its_time() {
+    if !docker_available() {
+        return;
+    }
+    let _guard = docker_lock();
+    let stopped = Busybox::start("hfcs", "start", QUITS_ON_TERM);
+    docker(&["stop", &stopped.name]);
+    let to_stop = Busybox::start("hfcs", "stop", QUITS_ON_TERM);
+    let to_restart = Busybox::start("hfcs", "restart", QUITS_ON_TERM);
+    let to_pause = Busybox::start("hfcs", "pause", QUITS_ON_TERM);
+    let started_before = to_restart.started_at();
+    let (dir, specs) = layout();
+    let at = run_at(6);
+    let text = action("starts", &stopped.name, "start", &at, "")
+        + &action("stops", &to_stop.name, "stop", &at, "")
+        + &action("restarts", &to_restart.name, "restart", &at, "")
+        + &action("pauses", &to_pause.name, "pause", &at, "");
+    fs::write(specs.join("actions.yaml"), text).unwrap();
+    let status = specs.join("actions.status.yaml");
+    let _daemon = Daemon::start(dir.path(), &[]);
+    // Until its time, each says when it acts and nothing is touched.
+    let s = wait_for(&status, Duration::from_secs(20), "scheduled", |s| {
+        status_of(s, "stops").is_some_and(|d| d["status"]["nextScheduleTime"].is_string())
+    });
+    let stops = &status_of(&s, "stops").unwrap()["status"];
+    assert!(stops["lastRun"].is_null(), "{stops}");
+    let ready = stops["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "Ready")
+        .unwrap();
+    assert_eq!(ready["reason"], "Scheduled", "{ready}");
+    assert!(
+        ready["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("runs once at "),
+        "{ready}"
+    );
+    assert_eq!(to_stop.state(), "running");
+    for name in ["starts", "stops", "restarts", "pauses"] {
+        wait_phase(&status, name, "Succeeded", Duration::from_secs(60));
+    }
+    assert_eq!(stopped.state(), "running");
+    assert_eq!(to_stop.state(), "exited");
+    assert_eq!(to_restart.state(), "running");
+    assert_ne!(to_restart.started_at(), started_before, "restarted");
+    assert_eq!(to_pause.state(), "paused");
+    // A runAt already past acts at once.
+    let mut text = fs::read_to_string(specs.join("actions.yaml")).unwrap();
+    text += &action("unpauses", &to_pause.name, "unpause", &run_at(-3600), "");
+    fs::write(specs.join("actions.yaml"), text).unwrap();
+    wait_phase(&status, "unpauses", "Succeeded", Duration::from_secs(30));
+    assert_eq!(to_pause.state(), "running");
+    // The history has each as a run of its ContainerSchedule.
+    let runs = run(holdfast()
+        .env("HOLDFAST_STATE", dir.path().join("state"))
+        .args(["get", "runs", "-o", "json"]));
+    let runs: Vec<Value> = serde_json::from_slice(&runs.stdout).unwrap();
+    assert_eq!(
+        runs.iter()
+            .filter(|r| r["kind"] == "ContainerSchedule" && r["phase"] == "Succeeded")
+            .count(),
+        5,
+        "{runs:#?}"
+    );
+}
+
+#[test]
+#[cfg_attr(skip_docker, ignore = "needs Docker; HOLDFAST_SKIP_DOCKER=1")]
+fn an_action_after_a_policy_waits_for_its_success_and_is_not_taken_after_its_failure() {
+    if !docker_available() {
+        return;
+    }
+    let _guard = docker_lock();
+    let app = Busybox::start("hfcs", "after", QUITS_ON_TERM);
+    let other = Busybox::start("hfcs", "other", QUITS_ON_TERM);
+    let (dir, specs) = layout();
+    let policy = |name: &str, container: &str| {
+        format!(
+            "apiVersion: holdfast.dev/v1alpha1\nkind: BackupPolicy\nmetadata: {{name: {name}}}\nspec:\n  schedule: '* * * * *'\n  targets: {{containers: [{container}]}}\n  consistency: {{stop: container}}\n  include: {{recipe: false}}\n---\n"
+        )
+    };
+    let text = policy("good", &app.name)
+        + &policy("bad", "hfcs-no-such-container")
+        + &action(
+            "after-good",
+            &app.name,
+            "restart",
+            "schedule: '* * * * *'",
+            "  after: [good]\n",
+        )
+        + &action(
+            "after-bad",
+            &other.name,
+            "restart",
+            "schedule: '* * * * *'",
+            "  after: [bad]\n",
+        );
+    fs::write(specs.join("nightly.yaml"), text).unwrap();
+    let other_started = other.started_at();
+    let status = specs.join("nightly.status.yaml");
+    let _daemon = Daemon::start(dir.path(), &[]);
+    let s = wait_for(&status, Duration::from_secs(150), "both actions", |s| {
+        last_phase(s, "after-good").is_some() && last_phase(s, "after-bad").is_some()
+    });
+    // The restart came after the backup of the same minute had succeeded.
+    let good = &status_of(&s, "good").unwrap()["status"]["lastRun"];
+    let acted = &status_of(&s, "after-good").unwrap()["status"]["lastRun"];
+    assert_eq!(good["phase"], "Succeeded", "{good}");
+    assert_eq!(acted["phase"], "Succeeded", "{acted}");
+    let time = |v: &Value| {
+        chrono::DateTime::parse_from_rfc3339(v.as_str().unwrap())
+            .unwrap()
+            .to_utc()
+    };
+    assert!(
+        time(&acted["startTime"]) >= time(&good["completionTime"]),
+        "the action started before the backup ended: {acted} {good}"
+    );
+    assert_eq!(app.state(), "running");
+    // The failed backup kept its action from being taken, and says why.
+    let skipped = &status_of(&s, "after-bad").unwrap()["status"];
+    assert_eq!(skipped["lastRun"]["phase"], "Failed", "{skipped}");
+    let message = skipped["lastRun"]["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("not taken: BackupPolicy/bad's run bad-")
+            && message.ends_with("ended Failed, and this action runs only after it succeeds"),
+        "{message}"
+    );
+    assert_eq!(other.started_at(), other_started, "not restarted");
+}
+
+#[test]
+#[cfg_attr(skip_docker, ignore = "needs Docker; HOLDFAST_SKIP_DOCKER=1")]
+fn an_archive_with_run_at_takes_its_backup_then_and_not_before() {
+    if !docker_available() {
+        return;
+    }
+    let _guard = docker_lock();
+    let data = FileVolume::new("hfcsarchive", "kept");
+    let (dir, specs) = layout();
+    let at = chrono::Utc::now() + chrono::Duration::seconds(8);
+    fs::write(
+        specs.join("before-upgrade.yaml"),
+        format!(
+            "apiVersion: holdfast.dev/v1alpha1\nkind: Archive\nmetadata: {{name: before-upgrade}}\nspec:\n  runAt: '{}'\n  targets: {{volumes: [{}]}}\n  include: {{recipe: false}}\n",
+            at.to_rfc3339_opts(chrono::SecondsFormat::Secs, false),
+            data.0
+        ),
+    )
+    .unwrap();
+    let status = specs.join("before-upgrade.status.yaml");
+    let _daemon = Daemon::start(dir.path(), &[]);
+    let s = wait_for(&status, Duration::from_secs(20), "scheduled", |s| {
+        s.first()
+            .is_some_and(|d| d["status"]["nextScheduleTime"].is_string())
+    });
+    let waiting = &s[0]["status"];
+    assert!(
+        waiting["lastRun"].is_null(),
+        "ran before its time: {waiting}"
+    );
+    let s = wait_phase(
+        &status,
+        "before-upgrade",
+        "Succeeded",
+        Duration::from_secs(60),
+    );
+    let started = chrono::DateTime::parse_from_rfc3339(
+        s[0]["status"]["lastRun"]["startTime"].as_str().unwrap(),
+    )
+    .unwrap()
+    .to_utc();
+    // runAt is written in whole seconds, and so is the status's startTime.
+    let at = chrono::SubsecRound::trunc_subsecs(at, 0);
+    assert!(started >= at, "started {started}, due {at}");
+    assert!(
+        s[0]["status"]["nextScheduleTime"].is_null(),
+        "{}",
+        s[0]["status"]
+    );
+}

@@ -111,6 +111,21 @@ fn each_action_does_what_it_says_to_real_containers_at_its_time() {
     fs::write(specs.join("actions.yaml"), text).unwrap();
     wait_phase(&status, "unpauses", "Succeeded", Duration::from_secs(30));
     assert_eq!(to_pause.state(), "running");
+    // The API lists them, and the run metrics count them by kind.
+    let addr = Daemon::api_address(dir.path());
+    let listed = common::http::get(&addr, "/api/v1/containerschedules").json();
+    assert_eq!(
+        listed["items"].as_array().map(Vec::len),
+        Some(5),
+        "{listed}"
+    );
+    let metrics = common::http::get(&addr, "/metrics").text();
+    assert!(
+        metrics.contains(
+            r#"holdfast_runs_total{kind="ContainerSchedule",name="stops",phase="Succeeded"} 1"#
+        ),
+        "{metrics}"
+    );
     // The history has each as a run of its ContainerSchedule.
     let runs = run(holdfast()
         .env("HOLDFAST_STATE", dir.path().join("state"))
@@ -239,4 +254,133 @@ fn an_archive_with_run_at_takes_its_backup_then_and_not_before() {
         "{}",
         s[0]["status"]
     );
+}
+
+#[tokio::test]
+#[cfg_attr(skip_docker, ignore = "needs Docker; HOLDFAST_SKIP_DOCKER=1")]
+async fn an_action_waits_while_a_backup_holds_its_container() {
+    if !docker_available() {
+        return;
+    }
+    let _guard = docker_lock();
+    let app = Busybox::start("hfcs", "locked", QUITS_ON_TERM);
+    let before = app.started_at();
+    let dir = tempfile::tempdir().unwrap();
+    let state = std::sync::Arc::new(holdfast::state::StateDb::open(dir.path()).unwrap());
+    let engine = holdfast::docker::engine::Engine::connect(None)
+        .await
+        .unwrap();
+    let locks = holdfast::locks::ResourceLocks::new();
+    // What a backup stopping the container holds.
+    let id = docker(&["inspect", "-f", "{{.Id}}", &app.name])
+        .trim()
+        .to_string();
+    let mut backup = holdfast::locks::Claims::new();
+    backup.exclusive(holdfast::locks::Resource::Container(id), &app.name);
+    let held = locks.acquire("a-backup", backup, |_| {}).await;
+    let request = holdfast::actions::ActionRequest {
+        name: "restart".into(),
+        action: holdfast::spec::ContainerAction::Restart,
+        targets: holdfast::spec::common::Targets {
+            containers: vec![app.name.clone()],
+            ..Default::default()
+        },
+        skip: None,
+    };
+    let action = tokio::spawn({
+        let (state, locks) = (state.clone(), locks.clone());
+        async move {
+            holdfast::actions::run(
+                &engine,
+                &state,
+                &locks,
+                &request,
+                std::sync::Arc::new(holdfast::progress::Silent),
+            )
+            .await
+        }
+    });
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        !action.is_finished(),
+        "the action did not wait for the backup"
+    );
+    assert_eq!(app.started_at(), before, "restarted under the backup");
+    drop(held);
+    let outcome = tokio::time::timeout(Duration::from_secs(60), action)
+        .await
+        .expect("the action ends once the backup let go")
+        .unwrap();
+    assert_eq!(
+        outcome.phase,
+        holdfast::spec::common::Phase::Succeeded,
+        "{:?}",
+        outcome.errors
+    );
+    assert_eq!(outcome.artifacts, 1);
+    assert_ne!(app.started_at(), before, "restarted after the backup");
+    assert_eq!(app.state(), "running");
+    let recorded = state.run(&outcome.run_id).unwrap().unwrap();
+    assert_eq!(recorded.kind, "ContainerSchedule");
+    assert_eq!(recorded.phase, holdfast::spec::common::Phase::Succeeded);
+}
+
+#[test]
+#[cfg_attr(skip_docker, ignore = "needs Docker; HOLDFAST_SKIP_DOCKER=1")]
+fn plan_and_get_show_what_an_action_would_touch() {
+    if !docker_available() {
+        return;
+    }
+    let _guard = docker_lock();
+    let up = Busybox::start("hfcs", "plan-up", QUITS_ON_TERM);
+    let down = Busybox::start("hfcs", "plan-down", QUITS_ON_TERM);
+    docker(&["stop", &down.name]);
+    let (dir, specs) = layout();
+    let text = format!(
+        "apiVersion: holdfast.dev/v1alpha1\nkind: ContainerSchedule\nmetadata: {{name: wake}}\nspec:\n  schedule: '0 6 * * *'\n  timezone: Europe/Berlin\n  targets: {{containers: [{}, {}, hfcs-missing]}}\n  action: start\n",
+        up.name, down.name
+    );
+    fs::write(specs.join("wake.yaml"), text).unwrap();
+    let env = |cmd: &mut std::process::Command| {
+        cmd.env("HOLDFAST_SPECS", &specs)
+            .env("HOLDFAST_STATE", dir.path().join("state"))
+            .env("HOLDFAST_REPOSITORY", dir.path().join("repository"));
+    };
+    let mut plan = holdfast();
+    env(&mut plan);
+    let out = run(plan.args(["plan", "wake"]));
+    let text = stdout(&out);
+    assert!(
+        !out.status.success(),
+        "a missing container fails the plan:\n{text}"
+    );
+    assert!(
+        text.contains("ContainerSchedule/wake\n  start 0 6 * * * (Europe/Berlin)\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("  container {} (running): left alone\n", up.name)),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "  container {} (exited): would start\n",
+            down.name
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains("  error: container `hfcs-missing` not found\n"),
+        "{text}"
+    );
+    let mut get = holdfast();
+    env(&mut get);
+    let out = run(get.args(["get", "containerschedules", "-o", "json"]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let rows: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0]["action"], "start");
+    assert_eq!(rows[0]["when"], "0 6 * * *");
+    assert!(rows[0]["nextScheduleTime"].is_string(), "{}", rows[0]);
+    assert_eq!(down.state(), "exited", "plan and get change nothing");
 }

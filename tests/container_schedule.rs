@@ -256,73 +256,80 @@ fn an_archive_with_run_at_takes_its_backup_then_and_not_before() {
     );
 }
 
-#[tokio::test]
+#[test]
 #[cfg_attr(skip_docker, ignore = "needs Docker; HOLDFAST_SKIP_DOCKER=1")]
-async fn an_action_waits_while_a_backup_holds_its_container() {
+fn an_action_waits_while_a_backup_holds_its_container() {
     if !docker_available() {
         return;
     }
     let _guard = docker_lock();
     let app = Busybox::start("hfcs", "locked", QUITS_ON_TERM);
-    let before = app.started_at();
-    let dir = tempfile::tempdir().unwrap();
-    let state = std::sync::Arc::new(holdfast::state::StateDb::open(dir.path()).unwrap());
-    let engine = holdfast::docker::engine::Engine::connect(None)
-        .await
+    // On a runtime of its own, so that the Docker lock is not held across an await.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
         .unwrap();
-    let locks = holdfast::locks::ResourceLocks::new();
-    // What a backup stopping the container holds.
-    let id = docker(&["inspect", "-f", "{{.Id}}", &app.name])
-        .trim()
-        .to_string();
-    let mut backup = holdfast::locks::Claims::new();
-    backup.exclusive(holdfast::locks::Resource::Container(id), &app.name);
-    let held = locks.acquire("a-backup", backup, |_| {}).await;
-    let request = holdfast::actions::ActionRequest {
-        name: "restart".into(),
-        action: holdfast::spec::ContainerAction::Restart,
-        targets: holdfast::spec::common::Targets {
-            containers: vec![app.name.clone()],
-            ..Default::default()
-        },
-        skip: None,
-    };
-    let action = tokio::spawn({
-        let (state, locks) = (state.clone(), locks.clone());
-        async move {
-            holdfast::actions::run(
-                &engine,
-                &state,
-                &locks,
-                &request,
-                std::sync::Arc::new(holdfast::progress::Silent),
-            )
+    runtime.block_on(async {
+        let before = app.started_at();
+        let dir = tempfile::tempdir().unwrap();
+        let state = std::sync::Arc::new(holdfast::state::StateDb::open(dir.path()).unwrap());
+        let engine = holdfast::docker::engine::Engine::connect(None)
             .await
-        }
+            .unwrap();
+        let locks = holdfast::locks::ResourceLocks::new();
+        // What a backup stopping the container holds.
+        let id = docker(&["inspect", "-f", "{{.Id}}", &app.name])
+            .trim()
+            .to_string();
+        let mut backup = holdfast::locks::Claims::new();
+        backup.exclusive(holdfast::locks::Resource::Container(id), &app.name);
+        let held = locks.acquire("a-backup", backup, |_| {}).await;
+        let request = holdfast::actions::ActionRequest {
+            name: "restart".into(),
+            action: holdfast::spec::ContainerAction::Restart,
+            targets: holdfast::spec::common::Targets {
+                containers: vec![app.name.clone()],
+                ..Default::default()
+            },
+            skip: None,
+        };
+        let action = tokio::spawn({
+            let (state, locks) = (state.clone(), locks.clone());
+            async move {
+                holdfast::actions::run(
+                    &engine,
+                    &state,
+                    &locks,
+                    &request,
+                    std::sync::Arc::new(holdfast::progress::Silent),
+                )
+                .await
+            }
+        });
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert!(
+            !action.is_finished(),
+            "the action did not wait for the backup"
+        );
+        assert_eq!(app.started_at(), before, "restarted under the backup");
+        drop(held);
+        let outcome = tokio::time::timeout(Duration::from_secs(60), action)
+            .await
+            .expect("the action ends once the backup let go")
+            .unwrap();
+        assert_eq!(
+            outcome.phase,
+            holdfast::spec::common::Phase::Succeeded,
+            "{:?}",
+            outcome.errors
+        );
+        assert_eq!(outcome.artifacts, 1);
+        assert_ne!(app.started_at(), before, "restarted after the backup");
+        assert_eq!(app.state(), "running");
+        let recorded = state.run(&outcome.run_id).unwrap().unwrap();
+        assert_eq!(recorded.kind, "ContainerSchedule");
+        assert_eq!(recorded.phase, holdfast::spec::common::Phase::Succeeded);
     });
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    assert!(
-        !action.is_finished(),
-        "the action did not wait for the backup"
-    );
-    assert_eq!(app.started_at(), before, "restarted under the backup");
-    drop(held);
-    let outcome = tokio::time::timeout(Duration::from_secs(60), action)
-        .await
-        .expect("the action ends once the backup let go")
-        .unwrap();
-    assert_eq!(
-        outcome.phase,
-        holdfast::spec::common::Phase::Succeeded,
-        "{:?}",
-        outcome.errors
-    );
-    assert_eq!(outcome.artifacts, 1);
-    assert_ne!(app.started_at(), before, "restarted after the backup");
-    assert_eq!(app.state(), "running");
-    let recorded = state.run(&outcome.run_id).unwrap().unwrap();
-    assert_eq!(recorded.kind, "ContainerSchedule");
-    assert_eq!(recorded.phase, holdfast::spec::common::Phase::Succeeded);
 }
 
 #[test]

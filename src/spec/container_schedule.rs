@@ -31,7 +31,7 @@ pub struct ContainerScheduleSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timezone: Option<TimeZoneName>,
     /// The containers to act on: stacks, containers and selector as in a BackupPolicy
-    /// (volumes and exclude.volumes do not apply; exclude.containers does).
+    /// (volumes and exclude, which name data, are refused here).
     pub targets: Targets,
     /// What to do to each selected container.
     pub action: ContainerAction,

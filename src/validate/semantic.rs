@@ -212,6 +212,13 @@ fn check_container_schedule(schedule: &ContainerSchedule, problems: &mut Problem
             Some("name the stacks or containers that use the volumes".into()),
         );
     }
+    if !targets.exclude.is_empty() {
+        problems.add_hinted(
+            at.key("exclude"),
+            "exclude leaves data out of a backup; a ContainerSchedule archives nothing",
+            Some("remove exclude, and list only the containers to act on".into()),
+        );
+    }
     for (i, stack) in targets.stacks.iter().enumerate() {
         if stack.is_empty() {
             problems.add(at.key("stacks").index(i), "a stack name must not be empty");

@@ -302,7 +302,7 @@ pub fn routes() -> Vec<Route> {
                 query_param(
                     "kind",
                     "Only runs of this kind of object.",
-                    serde_json::json!({"type": "string", "enum": ["BackupPolicy", "Archive"]}),
+                    serde_json::json!({"type": "string", "enum": ["BackupPolicy", "Archive", "Restore", "ContainerSchedule"]}),
                 ),
                 query_param(
                     "phase",
@@ -632,7 +632,7 @@ async fn runs(State(app): State<AppState>, ApiQuery(q): ApiQuery<RunsQuery>) -> 
     {
         return error(
             StatusCode::BAD_REQUEST,
-            format!("kind: {k:?} is not one of BackupPolicy, Archive"),
+            format!("kind: {k:?} is not one of BackupPolicy, Archive, Restore, ContainerSchedule"),
         );
     }
     let (before_run, before_time) = match q.before {

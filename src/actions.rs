@@ -155,19 +155,20 @@ pub async fn run(
     if let Err(e) = state.insert_run(&record) {
         errors.push(e.to_string());
     }
-    let (acted, warnings) = match (&request.skip, errors.is_empty()) {
-        (Some(why), _) => {
-            warn!("not taken: {why}");
-            errors.push(format!("not taken: {why}"));
-            (0, Vec::new())
+    // Inside the run's span, so that its log file has every line.
+    let (acted, warnings) = async {
+        match (&request.skip, errors.is_empty()) {
+            (Some(why), _) => {
+                warn!("not taken: {why}");
+                errors.push(format!("not taken: {why}"));
+                (0, Vec::new())
+            }
+            (None, false) => (0, Vec::new()),
+            (None, true) => act(engine, locks, request, &run_id, progress, &mut errors).await,
         }
-        (None, false) => (0, Vec::new()),
-        (None, true) => {
-            act(engine, locks, request, &run_id, progress, &mut errors)
-                .instrument(span)
-                .await
-        }
-    };
+    }
+    .instrument(span)
+    .await;
     let completion_time = Utc::now();
     let phase = if errors.is_empty() {
         Phase::Succeeded

@@ -203,6 +203,11 @@ fn an_action_after_a_policy_waits_for_its_success_and_is_not_taken_after_its_fai
         "{message}"
     );
     assert_eq!(other.started_at(), other_started, "not restarted");
+    // Its run log says so too.
+    let addr = Daemon::api_address(dir.path());
+    let id = skipped["lastRun"]["id"].as_str().unwrap();
+    let log = common::http::get(&addr, &format!("/api/v1/runs/{id}/log")).text();
+    assert!(log.contains("not taken: BackupPolicy/bad's run"), "{log}");
 }
 
 #[test]

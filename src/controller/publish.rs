@@ -343,8 +343,9 @@ pub struct GaugeInput<'a> {
     pub last_failed: &'a BTreeMap<ObjectKey, bool>,
 }
 
-/// The per-object gauges of every valid policy and Archive this host runs: another
-/// host's (its hostSelector does not match) has none here, so it is never late or failing.
+/// The per-object gauges of every valid policy, Archive and ContainerSchedule this host
+/// runs: another host's (its hostSelector does not match) has none here, so it is never
+/// late or failing.
 pub fn object_gauges(input: &GaugeInput<'_>) -> Vec<ObjectGauges> {
     let mut out = Vec::new();
     for (_, object) in input.statuses {

@@ -38,6 +38,7 @@
 //!   volumes and folders they touch.
 //! - [`executor`]: one backup run, its phases, and the targets it resolves.
 //! - [`restore`]: one restore: resolving the archive, extraction, dump replay.
+//! - [`actions`]: one ContainerSchedule action (start, stop, restart, pause, unpause).
 //! - [`metrics`]: the Prometheus registry.
 //! - [`hub`]: what the controller publishes and the API reads: snapshot, events, metrics.
 //! - [`controller`]: the reconciler daemon (`holdfast run`): watch, plan, start runs,
@@ -71,6 +72,7 @@ pub mod status;
 pub mod locks;
 pub mod executor;
 pub mod restore;
+pub mod actions;
 pub mod metrics;
 pub mod hub;
 pub mod controller;

@@ -78,7 +78,7 @@ fn strip_null(node: &mut Value) {
 
 /// The schema of one kind.
 pub fn for_kind(kind: Kind) -> &'static Value {
-    static SCHEMAS: OnceLock<[Value; 5]> = OnceLock::new();
+    static SCHEMAS: OnceLock<[Value; 6]> = OnceLock::new();
     let all = SCHEMAS.get_or_init(|| {
         [
             generate::<BackupPolicySpec>(),
@@ -86,6 +86,7 @@ pub fn for_kind(kind: Kind) -> &'static Value {
             generate::<RestoreSpec>(),
             generate::<RepositorySpec>(),
             generate::<NotifierSpec>(),
+            generate::<crate::spec::ContainerScheduleSpec>(),
         ]
     });
     match kind {
@@ -94,6 +95,7 @@ pub fn for_kind(kind: Kind) -> &'static Value {
         Kind::Restore => &all[2],
         Kind::Repository => &all[3],
         Kind::Notifier => &all[4],
+        Kind::ContainerSchedule => &all[5],
     }
 }
 

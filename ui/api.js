@@ -99,4 +99,5 @@ export const COLLECTIONS = {
   Restore: 'restores',
   Repository: 'repositories',
   Notifier: 'notifiers',
+  ContainerSchedule: 'containerschedules',
 };

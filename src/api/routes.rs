@@ -271,6 +271,28 @@ pub fn routes() -> Vec<Route> {
             handler: get(|s, p| one(s, p, Kind::Notifier)),
         },
         Route {
+            path: "/api/v1/containerschedules",
+            operation_id: "listContainerSchedules",
+            summary: "ContainerSchedule objects (scheduled container actions) with spec and status, by name.",
+            description: None,
+            params: page_params(),
+            body: Body::Json(schema::<ObjectList<crate::spec::ContainerScheduleSpec>>),
+            errors: &[400],
+            unavailable_same_body: false,
+            handler: get(|s, q| list(s, q, Kind::ContainerSchedule)),
+        },
+        Route {
+            path: "/api/v1/containerschedules/{name}",
+            operation_id: "getContainerSchedule",
+            summary: "One ContainerSchedule object with spec and status.",
+            description: None,
+            params: vec![path_param("name", "The ContainerSchedule's name.")],
+            body: Body::Json(schema::<ObjectItem<crate::spec::ContainerScheduleSpec>>),
+            errors: &[404],
+            unavailable_same_body: false,
+            handler: get(|s, p| one(s, p, Kind::ContainerSchedule)),
+        },
+        Route {
             path: "/api/v1/runs",
             operation_id: "listRuns",
             summary: "Runs, newest first, filtered and paged.",
@@ -284,7 +306,7 @@ pub fn routes() -> Vec<Route> {
                 query_param(
                     "kind",
                     "Only runs of this kind of object.",
-                    serde_json::json!({"type": "string", "enum": ["BackupPolicy", "Archive"]}),
+                    serde_json::json!({"type": "string", "enum": ["BackupPolicy", "Archive", "Restore", "ContainerSchedule"]}),
                 ),
                 query_param(
                     "phase",
@@ -614,7 +636,7 @@ async fn runs(State(app): State<AppState>, ApiQuery(q): ApiQuery<RunsQuery>) -> 
     {
         return error(
             StatusCode::BAD_REQUEST,
-            format!("kind: {k:?} is not one of BackupPolicy, Archive"),
+            format!("kind: {k:?} is not one of BackupPolicy, Archive, Restore, ContainerSchedule"),
         );
     }
     let (before_run, before_time) = match q.before {

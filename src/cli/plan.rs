@@ -12,7 +12,7 @@ use crate::settings::Settings;
 
 #[derive(Debug, Args)]
 pub struct PlanArgs {
-    /// The BackupPolicy or Archive to plan; all of them when omitted.
+    /// The BackupPolicy, Archive or ContainerSchedule to plan; all of them when omitted.
     name: Option<String>,
 
     /// `text` for people, `json` for scripts.
@@ -42,7 +42,17 @@ pub fn run(settings: &Settings, args: PlanArgs) -> anyhow::Result<ExitCode> {
     }
     // Any error printed fails the command, even when the valid specs could be planned.
     let mut invalid = false;
+    let schedules: Vec<crate::spec::ContainerSchedule> = report
+        .valid_objects()
+        .filter_map(|r| match r {
+            crate::spec::Resource::ContainerSchedule(c) => Some(c.clone()),
+            _ => None,
+        })
+        .filter(|c| args.name.as_ref().is_none_or(|n| *n == c.metadata.name))
+        .collect();
     let requests = match &args.name {
+        // A ContainerSchedule of that name is planned alone.
+        Some(_) if !schedules.is_empty() => Vec::new(),
         Some(name) => vec![specs::backup_request(&report, settings, name)?],
         None => {
             for d in report.diagnostics() {
@@ -52,23 +62,31 @@ pub fn run(settings: &Settings, args: PlanArgs) -> anyhow::Result<ExitCode> {
             specs::all_backups(&report)
         }
     };
-    if requests.is_empty() {
+    if requests.is_empty() && schedules.is_empty() {
         eprintln!(
-            "nothing to plan: no valid BackupPolicy or Archive ({})",
+            "nothing to plan: no valid BackupPolicy, Archive or ContainerSchedule ({})",
             super::paths(settings, &[super::Path::Specs])
         );
     }
     let runtime = super::runtime()?;
-    let plans: Vec<(BackupRequest, BackupPlan, Option<Space>)> = runtime.block_on(async {
-        if requests.is_empty() {
-            return anyhow::Ok(Vec::new());
+    type Plans = (
+        Vec<(BackupRequest, BackupPlan, Option<Space>)>,
+        Vec<ActionPlan>,
+    );
+    let (plans, actions): Plans = runtime.block_on(async {
+        if requests.is_empty() && schedules.is_empty() {
+            return anyhow::Ok((Vec::new(), Vec::new()));
         }
         let engine = Engine::open(&settings.docker).await?;
         // Planning changes nothing: the state is only read, and a missing one is empty.
         let executor = super::read_only_executor(settings, engine)?;
         super::warn_left_stopped(settings, &executor.state())?;
         let mut observed = executor.observe().await?;
-        anyhow::Ok(
+        let actions = schedules
+            .iter()
+            .map(|s| ActionPlan::of(s, &observed.containers))
+            .collect();
+        anyhow::Ok((
             requests
                 .into_iter()
                 .map(|r| {
@@ -78,9 +96,12 @@ pub fn run(settings: &Settings, args: PlanArgs) -> anyhow::Result<ExitCode> {
                     (r, plan, space)
                 })
                 .collect(),
-        )
+            actions,
+        ))
     })?;
-    let failed = invalid || plans.iter().any(|(_, p, _)| !p.errors.is_empty());
+    let failed = invalid
+        || plans.iter().any(|(_, p, _)| !p.errors.is_empty())
+        || actions.iter().any(|a| !a.errors.is_empty());
     // What retention would forget if it ran now, per policy with retention.
     let mut forget: std::collections::BTreeMap<String, Vec<(String, String)>> = Default::default();
     let catalog = crate::repo::Catalog::load(&super::repository(settings))?;
@@ -99,7 +120,7 @@ pub fn run(settings: &Settings, args: PlanArgs) -> anyhow::Result<ExitCode> {
     let mut out = std::io::stdout().lock();
     match args.output {
         OutputFormat::Json => {
-            let items: Vec<serde_json::Value> = plans
+            let mut items: Vec<serde_json::Value> = plans
                 .iter()
                 .map(|(r, p, space)| {
                     let need = space.as_ref().and_then(|s| s.need.as_ref());
@@ -116,6 +137,7 @@ pub fn run(settings: &Settings, args: PlanArgs) -> anyhow::Result<ExitCode> {
                     })
                 })
                 .collect();
+            items.extend(actions.iter().map(|a| serde_json::json!(a)));
             serde_json::to_writer_pretty(&mut out, &items)?;
             writeln!(out)?;
         }
@@ -133,6 +155,9 @@ pub fn run(settings: &Settings, args: PlanArgs) -> anyhow::Result<ExitCode> {
                     }
                     None => {}
                 }
+            }
+            for a in &actions {
+                a.print(&mut out)?;
             }
         }
     }
@@ -304,3 +329,78 @@ fn print_plan(
 }
 
 pub use crate::executor::space::human_bytes;
+
+/// What a ContainerSchedule's action would do now: each container its targets select,
+/// its state, and whether the action would change it.
+#[derive(Debug, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ActionPlan {
+    kind: &'static str,
+    name: String,
+    action: crate::spec::ContainerAction,
+    /// The cron schedule, or `at <runAt>`.
+    when: String,
+    after: Vec<String>,
+    containers: Vec<ActionTarget>,
+    errors: Vec<String>,
+}
+
+#[derive(Debug, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ActionTarget {
+    name: String,
+    state: String,
+    /// False when it already is as the action asks (a running container to start).
+    acts: bool,
+}
+
+impl ActionPlan {
+    fn of(schedule: &crate::spec::ContainerSchedule, all: &[crate::docker::ContainerInfo]) -> Self {
+        let spec = &schedule.spec;
+        let (chosen, errors) = crate::actions::select(&spec.targets, all);
+        let zone = spec.timezone.as_ref().map_or("UTC", |z| z.0.as_str());
+        ActionPlan {
+            kind: "ContainerSchedule",
+            name: schedule.metadata.name.clone(),
+            action: spec.action,
+            when: match (&spec.schedule, &spec.run_at) {
+                (Some(cron), _) => format!("{} ({zone})", cron.0),
+                (None, Some(at)) => format!("at {}", at.0),
+                (None, None) => String::new(),
+            },
+            after: spec.after.clone(),
+            containers: chosen
+                .iter()
+                .map(|c| ActionTarget {
+                    name: c.name.clone(),
+                    state: c.state.clone(),
+                    acts: crate::actions::step(spec.action, &c.state).is_some(),
+                })
+                .collect(),
+            errors,
+        }
+    }
+
+    fn print(&self, out: &mut impl Write) -> std::io::Result<()> {
+        writeln!(out, "{}/{}", self.kind, self.name)?;
+        writeln!(out, "  {} {}", self.action, self.when)?;
+        if !self.after.is_empty() {
+            writeln!(out, "  after each succeeded: {}", self.after.join(", "))?;
+        }
+        if self.containers.is_empty() {
+            writeln!(out, "  containers: none")?;
+        }
+        for c in &self.containers {
+            let what = if c.acts {
+                format!("would {}", self.action)
+            } else {
+                "left alone".to_string()
+            };
+            writeln!(out, "  container {} ({}): {what}", c.name, c.state)?;
+        }
+        for e in &self.errors {
+            writeln!(out, "  error: {e}")?;
+        }
+        Ok(())
+    }
+}

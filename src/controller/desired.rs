@@ -116,6 +116,7 @@ fn generation_of(resource: &Resource) -> String {
         Resource::Restore(o) => serde_json::to_value(&o.spec),
         Resource::Repository(o) => serde_json::to_value(&o.spec),
         Resource::Notifier(o) => serde_json::to_value(&o.spec),
+        Resource::ContainerSchedule(o) => serde_json::to_value(&o.spec),
     }
     .unwrap_or(serde_json::Value::Null);
     crate::status::generation(&spec, requested_at(resource).as_deref())

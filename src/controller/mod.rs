@@ -433,6 +433,7 @@ impl Controller {
                 .collect(),
             pending: std::mem::take(&mut self.pending),
             max_concurrent: self.options.max_concurrent,
+            policy_runs: self.policy_runs().await,
         };
         let decided = plan::plan(&self.desired, &observed, now);
         self.blocked = decided
@@ -472,6 +473,7 @@ impl Controller {
             .wait
             .iter()
             .map(|(w, reason)| (w.key.clone(), reason.clone()))
+            .chain(decided.gated.clone())
             .collect();
         self.pending = decided.wait.into_iter().map(|(w, _)| w).collect();
         self.next_schedule = decided.next_schedule;
@@ -510,6 +512,57 @@ impl Controller {
             .into_iter()
             .flatten()
             .min()
+    }
+
+    /// The recent runs of the policies some ContainerSchedule runs `after`, newest first,
+    /// for the plan's [`plan::PolicyRun`] rule. A policy whose runs cannot be read has
+    /// none: its actions wait.
+    async fn policy_runs(&self) -> BTreeMap<String, Vec<plan::PolicyRun>> {
+        let names: std::collections::BTreeSet<String> = self
+            .desired
+            .objects()
+            .filter_map(|o| match &o.resource {
+                Some(crate::spec::Resource::ContainerSchedule(c)) => Some(c.spec.after.clone()),
+                _ => None,
+            })
+            .flatten()
+            .collect();
+        if names.is_empty() {
+            return BTreeMap::new();
+        }
+        let state = self.state.clone();
+        tokio::task::spawn_blocking(move || {
+            names
+                .into_iter()
+                .map(|name| {
+                    let filter = crate::state::RunFilter {
+                        kind: Some(Kind::BackupPolicy.as_str().to_string()),
+                        name: Some(name.clone()),
+                        limit: 20,
+                        ..Default::default()
+                    };
+                    let runs = match state.runs_filtered(&filter) {
+                        Ok(runs) => runs.unwrap_or_default(),
+                        Err(e) => {
+                            error!("reading the runs of BackupPolicy/{name}: {e}");
+                            Vec::new()
+                        }
+                    };
+                    let runs = runs
+                        .into_iter()
+                        .filter(|r| !r.dry_run)
+                        .map(|r| plan::PolicyRun {
+                            id: r.id,
+                            start: r.start_time,
+                            phase: r.phase,
+                        })
+                        .collect();
+                    (name, runs)
+                })
+                .collect()
+        })
+        .await
+        .unwrap_or_default()
     }
 
     /// Asks for the pass to be tried again after a growing delay, after an error reading

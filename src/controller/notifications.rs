@@ -275,7 +275,7 @@ impl Notifications {
         if outcome.dry_run
             || !matches!(
                 object.kind,
-                Kind::BackupPolicy | Kind::Archive | Kind::Restore
+                Kind::BackupPolicy | Kind::Archive | Kind::Restore | Kind::ContainerSchedule
             )
         {
             return;
@@ -482,6 +482,15 @@ fn run_text(kind: Kind, outcome: &RunOutcome, recovered: bool, duration: f64) ->
             format!("The restore finished, but part of it failed; {see}.")
         }
         (Kind::Restore, _) => format!("The restore failed; {see}."),
+        (Kind::ContainerSchedule, Phase::Succeeded) => format!(
+            "The action succeeded{again} on {} container{} in {took}.",
+            outcome.artifacts,
+            if outcome.artifacts == 1 { "" } else { "s" }
+        ),
+        (Kind::ContainerSchedule, Phase::PartiallyFailed) => {
+            format!("The action was taken on some containers, not on others; {see}.")
+        }
+        (Kind::ContainerSchedule, _) => format!("The action was not taken; {see}."),
         (_, Phase::Succeeded) => format!(
             "The run succeeded{again}: {} read, {} stored in {took}.",
             human_bytes(outcome.source_bytes),
@@ -703,6 +712,7 @@ fn link(external_url: Option<&str>, object: &ObjectKey) -> Option<String> {
         Kind::Restore => "restores",
         Kind::Repository => "repositories",
         Kind::Notifier => "notifiers",
+        Kind::ContainerSchedule => "containerschedules",
     };
     Some(format!("{base}/api/v1/{collection}/{}", object.name))
 }
@@ -904,5 +914,37 @@ spec:
             Some("https://backups.example/api/v1/policies/web")
         );
         assert_eq!(link(None, &object), None);
+    }
+
+    #[test]
+    fn an_action_is_told_in_its_own_words() {
+        let outcome = |phase, artifacts| RunOutcome {
+            run_id: "r".into(),
+            archive_id: None,
+            phase,
+            dry_run: false,
+            start_time: Utc::now(),
+            completion_time: Utc::now(),
+            bytes: 0,
+            source_bytes: 0,
+            artifacts,
+            downtime: Default::default(),
+            errors: vec![],
+            warnings: vec![],
+            committed: false,
+            plan: None,
+            verified: None,
+            repository: String::new(),
+            copies: vec![],
+        };
+        let text = |phase, n| run_text(Kind::ContainerSchedule, &outcome(phase, n), false, 2.0);
+        assert_eq!(
+            text(Phase::Succeeded, 2),
+            "The action succeeded on 2 containers in 2.0s."
+        );
+        assert_eq!(
+            text(Phase::Failed, 0),
+            "The action was not taken; see the errors below and the run's log."
+        );
     }
 }

@@ -62,6 +62,17 @@ pub struct Want {
     /// Stacks the run stops or reads; two runs never hold the same stack.
     pub stacks: Vec<String>,
     pub since: DateTime<Utc>,
+    /// For a ContainerSchedule: why its action is not taken (a policy it runs `after`
+    /// failed); the run records this and touches nothing.
+    pub skip: Option<String>,
+}
+
+/// One run of a BackupPolicy, as a ContainerSchedule's `after` looks at it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PolicyRun {
+    pub id: String,
+    pub start: DateTime<Utc>,
+    pub phase: crate::spec::common::Phase,
 }
 
 /// What the loop knows besides the specs.
@@ -73,6 +84,8 @@ pub struct Observed {
     /// Wanted runs that could not start yet, oldest first.
     pub pending: Vec<Want>,
     pub max_concurrent: usize,
+    /// The recent runs, newest first, of the policies ContainerSchedules run `after`.
+    pub policy_runs: BTreeMap<String, Vec<PolicyRun>>,
 }
 
 /// The outcome of one reconcile.
@@ -86,6 +99,9 @@ pub struct Plan {
     pub held: BTreeSet<ObjectKey>,
     /// The next schedule time of each policy, for its status.
     pub next_schedule: BTreeMap<ObjectKey, DateTime<Utc>>,
+    /// ContainerSchedules whose due action waits for the policies it runs `after`, with
+    /// the reason for their status. They are not queued: each pass asks again.
+    pub gated: BTreeMap<ObjectKey, String>,
     /// When to reconcile again at the latest.
     pub wake: Option<DateTime<Utc>>,
 }
@@ -117,6 +133,7 @@ pub fn plan(desired: &Desired, observed: &Observed, now: DateTime<Utc>) -> Plan 
             generation: object.generation.clone(),
             stacks: stacks.clone(),
             since: now,
+            skip: None,
         };
         match resource {
             Resource::BackupPolicy(policy) => {
@@ -171,8 +188,102 @@ pub fn plan(desired: &Desired, observed: &Observed, now: DateTime<Utc>) -> Plan 
             }
             // Describes where archives go; nothing to run.
             Resource::Repository(_) | Resource::Notifier(_) => {}
+            Resource::ContainerSchedule(cs) => {
+                let spec = &cs.spec;
+                if spec.suspend || pending_keys.contains(&key) {
+                    continue;
+                }
+                let due = if let Some(run_at) = &spec.run_at {
+                    // Once per generation, at its time.
+                    let Ok(at) = run_at.parse() else { continue };
+                    if object.generation.is_none()
+                        || object.generation == memory.last_handled_generation
+                    {
+                        (new_request).then(|| want(Trigger::Requested, None))
+                    } else if now < at {
+                        out.next_schedule.insert(key.clone(), at);
+                        out.wake = Some(out.wake.map_or(at, |w| w.min(at)));
+                        (new_request).then(|| want(Trigger::Requested, None))
+                    } else {
+                        Some(want(Trigger::Generation, Some(at)))
+                    }
+                } else if let Some(cron) = &spec.schedule {
+                    let Ok(schedule) = Schedule::from_cron(
+                        &object.name,
+                        cron,
+                        spec.timezone.as_ref(),
+                        std::time::Duration::ZERO,
+                    ) else {
+                        continue;
+                    };
+                    // Without `after` an action is taken on time or not at all (a restart
+                    // hours late is no nightly restart); with it, it waits for the
+                    // policies until its next time replaces it.
+                    let deadline = (!spec.after.is_empty()).then_some(AFTER_PATIENCE);
+                    let first_seen = memory.first_seen.unwrap_or(now);
+                    match decide(
+                        &schedule,
+                        false,
+                        memory.last_scheduled,
+                        first_seen,
+                        deadline,
+                        now,
+                    ) {
+                        Decision::RunNow { nominal, catch_up } => {
+                            if let Some(next) = schedule.next_nominal_after(nominal) {
+                                out.next_schedule.insert(key.clone(), next);
+                            }
+                            let trigger = match (new_request, catch_up) {
+                                (true, _) => Trigger::Requested,
+                                (false, true) => Trigger::CatchUp,
+                                (false, false) => Trigger::Schedule,
+                            };
+                            Some(want(trigger, Some(nominal)))
+                        }
+                        Decision::WaitUntil { at, .. } => {
+                            out.next_schedule.insert(key.clone(), at);
+                            out.wake = Some(out.wake.map_or(at, |w| w.min(at)));
+                            new_request.then(|| want(Trigger::Requested, None))
+                        }
+                        Decision::Never => new_request.then(|| want(Trigger::Requested, None)),
+                    }
+                } else {
+                    None
+                };
+                let Some(mut w) = due else { continue };
+                // A request by hand does not wait for anything.
+                if let (Some(nominal), false) = (w.nominal, w.trigger == Trigger::Requested) {
+                    match after_gate(&spec.after, nominal, desired, observed) {
+                        Gate::Open => {}
+                        Gate::Wait(why) => {
+                            out.gated.insert(key.clone(), why);
+                            continue;
+                        }
+                        Gate::Skip(why) => w.skip = Some(why),
+                    }
+                }
+                wants.push(w);
+            }
             // Both run once per generation of their spec.
-            Resource::Archive(_) | Resource::Restore(_) => {
+            Resource::Archive(archive) => {
+                if pending_keys.contains(&key) {
+                    continue;
+                }
+                if object.generation.is_some()
+                    && object.generation != memory.last_handled_generation
+                {
+                    // With runAt, at its time; a time already past runs at once.
+                    let at = archive.spec.run_at.as_ref().and_then(|r| r.parse().ok());
+                    match at {
+                        Some(at) if now < at => {
+                            out.next_schedule.insert(key.clone(), at);
+                            out.wake = Some(out.wake.map_or(at, |w| w.min(at)));
+                        }
+                        _ => wants.push(want(Trigger::Generation, at)),
+                    }
+                }
+            }
+            Resource::Restore(_) => {
                 if pending_keys.contains(&key) {
                     continue;
                 }
@@ -274,8 +385,87 @@ fn stacks_of(resource: &Resource, desired: &Desired) -> Vec<String> {
                 })
                 .unwrap_or_default()
         }
+        Resource::ContainerSchedule(c) => c.spec.targets.stacks.clone(),
         Resource::Repository(_) | Resource::Notifier(_) => Vec::new(),
     }
+}
+
+/// How long a scheduled action with `after` may wait for its policies; in practice its
+/// next schedule time ends the wait first, as the newer time replaces the older.
+const AFTER_PATIENCE: std::time::Duration = std::time::Duration::from_secs(366 * 86_400);
+
+/// What the policies a ContainerSchedule runs `after` say about its action due at `due`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Gate {
+    /// Each has a successful run of the period: act.
+    Open,
+    /// One has not run yet for the period, or is running: wait, for this reason.
+    Wait(String),
+    /// One's run of the period failed: record the action as not taken, for this reason.
+    Skip(String),
+}
+
+/// The `after` rule. For each policy, its period is its latest schedule time at or before
+/// `due` (any time, for a policy never due before it). The newest run of the policy that
+/// started at or after that time decides: Succeeded lets the action go, another end
+/// skips the action, none yet (or one still running) makes it wait. Policies are looked
+/// at in the order listed; the first that does not let it go says why.
+fn after_gate(
+    after: &[String],
+    due: DateTime<Utc>,
+    desired: &Desired,
+    observed: &Observed,
+) -> Gate {
+    use crate::spec::common::Phase;
+    let when = |t: DateTime<Utc>| t.format("%Y-%m-%d %H:%M:%S UTC").to_string();
+    for name in after {
+        let key = ObjectKey {
+            kind: Kind::BackupPolicy,
+            name: name.clone(),
+        };
+        let period = desired
+            .get(&key)
+            .and_then(|o| match &o.resource {
+                Some(Resource::BackupPolicy(p)) => Schedule::new(name, &p.spec).ok(),
+                _ => None,
+            })
+            .and_then(|s| s.last_nominal_at_or_before(due));
+        let since = period.unwrap_or(DateTime::<Utc>::MIN_UTC);
+        let of_period = match period {
+            Some(t) => format!("its run of {}", when(t)),
+            None => "a run".to_string(),
+        };
+        if observed.running.contains_key(&key) {
+            return Gate::Wait(format!(
+                "waiting for BackupPolicy/{name}: {of_period} is in progress"
+            ));
+        }
+        let newest = observed
+            .policy_runs
+            .get(name)
+            .and_then(|runs| runs.iter().find(|r| r.start >= since));
+        match newest {
+            Some(run) if run.phase == Phase::Succeeded => {}
+            Some(run) if matches!(run.phase, Phase::Running | Phase::Pending) => {
+                return Gate::Wait(format!(
+                    "waiting for BackupPolicy/{name}: {of_period} is in progress"
+                ));
+            }
+            Some(run) => {
+                return Gate::Skip(format!(
+                    "BackupPolicy/{name}'s run {} ended {}, and this action runs only after it succeeds",
+                    run.id,
+                    run.phase.as_str()
+                ));
+            }
+            None => {
+                return Gate::Wait(format!(
+                    "waiting for BackupPolicy/{name}: {of_period} has not run yet"
+                ));
+            }
+        }
+    }
+    Gate::Open
 }
 
 #[cfg(test)]
@@ -513,6 +703,7 @@ mod tests {
             generation: None,
             stacks: vec!["x".into()],
             since: t(3, 0),
+            skip: None,
         };
         let observed = Observed {
             memory: seen_at(&[key(Kind::BackupPolicy, "a")], t(0, 0)),
@@ -525,5 +716,141 @@ mod tests {
         assert_eq!(p.start, std::slice::from_ref(&want));
         let gone = desired("");
         assert!(plan(&gone, &observed, t(9, 0)).start.is_empty());
+    }
+
+    fn container_schedule(name: &str, when: &str, extra: &str) -> String {
+        format!(
+            "apiVersion: holdfast.dev/v1alpha1\nkind: ContainerSchedule\nmetadata: {{name: {name}}}\nspec:\n  {when}\n  targets: {{stacks: [app]}}\n  action: restart\n{extra}---\n"
+        )
+    }
+
+    #[test]
+    fn a_scheduled_action_runs_on_time_and_never_late() {
+        let d = desired(&container_schedule("nightly", "schedule: '0 4 * * *'", ""));
+        let k = key(Kind::ContainerSchedule, "nightly");
+        let observed = Observed {
+            memory: seen_at(std::slice::from_ref(&k), t(0, 0)),
+            max_concurrent: 1,
+            ..Observed::default()
+        };
+        let p = plan(&d, &observed, t(3, 0));
+        assert!(p.start.is_empty());
+        assert_eq!(p.wake, Some(t(4, 0)));
+        assert_eq!(p.next_schedule[&k], t(4, 0));
+        let p = plan(&d, &observed, t(4, 0));
+        assert_eq!(p.start.len(), 1);
+        assert_eq!(p.start[0].trigger, Trigger::Schedule);
+        assert_eq!(p.start[0].stacks, ["app"]);
+        // Two hours late (holdfast was down): no restart at 06:00.
+        assert!(plan(&d, &observed, t(6, 0)).start.is_empty());
+    }
+
+    #[test]
+    fn a_run_at_object_waits_for_its_time_and_runs_once() {
+        let text = container_schedule("once", "runAt: '2026-11-25T05:00:00+01:00'", "")
+            + "apiVersion: holdfast.dev/v1alpha1\nkind: Archive\nmetadata: {name: later}\nspec: {targets: {volumes: [v]}, runAt: '2026-11-25T04:30:00Z'}\n";
+        let d = desired(&text);
+        let mut observed = Observed {
+            max_concurrent: 5,
+            ..Observed::default()
+        };
+        let p = plan(&d, &observed, t(3, 0));
+        assert!(p.start.is_empty(), "{:?}", p.start);
+        assert_eq!(
+            p.next_schedule[&key(Kind::ContainerSchedule, "once")],
+            t(4, 0)
+        );
+        assert_eq!(p.next_schedule[&key(Kind::Archive, "later")], t(4, 30));
+        assert_eq!(p.wake, Some(t(4, 0)));
+        let p = plan(&d, &observed, t(4, 0));
+        let started: Vec<&str> = p.start.iter().map(|w| w.key.name.as_str()).collect();
+        assert_eq!(started, ["once"]);
+        assert_eq!(p.start[0].trigger, Trigger::Generation);
+        assert_eq!(p.start[0].nominal, Some(t(4, 0)));
+        for w in plan(&d, &observed, t(5, 0)).start {
+            observed.memory.insert(
+                w.key.clone(),
+                ObjectMemory {
+                    last_handled_generation: w.generation.clone(),
+                    ..ObjectMemory::default()
+                },
+            );
+        }
+        assert!(plan(&d, &observed, t(6, 0)).start.is_empty());
+    }
+
+    #[test]
+    fn an_action_after_a_policy_waits_for_its_run_of_the_night_and_skips_on_failure() {
+        use crate::spec::common::Phase;
+        let text = policy("nightly", "0 3 * * *", "db", "")
+            + &container_schedule("restart", "schedule: '0 4 * * *'", "  after: [nightly]\n");
+        let d = desired(&text);
+        let k = key(Kind::ContainerSchedule, "restart");
+        let run = |id: &str, start, phase| PolicyRun {
+            id: id.into(),
+            start,
+            phase,
+        };
+        let mut observed = Observed {
+            memory: seen_at(&[k.clone(), key(Kind::BackupPolicy, "nightly")], t(0, 0)),
+            max_concurrent: 5,
+            ..Observed::default()
+        };
+        // Yesterday's success does not count for tonight.
+        let yesterday = t(3, 0) - chrono::Duration::days(1);
+        observed.policy_runs.insert(
+            "nightly".into(),
+            vec![run("old", yesterday, Phase::Succeeded)],
+        );
+        observed
+            .memory
+            .get_mut(&key(Kind::BackupPolicy, "nightly"))
+            .unwrap()
+            .last_scheduled = Some(t(3, 0));
+        let p = plan(&d, &observed, t(4, 0));
+        assert!(p.start.iter().all(|w| w.key != k), "{:?}", p.start);
+        assert!(
+            p.gated[&k].contains("its run of 2026-11-25 03:00:00 UTC has not run yet"),
+            "{}",
+            p.gated[&k]
+        );
+        assert!(
+            p.wait.iter().all(|(w, _)| w.key != k),
+            "a gated action is not queued"
+        );
+        // Still running: it waits, even well past 04:00.
+        observed
+            .running
+            .insert(key(Kind::BackupPolicy, "nightly"), vec!["db".into()]);
+        let p = plan(&d, &observed, t(5, 0));
+        assert!(p.gated[&k].contains("in progress"), "{}", p.gated[&k]);
+        observed.running.clear();
+        // Tonight's run succeeded: the action goes, late as it is.
+        observed.policy_runs.insert(
+            "nightly".into(),
+            vec![
+                run("new", t(3, 0), Phase::Succeeded),
+                run("old", yesterday, Phase::Succeeded),
+            ],
+        );
+        let p = plan(&d, &observed, t(5, 0));
+        let w = p.start.iter().find(|w| w.key == k).expect("started");
+        assert_eq!((w.nominal, &w.skip), (Some(t(4, 0)), &None));
+        // Tonight's run failed: the action is recorded as not taken.
+        observed
+            .policy_runs
+            .insert("nightly".into(), vec![run("bad", t(3, 0), Phase::Failed)]);
+        let p = plan(&d, &observed, t(5, 0));
+        let w = p
+            .start
+            .iter()
+            .find(|w| w.key == k)
+            .expect("started to be recorded");
+        assert_eq!(
+            w.skip.as_deref(),
+            Some(
+                "BackupPolicy/nightly's run bad ended Failed, and this action runs only after it succeeds"
+            )
+        );
     }
 }

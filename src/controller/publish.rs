@@ -234,6 +234,7 @@ fn resource_json(resource: &Resource) -> Value {
         }
         Resource::Archive(o) => serde_json::to_value(o),
         Resource::Restore(o) => serde_json::to_value(o),
+        Resource::ContainerSchedule(o) => serde_json::to_value(o),
         Resource::Repository(o) => serde_json::to_value(o),
         Resource::Notifier(o) => {
             let mut o = o.clone();
@@ -320,6 +321,7 @@ pub fn snapshot(
         restores: take(Kind::Restore),
         repositories: take(Kind::Repository),
         notifiers: take(Kind::Notifier),
+        container_schedules: take(Kind::ContainerSchedule),
         digests,
         ..Default::default()
     }
@@ -341,8 +343,9 @@ pub struct GaugeInput<'a> {
     pub last_failed: &'a BTreeMap<ObjectKey, bool>,
 }
 
-/// The per-object gauges of every valid policy and Archive this host runs: another
-/// host's (its hostSelector does not match) has none here, so it is never late or failing.
+/// The per-object gauges of every valid policy, Archive and ContainerSchedule this host
+/// runs: another host's (its hostSelector does not match) has none here, so it is never
+/// late or failing.
 pub fn object_gauges(input: &GaugeInput<'_>) -> Vec<ObjectGauges> {
     let mut out = Vec::new();
     for (_, object) in input.statuses {
@@ -356,6 +359,7 @@ pub fn object_gauges(input: &GaugeInput<'_>) -> Vec<ObjectGauges> {
         let (suspended, retention) = match resource {
             Resource::BackupPolicy(p) => (p.spec.suspend, p.spec.retention.is_some()),
             Resource::Archive(_) => (false, false),
+            Resource::ContainerSchedule(c) => (c.spec.suspend, false),
             Resource::Restore(_) | Resource::Repository(_) | Resource::Notifier(_) => continue,
         };
         let s = &object.status;
@@ -447,6 +451,7 @@ fn kind_order(kind: &str) -> usize {
         "Restore",
         "Repository",
         "Notifier",
+        "ContainerSchedule",
     ]
     .iter()
     .position(|k| *k == kind)

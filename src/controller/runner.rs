@@ -39,6 +39,12 @@ pub trait Runner: Send + Sync + 'static {
         request: RestoreRequest,
         progress: Arc<dyn Progress>,
     ) -> BoxFuture<RunOutcome>;
+    /// One ContainerSchedule action, reported like a backup run.
+    fn action(
+        &self,
+        request: crate::actions::ActionRequest,
+        progress: Arc<dyn Progress>,
+    ) -> BoxFuture<RunOutcome>;
     /// Starts again what interrupted runs had stopped; returns what it started.
     fn replay_journal(&self) -> BoxFuture<Result<Vec<String>, String>>;
     /// Opens the repositories the specs describe for the runs to write to, probes each
@@ -223,6 +229,24 @@ impl Runner for LiveRunner {
                 repository: request.repository.clone(),
                 copies: Vec::new(),
             }
+        })
+    }
+
+    fn action(
+        &self,
+        request: crate::actions::ActionRequest,
+        progress: Arc<dyn Progress>,
+    ) -> BoxFuture<RunOutcome> {
+        let executor = self.executor.clone();
+        Box::pin(async move {
+            crate::actions::run(
+                executor.engine(),
+                &executor.state(),
+                &executor.locks(),
+                &request,
+                progress,
+            )
+            .await
         })
     }
 

@@ -340,6 +340,7 @@ impl View<'_> {
         }
         let zone = match resource {
             Resource::BackupPolicy(p) => p.spec.timezone.as_ref().and_then(|z| z.parse().ok()),
+            Resource::ContainerSchedule(c) => c.spec.timezone.as_ref().and_then(|z| z.parse().ok()),
             _ => None,
         }
         .unwrap_or(chrono_tz::Tz::UTC);
@@ -400,7 +401,21 @@ impl View<'_> {
                 .filter(|name| name != crate::spec::repository::DEFAULT_REPOSITORY),
             copies: r.copies.clone(),
         });
-        let suspended = matches!(resource, Resource::BackupPolicy(p) if p.spec.suspend);
+        let suspended = match resource {
+            Resource::BackupPolicy(p) => p.spec.suspend,
+            Resource::ContainerSchedule(c) => c.spec.suspend,
+            _ => false,
+        };
+        // An object that runs once at a set time says when, until it has run.
+        let run_at = match resource {
+            Resource::Archive(a) => a.spec.run_at.as_ref(),
+            Resource::ContainerSchedule(c) => c.spec.run_at.as_ref(),
+            _ => None,
+        };
+        let awaited = run_at
+            .and(s.next_schedule_time)
+            .filter(|_| last.is_none())
+            .map(|at| format!("runs once at {}", at.format("%Y-%m-%d %H:%M:%S UTC")));
         if let Some(run) = self.running.get(&key) {
             status::apply_state(s, ObjectState::Running { run }, now);
         } else if suspended {
@@ -409,7 +424,7 @@ impl View<'_> {
             status::apply_state(s, ObjectState::Blocked { reason, message }, now);
         } else {
             let phase: Option<Phase> = last.as_ref().map(|r| r.phase);
-            let message = last.as_ref().and_then(|r| r.error.clone());
+            let message = last.as_ref().and_then(|r| r.error.clone()).or(awaited);
             status::apply_state(
                 s,
                 ObjectState::Idle {

@@ -38,6 +38,7 @@ enum Request {
     Restore(crate::restore::RestoreRequest),
     /// With whether to verify the new archive after the run.
     Backup(Box<BackupRequest>, bool),
+    Action(crate::actions::ActionRequest),
 }
 
 /// What came of asking for a run to start.
@@ -113,6 +114,14 @@ impl Supervisor {
                     .map(Request::Restore)
                     .map_err(|e| e.to_string())
             }
+            Resource::ContainerSchedule(schedule) => {
+                Ok(Request::Action(crate::actions::ActionRequest {
+                    name: want.key.name.clone(),
+                    action: schedule.spec.action,
+                    targets: schedule.spec.targets.clone(),
+                    skip: want.skip.clone(),
+                }))
+            }
             _ => BackupRequest::from_resource(resource, &desired.valid_resources())
                 .map(|request| {
                     let verify_after = matches!(resource, Resource::BackupPolicy(p)
@@ -133,7 +142,13 @@ impl Supervisor {
             (want.key.clone(), want.nominal, want.requested_at.clone());
         let generation = match want.key.kind {
             Kind::Archive | Kind::Restore => want.generation.clone(),
-            Kind::BackupPolicy | Kind::Repository | Kind::Notifier => None,
+            // A runAt schedule acts once per generation, a cron one on its times.
+            Kind::ContainerSchedule if want.trigger == super::plan::Trigger::Generation => {
+                want.generation.clone()
+            }
+            Kind::BackupPolicy | Kind::Repository | Kind::Notifier | Kind::ContainerSchedule => {
+                None
+            }
         };
         let book = self.book.clone();
         // Durable writes (fsynced): on a blocking worker.
@@ -169,6 +184,7 @@ impl Supervisor {
             Request::Backup(r, verify_after) => {
                 self.runner.backup(*r, verify_after, progress.clone())
             }
+            Request::Action(r) => self.runner.action(r, progress.clone()),
         };
         match want.nominal {
             Some(nominal) => info!(

@@ -141,6 +141,14 @@ impl Runner for FakeRunner {
         self.work(&request.name)
     }
 
+    fn action(
+        &self,
+        request: crate::actions::ActionRequest,
+        _progress: Arc<dyn Progress>,
+    ) -> BoxFuture<RunOutcome> {
+        self.work(&request.name)
+    }
+
     fn replay_journal(&self) -> BoxFuture<Result<Vec<String>, String>> {
         self.replays.fetch_add(1, Ordering::SeqCst);
         Box::pin(async { Ok(vec![]) })

@@ -498,6 +498,50 @@ impl Engine {
         .await
     }
 
+    /// Restarts a container, giving it `timeout` to stop before Docker kills it; a stopped
+    /// container is started. The request waits as long as the stop may take, and a minute
+    /// more, as [`Engine::stop`] does.
+    pub async fn restart(&self, id: &str, timeout: Duration) -> Result<(), DockerError> {
+        let options = bollard::query_parameters::RestartContainerOptions {
+            t: Some(timeout.as_secs().min(i32::MAX as u64) as i32),
+            signal: None,
+        };
+        let patience = timeout.saturating_add(Duration::from_secs(60));
+        let client = self
+            .client
+            .clone()
+            .with_timeout(patience.max(self.client.timeout()));
+        retry(&DOCKER, || async {
+            client
+                .restart_container(id, Some(options.clone()))
+                .await
+                .map_err(on("restarting container", id))
+        })
+        .await
+    }
+
+    /// Freezes every process of a running container (Docker refuses one not running).
+    pub async fn pause(&self, id: &str) -> Result<(), DockerError> {
+        retry(&DOCKER, || async {
+            self.client
+                .pause_container(id)
+                .await
+                .map_err(on("pausing container", id))
+        })
+        .await
+    }
+
+    /// Thaws a paused container (Docker refuses one not paused).
+    pub async fn unpause(&self, id: &str) -> Result<(), DockerError> {
+        retry(&DOCKER, || async {
+            self.client
+                .unpause_container(id)
+                .await
+                .map_err(on("unpausing container", id))
+        })
+        .await
+    }
+
     /// Runs a command in a running container and collects its output (each stream capped).
     pub async fn exec(
         &self,

@@ -119,11 +119,12 @@ impl BackupRequest {
                     })
                 }
             }
-            Resource::Restore(_) | Resource::Repository(_) | Resource::Notifier(_) => {
-                Err(BackupRequestError::NotABackup {
-                    name: format!("{}/{}", resource.kind(), resource.name()),
-                })
-            }
+            Resource::Restore(_)
+            | Resource::Repository(_)
+            | Resource::Notifier(_)
+            | Resource::ContainerSchedule(_) => Err(BackupRequestError::NotABackup {
+                name: format!("{}/{}", resource.kind(), resource.name()),
+            }),
         }
     }
 }

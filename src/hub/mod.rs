@@ -220,6 +220,7 @@ pub struct Snapshot {
     pub restores: Collection,
     pub repositories: Collection,
     pub notifiers: Collection,
+    pub container_schedules: Collection,
     pub digests: BTreeMap<(Kind, String), Digest>,
     /// Every object in a glance, by kind then name: the dashboard's overview, computed
     /// once per pass rather than per request.
@@ -237,6 +238,7 @@ impl Snapshot {
             Kind::Restore => &self.restores,
             Kind::Repository => &self.repositories,
             Kind::Notifier => &self.notifiers,
+            Kind::ContainerSchedule => &self.container_schedules,
         }
     }
 }

@@ -30,6 +30,10 @@ pub struct ArchiveSpec {
     /// Where the archive goes; overrides the policy's output when both are given.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output: Option<Output>,
+    /// Take the backup at this RFC 3339 time instead of at once (a time already past runs
+    /// at once), e.g. before tonight's upgrade.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_at: Option<super::schedule::RunAt>,
     /// Delete the archive this long after it was taken.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ttl: Option<HumanDuration>,

@@ -5,6 +5,7 @@
 
 pub mod archive;
 pub mod common;
+pub mod container_schedule;
 pub mod duration;
 pub mod host;
 pub mod notifier;
@@ -20,13 +21,14 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 pub use archive::{ArchiveSpec, DeletionPolicy};
+pub use container_schedule::{ContainerAction, ContainerScheduleSpec};
 pub use duration::HumanDuration;
 pub use host::HostSelector;
 pub use notifier::NotifierSpec;
 pub use policy::BackupPolicySpec;
 pub use repository::RepositorySpec;
 pub use restore::{RestoreMode, RestoreSpec};
-pub use schedule::{CronSchedule, TimeZoneName};
+pub use schedule::{CronSchedule, RunAt, TimeZoneName};
 
 /// The only API version this release understands.
 pub const API_VERSION: &str = "holdfast.dev/v1alpha1";
@@ -44,15 +46,18 @@ pub enum Kind {
     Repository,
     /// Where notifications go; never run, only described.
     Notifier,
+    /// Starts, stops, restarts, pauses or unpauses containers on a schedule or once.
+    ContainerSchedule,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 5] = [
+    pub const ALL: [Kind; 6] = [
         Kind::BackupPolicy,
         Kind::Archive,
         Kind::Restore,
         Kind::Repository,
         Kind::Notifier,
+        Kind::ContainerSchedule,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -62,6 +67,7 @@ impl Kind {
             Kind::Restore => "Restore",
             Kind::Repository => "Repository",
             Kind::Notifier => "Notifier",
+            Kind::ContainerSchedule => "ContainerSchedule",
         }
     }
 
@@ -125,6 +131,11 @@ impl KindSpec for NotifierSpec {
     const ABOUT: &'static str = "Where notifications go (chat, e-mail, push or a heartbeat monitor) and which events they carry.";
 }
 
+impl KindSpec for ContainerScheduleSpec {
+    const KIND: Kind = Kind::ContainerSchedule;
+    const ABOUT: &'static str = "Starts, stops, restarts, pauses or unpauses containers on a schedule or once at a set time.";
+}
+
 /// The envelope shared by every kind.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -144,6 +155,7 @@ pub type Archive = Object<ArchiveSpec>;
 pub type Restore = Object<RestoreSpec>;
 pub type Repository = Object<RepositorySpec>;
 pub type Notifier = Object<NotifierSpec>;
+pub type ContainerSchedule = Object<ContainerScheduleSpec>;
 
 /// Any object holdfast understands.
 #[derive(Clone, Debug, PartialEq)]
@@ -153,6 +165,7 @@ pub enum Resource {
     Restore(Restore),
     Repository(Repository),
     Notifier(Notifier),
+    ContainerSchedule(ContainerSchedule),
 }
 
 impl Resource {
@@ -163,6 +176,7 @@ impl Resource {
             Resource::Restore(_) => Kind::Restore,
             Resource::Repository(_) => Kind::Repository,
             Resource::Notifier(_) => Kind::Notifier,
+            Resource::ContainerSchedule(_) => Kind::ContainerSchedule,
         }
     }
 
@@ -173,6 +187,7 @@ impl Resource {
             Resource::Restore(o) => &o.metadata,
             Resource::Repository(o) => &o.metadata,
             Resource::Notifier(o) => &o.metadata,
+            Resource::ContainerSchedule(o) => &o.metadata,
         }
     }
 
@@ -188,6 +203,7 @@ impl Resource {
             Resource::Restore(o) => o.spec.host_selector.as_ref(),
             Resource::Repository(o) => o.spec.host_selector.as_ref(),
             Resource::Notifier(o) => o.spec.host_selector.as_ref(),
+            Resource::ContainerSchedule(o) => o.spec.host_selector.as_ref(),
         }
     }
 

@@ -136,6 +136,43 @@ impl JsonSchema for TimeZoneName {
     }
 }
 
+/// A moment given in RFC 3339 with its offset, such as `2026-12-24T03:00:00+01:00`: when a
+/// `runAt` object runs, once. Kept as written and checked by validation, like a schedule.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct RunAt(pub String);
+
+impl RunAt {
+    /// The instant it names. The offset is required: a time without one would be read in
+    /// some zone the writer did not choose.
+    pub fn parse(&self) -> Result<chrono::DateTime<chrono::Utc>, String> {
+        chrono::DateTime::parse_from_rfc3339(self.0.trim())
+            .map(|t| t.to_utc())
+            .map_err(|e| {
+                format!(
+                    "`{}` is not an RFC 3339 time with an offset ({e}), e.g. 2026-12-24T03:00:00+01:00 or 2026-12-24T02:00:00Z",
+                    self.0
+                )
+            })
+    }
+}
+
+impl JsonSchema for RunAt {
+    fn schema_name() -> Cow<'static, str> {
+        "RunAt".into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "type": "string",
+            "format": "date-time",
+            "minLength": 1,
+            "description": "An RFC 3339 time with its offset; it runs once, then. A time in the past runs at once.",
+            "examples": ["2026-12-24T03:00:00+01:00", "2026-12-24T02:00:00Z"]
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -374,6 +374,9 @@ fn deserialize(kind: Kind, value: Value) -> Result<Resource, serde_json::Error> 
         Kind::Restore => Resource::Restore(serde_json::from_value::<Object<_>>(value)?),
         Kind::Repository => Resource::Repository(serde_json::from_value::<Object<_>>(value)?),
         Kind::Notifier => Resource::Notifier(serde_json::from_value::<Object<_>>(value)?),
+        Kind::ContainerSchedule => {
+            Resource::ContainerSchedule(serde_json::from_value::<Object<_>>(value)?)
+        }
     })
 }
 
@@ -417,8 +420,9 @@ fn check_unique_names(files: &mut [FileReport]) {
     }
 }
 
-/// `Archive.spec.policyRef` and `Restore.spec.from.policy` must name a BackupPolicy that
-/// exists somewhere in the specs (valid or not: an invalid one is reported on its own).
+/// `Archive.spec.policyRef`, `Restore.spec.from.policy` and `ContainerSchedule.spec.after`
+/// must name a BackupPolicy that exists somewhere in the specs (valid or not: an invalid
+/// one is reported on its own).
 fn check_references(files: &mut [FileReport]) {
     let policies: Vec<String> = files
         .iter()
@@ -427,24 +431,36 @@ fn check_references(files: &mut [FileReport]) {
         .filter_map(|o| o.name.clone())
         .collect();
     for object in files.iter_mut().flat_map(|f| f.objects.iter_mut()) {
-        let reference = match &object.resource {
+        let references: Vec<(String, FieldPath)> = match &object.resource {
             Some(Resource::Archive(a)) => a
                 .spec
                 .policy_ref
                 .clone()
-                .map(|r| (r, FieldPath::root().key("spec").key("policyRef"))),
+                .map(|r| (r, FieldPath::root().key("spec").key("policyRef")))
+                .into_iter()
+                .collect(),
             Some(Resource::Restore(r)) => r
                 .spec
                 .from
                 .policy
                 .clone()
-                .map(|p| (p, FieldPath::root().key("spec").key("from").key("policy"))),
-            _ => None,
+                .map(|p| (p, FieldPath::root().key("spec").key("from").key("policy")))
+                .into_iter()
+                .collect(),
+            Some(Resource::ContainerSchedule(c)) => (c.spec.after.iter().enumerate())
+                .map(|(i, p)| {
+                    (
+                        p.clone(),
+                        FieldPath::root().key("spec").key("after").index(i),
+                    )
+                })
+                .collect(),
+            _ => Vec::new(),
         };
-        let Some((name, field)) = reference else {
-            continue;
-        };
-        if !policies.contains(&name) {
+        for (name, field) in references {
+            if policies.contains(&name) {
+                continue;
+            }
             let at = object.positions.value_or_ancestor(&field);
             let hint = did_you_mean(&name, policies.iter().map(String::as_str));
             object.push(

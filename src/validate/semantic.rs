@@ -14,7 +14,8 @@ use crate::spec::repository::{
     StorageSpec,
 };
 use crate::spec::{
-    Archive, BackupPolicy, Notifier, Repository, RepositorySpec, Resource, Restore, RestoreMode,
+    Archive, BackupPolicy, ContainerSchedule, Notifier, Repository, RepositorySpec, Resource,
+    Restore, RestoreMode,
 };
 
 /// A problem with a field of a valid-shaped object.
@@ -71,6 +72,7 @@ pub fn check(resource: &Resource) -> Vec<FieldProblem> {
         Resource::Restore(restore) => check_restore(restore, &mut problems),
         Resource::Repository(repository) => check_repository(repository, &mut problems),
         Resource::Notifier(notifier) => check_notifier(notifier, &mut problems),
+        Resource::ContainerSchedule(schedule) => check_container_schedule(schedule, &mut problems),
     }
     if let Some(selector) = resource.host_selector() {
         check_host_selector(selector, &mut problems);
@@ -155,8 +157,107 @@ fn check_policy(policy: &BackupPolicy, problems: &mut Problems) {
     }
 }
 
+fn check_container_schedule(schedule: &ContainerSchedule, problems: &mut Problems) {
+    let spec = &schedule.spec;
+    match (&spec.schedule, &spec.run_at) {
+        (Some(_), Some(_)) => problems.add_hinted(
+            self::spec().key("runAt"),
+            "set schedule or runAt, not both",
+            Some("schedule repeats (cron); runAt acts once at the time given".into()),
+        ),
+        (None, None) => problems.add_hinted(
+            self::spec(),
+            "a ContainerSchedule needs schedule or runAt",
+            Some(
+                "add `schedule: \"0 4 * * *\"` to act every night, or `runAt: 2026-12-24T03:00:00+01:00` to act once"
+                    .into(),
+            ),
+        ),
+        _ => {}
+    }
+    if let Some(cron) = &spec.schedule
+        && let Err(message) = cron.parse()
+    {
+        problems.add(self::spec().key("schedule"), message);
+    }
+    if let Some(run_at) = &spec.run_at
+        && let Err(message) = run_at.parse()
+    {
+        problems.add(self::spec().key("runAt"), message);
+    }
+    if let Some(tz) = &spec.timezone
+        && let Err(message) = tz.parse()
+    {
+        let hint = tz.closest_known().map(|c| format!("did you mean `{c}`?"));
+        problems.add_hinted(self::spec().key("timezone"), message, hint);
+    }
+    let targets = &spec.targets;
+    let at = self::spec().key("targets");
+    if targets.stacks.is_empty()
+        && targets.containers.is_empty()
+        && targets
+            .selector
+            .as_ref()
+            .is_none_or(|s| s.match_labels.is_empty())
+    {
+        problems.add_hinted(
+            at.clone(),
+            "targets select no container, so the action would do nothing",
+            Some("list stacks or containers, or a selector with matchLabels".into()),
+        );
+    }
+    if !targets.volumes.is_empty() {
+        problems.add_hinted(
+            at.key("volumes"),
+            "a ContainerSchedule acts on containers, not volumes",
+            Some("name the stacks or containers that use the volumes".into()),
+        );
+    }
+    if !targets.paths.is_empty() {
+        problems.add_hinted(
+            at.key("paths"),
+            "a ContainerSchedule acts on containers, not host folders",
+            Some("name the stacks or containers that use the folders".into()),
+        );
+    }
+    if !targets.compose_projects.is_empty() {
+        problems.add_hinted(
+            at.key("composeProjects"),
+            "a ContainerSchedule acts on running stacks, not on compose folders",
+            Some("name the project in stacks".into()),
+        );
+    }
+    if !targets.exclude.is_empty() {
+        problems.add_hinted(
+            at.key("exclude"),
+            "exclude leaves data out of a backup; a ContainerSchedule archives nothing",
+            Some("remove exclude, and list only the containers to act on".into()),
+        );
+    }
+    for (i, stack) in targets.stacks.iter().enumerate() {
+        if stack.is_empty() {
+            problems.add(at.key("stacks").index(i), "a stack name must not be empty");
+        }
+    }
+    let mut seen = Vec::new();
+    for (i, name) in spec.after.iter().enumerate() {
+        if seen.contains(&name) {
+            problems.add(
+                self::spec().key("after").index(i),
+                format!("`{name}` is listed twice"),
+            );
+        }
+        seen.push(name);
+    }
+}
+
 fn check_archive(archive: &Archive, problems: &mut Problems) {
     let spec = &archive.spec;
+    if let Some(run_at) = &spec.run_at
+        && let Err(message) = run_at.parse()
+    {
+        problems.add(self::spec().key("runAt"), message);
+    }
     let inline = [
         ("targets", spec.targets.is_some()),
         ("include", spec.include.is_some()),

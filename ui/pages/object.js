@@ -48,7 +48,7 @@ async function load(main, kind, name) {
   const collection = COLLECTIONS[kind];
   if (!collection) throw new Error(`no kind ${kind}`);
   const backupKinds = kind === 'BackupPolicy' || kind === 'Archive';
-  const runsKinds = backupKinds || kind === 'Restore';
+  const runsKinds = backupKinds || kind === 'Restore' || kind === 'ContainerSchedule';
   const [object, runs, backups] = await Promise.all([
     get(`/api/v1/${collection}/${encodeURIComponent(name)}`),
     runsKinds ? get(`/api/v1/runs?kind=${kind}&policy=${encodeURIComponent(name)}&limit=500`) : { items: [] },

@@ -8,6 +8,7 @@ mod notifiers;
 mod repositories;
 mod restores;
 mod runs;
+mod schedules;
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -75,6 +76,10 @@ enum What {
     /// The hosts whose daemons write the repository (`--repo` names another), from the
     /// summaries they publish: last seen, objects, failing, next run, ok, stale or failing.
     Hosts,
+    /// The ContainerSchedules in the specs folder: which action on which containers,
+    /// when, after which policies, and how the last one ended.
+    #[value(name = "containerschedules", alias = "schedules")]
+    ContainerSchedules,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -103,6 +108,7 @@ pub fn run(settings: &Settings, args: GetArgs) -> anyhow::Result<ExitCode> {
         What::Repositories => repositories::run(settings, &args),
         What::Notifiers => notifiers::run(settings, &args),
         What::Hosts => hosts::run(settings, &args),
+        What::ContainerSchedules => schedules::run(settings, &args),
     }
 }
 

@@ -81,6 +81,38 @@ fn keys(garage: &Garage, prefix: &str) -> Vec<String> {
     keys
 }
 
+/// Restores `volume` of archive `id` from the Repository `shared` into the new volume
+/// `<volume>-<suffix>` with `cmd` (the binary as some host), and returns its `/file`; the
+/// new volume is removed again.
+fn restored_file(mut cmd: Command, id: &str, volume: &str, suffix: &str) -> String {
+    let restored = format!("{volume}-{suffix}");
+    let _ = run(Command::new("docker").args(["volume", "rm", "-f", &restored]));
+    let out = run(cmd.args([
+        "restore",
+        "--repo",
+        "shared",
+        "--from",
+        id,
+        "--volume",
+        volume,
+        "--map",
+        &format!("{volume}={restored}"),
+    ]));
+    let content = out.status.success().then(|| {
+        docker(&[
+            "run",
+            "--rm",
+            "-v",
+            &format!("{restored}:/d"),
+            "holdfast-test/busybox:1",
+            "cat",
+            "/d/file",
+        ])
+    });
+    let _ = run(Command::new("docker").args(["volume", "rm", "-f", &restored]));
+    content.unwrap_or_else(|| panic!("restore: {}\n{}", stdout(&out), stderr(&out)))
+}
+
 /// `(host, id)` of every archive `get archives --all-hosts` lists, sorted.
 fn listed(cmd: &mut Command) -> Vec<(String, String)> {
     let out = run(cmd.args([
@@ -173,36 +205,15 @@ fn hosts_in_one_bucket_list_and_restore_each_others_archives_and_prune_only_thei
     ]));
     assert!(out.status.success(), "ls: {}", stderr(&out));
     assert!(stdout(&out).contains(&alpha_volume.0), "{}", stdout(&out));
-    let restored = format!("{}-back", alpha_volume.0);
-    let _ = run(Command::new("docker").args(["volume", "rm", "-f", &restored]));
-    let out = run(as_host(&beta, &garage, "beta").args([
-        "restore",
-        "--repo",
-        "shared",
-        "--from",
-        &first,
-        "--volume",
-        &alpha_volume.0,
-        "--map",
-        &format!("{}={restored}", alpha_volume.0),
-    ]));
-    assert!(
-        out.status.success(),
-        "restore: {}\n{}",
-        stdout(&out),
-        stderr(&out)
+    assert_eq!(
+        restored_file(
+            as_host(&beta, &garage, "beta"),
+            &first,
+            &alpha_volume.0,
+            "back"
+        ),
+        "from-alpha\n"
     );
-    let content = docker(&[
-        "run",
-        "--rm",
-        "-v",
-        &format!("{restored}:/d"),
-        "holdfast-test/busybox:1",
-        "cat",
-        "/d/file",
-    ]);
-    let _ = run(Command::new("docker").args(["volume", "rm", "-f", &restored]));
-    assert_eq!(content, "from-alpha\n");
     // Beta verifies it too: the result is printed, and no record of it written there.
     let out = run(as_host(&beta, &garage, "beta").args([
         "verify",
@@ -462,36 +473,10 @@ fn two_daemons_on_one_specs_folder_and_one_bucket_each_run_their_own_and_share_t
         assert_eq!(daemon.wait(Duration::from_secs(30)), Some(0));
     }
     let nas_keys = keys(&garage, "fleet/nas/");
-    let restored = format!("{}-on-vps", nas_volume.0);
-    let _ = run(Command::new("docker").args(["volume", "rm", "-f", &restored]));
-    let out = run(as_host("vps").args([
-        "restore",
-        "--repo",
-        "shared",
-        "--from",
-        &second,
-        "--volume",
-        &nas_volume.0,
-        "--map",
-        &format!("{}={restored}", nas_volume.0),
-    ]));
-    assert!(
-        out.status.success(),
-        "restore: {}\n{}",
-        stdout(&out),
-        stderr(&out)
+    assert_eq!(
+        restored_file(as_host("vps"), &second, &nas_volume.0, "on-vps"),
+        "from-the-nas\n"
     );
-    let content = docker(&[
-        "run",
-        "--rm",
-        "-v",
-        &format!("{restored}:/d"),
-        "holdfast-test/busybox:1",
-        "cat",
-        "/d/file",
-    ]);
-    let _ = run(Command::new("docker").args(["volume", "rm", "-f", &restored]));
-    assert_eq!(content, "from-the-nas\n");
     assert_eq!(
         keys(&garage, "fleet/nas/"),
         nas_keys,

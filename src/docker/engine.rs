@@ -286,6 +286,11 @@ pub struct Engine {
 
 pub use crate::settings::DockerEndpoint as Endpoint;
 
+/// A stop timeout as the whole seconds Docker takes.
+fn seconds(timeout: Duration) -> i32 {
+    timeout.as_secs().min(i32::MAX as u64) as i32
+}
+
 /// Seconds a Docker call may take before the client gives up, as Docker's own client.
 const TIMEOUT: u64 = 120;
 
@@ -469,14 +474,10 @@ impl Engine {
     /// with success.
     pub async fn stop(&self, id: &str, timeout: Duration) -> Result<(), DockerError> {
         let options = StopContainerOptions {
-            t: Some(timeout.as_secs().min(i32::MAX as u64) as i32),
+            t: Some(seconds(timeout)),
             signal: None,
         };
-        let patience = timeout.saturating_add(Duration::from_secs(60));
-        let client = self
-            .client
-            .clone()
-            .with_timeout(patience.max(self.client.timeout()));
+        let client = self.patient(timeout);
         retry(&DOCKER, || async {
             client
                 .stop_container(id, Some(options.clone()))
@@ -484,6 +485,15 @@ impl Engine {
                 .map_err(on("stopping container", id))
         })
         .await
+    }
+
+    /// The client for a call that lets a container take `timeout` to stop: it waits that
+    /// long and a minute more, never less than the usual request timeout.
+    fn patient(&self, timeout: Duration) -> Docker {
+        let patience = timeout.saturating_add(Duration::from_secs(60));
+        self.client
+            .clone()
+            .with_timeout(patience.max(self.client.timeout()))
     }
 
     /// Starts a container. A transient failure is tried again: Docker answers the start
@@ -503,14 +513,10 @@ impl Engine {
     /// more, as [`Engine::stop`] does.
     pub async fn restart(&self, id: &str, timeout: Duration) -> Result<(), DockerError> {
         let options = bollard::query_parameters::RestartContainerOptions {
-            t: Some(timeout.as_secs().min(i32::MAX as u64) as i32),
+            t: Some(seconds(timeout)),
             signal: None,
         };
-        let patience = timeout.saturating_add(Duration::from_secs(60));
-        let client = self
-            .client
-            .clone()
-            .with_timeout(patience.max(self.client.timeout()));
+        let client = self.patient(timeout);
         retry(&DOCKER, || async {
             client
                 .restart_container(id, Some(options.clone()))

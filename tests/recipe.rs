@@ -214,26 +214,12 @@ fn a_stack_comes_back_from_the_bundle_and_an_s3_repository_alone() {
     env.spec(
         "offsite",
         &format!(
-            "apiVersion: holdfast.dev/v1alpha1
-kind: Repository
-metadata: {{name: offsite}}
-spec:
-  storage:
-    s3:
-      endpoint: {endpoint}
-      region: {region}
-      bucket: {bucket}
-      prefix: backups/
-      accessKeyId: {{fromEnv: HOLDFAST_TEST_S3_KEY}}
-      secretAccessKey: {{fromFile: ../secrets/s3.secret}}
-  encryption:
+            "{}  encryption:
     age:
       recipients: [{recipient}]
       identityFile: ../secrets/offsite.key
 ",
-            endpoint = garage.endpoint(),
-            region = garage.region(),
-            bucket = garage.bucket(),
+            garage.repository_spec("offsite", "backups/", "../secrets/s3.secret")
         ),
     );
     env.spec(

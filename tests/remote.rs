@@ -55,24 +55,7 @@ fn age_keys(dir: &Path) -> (PathBuf, String) {
 fn s3_repository(env: &Env, garage: &Garage, name: &str, endpoint: &str, extra: &str) -> String {
     let secret = env.dir.path().join(format!("{name}.secret"));
     fs::write(&secret, format!("{}\n", garage.secret())).unwrap();
-    format!(
-        "apiVersion: holdfast.dev/v1alpha1
-kind: Repository
-metadata: {{name: {name}}}
-spec:
-  storage:
-    s3:
-      endpoint: {endpoint}
-      region: {region}
-      bucket: {bucket}
-      prefix: backups/
-      accessKeyId: {{fromEnv: HOLDFAST_TEST_S3_KEY}}
-      secretAccessKey: {{fromFile: {secret}}}
-{extra}",
-        region = garage.region(),
-        bucket = garage.bucket(),
-        secret = secret.display(),
-    )
+    garage.repository_spec_at(endpoint, name, "backups/", &secret.display().to_string()) + extra
 }
 
 /// The binary with the test's specs, state and repository, the S3 key id and a fixed

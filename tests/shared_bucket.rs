@@ -21,25 +21,7 @@ fn host_specs(env: &Env, garage: &Garage, volume: &str) {
     fs::write(&secret, format!("{}\n", garage.secret())).unwrap();
     env.spec(
         "shared",
-        &format!(
-            "apiVersion: holdfast.dev/v1alpha1
-kind: Repository
-metadata: {{name: shared}}
-spec:
-  storage:
-    s3:
-      endpoint: {endpoint}
-      region: {region}
-      bucket: {bucket}
-      prefix: fleet/
-      accessKeyId: {{fromEnv: HOLDFAST_TEST_S3_KEY}}
-      secretAccessKey: {{fromFile: {secret}}}
-",
-            endpoint = garage.endpoint(),
-            region = garage.region(),
-            bucket = garage.bucket(),
-            secret = secret.display(),
-        ),
+        &garage.repository_spec("shared", "fleet/", &secret.display().to_string()),
     );
     env.spec(
         "app",
@@ -258,24 +240,7 @@ fn fleet_specs(
 ) {
     let secret = specs.join("shared.secret");
     fs::write(&secret, format!("{}\n", garage.secret())).unwrap();
-    let repository = format!(
-        "apiVersion: holdfast.dev/v1alpha1
-kind: Repository
-metadata: {{name: shared}}
-spec:
-  storage:
-    s3:
-      endpoint: {endpoint}
-      region: {region}
-      bucket: {bucket}
-      prefix: fleet/
-      accessKeyId: {{fromEnv: HOLDFAST_TEST_S3_KEY}}
-      secretAccessKey: {{fromFile: shared.secret}}
-",
-        endpoint = garage.endpoint(),
-        region = garage.region(),
-        bucket = garage.bucket(),
-    );
+    let repository = garage.repository_spec("shared", "fleet/", "shared.secret");
     let policy = |name: &str, role: &str, volume: &str, request: u32| {
         format!(
             "apiVersion: holdfast.dev/v1alpha1\nkind: BackupPolicy\nmetadata:\n  name: {name}\n  \

@@ -903,45 +903,22 @@ impl Executor {
                     ));
                     continue;
                 }
-                let text = match std::fs::read_to_string(file) {
-                    Ok(text) => text,
-                    Err(e) => {
-                        run.warnings.push(format!(
-                            "recipe of {}: its compose file {file} could not be read ({e}), so the recipe does not have it; holdfast must see the stack's folder at the same path",
-                            stack.name
-                        ));
-                        continue;
-                    }
-                };
-                let name = Path::new(file)
-                    .file_name()
-                    .map(|n| n.to_string_lossy().into_owned())
-                    .unwrap_or_default();
-                let redacted = recipe::redact_compose(&text);
-                run.artifacts.push(recipe::write_file(
-                    &**root,
-                    &format!("recipe/{}/{name}", stack.name),
-                    redacted.as_bytes(),
-                )?);
+                if let Some((name, redacted)) = recipe_text(run, &stack.name, file, false) {
+                    run.artifacts.push(recipe::write_file(
+                        &**root,
+                        &format!("recipe/{}/{name}", stack.name),
+                        redacted.as_bytes(),
+                    )?);
+                }
             }
             if let Some(dir) = &stack.working_dir {
-                let file = Path::new(dir).join(".env");
-                match std::fs::read_to_string(&file) {
-                    Ok(text) => {
-                        let redacted = recipe::redact_dotenv(&text);
-                        run.artifacts.push(recipe::write_file(
-                            &**root,
-                            &format!("recipe/{}/.env", stack.name),
-                            redacted.as_bytes(),
-                        )?);
-                    }
-                    // Most projects have none.
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(e) => run.warnings.push(format!(
-                        "recipe of {}: {} could not be read ({e}), so the recipe does not have it",
-                        stack.name,
-                        file.display()
-                    )),
+                let file = Path::new(dir).join(".env").display().to_string();
+                if let Some((_, redacted)) = recipe_text(run, &stack.name, &file, true) {
+                    run.artifacts.push(recipe::write_file(
+                        &**root,
+                        &format!("recipe/{}/.env", stack.name),
+                        redacted.as_bytes(),
+                    )?);
                 }
             }
             let images: BTreeMap<&str, &str> = stack
@@ -959,26 +936,9 @@ impl Executor {
         for project in plan.projects.iter().filter(|p| p.containers.is_empty()) {
             let env = Path::new(&project.path).join(".env").display().to_string();
             for file in project.files.iter().chain([&env]) {
-                let text = match std::fs::read_to_string(file) {
-                    Ok(text) => text,
-                    Err(e) if file == &env && e.kind() == std::io::ErrorKind::NotFound => {
-                        continue;
-                    }
-                    Err(e) => {
-                        run.warnings.push(format!(
-                            "recipe of {}: {file} could not be read ({e}), so the recipe does not have it",
-                            project.project
-                        ));
-                        continue;
-                    }
-                };
-                let name = Path::new(file)
-                    .file_name()
-                    .map(|n| n.to_string_lossy().into_owned())
-                    .unwrap_or_default();
-                let redacted = match file == &env {
-                    true => recipe::redact_dotenv(&text),
-                    false => recipe::redact_compose(&text),
+                let Some((name, redacted)) = recipe_text(run, &project.project, file, file == &env)
+                else {
+                    continue;
                 };
                 // Where it was, so a restore puts the project's folders beside it.
                 run.artifacts.push(Artifact {
@@ -994,6 +954,38 @@ impl Executor {
         }
         Ok(())
     }
+}
+
+/// The name and redacted text of `file` for the recipe of `owner` (a stack or compose
+/// project): a `.env` file when `dotenv`, which most projects lack, so its absence is no
+/// warning; a compose file otherwise. A file that cannot be read is left out of the recipe
+/// with a warning saying why: holdfast must see the stack's folder at the same path.
+fn recipe_text(
+    run: &mut Progressing,
+    owner: &str,
+    file: &str,
+    dotenv: bool,
+) -> Option<(String, String)> {
+    let text = match std::fs::read_to_string(file) {
+        Ok(text) => text,
+        Err(e) if dotenv && e.kind() == std::io::ErrorKind::NotFound => return None,
+        Err(e) => {
+            run.warnings.push(format!(
+                "recipe of {owner}: {file} could not be read ({e}), so the recipe does not have it; holdfast must see the stack's folder at the same path"
+            ));
+            return None;
+        }
+    };
+    let name = Path::new(file)
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let redacted = if dotenv {
+        recipe::redact_dotenv(&text)
+    } else {
+        recipe::redact_compose(&text)
+    };
+    Some((name, redacted))
 }
 
 /// A volume, bind mount or host folder of the plan, archived into an artifact of its own.

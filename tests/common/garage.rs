@@ -158,6 +158,40 @@ api_bind_addr = "127.0.0.1:{admin}"
         cluster
     }
 
+    /// A Repository spec `name` on this bucket below `prefix`: the key id from
+    /// `HOLDFAST_TEST_S3_KEY`, the secret from the file `secret` (as a spec names it,
+    /// relative to the specs folder or absolute). Lines of `spec:` may follow it.
+    pub fn repository_spec(&self, name: &str, prefix: &str, secret: &str) -> String {
+        self.repository_spec_at(&self.endpoint(), name, prefix, secret)
+    }
+
+    /// As [`Garage::repository_spec`], through `endpoint` (one node of several).
+    pub fn repository_spec_at(
+        &self,
+        endpoint: &str,
+        name: &str,
+        prefix: &str,
+        secret: &str,
+    ) -> String {
+        format!(
+            "apiVersion: holdfast.dev/v1alpha1
+kind: Repository
+metadata: {{name: {name}}}
+spec:
+  storage:
+    s3:
+      endpoint: {endpoint}
+      region: {region}
+      bucket: {bucket}
+      prefix: {prefix}
+      accessKeyId: {{fromEnv: HOLDFAST_TEST_S3_KEY}}
+      secretAccessKey: {{fromFile: {secret}}}
+",
+            region = self.region(),
+            bucket = self.bucket(),
+        )
+    }
+
     /// `http://127.0.0.1:PORT`, the S3 endpoint of node 0.
     pub fn endpoint(&self) -> String {
         self.endpoints().swap_remove(0)

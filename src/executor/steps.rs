@@ -1089,3 +1089,47 @@ fn tail(text: &str) -> String {
         joined
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recipe_files_are_redacted_and_unreadable_ones_are_told_except_a_missing_env() {
+        let dir = tempfile::tempdir().unwrap();
+        let compose = dir.path().join("compose.yaml");
+        std::fs::write(
+            &compose,
+            "services:\n  db:\n    environment:\n      POSTGRES_PASSWORD: hunter2\n",
+        )
+        .unwrap();
+        std::fs::write(dir.path().join(".env"), "TOKEN=s3cret\n").unwrap();
+        let mut run = Progressing::default();
+        let text = |p: &Path| p.display().to_string();
+
+        let (name, redacted) = recipe_text(&mut run, "shop", &text(&compose), false).unwrap();
+        assert_eq!(name, "compose.yaml");
+        assert!(redacted.contains("POSTGRES_PASSWORD") && !redacted.contains("hunter2"));
+        let env = dir.path().join(".env");
+        let (name, redacted) = recipe_text(&mut run, "shop", &text(&env), true).unwrap();
+        assert_eq!(name, ".env");
+        assert!(redacted.contains("TOKEN=") && !redacted.contains("s3cret"));
+        assert!(run.warnings.is_empty());
+
+        // Most projects have no .env: no warning. A compose file that is not there is told.
+        std::fs::remove_file(&env).unwrap();
+        assert!(recipe_text(&mut run, "shop", &text(&env), true).is_none());
+        assert!(run.warnings.is_empty());
+        let gone = dir.path().join("gone.yaml");
+        assert!(recipe_text(&mut run, "shop", &text(&gone), false).is_none());
+        assert_eq!(run.warnings.len(), 1);
+        assert!(
+            run.warnings[0].starts_with(&format!(
+                "recipe of shop: {} could not be read",
+                text(&gone)
+            )),
+            "{:?}",
+            run.warnings
+        );
+    }
+}

@@ -4,6 +4,7 @@
 //! functions; [`engine`] fills them from a real Docker engine through bollard.
 
 pub mod engine;
+mod error;
 mod exec_io;
 pub mod retry;
 pub mod volumes;
